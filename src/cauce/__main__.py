@@ -1,0 +1,5 @@
+"""`python -m cauce` runs the CLI."""
+
+from cauce.cli import main
+
+main()

@@ -1,0 +1,189 @@
+"""Settings: one pydantic-settings root with nested sections.
+
+Sources, highest priority first: keyword arguments (tests), environment variables
+(`CAUCE_` prefix, `__` between nesting levels, e.g. `CAUCE_DB__POOL_SIZE=20`), a `.env`
+file is deliberately NOT read (secrets belong to the environment), then `cauce.toml`
+(path in `CAUCE_CONFIG`, default `./cauce.toml`, optional). This module is the only one
+that reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from cauce.core.errors import ConfigError
+
+ENV_PREFIX = "CAUCE_"
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the known-unsafe default
+DEFAULT_CONFIG_FILE = "cauce.toml"
+
+Environment = Literal["development", "test", "production"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DbSettings(_Section):
+    """Database engine options (the URL itself is `CAUCE_DATABASE_URL`)."""
+
+    pool_size: int = Field(default=10, ge=1, le=500)
+    max_overflow: int = Field(default=10, ge=0, le=500)
+    pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    busy_timeout_ms: int = Field(default=5000, ge=0, description="SQLite busy timeout")
+    echo: bool = False
+    auto_migrate: bool | None = Field(
+        default=None,
+        description=(
+            "Apply pending migrations when serving. Default: yes on SQLite, no on PostgreSQL "
+            "(run `cauce db upgrade` as a deploy step)."
+        ),
+    )
+
+
+class HttpSettings(_Section):
+    """The HTTP server and request limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="413 beyond this")
+    graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
+    access_log: bool = True
+
+
+class AuthSettings(_Section):
+    """API-key verification."""
+
+    cache_ttl_seconds: float = Field(
+        default=5.0, ge=0, le=60, description="A revoked key stops working within this time"
+    )
+    last_used_resolution_seconds: float = Field(default=60.0, ge=0)
+
+
+class LogSettings(_Section):
+    """Structured logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: JSON unless on a terminal in development"
+    )
+
+
+class OtelSettings(_Section):
+    """OpenTelemetry tracing: exported over OTLP/HTTP when an endpoint is set."""
+
+    endpoint: str | None = Field(default=None, description="e.g. http://127.0.0.1:4318")
+    service_name: str = "cauce"
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class Settings(BaseSettings):
+    """The root of Cauce's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    env: Environment = "development"
+    data_dir: Path = Path(".cauce")
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "Default: SQLite at $CAUCE_DATA_DIR/cauce.db; postgresql+psycopg://... to scale out"
+        ),
+    )
+    redis_url: str | None = None
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+
+    db: DbSettings = DbSettings()
+    http: HttpSettings = HttpSettings()
+    auth: AuthSettings = AuthSettings()
+    log: LogSettings = LogSettings()
+    otel: OtelSettings = OtelSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        url = self.database_url
+        if url is not None and not url.startswith(("sqlite+aiosqlite://", "postgresql+psycopg://")):
+            raise ValueError(
+                "database_url must start with sqlite+aiosqlite:// or postgresql+psycopg://"
+            )
+        if self.env != "development":
+            secret = self.secret_key.get_secret_value()
+            if secret == DEV_SECRET_KEY:
+                raise ValueError(
+                    f"secret_key is the built-in development value; outside development set "
+                    f"{ENV_PREFIX}SECRET_KEY to a random string (e.g. `openssl rand -hex 32`)"
+                )
+            if len(secret) < 32:
+                raise ValueError("secret_key must be at least 32 characters outside development")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to the embedded SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'cauce.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True on the embedded engine."""
+        return self.effective_database_url.startswith("sqlite")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_path))
+
+
+def _variable_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the environment variable and what is wrong."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err.get("loc", ()))
+        name = _variable_name(loc) if loc else "configuration"
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown setting"
+        got = err.get("input")
+        shown = (
+            ""
+            if isinstance(got, dict) or got is None or "secret" in name.lower()
+            else f" (got {got!r})"
+        )
+        lines.append(f"{name}: {msg}{shown}" if loc else msg)
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment and `cauce.toml`, or raise `ConfigError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {format_validation_error(exc)}") from None

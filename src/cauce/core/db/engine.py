@@ -1,0 +1,76 @@
+"""Engine construction for the embedded (SQLite) and scale-out (PostgreSQL) databases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from cauce.core.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """An engine and the session factory bound to it."""
+
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self.engine.dialect.name
+
+    async def ping(self) -> None:
+        """Run a trivial query; raises if the database cannot answer."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        # WAL lets readers run beside the single writer; NORMAL is durable across process
+        # crashes in WAL mode (REFERENCE.md: 24 k rows/s vs 7 k with FULL).
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.close()
+
+    return on_connect
+
+
+def create_database(settings: Settings, *, url: str | None = None) -> Database:
+    """Build the engine for `settings` (or an explicit `url`) with the right options."""
+    url = url or settings.effective_database_url
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": settings.db.echo, "pool_pre_ping": False}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": settings.db.busy_timeout_ms / 1000}
+        engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(settings.db.busy_timeout_ms))
+    else:
+        kwargs.update(
+            pool_size=settings.db.pool_size,
+            max_overflow=settings.db.max_overflow,
+            pool_timeout=settings.db.pool_timeout_seconds,
+            pool_pre_ping=True,
+        )
+        engine = create_async_engine(url, **kwargs)
+    return Database(engine, async_sessionmaker(engine, expire_on_commit=False))

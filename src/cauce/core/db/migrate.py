@@ -1,0 +1,81 @@
+"""Alembic migrations, run programmatically on the async engine.
+
+The scripts ship inside the package (`cauce/migrations`) so `cauce db upgrade` works from
+an installed wheel, not only from a checkout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from cauce.core.config import Settings
+from cauce.core.db.engine import Database
+from cauce.core.errors import ConfigError
+
+SCRIPT_LOCATION = "cauce:migrations"
+log = structlog.get_logger("cauce.db")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at the packaged scripts, optionally bound to a connection."""
+    cfg = Config()
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _heads() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def _current(connection: Connection) -> set[str]:
+    return set(MigrationContext.configure(connection).get_current_heads())
+
+
+async def current_revisions(db: Database) -> set[str]:
+    """The revisions the database is at (empty for a new database)."""
+    async with db.engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+async def pending_migrations(db: Database) -> bool:
+    """True when the database is not at the latest revision."""
+    return await current_revisions(db) != _heads()
+
+
+async def upgrade(db: Database, revision: str = "head") -> None:
+    """Apply migrations up to `revision` in one transaction (PostgreSQL DDL is transactional)."""
+
+    def run(connection: Connection, *_: Any) -> None:
+        command.upgrade(alembic_config(connection), revision)
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+def should_auto_migrate(settings: Settings) -> bool:
+    """Embedded SQLite applies its migrations itself; PostgreSQL only when told to (ADR 0002)."""
+    if settings.db.auto_migrate is not None:
+        return settings.db.auto_migrate
+    return settings.is_sqlite
+
+
+async def prepare_schema(db: Database, settings: Settings) -> None:
+    """Bring the schema up to date, or refuse to start on a database left behind."""
+    if not await pending_migrations(db):
+        return
+    if not should_auto_migrate(settings):
+        raise ConfigError(
+            "the database has pending migrations: run `cauce db upgrade` first "
+            "(or set CAUCE_DB__AUTO_MIGRATE=true to apply them at start-up)"
+        )
+    log.info("db.migrating", dialect=db.dialect)
+    await upgrade(db)

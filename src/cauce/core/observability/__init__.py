@@ -1,0 +1,1 @@
+"""Observability: structlog logging, OpenTelemetry tracing, Prometheus metrics."""

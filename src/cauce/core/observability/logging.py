@@ -1,0 +1,92 @@
+"""structlog, configured once; the standard library's logging flows through it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import orjson
+import structlog
+from opentelemetry import trace
+
+from cauce.core.config import Settings
+from cauce.core.observability.redact import redact_event
+
+
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Put the current span's `trace_id` and `span_id` on every line written inside one."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event_dict
+
+
+def _dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
+def use_json(settings: Settings, stream: TextIO) -> bool:
+    """JSON in production or when nobody is watching a terminal; readable text otherwise."""
+    fmt = settings.log.format
+    if fmt != "auto":
+        return fmt == "json"
+    return settings.env == "production" or not (hasattr(stream, "isatty") and stream.isatty())
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """Configure structlog and route the standard library's loggers through it."""
+    stream = stream or sys.stderr
+    level = getattr(logging, settings.log.level.upper())
+    json_output = use_json(settings, stream)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: Any
+    if json_output:
+        shared.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    # Redact last, after exceptions became text, so tracebacks are masked too.
+    shared.append(redact_event)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # uvicorn's own access log is replaced by Cauce's (route template, request id, timing).
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("sqlalchemy.engine").setLevel(
+        logging.INFO if settings.db.echo else logging.WARNING
+    )
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+    # Alembic narrates every connection it inspects; Cauce logs `db.migrating` instead.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

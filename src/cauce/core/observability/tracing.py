@@ -1,0 +1,49 @@
+"""OpenTelemetry tracing: on when `CAUCE_OTEL__ENDPOINT` is set (or a test passes an exporter).
+
+The provider is built per app and handed to each instrumentation explicitly, never set as
+the process-wide global at import time, so tests can build many apps side by side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import cauce
+from cauce.core.config import Settings
+
+
+def build_tracer_provider(
+    settings: Settings, exporter: SpanExporter | None = None
+) -> TracerProvider | None:
+    """A provider exporting over OTLP/HTTP, to `exporter` if given, or None when tracing is off."""
+    if exporter is None and not settings.otel.endpoint:
+        return None
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": settings.otel.service_name, "service.version": cauce.__version__}
+        ),
+        sampler=ParentBased(TraceIdRatioBased(settings.otel.sample_ratio)),
+    )
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = str(settings.otel.endpoint).rstrip("/") + "/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    return provider
+
+
+def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> Any:
+    """Trace every statement `engine` runs (one span per query)."""
+    tracer = provider.get_tracer("cauce.db", cauce.__version__)
+    usage = NoOpMeterProvider().get_meter("cauce.db").create_up_down_counter("db.connections")
+    return EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]

@@ -1,0 +1,1 @@
+"""Security: API keys and scopes, hashing, redaction of secrets and personal data."""

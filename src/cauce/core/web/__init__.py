@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every context: problem+json errors, middleware, auth, routing."""

@@ -1,0 +1,185 @@
+"""The outermost request middleware: request id, log context, access log, metrics, body limit.
+
+Written as plain ASGI (not `BaseHTTPMiddleware`) because it runs on every request and
+must stay cheap; see benchmarks/auth_overhead.py.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cauce.core.observability.metrics import HttpMetrics
+from cauce.core.web.problems import problem_response
+
+access_log = structlog.get_logger("cauce.access")
+log = structlog.get_logger("cauce.http")
+_INTERNAL_DETAIL = "an unexpected error occurred; quote the request id when reporting it"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Bind a request id to the logs and response, enforce the body limit, record metrics."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: HttpMetrics,
+        max_body_bytes: int,
+        access_log_enabled: bool = True,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.access_log_enabled = access_log_enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = self._request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+        status_sent = False
+        raw_id = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, status_sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                status_sent = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", raw_id))
+                message["headers"] = headers
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            declared = self._content_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                await self._reject_too_large(scope, send_with_id)
+            else:
+                await self.app(scope, self._limited(receive), send_with_id)
+        except Exception as exc:
+            # Handled here rather than by Starlette's ServerErrorMiddleware, which re-raises
+            # to the server: one log line with the request id, and never a traceback out.
+            log.error("http.unhandled_error", exc_info=exc, path=scope.get("path"))
+            if status_sent:
+                raise
+            status = 500
+            await self._send_problem(
+                scope,
+                send_with_id,
+                500,
+                "internal_error",
+                "Internal server error",
+                _INTERNAL_DETAIL,
+            )
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - start
+            template = self._route_template(scope)
+            self.metrics.observe(scope["method"], template, status, elapsed)
+            if self.access_log_enabled:
+                access_log.info(
+                    "http.request",
+                    method=scope["method"],
+                    route=template,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
+            structlog.contextvars.clear_contextvars()
+
+    @staticmethod
+    def _route_template(scope: Scope) -> str:
+        # FastAPI puts the matched APIRoute in the scope; plain Starlette routes (the docs)
+        # only leave their endpoint, and their paths are fixed. Anything unmatched is one
+        # label, so scanners cannot blow up the metric's cardinality.
+        route = scope.get("route")
+        if route is not None:
+            return str(route.path)
+        if "endpoint" in scope:
+            return str(scope["path"])
+        return "<unmatched>"
+
+    @staticmethod
+    def _request_id(scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                text: str = value.decode("latin-1")
+                if _REQUEST_ID_RE.match(text):
+                    return text
+                break
+        return uuid.uuid4().hex
+
+    @staticmethod
+    def _content_length(scope: Scope) -> int | None:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        limit = self.max_body_bytes
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # HTTPException passes through FastAPI's body parsing untouched and is
+                    # rendered as problem+json (413) by the app's handlers.
+                    raise HTTPException(413, f"the body exceeds {limit} bytes")
+            return message
+
+        return limited_receive
+
+    async def _reject_too_large(self, scope: Scope, send: Send) -> None:
+        await self._send_problem(
+            scope,
+            send,
+            413,
+            "payload_too_large",
+            "Payload too large",
+            f"the body exceeds {self.max_body_bytes} bytes",
+            # Close the connection: the client may still be sending a body we will not read.
+            close=True,
+        )
+
+    @staticmethod
+    async def _send_problem(
+        scope: Scope,
+        send: Send,
+        status: int,
+        code: str,
+        title: str,
+        detail: str,
+        *,
+        close: bool = False,
+    ) -> None:
+        response = problem_response(
+            Request(scope), status=status, code=code, title=title, detail=detail
+        )
+        if close:
+            response.headers["connection"] = "close"
+        await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Any:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,154 @@
+"""RFC 9457 problem details: the one renderer for every error a client can see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from cauce.core.errors import CauceError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = structlog.get_logger("cauce.http")
+
+# Starlette raises plain HTTPExceptions for routing and protocol failures; each status
+# gets the same stable code a CauceError of that status would carry.
+_STATUS_CODES: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthenticated", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    406: ("not_acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict"),
+    413: ("payload_too_large", "Payload too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    422: ("validation_failed", "Validation failed"),
+    429: ("rate_limited", "Too many requests"),
+    500: ("internal_error", "Internal server error"),
+    503: ("service_unavailable", "Service unavailable"),
+}
+
+
+def problem_response(
+    request: Request | None,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """A problem+json response with Cauce's stable `code` and the request id."""
+    body: dict[str, Any] = {
+        "type": f"urn:cauce:problem:{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+    }
+    if detail:
+        body["detail"] = detail
+    if request is not None:
+        body["instance"] = request.url.path
+        request_id = request.scope.get("state", {}).get("request_id")
+        if request_id:
+            body["request_id"] = request_id
+    body.update(extra)
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def json_pointer(loc: tuple[int | str, ...]) -> str:
+    """RFC 6901 pointer into the body for a pydantic error location."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        where, parts = parts[0], parts[1:]
+        if where != "body":
+            return f"#{where}/" + "/".join(str(p) for p in parts)
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+async def _cauce_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CauceError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return problem_response(
+        request,
+        status=exc.status_code,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        headers=headers,
+        **exc.extra,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code, title = _STATUS_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    detail = (
+        exc.detail if isinstance(exc.detail, str) and exc.detail.lower() != title.lower() else None
+    )
+    return problem_response(
+        request,
+        status=exc.status_code,
+        code=code,
+        title=title,
+        detail=detail,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem_response(
+            request,
+            status=400,
+            code="malformed_body",
+            title="Malformed request body",
+            detail="the body is not valid JSON",
+        )
+    items = [
+        {
+            "pointer": json_pointer(tuple(e.get("loc", ()))),
+            "detail": str(e.get("msg", "invalid")),
+            "type": str(e.get("type", "invalid")),
+        }
+        for e in errors
+    ]
+    return problem_response(
+        request,
+        status=422,
+        code="validation_failed",
+        title="Validation failed",
+        detail=f"{len(items)} field(s) are invalid",
+        errors=items,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Last resort: RequestContextMiddleware normally answers first, with the request id.
+    log.error("http.unhandled_error", exc_info=exc, path=request.url.path)
+    return problem_response(
+        request,
+        status=500,
+        code="internal_error",
+        title="Internal server error",
+        detail="an unexpected error occurred; quote the request id when reporting it",
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error as problem+json, including Starlette's and unexpected ones."""
+    app.add_exception_handler(CauceError, _cauce_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,90 @@
+"""Operational routes: liveness, readiness, metrics, and `/v1/me`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
+from starlette.responses import Response
+
+from cauce.core.security.apikeys import Principal
+from cauce.core.web.auth import require_scope
+from cauce.core.web.problems import problem_response
+from cauce.core.web.routing import CauceRoute
+
+system_router = APIRouter(route_class=CauceRoute, tags=["operations"])
+v1_router = APIRouter(prefix="/v1", route_class=CauceRoute, tags=["identity"])
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+class Health(BaseModel):
+    """Liveness answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: str
+
+
+class Me(BaseModel):
+    """The calling API key."""
+
+    model_config = ConfigDict(extra="forbid")
+    key_id: str
+    name: str
+    scopes: list[str]
+
+
+@system_router.get("/healthz", response_model=Health, summary="Liveness")
+async def healthz() -> Health:
+    """The process is up and its event loop answers; checks nothing else."""
+    return Health(status="ok")
+
+
+@system_router.get("/readyz", summary="Readiness", responses={503: {"description": "Not ready"}})
+async def readyz(request: Request) -> Response:
+    """Every configured dependency answers; 503 names the ones that do not."""
+    checks = request.app.state.resources.health_checks
+    names = list(checks)
+
+    async def run(name: str) -> str | None:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                await checks[name]()
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return f"{type(exc).__name__}"
+        return None
+
+    results = await asyncio.gather(*(run(n) for n in names))
+    failed = {n: r for n, r in zip(names, results, strict=True) if r is not None}
+    status = {n: ("ok" if n not in failed else "failed") for n in names}
+    if failed:
+        return problem_response(
+            request,
+            status=503,
+            code="not_ready",
+            title="Not ready",
+            detail="failed: " + ", ".join(f"{n} ({e})" for n, e in failed.items()),
+            checks=status,
+        )
+    return Response(
+        content=orjson.dumps({"status": "ready", "checks": status}),
+        media_type="application/json",
+    )
+
+
+@system_router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+async def metrics(request: Request) -> Response:
+    """The app's Prometheus registry in the text exposition format."""
+    return Response(
+        generate_latest(request.app.state.resources.registry), media_type=CONTENT_TYPE_LATEST
+    )
+
+
+@v1_router.get("/me", response_model=Me, summary="The calling API key")
+async def me(principal: Annotated[Principal, Depends(require_scope(None))]) -> Me:
+    """Name and scopes of the key that made this request."""
+    return Me(key_id=principal.key_id, name=principal.name, scopes=sorted(principal.scopes))

@@ -1,0 +1,1 @@
+"""Alembic migration scripts (run by `cauce db upgrade` and by `cauce serve` on SQLite)."""

@@ -1,0 +1,133 @@
+"""Settings: environment variables, cauce.toml, validation messages, unsafe values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cauce.core.config import DEV_SECRET_KEY, Settings, load_settings
+from cauce.core.errors import ConfigError
+
+SECRET = "s" * 40
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Isolate each test from CAUCE_* variables and any cauce.toml in the working dir."""
+    for name in list(os.environ):
+        if name.startswith("CAUCE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_embed_sqlite_in_data_dir() -> None:
+    """With nothing set, the database is a SQLite file inside ./.cauce."""
+    settings = load_settings()
+    assert settings.env == "development"
+    assert settings.is_sqlite
+    assert settings.effective_database_url.endswith("/.cauce/cauce.db")
+
+
+def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`__` separates nesting levels under the CAUCE_ prefix."""
+    monkeypatch.setenv("CAUCE_DB__POOL_SIZE", "42")
+    monkeypatch.setenv("CAUCE_HTTP__MAX_BODY_BYTES", "2048")
+    monkeypatch.setenv("CAUCE_DATA_DIR", "/srv/cauce")
+    settings = load_settings()
+    assert settings.db.pool_size == 42
+    assert settings.http.max_body_bytes == 2048
+    assert settings.effective_database_url == "sqlite+aiosqlite:////srv/cauce/cauce.db"
+
+
+def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad value fails with a message naming the variable, the problem and the input."""
+    monkeypatch.setenv("CAUCE_DB__POOL_SIZE", "lots")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "CAUCE_DB__POOL_SIZE" in message
+    assert "'lots'" in message
+    assert "\n" not in message
+
+
+def test_unknown_nested_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in a nested setting is reported instead of silently ignored."""
+    monkeypatch.setenv("CAUCE_HTTP__MAX_BODY", "10")
+    with pytest.raises(ConfigError, match="CAUCE_HTTP__MAX_BODY: unknown setting"):
+        load_settings()
+
+
+def test_default_secret_refused_outside_development() -> None:
+    """Production with the built-in secret refuses to start."""
+    with pytest.raises(ConfigError, match="CAUCE_SECRET_KEY"):
+        load_settings(env="production")
+    with pytest.raises(ConfigError, match="at least 32"):
+        load_settings(env="production", secret_key="short")
+    assert load_settings(env="production", secret_key=SECRET).env == "production"
+    assert load_settings().secret_key.get_secret_value() == DEV_SECRET_KEY
+
+
+def test_secret_never_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The secret's value does not appear in a validation message."""
+    monkeypatch.setenv("CAUCE_ENV", "production")
+    monkeypatch.setenv("CAUCE_SECRET_KEY", "tiny-secret-value")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "tiny-secret-value" not in str(info.value)
+
+
+def test_database_url_scheme_checked() -> None:
+    """Only the two supported drivers are accepted."""
+    with pytest.raises(ConfigError, match="postgresql\\+psycopg"):
+        load_settings(database_url="mysql://x/y")
+    assert not load_settings(database_url="postgresql+psycopg://u:p@h/db").is_sqlite
+
+
+def test_toml_file_is_read_and_env_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """cauce.toml supplies values; environment variables override it."""
+    (tmp_path / "cauce.toml").write_text(
+        '[http]\nport = 9100\nmax_body_bytes = 4096\n[log]\nlevel = "debug"\n'
+    )
+    monkeypatch.setenv("CAUCE_HTTP__PORT", "9200")
+    settings = load_settings()
+    assert settings.http.port == 9200
+    assert settings.http.max_body_bytes == 4096
+    assert settings.log.level == "debug"
+
+
+def test_toml_path_from_cauce_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """CAUCE_CONFIG points at another file."""
+    other = tmp_path / "elsewhere.toml"
+    other.write_text("[auth]\ncache_ttl_seconds = 1.5\n")
+    monkeypatch.setenv("CAUCE_CONFIG", str(other))
+    assert load_settings().auth.cache_ttl_seconds == 1.5
+
+
+def test_settings_are_frozen() -> None:
+    """Settings cannot be changed after start-up."""
+    settings = Settings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.env = "production"  # type: ignore[misc]
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path: Path) -> None:
+    """`cauce serve` with a bad variable exits non-zero with a one-line message, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+    env["CAUCE_HTTP__PORT"] = "eighty"
+    env["COLUMNS"] = "500"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cauce", "serve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "CAUCE_HTTP__PORT" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

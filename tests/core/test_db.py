@@ -1,0 +1,141 @@
+"""The database layer on both engines: pragmas, migrations, the unit of work, timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from cauce.core.config import Settings
+from cauce.core.db import create_database, unit_of_work
+from cauce.core.db.migrate import current_revisions, pending_migrations, prepare_schema, upgrade
+from cauce.core.errors import ConfigError
+from cauce.core.security.models import ApiKey
+from tests.conftest import make_settings
+
+
+async def test_sqlite_pragmas(tmp_path: Path) -> None:
+    """The embedded database runs in WAL mode with foreign keys and a busy timeout."""
+    settings = make_settings(tmp_path, db={"busy_timeout_ms": 1234})
+    db = create_database(settings)
+    try:
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 1234
+        assert (tmp_path / "cauce.db").exists()
+    finally:
+        await db.dispose()
+
+
+async def test_migrations_apply_on_empty_database(empty_database_url: str, tmp_path: Path) -> None:
+    """`upgrade` takes an empty database to head, and then nothing is pending."""
+    db = create_database(make_settings(tmp_path), url=empty_database_url)
+    try:
+        assert await pending_migrations(db)
+        assert await current_revisions(db) == set()
+        await upgrade(db)
+        assert not await pending_migrations(db)
+        assert await current_revisions(db) == {"0001"}
+        await upgrade(db)  # idempotent
+    finally:
+        await db.dispose()
+
+
+async def test_unit_of_work_commits_or_rolls_back(settings: Settings) -> None:
+    """Rows written in a block that raises are gone; a block that succeeds is committed."""
+    db = create_database(settings)
+    try:
+
+        async def write_then_fail() -> None:
+            async with unit_of_work(db.sessionmaker) as session:
+                session.add(ApiKey(key_id="a" * 12, name="x", key_hash="h" * 64, scopes=[]))
+                await session.flush()
+                raise RuntimeError("fail after the write")
+
+        with pytest.raises(RuntimeError):
+            await write_then_fail()
+        async with unit_of_work(db.sessionmaker) as session:
+            session.add(ApiKey(key_id="b" * 12, name="y", key_hash="h" * 64, scopes=[]))
+        async with db.sessionmaker() as session:
+            names = (await session.scalars(select(ApiKey.name))).all()
+        assert names == ["y"]
+    finally:
+        await db.dispose()
+
+
+async def test_timestamps_round_trip_as_aware_utc(settings: Settings) -> None:
+    """A timestamp in any zone comes back as the same instant, in UTC."""
+    db = create_database(settings)
+    madrid = timezone(timedelta(hours=1))
+    moment = datetime(2026, 3, 29, 1, 30, 15, 123000, tzinfo=madrid)
+    try:
+        async with unit_of_work(db.sessionmaker) as session:
+            session.add(
+                ApiKey(key_id="c" * 12, name="t", key_hash="h" * 64, scopes=[], created_at=moment)
+            )
+        async with db.sessionmaker() as session:
+            stored = await session.scalar(select(ApiKey.created_at))
+        assert stored is not None
+        assert stored.tzinfo is not None
+        assert stored == moment
+        assert stored.utcoffset() == UTC.utcoffset(None)
+    finally:
+        await db.dispose()
+
+
+async def test_naive_timestamp_refused(settings: Settings) -> None:
+    """A naive datetime is a bug; it is refused rather than stored ambiguously."""
+    db = create_database(settings)
+    try:
+        with pytest.raises(Exception, match="naive datetime"):
+            async with unit_of_work(db.sessionmaker) as session:
+                session.add(
+                    ApiKey(
+                        key_id="d" * 12,
+                        name="t",
+                        key_hash="h" * 64,
+                        scopes=[],
+                        created_at=datetime(2026, 1, 1),
+                    )
+                )
+        async with db.sessionmaker() as session:
+            assert await session.scalar(select(func.count()).select_from(ApiKey)) == 0
+    finally:
+        await db.dispose()
+
+
+async def test_serve_policy_for_pending_migrations(
+    backend: str, empty_database_url: str, tmp_path: Path
+) -> None:
+    """SQLite applies pending migrations at start-up; PostgreSQL refuses unless told to."""
+    settings = make_settings(tmp_path, database_url=empty_database_url)
+    db = create_database(settings)
+    try:
+        if backend == "sqlite":
+            await prepare_schema(db, settings)
+            assert not await pending_migrations(db)
+        else:
+            with pytest.raises(ConfigError, match="cauce db upgrade"):
+                await prepare_schema(db, settings)
+            assert await pending_migrations(db)
+            told = make_settings(
+                tmp_path, database_url=empty_database_url, db={"auto_migrate": True}
+            )
+            await prepare_schema(db, told)
+            assert not await pending_migrations(db)
+    finally:
+        await db.dispose()
+
+
+async def test_sqlite_refusal_when_auto_migrate_off(tmp_path: Path) -> None:
+    """Auto-migration can be switched off on SQLite too."""
+    settings = make_settings(tmp_path, db={"auto_migrate": False})
+    db = create_database(settings)
+    try:
+        with pytest.raises(ConfigError, match="pending migrations"):
+            await prepare_schema(db, settings)
+    finally:
+        await db.dispose()

@@ -1,0 +1,148 @@
+"""The `cauce` command end to end, as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_SECRET
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for the CLI: its own data dir, JSON logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+    env.update(
+        CAUCE_DATA_DIR=str(tmp_path / "data"), CAUCE_LOG__FORMAT="json", COLUMNS="200", **extra
+    )
+    return env
+
+
+def cauce(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `cauce ARGS` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "cauce", *args],
+        cwd=tmp_path,
+        env=cli_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def free_port() -> int:
+    """A port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_apikey_lifecycle(tmp_path: Path) -> None:
+    """create prints the key once on stdout, list shows it without the secret, revoke marks it."""
+    created = cauce(tmp_path, "apikey", "create", "--name", "ops", "--scopes", "admin,leads:read")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("cauce_")
+    key_id = token.split("_")[1]
+    listed = cauce(tmp_path, "apikey", "list")
+    assert key_id in listed.stdout
+    assert token.split("_")[2] not in listed.stdout
+    assert cauce(tmp_path, "apikey", "revoke", key_id).returncode == 0
+    assert cauce(tmp_path, "apikey", "revoke", "nosuchkey000").returncode == 1
+
+
+def test_apikey_create_refuses_unknown_scope(tmp_path: Path) -> None:
+    """A typo in a scope is an error with a clear message and no key."""
+    result = cauce(tmp_path, "apikey", "create", "--name", "x", "--scopes", "leads:raed")
+    assert result.returncode == 1
+    assert "unknown scope" in result.stderr
+    assert result.stdout == ""
+
+
+def test_every_command_has_help(tmp_path: Path) -> None:
+    """--help works on every command and says something useful."""
+    for args in (
+        ["serve"],
+        ["db", "upgrade"],
+        ["db", "current"],
+        ["apikey", "create"],
+        ["apikey", "list"],
+        ["apikey", "revoke"],
+    ):
+        result = cauce(tmp_path, *args, "--help")
+        assert result.returncode == 0, args
+        assert "Usage" in result.stdout
+
+
+def test_serve_end_to_end_and_graceful_sigterm(tmp_path: Path) -> None:
+    """`cauce serve` answers the operational routes, accepts a created key, refuses a revoked
+    one, and exits cleanly on SIGTERM."""
+    port = free_port()
+    env = cli_env(tmp_path, CAUCE_HTTP__PORT=str(port))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cauce", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            assert proc.poll() is None, "server exited"
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/readyz").status_code == 200
+        assert "cauce_build_info" in httpx.get(f"{base}/metrics").text
+        assert "/v1/me" in httpx.get(f"{base}/openapi.json").json()["paths"]
+        token = cauce(tmp_path, "apikey", "create", "--name", "n", "--scopes", "leads:read")
+        key = token.stdout.strip()
+        auth = {"authorization": f"Bearer {key}"}
+        assert httpx.get(f"{base}/v1/me", headers=auth).json()["name"] == "n"
+        assert cauce(tmp_path, "apikey", "revoke", key.split("_")[1]).returncode == 0
+        time.sleep(5.5)  # the documented cache window (CAUCE_AUTH__CACHE_TTL_SECONDS=5)
+        assert httpx.get(f"{base}/v1/me", headers=auth).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    # uvicorn finishes its graceful shutdown, then re-raises SIGTERM so supervisors see it.
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+    assert "cauce.stopped" in output
+    assert key not in output  # keys are never logged
+
+
+def test_serve_refuses_postgres_with_pending_migrations(
+    tmp_path: Path, empty_database_url: str, backend: str
+) -> None:
+    """On PostgreSQL, `serve` refuses an out-of-date schema until `db upgrade` has run."""
+    if backend == "sqlite":
+        pytest.skip("SQLite applies its migrations itself (tested in test_db)")
+    env = {
+        "CAUCE_DATABASE_URL": empty_database_url,
+        "CAUCE_HTTP__PORT": str(free_port()),
+        "CAUCE_ENV": "production",
+        "CAUCE_SECRET_KEY": TEST_SECRET,
+    }
+    refused = cauce(tmp_path, "serve", **env)
+    assert refused.returncode == 2
+    assert "cauce db upgrade" in refused.stderr
+    upgraded = cauce(tmp_path, "db", "upgrade", **env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "0001" in upgraded.stdout
+    current = cauce(tmp_path, "db", "current", **env)
+    assert "pending migrations: no" in current.stdout
