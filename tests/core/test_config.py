@@ -61,6 +61,13 @@ def test_unknown_nested_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
         load_settings()
 
 
+def test_unknown_top_level_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt top-level variable is reported, not silently ignored."""
+    monkeypatch.setenv("CAUCE_DATABSE_URL", "postgresql+psycopg://x/y")
+    with pytest.raises(ConfigError, match="CAUCE_DATABSE_URL: unknown setting"):
+        load_settings()
+
+
 def test_default_secret_refused_outside_development() -> None:
     """Production with the built-in secret refuses to start."""
     with pytest.raises(ConfigError, match="CAUCE_SECRET_KEY"):

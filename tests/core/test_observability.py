@@ -75,6 +75,18 @@ def test_any_email_is_masked(local: str, domain: str, before: str) -> None:
     assert email not in redact_text(f"{before} {email} tail")
 
 
+def test_exceptions_in_logs_are_masked(log_stream: io.StringIO) -> None:
+    """A traceback carrying an email or a key is redacted like any other field."""
+    try:
+        raise ValueError("rejected ana@example.es with cauce_abcdefghijkl_" + "Q" * 32)
+    except ValueError:
+        structlog.get_logger("t").exception("boom", path="/v1/leads/ana@example.es")
+    text = log_stream.getvalue()
+    assert "ana@example.es" not in text
+    assert "Q" * 32 not in text
+    assert "ValueError" in text
+
+
 def test_secret_fields_are_masked() -> None:
     """Fields named like secrets are replaced whatever their value."""
     event = redact_event(

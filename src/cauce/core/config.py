@@ -181,8 +181,29 @@ def format_validation_error(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+# Variables with the prefix that are not settings: the config file path and the test
+# suite's own service URLs.
+_NOT_SETTINGS = (f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}TEST_")
+
+
+def _unknown_variables() -> list[str]:
+    """Top-level CAUCE_* variables that name no setting (pydantic ignores those silently)."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = []
+    for name in os.environ:
+        if not name.startswith(ENV_PREFIX) or name.startswith(_NOT_SETTINGS):
+            continue
+        if name.split("__", 1)[0] not in known:
+            unknown.append(name)
+    return sorted(unknown)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from the environment and `cauce.toml`, or raise `ConfigError`."""
+    if unknown := _unknown_variables():
+        raise ConfigError(
+            "invalid configuration: " + "; ".join(f"{n}: unknown setting" for n in unknown)
+        )
     try:
         return Settings(**overrides)
     except ValidationError as exc:

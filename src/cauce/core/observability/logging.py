@@ -51,13 +51,13 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         add_trace_ids,
         structlog.processors.StackInfoRenderer(),
     ]
+    # Tracebacks become text before redaction, in both formats, so they are masked too.
+    shared.append(structlog.processors.format_exc_info)
     renderer: Any
     if json_output:
-        shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    # Redact last, after exceptions became text, so tracebacks are masked too.
     shared.append(redact_event)
 
     structlog.configure(

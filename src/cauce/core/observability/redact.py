@@ -19,27 +19,11 @@ SECRET_FIELD_RE = re.compile(
 # timestamps, ids and durations readable.
 SAFE_FIELDS = frozenset(
     {
-        "timestamp",
-        "level",
-        "logger",
-        "logger_name",
-        "trace_id",
-        "span_id",
-        "request_id",
-        "correlation_id",
-        "status",
-        "duration_ms",
-        "method",
-        "route",
-        "path",
-        "code",
-        "exception",
-        "version",
-        "pid",
-        "port",
-        "host",
+        "timestamp", "level", "logger", "logger_name", "trace_id", "span_id", "request_id",
+        "correlation_id", "status", "duration_ms", "method", "route", "code", "version",
+        "pid", "port", "host", "job_id", "task", "queue", "attempt",
     }
-)
+)  # fmt: skip
 
 
 def redact_text(text: str) -> str:
