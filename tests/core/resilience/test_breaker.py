@@ -104,6 +104,19 @@ def test_time_window_forgets_calls_older_than_the_window(
     assert (breaker.window.total, breaker.window.failed) == (3, 1)
 
 
+def test_time_window_expires_one_second_at_a_time() -> None:
+    """Each whole second that passes drops exactly the bucket that left the window."""
+    window = TimeWindow(3)
+    window.record(0.5, True, False)
+    window.record(1.5, False, True)
+    window.record(2.5, True, False)
+    seen = []
+    for now in (2.9, 3.0, 4.0, 5.0):
+        window.refresh(now)
+        seen.append((window.total, window.failed, window.slow))
+    assert seen == [(3, 2, 1), (2, 1, 1), (1, 1, 0), (0, 0, 0)]
+
+
 def test_time_window_opens_within_one_second(clock: FakeClock, events: RecordingEvents) -> None:
     """Failures inside the time window open the breaker once the minimum is reached."""
     breaker = make_breaker(clock, events, window=TimeWindow(5), minimum_number_of_calls=3)

@@ -244,5 +244,5 @@ def test_breaker_agrees_with_model() -> None:
     """Random interleavings of time, permissions and outcomes never split breaker and model."""
     run_state_machine_as_test(
         BreakerMachine,
-        settings=settings(max_examples=150, stateful_step_count=50, deadline=None),
+        settings=settings(max_examples=300, stateful_step_count=50, deadline=None),
     )
