@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from cauce.core.db.base import Base
+from cauce.core.jobs import models as _job_models  # noqa: F401 - registers tables
 from cauce.core.security import models as _security_models  # noqa: F401 - registers tables
 
 target_metadata = Base.metadata

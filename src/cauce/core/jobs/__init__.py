@@ -1,0 +1,5 @@
+"""Durable jobs: the `JobQueue` port and its two engines (DESIGN.md §2).
+
+- embedded: SQLite + an in-process dispatcher (`embedded.py`), inside `cauce serve`;
+- scale-out: PostgreSQL + procrastinate (`procrastinate_engine.py`), `cauce worker`.
+"""

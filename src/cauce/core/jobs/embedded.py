@@ -1,0 +1,470 @@
+"""The embedded engine: jobs in SQLite, run by an in-process dispatcher.
+
+It only ever runs inside one process (`cauce serve`), so it needs no cross-machine
+coordination: claiming is one UPDATE ... RETURNING under SQLite's single writer, and any
+job found `doing` when the dispatcher starts was orphaned by a crash and is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from croniter import croniter
+from sqlalchemy import Select, and_, event, exists, func, or_, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from cauce.core.db.base import utcnow
+from cauce.core.db.uow import unit_of_work
+from cauce.core.errors import Conflict, NotFound
+from cauce.core.jobs.attempts import (
+    attempts_for,
+    job_ids_failed_with,
+    mark_lost,
+    replay_marker,
+)
+from cauce.core.jobs.metrics import JobMetrics
+from cauce.core.jobs.models import EmbeddedJob
+from cauce.core.jobs.ports import (
+    AttemptOutcome,
+    AttemptView,
+    DeferResult,
+    JobFilter,
+    JobStatus,
+    JobView,
+    JsonDict,
+    QueueStats,
+)
+from cauce.core.jobs.registry import TaskRegistry
+from cauce.core.jobs.runner import AttemptRunner, ClaimedJob, current_correlation_id, inject_context
+
+log = structlog.get_logger("cauce.jobs")
+
+
+class EmbeddedJobQueue:
+    """`JobQueue` on the embedded database."""
+
+    engine = "embedded"
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        registry: TaskRegistry,
+        metrics: JobMetrics,
+        *,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._registry = registry
+        self._metrics = metrics
+        self._now = now
+        self.wakeup = asyncio.Event()
+
+    async def defer(
+        self,
+        session: AsyncSession,
+        task: str,
+        payload: JsonDict,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        run_at: datetime | None = None,
+        delay_seconds: float | None = None,
+        lock: str | None = None,
+        dedupe_key: str | None = None,
+    ) -> DeferResult:
+        """Insert the job on the caller's transaction (see `JobQueue.defer`)."""
+        spec = self._registry.get(task)
+        if delay_seconds is not None:
+            run_at = self._now() + timedelta(seconds=delay_seconds)
+        now = self._now()
+        values: dict[str, Any] = {
+            "queue": queue or spec.queue,
+            "task": task,
+            "payload": payload,
+            "context": inject_context(current_correlation_id()),
+            "priority": priority,
+            "status": JobStatus.TODO.value,
+            "lock": lock,
+            "dedupe_key": dedupe_key,
+            "scheduled_at": run_at,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        stmt = sqlite_insert(EmbeddedJob).values(**values)
+        if dedupe_key is not None:
+            stmt = stmt.on_conflict_do_nothing(
+                index_elements=[EmbeddedJob.dedupe_key],
+                index_where=and_(
+                    EmbeddedJob.status == JobStatus.TODO.value,
+                    EmbeddedJob.dedupe_key.is_not(None),
+                ),
+            )
+        job_id = (await session.execute(stmt.returning(EmbeddedJob.id))).scalar_one_or_none()
+        if job_id is None:
+            existing = await session.scalar(
+                select(EmbeddedJob.id).where(
+                    EmbeddedJob.dedupe_key == dedupe_key,
+                    EmbeddedJob.status == JobStatus.TODO.value,
+                )
+            )
+            assert existing is not None
+            return DeferResult(existing, deduplicated=True)
+        self._metrics.deferred.labels(task).inc()
+        # Wake the dispatcher once the caller's transaction is committed, not before.
+        event.listen(session.sync_session, "after_commit", self._wake, once=True)
+        return DeferResult(job_id)
+
+    def _wake(self, _session: Any) -> None:
+        self.wakeup.set()
+
+    async def get(self, job_id: int) -> JobView | None:
+        """A job with its attempts."""
+        async with self._sessionmaker() as session:
+            job = await session.get(EmbeddedJob, job_id)
+            if job is None:
+                return None
+            return _view(job, await attempts_for(session, job_id))
+
+    async def list(
+        self, flt: JobFilter, *, after_id: int | None = None, limit: int = 50
+    ) -> list[JobView]:
+        """Jobs matching `flt`, newest first, below `after_id`."""
+        stmt = _filtered(select(EmbeddedJob), flt).order_by(EmbeddedJob.id.desc()).limit(limit)
+        if after_id is not None:
+            stmt = stmt.where(EmbeddedJob.id < after_id)
+        async with self._sessionmaker() as session:
+            return [_view(j, []) for j in (await session.scalars(stmt)).all()]
+
+    async def retry(self, job_id: int) -> JobView:
+        """Replay a failed job with a fresh budget."""
+        async with unit_of_work(self._sessionmaker) as session:
+            job = await session.get(EmbeddedJob, job_id, with_for_update=True)
+            if job is None:
+                raise NotFound(f"no job {job_id}")
+            if job.status != JobStatus.FAILED:
+                raise Conflict(f"job {job_id} is {job.status}; only failed jobs can be retried")
+            await self._replay(session, job)
+        self.wakeup.set()
+        view = await self.get(job_id)
+        assert view is not None
+        return view
+
+    async def _replay(self, session: AsyncSession, job: EmbeddedJob) -> None:
+        job.status = JobStatus.TODO.value
+        job.scheduled_at = None
+        job.updated_at = self._now()
+        session.add(replay_marker(job.id, job.task, job.queue, self._now()))
+
+    async def retry_many(self, flt: JobFilter) -> int:
+        """Replay every failed job matching `flt`."""
+        flt = JobFilter(
+            status=JobStatus.FAILED,
+            task=flt.task,
+            queue=flt.queue,
+            created_after=flt.created_after,
+            created_before=flt.created_before,
+            error_class=flt.error_class,
+        )
+        async with unit_of_work(self._sessionmaker) as session:
+            jobs = (await session.scalars(_filtered(select(EmbeddedJob), flt))).all()
+            for job in jobs:
+                await self._replay(session, job)
+        self.wakeup.set()
+        return len(jobs)
+
+    async def cancel(self, job_id: int) -> JobView:
+        """Cancel a waiting job."""
+        async with unit_of_work(self._sessionmaker) as session:
+            result = await session.execute(
+                update(EmbeddedJob)
+                .where(EmbeddedJob.id == job_id, EmbeddedJob.status == JobStatus.TODO.value)
+                .values(status=JobStatus.CANCELLED.value, updated_at=self._now())
+            )
+            if getattr(result, "rowcount", 0) == 0:
+                job = await session.get(EmbeddedJob, job_id)
+                if job is None:
+                    raise NotFound(f"no job {job_id}")
+                raise Conflict(f"job {job_id} is {job.status}; only waiting jobs can be cancelled")
+        view = await self.get(job_id)
+        assert view is not None
+        return view
+
+    async def stats(self) -> QueueStats:
+        """Depth by state and the oldest due waiting job's age."""
+        now = self._now()
+        async with self._sessionmaker() as session:
+            rows = await session.execute(
+                select(EmbeddedJob.status, func.count()).group_by(EmbeddedJob.status)
+            )
+            depth = {str(status): int(n) for status, n in rows.all()}
+            oldest = await session.scalar(
+                select(func.min(func.coalesce(EmbeddedJob.scheduled_at, EmbeddedJob.created_at)))
+                .where(EmbeddedJob.status == JobStatus.TODO.value)
+                .where(or_(EmbeddedJob.scheduled_at.is_(None), EmbeddedJob.scheduled_at <= now))
+            )
+        age = None
+        if oldest is not None:
+            oldest_dt = oldest if isinstance(oldest, datetime) else datetime.fromisoformat(oldest)
+            if oldest_dt.tzinfo is None:
+                oldest_dt = oldest_dt.replace(tzinfo=now.tzinfo)
+            age = max(0.0, (now - oldest_dt).total_seconds())
+        return QueueStats(depth, age)
+
+    async def check(self) -> None:
+        """The job table answers."""
+        async with self._sessionmaker() as session:
+            await session.execute(select(EmbeddedJob.id).limit(1))
+
+    # -- used by the dispatcher ---------------------------------------------------
+
+    async def claim(self, worker_id: str, queues: Sequence[str] | None) -> ClaimedJob | None:
+        """Take the next due job whose lock is free, or None."""
+        now = self._now()
+        holder = aliased(EmbeddedJob)
+        candidate = (
+            select(EmbeddedJob.id)
+            .where(EmbeddedJob.status == JobStatus.TODO.value)
+            .where(or_(EmbeddedJob.scheduled_at.is_(None), EmbeddedJob.scheduled_at <= now))
+            .where(
+                or_(
+                    EmbeddedJob.lock.is_(None),
+                    ~exists().where(
+                        holder.lock == EmbeddedJob.lock, holder.status == JobStatus.DOING.value
+                    ),
+                )
+            )
+            .order_by(EmbeddedJob.priority.desc(), EmbeddedJob.id)
+            .limit(1)
+        )
+        if queues:
+            candidate = candidate.where(EmbeddedJob.queue.in_(list(queues)))
+        stmt = (
+            update(EmbeddedJob)
+            .where(EmbeddedJob.id == candidate.scalar_subquery())
+            .values(
+                status=JobStatus.DOING.value,
+                worker_id=worker_id,
+                attempts=EmbeddedJob.attempts + 1,
+                updated_at=now,
+            )
+            .returning(
+                EmbeddedJob.id,
+                EmbeddedJob.task,
+                EmbeddedJob.queue,
+                EmbeddedJob.payload,
+                EmbeddedJob.context,
+            )
+        )
+        async with unit_of_work(self._sessionmaker) as session:
+            row = (await session.execute(stmt)).one_or_none()
+        if row is None:
+            return None
+        return ClaimedJob(row.id, row.task, row.queue, row.payload, row.context or {})
+
+    async def apply(self, job_id: int, outcome: AttemptOutcome, retry_at: datetime | None) -> None:
+        """Move a job after an attempt: done, failed, or back to todo at `retry_at`."""
+        status = {
+            AttemptOutcome.SUCCEEDED: JobStatus.SUCCEEDED,
+            AttemptOutcome.FAILED: JobStatus.FAILED,
+        }.get(outcome, JobStatus.TODO)
+        async with unit_of_work(self._sessionmaker) as session:
+            await session.execute(
+                update(EmbeddedJob)
+                .where(EmbeddedJob.id == job_id, EmbeddedJob.status == JobStatus.DOING.value)
+                .values(
+                    status=status.value,
+                    scheduled_at=retry_at if status == JobStatus.TODO else EmbeddedJob.scheduled_at,
+                    worker_id=None,
+                    updated_at=self._now(),
+                )
+            )
+
+    async def release(self, job_ids: Sequence[int] | None = None) -> int:
+        """Return `doing` jobs (all of them, or `job_ids`) to `todo`; mark their attempts lost."""
+        async with unit_of_work(self._sessionmaker) as session:
+            stmt = update(EmbeddedJob).where(EmbeddedJob.status == JobStatus.DOING.value)
+            if job_ids is not None:
+                stmt = stmt.where(EmbeddedJob.id.in_(list(job_ids)))
+            ids = (
+                (
+                    await session.execute(
+                        stmt.values(
+                            status=JobStatus.TODO.value, worker_id=None, updated_at=self._now()
+                        ).returning(EmbeddedJob.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if ids:
+                await mark_lost(session, list(ids), self._now())
+        return len(ids)
+
+    async def defer_periodic(self, task: str, payload: JsonDict, fire_at: datetime) -> None:
+        """Defer one run of a schedule; the dedupe key makes it once per period."""
+        async with unit_of_work(self._sessionmaker) as session:
+            await self.defer(
+                session, task, payload, dedupe_key=f"periodic:{task}:{int(fire_at.timestamp())}"
+            )
+
+
+def _filtered(stmt: Select[Any], flt: JobFilter) -> Select[Any]:
+    if flt.status is not None:
+        stmt = stmt.where(EmbeddedJob.status == flt.status.value)
+    if flt.task is not None:
+        stmt = stmt.where(EmbeddedJob.task == flt.task)
+    if flt.queue is not None:
+        stmt = stmt.where(EmbeddedJob.queue == flt.queue)
+    if flt.created_after is not None:
+        stmt = stmt.where(EmbeddedJob.created_at >= flt.created_after)
+    if flt.created_before is not None:
+        stmt = stmt.where(EmbeddedJob.created_at < flt.created_before)
+    if flt.error_class is not None:
+        stmt = stmt.where(EmbeddedJob.id.in_(job_ids_failed_with(flt.error_class)))
+    return stmt
+
+
+def _view(job: EmbeddedJob, attempts: list[AttemptView]) -> JobView:
+    return JobView(
+        id=job.id,
+        task=job.task,
+        queue=job.queue,
+        status=JobStatus(job.status),
+        priority=job.priority,
+        lock=job.lock,
+        dedupe_key=job.dedupe_key,
+        scheduled_at=job.scheduled_at,
+        created_at=job.created_at,
+        payload=job.payload,
+        attempts=attempts,
+    )
+
+
+class EmbeddedWorker:
+    """The in-process dispatcher: claims due jobs and runs up to `concurrency` at once."""
+
+    def __init__(
+        self,
+        queue: EmbeddedJobQueue,
+        runner_factory: Callable[[str], AttemptRunner],
+        registry: TaskRegistry,
+        *,
+        concurrency: int = 4,
+        queues: Sequence[str] | None = None,
+        poll_seconds: float = 0.5,
+        graceful_seconds: float = 30.0,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:embedded"
+        self._queue = queue
+        self._runner = runner_factory(self.worker_id)
+        self._registry = registry
+        self._concurrency = concurrency
+        self._queues = list(queues) if queues else None
+        self._poll = poll_seconds
+        self._graceful = graceful_seconds
+        self._now = now
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Release jobs orphaned by a crash, then start dispatching."""
+        released = await self._queue.release()
+        if released:
+            log.warning("jobs.released_orphans", count=released)
+        self._main = asyncio.create_task(self._loop(), name="cauce-embedded-dispatcher")
+        if self._registry.schedules:
+            self._scheduler = asyncio.create_task(self._schedule_loop(), name="cauce-scheduler")
+
+    async def stop(self) -> None:
+        """Stop claiming, let running jobs finish for `graceful_seconds`, release the rest."""
+        self._stopping.set()
+        self._queue.wakeup.set()
+        for task in (self._main, self._scheduler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._running:
+            _, pending = await asyncio.wait(list(self._running.values()), timeout=self._graceful)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self._queue.release()
+
+    async def run_until_idle(self, limit_seconds: float = 30.0) -> None:
+        """For tests and `cauce worker --once`: dispatch until nothing is due or running."""
+        deadline = asyncio.get_running_loop().time() + limit_seconds
+        while asyncio.get_running_loop().time() < deadline:
+            claimed = await self._fill()
+            if not claimed and not self._running:
+                return
+            if self._running:
+                await asyncio.wait(
+                    list(self._running.values()), return_when=asyncio.FIRST_COMPLETED
+                )
+        raise TimeoutError("jobs still running or due after the timeout")
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._fill()
+            except Exception:
+                log.exception("jobs.dispatcher_error")
+            self._queue.wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll):
+                    await self._queue.wakeup.wait()
+
+    async def _fill(self) -> int:
+        claimed = 0
+        while len(self._running) < self._concurrency and not self._stopping.is_set():
+            job = await self._queue.claim(self.worker_id, self._queues)
+            if job is None:
+                break
+            claimed += 1
+            task = asyncio.create_task(self._execute(job), name=f"cauce-job-{job.id}")
+            self._running[job.id] = task
+        return claimed
+
+    async def _execute(self, job: ClaimedJob) -> None:
+        try:
+            decision = await self._runner.run(job)
+            await self._queue.apply(job.id, decision.outcome, decision.retry_at)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("jobs.execute_error", job_id=job.id)
+            await self._queue.release([job.id])
+        finally:
+            self._running.pop(job.id, None)
+            self._queue.wakeup.set()
+
+    async def _schedule_loop(self) -> None:
+        iters = {s.task: croniter(s.cron, self._now()) for s in self._registry.schedules}
+        due = {s.task: iters[s.task].get_next(datetime) for s in self._registry.schedules}
+        while not self._stopping.is_set():
+            now = self._now()
+            for sched in self._registry.schedules:
+                if due[sched.task] <= now:
+                    try:
+                        await self._queue.defer_periodic(sched.task, sched.payload, due[sched.task])
+                    except Exception:
+                        log.exception("jobs.schedule_error", task=sched.task)
+                        continue
+                    due[sched.task] = iters[sched.task].get_next(datetime)
+            wait = min((d - now).total_seconds() for d in due.values())
+            await asyncio.sleep(min(max(wait, 0.05), 1.0))

@@ -1,0 +1,185 @@
+"""The `JobQueue` port: what every engine promises (DESIGN.md §2).
+
+A job is deferred inside the caller's transaction (it exists if and only if that
+transaction commits), runs a registered task with a JSON payload, and moves through
+todo -> doing -> succeeded | failed (dead letter) | cancelled. Every attempt is recorded
+in `job_attempts`. Handlers are idempotent: a job may run again after a crash.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+JsonDict = dict[str, Any]
+
+
+class JobStatus(enum.StrEnum):
+    """The states a job moves through."""
+
+    TODO = "todo"
+    DOING = "doing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one attempt ended (`running` until it does)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"  # failed, another attempt is scheduled
+    POSTPONED = "postponed"  # the handler asked to run later; not counted against the budget
+    FAILED = "failed"  # failed for good: the job is now `failed`
+    LOST = "lost"  # the worker died or was stopped mid-attempt; the job was released
+    REPLAYED = "replayed"  # marker: an operator gave the job a fresh budget
+
+
+class RetryLater(Exception):
+    """Raised by a handler to run again at `at` (e.g. the CRM said `Retry-After: 30`).
+
+    A postponement does not use up the retry budget; `max_postponements` on the task's
+    policy bounds how often it can happen.
+    """
+
+    def __init__(self, at: datetime, reason: str = "") -> None:
+        super().__init__(reason or f"retry at {at.isoformat()}")
+        self.at = at
+        self.reason = reason
+
+
+class PermanentJobError(Exception):
+    """Raised by a handler for a failure no retry can fix: the job fails at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a handler knows about the attempt it is running."""
+
+    job_id: int
+    task: str
+    queue: str
+    attempt: int
+    worker_id: str
+    session: AsyncSession
+    queue_port: JobQueue
+
+
+Handler = Callable[[JobContext, JsonDict], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeferResult:
+    """The job id, and whether a waiting job with the same dedupe key was reused."""
+
+    job_id: int
+    deduplicated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs an operator means (every field optional)."""
+
+    status: JobStatus | None = None
+    task: str | None = None
+    queue: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    error_class: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    """One row of the attempts table."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    error_class: str | None
+    error_message: str | None
+    worker_id: str | None
+    trace_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job as operators see it."""
+
+    id: int
+    task: str
+    queue: str
+    status: JobStatus
+    priority: int
+    lock: str | None
+    dedupe_key: str | None
+    scheduled_at: datetime | None
+    created_at: datetime | None
+    payload: JsonDict
+    attempts: list[AttemptView] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Depth by state and the age of the oldest waiting job."""
+
+    depth: Mapping[str, int]
+    oldest_todo_age_seconds: float | None
+
+
+class JobQueue(Protocol):
+    """The port both engines implement; see tests/core/jobs/contract.py."""
+
+    engine: str
+
+    async def defer(
+        self,
+        session: AsyncSession,
+        task: str,
+        payload: JsonDict,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        run_at: datetime | None = None,
+        delay_seconds: float | None = None,
+        lock: str | None = None,
+        dedupe_key: str | None = None,
+    ) -> DeferResult:
+        """Insert a job on `session`'s transaction; it exists only if that commits."""
+        ...
+
+    async def get(self, job_id: int) -> JobView | None:
+        """A job with its attempts, or None."""
+        ...
+
+    async def list(
+        self, flt: JobFilter, *, after_id: int | None = None, limit: int = 50
+    ) -> list[JobView]:
+        """Jobs matching `flt`, newest first, starting below `after_id` (cursor)."""
+        ...
+
+    async def retry(self, job_id: int) -> JobView:
+        """Run a failed or cancelled job again with a fresh attempt budget."""
+        ...
+
+    async def retry_many(self, flt: JobFilter) -> int:
+        """Replay every failed job matching `flt`; returns how many."""
+        ...
+
+    async def cancel(self, job_id: int) -> JobView:
+        """Cancel a waiting job (a running one finishes its attempt first)."""
+        ...
+
+    async def stats(self) -> QueueStats:
+        """Depth by state and oldest waiting age."""
+        ...
+
+    async def check(self) -> None:
+        """Readiness: raises if the engine cannot reach its storage."""
+        ...
