@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from cauce.core.errors import ConfigError
+from cauce.core.resilience.policy import UpstreamPolicy
 
 ENV_PREFIX = "CAUCE_"
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the known-unsafe default
@@ -87,6 +88,34 @@ class OtelSettings(_Section):
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
+class JobsSettings(_Section):
+    """The job engine's workers (embedded on SQLite, `cauce worker` on PostgreSQL)."""
+
+    concurrency: int = Field(default=10, ge=1, le=1000, description="Jobs run at once per worker")
+    queues: tuple[str, ...] = Field(default=(), description="Queues to serve; empty: all")
+    embedded_worker: bool = Field(
+        default=True, description="On SQLite, run the worker inside `cauce serve`"
+    )
+    poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+    stalled_after_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="A worker silent this long is dead: its jobs run again",
+    )
+    sweep_seconds: float = Field(default=5.0, gt=0, le=600)
+    graceful_shutdown_seconds: float = Field(
+        default=30.0, ge=0, description="In-flight jobs may finish this long on SIGTERM"
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_below_stall(self) -> JobsSettings:
+        if self.heartbeat_seconds >= self.stalled_after_seconds:
+            raise ValueError("heartbeat_seconds must be below stalled_after_seconds")
+        return self
+
+
 class Settings(BaseSettings):
     """The root of Cauce's configuration."""
 
@@ -114,6 +143,11 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     log: LogSettings = LogSettings()
     otel: OtelSettings = OtelSettings()
+    jobs: JobsSettings = JobsSettings()
+    upstreams: dict[str, UpstreamPolicy] = Field(
+        default_factory=dict,
+        description="Resilience policy per upstream: CAUCE_UPSTREAMS__<NAME>__RETRY__MAX_ATTEMPTS",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -1,0 +1,1 @@
+"""The only place that builds outbound HTTP clients (DESIGN.md §4.5)."""
