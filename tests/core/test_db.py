@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, func, select, text
 
 from cauce.core.config import Settings
 from cauce.core.db import create_database, unit_of_work
 from cauce.core.db.migrate import current_revisions, pending_migrations, prepare_schema, upgrade
 from cauce.core.errors import ConfigError
 from cauce.core.security.models import ApiKey
+from cauce.migrations.tables import metadata
 from tests.conftest import make_settings
 
 
@@ -38,8 +42,37 @@ async def test_migrations_apply_on_empty_database(empty_database_url: str, tmp_p
         assert await current_revisions(db) == set()
         await upgrade(db)
         assert not await pending_migrations(db)
-        assert await current_revisions(db) == {"0002"}
+        assert await current_revisions(db) == {"0003"}
         await upgrade(db)  # idempotent
+    finally:
+        await db.dispose()
+
+
+def _schema_diff(connection: Connection) -> list[Any]:
+    # On PostgreSQL procrastinate's tables replace the embedded engine's `cauce_jobs`.
+    on_pg = connection.dialect.name == "postgresql"
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, _: Any) -> bool:
+        table = obj if type_ == "table" else getattr(obj, "table", None)
+        table_name = getattr(table, "name", "") or ""
+        if on_pg and table_name == "cauce_jobs":
+            return False
+        return not (reflected and table_name.startswith("procrastinate"))
+
+    ctx = MigrationContext.configure(
+        connection, opts={"include_object": include, "compare_type": False}
+    )
+    return list(compare_metadata(ctx, metadata))
+
+
+async def test_migrations_match_the_models(empty_database_url: str, tmp_path: Path) -> None:
+    """After `upgrade`, the tables the models declare are exactly the migrated ones."""
+    db = create_database(make_settings(tmp_path), url=empty_database_url)
+    try:
+        await upgrade(db)
+        async with db.engine.connect() as conn:
+            diff = await conn.run_sync(_schema_diff)
+        assert diff == []
     finally:
         await db.dispose()
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from cauce.core.db.base import Base
-from cauce.core.jobs import models as _job_models  # noqa: F401 - registers tables
-from cauce.core.security import models as _security_models  # noqa: F401 - registers tables
+from cauce.migrations.tables import metadata
 
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def run_migrations(connection: Connection) -> None:

@@ -1,0 +1,156 @@
+"""`Idempotency-Key` on POST requests, with Stripe's semantics.
+
+- The same key with the same request (method, path, body) replays the first response.
+- The same key with a different request is refused (422 `idempotency_key_reused`).
+- Keys are scoped to the API key that sent them and kept for `ttl` (24 h by default).
+
+The stored response is written in the same transaction as the business rows it describes:
+either both exist or neither does, so a crash between "did the work" and "remembered the
+answer" cannot happen. Two concurrent requests with one key race on the primary key; the
+loser gets 409 `idempotency_key_in_use` and, when it retries, the replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Integer, LargeBinary, String, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cauce.core.db.base import Base, UtcDateTime, utcnow
+from cauce.core.errors import CauceError
+
+HEADER = "Idempotency-Key"
+DEFAULT_TTL = timedelta(hours=24)
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyRecord(Base):
+    """A remembered response for one (API key, Idempotency-Key)."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+
+
+class IdempotencyKeyInvalid(CauceError):
+    """The header is empty or too long."""
+
+    status_code = 400
+    code = "idempotency_key_invalid"
+    title = "Invalid Idempotency-Key"
+
+
+class IdempotencyKeyReused(CauceError):
+    """The key was first used with a different request."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
+    title = "Idempotency-Key reused with a different request"
+
+
+class IdempotencyKeyInUse(CauceError):
+    """Another request with the same key is being processed right now."""
+
+    status_code = 409
+    code = "idempotency_key_in_use"
+    title = "A request with this Idempotency-Key is in progress"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """What the first request answered."""
+
+    status_code: int
+    body: Any
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """A digest of the request the key was first used with."""
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), path.encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def check_key(key: str) -> str:
+    """Validate the header's value."""
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise IdempotencyKeyInvalid(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters")
+    return key
+
+
+class IdempotencyStore:
+    """Look up and remember responses inside the caller's transaction."""
+
+    def __init__(self, ttl: timedelta = DEFAULT_TTL) -> None:
+        self.ttl = ttl
+
+    async def lookup(
+        self, session: AsyncSession, scope: str, key: str, print_: str
+    ) -> StoredResponse | None:
+        """The first response for this key, None if it is new; raises if reused."""
+        row = await session.get(IdempotencyRecord, (scope, key))
+        if row is None or row.created_at < utcnow() - self.ttl:
+            return None
+        if row.fingerprint != print_:
+            raise IdempotencyKeyReused(
+                f"this {HEADER} was first used with a different request; use a new key"
+            )
+        return StoredResponse(row.status_code, orjson.loads(row.body))
+
+    async def remember(
+        self,
+        session: AsyncSession,
+        scope: str,
+        key: str,
+        print_: str,
+        status_code: int,
+        body: Any,
+    ) -> None:
+        """Store the response on the caller's transaction (flushes to claim the key)."""
+        stale = await session.get(IdempotencyRecord, (scope, key))
+        if stale is not None:  # expired: lookup() treated it as new
+            await session.delete(stale)
+            await session.flush()
+        session.add(
+            IdempotencyRecord(
+                scope=scope,
+                key=key,
+                fingerprint=print_,
+                status_code=status_code,
+                body=orjson.dumps(body),
+            )
+        )
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise IdempotencyKeyInUse(
+                f"another request with this {HEADER} is being processed; retry shortly"
+            ) from None
+
+    async def purge(self, session: AsyncSession) -> int:
+        """Delete keys older than the TTL; returns how many."""
+        result = await session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - self.ttl)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def count_keys(session: AsyncSession) -> int:
+    """How many keys are stored (for tests and metrics)."""
+    rows = await session.execute(select(IdempotencyRecord.key))
+    return len(rows.all())

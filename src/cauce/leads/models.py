@@ -1,0 +1,164 @@
+"""The leads context's tables.
+
+A lead row holds the normalised fields, its score and owner, its de-duplication state and
+its CRM delivery state. Every source that contributed to it and every change are kept
+(`lead_sources`, `lead_history`) so a merge can be explained and GDPR consent proven.
+An erased lead keeps its row as a tombstone: personal fields are cleared, `erased_at` set.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cauce.core.db.base import Base, UtcDateTime, utcnow
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Lead(Base):
+    """One person who may buy, as Cauce knows them now."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        Index("ix_leads_created", "created_at", "id"),
+        Index("ix_leads_sync", "sync_status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    email_key: Mapped[str | None] = mapped_column(String(320), default=None, index=True)
+    phone: Mapped[str | None] = mapped_column(String(20), default=None, index=True)
+    first_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    last_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    company: Mapped[str | None] = mapped_column(String(200), default=None)
+    job_title: Mapped[str | None] = mapped_column(String(200), default=None)
+    country: Mapped[str | None] = mapped_column(String(2), default=None, index=True)
+    region: Mapped[str | None] = mapped_column(String(200), default=None)
+    city: Mapped[str | None] = mapped_column(String(200), default=None)
+    language: Mapped[str | None] = mapped_column(String(16), default=None)
+    source: Mapped[str] = mapped_column(String(32), index=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    utm: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    consent: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    email_disposable: Mapped[bool] = mapped_column(Boolean, default=False)
+    email_free: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    status: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    owner: Mapped[str | None] = mapped_column(String(200), default=None, index=True)
+    team: Mapped[str | None] = mapped_column(String(100), default=None)
+    score: Mapped[int] = mapped_column(Integer, default=0, index=True)
+    score_model: Mapped[str] = mapped_column(String(64), default="points")
+    score_reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+    # De-duplication: a lead held for review points at the lead it may duplicate.
+    possible_duplicate_of: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("leads.id", ondelete="SET NULL"), default=None
+    )
+    match_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    # CRM delivery: `version` grows on every change; the CRM has seen `synced_version`.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    sync_status: Mapped[str] = mapped_column(String(16), default="pending")
+    synced_version: Mapped[int] = mapped_column(Integer, default=0)
+    crm_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    sync_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_sync_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+    erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class LeadMatchKey(Base):
+    """Blocking keys of a lead: candidate duplicates are the leads sharing one."""
+
+    __tablename__ = "lead_match_keys"
+
+    lead_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+
+
+class LeadSource(Base):
+    """One arrival of a lead (a form post, an API call, a CSV row), kept after merges."""
+
+    __tablename__ = "lead_sources"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lead_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("leads.id", ondelete="CASCADE"), index=True
+    )
+    source: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    utm: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    consent: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class LeadEvent(Base):
+    """The history of a lead: created, merged, updated, status changed, synced, erased."""
+
+    __tablename__ = "lead_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lead_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("leads.id", ondelete="CASCADE"), index=True
+    )
+    action: Mapped[str] = mapped_column(String(32))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actor: Mapped[str | None] = mapped_column(String(200), default=None)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class LeadImport(Base):
+    """A CSV import: the upload is stored on disk and processed by a job."""
+
+    __tablename__ = "lead_imports"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    filename: Mapped[str | None] = mapped_column(String(255), default=None)
+    path: Mapped[str] = mapped_column(String(1024))
+    mapping: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    encoding: Mapped[str | None] = mapped_column(String(32), default=None)
+    delimiter: Mapped[str | None] = mapped_column(String(4), default=None)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_processed: Mapped[int] = mapped_column(Integer, default=0)
+    rows_accepted: Mapped[int] = mapped_column(Integer, default=0)
+    rows_merged: Mapped[int] = mapped_column(Integer, default=0)
+    rows_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
+class LeadImportError(Base):
+    """One rejected row of an import (downloadable as CSV)."""
+
+    __tablename__ = "lead_import_errors"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    import_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("lead_imports.id", ondelete="CASCADE"), index=True
+    )
+    row: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class RoutingCursor(Base):
+    """Weighted round-robin position per team (shared by every API process)."""
+
+    __tablename__ = "lead_routing_cursors"
+
+    team: Mapped[str] = mapped_column(String(100), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
