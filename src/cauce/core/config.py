@@ -116,6 +116,66 @@ class JobsSettings(_Section):
         return self
 
 
+class ScoringRule(_Section):
+    """Points given when a lead's field satisfies a test (a transparent scoring model)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    field: str = Field(min_length=1, max_length=64, description="e.g. email, source, custom.plan")
+    test: Literal["present", "equals", "in", "true", "gte"] = "present"
+    value: str | float | list[str] | None = None
+    points: int = Field(ge=-100, le=100)
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class RoutingRule(_Section):
+    """Leads matching every given condition go to `team` (first matching rule wins)."""
+
+    team: str = Field(min_length=1, max_length=100)
+    countries: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    min_score: int | None = None
+    max_score: int | None = None
+    custom: dict[str, str] = Field(default_factory=dict)
+
+
+class TeamMember(_Section):
+    """A salesperson and how many leads they take per round (weighted round-robin)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    capacity: int = Field(default=1, ge=0, le=1000)
+
+
+class LeadsSettings(_Section):
+    """The leads context: normalisation, de-duplication, scoring and routing."""
+
+    default_region: str = Field(default="ES", min_length=2, max_length=2)
+    dedupe_policy: Literal["merge", "review"] = Field(
+        default="merge", description="merge: fill the existing lead; review: hold as possible"
+    )
+    merge_threshold: float = Field(default=0.9, gt=0, le=1)
+    review_threshold: float = Field(default=0.75, gt=0, le=1)
+    scoring_rules: tuple[ScoringRule, ...] | None = Field(
+        default=None, description="None: the built-in points model"
+    )
+    routing_rules: tuple[RoutingRule, ...] = ()
+    teams: dict[str, tuple[TeamMember, ...]] = Field(default_factory=dict)
+    default_team: str | None = None
+    max_batch: int = Field(default=1000, ge=1, le=10_000)
+    max_import_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _check(self) -> LeadsSettings:
+        if self.review_threshold > self.merge_threshold:
+            raise ValueError("review_threshold must not exceed merge_threshold")
+        teams = {rule.team for rule in self.routing_rules}
+        if self.default_team:
+            teams.add(self.default_team)
+        if missing := sorted(teams - set(self.teams)):
+            raise ValueError(f"routing names teams without members: {', '.join(missing)}")
+        return self
+
+
 class Settings(BaseSettings):
     """The root of Cauce's configuration."""
 
@@ -144,6 +204,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     otel: OtelSettings = OtelSettings()
     jobs: JobsSettings = JobsSettings()
+    leads: LeadsSettings = LeadsSettings()
     upstreams: dict[str, UpstreamPolicy] = Field(
         default_factory=dict,
         description="Resilience policy per upstream: CAUCE_UPSTREAMS__<NAME>__RETRY__MAX_ATTEMPTS",
