@@ -176,6 +176,13 @@ class LeadsSettings(_Section):
         return self
 
 
+class MlflowSettings(_Section):
+    """Experiment tracking for `cauce leads train` (off unless a tracking URI is set)."""
+
+    tracking_uri: str | None = None
+    experiment: str = "cauce-lead-scoring"
+
+
 class Settings(BaseSettings):
     """The root of Cauce's configuration."""
 
@@ -205,6 +212,7 @@ class Settings(BaseSettings):
     otel: OtelSettings = OtelSettings()
     jobs: JobsSettings = JobsSettings()
     leads: LeadsSettings = LeadsSettings()
+    mlflow: MlflowSettings = MlflowSettings()
     upstreams: dict[str, UpstreamPolicy] = Field(
         default_factory=dict,
         description="Resilience policy per upstream: CAUCE_UPSTREAMS__<NAME>__RETRY__MAX_ATTEMPTS",
