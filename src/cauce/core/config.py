@@ -176,6 +176,50 @@ class LeadsSettings(_Section):
         return self
 
 
+DEFAULT_CRM_FIELDS = {
+    "email": "email",
+    "first_name": "firstname",
+    "last_name": "lastname",
+    "phone": "phone",
+    "company": "company",
+    "job_title": "jobtitle",
+    "city": "city",
+    "region": "state",
+    "country": "country",
+    "score": "cauce_score",
+    "owner": "cauce_owner",
+    "uid": "cauce_id",
+}
+
+
+class CrmSettings(_Section):
+    """Where accepted leads are delivered (`none`: kept in Cauce only)."""
+
+    provider: Literal["none", "hubspot", "pipedrive", "webhook"] = "none"
+    base_url: str | None = Field(default=None, description="Default: the vendor's API URL")
+    token: SecretStr | None = None
+    account: str = Field(
+        default="default", min_length=1, max_length=64, description="Lock key per CRM account"
+    )
+    field_mapping: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_CRM_FIELDS),
+        description="Cauce field -> CRM property",
+    )
+    cauce_id_property: str = Field(
+        default="cauce_id", description="Unique CRM property keying leads without email"
+    )
+    batch_size: int = Field(default=100, ge=1, le=100)
+    delivery_budget_seconds: float = Field(
+        default=20.0, gt=0, description="A delivery job hands over to a fresh job after this"
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HubSpot app secret (inbound webhook signatures)"
+    )
+    allow_hosts: tuple[str, ...] = Field(
+        default=(), description="Hosts or CIDRs let through the SSRF guard (a local sandbox)"
+    )
+
+
 class MlflowSettings(_Section):
     """Experiment tracking for `cauce leads train` (off unless a tracking URI is set)."""
 
@@ -213,6 +257,7 @@ class Settings(BaseSettings):
     jobs: JobsSettings = JobsSettings()
     leads: LeadsSettings = LeadsSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    crm: CrmSettings = CrmSettings()
     upstreams: dict[str, UpstreamPolicy] = Field(
         default_factory=dict,
         description="Resilience policy per upstream: CAUCE_UPSTREAMS__<NAME>__RETRY__MAX_ATTEMPTS",

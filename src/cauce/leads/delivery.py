@@ -1,0 +1,202 @@
+"""CRM delivery: move pending leads to the CRM in batches, exactly once in effect.
+
+One delivery job per CRM account runs at a time (a job lock) and at most one waits (a
+dedupe key), whatever the number of leads accepted: every accepted or edited lead is
+marked `pending` and asks for a delivery, and the job that runs takes the pending leads
+in batches of the vendor's maximum size. A rate limit of N requests therefore carries up
+to N x batch records (see docs/adr/0006-job-engines.md).
+
+Exactly once in effect: every write is an upsert on a stable key (the email, or Cauce's
+own id property), so a batch re-sent after a crash updates the contacts it created.
+Versions: a lead's `version` grows on every change; after an upsert the lead is marked
+`synced` only if its version is still the one sent (compare-and-set), otherwise it stays
+`pending` and the newer state goes in a later batch, so an older state never wins.
+
+No transaction is held across a CRM call: each batch is read in one short transaction
+and its outcome written in another, so a crash loses at most the bookkeeping of one
+batch, which the next run redoes (upserts are idempotent).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import case, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cauce.core.config import CrmSettings
+from cauce.core.db import unit_of_work
+from cauce.core.db.base import utcnow
+from cauce.leads.models import Lead
+from cauce.leads.ports import CrmClient, CrmContact, CrmKey, UpsertOutcome
+
+log = structlog.get_logger("cauce.leads.delivery")
+
+DELIVER_TASK = "crm.deliver"
+REDELIVER_TASK = "crm.redeliver"
+ERASE_TASK = "crm.erase"
+CRM_QUEUE = "crm"
+MAX_ERROR_CHARS = 1000
+
+
+def delivery_lock(account: str) -> str:
+    """The job lock that keeps one delivery per CRM account at a time."""
+    return f"crm:{account}"
+
+
+def delivery_dedupe_key(account: str) -> str:
+    """At most one delivery job waits per CRM account."""
+    return f"crm-deliver:{account}"
+
+
+def contact_key(lead: Lead, settings: CrmSettings) -> CrmKey:
+    """The unique property the CRM finds this lead by."""
+    if lead.email:
+        return CrmKey("email", lead.email)
+    return CrmKey(settings.cauce_id_property, lead.uid)
+
+
+def contact_properties(lead: Lead, mapping: Mapping[str, str]) -> dict[str, Any]:
+    """The lead's fields renamed to the CRM's properties (empty values left out)."""
+    properties: dict[str, Any] = {}
+    for cauce_field, crm_property in mapping.items():
+        value = getattr(lead, cauce_field, None)
+        if value is None and cauce_field.startswith("custom."):
+            value = (lead.custom_fields or {}).get(cauce_field.removeprefix("custom."))
+        if value is None or value == "":
+            continue
+        scalar = isinstance(value, str | int | float | bool)
+        properties[crm_property] = value if scalar else str(value)
+    return properties
+
+
+def to_contact(lead: Lead, settings: CrmSettings) -> CrmContact:
+    """The CRM contact a lead row becomes."""
+    properties = contact_properties(lead, settings.field_mapping)
+    properties.setdefault(settings.cauce_id_property, lead.uid)
+    return CrmContact(lead.id, lead.version, contact_key(lead, settings), properties)
+
+
+@dataclass
+class DeliveryReport:
+    """What one delivery run did."""
+
+    batches: int = 0
+    synced: int = 0
+    failed_for_good: list[int] = field(default_factory=list)
+    retry_later: list[int] = field(default_factory=list)
+    superseded: int = 0  # changed while in flight: stays pending for the next batch
+    out_of_time: bool = False
+
+
+def _unique_keys(contacts: Sequence[CrmContact]) -> list[CrmContact]:
+    """One contact per key in a batch (the CRM refuses duplicates); the rest wait."""
+    seen: set[CrmKey] = set()
+    unique = []
+    for contact in contacts:
+        if contact.key not in seen:
+            seen.add(contact.key)
+            unique.append(contact)
+    return unique
+
+
+async def _pending_batch(
+    session: AsyncSession, limit: int, exclude: set[int], only: Sequence[int] | None
+) -> list[Lead]:
+    query = select(Lead).where(Lead.erased_at.is_(None)).order_by(Lead.id).limit(limit)
+    if only is not None:
+        query = query.where(Lead.id.in_(list(only)))
+    else:
+        query = query.where(Lead.sync_status == "pending")
+    if exclude:
+        query = query.where(Lead.id.not_in(exclude))
+    return list((await session.scalars(query)).all())
+
+
+async def _record(session: AsyncSession, sent: CrmContact, outcome: UpsertOutcome) -> str:
+    """Write one outcome; returns 'synced', 'superseded', 'failed' or 'retry'."""
+    now = utcnow()
+    if outcome.ok:
+        result = await session.execute(
+            update(Lead)
+            .where(Lead.id == sent.lead_id, Lead.synced_version < sent.version)
+            .values(
+                synced_version=sent.version,
+                crm_id=outcome.crm_id,
+                synced_at=now,
+                sync_attempts=Lead.sync_attempts + 1,
+                last_sync_error=None,
+                sync_status=case((Lead.version == sent.version, "synced"), else_="pending"),
+            )
+            .returning(Lead.sync_status)
+        )
+        status = result.scalar_one_or_none()
+        return "synced" if status == "synced" else "superseded"
+    error = (outcome.error or "rejected by the CRM")[:MAX_ERROR_CHARS]
+    values: dict[str, Any] = {
+        "sync_attempts": Lead.sync_attempts + 1,
+        "last_sync_error": error,
+    }
+    if not outcome.retryable:
+        values["sync_status"] = case((Lead.version == sent.version, "failed"), else_="pending")
+    await session.execute(update(Lead).where(Lead.id == sent.lead_id).values(**values))
+    return "retry" if outcome.retryable else "failed"
+
+
+async def deliver(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    crm: CrmClient,
+    settings: CrmSettings,
+    *,
+    only: Sequence[int] | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+    on_batch: Callable[[DeliveryReport], None] | None = None,
+) -> DeliveryReport:
+    """Deliver pending leads (or exactly the leads `only` names) until none remain.
+
+    CrmThrottled / CrmUnavailable / CrmRejected propagate: the job decides when to run
+    again. Leads delivered before the exception stay delivered.
+    """
+    report = DeliveryReport()
+    deadline = monotonic() + settings.delivery_budget_seconds
+    batch_size = min(settings.batch_size, crm.max_batch)
+    skip: set[int] = set()
+    while True:
+        if monotonic() >= deadline:
+            report.out_of_time = True
+            return report
+        async with unit_of_work(sessionmaker) as session:
+            leads = await _pending_batch(session, batch_size, skip, only)
+            contacts = _unique_keys([to_contact(lead, settings) for lead in leads])
+        if not contacts:
+            return report
+        outcomes = await crm.upsert(contacts)
+        report.batches += 1
+        async with unit_of_work(sessionmaker) as session:
+            for sent, outcome in zip(contacts, outcomes, strict=True):
+                verdict = await _record(session, sent, outcome)
+                if verdict == "synced":
+                    report.synced += 1
+                elif verdict == "superseded":
+                    report.superseded += 1
+                elif verdict == "failed":
+                    report.failed_for_good.append(sent.lead_id)
+                    skip.add(sent.lead_id)
+                else:
+                    report.retry_later.append(sent.lead_id)
+                    skip.add(sent.lead_id)
+        if only is not None:
+            skip.update(contact.lead_id for contact in contacts)
+        log.info(
+            "crm.delivery.batch",
+            crm=crm.name,
+            size=len(contacts),
+            synced=report.synced,
+            failed=len(report.failed_for_good),
+        )
+        if on_batch is not None:
+            on_batch(report)

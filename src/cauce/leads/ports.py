@@ -1,0 +1,110 @@
+"""Ports: the outside systems the leads context talks to, as Protocols.
+
+Services depend on these, never on a vendor's API; one adapter per vendor lives in
+`leads/adapters/`. Every write is an upsert on a stable key, so a delivery re-run after a
+crash updates the contact it created instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class CrmKey:
+    """How a contact is found in the CRM: a unique property and its value."""
+
+    property: str  # "email", or the Cauce id property for leads without email
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class CrmContact:
+    """One lead, as the CRM should hold it after the upsert."""
+
+    lead_id: int
+    version: int
+    key: CrmKey
+    properties: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertOutcome:
+    """What the CRM did with one contact of a batch.
+
+    `crm_id` is set on success. On failure `retryable` tells a passing problem (the next
+    delivery tries again) from a permanent one (the lead is marked `failed`).
+    """
+
+    lead_id: int
+    crm_id: str | None = None
+    error: str | None = None
+    retryable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the contact is in the CRM."""
+        return self.crm_id is not None and self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class CrmRecord:
+    """A contact read back from the CRM."""
+
+    crm_id: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+class CrmThrottled(Exception):
+    """The CRM refused for rate limiting; nothing should be sent before `until`.
+
+    `policy` names the vendor's limit (e.g. HubSpot's DAILY): a daily limit pauses the CRM
+    until its reset instead of using up delivery attempts.
+    """
+
+    def __init__(self, until: datetime, policy: str = "", detail: str = "") -> None:
+        super().__init__(detail or f"CRM rate limit {policy or ''} until {until.isoformat()}")
+        self.until = until
+        self.policy = policy
+
+
+class CrmUnavailable(Exception):
+    """The CRM could not be reached or failed (5xx, timeout, open circuit): try later."""
+
+    def __init__(self, detail: str, retry_at: datetime | None = None) -> None:
+        super().__init__(detail)
+        self.retry_at = retry_at
+
+
+class CrmRejected(Exception):
+    """The CRM refused the whole request for a reason no retry fixes (401, 403, 400)."""
+
+
+class CrmClient(Protocol):
+    """A CRM Cauce delivers leads to."""
+
+    name: str
+    max_batch: int
+
+    async def upsert(self, contacts: Sequence[CrmContact]) -> list[UpsertOutcome]:
+        """Create or update each contact by its key; one outcome per contact, same order.
+
+        Raises CrmThrottled, CrmUnavailable or CrmRejected when the request as a whole
+        fails; per-contact failures are outcomes.
+        """
+        ...
+
+    async def delete(self, key: CrmKey) -> bool:
+        """Erase a contact (GDPR); True if it existed. Idempotent."""
+        ...
+
+    async def read(self, keys: Sequence[CrmKey]) -> list[CrmRecord | None]:
+        """Read contacts back by key (None for a key the CRM does not know)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,138 @@
+"""Job handlers of the leads context: CRM delivery, re-delivery, erasure, CSV imports.
+
+Handlers are idempotent: a job may run again after a crash (DESIGN.md §1).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cauce.core.config import Settings
+from cauce.core.db.base import utcnow
+from cauce.core.jobs.policy import RetryPolicy
+from cauce.core.jobs.ports import JobContext, JobQueue, JsonDict, PermanentJobError, RetryLater
+from cauce.core.jobs.registry import TaskRegistry
+from cauce.leads.delivery import (
+    CRM_QUEUE,
+    DELIVER_TASK,
+    ERASE_TASK,
+    REDELIVER_TASK,
+    deliver,
+    delivery_dedupe_key,
+    delivery_lock,
+)
+from cauce.leads.ports import CrmClient, CrmKey, CrmRejected, CrmThrottled, CrmUnavailable
+
+log = structlog.get_logger("cauce.leads.tasks")
+
+# Deliveries wait out outages and rate limits as postponements (not counted); a CRM that
+# keeps failing still ends in `failed` after this many real failures, replayable.
+DELIVERY_POLICY = RetryPolicy(
+    max_attempts=10, base_seconds=2.0, cap_seconds=300.0, fail_on=(CrmRejected,)
+)
+OUTAGE_RECHECK = timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadsTaskDeps:
+    """What the leads handlers need, built by the composition root."""
+
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    crm: CrmClient | None
+
+
+async def request_delivery(session: AsyncSession, queue: JobQueue, settings: Settings) -> None:
+    """Ask for a delivery in the caller's transaction (at most one waits per account)."""
+    if settings.crm.provider == "none":
+        return
+    account = settings.crm.account
+    await queue.defer(
+        session,
+        DELIVER_TASK,
+        {"account": account},
+        queue=CRM_QUEUE,
+        lock=delivery_lock(account),
+        dedupe_key=delivery_dedupe_key(account),
+    )
+
+
+async def request_erasure(
+    session: AsyncSession, queue: JobQueue, settings: Settings, uid: str
+) -> None:
+    """Carry an erasure to the CRM (by Cauce's id property: no personal data in the job)."""
+    if settings.crm.provider == "none":
+        return
+    account = settings.crm.account
+    await queue.defer(
+        session,
+        ERASE_TASK,
+        {"account": account, "uid": uid},
+        queue=CRM_QUEUE,
+        lock=delivery_lock(account),
+    )
+
+
+def _later(exc: CrmThrottled | CrmUnavailable) -> RetryLater:
+    if isinstance(exc, CrmThrottled):
+        return RetryLater(exc.until, f"CRM rate limit {exc.policy}".strip())
+    at = exc.retry_at or utcnow() + OUTAGE_RECHECK
+    return RetryLater(at, f"CRM unavailable: {exc}")
+
+
+def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
+    """Register the leads handlers on `registry`."""
+    crm_settings = deps.settings.crm
+    rng = random.Random()  # noqa: S311 - spreading retries, not secrets
+
+    def crm() -> CrmClient:
+        if deps.crm is None:
+            raise PermanentJobError("no CRM is configured (CAUCE_CRM__PROVIDER)")
+        return deps.crm
+
+    async def deliver_handler(ctx: JobContext, payload: JsonDict) -> None:
+        try:
+            report = await deliver(deps.sessionmaker, crm(), crm_settings)
+        except (CrmThrottled, CrmUnavailable) as exc:
+            raise _later(exc) from exc
+        if report.failed_for_good:
+            await ctx.queue_port.defer(
+                ctx.session,
+                REDELIVER_TASK,
+                {"lead_ids": report.failed_for_good},
+                queue=CRM_QUEUE,
+                lock=delivery_lock(crm_settings.account),
+            )
+        if report.out_of_time:
+            await request_delivery(ctx.session, ctx.queue_port, deps.settings)
+        if report.retry_later:
+            # Some records failed for a passing reason: run again soon, spread out.
+            delay = timedelta(seconds=rng.uniform(1.0, 5.0))
+            raise RetryLater(utcnow() + delay, f"{len(report.retry_later)} records to retry")
+
+    async def redeliver_handler(ctx: JobContext, payload: JsonDict) -> None:
+        ids = [int(i) for i in payload.get("lead_ids", [])]
+        try:
+            report = await deliver(deps.sessionmaker, crm(), crm_settings, only=ids)
+        except (CrmThrottled, CrmUnavailable) as exc:
+            raise _later(exc) from exc
+        if report.failed_for_good:
+            raise PermanentJobError(
+                f"the CRM refused leads {report.failed_for_good}; fix them (PATCH) or replay"
+            )
+
+    async def erase_handler(ctx: JobContext, payload: JsonDict) -> None:
+        key = CrmKey(crm_settings.cauce_id_property, str(payload["uid"]))
+        try:
+            await crm().delete(key)
+        except (CrmThrottled, CrmUnavailable) as exc:
+            raise _later(exc) from exc
+
+    registry.task(DELIVER_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(deliver_handler)
+    registry.task(REDELIVER_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(redeliver_handler)
+    registry.task(ERASE_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(erase_handler)

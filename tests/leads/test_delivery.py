@@ -1,0 +1,247 @@
+"""CRM delivery: batches, compare-and-set versions, per-record failures, re-runs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from cauce.core.config import Settings
+from cauce.core.db import Database, create_database, unit_of_work
+from cauce.core.db.base import utcnow
+from cauce.leads.delivery import deliver
+from cauce.leads.models import Lead
+from cauce.leads.ports import (
+    CrmContact,
+    CrmKey,
+    CrmRecord,
+    CrmThrottled,
+    UpsertOutcome,
+)
+from tests.conftest import SettingsFactory
+
+
+class MemoryCrm:
+    """An in-memory CRM at the port: contacts by key, every call recorded."""
+
+    name = "memory"
+
+    def __init__(self, max_batch: int = 100) -> None:
+        self.max_batch = max_batch
+        self.contacts: dict[CrmKey, dict[str, object]] = {}
+        self.ids: dict[CrmKey, str] = {}
+        self.batches: list[list[CrmContact]] = []
+        self.reject: set[str] = set()  # emails refused for good
+        self.flaky: set[str] = set()  # emails failing once, retryably
+        self.on_call: list[object] = []
+
+    async def upsert(self, contacts: Sequence[CrmContact]) -> list[UpsertOutcome]:
+        assert len(contacts) <= self.max_batch
+        assert len({c.key for c in contacts}) == len(contacts), "duplicate keys in a batch"
+        self.batches.append(list(contacts))
+        for hook in self.on_call:
+            await hook()  # type: ignore[operator]
+        outcomes = []
+        for contact in contacts:
+            if contact.key.value in self.reject:
+                outcomes.append(UpsertOutcome(contact.lead_id, error="INVALID_EMAIL"))
+                continue
+            if contact.key.value in self.flaky:
+                self.flaky.discard(contact.key.value)
+                outcomes.append(UpsertOutcome(contact.lead_id, error="busy", retryable=True))
+                continue
+            self.contacts[contact.key] = dict(contact.properties)
+            crm_id = self.ids.setdefault(contact.key, str(1000 + len(self.ids)))
+            outcomes.append(UpsertOutcome(contact.lead_id, crm_id=crm_id))
+        return outcomes
+
+    async def delete(self, key: CrmKey) -> bool:
+        return self.contacts.pop(key, None) is not None
+
+    async def read(self, keys: Sequence[CrmKey]) -> list[CrmRecord | None]:
+        return [
+            CrmRecord(self.ids[k], self.contacts[k]) if k in self.contacts else None for k in keys
+        ]
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.fixture
+def crm_settings(settings_factory: SettingsFactory) -> Settings:
+    return settings_factory(crm={"provider": "hubspot"})
+
+
+@pytest.fixture
+async def db(crm_settings: Settings) -> AsyncIterator[Database]:
+    database = create_database(crm_settings)
+    yield database
+    await database.dispose()
+
+
+async def _add_leads(db: Database, count: int, *, email: bool = True) -> list[int]:
+    async with unit_of_work(db.sessionmaker) as session:
+        leads = [
+            Lead(
+                uid=str(uuid.uuid4()),
+                email=f"lead{i}@empresa.es" if email else None,
+                phone=None if email else f"+3461200{i:04d}",
+                first_name=f"Nombre{i}",
+                source="api",
+            )
+            for i in range(count)
+        ]
+        session.add_all(leads)
+        await session.flush()
+        return [lead.id for lead in leads]
+
+
+async def _statuses(db: Database) -> dict[int, str]:
+    async with db.sessionmaker() as session:
+        rows = await session.execute(select(Lead.id, Lead.sync_status))
+        return {row[0]: row[1] for row in rows}
+
+
+async def test_pending_leads_go_in_batches_of_the_vendor_maximum(
+    db: Database, crm_settings: Settings
+) -> None:
+    """250 pending leads leave in batches of 100, 100, 50 and end `synced` with CRM ids."""
+    ids = await _add_leads(db, 250)
+    crm = MemoryCrm()
+    report = await deliver(db.sessionmaker, crm, crm_settings.crm)
+    assert [len(b) for b in crm.batches] == [100, 100, 50]
+    assert report.synced == 250
+    assert set((await _statuses(db)).values()) == {"synced"}
+    assert len(crm.contacts) == 250
+    async with db.sessionmaker() as session:
+        lead = await session.get(Lead, ids[0])
+        assert lead is not None
+        assert lead.crm_id is not None
+        assert lead.synced_version == lead.version
+        assert crm.contacts[CrmKey("email", "lead0@empresa.es")]["cauce_id"] == lead.uid
+
+
+async def test_leads_without_email_are_keyed_by_cauce_id(
+    db: Database, crm_settings: Settings
+) -> None:
+    """A lead without email is upserted on the Cauce id property."""
+    await _add_leads(db, 3, email=False)
+    crm = MemoryCrm()
+    await deliver(db.sessionmaker, crm, crm_settings.crm)
+    assert {key.property for key in crm.contacts} == {"cauce_id"}
+
+
+async def test_a_rerun_after_a_crash_updates_instead_of_duplicating(
+    db: Database, crm_settings: Settings
+) -> None:
+    """If the outcome was never recorded, delivering again upserts the same contacts."""
+    await _add_leads(db, 20)
+    crm = MemoryCrm()
+    await deliver(db.sessionmaker, crm, crm_settings.crm)
+    async with unit_of_work(db.sessionmaker) as session:  # as if the bookkeeping was lost
+        await session.execute(update(Lead).values(sync_status="pending", synced_version=0))
+    await deliver(db.sessionmaker, crm, crm_settings.crm)
+    assert len(crm.batches) == 2
+    assert len(crm.contacts) == 20
+    assert len(set(crm.ids.values())) == 20
+
+
+async def test_an_edit_during_the_call_is_sent_next_and_wins(
+    db: Database, crm_settings: Settings
+) -> None:
+    """A lead changed while its upsert is in flight stays pending and goes again, newest last."""
+    (lead_id,) = await _add_leads(db, 1)
+    crm = MemoryCrm()
+    edited = False
+
+    async def edit_once() -> None:
+        nonlocal edited
+        if edited:
+            return
+        edited = True
+        async with unit_of_work(db.sessionmaker) as session:
+            await session.execute(
+                update(Lead)
+                .where(Lead.id == lead_id)
+                .values(company="Nueva SL", version=Lead.version + 1, sync_status="pending")
+            )
+
+    crm.on_call.append(edit_once)
+    report = await deliver(db.sessionmaker, crm, crm_settings.crm)
+    assert report.superseded == 1
+    assert report.synced == 1
+    assert len(crm.batches) == 2
+    assert crm.contacts[CrmKey("email", "lead0@empresa.es")]["company"] == "Nueva SL"
+    async with db.sessionmaker() as session:
+        lead = await session.get(Lead, lead_id)
+        assert lead is not None
+        assert (lead.sync_status, lead.synced_version, lead.version) == ("synced", 2, 2)
+
+
+async def test_per_record_failures_are_states(db: Database, crm_settings: Settings) -> None:
+    """A refused record is `failed` with its error; a passing failure stays pending."""
+    ids = await _add_leads(db, 3)
+    crm = MemoryCrm()
+    crm.reject.add("lead1@empresa.es")
+    crm.flaky.add("lead2@empresa.es")
+    report = await deliver(db.sessionmaker, crm, crm_settings.crm)
+    assert report.failed_for_good == [ids[1]]
+    assert report.retry_later == [ids[2]]
+    statuses = await _statuses(db)
+    assert statuses == {ids[0]: "synced", ids[1]: "failed", ids[2]: "pending"}
+    async with db.sessionmaker() as session:
+        failed = await session.get(Lead, ids[1])
+        assert failed is not None
+        assert failed.last_sync_error == "INVALID_EMAIL"
+    again = await deliver(db.sessionmaker, crm, crm_settings.crm)
+    assert again.synced == 1
+    assert (await _statuses(db))[ids[2]] == "synced"
+
+
+async def test_only_mode_resends_named_leads_whatever_their_state(
+    db: Database, crm_settings: Settings
+) -> None:
+    """Re-delivery of named failed leads sends exactly those, once."""
+    ids = await _add_leads(db, 5)
+    crm = MemoryCrm()
+    crm.reject.add("lead3@empresa.es")
+    await deliver(db.sessionmaker, crm, crm_settings.crm)
+    crm.reject.clear()
+    report = await deliver(db.sessionmaker, crm, crm_settings.crm, only=[ids[3]])
+    assert report.synced == 1
+    assert [c.lead_id for c in crm.batches[-1]] == [ids[3]]
+
+
+async def test_throttling_propagates_and_keeps_earlier_batches(
+    db: Database, crm_settings: Settings
+) -> None:
+    """A rate limit mid-run raises; batches delivered before it stay synced."""
+    await _add_leads(db, 150)
+    crm = MemoryCrm()
+    calls = 0
+
+    async def throttle_second() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise CrmThrottled(utcnow() + timedelta(seconds=10), "TEN_SECONDLY_ROLLING")
+
+    crm.on_call.append(throttle_second)
+    with pytest.raises(CrmThrottled):
+        await deliver(db.sessionmaker, crm, crm_settings.crm)
+    statuses = list((await _statuses(db)).values())
+    assert statuses.count("synced") == 100
+    assert statuses.count("pending") == 50
+
+
+async def test_erased_leads_are_never_sent(db: Database, crm_settings: Settings) -> None:
+    """A tombstone stays out of deliveries."""
+    ids = await _add_leads(db, 2)
+    async with unit_of_work(db.sessionmaker) as session:
+        await session.execute(update(Lead).where(Lead.id == ids[0]).values(erased_at=utcnow()))
+    crm = MemoryCrm()
+    await deliver(db.sessionmaker, crm, crm_settings.crm)
+    assert [c.lead_id for b in crm.batches for c in b] == [ids[1]]
