@@ -11,7 +11,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cauce.core.db.base import Base, UtcDateTime, utcnow
@@ -66,10 +76,15 @@ class Lead(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     sync_status: Mapped[str] = mapped_column(String(16), default="pending")
     synced_version: Mapped[int] = mapped_column(Integer, default=0)
-    crm_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    crm_id: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     sync_attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_sync_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+    # Inbound CRM changes: when the newest applied event happened (older ones are ignored,
+    # HubSpot reorders), and whether the CRM deleted the contact.
+    crm_event_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    crm_deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
     erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
@@ -162,3 +177,22 @@ class RoutingCursor(Base):
 
     team: Mapped[str] = mapped_column(String(100), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class WebhookInboxEvent(Base):
+    """An inbound webhook event, recorded once per (source, event id) and processed later."""
+
+    __tablename__ = "webhook_inbox"
+    __table_args__ = (
+        Index("ix_webhook_inbox_pending", "processed_at", "id"),
+        UniqueConstraint("source", "event_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    occurred_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    outcome: Mapped[str | None] = mapped_column(String(64), default=None)

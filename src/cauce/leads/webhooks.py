@@ -1,0 +1,220 @@
+"""Inbound HubSpot webhooks: verify, record once, process later in a job.
+
+HubSpot signs each request (signature v3): base64(HMAC-SHA256(app secret, method + URI +
+body + timestamp)) in `X-HubSpot-Signature-v3`, the timestamp (ms) in
+`X-HubSpot-Request-Timestamp`; requests older than 5 minutes are refused, which bounds
+replays. Events arrive in batches, may repeat and may come out of order: each is
+recorded once in the inbox keyed by (source, eventId); a lead only takes a change that
+happened after the last one it applied (`crm_event_at`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cauce.core.db.base import utcnow
+from cauce.core.errors import CauceError, ValidationFailed
+from cauce.leads.models import Lead, LeadEvent, WebhookInboxEvent
+
+SOURCE_HUBSPOT = "hubspot"
+MAX_AGE = timedelta(minutes=5)
+MAX_EVENTS = 1000
+INBOUND_TASK = "crm.inbound"
+
+# HubSpot property values -> Cauce lead status (the outcomes scoring learns from).
+STATUS_FROM_CRM: Mapping[str, Mapping[str, str]] = {
+    "lifecyclestage": {
+        "customer": "won",
+        "evangelist": "won",
+        "opportunity": "qualified",
+        "salesqualifiedlead": "qualified",
+        "other": "lost",
+    },
+    "hs_lead_status": {
+        "UNQUALIFIED": "lost",
+        "BAD_TIMING": "lost",
+        "IN_PROGRESS": "working",
+        "CONNECTED": "working",
+        "OPEN_DEAL": "qualified",
+    },
+}
+
+
+class InvalidSignature(CauceError):
+    """The request is not signed by HubSpot with our secret, or too old."""
+
+    status_code = 401
+    code = "invalid_signature"
+    title = "Invalid webhook signature"
+
+
+def hubspot_signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
+    """HubSpot's v3 signature of a request."""
+    message = method.upper().encode() + uri.encode() + body + timestamp.encode()
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def verify_hubspot(
+    secret: str,
+    method: str,
+    uri: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Raise `InvalidSignature` unless the request is HubSpot's, signed within 5 minutes."""
+    signature = headers.get("x-hubspot-signature-v3")
+    timestamp = headers.get("x-hubspot-request-timestamp")
+    if not signature or not timestamp:
+        raise InvalidSignature("missing X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp")
+    try:
+        sent_at = datetime.fromtimestamp(int(timestamp) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidSignature("X-HubSpot-Request-Timestamp is not a time in ms") from None
+    current = now or utcnow()
+    if abs(current - sent_at) > MAX_AGE:
+        raise InvalidSignature("the request timestamp is more than 5 minutes away")
+    expected = hubspot_signature(secret, method, uri, body, timestamp)
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
+        raise InvalidSignature("the signature does not match")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    """One HubSpot event as recorded."""
+
+    event_id: str
+    payload: dict[str, Any]
+    occurred_at: datetime | None
+
+
+def parse_events(body: bytes) -> list[InboundEvent]:
+    """HubSpot's batch (a JSON array of events) as inbox rows; 422 for anything else."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed("the body is not JSON") from None
+    if not isinstance(data, list) or len(data) > MAX_EVENTS:
+        raise ValidationFailed(f"expected a JSON array of at most {MAX_EVENTS} events")
+    events = []
+    for index, item in enumerate(data):
+        if not isinstance(item, dict) or item.get("eventId") is None:
+            raise ValidationFailed(f"event {index} has no eventId")
+        occurred = item.get("occurredAt")
+        occurred_at = (
+            datetime.fromtimestamp(occurred / 1000, UTC)
+            if isinstance(occurred, int | float) and occurred > 0
+            else None
+        )
+        events.append(InboundEvent(str(item["eventId"])[:100], item, occurred_at))
+    return events
+
+
+async def record_events(session: AsyncSession, source: str, events: Sequence[InboundEvent]) -> int:
+    """Insert the events not seen before; returns how many were new."""
+    if not events:
+        return 0
+    rows = [
+        {
+            "source": source,
+            "event_id": e.event_id,
+            "payload": e.payload,
+            "occurred_at": e.occurred_at,
+            "received_at": utcnow(),
+        }
+        for e in events
+    ]
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(WebhookInboxEvent)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(WebhookInboxEvent.id)
+    )
+    return len((await session.execute(statement)).all())
+
+
+def _status_change(payload: Mapping[str, Any]) -> str | None:
+    name = str(payload.get("propertyName") or "")
+    value = str(payload.get("propertyValue") or "")
+    mapping = STATUS_FROM_CRM.get(name, {})
+    return mapping.get(value) or mapping.get(value.lower())
+
+
+async def _apply(session: AsyncSession, event: WebhookInboxEvent) -> str:
+    payload = event.payload
+    subscription = str(payload.get("subscriptionType") or "")
+    object_id = payload.get("objectId")
+    if object_id is None:
+        return "ignored:no_object"
+    lead = await session.scalar(select(Lead).where(Lead.crm_id == str(object_id)))
+    if lead is None:
+        return "ignored:unknown_contact"
+    at = event.occurred_at or event.received_at
+    if lead.crm_event_at is not None and at <= lead.crm_event_at:
+        return "ignored:older"
+    if subscription.endswith(".deletion"):
+        lead.crm_deleted_at = at
+        lead.crm_event_at = at
+        session.add(LeadEvent(lead_id=lead.id, action="crm_deleted", changes={}, actor="crm"))
+        return "deleted"
+    if subscription.endswith(".propertyChange"):
+        status = _status_change(payload)
+        if status is None:
+            return "ignored:property"
+        previous = lead.status
+        lead.status = status
+        lead.crm_event_at = at
+        lead.updated_at = utcnow()
+        session.add(
+            LeadEvent(
+                lead_id=lead.id,
+                action="status_changed",
+                changes={"status": [previous, status], "by": payload.get("propertyName")},
+                actor="crm",
+            )
+        )
+        return f"status:{status}"
+    return "ignored:subscription"
+
+
+async def process_inbox(session: AsyncSession, *, limit: int = 500) -> int:
+    """Apply unprocessed events in the order they happened; returns how many."""
+    events = (
+        await session.scalars(
+            select(WebhookInboxEvent)
+            .where(WebhookInboxEvent.processed_at.is_(None))
+            .order_by(
+                func.coalesce(WebhookInboxEvent.occurred_at, WebhookInboxEvent.received_at),
+                WebhookInboxEvent.id,
+            )
+            .limit(limit)
+        )
+    ).all()
+    for event in events:
+        event.outcome = await _apply(session, event)
+        event.processed_at = utcnow()
+    await session.flush()
+    return len(events)
+
+
+async def pending_count(session: AsyncSession) -> int:
+    """Events recorded and not yet processed."""
+    return int(
+        await session.scalar(select(func.count()).where(WebhookInboxEvent.processed_at.is_(None)))
+        or 0
+    )

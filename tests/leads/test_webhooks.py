@@ -1,0 +1,148 @@
+"""Inbound HubSpot webhooks: v3 signatures, an inbox that records each event once, ordering."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from cauce.core.db import Database, create_database, unit_of_work
+from cauce.core.errors import ValidationFailed
+from cauce.leads.models import Lead, LeadEvent, WebhookInboxEvent
+from cauce.leads.webhooks import (
+    InvalidSignature,
+    hubspot_signature,
+    parse_events,
+    process_inbox,
+    record_events,
+    verify_hubspot,
+)
+from tests.conftest import SettingsFactory
+
+SECRET = "hubspot-app-secret"
+URI = "https://cauce.example.com/v1/webhooks/hubspot"
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def _signed(body: bytes, at: datetime = NOW, secret: str = SECRET) -> dict[str, str]:
+    timestamp = str(int(at.timestamp() * 1000))
+    return {
+        "x-hubspot-request-timestamp": timestamp,
+        "x-hubspot-signature-v3": hubspot_signature(secret, "POST", URI, body, timestamp),
+    }
+
+
+def test_a_correct_signature_passes() -> None:
+    """A request signed with the app secret within 5 minutes is accepted."""
+    body = b'[{"eventId": 1}]'
+    verify_hubspot(SECRET, "POST", URI, body, _signed(body), now=NOW + timedelta(minutes=4))
+
+
+@pytest.mark.parametrize(
+    ("case", "headers_of"),
+    [
+        ("other secret", lambda b: _signed(b, secret="other")),
+        ("too old", lambda b: _signed(b, at=NOW - timedelta(minutes=6))),
+        ("from the future", lambda b: _signed(b, at=NOW + timedelta(minutes=6))),
+        ("missing", lambda b: {}),
+        ("bad timestamp", lambda b: {**_signed(b), "x-hubspot-request-timestamp": "soon"}),
+        ("tampered body", lambda b: _signed(b + b" ")),
+    ],
+)
+def test_bad_signatures_are_refused(case: str, headers_of: Any) -> None:
+    """Wrong secret, stale or future timestamps, missing headers, altered bodies: 401."""
+    body = b'[{"eventId": 1}]'
+    with pytest.raises(InvalidSignature):
+        verify_hubspot(SECRET, "POST", URI, body, headers_of(body), now=NOW)
+
+
+@pytest.mark.parametrize("body", [b"{", b'{"eventId": 1}', b"[1]", b'[{"x": 1}]'])
+def test_malformed_batches_are_refused(body: bytes) -> None:
+    """Only a JSON array of events with ids is accepted."""
+    with pytest.raises(ValidationFailed):
+        parse_events(body)
+
+
+@pytest.fixture
+async def db(settings_factory: SettingsFactory) -> AsyncIterator[Database]:
+    database = create_database(settings_factory())
+    yield database
+    await database.dispose()
+
+
+def _event(event_id: int, crm_id: str, at: datetime, **fields: Any) -> dict[str, Any]:
+    return {
+        "eventId": event_id,
+        "objectId": int(crm_id),
+        "occurredAt": int(at.timestamp() * 1000),
+        "subscriptionType": "contact.propertyChange",
+        **fields,
+    }
+
+
+async def _lead(db: Database, crm_id: str) -> int:
+    async with unit_of_work(db.sessionmaker) as session:
+        lead = Lead(uid=str(uuid.uuid4()), email="ana@empresa.es", source="api", crm_id=crm_id)
+        session.add(lead)
+        await session.flush()
+        return lead.id
+
+
+async def test_repeated_events_are_recorded_once(db: Database) -> None:
+    """HubSpot repeats deliveries: the inbox keeps one row per eventId."""
+    body = orjson.dumps([_event(1, "501", NOW), _event(2, "501", NOW)])
+    async with unit_of_work(db.sessionmaker) as session:
+        assert await record_events(session, "hubspot", parse_events(body)) == 2
+    async with unit_of_work(db.sessionmaker) as session:
+        assert await record_events(session, "hubspot", parse_events(body)) == 0
+    async with db.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(WebhookInboxEvent)) == 2
+
+
+async def test_lifecycle_changes_set_status_and_older_events_lose(db: Database) -> None:
+    """`customer` makes the lead won; an older reordered change arriving later is ignored."""
+    lead_id = await _lead(db, "501")
+    newer = _event(10, "501", NOW, propertyName="lifecyclestage", propertyValue="customer")
+    older = _event(
+        11,
+        "501",
+        NOW - timedelta(minutes=1),
+        propertyName="hs_lead_status",
+        propertyValue="UNQUALIFIED",
+    )
+    async with unit_of_work(db.sessionmaker) as session:
+        await record_events(session, "hubspot", parse_events(orjson.dumps([newer])))
+        assert await process_inbox(session) == 1
+    async with unit_of_work(db.sessionmaker) as session:
+        await record_events(session, "hubspot", parse_events(orjson.dumps([older])))
+        assert await process_inbox(session) == 1
+    async with db.sessionmaker() as session:
+        lead = await session.get(Lead, lead_id)
+        assert lead is not None
+        assert lead.status == "won"
+        outcomes = (await session.scalars(select(WebhookInboxEvent.outcome))).all()
+        assert sorted(o or "" for o in outcomes) == ["ignored:older", "status:won"]
+        history = (await session.scalars(select(LeadEvent.action))).all()
+        assert history == ["status_changed"]
+
+
+async def test_deletion_marks_the_lead_and_unknown_contacts_are_ignored(db: Database) -> None:
+    """A CRM deletion marks the lead; events about contacts Cauce never sent are ignored."""
+    lead_id = await _lead(db, "777")
+    events = [
+        {**_event(20, "777", NOW), "subscriptionType": "contact.deletion"},
+        _event(21, "999", NOW, propertyName="lifecyclestage", propertyValue="customer"),
+    ]
+    async with unit_of_work(db.sessionmaker) as session:
+        await record_events(session, "hubspot", parse_events(orjson.dumps(events)))
+        assert await process_inbox(session) == 2
+        assert await process_inbox(session) == 0
+    async with db.sessionmaker() as session:
+        lead = await session.get(Lead, lead_id)
+        assert lead is not None
+        assert lead.crm_deleted_at is not None
