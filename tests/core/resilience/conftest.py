@@ -1,12 +1,14 @@
-"""Fixtures for the resilience tests: a fake clock, a seeded RNG, a recording sink."""
+"""Fixtures for the resilience tests: a fake clock, a seeded RNG, a recording sink, Redis."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from cauce.core.resilience import (
     BreakerPolicy,
@@ -17,6 +19,11 @@ from cauce.core.resilience import (
     UpstreamPolicy,
     build_pipeline,
 )
+from cauce.core.resilience.ratelimit_redis import (
+    connect_redis,
+)
+
+from .redis_support import redis_test_url
 
 PipelineFactory = Callable[..., ResiliencePipeline]
 
@@ -56,3 +63,27 @@ def make_pipeline(clock: FakeClock, rng: random.Random, events: RecordingEvents)
         return build_pipeline("crm", policy, clock=use_clock, rng=rng, events=events)
 
     return build
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis server's URL (skips or fails without one, see redis_support)."""
+    return redis_test_url()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client on the test Redis, closed after the test."""
+    client = connect_redis(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def prefix(redis: Redis) -> AsyncIterator[str]:
+    """A key prefix no other test uses; its keys are deleted afterwards."""
+    value = f"cauce:test:{uuid.uuid4().hex}:"
+    yield value
+    keys = [key async for key in redis.scan_iter(match=f"{value}*")]
+    if keys:
+        await redis.delete(*keys)

@@ -8,6 +8,10 @@ guards and the reasons for it are documented in :mod:`cauce.core.resilience.pipe
 Time and randomness are injected (:class:`Clock`, :class:`RandomSource`) so policies are
 testable with :class:`FakeClock`; decisions are reported to an :class:`EventSink`
 (Prometheus, OpenTelemetry and structlog sinks in :mod:`cauce.core.resilience.sinks`).
+Rate limits are per process by default and shared through Redis when the registry gets
+a client or ``CAUCE_REDIS_URL``; the Redis limiter lives in
+:mod:`cauce.core.resilience.ratelimit_redis`, imported from there (not re-exported here,
+so that importing this package does not import redis-py).
 """
 
 from cauce.core.resilience.breaker import CircuitBreaker, CircuitState, default_is_failure
@@ -34,7 +38,12 @@ from cauce.core.resilience.events import (
     NullEvents,
     RecordingEvents,
 )
-from cauce.core.resilience.factory import ResilienceRegistry, build_breaker, build_pipeline
+from cauce.core.resilience.factory import (
+    RateLimiterFactory,
+    ResilienceRegistry,
+    build_breaker,
+    build_pipeline,
+)
 from cauce.core.resilience.pipeline import ResiliencePipeline
 from cauce.core.resilience.policy import (
     BreakerPolicy,
@@ -83,6 +92,7 @@ __all__ = [
     "RateLimitPolicy",
     "RateLimitedError",
     "RateLimiter",
+    "RateLimiterFactory",
     "RealClock",
     "RecordingEvents",
     "RejectedError",

@@ -2,12 +2,17 @@
 
 The composition root (``create_app`` / the worker) owns one :class:`ResilienceRegistry`
 and hands each upstream's pipeline to its HTTP client; nothing here runs at import time.
+Given ``redis`` (a ``redis.asyncio`` client or ``CAUCE_REDIS_URL``), the registry's rate
+limiters are shared by every process through Redis; otherwise each process has its own.
+Circuit breakers, bulkheads and retry budgets stay local either way (issue 4: only
+quotas are shared).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from cauce.core.resilience.breaker import CircuitBreaker, default_is_failure
 from cauce.core.resilience.budget import RetryBudget
@@ -20,9 +25,22 @@ from cauce.core.resilience.ratelimit import LocalRateLimiter, RateLimiter
 from cauce.core.resilience.retry import RetryStrategy, default_is_retryable
 from cauce.core.resilience.windows import CountWindow, SlidingWindow, TimeWindow
 
-__all__ = ["ResilienceRegistry", "build_breaker", "build_pipeline"]
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from cauce.core.resilience.ratelimit_redis import RedisRateLimiters
+
+__all__ = ["RateLimiterFactory", "ResilienceRegistry", "build_breaker", "build_pipeline"]
 
 Predicate = Callable[[BaseException], bool]
+
+
+class RateLimiterFactory(Protocol):
+    """Builds the rate limiter of one upstream (e.g. ``ratelimit_redis.RedisRateLimiters``)."""
+
+    def __call__(self, name: str, *, rate: float, burst: int, clock: Clock) -> RateLimiter:
+        """Return the limiter for upstream ``name`` at ``rate`` per second with ``burst``."""
+        ...
 
 
 def build_breaker(
@@ -144,6 +162,12 @@ class ResilienceRegistry:
     unknown upstream otherwise raises ``KeyError`` so a misspelt name fails loudly.
     ``is_retryable`` / ``is_failure`` classify errors for every pipeline (``core.http``
     passes its status-code classification here).
+
+    Rate limiters are local unless ``redis`` is given: a ``redis.asyncio`` client (the
+    caller closes it) or a URL (the registry connects and :meth:`aclose` disconnects).
+    Then every process of every machine shares each upstream's quota and 429 pauses;
+    if Redis fails, each limiter falls back to a local one (see ``ratelimit_redis``).
+    ``rate_limiters`` replaces that choice with any :class:`RateLimiterFactory`.
     """
 
     def __init__(
@@ -156,6 +180,8 @@ class ResilienceRegistry:
         default: UpstreamPolicy | None = None,
         is_retryable: Predicate = default_is_retryable,
         is_failure: Predicate = default_is_failure,
+        redis: Redis | str | None = None,
+        rate_limiters: RateLimiterFactory | None = None,
     ) -> None:
         self._policies = dict(policies)
         self._is_retryable = is_retryable
@@ -165,6 +191,31 @@ class ResilienceRegistry:
         self._events = events if events is not None else NullEvents()
         self._default = default
         self._pipelines: dict[str, ResiliencePipeline] = {}
+        self._owned: RedisRateLimiters | None = None
+        if rate_limiters is None and redis is not None:
+            # Imported here: redis-py takes about a second to import on a busy machine,
+            # and processes without CAUCE_REDIS_URL should not pay for it.
+            from cauce.core.resilience.ratelimit_redis import (
+                RateLimitBackendListener,
+                RedisRateLimiters,
+                connect_redis,
+            )
+
+            # A sink that also listens for Redis fallbacks gets them; else they are logged.
+            listener = self._events if isinstance(self._events, RateLimitBackendListener) else None
+            if isinstance(redis, str):
+                self._owned = RedisRateLimiters(
+                    connect_redis(redis), listener=listener, close_client=True
+                )
+            else:
+                self._owned = RedisRateLimiters(redis, listener=listener)
+            rate_limiters = self._owned
+        self._rate_limiters = rate_limiters
+
+    @property
+    def shared_rate_limits(self) -> bool:
+        """True if rate limiters come from a factory (Redis) rather than per process."""
+        return self._rate_limiters is not None
 
     def get(self, upstream: str) -> ResiliencePipeline:
         """Return the pipeline of ``upstream``, building it on first use."""
@@ -173,6 +224,12 @@ class ResilienceRegistry:
             policy = self._policies.get(upstream, self._default)
             if policy is None:
                 raise KeyError(f"no resilience policy for upstream {upstream!r}")
+            limit = policy.rate_limit
+            limiter: RateLimiter | None = None
+            if limit.enabled and self._rate_limiters is not None:
+                limiter = self._rate_limiters(
+                    upstream, rate=limit.rate, burst=limit.burst, clock=self._clock
+                )
             pipeline = build_pipeline(
                 upstream,
                 policy,
@@ -181,6 +238,7 @@ class ResilienceRegistry:
                 events=self._events,
                 is_retryable=self._is_retryable,
                 is_failure=self._is_failure,
+                rate_limiter=limiter,
             )
             self._pipelines[upstream] = pipeline
         return pipeline
@@ -188,3 +246,8 @@ class ResilienceRegistry:
     def __iter__(self) -> Iterator[ResiliencePipeline]:
         """Iterate over the pipelines built so far."""
         return iter(list(self._pipelines.values()))
+
+    async def aclose(self) -> None:
+        """Release what the registry built: Redis limiters' pending work and its client."""
+        if self._owned is not None:
+            await self._owned.aclose()

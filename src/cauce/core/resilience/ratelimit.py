@@ -1,8 +1,9 @@
 """Rate limiting: the :class:`RateLimiter` port and an in-process GCRA implementation.
 
-The port is deliberately small (``acquire`` and ``drain``, both async) so that a
-Redis-backed limiter shared by every process can implement it later without the
-pipeline changing.
+The port is deliberately small (``acquire`` and ``drain``, both async) so that the
+Redis-backed limiter shared by every process
+(:class:`~cauce.core.resilience.ratelimit_redis.RedisRateLimiter`, same algorithm, one
+Lua script) implements it without the pipeline changing.
 
 :class:`LocalRateLimiter` is the Generic Cell Rate Algorithm: one float, the
 *theoretical arrival time* (TAT), replaces a token bucket's refill arithmetic. With
@@ -40,7 +41,12 @@ class RateLimiter(Protocol):
         ...
 
     async def drain(self, for_seconds: float) -> None:
-        """Grant nothing for the next ``for_seconds`` (the upstream said to back off)."""
+        """Grant nothing for the next ``for_seconds`` (the upstream said to back off).
+
+        Callers already waiting on a slot wait until the pause ends too; afterwards
+        calls resume at the steady rate, without a burst. A shared limiter pauses every
+        process that shares it (a 429's ``Retry-After``, HubSpot's ``DAILY`` limit).
+        """
         ...
 
 
