@@ -146,15 +146,51 @@ class TeamMember(_Section):
     capacity: int = Field(default=1, ge=0, le=1000)
 
 
+class DedupeSettings(_Section):
+    """How leads are matched and merged; meant as a nested section of the app settings.
+
+    Scores are match probabilities in [0, 1]. A pair scoring at least `merge_threshold`
+    is a duplicate; between `review_threshold` and `merge_threshold` it is a possible
+    duplicate held for a person to decide.
+    """
+
+    merge_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    review_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    on_duplicate: Literal["merge", "review"] = Field(
+        default="merge",
+        description="merge: fold a duplicate into the existing lead; review: hold it.",
+    )
+    overwrite_fields: tuple[str, ...] = Field(
+        default=(),
+        description="Fields whose non-empty incoming value replaces the existing one.",
+    )
+    accumulate_fields: tuple[str, ...] = Field(
+        default=("sources",),
+        description="List fields whose values are unioned on merge (every source kept).",
+    )
+    nicknames: bool = Field(default=True, description="Treat Pepe as José, Paco as Francisco...")
+    max_block_size: int = Field(
+        default=200,
+        ge=1,
+        description="Fuzzy blocking keys shared by more records are skipped: too common to "
+        "discriminate. Exact keys (email, phone, tax id) are never skipped.",
+    )
+    window: int = Field(
+        default=3, ge=0, description="Sorted-neighbourhood records taken on each side."
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> DedupeSettings:
+        if self.review_threshold > self.merge_threshold:
+            raise ValueError("review_threshold must not exceed merge_threshold")
+        return self
+
+
 class LeadsSettings(_Section):
     """The leads context: normalisation, de-duplication, scoring and routing."""
 
     default_region: str = Field(default="ES", min_length=2, max_length=2)
-    dedupe_policy: Literal["merge", "review"] = Field(
-        default="merge", description="merge: fill the existing lead; review: hold as possible"
-    )
-    merge_threshold: float = Field(default=0.9, gt=0, le=1)
-    review_threshold: float = Field(default=0.75, gt=0, le=1)
+    dedupe: DedupeSettings = DedupeSettings()
     scoring_rules: tuple[ScoringRule, ...] | None = Field(
         default=None, description="None: the built-in points model"
     )
@@ -166,8 +202,6 @@ class LeadsSettings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> LeadsSettings:
-        if self.review_threshold > self.merge_threshold:
-            raise ValueError("review_threshold must not exceed merge_threshold")
         teams = {rule.team for rule in self.routing_rules}
         if self.default_team:
             teams.add(self.default_team)

@@ -1,0 +1,83 @@
+"""Blocking keys: which existing records are worth comparing with a new one.
+
+Comparing a lead with every stored lead is quadratic. Instead each record gets a few
+short keys and only records sharing at least one key are compared. One key per field
+family, so a true duplicate is lost only if typos hit every family at once:
+
+- `e:` normalised email, `p:` E.164 phone, `t:` tax id (exact keys, never skipped);
+- `m:` the personal part of an email, to find the same person at another domain;
+- `n:` phonetic code of each surname word + initial of the given name, and phonetic
+  code of the given name + initial of each surname word. Surnames in either order, a
+  missing second surname and given name and surname swapped all still share a key;
+- `b:` both surnames' codes, in either order, + initial of the given name;
+- `z:` postcode + either initial; `d:` date of birth; `c:` company + either initial.
+
+The same keys can be stored in an indexed column (one row per key) so the service can
+fetch candidates with SQL; `sort_key` gives the sorted-neighbourhood column.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from cauce.leads.matching.record import Features, MatchRecord, phonetic, prepare
+
+EXACT_PREFIXES: Final = ("e:", "p:", "t:")
+
+
+def _initials(tokens: tuple[str, ...]) -> set[str]:
+    return {t[0] for t in tokens} or {"_"}
+
+
+def keys_of(f: Features) -> frozenset[str]:
+    """The blocking keys of a prepared record (see the module docstring)."""
+    keys: set[str] = set()
+    if f.email_key:
+        keys.add("e:" + f.email_key)
+    if f.email_local:
+        keys.add("m:" + f.email_local)
+    if f.phone:
+        keys.add("p:" + f.phone)
+    if f.tax_id:
+        keys.add("t:" + f.tax_id)
+    # Initials of the nickname's full form too, so "Pepe" and "José" share keys.
+    given = f.first_tokens[:1] + f.first_canonical[:1]
+    given_initials = _initials(given) if given else {"_"}
+    last_initials = _initials(f.last_tokens) if f.last_tokens else {"_"}
+    for word in f.last_tokens:
+        if code := phonetic(word):
+            keys.update(f"n:{code}:{i}" for i in given_initials)
+    for word in set(given):
+        if code := phonetic(word):
+            keys.update(f"n:{code}:{i}" for i in last_initials)
+    if len(f.last_tokens) >= 2:
+        # Both Spanish surnames, in either order: selective even when each one alone
+        # (García, López) is too common to block on.
+        pair = ".".join(sorted(phonetic(w) for w in f.last_tokens[:2]))
+        keys.update(f"b:{pair}:{i}" for i in given_initials)
+    if f.postcode:
+        keys.update(f"z:{f.postcode}:{i}" for i in given_initials | last_initials)
+    if f.dob and len(f.dob) >= 6:
+        keys.add("d:" + f.dob)
+    if f.company:
+        keys.update(f"c:{f.company}:{i}" for i in given_initials | last_initials)
+    return frozenset(keys)
+
+
+def blocking_keys(record: MatchRecord) -> frozenset[str]:
+    """The keys under which to file `record`; two records are compared if they share one."""
+    return keys_of(prepare(record))
+
+
+def sort_key_of(f: Features) -> str:
+    """Sorted-neighbourhood key of a prepared record: surnames, then given names."""
+    return "".join(f.last_tokens) + " " + "".join(f.first_tokens)
+
+
+def sort_key(record: MatchRecord) -> str:
+    """The sorted-neighbourhood key: records whose keys sort close together are compared.
+
+    It catches duplicates whose typos changed every blocking key but not the start of
+    the surname. Store it in an indexed column and read the few rows either side.
+    """
+    return sort_key_of(prepare(record))

@@ -1,0 +1,230 @@
+"""The record the matcher compares, and the comparison-only forms derived from it.
+
+The leads service fills a `MatchRecord` from a lead it has already validated and
+normalised (email lowercased by email-validator, phone in E.164). The folding here
+(accents stripped, Gmail dots removed, legal forms dropped) is for comparing only and is
+never stored back into the lead.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from cauce.leads.matching._lexicon import (
+    DOTLESS_DOMAINS,
+    LEGAL_FORMS,
+    NAME_PARTICLES,
+    NICKNAMES,
+    PLUS_TAG_DOMAINS,
+    ROLE_MAILBOXES,
+)
+
+
+@dataclass(frozen=True)
+class MatchRecord:
+    """The fields of a lead that identify a person, as the leads service normalised them.
+
+    Every field is optional: a field missing on either side is neither evidence for nor
+    against a match. `date_of_birth` is an ISO date string ("1984-07-06"); only its digits
+    are compared, so a typo in one digit still counts as near agreement. `address` is one
+    free-text street line. `tax_id` (NIF/NIE/CIF, RFC, CUIT...) is an exact key when both
+    sides have it.
+    """
+
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_names: str | None = None
+    company: str | None = None
+    city: str | None = None
+    postcode: str | None = None
+    region: str | None = None
+    country: str | None = None
+    date_of_birth: str | None = None
+    address: str | None = None
+    tax_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """Comparison forms of a `MatchRecord`, computed once per record (see `prepare`)."""
+
+    email_key: str | None
+    email_local: str | None
+    phone: str | None
+    tax_id: str | None
+    first_tokens: tuple[str, ...]
+    first_joined: str
+    first_canonical: tuple[str, ...]
+    last_tokens: tuple[str, ...]
+    company: str | None
+    city: str | None
+    postcode: str | None
+    region: str | None
+    country: str | None
+    dob: str | None
+    address: str | None
+    address_numbers: frozenset[str]
+
+
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+_DOTS = re.compile("[.,'`\u2019\u00b4]")
+
+
+def fold(text: str | None) -> str:
+    """Lowercase ASCII words of `text`: accents stripped, punctuation to single spaces.
+
+    "José-María  Núñez" becomes "jose maria nunez". For comparison only.
+    """
+    if not text:
+        return ""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _NON_ALNUM.sub(" ", stripped.casefold()).strip()
+
+
+def _optional(text: str | None) -> str | None:
+    folded = fold(text)
+    return folded or None
+
+
+def email_key(email: str | None) -> str | None:
+    """The identity of a mailbox: lowercase, with Gmail dots and provider +tags folded.
+
+    "Jose.Garcia+news@GMAIL.com" and "josegarcia@googlemail.com" share a key. Only
+    providers known to ignore sub-addresses have their "+tag" removed, because on other
+    domains "+" may be a real part of the address.
+    """
+    if not email or "@" not in email:
+        return None
+    local, _, domain = email.strip().lower().rpartition("@")
+    if not local or not domain:
+        return None
+    if domain == "googlemail.com":
+        domain = "gmail.com"
+    if domain in PLUS_TAG_DOMAINS:
+        local = local.split("+", 1)[0]
+    if domain in DOTLESS_DOMAINS:
+        local = local.replace(".", "")
+    return f"{local}@{domain}" if local else None
+
+
+def _email_local(key: str | None) -> str | None:
+    """The personal part of a mailbox, when it is distinctive enough to be evidence."""
+    if key is None:
+        return None
+    local = re.sub(r"[._\-]", "", key.split("@", 1)[0].split("+", 1)[0])
+    if len(local) < 6 or local in ROLE_MAILBOXES:
+        return None
+    return local
+
+
+def name_tokens(text: str | None, *, drop_particles: bool) -> tuple[str, ...]:
+    """Folded words of a name; surnames also lose particles ("de la", "del", "y")."""
+    words = fold(text).split()
+    if drop_particles:
+        kept = [w for w in words if w not in NAME_PARTICLES]
+        # A surname made only of particles ("De La") keeps them rather than vanish.
+        words = kept or words
+    return tuple(words)
+
+
+def _canonical_given(tokens: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for token in tokens:
+        out.extend(NICKNAMES.get(token, token).split())
+    return tuple(out)
+
+
+def company_key(company: str | None) -> str | None:
+    """A company name without case, accents, punctuation or trailing legal form.
+
+    "Acme Ibérica, S.L.U." and "ACME IBERICA" share a key.
+    """
+    if not company:
+        return None
+    # Dots and commas are removed without a space so "S.L." reads as "sl", not "s l".
+    words = fold(_DOTS.sub("", company)).split()
+    while len(words) > 1 and words[-1] in LEGAL_FORMS:
+        words.pop()
+    return " ".join(words) or None
+
+
+def _digits(text: str | None) -> str | None:
+    if not text:
+        return None
+    digits = "".join(c for c in text if c.isdigit())
+    return digits or None
+
+
+def _compact(text: str | None) -> str | None:
+    folded = fold(text).replace(" ", "")
+    return folded or None
+
+
+def prepare(record: MatchRecord) -> Features:
+    """Fold a record into the forms the comparisons and blocking keys use."""
+    key = email_key(record.email)
+    first = name_tokens(record.first_name, drop_particles=False)
+    address = _optional(record.address)
+    return Features(
+        email_key=key,
+        email_local=_email_local(key),
+        phone=record.phone.replace(" ", "") if record.phone else None,
+        tax_id=_compact(record.tax_id),
+        first_tokens=first,
+        first_joined="".join(first),
+        first_canonical=_canonical_given(first),
+        last_tokens=name_tokens(record.last_names, drop_particles=True),
+        company=company_key(record.company),
+        city=_optional(record.city),
+        postcode=_compact(record.postcode),
+        region=_optional(record.region),
+        country=_compact(record.country),
+        dob=_digits(record.date_of_birth),
+        address=address,
+        address_numbers=frozenset(w for w in (address or "").split() if w.isdigit()),
+    )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def phonetic(word: str) -> str:
+    """A Spanish-leaning phonetic code for a folded word, for blocking.
+
+    Merges letters Spanish speakers confuse or do not pronounce (b/v, c/s/z, ll/y,
+    silent h, qu/k, g/j before e/i) and drops vowels after the first letter, so most
+    one-letter typos and spelling variants share a code ("Jiménez" ~ "Gimenez" ~
+    "Jimenes", "Vázquez" ~ "Basquez"). Not a pronunciation model: a cheap, stable key.
+    """
+    s = _NON_ALNUM.sub("", word)
+    if not s or s.isdigit():
+        return s
+    for pattern, repl in _PHONETIC_RULES:
+        s = pattern.sub(repl, s)
+    if not s:
+        return ""
+    code = s[0] + re.sub(r"[aeiou]", "", s[1:])
+    return re.sub(r"(.)\1+", r"\1", code)
+
+
+_PHONETIC_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"ph", "f"),
+        (r"[cs]h", "x"),
+        (r"ll", "y"),
+        (r"qu(?=[ei])", "k"),
+        (r"c(?=[eiy])", "s"),
+        (r"[cq]", "k"),
+        (r"gu(?=[ei])", "g"),
+        (r"g(?=[eiy])", "j"),
+        (r"z", "s"),
+        (r"[vw]", "b"),
+        (r"h", ""),
+        (r"y", "i"),
+        (r"(.)\1+", r"\1"),
+    )
+)

@@ -1,0 +1,5 @@
+"""De-duplication settings live in the app settings (`CAUCE_LEADS__DEDUPE__...`)."""
+
+from cauce.core.config import DedupeSettings
+
+__all__ = ["DedupeSettings"]
