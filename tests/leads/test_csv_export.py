@@ -1,0 +1,100 @@
+"""CSV export and the import's error report: streaming, BOM, neutralised formulas."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cauce.leads.csv_export import (
+    FORMULA_PREFIXES,
+    ErrorReportWriter,
+    csv_export,
+    neutralise_cell,
+)
+from cauce.leads.csv_import import ReportLine
+
+
+def test_error_report_is_a_neutralised_csv_in_the_imports_delimiter() -> None:
+    """The report has a BOM, the import's delimiter, and no live formulas."""
+    out = io.BytesIO()
+    report = ErrorReportWriter(out, delimiter=";")
+    report.write([ReportLine(3, "=HYPERLINK()", "email", "is not valid; really")])
+    report.close()
+    text = out.getvalue().decode("utf-8")
+    assert text.startswith("\ufeff")
+    rows = list(csv.reader(io.StringIO(text[1:], newline=""), delimiter=";"))
+    assert rows == [
+        ["row", "column", "field", "reason"],
+        ["3", "'=HYPERLINK()", "email", "is not valid; really"],
+    ]
+    assert report.count == 1
+
+
+@pytest.mark.parametrize("first", sorted(FORMULA_PREFIXES))
+def test_every_dangerous_first_character_is_neutralised(first: str) -> None:
+    """A cell starting with =, +, -, @, tab, CR (or full-width forms) gets an apostrophe."""
+    assert neutralise_cell(first + "cmd|' /C calc'!A0") == "'" + first + "cmd|' /C calc'!A0"
+
+
+def test_formula_prefix_set_covers_owasp_list() -> None:
+    """The OWASP CSV-injection characters are all in the neutralised set."""
+    assert {"=", "+", "-", "@", "\t", "\r"} <= FORMULA_PREFIXES
+
+
+@given(st.text(max_size=30))
+@settings(deadline=None)
+def test_neutralised_cells_never_start_a_formula(text: str) -> None:
+    """After neutralising, a cell starts with a dangerous character only if it is a number."""
+    cell = neutralise_cell(text)
+    if text and text[0] in FORMULA_PREFIXES:
+        assert cell == "'" + text or cell.lstrip("+-").replace(".", "").replace(",", "").isdigit()
+    else:
+        assert cell == text
+
+
+@pytest.mark.parametrize("number", ["+34612345678", "-12.5", "-3", "+1"])
+def test_plain_numbers_are_left_alone(number: str) -> None:
+    """E.164 phones and negative numbers are not formulas and stay readable."""
+    assert neutralise_cell(number) == number
+
+
+def test_csv_export_streams_neutralised_rows() -> None:
+    """Export writes a BOM, dotted columns, JSON for dicts and neutralised cells."""
+    leads = [
+        {
+            "id": "l1",
+            "email": "a@b.es",
+            "company": "=1+2",
+            "utm": {"source": "@google"},
+            "custom_fields": {"b": 1, "a": "x"},
+            "is_free_email": True,
+        },
+        {"id": "l2", "email": None, "company": "Ñandú", "utm": None, "custom_fields": {}},
+    ]
+    columns = ["id", "email", "company", "utm.source", "custom_fields", "is_free_email"]
+    chunks = list(csv_export(leads, columns, delimiter=";"))
+    text = b"".join(chunks).decode("utf-8")
+    assert text.startswith("\ufeff")
+    rows = list(csv.reader(io.StringIO(text[1:], newline=""), delimiter=";"))
+    assert rows == [
+        columns,
+        ["l1", "a@b.es", "'=1+2", "'@google", '{"a":"x","b":1}', "true"],
+        ["l2", "", "Ñandú", "", "{}", ""],
+    ]
+
+
+def test_csv_export_yields_chunks_as_it_goes() -> None:
+    """A large export comes out in several chunks rather than one buffer."""
+
+    def many() -> Iterator[dict[str, str]]:
+        for i in range(20_000):
+            yield {"id": f"lead_{i}", "email": f"user{i}@empresa.es"}
+
+    chunks = list(csv_export(many(), ["id", "email"], bom=False))
+    assert len(chunks) > 5
+    assert b"".join(chunks).count(b"\r\n") == 20_001
