@@ -101,14 +101,17 @@ def csv_export(
     *,
     delimiter: str = ",",
     bom: bool = True,
+    header: bool = True,
 ) -> Iterator[bytes]:
     """Stream records (dicts, ORM rows, pydantic models) as CSV byte chunks.
 
     A column may be dotted (`utm.source`) to reach a nested value; dicts and lists become
-    JSON text (`custom_fields`). Every cell, header included, is neutralised.
+    JSON text (`custom_fields`). Every cell, header included, is neutralised. A long export
+    read page by page calls this per page with `header=False, bom=False` after the first.
     """
     writer = _Writer(delimiter, bom)
-    writer.row(columns)
+    if header:
+        writer.row(columns)
     for record in records:
         writer.row(_lookup(record, column) for column in columns)
         chunk = writer.take()

@@ -8,6 +8,7 @@ CORE_SCOPES: dict[str, str] = {
     "admin": "Everything, including managing API keys",
     "leads:read": "Read leads",
     "leads:write": "Create and change leads",
+    "leads:admin": "Erase leads (GDPR) and resolve possible duplicates",
     "jobs:admin": "Inspect, retry and cancel background jobs",
 }
 

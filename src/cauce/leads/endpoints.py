@@ -1,0 +1,355 @@
+"""The leads HTTP API: thin handlers that parse, call the service and render.
+
+`POST` handlers read the raw body and validate it with `model_validate_json` (one pass,
+no intermediate dict), which matters on the hot intake path; their OpenAPI request
+schemas are declared explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from cauce.core.db import unit_of_work
+from cauce.core.db.base import utcnow
+from cauce.core.errors import MalformedBody, UnsupportedMediaType
+from cauce.core.security.apikeys import Principal
+from cauce.core.web.auth import require_scope
+from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fingerprint
+from cauce.core.web.routing import CauceRoute
+from cauce.leads import repository as repo
+from cauce.leads import service_edit
+from cauce.leads.csv_export import csv_export
+from cauce.leads.errors import LeadInvalid
+from cauce.leads.field_types import IntakeOptions
+from cauce.leads.models import Lead
+from cauce.leads.responses import BatchItemResult, BatchResult, LeadCreated, LeadOut
+from cauce.leads.schemas import LeadBatchIn, LeadIn, LeadPatch, field_errors, validate_batch
+from cauce.leads.service import IntakeResult, LeadsRuntime, intake
+from cauce.leads.views import created_view, detail_view, lead_view
+
+router = APIRouter(prefix="/v1/leads", route_class=CauceRoute, tags=["leads"])
+
+Read = Annotated[Principal, Depends(require_scope("leads:read"))]
+Write = Annotated[Principal, Depends(require_scope("leads:write"))]
+Admin = Annotated[Principal, Depends(require_scope("leads:admin"))]
+
+IDEMPOTENCY = IdempotencyStore()
+EXPORT_COLUMNS = (
+    "id",
+    "status",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "company",
+    "job_title",
+    "country",
+    "region",
+    "city",
+    "source",
+    "score",
+    "owner",
+    "created_at",
+)
+
+
+def runtime(request: Request) -> LeadsRuntime:
+    """The leads runtime the composition root built."""
+    rt: LeadsRuntime = request.app.state.leads
+    return rt
+
+
+def _actor(principal: Principal) -> str:
+    return f"apikey:{principal.key_id}"
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+async def _json_body(request: Request) -> bytes:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType("this endpoint accepts application/json bodies only")
+    return await request.body()
+
+
+def _options(rt: LeadsRuntime) -> IntakeOptions:
+    return IntakeOptions(default_phone_region=rt.settings.leads.default_region, now=utcnow())
+
+
+Work = Callable[[Any], Awaitable[tuple[int, Any]]]
+
+
+async def _idempotent(
+    request: Request, principal: Principal, body: bytes, rt: LeadsRuntime, work: Work
+) -> Response:
+    """Run `work(session)` in one transaction, remembering its answer under the key."""
+    raw_key = request.headers.get(HEADER)
+    async with unit_of_work(rt.sessionmaker) as session:
+        if raw_key is None:
+            status, payload = await work(session)
+            return _json(status, payload)
+        key = check_key(raw_key)
+        scope = str(principal.api_key_id)
+        print_ = fingerprint(request.method, request.url.path, body)
+        stored = await IDEMPOTENCY.lookup(session, scope, key, print_)
+        if stored is not None:
+            return _json(stored.status_code, stored.body, {"Idempotent-Replayed": "true"})
+        status, payload = await work(session)
+        await IDEMPOTENCY.remember(session, scope, key, print_, status, payload)
+    return _json(status, payload)
+
+
+def _schema_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=LeadCreated,
+    openapi_extra=_schema_body(LeadIn),
+    summary="Accept one lead",
+)
+async def create_lead(request: Request, principal: Write) -> Response:
+    """Validate, de-duplicate, score, route and store one lead; its CRM sync is queued."""
+    rt = runtime(request)
+    body = await _json_body(request)
+    try:
+        lead_in = LeadIn.model_validate_json(body, context=_options(rt).context())
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MalformedBody("the body is not valid JSON") from None
+        raise LeadInvalid(field_errors(exc)) from None
+
+    async def work(session: Any) -> tuple[int, Any]:
+        result = await intake(session, rt, lead_in, actor=_actor(principal))
+        await session.flush()
+        status = 201 if result.outcome != "merged" else 200
+        return status, created_view(result).model_dump(mode="json")
+
+    return await _idempotent(request, principal, body, rt, work)
+
+
+def _item(index: int, result: IntakeResult) -> BatchItemResult:
+    created = created_view(result)
+    return BatchItemResult(
+        index=index,
+        outcome=created.outcome,
+        id=created.id,
+        score=created.score,
+        owner=created.owner,
+        duplicate=created.duplicate,
+    )
+
+
+@router.post(
+    "/batch",
+    response_model=BatchResult,
+    openapi_extra=_schema_body(LeadBatchIn),
+    summary="Accept up to 1,000 leads",
+)
+async def create_batch(request: Request, principal: Write) -> Response:
+    """Each item is validated on its own: valid items are kept even when others fail."""
+    rt = runtime(request)
+    body = await _json_body(request)
+    try:
+        batch = LeadBatchIn.model_validate_json(body)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MalformedBody("the body is not valid JSON") from None
+        raise LeadInvalid(field_errors(exc)) from None
+    checked = validate_batch(batch.items, _options(rt))
+
+    async def work(session: Any) -> tuple[int, Any]:
+        items: list[BatchItemResult] = [
+            BatchItemResult.model_validate(
+                {"index": bad.index, "outcome": "rejected", "errors": bad.errors}
+            )
+            for bad in checked.invalid
+        ]
+        for index, lead_in in checked.valid:
+            items.append(_item(index, await intake(session, rt, lead_in, actor=_actor(principal))))
+        await session.flush()
+        items.sort(key=lambda item: item.index)
+        result = BatchResult(
+            received=len(batch.items),
+            accepted=len(checked.valid),
+            rejected=len(checked.invalid),
+            items=items,
+        )
+        return 200, result.model_dump(mode="json")
+
+    return await _idempotent(request, principal, body, rt, work)
+
+
+class LeadPage(BaseModel):
+    """One page of leads, newest first; pass `next_cursor` as `cursor` for the next."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[LeadOut]
+    next_cursor: str | None = None
+
+
+def _cursor(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise LeadInvalid(
+            [
+                {
+                    "pointer": "/cursor",
+                    "detail": "not a cursor from a previous page",
+                    "type": "cursor",
+                }
+            ]
+        )
+    return int(raw)
+
+
+class LeadFilters(BaseModel):
+    """Query filters of `GET /v1/leads`."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: str | None = None
+    source: str | None = None
+    owner: str | None = None
+    country: str | None = Field(default=None, min_length=2, max_length=2)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    min_score: int | None = Field(default=None, ge=0, le=100)
+    max_score: int | None = Field(default=None, ge=0, le=100)
+    q: str | None = Field(default=None, max_length=200, description="Free text")
+    cursor: str | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+def _query(filters: LeadFilters) -> repo.LeadQuery:
+    return repo.LeadQuery(
+        status=filters.status,
+        source=filters.source,
+        owner=filters.owner,
+        country=filters.country.upper() if filters.country else None,
+        created_after=filters.created_after,
+        created_before=filters.created_before,
+        min_score=filters.min_score,
+        max_score=filters.max_score,
+        text=filters.q,
+    )
+
+
+@router.get("", response_model=LeadPage, summary="Search leads")
+async def list_leads(
+    request: Request, principal: Read, filters: Annotated[LeadFilters, Query()]
+) -> LeadPage:
+    """Leads matching every filter given, newest first, with cursor pagination."""
+    rt = runtime(request)
+    async with rt.sessionmaker() as session:
+        leads = await repo.search(
+            session, _query(filters), before_id=_cursor(filters.cursor), limit=filters.limit + 1
+        )
+    more = len(leads) > filters.limit
+    page = leads[: filters.limit]
+    return LeadPage(
+        items=[lead_view(lead) for lead in page],
+        next_cursor=str(page[-1].id) if more and page else None,
+    )
+
+
+@router.get(
+    "/export.csv",
+    response_class=StreamingResponse,
+    summary="Export leads as CSV",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def export_leads(
+    request: Request, principal: Read, filters: Annotated[LeadFilters, Query()]
+) -> StreamingResponse:
+    """Every lead matching the filters, as CSV with spreadsheet formulas neutralised."""
+    rt = runtime(request)
+    query = _query(filters)
+
+    async def body() -> Any:
+        before: int | None = None
+        first = True
+        while True:
+            async with rt.sessionmaker() as session:
+                leads = await repo.search(session, query, before_id=before, limit=500)
+            if not leads and not first:
+                return
+            rows = [_export_row(lead) for lead in leads]
+            for chunk in csv_export(rows, EXPORT_COLUMNS, bom=first, header=first):
+                yield chunk
+            if not leads:
+                return
+            first = False
+            before = leads[-1].id
+
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="leads.csv"'},
+    )
+
+
+def _export_row(lead: Lead) -> dict[str, Any]:
+    row = {name: getattr(lead, name, None) for name in EXPORT_COLUMNS}
+    row["id"] = lead.uid
+    row["created_at"] = lead.created_at.isoformat()
+    return row
+
+
+@router.get("/{lead_id}", summary="One lead with its score explanation, duplicates, history")
+async def get_lead(request: Request, principal: Read, lead_id: str) -> Response:
+    """A lead with its sources, possible duplicates and history."""
+    rt = runtime(request)
+    async with rt.sessionmaker() as session:
+        found = await service_edit.detail(session, lead_id)
+        return _json(200, detail_view(found))
+
+
+@router.patch(
+    "/{lead_id}",
+    response_model=LeadOut,
+    openapi_extra=_schema_body(LeadPatch),
+    summary="Change a lead (JSON merge patch)",
+)
+async def patch_lead(request: Request, principal: Write, lead_id: str) -> Response:
+    """Only the fields sent change; `null` clears one. The lead is synced again."""
+    rt = runtime(request)
+    body = await _json_body(request)
+    try:
+        changes = LeadPatch.model_validate_json(body, context=_options(rt).context())
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MalformedBody("the body is not valid JSON") from None
+        raise LeadInvalid(field_errors(exc)) from None
+    async with unit_of_work(rt.sessionmaker) as session:
+        lead = await service_edit.patch(session, rt, lead_id, changes, _actor(principal))
+        await session.flush()
+        out = lead_view(lead).model_dump(mode="json")
+    return _json(200, out)
+
+
+@router.delete("/{lead_id}", status_code=204, summary="Erase a lead (GDPR)")
+async def erase_lead(request: Request, principal: Admin, lead_id: str) -> Response:
+    """Personal data is removed, a tombstone kept, and the CRM contact deleted too."""
+    rt = runtime(request)
+    async with unit_of_work(rt.sessionmaker) as session:
+        await service_edit.erase(session, rt, lead_id, _actor(principal))
+    return Response(status_code=204)

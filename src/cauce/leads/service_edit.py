@@ -1,0 +1,172 @@
+"""Lead edits, GDPR erasure and the read side (detail, search)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cauce.core.db.base import utcnow
+from cauce.leads import repository as repo
+from cauce.leads.errors import LeadErased, LeadInvalid, LeadNotFound
+from cauce.leads.matching import blocking_keys
+from cauce.leads.models import Lead, LeadEvent, LeadSource
+from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
+from cauce.leads.schemas import LeadPatch
+from cauce.leads.service import LeadsRuntime, _facts, apply_score
+from cauce.leads.tasks import request_delivery, request_erasure
+
+# Fields a PATCH may change directly (full_name is derived; status handled alongside).
+PATCHABLE = {
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "company",
+    "job_title",
+    "country",
+    "region",
+    "city",
+    "language",
+    "external_id",
+    "owner",
+    "status",
+    "source",
+}
+PERSONAL_FIELDS = (
+    "email",
+    "email_key",
+    "phone",
+    "first_name",
+    "last_name",
+    "company",
+    "job_title",
+    "region",
+    "city",
+    "external_id",
+)
+
+
+async def live_lead(session: AsyncSession, uid: str, *, for_update: bool = False) -> Lead:
+    """The lead with this public id; 404 if unknown, 410 if erased."""
+    lead = await repo.by_uid(session, uid, for_update=for_update)
+    if lead is None:
+        raise LeadNotFound(f"no lead with id {uid}")
+    if lead.erased_at is not None:
+        raise LeadErased(f"lead {uid} was erased")
+    return lead
+
+
+def _json_value(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", exclude_none=True)
+    return str(value) if hasattr(value, "value") else value
+
+
+async def patch(
+    session: AsyncSession, rt: LeadsRuntime, uid: str, changes: LeadPatch, actor: str | None
+) -> Lead:
+    """Apply a JSON merge patch; the lead is re-scored, re-keyed and synced again."""
+    lead = await live_lead(session, uid, for_update=True)
+    values = changes.changes()
+    changed: list[str] = []
+    for name, value in values.items():
+        if name == "custom_fields":
+            merged = dict(lead.custom_fields or {})
+            for key, item in (value or {}).items():
+                if item is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = item
+            if merged != lead.custom_fields:
+                lead.custom_fields = merged
+                changed.append(name)
+        elif name in ("utm", "consent"):
+            new = _json_value(value) if value is not None else ({} if name == "utm" else None)
+            if new != getattr(lead, name):
+                setattr(lead, name, new)
+                changed.append(name)
+        elif name in PATCHABLE:
+            new = _json_value(value)
+            if new != getattr(lead, name):
+                setattr(lead, name, new)
+                changed.append(name)
+    if lead.email is None and lead.phone is None:
+        raise LeadInvalid(
+            [
+                {
+                    "pointer": "/email",
+                    "detail": "at least one of email or phone is required",
+                    "type": "contact_required",
+                }
+            ]
+        )
+    if not changed:
+        return lead
+    if "email" in changed:
+        lead.email_key = lead.email
+        domain = lead.email.rsplit("@", 1)[-1] if lead.email else ""
+        lead.email_disposable = bool(domain) and is_disposable_domain(domain)
+        lead.email_free = bool(domain) and is_free_mail_domain(domain)
+    lead.version += 1
+    lead.updated_at = utcnow()
+    if lead.sync_status != "held":
+        lead.sync_status = "pending"
+    apply_score(lead, rt.scorer.score(_facts(lead, await repo.arrivals(session, lead.id))))
+    await repo.replace_match_keys(session, lead.id, blocking_keys(repo.match_record(lead)))
+    session.add(
+        LeadEvent(lead_id=lead.id, action="updated", changes={"fields": changed}, actor=actor)
+    )
+    if lead.sync_status == "pending":
+        await request_delivery(session, rt.queue, rt.settings)
+    return lead
+
+
+async def erase(session: AsyncSession, rt: LeadsRuntime, uid: str, actor: str | None) -> Lead:
+    """GDPR erasure: personal data removed, a tombstone kept, the CRM told."""
+    lead = await live_lead(session, uid, for_update=True)
+    for name in PERSONAL_FIELDS:
+        setattr(lead, name, None)
+    lead.utm = {}
+    lead.consent = None
+    lead.custom_fields = {}
+    lead.match_keys = []
+    lead.score_reasons = []
+    now = utcnow()
+    lead.erased_at = now
+    lead.updated_at = now
+    lead.version += 1
+    lead.sync_status = "erased"
+    await repo.erase_personal_data(session, lead.id)
+    session.add(LeadEvent(lead_id=lead.id, action="erased", changes={}, actor=actor, at=now))
+    await request_erasure(session, rt.queue, rt.settings, lead.uid)
+    return lead
+
+
+async def release_hold(session: AsyncSession, rt: LeadsRuntime, lead: Lead) -> None:
+    """A person decided a held lead is not a duplicate: deliver it."""
+    lead.possible_duplicate_of = None
+    lead.sync_status = "pending"
+    await request_delivery(session, rt.queue, rt.settings)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadDetail:
+    """A lead with its sources, related duplicates and history."""
+
+    lead: Lead
+    sources: list[LeadSource]
+    duplicates: list[Lead]
+    history: list[LeadEvent]
+
+
+async def detail(session: AsyncSession, uid: str) -> LeadDetail:
+    """Everything `GET /v1/leads/{id}` shows."""
+    lead = await live_lead(session, uid)
+    return LeadDetail(
+        lead,
+        await repo.sources_of(session, lead.id),
+        await repo.related_duplicates(session, lead),
+        await repo.history_of(session, lead.id),
+    )

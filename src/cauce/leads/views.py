@@ -1,0 +1,115 @@
+"""Lead rows and service results rendered as the API's response models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cauce.leads.models import Lead
+from cauce.leads.names import compose_full_name
+from cauce.leads.responses import DuplicateInfo, LeadCreated, LeadOut, ScoreReason
+from cauce.leads.service import DuplicateFound, IntakeResult
+from cauce.leads.service_edit import LeadDetail
+
+
+def _reasons(raw: list[dict[str, Any]]) -> list[ScoreReason]:
+    return [
+        ScoreReason(code=str(r.get("rule")), label=str(r.get("reason")), points=r.get("points", 0))
+        for r in raw or []
+    ]
+
+
+def _duplicate(found: DuplicateFound | None) -> DuplicateInfo | None:
+    if found is None:
+        return None
+    match = found.match if found.match in ("external_id", "email", "phone") else "fuzzy"
+    return DuplicateInfo(
+        lead_id=found.lead_uid,
+        match=match,  # type: ignore[arg-type]
+        confidence=found.confidence,
+        action=found.action,
+        merged_fields=list(found.merged_fields),
+    )
+
+
+def lead_view(lead: Lead, *, sources: list[str] | None = None) -> LeadOut:
+    """A lead as the API shows it."""
+    return LeadOut.model_validate(
+        {
+            "id": lead.uid,
+            "external_id": lead.external_id,
+            "source": lead.source,
+            "sources": sources or [lead.source],
+            "status": lead.status,
+            "email": lead.email,
+            "phone": lead.phone,
+            "first_name": lead.first_name,
+            "last_name": lead.last_name,
+            "full_name": compose_full_name(lead.first_name, lead.last_name),
+            "company": lead.company,
+            "job_title": lead.job_title,
+            "country": lead.country,
+            "region": lead.region,
+            "city": lead.city,
+            "language": lead.language,
+            "is_disposable_email": lead.email_disposable,
+            "is_free_email": lead.email_free,
+            "utm": lead.utm or None,
+            "consent": lead.consent,
+            "custom_fields": lead.custom_fields or {},
+            "score": lead.score,
+            "score_model": lead.score_model,
+            "score_reasons": _reasons(lead.score_reasons),
+            "owner": lead.owner,
+            "team": lead.team,
+            "duplicate_of": None,
+            "created_at": lead.created_at,
+            "updated_at": lead.updated_at,
+        }
+    )
+
+
+def created_view(result: IntakeResult) -> LeadCreated:
+    """The answer to `POST /v1/leads` (and one batch item)."""
+    lead = result.lead
+    return LeadCreated(
+        id=lead.uid,
+        outcome=result.outcome,
+        status=lead.status,  # type: ignore[arg-type]
+        score=result.score.value,
+        score_reasons=_reasons([r.as_dict() for r in result.score.reasons]),
+        owner=lead.owner,
+        duplicate=_duplicate(result.duplicate),
+    )
+
+
+def detail_view(found: LeadDetail) -> dict[str, Any]:
+    """`GET /v1/leads/{id}`: the lead, its sync state, duplicates and history."""
+    lead = found.lead
+    sources = list(dict.fromkeys(s.source for s in found.sources)) or [lead.source]
+    body = lead_view(lead, sources=sources).model_dump(mode="json")
+    held_against = next((d for d in found.duplicates if d.id == lead.possible_duplicate_of), None)
+    body["duplicate_of"] = held_against.uid if held_against is not None else None
+    body["duplicates"] = [
+        {
+            "lead_id": d.uid,
+            "status": d.status,
+            "held_for_review": d.possible_duplicate_of == lead.id,
+        }
+        for d in found.duplicates
+        if d.id != lead.possible_duplicate_of
+    ]
+    body["arrivals"] = len(found.sources)
+    body["sync"] = {
+        "status": lead.sync_status,
+        "version": lead.version,
+        "synced_version": lead.synced_version,
+        "crm_id": lead.crm_id,
+        "synced_at": lead.synced_at.isoformat() if lead.synced_at else None,
+        "attempts": lead.sync_attempts,
+        "last_error": lead.last_sync_error,
+    }
+    body["history"] = [
+        {"action": e.action, "at": e.at.isoformat(), "actor": e.actor, "changes": e.changes}
+        for e in found.history
+    ]
+    return body

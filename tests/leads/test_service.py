@@ -1,0 +1,221 @@
+"""Lead intake and edits on both databases: create, merge, hold, route, patch, erase, search."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from cauce.core.config import Settings
+from cauce.core.db import Database, create_database, unit_of_work
+from cauce.leads import repository as repo
+from cauce.leads import service_edit
+from cauce.leads.errors import LeadErased, LeadInvalid
+from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource
+from cauce.leads.schemas import LeadIn, LeadPatch
+from cauce.leads.service import LeadsRuntime, intake
+from tests.conftest import SettingsFactory
+
+
+class NoQueue:
+    """Stands in for the job queue when no CRM is configured (nothing is deferred)."""
+
+    engine = "none"
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = create_database(settings)
+    yield database
+    await database.dispose()
+
+
+def _runtime(settings: Settings, db: Database) -> LeadsRuntime:
+    queue: Any = NoQueue()
+    assert isinstance(settings.crm.provider, str)
+    return LeadsRuntime(settings=settings, sessionmaker=db.sessionmaker, queue=queue)
+
+
+async def _accept(rt: LeadsRuntime, **fields: Any) -> Any:
+    lead_in = LeadIn.model_validate(fields)
+    async with unit_of_work(rt.sessionmaker) as session:
+        result = await intake(session, rt, lead_in, actor="test")
+        await session.flush()
+        return result
+
+
+async def test_a_new_lead_is_created_scored_and_keyed(settings: Settings, db: Database) -> None:
+    """A lead is stored normalised, with a score and reasons, its keys and its arrival."""
+    rt = _runtime(settings, db)
+    result = await _accept(
+        rt,
+        email="Ana.Garcia@Construcciones-Nandu.ES",
+        phone="612 345 678",
+        full_name="Ana García López",
+        company="Construcciones Ñandú SL",
+        country="ES",
+        source="web_form",
+    )
+    assert result.outcome == "created"
+    lead = result.lead
+    assert (lead.email, lead.phone) == ("ana.garcia@construcciones-nandu.es", "+34612345678")
+    assert (lead.first_name, lead.last_name) == ("Ana", "García López")
+    assert lead.score == result.score.value > 0
+    assert {r["rule"] for r in lead.score_reasons} >= {"company_email", "web_form"}
+    assert lead.sync_status == "pending"
+    async with db.sessionmaker() as session:
+        keys = (await session.scalars(select(LeadMatchKey.key))).all()
+        assert any(k.startswith("e:") for k in keys)
+        assert await repo.arrivals(session, lead.id) == 1
+
+
+async def test_same_email_merges_filling_gaps_and_keeping_sources(
+    settings: Settings, db: Database
+) -> None:
+    """A second arrival with the same email fills empty fields, never overwrites, and counts."""
+    rt = _runtime(settings, db)
+    first = await _accept(rt, email="luis@empresa.es", first_name="Luis", company="Empresa SA")
+    second = await _accept(
+        rt,
+        email="LUIS@empresa.es",
+        first_name="Luisito",
+        job_title="Director Comercial",
+        source="csv",
+    )
+    assert second.outcome == "merged"
+    assert second.lead.id == first.lead.id
+    assert second.duplicate is not None
+    assert second.duplicate.match == "email"
+    assert "job_title" in second.duplicate.merged_fields
+    async with db.sessionmaker() as session:
+        lead = await session.get(Lead, first.lead.id)
+        assert lead is not None
+        assert (lead.first_name, lead.job_title) == ("Luis", "Director Comercial")
+        assert lead.version == 2
+        assert await session.scalar(select(func.count()).select_from(Lead)) == 1
+        sources = (await session.scalars(select(LeadSource.source))).all()
+        assert sorted(sources) == ["api", "csv"]
+        actions = (await session.scalars(select(LeadEvent.action))).all()
+        assert sorted(actions) == ["created", "merged"]
+    assert any(r.rule == "returning" for r in second.score.reasons)
+
+
+async def test_review_policy_holds_a_duplicate_instead_of_merging(
+    settings_factory: SettingsFactory, tmp_path: Any
+) -> None:
+    """With the review policy a duplicate is stored apart, held, pointing at the original."""
+    settings = settings_factory(leads={"dedupe": {"on_duplicate": "review"}})
+    database = create_database(settings)
+    try:
+        rt = _runtime(settings, database)
+        first = await _accept(rt, email="eva@empresa.es", first_name="Eva")
+        second = await _accept(rt, email="eva@empresa.es", first_name="Eva", company="X")
+        assert second.outcome == "held_for_review"
+        assert second.lead.id != first.lead.id
+        assert second.lead.possible_duplicate_of == first.lead.id
+        assert second.lead.sync_status == "held"
+        assert second.duplicate is not None
+        assert second.duplicate.lead_uid == first.lead.uid
+    finally:
+        await database.dispose()
+
+
+async def test_routing_assigns_owners_by_rule_and_rotation(
+    settings_factory: SettingsFactory,
+) -> None:
+    """Mexican leads go to the Mexico team, whose members take turns by capacity."""
+    settings = settings_factory(
+        leads={
+            "routing_rules": [{"team": "mexico", "countries": ["MX"]}],
+            "teams": {
+                "mexico": [{"name": "rosa", "capacity": 2}, {"name": "juan", "capacity": 1}],
+                "spain": [{"name": "marta"}],
+            },
+            "default_team": "spain",
+        }
+    )
+    database = create_database(settings)
+    try:
+        rt = _runtime(settings, database)
+        owners = [
+            (await _accept(rt, email=f"c{i}@empresa.mx", country="MX")).lead.owner for i in range(3)
+        ]
+        assert owners == ["rosa", "juan", "rosa"]
+        spanish = await _accept(rt, email="p@empresa.es", country="ES")
+        assert (spanish.lead.team, spanish.lead.owner) == ("spain", "marta")
+        given = await _accept(rt, email="q@empresa.mx", country="MX", owner="jefe")
+        assert given.lead.owner == "jefe"
+    finally:
+        await database.dispose()
+
+
+async def test_patch_changes_fields_rescoring_and_resyncing(
+    settings: Settings, db: Database
+) -> None:
+    """A patch bumps the version, re-scores and records which fields changed."""
+    rt = _runtime(settings, db)
+    created = await _accept(rt, email="ana@gmail.com")
+    async with unit_of_work(db.sessionmaker) as session:
+        lead = await service_edit.patch(
+            session,
+            rt,
+            created.lead.uid,
+            LeadPatch.model_validate({"email": "ana@empresa.es", "company": "Empresa"}),
+            "test",
+        )
+        assert lead.version == 2
+        assert not lead.email_free
+        assert lead.score > created.lead.score
+    async with unit_of_work(db.sessionmaker) as session:
+        with pytest.raises(LeadInvalid):
+            await service_edit.patch(
+                session,
+                rt,
+                created.lead.uid,
+                LeadPatch.model_validate({"email": None, "phone": None}),
+                "test",
+            )
+
+
+async def test_erasure_keeps_a_tombstone_without_personal_data(
+    settings: Settings, db: Database
+) -> None:
+    """Erasure clears personal fields, keys and arrival details; the lead then answers 410."""
+    rt = _runtime(settings, db)
+    created = await _accept(
+        rt, email="borrar@empresa.es", first_name="Borja", utm={"source": "google"}
+    )
+    await _accept(rt, email="borrar@empresa.es", company="Empresa")
+    async with unit_of_work(db.sessionmaker) as session:
+        await service_edit.erase(session, rt, created.lead.uid, "test")
+    async with db.sessionmaker() as session:
+        lead = await session.get(Lead, created.lead.id)
+        assert lead is not None
+        assert lead.erased_at is not None
+        assert (lead.email, lead.first_name, lead.company) == (None, None, None)
+        assert await session.scalar(select(func.count()).select_from(LeadMatchKey)) == 0
+        utms = (await session.scalars(select(LeadSource.utm))).all()
+        assert all(u == {} for u in utms)
+        with pytest.raises(LeadErased):
+            await service_edit.detail(session, created.lead.uid)
+    again = await _accept(rt, email="borrar@empresa.es")
+    assert again.outcome == "created"
+
+
+async def test_search_filters_and_cursor(settings: Settings, db: Database) -> None:
+    """Search filters by fields and free text and pages newest first."""
+    rt = _runtime(settings, db)
+    for i in range(5):
+        await _accept(rt, email=f"p{i}@empresa.es", country="ES" if i % 2 else "MX")
+    await _accept(rt, email="otra@ñandú.es", company="Ñandú Software")
+    async with db.sessionmaker() as session:
+        mexican = await repo.search(session, repo.LeadQuery(country="MX"), before_id=None, limit=10)
+        assert len(mexican) == 3
+        page1 = await repo.search(session, repo.LeadQuery(), before_id=None, limit=4)
+        page2 = await repo.search(session, repo.LeadQuery(), before_id=page1[-1].id, limit=4)
+        assert len(page1) + len(page2) == 6
+        assert not {lead.id for lead in page1} & {lead.id for lead in page2}
+        text = await repo.search(session, repo.LeadQuery(text="ñandú"), before_id=None, limit=10)
+        assert [lead.company for lead in text] == ["Ñandú Software"]
