@@ -75,6 +75,8 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         ["apikey", "create"],
         ["apikey", "list"],
         ["apikey", "revoke"],
+        ["worker"],
+        ["jobs", "list"],
     ):
         result = cauce(tmp_path, *args, "--help")
         assert result.returncode == 0, args
@@ -143,6 +145,6 @@ def test_serve_refuses_postgres_with_pending_migrations(
     assert "cauce db upgrade" in refused.stderr
     upgraded = cauce(tmp_path, "db", "upgrade", **env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0004" in upgraded.stdout
+    assert "0005" in upgraded.stdout
     current = cauce(tmp_path, "db", "current", **env)
     assert "pending migrations: no" in current.stdout

@@ -133,6 +133,7 @@ async def create_lead(request: Request, principal: Write) -> Response:
     try:
         lead_in = LeadIn.model_validate_json(body, context=_options(rt).context())
     except ValidationError as exc:
+        rt.metrics.intake.labels("rejected").inc()
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise MalformedBody("the body is not valid JSON") from None
         raise LeadInvalid(field_errors(exc)) from None
@@ -175,6 +176,8 @@ async def create_batch(request: Request, principal: Write) -> Response:
             raise MalformedBody("the body is not valid JSON") from None
         raise LeadInvalid(field_errors(exc)) from None
     checked = validate_batch(batch.items, _options(rt))
+    if checked.invalid:
+        rt.metrics.intake.labels("rejected").inc(len(checked.invalid))
 
     async def work(session: Any) -> tuple[int, Any]:
         items: list[BatchItemResult] = [

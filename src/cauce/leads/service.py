@@ -19,6 +19,7 @@ from cauce.core.db.base import utcnow
 from cauce.core.jobs.ports import JobQueue
 from cauce.leads import repository as repo
 from cauce.leads.matching import FieldChange, Match, Verdict, blocking_keys, merge, rank
+from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.routing import choose_team, owner_at
 from cauce.leads.schemas import LeadIn
@@ -60,6 +61,7 @@ class LeadsRuntime:
     sessionmaker: async_sessionmaker[AsyncSession]
     queue: JobQueue
     scorer: Scorer = field(default_factory=PointsModel)
+    metrics: LeadsMetrics = field(default_factory=LeadsMetrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +271,14 @@ async def intake(
     session: AsyncSession, rt: LeadsRuntime, lead_in: LeadIn, *, actor: str | None = None
 ) -> IntakeResult:
     """Accept one validated lead: merge it into a duplicate, hold it, or create it."""
+    result = await _intake(session, rt, lead_in, actor)
+    rt.metrics.intake.labels(result.outcome).inc()
+    return result
+
+
+async def _intake(
+    session: AsyncSession, rt: LeadsRuntime, lead_in: LeadIn, actor: str | None
+) -> IntakeResult:
     values = incoming_values(lead_in)
     keys = blocking_keys(repo.match_record(values))
     found = await _best_match(session, rt, values, keys)

@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import Settings
+from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
 from cauce.core.jobs.policy import RetryPolicy
 from cauce.core.jobs.ports import JobContext, JobQueue, JsonDict, PermanentJobError, RetryLater
@@ -27,6 +28,7 @@ from cauce.leads.delivery import (
     delivery_lock,
 )
 from cauce.leads.ports import CrmClient, CrmKey, CrmRejected, CrmThrottled, CrmUnavailable
+from cauce.leads.webhooks import INBOUND_TASK, process_inbox
 
 log = structlog.get_logger("cauce.leads.tasks")
 
@@ -133,6 +135,14 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
 
+    async def inbound_handler(ctx: JobContext, payload: JsonDict) -> None:
+        # Chunks in their own transactions: a long backlog commits as it goes.
+        while True:
+            async with unit_of_work(deps.sessionmaker) as session:
+                if await process_inbox(session) == 0:
+                    return
+
     registry.task(DELIVER_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(deliver_handler)
+    registry.task(INBOUND_TASK, queue=CRM_QUEUE)(inbound_handler)
     registry.task(REDELIVER_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(redeliver_handler)
     registry.task(ERASE_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(erase_handler)

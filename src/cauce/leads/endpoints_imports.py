@@ -1,0 +1,170 @@
+"""CSV import endpoints and the inbound CRM webhook endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from pydantic import ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from cauce.core.db import unit_of_work
+from cauce.core.errors import NotFound, ServiceUnavailable
+from cauce.core.security.apikeys import Principal
+from cauce.core.web.auth import require_scope
+from cauce.core.web.routing import CauceRoute
+from cauce.leads import imports
+from cauce.leads.csv_export import csv_export
+from cauce.leads.endpoints import runtime
+from cauce.leads.errors import ImportMappingInvalid, ImportNotFinished
+from cauce.leads.models import LeadImport
+from cauce.leads.responses import ImportColumn, ImportStatus
+from cauce.leads.schemas import ImportOptionsIn, field_errors
+from cauce.leads.webhooks import (
+    INBOUND_TASK,
+    SOURCE_HUBSPOT,
+    InvalidSignature,
+    parse_events,
+    record_events,
+    verify_hubspot,
+)
+
+imports_router = APIRouter(prefix="/v1/leads/import", route_class=CauceRoute, tags=["leads"])
+webhooks_router = APIRouter(prefix="/v1/webhooks", route_class=CauceRoute, tags=["webhooks"])
+
+Write = Annotated[Principal, Depends(require_scope("leads:write"))]
+Read = Annotated[Principal, Depends(require_scope("leads:read"))]
+UPLOAD_CHUNK = 256 * 1024
+
+
+def _status(record: LeadImport) -> ImportStatus:
+    mapping = record.mapping or {}
+    return ImportStatus(
+        id=str(record.id),
+        state=record.status,  # type: ignore[arg-type]
+        filename=record.filename,
+        encoding=record.encoding,
+        delimiter=record.delimiter,
+        columns=[ImportColumn(column=k, field=v) for k, v in mapping.items()],
+        bytes_total=record.size_bytes,
+        bytes_read=record.bytes_read,
+        progress=imports.progress(record),
+        rows_read=record.rows_processed,
+        rows_created=record.rows_accepted,
+        rows_merged=record.rows_merged,
+        rows_held=record.rows_held,
+        rows_rejected=record.rows_rejected,
+        error_report_url=(
+            f"/v1/leads/import/{record.id}/errors.csv" if record.rows_rejected else None
+        ),
+        detail=record.error,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+    )
+
+
+def _import_id(raw: str) -> int:
+    if not raw.isdigit():
+        raise NotFound(f"no import with id {raw}")
+    return int(raw)
+
+
+@imports_router.post("", status_code=202, response_model=ImportStatus, summary="Import a CSV")
+async def start_import(
+    request: Request,
+    principal: Write,
+    file: Annotated[UploadFile, File(description="CSV: UTF-8 or Latin-1, `,` or `;`")],
+    options: Annotated[
+        str | None, Form(description="JSON: mapping, unknown_columns, delimiter, encoding")
+    ] = None,
+) -> ImportStatus:
+    """Store the file and queue its import; poll the returned status for progress."""
+    rt = runtime(request)
+    try:
+        parsed = ImportOptionsIn.model_validate_json(options or "{}")
+    except ValidationError as exc:
+        raise ImportMappingInvalid(field_errors(exc, "/options")) from None
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while chunk := await file.read(UPLOAD_CHUNK):
+            yield chunk
+
+    path, size = await imports.store_upload(rt, chunks(), parsed)
+    try:
+        async with unit_of_work(rt.sessionmaker) as session:
+            record = await imports.create_import(
+                session,
+                rt,
+                path=path,
+                size=size,
+                filename=file.filename,
+                options=parsed,
+                actor=f"apikey:{principal.key_id}",
+            )
+            await session.flush()
+            await session.refresh(record)
+            return _status(record)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+@imports_router.get("/{import_id}", response_model=ImportStatus, summary="Import progress")
+async def import_status(request: Request, principal: Read, import_id: str) -> ImportStatus:
+    """Progress and counts of an import."""
+    rt = runtime(request)
+    async with rt.sessionmaker() as session:
+        return _status(await imports.get_import(session, _import_id(import_id)))
+
+
+@imports_router.get(
+    "/{import_id}/errors.csv",
+    response_class=StreamingResponse,
+    summary="Rejected rows of an import",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def import_errors(request: Request, principal: Read, import_id: str) -> StreamingResponse:
+    """One line per rejected field: row, column, field, reason."""
+    rt = runtime(request)
+    async with rt.sessionmaker() as session:
+        record = await imports.get_import(session, _import_id(import_id))
+        if record.status in ("queued", "running"):
+            raise ImportNotFinished("the import is still running; its report is not complete")
+        lines = await imports.error_lines(session, record.id)
+    rows = ({"row": x.row, "field": x.field, "reason": x.reason} for x in lines)
+    return StreamingResponse(
+        csv_export(rows, ("row", "field", "reason")),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="import-{record.id}-errors.csv"'},
+    )
+
+
+@webhooks_router.post("/hubspot", status_code=204, summary="HubSpot webhook (signed)")
+async def hubspot_webhook(request: Request) -> Response:
+    """Verify HubSpot's v3 signature, record each event once, process them in a job.
+
+    Authenticated by the signature, not an API key (HubSpot cannot send one).
+    """
+    rt = runtime(request)
+    secret = rt.settings.crm.webhook_secret
+    if secret is None:
+        raise ServiceUnavailable("HubSpot webhooks are not configured (CAUCE_CRM__WEBHOOK_SECRET)")
+    body = await request.body()
+    try:
+        verify_hubspot(
+            secret.get_secret_value(), request.method, str(request.url), body, request.headers
+        )
+    except InvalidSignature:
+        rt.metrics.webhooks_rejected.labels(SOURCE_HUBSPOT, "signature").inc()
+        raise
+    events = parse_events(body)
+    async with unit_of_work(rt.sessionmaker) as session:
+        new = await record_events(session, SOURCE_HUBSPOT, events)
+        if new:
+            await rt.queue.defer(
+                session, INBOUND_TASK, {"source": SOURCE_HUBSPOT}, dedupe_key="crm-inbound"
+            )
+    return Response(status_code=204, headers={"X-Cauce-Recorded": orjson.dumps(new).decode()})
