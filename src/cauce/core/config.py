@@ -252,6 +252,9 @@ class CrmSettings(_Section):
     allow_hosts: tuple[str, ...] = Field(
         default=(), description="Hosts or CIDRs let through the SSRF guard (a local sandbox)"
     )
+    timezone: str = Field(
+        default="UTC", description="The CRM account's IANA time zone (HubSpot's daily reset)"
+    )
 
 
 class MlflowSettings(_Section):
