@@ -1,0 +1,377 @@
+"""HubSpot CRM v3 contacts behind the `CrmClient` port.
+
+* **Upsert**: ``POST /crm/v3/objects/contacts/batch/upsert`` with at most 100 inputs and
+  one ``idProperty`` per input; a batch is split by key property (email-keyed and
+  Cauce-id-keyed contacts go in separate requests, so a partial answer is possible for
+  the latter: HubSpot does not support partial upserts keyed on email). Results are
+  matched back by key (:mod:`.hubspot_batch`).
+* **A whole batch refused for one record** (400/409 on an email-keyed batch): the record
+  is named from the message when possible, else the batch is bisected, so one bad lead
+  costs a few requests instead of blocking the account's delivery. A refusal that names
+  the setup (a non-unique idProperty, a property the portal lacks) is `CrmRejected`.
+* **Rate limits**: a 429's ``policyName`` and the ``X-HubSpot-RateLimit-*`` headers
+  become `CrmThrottled`: the rolling windows until ``Retry-After`` or one interval, and
+  ``DAILY`` until the account's next midnight (``daily_reset``, injectable). The pause is
+  kept here (calls before it ends raise at once, without a request) and fed to the
+  upstream's rate limiter (``drain``), which pauses every caller of the upstream, in
+  every process when the limiter is shared through Redis. A success whose
+  ``X-HubSpot-RateLimit-Daily-Remaining`` is 0 starts the daily pause before the 429.
+* **Outages**: 5xx, timeouts, connection failures, an open circuit: `CrmUnavailable`
+  with the upstream's ``Retry-After`` or the circuit's remaining open time.
+* **Delete**: ``POST /crm/v3/objects/contacts/gdpr-delete`` by ``idProperty`` (a
+  permanent deletion, as erasure requires); 404 means there was nothing to delete.
+* **Read**: ``POST /crm/v3/objects/contacts/batch/read`` with ``idProperty``.
+
+In-call retries (decision): batch upsert, batch read and GDPR delete are idempotent in
+effect (keyed by a unique property), so each request carries an idempotency key (a hash
+of its body) and the upstream's pipeline may retry a 5xx or a timeout inside the call,
+under its retry budget and breaker. DESIGN.md asks for job-level retries for deliveries;
+here a job-level retry would postpone the whole account's delivery by seconds for one
+failed request, which at HubSpot's 10 % background of 5xx under load (the benchmark's
+setting) would waste most of the rate limit. The cost: the first DAILY 429 of a day may
+be met up to ``max_attempts`` times before the pause starts. Pass
+``retry_in_call=False`` for a single attempt per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import structlog
+
+from cauce.core.http import (
+    HttpClient,
+    Request,
+    Response,
+    UpstreamClientError,
+    UpstreamRateLimitedError,
+)
+from cauce.leads.adapters._common import (
+    DailyReset,
+    RatePause,
+    WallClock,
+    body_key,
+    next_midnight,
+    port_error,
+    settle_partial,
+    utc_now,
+)
+from cauce.leads.adapters.hubspot_batch import (
+    HUBSPOT_API,
+    MAX_INPUTS,
+    HubSpotError,
+    attribute,
+    clashes_with_own_cauce_id,
+    describe,
+    group_by_property,
+    map_upsert_results,
+    normalise,
+    parse_error,
+    rejection_kind,
+    upsert_inputs,
+)
+from cauce.leads.ports import (
+    CrmContact,
+    CrmKey,
+    CrmRecord,
+    CrmRejected,
+    CrmThrottled,
+    CrmUnavailable,
+    UpsertOutcome,
+)
+
+__all__ = ["HUBSPOT_API", "HubSpotCrm"]
+
+log = structlog.get_logger("cauce.leads.adapters.hubspot")
+
+_CONTACTS: Final = "/crm/v3/objects/contacts"
+_UPSERT: Final = f"{_CONTACTS}/batch/upsert"
+_READ: Final = f"{_CONTACTS}/batch/read"
+_GDPR_DELETE: Final = f"{_CONTACTS}/gdpr-delete"
+_DAILY: Final = "DAILY"
+_SECONDLY: Final = "SECONDLY"
+_DEFAULT_WINDOW_SECONDS: Final = 10.0
+_DUPLICATE_IN_BATCH: Final = "same CRM contact as another lead in this batch; sent next time"
+
+
+class HubSpotCrm:
+    """`CrmClient` for HubSpot's CRM v3 contacts (see the module docstring).
+
+    ``client`` is the upstream's guarded client (``HttpClients.get("hubspot")``);
+    ``clock`` gives wall time for throttle deadlines; ``daily_reset`` (default: midnight
+    in ``timezone``, the account's time zone) says when a DAILY limit ends;
+    ``read_properties`` are the properties :meth:`read` asks for.
+    """
+
+    name = "hubspot"
+
+    def __init__(
+        self,
+        client: HttpClient,
+        *,
+        token: str,
+        base_url: str = HUBSPOT_API,
+        cauce_id_property: str = "cauce_id",
+        clock: WallClock = utc_now,
+        timezone: str = "UTC",
+        daily_reset: DailyReset | None = None,
+        read_properties: Iterable[str] = ("email", "firstname", "lastname"),
+        retry_in_call: bool = True,
+        max_batch: int = MAX_INPUTS,
+    ) -> None:
+        if not 1 <= max_batch <= MAX_INPUTS:
+            raise ValueError(f"max_batch must be within [1, {MAX_INPUTS}]")
+        self._client = client
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._cauce_id = cauce_id_property
+        self._clock = clock
+        self._daily_reset = daily_reset if daily_reset is not None else next_midnight(timezone)
+        self._read_properties = tuple(dict.fromkeys(read_properties))
+        self._retry_in_call = retry_in_call
+        self.max_batch = max_batch
+        self._pause = RatePause("HubSpot", client, clock)
+
+    @property
+    def paused_until(self) -> datetime | None:
+        """When the current rate-limit pause ends (None: not paused)."""
+        return self._pause.until
+
+    # -- the port ------------------------------------------------------------------------
+
+    async def upsert(self, contacts: Sequence[CrmContact]) -> list[UpsertOutcome]:
+        """Create or update each contact by its key; one outcome per contact, same order."""
+        self._pause.check()
+        groups, repeated = group_by_property(contacts)
+        outcomes: list[UpsertOutcome | None] = [None] * len(contacts)
+        try:
+            for positions in groups.values():
+                for start in range(0, len(positions), self.max_batch):
+                    await self._upsert_chunk(
+                        contacts, positions[start : start + self.max_batch], outcomes
+                    )
+        except (CrmThrottled, CrmUnavailable) as exc:
+            done = settle_partial(contacts, outcomes, exc)
+            return self._fill_repeated(contacts, done, repeated)
+        for position in repeated:
+            outcomes[position] = UpsertOutcome(
+                contacts[position].lead_id, error=_DUPLICATE_IN_BATCH, retryable=True
+            )
+        return [
+            outcome
+            if outcome is not None
+            else UpsertOutcome(
+                c.lead_id, error="HubSpot did not report this contact", retryable=True
+            )
+            for c, outcome in zip(contacts, outcomes, strict=True)
+        ]
+
+    async def delete(self, key: CrmKey) -> bool:
+        """GDPR-delete the contact with this key; False if HubSpot has no such contact."""
+        self._pause.check()
+        payload: dict[str, Any] = {"objectId": key.value}
+        if key.property not in ("hs_object_id", "id"):
+            payload["idProperty"] = key.property
+        try:
+            await self._send(self._post(_GDPR_DELETE, payload))
+        except UpstreamClientError as exc:
+            if exc.status == 404:
+                return False
+            raise CrmRejected(f"HubSpot refused the deletion (HTTP {exc.status})") from exc
+        return True
+
+    async def read(self, keys: Sequence[CrmKey]) -> list[CrmRecord | None]:
+        """Read contacts back by key, ``read_properties`` plus the key property."""
+        self._pause.check()
+        records: list[CrmRecord | None] = [None] * len(keys)
+        groups: dict[str, list[int]] = {}
+        for position, key in enumerate(keys):
+            groups.setdefault(key.property, []).append(position)
+        for prop, positions in groups.items():
+            for start in range(0, len(positions), MAX_INPUTS):
+                chunk = positions[start : start + MAX_INPUTS]
+                found = await self._read_chunk(prop, [keys[p].value for p in chunk])
+                for position in chunk:
+                    records[position] = found.get(normalise(prop, keys[position].value))
+        return records
+
+    async def aclose(self) -> None:
+        """Nothing to release: the HTTP client belongs to the composition root."""
+
+    # -- upsert internals ----------------------------------------------------------------
+
+    async def _upsert_chunk(
+        self,
+        contacts: Sequence[CrmContact],
+        positions: list[int],
+        outcomes: list[UpsertOutcome | None],
+    ) -> None:
+        chunk = [contacts[p] for p in positions]
+        prop = chunk[0].key.property
+        try:
+            response = await self._send(self._post(_UPSERT, {"inputs": upsert_inputs(chunk)}))
+        except UpstreamClientError as exc:
+            error = parse_error(exc.body)
+            if exc.status not in (400, 409) or rejection_kind(error, exc.status) == "config":
+                raise CrmRejected(
+                    f"HubSpot refused the batch (HTTP {exc.status} {error.category}); "
+                    "check the portal's properties and CAUCE_CRM__FIELD_MAPPING"
+                ) from exc
+            await self._isolate(contacts, positions, outcomes, error)
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        for offset, outcome in enumerate(map_upsert_results(prop, chunk, body)):
+            if outcome is not None:
+                outcomes[positions[offset]] = outcome
+
+    async def _isolate(
+        self,
+        contacts: Sequence[CrmContact],
+        positions: list[int],
+        outcomes: list[UpsertOutcome | None],
+        error: HubSpotError,
+    ) -> None:
+        """Find the record(s) a whole-batch 400/409 is about; resend the others.
+
+        A lead first synced without email and keyed by its Cauce id, then given an
+        email, clashes with its own contact (the Cauce id is taken): it is sent again
+        keyed by the Cauce id, which adds the email to that contact.
+        """
+        chunk = [contacts[p] for p in positions]
+        refused: set[int]
+        later: set[int]
+        if len(positions) == 1:
+            refused, later = {0}, set()
+        else:
+            refused, later = attribute(error, chunk[0].key.property, chunk, self._cauce_id)
+        if not refused and not later:
+            log.info("crm.hubspot.bisect", size=len(positions), category=error.category)
+            half = len(positions) // 2
+            await self._upsert_chunk(contacts, positions[:half], outcomes)
+            await self._upsert_chunk(contacts, positions[half:], outcomes)
+            return
+        rekey = [
+            positions[offset]
+            for offset in refused
+            if clashes_with_own_cauce_id(error, chunk[offset], self._cauce_id)
+        ]
+        for offset in refused:
+            if positions[offset] not in rekey:
+                outcomes[positions[offset]] = UpsertOutcome(
+                    chunk[offset].lead_id, error=describe(error)
+                )
+        for offset in later:
+            outcomes[positions[offset]] = UpsertOutcome(
+                chunk[offset].lead_id, error=_DUPLICATE_IN_BATCH, retryable=True
+            )
+        rest = [p for offset, p in enumerate(positions) if offset not in refused | later]
+        if rest:
+            await self._upsert_chunk(contacts, rest, outcomes)
+        if rekey:
+            swapped = list(contacts)
+            for position in rekey:
+                uid = str(swapped[position].properties[self._cauce_id])
+                swapped[position] = replace(swapped[position], key=CrmKey(self._cauce_id, uid))
+            await self._upsert_chunk(swapped, rekey, outcomes)
+
+    @staticmethod
+    def _fill_repeated(
+        contacts: Sequence[CrmContact], outcomes: list[UpsertOutcome], repeated: list[int]
+    ) -> list[UpsertOutcome]:
+        for position in repeated:
+            outcomes[position] = UpsertOutcome(
+                contacts[position].lead_id, error=_DUPLICATE_IN_BATCH, retryable=True
+            )
+        return outcomes
+
+    # -- read internals ------------------------------------------------------------------
+
+    async def _read_chunk(self, prop: str, values: list[str]) -> dict[str, CrmRecord]:
+        payload: dict[str, Any] = {
+            "inputs": [{"id": value} for value in values],
+            "properties": list(dict.fromkeys([*self._read_properties, prop])),
+        }
+        if prop not in ("hs_object_id", "id"):
+            payload["idProperty"] = prop
+        try:
+            response = await self._send(self._post(_READ, payload))
+        except UpstreamClientError as exc:
+            if exc.status == 404:
+                return {}
+            raise CrmRejected(f"HubSpot refused the read (HTTP {exc.status})") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            raise CrmUnavailable("HubSpot answered a read with an unreadable body") from None
+        found: dict[str, CrmRecord] = {}
+        for result in (body.get("results") if isinstance(body, dict) else None) or []:
+            if not isinstance(result, dict) or result.get("id") is None:
+                continue
+            properties = result.get("properties")
+            props = (
+                {k: v for k, v in properties.items() if v is not None}
+                if isinstance(properties, dict)
+                else {}
+            )
+            value = str(result["id"]) if prop in ("hs_object_id", "id") else props.get(prop)
+            if isinstance(value, str):
+                found[normalise(prop, value)] = CrmRecord(str(result["id"]), props)
+        return found
+
+    # -- HTTP and rate limits ------------------------------------------------------------
+
+    def _post(self, path: str, payload: Mapping[str, Any]) -> Request:
+        return Request.post(
+            self._base + path,
+            json=payload,
+            headers=self._headers,
+            idempotency_key=body_key(payload) if self._retry_in_call else None,
+        )
+
+    async def _send(self, request: Request) -> Response:
+        """Send; raise the port's errors, except other 4xx which the caller reads."""
+        try:
+            response = await self._client.send(request)
+        except UpstreamRateLimitedError as exc:
+            raise await self._throttled(exc) from exc
+        except Exception as exc:
+            mapped = port_error("HubSpot", exc, self._clock())
+            if mapped is None:
+                raise
+            raise mapped from exc
+        await self._observe(response)
+        return response
+
+    async def _observe(self, response: Response) -> None:
+        """Start the daily pause as soon as HubSpot says no daily request is left."""
+        remaining = response.headers.get("x-hubspot-ratelimit-daily-remaining", "").strip()
+        if remaining == "0":
+            await self._pause.pause(self._daily_reset(self._clock()), _DAILY)
+
+    async def _throttled(self, exc: UpstreamRateLimitedError) -> CrmThrottled:
+        now = self._clock()
+        policy = parse_error(exc.body).policy_name
+        if policy == _DAILY:
+            until = self._daily_reset(now)
+        else:
+            wait = exc.retry_after  # Retry-After, or one interval when Remaining is 0
+            if wait is None:
+                wait = 1.0 if policy == _SECONDLY else _interval(exc.response)
+            until = now + timedelta(seconds=wait)
+        log.warning("crm.hubspot.throttled", policy=policy, until=until.isoformat())
+        return await self._pause.pause(until, policy)
+
+
+def _interval(response: Response) -> float:
+    raw = response.headers.get("x-hubspot-ratelimit-interval-milliseconds", "")
+    try:
+        milliseconds = float(raw)
+    except ValueError:
+        return _DEFAULT_WINDOW_SECONDS
+    return milliseconds / 1000.0 if milliseconds > 0 else _DEFAULT_WINDOW_SECONDS

@@ -1,0 +1,267 @@
+"""HubSpot batch bodies in and out: building upsert inputs, reading results and errors back.
+
+Pure functions, kept apart from the HTTP calls so the mapping rules can be read (and
+property-tested) in one place. The facts they rely on (HubSpot CRM v3, confirmed in
+HubSpot's docs or in bodies recorded from live portals, see ``cauce.sandbox.bodies``):
+
+* one ``idProperty`` per input; email is compared trimmed and lower-cased, other unique
+  properties as given;
+* results come back in no particular order, so they are matched to inputs by the
+  idProperty's value in ``properties`` (an ``objectWriteTraceId`` echoed back is the
+  fallback);
+* a 207 answer lists failed inputs in ``errors``, each with a ``category`` and a
+  ``context`` naming its ``objectWriteTraceId`` or its ``ids``;
+* a whole batch refused with 400/409 says why in ``message``: a configuration problem
+  (a non-unique idProperty, a property the portal lacks) or one bad record (an invalid
+  email, a unique value owned by another contact, duplicate ids), which Cauce isolates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import orjson
+
+from cauce.leads.ports import CrmContact, UpsertOutcome
+
+__all__ = [
+    "HUBSPOT_API",
+    "MAX_INPUTS",
+    "HubSpotError",
+    "attribute",
+    "clashes_with_own_cauce_id",
+    "describe",
+    "group_by_property",
+    "map_upsert_results",
+    "normalise",
+    "parse_error",
+    "rejection_kind",
+    "retryable_category",
+    "upsert_inputs",
+]
+
+HUBSPOT_API: Final = "https://api.hubapi.com"
+MAX_INPUTS: Final = 100
+MAX_ERROR_TEXT: Final = 500
+# Per-record categories a later attempt may get past; every other category is permanent.
+_RETRYABLE_CATEGORIES: Final = frozenset(
+    {"RATE_LIMIT", "RATE_LIMITS", "INTERNAL_ERROR", "TIMEOUT", "SERVICE_UNAVAILABLE", "LOCKED"}
+)
+# Property errors that name the portal's schema, not the record: a person must fix the
+# field mapping or the portal, so the whole delivery stops instead of failing every lead.
+_SCHEMA_ERRORS: Final = frozenset({"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"})
+_PROPERTY_PROBLEMS: Final = "Property values were not valid: "
+_DUPLICATE_IDS = re.compile(r"Duplicate IDs found in batch input: \[(.*?)\]")
+_TOKEN_SPLIT = re.compile(r"[\s\[\]{}\"'`,;:()]+")
+
+
+def normalise(prop: str, value: str) -> str:
+    """How HubSpot compares values of a unique property: emails trimmed and lower-cased."""
+    return value.strip().lower() if prop == "email" else value
+
+
+@dataclass(frozen=True, slots=True)
+class HubSpotError:
+    """The parts of a HubSpot error body Cauce acts on (all optional: bodies may be HTML)."""
+
+    category: str = ""
+    message: str = ""
+    policy_name: str = ""
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_error(content: bytes) -> HubSpotError:
+    """Read a HubSpot error body; anything unreadable (a gateway's HTML) gives empty fields."""
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return HubSpotError()
+    if not isinstance(body, dict):
+        return HubSpotError()
+    context = body.get("context")
+    return HubSpotError(
+        category=str(body.get("category") or body.get("errorType") or ""),
+        message=str(body.get("message") or ""),
+        policy_name=str(body.get("policyName") or ""),
+        context=context if isinstance(context, dict) else {},
+    )
+
+
+def describe(error: HubSpotError) -> str:
+    """The text stored as a lead's last sync error (never logged: it may hold an email)."""
+    text = f"{error.category}: {error.message}" if error.category else error.message
+    return (text or "refused by HubSpot")[:MAX_ERROR_TEXT]
+
+
+def retryable_category(category: str) -> bool:
+    """Whether a per-record error of this category may succeed on a later attempt."""
+    return category.upper() in _RETRYABLE_CATEGORIES
+
+
+def rejection_kind(error: HubSpotError, status: int = 400) -> Literal["config", "records"]:
+    """Why a whole batch was refused: the setup or our request (stop), or some record.
+
+    Only refusals known to be about a record are isolated: a conflict on a unique value
+    (409), property values a record got wrong, duplicate ids. Anything else (a non-unique
+    idProperty, a property the portal lacks, a malformed request) would fail every lead
+    the same way, so bisecting it would only spend the rate limit.
+    """
+    if status == 409 or error.category == "CONFLICT":
+        return "records"
+    message = error.message
+    if _DUPLICATE_IDS.search(message):
+        return "records"
+    if not message.startswith(_PROPERTY_PROBLEMS):
+        return "config"
+    try:
+        problems = orjson.loads(message.removeprefix(_PROPERTY_PROBLEMS))
+    except orjson.JSONDecodeError:
+        return "records"
+    if isinstance(problems, list) and any(
+        isinstance(p, dict) and p.get("error") in _SCHEMA_ERRORS for p in problems
+    ):
+        return "config"
+    return "records"
+
+
+def group_by_property(contacts: Sequence[CrmContact]) -> tuple[dict[str, list[int]], list[int]]:
+    """Positions of the contacts per key property, and positions repeating a key.
+
+    HubSpot refuses a batch naming the same contact twice ("Duplicate IDs"), and two
+    emails that differ only in case are the same contact to it: the second goes later.
+    """
+    groups: dict[str, list[int]] = {}
+    seen: set[tuple[str, str]] = set()
+    repeated: list[int] = []
+    for position, contact in enumerate(contacts):
+        prop = contact.key.property
+        key = (prop, normalise(prop, contact.key.value))
+        if key in seen:
+            repeated.append(position)
+            continue
+        seen.add(key)
+        groups.setdefault(prop, []).append(position)
+    return groups, repeated
+
+
+def upsert_inputs(chunk: Sequence[CrmContact]) -> list[dict[str, Any]]:
+    """The ``inputs`` of one batch upsert; the trace id is the input's position."""
+    return [
+        {
+            "idProperty": contact.key.property,
+            "id": contact.key.value,
+            "objectWriteTraceId": str(position),
+            "properties": dict(contact.properties),
+        }
+        for position, contact in enumerate(chunk)
+    ]
+
+
+def _position(value: object, size: int) -> int | None:
+    if isinstance(value, str) and value.isdigit() and int(value) < size:
+        return int(value)
+    return None
+
+
+def map_upsert_results(
+    prop: str, chunk: Sequence[CrmContact], body: object
+) -> list[UpsertOutcome | None]:
+    """One outcome per input of ``chunk`` (None where HubSpot said nothing about it)."""
+    outcomes: list[UpsertOutcome | None] = [None] * len(chunk)
+    if not isinstance(body, dict):
+        return outcomes
+    positions = {normalise(prop, c.key.value): p for p, c in enumerate(chunk)}
+    for result in body.get("results") or []:
+        if not isinstance(result, dict) or result.get("id") is None:
+            continue
+        properties = result.get("properties")
+        value = properties.get(prop) if isinstance(properties, dict) else None
+        position = positions.get(normalise(prop, value)) if isinstance(value, str) else None
+        if position is None:
+            position = _position(result.get("objectWriteTraceId"), len(chunk))
+        if position is not None:
+            outcomes[position] = UpsertOutcome(chunk[position].lead_id, crm_id=str(result["id"]))
+    for error in body.get("errors") or []:
+        if not isinstance(error, dict):
+            continue
+        parsed = HubSpotError(
+            category=str(error.get("category") or ""), message=str(error.get("message") or "")
+        )
+        context = error.get("context") if isinstance(error.get("context"), dict) else {}
+        assert isinstance(context, dict)
+        found = {
+            p
+            for trace in context.get("objectWriteTraceId") or []
+            if (p := _position(trace, len(chunk))) is not None
+        }
+        found.update(
+            positions[normalise(prop, i)]
+            for i in context.get("ids") or []
+            if isinstance(i, str) and normalise(prop, i) in positions
+        )
+        for position in found:
+            if outcomes[position] is None:
+                outcomes[position] = UpsertOutcome(
+                    chunk[position].lead_id,
+                    error=describe(parsed),
+                    retryable=retryable_category(parsed.category),
+                )
+    return outcomes
+
+
+def attribute(
+    error: HubSpotError, prop: str, chunk: Sequence[CrmContact], cauce_id_property: str
+) -> tuple[set[int], set[int]]:
+    """Which inputs a whole-batch refusal names: (refused for good, to send again later).
+
+    Duplicate ids name the repeats (the first stays in the batch). Otherwise an input
+    is named when its key or its Cauce id appears as a whole word of the message (an
+    invalid email, a clash on a unique value); nothing else is trusted, since messages
+    also list valid values (allowed options).
+    """
+    duplicates = _DUPLICATE_IDS.search(error.message)
+    if duplicates is not None:
+        named = {normalise(prop, i.strip()) for i in duplicates.group(1).split(",")}
+        seen: set[str] = set()
+        later: set[int] = set()
+        for position, contact in enumerate(chunk):
+            key = normalise(prop, contact.key.value)
+            if key in named:
+                if key in seen:
+                    later.add(position)
+                seen.add(key)
+        return set(), later
+    tokens = {t for t in _TOKEN_SPLIT.split(error.message.lower()) if t}
+    if not tokens:
+        return set(), set()
+    named_inputs: set[int] = set()
+    for position, contact in enumerate(chunk):
+        candidates = {normalise(prop, contact.key.value).lower()}
+        cauce_id = contact.properties.get(cauce_id_property)
+        if isinstance(cauce_id, str) and cauce_id:
+            candidates.add(cauce_id.lower())
+        if candidates & tokens:
+            named_inputs.add(position)
+    return named_inputs, set()
+
+
+def clashes_with_own_cauce_id(
+    error: HubSpotError, contact: CrmContact, cauce_id_property: str
+) -> bool:
+    """Whether an email-keyed contact was refused because its own Cauce id is taken.
+
+    That contact is the lead's own, created when the lead had no email: HubSpot tried to
+    create a second one for the email and found the Cauce id in use. (The wording of
+    HubSpot's conflict on a custom unique property is not public; a message that does
+    not quote the value leaves the lead failed, replayable.)
+    """
+    if contact.key.property != "email" or error.category != "CONFLICT":
+        return False
+    cauce_id = contact.properties.get(cauce_id_property)
+    if not isinstance(cauce_id, str) or not cauce_id:
+        return False
+    tokens = {t for t in _TOKEN_SPLIT.split(error.message.lower()) if t}
+    return cauce_id.lower() in tokens and contact.key.value.strip().lower() not in tokens

@@ -1,0 +1,81 @@
+"""How the composition root (`cauce.app`, `cauce.worker`) plugs the leads context in.
+
+`open_leads` builds the leads runtime (scorer, metrics, CRM client) and registers the
+context's job handlers; `routers` are its HTTP routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import APIRouter
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cauce.core.config import Settings
+from cauce.core.http.registry import HttpClients
+from cauce.core.jobs.ports import JobQueue
+from cauce.core.jobs.registry import TaskRegistry
+from cauce.leads.adapters import build_crm
+from cauce.leads.endpoints import router
+from cauce.leads.endpoints_imports import imports_router, webhooks_router
+from cauce.leads.imports import register_import_task
+from cauce.leads.learned.store import STORE_PATH
+from cauce.leads.metrics import LeadsMetrics
+from cauce.leads.ports import CrmClient
+from cauce.leads.scoring import PointsModel
+from cauce.leads.service import LeadsRuntime, Scorer
+from cauce.leads.tasks import LeadsTaskDeps, register_leads_tasks
+
+log = structlog.get_logger("cauce.leads")
+
+
+def routers() -> list[APIRouter]:
+    """The leads context's HTTP routes (imports first: `/import/...` before `/{id}`)."""
+    return [imports_router, router, webhooks_router]
+
+
+def _scorer(settings: Settings) -> Scorer:
+    points = PointsModel(settings.leads.scoring_rules)
+    if not (settings.data_dir / STORE_PATH / "active").exists():
+        return points  # no trained model: skip importing scikit-learn at all
+    from cauce.leads.learned import load_active
+
+    learned = load_active(settings.data_dir)
+    if learned is None:
+        return points
+    log.info("leads.scoring.learned_model", model=learned.name)
+    return learned
+
+
+@asynccontextmanager
+async def open_leads(
+    settings: Settings,
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    queue: JobQueue,
+    tasks: TaskRegistry,
+    http_clients: HttpClients,
+    registry: CollectorRegistry | None,
+    crm: CrmClient | None = None,
+) -> AsyncIterator[LeadsRuntime]:
+    """Build the leads runtime and register its tasks; closes the CRM client on exit.
+
+    `crm` replaces the configured CRM (tests, the demo)."""
+    runtime = LeadsRuntime(
+        settings=settings,
+        sessionmaker=sessionmaker,
+        queue=queue,
+        scorer=_scorer(settings),
+        metrics=LeadsMetrics(registry),
+    )
+    client = crm if crm is not None else build_crm(settings, http_clients)
+    register_leads_tasks(tasks, LeadsTaskDeps(settings, sessionmaker, client))
+    register_import_task(tasks, lambda: runtime)
+    try:
+        yield runtime
+    finally:
+        if client is not None:
+            await client.aclose()
