@@ -59,7 +59,13 @@ class MemoryCrm:
         return outcomes
 
     async def delete(self, key: CrmKey) -> bool:
-        return self.contacts.pop(key, None) is not None
+        # Like a CRM's unique properties: the key may be the one it was stored under or
+        # another unique property of the contact (Cauce erases by its id property).
+        for stored, properties in list(self.contacts.items()):
+            if stored == key or properties.get(key.property) == key.value:
+                del self.contacts[stored]
+                return True
+        return False
 
     async def read(self, keys: Sequence[CrmKey]) -> list[CrmRecord | None]:
         return [

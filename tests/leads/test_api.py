@@ -1,0 +1,192 @@
+"""The leads HTTP API on both databases, through the real app, job engine and a CRM at the port."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from cauce.app import Resources, create_app, job_worker_for
+from cauce.core.security.apikeys import ApiKeyService
+from tests.conftest import SettingsFactory
+from tests.leads.test_delivery import MemoryCrm
+
+
+@pytest.fixture
+def crm() -> MemoryCrm:
+    return MemoryCrm()
+
+
+@pytest.fixture
+async def leads_app(settings_factory: SettingsFactory, crm: MemoryCrm) -> AsyncIterator[FastAPI]:
+    """The app with a CRM configured (at the port) and no background worker."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
+    )
+    app = create_app(settings, crm=crm)
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture
+async def api(leads_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    resources: Resources = leads_app.state.resources
+    key = await resources.api_keys.create("t", ["leads:read", "leads:write", "leads:admin"])
+    transport = httpx.ASGITransport(app=leads_app)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://cauce.test",
+        headers={"Authorization": f"Bearer {key.token}"},
+    ) as client:
+        yield client
+
+
+async def _drain(app: FastAPI) -> None:
+    resources: Resources = app.state.resources
+    worker = job_worker_for(resources)
+    await worker.run_until_idle(30)
+
+
+def _lead(**fields: Any) -> dict[str, Any]:
+    base = {"email": f"{uuid.uuid4().hex[:8]}@empresa.es", "first_name": "Ana"}
+    base.update(fields)
+    return base
+
+
+async def test_post_lead_answers_score_owner_and_syncs_once(
+    leads_app: FastAPI, api: httpx.AsyncClient, crm: MemoryCrm
+) -> None:
+    """A lead is accepted (201) with its score; after the worker runs it is in the CRM."""
+    response = await api.post("/v1/leads", json=_lead(phone="612345678", country="ES"))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["outcome"] == "created"
+    assert body["score"] > 0
+    assert body["score_reasons"]
+    await _drain(leads_app)
+    assert len(crm.contacts) == 1
+    detail = (await api.get(f"/v1/leads/{body['id']}")).json()
+    assert detail["sync"]["status"] == "synced"
+    assert detail["phone"] == "+34612345678"
+    assert [h["action"] for h in detail["history"]] == ["created"]
+
+
+async def test_a_duplicate_is_merged_and_says_so(api: httpx.AsyncClient) -> None:
+    """The same email again answers 200 `merged`, naming the lead and the fields filled."""
+    first = (await api.post("/v1/leads", json=_lead(email="dup@empresa.es"))).json()
+    again = await api.post("/v1/leads", json=_lead(email="DUP@empresa.es", company="Acme"))
+    assert again.status_code == 200
+    body = again.json()
+    assert body["outcome"] == "merged"
+    assert body["id"] == first["id"]
+    assert body["duplicate"]["lead_id"] == first["id"]
+    assert body["duplicate"]["merged_fields"] == ["company"]
+
+
+async def test_bad_input_names_each_field(api: httpx.AsyncClient) -> None:
+    """Invalid fields are 422 problems with JSON pointers; a non-JSON body is 400/415."""
+    response = await api.post("/v1/leads", json={"email": "nope@", "phone": "12", "x": 1})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    pointers = {e["pointer"] for e in response.json()["errors"]}
+    assert {"/email", "/phone", "/x"} <= pointers
+    assert (
+        await api.post("/v1/leads", content=b"{", headers={"content-type": "application/json"})
+    ).status_code == 400
+    assert (
+        await api.post("/v1/leads", content=b"a", headers={"content-type": "text/csv"})
+    ).status_code == 415
+
+
+async def test_batch_keeps_valid_items(api: httpx.AsyncClient) -> None:
+    """A batch answers per item; valid items are stored even when others fail."""
+    items = [_lead(), {"email": "bad"}, _lead(), "not an object"]
+    response = await api.post("/v1/leads/batch", json={"items": items})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["received"], body["accepted"], body["rejected"]) == (4, 2, 2)
+    outcomes = [item["outcome"] for item in body["items"]]
+    assert outcomes == ["created", "rejected", "created", "rejected"]
+    assert body["items"][1]["errors"][0]["pointer"].startswith("/items/1/")
+
+
+async def test_idempotency_key_replays_and_refuses_other_bodies(api: httpx.AsyncClient) -> None:
+    """Same key + body replays the first answer; same key + other body is 422."""
+    headers = {"Idempotency-Key": "order-42"}
+    lead = _lead()
+    first = await api.post("/v1/leads", json=lead, headers=headers)
+    replay = await api.post("/v1/leads", json=lead, headers=headers)
+    assert replay.status_code == first.status_code == 201
+    assert replay.json() == first.json()
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    other = await api.post("/v1/leads", json=_lead(), headers=headers)
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
+    page = (await api.get("/v1/leads")).json()
+    assert len(page["items"]) == 1
+
+
+async def test_patch_erase_and_crm_erasure(
+    leads_app: FastAPI, api: httpx.AsyncClient, crm: MemoryCrm
+) -> None:
+    """PATCH changes and re-syncs; DELETE erases here (410 after) and in the CRM."""
+    created = (await api.post("/v1/leads", json=_lead())).json()
+    await _drain(leads_app)
+    patched = await api.patch(f"/v1/leads/{created['id']}", json={"company": "Nueva SL"})
+    assert patched.status_code == 200
+    assert patched.json()["company"] == "Nueva SL"
+    await _drain(leads_app)
+    assert any(c.get("company") == "Nueva SL" for c in crm.contacts.values())
+    assert (await api.delete(f"/v1/leads/{created['id']}")).status_code == 204
+    await _drain(leads_app)
+    assert crm.contacts == {}
+    gone = await api.get(f"/v1/leads/{created['id']}")
+    assert gone.status_code == 410
+    assert (await api.get("/v1/leads/no-such-lead")).status_code == 404
+
+
+async def test_export_neutralises_formulas(api: httpx.AsyncClient) -> None:
+    """A company starting with `=` is exported with a leading apostrophe."""
+    await api.post("/v1/leads", json=_lead(company="=HYPERLINK(1)"))
+    response = await api.get("/v1/leads/export.csv")
+    assert response.status_code == 200
+    assert "'=HYPERLINK(1)" in response.text
+
+
+async def test_scopes_are_enforced(leads_app: FastAPI) -> None:
+    """A read-only key cannot write or erase."""
+    resources: Resources = leads_app.state.resources
+    keys: ApiKeyService = resources.api_keys
+    reader = await keys.create("r", ["leads:read"])
+    transport = httpx.ASGITransport(app=leads_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        auth = {"Authorization": f"Bearer {reader.token}"}
+        assert (await client.post("/v1/leads", json=_lead(), headers=auth)).status_code == 403
+        assert (await client.get("/v1/leads", headers=auth)).status_code == 200
+        assert (await client.get("/v1/leads")).status_code == 401
+
+
+async def test_csv_import_runs_as_a_job(leads_app: FastAPI, api: httpx.AsyncClient) -> None:
+    """An upload is queued (202), the job imports it, the status and report tell the result."""
+    data = "nombre;correo;teléfono\nLucía;lucia@empresa.es;612345678\nMal;mal@;12\n"
+    response = await api.post(
+        "/v1/leads/import",
+        files={"file": ("leads.csv", data.encode("cp1252"), "text/csv")},
+    )
+    assert response.status_code == 202, response.text
+    import_id = response.json()["id"]
+    await _drain(leads_app)
+    status = (await api.get(f"/v1/leads/import/{import_id}")).json()
+    assert (status["state"], status["rows_created"], status["rows_rejected"]) == (
+        "succeeded",
+        1,
+        1,
+    )
+    report = await api.get(f"/v1/leads/import/{import_id}/errors.csv")
+    assert report.status_code == 200
+    assert "email" in report.text
