@@ -111,3 +111,19 @@ class ServiceUnavailable(CauceError):
     status_code = 503
     code = "service_unavailable"
     title = "Service unavailable"
+
+
+class BadGateway(CauceError):
+    """An upstream Cauce depends on answered badly or not at all."""
+
+    status_code = 502
+    code = "bad_gateway"
+    title = "Bad gateway"
+
+
+class GatewayTimeout(CauceError):
+    """An upstream Cauce depends on did not answer in time."""
+
+    status_code = 504
+    code = "gateway_timeout"
+    title = "Gateway timeout"
