@@ -32,6 +32,7 @@ from cauce.core.db import create_database
 from cauce.core.db.migrate import upgrade
 from cauce.core.http import Request
 from cauce.core.http.registry import HttpClients
+from cauce.core.observability.logging import configure_logging
 from cauce.core.resilience.policy import UpstreamPolicy
 from cauce.core.security.apikeys import ApiKeyService
 from cauce.leads.models import Lead
@@ -238,6 +239,7 @@ async def run_demo(
         },
     )
     settings = Settings(**values)
+    configure_logging(settings)  # warnings only, on stderr: the live table owns stdout
     db = create_database(settings)
     await upgrade(db)
     keys = ApiKeyService(db.sessionmaker, settings.secret_key.get_secret_value().encode())

@@ -17,40 +17,51 @@ from typing import Any
 
 import structlog
 from croniter import croniter
-from sqlalchemy import Select, and_, event, exists, func, or_, select, update
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from sqlalchemy import and_, case, event, exists, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from cauce.core.db.base import utcnow
 from cauce.core.db.uow import unit_of_work
-from cauce.core.errors import Conflict, NotFound
-from cauce.core.jobs.attempts import (
-    attempts_for,
-    job_ids_failed_with,
-    mark_lost,
-    replay_marker,
-)
+from cauce.core.jobs.attempts import mark_lost
+from cauce.core.jobs.embedded_admin import EmbeddedAdmin
 from cauce.core.jobs.metrics import JobMetrics
 from cauce.core.jobs.models import EmbeddedJob
-from cauce.core.jobs.ports import (
-    AttemptOutcome,
-    AttemptView,
-    DeferResult,
-    JobFilter,
-    JobStatus,
-    JobView,
-    JsonDict,
-    QueueStats,
-)
+from cauce.core.jobs.ports import AttemptOutcome, DeferResult, JobStatus, JsonDict
 from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.jobs.runner import AttemptRunner, ClaimedJob, current_correlation_id, inject_context
 
 log = structlog.get_logger("cauce.jobs")
+# The dispatcher's own bookkeeping (polling, claiming, moving jobs) is left out of traces:
+# traced, a poll every half second would fill the trace store with one-query traces. A
+# job's attempt is traced by the runner, in the trace of the code that deferred it.
+_untraced = suppress_instrumentation
 
 
-class EmbeddedJobQueue:
-    """`JobQueue` on the embedded database."""
+def _dedupe_key_back_to_todo() -> Any:
+    """A job going back to `todo` keeps its dedupe key unless another waiting job holds it.
+
+    The key promises at most one *waiting* job; while this one ran, a new one may have
+    been deferred with the same key. Both then wait, and the returning one gives up its
+    key (it does the same work, so nothing is lost and the unique index holds).
+    """
+    other = aliased(EmbeddedJob)
+    taken = (
+        select(other.id)
+        .where(
+            other.dedupe_key == EmbeddedJob.dedupe_key,
+            other.status == JobStatus.TODO.value,
+            other.id != EmbeddedJob.id,
+        )
+        .exists()
+    )
+    return case((taken, None), else_=EmbeddedJob.dedupe_key)
+
+
+class EmbeddedJobQueue(EmbeddedAdmin):
+    """`JobQueue` on the embedded database (operator actions in embedded_admin.py)."""
 
     engine = "embedded"
 
@@ -127,104 +138,6 @@ class EmbeddedJobQueue:
     def _wake(self, _session: Any) -> None:
         self.wakeup.set()
 
-    async def get(self, job_id: int) -> JobView | None:
-        """A job with its attempts."""
-        async with self._sessionmaker() as session:
-            job = await session.get(EmbeddedJob, job_id)
-            if job is None:
-                return None
-            return _view(job, await attempts_for(session, job_id))
-
-    async def list(
-        self, flt: JobFilter, *, after_id: int | None = None, limit: int = 50
-    ) -> list[JobView]:
-        """Jobs matching `flt`, newest first, below `after_id`."""
-        stmt = _filtered(select(EmbeddedJob), flt).order_by(EmbeddedJob.id.desc()).limit(limit)
-        if after_id is not None:
-            stmt = stmt.where(EmbeddedJob.id < after_id)
-        async with self._sessionmaker() as session:
-            return [_view(j, []) for j in (await session.scalars(stmt)).all()]
-
-    async def retry(self, job_id: int) -> JobView:
-        """Replay a failed job with a fresh budget."""
-        async with unit_of_work(self._sessionmaker) as session:
-            job = await session.get(EmbeddedJob, job_id, with_for_update=True)
-            if job is None:
-                raise NotFound(f"no job {job_id}")
-            if job.status != JobStatus.FAILED:
-                raise Conflict(f"job {job_id} is {job.status}; only failed jobs can be retried")
-            await self._replay(session, job)
-        self.wakeup.set()
-        view = await self.get(job_id)
-        assert view is not None
-        return view
-
-    async def _replay(self, session: AsyncSession, job: EmbeddedJob) -> None:
-        job.status = JobStatus.TODO.value
-        job.scheduled_at = None
-        job.updated_at = self._now()
-        session.add(replay_marker(job.id, job.task, job.queue, self._now()))
-
-    async def retry_many(self, flt: JobFilter) -> int:
-        """Replay every failed job matching `flt`."""
-        flt = JobFilter(
-            status=JobStatus.FAILED,
-            task=flt.task,
-            queue=flt.queue,
-            created_after=flt.created_after,
-            created_before=flt.created_before,
-            error_class=flt.error_class,
-        )
-        async with unit_of_work(self._sessionmaker) as session:
-            jobs = (await session.scalars(_filtered(select(EmbeddedJob), flt))).all()
-            for job in jobs:
-                await self._replay(session, job)
-        self.wakeup.set()
-        return len(jobs)
-
-    async def cancel(self, job_id: int) -> JobView:
-        """Cancel a waiting job."""
-        async with unit_of_work(self._sessionmaker) as session:
-            result = await session.execute(
-                update(EmbeddedJob)
-                .where(EmbeddedJob.id == job_id, EmbeddedJob.status == JobStatus.TODO.value)
-                .values(status=JobStatus.CANCELLED.value, updated_at=self._now())
-            )
-            if getattr(result, "rowcount", 0) == 0:
-                job = await session.get(EmbeddedJob, job_id)
-                if job is None:
-                    raise NotFound(f"no job {job_id}")
-                raise Conflict(f"job {job_id} is {job.status}; only waiting jobs can be cancelled")
-        view = await self.get(job_id)
-        assert view is not None
-        return view
-
-    async def stats(self) -> QueueStats:
-        """Depth by state and the oldest due waiting job's age."""
-        now = self._now()
-        async with self._sessionmaker() as session:
-            rows = await session.execute(
-                select(EmbeddedJob.status, func.count()).group_by(EmbeddedJob.status)
-            )
-            depth = {str(status): int(n) for status, n in rows.all()}
-            oldest = await session.scalar(
-                select(func.min(func.coalesce(EmbeddedJob.scheduled_at, EmbeddedJob.created_at)))
-                .where(EmbeddedJob.status == JobStatus.TODO.value)
-                .where(or_(EmbeddedJob.scheduled_at.is_(None), EmbeddedJob.scheduled_at <= now))
-            )
-        age = None
-        if oldest is not None:
-            oldest_dt = oldest if isinstance(oldest, datetime) else datetime.fromisoformat(oldest)
-            if oldest_dt.tzinfo is None:
-                oldest_dt = oldest_dt.replace(tzinfo=now.tzinfo)
-            age = max(0.0, (now - oldest_dt).total_seconds())
-        return QueueStats(depth, age)
-
-    async def check(self) -> None:
-        """The job table answers."""
-        async with self._sessionmaker() as session:
-            await session.execute(select(EmbeddedJob.id).limit(1))
-
     # -- used by the dispatcher ---------------------------------------------------
 
     async def claim(self, worker_id: str, queues: Sequence[str] | None) -> ClaimedJob | None:
@@ -284,6 +197,11 @@ class EmbeddedJobQueue:
                 .values(
                     status=status.value,
                     scheduled_at=retry_at if status == JobStatus.TODO else EmbeddedJob.scheduled_at,
+                    dedupe_key=(
+                        _dedupe_key_back_to_todo()
+                        if status == JobStatus.TODO
+                        else EmbeddedJob.dedupe_key
+                    ),
                     worker_id=None,
                     updated_at=self._now(),
                 )
@@ -299,7 +217,10 @@ class EmbeddedJobQueue:
                 (
                     await session.execute(
                         stmt.values(
-                            status=JobStatus.TODO.value, worker_id=None, updated_at=self._now()
+                            status=JobStatus.TODO.value,
+                            dedupe_key=_dedupe_key_back_to_todo(),
+                            worker_id=None,
+                            updated_at=self._now(),
                         ).returning(EmbeddedJob.id)
                     )
                 )
@@ -316,38 +237,6 @@ class EmbeddedJobQueue:
             await self.defer(
                 session, task, payload, dedupe_key=f"periodic:{task}:{int(fire_at.timestamp())}"
             )
-
-
-def _filtered(stmt: Select[Any], flt: JobFilter) -> Select[Any]:
-    if flt.status is not None:
-        stmt = stmt.where(EmbeddedJob.status == flt.status.value)
-    if flt.task is not None:
-        stmt = stmt.where(EmbeddedJob.task == flt.task)
-    if flt.queue is not None:
-        stmt = stmt.where(EmbeddedJob.queue == flt.queue)
-    if flt.created_after is not None:
-        stmt = stmt.where(EmbeddedJob.created_at >= flt.created_after)
-    if flt.created_before is not None:
-        stmt = stmt.where(EmbeddedJob.created_at < flt.created_before)
-    if flt.error_class is not None:
-        stmt = stmt.where(EmbeddedJob.id.in_(job_ids_failed_with(flt.error_class)))
-    return stmt
-
-
-def _view(job: EmbeddedJob, attempts: list[AttemptView]) -> JobView:
-    return JobView(
-        id=job.id,
-        task=job.task,
-        queue=job.queue,
-        status=JobStatus(job.status),
-        priority=job.priority,
-        lock=job.lock,
-        dedupe_key=job.dedupe_key,
-        scheduled_at=job.scheduled_at,
-        created_at=job.created_at,
-        payload=job.payload,
-        attempts=attempts,
-    )
 
 
 class EmbeddedWorker:
@@ -379,9 +268,15 @@ class EmbeddedWorker:
         self._main: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> bool:
+        """The dispatcher is started and its loop is alive."""
+        return self._main is not None and not self._main.done()
+
     async def start(self) -> None:
         """Release jobs orphaned by a crash, then start dispatching."""
-        released = await self._queue.release()
+        with _untraced():
+            released = await self._queue.release()
         if released:
             log.warning("jobs.released_orphans", count=released)
         self._main = asyncio.create_task(self._loop(), name="cauce-embedded-dispatcher")
@@ -403,7 +298,8 @@ class EmbeddedWorker:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        await self._queue.release()
+        with _untraced():
+            await self._queue.release()
 
     async def run_until_idle(self, limit_seconds: float = 30.0) -> None:
         """For tests and `cauce worker --once`: dispatch until nothing is due or running."""
@@ -432,7 +328,8 @@ class EmbeddedWorker:
     async def _fill(self) -> int:
         claimed = 0
         while len(self._running) < self._concurrency and not self._stopping.is_set():
-            job = await self._queue.claim(self.worker_id, self._queues)
+            with _untraced():
+                job = await self._queue.claim(self.worker_id, self._queues)
             if job is None:
                 break
             claimed += 1
@@ -443,12 +340,14 @@ class EmbeddedWorker:
     async def _execute(self, job: ClaimedJob) -> None:
         try:
             decision = await self._runner.run(job)
-            await self._queue.apply(job.id, decision.outcome, decision.retry_at)
+            with _untraced():
+                await self._queue.apply(job.id, decision.outcome, decision.retry_at)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("jobs.execute_error", job_id=job.id)
-            await self._queue.release([job.id])
+            with _untraced():
+                await self._queue.release([job.id])
         finally:
             self._running.pop(job.id, None)
             self._queue.wakeup.set()
