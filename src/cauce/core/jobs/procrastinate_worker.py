@@ -7,9 +7,10 @@ succeeded -> return; retry / postponed -> back to `todo` at the decided time; fa
 `failed`. procrastinate's own attempt counter plays no part.
 
 procrastinate does not recover the jobs of a killed worker by itself, so the worker also
-runs a sweeper: every `sweep_seconds` it moves the `doing` jobs of workers whose heartbeat
-is older than `stalled_seconds` back to `todo` and marks their attempts `lost`. Recovery
-after a crash therefore takes about stalled + heartbeat + sweep seconds.
+runs a sweeper (procrastinate_recovery.py): every `sweep_seconds` it moves the `doing`
+jobs of workers whose heartbeat is older than `stalled_seconds` back to `todo` and marks
+their attempts `lost`. Recovery after a crash therefore takes at most about stalled +
+sweep seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -26,16 +28,18 @@ from typing import Any
 
 import procrastinate
 import structlog
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from procrastinate import jobs as pjobs
+from procrastinate import worker as pworker
 from procrastinate.app import WorkerOptions
-from sqlalchemy import and_, exists, func, or_, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import text
 
 from cauce.core.db.base import utcnow
 from cauce.core.db.uow import unit_of_work
 from cauce.core.jobs.attempts import mark_lost
 from cauce.core.jobs.ports import AttemptOutcome
-from cauce.core.jobs.procrastinate_engine import JOBS, ProcrastinateJobQueue, notify_waiting
+from cauce.core.jobs.procrastinate_engine import ProcrastinateJobQueue
+from cauce.core.jobs.procrastinate_recovery import queue_idle, sweep_stalled
 from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.jobs.runner import AttemptRunner, ClaimedJob
 
@@ -47,6 +51,41 @@ RESTART_SECONDS = 1.0
 RELEASE_SECONDS = 1.0
 # How often `run_until_idle` looks at the queue.
 IDLE_CHECK_SECONDS = 0.05
+# How often `stop` repeats its stop request while waiting for the worker to finish.
+STOP_POLL_SECONDS = 0.2
+# Beyond the grace period, how long `stop` waits for procrastinate's own shutdown.
+SHUTDOWN_MARGIN_SECONDS = 15.0
+CANCEL_ATTEMPTS = 5
+CANCEL_WAIT_SECONDS = 1.0
+# The procrastinate task that runs jobs naming a task this worker does not know.
+UNKNOWN_TASK = "cauce.unknown_task"
+
+
+class _TasksWithFallback(dict[str, Any]):
+    """procrastinate's task table, answering `fallback` for a name nobody registered.
+
+    procrastinate fails a job of an unknown task before any code of ours runs, leaving no
+    attempt row. With the fallback the job goes through the runner like any other, and
+    the runner records a failed attempt naming the missing task (`UnknownTask`).
+    """
+
+    def __init__(self, tasks: dict[str, Any], fallback: Any) -> None:
+        super().__init__(tasks)
+        self._fallback = fallback
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name, self._fallback)
+
+    def __missing__(self, name: str) -> Any:
+        return self._fallback
+
+
+_YIELD_QUEUEING_LOCK = text(
+    "UPDATE procrastinate_jobs AS j SET queueing_lock = NULL"
+    " WHERE j.id = :id AND j.queueing_lock IS NOT NULL AND EXISTS ("
+    "  SELECT 1 FROM procrastinate_jobs AS o"
+    "  WHERE o.queueing_lock = j.queueing_lock AND o.status = 'todo' AND o.id <> j.id)"
+)
 
 
 class _Reschedule(Exception):
@@ -63,6 +102,31 @@ class _Fail(Exception):
 
 class _Release(Exception):
     """The attempt could not run at all (e.g. the database hiccuped): release the job."""
+
+
+async def _cancel_until_done(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it, cancelling again if a cancellation got lost."""
+    for _ in range(CANCEL_ATTEMPTS):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=CANCEL_WAIT_SECONDS)
+        if done:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("jobs.task_failed", task=task.get_name(), error_class=type(exc).__name__)
+            return
+    log.error("jobs.task_ignored_cancel", task=task.get_name())
+
+
+def _consume_outcome(task: asyncio.Task[None]) -> None:
+    """Retrieve an abandoned task's outcome, so asyncio does not report it as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _not_a_decision(record: logging.LogRecord) -> bool:
+    """Drop procrastinate's error line (with traceback and payload) for a job our runner
+    failed on purpose: the runner already logged `jobs.attempt.failed` with the cause."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, _Fail)
 
 
 class _DecisionStrategy(procrastinate.BaseRetryStrategy):
@@ -92,49 +156,6 @@ def _periodic_id(cron: str, payload: dict[str, Any], taken: set[str]) -> str:
         pid = f"{base[:16]}-{n}"
     taken.add(pid)
     return pid
-
-
-def _claimable(queues: Sequence[str] | None) -> Any:
-    """The condition procrastinate's fetch uses: due `todo` jobs whose lock is free.
-
-    A lock is taken by a `doing` job, or by an earlier (or higher-priority) `todo` job with
-    the same lock: procrastinate runs the jobs of one lock in order.
-    """
-    other = JOBS.alias("other")
-    blocked = exists().where(
-        JOBS.c.lock.is_not(None),
-        other.c.lock == JOBS.c.lock,
-        or_(
-            other.c.status == "doing",
-            and_(
-                other.c.status == "todo",
-                or_(
-                    other.c.priority > JOBS.c.priority,
-                    and_(other.c.priority == JOBS.c.priority, other.c.id < JOBS.c.id),
-                ),
-            ),
-        ),
-    )
-    cond = and_(
-        JOBS.c.status == "todo",
-        or_(JOBS.c.scheduled_at.is_(None), JOBS.c.scheduled_at <= func.now()),
-        ~blocked,
-    )
-    if queues:
-        cond = and_(cond, JOBS.c.queue_name.in_(list(queues)))
-    return cond
-
-
-async def queue_idle(
-    sessionmaker: async_sessionmaker[AsyncSession], queues: Sequence[str] | None = None
-) -> bool:
-    """Nothing is running and nothing can be claimed now (in `queues`, or anywhere)."""
-    doing = exists().where(JOBS.c.status == "doing")
-    if queues:
-        doing = doing.where(JOBS.c.queue_name.in_(list(queues)))
-    waiting = exists().where(_claimable(queues))
-    async with sessionmaker() as session:
-        return bool(await session.scalar(select(~doing & ~waiting)))
 
 
 class ProcrastinateWorker:
@@ -178,9 +199,12 @@ class ProcrastinateWorker:
             )
         )
         self._strategy = _DecisionStrategy()
+        logging.getLogger("procrastinate.worker").addFilter(_not_a_decision)  # idempotent
         self._register()
         self._main: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._pworker: pworker.Worker | None = None
+        self._stopping = asyncio.Event()
 
     def _register(self) -> None:
         tasks: dict[str, Any] = {}
@@ -188,6 +212,10 @@ class ProcrastinateWorker:
             tasks[spec.name] = self.app.task(
                 name=spec.name, queue=spec.queue, pass_context=True, retry=self._strategy
             )(self._run_job)
+        fallback = self.app.task(name=UNKNOWN_TASK, pass_context=True, retry=self._strategy)(
+            self._run_job
+        )
+        self.app.tasks = _TasksWithFallback(self.app.tasks, fallback)
         taken: set[str] = set()
         for sched in self._registry.schedules:
             if sched.task not in tasks:
@@ -230,12 +258,21 @@ class ProcrastinateWorker:
         except Exception as exc:
             log.exception("jobs.attempt_error", job_id=job.id)
             await self._lose(job.id)
+            await self._yield_dedupe_key(job.id)
             raise _Release(str(exc)) from exc
         if decision.outcome == AttemptOutcome.SUCCEEDED:
             return
         if decision.outcome in (AttemptOutcome.RETRY, AttemptOutcome.POSTPONED):
+            await self._yield_dedupe_key(job.id)
             raise _Reschedule(decision.retry_at)
         raise _Fail(f"job {job.id} failed for good; see its attempts")
+
+    async def _yield_dedupe_key(self, job_id: int) -> None:
+        """Going back to `todo`, give up the dedupe key (queueing lock) if a newer waiting
+        job holds it: the unique index allows one waiting job per key, and both do the
+        same work (the embedded engine does the same)."""
+        async with unit_of_work(self._queue.sessionmaker) as session:
+            await session.execute(_YIELD_QUEUEING_LOCK, {"id": job_id})
 
     async def _lose(self, job_id: int) -> None:
         try:
@@ -247,10 +284,16 @@ class ProcrastinateWorker:
 
     # -- lifecycle ------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """The worker is started and its loop is alive."""
+        return self._main is not None and not self._main.done()
+
     async def start(self) -> None:
         """Open the pool, recover jobs of dead workers, start claiming and sweeping."""
         if self._main is not None:
             return
+        self._stopping = asyncio.Event()
         await self.app.open_async()
         self._main = asyncio.create_task(self._run(), name="cauce-procrastinate-worker")
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="cauce-stalled-sweeper")
@@ -260,20 +303,32 @@ class ProcrastinateWorker:
 
         procrastinate cancels the jobs still running after the grace period; the runner
         marks their attempts `lost` and the retry strategy moves them back to `todo`.
+
+        The worker and the sweeper are stopped by request (an event), not only by
+        cancellation: a cancellation landing while psycopg's pool hands out a connection
+        can be swallowed (procrastinate#1591), and waiting for it would hang forever.
         """
         if self._main is None:
             return
         main, sweeper = self._main, self._sweeper
         self._main = self._sweeper = None
+        self._stopping.set()
         if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-        # Cancelling run_worker_async is procrastinate's way to stop a worker it did not
-        # install signal handlers for: it stops fetching and shuts down gracefully. It is
-        # awaited to the end (never cancelled twice: that would abandon its shutdown).
-        main.cancel()
-        await asyncio.wait({main})
+            await _cancel_until_done(sweeper)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._graceful + SHUTDOWN_MARGIN_SECONDS
+        while not main.done():
+            # Asked again each round: procrastinate clears a stop request that lands
+            # before its worker has started.
+            if self._pworker is not None:
+                self._pworker.stop()  # type: ignore[no-untyped-call]
+            if loop.time() > deadline:
+                # Its running jobs stay `doing`; other workers' sweepers release them.
+                log.error("jobs.worker_shutdown_stuck", waited_seconds=self._graceful)
+                main.add_done_callback(_consume_outcome)
+                main.cancel()
+                break
+            await asyncio.wait({main}, timeout=STOP_POLL_SECONDS)
         await self.app.close_async()
 
     async def _run(self) -> None:
@@ -292,14 +347,20 @@ class ProcrastinateWorker:
         }
         if self._queues:
             options["queues"] = self._queues
-        while True:
+        while not self._stopping.is_set():
+            # Built here rather than by App.run_worker_async, to keep a handle for stop().
+            self._pworker = pworker.Worker(app=self.app, **options)
             try:
-                await self.app.run_worker_async(**options)
+                await self._pworker.run()  # type: ignore[no-untyped-call]
+                if self._stopping.is_set():
+                    return
                 log.warning("jobs.worker_stopped_by_itself")
             except Exception:
                 # Restart rather than leave the process up without a worker.
                 log.exception("jobs.worker_error")
-            await asyncio.sleep(RESTART_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESTART_SECONDS):
+                    await self._stopping.wait()
 
     async def run_until_idle(self, limit_seconds: float = 30.0) -> None:
         """For tests and `cauce worker --once`: run until nothing is due or running."""
@@ -319,48 +380,19 @@ class ProcrastinateWorker:
     # -- crash recovery -------------------------------------------------------------
 
     async def _sweep_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
-                recovered = await self.sweep()
+                # Periodic bookkeeping stays out of traces (one-query traces every round).
+                with suppress_instrumentation():
+                    recovered = await self.sweep()
                 if recovered:
                     log.warning("jobs.recovered_stalled", count=recovered)
             except Exception:
                 log.exception("jobs.sweep_error")  # and try again next round
-            await asyncio.sleep(self._sweep_every)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._sweep_every):
+                    await self._stopping.wait()
 
     async def sweep(self) -> int:
         """Release the jobs of workers without a recent heartbeat; returns how many."""
-        manager = self.app.job_manager
-        stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=self._stalled)
-        recovered = 0
-        for job in stalled:
-            assert job.id is not None
-            if await self._recover(job.id, job.worker_id):
-                recovered += 1
-        await manager.prune_stalled_workers(self._stalled)
-        return recovered
-
-    async def _recover(self, job_id: int, worker_id: int | None) -> bool:
-        async with unit_of_work(self._queue.sessionmaker) as session:
-            # Only if it is still the stalled worker's job: it may have finished since, or
-            # another sweeper may have released it (the row lock orders sweepers).
-            row = (
-                await session.execute(
-                    select(JOBS.c.queue_name)
-                    .where(
-                        JOBS.c.id == job_id,
-                        JOBS.c.status == "doing",
-                        JOBS.c.worker_id.is_not_distinct_from(worker_id),
-                    )
-                    .with_for_update(skip_locked=True)
-                )
-            ).one_or_none()
-            if row is None:
-                return False
-            await session.execute(
-                text("SELECT procrastinate_retry_job_v2(:id, NULL, NULL, NULL, NULL)"),
-                {"id": job_id},
-            )
-            await mark_lost(session, [job_id], utcnow())
-            await notify_waiting(session, [row.queue_name])
-        return True
+        return await sweep_stalled(self.app, self._queue.sessionmaker, self._stalled)
