@@ -41,7 +41,9 @@ class DbSettings(_Section):
     pool_size: int = Field(default=10, ge=1, le=500)
     max_overflow: int = Field(default=10, ge=0, le=500)
     pool_timeout_seconds: float = Field(default=10.0, gt=0)
-    busy_timeout_ms: int = Field(default=5000, ge=0, description="SQLite busy timeout")
+    busy_timeout_ms: int = Field(
+        default=30_000, ge=0, description="SQLite: how long a writer waits for the lock"
+    )
     echo: bool = False
     auto_migrate: bool | None = Field(
         default=None,

@@ -76,6 +76,8 @@ COUNTRIES: tuple[tuple[str, float, str, str], ...] = (
     ("US", 0.04, "+1415", "com"),
     ("PT", 0.04, "+35191", "pt"),
 )
+# Digits after each prefix above, so the numbers are valid mobiles of their country.
+PHONE_DIGITS = {"ES": 8, "MX": 8, "AR": 8, "CO": 7, "CL": 7, "PE": 8, "US": 7, "PT": 7}
 MEDIA: tuple[tuple[str | None, str | None, float], ...] = (
     # (utm medium, utm source, share)
     ("cpc", "google", 0.18),
@@ -150,7 +152,10 @@ class LeadFactory:
             "none": None,
         }[kind]
         has_phone = kind == "none" or rng.random() < 0.7
-        phone = f"{phone_prefix}{rng.randrange(10**7, 10**8)}" if has_phone else None
+        digits = PHONE_DIGITS.get(country, 8)  # what follows the prefix in a valid number
+        phone = (
+            f"{phone_prefix}{rng.randrange(10 ** (digits - 1), 10**digits)}" if has_phone else None
+        )
 
         roll = rng.random()
         senior = roll < 0.25

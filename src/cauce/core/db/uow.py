@@ -4,8 +4,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+_WRITER = "cauce.writer"
+
+
+@event.listens_for(Session, "after_begin")
+def _begin_immediate(session: Session, _transaction: Any, connection: Any) -> None:
+    """On SQLite a unit of work takes the write lock with its first statement.
+
+    A deferred transaction that reads, then writes, fails at once with "database is
+    locked" (SQLITE_BUSY_SNAPSHOT, which the busy timeout does not wait out) when another
+    writer committed in between; `BEGIN IMMEDIATE` makes it wait its turn instead. Only
+    units of work are writers: read-only sessions keep WAL's concurrent readers.
+    """
+    if session.info.get(_WRITER) and connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @asynccontextmanager
@@ -18,6 +36,7 @@ async def unit_of_work(
     business rows and the jobs deferred with them are written together or not at all.
     """
     async with sessionmaker() as session:
+        session.info[_WRITER] = True
         try:
             yield session
         except BaseException:
