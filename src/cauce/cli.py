@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import sys
-from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.exc import DBAPIError
 
+from cauce.cli_leads import build_leads_app, demo_command
 from cauce.core.config import Settings, load_settings
-from cauce.core.errors import CauceError, ConfigError
+from cauce.core.errors import CauceError, ConfigError, NotFound
+from cauce.core.jobs.ports import JobFilter, JobQueue, JobStatus, JobView
+from cauce.sandbox.cli import sandbox_app
+
+if TYPE_CHECKING:
+    from cauce.core.db import Database
 
 T = TypeVar("T")
 
@@ -26,8 +37,13 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="Inspect, replay and cancel background jobs (straight on the database).",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(jobs_app, name="jobs")
 
 out = Console()
 err = Console(stderr=True)
@@ -113,6 +129,33 @@ async def _preflight(settings: Settings) -> None:
         await prepare_schema(db, settings)
     finally:
         await db.dispose()
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Jobs run at once [CAUCE_JOBS__CONCURRENCY]")
+    ] = None,
+    queues: Annotated[
+        str | None, typer.Option(help="Comma-separated queues to serve [CAUCE_JOBS__QUEUES]")
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve Prometheus metrics on this port (off)"),
+    ] = None,
+) -> None:
+    """Run jobs (PostgreSQL; start as many processes, on as many machines, as needed).
+
+    SIGTERM or Ctrl-C stops claiming, lets running jobs finish for
+    CAUCE_JOBS__GRACEFUL_SHUTDOWN_SECONDS, and puts the rest back in the queue.
+    """
+    settings = _settings()
+    from cauce.worker import SQLITE_REFUSAL, run_worker
+
+    if settings.is_sqlite:
+        raise _fail(SQLITE_REFUSAL)
+    served = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    _run(run_worker(settings, concurrency=concurrency, queues=served, metrics_port=metrics_port))
 
 
 @db_app.command("upgrade")
@@ -243,6 +286,251 @@ def apikey_revoke(
 
     _run(go())
     out.print(f"revoked {key_id}")
+
+
+# -- cauce jobs ---------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d{1,9})\s*([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SINCE_HELP = "Deferred since: a duration ago (30m, 2h, 7d) or a date/time (UTC unless offset)"
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """`30m`, `2h`, `7d`... before `now`, or an ISO 8601 date/time (UTC without an offset)."""
+    value = text.strip()
+    try:
+        if match := _DURATION.match(value.lower()):
+            return now - timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+        when = datetime.fromisoformat(value)
+    except (ValueError, OverflowError):
+        raise typer.BadParameter(
+            "use a duration like 30m, 2h or 7d, or a date like 2026-11-28T09:00",
+            param_hint="--since",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@asynccontextmanager
+async def _job_queue(settings: Settings) -> AsyncIterator[tuple[Database, JobQueue]]:
+    """The database and its job queue, with core's tasks (contexts' handlers are not
+    needed to inspect, replay or cancel)."""
+    from cauce.core.db import create_database
+    from cauce.core.jobs.builtin import register_core_tasks
+    from cauce.core.jobs.factory import build_job_queue
+    from cauce.core.jobs.metrics import JobMetrics
+    from cauce.core.jobs.registry import TaskRegistry
+
+    db = create_database(settings)
+    try:
+        await _ensure_schema(settings, db)
+        registry = TaskRegistry()
+        register_core_tasks(registry)
+        yield db, build_job_queue(db, registry, JobMetrics())
+    finally:
+        await db.dispose()
+
+
+def _row(table: Table, *cells: object) -> None:
+    # Text, not markup: values come from the database and may hold brackets.
+    table.add_row(*(Text(str(c)) for c in cells))
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _filters(
+    status: JobStatus | None,
+    task: str | None,
+    queue: str | None,
+    since: str | None,
+    error_class: str | None,
+) -> JobFilter:
+    return JobFilter(
+        status=status,
+        task=task,
+        queue=queue,
+        created_after=parse_since(since, datetime.now(UTC)) if since else None,
+        error_class=error_class,
+    )
+
+
+StatusOption = Annotated[JobStatus | None, typer.Option(help="todo, doing, succeeded...")]
+TaskOption = Annotated[str | None, typer.Option(help="Task name, e.g. jobs.probe")]
+QueueOption = Annotated[str | None, typer.Option(help="Queue name")]
+SinceOption = Annotated[str | None, typer.Option(help=_SINCE_HELP)]
+ErrorOption = Annotated[
+    str | None, typer.Option(help="Final failure's exception class (module.Name)")
+]
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: StatusOption = None,
+    task: TaskOption = None,
+    queue: QueueOption = None,
+    since: SinceOption = None,
+    error_class: ErrorOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Rows to show")] = 50,
+    before: Annotated[int | None, typer.Option(min=1, help="Only ids below this (paging)")] = None,
+) -> None:
+    """List jobs, newest first."""
+    flt = _filters(status, task, queue, since, error_class)
+    settings = _settings()
+
+    async def go() -> list[JobView]:
+        async with _job_queue(settings) as (_, jobs):
+            return await jobs.list(flt, after_id=before, limit=limit + 1)
+
+    views = _run(go())
+    if not views:
+        out.print("no jobs match")
+        return
+    table = Table("id", "status", "task", "queue", "priority", "created (UTC)", "scheduled")
+    for v in views[:limit]:
+        _row(
+            table,
+            v.id,
+            v.status.value,
+            v.task,
+            v.queue,
+            v.priority,
+            _when(v.created_at),
+            _when(v.scheduled_at),
+        )
+    out.print(table)
+    if len(views) > limit:
+        out.print(f"more jobs match: add --before {views[limit - 1].id} for the next page")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: Annotated[int, typer.Argument(min=1, help="The job's id")]) -> None:
+    """Show a job, its payload and every attempt."""
+    settings = _settings()
+
+    async def go() -> JobView:
+        async with _job_queue(settings) as (_, jobs):
+            view = await jobs.get(job_id)
+        if view is None:
+            raise NotFound(f"no job {job_id}")
+        return view
+
+    v = _run(go())
+    grid = Table.grid(padding=(0, 2))
+    for name, value in (
+        ("job", str(v.id)),
+        ("task", v.task),
+        ("queue", v.queue),
+        ("status", v.status.value),
+        ("priority", str(v.priority)),
+        ("lock", v.lock or "-"),
+        ("dedupe key", v.dedupe_key or "-"),
+        ("created (UTC)", _when(v.created_at)),
+        ("scheduled (UTC)", _when(v.scheduled_at)),
+        ("payload", json.dumps(v.payload, ensure_ascii=False, sort_keys=True)),
+    ):
+        grid.add_row(Text(name, style="bold"), Text(value))
+    out.print(grid)
+    if not v.attempts:
+        out.print("attempts: none yet")
+        return
+    attempts = Table("#", "outcome", "started (UTC)", "seconds", "worker", "error")
+    for a in v.attempts:
+        seconds = (a.finished_at - a.started_at).total_seconds() if a.finished_at else None
+        _row(
+            attempts,
+            a.attempt,
+            a.outcome,
+            _when(a.started_at),
+            f"{seconds:.3f}" if seconds is not None else "-",
+            a.worker_id or "-",
+            a.error_class.rsplit(".", 1)[-1] if a.error_class else "-",
+        )
+    out.print(attempts)
+    # Errors in full below the table, unwrapped, so they can be copied and searched.
+    for a in v.attempts:
+        if a.error_class:
+            line = f"attempt {a.attempt} ({a.outcome}): {a.error_class}: {a.error_message}"
+            out.print(Text(line), soft_wrap=True)
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: Annotated[int | None, typer.Argument(min=1, help="One job; or use filters")] = None,
+    status: Annotated[
+        JobStatus, typer.Option(help="Bulk: replay failed (default) or cancelled jobs")
+    ] = JobStatus.FAILED,
+    task: TaskOption = None,
+    queue: QueueOption = None,
+    since: SinceOption = None,
+    error_class: ErrorOption = None,
+    all_jobs: Annotated[
+        bool, typer.Option("--all", help="Bulk: replay every job of --status, no filter")
+    ] = False,
+) -> None:
+    """Replay a failed or cancelled job with a fresh attempt budget, or many by filter."""
+    flt = _filters(status, task, queue, since, error_class)
+    narrowed = any(x is not None for x in (task, queue, since, error_class))
+    if job_id is not None and (narrowed or all_jobs):
+        raise _fail("give a job id or filters, not both")
+    if job_id is None and not (narrowed or all_jobs):
+        raise _fail("give a job id, or filters (--task, --queue, --since, --error-class) or --all")
+    if job_id is None and status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise _fail("only failed or cancelled jobs can be replayed")
+    settings = _settings()
+
+    async def go() -> int | JobView:
+        async with _job_queue(settings) as (_, jobs):
+            if job_id is not None:
+                return await jobs.retry(job_id)
+            return await jobs.retry_many(flt)
+
+    result = _run(go())
+    if isinstance(result, int):
+        out.print(f"replayed {result} job{'s' if result != 1 else ''}")
+    else:
+        out.print(f"job {result.id} is {result.status.value} again, with a fresh budget")
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: Annotated[int, typer.Argument(min=1, help="The job's id")]) -> None:
+    """Cancel a job that has not started yet."""
+    settings = _settings()
+
+    async def go() -> JobView:
+        async with _job_queue(settings) as (_, jobs):
+            return await jobs.cancel(job_id)
+
+    out.print(f"job {_run(go()).id} is cancelled")
+
+
+@jobs_app.command("probe")
+def jobs_probe(
+    sleep: Annotated[float, typer.Option(min=0, max=300, help="Seconds the probe waits")] = 0,
+    fail: Annotated[bool, typer.Option(help="Fail at once (exercises the dead letters)")] = False,
+    queue: QueueOption = None,
+) -> None:
+    """Defer a `jobs.probe` job: `cauce jobs show ID` then tells whether workers ran it."""
+    from cauce.core.db import unit_of_work
+    from cauce.core.jobs.builtin import PROBE_TASK
+
+    settings = _settings()
+    payload: dict[str, Any] = {"sleep_seconds": sleep, "fail": fail}
+
+    async def go() -> int:
+        async with _job_queue(settings) as (db, jobs):
+            async with unit_of_work(db.sessionmaker) as session:
+                deferred = await jobs.defer(session, PROBE_TASK, payload, queue=queue)
+            return int(deferred.job_id)
+
+    job = _run(go())
+    err.print(f"deferred probe job {job}; see it with `cauce jobs show {job}`", highlight=False)
+    sys.stdout.write(f"{job}\n")
+
+
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(build_leads_app(_settings, _run, out), name="leads")
+app.command("demo")(demo_command(out))
 
 
 def main() -> None:
