@@ -19,7 +19,8 @@ from cauce.core.http.timers import CoalescingClock
 from cauce.core.resilience.events import FanoutEvents
 from cauce.core.resilience.factory import ResilienceRegistry
 from cauce.core.resilience.policy import UpstreamPolicy
-from cauce.core.resilience.sinks import OpenTelemetryEvents, PrometheusEvents, StructlogEvents
+from cauce.core.resilience.sinks import OpenTelemetryEvents, StructlogEvents
+from cauce.core.resilience.sinks_collector import CollectorEvents
 
 
 def build_http_clients(
@@ -31,7 +32,7 @@ def build_http_clients(
 ) -> tuple[HttpClients, ResilienceRegistry]:
     """The clients and the resilience registry behind them; close both on shutdown."""
     sinks = [OpenTelemetryEvents(), StructlogEvents()]
-    events = FanoutEvents([PrometheusEvents(registry), *sinks] if registry is not None else sinks)
+    events = FanoutEvents([CollectorEvents(registry), *sinks] if registry is not None else sinks)
     clock = CoalescingClock()
     resilience = ResilienceRegistry(
         settings.upstreams,
