@@ -187,10 +187,9 @@ class HttpClients:
                 ssl_context=options.ssl_context,
                 guard=options.ssrf,
             )
-        if options.faults is not None and options.faults.active:
-            transport = FaultInjectingTransport(
-                transport, options.faults, rng=self._rng, clock=self._clock
-            )
+        faults = options.faults or self._resilience.policy(upstream).chaos
+        if faults.active:
+            transport = FaultInjectingTransport(transport, faults, rng=self._rng, clock=self._clock)
         if self._wrap is not None:
             transport = self._wrap(upstream, transport)
         return transport

@@ -217,6 +217,11 @@ class ResilienceRegistry:
         """True if rate limiters come from a factory (Redis) rather than per process."""
         return self._rate_limiters is not None
 
+    def policy(self, upstream: str) -> UpstreamPolicy:
+        """The policy of ``upstream`` (the default one when it has none of its own)."""
+        policy = self._policies.get(upstream, self._default)
+        return policy if policy is not None else UpstreamPolicy()
+
     def get(self, upstream: str) -> ResiliencePipeline:
         """Return the pipeline of ``upstream``, building it on first use."""
         pipeline = self._pipelines.get(upstream)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cauce.core.resilience.retry import JitterKind
 
 __all__ = [
     "BreakerPolicy",
     "BulkheadPolicy",
+    "FaultPolicy",
     "RateLimitPolicy",
     "RetryBudgetPolicy",
     "RetryPolicy",
@@ -117,6 +118,63 @@ class TimeoutPolicy(BaseModel):
     attempt: float | None = Field(default=10.0, gt=0, description="Seconds, one attempt.")
 
 
+class FaultPolicy(BaseModel):
+    """Rates (0-1) of each fault; all zero (the default) injects nothing.
+
+    The outcome faults (reset, timeout, throttle, error) exclude each other, so their
+    rates must sum to at most 1; latency is drawn independently and comes first.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    error_statuses: tuple[int, ...] = Field(default=(500, 502, 503, 504), min_length=1)
+    throttle_rate: float = Field(default=0.0, ge=0, le=1)
+    retry_after_seconds: float = Field(default=1.0, ge=0, description="Sent with each 429.")
+    timeout_rate: float = Field(default=0.0, ge=0, le=1)
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Hang this long then fail; None: until cancelled."
+    )
+    reset_rate: float = Field(default=0.0, ge=0, le=1)
+    reset_when: Literal["before_send", "after_send"] = "before_send"
+    latency_rate: float = Field(default=0.0, ge=0, le=1)
+    latency_distribution: Literal["fixed", "uniform", "exponential"] = "fixed"
+    latency_seconds: float = Field(
+        default=0.1, ge=0, description="Fixed value, uniform lower bound, or exponential mean."
+    )
+    latency_max_seconds: float = Field(
+        default=1.0, ge=0, description="Uniform upper bound, or exponential cap."
+    )
+
+    @field_validator("error_statuses")
+    @classmethod
+    def _error_statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for status in value:
+            if not (400 <= status <= 599) or status == 429:
+                raise ValueError("error_statuses must be 4xx/5xx other than 429 (use throttle)")
+        return value
+
+    @model_validator(mode="after")
+    def _rates(self) -> Self:
+        if self.reset_rate + self.timeout_rate + self.throttle_rate + self.error_rate > 1.0:
+            raise ValueError("reset, timeout, throttle and error rates must sum to <= 1")
+        if self.latency_max_seconds < self.latency_seconds:
+            raise ValueError("latency_max_seconds must be >= latency_seconds")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """True when any fault can be injected."""
+        rates = (
+            self.latency_rate,
+            self.reset_rate,
+            self.timeout_rate,
+            self.throttle_rate,
+            self.error_rate,
+        )
+        return any(rate > 0.0 for rate in rates)
+
+
 class UpstreamPolicy(BaseModel):
     """Everything the pipeline of one upstream needs."""
 
@@ -127,3 +185,7 @@ class UpstreamPolicy(BaseModel):
     bulkhead: BulkheadPolicy = Field(default_factory=BulkheadPolicy)
     rate_limit: RateLimitPolicy = Field(default_factory=RateLimitPolicy)
     timeouts: TimeoutPolicy = Field(default_factory=TimeoutPolicy)
+    chaos: FaultPolicy = Field(
+        default_factory=FaultPolicy,
+        description="Opt-in fault injection under the guards (e.g. CHAOS__ERROR_RATE=0.3)",
+    )
