@@ -1,9 +1,13 @@
-"""The composition root of the HTTP API: `create_app(settings)` builds every resource."""
+"""The composition root of the HTTP API: `create_app(settings)` builds every resource.
+
+`open_resources` builds what the API and `cauce worker` share (database, API keys, job
+queue and tasks); the lifespan adds the HTTP side and, on SQLite, the embedded worker.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import structlog
@@ -17,16 +21,30 @@ import cauce
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database
 from cauce.core.db.migrate import prepare_schema
+from cauce.core.http.registry import HttpClients
+from cauce.core.http.setup import build_http_clients
+from cauce.core.jobs.factory import JobWorker, build_job_queue, build_job_worker
+from cauce.core.jobs.metrics import JobMetrics
+from cauce.core.jobs.ports import JobQueue
+from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.observability.metrics import HttpMetrics, PoolCollector, PoolStats, build_registry
 from cauce.core.observability.tracing import build_tracer_provider, instrument_engine
 from cauce.core.security.apikeys import ApiKeyService
+from cauce.core.web.jobs import jobs_router
 from cauce.core.web.middleware import RequestContextMiddleware
 from cauce.core.web.problems import install_problem_handlers
 from cauce.core.web.system import system_router, v1_router
+from cauce.leads.adapters import crm_client_options
+from cauce.leads.ports import CrmClient
+from cauce.leads.service import LeadsRuntime
+from cauce.leads.wiring import open_leads
+from cauce.leads.wiring import routers as leads_routers
+from cauce.tasks import register_tasks
 
 log = structlog.get_logger("cauce.app")
 
 HealthCheck = Callable[[], Awaitable[None]]
+Refresh = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -38,7 +56,133 @@ class Resources:
     api_keys: ApiKeyService
     registry: CollectorRegistry
     tracer_provider: TracerProvider | None
+    jobs: JobQueue
+    tasks: TaskRegistry
+    job_metrics: JobMetrics
+    # The worker this process runs (the embedded one, in `cauce serve` on SQLite), if any.
+    job_worker: JobWorker | None = None
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    # Extra fields /readyz shows beside a check's status, e.g. {"jobs": {"engine": ...}}.
+    health_details: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Run before each /metrics scrape, to refresh gauges read from the database.
+    before_scrape: list[Refresh] = field(default_factory=list)
+    # Outbound HTTP clients (one per upstream) and the leads context.
+    http: HttpClients | None = None
+    leads: LeadsRuntime | None = None
+
+
+@asynccontextmanager
+async def open_resources(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry,
+    job_metrics: JobMetrics,
+    tracer_provider: TracerProvider | None = None,
+    tasks: TaskRegistry | None = None,
+    crm: CrmClient | None = None,
+) -> AsyncIterator[Resources]:
+    """Build the resources the API and `cauce worker` share, and close them on exit.
+
+    `tasks` is a registry to start from (tests add their own tasks this way); it is
+    copied, then every context's tasks are added with `register_tasks`. `crm` replaces
+    the configured CRM client (tests, the demo).
+    """
+    db = create_database(settings)
+    stack = AsyncExitStack()
+    try:
+        await prepare_schema(db, settings)
+        if tracer_provider is not None:
+            instrument_engine(db.engine, tracer_provider)
+        api_keys = ApiKeyService(
+            db.sessionmaker,
+            settings.secret_key.get_secret_value().encode(),
+            cache_ttl=settings.auth.cache_ttl_seconds,
+            last_used_resolution=settings.auth.last_used_resolution_seconds,
+        )
+        task_registry = tasks.copy() if tasks is not None else TaskRegistry()
+        queue = build_job_queue(db, task_registry, job_metrics)
+
+        async def refresh_job_gauges() -> None:
+            job_metrics.set_stats(await queue.stats())
+
+        resources = Resources(
+            settings=settings,
+            db=db,
+            api_keys=api_keys,
+            registry=registry,
+            tracer_provider=tracer_provider,
+            jobs=queue,
+            tasks=task_registry,
+            job_metrics=job_metrics,
+            health_checks={"database": db.ping, "jobs": queue.check},
+            health_details={"jobs": {"engine": queue.engine}},
+            before_scrape=[refresh_job_gauges],
+        )
+        register_tasks(task_registry, resources)
+        http_clients, resilience = build_http_clients(
+            settings,
+            registry=registry,
+            tracer_provider=tracer_provider,
+            options=crm_client_options(settings),
+        )
+        stack.push_async_callback(resilience.aclose)
+        stack.push_async_callback(http_clients.close)
+        resources.http = http_clients
+        resources.leads = await stack.enter_async_context(
+            open_leads(
+                settings,
+                sessionmaker=db.sessionmaker,
+                queue=queue,
+                tasks=task_registry,
+                http_clients=http_clients,
+                registry=registry,
+                crm=crm,
+            )
+        )
+        yield resources
+    finally:
+        await stack.aclose()
+        await db.dispose()
+
+
+def job_worker_for(
+    resources: Resources, *, concurrency: int | None = None, queues: Sequence[str] | None = None
+) -> JobWorker:
+    """A worker for `resources`' engine and tasks; `concurrency` and `queues` override
+    the `jobs` settings."""
+    return build_job_worker(
+        resources.jobs,
+        resources.db,
+        resources.tasks,
+        resources.job_metrics,
+        resources.settings.jobs,
+        tracer_provider=resources.tracer_provider,
+        concurrency=concurrency,
+        queues=queues,
+    )
+
+
+async def _start_embedded_worker(resources: Resources) -> JobWorker | None:
+    """On SQLite the API process runs the jobs (unless `jobs.embedded_worker` is off)."""
+    details = resources.health_details["jobs"]
+    if resources.db.dialect != "sqlite":
+        details["worker"] = "separate"  # `cauce worker` processes
+        return None
+    if not resources.settings.jobs.embedded_worker:
+        details["worker"] = "off"
+        return None
+    worker = job_worker_for(resources)
+    await worker.start()
+    details["worker"] = "in-process"
+    check_queue = resources.jobs.check
+
+    async def check() -> None:
+        await check_queue()
+        if not worker.running:
+            raise RuntimeError("the embedded job dispatcher has stopped")
+
+    resources.health_checks["jobs"] = check
+    return worker
 
 
 def _pool_reader(app: FastAPI) -> Callable[[], PoolStats]:
@@ -55,36 +199,48 @@ def _pool_reader(app: FastAPI) -> Callable[[], PoolStats]:
     return read
 
 
-def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
-    """Build the API for `settings`; resources are made in the lifespan, not here."""
+def create_app(
+    settings: Settings,
+    *,
+    span_exporter: SpanExporter | None = None,
+    tasks: TaskRegistry | None = None,
+    crm: CrmClient | None = None,
+) -> FastAPI:
+    """Build the API for `settings`; resources are made in the lifespan, not here.
+
+    `tasks`: a registry of extra tasks (tests), added to every context's. `crm`: a CRM
+    client to use instead of the configured one (tests).
+    """
     registry = build_registry()
+    job_metrics = JobMetrics(registry)
     tracer_provider = build_tracer_provider(settings, span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = create_database(settings)
         try:
-            await prepare_schema(db, settings)
-            if tracer_provider is not None:
-                instrument_engine(db.engine, tracer_provider)
-            api_keys = ApiKeyService(
-                db.sessionmaker,
-                settings.secret_key.get_secret_value().encode(),
-                cache_ttl=settings.auth.cache_ttl_seconds,
-                last_used_resolution=settings.auth.last_used_resolution_seconds,
-            )
-            app.state.resources = Resources(
-                settings=settings,
-                db=db,
-                api_keys=api_keys,
+            async with open_resources(
+                settings,
                 registry=registry,
+                job_metrics=job_metrics,
                 tracer_provider=tracer_provider,
-                health_checks={"database": db.ping},
-            )
-            log.info("cauce.started", version=cauce.__version__, database=db.dialect)
-            yield
+                tasks=tasks,
+                crm=crm,
+            ) as resources:
+                app.state.resources = resources
+                app.state.leads = resources.leads
+                worker = resources.job_worker = await _start_embedded_worker(resources)
+                log.info(
+                    "cauce.started",
+                    version=cauce.__version__,
+                    database=resources.db.dialect,
+                    jobs=resources.jobs.engine,
+                )
+                try:
+                    yield
+                finally:
+                    if worker is not None:
+                        await worker.stop()
         finally:
-            await db.dispose()
             if tracer_provider is not None:
                 tracer_provider.shutdown()
             log.info("cauce.stopped")
@@ -100,6 +256,9 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     install_problem_handlers(app)
     app.include_router(system_router)
     app.include_router(v1_router)
+    app.include_router(jobs_router)
+    for router in leads_routers():
+        app.include_router(router)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=HttpMetrics(registry),

@@ -94,6 +94,18 @@ class JobFilter:
     error_class: str | None = None
 
 
+# What an operator can replay: a job that failed for good, or one cancelled before it ran.
+REPLAYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def replay_status(flt: JobFilter) -> JobStatus:
+    """The status bulk replay acts on: `failed` unless the filter asks for `cancelled`."""
+    status = flt.status or JobStatus.FAILED
+    if status not in REPLAYABLE:
+        raise ValueError(f"only failed or cancelled jobs can be replayed, not {status}")
+    return status
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptView:
     """One row of the attempts table."""
@@ -134,7 +146,7 @@ class QueueStats:
 
 
 class JobQueue(Protocol):
-    """The port both engines implement; see tests/core/jobs/contract.py."""
+    """The port both engines implement; see tests/core/jobs/test_contract.py."""
 
     engine: str
 
@@ -165,15 +177,20 @@ class JobQueue(Protocol):
         ...
 
     async def retry(self, job_id: int) -> JobView:
-        """Run a failed or cancelled job again with a fresh attempt budget."""
+        """Run a failed or cancelled job again with a fresh attempt budget.
+
+        `NotFound` for an unknown id; `Conflict` for a job in another state, or when
+        another waiting job holds its dedupe key.
+        """
         ...
 
     async def retry_many(self, flt: JobFilter) -> int:
-        """Replay every failed job matching `flt`; returns how many."""
+        """Replay every failed job matching `flt` (cancelled ones if `flt.status` says so),
+        skipping any whose dedupe key another waiting job holds; returns how many."""
         ...
 
     async def cancel(self, job_id: int) -> JobView:
-        """Cancel a waiting job (a running one finishes its attempt first)."""
+        """Cancel a waiting job; `Conflict` once it is running or finished."""
         ...
 
     async def stats(self) -> QueueStats:

@@ -68,6 +68,13 @@ class TaskRegistry:
             raise ValueError(f"invalid cron expression {cron!r}")
         self._schedules.append(Schedule(task, cron, payload or {}))
 
+    def copy(self) -> TaskRegistry:
+        """A new registry with the same tasks and schedules (adding to it leaves this one)."""
+        clone = TaskRegistry()
+        clone._tasks = dict(self._tasks)
+        clone._schedules = list(self._schedules)
+        return clone
+
     def get(self, name: str) -> TaskSpec:
         """The task called `name`, or `UnknownTask`."""
         try:

@@ -90,3 +90,6 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
     # Alembic narrates every connection it inspects; Cauce logs `db.migrating` instead.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # procrastinate narrates every job at INFO (two lines per job); Cauce records each
+    # attempt in job_attempts and logs the failures itself.
+    logging.getLogger("procrastinate").setLevel(max(level, logging.WARNING))

@@ -6,7 +6,9 @@ import asyncio
 from typing import Annotated
 
 import orjson
+import structlog
 from fastapi import APIRouter, Depends, Request
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
@@ -20,6 +22,7 @@ system_router = APIRouter(route_class=CauceRoute, tags=["operations"])
 v1_router = APIRouter(prefix="/v1", route_class=CauceRoute, tags=["identity"])
 
 READY_TIMEOUT_SECONDS = 2.0
+log = structlog.get_logger("cauce.http")
 
 
 class Health(BaseModel):
@@ -46,21 +49,32 @@ async def healthz() -> Health:
 
 @system_router.get("/readyz", summary="Readiness", responses={503: {"description": "Not ready"}})
 async def readyz(request: Request) -> Response:
-    """Every configured dependency answers; 503 names the ones that do not."""
-    checks = request.app.state.resources.health_checks
+    """Every configured dependency answers; 503 names the ones that do not.
+
+    A check with details (the job engine names itself) answers an object
+    `{"status": "ok", ...details}`; the others answer `"ok"` or `"failed"`.
+    """
+    resources = request.app.state.resources
+    checks = resources.health_checks
+    details: dict[str, dict[str, str]] = getattr(resources, "health_details", {})
     names = list(checks)
 
     async def run(name: str) -> str | None:
         try:
-            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-                await checks[name]()
+            # Probes are polled every few seconds: tracing them would bury real traces.
+            with suppress_instrumentation():
+                async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                    await checks[name]()
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             return f"{type(exc).__name__}"
         return None
 
     results = await asyncio.gather(*(run(n) for n in names))
     failed = {n: r for n, r in zip(names, results, strict=True) if r is not None}
-    status = {n: ("ok" if n not in failed else "failed") for n in names}
+    status: dict[str, object] = {}
+    for n in names:
+        state = "ok" if n not in failed else "failed"
+        status[n] = {"status": state, **details[n]} if n in details else state
     if failed:
         return problem_response(
             request,
@@ -78,10 +92,20 @@ async def readyz(request: Request) -> Response:
 
 @system_router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
 async def metrics(request: Request) -> Response:
-    """The app's Prometheus registry in the text exposition format."""
-    return Response(
-        generate_latest(request.app.state.resources.registry), media_type=CONTENT_TYPE_LATEST
-    )
+    """The app's Prometheus registry in the text exposition format.
+
+    Gauges read from the database (job queue depth) are refreshed first; if that fails or
+    is slow, the scrape still answers, with the previous values.
+    """
+    resources = request.app.state.resources
+    for refresh in getattr(resources, "before_scrape", ()):
+        try:
+            with suppress_instrumentation():
+                async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                    await refresh()
+        except Exception as exc:  # noqa: BLE001 - stale gauges beat a failed scrape
+            log.warning("metrics.refresh_failed", error_class=type(exc).__name__)
+    return Response(generate_latest(resources.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @v1_router.get("/me", response_model=Me, summary="The calling API key")

@@ -1,0 +1,22 @@
+"""Every context's job handlers and schedules, registered in one place.
+
+`cauce serve` (the API, and on SQLite its embedded worker) and `cauce worker` both call
+`register_tasks` once their resources are built, so a job deferred by one process can
+run in the other. A context adds its tasks with one line here, e.g.
+`leads_tasks.register(registry, resources)`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cauce.core.jobs.builtin import register_core_tasks
+from cauce.core.jobs.registry import TaskRegistry
+
+if TYPE_CHECKING:
+    from cauce.app import Resources
+
+
+def register_tasks(registry: TaskRegistry, resources: Resources) -> None:
+    """Add every context's tasks to `registry`; handlers may close over `resources`."""
+    register_core_tasks(registry)
