@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import timedelta
 
 import pytest
@@ -29,6 +30,13 @@ from tests.core.jobs.kits import FakeClock
 
 class Flaky(Exception):
     """A failure worth retrying."""
+
+
+class MaxJitter(random.Random):
+    """A random source whose `uniform` always answers the upper bound."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
 
 
 def outcomes(view: object) -> list[str]:
@@ -107,7 +115,9 @@ async def test_backoff_then_failed_then_replay_with_fresh_budget(
 ) -> None:
     """Failures are retried with capped full-jitter backoff, land in `failed` with every
     attempt recorded, and a replay runs again with a fresh budget."""
-    policy = RetryPolicy(max_attempts=3, base_seconds=0.2, cap_seconds=0.3)
+    # Jitter at its upper bound: on PostgreSQL the clock is real, and a retry due within
+    # a second or two could run inside the same drain on a busy, shared machine.
+    policy = RetryPolicy(max_attempts=3, base_seconds=2.0, cap_seconds=3.0)
     registry = TaskRegistry()
     state = {"fail": True, "runs": 0}
 
@@ -117,7 +127,7 @@ async def test_backoff_then_failed_then_replay_with_fresh_budget(
         if state["fail"]:
             raise Flaky(f"upstream said no to ana@example.es (run {state['runs']})")
 
-    kit = await make_kit(registry)
+    kit = await make_kit(registry, rng=MaxJitter())
     async with unit_of_work(db.sessionmaker) as session:
         job_id = (await kit.queue.defer(session, "flaky", {"id": 7})).job_id
 
