@@ -31,13 +31,14 @@ class ProcrastinateKit:
         *,
         concurrency: int = 4,
         graceful_seconds: float = 5.0,
+        rng: random.Random | None = None,
     ) -> ProcrastinateKit:
         """Build the queue and a worker on `db` for `registry`'s tasks."""
         metrics = JobMetrics()
         queue = ProcrastinateJobQueue(
             db.sessionmaker, registry, metrics, conninfo=libpq_conninfo(db.engine.url)
         )
-        rng = random.Random(7)
+        rng = rng or random.Random(7)
         worker = ProcrastinateWorker(
             queue,
             lambda worker_id: AttemptRunner(

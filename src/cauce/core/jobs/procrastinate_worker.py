@@ -313,6 +313,8 @@ class ProcrastinateWorker:
         main, sweeper = self._main, self._sweeper
         self._main = self._sweeper = None
         self._stopping.set()
+        if self._pworker is not None:
+            self._pworker.stop()  # type: ignore[no-untyped-call]  # claim nothing more now
         if sweeper is not None:
             await _cancel_until_done(sweeper)
         loop = asyncio.get_running_loop()
