@@ -9,8 +9,10 @@ from typing import Any
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cauce.core.db.base import utcnow
 from cauce.core.jobs.models import JobAttempt
 from cauce.core.jobs.ports import AttemptOutcome, AttemptView
+from cauce.core.jobs.runner import Decision
 
 
 async def attempts_for(session: AsyncSession, job_id: int) -> list[AttemptView]:
@@ -41,6 +43,24 @@ async def mark_lost(session: AsyncSession, job_ids: Sequence[int], at: datetime)
         update(JobAttempt)
         .where(JobAttempt.job_id.in_(list(job_ids)), JobAttempt.outcome == AttemptOutcome.RUNNING)
         .values(outcome=AttemptOutcome.LOST.value, finished_at=at)
+    )
+
+
+async def close_running_attempt(session: AsyncSession, job_id: int, decision: Decision) -> None:
+    """Write a failed, retried or postponed attempt's outcome and error (PostgreSQL: before
+    the job's state change, whose trigger then leaves the row alone)."""
+    values: dict[str, Any] = {
+        "finished_at": decision.finished_at or utcnow(),
+        "outcome": decision.outcome.value,
+        "error_class": decision.error_class,
+        "error_message": decision.error_message,
+    }
+    if decision.trace_id is not None:
+        values["trace_id"] = decision.trace_id
+    await session.execute(
+        update(JobAttempt)
+        .where(JobAttempt.job_id == job_id, JobAttempt.outcome == AttemptOutcome.RUNNING.value)
+        .values(**values)
     )
 
 

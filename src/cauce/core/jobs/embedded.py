@@ -1,8 +1,10 @@
 """The embedded engine: jobs in SQLite, run by an in-process dispatcher.
 
 It only ever runs inside one process (`cauce serve`), so it needs no cross-machine
-coordination: claiming is one UPDATE ... RETURNING under SQLite's single writer, and any
-job found `doing` when the dispatcher starts was orphaned by a crash and is released.
+coordination: one write transaction claims up to the free slots' worth of due jobs
+(UPDATE ... RETURNING under SQLite's single writer) and opens their attempts; another
+closes an attempt and moves its job. Any job found `doing` when the dispatcher starts was
+orphaned by a crash and is released.
 """
 
 from __future__ import annotations
@@ -11,27 +13,49 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from croniter import croniter
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from sqlalchemy import and_, case, event, exists, or_, select, update
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, aliased
 
-from cauce.core.db.base import utcnow
+from cauce.core.db.base import UtcDateTime, utcnow
 from cauce.core.db.uow import unit_of_work
 from cauce.core.jobs.attempts import mark_lost
 from cauce.core.jobs.embedded_admin import EmbeddedAdmin
 from cauce.core.jobs.metrics import JobMetrics
-from cauce.core.jobs.models import EmbeddedJob
+from cauce.core.jobs.models import EmbeddedJob, JobAttempt
 from cauce.core.jobs.ports import AttemptOutcome, DeferResult, JobStatus, JsonDict
 from cauce.core.jobs.registry import TaskRegistry
-from cauce.core.jobs.runner import AttemptRunner, ClaimedJob, current_correlation_id, inject_context
+from cauce.core.jobs.runner import (
+    AttemptRunner,
+    ClaimedJob,
+    Decision,
+    context_trace_id,
+    count_budget,
+    current_correlation_id,
+    inject_context,
+)
 
 log = structlog.get_logger("cauce.jobs")
 # The dispatcher's own bookkeeping (polling, claiming, moving jobs) is left out of traces:
@@ -60,6 +84,85 @@ def _dedupe_key_back_to_todo() -> Any:
     return case((taken, None), else_=EmbeddedJob.dedupe_key)
 
 
+_WAKE_ON_COMMIT = "cauce.jobs.wake"
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_after_commit(session: Session) -> None:
+    """Wake the dispatcher of a session that deferred a job, once it committed (one
+    listener for all sessions: registering one per defer costs more than the insert)."""
+    wake = session.info.pop(_WAKE_ON_COMMIT, None)
+    if wake is not None:
+        wake()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_wake(session: Session) -> None:
+    session.info.pop(_WAKE_ON_COMMIT, None)
+
+
+_ATTEMPTS = cast(Table, JobAttempt.__table__)
+_JOBS = cast(Table, EmbeddedJob.__table__)
+# The dispatcher's statements, built once.
+_TAKE = (
+    update(EmbeddedJob)
+    .values(
+        status=JobStatus.DOING.value,
+        worker_id=bindparam("worker_id"),
+        attempts=EmbeddedJob.attempts + 1,
+        updated_at=bindparam("now", type_=UtcDateTime()),
+    )
+    .returning(
+        EmbeddedJob.id,
+        EmbeddedJob.task,
+        EmbeddedJob.queue,
+        EmbeddedJob.payload,
+        EmbeddedJob.context,
+    )
+)
+_DEFER = sqlite_insert(_JOBS).returning(_JOBS.c.id)
+_DEFER_DEDUPED = (
+    sqlite_insert(_JOBS)
+    .on_conflict_do_nothing(
+        index_elements=[_JOBS.c.dedupe_key],
+        index_where=and_(_JOBS.c.status == JobStatus.TODO.value, _JOBS.c.dedupe_key.is_not(None)),
+    )
+    .returning(_JOBS.c.id)
+)
+_OPEN_ATTEMPT = insert(_ATTEMPTS).returning(_ATTEMPTS.c.id, sort_by_parameter_order=True)
+_CLOSE_ATTEMPT = (
+    update(_ATTEMPTS)
+    .where(_ATTEMPTS.c.id == bindparam("attempt_id"))
+    .values(
+        finished_at=bindparam("finished_at", type_=UtcDateTime()),
+        outcome=bindparam("outcome"),
+        error_class=bindparam("error_class"),
+        error_message=bindparam("error_message"),
+        trace_id=func.coalesce(bindparam("trace_id", type_=String()), _ATTEMPTS.c.trace_id),
+    )
+)
+_FINISH = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == JobStatus.DOING.value)
+    .values(
+        status=bindparam("status"),
+        worker_id=None,
+        updated_at=bindparam("now", type_=UtcDateTime()),
+    )
+)
+_BACK_TO_TODO = (
+    update(EmbeddedJob)
+    .where(EmbeddedJob.id == bindparam("job_id"), EmbeddedJob.status == JobStatus.DOING.value)
+    .values(
+        status=JobStatus.TODO.value,
+        scheduled_at=bindparam("at", type_=UtcDateTime()),
+        dedupe_key=_dedupe_key_back_to_todo(),
+        worker_id=None,
+        updated_at=bindparam("now", type_=UtcDateTime()),
+    )
+)
+
+
 class EmbeddedJobQueue(EmbeddedAdmin):
     """`JobQueue` on the embedded database (operator actions in embedded_admin.py)."""
 
@@ -74,6 +177,7 @@ class EmbeddedJobQueue(EmbeddedAdmin):
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._engine: AsyncEngine = sessionmaker.kw["bind"]
         self._registry = registry
         self._metrics = metrics
         self._now = now
@@ -94,10 +198,10 @@ class EmbeddedJobQueue(EmbeddedAdmin):
     ) -> DeferResult:
         """Insert the job on the caller's transaction (see `JobQueue.defer`)."""
         spec = self._registry.get(task)
-        if delay_seconds is not None:
-            run_at = self._now() + timedelta(seconds=delay_seconds)
         now = self._now()
-        values: dict[str, Any] = {
+        if delay_seconds is not None:
+            run_at = now + timedelta(seconds=delay_seconds)
+        row = {
             "queue": queue or spec.queue,
             "task": task,
             "payload": payload,
@@ -111,18 +215,14 @@ class EmbeddedJobQueue(EmbeddedAdmin):
             "created_at": now,
             "updated_at": now,
         }
-        stmt = sqlite_insert(EmbeddedJob).values(**values)
-        if dedupe_key is not None:
-            stmt = stmt.on_conflict_do_nothing(
-                index_elements=[EmbeddedJob.dedupe_key],
-                index_where=and_(
-                    EmbeddedJob.status == JobStatus.TODO.value,
-                    EmbeddedJob.dedupe_key.is_not(None),
-                ),
-            )
-        job_id = (await session.execute(stmt.returning(EmbeddedJob.id))).scalar_one_or_none()
+        # The session's connection, inside its transaction: a prebuilt Core statement
+        # skips the ORM's per-statement work.
+        conn = await session.connection()
+        job_id = (
+            await conn.execute(_DEFER if dedupe_key is None else _DEFER_DEDUPED, row)
+        ).scalar_one_or_none()
         if job_id is None:
-            existing = await session.scalar(
+            existing = await conn.scalar(
                 select(EmbeddedJob.id).where(
                     EmbeddedJob.dedupe_key == dedupe_key,
                     EmbeddedJob.status == JobStatus.TODO.value,
@@ -132,20 +232,37 @@ class EmbeddedJobQueue(EmbeddedAdmin):
             return DeferResult(existing, deduplicated=True)
         self._metrics.deferred.labels(task).inc()
         # Wake the dispatcher once the caller's transaction is committed, not before.
-        event.listen(session.sync_session, "after_commit", self._wake, once=True)
+        session.info[_WAKE_ON_COMMIT] = self._wake
         return DeferResult(job_id)
 
-    def _wake(self, _session: Any) -> None:
+    def _wake(self) -> None:
         self.wakeup.set()
 
     # -- used by the dispatcher ---------------------------------------------------
 
-    async def claim(self, worker_id: str, queues: Sequence[str] | None) -> ClaimedJob | None:
-        """Take the next due job whose lock is free, or None."""
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction on a plain connection (no ORM session: the dispatcher's
+        statements are prebuilt Core, ~4x cheaper per statement than a session)."""
+        async with self._engine.connect() as conn:
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                await conn.rollback()
+                raise
+            else:
+                await conn.commit()
+
+    async def claim(
+        self, worker_id: str, queues: Sequence[str] | None, limit: int = 1
+    ) -> list[ClaimedJob]:
+        """Take up to `limit` due jobs whose locks are free (at most one per lock), and open
+        an attempt for each, in one transaction."""
         now = self._now()
         holder = aliased(EmbeddedJob)
-        candidate = (
-            select(EmbeddedJob.id)
+        candidates = (
+            select(EmbeddedJob.id, EmbeddedJob.lock)
             .where(EmbeddedJob.status == JobStatus.TODO.value)
             .where(or_(EmbeddedJob.scheduled_at.is_(None), EmbeddedJob.scheduled_at <= now))
             .where(
@@ -157,55 +274,98 @@ class EmbeddedJobQueue(EmbeddedAdmin):
                 )
             )
             .order_by(EmbeddedJob.priority.desc(), EmbeddedJob.id)
-            .limit(1)
+            .limit(limit * 2)
         )
         if queues:
-            candidate = candidate.where(EmbeddedJob.queue.in_(list(queues)))
-        stmt = (
-            update(EmbeddedJob)
-            .where(EmbeddedJob.id == candidate.scalar_subquery())
-            .values(
-                status=JobStatus.DOING.value,
-                worker_id=worker_id,
-                attempts=EmbeddedJob.attempts + 1,
-                updated_at=now,
-            )
-            .returning(
-                EmbeddedJob.id,
-                EmbeddedJob.task,
-                EmbeddedJob.queue,
-                EmbeddedJob.payload,
-                EmbeddedJob.context,
-            )
-        )
-        async with unit_of_work(self._sessionmaker) as session:
-            row = (await session.execute(stmt)).one_or_none()
-        if row is None:
-            return None
-        return ClaimedJob(row.id, row.task, row.queue, row.payload, row.context or {})
+            candidates = candidates.where(EmbeddedJob.queue.in_(list(queues)))
+        async with self._writing() as conn:
+            ids: list[int] = []
+            locks: set[str] = set()
+            for row in await conn.execute(candidates):
+                if row.lock is not None:
+                    if row.lock in locks:
+                        continue  # one job per lock: the next claim takes the later one
+                    locks.add(row.lock)
+                ids.append(row.id)
+                if len(ids) == limit:
+                    break
+            if not ids:
+                return []
+            rows = (
+                await conn.execute(
+                    _TAKE.where(EmbeddedJob.id.in_(ids)),
+                    {"worker_id": worker_id, "now": now},
+                )
+            ).all()
+            budgets: dict[int, list[str]] = {}
+            for job_id, outcome in await conn.execute(
+                select(_ATTEMPTS.c.job_id, _ATTEMPTS.c.outcome)
+                .where(_ATTEMPTS.c.job_id.in_(ids))
+                .order_by(_ATTEMPTS.c.id)
+            ):
+                budgets.setdefault(job_id, []).append(outcome)
+            opened = []
+            for row in sorted(rows, key=lambda r: ids.index(r.id)):
+                counted, postponed = count_budget(budgets.get(row.id, ()))
+                opened.append((row, counted + 1, postponed))
+            attempt_ids = (
+                await conn.execute(
+                    _OPEN_ATTEMPT,
+                    [
+                        {
+                            "job_id": row.id,
+                            "task": row.task,
+                            "queue": row.queue,
+                            "attempt": attempt,
+                            "started_at": now,
+                            "outcome": AttemptOutcome.RUNNING.value,
+                            "worker_id": worker_id,
+                            "trace_id": context_trace_id(row.context or {}),
+                        }
+                        for row, attempt, _ in opened
+                    ],
+                )
+            ).scalars()
+            return [
+                ClaimedJob(
+                    row.id,
+                    row.task,
+                    row.queue,
+                    row.payload,
+                    row.context or {},
+                    attempt=attempt,
+                    postponed=postponed,
+                    attempt_id=attempt_id,
+                )
+                for (row, attempt, postponed), attempt_id in zip(opened, attempt_ids, strict=True)
+            ]
 
-    async def apply(self, job_id: int, outcome: AttemptOutcome, retry_at: datetime | None) -> None:
-        """Move a job after an attempt: done, failed, or back to todo at `retry_at`."""
+    async def apply(self, job: ClaimedJob, decision: Decision) -> None:
+        """Close the attempt's row and move the job (done, failed, or back to todo at
+        `decision.retry_at`), in one transaction."""
         status = {
             AttemptOutcome.SUCCEEDED: JobStatus.SUCCEEDED,
             AttemptOutcome.FAILED: JobStatus.FAILED,
-        }.get(outcome, JobStatus.TODO)
-        async with unit_of_work(self._sessionmaker) as session:
-            await session.execute(
-                update(EmbeddedJob)
-                .where(EmbeddedJob.id == job_id, EmbeddedJob.status == JobStatus.DOING.value)
-                .values(
-                    status=status.value,
-                    scheduled_at=retry_at if status == JobStatus.TODO else EmbeddedJob.scheduled_at,
-                    dedupe_key=(
-                        _dedupe_key_back_to_todo()
-                        if status == JobStatus.TODO
-                        else EmbeddedJob.dedupe_key
-                    ),
-                    worker_id=None,
-                    updated_at=self._now(),
-                )
+        }.get(decision.outcome, JobStatus.TODO)
+        now = self._now()
+        async with self._writing() as conn:
+            await conn.execute(
+                _CLOSE_ATTEMPT,
+                {
+                    "attempt_id": job.attempt_id,
+                    "finished_at": decision.finished_at or now,
+                    "outcome": decision.outcome.value,
+                    "error_class": decision.error_class,
+                    "error_message": decision.error_message,
+                    "trace_id": decision.trace_id,
+                },
             )
+            if status == JobStatus.TODO:
+                await conn.execute(
+                    _BACK_TO_TODO, {"job_id": job.id, "at": decision.retry_at, "now": now}
+                )
+            else:
+                await conn.execute(_FINISH, {"job_id": job.id, "status": status.value, "now": now})
 
     async def release(self, job_ids: Sequence[int] | None = None) -> int:
         """Return `doing` jobs (all of them, or `job_ids`) to `todo`; mark their attempts lost."""
@@ -327,21 +487,22 @@ class EmbeddedWorker:
 
     async def _fill(self) -> int:
         claimed = 0
-        while len(self._running) < self._concurrency and not self._stopping.is_set():
+        while (free := self._concurrency - len(self._running)) > 0 and not self._stopping.is_set():
             with _untraced():
-                job = await self._queue.claim(self.worker_id, self._queues)
-            if job is None:
+                jobs = await self._queue.claim(self.worker_id, self._queues, free)
+            for job in jobs:
+                task = asyncio.create_task(self._execute(job), name=f"cauce-job-{job.id}")
+                self._running[job.id] = task
+            claimed += len(jobs)
+            if len(jobs) < free:
                 break
-            claimed += 1
-            task = asyncio.create_task(self._execute(job), name=f"cauce-job-{job.id}")
-            self._running[job.id] = task
         return claimed
 
     async def _execute(self, job: ClaimedJob) -> None:
         try:
             decision = await self._runner.run(job)
             with _untraced():
-                await self._queue.apply(job.id, decision.outcome, decision.retry_at)
+                await self._queue.apply(job, decision)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -64,3 +64,7 @@ class EmbeddedJob(Base):
     worker_id: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+# The dispatcher's claim order (migration 0006).
+Index("ix_cauce_jobs_todo_order", EmbeddedJob.status, EmbeddedJob.priority.desc(), EmbeddedJob.id)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import procrastinate
-from procrastinate import exceptions as pexc
-from sqlalchemy import select
+from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.db.base import utcnow
@@ -32,8 +32,29 @@ from cauce.core.jobs.runner import current_correlation_id, inject_context
 # Re-exported: the worker, tests and benchmarks import them from here.
 __all__ = ["JOBS", "ProcrastinateJobQueue", "libpq_conninfo", "notify_waiting"]
 
-# How often a dedupe conflict is re-checked when the waiting job it hit was claimed
-# between our INSERT and our lookup.
+# procrastinate's own insert (the one its deferrer runs), as one statement.
+_DEFER = text(
+    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, :priority, :lock,"
+    " :queueing_lock, CAST(:args AS jsonb), :scheduled_at)::procrastinate_job_to_defer_v1])"
+).bindparams(bindparam("scheduled_at", type_=DateTime(timezone=True)))
+# With a dedupe key: the waiting job holding the key, or else the new one, in one
+# statement and without an exception (a unique violation would abort the caller's
+# transaction). The insert is the row procrastinate's function writes.
+_DEFER_DEDUPED = text(
+    "WITH found AS ("
+    " SELECT id FROM procrastinate_jobs WHERE queueing_lock = :queueing_lock"
+    " AND status = 'todo'),"
+    " inserted AS ("
+    " INSERT INTO procrastinate_jobs"
+    " (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at)"
+    " SELECT :queue, :task, :priority, :lock, :queueing_lock, CAST(:args AS jsonb),"
+    " :scheduled_at WHERE NOT EXISTS (SELECT 1 FROM found)"
+    " ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING RETURNING id)"
+    " SELECT id, false AS deduplicated FROM inserted"
+    " UNION ALL SELECT id, true FROM found"
+).bindparams(bindparam("scheduled_at", type_=DateTime(timezone=True)))
+# How often the dedupe statement is tried when a concurrent transaction committed a
+# waiting job with the key after the statement's snapshot.
 _DEDUPE_TRIES = 3
 
 
@@ -100,44 +121,37 @@ class ProcrastinateJobQueue(ProcrastinateAdmin):
         lock: str | None = None,
         dedupe_key: str | None = None,
     ) -> DeferResult:
-        """Insert the job on the caller's transaction (see `JobQueue.defer`)."""
+        """Insert the job on the caller's transaction (see `JobQueue.defer`).
+
+        One call of procrastinate's own SQL function on the session's connection: the
+        same row procrastinate's deferrer writes, without building its objects per call.
+        """
+        spec = self._registry.get(task)
         if delay_seconds is not None:
             run_at = utcnow() + timedelta(seconds=delay_seconds)
-        conn = await _raw_connection(session)
-        deferrer = self._deferrer(
-            conn,
-            task,
-            queue=queue,
-            priority=priority,
-            run_at=run_at,
-            lock=lock,
-            dedupe_key=dedupe_key,
-        )
-        args = {"payload": payload, "context": inject_context(current_correlation_id())}
+        params = {
+            "queue": queue or spec.queue,
+            "task": task,
+            "priority": priority,
+            "lock": lock,
+            "queueing_lock": dedupe_key,
+            "args": orjson.dumps(
+                {"payload": payload, "context": inject_context(current_correlation_id())}
+            ).decode(),
+            "scheduled_at": run_at,
+        }
         if dedupe_key is None:
-            job_id: int = await deferrer.defer_async(**args)
+            ids = await session.scalar(_DEFER, params)
             self._metrics.deferred.labels(task).inc()
-            return DeferResult(job_id)
+            return DeferResult(int(ids[0]))
         for _ in range(_DEDUPE_TRIES):
-            try:
-                # A queueing-lock conflict is a unique violation, which would abort the
-                # caller's whole transaction: the savepoint confines it to this insert.
-                async with session.begin_nested():
-                    # SQLAlchemy emits the SAVEPOINT lazily, on the session's next use of
-                    # the connection: the insert below bypasses the session, so ask now.
-                    await session.connection()
-                    job_id = await deferrer.defer_async(**args)
-            except pexc.AlreadyEnqueued:
-                existing = await session.scalar(
-                    select(JOBS.c.id).where(
-                        JOBS.c.queueing_lock == dedupe_key, JOBS.c.status == "todo"
-                    )
-                )
-                if existing is not None:
-                    return DeferResult(int(existing), deduplicated=True)
-                continue  # the waiting job was claimed meanwhile: the key is free again
+            row = (await session.execute(_DEFER_DEDUPED, params)).one_or_none()
+            if row is None:
+                continue  # a waiting job with the key committed meanwhile: look again
+            if row.deduplicated:
+                return DeferResult(int(row.id), deduplicated=True)
             self._metrics.deferred.labels(task).inc()
-            return DeferResult(job_id)
+            return DeferResult(int(row.id))
         raise Conflict(f"dedupe key {dedupe_key!r} keeps changing hands; try again")
 
     async def defer_many(

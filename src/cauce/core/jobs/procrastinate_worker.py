@@ -1,10 +1,15 @@
 """The procrastinate worker: runs our tasks through the shared `AttemptRunner`.
 
 One procrastinate task is registered per `TaskRegistry` task. Its function runs one
-attempt with the runner (which records it and decides what happens next from our
-attempts table) and hands the decision back to procrastinate through a retry strategy:
-succeeded -> return; retry / postponed -> back to `todo` at the decided time; failed ->
-`failed`. procrastinate's own attempt counter plays no part.
+attempt with the runner (which decides what happens next) and hands the decision back to
+procrastinate through a retry strategy: succeeded -> return; retry / postponed -> back to
+`todo` at the decided time; failed -> `failed`.
+
+The attempts log is written by triggers on procrastinate's job table (migration 0006):
+the claim opens the attempt and leaves its number in procrastinate's `attempts` column,
+and the job's next state change closes it. A successful job therefore costs no statement
+beyond procrastinate's own; a failure's outcome and error are written here, before the
+state change.
 
 procrastinate does not recover the jobs of a killed worker by itself, so the worker also
 runs a sweeper (procrastinate_recovery.py): every `sweep_seconds` it moves the `doing`
@@ -33,10 +38,11 @@ from procrastinate import jobs as pjobs
 from procrastinate import worker as pworker
 from procrastinate.app import WorkerOptions
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
 from cauce.core.db.uow import unit_of_work
-from cauce.core.jobs.attempts import mark_lost
+from cauce.core.jobs.attempts import close_running_attempt, mark_lost
 from cauce.core.jobs.ports import AttemptOutcome
 from cauce.core.jobs.procrastinate_engine import ProcrastinateJobQueue
 from cauce.core.jobs.procrastinate_recovery import queue_idle, sweep_stalled
@@ -59,6 +65,8 @@ CANCEL_ATTEMPTS = 5
 CANCEL_WAIT_SECONDS = 1.0
 # The procrastinate task that runs jobs naming a task this worker does not know.
 UNKNOWN_TASK = "cauce.unknown_task"
+# PostgreSQL keeps 63 bytes of `application_name`.
+APP_NAME_CHARS = 40
 
 
 class _TasksWithFallback(dict[str, Any]):
@@ -193,9 +201,13 @@ class ProcrastinateWorker:
         # procrastinate's own queries (claim, finish, heartbeat) use this pool; handlers
         # use the application's SQLAlchemy pool.
         size = pool_size or min(concurrency, 8) + 2
+        # The claim trigger names the attempt's worker after the claiming connection.
         self.app = procrastinate.App(
             connector=procrastinate.PsycopgConnector(
-                conninfo=queue.conninfo, min_size=1, max_size=size
+                conninfo=queue.conninfo,
+                min_size=1,
+                max_size=size,
+                kwargs={"application_name": self.host_id[-APP_NAME_CHARS:]},
             )
         )
         self._strategy = _DecisionStrategy()
@@ -246,6 +258,8 @@ class ProcrastinateWorker:
             queue=job.queue,
             payload=args.get("payload") or {},
             context=args.get("context") or {},
+            # The claim trigger stored the attempts counted before this one there.
+            attempt=job.attempts + 1,
         )
         try:
             decision = await self._runner_for(job.worker_id).run(claimed)
@@ -258,21 +272,26 @@ class ProcrastinateWorker:
         except Exception as exc:
             log.exception("jobs.attempt_error", job_id=job.id)
             await self._lose(job.id)
-            await self._yield_dedupe_key(job.id)
+            async with unit_of_work(self._queue.sessionmaker) as session:
+                await self._yield_dedupe_key(session, job.id)
             raise _Release(str(exc)) from exc
         if decision.outcome == AttemptOutcome.SUCCEEDED:
-            return
-        if decision.outcome in (AttemptOutcome.RETRY, AttemptOutcome.POSTPONED):
-            await self._yield_dedupe_key(job.id)
+            return  # procrastinate's finish closes the attempt (trigger)
+        again = decision.outcome in (AttemptOutcome.RETRY, AttemptOutcome.POSTPONED)
+        async with unit_of_work(self._queue.sessionmaker) as session:
+            await close_running_attempt(session, job.id, decision)
+            if again:
+                await self._yield_dedupe_key(session, job.id)
+        if again:
             raise _Reschedule(decision.retry_at)
         raise _Fail(f"job {job.id} failed for good; see its attempts")
 
-    async def _yield_dedupe_key(self, job_id: int) -> None:
+    @staticmethod
+    async def _yield_dedupe_key(session: AsyncSession, job_id: int) -> None:
         """Going back to `todo`, give up the dedupe key (queueing lock) if a newer waiting
         job holds it: the unique index allows one waiting job per key, and both do the
         same work (the embedded engine does the same)."""
-        async with unit_of_work(self._queue.sessionmaker) as session:
-            await session.execute(_YIELD_QUEUEING_LOCK, {"id": job_id})
+        await session.execute(_YIELD_QUEUEING_LOCK, {"id": job_id})
 
     async def _lose(self, job_id: int) -> None:
         try:
