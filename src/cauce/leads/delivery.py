@@ -22,15 +22,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import case, select, update
+from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import CrmSettings
 from cauce.core.db import unit_of_work
-from cauce.core.db.base import utcnow
+from cauce.core.db.base import UtcDateTime, utcnow
 from cauce.leads.models import Lead
 from cauce.leads.ports import CrmClient, CrmContact, CrmKey, UpsertOutcome
 
@@ -117,34 +117,72 @@ async def _pending_batch(
     return list((await session.scalars(query)).all())
 
 
-async def _record(session: AsyncSession, sent: CrmContact, outcome: UpsertOutcome) -> str:
-    """Write one outcome; returns 'synced', 'superseded', 'failed' or 'retry'."""
+_LEADS = cast(Table, Lead.__table__)
+# A successful upsert, compare-and-set on the version (see the module docstring): the lead
+# is `synced` only if nothing changed since the batch was read. Prebuilt Core, run once
+# per batch with every success's parameters (executemany).
+_MARK_SENT = (
+    update(_LEADS)
+    .where(_LEADS.c.id == bindparam("lead_id"), _LEADS.c.synced_version < bindparam("sent_version"))
+    .values(
+        synced_version=bindparam("sent_version"),
+        crm_id=bindparam("sent_crm_id"),
+        synced_at=bindparam("sent_at", type_=UtcDateTime()),
+        sync_attempts=_LEADS.c.sync_attempts + 1,
+        last_sync_error=None,
+        sync_status=case(
+            (_LEADS.c.version == bindparam("sent_version"), "synced"), else_="pending"
+        ),
+    )
+)
+
+
+async def _record_batch(
+    session: AsyncSession, contacts: Sequence[CrmContact], outcomes: Sequence[UpsertOutcome]
+) -> list[tuple[CrmContact, str]]:
+    """Write a batch's outcomes; each contact's verdict: 'synced', 'superseded', 'failed'
+    or 'retry'."""
     now = utcnow()
-    if outcome.ok:
-        result = await session.execute(
-            update(Lead)
-            .where(Lead.id == sent.lead_id, Lead.synced_version < sent.version)
-            .values(
-                synced_version=sent.version,
-                crm_id=outcome.crm_id,
-                synced_at=now,
-                sync_attempts=Lead.sync_attempts + 1,
-                last_sync_error=None,
-                sync_status=case((Lead.version == sent.version, "synced"), else_="pending"),
-            )
-            .returning(Lead.sync_status)
+    conn = await session.connection()
+    sent = [(c, o) for c, o in zip(contacts, outcomes, strict=True) if o.ok]
+    verdicts: dict[int, str] = {}
+    if sent:
+        await conn.execute(
+            _MARK_SENT,
+            [
+                {
+                    "lead_id": c.lead_id,
+                    "sent_version": c.version,
+                    "sent_crm_id": o.crm_id,
+                    "sent_at": now,
+                }
+                for c, o in sent
+            ],
         )
-        status = result.scalar_one_or_none()
-        return "synced" if status == "synced" else "superseded"
-    error = (outcome.error or "rejected by the CRM")[:MAX_ERROR_CHARS]
-    values: dict[str, Any] = {
-        "sync_attempts": Lead.sync_attempts + 1,
-        "last_sync_error": error,
-    }
-    if not outcome.retryable:
-        values["sync_status"] = case((Lead.version == sent.version, "failed"), else_="pending")
-    await session.execute(update(Lead).where(Lead.id == sent.lead_id).values(**values))
-    return "retry" if outcome.retryable else "failed"
+        rows = await conn.execute(
+            select(_LEADS.c.id, _LEADS.c.sync_status, _LEADS.c.synced_version).where(
+                _LEADS.c.id.in_([c.lead_id for c, _ in sent])
+            )
+        )
+        versions = {c.lead_id: c.version for c, _ in sent}
+        for lead_id, status, synced_version in rows:
+            same = status == "synced" and synced_version == versions[lead_id]
+            verdicts[lead_id] = "synced" if same else "superseded"
+    for contact, outcome in zip(contacts, outcomes, strict=True):
+        if outcome.ok:
+            continue
+        error = (outcome.error or "rejected by the CRM")[:MAX_ERROR_CHARS]
+        values: dict[str, Any] = {
+            "sync_attempts": Lead.sync_attempts + 1,
+            "last_sync_error": error,
+        }
+        if not outcome.retryable:
+            values["sync_status"] = case(
+                (Lead.version == contact.version, "failed"), else_="pending"
+            )
+        await session.execute(update(Lead).where(Lead.id == contact.lead_id).values(**values))
+        verdicts[contact.lead_id] = "retry" if outcome.retryable else "failed"
+    return [(c, verdicts.get(c.lead_id, "superseded")) for c in contacts]
 
 
 async def deliver(
@@ -177,8 +215,7 @@ async def deliver(
         outcomes = await crm.upsert(contacts)
         report.batches += 1
         async with unit_of_work(sessionmaker) as session:
-            for sent, outcome in zip(contacts, outcomes, strict=True):
-                verdict = await _record(session, sent, outcome)
+            for sent, verdict in await _record_batch(session, contacts, outcomes):
                 if verdict == "synced":
                     report.synced += 1
                 elif verdict == "superseded":
