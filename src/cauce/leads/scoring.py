@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cauce.core.config import ScoringRule
@@ -82,6 +83,10 @@ DEFAULT_RULES: tuple[ScoringRule, ...] = (
         reason="came from a paid campaign",
     ),
 )
+
+# Where `cauce leads train` keeps model versions, under the data directory. Here, not in
+# learned/, so that finding no active model never imports scikit-learn.
+MODEL_STORE_PATH = Path("models") / "lead-scoring"
 
 
 @dataclass(frozen=True, slots=True)

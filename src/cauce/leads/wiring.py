@@ -22,10 +22,9 @@ from cauce.leads.adapters import build_crm
 from cauce.leads.endpoints import router
 from cauce.leads.endpoints_imports import imports_router, webhooks_router
 from cauce.leads.imports import register_import_task
-from cauce.leads.learned.store import STORE_PATH
 from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.ports import CrmClient
-from cauce.leads.scoring import PointsModel
+from cauce.leads.scoring import MODEL_STORE_PATH, PointsModel
 from cauce.leads.service import LeadsRuntime, Scorer
 from cauce.leads.tasks import LeadsTaskDeps, register_leads_tasks
 
@@ -39,7 +38,7 @@ def routers() -> list[APIRouter]:
 
 def _scorer(settings: Settings) -> Scorer:
     points = PointsModel(settings.leads.scoring_rules)
-    if not (settings.data_dir / STORE_PATH / "active").exists():
+    if not (settings.data_dir / MODEL_STORE_PATH / "active").exists():
         return points  # no trained model: skip importing scikit-learn at all
     from cauce.leads.learned import load_active
 

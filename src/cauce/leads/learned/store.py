@@ -31,8 +31,9 @@ from cauce.core.db.base import utcnow
 from cauce.leads.learned.errors import ModelArtefactInvalid
 from cauce.leads.learned.model import LearnedModel
 from cauce.leads.learned.training import TrainingReport
+from cauce.leads.scoring import MODEL_STORE_PATH
 
-STORE_PATH = Path("models") / "lead-scoring"
+STORE_PATH = MODEL_STORE_PATH
 ACTIVE_FILE = "active"
 # Types skops does not trust by default but a calibrated pipeline legitimately contains.
 TRUSTED_TYPES = frozenset(
