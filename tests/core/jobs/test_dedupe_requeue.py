@@ -42,3 +42,44 @@ async def test_postponed_job_and_newer_waiting_job_both_run(
     assert sorted(set(runs)) == sorted({first, twin["id"]})
     done = await kit.queue.list(JobFilter(status=JobStatus.SUCCEEDED))
     assert {job.id for job in done} == {first, twin["id"]}
+
+
+async def test_twin_deferred_while_the_job_goes_back_to_todo(
+    make_kit: KitFactory, db: Database, clock: FakeClock, backend: str
+) -> None:
+    """PostgreSQL moves a postponed job back to `todo` in a later transaction than the one
+    that gives up its dedupe key: a twin deferred in between must not leave the job stuck
+    `doing` (a unique violation on the one-waiting-job index)."""
+    if backend != "postgresql":
+        return  # the embedded engine gives up the key in the statement that moves the job
+    from cauce.core.jobs.procrastinate_worker import ProcrastinateWorker
+
+    registry = TaskRegistry()
+    runs: list[int] = []
+    twin: dict[str, int] = {}
+
+    @registry.task("deliver")
+    async def deliver(ctx: JobContext, payload: JsonDict) -> None:
+        runs.append(ctx.job_id)
+        if len(runs) == 1:
+            raise RetryLater(clock() + timedelta(seconds=1), "throttled")
+
+    kit = await make_kit(registry)
+    original = ProcrastinateWorker._yield_dedupe_key
+
+    async def yield_then_twin(session: object, job_id: int) -> None:
+        await original(session, job_id)  # type: ignore[arg-type]
+        async with unit_of_work(db.sessionmaker) as other:
+            twin["id"] = (
+                await kit.queue.defer(other, "deliver", {}, dedupe_key="crm:a")
+            ).job_id
+
+    kit.worker._yield_dedupe_key = yield_then_twin  # type: ignore[attr-defined,method-assign]
+    async with unit_of_work(db.sessionmaker) as session:
+        first = (await kit.queue.defer(session, "deliver", {}, dedupe_key="crm:a")).job_id
+    await kit.drain()
+    await asyncio.sleep(1.2)
+    await kit.drain()
+    done = await kit.queue.list(JobFilter(status=JobStatus.SUCCEEDED))
+    assert {job.id for job in done} == {first, twin["id"]}
+    assert not await kit.queue.list(JobFilter(status=JobStatus.DOING))

@@ -44,3 +44,35 @@ async def unit_of_work(
             raise
         else:
             await session.commit()
+
+
+class LazyUnitOfWork:
+    """A unit of work whose session is opened on first use (`session()`): a block that
+    never touches the database costs no session at all (e.g. a job whose handler only
+    calls out). Commits when the block succeeds, rolls back when it raises."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._session: AsyncSession | None = None
+
+    def session(self) -> AsyncSession:
+        """The unit of work's session, opened now if it is not yet."""
+        if self._session is None:
+            self._session = self._sessionmaker()
+            self._session.info[_WRITER] = True
+        return self._session
+
+    async def __aenter__(self) -> LazyUnitOfWork:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            if exc_type is None:
+                await session.commit()
+            else:
+                await session.rollback()
+        finally:
+            await session.close()

@@ -105,20 +105,51 @@ _ATTEMPTS = cast(Table, JobAttempt.__table__)
 _JOBS = cast(Table, EmbeddedJob.__table__)
 # The dispatcher's statements, built once.
 _TAKE = (
-    update(EmbeddedJob)
+    update(_JOBS)
+    .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
     .values(
         status=JobStatus.DOING.value,
         worker_id=bindparam("worker_id"),
-        attempts=EmbeddedJob.attempts + 1,
+        attempts=_JOBS.c.attempts + 1,
         updated_at=bindparam("now", type_=UtcDateTime()),
     )
     .returning(
-        EmbeddedJob.id,
-        EmbeddedJob.task,
-        EmbeddedJob.queue,
-        EmbeddedJob.payload,
-        EmbeddedJob.context,
+        _JOBS.c.id,
+        _JOBS.c.task,
+        _JOBS.c.queue,
+        _JOBS.c.payload,
+        _JOBS.c.context,
+        _JOBS.c.attempts,
     )
+)
+_HOLDER = _JOBS.alias("holder")
+# Due waiting jobs whose lock no running job holds, in claim order (index
+# ix_cauce_jobs_todo_order); twice the free slots, as some may share a lock.
+_CANDIDATES = (
+    select(_JOBS.c.id, _JOBS.c.lock)
+    .where(_JOBS.c.status == JobStatus.TODO.value)
+    .where(
+        or_(
+            _JOBS.c.scheduled_at.is_(None),
+            _JOBS.c.scheduled_at <= bindparam("now", type_=UtcDateTime()),
+        )
+    )
+    .where(
+        or_(
+            _JOBS.c.lock.is_(None),
+            ~exists().where(
+                _HOLDER.c.lock == _JOBS.c.lock, _HOLDER.c.status == JobStatus.DOING.value
+            ),
+        )
+    )
+    .order_by(_JOBS.c.priority.desc(), _JOBS.c.id)
+    .limit(bindparam("limit"))
+)
+_CANDIDATES_IN = _CANDIDATES.where(_JOBS.c.queue.in_(bindparam("queues", expanding=True)))
+_BUDGETS = (
+    select(_ATTEMPTS.c.job_id, _ATTEMPTS.c.outcome)
+    .where(_ATTEMPTS.c.job_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_ATTEMPTS.c.id)
 )
 _DEFER = sqlite_insert(_JOBS).returning(_JOBS.c.id)
 _DEFER_DEDUPED = (
@@ -182,6 +213,8 @@ class EmbeddedJobQueue(EmbeddedAdmin):
         self._metrics = metrics
         self._now = now
         self.wakeup = asyncio.Event()
+        self._settling: list[tuple[ClaimedJob, Decision, asyncio.Future[None]]] = []
+        self._settler: asyncio.Task[None] | None = None
 
     async def defer(
         self,
@@ -260,28 +293,13 @@ class EmbeddedJobQueue(EmbeddedAdmin):
         """Take up to `limit` due jobs whose locks are free (at most one per lock), and open
         an attempt for each, in one transaction."""
         now = self._now()
-        holder = aliased(EmbeddedJob)
-        candidates = (
-            select(EmbeddedJob.id, EmbeddedJob.lock)
-            .where(EmbeddedJob.status == JobStatus.TODO.value)
-            .where(or_(EmbeddedJob.scheduled_at.is_(None), EmbeddedJob.scheduled_at <= now))
-            .where(
-                or_(
-                    EmbeddedJob.lock.is_(None),
-                    ~exists().where(
-                        holder.lock == EmbeddedJob.lock, holder.status == JobStatus.DOING.value
-                    ),
-                )
-            )
-            .order_by(EmbeddedJob.priority.desc(), EmbeddedJob.id)
-            .limit(limit * 2)
-        )
+        params: dict[str, Any] = {"now": now, "limit": limit * 2}
         if queues:
-            candidates = candidates.where(EmbeddedJob.queue.in_(list(queues)))
+            params["queues"] = list(queues)
         async with self._writing() as conn:
             ids: list[int] = []
             locks: set[str] = set()
-            for row in await conn.execute(candidates):
+            for row in await conn.execute(_CANDIDATES_IN if queues else _CANDIDATES, params):
                 if row.lock is not None:
                     if row.lock in locks:
                         continue  # one job per lock: the next claim takes the later one
@@ -292,18 +310,13 @@ class EmbeddedJobQueue(EmbeddedAdmin):
             if not ids:
                 return []
             rows = (
-                await conn.execute(
-                    _TAKE.where(EmbeddedJob.id.in_(ids)),
-                    {"worker_id": worker_id, "now": now},
-                )
+                await conn.execute(_TAKE, {"ids": ids, "worker_id": worker_id, "now": now})
             ).all()
             budgets: dict[int, list[str]] = {}
-            for job_id, outcome in await conn.execute(
-                select(_ATTEMPTS.c.job_id, _ATTEMPTS.c.outcome)
-                .where(_ATTEMPTS.c.job_id.in_(ids))
-                .order_by(_ATTEMPTS.c.id)
-            ):
-                budgets.setdefault(job_id, []).append(outcome)
+            # A job claimed for the first time has no attempts yet: skip the lookup.
+            if any(row.attempts > 1 for row in rows):
+                for job_id, outcome in await conn.execute(_BUDGETS, {"ids": ids}):
+                    budgets.setdefault(job_id, []).append(outcome)
             opened = []
             for row in sorted(rows, key=lambda r: ids.index(r.id)):
                 counted, postponed = count_budget(budgets.get(row.id, ()))
@@ -342,15 +355,39 @@ class EmbeddedJobQueue(EmbeddedAdmin):
 
     async def apply(self, job: ClaimedJob, decision: Decision) -> None:
         """Close the attempt's row and move the job (done, failed, or back to todo at
-        `decision.retry_at`), in one transaction."""
-        status = {
-            AttemptOutcome.SUCCEEDED: JobStatus.SUCCEEDED,
-            AttemptOutcome.FAILED: JobStatus.FAILED,
-        }.get(decision.outcome, JobStatus.TODO)
+        `decision.retry_at`); returns once that is committed.
+
+        Jobs finishing together share one transaction: each call joins the batch the
+        settler writes next (one write transaction per batch instead of one per job).
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Read the outcome even if our caller is cancelled meanwhile (no "never retrieved").
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._settling.append((job, decision, done))
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle(), name="cauce-jobs-settler")
+        await asyncio.shield(done)
+
+    async def _settle(self) -> None:
+        while self._settling:
+            await asyncio.sleep(0)  # jobs finishing in this turn of the loop join the batch
+            batch, self._settling = self._settling, []
+            try:
+                await self._apply_batch([(job, decision) for job, decision, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _apply_batch(self, batch: Sequence[tuple[ClaimedJob, Decision]]) -> None:
         now = self._now()
-        async with self._writing() as conn:
-            await conn.execute(
-                _CLOSE_ATTEMPT,
+        closes, finishes, again = [], [], []
+        for job, decision in batch:
+            closes.append(
                 {
                     "attempt_id": job.attempt_id,
                     "finished_at": decision.finished_at or now,
@@ -358,14 +395,20 @@ class EmbeddedJobQueue(EmbeddedAdmin):
                     "error_class": decision.error_class,
                     "error_message": decision.error_message,
                     "trace_id": decision.trace_id,
-                },
+                }
             )
-            if status == JobStatus.TODO:
-                await conn.execute(
-                    _BACK_TO_TODO, {"job_id": job.id, "at": decision.retry_at, "now": now}
-                )
+            if decision.outcome == AttemptOutcome.SUCCEEDED:
+                finishes.append({"job_id": job.id, "status": JobStatus.SUCCEEDED.value, "now": now})
+            elif decision.outcome == AttemptOutcome.FAILED:
+                finishes.append({"job_id": job.id, "status": JobStatus.FAILED.value, "now": now})
             else:
-                await conn.execute(_FINISH, {"job_id": job.id, "status": status.value, "now": now})
+                again.append({"job_id": job.id, "at": decision.retry_at, "now": now})
+        async with self._writing() as conn:
+            await conn.execute(_CLOSE_ATTEMPT, closes)
+            if finishes:
+                await conn.execute(_FINISH, finishes)
+            if again:
+                await conn.execute(_BACK_TO_TODO, again)
 
     async def release(self, job_ids: Sequence[int] | None = None) -> int:
         """Return `doing` jobs (all of them, or `job_ids`) to `todo`; mark their attempts lost."""

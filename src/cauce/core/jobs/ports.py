@@ -60,15 +60,24 @@ class PermanentJobError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
-    """What a handler knows about the attempt it is running."""
+    """What a handler knows about the attempt it is running.
+
+    `session` is the attempt's unit of work, opened on first use: what the handler writes
+    and the jobs it defers commit together when it returns.
+    """
 
     job_id: int
     task: str
     queue: str
     attempt: int
     worker_id: str
-    session: AsyncSession
+    open_session: Callable[[], AsyncSession]
     queue_port: JobQueue
+
+    @property
+    def session(self) -> AsyncSession:
+        """The attempt's session (the same one on every access)."""
+        return self.open_session()
 
 
 Handler = Callable[[JobContext, JsonDict], Awaitable[None]]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import procrastinate
-from sqlalchemy import and_, exists, func, or_, select, text
+from sqlalchemy import and_, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.db.base import utcnow
@@ -100,6 +100,9 @@ async def _recover(
         ).one_or_none()
         if row is None:
             return False
+        # Give up the dedupe key first: a newer waiting job may hold it, and the move
+        # back to `todo` would then violate the one-waiting-job index.
+        await session.execute(update(JOBS).where(JOBS.c.id == job_id).values(queueing_lock=None))
         await session.execute(
             text("SELECT procrastinate_retry_job_v2(:id, NULL, NULL, NULL, NULL)"),
             {"id": job_id},

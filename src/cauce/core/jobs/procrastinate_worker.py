@@ -88,11 +88,14 @@ class _TasksWithFallback(dict[str, Any]):
         return self._fallback
 
 
+# A job going back to `todo` gives up its dedupe key (queueing lock). Conditionally
+# ("only if another job waits with it") is not enough: procrastinate moves the job back
+# in a later transaction, and a job deferred in between would make that move violate the
+# one-waiting-job index, leaving the job `doing` for good. So at most two jobs with one
+# key may wait; both do the same work, and their lock runs them one at a time.
 _YIELD_QUEUEING_LOCK = text(
-    "UPDATE procrastinate_jobs AS j SET queueing_lock = NULL"
-    " WHERE j.id = :id AND j.queueing_lock IS NOT NULL AND EXISTS ("
-    "  SELECT 1 FROM procrastinate_jobs AS o"
-    "  WHERE o.queueing_lock = j.queueing_lock AND o.status = 'todo' AND o.id <> j.id)"
+    "UPDATE procrastinate_jobs SET queueing_lock = NULL"
+    " WHERE id = :id AND queueing_lock IS NOT NULL"
 )
 
 
@@ -288,9 +291,8 @@ class ProcrastinateWorker:
 
     @staticmethod
     async def _yield_dedupe_key(session: AsyncSession, job_id: int) -> None:
-        """Going back to `todo`, give up the dedupe key (queueing lock) if a newer waiting
-        job holds it: the unique index allows one waiting job per key, and both do the
-        same work (the embedded engine does the same)."""
+        """Going back to `todo`, give up the dedupe key (queueing lock): see
+        `_YIELD_QUEUEING_LOCK`."""
         await session.execute(_YIELD_QUEUEING_LOCK, {"id": job_id})
 
     async def _lose(self, job_id: int) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.db.base import utcnow
-from cauce.core.db.uow import unit_of_work
+from cauce.core.db.uow import LazyUnitOfWork
 from cauce.core.jobs.metrics import JobMetrics
 from cauce.core.jobs.models import JobAttempt
 from cauce.core.jobs.ports import AttemptOutcome, JobContext, JobQueue, JsonDict, RetryLater
@@ -181,9 +181,15 @@ class AttemptRunner:
             return self._finish(job, Decision(AttemptOutcome.FAILED), exc, start, span)
         error: BaseException | None = None
         try:
-            async with unit_of_work(self._sessionmaker) as session:
+            async with LazyUnitOfWork(self._sessionmaker) as uow:
                 ctx = JobContext(
-                    job.id, job.task, job.queue, job.attempt, self.worker_id, session, self._queue
+                    job.id,
+                    job.task,
+                    job.queue,
+                    job.attempt,
+                    self.worker_id,
+                    uow.session,
+                    self._queue,
                 )
                 await spec.handler(ctx, job.payload)
             decision = Decision(AttemptOutcome.SUCCEEDED)
