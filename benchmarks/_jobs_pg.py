@@ -16,19 +16,23 @@ Method (the same for bare procrastinate and Cauce's engine):
    database's clock, so polling granularity does not matter).
 
 End-to-end throughput is N / (defer time + drain time).
+
+With `profile_dir`, each worker process samples its own CPU from the release to its
+SIGTERM (see _jobs_worker_proc.py) and the reports come back in `EngineRound.profiles`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +70,8 @@ class EngineRound:
     drain_s: float
     worker_cpu_s: float
     pg_cpu_s: float
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before / after the round
+    profiles: list[str] = field(default_factory=list)
 
     @property
     def defer_rate(self) -> float:
@@ -203,11 +209,17 @@ def worker_processes(
     concurrency: int,
     log_dir: Path,
     extra_args: Sequence[str] = (),
+    profile_dir: Path | None = None,
+    jobs: int = 0,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Start `count` worker processes; SIGTERM them on the way out (SIGKILL if stuck)."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for i in range(count):
+            profile = []
+            if profile_dir is not None:
+                out = profile_dir / f"{engine}-{count}w-{i}.txt"
+                profile = ["--profile", str(out), "--jobs", str(jobs)]
             cmd = [
                 sys.executable,
                 str(HERE / "_jobs_worker_proc.py"),
@@ -218,9 +230,9 @@ def worker_processes(
                 "--concurrency",
                 str(concurrency),
                 *extra_args,
+                *profile,
             ]
-            log_name = f"{engine}-{'-'.join(extra_args) or 'std'}-{count}w-{i}.log"
-            with (log_dir / log_name.replace("--", "")).open("wb") as log:
+            with (log_dir / f"{engine}-{count}w-{i}.log").open("wb") as log:
                 procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
         yield procs
     finally:
@@ -356,9 +368,13 @@ async def pg_round(
     concurrency: int,
     log_dir: Path,
     extra_args: Sequence[str] = (),
-    label: str | None = None,
+    profile: bool = False,
 ) -> EngineRound:
     """One full round: fresh database, defer phase, ready workers, drain phase."""
+    load_before = os.getloadavg()[0]
+    profile_dir = log_dir / f"profile-{engine}-{workers}w" if profile else None
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
     with scratch_database(admin_url, engine) as url:
         await prepare(engine, url)
         defer_s = await (defer_bare(url, n) if engine == "bare" else defer_cauce(url, n))
@@ -370,10 +386,28 @@ async def pg_round(
                 concurrency=concurrency,
                 log_dir=log_dir,
                 extra_args=extra_args,
+                profile_dir=profile_dir,
+                jobs=n,
             ) as procs:
                 await wait_ready(conn, procs)
+                if profile_dir is not None:
+                    for proc in procs:
+                        proc.send_signal(signal.SIGUSR1)
                 drain_s, worker_cpu, pg_cpu = await release_and_drain(
                     conn, procs, n, timeout_s=max(60.0, n / 20)
                 )
             await check_exactly_once(conn, engine, n)
-    return EngineRound(label or engine, workers, n, defer_s, drain_s, worker_cpu, pg_cpu)
+    profiles = []
+    if profile_dir is not None:
+        profiles = [f.read_text() for f in sorted(profile_dir.glob("*.txt"))]
+    return EngineRound(
+        engine,
+        workers,
+        n,
+        defer_s,
+        drain_s,
+        worker_cpu,
+        pg_cpu,
+        load=(load_before, os.getloadavg()[0]),
+        profiles=profiles,
+    )

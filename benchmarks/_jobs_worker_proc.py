@@ -1,16 +1,22 @@
 """A worker process for benchmarks/jobs_throughput.py: bare procrastinate or Cauce's engine.
 
     python benchmarks/_jobs_worker_proc.py --engine bare|cauce --url postgresql+psycopg://...
+        [--concurrency 10] [--tracing sdk|off] [--profile FILE]
 
 Both run one no-op task called `noop` on the queue `bench`, with the same concurrency,
 polling interval and LISTEN/NOTIFY, until SIGTERM (or SIGINT).
 
 - `bare`: procrastinate's own App + PsycopgConnector and a plain `@app.task`.
-- `cauce`: `ProcrastinateWorker` + `AttemptRunner` as `cauce worker` builds them
-  (cauce.core.jobs.factory): the engine from `create_database` (production pool options,
-  pre-ping included), the attempts table, an SDK tracer provider (spans recorded, not
-  exported), Prometheus metrics, structlog. `--runner lean` swaps in the what-if runner
-  of _jobs_whatif.py; `--pre-ping off` builds the same pool without pre-ping.
+- `cauce`: the worker `cauce worker` runs, built by the same factory
+  (`cauce.core.jobs.factory.build_job_worker`: `ProcrastinateWorker` + `AttemptRunner`)
+  on the engine from `create_database` (production pool options, pre-ping included),
+  with the attempts table (written by migration 0006's triggers), an SDK tracer provider
+  (spans recorded, not exported), Prometheus metrics and structlog.
+
+`--profile FILE`: SIGUSR1 starts a SIGPROF sampling profiler (_jobs_profile.Sampler), and
+at SIGTERM its report (_jobs_profile.py: CPU ms per job by area and by function, over
+`--jobs`) is written to FILE. The benchmark sends SIGUSR1 when it releases the jobs, so
+only the drain is sampled.
 """
 
 from __future__ import annotations
@@ -19,21 +25,19 @@ import argparse
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 import procrastinate
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from _jobs_pg import QUEUE, TASK, libpq
-from _jobs_whatif import LeanAttemptRunner
-from cauce.core.config import LogSettings, Settings
-from cauce.core.db import Database, create_database
+from _jobs_profile import Sampler, report
+from cauce.core.config import JobsSettings, LogSettings, Settings
+from cauce.core.db import create_database
+from cauce.core.jobs.factory import build_job_queue, build_job_worker
 from cauce.core.jobs.metrics import JobMetrics
 from cauce.core.jobs.ports import JobContext, JsonDict
-from cauce.core.jobs.procrastinate_engine import ProcrastinateJobQueue
-from cauce.core.jobs.procrastinate_worker import ProcrastinateWorker
 from cauce.core.jobs.registry import TaskRegistry
-from cauce.core.jobs.runner import AttemptRunner
 from cauce.core.observability.logging import configure_logging
 
 
@@ -44,17 +48,43 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--poll", type=float, default=0.5, help="fetch polling interval (s)")
     parser.add_argument("--tracing", choices=["sdk", "off"], default="sdk")
-    parser.add_argument("--runner", choices=["std", "lean"], default="std")
-    parser.add_argument("--pre-ping", choices=["on", "off"], default="on")
+    parser.add_argument("--profile", type=Path, default=None, help="sample the drain into FILE")
+    parser.add_argument("--jobs", type=int, default=1, help="jobs of the round (for --profile)")
     return parser.parse_args()
 
 
-async def _wait_for_signal() -> None:
+class _Profiler:
+    """SIGUSR1 starts sampling; `stop` writes the report (if it ever started)."""
+
+    def __init__(self, out: Path | None, title: str, jobs: int) -> None:
+        self._out = out
+        self._title = title
+        self._jobs = jobs
+        self._sampler: Sampler | None = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._out is not None:
+            loop.add_signal_handler(signal.SIGUSR1, self._start)
+
+    def _start(self) -> None:
+        if self._sampler is None:
+            self._sampler = Sampler().__enter__()
+
+    def stop(self) -> None:
+        if self._sampler is None or self._out is None:
+            return
+        self._sampler.__exit__()
+        self._out.write_text(report(self._sampler, self._title, self._jobs))
+
+
+async def _wait_for_signal(profiler: _Profiler) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    profiler.install(loop)
     await stop.wait()
+    profiler.stop()
 
 
 async def run_bare(args: argparse.Namespace) -> None:
@@ -82,30 +112,20 @@ async def run_bare(args: argparse.Namespace) -> None:
                 install_signal_handlers=False,
             )
         )
-        await _wait_for_signal()
+        await _wait_for_signal(_Profiler(args.profile, "bare worker process", args.jobs))
         worker.cancel()
         await asyncio.wait({worker})
 
 
-def _database(settings: Settings, pre_ping: bool) -> Database:
-    if pre_ping:
-        return create_database(settings)
-    # create_database's PostgreSQL pool, minus the pre-ping (the what-if).
-    engine = create_async_engine(
-        settings.effective_database_url,
-        pool_size=settings.db.pool_size,
-        max_overflow=settings.db.max_overflow,
-        pool_timeout=settings.db.pool_timeout_seconds,
-        pool_pre_ping=False,
-    )
-    return Database(engine, async_sessionmaker(engine, expire_on_commit=False))
-
-
 async def run_cauce(args: argparse.Namespace) -> None:
     """Cauce's PostgreSQL engine, wired the way `cauce worker` wires it."""
-    settings = Settings(database_url=args.url, log=LogSettings(level="warning", format="json"))
+    settings = Settings(
+        database_url=args.url,
+        log=LogSettings(level="warning", format="json"),
+        jobs=JobsSettings(poll_seconds=args.poll),
+    )
     configure_logging(settings)
-    db = _database(settings, args.pre_ping == "on")
+    db = create_database(settings)
     registry = TaskRegistry()
 
     @registry.task(TASK, queue=QUEUE)
@@ -117,30 +137,21 @@ async def run_cauce(args: argparse.Namespace) -> None:
         from opentelemetry.sdk.trace import TracerProvider
 
         tracer_provider = TracerProvider()
-    runner_cls = LeanAttemptRunner if args.runner == "lean" else AttemptRunner
     metrics = JobMetrics()
-    queue = ProcrastinateJobQueue(db.sessionmaker, registry, metrics, conninfo=libpq(args.url))
-    worker = ProcrastinateWorker(
+    queue = build_job_queue(db, registry, metrics)
+    worker = build_job_worker(
         queue,
-        lambda worker_id: runner_cls(
-            db.sessionmaker,
-            registry,
-            queue,
-            worker_id=worker_id,
-            metrics=metrics,
-            tracer_provider=tracer_provider,
-        ),
+        db,
         registry,
+        metrics,
+        settings.jobs,
+        tracer_provider=tracer_provider,
         concurrency=args.concurrency,
         queues=[QUEUE],
-        poll_seconds=args.poll,
-        heartbeat_seconds=settings.jobs.heartbeat_seconds,
-        stalled_seconds=settings.jobs.stalled_after_seconds,
-        sweep_seconds=settings.jobs.sweep_seconds,
     )
     await worker.start()
     try:
-        await _wait_for_signal()
+        await _wait_for_signal(_Profiler(args.profile, "Cauce worker process", args.jobs))
     finally:
         await worker.stop()
         await db.dispose()
