@@ -70,9 +70,7 @@ async def test_twin_deferred_while_the_job_goes_back_to_todo(
     async def yield_then_twin(session: object, job_id: int) -> None:
         await original(session, job_id)  # type: ignore[arg-type]
         async with unit_of_work(db.sessionmaker) as other:
-            twin["id"] = (
-                await kit.queue.defer(other, "deliver", {}, dedupe_key="crm:a")
-            ).job_id
+            twin["id"] = (await kit.queue.defer(other, "deliver", {}, dedupe_key="crm:a")).job_id
 
     kit.worker._yield_dedupe_key = yield_then_twin  # type: ignore[attr-defined,method-assign]
     async with unit_of_work(db.sessionmaker) as session:
