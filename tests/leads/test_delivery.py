@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -19,6 +20,7 @@ from cauce.leads.ports import (
     CrmKey,
     CrmRecord,
     CrmThrottled,
+    CrmUnavailable,
     UpsertOutcome,
 )
 from tests.conftest import SettingsFactory
@@ -251,3 +253,55 @@ async def test_erased_leads_are_never_sent(db: Database, crm_settings: Settings)
     crm = MemoryCrm()
     await deliver(db.sessionmaker, crm, crm_settings.crm)
     assert [c.lead_id for b in crm.batches for c in b] == [ids[1]]
+
+
+async def test_lanes_keep_batches_in_flight_without_sending_a_lead_twice(
+    db: Database, settings_factory: SettingsFactory
+) -> None:
+    """With 3 lanes and a slow CRM, 3 batches are in flight at once; every lead goes in
+    exactly one batch and ends `synced`."""
+    settings = settings_factory(crm={"provider": "hubspot", "delivery_lanes": 3})
+    await _add_leads(db, 1000)
+    crm = MemoryCrm()
+    in_flight = peak = 0
+
+    async def slow() -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+
+    crm.on_call.append(slow)
+    report = await deliver(db.sessionmaker, crm, settings.crm)
+    sent = [c.lead_id for batch in crm.batches for c in batch]
+    assert peak == 3
+    assert len(sent) == len(set(sent)) == 1000
+    assert report.synced == 1000
+    assert set((await _statuses(db)).values()) == {"synced"}
+
+
+async def test_a_lane_failure_stops_the_run_and_keeps_what_was_delivered(
+    db: Database, settings_factory: SettingsFactory
+) -> None:
+    """When one lane's call raises, the other lanes stop and the error reaches the job;
+    batches recorded before stay synced, the rest stay pending."""
+    settings = settings_factory(crm={"provider": "hubspot", "delivery_lanes": 3})
+    await _add_leads(db, 1000)
+    crm = MemoryCrm()
+    calls = 0
+
+    async def fail_fourth() -> None:
+        nonlocal calls
+        calls += 1
+        number = calls
+        await asyncio.sleep(0.01 * number)
+        if number == 4:
+            raise CrmUnavailable("down")
+
+    crm.on_call.append(fail_fourth)
+    with pytest.raises(CrmUnavailable):
+        await deliver(db.sessionmaker, crm, settings.crm)
+    statuses = list((await _statuses(db)).values())
+    assert 0 < statuses.count("synced") < 1000
+    assert set(statuses) == {"synced", "pending"}

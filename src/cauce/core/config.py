@@ -245,6 +245,13 @@ class CrmSettings(_Section):
         default="cauce_id", description="Unique CRM property keying leads without email"
     )
     batch_size: int = Field(default=100, ge=1, le=100)
+    delivery_lanes: int = Field(
+        default=3,
+        ge=1,
+        le=16,
+        description="Batch requests one delivery job keeps in flight (the CRM's latency "
+        "would otherwise bound the rate; the upstream's rate limiter still paces them)",
+    )
     delivery_budget_seconds: float = Field(
         default=20.0, gt=0, description="A delivery job hands over to a fresh job after this"
     )

@@ -19,6 +19,7 @@ batch, which the next run redoes (upserts are idempotent).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -196,44 +197,112 @@ async def deliver(
 ) -> DeliveryReport:
     """Deliver pending leads (or exactly the leads `only` names) until none remain.
 
-    CrmThrottled / CrmUnavailable / CrmRejected propagate: the job decides when to run
-    again. Leads delivered before the exception stay delivered.
+    `settings.delivery_lanes` batches are in flight at once (one per lane): a lane reads
+    the next pending batch, leaving out the leads and keys other lanes are sending, so a
+    lead is never in two requests at once and its versions reach the CRM in order.
+
+    CrmThrottled / CrmUnavailable / CrmRejected propagate (the other lanes are
+    cancelled; their batches are re-sent later, harmlessly, as upserts): the job decides
+    when to run again. Leads delivered before the exception stay delivered.
     """
-    report = DeliveryReport()
-    deadline = monotonic() + settings.delivery_budget_seconds
-    batch_size = min(settings.batch_size, crm.max_batch)
-    skip: set[int] = set()
-    while True:
-        if monotonic() >= deadline:
-            report.out_of_time = True
-            return report
-        async with unit_of_work(sessionmaker) as session:
-            leads = await _pending_batch(session, batch_size, skip, only)
-            contacts = _unique_keys([to_contact(lead, settings) for lead in leads])
-        if not contacts:
-            return report
-        outcomes = await crm.upsert(contacts)
-        report.batches += 1
-        async with unit_of_work(sessionmaker) as session:
-            for sent, verdict in await _record_batch(session, contacts, outcomes):
+    run = _Delivery(sessionmaker, crm, settings, only, monotonic, on_batch)
+    lanes = [
+        asyncio.create_task(run.lane(), name=f"crm-delivery-lane-{n}")
+        for n in range(max(1, settings.delivery_lanes))
+    ]
+    try:
+        done, pending = await asyncio.wait(lanes, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        for task in lanes:
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        raise
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            raise exc
+    return run.report
+
+
+class _Delivery:
+    """The state the lanes of one delivery run share."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        crm: CrmClient,
+        settings: CrmSettings,
+        only: Sequence[int] | None,
+        monotonic: Callable[[], float],
+        on_batch: Callable[[DeliveryReport], None] | None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.crm = crm
+        self.settings = settings
+        self.only = only
+        self.monotonic = monotonic
+        self.on_batch = on_batch
+        self.report = DeliveryReport()
+        self.deadline = monotonic() + settings.delivery_budget_seconds
+        self.batch_size = min(settings.batch_size, crm.max_batch)
+        self.skip: set[int] = set()
+        self.in_flight: set[int] = set()
+        self.keys_in_flight: set[CrmKey] = set()
+        self.reading = asyncio.Lock()
+
+    async def _next_batch(self) -> list[CrmContact]:
+        async with self.reading:
+            async with unit_of_work(self.sessionmaker) as session:
+                leads = await _pending_batch(
+                    session, self.batch_size, self.skip | self.in_flight, self.only
+                )
+                contacts = [
+                    c
+                    for c in _unique_keys([to_contact(lead, self.settings) for lead in leads])
+                    if c.key not in self.keys_in_flight
+                ]
+            self.in_flight.update(c.lead_id for c in contacts)
+            self.keys_in_flight.update(c.key for c in contacts)
+            return contacts
+
+    async def lane(self) -> None:
+        report = self.report
+        while True:
+            if self.monotonic() >= self.deadline:
+                report.out_of_time = True
+                return
+            contacts = await self._next_batch()
+            if not contacts:
+                return
+            try:
+                outcomes = await self.crm.upsert(contacts)
+                report.batches += 1
+                async with unit_of_work(self.sessionmaker) as session:
+                    verdicts = await _record_batch(session, contacts, outcomes)
+            finally:
+                self.in_flight.difference_update(c.lead_id for c in contacts)
+                self.keys_in_flight.difference_update(c.key for c in contacts)
+            for sent, verdict in verdicts:
                 if verdict == "synced":
                     report.synced += 1
                 elif verdict == "superseded":
                     report.superseded += 1
                 elif verdict == "failed":
                     report.failed_for_good.append(sent.lead_id)
-                    skip.add(sent.lead_id)
+                    self.skip.add(sent.lead_id)
                 else:
                     report.retry_later.append(sent.lead_id)
-                    skip.add(sent.lead_id)
-        if only is not None:
-            skip.update(contact.lead_id for contact in contacts)
-        log.info(
-            "crm.delivery.batch",
-            crm=crm.name,
-            size=len(contacts),
-            synced=report.synced,
-            failed=len(report.failed_for_good),
-        )
-        if on_batch is not None:
-            on_batch(report)
+                    self.skip.add(sent.lead_id)
+            if self.only is not None:
+                self.skip.update(contact.lead_id for contact in contacts)
+            log.info(
+                "crm.delivery.batch",
+                crm=self.crm.name,
+                size=len(contacts),
+                synced=report.synced,
+                failed=len(report.failed_for_good),
+            )
+            if self.on_batch is not None:
+                self.on_batch(report)
