@@ -37,7 +37,10 @@ log = structlog.get_logger("cauce.leads.tasks")
 DELIVERY_POLICY = RetryPolicy(
     max_attempts=10, base_seconds=2.0, cap_seconds=300.0, fail_on=(CrmRejected,)
 )
-OUTAGE_RECHECK = timedelta(seconds=5)
+# A CRM call that failed after its in-call retries, with the circuit still closed (an
+# unlucky run of 5xx): look again soon. A real outage opens the circuit, whose own open
+# period then sets the next try (CrmUnavailable.retry_at), so this never hammers a CRM.
+OUTAGE_RECHECK = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
