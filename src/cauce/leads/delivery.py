@@ -106,9 +106,15 @@ def _unique_keys(contacts: Sequence[CrmContact]) -> list[CrmContact]:
 
 
 async def _pending_batch(
-    session: AsyncSession, limit: int, exclude: set[int], only: Sequence[int] | None
+    session: AsyncSession,
+    limit: int,
+    exclude: set[int],
+    only: Sequence[int] | None,
+    after: int = 0,
 ) -> list[Lead]:
-    query = select(Lead).where(Lead.erased_at.is_(None)).order_by(Lead.id).limit(limit)
+    query = (
+        select(Lead).where(Lead.erased_at.is_(None), Lead.id > after).order_by(Lead.id).limit(limit)
+    )
     if only is not None:
         query = query.where(Lead.id.in_(list(only)))
     else:
@@ -251,13 +257,25 @@ class _Delivery:
         self.in_flight: set[int] = set()
         self.keys_in_flight: set[CrmKey] = set()
         self.reading = asyncio.Lock()
+        # Reads go forward from the last lead read (keyset), not from the first pending
+        # one: on PostgreSQL the index entries of leads synced in this run stay behind
+        # until vacuum, and every read would walk past all of them again.
+        self.after = 0
 
     async def _next_batch(self) -> list[CrmContact]:
         async with self.reading:
             async with unit_of_work(self.sessionmaker) as session:
+                exclude = self.skip | self.in_flight
                 leads = await _pending_batch(
-                    session, self.batch_size, self.skip | self.in_flight, self.only
+                    session, self.batch_size, exclude, self.only, self.after
                 )
+                if not leads and self.after:
+                    # Once past the end, look again from the start for leads that
+                    # became pending behind the cursor (edited, superseded).
+                    self.after = 0
+                    leads = await _pending_batch(session, self.batch_size, exclude, self.only)
+                if leads:
+                    self.after = leads[-1].id
                 contacts = [
                     c
                     for c in _unique_keys([to_contact(lead, self.settings) for lead in leads])
