@@ -246,7 +246,7 @@ class CrmSettings(_Section):
     )
     batch_size: int = Field(default=100, ge=1, le=100)
     delivery_lanes: int = Field(
-        default=3,
+        default=4,
         ge=1,
         le=16,
         description="Batch requests one delivery job keeps in flight (the CRM's latency "
