@@ -3,80 +3,257 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, or_, select, update
+import orjson
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import cast as cast_
+from sqlalchemy import (
+    column as sql_column,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from cauce.leads.matching import MatchRecord
+from cauce.leads.matching.plan import MATCH_COLUMNS, record_of
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource, RoutingCursor
 
-# Exact keys (email, phone, tax id) are never skipped, however many leads share them.
-EXACT_KEY_PREFIXES = ("e:", "p:", "t:")
-MAX_CANDIDATES = 200
+LEADS = cast(Table, Lead.__table__)
+KEYS = cast(Table, LeadMatchKey.__table__)
+SOURCES = cast(Table, LeadSource.__table__)
+EVENTS = cast(Table, LeadEvent.__table__)
 
 
 def match_record(values: dict[str, Any] | Lead) -> MatchRecord:
     """The fields de-duplication compares, from a lead row or a dict of its values."""
 
-    def get(name: str) -> Any:
-        return values.get(name) if isinstance(values, dict) else getattr(values, name)
+    if isinstance(values, dict):
+        return record_of(values)
+    return record_of({name: getattr(values, name) for name in MATCH_COLUMNS})
 
-    return MatchRecord(
-        email=get("email"),
-        phone=get("phone"),
-        first_name=get("first_name"),
-        last_names=get("last_name"),
-        company=get("company"),
-        city=get("city"),
-        region=get("region"),
-        country=get("country"),
-    )
+
+def _postgres(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
 def _insert_for(session: AsyncSession) -> Any:
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return postgresql.insert if _postgres(session) else sqlite.insert
 
 
-async def candidate_ids(
-    session: AsyncSession, keys: Iterable[str], max_block_size: int
-) -> list[int]:
-    """Leads sharing a blocking key, skipping fuzzy keys too common to discriminate."""
-    key_list = sorted(keys)
-    if not key_list:
-        return []
-    rows = await session.execute(
-        select(LeadMatchKey.key, LeadMatchKey.lead_id)
-        .where(LeadMatchKey.key.in_(key_list))
-        .limit(len(key_list) * (max_block_size + 1))
-    )
-    by_key: dict[str, list[int]] = defaultdict(list)
+# Candidate look-ups take any number of keys or ids as one parameter (a JSON array), so
+# one statement serves a lead or a batch of 1,000.
+# Per key at most `:cap` members are read: a key that has more is too common anyway.
+_MEMBERS_SQLITE = text(
+    "SELECT j.value AS key, k.lead_id FROM json_each(:keys) AS j "
+    "JOIN lead_match_keys AS k ON k.rowid IN "
+    "(SELECT m.rowid FROM lead_match_keys AS m WHERE m.key = j.value LIMIT :cap)"
+)
+_MEMBERS_PG = text(
+    "SELECT k.key, m.lead_id FROM json_array_elements_text(CAST(:keys AS json)) AS k(key) "
+    "CROSS JOIN LATERAL (SELECT lead_id FROM lead_match_keys "
+    "WHERE lead_match_keys.key = k.key LIMIT :cap) AS m"
+)
+_MATCH_SELECT = select(LEADS.c.id, LEADS.c.uid, *(LEADS.c[name] for name in MATCH_COLUMNS))
+_MATCH_ROWS_SQLITE = _MATCH_SELECT.where(
+    LEADS.c.id.in_(select(literal_column("value")).select_from(func.json_each(bindparam("ids")))),
+    LEADS.c.erased_at.is_(None),
+)
+_MATCH_ROWS_PG = _MATCH_SELECT.where(
+    LEADS.c.id.in_(
+        select(cast_(literal_column("value"), BigInteger())).select_from(
+            func.json_array_elements_text(cast_(bindparam("ids", type_=Text()), JSON()))
+        )
+    ),
+    LEADS.c.erased_at.is_(None),
+)
+
+
+async def _connection(session: AsyncSession) -> AsyncConnection:
+    # Core statements on the session's own connection and transaction, without the
+    # ORM's per-statement bookkeeping (these rows are never loaded as objects).
+    return await session.connection()
+
+
+async def key_members(
+    session: AsyncSession, keys: Collection[str], cap: int
+) -> dict[str, list[int]]:
+    """Per blocking key, the ids of leads filed under it (at most `cap` per key)."""
+    if not keys:
+        return {}
+    conn = await _connection(session)
+    statement = _MEMBERS_PG if _postgres(session) else _MEMBERS_SQLITE
+    rows = await conn.execute(statement, {"keys": orjson.dumps(list(keys)).decode(), "cap": cap})
+    members: dict[str, list[int]] = defaultdict(list)
     for key, lead_id in rows:
-        by_key[key].append(lead_id)
-    ids: dict[int, None] = {}
-    # Exact keys first, so they are never crowded out by the candidate cap.
-    for key in sorted(by_key, key=lambda k: not k.startswith(EXACT_KEY_PREFIXES)):
-        members = by_key[key]
-        if not key.startswith(EXACT_KEY_PREFIXES) and len(members) > max_block_size:
-            continue
-        for lead_id in members:
-            ids.setdefault(lead_id, None)
-    return list(ids)[:MAX_CANDIDATES]
+        members[key].append(lead_id)
+    return members
 
 
-async def live_leads(session: AsyncSession, ids: Sequence[int]) -> list[Lead]:
-    """The leads with these ids that are not erased."""
+async def match_rows(
+    session: AsyncSession, ids: Collection[int]
+) -> list[tuple[int, str, tuple[str | None, ...]]]:
+    """(id, uid, `MATCH_COLUMNS` values) of the leads with these ids not erased, by id."""
     if not ids:
         return []
-    result = await session.scalars(
-        select(Lead).where(Lead.id.in_(list(ids)), Lead.erased_at.is_(None))
+    conn = await _connection(session)
+    statement = _MATCH_ROWS_PG if _postgres(session) else _MATCH_ROWS_SQLITE
+    rows = await conn.execute(statement, {"ids": orjson.dumps(sorted(ids)).decode()})
+    out = [(row[0], row[1], tuple(row[2:])) for row in rows]
+    out.sort()
+    return out
+
+
+async def leads_by_id(session: AsyncSession, ids: Collection[int]) -> dict[int, Lead]:
+    """Lead objects (for changing them), by id."""
+    if not ids:
+        return {}
+    result = await session.scalars(select(Lead).where(Lead.id.in_(sorted(ids))))
+    return {lead.id: lead for lead in result}
+
+
+async def arrivals_of(session: AsyncSession, ids: Collection[int]) -> dict[int, int]:
+    """How many times each lead arrived (one source row per arrival)."""
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(LeadSource.lead_id, func.count())
+        .where(LeadSource.lead_id.in_(sorted(ids)))
+        .group_by(LeadSource.lead_id)
     )
-    return list(result.all())
+    counts = {lead_id: 0 for lead_id in ids}
+    counts.update({lead_id: int(n) for lead_id, n in rows})
+    return counts
+
+
+_HOLD = (
+    update(LEADS)
+    .where(LEADS.c.id == bindparam("lead_id"))
+    .values(possible_duplicate_of=bindparam("held_against"))
+)
+
+
+class _Bulk:
+    """An INSERT of any number of rows in one statement.
+
+    PostgreSQL gets one parameter, a JSON document it unpacks with `json_to_recordset`
+    (JSON columns travel as text, cast back in SQL): a multi-row VALUES of 1,000 leads
+    has 39,000 placeholders, which psycopg parses afresh each time (it caches only small
+    statements). SQLite, in process, is fastest with a plain executemany (or SQLAlchemy's
+    multi-row VALUES when ids come back); measured, its `json_each` re-parses each row
+    once per column.
+    """
+
+    def __init__(self, table: Table, names: Sequence[str], *, conflicts: bool = False):
+        self.names = tuple(names)
+        self.json = {n for n in self.names if isinstance(table.c[n].type, JSON)}
+        typed = [sql_column(n, Text() if n in self.json else table.c[n].type) for n in self.names]
+        document = cast_(bindparam("rows", type_=Text()), JSON())
+        pg_rows = (
+            func.json_to_recordset(document).table_valued(*typed).render_derived(with_types=True)
+        )
+        pg_values = [
+            cast_(pg_rows.c[n], JSON()) if n in self.json else pg_rows.c[n] for n in self.names
+        ]
+        pg = postgresql.insert(table).from_select(list(self.names), select(*pg_values))
+        lite: Any = insert(table)
+        if conflicts:
+            pg, lite = pg.on_conflict_do_nothing(), sqlite.insert(table).on_conflict_do_nothing()
+        self.pg, self.lite = pg, lite
+
+    def statement(self, session: AsyncSession) -> Any:
+        return self.pg if _postgres(session) else self.lite
+
+    def params(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> Any:
+        if not _postgres(session):
+            return list(rows)
+        records: list[Any] = []
+        for row in rows:
+            record = {n: row[n] for n in self.names}
+            for n in self.json:
+                # As SQLAlchemy's JSON type stores it (None as JSON null).
+                record[n] = orjson.dumps(record[n]).decode()
+            records.append(record)
+        return {"rows": orjson.dumps(records).decode()}
+
+
+LEAD_COLUMNS = tuple(c.name for c in LEADS.columns if c.name != "id")
+_LEADS_BULK = _Bulk(LEADS, LEAD_COLUMNS)
+_KEYS_BULK = _Bulk(KEYS, ("lead_id", "key"), conflicts=True)
+_SOURCES_BULK = _Bulk(
+    SOURCES, ("lead_id", "source", "external_id", "utm", "consent", "received_at")
+)
+_EVENTS_BULK = _Bulk(EVENTS, ("lead_id", "action", "changes", "actor", "at"))
+
+
+async def _bulk_insert(
+    session: AsyncSession, bulk: _Bulk, rows: Sequence[Mapping[str, Any]], *returning: Any
+) -> Any:
+    conn = await _connection(session)
+    statement = bulk.statement(session)
+    if returning:
+        statement = statement.returning(*returning)
+    return await conn.execute(statement, bulk.params(session, rows))
+
+
+async def insert_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Insert leads (every column but `id` given); returns their ids by `uid`."""
+    if not rows:
+        return {}
+    result = await _bulk_insert(session, _LEADS_BULK, rows, LEADS.c.uid, LEADS.c.id)
+    return {uid: lead_id for uid, lead_id in result}
+
+
+async def hold_against(session: AsyncSession, pairs: Sequence[tuple[int, int]]) -> None:
+    """Point leads at the lead each may duplicate: (lead id, held against id)."""
+    if pairs:
+        conn = await _connection(session)
+        params = [{"lead_id": lead_id, "held_against": other} for lead_id, other in pairs]
+        await conn.execute(_HOLD, params)
+
+
+async def insert_match_keys(
+    session: AsyncSession, keys: Mapping[int, Iterable[str]], *, replace: Collection[int] = ()
+) -> None:
+    """File leads under their blocking keys; leads in `replace` lose their old keys first."""
+    if replace:
+        conn = await _connection(session)
+        await conn.execute(delete(KEYS).where(KEYS.c.lead_id.in_(sorted(replace))))
+    rows = [
+        {"lead_id": lead_id, "key": key[:200]}
+        for lead_id, lead_keys in keys.items()
+        for key in sorted(set(lead_keys))
+    ]
+    if rows:
+        await _bulk_insert(session, _KEYS_BULK, rows)
+
+
+async def insert_sources(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Record arrivals (lead_id, source, external_id, utm, consent, received_at)."""
+    if rows:
+        await _bulk_insert(session, _SOURCES_BULK, rows)
+
+
+async def insert_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Record history lines (lead_id, action, changes, actor, at)."""
+    if rows:
+        await _bulk_insert(session, _EVENTS_BULK, rows)
 
 
 async def replace_match_keys(
@@ -91,18 +268,18 @@ async def replace_match_keys(
         await session.execute(insert(LeadMatchKey).values(rows).on_conflict_do_nothing())
 
 
-async def next_route_position(session: AsyncSession, team: str) -> int:
-    """Advance a team's rotation in this transaction; returns the position to use."""
-    insert = _insert_for(session)
+async def advance_route(session: AsyncSession, team: str, steps: int) -> int:
+    """Advance a team's rotation by `steps` in this transaction; returns the first position."""
+    insert_ = _insert_for(session)
     statement = (
-        insert(RoutingCursor)
-        .values(team=team, position=1)
+        insert_(RoutingCursor)
+        .values(team=team, position=steps)
         .on_conflict_do_update(
-            index_elements=["team"], set_={"position": RoutingCursor.position + 1}
+            index_elements=["team"], set_={"position": RoutingCursor.position + steps}
         )
         .returning(RoutingCursor.position)
     )
-    return int((await session.execute(statement)).scalar_one()) - 1
+    return int((await session.execute(statement)).scalar_one()) - steps
 
 
 async def arrivals(session: AsyncSession, lead_id: int) -> int:

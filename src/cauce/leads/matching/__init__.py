@@ -2,7 +2,8 @@
 
 Pure domain code, no database. The leads service fills a `MatchRecord` per lead, then
 either keeps a warm `MatchIndex` (add/remove/query) or stores `blocking_keys` and
-`sort_key` in indexed columns, fetches candidates with SQL and scores them with `rank`.
+`sort_key` in indexed columns, fetches candidates with SQL and scores them with `rank`
+(`plan.BatchMatcher` does that for a whole batch at once, as if one lead at a time).
 A `MatchDecision` carries the score (a probability), the verdict against the thresholds
 in `DedupeSettings`, and per-field evidence that explains it. `merge` folds a duplicate
 into the existing lead, filling gaps and never overwriting.

@@ -15,6 +15,7 @@ Every comparison is symmetric, so score(a, b) == score(b, a).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -31,6 +32,12 @@ from cauce.leads.matching.settings import DedupeSettings
 # Evidence total (bits) at which the probability is one half.
 PRIOR_OFFSET: Final = 12.0
 _TYPO_JW: Final = 0.9
+# Comparisons of given names, surnames and places are memoised: they repeat a lot (José,
+# García, Madrid), so most pairs meet values already compared. (Single words and whole
+# companies hit too seldom, in data with typos, for a cache to pay.) Sizes follow how many
+# distinct values there are: a few thousand given names or places, far more surnames.
+_SMALL: Final = 1 << 12
+_LARGE: Final = 1 << 16
 
 
 class Verdict(StrEnum):
@@ -122,6 +129,7 @@ def _gender_forms(x: str, y: str) -> bool:
     return x + "a" == y or y + "a" == x
 
 
+@functools.lru_cache(maxsize=_SMALL)
 def _given(ta: tuple[str, ...], tb: tuple[str, ...], field: str) -> Evidence | None:
     if not ta or not tb:
         return None
@@ -158,6 +166,15 @@ def _assign(short: tuple[str, ...], long_: tuple[str, ...]) -> tuple[float, ...]
     """Similarities of the best one-to-one pairing of the shorter token list into the longer."""
     if len(long_) == 1:
         return (_near(short[0], long_[0]),)
+    if len(short) == len(long_) == 2:
+        # The usual case (two surnames each side), unrolled: straight, then crossed.
+        s0, s1 = short
+        l0, l1 = long_
+        x, y = _near(s0, l0), _near(s1, l1)
+        straight = (x, y) if x <= y else (y, x)
+        x, y = _near(s0, l1), _near(s1, l0)
+        crossed = (x, y) if x <= y else (y, x)
+        return crossed if (sum(crossed), crossed) > (sum(straight), straight) else straight
     # Ranked by total, then by the sorted similarities, so ties break the same way
     # whichever record is passed first (the score must be symmetric).
     best: tuple[float, tuple[float, ...]] = (-1.0, ())
@@ -175,6 +192,7 @@ def _surname_weight(ta: tuple[str, ...], tb: tuple[str, ...]) -> float:
     return 4.0 if common else 7.0
 
 
+@functools.lru_cache(maxsize=_LARGE)
 def _surnames(ta: tuple[str, ...], tb: tuple[str, ...], field: str) -> Evidence | None:
     if not ta or not tb:
         return None
@@ -210,10 +228,7 @@ def _surnames(ta: tuple[str, ...], tb: tuple[str, ...], field: str) -> Evidence 
 
 def _may_be_crossed(a: Features, b: Features) -> bool:
     # A cheap screen before the crossed comparisons: swapped names keep their initials.
-    a_first, b_first = a.first_tokens[0][0], b.first_tokens[0][0]
-    return any(t[0] == b_first for t in a.last_tokens) or any(
-        t[0] == a_first for t in b.last_tokens
-    )
+    return b.first_initial in a.last_initials or a.first_initial in b.last_initials
 
 
 def _names(a: Features, b: Features, nick: bool) -> list[Evidence]:
@@ -270,6 +285,7 @@ def _postcode(a: str, b: str) -> Evidence:
     return Evidence("postcode", Level.DISAGREE, 0.0, -2.5, "different postcodes")
 
 
+@functools.lru_cache(maxsize=_SMALL)
 def _place(a: str, b: str, field: str, agree: float, partial: float, disagree: float) -> Evidence:
     if a == b or a.replace(" ", "") == b.replace(" ", ""):
         return Evidence(field, Level.AGREE, 1.0, agree, f"same {field}")
@@ -309,23 +325,33 @@ def _address(a: Features, b: Features) -> Evidence | None:
     return Evidence("address", Level.DISAGREE, sim, -2.5, "different street addresses")
 
 
+# Evidence that never varies, built once (the comparison is the intake's hot path).
+_SAME_EMAIL: Final = Evidence("email", Level.AGREE, 1.0, 20.0, "same mailbox")
+_SAME_LOCAL: Final = Evidence(
+    "email", Level.PARTIAL, 0.9, 4.0, "same personal mailbox name elsewhere"
+)
+_OTHER_EMAIL: Final = Evidence("email", Level.DISAGREE, 0.0, -1.0, "different emails")
+_SAME_PHONE: Final = Evidence("phone", Level.AGREE, 1.0, 11.0, "same phone number")
+_OTHER_PHONE: Final = Evidence("phone", Level.DISAGREE, 0.0, -1.0, "different phones")
+_SAME_COUNTRY: Final = Evidence("country", Level.AGREE, 1.0, 0.5, "same country")
+_OTHER_COUNTRY: Final = Evidence("country", Level.DISAGREE, 0.0, -4.0, "different countries")
+
+
 def _contact(a: Features, b: Features) -> list[Evidence]:
     out: list[Evidence] = []
     if a.email_key and b.email_key:
         if a.email_key == b.email_key:
-            out.append(Evidence("email", Level.AGREE, 1.0, 20.0, "same mailbox"))
+            out.append(_SAME_EMAIL)
         elif a.email_local is not None and a.email_local == b.email_local:
-            out.append(
-                Evidence("email", Level.PARTIAL, 0.9, 4.0, "same personal mailbox name elsewhere")
-            )
+            out.append(_SAME_LOCAL)
         else:
             # People keep several addresses: a different one is weak evidence.
-            out.append(Evidence("email", Level.DISAGREE, 0.0, -1.0, "different emails"))
+            out.append(_OTHER_EMAIL)
     if a.phone and b.phone:
         if a.phone == b.phone:
-            out.append(Evidence("phone", Level.AGREE, 1.0, 11.0, "same phone number"))
+            out.append(_SAME_PHONE)
         else:
-            out.append(Evidence("phone", Level.DISAGREE, 0.0, -1.0, "different phones"))
+            out.append(_OTHER_PHONE)
     if a.tax_id and b.tax_id:
         if a.tax_id == b.tax_id:
             out.append(Evidence("tax_id", Level.AGREE, 1.0, 20.0, "same tax id"))
@@ -354,11 +380,7 @@ def field_evidence(a: Features, b: Features, settings: DedupeSettings) -> list[E
     if a.region and b.region:
         out.append(_place(a.region, b.region, "region", 1.0, 0.5, -1.5))
     if a.country and b.country:
-        out.append(
-            Evidence("country", Level.AGREE, 1.0, 0.5, "same country")
-            if a.country == b.country
-            else Evidence("country", Level.DISAGREE, 0.0, -4.0, "different countries")
-        )
+        out.append(_SAME_COUNTRY if a.country == b.country else _OTHER_COUNTRY)
     return out
 
 
@@ -382,6 +404,139 @@ def compare_features(a: Features, b: Features, settings: DedupeSettings) -> Matc
         rule = "same_phone"
     score = 1.0 if rule else _probability(sum(e.weight for e in evidence))
     return MatchDecision(score, _verdict(score, settings), tuple(evidence), rule)
+
+
+def decide_above(
+    a: Features, b: Features, settings: DedupeSettings, floor: float
+) -> MatchDecision | None:
+    """`compare_features`, or None when the score is below `floor`.
+
+    Most candidates a blocking key brings are other people. A cheap upper bound on the
+    evidence rules most of them out before the name comparisons run: the exact result
+    is the same, only faster.
+    """
+    if not Screen(a, settings.nicknames, bits_needed(floor)).admits(b):
+        return None
+    decision = compare_features(a, b, settings)
+    return decision if decision.score >= floor else None
+
+
+@functools.lru_cache(maxsize=64)
+def bits_needed(floor: float) -> float:
+    """The evidence below which the score stays under `floor` (a hair low, for rounding)."""
+    if floor <= 0.0:
+        return -math.inf
+    if floor >= 1.0:
+        return math.inf
+    bits = PRIOR_OFFSET + math.log2(floor / (1.0 - floor))
+    # `_probability` is flat below -60 bits from the offset: no bound helps down there.
+    return bits - 1e-6 if bits > PRIOR_OFFSET - 59.0 else -math.inf
+
+
+def _surname_bits(a_len: int, a_common: bool, b_len: int, b_common: bool) -> float:
+    # `_surname_weight` from token counts and commonness computed once per record.
+    common = a_common or b_common
+    if a_len >= 2 and b_len >= 2:
+        return 7.0 if common else 10.0
+    return 4.0 if common else 7.0
+
+
+_MISSING: Final = object()
+
+
+class Screen:
+    """Rules out, cheaply and exactly, candidates whose evidence cannot reach `need` bits.
+
+    First every field is counted exactly except names, company and address, which count
+    the most their comparison could give: agreeing surnames weigh `_surname_weight`,
+    names typed into each other's boxes at most the two crossed surname weights less
+    their penalty, a company that differs its near agreement, an address its agreement,
+    a tax id that differs its typo (0). The few pairs that bound does not rule out get
+    company, address and surnames compared exactly before giving up. Pairs that an exact
+    key (email, phone, tax id) joins always pass: a rule may decide them. One screen
+    serves one record against all its candidates and remembers its comparisons of their
+    given names and places, which repeat.
+    """
+
+    __slots__ = ("_a", "_city", "_common", "_given", "_given_tokens", "_nick", "_region", "need")
+
+    def __init__(self, a: Features, nick: bool, need: float) -> None:
+        self._a, self._nick, self.need = a, nick, need
+        self._given_tokens = a.first_canonical if nick else a.first_tokens
+        self._common = a.canonical_common if nick else a.first_common
+        self._given: dict[tuple[str, ...], object] = {}
+        self._city: dict[str, float] = {}
+        self._region: dict[str, float] = {}
+
+    def admits(self, b: Features) -> bool:
+        """True unless the pair surely scores below the screen's floor."""
+        a = self._a
+        bits = 0.0
+        if a.email_key and b.email_key:
+            if a.email_key == b.email_key:
+                return True
+            bits += 4.0 if a.email_local is not None and a.email_local == b.email_local else -1.0
+        if a.phone and b.phone:
+            if a.phone == b.phone:
+                return True
+            bits -= 1.0
+        if a.tax_id and b.tax_id and a.tax_id == b.tax_id:
+            return True
+        fa = self._given_tokens
+        fb = b.first_canonical if self._nick else b.first_tokens
+        given = self._given.get(fb, _MISSING)
+        if given is _MISSING:
+            evidence = _given(fa, fb, "first_name")
+            given = self._given[fb] = evidence.weight if evidence is not None else None
+        given_bits = given if isinstance(given, float) else 0.0
+        la, lb = len(a.last_tokens), len(b.last_tokens)
+        surname_max = _surname_bits(la, a.last_common, lb, b.last_common) if la and lb else 0.0
+        crossed_max = -math.inf
+        if (
+            la
+            and lb
+            and given is not None
+            and (b.first_initial in a.last_initials or a.first_initial in b.last_initials)
+        ):
+            cb = b.canonical_common if self._nick else b.first_common
+            crossed_max = (
+                _surname_bits(len(fa), self._common, lb, b.last_common)
+                + _surname_bits(la, a.last_common, len(fb), cb)
+                - 2.0
+            )
+        company_a, company_b = a.company, b.company
+        if company_a and company_b:
+            bits += 6.0 if company_a == company_b else 3.5
+        if a.dob and b.dob:
+            bits += _dob(a.dob, b.dob).weight
+        addresses = a.address is not None and b.address is not None
+        if addresses:
+            bits += 7.0  # at most: compared below, only if it could matter
+        if a.city and b.city:
+            city = self._city.get(b.city)
+            if city is None:
+                city = self._city[b.city] = _place(a.city, b.city, "city", 4.0, 2.5, -2.0).weight
+            bits += city
+        if a.postcode and b.postcode:
+            bits += _postcode(a.postcode, b.postcode).weight
+        if a.region and b.region:
+            region = self._region.get(b.region)
+            if region is None:
+                region = _place(a.region, b.region, "region", 1.0, 0.5, -1.5).weight
+                self._region[b.region] = region
+            bits += region
+        if a.country and b.country:
+            bits += 0.5 if a.country == b.country else -4.0
+        if bits + max(given_bits + surname_max, crossed_max) < self.need:
+            return False
+        # Close enough to look harder: company, address and straight surnames, exactly.
+        if company_a and company_b and company_a != company_b:
+            bits += _company(company_a, company_b).weight - 3.5
+        if addresses and (address := _address(a, b)) is not None:
+            bits += address.weight - 7.0
+        if (surnames := _surnames(a.last_tokens, b.last_tokens, "last_names")) is not None:
+            surname_max = surnames.weight
+        return bits + max(given_bits + surname_max, crossed_max) >= self.need
 
 
 def compare(

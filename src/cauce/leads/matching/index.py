@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Hashable, Iterable
+import math
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, sort_key_of
-from cauce.leads.matching.compare import MatchDecision, Verdict, compare_features
+from cauce.leads.matching.compare import (
+    MatchDecision,
+    Screen,
+    Verdict,
+    bits_needed,
+    compare_features,
+)
 from cauce.leads.matching.record import Features, MatchRecord, prepare
 from cauce.leads.matching.settings import DedupeSettings
 
@@ -38,6 +45,14 @@ class _Entry:
     features: Features
     keys: frozenset[str]
     sort_key: tuple[str, int]
+
+
+def _screen(
+    features: Features, settings: DedupeSettings, floor: float
+) -> Callable[[Features], bool] | None:
+    """What rules candidates out before comparing them (None: nothing can, floor <= 0)."""
+    need = bits_needed(floor)
+    return Screen(features, settings.nicknames, need).admits if need > -math.inf else None
 
 
 def _ranked(matches: list[tuple[int, Match[IdT]]]) -> list[Match[IdT]]:
@@ -139,9 +154,13 @@ class MatchIndex(Generic[IdT]):
         """
         features = prepare(record)
         floor = self.settings.review_threshold if min_score is None else min_score
+        admits = _screen(features, self.settings, floor)
         out: list[tuple[int, Match[IdT]]] = []
         for record_id in self._candidates(features, exclude):
-            decision = compare_features(features, self._entries[record_id].features, self.settings)
+            other = self._entries[record_id].features
+            if admits is not None and not admits(other):
+                continue
+            decision = compare_features(features, other, self.settings)
             if decision.score >= floor:
                 out.append((self._order[record_id], Match(record_id, decision)))
         return _ranked(out)
@@ -155,12 +174,33 @@ def rank(
     min_score: float | None = None,
 ) -> list[Match[IdT]]:
     """Score candidates fetched elsewhere (e.g. by blocking keys in SQL), best first."""
+    return rank_prepared(
+        prepare(record),
+        ((record_id, prepare(other)) for record_id, other in candidates),
+        settings,
+        min_score=min_score,
+    )
+
+
+def rank_prepared(
+    features: Features,
+    candidates: Iterable[tuple[IdT, Features]],
+    settings: DedupeSettings | None = None,
+    *,
+    min_score: float | None = None,
+) -> list[Match[IdT]]:
+    """`rank` for records already prepared (see `prepare`), best first.
+
+    Among equal scores the candidate given first wins.
+    """
     settings = settings or DedupeSettings()
-    features = prepare(record)
     floor = settings.review_threshold if min_score is None else min_score
+    admits = _screen(features, settings, floor)
     out: list[tuple[int, Match[IdT]]] = []
     for position, (record_id, other) in enumerate(candidates):
-        decision = compare_features(features, prepare(other), settings)
+        if admits is not None and not admits(other):
+            continue
+        decision = compare_features(features, other, settings)
         if decision.score >= floor:
             out.append((position, Match(record_id, decision)))
     return _ranked(out)

@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from cauce.leads.matching._lexicon import (
+    COMMON_SURNAMES,
     DOTLESS_DOMAINS,
     LEGAL_FORMS,
     NAME_PARTICLES,
@@ -60,6 +61,13 @@ class Features:
     first_joined: str
     first_canonical: tuple[str, ...]
     last_tokens: tuple[str, ...]
+    first_initial: str  # "" without a given name
+    last_initials: frozenset[str]
+    # Whether every word is a common surname, for the tokens and the nickname-free form
+    # of the given name too (names may be typed into each other's boxes).
+    last_common: bool
+    first_common: bool
+    canonical_common: bool
     company: str | None
     city: str | None
     postcode: str | None
@@ -169,6 +177,8 @@ def prepare(record: MatchRecord) -> Features:
     """Fold a record into the forms the comparisons and blocking keys use."""
     key = email_key(record.email)
     first = name_tokens(record.first_name, drop_particles=False)
+    last = name_tokens(record.last_names, drop_particles=True)
+    canonical = _canonical_given(first)
     address = _optional(record.address)
     return Features(
         email_key=key,
@@ -177,8 +187,13 @@ def prepare(record: MatchRecord) -> Features:
         tax_id=_compact(record.tax_id),
         first_tokens=first,
         first_joined="".join(first),
-        first_canonical=_canonical_given(first),
-        last_tokens=name_tokens(record.last_names, drop_particles=True),
+        first_canonical=canonical,
+        last_tokens=last,
+        first_initial=first[0][0] if first else "",
+        last_initials=frozenset(t[0] for t in last),
+        last_common=set(last) <= COMMON_SURNAMES,
+        first_common=set(first) <= COMMON_SURNAMES,
+        canonical_common=set(canonical) <= COMMON_SURNAMES,
         company=company_key(record.company),
         city=_optional(record.city),
         postcode=_compact(record.postcode),

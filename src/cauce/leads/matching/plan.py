@@ -1,0 +1,216 @@
+"""De-duplicate many incoming leads in one pass, as if they arrived one at a time.
+
+Intake one by one asks the database for candidates per lead. A batch instead reads, once,
+which stored leads share each of its blocking keys (`BlockView`), and the candidates'
+match fields; `BatchMatcher` then decides item by item against those stored leads *and*
+the batch's earlier items, re-filing a lead whenever a merge changes its match fields.
+The decisions are the ones sequential intake would take: the same candidate rules (fuzzy
+keys shared by more than `max_block_size` leads skipped, exact keys never, at most
+`MAX_CANDIDATES`, lowest id first) and the same ranking. A lead is a plain mapping of
+the lead columns in `MATCH_COLUMNS`; ids of leads not stored yet are `provisional`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of
+from cauce.leads.matching.index import Match, rank_prepared
+from cauce.leads.matching.merge import merge
+from cauce.leads.matching.record import Features, MatchRecord, prepare
+from cauce.leads.matching.settings import DedupeSettings
+
+MAX_CANDIDATES: Final = 200
+# Stored keys are at most this long (the column's size); lookups use the same cut.
+KEY_LENGTH: Final = 200
+# The lead columns matching reads.
+MATCH_COLUMNS: Final = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "company",
+    "city",
+    "region",
+    "country",
+)
+# Ids given to leads of the batch before the database gives them theirs: above any
+# stored id, so they sort after stored leads and in the order they were filed.
+PROVISIONAL: Final = 1 << 62
+
+MatchValues = Mapping[str, str | None]
+
+
+def provisional(lead_id: int) -> bool:
+    """True for an id `BatchMatcher.file` gave (the lead is not stored yet)."""
+    return lead_id >= PROVISIONAL
+
+
+def record_of(values: Mapping[str, object]) -> MatchRecord:
+    """The match record of a lead's column values (`last_name` holds every surname)."""
+
+    def text(name: str) -> str | None:
+        value = values.get(name)
+        return value if isinstance(value, str) else None
+
+    return MatchRecord(
+        email=text("email"),
+        phone=text("phone"),
+        first_name=text("first_name"),
+        last_names=text("last_name"),
+        company=text("company"),
+        city=text("city"),
+        region=text("region"),
+        country=text("country"),
+    )
+
+
+def stored_keys(features: Features) -> frozenset[str]:
+    """The blocking keys of a prepared record, cut to the stored length."""
+    return frozenset(key[:KEY_LENGTH] for key in keys_of(features))
+
+
+def _exact(key: str) -> bool:
+    return key.startswith(EXACT_PREFIXES)
+
+
+class BlockView:
+    """Which leads share each blocking key: the stored rows, then the batch's changes.
+
+    `members` holds, per key, the stored lead ids (at most `max_block_size + 1` of them:
+    one more than that tells the key is too common). A key seen too common at the start
+    stays so for the whole batch, even if a merge takes a lead out of it.
+    """
+
+    def __init__(self, members: Mapping[str, Iterable[int]], max_block_size: int) -> None:
+        self._limit = max_block_size
+        self._blocks: dict[str, list[int]] = {k: sorted(set(v)) for k, v in members.items()}
+        self._too_common = {k for k, v in self._blocks.items() if len(v) > max_block_size}
+        self._keys_of: dict[int, set[str]] = {}
+        for key, ids in self._blocks.items():
+            for lead_id in ids:
+                self._keys_of.setdefault(lead_id, set()).add(key)
+
+    def _usable(self, key: str) -> list[int] | None:
+        block = self._blocks.get(key)
+        if not block:
+            return None
+        if not _exact(key) and (key in self._too_common or len(block) > self._limit):
+            return None
+        return block
+
+    def candidates(self, keys: Iterable[str]) -> list[int]:
+        """Lead ids sharing a usable key, exact keys first, capped; lowest id first."""
+        found: dict[int, None] = {}
+        for key in sorted(keys, key=lambda k: (not _exact(k), k)):
+            block = self._usable(key)
+            if block is None:
+                continue
+            for lead_id in block:
+                found[lead_id] = None
+                if len(found) >= MAX_CANDIDATES:
+                    return sorted(found)
+        return sorted(found)
+
+    def every_candidate(self, keys: Iterable[str]) -> set[int]:
+        """Every id `candidates` could name for `keys` while this batch runs (no cap)."""
+        found: set[int] = set()
+        for key in keys:
+            block = self._usable(key)
+            if block is not None:
+                found.update(block)
+        return found
+
+    def file(self, lead_id: int, keys: Iterable[str]) -> None:
+        """File a lead under `keys`, dropping the keys it was filed under before."""
+        old = self._keys_of.pop(lead_id, set())
+        for key in old:
+            block = self._blocks[key]
+            at = bisect.bisect_left(block, lead_id)
+            if at < len(block) and block[at] == lead_id:
+                del block[at]
+        new = set(keys)
+        for key in new:
+            bisect.insort(self._blocks.setdefault(key, []), lead_id)
+        self._keys_of[lead_id] = new
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    values: tuple[str | None, ...]  # in `MATCH_COLUMNS` order
+    features: Features
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _prepared_row(values: tuple[str | None, ...]) -> Features:
+    # A stored lead is a candidate of many incoming ones: prepared once per value.
+    return prepare(record_of(dict(zip(MATCH_COLUMNS, values, strict=True))))
+
+
+class BatchMatcher:
+    """Decides for each incoming lead, in order, which known lead it duplicates.
+
+    Known leads are the stored candidates (`know`) and the batch's own leads (`file`);
+    `merge_into` folds an incoming lead's match fields into a known one, as a merge would.
+    """
+
+    def __init__(self, view: BlockView, settings: DedupeSettings) -> None:
+        self.view = view
+        self.settings = settings
+        self._known: dict[int, _Known] = {}
+        self._next = PROVISIONAL
+
+    def know(self, lead_id: int, values: tuple[str | None, ...]) -> None:
+        """A stored lead that may be a candidate (its keys are in the view already).
+
+        `values` are its `MATCH_COLUMNS`, in that order.
+        """
+        self._known[lead_id] = _Known(values, _prepared_row(values))
+
+    def best(self, features: Features, keys: Iterable[str]) -> Match[int] | None:
+        """The best-ranked known lead at or above the review threshold, if any."""
+        candidates = [
+            (lead_id, known.features)
+            for lead_id in self.view.candidates(keys)
+            if (known := self._known.get(lead_id)) is not None
+        ]
+        if not candidates:
+            return None
+        ranked = rank_prepared(features, candidates, self.settings)
+        return ranked[0] if ranked else None
+
+    def file(self, values: MatchValues, features: Features, keys: Iterable[str]) -> int:
+        """Make a new lead known; returns its provisional id."""
+        lead_id = self._next
+        self._next += 1
+        self._known[lead_id] = _Known(_row(values), features)
+        self.view.file(lead_id, keys)
+        return lead_id
+
+    def merge_into(self, lead_id: int, incoming: MatchValues) -> None:
+        """Fold `incoming` into a known lead; re-file it if its match fields changed."""
+        known = dict(zip(MATCH_COLUMNS, self._known[lead_id].values, strict=True))
+        merged, changes = merge(known, incoming, self.settings)
+        if not any(c.changed for c in changes):
+            return
+        values = match_values(merged)
+        features = prepare(record_of(values))
+        self._known[lead_id] = _Known(_row(values), features)
+        self.view.file(lead_id, stored_keys(features))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _row(values: MatchValues) -> tuple[str | None, ...]:
+    return tuple(values.get(name) for name in MATCH_COLUMNS)
+
+
+def match_values(values: Mapping[str, object]) -> dict[str, str | None]:
+    """The `MATCH_COLUMNS` of a lead's values."""
+    return {name: _text(values.get(name)) for name in MATCH_COLUMNS}
