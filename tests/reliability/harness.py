@@ -1,0 +1,382 @@
+"""What the reliability tests share: Cauce as real processes, a retrying client, the checks.
+
+* :class:`CauceProcess` runs one `cauce serve` or `cauce worker` process, restarts it,
+  and kills it with SIGKILL;
+* :func:`cauce_env` is the environment every process of a test shares (one database, the
+  sandbox CRM, HubSpot's guards as the demo sets them);
+* :class:`Ingest` sends leads to `POST /v1/leads/batch` and, after a connection error or
+  a 5xx, sends the same batch again with the same `Idempotency-Key`, so a batch the server
+  committed before it died is answered from the stored response, never applied twice;
+* :func:`sync_counts` and :func:`check_delivered` read Cauce's database directly and
+  compare it with the sandbox: every lead Cauce holds is one contact, none twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cauce.core.db import create_database
+from cauce.core.db.migrate import upgrade
+from cauce.core.jobs.models import JobAttempt
+from cauce.core.security.apikeys import ApiKeyService
+from cauce.leads.models import Lead
+from cauce.sandbox import ThreadedSandboxCrm
+from tests.conftest import TEST_SECRET, make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+# Figures go to this logger: `pytest --log-cli-level=INFO` shows them live, and a failing
+# test shows them under "Captured log".
+log = logging.getLogger("tests.reliability")
+# HubSpot's guards as `cauce demo` sets them: 18 requests/s with a burst of 10 keeps any
+# 10 s under the sandbox's 190; a breaker that opens after a few failures and probes
+# every 2 s with one call; in-call retries for the odd 5xx (hubspot.py's decision).
+HUBSPOT_POLICY: dict[str, Any] = {
+    "breaker": {
+        "minimum_number_of_calls": 5,
+        "sliding_window_size": 20,
+        "wait_duration_in_open_state": 2.0,
+        "permitted_number_of_calls_in_half_open_state": 1,
+    },
+    "rate_limit": {"enabled": True, "rate": 18.0, "burst": 10, "max_wait": 15.0},
+}
+# Jobs of a killed `cauce worker` run again after `stalled_after_seconds` (20 s by
+# default): shortened so five kills fit in the time budget.
+FAST_RECOVERY = {
+    "CAUCE_JOBS__HEARTBEAT_SECONDS": "1",
+    "CAUCE_JOBS__STALLED_AFTER_SECONDS": "4",
+    "CAUCE_JOBS__SWEEP_SECONDS": "1",
+}
+
+
+def entry_command(*args: str) -> list[str]:
+    """The command line of `cauce ARGS`."""
+    return [sys.executable, "-m", "cauce", *args]
+
+
+def cauce_env(
+    data_dir: Path,
+    *,
+    port: int,
+    sandbox: ThreadedSandboxCrm,
+    database_url: str | None = None,
+    policy: dict[str, Any] | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of every Cauce process in one test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+    env.update(
+        CAUCE_ENV="test",
+        CAUCE_SECRET_KEY=TEST_SECRET,
+        CAUCE_DATA_DIR=str(data_dir),
+        CAUCE_LOG__FORMAT="json",
+        CAUCE_LOG__LEVEL="warning",
+        CAUCE_HTTP__PORT=str(port),
+        CAUCE_HTTP__ACCESS_LOG="false",
+        CAUCE_HTTP__GRACEFUL_SHUTDOWN_SECONDS="2",
+        CAUCE_JOBS__GRACEFUL_SHUTDOWN_SECONDS="2",
+        CAUCE_CRM__PROVIDER="hubspot",
+        CAUCE_CRM__BASE_URL=sandbox.url,
+        CAUCE_CRM__TOKEN=sandbox.crm.token,
+        CAUCE_CRM__ALLOW_HOSTS='["127.0.0.1"]',
+        CAUCE_UPSTREAMS=orjson.dumps({"hubspot": policy or HUBSPOT_POLICY}).decode(),
+        # Nobody reviews possible duplicates here: a lead merges or stands alone.
+        CAUCE_LEADS__DEDUPE__REVIEW_THRESHOLD="0.9",
+        **FAST_RECOVERY,
+    )
+    if database_url is not None:
+        env["CAUCE_DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+@dataclass
+class CauceProcess:
+    """One Cauce process that can be started, SIGKILLed and started again."""
+
+    name: str
+    args: tuple[str, ...]
+    env: dict[str, str]
+    log_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    kills: int = 0
+
+    def start(self) -> None:
+        """Start (again); output goes to `<log_dir>/<name>-<n>.log`."""
+        assert self.proc is None or self.proc.poll() is not None, f"{self.name} is running"
+        log = (self.log_dir / f"{self.name}-{self.starts}.log").open("wb")
+        self.proc = subprocess.Popen(
+            entry_command(*self.args), cwd=ROOT, env=self.env, stdout=log, stderr=log
+        )
+        log.close()  # the child holds its own descriptor
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as after a power cut or the OOM killer."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.kills += 1
+
+    def alive(self) -> bool:
+        """Whether the process is running."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def last_log(self, lines: int = 20) -> str:
+        """The end of the newest log, for failure messages."""
+        path = self.log_dir / f"{self.name}-{self.starts - 1}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+async def wait_healthy(base: str, process: CauceProcess, within: float = 60.0) -> float:
+    """Wait until `GET /healthz` answers 200; returns the seconds it took."""
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while True:
+            try:
+                if (await client.get(f"{base}/healthz")).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            if not process.alive():
+                raise AssertionError(f"{process.name} exited:\n{process.last_log()}")
+            if time.monotonic() - started > within:
+                raise AssertionError(f"{process.name} did not start:\n{process.last_log()}")
+            await asyncio.sleep(0.1)
+
+
+@dataclass
+class IngestTally:
+    """What the API answered, batch by batch (the final answer of each)."""
+
+    batches: int = 0
+    items: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    resends: int = 0  # batches sent again after a connection error or a 5xx/409
+    replayed: int = 0  # answers the server replayed from a stored Idempotency-Key
+    seconds: float = 0.0
+
+
+class Ingest:
+    """Send payloads in batches, each batch until it gets its answer (bounded by `deadline`)."""
+
+    RETRY_STATUSES = frozenset({409, 500, 502, 503, 504})
+
+    def __init__(
+        self,
+        bases: Sequence[str],
+        token: str,
+        *,
+        batch_size: int = 500,
+        senders: int = 1,
+        deadline: float,
+        key_prefix: str | None = None,
+    ) -> None:
+        self.bases = list(bases)
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.batch_size = batch_size
+        self.senders = senders
+        self.deadline = deadline
+        self.prefix = key_prefix or uuid.uuid4().hex[:12]
+        self.tally = IngestTally()
+
+    async def send(self, payloads: Sequence[dict[str, Any]]) -> IngestTally:
+        """Send every payload; returns the tally."""
+        batches = [
+            list(payloads[i : i + self.batch_size])
+            for i in range(0, len(payloads), self.batch_size)
+        ]
+        todo: asyncio.Queue[int] = asyncio.Queue()
+        for number in range(len(batches)):
+            todo.put_nowait(number)
+        started = time.monotonic()
+
+        async def sender(slot: int) -> None:
+            base = self.bases[slot % len(self.bases)]
+            async with httpx.AsyncClient(base_url=base, timeout=60.0) as client:
+                while not todo.empty():
+                    number = todo.get_nowait()
+                    await self._one(client, number, batches[number])
+
+        await asyncio.gather(*(sender(slot) for slot in range(self.senders)))
+        self.tally.seconds = time.monotonic() - started
+        return self.tally
+
+    async def _one(
+        self, client: httpx.AsyncClient, number: int, items: list[dict[str, Any]]
+    ) -> None:
+        headers = {**self.auth, "Idempotency-Key": f"{self.prefix}-{number}"}
+        body = orjson.dumps({"items": items})
+        headers["Content-Type"] = "application/json"
+        first = True
+        while True:
+            if time.monotonic() > self.deadline:
+                raise AssertionError(f"batch {number} still unanswered at the deadline")
+            if not first:
+                self.tally.resends += 1
+            first = False
+            try:
+                response = await client.post("/v1/leads/batch", content=body, headers=headers)
+            except httpx.TransportError:
+                await asyncio.sleep(0.2)  # the server is down or restarting
+                continue
+            if response.status_code in self.RETRY_STATUSES:
+                await asyncio.sleep(0.2)
+                continue
+            assert response.status_code == 200, response.text
+            break
+        result = response.json()
+        self.tally.batches += 1
+        self.tally.items += int(result["received"])
+        if response.headers.get("Idempotent-Replayed") == "true":
+            self.tally.replayed += 1
+        for item in result["items"]:
+            self.tally.outcomes[str(item["outcome"])] += 1
+
+
+async def sync_counts(engine: AsyncEngine) -> dict[str, int]:
+    """Leads by `sync_status` (erased leads left out)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(Lead.sync_status, func.count())
+            .where(Lead.erased_at.is_(None))
+            .group_by(Lead.sync_status)
+        )
+        return {str(status): int(n) for status, n in rows}
+
+
+async def attempt_outcomes(engine: AsyncEngine, task: str) -> dict[str, int]:
+    """Attempts of `task` by outcome, from the append-only attempts table."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(JobAttempt.outcome, func.count())
+            .where(JobAttempt.task == task)
+            .group_by(JobAttempt.outcome)
+        )
+        return {str(outcome): int(n) for outcome, n in rows}
+
+
+async def wait_all_synced(
+    engine: AsyncEngine,
+    deadline: float,
+    *,
+    every: float = 0.5,
+    on_poll: Callable[[dict[str, int]], None] | None = None,
+) -> dict[str, int]:
+    """Poll until no lead is `pending`; returns the final counts (fails at the deadline)."""
+    while True:
+        counts = await sync_counts(engine)
+        if on_poll is not None:
+            on_poll(counts)
+        if counts.get("pending", 0) == 0:
+            return counts
+        if time.monotonic() > deadline:
+            raise AssertionError(f"leads still pending at the deadline: {counts}")
+        await asyncio.sleep(every)
+
+
+async def check_delivered(engine: AsyncEngine, sandbox: ThreadedSandboxCrm) -> dict[str, Any]:
+    """Assert every lead Cauce holds is `synced` and is exactly one sandbox contact.
+
+    Compares identities, not only counts: the set of Cauce ids (`cauce_id`, written on
+    every contact) in the sandbox is the set of lead uids, and the sandbox reports no key
+    stored twice. Returns the sandbox's stats.
+    """
+    async with engine.connect() as conn:
+        leads = (
+            await conn.execute(
+                select(Lead.uid, Lead.sync_status, Lead.crm_id).where(Lead.erased_at.is_(None))
+            )
+        ).all()
+    statuses = Counter(str(row.sync_status) for row in leads)
+    assert statuses == Counter({"synced": len(leads)}), f"not all synced: {statuses}"
+    assert all(row.crm_id for row in leads), "a synced lead without its CRM id"
+    stats: dict[str, Any] = await asyncio.to_thread(sandbox.stats)
+    contacts = await asyncio.to_thread(
+        sandbox.call, lambda: [dict(c.properties) for c in sandbox.crm.state.store.live.values()]
+    )
+    uids = [str(c.get("cauce_id")) for c in contacts]
+    assert stats["duplicate_count"] == 0, stats["duplicates"]
+    assert len(uids) == len(set(uids)), "a Cauce id stored on two contacts"
+    assert set(uids) == {str(row.uid) for row in leads}, "sandbox contacts differ from leads"
+    assert stats["contacts"] == len(leads)
+    return stats
+
+
+def kill_schedule(rng: random.Random, kills: int, low: float, high: float) -> list[float]:
+    """Seconds to wait before each kill (uniform in [low, high]), from the test's seed."""
+    return [rng.uniform(low, high) for _ in range(kills)]
+
+
+def reliability_seed() -> int:
+    """The seed of the random moments: `CAUCE_RELIABILITY_SEED`, else a fresh one (printed)."""
+    raw = os.environ.get("CAUCE_RELIABILITY_SEED")
+    return int(raw) if raw else random.SystemRandom().randrange(1_000_000)
+
+
+async def prepare_database(data_dir: Path, database_url: str | None = None) -> str:
+    """Migrate the database and create an API key for leads; returns the key.
+
+    In this process rather than with `cauce db upgrade` / `cauce apikey create`: each CLI
+    start costs seconds of imports, and what is under test is serving, not these commands.
+    """
+    overrides = {"database_url": database_url} if database_url else {}
+    settings = make_settings(data_dir, **overrides)
+    db = create_database(settings)
+    try:
+        await upgrade(db)
+        keys = ApiKeyService(db.sessionmaker, settings.secret_key.get_secret_value().encode())
+        created = await keys.create("reliability", ["leads:write", "leads:read"])
+    finally:
+        await db.dispose()
+    return created.token
+
+
+def free_port() -> int:
+    """A port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def after_crm_requests(sandbox: ThreadedSandboxCrm, count: int, within: float) -> None:
+    """Wait until the sandbox has seen `count` more requests (or `within` seconds passed):
+    kill moments drawn in units of delivery progress land while there is work left,
+    however fast the machine delivers."""
+    start = (await asyncio.to_thread(sandbox.stats))["requests"]["total"]
+    give_up = time.monotonic() + within
+    while time.monotonic() < give_up:
+        await asyncio.sleep(0.1)
+        if (await asyncio.to_thread(sandbox.stats))["requests"]["total"] >= start + count:
+            return
