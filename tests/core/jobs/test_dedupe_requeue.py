@@ -72,7 +72,7 @@ async def test_twin_deferred_while_the_job_goes_back_to_todo(
         async with unit_of_work(db.sessionmaker) as other:
             twin["id"] = (await kit.queue.defer(other, "deliver", {}, dedupe_key="crm:a")).job_id
 
-    kit.worker._yield_dedupe_key = yield_then_twin  # type: ignore[attr-defined,method-assign]
+    kit.worker._yield_dedupe_key = yield_then_twin  # type: ignore[attr-defined]
     async with unit_of_work(db.sessionmaker) as session:
         first = (await kit.queue.defer(session, "deliver", {}, dedupe_key="crm:a")).job_id
     await kit.drain()
