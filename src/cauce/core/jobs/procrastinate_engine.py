@@ -2,9 +2,10 @@
 
 Jobs live in procrastinate's `procrastinate_jobs` table; their `args` hold
 `{"payload": ..., "context": ...}` (the handler's payload and the deferring code's trace
-context). Every attempt is recorded in our `job_attempts` table by the shared
-`AttemptRunner`; the retry budget is counted there, never from procrastinate's own
-`attempts` column. Operator actions (get, list, retry, cancel, stats) are in
+context). Every attempt is recorded in our `job_attempts` table, by triggers on
+procrastinate's job table (migration 0006) and, for a failure's error, by the worker; the
+retry budget is counted there (procrastinate's `attempts` column only carries the number
+back to the worker). Operator actions (get, list, retry, cancel, stats) are in
 `procrastinate_admin.py`, the table descriptions in `procrastinate_tables.py`, the worker
 in `procrastinate_worker.py`.
 """
