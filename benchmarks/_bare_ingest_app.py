@@ -18,7 +18,7 @@ serve` runs on, so the ratio measures what Cauce adds on top of it:
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -100,14 +100,14 @@ def create_app(url: str) -> FastAPI:
     return app
 
 
-def main() -> None:
-    """Serve the bare app with `cauce serve`'s uvicorn options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def serve(create: Callable[[str], FastAPI], description: str) -> None:
+    """Serve `create(--database-url)` on --port with `cauce serve`'s uvicorn options."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database-url", required=True)
     args = parser.parse_args()
     config = uvicorn.Config(
-        create_app(args.database_url),
+        create(args.database_url),
         host="127.0.0.1",
         port=args.port,
         log_config=None,
@@ -117,6 +117,11 @@ def main() -> None:
         lifespan="on",
     )
     uvicorn.Server(config).run()
+
+
+def main() -> None:
+    """Serve the bare app."""
+    serve(create_app, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

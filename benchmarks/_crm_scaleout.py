@@ -40,6 +40,7 @@ from _crm_common import (
 from cauce.core.config import Settings
 from cauce.core.db import Database
 from cauce.core.security.apikeys import ApiKeyService
+from cauce.demo import API_FIELDS
 from cauce.leads.synthetic import LeadFactory
 from cauce.sandbox import ThreadedSandboxCrm, start_sandbox_crm_in_thread
 
@@ -47,19 +48,7 @@ SECRET = "bench-secret-key-0123456789abcdef0123456789"
 BATCH = 500
 SENDERS_PER_API = 2
 CALL_TIMEOUT = 300.0  # seconds for one batch call
-PAYLOAD_FIELDS = (
-    "phone",
-    "first_name",
-    "last_name",
-    "company",
-    "job_title",
-    "country",
-    "region",
-    "city",
-    "language",
-    "source",
-    "utm",
-)
+PAYLOAD_FIELDS = tuple(f for f in API_FIELDS if f != "email")  # emails made unique below
 
 
 def payloads(n: int, seed: int) -> list[dict[str, Any]]:

@@ -20,16 +20,15 @@ runs with `cauce serve`'s options (uvloop and httptools when installed, no acces
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, EmailStr, Field
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, func, insert
 
+from _bare_ingest_app import serve
 from cauce.core.config import LogSettings, Settings
 from cauce.core.db import create_database, unit_of_work
 from cauce.core.jobs.factory import build_job_queue
@@ -127,21 +126,7 @@ def create_app(url: str) -> FastAPI:
 
 def main() -> None:
     """Serve the app with `cauce serve`'s uvicorn options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--database-url", required=True)
-    args = parser.parse_args()
-    config = uvicorn.Config(
-        create_app(args.database_url),
-        host="127.0.0.1",
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        lifespan="on",
-    )
-    uvicorn.Server(config).run()
+    serve(create_app, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -49,15 +48,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import greenlet  # type: ignore[import-untyped]  # no stubs; only for the profiler
 import httpx
 import orjson
 import psycopg
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+
+from _jobs_profile import Sampler, Site, label
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "leads_ingest.lua"
@@ -434,71 +433,6 @@ def environment(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-Site = tuple[str, int, str]  # file, first line, function
-
-
-class Sampler:
-    """A sampling CPU profiler: SIGPROF every `interval` of process CPU time.
-
-    Unlike cProfile it adds no cost per call, so the many small functions of the matching
-    code are not inflated; unlike a sampling thread it is not biased by where the main
-    thread releases the GIL. The handler runs in the main thread and sees its stack; a
-    coroutine's frame is on it while it runs, so inclusive shares hold for `async def`
-    functions too, across SQLAlchemy's greenlets (the walk goes on in the parent). Time
-    in C code (pydantic-core, orjson) counts for the Python function that called it. CPU
-    used by other threads (aiosqlite's, running SQLite) while the loop waits shows up
-    with the selector as leaf.
-    """
-
-    def __init__(self, interval: float = 0.001) -> None:
-        self.interval = interval
-        self.samples = 0
-        self.leaf: dict[Site, int] = {}
-        self.inclusive: dict[Site, int] = {}
-        self.stacks: dict[tuple[Site, ...], int] = {}  # leaf first
-        self.wall = self.cpu = self.main_cpu = 0.0
-
-    def _sample(self, _signum: int, frame: FrameType | None) -> None:
-        self.samples += 1
-        seen: set[Site] = set()
-        leaf: Site | None = None
-        runner = greenlet.getcurrent()
-        stack: list[Site] = []
-        while frame is not None:
-            code = frame.f_code
-            site = (code.co_filename, code.co_firstlineno, code.co_name)
-            leaf = leaf or site
-            seen.add(site)
-            stack.append(site)
-            frame = frame.f_back
-            if frame is None and runner.parent is not None:
-                # SQLAlchemy's async layer runs ORM code in a child greenlet whose stack
-                # ends at greenlet_spawn: carry on in the suspended parent, so the ORM's
-                # time counts for the Cauce function that awaited it.
-                runner = runner.parent
-                frame = runner.gr_frame
-        if leaf is not None:
-            self.leaf[leaf] = self.leaf.get(leaf, 0) + 1
-        for site in seen:
-            self.inclusive[site] = self.inclusive.get(site, 0) + 1
-        key = tuple(stack)
-        self.stacks[key] = self.stacks.get(key, 0) + 1
-
-    def __enter__(self) -> Sampler:
-        self._previous = signal.signal(signal.SIGPROF, self._sample)
-        self._start = (time.perf_counter(), time.process_time(), time.thread_time())
-        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        signal.setitimer(signal.ITIMER_PROF, 0, 0)
-        signal.signal(signal.SIGPROF, self._previous)
-        wall, cpu, main_cpu = self._start
-        self.wall = time.perf_counter() - wall
-        self.cpu = time.process_time() - cpu
-        self.main_cpu = time.thread_time() - main_cpu
-
-
 class SqlTimer:
     """Wall time per SQL statement (class-level engine events: every engine in-process).
 
@@ -580,15 +514,6 @@ def _area(file: str, func: str) -> str:
     return f"stdlib {stem.group(1).removesuffix('.py')}" if stem else Path(file).name
 
 
-def _label(site: Site) -> str:
-    file, line, func = site
-    for marker in ("/src/", "site-packages/", "/lib/python3.11/"):
-        if marker in file:
-            file = file.split(marker, 1)[1]
-            break
-    return f"{func}  ({file}:{line})"
-
-
 def print_profile(sampler: Sampler, title: str) -> None:
     """Self time by area, top functions by self and by inclusive share."""
     n = sampler.samples or 1
@@ -604,11 +529,11 @@ def print_profile(sampler: Sampler, title: str) -> None:
         print(f"    {100 * count / n:5.1f} %  {name}")
     print("  top functions by CPU self time:")
     for site, count in sorted(sampler.leaf.items(), key=lambda r: -r[1])[:12]:
-        print(f"    {100 * count / n:5.1f} %  {_label(site)}")
+        print(f"    {100 * count / n:5.1f} %  {label(site)}")
     print("  Cauce functions by inclusive CPU time (on the stack):")
     mine = [(s, c) for s, c in sampler.inclusive.items() if "/src/cauce/" in s[0]]
     for site, count in sorted(mine, key=lambda r: -r[1])[:22]:
-        print(f"    {100 * count / n:5.1f} %  {_label(site)}")
+        print(f"    {100 * count / n:5.1f} %  {label(site)}")
 
 
 def _tree_path(stack: tuple[Site, ...], root: str) -> tuple[str, ...] | None:
@@ -620,7 +545,7 @@ def _tree_path(stack: tuple[Site, ...], root: str) -> tuple[str, ...] | None:
         return None
     path: list[str] = []
     for site in frames[starts[-1] :]:
-        path.append(_label(site))
+        path.append(label(site))
         if "/src/cauce/" not in site[0]:
             break
     return tuple(path)

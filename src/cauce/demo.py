@@ -69,6 +69,23 @@ def _free_port() -> int:
         return port
 
 
+# The synthetic lead's fields that `POST /v1/leads` takes as they are (consent is mapped).
+API_FIELDS = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "company",
+    "job_title",
+    "country",
+    "region",
+    "city",
+    "language",
+    "source",
+    "utm",
+)
+
+
 def demo_leads(count: int, seed: int) -> list[dict[str, Any]]:
     """Realistic leads as API payloads: about 8 % re-sent duplicates and 5 % invalid."""
     rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
@@ -77,24 +94,7 @@ def demo_leads(count: int, seed: int) -> list[dict[str, Any]]:
     while len(payloads) < count:
         fields = factory.lead().fields
         consent = fields["consent"]
-        payload = {
-            key: fields[key]
-            for key in (
-                "email",
-                "phone",
-                "first_name",
-                "last_name",
-                "company",
-                "job_title",
-                "country",
-                "region",
-                "city",
-                "language",
-                "source",
-                "utm",
-            )
-            if fields.get(key) not in (None, {}, "")
-        }
+        payload = {key: fields[key] for key in API_FIELDS if fields.get(key) not in (None, {}, "")}
         payload["consent"] = {
             "marketing": consent["marketing"],
             "given_at": consent["at"],
