@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from cauce.core.config import Settings
+from cauce.core.db.idle_check import check_when_idle
+from cauce.core.db.sqlite_driver import one_trip_dbapi
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +65,16 @@ def create_database(settings: Settings, *, url: str | None = None) -> Database:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": settings.db.busy_timeout_ms / 1000}
-        engine = create_async_engine(url, **kwargs)
+        # The stock dialect with fewer trips to aiosqlite's thread (sqlite_driver.py).
+        engine = create_async_engine(url, module=one_trip_dbapi(), **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(settings.db.busy_timeout_ms))
     else:
         kwargs.update(
             pool_size=settings.db.pool_size,
             max_overflow=settings.db.max_overflow,
             pool_timeout=settings.db.pool_timeout_seconds,
-            pool_pre_ping=True,
         )
         engine = create_async_engine(url, **kwargs)
+        # Instead of pool_pre_ping's round trip per checkout (idle_check.py).
+        check_when_idle(engine)
     return Database(engine, async_sessionmaker(engine, expire_on_commit=False))

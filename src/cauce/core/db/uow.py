@@ -10,6 +10,8 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from cauce.core.db.sqlite_driver import begin_immediate
+
 _WRITER = "cauce.writer"
 
 
@@ -22,7 +24,12 @@ def _begin_immediate(session: Session, _transaction: Any, connection: Any) -> No
     writer committed in between; `BEGIN IMMEDIATE` makes it wait its turn instead. Only
     units of work are writers: read-only sessions keep WAL's concurrent readers.
     """
-    if session.info.get(_WRITER) and connection.dialect.name == "sqlite":
+    # Sent with the first statement where the driver allows (sqlite_driver.py).
+    if (
+        session.info.get(_WRITER)
+        and connection.dialect.name == "sqlite"
+        and not begin_immediate(connection.connection.dbapi_connection)
+    ):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

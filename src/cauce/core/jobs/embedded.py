@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.orm import Session, aliased
 
 from cauce.core.db.base import UtcDateTime, utcnow
+from cauce.core.db.sqlite_driver import begin_immediate
 from cauce.core.db.uow import unit_of_work
 from cauce.core.jobs.attempts import mark_lost
 from cauce.core.jobs.embedded_admin import EmbeddedAdmin
@@ -278,7 +279,9 @@ class EmbeddedJobQueue(EmbeddedAdmin):
         """One write transaction on a plain connection (no ORM session: the dispatcher's
         statements are prebuilt Core, ~4x cheaper per statement than a session)."""
         async with self._engine.connect() as conn:
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Sent with the first statement where the driver allows (sqlite_driver.py).
+            if not begin_immediate((await conn.get_raw_connection()).dbapi_connection):
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield conn
             except BaseException:
