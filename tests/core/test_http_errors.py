@@ -11,6 +11,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from cauce.app import create_app
 from cauce.core.config import Settings
@@ -44,6 +45,14 @@ def _test_router() -> APIRouter:
         _p: Annotated[Principal, Depends(require_scope("leads:write"))],
     ) -> None:
         raise RuntimeError("boom: secret internals at /srv/cauce/app.py line 42")
+
+    @router.post("/database-gone")
+    async def database_gone(
+        _p: Annotated[Principal, Depends(require_scope("leads:write"))],
+    ) -> None:
+        raise OperationalError(
+            "SELECT secret FROM t", {}, Exception("server closed the connection unexpectedly")
+        )
 
     return router
 
@@ -188,6 +197,18 @@ async def test_unexpected_error_is_500_without_internals(
     assert "Traceback" not in text
     assert "/srv/cauce" not in text
     assert body["detail"]
+
+
+async def test_lost_database_is_503_with_retry_after(client: httpx.AsyncClient, token: str) -> None:
+    """A database that stopped answering is the client's cue to retry: 503 with
+    Retry-After, and nothing of the statement or the driver's message."""
+    response = await client.post(
+        "/v1/test/database-gone", headers={"authorization": f"Bearer {token}"}
+    )
+    _assert_problem(response, 503, "database_unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert "secret" not in response.text
+    assert "server closed" not in response.text
 
 
 async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> None:

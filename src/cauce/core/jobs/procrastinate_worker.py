@@ -41,6 +41,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
+from cauce.core.db.idle_check import IdleCheckedPool
 from cauce.core.db.uow import unit_of_work
 from cauce.core.jobs.attempts import close_running_attempt, mark_lost
 from cauce.core.jobs.ports import AttemptOutcome
@@ -211,6 +212,8 @@ class ProcrastinateWorker:
                 min_size=1,
                 max_size=size,
                 kwargs={"application_name": self.host_id[-APP_NAME_CHARS:]},
+                # No liveness round trip per claim and finish (idle_check.py).
+                pool_factory=IdleCheckedPool,
             )
         )
         self._strategy = _DecisionStrategy()

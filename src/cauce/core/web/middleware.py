@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +24,17 @@ access_log = structlog.get_logger("cauce.access")
 log = structlog.get_logger("cauce.http")
 _INTERNAL_DETAIL = "an unexpected error occurred; quote the request id when reporting it"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_UNAVAILABLE_DETAIL = "the database did not answer (lost connection or busy); retry shortly"
+RETRY_AFTER_SECONDS = 1
+
+
+def _database_unavailable(exc: Exception) -> bool:
+    """A lost connection (PostgreSQL restarted, the network dropped it) or a database
+    that is not answering ("database is locked" past SQLite's busy timeout, connection
+    refused): the client can retry, so 503, not 500. Everything was rolled back."""
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, OperationalError)
+    )
 
 
 class RequestContextMiddleware:
@@ -77,15 +89,27 @@ class RequestContextMiddleware:
             log.error("http.unhandled_error", exc_info=exc, path=scope.get("path"))
             if status_sent:
                 raise
-            status = 500
-            await self._send_problem(
-                scope,
-                send_with_id,
-                500,
-                "internal_error",
-                "Internal server error",
-                _INTERNAL_DETAIL,
-            )
+            if _database_unavailable(exc):
+                status = 503
+                await self._send_problem(
+                    scope,
+                    send_with_id,
+                    503,
+                    "database_unavailable",
+                    "Database unavailable",
+                    _UNAVAILABLE_DETAIL,
+                    retry_after=RETRY_AFTER_SECONDS,
+                )
+            else:
+                status = 500
+                await self._send_problem(
+                    scope,
+                    send_with_id,
+                    500,
+                    "internal_error",
+                    "Internal server error",
+                    _INTERNAL_DETAIL,
+                )
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
@@ -172,12 +196,15 @@ class RequestContextMiddleware:
         detail: str,
         *,
         close: bool = False,
+        retry_after: int | None = None,
     ) -> None:
         response = problem_response(
             Request(scope), status=status, code=code, title=title, detail=detail
         )
         if close:
             response.headers["connection"] = "close"
+        if retry_after is not None:
+            response.headers["retry-after"] = str(retry_after)
         await response(scope, _no_receive, send)
 
 
