@@ -10,11 +10,14 @@ from typing import Any, cast
 
 import aiosqlite
 import pytest
-from sqlalchemy import CursorResult, text
+from sqlalchemy import Column, CursorResult, Integer, MetaData, Table, Text, insert, text
 from sqlalchemy.exc import IntegrityError
 
 from cauce.core.db import Database, create_database, unit_of_work
+from cauce.core.db.sqlite_driver import OneTripStatement
 from tests.conftest import make_settings
+
+_T = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("v", Text))
 
 
 @pytest.fixture
@@ -111,3 +114,25 @@ async def test_one_trip_per_statement(db: Database, trips: list[str]) -> None:
     async with db.sessionmaker() as session:
         await session.execute(text("SELECT v FROM t"))
     assert trips == ["_run"]
+
+
+async def test_one_trip_statement_runs_inline_once_the_write_lock_is_held(
+    db: Database, trips: list[str]
+) -> None:
+    """A OneTripStatement that opens the unit of work takes a trip (it may wait for the
+    lock); once the transaction holds the write lock it runs without one, and its row
+    commits or rolls back with the rest of the transaction."""
+    insert_v = OneTripStatement(insert(_T).returning(_T.c.id), ["v"])
+    async with unit_of_work(db.sessionmaker) as session:
+        first = await insert_v.rows(await session.connection(), {"v": "first"})
+        second = await insert_v.rows(await session.connection(), {"v": "second"})
+    assert trips == ["_run", "commit"]
+    assert first == [(1,)]
+    assert second == [(2,)]
+    async with unit_of_work(db.sessionmaker) as session:
+        await session.execute(text("SELECT 1"))
+        await insert_v.rows(await session.connection(), {"v": "rolled back"})
+        await session.rollback()
+    async with db.sessionmaker() as session:
+        values = (await session.execute(text("SELECT v FROM t ORDER BY id"))).scalars().all()
+    assert values == ["first", "second"]

@@ -64,7 +64,11 @@ def create_database(settings: Settings, *, url: str | None = None) -> Database:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": settings.db.busy_timeout_ms / 1000}
+        kwargs["connect_args"] = {
+            "timeout": settings.db.busy_timeout_ms / 1000,
+            # sqlite_driver.OneTripStatement may run a statement on the event loop's thread.
+            "check_same_thread": False,
+        }
         # The stock dialect with fewer trips to aiosqlite's thread (sqlite_driver.py).
         engine = create_async_engine(url, module=one_trip_dbapi(), **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(settings.db.busy_timeout_ms))

@@ -31,6 +31,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -40,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.orm import Session, aliased
 
 from cauce.core.db.base import UtcDateTime, utcnow
-from cauce.core.db.sqlite_driver import begin_immediate
+from cauce.core.db.sqlite_driver import OneTripStatement, begin_immediate
 from cauce.core.db.uow import unit_of_work
 from cauce.core.jobs.attempts import mark_lost
 from cauce.core.jobs.embedded_admin import EmbeddedAdmin
@@ -157,10 +158,31 @@ _DEFER_DEDUPED = (
     sqlite_insert(_JOBS)
     .on_conflict_do_nothing(
         index_elements=[_JOBS.c.dedupe_key],
-        index_where=and_(_JOBS.c.status == JobStatus.TODO.value, _JOBS.c.dedupe_key.is_not(None)),
+        # A literal, as the partial index's own WHERE: no parameter to render late.
+        index_where=and_(
+            _JOBS.c.status == literal_column(f"'{JobStatus.TODO.value}'"),
+            _JOBS.c.dedupe_key.is_not(None),
+        ),
     )
     .returning(_JOBS.c.id)
 )
+# The defer's columns, and its statements compiled once for one trip (sqlite_driver.py).
+_DEFER_COLUMNS = [
+    "queue",
+    "task",
+    "payload",
+    "context",
+    "priority",
+    "status",
+    "lock",
+    "dedupe_key",
+    "scheduled_at",
+    "attempts",
+    "created_at",
+    "updated_at",
+]
+_DEFER_ONE_TRIP = OneTripStatement(_DEFER, _DEFER_COLUMNS)
+_DEFER_DEDUPED_ONE_TRIP = OneTripStatement(_DEFER_DEDUPED, _DEFER_COLUMNS)
 _OPEN_ATTEMPT = insert(_ATTEMPTS).returning(_ATTEMPTS.c.id, sort_by_parameter_order=True)
 _CLOSE_ATTEMPT = (
     update(_ATTEMPTS)
@@ -249,12 +271,17 @@ class EmbeddedJobQueue(EmbeddedAdmin):
             "created_at": now,
             "updated_at": now,
         }
-        # The session's connection, inside its transaction: a prebuilt Core statement
-        # skips the ORM's per-statement work.
+        # The session's connection, inside its transaction: a statement compiled once,
+        # in one trip to the driver (sqlite_driver.OneTripStatement).
         conn = await session.connection()
-        job_id = (
-            await conn.execute(_DEFER if dedupe_key is None else _DEFER_DEDUPED, row)
-        ).scalar_one_or_none()
+        fast = _DEFER_ONE_TRIP if dedupe_key is None else _DEFER_DEDUPED_ONE_TRIP
+        rows = await fast.rows(conn, row)
+        if rows is not None:
+            job_id = rows[0][0] if rows else None
+        else:
+            job_id = (
+                await conn.execute(_DEFER if dedupe_key is None else _DEFER_DEDUPED, row)
+            ).scalar_one_or_none()
         if job_id is None:
             existing = await conn.scalar(
                 select(EmbeddedJob.id).where(
