@@ -18,7 +18,10 @@ from typing import Any
 
 import orjson
 import procrastinate
+import psycopg
 from sqlalchemy import DateTime, bindparam, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.db.base import utcnow
@@ -54,6 +57,10 @@ _DEFER_DEDUPED = text(
     " SELECT id, false AS deduplicated FROM inserted"
     " UNION ALL SELECT id, true FROM found"
 ).bindparams(bindparam("scheduled_at", type_=DateTime(timezone=True)))
+# The same statement as psycopg runs it: the defer without a dedupe key (the hot one)
+# goes straight to the session's psycopg connection, without SQLAlchemy's work per
+# execution (~0.15 ms, as much as the round trip).
+_DEFER_PSYCOPG = str(_DEFER.compile(dialect=PGDialect_psycopg()))  # type: ignore[no-untyped-call]
 # How often the dedupe statement is tried when a concurrent transaction committed a
 # waiting job with the key after the statement's snapshot.
 _DEDUPE_TRIES = 3
@@ -142,9 +149,16 @@ class ProcrastinateJobQueue(ProcrastinateAdmin):
             "scheduled_at": run_at,
         }
         if dedupe_key is None:
-            ids = await session.scalar(_DEFER, params)
+            conn = await session.connection()
+            raw = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+            assert raw is not None
+            try:
+                row = await (await raw.execute(_DEFER_PSYCOPG, params)).fetchone()
+            except psycopg.Error as exc:
+                # As SQLAlchemy would have raised it (callers and the API map those).
+                raise DBAPIError.instance(_DEFER_PSYCOPG, params, exc, psycopg.Error) from exc
             self._metrics.deferred.labels(task).inc()
-            return DeferResult(int(ids[0]))
+            return DeferResult(int(row[0][0]))
         for _ in range(_DEDUPE_TRIES):
             row = (await session.execute(_DEFER_DEDUPED, params)).one_or_none()
             if row is None:
