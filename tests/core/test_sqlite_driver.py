@@ -3,6 +3,7 @@ SQLAlchemy's aiosqlite adapter, fewer trips to aiosqlite's thread."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, cast
 import aiosqlite
 import pytest
 from sqlalchemy import Column, CursorResult, Integer, MetaData, Table, Text, insert, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cauce.core.db import Database, create_database, unit_of_work
 from cauce.core.db.sqlite_driver import OneTripStatement
@@ -136,3 +137,83 @@ async def test_one_trip_statement_runs_inline_once_the_write_lock_is_held(
     async with db.sessionmaker() as session:
         values = (await session.execute(text("SELECT v FROM t ORDER BY id"))).scalars().all()
     assert values == ["first", "second"]
+
+
+async def test_writers_queue_in_process_and_each_sees_the_last_commit(db: Database) -> None:
+    """Twenty concurrent read-then-write units of work: each takes its turn (no lost
+    update, no "database is locked")."""
+    async with unit_of_work(db.sessionmaker) as session:
+        await session.execute(text("INSERT INTO t (id, v) VALUES (1, '0')"))
+
+    async def bump() -> None:
+        async with unit_of_work(db.sessionmaker) as session:
+            value = int((await session.execute(text("SELECT v FROM t WHERE id = 1"))).scalar_one())
+            await asyncio.sleep(0.005)  # other writers run meanwhile, and must wait
+            await session.execute(text("UPDATE t SET v = :v WHERE id = 1"), {"v": str(value + 1)})
+
+    await asyncio.gather(*(bump() for _ in range(20)))
+    async with db.sessionmaker() as session:
+        assert (await session.execute(text("SELECT v FROM t WHERE id = 1"))).scalar_one() == "20"
+
+
+async def test_turn_is_passed_on_after_failure_and_cancellation(
+    db: Database, trips: list[str]
+) -> None:
+    """A writer waits for its turn in the event loop, not in SQLite's busy handler (no
+    trip to aiosqlite's thread until the lock is free); a writer that fails, or is
+    cancelled while it holds the lock or waits for it, does not keep the next waiting."""
+
+    async def fail() -> None:
+        async with unit_of_work(db.sessionmaker) as session:
+            await session.execute(text("INSERT INTO t (id, v) VALUES (1, 'a')"))
+            await session.execute(text("INSERT INTO t (id, v) VALUES (1, 'again')"))
+
+    with pytest.raises(IntegrityError):
+        await fail()
+    holding = asyncio.Event()
+
+    async def hold() -> None:
+        async with unit_of_work(db.sessionmaker) as session:
+            await session.execute(text("INSERT INTO t (v) VALUES ('held')"))
+            holding.set()
+            await asyncio.sleep(60)
+
+    async def wait() -> None:
+        async with unit_of_work(db.sessionmaker) as session:
+            await session.execute(text("INSERT INTO t (v) VALUES ('waited')"))
+
+    async with db.sessionmaker() as one, db.sessionmaker() as two:  # two pooled connections
+        await one.execute(text("SELECT 1"))
+        await two.execute(text("SELECT 1"))
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    trips.clear()
+    waiter = asyncio.create_task(wait())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    assert trips == []
+    waiter.cancel()
+    holder.cancel()
+    await asyncio.gather(holder, waiter, return_exceptions=True)
+    async with asyncio.timeout(2):
+        async with unit_of_work(db.sessionmaker) as session:
+            await session.execute(text("INSERT INTO t (v) VALUES ('next')"))
+    async with db.sessionmaker() as session:
+        values = (await session.execute(text("SELECT v FROM t"))).scalars().all()
+    assert values == ["next"]
+
+
+async def test_waiting_past_the_busy_timeout_fails_as_sqlite_would(tmp_path: Path) -> None:
+    """A writer still waiting for its turn after the busy timeout gets "database is
+    locked" (503 at the API), as it did from SQLite's busy handler."""
+    database = create_database(make_settings(tmp_path, db={"busy_timeout_ms": 200}))
+    try:
+        async with database.engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+        async with unit_of_work(database.sessionmaker) as session:
+            await session.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            with pytest.raises(OperationalError, match="database is locked"):
+                async with unit_of_work(database.sessionmaker) as other:
+                    await other.execute(text("INSERT INTO t (v) VALUES ('b')"))
+    finally:
+        await database.dispose()

@@ -12,7 +12,9 @@ This adapter keeps SQLAlchemy's aiosqlite dialect and changes the trips only:
 - a statement's work (execute, fetch every row, close) is one trip;
 - a commit or rollback with no transaction open is no trip at all;
 - a unit of work's `BEGIN IMMEDIATE` (uow.py) goes in the same trip as its first
-  statement (`begin_immediate`), instead of a trip of its own.
+  statement (`begin_immediate`), instead of a trip of its own;
+- writers of one engine in one process queue for the write lock on an asyncio lock
+  (`wait_turn`) rather than in SQLite's sleep-and-retry busy handler.
 
 Rows are fetched whole, as SQLAlchemy's adapter already does for a plain cursor; a
 server-side cursor (`stream()`) keeps the stock behaviour.
@@ -20,7 +22,9 @@ server-side cursor (`stream()`) keeps the stock behaviour.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import weakref
 from typing import Any
 
 import aiosqlite
@@ -34,6 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util.concurrency import await_
 
 BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
+# sqlite3's own default, when the engine passes no `timeout`.
+DEFAULT_BUSY_TIMEOUT = 5.0
 
 
 def _run(
@@ -69,12 +75,17 @@ class _OneTripCursor:
         self._rows: list[Any] = []
 
     async def _trip(self, sql: str, params: Any, many: bool) -> _OneTripCursor:
-        driver = self._owner.driver
-        begin = self._owner.take_begin()
-        result = await driver._execute(_run, driver._conn, begin, sql, params, many)  # type: ignore[no-untyped-call]
-        (self.description, self._rows, self.rowcount, self.lastrowid) = result
+        owner = self._owner
+        driver = owner.driver
+        begin = owner.take_begin()
         if begin:
-            self._owner.holds_write_lock = True
+            await owner.wait_turn()
+        try:
+            result = await driver._execute(_run, driver._conn, begin, sql, params, many)  # type: ignore[no-untyped-call]
+        finally:
+            if begin:
+                owner.after_begin()
+        (self.description, self._rows, self.rowcount, self.lastrowid) = result
         return self
 
     async def execute(self, sql: str, parameters: Any = None) -> _OneTripCursor:
@@ -114,12 +125,18 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """SQLAlchemy's aiosqlite connection adapter with the trips above."""
 
-    __slots__ = ("_begin_pending", "holds_write_lock")
+    __slots__ = ("_begin_pending", "_busy_timeout", "_gate", "holds_write_lock")
     _cursor_cls = _Cursor
 
-    def __init__(self, dbapi: Any, connection: aiosqlite.Connection) -> None:
+    def __init__(
+        self, dbapi: OneTripDBAPI, connection: aiosqlite.Connection, busy_timeout: float
+    ) -> None:
         super().__init__(dbapi, connection)  # type: ignore[arg-type]
         self._begin_pending = False
+        self._busy_timeout = busy_timeout
+        # The engine's writer gate while this connection holds (or waits to take) the
+        # write lock; None otherwise.
+        self._gate: asyncio.Lock | None = None
         # Set once this connection's `BEGIN IMMEDIATE` went through, until its commit or
         # rollback: no statement of the transaction can then wait for a lock.
         self.holds_write_lock = False
@@ -138,6 +155,38 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         pending, self._begin_pending = self._begin_pending, False
         return pending
 
+    async def wait_turn(self) -> None:
+        """Before `BEGIN IMMEDIATE`: wait for this process's other writers on the engine.
+
+        SQLite makes a writer that finds the lock taken sleep and retry (1, 2, 5, 10 ...
+        up to 100 ms at a time), so under concurrent writes the lock often sits free
+        while the next writer sleeps. In one process the writers queue here instead and
+        each takes the lock the moment the previous one commits; SQLite's busy timeout
+        still covers writers in other processes. Waiting longer than that timeout fails
+        as SQLite would: "database is locked".
+        """
+        gate = self.dbapi.gate()
+        try:
+            async with asyncio.timeout(self._busy_timeout):
+                await gate.acquire()
+        except TimeoutError:
+            raise sqlite3.OperationalError("database is locked") from None
+        self._gate = gate
+
+    def after_begin(self) -> None:
+        """After the trip that ran `BEGIN IMMEDIATE`: the lock is held, or, when the trip
+        failed before taking it, the gate is passed on at once."""
+        if self.in_transaction():
+            self.holds_write_lock = True
+        else:
+            self._end_write()
+
+    def _end_write(self) -> None:
+        self._begin_pending = self.holds_write_lock = False
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.release()
+
     def in_transaction(self) -> bool:
         """Whether SQLite has a transaction open on this connection."""
         raw = self.driver._connection
@@ -146,27 +195,57 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     def cursor(self, server_side: bool = False) -> Any:
         if server_side and self.take_begin():
             driver = self.driver
-            await_(driver._execute(driver._conn.execute, BEGIN_IMMEDIATE))  # type: ignore[no-untyped-call]
-            self.holds_write_lock = True
+            await_(self.wait_turn())
+            try:
+                await_(driver._execute(driver._conn.execute, BEGIN_IMMEDIATE))  # type: ignore[no-untyped-call]
+            finally:
+                self.after_begin()
         return super().cursor(server_side)
 
     def commit(self) -> None:
-        self._begin_pending = self.holds_write_lock = False
-        if self.in_transaction():
-            super().commit()
+        try:
+            if self.in_transaction():
+                super().commit()
+        finally:
+            self._end_write()
 
     def rollback(self) -> None:
-        self._begin_pending = self.holds_write_lock = False
-        if self.in_transaction():
-            super().rollback()
+        try:
+            if self.in_transaction():
+                super().rollback()
+        finally:
+            self._end_write()
+
+    def close(self) -> None:
+        self._end_write()
+        super().close()
+
+    def terminate(self) -> None:
+        self._end_write()
+        super().terminate()
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
     """The DB-API module for `create_async_engine(..., module=...)`."""
 
+    def __init__(self, aiosqlite_module: Any, sqlite_module: Any) -> None:
+        super().__init__(aiosqlite_module, sqlite_module)
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def gate(self) -> asyncio.Lock:
+        """The writer gate of this engine in the running event loop."""
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            gate = self._gates[loop] = asyncio.Lock()
+        return gate
+
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        busy_timeout = float(kw.get("timeout", DEFAULT_BUSY_TIMEOUT))
         stock = super().connect(*arg, **kw)
-        return OneTripConnection(self, stock.driver_connection)
+        return OneTripConnection(self, stock.driver_connection, busy_timeout)
 
 
 def one_trip_dbapi() -> OneTripDBAPI:
@@ -224,10 +303,14 @@ class OneTripStatement:
                 result = _run(driver._conn, False, self.sql, values, False)
             else:
                 begin = raw.take_begin()
-                result = await driver._execute(  # type: ignore[no-untyped-call]
-                    _run, driver._conn, begin, self.sql, values, False
-                )
                 if begin:
-                    raw.holds_write_lock = True
+                    await raw.wait_turn()
+                try:
+                    result = await driver._execute(  # type: ignore[no-untyped-call]
+                        _run, driver._conn, begin, self.sql, values, False
+                    )
+                finally:
+                    if begin:
+                        raw.after_begin()
         rows: list[Any] = result[1]
         return rows
