@@ -226,8 +226,9 @@ async def test_only_mode_resends_named_leads_whatever_their_state(
 async def test_throttling_propagates_and_keeps_earlier_batches(
     db: Database, crm_settings: Settings
 ) -> None:
-    """A rate limit mid-run raises; batches delivered before it stay synced."""
-    await _add_leads(db, 150)
+    """A rate limit mid-run raises; the batch the CRM accepted is synced, the throttled
+    one stays pending, and no batch is sent after the limit."""
+    ids = await _add_leads(db, 150)
     crm = MemoryCrm()
     calls = 0
 
@@ -240,9 +241,10 @@ async def test_throttling_propagates_and_keeps_earlier_batches(
     crm.on_call.append(throttle_second)
     with pytest.raises(CrmThrottled):
         await deliver(db.sessionmaker, crm, crm_settings.crm)
-    statuses = list((await _statuses(db)).values())
-    assert statuses.count("synced") == 100
-    assert statuses.count("pending") == 50
+    assert [[c.lead_id for c in b] for b in crm.batches] == [ids[:100], ids[100:]]
+    statuses = await _statuses(db)
+    assert [i for i in ids if statuses[i] == "synced"] == ids[:100]
+    assert [i for i in ids if statuses[i] == "pending"] == ids[100:]
 
 
 async def test_erased_leads_are_never_sent(db: Database, crm_settings: Settings) -> None:
@@ -284,24 +286,41 @@ async def test_lanes_keep_batches_in_flight_without_sending_a_lead_twice(
 async def test_a_lane_failure_stops_the_run_and_keeps_what_was_delivered(
     db: Database, settings_factory: SettingsFactory
 ) -> None:
-    """When one lane's call raises, the other lanes stop and the error reaches the job;
-    batches recorded before stay synced, the rest stay pending."""
+    """When one lane's call raises, the calls other lanes have in flight are cut, no
+    batch starts after it, and the error reaches the job: exactly the batches the CRM
+    answered before are synced; the failed batch, the cut ones and the rest stay pending."""
     settings = settings_factory(crm={"provider": "hubspot", "delivery_lanes": 3})
     await _add_leads(db, 1000)
     crm = MemoryCrm()
     calls = 0
+    six_out = asyncio.Event()
+    cut: list[int] = []
 
     async def fail_fourth() -> None:
         nonlocal calls
         calls += 1
         number = calls
-        await asyncio.sleep(0.01 * number)
-        if number == 4:
+        if number == 6:
+            six_out.set()
+        if number <= 3:
+            await asyncio.sleep(0.01 * number)
+        elif number == 4:
+            await six_out.wait()  # the two other lanes have their next batch out
             raise CrmUnavailable("down")
+        else:
+            try:
+                await asyncio.Event().wait()  # no answer before the failure
+            except asyncio.CancelledError:
+                cut.append(number)
+                raise
 
     crm.on_call.append(fail_fourth)
     with pytest.raises(CrmUnavailable):
         await deliver(db.sessionmaker, crm, settings.crm)
-    statuses = list((await _statuses(db)).values())
-    assert 0 < statuses.count("synced") < 1000
-    assert set(statuses) == {"synced", "pending"}
+    assert len(crm.batches) == 6  # none after the failure
+    assert sorted(cut) == [5, 6]
+    answered = {c.lead_id for b in crm.batches[:3] for c in b}
+    assert len(answered) == 300
+    statuses = await _statuses(db)
+    assert {i for i, status in statuses.items() if status == "synced"} == answered
+    assert set(statuses.values()) == {"synced", "pending"}

@@ -15,15 +15,22 @@ Versions: a lead's `version` grows on every change; after an upsert the lead is 
 No transaction is held across a CRM call: each batch is read in one short transaction
 and its outcome written in another, so a crash loses at most the bookkeeping of one
 batch, which the next run redoes (upserts are idempotent).
+
+Cancelling a lane cuts its CRM call, never its database work: the read of a batch and
+the write-back of an answer run to their end (`_to_the_end`). A database call cut
+half-way goes on in aiosqlite's thread while SQLAlchemy throws the connection away
+mid-transaction; SQLite's write lock could then stay held until the garbage collector
+freed the connection, past every other writer's busy timeout ("database is locked"),
+and an answer the CRM gave was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import structlog
 from sqlalchemy import Table, bindparam, case, select, update
@@ -42,6 +49,8 @@ REDELIVER_TASK = "crm.redeliver"
 ERASE_TASK = "crm.erase"
 CRM_QUEUE = "crm"
 MAX_ERROR_CHARS = 1000
+
+_T = TypeVar("_T")
 
 
 def delivery_lock(account: str) -> str:
@@ -207,9 +216,11 @@ async def deliver(
     the next pending batch, leaving out the leads and keys other lanes are sending, so a
     lead is never in two requests at once and its versions reach the CRM in order.
 
-    CrmThrottled / CrmUnavailable / CrmRejected propagate (the other lanes are
-    cancelled; their batches are re-sent later, harmlessly, as upserts): the job decides
-    when to run again. Leads delivered before the exception stay delivered.
+    CrmThrottled / CrmUnavailable / CrmRejected propagate: the job decides when to run
+    again. The other lanes are cancelled: no batch starts after the error, a CRM call in
+    flight is cut (its batch stays pending and is re-sent later, harmlessly, as
+    upserts), and a write-back in progress completes before the error is raised: an
+    answer a lane has received is always recorded.
     """
     run = _Delivery(sessionmaker, crm, settings, only, monotonic, on_batch)
     lanes = [
@@ -225,11 +236,28 @@ async def deliver(
         raise
     for task in pending:
         task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    for task in done:
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    await asyncio.gather(*pending, return_exceptions=True)  # their database work ends
+    for task in lanes:
+        if task in done and not task.cancelled() and (exc := task.exception()) is not None:
             raise exc
     return run.report
+
+
+async def _to_the_end(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run `work` (database work) to its end even if the caller is cancelled meanwhile,
+    however often; the cancellation is raised once the work has ended."""
+    task = asyncio.create_task(work)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait([task])  # a cancelled wait() leaves the task running
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller gets
+        raise cancelled
+    return task.result()
 
 
 class _Delivery:
@@ -285,20 +313,25 @@ class _Delivery:
             self.keys_in_flight.update(c.key for c in contacts)
             return contacts
 
+    async def _record(
+        self, contacts: Sequence[CrmContact], outcomes: Sequence[UpsertOutcome]
+    ) -> list[tuple[CrmContact, str]]:
+        async with unit_of_work(self.sessionmaker) as session:
+            return await _record_batch(session, contacts, outcomes)
+
     async def lane(self) -> None:
         report = self.report
         while True:
             if self.monotonic() >= self.deadline:
                 report.out_of_time = True
                 return
-            contacts = await self._next_batch()
+            contacts = await _to_the_end(self._next_batch())
             if not contacts:
                 return
             try:
-                outcomes = await self.crm.upsert(contacts)
+                outcomes = await self.crm.upsert(contacts)  # a cancellation may cut this
                 report.batches += 1
-                async with unit_of_work(self.sessionmaker) as session:
-                    verdicts = await _record_batch(session, contacts, outcomes)
+                verdicts = await _to_the_end(self._record(contacts, outcomes))
             finally:
                 self.in_flight.difference_update(c.lead_id for c in contacts)
                 self.keys_in_flight.difference_update(c.key for c in contacts)
