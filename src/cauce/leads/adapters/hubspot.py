@@ -336,6 +336,9 @@ class HubSpotCrm:
 
     async def _send(self, request: Request) -> Response:
         """Send; raise the port's errors, except other 4xx which the caller reads."""
+        # Checked per request, not only per call: a call making several requests may
+        # find the pause begun (by another lane's answer) between two of them.
+        self._pause.check()
         try:
             response = await self._client.send(request)
         except UpstreamRateLimitedError as exc:

@@ -304,6 +304,9 @@ class PipedriveCrm:
         return person
 
     async def _send(self, request: Request) -> Response:
+        # Checked per request, not only per call: a call making several requests may
+        # find the pause begun (by another lane's answer) between two of them.
+        self._pause.check()
         try:
             response = await self._client.send(request)
         except UpstreamRateLimitedError as exc:
