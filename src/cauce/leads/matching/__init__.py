@@ -10,7 +10,8 @@ into the existing lead, filling gaps and never overwriting.
 """
 
 from cauce.leads.matching.blocking import blocking_keys, sort_key
-from cauce.leads.matching.compare import Evidence, Level, MatchDecision, Verdict, compare
+from cauce.leads.matching.compare import MatchDecision, Verdict, compare
+from cauce.leads.matching.fields import Evidence, Level
 from cauce.leads.matching.index import Match, MatchIndex, rank
 from cauce.leads.matching.merge import FieldChange, merge
 from cauce.leads.matching.record import MatchRecord, email_key, fold

@@ -16,28 +16,30 @@ Every comparison is symmetric, so score(a, b) == score(b, a).
 from __future__ import annotations
 
 import functools
-import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, NamedTuple
+from typing import Final
 
-from rapidfuzz import fuzz
-from rapidfuzz.distance import OSA, JaroWinkler
+from rapidfuzz.distance import OSA
 
-from cauce.leads.matching._lexicon import COMMON_GIVEN_NAMES, COMMON_SURNAMES
+from cauce.leads.matching.fields import (
+    Evidence,
+    Level,
+    _address,
+    _company,
+    _dob,
+    _given,
+    _place,
+    _postcode,
+    _surnames,
+)
 from cauce.leads.matching.record import Features, MatchRecord, prepare
 from cauce.leads.matching.settings import DedupeSettings
 
 # Evidence total (bits) at which the probability is one half.
 PRIOR_OFFSET: Final = 12.0
-_TYPO_JW: Final = 0.9
-# Comparisons of given names, surnames and places are memoised: they repeat a lot (José,
-# García, Madrid), so most pairs meet values already compared. (Single words and whole
-# companies hit too seldom, in data with typos, for a cache to pay.) Sizes follow how many
-# distinct values there are: a few thousand given names or places, far more surnames.
-_SMALL: Final = 1 << 12
-_LARGE: Final = 1 << 16
 
 
 class Verdict(StrEnum):
@@ -46,30 +48,6 @@ class Verdict(StrEnum):
     DUPLICATE = "duplicate"
     POSSIBLE_DUPLICATE = "possible_duplicate"
     DISTINCT = "distinct"
-
-
-class Level(StrEnum):
-    """How well one field agrees."""
-
-    AGREE = "agree"
-    PARTIAL = "partial"
-    WEAK = "weak"
-    CONFLICT = "conflict"
-    DISAGREE = "disagree"
-
-
-class Evidence(NamedTuple):
-    """One field's contribution: its level, similarity, weight in bits and why.
-
-    Reasons never quote the values compared: decisions are logged and personal data is
-    not (DESIGN.md §4.8).
-    """
-
-    field: str
-    level: Level
-    similarity: float
-    weight: float
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +72,6 @@ class MatchDecision:
         return lines
 
 
-def _near(a: str, b: str) -> float:
-    """Similarity of two words where a single typo still scores at least 0.9."""
-    if a == b:
-        return 1.0
-    jw = JaroWinkler.similarity(a, b)
-    if min(len(a), len(b)) >= 3 and OSA.distance(a, b, score_cutoff=1) <= 1:
-        return max(jw, _TYPO_JW)
-    return jw
-
-
 def _verdict(score: float, settings: DedupeSettings) -> Verdict:
     if score >= settings.merge_threshold:
         return Verdict.DUPLICATE
@@ -118,112 +86,6 @@ def _probability(bits: float) -> float:
 
 
 # --- names -------------------------------------------------------------------------
-
-
-def _gender_forms(x: str, y: str) -> bool:
-    """Spanish masculine and feminine forms: Mario/María, Juan/Juana, Luis/Luisa."""
-    if min(len(x), len(y)) < 3:
-        return False
-    if x[:-1] == y[:-1] and {x[-1], y[-1]} == {"o", "a"}:
-        return True
-    return x + "a" == y or y + "a" == x
-
-
-@functools.lru_cache(maxsize=_SMALL)
-def _given(ta: tuple[str, ...], tb: tuple[str, ...], field: str) -> Evidence | None:
-    if not ta or not tb:
-        return None
-    # Agreeing on José or María says less than agreeing on Itziar.
-    common = set(ta) <= COMMON_GIVEN_NAMES or set(tb) <= COMMON_GIVEN_NAMES
-    agree = 3.5 if common else 6.0
-    ja, jb = "".join(ta), "".join(tb)
-    if ja == jb:
-        return Evidence(field, Level.AGREE, 1.0, agree, "same given name")
-    if len(ta) == len(tb) and any(_gender_forms(x, y) for x, y in zip(ta, tb, strict=True)):
-        # One letter apart, yet two people: a brother and a sister, say.
-        return Evidence(field, Level.DISAGREE, 0.9, -3.5, "male and female forms of a name")
-    short, long_ = (ta, tb) if len(ta) <= len(tb) else (tb, ta)
-    if set(short) <= set(long_):
-        why = "one compound given name contains the other"
-        return Evidence(field, Level.PARTIAL, 0.9, min(3.0, agree - 1.0), why)
-    sim = _near(ja, jb)
-    if sim >= _TYPO_JW:
-        # Near agreement never outweighs exact agreement on the same names.
-        why = "given names differ by a typo"
-        return Evidence(field, Level.PARTIAL, sim, min(3.5, agree - 1.0), why)
-    if _initials_of(ta, tb) or _initials_of(tb, ta):
-        return Evidence(field, Level.WEAK, sim, 1.0, "an initial agrees with the given name")
-    return Evidence(field, Level.DISAGREE, sim, -3.5, "different given names")
-
-
-def _initials_of(initials: tuple[str, ...], names: tuple[str, ...]) -> bool:
-    return all(len(t) == 1 for t in initials) and all(
-        any(x.startswith(t) for x in names) for t in initials
-    )
-
-
-def _assign(short: tuple[str, ...], long_: tuple[str, ...]) -> tuple[float, ...]:
-    """Similarities of the best one-to-one pairing of the shorter token list into the longer."""
-    if len(long_) == 1:
-        return (_near(short[0], long_[0]),)
-    if len(short) == len(long_) == 2:
-        # The usual case (two surnames each side), unrolled: straight, then crossed.
-        s0, s1 = short
-        l0, l1 = long_
-        x, y = _near(s0, l0), _near(s1, l1)
-        straight = (x, y) if x <= y else (y, x)
-        x, y = _near(s0, l1), _near(s1, l0)
-        crossed = (x, y) if x <= y else (y, x)
-        return crossed if (sum(crossed), crossed) > (sum(straight), straight) else straight
-    # Ranked by total, then by the sorted similarities, so ties break the same way
-    # whichever record is passed first (the score must be symmetric).
-    best: tuple[float, tuple[float, ...]] = (-1.0, ())
-    for perm in itertools.permutations(long_[:4], len(short[:4])):
-        sims = tuple(sorted(_near(x, y) for x, y in zip(short, perm, strict=False)))
-        best = max(best, (sum(sims), sims))
-    return best[1]
-
-
-def _surname_weight(ta: tuple[str, ...], tb: tuple[str, ...]) -> float:
-    """Bits for agreeing surnames: two agreeing count more, common ones less."""
-    common = set(ta) <= COMMON_SURNAMES or set(tb) <= COMMON_SURNAMES
-    if min(len(ta), len(tb)) >= 2:
-        return 7.0 if common else 10.0
-    return 4.0 if common else 7.0
-
-
-@functools.lru_cache(maxsize=_LARGE)
-def _surnames(ta: tuple[str, ...], tb: tuple[str, ...], field: str) -> Evidence | None:
-    if not ta or not tb:
-        return None
-    agree = _surname_weight(ta, tb)
-    # Near agreement never outweighs exact agreement on the same surnames.
-    typo = min(4.5, agree - 1.0)
-    ja, jb = "".join(ta), "".join(tb)
-    if ja == jb:
-        why = "both surnames agree" if min(len(ta), len(tb)) >= 2 else "same surname"
-        return Evidence(field, Level.AGREE, 1.0, agree, why)
-    short, long_ = (ta, tb) if len(ta) <= len(tb) else (tb, ta)
-    sims = _assign(short, long_)
-    matched = sum(s >= _TYPO_JW for s in sims)
-    if matched == len(short):
-        if len(short) < len(long_):
-            return Evidence(
-                field, Level.PARTIAL, min(sims), agree - 2.0, "one side lacks a surname"
-            )
-        if min(sims) == 1.0:
-            return Evidence(field, Level.AGREE, 1.0, agree, "same surnames in another order")
-        return Evidence(field, Level.PARTIAL, min(sims), typo, "surnames differ by a typo")
-    if matched and len(short) >= 2:
-        # García López vs García Pérez: the same father's surname, another mother's.
-        return Evidence(
-            field, Level.CONFLICT, min(sims), -1.0, "one surname agrees, another differs"
-        )
-    # A space typed or lost inside a surname ("Mc Carthy", "Vande Velde").
-    joined = sims[0] if len(long_) == 1 else _near(ja, jb) if len(ta) != len(tb) else 0.0
-    if joined >= _TYPO_JW:
-        return Evidence(field, Level.PARTIAL, joined, typo, "surnames differ by a typo")
-    return Evidence(field, Level.DISAGREE, max(joined, *sims), -4.0, "different surnames")
 
 
 def _may_be_crossed(a: Features, b: Features) -> bool:
@@ -254,75 +116,6 @@ def _names(a: Features, b: Features, nick: bool) -> list[Evidence]:
             for e in crossed_ok
         ]
     return straight
-
-
-# --- other fields ------------------------------------------------------------------
-
-
-def _dob(a: str, b: str) -> Evidence:
-    field = "date_of_birth"
-    if a == b:
-        return Evidence(field, Level.AGREE, 1.0, 9.0, "same date of birth")
-    if len(a) == len(b) == 8:
-        diff = [i for i in range(8) if a[i] != b[i]]
-        swapped = (
-            len(diff) == 2
-            and diff[1] == diff[0] + 1
-            and a[diff[0]] == b[diff[1]]
-            and a[diff[1]] == b[diff[0]]
-        )
-        day_month = a[:4] == b[:4] and a[4:6] == b[6:8] and a[6:8] == b[4:6]
-        if len(diff) == 1 or swapped or day_month:
-            return Evidence(field, Level.PARTIAL, 0.9, 4.0, "dates of birth differ by a typo")
-    return Evidence(field, Level.DISAGREE, 0.0, -5.0, "different dates of birth")
-
-
-def _postcode(a: str, b: str) -> Evidence:
-    if a == b:
-        return Evidence("postcode", Level.AGREE, 1.0, 5.0, "same postcode")
-    if len(a) == len(b) and OSA.distance(a, b, score_cutoff=1) <= 1:
-        return Evidence("postcode", Level.WEAK, 0.8, 1.0, "postcodes differ by a typo")
-    return Evidence("postcode", Level.DISAGREE, 0.0, -2.5, "different postcodes")
-
-
-@functools.lru_cache(maxsize=_SMALL)
-def _place(a: str, b: str, field: str, agree: float, partial: float, disagree: float) -> Evidence:
-    if a == b or a.replace(" ", "") == b.replace(" ", ""):
-        return Evidence(field, Level.AGREE, 1.0, agree, f"same {field}")
-    sim = _near(a, b)
-    if sim >= _TYPO_JW:
-        return Evidence(field, Level.PARTIAL, sim, partial, f"{field} differs by a typo")
-    return Evidence(field, Level.DISAGREE, sim, disagree, f"different {field}")
-
-
-def _company(a: str, b: str) -> Evidence:
-    if a == b:
-        return Evidence("company", Level.AGREE, 1.0, 6.0, "same company")
-    sim = max(_near(a, b), fuzz.token_sort_ratio(a, b) / 100.0)
-    if sim >= _TYPO_JW:
-        return Evidence("company", Level.PARTIAL, sim, 3.5, "company names nearly agree")
-    return Evidence("company", Level.DISAGREE, sim, -1.5, "different companies")
-
-
-def _address(a: Features, b: Features) -> Evidence | None:
-    if a.address is None or b.address is None:
-        return None
-    x, y = a.address, b.address
-    sim = fuzz.token_sort_ratio(x, y) / 100.0
-    shared = set(x.split()) & set(y.split())
-    if len(shared) >= 2:
-        # One side often lacks a second line ("7 Wallaby Pl" vs "7 Wallaby Pl, Delmar").
-        sim = max(sim, 0.95 * fuzz.token_set_ratio(x, y) / 100.0)
-    numbers_clash = bool(a.address_numbers and b.address_numbers) and not (
-        a.address_numbers & b.address_numbers
-    )
-    if sim >= 0.93 and not numbers_clash:
-        return Evidence("address", Level.AGREE, sim, 7.0, "same street address")
-    if sim >= 0.8:
-        return Evidence("address", Level.PARTIAL, sim, 3.5, "street addresses nearly agree")
-    if sim >= 0.65:
-        return Evidence("address", Level.WEAK, sim, 1.0, "street addresses share words")
-    return Evidence("address", Level.DISAGREE, sim, -2.5, "different street addresses")
 
 
 # Evidence that never varies, built once (the comparison is the intake's hot path).
@@ -441,9 +234,6 @@ def _surname_bits(a_len: int, a_common: bool, b_len: int, b_common: bool) -> flo
     return 4.0 if common else 7.0
 
 
-_MISSING: Final = object()
-
-
 class Screen:
     """Rules out, cheaply and exactly, candidates whose evidence cannot reach `need` bits.
 
@@ -453,90 +243,143 @@ class Screen:
     their penalty, a company that differs its near agreement, an address its agreement,
     a tax id that differs its typo (0). The few pairs that bound does not rule out get
     company, address and surnames compared exactly before giving up. Pairs that an exact
-    key (email, phone, tax id) joins always pass: a rule may decide them. One screen
-    serves one record against all its candidates and remembers its comparisons of their
-    given names and places, which repeat.
+    key (email, phone, tax id) joins always pass: a rule may decide them.
+
+    One screen serves one record against all its candidates (`admits`, a closure: this
+    runs for every candidate of every lead). The bound on the names depends on the
+    candidate only through its `name_key` and whether initials cross, the places'
+    evidence only through its `place_key`; most candidates share both with others
+    (José, Madrid), so each is computed once per screen and looked up after.
     """
 
-    __slots__ = ("_a", "_city", "_common", "_given", "_given_tokens", "_nick", "_region", "need")
+    __slots__ = ("_a", "_common", "_given_tokens", "_nick", "admits", "need")
 
     def __init__(self, a: Features, nick: bool, need: float) -> None:
         self._a, self._nick, self.need = a, nick, need
         self._given_tokens = a.first_canonical if nick else a.first_tokens
         self._common = a.canonical_common if nick else a.first_common
-        self._given: dict[tuple[str, ...], object] = {}
-        self._city: dict[str, float] = {}
-        self._region: dict[str, float] = {}
+        self.admits: Callable[[Features], bool] = self._admits()
 
-    def admits(self, b: Features) -> bool:
-        """True unless the pair surely scores below the screen's floor."""
-        a = self._a
-        bits = 0.0
-        if a.email_key and b.email_key:
-            if a.email_key == b.email_key:
-                return True
-            bits += 4.0 if a.email_local is not None and a.email_local == b.email_local else -1.0
-        if a.phone and b.phone:
-            if a.phone == b.phone:
-                return True
-            bits -= 1.0
-        if a.tax_id and b.tax_id and a.tax_id == b.tax_id:
-            return True
-        fa = self._given_tokens
+    def _name_bound(self, b: Features, cross: bool) -> _NameBound:
+        key = (self._nick, cross, self._a.name_key, b.name_key)
+        bound = _NAME_BOUNDS.get(key)
+        if bound is None:
+            if len(_NAME_BOUNDS) >= _SCREEN_MEMO:
+                _NAME_BOUNDS.clear()
+            bound = _NAME_BOUNDS[key] = self._new_name_bound(b, cross)
+        return bound
+
+    def _new_name_bound(self, b: Features, cross: bool) -> _NameBound:
+        a, fa = self._a, self._given_tokens
         fb = b.first_canonical if self._nick else b.first_tokens
-        given = self._given.get(fb, _MISSING)
-        if given is _MISSING:
-            evidence = _given(fa, fb, "first_name")
-            given = self._given[fb] = evidence.weight if evidence is not None else None
-        given_bits = given if isinstance(given, float) else 0.0
+        given = _given(fa, fb, "first_name")
+        given_bits = given.weight if given is not None else 0.0
         la, lb = len(a.last_tokens), len(b.last_tokens)
         surname_max = _surname_bits(la, a.last_common, lb, b.last_common) if la and lb else 0.0
         crossed_max = -math.inf
-        if (
-            la
-            and lb
-            and given is not None
-            and (b.first_initial in a.last_initials or a.first_initial in b.last_initials)
-        ):
+        if cross and la and lb and given is not None:
             cb = b.canonical_common if self._nick else b.first_common
             crossed_max = (
                 _surname_bits(len(fa), self._common, lb, b.last_common)
                 + _surname_bits(la, a.last_common, len(fb), cb)
                 - 2.0
             )
-        company_a, company_b = a.company, b.company
-        if company_a and company_b:
-            bits += 6.0 if company_a == company_b else 3.5
+        return given_bits, crossed_max, max(given_bits + surname_max, crossed_max)
+
+    def _place_bits(self, b: Features) -> float:
+        key = (self._a.place_key, b.place_key)
+        bits = _PLACE_BITS.get(key)
+        if bits is None:
+            if len(_PLACE_BITS) >= _SCREEN_MEMO:
+                _PLACE_BITS.clear()
+            bits = _PLACE_BITS[key] = self._new_place_bits(b)
+        return bits
+
+    def _new_place_bits(self, b: Features) -> float:
+        # Exact for date of birth, places and postcode; an address at its most (agreeing).
+        a = self._a
+        bits = 0.0
         if a.dob and b.dob:
             bits += _dob(a.dob, b.dob).weight
-        addresses = a.address is not None and b.address is not None
-        if addresses:
-            bits += 7.0  # at most: compared below, only if it could matter
+        if a.address is not None and b.address is not None:
+            bits += 7.0
         if a.city and b.city:
-            city = self._city.get(b.city)
-            if city is None:
-                city = self._city[b.city] = _place(a.city, b.city, "city", 4.0, 2.5, -2.0).weight
-            bits += city
+            bits += _place(a.city, b.city, "city", 4.0, 2.5, -2.0).weight
         if a.postcode and b.postcode:
             bits += _postcode(a.postcode, b.postcode).weight
         if a.region and b.region:
-            region = self._region.get(b.region)
-            if region is None:
-                region = _place(a.region, b.region, "region", 1.0, 0.5, -1.5).weight
-                self._region[b.region] = region
-            bits += region
+            bits += _place(a.region, b.region, "region", 1.0, 0.5, -1.5).weight
         if a.country and b.country:
             bits += 0.5 if a.country == b.country else -4.0
-        if bits + max(given_bits + surname_max, crossed_max) < self.need:
-            return False
-        # Close enough to look harder: company, address and straight surnames, exactly.
-        if company_a and company_b and company_a != company_b:
-            bits += _company(company_a, company_b).weight - 3.5
-        if addresses and (address := _address(a, b)) is not None:
-            bits += address.weight - 7.0
-        if (surnames := _surnames(a.last_tokens, b.last_tokens, "last_names")) is not None:
-            surname_max = surnames.weight
-        return bits + max(given_bits + surname_max, crossed_max) >= self.need
+        return bits
+
+    def _admits(self) -> Callable[[Features], bool]:
+        a, need = self._a, self.need
+        email, local, phone, tax_id = a.email_key, a.email_local, a.phone, a.tax_id
+        company, address, last = a.company, a.address, a.last_tokens
+        first_initial, last_initials = a.first_initial, a.last_initials
+        straight: dict[str, _NameBound] = {}
+        crossed: dict[str, _NameBound] = {}
+        places: dict[str, float] = {}
+        name_bound, place_bits = self._name_bound, self._place_bits
+
+        def admits(b: Features) -> bool:
+            """True unless the pair surely scores below the screen's floor."""
+            bits = 0.0
+            if email and b.email_key:
+                if email == b.email_key:
+                    return True
+                bits = 4.0 if local is not None and local == b.email_local else -1.0
+            if phone and b.phone:
+                if phone == b.phone:
+                    return True
+                bits -= 1.0
+            if tax_id and tax_id == b.tax_id:
+                return True
+            if b.first_initial in last_initials or first_initial in b.last_initials:
+                names = crossed.get(b.name_key)
+                if names is None:
+                    names = crossed[b.name_key] = name_bound(b, True)
+            else:
+                names = straight.get(b.name_key)
+                if names is None:
+                    names = straight[b.name_key] = name_bound(b, False)
+            place = places.get(b.place_key)
+            if place is None:
+                place = places[b.place_key] = place_bits(b)
+            bits += place
+            other = b.company
+            if company and other:
+                if company == other:
+                    bits += 6.0
+                elif bits + 3.5 + names[2] < need:
+                    return False
+                else:
+                    # Close enough to compare the companies exactly.
+                    bits += _company(company, other).weight
+            if bits + names[2] < need:
+                return False
+            # Close enough to look harder: address and straight surnames, exactly.
+            if address is not None and b.address is not None:
+                found = _address(a, b)
+                bits += (found.weight if found is not None else 7.0) - 7.0
+            surnames = _surnames(last, b.last_tokens, "last_names")
+            if surnames is None:
+                return bits + names[2] >= need
+            return bits + max(names[0] + surnames.weight, names[1]) >= need
+
+        return admits
+
+
+# A screen's bound on the names of a pair: (given-name bits, crossed names at most, both).
+_NameBound = tuple[float, float, float]
+# The bounds depend on the two records only through their keys, so screens share them
+# (one per incoming lead would otherwise work out José against José again): by
+# (nicknames, initials crossed, name_key, name_key), and by (place_key, place_key).
+# Emptied when full, which costs a few misses and keeps memory bounded.
+_SCREEN_MEMO: Final = 1 << 15
+_NAME_BOUNDS: dict[tuple[bool, bool, str, str], _NameBound] = {}
+_PLACE_BITS: dict[tuple[str, str], float] = {}
 
 
 def compare(

@@ -47,7 +47,7 @@ class _Entry:
     sort_key: tuple[str, int]
 
 
-def _screen(
+def screen_of(
     features: Features, settings: DedupeSettings, floor: float
 ) -> Callable[[Features], bool] | None:
     """What rules candidates out before comparing them (None: nothing can, floor <= 0)."""
@@ -154,7 +154,7 @@ class MatchIndex(Generic[IdT]):
         """
         features = prepare(record)
         floor = self.settings.review_threshold if min_score is None else min_score
-        admits = _screen(features, self.settings, floor)
+        admits = screen_of(features, self.settings, floor)
         out: list[tuple[int, Match[IdT]]] = []
         for record_id in self._candidates(features, exclude):
             other = self._entries[record_id].features
@@ -195,7 +195,7 @@ def rank_prepared(
     """
     settings = settings or DedupeSettings()
     floor = settings.review_threshold if min_score is None else min_score
-    admits = _screen(features, settings, floor)
+    admits = screen_of(features, settings, floor)
     out: list[tuple[int, Match[IdT]]] = []
     for position, (record_id, other) in enumerate(candidates):
         if admits is not None and not admits(other):

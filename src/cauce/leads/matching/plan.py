@@ -15,11 +15,11 @@ from __future__ import annotations
 import bisect
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of
-from cauce.leads.matching.index import Match, rank_prepared
+from cauce.leads.matching.compare import compare_features
+from cauce.leads.matching.index import Match, screen_of
 from cauce.leads.matching.merge import merge
 from cauce.leads.matching.record import Features, MatchRecord, prepare
 from cauce.leads.matching.settings import DedupeSettings
@@ -90,10 +90,21 @@ class BlockView:
         self._limit = max_block_size
         self._blocks: dict[str, list[int]] = {k: sorted(set(v)) for k, v in members.items()}
         self._too_common = {k for k, v in self._blocks.items() if len(v) > max_block_size}
+        # The keys each filed lead is under. A stored lead's come from the blocks as read,
+        # worked out for all of them the first time one is re-filed (after a merge into
+        # it): most batches re-file none, and it is a set per stored lead.
         self._keys_of: dict[int, set[str]] = {}
-        for key, ids in self._blocks.items():
-            for lead_id in ids:
-                self._keys_of.setdefault(lead_id, set()).add(key)
+        self._stored_keys_of: dict[int, set[str]] | None = None
+
+    def _stored_keys(self, lead_id: int) -> set[str]:
+        if self._stored_keys_of is None:
+            # Only `file` changes the blocks, and it records what it files in `_keys_of`:
+            # a stored lead not in there is still under the keys it was read under.
+            self._stored_keys_of = {}
+            for key, ids in self._blocks.items():
+                for member in ids:
+                    self._stored_keys_of.setdefault(member, set()).add(key)
+        return self._stored_keys_of.pop(lead_id, set())
 
     def _usable(self, key: str) -> list[int] | None:
         block = self._blocks.get(key)
@@ -105,6 +116,10 @@ class BlockView:
 
     def candidates(self, keys: Iterable[str]) -> list[int]:
         """Lead ids sharing a usable key, exact keys first, capped; lowest id first."""
+        blocks = [block for key in keys if (block := self._usable(key)) is not None]
+        if sum(map(len, blocks)) < MAX_CANDIDATES:
+            # The cap cannot be reached: which key brought an id does not matter.
+            return sorted(set().union(*blocks))
         found: dict[int, None] = {}
         for key in sorted(keys, key=lambda k: (not _exact(k), k)):
             block = self._usable(key)
@@ -127,7 +142,9 @@ class BlockView:
 
     def file(self, lead_id: int, keys: Iterable[str]) -> None:
         """File a lead under `keys`, dropping the keys it was filed under before."""
-        old = self._keys_of.pop(lead_id, set())
+        old = self._keys_of.pop(lead_id, None)
+        if old is None:
+            old = set() if provisional(lead_id) else self._stored_keys(lead_id)
         for key in old:
             block = self._blocks[key]
             at = bisect.bisect_left(block, lead_id)
@@ -139,15 +156,13 @@ class BlockView:
         self._keys_of[lead_id] = new
 
 
-@dataclass(frozen=True, slots=True)
-class _Known:
-    values: tuple[str | None, ...]  # in `MATCH_COLUMNS` order
-    features: Features
-
-
 @functools.lru_cache(maxsize=1 << 14)
-def _prepared_row(values: tuple[str | None, ...]) -> Features:
-    # A stored lead is a candidate of many incoming ones: prepared once per value.
+def prepared_row(values: tuple[str | None, ...]) -> Features:
+    """The prepared record of a lead's `MATCH_COLUMNS` values, in that order.
+
+    Cached: a lead is prepared when it arrives and again whenever it is a candidate of a
+    later one (most are, of many), from the same values.
+    """
     return prepare(record_of(dict(zip(MATCH_COLUMNS, values, strict=True))))
 
 
@@ -161,7 +176,8 @@ class BatchMatcher:
     def __init__(self, view: BlockView, settings: DedupeSettings) -> None:
         self.view = view
         self.settings = settings
-        self._known: dict[int, _Known] = {}
+        self._values: dict[int, tuple[str | None, ...]] = {}  # in `MATCH_COLUMNS` order
+        self._features: dict[int, Features] = {}
         self._next = PROVISIONAL
 
     def know(self, lead_id: int, values: tuple[str | None, ...]) -> None:
@@ -169,37 +185,48 @@ class BatchMatcher:
 
         `values` are its `MATCH_COLUMNS`, in that order.
         """
-        self._known[lead_id] = _Known(values, _prepared_row(values))
+        self._values[lead_id] = values
+        self._features[lead_id] = prepared_row(values)
 
     def best(self, features: Features, keys: Iterable[str]) -> Match[int] | None:
-        """The best-ranked known lead at or above the review threshold, if any."""
-        candidates = [
-            (lead_id, known.features)
-            for lead_id in self.view.candidates(keys)
-            if (known := self._known.get(lead_id)) is not None
-        ]
-        if not candidates:
-            return None
-        ranked = rank_prepared(features, candidates, self.settings)
-        return ranked[0] if ranked else None
+        """The best-ranked known lead at or above the review threshold, if any.
+
+        As `rank_prepared(...)[0]` over the known candidates in id order, without
+        ranking the rest: the highest score, the lowest id among equals.
+        """
+        settings = self.settings
+        floor = settings.review_threshold
+        admits = screen_of(features, settings, floor)
+        known = self._features
+        found: Match[int] | None = None
+        for lead_id in self.view.candidates(keys):
+            other = known.get(lead_id)
+            if other is None or (admits is not None and not admits(other)):
+                continue
+            decision = compare_features(features, other, settings)
+            if decision.score >= floor and (found is None or decision.score > found.decision.score):
+                found = Match(lead_id, decision)
+        return found
 
     def file(self, values: MatchValues, features: Features, keys: Iterable[str]) -> int:
         """Make a new lead known; returns its provisional id."""
         lead_id = self._next
         self._next += 1
-        self._known[lead_id] = _Known(_row(values), features)
+        self._values[lead_id] = _row(values)
+        self._features[lead_id] = features
         self.view.file(lead_id, keys)
         return lead_id
 
     def merge_into(self, lead_id: int, incoming: MatchValues) -> None:
         """Fold `incoming` into a known lead; re-file it if its match fields changed."""
-        known = dict(zip(MATCH_COLUMNS, self._known[lead_id].values, strict=True))
+        known = dict(zip(MATCH_COLUMNS, self._values[lead_id], strict=True))
         merged, changes = merge(known, incoming, self.settings)
         if not any(c.changed for c in changes):
             return
         values = match_values(merged)
         features = prepare(record_of(values))
-        self._known[lead_id] = _Known(_row(values), features)
+        self._values[lead_id] = _row(values)
+        self._features[lead_id] = features
         self.view.file(lead_id, stored_keys(features))
 
 

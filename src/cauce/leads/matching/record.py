@@ -76,16 +76,23 @@ class Features:
     dob: str | None
     address: str | None
     address_numbers: frozenset[str]
+    # What a screen's bound on the names reads of a candidate, and on its places: many
+    # candidates of one record share them (José, Madrid), so a screen computes each once.
+    # (Strings, whose hash Python keeps: a screen looks them up for every candidate.)
+    name_key: str
+    place_key: str
 
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _DOTS = re.compile("[.,'`\u2019\u00b4]")
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def fold(text: str | None) -> str:
     """Lowercase ASCII words of `text`: accents stripped, punctuation to single spaces.
 
-    "José-María  Núñez" becomes "jose maria nunez". For comparison only.
+    "José-María  Núñez" becomes "jose maria nunez". For comparison only. Cached: names,
+    places and companies repeat from lead to lead.
     """
     if not text:
         return ""
@@ -180,6 +187,12 @@ def prepare(record: MatchRecord) -> Features:
     last = name_tokens(record.last_names, drop_particles=True)
     canonical = _canonical_given(first)
     address = _optional(record.address)
+    last_common = set(last) <= COMMON_SURNAMES
+    first_common = set(first) <= COMMON_SURNAMES
+    canonical_common = set(canonical) <= COMMON_SURNAMES
+    city, postcode = _optional(record.city), _compact(record.postcode)
+    region, country = _optional(record.region), _compact(record.country)
+    dob = _digits(record.date_of_birth)
     return Features(
         email_key=key,
         email_local=_email_local(key),
@@ -191,17 +204,23 @@ def prepare(record: MatchRecord) -> Features:
         last_tokens=last,
         first_initial=first[0][0] if first else "",
         last_initials=frozenset(t[0] for t in last),
-        last_common=set(last) <= COMMON_SURNAMES,
-        first_common=set(first) <= COMMON_SURNAMES,
-        canonical_common=set(canonical) <= COMMON_SURNAMES,
+        last_common=last_common,
+        first_common=first_common,
+        canonical_common=canonical_common,
         company=company_key(record.company),
-        city=_optional(record.city),
-        postcode=_compact(record.postcode),
-        region=_optional(record.region),
-        country=_compact(record.country),
-        dob=_digits(record.date_of_birth),
+        city=city,
+        postcode=postcode,
+        region=region,
+        country=country,
+        dob=dob,
         address=address,
         address_numbers=frozenset(w for w in (address or "").split() if w.isdigit()),
+        # Folded text is [0-9a-z ], so "|" cannot occur in a part; None and "" both read as
+        # absent wherever the keys are used.
+        name_key=f"{' '.join(first)}|{' '.join(canonical)}|{len(last)}|"
+        f"{last_common:d}{first_common:d}{canonical_common:d}",
+        place_key=f"{city or ''}|{postcode or ''}|{region or ''}|{country or ''}|{dob or ''}|"
+        f"{address is not None:d}",
     )
 
 
