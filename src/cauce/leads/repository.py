@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -17,7 +17,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    insert,
     literal_column,
     or_,
     select,
@@ -25,9 +24,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as cast_
-from sqlalchemy import (
-    column as sql_column,
-)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -99,9 +95,9 @@ async def key_members(
         return {}
     conn = await _connection(session)
     statement = _MEMBERS_PG if _postgres(session) else _MEMBERS_SQLITE
-    rows = await conn.execute(statement, {"keys": orjson.dumps(list(keys)).decode(), "cap": cap})
+    result = await conn.execute(statement, {"keys": orjson.dumps(list(keys)).decode(), "cap": cap})
     members: dict[str, list[int]] = defaultdict(list)
-    for key, lead_id in rows:
+    for key, lead_id in result.all():
         members[key].append(lead_id)
     return members
 
@@ -114,8 +110,8 @@ async def match_rows(
         return []
     conn = await _connection(session)
     statement = _MATCH_ROWS_PG if _postgres(session) else _MATCH_ROWS_SQLITE
-    rows = await conn.execute(statement, {"ids": orjson.dumps(sorted(ids)).decode()})
-    out = [(row[0], row[1], tuple(row[2:])) for row in rows]
+    result = await conn.execute(statement, {"ids": orjson.dumps(sorted(ids)).decode()})
+    out = [(row[0], row[1], tuple(row[2:])) for row in result.all()]
     out.sort()
     return out
 
@@ -140,120 +136,6 @@ async def arrivals_of(session: AsyncSession, ids: Collection[int]) -> dict[int, 
     counts = {lead_id: 0 for lead_id in ids}
     counts.update({lead_id: int(n) for lead_id, n in rows})
     return counts
-
-
-_HOLD = (
-    update(LEADS)
-    .where(LEADS.c.id == bindparam("lead_id"))
-    .values(possible_duplicate_of=bindparam("held_against"))
-)
-
-
-class _Bulk:
-    """An INSERT of any number of rows in one statement.
-
-    PostgreSQL gets one parameter, a JSON document it unpacks with `json_to_recordset`
-    (JSON columns travel as text, cast back in SQL): a multi-row VALUES of 1,000 leads
-    has 39,000 placeholders, which psycopg parses afresh each time (it caches only small
-    statements). SQLite, in process, is fastest with a plain executemany (or SQLAlchemy's
-    multi-row VALUES when ids come back); measured, its `json_each` re-parses each row
-    once per column.
-    """
-
-    def __init__(self, table: Table, names: Sequence[str], *, conflicts: bool = False):
-        self.names = tuple(names)
-        self.json = {n for n in self.names if isinstance(table.c[n].type, JSON)}
-        typed = [sql_column(n, Text() if n in self.json else table.c[n].type) for n in self.names]
-        document = cast_(bindparam("rows", type_=Text()), JSON())
-        pg_rows = (
-            func.json_to_recordset(document).table_valued(*typed).render_derived(with_types=True)
-        )
-        pg_values = [
-            cast_(pg_rows.c[n], JSON()) if n in self.json else pg_rows.c[n] for n in self.names
-        ]
-        pg = postgresql.insert(table).from_select(list(self.names), select(*pg_values))
-        lite: Any = insert(table)
-        if conflicts:
-            pg, lite = pg.on_conflict_do_nothing(), sqlite.insert(table).on_conflict_do_nothing()
-        self.pg, self.lite = pg, lite
-
-    def statement(self, session: AsyncSession) -> Any:
-        return self.pg if _postgres(session) else self.lite
-
-    def params(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> Any:
-        if not _postgres(session):
-            return list(rows)
-        records: list[Any] = []
-        for row in rows:
-            record = {n: row[n] for n in self.names}
-            for n in self.json:
-                # As SQLAlchemy's JSON type stores it (None as JSON null).
-                record[n] = orjson.dumps(record[n]).decode()
-            records.append(record)
-        return {"rows": orjson.dumps(records).decode()}
-
-
-LEAD_COLUMNS = tuple(c.name for c in LEADS.columns if c.name != "id")
-_LEADS_BULK = _Bulk(LEADS, LEAD_COLUMNS)
-_KEYS_BULK = _Bulk(KEYS, ("lead_id", "key"), conflicts=True)
-_SOURCES_BULK = _Bulk(
-    SOURCES, ("lead_id", "source", "external_id", "utm", "consent", "received_at")
-)
-_EVENTS_BULK = _Bulk(EVENTS, ("lead_id", "action", "changes", "actor", "at"))
-
-
-async def _bulk_insert(
-    session: AsyncSession, bulk: _Bulk, rows: Sequence[Mapping[str, Any]], *returning: Any
-) -> Any:
-    conn = await _connection(session)
-    statement = bulk.statement(session)
-    if returning:
-        statement = statement.returning(*returning)
-    return await conn.execute(statement, bulk.params(session, rows))
-
-
-async def insert_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Insert leads (every column but `id` given); returns their ids by `uid`."""
-    if not rows:
-        return {}
-    result = await _bulk_insert(session, _LEADS_BULK, rows, LEADS.c.uid, LEADS.c.id)
-    return {uid: lead_id for uid, lead_id in result}
-
-
-async def hold_against(session: AsyncSession, pairs: Sequence[tuple[int, int]]) -> None:
-    """Point leads at the lead each may duplicate: (lead id, held against id)."""
-    if pairs:
-        conn = await _connection(session)
-        params = [{"lead_id": lead_id, "held_against": other} for lead_id, other in pairs]
-        await conn.execute(_HOLD, params)
-
-
-async def insert_match_keys(
-    session: AsyncSession, keys: Mapping[int, Iterable[str]], *, replace: Collection[int] = ()
-) -> None:
-    """File leads under their blocking keys; leads in `replace` lose their old keys first."""
-    if replace:
-        conn = await _connection(session)
-        await conn.execute(delete(KEYS).where(KEYS.c.lead_id.in_(sorted(replace))))
-    rows = [
-        {"lead_id": lead_id, "key": key[:200]}
-        for lead_id, lead_keys in keys.items()
-        for key in sorted(set(lead_keys))
-    ]
-    if rows:
-        await _bulk_insert(session, _KEYS_BULK, rows)
-
-
-async def insert_sources(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Record arrivals (lead_id, source, external_id, utm, consent, received_at)."""
-    if rows:
-        await _bulk_insert(session, _SOURCES_BULK, rows)
-
-
-async def insert_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Record history lines (lead_id, action, changes, actor, at)."""
-    if rows:
-        await _bulk_insert(session, _EVENTS_BULK, rows)
 
 
 async def replace_match_keys(

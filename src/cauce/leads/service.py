@@ -24,12 +24,15 @@ from sqlalchemy.orm import class_mapper
 from cauce.core.config import Settings
 from cauce.core.db.base import utcnow
 from cauce.core.jobs.ports import JobQueue
+from cauce.leads import bulk
 from cauce.leads import repository as repo
 from cauce.leads.matching import FieldChange, Match, Verdict, merge
 from cauce.leads.matching.plan import (
+    MATCH_COLUMNS,
     BatchMatcher,
     BlockView,
     match_values,
+    prepared_row,
     provisional,
     record_of,
     stored_keys,
@@ -167,7 +170,7 @@ class _Step:
 
 def _incoming(lead_in: LeadIn) -> _Incoming:
     values = incoming_values(lead_in)
-    features = prepare(record_of(values))
+    features = prepared_row(tuple(values[name] for name in MATCH_COLUMNS))
     return _Incoming(values, features, stored_keys(features))
 
 
@@ -262,9 +265,6 @@ def _source_row(lead_id: int, values: dict[str, Any], now: datetime) -> dict[str
     }
 
 
-_LEAD_COLUMNS = repo.LEAD_COLUMNS
-
-
 class _Writer:
     """The rows an intake writes, gathered in item order and written in bulk."""
 
@@ -343,14 +343,14 @@ class _Writer:
         for lead_id, target in self.held.items():
             if not provisional(target):
                 self.new[lead_id].possible_duplicate_of = target
-        rows = [{c: lead.__dict__[c] for c in _LEAD_COLUMNS} for lead in self.new.values()]
-        by_uid = await repo.insert_leads(session, rows)
+        # The rows are the new leads' own attributes (every column but `id`).
+        by_uid = await bulk.insert_leads(session, [lead.__dict__ for lead in self.new.values()])
         ids: dict[int, int] = {}
         for lead_id, lead in self.new.items():
             lead.id = ids[lead_id] = by_uid[lead.uid]
         # Held against a lead of this same batch, whose id is only known now.
         later = [(lead_id, ids[t]) for lead_id, t in self.held.items() if provisional(t)]
-        await repo.hold_against(session, [(ids[lead_id], t) for lead_id, t in later])
+        await bulk.hold_against(session, [(ids[lead_id], t) for lead_id, t in later])
         for lead_id, target in later:
             self.new[lead_id].possible_duplicate_of = target
         return ids
@@ -367,14 +367,14 @@ class _Writer:
         for lead_id in self.rekey:
             keys[real(lead_id)] = stored_keys(prepare(record_of(_columns(self.lead(lead_id)))))
         replace = [lead_id for lead_id in self.rekey if not provisional(lead_id)]
-        await repo.insert_match_keys(session, keys, replace=replace)
+        await bulk.insert_match_keys(session, keys, replace=replace)
         sources = [_source_row(real(i), values, now) for i, values in self.sources]
-        await repo.insert_sources(session, sources)
+        await bulk.insert_sources(session, sources)
         events = [
             {"lead_id": real(i), "action": action, "changes": changes, "actor": actor, "at": now}
             for i, action, changes in self.events
         ]
-        await repo.insert_events(session, events)
+        await bulk.insert_events(session, events)
         if self.stored:
             await session.flush()
 
