@@ -54,12 +54,13 @@ from cauce.leads.field_types import (
     PlaceText,
     TitleText,
     TokenText,
+    e164,
     email_flags,
     field_error,
     options_from,
 )
 from cauce.leads.names import compose_full_name, naming_convention, split_full_name
-from cauce.leads.normalise import normalise_phone, smart_case_name
+from cauce.leads.normalise import smart_case_name
 
 MAX_BATCH_ITEMS = 1000
 _CONSENT_CLOCK_SKEW = timedelta(minutes=5)
@@ -171,7 +172,7 @@ class _LeadFields(_Model):
             return None
         region = info.data.get("country") or options_from(info).default_phone_region
         try:
-            return normalise_phone(value, region)
+            return e164(value, region)
         except NormalisationError as exc:
             raise PydanticCustomError(exc.code, exc.reason) from exc
 
