@@ -75,16 +75,7 @@ class _OneTripCursor:
         self._rows: list[Any] = []
 
     async def _trip(self, sql: str, params: Any, many: bool) -> _OneTripCursor:
-        owner = self._owner
-        driver = owner.driver
-        begin = owner.take_begin()
-        if begin:
-            await owner.wait_turn()
-        try:
-            result = await driver._execute(_run, driver._conn, begin, sql, params, many)  # type: ignore[no-untyped-call]
-        finally:
-            if begin:
-                owner.after_begin()
+        result = await self._owner.trip(sql, params, many)
         (self.description, self._rows, self.rowcount, self.lastrowid) = result
         return self
 
@@ -172,6 +163,19 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         except TimeoutError:
             raise sqlite3.OperationalError("database is locked") from None
         self._gate = gate
+
+    async def trip(self, sql: str, params: Any, many: bool) -> tuple[Any, list[Any], int, Any]:
+        """One trip to aiosqlite's thread for a statement, opening the write transaction
+        first (after waiting for this process's turn) when a unit of work asked for it."""
+        driver = self.driver
+        begin = self.take_begin()
+        if begin:
+            await self.wait_turn()
+        try:
+            return await driver._execute(_run, driver._conn, begin, sql, params, many)  # type: ignore[no-any-return,no-untyped-call]
+        finally:
+            if begin:
+                self.after_begin()
 
     def after_begin(self) -> None:
         """After the trip that ran `BEGIN IMMEDIATE`: the lock is held, or, when the trip
@@ -292,7 +296,6 @@ class OneTripStatement:
             params[name] if process is None else process(params[name])
             for name, process in self._plan
         ]
-        driver = raw.driver
         async with raw._execute_mutex:
             if raw.holds_write_lock and raw.in_transaction():
                 # The write lock is this transaction's, so the statement cannot wait on
@@ -300,17 +303,8 @@ class OneTripStatement:
                 # thread and back takes (0.1-0.3 ms on a busy loop). The connection is
                 # opened with check_same_thread=False for this; the mutex keeps any
                 # other use of it out meanwhile.
-                result = _run(driver._conn, False, self.sql, values, False)
+                result = _run(raw.driver._conn, False, self.sql, values, False)
             else:
-                begin = raw.take_begin()
-                if begin:
-                    await raw.wait_turn()
-                try:
-                    result = await driver._execute(  # type: ignore[no-untyped-call]
-                        _run, driver._conn, begin, self.sql, values, False
-                    )
-                finally:
-                    if begin:
-                        raw.after_begin()
+                result = await raw.trip(self.sql, values, False)
         rows: list[Any] = result[1]
         return rows
