@@ -69,6 +69,19 @@ def _free_port() -> int:
         return port
 
 
+# HubSpot's guards for the demo's sandbox: 18 requests/s with a burst of 10 keeps any
+# 10 s under the sandbox's 190; a breaker that opens after a few failures and probes
+# every 2 s with one call. The reliability tests and CRM benchmarks run with the same.
+HUBSPOT_GUARDS: dict[str, Any] = {
+    "breaker": {
+        "minimum_number_of_calls": 5,
+        "sliding_window_size": 20,
+        "wait_duration_in_open_state": 2.0,
+        "permitted_number_of_calls_in_half_open_state": 1,
+    },
+    "rate_limit": {"enabled": True, "rate": 18.0, "burst": 10, "max_wait": 15.0},
+}
+
 # The synthetic lead's fields that `POST /v1/leads` takes as they are (consent is mapped).
 API_FIELDS = (
     "email",
@@ -228,13 +241,7 @@ async def run_demo(
         upstreams={
             "hubspot": {
                 "retry": {"max_attempts": 1},  # deliveries retry as jobs, not in the call
-                "breaker": {
-                    "minimum_number_of_calls": 5,
-                    "sliding_window_size": 20,
-                    "wait_duration_in_open_state": 2.0,
-                    "permitted_number_of_calls_in_half_open_state": 1,
-                },
-                "rate_limit": {"enabled": True, "rate": 18.0, "burst": 10, "max_wait": 15.0},
+                **HUBSPOT_GUARDS,
             }
         },
     )

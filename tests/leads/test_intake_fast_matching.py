@@ -9,48 +9,14 @@ from cauce.leads.matching import DedupeSettings, MatchRecord
 from cauce.leads.matching.compare import Screen, bits_needed, compare_features, decide_above
 from cauce.leads.matching.plan import BlockView
 from cauce.leads.matching.record import prepare
-
-_GIVEN = ["José", "Jose", "Pepe", "María José", "Maria", "Mario", "J.", "Itziar", "Luis"]
-_SURNAMES = [
-    "García López",
-    "Lopez Garcia",
-    "García",
-    "Garcia Lopes",
-    "Etxeberria",
-    "Etxeberria Goikoetxea",
-    "Goikoetxea Etxeberria",
-    "Núñez Gil",
-]
-
-
-def _maybe(strategy: st.SearchStrategy[str]) -> st.SearchStrategy[str | None]:
-    return st.none() | strategy
-
-
-_names = st.sampled_from(_GIVEN + _SURNAMES) | st.text(alphabet="aeilnorsgz ", max_size=10)
-_records = st.builds(
-    MatchRecord,
-    email=_maybe(st.sampled_from(["jose.garcia@x.es", "josegarcia@y.es", "jg@gmail.com"])),
-    phone=_maybe(st.sampled_from(["+34600000001", "+34600000002"])),
-    # Given names and surnames drawn from one pool: they get typed in each other's box.
-    first_name=_maybe(_names),
-    last_names=_maybe(_names),
-    company=_maybe(st.sampled_from(["Acme S.L.", "ACME", "Acmee", "Acme Ibérica", "Beta SA"])),
-    city=_maybe(st.sampled_from(["Madrid", "Madird", "Lima"])),
-    postcode=_maybe(st.sampled_from(["28013", "28031"])),
-    region=_maybe(st.sampled_from(["Madrid", "Galicia"])),
-    country=_maybe(st.sampled_from(["ES", "MX"])),
-    date_of_birth=_maybe(st.sampled_from(["1980-01-02", "1980-02-01", "1981-01-02"])),
-    address=_maybe(st.sampled_from(["Calle Mayor 5", "C/ Mayor 5 2ºB", "Gran Vía 1"])),
-    tax_id=_maybe(st.sampled_from(["12345678Z", "12345678X"])),
-)
+from tests.leads.match_records import records
 
 
 @st.composite
 def _pairs(draw: st.DrawFn) -> tuple[MatchRecord, MatchRecord]:
     """Two records, the second often sharing fields with the first (near the thresholds)."""
-    a = draw(_records)
-    b = draw(_records)
+    a = draw(records)
+    b = draw(records)
     shared = {
         name: getattr(a, name)
         for name in MatchRecord.__dataclass_fields__
@@ -87,7 +53,7 @@ def test_screened_decision_equals_the_full_comparison(
 
 
 @settings(max_examples=300, deadline=None)
-@given(_records, st.lists(_records, max_size=12), st.booleans())
+@given(records, st.lists(records, max_size=12), st.booleans())
 def test_one_screen_for_many_candidates_decides_as_fresh_ones(
     a: MatchRecord, others: list[MatchRecord], nicknames: bool
 ) -> None:

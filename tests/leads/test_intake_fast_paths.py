@@ -40,31 +40,7 @@ from cauce.leads.models import Lead
 from cauce.leads.normalise import normalise_email, normalise_phone
 from cauce.leads.schemas import LeadIn
 from tests.conftest import SettingsFactory
-
-_GIVEN = ["José", "Jose", "Pepe", "María José", "Maria", "Mario", "J.", "Itziar", "Luis"]
-_SURNAMES = ["García López", "Lopez Garcia", "García", "Etxeberria Goikoetxea", "Núñez Gil"]
-_names = st.sampled_from(_GIVEN + _SURNAMES) | st.text(alphabet="aeilnorsgz ", max_size=10)
-
-
-def _maybe(strategy: st.SearchStrategy[str]) -> st.SearchStrategy[str | None]:
-    return st.none() | strategy
-
-
-_records = st.builds(
-    MatchRecord,
-    email=_maybe(st.sampled_from(["jose.garcia@x.es", "josegarcia@y.es", "jg@gmail.com"])),
-    phone=_maybe(st.sampled_from(["+34600000001", "+34600000002"])),
-    first_name=_maybe(_names),
-    last_names=_maybe(_names),
-    company=_maybe(st.sampled_from(["Acme S.L.", "ACME", "Acmee", "Acme Ibérica", "Beta SA"])),
-    city=_maybe(st.sampled_from(["Madrid", "Madird", "Lima"])),
-    postcode=_maybe(st.sampled_from(["28013", "28031"])),
-    region=_maybe(st.sampled_from(["Madrid", "Galicia"])),
-    country=_maybe(st.sampled_from(["ES", "MX"])),
-    date_of_birth=_maybe(st.sampled_from(["1980-01-02", "1980-02-01", "1981-01-02"])),
-    address=_maybe(st.sampled_from(["Calle Mayor 5", "C/ Mayor 5 2ºB", "Gran Vía 1"])),
-    tax_id=_maybe(st.sampled_from(["12345678Z", "12345678X"])),
-)
+from tests.leads.match_records import records
 
 
 def _reference_admits(a: Features, b: Features, nick: bool, need: float) -> bool:
@@ -124,8 +100,8 @@ def _reference_admits(a: Features, b: Features, nick: bool, need: float) -> bool
 
 @settings(max_examples=400, deadline=None)
 @given(
-    st.lists(_records, min_size=1, max_size=4),
-    st.lists(_records, max_size=10),
+    st.lists(records, min_size=1, max_size=4),
+    st.lists(records, max_size=10),
     st.booleans(),
     st.sampled_from([0.2, 0.5, 0.7, 0.9, 0.99]),
 )
@@ -155,7 +131,7 @@ def test_screen_memos_are_bounded() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(_records, min_size=1, max_size=12), _records, st.booleans())
+@given(st.lists(records, min_size=1, max_size=12), records, st.booleans())
 def test_best_match_is_the_top_of_the_full_ranking(
     known: list[MatchRecord], incoming: MatchRecord, nicknames: bool
 ) -> None:

@@ -38,6 +38,7 @@ from cauce.core.db import create_database
 from cauce.core.db.migrate import upgrade
 from cauce.core.jobs.models import JobAttempt
 from cauce.core.security.apikeys import ApiKeyService
+from cauce.demo import HUBSPOT_GUARDS
 from cauce.leads.models import Lead
 from cauce.sandbox import ThreadedSandboxCrm
 from tests.conftest import TEST_SECRET, make_settings
@@ -46,18 +47,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # Figures go to this logger: `pytest --log-cli-level=INFO` shows them live, and a failing
 # test shows them under "Captured log".
 log = logging.getLogger("tests.reliability")
-# HubSpot's guards as `cauce demo` sets them: 18 requests/s with a burst of 10 keeps any
-# 10 s under the sandbox's 190; a breaker that opens after a few failures and probes
-# every 2 s with one call; in-call retries for the odd 5xx (hubspot.py's decision).
-HUBSPOT_POLICY: dict[str, Any] = {
-    "breaker": {
-        "minimum_number_of_calls": 5,
-        "sliding_window_size": 20,
-        "wait_duration_in_open_state": 2.0,
-        "permitted_number_of_calls_in_half_open_state": 1,
-    },
-    "rate_limit": {"enabled": True, "rate": 18.0, "burst": 10, "max_wait": 15.0},
-}
+# HubSpot's guards as `cauce demo` sets them, with in-call retries for the odd 5xx
+# (hubspot.py's decision).
+HUBSPOT_POLICY: dict[str, Any] = dict(HUBSPOT_GUARDS)
 # Jobs of a killed `cauce worker` run again after `stalled_after_seconds` (20 s by
 # default): shortened so five kills fit in the time budget.
 FAST_RECOVERY = {
