@@ -185,7 +185,9 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> str:
     return done.stdout.strip()
 
 
-def cauce_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
+def cauce_env(
+    data_dir: Path, database_url: str | None, group_max: int | None = None
+) -> dict[str, str]:
     """`cauce`'s environment: fresh data dir, HubSpot at a closed port, no worker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
     env.update(
@@ -196,6 +198,8 @@ def cauce_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
         CAUCE_CRM__BASE_URL=f"http://127.0.0.1:{free_port()}",
         CAUCE_JOBS__EMBEDDED_WORKER="false",
     )
+    if group_max is not None:
+        env["CAUCE_LEADS__INTAKE_GROUP_MAX"] = str(group_max)
     if database_url:
         env["CAUCE_DATABASE_URL"] = database_url
     return env
@@ -216,6 +220,7 @@ class WrkRun:
     requests: int
     bad: int  # non-2xx answers plus socket errors
     outcomes: dict[str, int] = field(default_factory=dict)
+    groups: int = 0  # Cauce: transactions its leads were committed in (group commit)
 
 
 def _ms(text: str) -> float:
@@ -247,12 +252,20 @@ def wrk(base: str, key: str, opts: argparse.Namespace, run: int, dup: float, sec
     )
 
 
+GROUPS = "(groups)"
+
+
 def intake_counts(base: str) -> dict[str, int]:
-    """Cauce's `cauce_leads_intake_total` by outcome, from /metrics."""
+    """Cauce's `cauce_leads_intake_total` by outcome, and its intake groups (under
+    `GROUPS`), from /metrics."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
         text = r.read().decode()
     found = re.findall(r'cauce_leads_intake_total\{outcome="(\w+)"\} ([\d.e+]+)', text)
-    return {outcome: int(float(value)) for outcome, value in found}
+    counts = {outcome: int(float(value)) for outcome, value in found}
+    counts[GROUPS] = int(
+        float(_grab(r"(?m)^cauce_leads_intake_group_leads_count ([\d.e+]+)", text))
+    )
+    return counts
 
 
 def wrk_cauce(base: str, key: str, opts: argparse.Namespace, run: int, dup: float) -> WrkRun:
@@ -261,6 +274,7 @@ def wrk_cauce(base: str, key: str, opts: argparse.Namespace, run: int, dup: floa
     result = wrk(base, key, opts, run, dup, opts.seconds)
     after = intake_counts(base)
     result.outcomes = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    result.groups = result.outcomes.pop(GROUPS, 0)
     return result
 
 
@@ -381,7 +395,7 @@ def measure(
 ) -> tuple[Backend, dict[str, str], str]:
     """Run every measurement on one database; the result, Cauce's env and its key."""
     result = Backend(name)
-    env = cauce_env(tmp / "cauce-data", cauce_url)
+    env = cauce_env(tmp / "cauce-data", cauce_url, opts.group_max)
     if cauce_url:
         run_cli(["db", "upgrade"], env, tmp)
     key = run_cli(["apikey", "create", "--name", "bench", "--scopes", "leads:write"], env, tmp)
@@ -671,12 +685,14 @@ def _row(label: str, runs: list[WrkRun]) -> str:
         for k, v in r.outcomes.items():
             outcomes[k] = outcomes.get(k, 0) + v
     bad = sum(r.bad for r in runs)
+    groups = sum(r.groups for r in runs)
     return (
         f"  {label:<30} {statistics.median(r.rps for r in runs):>8.0f} "
         f"{statistics.median(r.p50_ms for r in runs):>8.1f} "
         f"{statistics.median(r.p99_ms for r in runs):>8.1f}   "
         + " ".join(f"{r.rps:.0f}" for r in runs)
         + ("   " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) if outcomes else "")
+        + (f"; {sum(outcomes.values()) / groups:.1f} leads per transaction" if groups else "")
         + (f"   ({bad} FAILED)" if bad else "")
     )
 
@@ -720,6 +736,9 @@ def main() -> None:
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
     parser.add_argument("--profile-requests", type=int, default=240)
     parser.add_argument("--profile-batch", type=int, default=200, help="leads in the batch")
+    parser.add_argument(
+        "--group-max", type=int, help="Cauce's leads.intake_group_max (1: no group commit)"
+    )
     opts = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")

@@ -200,6 +200,13 @@ class LeadsSettings(_Section):
     teams: dict[str, tuple[TeamMember, ...]] = Field(default_factory=dict)
     default_team: str | None = None
     max_batch: int = Field(default=1000, ge=1, le=10_000)
+    intake_group_max: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="POST /v1/leads: most concurrent leads committed in one transaction "
+        "(group commit, ADR 0009); 1 turns grouping off",
+    )
     max_import_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")

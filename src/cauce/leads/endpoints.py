@@ -28,6 +28,7 @@ from cauce.leads import service_edit
 from cauce.leads.csv_export import csv_export
 from cauce.leads.errors import LeadInvalid
 from cauce.leads.field_types import IntakeOptions
+from cauce.leads.intake_groups import Claim
 from cauce.leads.models import Lead
 from cauce.leads.responses import BatchItemResult, BatchResult, LeadCreated, LeadOut
 from cauce.leads.schemas import LeadBatchIn, LeadIn, LeadPatch, field_errors, validate_batch
@@ -137,6 +138,21 @@ async def create_lead(request: Request, principal: Write) -> Response:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise MalformedBody("the body is not valid JSON") from None
         raise LeadInvalid(field_errors(exc)) from None
+
+    if rt.groups is not None:  # committed with the other leads arriving now (ADR 0009)
+        raw_key = request.headers.get(HEADER)
+        claim = (
+            None
+            if raw_key is None
+            else Claim(
+                str(principal.api_key_id),
+                check_key(raw_key),
+                fingerprint(request.method, request.url.path, body),
+            )
+        )
+        answer = await rt.groups.submit(lead_in, _actor(principal), claim)
+        replayed = {"Idempotent-Replayed": "true"} if answer.replayed else None
+        return _json(answer.status, answer.body, replayed)
 
     async def work(session: Any) -> tuple[int, Any]:
         result = await intake(session, rt, lead_in, actor=_actor(principal))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
 class LeadsMetrics:
-    """Leads accepted by outcome, leads synced, webhooks refused."""
+    """Leads accepted by outcome, leads synced, webhooks refused, intake group sizes."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.intake = Counter(
@@ -22,5 +22,11 @@ class LeadsMetrics:
             "cauce_webhooks_rejected_total",
             "Inbound webhooks refused",
             ["source", "reason"],
+            registry=registry,
+        )
+        self.intake_group = Histogram(
+            "cauce_leads_intake_group_leads",
+            "Leads of POST /v1/leads committed together in one transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
             registry=registry,
         )

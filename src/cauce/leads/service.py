@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import class_mapper
@@ -44,6 +44,9 @@ from cauce.leads.routing import choose_team, owner_at
 from cauce.leads.schemas import LeadIn
 from cauce.leads.scoring import PointsModel, Score, facts_of
 from cauce.leads.tasks import request_delivery
+
+if TYPE_CHECKING:
+    from cauce.leads.intake_groups import IntakeGroups
 
 # The lead fields intake copies from a validated `LeadIn`.
 SCALAR_FIELDS = (
@@ -81,6 +84,8 @@ class LeadsRuntime:
     queue: JobQueue
     scorer: Scorer = field(default_factory=PointsModel)
     metrics: LeadsMetrics = field(default_factory=LeadsMetrics)
+    # Group commit of `POST /v1/leads` (None: each lead in its own transaction).
+    groups: IntakeGroups | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,7 @@ class _Incoming:
     values: dict[str, Any]
     features: Features
     keys: frozenset[str]
+    actor: str | None  # who sent it, for the history line
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +174,10 @@ class _Step:
     match: Match[int] | None
 
 
-def _incoming(lead_in: LeadIn) -> _Incoming:
+def _incoming(lead_in: LeadIn, actor: str | None) -> _Incoming:
     values = incoming_values(lead_in)
     features = prepared_row(tuple(values[name] for name in MATCH_COLUMNS))
-    return _Incoming(values, features, stored_keys(features))
+    return _Incoming(values, features, stored_keys(features), actor)
 
 
 def _decide(matcher: BatchMatcher, items: Sequence[_Incoming], policy: str) -> list[_Step]:
@@ -278,7 +284,7 @@ class _Writer:
         self.rekey: set[int] = set()  # leads whose fields a merge changed
         self.routes: list[tuple[str, Lead]] = []  # leads waiting for an owner, in order
         self.sources: list[tuple[int, dict[str, Any]]] = []
-        self.events: list[tuple[int, str, dict[str, Any]]] = []
+        self.events: list[tuple[int, str, dict[str, Any], str | None]] = []
 
     def lead(self, lead_id: int) -> Lead:
         return self.new[lead_id] if provisional(lead_id) else self.stored[lead_id]
@@ -313,7 +319,7 @@ class _Writer:
             if not lead.owner:  # an owner given by the caller is kept
                 self.routes.append((decision.team, lead))
         self.sources.append((step.lead_id, item.values))
-        self.events.append((step.lead_id, "created", {}))
+        self.events.append((step.lead_id, "created", {}, item.actor))
         return lead, score
 
     def merge(self, step: _Step, item: _Incoming, now: datetime) -> tuple[Lead, Score, list[str]]:
@@ -323,7 +329,7 @@ class _Writer:
             self.rekey.add(step.lead_id)
         self.arrivals[step.lead_id] += 1
         self.sources.append((step.lead_id, item.values))
-        self.events.append((step.lead_id, "merged", _history_changes(changes)))
+        self.events.append((step.lead_id, "merged", _history_changes(changes), item.actor))
         # Scored as it stands after this arrival (a later merge in the batch re-scores it).
         return lead, self._score(lead, step.lead_id), [c.field for c in changed]
 
@@ -355,7 +361,7 @@ class _Writer:
             self.new[lead_id].possible_duplicate_of = target
         return ids
 
-    async def write(self, session: AsyncSession, actor: str | None, now: datetime) -> None:
+    async def write(self, session: AsyncSession, now: datetime) -> None:
         """Insert the new leads, their keys, every arrival and history line; update the rest."""
         await self._route(session)
         ids = await self._insert_new(session) if self.new else {}
@@ -372,7 +378,7 @@ class _Writer:
         await bulk.insert_sources(session, sources)
         events = [
             {"lead_id": real(i), "action": action, "changes": changes, "actor": actor, "at": now}
-            for i, action, changes in self.events
+            for i, action, changes, actor in self.events
         ]
         await bulk.insert_events(session, events)
         if self.stored:
@@ -394,23 +400,26 @@ async def intake_many(
     session: AsyncSession,
     rt: LeadsRuntime,
     items: Sequence[LeadIn],
-    actor: str | None = None,
+    actor: str | Sequence[str | None] | None = None,
 ) -> list[IntakeResult]:
     """Accept validated leads in order, each as `intake` would after the ones before it.
 
     Two copies of one new lead in a batch give one lead and one merge, as they would one
-    after the other. Returns one result per item, in order.
+    after the other. `actor` is who sent them all, or one actor per item (requests
+    committed as a group, `intake_groups.py`). Returns one result per item, in order.
     """
     if not items:
         return []
-    results = await _intake(session, rt, [_incoming(lead_in) for lead_in in items], actor)
+    actors = [actor] * len(items) if actor is None or isinstance(actor, str) else actor
+    incoming = [_incoming(lead_in, by) for lead_in, by in zip(items, actors, strict=True)]
+    results = await _intake(session, rt, incoming)
     for result in results:
         rt.metrics.intake.labels(result.outcome).inc()
     return results
 
 
 async def _intake(
-    session: AsyncSession, rt: LeadsRuntime, items: list[_Incoming], actor: str | None
+    session: AsyncSession, rt: LeadsRuntime, items: list[_Incoming]
 ) -> list[IntakeResult]:
     dedupe = rt.settings.leads.dedupe
     # Candidates of every item at once: the members of their keys (one more than a usable
@@ -436,7 +445,7 @@ async def _intake(
             done.append((step, *writer.merge(step, item, now)))
         else:
             done.append((step, *writer.create(step, item, now), []))
-    await writer.write(session, actor, now)
+    await writer.write(session, now)
     if any(step.outcome != "held_for_review" for step in steps):
         await request_delivery(session, rt.queue, rt.settings)
     return [

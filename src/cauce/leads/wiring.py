@@ -18,10 +18,12 @@ from cauce.core.config import Settings
 from cauce.core.http.registry import HttpClients
 from cauce.core.jobs.ports import JobQueue
 from cauce.core.jobs.registry import TaskRegistry
+from cauce.core.web.idempotency import IdempotencyStore
 from cauce.leads.adapters import build_crm
 from cauce.leads.endpoints import router
 from cauce.leads.endpoints_imports import imports_router, webhooks_router
 from cauce.leads.imports import register_import_task
+from cauce.leads.intake_groups import IntakeGroups
 from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.ports import CrmClient
 from cauce.leads.scoring import MODEL_STORE_PATH, PointsModel
@@ -73,8 +75,12 @@ async def open_leads(
     client = crm if crm is not None else build_crm(settings, http_clients)
     register_leads_tasks(tasks, LeadsTaskDeps(settings, sessionmaker, client))
     register_import_task(tasks, lambda: runtime)
+    if settings.leads.intake_group_max > 1:
+        runtime.groups = IntakeGroups(runtime, IdempotencyStore())
     try:
         yield runtime
     finally:
+        if runtime.groups is not None:
+            await runtime.groups.aclose()
         if client is not None:
             await client.aclose()

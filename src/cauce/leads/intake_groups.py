@@ -1,0 +1,210 @@
+"""Group commit for `POST /v1/leads`: concurrent single leads share one transaction.
+
+Each request validates its lead on its own, then hands it to `IntakeGroups.submit` and
+waits. One drain task takes every lead waiting (up to `leads.intake_group_max`, in
+arrival order) and runs them through `intake_many` in one unit of work, with their
+`Idempotency-Key` look-ups and records; each request answers only after that transaction
+has committed. Under load a group pays one transaction, a fixed number of statements and
+one delivery request instead of one each per lead; on SQLite, whose writers take turns
+anyway, the write lock is held once per group instead of once per lead. A lone request
+runs at once as a group of one: nothing waits for a group to fill (ADR 0009).
+
+The outcome is the one the leads would get one after the other in arrival order
+(`intake_many` matches each against the ones before it). A group never holds two leads
+with one idempotency key, so the second sees the first's stored answer. When a group's
+transaction fails, nothing of it was written, and each of its leads runs again alone, so
+one lead's failure never fails another's request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cauce.core.db import unit_of_work
+from cauce.core.errors import CauceError
+from cauce.core.web.idempotency import IdempotencyStore
+from cauce.leads.schemas import LeadIn
+from cauce.leads.service import LeadsRuntime, intake_many
+from cauce.leads.views import created_view
+
+log = structlog.get_logger("cauce.leads.intake_groups")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An `Idempotency-Key` of one request: the caller's scope, the key, the fingerprint."""
+
+    scope: str
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one request answers: the status, the JSON body, whether it is a replay."""
+
+    status: int
+    body: Any
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class _Arrival:
+    lead_in: LeadIn
+    actor: str | None
+    claim: Claim | None
+    future: asyncio.Future[Answer]
+    # The submitting request's context: a group runs in its first request's context, so
+    # its statements and the delivery job it defers join that request's trace.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+
+
+class IntakeGroups:
+    """Commits concurrent single-lead intakes in groups (see the module docstring)."""
+
+    def __init__(
+        self, rt: LeadsRuntime, store: IdempotencyStore, max_group: int | None = None
+    ) -> None:
+        self.rt = rt
+        self.store = store
+        self.max_group = max_group or rt.settings.leads.intake_group_max
+        self._waiting: deque[_Arrival] = deque()
+        self._drain: asyncio.Task[None] | None = None
+        self.groups = 0  # transactions committed or tried, for tests and metrics
+        self.grouped = 0  # leads that went through them
+
+    async def submit(self, lead_in: LeadIn, actor: str | None, claim: Claim | None) -> Answer:
+        """Accept one validated lead; its answer once its group has committed.
+
+        Raises what its own transaction raised (a database error, a reused key). A
+        request cancelled before its group starts is left out of it.
+        """
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Arrival(lead_in, actor, claim, future))
+        if self._drain is None:
+            # A fresh context: the drain outlives the request that started it.
+            self._drain = asyncio.create_task(
+                self._run_drain(), name="leads-intake-groups", context=contextvars.Context()
+            )
+        return await future
+
+    async def aclose(self) -> None:
+        """Wait for the leads already submitted to be committed."""
+        if self._drain is not None:
+            await asyncio.shield(self._drain)
+
+    def _next_group(self) -> list[_Arrival]:
+        group: list[_Arrival] = []
+        claims: set[tuple[str, str]] = set()
+        while self._waiting and len(group) < self.max_group:
+            arrival = self._waiting[0]
+            if arrival.future.done():  # its request was cancelled: nothing to do
+                self._waiting.popleft()
+                continue
+            claim = arrival.claim
+            if claim is not None:
+                if (claim.scope, claim.key) in claims:
+                    break  # the same key again: it waits for the next group
+                claims.add((claim.scope, claim.key))
+            group.append(self._waiting.popleft())
+        return group
+
+    async def _run_drain(self) -> None:
+        try:
+            while group := self._next_group():
+                # Its own task, in the first request's context (see `_Arrival.context`).
+                await asyncio.create_task(self._commit(group), context=group[0].context)
+        finally:
+            self._drain = None
+            for arrival in self._waiting:  # only when the drain itself was cancelled
+                arrival.future.cancel()
+            self._waiting.clear()
+
+    async def _commit(self, group: list[_Arrival]) -> None:
+        self.groups += 1
+        self.grouped += len(group)
+        self.rt.metrics.intake_group.observe(len(group))
+        try:
+            await self._commit_or_split(group)
+        finally:  # cancelled (shutdown): whoever still waits is told so
+            for arrival in group:
+                if not arrival.future.done():
+                    arrival.future.cancel()
+
+    async def _commit_or_split(self, group: list[_Arrival]) -> None:
+        try:
+            answers = await self._in_transaction(group)
+        except Exception as exc:  # noqa: BLE001 - the requests' answer, whatever it is
+            if len(group) == 1:
+                _settle(group[0], exc)
+                return
+            log.warning(
+                "leads.intake_group.retry_alone", leads=len(group), error=type(exc).__name__
+            )
+            for arrival in group:  # nothing was written: each lead on its own
+                try:
+                    _settle(arrival, (await self._in_transaction([arrival]))[0])
+                except Exception as alone:  # noqa: BLE001 - it is that request's answer
+                    _settle(arrival, alone)
+            return
+        for arrival, answer in zip(group, answers, strict=True):
+            _settle(arrival, answer)
+
+    async def _in_transaction(self, group: list[_Arrival]) -> list[Answer | Exception]:
+        """Run a group in one unit of work; per lead, its answer or its own refusal."""
+        async with unit_of_work(self.rt.sessionmaker) as session:
+            answers: list[Answer | Exception | None] = [None] * len(group)
+            fresh: list[int] = []
+            for i, arrival in enumerate(group):
+                replay = await self._replay(session, arrival.claim)
+                if replay is None:
+                    fresh.append(i)
+                else:
+                    answers[i] = replay
+            results = await intake_many(
+                session,
+                self.rt,
+                [group[i].lead_in for i in fresh],
+                actor=[group[i].actor for i in fresh],
+            )
+            await session.flush()
+            for i, result in zip(fresh, results, strict=True):
+                status = 201 if result.outcome != "merged" else 200
+                answer = Answer(status, created_view(result).model_dump(mode="json"))
+                answers[i] = answer
+                claim = group[i].claim
+                if claim is not None:
+                    await self.store.remember(
+                        session, claim.scope, claim.key, claim.fingerprint, status, answer.body
+                    )
+        return [a for a in answers if a is not None]
+
+    async def _replay(
+        self, session: AsyncSession, claim: Claim | None
+    ) -> Answer | Exception | None:
+        """The stored answer of a key seen before, its refusal, or None for a new key."""
+        if claim is None:
+            return None
+        try:
+            stored = await self.store.lookup(session, claim.scope, claim.key, claim.fingerprint)
+        except CauceError as exc:  # the key was first used with another body
+            return exc
+        if stored is None:
+            return None
+        return Answer(stored.status_code, stored.body, replayed=True)
+
+
+def _settle(arrival: _Arrival, outcome: Answer | BaseException) -> None:
+    if arrival.future.done():  # its request went away; its lead is stored all the same
+        return
+    if isinstance(outcome, Answer):
+        arrival.future.set_result(outcome)
+    else:
+        arrival.future.set_exception(outcome)

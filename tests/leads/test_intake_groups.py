@@ -1,0 +1,212 @@
+"""Group commit of `POST /v1/leads` (ADR 0009), on both databases, through the real app.
+
+Concurrent requests share one transaction; each still gets the answer it would get alone,
+in arrival order: its own id and history line, merges against the leads before it, its
+idempotency key honoured; and a group that fails never fails the leads that would not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from cauce.app import Resources, create_app
+from cauce.leads import intake_groups
+from cauce.leads.intake_groups import IntakeGroups
+from cauce.leads.models import Lead
+from cauce.leads.service import LeadsRuntime, intake_many
+from tests.conftest import SettingsFactory
+from tests.leads.test_delivery import MemoryCrm
+
+
+async def _app(settings_factory: SettingsFactory, **leads: Any) -> FastAPI:
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}, leads=leads
+    )
+    return create_app(settings, crm=MemoryCrm())
+
+
+@pytest.fixture
+async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
+    app = await _app(settings_factory)
+    async with LifespanManager(app):
+        yield app
+
+
+async def _client(app: FastAPI, name: str = "t") -> httpx.AsyncClient:
+    resources: Resources = app.state.resources
+    key = await resources.api_keys.create(name, ["leads:read", "leads:write"])
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://cauce.test",
+        headers={"Authorization": f"Bearer {key.token}"},
+    )
+
+
+def _groups(app: FastAPI) -> IntakeGroups:
+    rt: LeadsRuntime = app.state.leads
+    assert rt.groups is not None
+    return rt.groups
+
+
+def _lead(**fields: Any) -> dict[str, Any]:
+    base = {"email": f"{uuid.uuid4().hex[:10]}@empresa.es", "first_name": "Ana"}
+    base.update(fields)
+    return base
+
+
+async def _stored(app: FastAPI) -> int:
+    rt: LeadsRuntime = app.state.leads
+    async with rt.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(Lead)) or 0)
+
+
+async def _post_all(
+    client: httpx.AsyncClient, bodies: Sequence[dict[str, Any]], **kw: Any
+) -> list[httpx.Response]:
+    return list(await asyncio.gather(*(client.post("/v1/leads", json=b, **kw) for b in bodies)))
+
+
+async def test_concurrent_leads_share_transactions_and_get_their_own_answers(
+    leads_app: FastAPI,
+) -> None:
+    """30 leads at once: fewer transactions than leads, 30 distinct leads, each answered
+    201 with its own id, and each history line names the key that sent it."""
+    async with await _client(leads_app, "web") as web, await _client(leads_app, "app") as app_:
+        bodies = [_lead(first_name=f"Persona{i}") for i in range(30)]
+        responses = await asyncio.gather(
+            *(
+                (web if i % 2 == 0 else app_).post("/v1/leads", json=body)
+                for i, body in enumerate(bodies)
+            )
+        )
+        assert [r.status_code for r in responses] == [201] * 30
+        ids = [r.json()["id"] for r in responses]
+        assert len(set(ids)) == 30
+        groups = _groups(leads_app)
+        assert groups.grouped == 30
+        assert groups.groups < 30  # some requests did share a transaction
+        assert await _stored(leads_app) == 30
+        actors = set()
+        for i, lead_id in enumerate(ids):
+            detail = (await web.get(f"/v1/leads/{lead_id}")).json()
+            assert detail["email"] == bodies[i]["email"]
+            assert [h["action"] for h in detail["history"]] == ["created"]
+            actors.add((i % 2, detail["history"][0]["actor"]))
+        assert len(actors) == 2  # one actor per key, never mixed up within a group
+        assert len({actor for _, actor in actors}) == 2
+
+
+async def test_copies_in_one_group_merge_as_they_would_one_after_another(
+    leads_app: FastAPI,
+) -> None:
+    """The same person three times at once: one lead created, then two merges into it."""
+    async with await _client(leads_app) as client:
+        bodies = [
+            _lead(email="maria@empresa.es"),
+            _lead(email="MARIA@empresa.es", company="Acme Ibérica"),
+            _lead(email="maria@empresa.es", job_title="Directora"),
+        ]
+        responses = await _post_all(client, bodies)
+        outcomes = sorted(r.json()["outcome"] for r in responses)
+        assert outcomes == ["created", "merged", "merged"]
+        assert len({r.json()["id"] for r in responses}) == 1
+        assert await _stored(leads_app) == 1
+        detail = (await client.get(f"/v1/leads/{responses[0].json()['id']}")).json()
+        assert detail["company"] == "Acme Ibérica"
+        assert detail["job_title"] == "Directora"
+
+
+async def test_one_idempotency_key_twice_at_once_stores_one_lead(leads_app: FastAPI) -> None:
+    """Two requests with one key and one body: one lead; the other answer is the replay."""
+    async with await _client(leads_app) as client:
+        body = _lead()
+        first, second = await _post_all(client, [body, body], headers={"Idempotency-Key": "k-1"})
+        assert first.status_code == second.status_code == 201
+        assert first.json() == second.json()
+        replayed = [r.headers.get("Idempotent-Replayed") for r in (first, second)]
+        assert replayed.count("true") == 1
+        assert await _stored(leads_app) == 1
+        # Another body under the same key is refused; unrelated leads in its group are not.
+        other = await _post_all(
+            client,
+            [_lead(), body | {"company": "Otra"}, _lead()],
+            headers={"Idempotency-Key": "k-1"},
+        )
+        assert other[1].status_code == 422
+        assert other[1].json()["code"] == "idempotency_key_reused"
+
+
+async def test_a_failing_lead_does_not_fail_its_group(
+    leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group whose transaction fails is retried lead by lead: only the lead that fails
+    alone gets an error (503 for a lost database), the others are stored once each."""
+    real = intake_many
+    poison = "veneno@empresa.es"
+
+    async def failing(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
+        if any(item.email == poison for item in items):
+            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return await real(session, rt, items, **kw)
+
+    monkeypatch.setattr(intake_groups, "intake_many", failing)
+    async with await _client(leads_app) as client:
+        bodies = [_lead() for _ in range(5)]
+        bodies.insert(2, _lead(email=poison))
+        responses = await _post_all(client, bodies)
+        codes = [r.status_code for r in responses]
+        assert codes == [201, 201, 503, 201, 201, 201]
+        assert responses[2].headers["content-type"].startswith("application/problem+json")
+        assert await _stored(leads_app) == 5
+
+
+async def test_a_request_gone_before_its_group_starts_is_left_out(
+    leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while waiting for its group: its lead is not written; the others are."""
+    real = intake_many
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
+        started.set()
+        await release.wait()  # the first group stays in flight until released
+        return await real(session, rt, items, **kw)
+
+    monkeypatch.setattr(intake_groups, "intake_many", held)
+    groups = _groups(leads_app)
+    async with await _client(leads_app) as client:
+        first = asyncio.create_task(client.post("/v1/leads", json=_lead()))
+        await asyncio.wait_for(started.wait(), 10)
+        waiting = [asyncio.create_task(client.post("/v1/leads", json=_lead())) for _ in range(3)]
+        for _ in range(1000):  # until all three wait behind the group in flight
+            if len(groups._waiting) == 3:
+                break
+            await asyncio.sleep(0.01)
+        waiting[1].cancel()
+        release.set()
+        done = await asyncio.gather(first, *waiting, return_exceptions=True)
+        assert isinstance(done[2], asyncio.CancelledError)
+        assert [r.status_code for r in done if isinstance(r, httpx.Response)] == [201] * 3
+        assert groups.grouped == 3  # the cancelled lead never joined a group
+        assert await _stored(leads_app) == 3
+
+
+async def test_group_size_one_turns_grouping_off(settings_factory: SettingsFactory) -> None:
+    """`leads.intake_group_max = 1`: each lead in its own transaction, as before."""
+    app = await _app(settings_factory, intake_group_max=1)
+    async with LifespanManager(app), await _client(app) as client:
+        rt: LeadsRuntime = app.state.leads
+        assert rt.groups is None
+        responses = await _post_all(client, [_lead(), _lead(email="x@empresa.es")])
+        assert [r.status_code for r in responses] == [201, 201]
+        assert await _stored(app) == 2
