@@ -147,6 +147,42 @@ async def test_revocation_reaches_other_processes_within_ttl(settings: Settings)
         await db.dispose()
 
 
+async def test_concurrent_misses_share_one_lookup(settings: Settings) -> None:
+    """When a key's cache entry is gone, 20 requests at once make one database look-up
+    (and none of them a write while the last-used stamp is fresh); a bad key still fails
+    every request that shares its look-up."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    from cauce.core.db import create_database
+
+    db = create_database(settings)
+    service = ApiKeyService(db.sessionmaker, settings.secret_key.get_secret_value().encode())
+    statements: list[str] = []
+
+    def count(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if "api_keys" in statement:
+            statements.append(statement.split()[0])
+
+    try:
+        created = await service.create("n", ["leads:read"])
+        assert (await service.verify(created.token)).name == "n"  # stamps last_used_at
+        service._cache.clear()
+        event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+        found = await asyncio.gather(*(service.verify(created.token) for _ in range(20)))
+        assert {p.name for p in found} == {"n"}
+        assert statements == ["SELECT"]
+        wrong = created.token[:-4] + "zzzz"
+        failed = await asyncio.gather(
+            *(service.verify(wrong) for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(f, Unauthenticated) for f in failed)
+        assert statements == ["SELECT", "SELECT"]
+    finally:
+        await db.dispose()
+
+
 async def test_last_used_is_recorded(app: FastAPI, client: httpx.AsyncClient) -> None:
     """Using a key stamps its last-used time."""
     created = await keys(app).create("n", ["leads:read"])

@@ -10,6 +10,7 @@ key stops working within that time in every process.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -94,6 +95,7 @@ class ApiKeyService:
         self._resolution = timedelta(seconds=last_used_resolution)
         self._clock = clock
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._inflight: dict[str, asyncio.Future[Principal]] = {}
 
     async def create(self, name: str, scopes: Sequence[str]) -> CreatedKey:
         """Create a key with `scopes`; raises `BadRequest` on an unknown scope or empty name."""
@@ -160,18 +162,35 @@ class ApiKeyService:
         cached = self._cache.get(expected)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with unit_of_work(self._sessionmaker) as session:
-            row = await session.scalar(select(ApiKey).where(ApiKey.key_id == match.group(1)))
+        # One look-up per key at a time: when the cached entry expires under load, the
+        # requests that find it gone share the one database look-up instead of each
+        # making their own (a burst of writers on SQLite).
+        lookup = self._inflight.get(expected)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(match.group(1), expected, now))
+            self._inflight[expected] = lookup
+            lookup.add_done_callback(lambda _: self._inflight.pop(expected, None))
+        return await asyncio.shield(lookup)
+
+    async def _look_up(self, key_id: str, expected: str, now: float) -> Principal:
+        async with self._sessionmaker() as session:
+            row = await session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
             # compare_digest keeps the comparison time independent of where hashes differ.
             if row is None or not hmac.compare_digest(row.key_hash, expected):
                 raise Unauthenticated("invalid API key")
             if row.revoked_at is not None:
                 self._cache.pop(expected, None)
                 raise Unauthenticated("invalid API key")
-            stamp = utcnow()
-            if row.last_used_at is None or stamp - row.last_used_at >= self._resolution:
-                row.last_used_at = stamp
             principal = Principal(row.id, row.key_id, row.name, frozenset(row.scopes))
+            stamp = utcnow()
+            stale = row.last_used_at is None or stamp - row.last_used_at >= self._resolution
+        if stale:  # a write only when the stamp is due (at most once per resolution)
+            async with unit_of_work(self._sessionmaker) as session:
+                await session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id == principal.api_key_id)
+                    .values(last_used_at=stamp)
+                )
         if self._ttl > 0:
             if len(self._cache) > 10_000:  # bound memory against key-spraying clients
                 self._cache.clear()
