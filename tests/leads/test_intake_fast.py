@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database
+from cauce.leads import repository as repo
 from cauce.leads.endpoints import _item
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource, RoutingCursor
 from cauce.leads.responses import BatchItemResult
@@ -350,3 +351,49 @@ async def test_batch_items_are_what_the_response_model_renders(make_rt: MakeRunt
         ).model_dump(mode="json")
         assert _item(index, result) == expected
     assert results[1].duplicate is not None
+
+
+async def test_too_common_fuzzy_keys_come_without_members(make_rt: MakeRuntime) -> None:
+    """A fuzzy key with more members than `max_block_size` is reported too common, not read
+    member by member; an exact key (a shared phone) is read up to the cap all the same; and
+    intake over such keys still gives what sequential intake gives."""
+    # The review policy keeps duplicates as leads of their own (held), so five leads can
+    # share a phone: five Marías García of Sevilla, all on the same switchboard.
+    rt, _ = make_rt(leads={"dedupe": {"max_block_size": 3, "on_duplicate": "review"}})
+    stored = [
+        _lead_in(
+            {
+                "email": f"maria{i}@empresa{i}.es",
+                "first_name": "María",
+                "last_name": "García López",
+                "city": "Sevilla",
+                "phone": "954 000 000",
+            }
+        )
+        for i in range(5)
+    ]
+    async with rt.sessionmaker() as session:
+        try:
+            await _one_by_one(session, rt, stored)
+            await session.flush()
+            first = await session.scalar(select(func.min(Lead.id)))
+            keys = set(
+                (
+                    await session.scalars(
+                        select(LeadMatchKey.key).where(LeadMatchKey.lead_id == first)
+                    )
+                ).all()
+            )
+            found = await repo.key_members(session, keys, cap=4)
+        finally:
+            await session.rollback()
+    phone = next(k for k in keys if k.startswith("p:"))
+    assert len(found.members[phone]) == 4  # exact: read, up to the cap
+    assert phone not in found.too_common
+    assert found.too_common  # the name and place keys all five share
+    assert not found.too_common & set(found.members)
+    assert all(len(ids) <= 3 for key, ids in found.members.items() if key != phone)
+    # A sixth María arriving in a batch meets the same keys as she would on her own.
+    newcomer = {"first_name": "Maria", "last_name": "Garcia Lopez", "city": "Sevilla"}
+    items = [_lead_in({**newcomer, "email": "maria.nueva@otra.es"}), stored[2]]
+    await _same_both_ways(rt, stored, items)

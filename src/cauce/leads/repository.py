@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from cauce.leads.matching import MatchRecord
+from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.matching.plan import MATCH_COLUMNS, record_of
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource, RoutingCursor
 
@@ -55,14 +56,30 @@ def _insert_for(session: AsyncSession) -> Any:
 
 # Candidate look-ups take any number of keys or ids as one parameter (a JSON array), so
 # one statement serves a lead or a batch of 1,000.
-# Per key at most `:cap` members are read: a key that has more is too common anyway.
+# Per key at most `:cap` members are read. An exact key (email, phone, tax id) is never
+# skipped, so its members come as read. A fuzzy key with `:cap` members or more is too
+# common to be used: only that is reported (one row, no lead), not its members, which
+# would be most of the rows once the leads number in the tens of thousands.
 _MEMBERS_SQLITE = text(
-    "SELECT j.value AS key, k.lead_id FROM json_each(:keys) AS j "
+    "WITH fuzzy AS MATERIALIZED (SELECT j.value AS key, (SELECT count(*) FROM "
+    "(SELECT 1 FROM lead_match_keys AS m WHERE m.key = j.value LIMIT :cap)) AS n "
+    "FROM json_each(:fuzzy) AS j) "
+    "SELECT f.key, k.lead_id FROM fuzzy AS f JOIN lead_match_keys AS k ON k.key = f.key "
+    "WHERE f.n < :cap "
+    "UNION ALL SELECT f.key, NULL FROM fuzzy AS f WHERE f.n >= :cap "
+    "UNION ALL SELECT j.value, k.lead_id FROM json_each(:exact) AS j "
     "JOIN lead_match_keys AS k ON k.rowid IN "
     "(SELECT m.rowid FROM lead_match_keys AS m WHERE m.key = j.value LIMIT :cap)"
 )
 _MEMBERS_PG = text(
-    "SELECT k.key, m.lead_id FROM json_array_elements_text(CAST(:keys AS json)) AS k(key) "
+    "WITH fuzzy AS MATERIALIZED (SELECT k.key, (SELECT count(*) FROM "
+    "(SELECT 1 FROM lead_match_keys AS m WHERE m.key = k.key LIMIT :cap) AS s) AS n "
+    "FROM json_array_elements_text(CAST(:fuzzy AS json)) AS k(key)) "
+    "SELECT f.key, m.lead_id FROM fuzzy AS f JOIN lead_match_keys AS m ON m.key = f.key "
+    "WHERE f.n < :cap "
+    "UNION ALL SELECT f.key, NULL FROM fuzzy AS f WHERE f.n >= :cap "
+    "UNION ALL SELECT k.key, m.lead_id "
+    "FROM json_array_elements_text(CAST(:exact AS json)) AS k(key) "
     "CROSS JOIN LATERAL (SELECT lead_id FROM lead_match_keys "
     "WHERE lead_match_keys.key = k.key LIMIT :cap) AS m"
 )
@@ -87,19 +104,33 @@ async def _connection(session: AsyncSession) -> AsyncConnection:
     return await session.connection()
 
 
-async def key_members(
-    session: AsyncSession, keys: Collection[str], cap: int
-) -> dict[str, list[int]]:
-    """Per blocking key, the ids of leads filed under it (at most `cap` per key)."""
+@dataclass(frozen=True, slots=True)
+class KeyMembers:
+    """Per blocking key, the leads filed under it; and the fuzzy keys too common to use."""
+
+    members: dict[str, list[int]]
+    too_common: frozenset[str]
+
+
+async def key_members(session: AsyncSession, keys: Collection[str], cap: int) -> KeyMembers:
+    """The members of each key (at most `cap` per key); a fuzzy key with `cap` members or
+    more is reported too common instead. Keys nobody is filed under are left out."""
     if not keys:
-        return {}
+        return KeyMembers({}, frozenset())
+    exact = [key for key in keys if key.startswith(EXACT_PREFIXES)]
+    fuzzy = [key for key in keys if not key.startswith(EXACT_PREFIXES)]
     conn = await _connection(session)
     statement = _MEMBERS_PG if _postgres(session) else _MEMBERS_SQLITE
-    result = await conn.execute(statement, {"keys": orjson.dumps(list(keys)).decode(), "cap": cap})
+    params = {"exact": orjson.dumps(exact).decode(), "fuzzy": orjson.dumps(fuzzy).decode()}
+    result = await conn.execute(statement, {**params, "cap": cap})
     members: dict[str, list[int]] = defaultdict(list)
+    too_common: set[str] = set()
     for key, lead_id in result.all():
-        members[key].append(lead_id)
-    return members
+        if lead_id is None:
+            too_common.add(key)
+        else:
+            members[key].append(lead_id)
+    return KeyMembers(members, frozenset(too_common))
 
 
 async def match_rows(

@@ -425,8 +425,8 @@ async def _intake(
     # Candidates of every item at once: the members of their keys (one more than a usable
     # block may have tells a key is too common), then the candidates' match fields.
     all_keys = frozenset().union(*(item.keys for item in items))
-    members = await repo.key_members(session, all_keys, dedupe.max_block_size + 1)
-    view = BlockView(members, dedupe.max_block_size)
+    found = await repo.key_members(session, all_keys, dedupe.max_block_size + 1)
+    view = BlockView(found.members, dedupe.max_block_size, found.too_common)
     matcher = BatchMatcher(view, dedupe)
     uids: dict[int, str] = {}
     wanted = set().union(*(view.every_candidate(item.keys) for item in items))

@@ -82,14 +82,22 @@ class BlockView:
     """Which leads share each blocking key: the stored rows, then the batch's changes.
 
     `members` holds, per key, the stored lead ids (at most `max_block_size + 1` of them:
-    one more than that tells the key is too common). A key seen too common at the start
-    stays so for the whole batch, even if a merge takes a lead out of it.
+    one more than that tells the key is too common); `too_common` names fuzzy keys known
+    to be too common without their members. A key seen too common at the start stays so
+    for the whole batch, even if a merge takes a lead out of it.
     """
 
-    def __init__(self, members: Mapping[str, Iterable[int]], max_block_size: int) -> None:
+    def __init__(
+        self,
+        members: Mapping[str, Iterable[int]],
+        max_block_size: int,
+        too_common: Iterable[str] = (),
+    ) -> None:
         self._limit = max_block_size
         self._blocks: dict[str, list[int]] = {k: sorted(set(v)) for k, v in members.items()}
+        # Too common: more members than the limit, read or reported (without members).
         self._too_common = {k for k, v in self._blocks.items() if len(v) > max_block_size}
+        self._too_common.update(key for key in too_common if not _exact(key))
         # The keys each filed lead is under. A stored lead's come from the blocks as read,
         # worked out for all of them the first time one is re-filed (after a merge into
         # it): most batches re-file none, and it is a set per stored lead.
