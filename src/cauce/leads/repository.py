@@ -83,12 +83,11 @@ _MEMBERS_PG = text(
     "CROSS JOIN LATERAL (SELECT lead_id FROM lead_match_keys "
     "WHERE lead_match_keys.key = k.key LIMIT :cap) AS m"
 )
-_MATCH_SELECT = select(LEADS.c.id, LEADS.c.uid, *(LEADS.c[name] for name in MATCH_COLUMNS))
-_MATCH_ROWS_SQLITE = _MATCH_SELECT.where(
+_LIVE_SQLITE = (
     LEADS.c.id.in_(select(literal_column("value")).select_from(func.json_each(bindparam("ids")))),
     LEADS.c.erased_at.is_(None),
 )
-_MATCH_ROWS_PG = _MATCH_SELECT.where(
+_LIVE_PG = (
     LEADS.c.id.in_(
         select(cast_(literal_column("value"), BigInteger())).select_from(
             func.json_array_elements_text(cast_(bindparam("ids", type_=Text()), JSON()))
@@ -96,6 +95,13 @@ _MATCH_ROWS_PG = _MATCH_SELECT.where(
     ),
     LEADS.c.erased_at.is_(None),
 )
+_MATCH_SELECT = select(
+    LEADS.c.id, LEADS.c.uid, LEADS.c.version, *(LEADS.c[name] for name in MATCH_COLUMNS)
+)
+_MATCH_ROWS_SQLITE = _MATCH_SELECT.where(*_LIVE_SQLITE)
+_MATCH_ROWS_PG = _MATCH_SELECT.where(*_LIVE_PG)
+_VERSIONS_SQLITE = select(LEADS.c.id, LEADS.c.version).where(*_LIVE_SQLITE)
+_VERSIONS_PG = select(LEADS.c.id, LEADS.c.version).where(*_LIVE_PG)
 
 
 async def _connection(session: AsyncSession) -> AsyncConnection:
@@ -135,16 +141,24 @@ async def key_members(session: AsyncSession, keys: Collection[str], cap: int) ->
 
 async def match_rows(
     session: AsyncSession, ids: Collection[int]
-) -> list[tuple[int, str, tuple[str | None, ...]]]:
-    """(id, uid, `MATCH_COLUMNS` values) of the leads with these ids not erased, by id."""
+) -> list[tuple[int, str, int, tuple[str | None, ...]]]:
+    """(id, uid, version, `MATCH_COLUMNS` values) of the leads with these ids not erased."""
     if not ids:
         return []
     conn = await _connection(session)
     statement = _MATCH_ROWS_PG if _postgres(session) else _MATCH_ROWS_SQLITE
     result = await conn.execute(statement, {"ids": orjson.dumps(sorted(ids)).decode()})
-    out = [(row[0], row[1], tuple(row[2:])) for row in result.all()]
-    out.sort()
-    return out
+    return [(row[0], row[1], row[2], tuple(row[3:])) for row in result.all()]
+
+
+async def live_versions(session: AsyncSession, ids: Collection[int]) -> list[tuple[int, int]]:
+    """(id, version) of the leads with these ids not erased."""
+    if not ids:
+        return []
+    conn = await _connection(session)
+    statement = _VERSIONS_PG if _postgres(session) else _VERSIONS_SQLITE
+    result = await conn.execute(statement, {"ids": orjson.dumps(sorted(ids)).decode()})
+    return [(row[0], row[1]) for row in result.all()]
 
 
 async def leads_by_id(session: AsyncSession, ids: Collection[int]) -> dict[int, Lead]:

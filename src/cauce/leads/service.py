@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import class_mapper
+from sqlalchemy.orm import Session, class_mapper
 
 from cauce.core.config import Settings
 from cauce.core.db.base import utcnow
@@ -27,6 +28,7 @@ from cauce.core.jobs.ports import JobQueue
 from cauce.leads import bulk
 from cauce.leads import repository as repo
 from cauce.leads.matching import FieldChange, Match, Verdict, merge
+from cauce.leads.matching.known import Known, KnownLeads
 from cauce.leads.matching.plan import (
     MATCH_COLUMNS,
     BatchMatcher,
@@ -84,6 +86,8 @@ class LeadsRuntime:
     queue: JobQueue
     scorer: Scorer = field(default_factory=PointsModel)
     metrics: LeadsMetrics = field(default_factory=LeadsMetrics)
+    # Stored leads' prepared match fields, by id and version (intake's candidates).
+    known: KnownLeads = field(default_factory=KnownLeads)
     # Group commit of `POST /v1/leads` (None: each lead in its own transaction).
     groups: IntakeGroups | None = None
 
@@ -418,6 +422,50 @@ async def intake_many(
     return results
 
 
+async def _candidates(
+    session: AsyncSession, cache: KnownLeads, wanted: set[int]
+) -> dict[int, Known]:
+    """The candidates not erased, prepared: from `cache` when it holds them at their
+    current version (one narrow read of the versions), the rest read and prepared; those
+    join the cache if the transaction commits (`_hold_after_commit`)."""
+    found: dict[int, Known] = {}
+    if any(lead_id in cache for lead_id in wanted):
+        missing: list[int] = []
+        for lead_id, version in await repo.live_versions(session, wanted):
+            known = cache.get(lead_id, version)
+            if known is None:
+                missing.append(lead_id)
+            else:
+                found[lead_id] = known
+    else:  # a cold cache: one read
+        missing = list(wanted)
+    read = {
+        lead_id: Known.read(version, uid, values)
+        for lead_id, uid, version, values in await repo.match_rows(session, missing)
+    }
+    if read:
+        pending: list[tuple[KnownLeads, dict[int, Known]]]
+        pending = session.info.setdefault(_KNOWN_PENDING, [])
+        pending.append((cache, read))
+    found.update(read)
+    return found
+
+
+_KNOWN_PENDING = "cauce.leads.known_pending"
+
+
+@event.listens_for(Session, "after_commit")
+def _hold_after_commit(session: Session) -> None:
+    for cache, read in session.info.pop(_KNOWN_PENDING, ()):
+        for lead_id, known in read.items():
+            cache.hold(lead_id, known)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(_KNOWN_PENDING, None)
+
+
 async def _intake(
     session: AsyncSession, rt: LeadsRuntime, items: list[_Incoming]
 ) -> list[IntakeResult]:
@@ -430,9 +478,9 @@ async def _intake(
     matcher = BatchMatcher(view, dedupe)
     uids: dict[int, str] = {}
     wanted = set().union(*(view.every_candidate(item.keys) for item in items))
-    for lead_id, uid, values in await repo.match_rows(session, wanted):
-        matcher.know(lead_id, values)
-        uids[lead_id] = uid
+    for lead_id, known in sorted((await _candidates(session, rt.known, wanted)).items()):
+        matcher.know(lead_id, known.values, known.features)
+        uids[lead_id] = known.uid
     steps = _decide(matcher, items, dedupe.on_duplicate)
 
     targets = {s.lead_id for s in steps if s.outcome == "merged" and not provisional(s.lead_id)}

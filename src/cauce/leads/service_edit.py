@@ -141,6 +141,7 @@ async def erase(session: AsyncSession, rt: LeadsRuntime, uid: str, actor: str | 
     await repo.erase_personal_data(session, lead.id)
     session.add(LeadEvent(lead_id=lead.id, action="erased", changes={}, actor=actor, at=now))
     await request_erasure(session, rt.queue, rt.settings, lead.uid)
+    rt.known.forget(lead.id)  # no copy of its match fields stays in this process
     return lead
 
 

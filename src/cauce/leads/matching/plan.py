@@ -164,14 +164,20 @@ class BlockView:
         self._keys_of[lead_id] = new
 
 
-@functools.lru_cache(maxsize=1 << 14)
-def prepared_row(values: tuple[str | None, ...]) -> Features:
-    """The prepared record of a lead's `MATCH_COLUMNS` values, in that order.
+# A lead's `MATCH_COLUMNS` values, in that order.
+MatchRow = tuple[str | None, ...]
 
-    Cached: a lead is prepared when it arrives and again whenever it is a candidate of a
-    later one (most are, of many), from the same values.
-    """
+
+def prepare_row(values: MatchRow) -> Features:
+    """The prepared record of a lead's `MATCH_COLUMNS` values."""
     return prepare(record_of(dict(zip(MATCH_COLUMNS, values, strict=True))))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def prepared_row(values: MatchRow) -> Features:
+    """`prepare_row`, cached for arrivals: the same lead often arrives again (a form sent
+    twice, a CSV row that repeats). Stored candidates are held by `known.KnownLeads`."""
+    return prepare_row(values)
 
 
 class BatchMatcher:
@@ -188,13 +194,11 @@ class BatchMatcher:
         self._features: dict[int, Features] = {}
         self._next = PROVISIONAL
 
-    def know(self, lead_id: int, values: tuple[str | None, ...]) -> None:
-        """A stored lead that may be a candidate (its keys are in the view already).
-
-        `values` are its `MATCH_COLUMNS`, in that order.
-        """
+    def know(self, lead_id: int, values: MatchRow, features: Features) -> None:
+        """A stored lead that may be a candidate (its keys are in the view already):
+        its `MATCH_COLUMNS` values, in that order, and their `prepare_row`."""
         self._values[lead_id] = values
-        self._features[lead_id] = prepared_row(values)
+        self._features[lead_id] = features
 
     def best(self, features: Features, keys: Iterable[str]) -> Match[int] | None:
         """The best-ranked known lead at or above the review threshold, if any.

@@ -1,0 +1,77 @@
+"""Stored leads' match fields, prepared once, kept while the lead keeps its version.
+
+Intake compares each arrival with up to `MAX_CANDIDATES` stored leads. Once leads number
+in the thousands, the same candidates come up again and again (a block lists its lowest
+ids first), and reading their match fields and preparing them again was most of an
+arrival's cost. A lead's `version` grows on every change (merge, edit, erasure), so an
+entry read at a version is right for as long as the lead is still at that version: intake
+reads the candidates' versions, and their fields only for those not held here
+(`service._intake`). Nothing here is trusted without that check, so several processes
+can each keep their own.
+
+Only what a committed transaction read is kept (`service._candidates` holds its reads
+until the commit): a lead a transaction inserted or changed, then rolled back, never was
+at the version read, and its id and version may come again with other values.
+
+Bounded (least recently used first out). An erased lead is forgotten by the process that
+erased it; elsewhere its entry is never served again (erased leads are not candidates)
+and leaves with the bound.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from cauce.leads.matching.plan import MatchRow, prepare_row
+from cauce.leads.matching.record import Features
+
+DEFAULT_SIZE = 1 << 15
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """A stored lead as matching needs it, at one version."""
+
+    version: int
+    uid: str
+    values: MatchRow
+    features: Features
+
+    @classmethod
+    def read(cls, version: int, uid: str, values: MatchRow) -> Known:
+        """A lead as read from its row, prepared."""
+        return cls(version, uid, values, prepare_row(values))
+
+
+class KnownLeads:
+    """Prepared stored leads by id, each valid for one version (see the module docstring)."""
+
+    def __init__(self, size: int = DEFAULT_SIZE) -> None:
+        self.size = size
+        self._by_id: OrderedDict[int, Known] = OrderedDict()
+
+    def __contains__(self, lead_id: object) -> bool:
+        return lead_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, lead_id: int, version: int) -> Known | None:
+        """The lead at `version`, if held (an entry at another version is stale)."""
+        known = self._by_id.get(lead_id)
+        if known is None or known.version != version:
+            return None
+        self._by_id.move_to_end(lead_id)
+        return known
+
+    def hold(self, lead_id: int, known: Known) -> None:
+        """Keep a lead as read at `known.version`, once that version is committed."""
+        self._by_id[lead_id] = known
+        self._by_id.move_to_end(lead_id)
+        while len(self._by_id) > self.size:
+            self._by_id.popitem(last=False)
+
+    def forget(self, lead_id: int) -> None:
+        """Drop a lead (erased here: its personal data should not outstay it)."""
+        self._by_id.pop(lead_id, None)
