@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,33 +54,18 @@ def _insert_for(session: AsyncSession) -> Any:
 
 
 # Candidate look-ups take any number of keys or ids as one parameter (a JSON array), so
-# one statement serves a lead or a batch of 1,000.
-# Per key at most `:cap` members are read. An exact key (email, phone, tax id) is never
-# skipped, so its members come as read. A fuzzy key with `:cap` members or more is too
-# common to be used: only that is reported (one row, no lead), not its members, which
-# would be most of the rows once the leads number in the tens of thousands.
+# one statement serves a lead or a batch of 1,000. A key's members come as one array
+# (one row a key, not one a member), at most `:cap` of them: a key that has more is too
+# common anyway (unless it is exact: an email, a phone, a tax id).
 _MEMBERS_SQLITE = text(
-    "WITH fuzzy AS MATERIALIZED (SELECT j.value AS key, (SELECT count(*) FROM "
-    "(SELECT 1 FROM lead_match_keys AS m WHERE m.key = j.value LIMIT :cap)) AS n "
-    "FROM json_each(:fuzzy) AS j) "
-    "SELECT f.key, k.lead_id FROM fuzzy AS f JOIN lead_match_keys AS k ON k.key = f.key "
-    "WHERE f.n < :cap "
-    "UNION ALL SELECT f.key, NULL FROM fuzzy AS f WHERE f.n >= :cap "
-    "UNION ALL SELECT j.value, k.lead_id FROM json_each(:exact) AS j "
-    "JOIN lead_match_keys AS k ON k.rowid IN "
-    "(SELECT m.rowid FROM lead_match_keys AS m WHERE m.key = j.value LIMIT :cap)"
+    "SELECT j.value AS key, (SELECT json_group_array(s.lead_id) FROM "
+    "(SELECT m.lead_id FROM lead_match_keys AS m WHERE m.key = j.value LIMIT :cap) AS s) "
+    "AS ids FROM json_each(:keys) AS j"
 )
 _MEMBERS_PG = text(
-    "WITH fuzzy AS MATERIALIZED (SELECT k.key, (SELECT count(*) FROM "
-    "(SELECT 1 FROM lead_match_keys AS m WHERE m.key = k.key LIMIT :cap) AS s) AS n "
-    "FROM json_array_elements_text(CAST(:fuzzy AS json)) AS k(key)) "
-    "SELECT f.key, m.lead_id FROM fuzzy AS f JOIN lead_match_keys AS m ON m.key = f.key "
-    "WHERE f.n < :cap "
-    "UNION ALL SELECT f.key, NULL FROM fuzzy AS f WHERE f.n >= :cap "
-    "UNION ALL SELECT k.key, m.lead_id "
-    "FROM json_array_elements_text(CAST(:exact AS json)) AS k(key) "
-    "CROSS JOIN LATERAL (SELECT lead_id FROM lead_match_keys "
-    "WHERE lead_match_keys.key = k.key LIMIT :cap) AS m"
+    "SELECT k.key, (SELECT array_agg(s.lead_id) FROM "
+    "(SELECT m.lead_id FROM lead_match_keys AS m WHERE m.key = k.key LIMIT :cap) AS s) "
+    "AS ids FROM json_array_elements_text(CAST(:keys AS json)) AS k(key)"
 )
 _LIVE_SQLITE = (
     LEADS.c.id.in_(select(literal_column("value")).select_from(func.json_each(bindparam("ids")))),
@@ -123,19 +107,20 @@ async def key_members(session: AsyncSession, keys: Collection[str], cap: int) ->
     more is reported too common instead. Keys nobody is filed under are left out."""
     if not keys:
         return KeyMembers({}, frozenset())
-    exact = [key for key in keys if key.startswith(EXACT_PREFIXES)]
-    fuzzy = [key for key in keys if not key.startswith(EXACT_PREFIXES)]
     conn = await _connection(session)
-    statement = _MEMBERS_PG if _postgres(session) else _MEMBERS_SQLITE
-    params = {"exact": orjson.dumps(exact).decode(), "fuzzy": orjson.dumps(fuzzy).decode()}
-    result = await conn.execute(statement, {**params, "cap": cap})
-    members: dict[str, list[int]] = defaultdict(list)
+    pg = _postgres(session)
+    statement = _MEMBERS_PG if pg else _MEMBERS_SQLITE
+    result = await conn.execute(statement, {"keys": orjson.dumps(list(keys)).decode(), "cap": cap})
+    members: dict[str, list[int]] = {}
     too_common: set[str] = set()
-    for key, lead_id in result.all():
-        if lead_id is None:
+    for key, found in result.all():
+        ids: list[int] = (found or []) if pg else orjson.loads(found)
+        if not ids:
+            continue
+        if len(ids) >= cap and not key.startswith(EXACT_PREFIXES):
             too_common.add(key)
         else:
-            members[key].append(lead_id)
+            members[key] = ids
     return KeyMembers(members, frozenset(too_common))
 
 
