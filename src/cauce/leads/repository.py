@@ -9,10 +9,9 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Table,
-    Text,
+    any_,
     bindparam,
     delete,
     func,
@@ -22,7 +21,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -71,12 +69,11 @@ _LIVE_SQLITE = (
     LEADS.c.id.in_(select(literal_column("value")).select_from(func.json_each(bindparam("ids")))),
     LEADS.c.erased_at.is_(None),
 )
+# PostgreSQL takes the ids as an array: `id = ANY(...)` is one index scan, cheaper than
+# joining the elements of a JSON array (the statement psycopg prepares runs for every
+# intake, with thousands of ids once the leads number in the tens of thousands).
 _LIVE_PG = (
-    LEADS.c.id.in_(
-        select(cast_(literal_column("value"), BigInteger())).select_from(
-            func.json_array_elements_text(cast_(bindparam("ids", type_=Text()), JSON()))
-        )
-    ),
+    LEADS.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(BigInteger()))),
     LEADS.c.erased_at.is_(None),
 )
 _MATCH_SELECT = select(
@@ -124,6 +121,12 @@ async def key_members(session: AsyncSession, keys: Collection[str], cap: int) ->
     return KeyMembers(members, frozenset(too_common))
 
 
+def _ids_param(session: AsyncSession, ids: Collection[int]) -> dict[str, Any]:
+    # An array on PostgreSQL, a JSON array on SQLite (see `_LIVE_PG`).
+    ordered = sorted(ids)
+    return {"ids": ordered if _postgres(session) else orjson.dumps(ordered).decode()}
+
+
 async def match_rows(
     session: AsyncSession, ids: Collection[int]
 ) -> list[tuple[int, str, int, tuple[str | None, ...]]]:
@@ -132,7 +135,7 @@ async def match_rows(
         return []
     conn = await _connection(session)
     statement = _MATCH_ROWS_PG if _postgres(session) else _MATCH_ROWS_SQLITE
-    result = await conn.execute(statement, {"ids": orjson.dumps(sorted(ids)).decode()})
+    result = await conn.execute(statement, _ids_param(session, ids))
     return [(row[0], row[1], row[2], tuple(row[3:])) for row in result.all()]
 
 
@@ -142,7 +145,7 @@ async def live_versions(session: AsyncSession, ids: Collection[int]) -> list[tup
         return []
     conn = await _connection(session)
     statement = _VERSIONS_PG if _postgres(session) else _VERSIONS_SQLITE
-    result = await conn.execute(statement, {"ids": orjson.dumps(sorted(ids)).decode()})
+    result = await conn.execute(statement, _ids_param(session, ids))
     return [(row[0], row[1]) for row in result.all()]
 
 
