@@ -1,0 +1,101 @@
+"""The cache of stored candidates (`KnownLeads`), on both databases: it keeps only what a
+committed transaction read, never serves a lead at a version it is no longer at (a change
+made by another process included), and an erasure forgets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cauce.core.db import unit_of_work
+from cauce.leads import service, service_edit
+from cauce.leads.matching.known import Known, KnownLeads
+from cauce.leads.models import Lead
+from cauce.leads.schemas import LeadPatch
+from cauce.leads.service import LeadsRuntime, intake
+from tests.leads.test_intake_fast import MakeRuntime, _lead_in, make_rt
+
+__all__ = ["make_rt"]  # the fixture, shared with test_intake_fast
+
+CARMEN = {
+    "email": "carmen.ortega@ferreteriasol.es",
+    "first_name": "Carmen",
+    "last_name": "Ortega Ruiz",
+    "company": "Ferretería Sol",
+    "city": "Cádiz",
+}
+
+
+async def _store(rt: LeadsRuntime, fields: dict[str, Any]) -> Lead:
+    async with unit_of_work(rt.sessionmaker) as session:
+        return (await intake(session, rt, _lead_in(fields), actor="t")).lead
+
+
+async def _read(rt: LeadsRuntime, ids: set[int], commit: bool) -> dict[int, Known]:
+    """Read candidates as intake does, then commit or roll back."""
+    async with rt.sessionmaker() as session:
+        found = await service._candidates(session, rt.known, ids)
+        await (session.commit() if commit else session.rollback())
+    return found
+
+
+async def test_only_committed_reads_are_kept(make_rt: MakeRuntime) -> None:
+    """Candidates read in a transaction that rolls back are not kept; committed, they are,
+    and the next read serves them without reading their fields again."""
+    rt, _ = make_rt()
+    rt.known = KnownLeads()
+    carmen = await _store(rt, CARMEN)
+    assert carmen.id not in rt.known  # its own intake read no candidate
+    found = await _read(rt, {carmen.id}, commit=False)
+    assert found[carmen.id].values[0] == CARMEN["email"]
+    assert carmen.id not in rt.known
+    await _read(rt, {carmen.id}, commit=True)
+    held = rt.known.get(carmen.id, carmen.version)
+    assert held is not None
+    again = await _read(rt, {carmen.id}, commit=True)
+    assert again[carmen.id] is held  # served from the cache
+
+
+async def test_a_change_made_elsewhere_is_seen(make_rt: MakeRuntime) -> None:
+    """Process A holds Carmen; process B gives her a phone; a lead with only that phone
+    then merges into her through A: A read her again at her new version."""
+    here, _ = make_rt()
+    elsewhere, _ = make_rt()
+    carmen = await _store(here, CARMEN)
+    await _read(here, {carmen.id}, commit=True)
+    assert here.known.get(carmen.id, carmen.version) is not None
+    async with unit_of_work(elsewhere.sessionmaker) as session:
+        await service_edit.patch(
+            session, elsewhere, carmen.uid, LeadPatch.model_validate({"phone": "956 111 222"}), "t"
+        )
+    async with unit_of_work(here.sessionmaker) as session:
+        result = await intake(session, here, _lead_in({"phone": "+34 956 111 222"}), actor="t")
+    assert result.outcome == "merged"
+    assert result.lead.uid == carmen.uid
+    assert here.known.get(carmen.id, carmen.version) is None  # the old version is stale
+
+
+async def test_an_erasure_forgets(make_rt: MakeRuntime) -> None:
+    """The process that erases a lead drops its fields at once."""
+    rt, _ = make_rt()
+    carmen = await _store(rt, CARMEN)
+    await _read(rt, {carmen.id}, commit=True)
+    assert carmen.id in rt.known
+    async with unit_of_work(rt.sessionmaker) as session:
+        await service_edit.erase(session, rt, carmen.uid, "t")
+    assert carmen.id not in rt.known
+    assert await _read(rt, {carmen.id}, commit=True) == {}  # erased: no candidate
+
+
+def test_the_cache_is_bounded() -> None:
+    """Least recently used first out."""
+    cache = KnownLeads(size=2)
+    row = tuple[str | None, ...]((None,) * 14)
+    entry = Known(1, "u", row, None)  # type: ignore[arg-type]
+    cache.hold(1, entry)
+    cache.hold(2, entry)
+    assert cache.get(1, 1) is entry  # 1 is now the most recent
+    cache.hold(3, entry)
+    assert 2 not in cache
+    assert 1 in cache
+    assert 3 in cache
+    assert cache.get(1, 2) is None  # another version is never served
