@@ -17,7 +17,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from structlog.testing import capture_logs
 
 from cauce.app import Resources, create_app
 from cauce.leads import intake_groups
@@ -30,7 +31,9 @@ from tests.leads.test_delivery import MemoryCrm
 
 async def _app(settings_factory: SettingsFactory, **leads: Any) -> FastAPI:
     settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}, leads=leads
+        crm={"provider": "hubspot", "token": "t"},
+        jobs={"embedded_worker": False},
+        leads=leads,
     )
     return create_app(settings, crm=MemoryCrm())
 
@@ -136,51 +139,77 @@ async def test_one_idempotency_key_twice_at_once_stores_one_lead(leads_app: Fast
         replayed = [r.headers.get("Idempotent-Replayed") for r in (first, second)]
         assert replayed.count("true") == 1
         assert await _stored(leads_app) == 1
-        # Another body under the same key is refused; unrelated leads in its group are not.
-        other = await _post_all(
-            client,
-            [_lead(), body | {"company": "Otra"}, _lead()],
-            headers={"Idempotency-Key": "k-1"},
+        # Another body under the same key is refused; leads with keys of their own that
+        # share its group are not.
+        keyed = [(_lead(), "k-2"), (body | {"company": "Otra"}, "k-1"), (_lead(), "k-3")]
+        other = await asyncio.gather(
+            *(client.post("/v1/leads", json=b, headers={"Idempotency-Key": k}) for b, k in keyed)
         )
-        assert other[1].status_code == 422
+        assert [r.status_code for r in other] == [201, 422, 201]
         assert other[1].json()["code"] == "idempotency_key_reused"
+        assert await _stored(leads_app) == 3
 
 
 async def test_a_failing_lead_does_not_fail_its_group(
     leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A group whose transaction fails is retried lead by lead: only the lead that fails
-    alone gets an error (503 for a lost database), the others are stored once each."""
-    real = intake_many
+    """A group whose transaction fails because of one lead's data is retried lead by
+    lead: only the lead that fails alone gets an error, the others are stored once each."""
     poison = "veneno@empresa.es"
+    calls: list[int] = []
 
     async def failing(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
+        calls.append(len(items))
         if any(item.email == poison for item in items):
-            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
-        return await real(session, rt, items, **kw)
+            raise IntegrityError("INSERT", {}, Exception("a constraint this lead breaks"))
+        return await intake_many(session, rt, items, **kw)
 
     monkeypatch.setattr(intake_groups, "intake_many", failing)
     async with await _client(leads_app) as client:
         bodies = [_lead() for _ in range(5)]
         bodies.insert(2, _lead(email=poison))
-        responses = await _post_all(client, bodies)
+        with capture_logs():  # unconfigured structlog renders each traceback slowly
+            responses = await _post_all(client, bodies)
         codes = [r.status_code for r in responses]
-        assert codes == [201, 201, 503, 201, 201, 201]
+        assert codes == [201, 201, 500, 201, 201, 201]
         assert responses[2].headers["content-type"].startswith("application/problem+json")
+        assert max(calls) > 1  # the poison did share a group, which was split
         assert await _stored(leads_app) == 5
+
+
+async def test_a_lost_database_fails_the_group_at_once(
+    leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage is nobody's lead: every lead of the group answers 503 with Retry-After,
+    without a retry lead by lead (which would wait out the outage once per lead)."""
+    calls: list[int] = []
+
+    async def down(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
+        calls.append(len(items))
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(intake_groups, "intake_many", down)
+    async with await _client(leads_app) as client:
+        with capture_logs() as logs:  # unconfigured structlog renders each traceback slowly
+            responses = await _post_all(client, [_lead() for _ in range(8)])
+        assert [r.status_code for r in responses] == [503] * 8
+        assert sum(e["event"] == "http.unhandled_error" for e in logs) == 8
+        assert all(r.headers.get("Retry-After") for r in responses)
+        assert len(calls) == _groups(leads_app).groups  # one try per group, no splitting
+        assert len(calls) < 8
+        assert await _stored(leads_app) == 0
 
 
 async def test_a_request_gone_before_its_group_starts_is_left_out(
     leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelled while waiting for its group: its lead is not written; the others are."""
-    real = intake_many
     started, release = asyncio.Event(), asyncio.Event()
 
     async def held(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
         started.set()
         await release.wait()  # the first group stays in flight until released
-        return await real(session, rt, items, **kw)
+        return await intake_many(session, rt, items, **kw)
 
     monkeypatch.setattr(intake_groups, "intake_many", held)
     groups = _groups(leads_app)

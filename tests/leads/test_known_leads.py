@@ -4,6 +4,7 @@ made by another process included), and an erasure forgets."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from cauce.core.db import unit_of_work
@@ -99,3 +100,42 @@ def test_the_cache_is_bounded() -> None:
     assert 1 in cache
     assert 3 in cache
     assert cache.get(1, 2) is None  # another version is never served
+
+
+async def test_reads_in_a_released_savepoint_wait_for_the_real_commit(
+    make_rt: MakeRuntime,
+) -> None:
+    """A savepoint's release is not the commit: reads of the transaction's own lead, made
+    inside one, are dropped when the transaction then rolls back."""
+    rt, _ = make_rt()
+    async with rt.sessionmaker() as session:
+        ghost = (await intake(session, rt, _lead_in(CARMEN), actor="t")).lead.id
+        async with session.begin_nested():
+            await service._candidates(session, rt.known, {ghost})
+        await session.rollback()
+    assert ghost not in rt.known
+
+
+async def test_concurrent_merges_into_one_lead_both_land(make_rt: MakeRuntime) -> None:
+    """Two transactions merging into one lead at once: the second waits for the first
+    (the lead is locked), so each merge gets its own version and no field is lost."""
+    rt, _ = make_rt()
+    carmen = await _store(rt, CARMEN)
+    second_done = asyncio.Event()
+
+    async def second() -> None:
+        async with unit_of_work(rt.sessionmaker) as session:
+            more = {"email": CARMEN["email"], "job_title": "Gerente"}
+            await intake(session, rt, _lead_in(more), actor="t")
+        second_done.set()
+
+    async with unit_of_work(rt.sessionmaker) as session:
+        await intake(session, rt, _lead_in({**CARMEN, "region": "Andalucía"}), actor="t")
+        task = asyncio.create_task(second())
+        await asyncio.sleep(0.3)
+        assert not second_done.is_set()  # waiting for the first to commit
+    await asyncio.wait_for(task, 30)
+    async with rt.sessionmaker() as session:
+        lead = await session.get(Lead, carmen.id)
+        assert lead is not None
+        assert (lead.region, lead.job_title, lead.version) == ("Andalucía", "Gerente", 3)

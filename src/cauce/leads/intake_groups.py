@@ -13,18 +13,23 @@ The outcome is the one the leads would get one after the other in arrival order
 (`intake_many` matches each against the ones before it). A group never holds two leads
 with one idempotency key, so the second sees the first's stored answer. When a group's
 transaction fails, nothing of it was written, and each of its leads runs again alone, so
-one lead's failure never fails another's request.
+one lead's failure never fails another's request; unless the database itself failed (lost,
+locked, out of connections): then every lead of the group gets that answer (503) at once,
+rather than waiting out the same outage one after another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db import unit_of_work
@@ -142,8 +147,9 @@ class IntakeGroups:
         try:
             answers = await self._in_transaction(group)
         except Exception as exc:  # noqa: BLE001 - the requests' answer, whatever it is
-            if len(group) == 1:
-                _settle(group[0], exc)
+            if len(group) == 1 or _whole_database(exc):
+                for arrival in group:  # each retry alone would wait out the same outage
+                    _settle(arrival, _own(exc))
                 return
             log.warning(
                 "leads.intake_group.retry_alone", leads=len(group), error=type(exc).__name__
@@ -199,6 +205,22 @@ class IntakeGroups:
         if stored is None:
             return None
         return Answer(stored.status_code, stored.body, replayed=True)
+
+
+def _whole_database(exc: Exception) -> bool:
+    """A failure no lead caused: the database lost, locked or out of connections (the
+    requests answer 503 and may retry), as opposed to one lead's data failing."""
+    return isinstance(exc, OperationalError | InterfaceError | PoolTimeout) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def _own(exc: Exception) -> Exception:
+    """A copy of `exc` for one request: each raises it in its own task, and a shared
+    exception object would collect every task's traceback."""
+    mine = copy.copy(exc)
+    mine.__cause__, mine.__traceback__ = exc.__cause__, exc.__traceback__
+    return mine
 
 
 def _settle(arrival: _Arrival, outcome: Answer | BaseException) -> None:

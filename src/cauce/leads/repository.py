@@ -150,10 +150,23 @@ async def live_versions(session: AsyncSession, ids: Collection[int]) -> list[tup
 
 
 async def leads_by_id(session: AsyncSession, ids: Collection[int]) -> dict[int, Lead]:
-    """Lead objects (for changing them), by id."""
+    """Lead objects, locked for changing them (on PostgreSQL; SQLite's writer holds the
+    whole database), as committed now, by id.
+
+    Without the lock two transactions merging into one lead both read version n and
+    both write n + 1, each with its own fields: one update is lost, and one version
+    would have two contents (which `KnownLeads` relies on never happening).
+    """
     if not ids:
         return {}
-    result = await session.scalars(select(Lead).where(Lead.id.in_(sorted(ids))))
+    statement = (
+        select(Lead)
+        .where(Lead.id.in_(sorted(ids)))
+        .order_by(Lead.id)  # one lock order for every transaction
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    result = await session.scalars(statement)
     return {lead.id: lead for lead in result}
 
 

@@ -456,13 +456,16 @@ _KNOWN_PENDING = "cauce.leads.known_pending"
 
 @event.listens_for(Session, "after_commit")
 def _hold_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: the commit is to come
+        return
     for cache, read in session.info.pop(_KNOWN_PENDING, ()):
         for lead_id, known in read.items():
             cache.hold(lead_id, known)
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_after_rollback(session: Session, _previous: Any) -> None:
+    # Any rollback, a savepoint's included: what was read may have been rolled back.
     session.info.pop(_KNOWN_PENDING, None)
 
 

@@ -80,7 +80,8 @@ async def open_leads(
     try:
         yield runtime
     finally:
-        if runtime.groups is not None:
-            await runtime.groups.aclose()
+        groups, runtime.groups = runtime.groups, None  # a late request runs on its own
+        if groups is not None:
+            await groups.aclose()
         if client is not None:
             await client.aclose()

@@ -20,7 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import structlog
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.db.base import utcnow
@@ -66,6 +68,9 @@ class KeyInfo:
     last_used_at: datetime | None
 
 
+log = structlog.get_logger("cauce.auth")
+
+
 def hash_token(secret_key: bytes, token: str) -> str:
     """The keyed hash stored for `token`."""
     return hmac.new(secret_key, token.encode(), hashlib.sha256).hexdigest()
@@ -96,6 +101,7 @@ class ApiKeyService:
         self._clock = clock
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._inflight: dict[str, asyncio.Future[Principal]] = {}
+        self._revocations = 0  # revocations in this process, for in-flight look-ups
 
     async def create(self, name: str, scopes: Sequence[str]) -> CreatedKey:
         """Create a key with `scopes`; raises `BadRequest` on an unknown scope or empty name."""
@@ -148,6 +154,7 @@ class ApiKeyService:
                 exists = await session.scalar(select(ApiKey.id).where(ApiKey.key_id == key_id))
                 if exists is None:
                     raise NotFound(f"no API key with id {key_id}")
+        self._revocations += 1
         self._cache.clear()
 
     async def verify(self, token: str) -> Principal:
@@ -169,10 +176,16 @@ class ApiKeyService:
         if lookup is None:
             lookup = asyncio.ensure_future(self._look_up(match.group(1), expected, now))
             self._inflight[expected] = lookup
-            lookup.add_done_callback(lambda _: self._inflight.pop(expected, None))
+            lookup.add_done_callback(lambda done: self._done(expected, done))
         return await asyncio.shield(lookup)
 
+    def _done(self, expected: str, lookup: asyncio.Future[Principal]) -> None:
+        self._inflight.pop(expected, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved, even when every waiter went away
+
     async def _look_up(self, key_id: str, expected: str, now: float) -> Principal:
+        revocations = self._revocations
         async with self._sessionmaker() as session:
             row = await session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
             # compare_digest keeps the comparison time independent of where hashes differ.
@@ -185,13 +198,17 @@ class ApiKeyService:
             stamp = utcnow()
             stale = row.last_used_at is None or stamp - row.last_used_at >= self._resolution
         if stale:  # a write only when the stamp is due (at most once per resolution)
-            async with unit_of_work(self._sessionmaker) as session:
-                await session.execute(
-                    update(ApiKey)
-                    .where(ApiKey.id == principal.api_key_id)
-                    .values(last_used_at=stamp)
-                )
-        if self._ttl > 0:
+            try:
+                async with unit_of_work(self._sessionmaker) as session:
+                    await session.execute(
+                        update(ApiKey)
+                        .where(ApiKey.id == principal.api_key_id, ApiKey.revoked_at.is_(None))
+                        .values(last_used_at=stamp)
+                    )
+            except SQLAlchemyError as exc:  # bookkeeping: it never fails a request
+                log.warning("auth.last_used_not_recorded", error=type(exc).__name__)
+        # A key revoked here while this look-up ran is not cached (it was read before).
+        if self._ttl > 0 and revocations == self._revocations:
             if len(self._cache) > 10_000:  # bound memory against key-spraying clients
                 self._cache.clear()
             self._cache[expected] = (now + self._ttl, principal)

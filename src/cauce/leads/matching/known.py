@@ -66,7 +66,11 @@ class KnownLeads:
         return known
 
     def hold(self, lead_id: int, known: Known) -> None:
-        """Keep a lead as read at `known.version`, once that version is committed."""
+        """Keep a lead as read at `known.version`, once that version is committed (an
+        entry at a newer version stays: a slower transaction read an older one)."""
+        held = self._by_id.get(lead_id)
+        if held is not None and held.version > known.version:
+            return
         self._by_id[lead_id] = known
         self._by_id.move_to_end(lead_id)
         while len(self._by_id) > self.size:
