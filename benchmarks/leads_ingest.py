@@ -44,8 +44,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -587,6 +587,38 @@ def print_tree(sampler: Sampler, root: str, floor: float = 1.5) -> None:
     walk(())
 
 
+@asynccontextmanager
+async def app_client(
+    settings: Any, key: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """Cauce's app in this process behind httpx's ASGI transport; the client and the
+    headers a request needs."""
+    from asgi_lifespan import LifespanManager
+
+    from cauce.app import create_app
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cauce") as client:
+            yield client, headers
+
+
+async def send_singles(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    maker: LeadMaker,
+    numbers: Iterator[int],
+    n: int,
+) -> None:
+    """`POST /v1/leads` the next `n` leads of `numbers`, one at a time."""
+    for _ in range(n):
+        body = orjson.dumps(maker(next(numbers)))
+        r = await client.post("/v1/leads", content=body, headers=headers)
+        assert r.status_code in (200, 201), r.text
+
+
 Profiled = tuple[str, Sampler, SqlTimer, int, str]  # title, samples, SQL, units, unit name
 
 
@@ -594,43 +626,32 @@ async def _profile_load(
     settings: Any, key: str, opts: argparse.Namespace, batch: bool
 ) -> list[Profiled]:
     """Drive the app in-process and sample it while it serves the measured requests."""
-    from asgi_lifespan import LifespanManager
-
-    from cauce.app import create_app
-
     maker = LeadMaker()
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     seqs = iter(range(maker.seq(PROFILE_RUN, 0), maker.seq(PROFILE_RUN + 1, 0)))
     out: list[Profiled] = []
-    app = create_app(settings)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cauce") as client:
+    async with app_client(settings, key) as (client, headers):
 
-            async def singles(n: int) -> None:
-                for _ in range(n):
-                    body = orjson.dumps(maker(next(seqs)))
-                    r = await client.post("/v1/leads", content=body, headers=headers)
-                    assert r.status_code in (200, 201), r.text
+        async def singles(n: int) -> None:
+            await send_singles(client, headers, maker, seqs, n)
 
-            await asyncio.gather(*(singles(10) for _ in range(8)))  # warm-up
-            each = opts.profile_requests // 8
+        await asyncio.gather(*(singles(10) for _ in range(8)))  # warm-up
+        each = opts.profile_requests // 8
+        t0 = time.perf_counter()
+        with Sampler() as sampler, SqlTimer() as sql:
+            await asyncio.gather(*(singles(each) for _ in range(8)))
+        rate = each * 8 / (time.perf_counter() - t0)
+        title = f"POST /v1/leads x {each * 8}, 8 at a time, {rate:.0f} req/s"
+        out.append((title, sampler, sql, each * 8, "request"))
+        if batch:
+            items = [maker(next(seqs)) for _ in range(opts.profile_batch)]
+            body = orjson.dumps({"items": items})
             t0 = time.perf_counter()
             with Sampler() as sampler, SqlTimer() as sql:
-                await asyncio.gather(*(singles(each) for _ in range(8)))
-            rate = each * 8 / (time.perf_counter() - t0)
-            title = f"POST /v1/leads x {each * 8}, 8 at a time, {rate:.0f} req/s"
-            out.append((title, sampler, sql, each * 8, "request"))
-            if batch:
-                items = [maker(next(seqs)) for _ in range(opts.profile_batch)]
-                body = orjson.dumps({"items": items})
-                t0 = time.perf_counter()
-                with Sampler() as sampler, SqlTimer() as sql:
-                    r = await client.post("/v1/leads/batch", content=body, headers=headers)
-                assert r.status_code == 200, r.text
-                rate = len(items) / (time.perf_counter() - t0)
-                title = f"POST /v1/leads/batch with {len(items)} leads, {rate:.0f} leads/s"
-                out.append((title, sampler, sql, len(items), "lead"))
+                r = await client.post("/v1/leads/batch", content=body, headers=headers)
+            assert r.status_code == 200, r.text
+            rate = len(items) / (time.perf_counter() - t0)
+            title = f"POST /v1/leads/batch with {len(items)} leads, {rate:.0f} leads/s"
+            out.append((title, sampler, sql, len(items), "lead"))
     return out
 
 

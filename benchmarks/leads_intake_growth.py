@@ -22,52 +22,47 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
-from leads_ingest import LeadMaker, cauce_env, environment, pg_database, run_cli
+from leads_ingest import (
+    LeadMaker,
+    app_client,
+    cauce_env,
+    environment,
+    pg_database,
+    run_cli,
+    send_singles,
+)
 
 
 async def _measure(settings: Any, key: str, sizes: list[int], opts: argparse.Namespace) -> None:
-    from asgi_lifespan import LifespanManager
-
-    from cauce.app import create_app
-
     maker = LeadMaker()
     numbers = iter(range(10**8))
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    app = create_app(settings)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cauce") as client:
+    stored = 0
+    async with app_client(settings, key) as (client, headers):
 
-            async def singles(n: int) -> None:
-                for _ in range(n):
-                    body = orjson.dumps(maker(next(numbers)))
-                    r = await client.post("/v1/leads", content=body, headers=headers)
-                    assert r.status_code in (200, 201), r.text
+        async def singles(n: int) -> None:
+            await send_singles(client, headers, maker, numbers, n)
 
-            stored = 0
-            for size in sizes:
-                while stored < size:
-                    items = [maker(next(numbers)) for _ in range(min(1000, size - stored))]
-                    r = await client.post(
-                        "/v1/leads/batch", content=orjson.dumps({"items": items}), headers=headers
-                    )
-                    assert r.status_code == 200, r.text
-                    stored += len(items)
-                each = opts.requests // opts.concurrency
-                await asyncio.gather(*(singles(5) for _ in range(opts.concurrency)))  # warm
-                wall, cpu = time.perf_counter(), time.process_time()
-                await asyncio.gather(*(singles(each) for _ in range(opts.concurrency)))
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                sent = each * opts.concurrency
-                stored += sent + 5 * opts.concurrency
-                print(
-                    f"  {size:>7,} stored   {sent / wall:6.0f} req/s   "
-                    f"{1000 * cpu / sent:5.2f} ms CPU per lead",
-                    flush=True,
-                )
+        for size in sizes:
+            while stored < size:
+                items = [maker(next(numbers)) for _ in range(min(1000, size - stored))]
+                body = orjson.dumps({"items": items})
+                r = await client.post("/v1/leads/batch", content=body, headers=headers)
+                assert r.status_code == 200, r.text
+                stored += len(items)
+            each = opts.requests // opts.concurrency
+            await asyncio.gather(*(singles(5) for _ in range(opts.concurrency)))  # warm-up
+            wall, cpu = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(singles(each) for _ in range(opts.concurrency)))
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            sent = each * opts.concurrency
+            stored += sent + 5 * opts.concurrency
+            print(
+                f"  {size:>7,} stored   {sent / wall:6.0f} req/s   "
+                f"{1000 * cpu / sent:5.2f} ms CPU per lead",
+                flush=True,
+            )
 
 
 def _settings(env: dict[str, str], log: Any) -> Any:
