@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from structlog.testing import capture_logs
 
 from cauce.app import Resources, create_app
@@ -150,54 +150,66 @@ async def test_one_idempotency_key_twice_at_once_stores_one_lead(leads_app: Fast
         assert await _stored(leads_app) == 3
 
 
-async def test_a_failing_lead_does_not_fail_its_group(
-    leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A group whose transaction fails because of one lead's data is retried lead by
-    lead: only the lead that fails alone gets an error, the others are stored once each."""
+class _PoisonScorer:
+    """The runtime's scorer, failing on one lead's email (a fault of that lead alone)."""
+
+    def __init__(self, inner: Any, poison: str) -> None:
+        self.inner, self.poison = inner, poison
+
+    def score(self, facts: Mapping[str, Any]) -> Any:
+        if facts.get("email") == self.poison:
+            raise ValueError("this lead cannot be scored")
+        return self.inner.score(facts)
+
+
+async def test_a_failing_lead_does_not_fail_its_group(leads_app: FastAPI) -> None:
+    """A group whose transaction fails because of one lead is retried lead by lead: only
+    the lead that fails alone gets an error, the others are stored once each."""
     poison = "veneno@empresa.es"
-    calls: list[int] = []
-
-    async def failing(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
-        calls.append(len(items))
-        if any(item.email == poison for item in items):
-            raise IntegrityError("INSERT", {}, Exception("a constraint this lead breaks"))
-        return await intake_many(session, rt, items, **kw)
-
-    monkeypatch.setattr(intake_groups, "intake_many", failing)
+    rt: LeadsRuntime = leads_app.state.leads
+    rt.scorer = _PoisonScorer(rt.scorer, poison)
+    groups = _groups(leads_app)
     async with await _client(leads_app) as client:
         bodies = [_lead() for _ in range(5)]
         bodies.insert(2, _lead(email=poison))
-        with capture_logs():  # unconfigured structlog renders each traceback slowly
+        with capture_logs() as logs:  # unconfigured structlog renders each traceback slowly
             responses = await _post_all(client, bodies)
         codes = [r.status_code for r in responses]
         assert codes == [201, 201, 500, 201, 201, 201]
         assert responses[2].headers["content-type"].startswith("application/problem+json")
-        assert max(calls) > 1  # the poison did share a group, which was split
+        # The poison shared a group, which was split: a retry alone for each of its leads.
+        assert any(e["event"] == "leads.intake_group.retry_alone" for e in logs)
+        assert groups.groups < len(bodies)
         assert await _stored(leads_app) == 5
 
 
-async def test_a_lost_database_fails_the_group_at_once(
-    leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _unreachable(backend: str) -> str:
+    if backend == "sqlite":
+        return "sqlite+aiosqlite:////nonexistent-cauce-dir/cauce.db"  # cannot be opened
+    return "postgresql+psycopg://cauce:x@127.0.0.1:1/cauce"  # nothing listens on port 1
+
+
+async def test_a_lost_database_fails_the_group_at_once(leads_app: FastAPI, backend: str) -> None:
     """An outage is nobody's lead: every lead of the group answers 503 with Retry-After,
-    without a retry lead by lead (which would wait out the outage once per lead)."""
-    calls: list[int] = []
-
-    async def down(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
-        calls.append(len(items))
-        raise OperationalError("SELECT", {}, Exception("connection refused"))
-
-    monkeypatch.setattr(intake_groups, "intake_many", down)
-    async with await _client(leads_app) as client:
-        with capture_logs() as logs:  # unconfigured structlog renders each traceback slowly
-            responses = await _post_all(client, [_lead() for _ in range(8)])
+    with one try per group, not a retry lead by lead (which would wait out the outage
+    once per lead)."""
+    rt: LeadsRuntime = leads_app.state.leads
+    lost = create_async_engine(_unreachable(backend))
+    tries: list[int] = []
+    event.listen(lost.sync_engine, "do_connect", lambda *_: tries.append(1))
+    rt.sessionmaker = async_sessionmaker(lost, expire_on_commit=False)
+    groups = _groups(leads_app)
+    try:
+        async with await _client(leads_app) as client:
+            with capture_logs() as logs:  # unconfigured structlog renders tracebacks slowly
+                responses = await _post_all(client, [_lead() for _ in range(8)])
         assert [r.status_code for r in responses] == [503] * 8
-        assert sum(e["event"] == "http.unhandled_error" for e in logs) == 8
         assert all(r.headers.get("Retry-After") for r in responses)
-        assert len(calls) == _groups(leads_app).groups  # one try per group, no splitting
-        assert len(calls) < 8
-        assert await _stored(leads_app) == 0
+        assert sum(e["event"] == "http.unhandled_error" for e in logs) == 8
+        assert groups.groups < 8
+        assert len(tries) == groups.groups  # one connection attempt per group, no splitting
+    finally:
+        await lost.dispose()
 
 
 async def test_a_request_gone_before_its_group_starts_is_left_out(
