@@ -146,6 +146,21 @@ class LeadMaker:
 # --------------------------------------------------------------------------------------
 
 
+# Options that set one of Cauce's settings (unset: the shipped default).
+SETTING_OPTIONS = {
+    "group_max": "CAUCE_LEADS__INTAKE_GROUP_MAX",
+    "max_candidates": "CAUCE_LEADS__DEDUPE__MAX_CANDIDATES",
+}
+
+
+def add_setting_options(parser: argparse.ArgumentParser) -> None:
+    """`--group-max` and `--max-candidates`, read by `cauce_env`."""
+    parser.add_argument(
+        "--group-max", type=int, help="Cauce's leads.intake_group_max (1: no group commit)"
+    )
+    parser.add_argument("--max-candidates", type=int, help="Cauce's leads.dedupe.max_candidates")
+
+
 def free_port() -> int:
     """A free TCP port on loopback (also: a port nobody listens on)."""
     with socket.socket() as s:
@@ -186,9 +201,10 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> str:
 
 
 def cauce_env(
-    data_dir: Path, database_url: str | None, group_max: int | None = None
+    data_dir: Path, database_url: str | None, opts: argparse.Namespace | None = None
 ) -> dict[str, str]:
-    """`cauce`'s environment: fresh data dir, HubSpot at a closed port, no worker."""
+    """`cauce`'s environment: fresh data dir, HubSpot at a closed port, no worker; the
+    leads settings given as options (`add_setting_options`), if any."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
     env.update(
         CAUCE_DATA_DIR=str(data_dir),
@@ -198,8 +214,9 @@ def cauce_env(
         CAUCE_CRM__BASE_URL=f"http://127.0.0.1:{free_port()}",
         CAUCE_JOBS__EMBEDDED_WORKER="false",
     )
-    if group_max is not None:
-        env["CAUCE_LEADS__INTAKE_GROUP_MAX"] = str(group_max)
+    for option, name in SETTING_OPTIONS.items():
+        if (value := getattr(opts, option, None)) is not None:
+            env[name] = str(value)
     if database_url:
         env["CAUCE_DATABASE_URL"] = database_url
     return env
@@ -395,7 +412,7 @@ def measure(
 ) -> tuple[Backend, dict[str, str], str]:
     """Run every measurement on one database; the result, Cauce's env and its key."""
     result = Backend(name)
-    env = cauce_env(tmp / "cauce-data", cauce_url, opts.group_max)
+    env = cauce_env(tmp / "cauce-data", cauce_url, opts)
     if cauce_url:
         run_cli(["db", "upgrade"], env, tmp)
     key = run_cli(["apikey", "create", "--name", "bench", "--scopes", "leads:write"], env, tmp)
@@ -757,9 +774,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
     parser.add_argument("--profile-requests", type=int, default=240)
     parser.add_argument("--profile-batch", type=int, default=200, help="leads in the batch")
-    parser.add_argument(
-        "--group-max", type=int, help="Cauce's leads.intake_group_max (1: no group commit)"
-    )
+    add_setting_options(parser)
     opts = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")

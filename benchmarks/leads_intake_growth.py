@@ -26,6 +26,7 @@ import orjson
 
 from leads_ingest import (
     LeadMaker,
+    add_setting_options,
     app_client,
     cauce_env,
     environment,
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="5000,10000,25000")
     parser.add_argument("--requests", type=int, default=800)
     parser.add_argument("--concurrency", type=int, default=32)
+    add_setting_options(parser)
     opts = parser.parse_args()
     sizes = sorted(int(s) for s in opts.sizes.split(","))
     admin_url = os.environ.get("CAUCE_TEST_POSTGRES_URL")
@@ -90,7 +92,7 @@ def main() -> None:
     ):
         tmp = Path(tmp_name)
         print(f"SQLite: {opts.requests} single leads, {opts.concurrency} at a time, per size")
-        env = cauce_env(tmp / "sqlite", None)
+        env = cauce_env(tmp / "sqlite", None, opts)
         key = run_cli(["apikey", "create", "--name", "b", "--scopes", "leads:write"], env, tmp)
         asyncio.run(_measure(_settings(env, log), key, sizes, opts))
         if not admin_url:
@@ -98,7 +100,7 @@ def main() -> None:
             return
         with pg_database(admin_url, "growth") as url:
             print(f"PostgreSQL: {opts.requests} single leads, {opts.concurrency} at a time")
-            env = cauce_env(tmp / "pg", url)
+            env = cauce_env(tmp / "pg", url, opts)
             run_cli(["db", "upgrade"], env, tmp)
             key = run_cli(["apikey", "create", "--name", "b", "--scopes", "leads:write"], env, tmp)
             asyncio.run(_measure(_settings(env, log), key, sizes, opts))

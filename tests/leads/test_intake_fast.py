@@ -314,15 +314,19 @@ def lead_fields(draw: st.DrawFn) -> dict[str, Any]:
 @given(
     stored=st.lists(lead_fields(), max_size=5),
     items=st.lists(lead_fields(), min_size=1, max_size=12),
+    most=st.sampled_from([1, 2, 200]),
 )
 async def test_batch_equals_sequential_intake(
     settings_factory: SettingsFactory,
     policy: str,
     stored: list[dict[str, Any]],
     items: list[dict[str, Any]],
+    most: int,
 ) -> None:
-    """Whatever the items, a batch gives the outcomes and rows that intake in turn gives."""
-    settings_ = settings_factory(leads={**ROUTING, "dedupe": {"on_duplicate": policy}})
+    """Whatever the items, a batch gives the outcomes and rows that intake in turn gives,
+    also when few candidates are compared (which ones, the batch's earlier items change)."""
+    dedupe = {"on_duplicate": policy, "max_candidates": most}
+    settings_ = settings_factory(leads={**ROUTING, "dedupe": dedupe})
     database = create_database(settings_)
     try:
         rt = _runtime(settings_, database)

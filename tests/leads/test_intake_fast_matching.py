@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 from cauce.leads.matching import DedupeSettings, MatchRecord
 from cauce.leads.matching.compare import Screen, bits_needed, compare_features, decide_above
-from cauce.leads.matching.plan import BlockView
+from cauce.leads.matching.plan import MATCH_COLUMNS, BatchMatcher, BlockView, prepare_row
 from cauce.leads.matching.record import prepare
+from cauce.leads.service import _decide, _Incoming
 from tests.leads.match_records import records
 
 
@@ -77,4 +78,72 @@ def test_block_view_skips_common_fuzzy_keys_caps_and_refiles() -> None:
     # Taking a lead out of a key that was too common does not make it usable again.
     view.file(1, ["n:c"])
     assert view.candidates(["n:a"]) == []
-    assert view.every_candidate(["n:a", "e:x", "n:c"]) == {1, 5, 6, 7, 9}
+    assert view.candidates(["n:a", "e:x", "n:c"]) == [1, 5, 6, 7, 9]
+
+
+def test_a_rare_shared_key_outweighs_common_ones() -> None:
+    """Past `max_candidates`, a lead sharing one rare key beats leads sharing only common
+    ones, and exact keys' leads always come first."""
+    members = {"n:a": list(range(1, 21)), "n:b": list(range(11, 31)), "c:x": [40, 41]}
+    view = BlockView(members, max_block_size=50, max_candidates=3)
+    # 40 and 41 weigh 1/2; 11-20 share two blocks of 20 (1/10); the rest 1/20.
+    assert view.candidates(["n:a", "n:b", "c:x"]) == [11, 40, 41]
+    assert view.candidates(["n:a", "n:b", "c:x", "e:z"]) == [11, 40, 41]  # no such block
+    exact = BlockView({**members, "p:1": [30, 29]}, max_block_size=50, max_candidates=3)
+    assert exact.candidates(["n:a", "n:b", "c:x", "p:1"]) == [29, 30, 40]
+
+
+def test_filing_changes_the_strongest_and_the_matcher_asks_for_new_ones() -> None:
+    """A lead filed under a key makes its block bigger, so its members weigh less: the
+    candidates move, and the matcher names the stored ones it has not looked up."""
+    members = {"n:a": [1, 2], "n:b": [3, 4, 5, 6], "n:c": [3, 4, 5, 6]}
+    view = BlockView(members, max_block_size=50, max_candidates=4)
+    matcher = BatchMatcher(view, DedupeSettings())
+    keys = ["n:a", "n:b", "n:c"]
+    assert view.candidates(keys) == [1, 2, 3, 4]  # 1/2 each, then 1/4 + 1/4, lowest first
+    assert matcher.unknown(keys) == [1, 2, 3, 4]
+    matcher.looked_up([1, 2, 3, 4])
+    assert matcher.unknown(keys) == []
+    # A batch item filed under n:a and n:b: 1 and 2 now weigh 1/3, 3-6 weigh 1/5 + 1/4,
+    # the new lead 1/3 + 1/5.
+    features = prepare(MatchRecord(first_name="Ana"))
+    new = matcher.file({}, features, ["n:a", "n:b"])
+    assert view.candidates(keys) == [3, 4, 5, new]
+    assert matcher.unknown(keys) == [5]  # the new lead is not stored: nothing to read
+    view.file(new, ["n:z"])  # moved away again: as at first
+    assert view.candidates(keys) == [1, 2, 3, 4]
+    view.file(new, ["n:a"])  # n:a alone grows: 1 and 2 (1/3) drop below 3-6 (1/2)
+    assert view.candidates(keys) == [3, 4, 5, 6]
+    assert matcher.unknown(keys) == [5, 6]
+
+
+async def test_intake_reads_the_stored_leads_earlier_items_made_candidates() -> None:
+    """Intake reads the stored candidates before deciding, and again when a batch item
+    filed before changes which stored leads are an item's strongest: the duplicate found
+    is one the first read could not know about."""
+    members = {"n:a": [1, 2], "n:b": [3, 4, 5, 6], "n:c": [3, 4, 5, 6]}
+    matcher = BatchMatcher(BlockView(members, 50, max_candidates=4), DedupeSettings())
+    ana = {"email": "ana@nandu.es", "first_name": "Ana", "last_name": "García Ruiz"}
+    luis = {"email": "luis@otra.es", "first_name": "Luis", "last_name": "Pérez"}
+    rows = {i: tuple(luis.get(c) for c in MATCH_COLUMNS) for i in range(1, 6)}
+    rows[6] = tuple(ana.get(c) for c in MATCH_COLUMNS)  # the stored Ana
+    reads: list[set[int]] = []
+
+    async def look_up(ids: set[int]) -> None:
+        reads.append(set(ids))
+        for lead_id in ids:
+            matcher.know(lead_id, rows[lead_id], prepare_row(rows[lead_id]))
+        matcher.looked_up(ids)
+
+    def item(values: dict[str, str], keys: set[str]) -> _Incoming:
+        return _Incoming(
+            values, prepare_row(tuple(values.get(c) for c in MATCH_COLUMNS)), frozenset(keys), None
+        )
+
+    items = [item({**luis, "email": "otro@luis.es"}, {"n:a"}), item(ana, {"n:a", "n:b", "n:c"})]
+    await look_up(set().union(*(matcher.unknown(i.keys) for i in items)))
+    steps = await _decide(matcher, items, "merge", look_up)
+    # At first Ana's strongest are 1-4 (1/2 each); the Luis filed under n:a makes 3-6
+    # (1/4 + 1/4) outweigh 1 and 2 (1/3), so 5 and 6 are read before Ana is decided.
+    assert reads == [{1, 2, 3, 4}, {5, 6}]
+    assert [(s.outcome, s.lead_id) for s in steps][1] == ("merged", 6)

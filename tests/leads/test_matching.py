@@ -498,3 +498,24 @@ def test_febrl4_subset_f1_stays_above_the_floor() -> None:
     recall = true_positives / len(truth)
     f1 = 2 * precision * recall / (precision + recall)
     assert f1 >= 0.97, (precision, recall)
+
+
+def test_past_max_candidates_the_index_keeps_those_sharing_rare_keys() -> None:
+    """Many Anas García share the name keys; the one at the same company (a rarer key) is
+    kept when only a few candidates may be compared, and found."""
+    index: MatchIndex[str] = MatchIndex(DedupeSettings(max_candidates=3, window=0))
+    for i in range(30):
+        index.add(
+            f"ana{i}", MatchRecord(first_name="Ana", last_names="García", company=f"Empresa {i}")
+        )
+    probe = MatchRecord(first_name="Ana", last_names="Garcia", company="Empresa 17")
+    every = MatchIndex(DedupeSettings(window=0))
+    for i in range(30):
+        every.add(
+            f"ana{i}", MatchRecord(first_name="Ana", last_names="García", company=f"Empresa {i}")
+        )
+    assert len(every.candidates(probe)) == 30
+    found = index.candidates(probe)
+    assert len(found) == 3
+    assert "ana17" in found
+    assert index.query(probe)[0].id == "ana17"

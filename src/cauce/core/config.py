@@ -177,6 +177,12 @@ class DedupeSettings(_Section):
         description="Fuzzy blocking keys shared by more records are skipped: too common to "
         "discriminate. Exact keys (email, phone, tax id) are never skipped.",
     )
+    max_candidates: int = Field(
+        default=50,
+        ge=1,
+        description="Stored records compared with each arrival at most: when more share a "
+        "blocking key with it, those sharing the rarest keys (exact keys first).",
+    )
     window: int = Field(
         default=3, ge=0, description="Sorted-neighbourhood records taken on each side."
     )

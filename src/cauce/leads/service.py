@@ -13,7 +13,7 @@ sequential intake would give), and the new rows are written with bulk inserts.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -184,9 +184,18 @@ def _incoming(lead_in: LeadIn, actor: str | None) -> _Incoming:
     return _Incoming(values, features, stored_keys(features), actor)
 
 
-def _decide(matcher: BatchMatcher, items: Sequence[_Incoming], policy: str) -> list[_Step]:
+async def _decide(
+    matcher: BatchMatcher,
+    items: Sequence[_Incoming],
+    policy: str,
+    look_up: Callable[[set[int]], Awaitable[None]],
+) -> list[_Step]:
     steps: list[_Step] = []
     for item in items:
+        # The items before may have changed which stored leads are this one's strongest
+        # candidates (`blocking.strongest`): read any not read yet.
+        if missing := matcher.unknown(item.keys):
+            await look_up(set(missing))
         match = matcher.best(item.features, item.keys)
         if match is not None and match.decision.verdict is Verdict.DUPLICATE and policy == "merge":
             matcher.merge_into(match.id, match_values(item.values))
@@ -477,14 +486,18 @@ async def _intake(
     # block may have tells a key is too common), then the candidates' match fields.
     all_keys = frozenset().union(*(item.keys for item in items))
     found = await repo.key_members(session, all_keys, dedupe.max_block_size + 1)
-    view = BlockView(found.members, dedupe.max_block_size, found.too_common)
+    view = BlockView(found.members, dedupe.max_block_size, found.too_common, dedupe.max_candidates)
     matcher = BatchMatcher(view, dedupe)
     uids: dict[int, str] = {}
-    wanted = set().union(*(view.every_candidate(item.keys) for item in items))
-    for lead_id, known in sorted((await _candidates(session, rt.known, wanted)).items()):
-        matcher.know(lead_id, known.values, known.features)
-        uids[lead_id] = known.uid
-    steps = _decide(matcher, items, dedupe.on_duplicate)
+
+    async def look_up(wanted: set[int]) -> None:
+        for lead_id, known in sorted((await _candidates(session, rt.known, wanted)).items()):
+            matcher.know(lead_id, known.values, known.features)
+            uids[lead_id] = known.uid
+        matcher.looked_up(wanted)
+
+    await look_up(set().union(*(matcher.unknown(item.keys) for item in items)))
+    steps = await _decide(matcher, items, dedupe.on_duplicate, look_up)
 
     targets = {s.lead_id for s in steps if s.outcome == "merged" and not provisional(s.lead_id)}
     stored = await repo.leads_by_id(session, targets)

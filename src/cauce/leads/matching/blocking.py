@@ -14,15 +14,24 @@ family, so a true duplicate is lost only if typos hit every family at once:
 
 The same keys can be stored in an indexed column (one row per key) so the service can
 fetch candidates with SQL; `sort_key` gives the sorted-neighbourhood column.
+
+Sharing a key is weak evidence when the key is common: once the leads sharing some key
+with an arrival outnumber `max_candidates`, `strongest` keeps the best-supported ones
+(meta-blocking: a shared key weighs one over its block's size, so one shared rare key
+outweighs several common ones).
 """
 
 from __future__ import annotations
 
-from typing import Final
+import heapq
+from collections.abc import Callable, Collection, Hashable, Iterable
+from typing import Final, TypeVar
 
 from cauce.leads.matching.record import Features, MatchRecord, phonetic, prepare
 
 EXACT_PREFIXES: Final = ("e:", "p:", "t:")
+
+T = TypeVar("T", bound=Hashable)
 
 
 def _initials(tokens: tuple[str, ...]) -> set[str]:
@@ -81,3 +90,42 @@ def sort_key(record: MatchRecord) -> str:
     the surname. Store it in an indexed column and read the few rows either side.
     """
     return sort_key_of(prepare(record))
+
+
+def strongest(
+    blocks: Iterable[tuple[str, Collection[T]]], limit: int, order: Callable[[T], int]
+) -> set[T]:
+    """The members of `blocks` (key, members) worth comparing, at most `limit` of them.
+
+    Every member fits when they are few enough. Otherwise members of exact keys come
+    first (the first `limit` by `order` when even they are too many), then the others by
+    weight: the sum, over the keys a member is under, of one over the key's block size;
+    the earliest in `order` first among equal weights. Keys are walked in sorted order, so
+    a member's weight does not depend on the order the blocks were given in.
+    """
+    given = sorted(blocks, key=lambda block: block[0])
+    if sum(len(members) for _, members in given) <= limit:
+        return set().union(*(members for _, members in given))
+    exact: set[T] = set()
+    weight: dict[T, float] = {}
+    for key, members in given:
+        if key.startswith(EXACT_PREFIXES):
+            exact.update(members)
+        elif members:
+            share = 1.0 / len(members)
+            for member in members:
+                weight[member] = weight.get(member, 0.0) + share
+    if len(exact) + len(weight.keys() - exact) <= limit:
+        return exact | weight.keys()
+    if len(exact) >= limit:
+        return set(heapq.nsmallest(limit, exact, key=order))
+    for member in exact:
+        weight.pop(member, None)
+    room = limit - len(exact)
+    # The room-th heaviest weight: every member above it is in; members at it, the
+    # earliest first, fill what room is left (sorting floats, not members, is cheap).
+    cut = sorted(weight.values(), reverse=True)[room - 1]
+    chosen = [member for member, w in weight.items() if w > cut]
+    tied = [member for member, w in weight.items() if w == cut]
+    chosen += heapq.nsmallest(room - len(chosen), tied, key=order)
+    return exact.union(chosen)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, sort_key_of
+from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, sort_key_of, strongest
 from cauce.leads.matching.compare import (
     MatchDecision,
     Screen,
@@ -125,12 +125,14 @@ class MatchIndex(Generic[IdT]):
         return self._candidates(prepare(record), exclude)
 
     def _candidates(self, features: Features, exclude: IdT | None) -> set[IdT]:
-        found: set[IdT] = set()
         limit = self.settings.max_block_size
-        for key in keys_of(features):
-            block = self._blocks.get(key)
-            if block and (len(block) <= limit or key.startswith(EXACT_PREFIXES)):
-                found |= block
+        blocks = [
+            (key, block)
+            for key in keys_of(features)
+            if (block := self._blocks.get(key))
+            and (len(block) <= limit or key.startswith(EXACT_PREFIXES))
+        ]
+        found = strongest(blocks, self.settings.max_candidates, self._order.__getitem__)
         window = self.settings.window
         if window and self._sorted:
             at = bisect.bisect_left(self._sorted, sort_key_of(features), key=lambda i: i[0][0])

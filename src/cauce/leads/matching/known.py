@@ -1,6 +1,6 @@
 """Stored leads' match fields, prepared once, kept while the lead keeps its version.
 
-Intake compares each arrival with up to `MAX_CANDIDATES` stored leads. Once leads number
+Intake compares each arrival with up to `max_candidates` stored leads. Once leads number
 in the thousands, the same candidates come up again and again (a block lists its lowest
 ids first), and reading their match fields and preparing them again was most of an
 arrival's cost. A lead's `version` grows on every change (merge, edit, erasure), so an

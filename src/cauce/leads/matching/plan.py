@@ -6,8 +6,9 @@ match fields; `BatchMatcher` then decides item by item against those stored lead
 the batch's earlier items, re-filing a lead whenever a merge changes its match fields.
 The decisions are the ones sequential intake would take: the same candidate rules (fuzzy
 keys shared by more than `max_block_size` leads skipped, exact keys never, at most
-`MAX_CANDIDATES`, lowest id first) and the same ranking. A lead is a plain mapping of
-the lead columns in `MATCH_COLUMNS`; ids of leads not stored yet are `provisional`.
+`max_candidates`, the strongest first: `blocking.strongest`) and the same ranking. A lead
+is a plain mapping of the lead columns in `MATCH_COLUMNS`; ids of leads not stored yet
+are `provisional`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of
+from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, strongest
 from cauce.leads.matching.compare import compare_features
 from cauce.leads.matching.index import Match, screen_of
 from cauce.leads.matching.merge import merge
 from cauce.leads.matching.record import Features, MatchRecord, prepare
 from cauce.leads.matching.settings import DedupeSettings
 
-MAX_CANDIDATES: Final = 200
+DEFAULT_MAX_CANDIDATES: Final = DedupeSettings.model_fields["max_candidates"].default
 # Stored keys are at most this long (the column's size); lookups use the same cut.
 KEY_LENGTH: Final = 200
 # The lead columns matching reads.
@@ -74,6 +75,10 @@ def stored_keys(features: Features) -> frozenset[str]:
     return frozenset(key[:KEY_LENGTH] for key in keys_of(features))
 
 
+def _identity(lead_id: int) -> int:
+    return lead_id
+
+
 def _exact(key: str) -> bool:
     return key.startswith(EXACT_PREFIXES)
 
@@ -92,8 +97,10 @@ class BlockView:
         members: Mapping[str, Iterable[int]],
         max_block_size: int,
         too_common: Iterable[str] = (),
+        max_candidates: int = DEFAULT_MAX_CANDIDATES,
     ) -> None:
         self._limit = max_block_size
+        self._max_candidates = max_candidates
         self._blocks: dict[str, list[int]] = {k: sorted(set(v)) for k, v in members.items()}
         # Too common: more members than the limit, read or reported (without members).
         self._too_common = {k for k, v in self._blocks.items() if len(v) > max_block_size}
@@ -103,6 +110,11 @@ class BlockView:
         # it): most batches re-file none, and it is a set per stored lead.
         self._keys_of: dict[int, set[str]] = {}
         self._stored_keys_of: dict[int, set[str]] | None = None
+        # `candidates` answers, kept while none of their keys' blocks changes: `file`
+        # ticks the clock and stamps the keys it touches.
+        self._clock = 0
+        self._touched: dict[str, int] = {}
+        self._answers: dict[frozenset[str], tuple[int, list[int]]] = {}
 
     def _stored_keys(self, lead_id: int) -> set[str]:
         if self._stored_keys_of is None:
@@ -123,30 +135,19 @@ class BlockView:
         return block
 
     def candidates(self, keys: Iterable[str]) -> list[int]:
-        """Lead ids sharing a usable key, exact keys first, capped; lowest id first."""
-        blocks = [block for key in keys if (block := self._usable(key)) is not None]
-        if sum(map(len, blocks)) < MAX_CANDIDATES:
-            # The cap cannot be reached: which key brought an id does not matter.
-            return sorted(set().union(*blocks))
-        found: dict[int, None] = {}
-        for key in sorted(keys, key=lambda k: (not _exact(k), k)):
-            block = self._usable(key)
-            if block is None:
-                continue
-            for lead_id in block:
-                found[lead_id] = None
-                if len(found) >= MAX_CANDIDATES:
-                    return sorted(found)
-        return sorted(found)
-
-    def every_candidate(self, keys: Iterable[str]) -> set[int]:
-        """Every id `candidates` could name for `keys` while this batch runs (no cap)."""
-        found: set[int] = set()
-        for key in keys:
-            block = self._usable(key)
-            if block is not None:
-                found.update(block)
-        return found
+        """Lead ids sharing a usable key, at most `max_candidates` (`strongest`), in id
+        order. The list is shared: do not change it."""
+        keys = frozenset(keys)
+        answer = self._answers.get(keys)
+        if answer is not None:
+            asked_at, ids = answer
+            touched = self._touched
+            if all(touched.get(key, 0) <= asked_at for key in keys):
+                return ids
+        blocks = [(key, block) for key in keys if (block := self._usable(key)) is not None]
+        ids = sorted(strongest(blocks, self._max_candidates, _identity))
+        self._answers[keys] = (self._clock, ids)
+        return ids
 
     def file(self, lead_id: int, keys: Iterable[str]) -> None:
         """File a lead under `keys`, dropping the keys it was filed under before."""
@@ -162,6 +163,9 @@ class BlockView:
         for key in new:
             bisect.insort(self._blocks.setdefault(key, []), lead_id)
         self._keys_of[lead_id] = new
+        self._clock += 1
+        for key in old | new:
+            self._touched[key] = self._clock
 
 
 # A lead's `MATCH_COLUMNS` values, in that order.
@@ -192,7 +196,18 @@ class BatchMatcher:
         self.settings = settings
         self._values: dict[int, tuple[str | None, ...]] = {}  # in `MATCH_COLUMNS` order
         self._features: dict[int, Features] = {}
+        self._looked_up: set[int] = set()
         self._next = PROVISIONAL
+
+    def unknown(self, keys: Iterable[str]) -> list[int]:
+        """The stored candidates of `keys` not looked up yet (see `looked_up`)."""
+        seen = self._looked_up
+        return [i for i in self.view.candidates(keys) if i < PROVISIONAL and i not in seen]
+
+    def looked_up(self, lead_ids: Iterable[int]) -> None:
+        """Stored leads read from the database: the live ones are `know`n, the others
+        (erased since) are not candidates."""
+        self._looked_up.update(lead_ids)
 
     def know(self, lead_id: int, values: MatchRow, features: Features) -> None:
         """A stored lead that may be a candidate (its keys are in the view already):
