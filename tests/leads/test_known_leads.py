@@ -43,9 +43,8 @@ async def test_only_committed_reads_are_kept(make_rt: MakeRuntime) -> None:
     """Candidates read in a transaction that rolls back are not kept; committed, they are,
     and the next read serves them without reading their fields again."""
     rt, _ = make_rt()
-    rt.known = KnownLeads()
     carmen = await _store(rt, CARMEN)
-    assert carmen.id not in rt.known  # its own intake read no candidate
+    rt.known = KnownLeads()  # forget what her own intake wrote
     found = await _read(rt, {carmen.id}, commit=False)
     assert found[carmen.id].values[0] == CARMEN["email"]
     assert carmen.id not in rt.known
@@ -54,6 +53,32 @@ async def test_only_committed_reads_are_kept(make_rt: MakeRuntime) -> None:
     assert held is not None
     again = await _read(rt, {carmen.id}, commit=True)
     assert again[carmen.id] is held  # served from the cache
+
+
+async def test_what_an_intake_writes_is_held_once_it_commits(make_rt: MakeRuntime) -> None:
+    """A created lead, and a lead merged into, are held at their new versions as a read
+    would give them, once the intake commits; an intake rolled back leaves nothing."""
+    rt, _ = make_rt()
+    async with rt.sessionmaker() as session:
+        gone = (await intake(session, rt, _lead_in(CARMEN), actor="t")).lead
+        await session.flush()
+        assert gone.id not in rt.known  # not before the commit
+        await session.rollback()
+    assert gone.id not in rt.known
+    carmen = await _store(rt, CARMEN)
+    held = rt.known.get(carmen.id, 1)
+    assert held is not None
+    again = await _store(rt, {**CARMEN, "phone": "956 111 222"})  # merged: version 2
+    assert again.id == carmen.id
+    merged = rt.known.get(carmen.id, 2)
+    assert merged is not None
+    fresh = KnownLeads()
+    rt.known, kept = fresh, rt.known
+    read = (await _read(rt, {carmen.id}, commit=True))[carmen.id]
+    assert (merged.version, merged.uid, merged.values) == (read.version, read.uid, read.values)
+    assert merged.values[1] == "+34956111222"
+    assert merged.features == read.features
+    assert kept.get(carmen.id, 1) is None  # the old version is never served
 
 
 async def test_a_change_made_elsewhere_is_seen(make_rt: MakeRuntime) -> None:

@@ -374,6 +374,16 @@ class _Writer:
             self.new[lead_id].possible_duplicate_of = target
         return ids
 
+    def written(self, matcher: BatchMatcher) -> dict[int, Known]:
+        """The leads created or merged into, as `write` left them (by their stored ids):
+        later arrivals meet them as candidates without reading them back."""
+        out: dict[int, Known] = {}
+        for lead_id in [*self.new, *self.stored]:
+            lead = self.lead(lead_id)
+            values = tuple(getattr(lead, name) for name in MATCH_COLUMNS)
+            out[lead.id] = Known(lead.version, lead.uid, values, matcher.prepared(lead_id, values))
+        return out
+
     async def write(self, session: AsyncSession, now: datetime) -> None:
         """Insert the new leads, their keys, every arrival and history line; update the rest."""
         await self._route(session)
@@ -452,12 +462,17 @@ async def _candidates(
         lead_id: Known.read(version, uid, values)
         for lead_id, uid, version, values in await repo.match_rows(session, missing)
     }
-    if read:
-        pending: list[tuple[KnownLeads, dict[int, Known]]]
-        pending = session.info.setdefault(_KNOWN_PENDING, [])
-        pending.append((cache, read))
+    _hold_on_commit(session, cache, read)
     found.update(read)
     return found
+
+
+def _hold_on_commit(session: AsyncSession, cache: KnownLeads, leads: dict[int, Known]) -> None:
+    """Keep `leads` in `cache` if the session's transaction commits (never before)."""
+    if leads:
+        pending: list[tuple[KnownLeads, dict[int, Known]]]
+        pending = session.info.setdefault(_KNOWN_PENDING, [])
+        pending.append((cache, leads))
 
 
 _KNOWN_PENDING = "cauce.leads.known_pending"
@@ -510,6 +525,7 @@ async def _intake(
         else:
             done.append((step, *writer.create(step, item, now), []))
     await writer.write(session, now)
+    _hold_on_commit(session, rt.known, writer.written(matcher))
     if any(step.outcome != "held_for_review" for step in steps):
         await request_delivery(session, rt.queue, rt.settings)
     return [

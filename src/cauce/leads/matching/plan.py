@@ -215,6 +215,12 @@ class BatchMatcher:
         self._values[lead_id] = values
         self._features[lead_id] = features
 
+    def prepared(self, lead_id: int, values: MatchRow) -> Features:
+        """`prepare_row(values)`, without preparing again if `lead_id` is known with them."""
+        if self._values.get(lead_id) == values:
+            return self._features[lead_id]
+        return prepare_row(values)
+
     def best(self, features: Features, keys: Iterable[str]) -> Match[int] | None:
         """The best-ranked known lead at or above the review threshold, if any.
 
