@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database
 from cauce.leads import repository as repo
+from cauce.leads import service
 from cauce.leads.endpoints import _item
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource, RoutingCursor
 from cauce.leads.responses import BatchItemResult
@@ -401,3 +402,34 @@ async def test_too_common_fuzzy_keys_come_without_members(make_rt: MakeRuntime) 
     newcomer = {"first_name": "Maria", "last_name": "Garcia Lopez", "city": "Sevilla"}
     items = [_lead_in({**newcomer, "email": "maria.nueva@otra.es"}), stored[2]]
     await _same_both_ways(rt, stored, items)
+
+
+@pytest.mark.parametrize("most", [2, 50])
+async def test_a_big_batch_of_namesakes_equals_sequential_intake(
+    make_rt: MakeRuntime, most: int
+) -> None:
+    """A batch big enough to read every lead under its keys at once, of people sharing
+    few names (so which stored leads are an item's strongest candidates keeps changing),
+    with copies and typos among them, gives what intake in turn gives."""
+    rt, _ = make_rt(leads={"dedupe": {"max_candidates": most}})
+    firsts, lasts = ["Ana", "José", "María"], ["García López", "García Ruiz", "Pérez López"]
+    cities, companies = ["Sevilla", "Cádiz"], ["Sol", "Luna", None]
+
+    def person(i: int) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "first_name": firsts[i % 3],
+            "last_name": lasts[(i // 3) % 3],
+            "city": cities[(i // 9) % 2],
+            "phone": f"+34 600 000 {i % 40:03d}",  # copies share a phone
+        }
+        if company := companies[(i // 5) % 3]:
+            fields["company"] = company
+        if i % 7 == 0:
+            fields["last_name"] = fields["last_name"].replace("García", "Garcia")
+        return fields
+
+    stored = [_lead_in(person(i)) for i in range(12)]
+    items = [_lead_in(person(i)) for i in range(5, 85)]
+    outcomes = await _same_both_ways(rt, stored, items)
+    assert len(items) >= service._READ_EVERY_MEMBER
+    assert {o[0] for o in outcomes} >= {"created", "merged"}

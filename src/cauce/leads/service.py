@@ -493,6 +493,10 @@ def _forget_after_rollback(session: Session, _previous: Any) -> None:
     session.info.pop(_KNOWN_PENDING, None)
 
 
+# From this many items on, intake reads every lead under their keys at once (a batch).
+_READ_EVERY_MEMBER = 64
+
+
 async def _intake(
     session: AsyncSession, rt: LeadsRuntime, items: list[_Incoming]
 ) -> list[IntakeResult]:
@@ -511,7 +515,12 @@ async def _intake(
             uids[lead_id] = known.uid
         matcher.looked_up(wanted)
 
-    await look_up(set().union(*(matcher.unknown(item.keys) for item in items)))
+    if len(items) >= _READ_EVERY_MEMBER:
+        # Many items: one read of every lead under their keys costs less than working out
+        # each item's strongest candidates here and again when it is decided.
+        await look_up(view.usable_members())
+    else:
+        await look_up(set().union(*(matcher.unknown(item.keys) for item in items)))
     steps = await _decide(matcher, items, dedupe.on_duplicate, look_up)
 
     targets = {s.lead_id for s in steps if s.outcome == "merged" and not provisional(s.lead_id)}

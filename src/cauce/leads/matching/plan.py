@@ -149,6 +149,16 @@ class BlockView:
         self._answers[keys] = (self._clock, ids)
         return ids
 
+    def usable_members(self) -> set[int]:
+        """Every lead under a usable key: a superset of any item's candidates, as long as
+        nothing was filed (`file`) since the view was read."""
+        return {
+            lead_id
+            for key, block in self._blocks.items()
+            if self._usable(key) is not None
+            for lead_id in block
+        }
+
     def file(self, lead_id: int, keys: Iterable[str]) -> None:
         """File a lead under `keys`, dropping the keys it was filed under before."""
         old = self._keys_of.pop(lead_id, None)
