@@ -100,12 +100,10 @@ def main() -> None:
         index = MatchIndex.rebuild(((i, record(s)) for i, s in enumerate(stored)), settings)
         merged = dict.fromkeys(KINDS, 0)
         held = dict.fromkeys(KINDS, 0)
-        compared = 0
+        compared = sum(len(index.candidates(record(lead))) for _, _, lead in probes)
         cpu = time.process_time()
         for original, kind, lead in probes:
-            probe = record(lead)
-            compared += len(index.candidates(probe))
-            found = index.query(probe)
+            found = index.query(record(lead))
             if found and found[0].id == original:
                 held[kind] += 1
                 merged[kind] += found[0].is_duplicate

@@ -364,7 +364,8 @@ async def test_too_common_fuzzy_keys_come_without_members(make_rt: MakeRuntime) 
     intake over such keys still gives what sequential intake gives."""
     # The review policy keeps duplicates as leads of their own (held), so five leads can
     # share a phone: five Marías García of Sevilla, all on the same switchboard.
-    rt, _ = make_rt(leads={"dedupe": {"max_block_size": 3, "on_duplicate": "review"}})
+    dedupe = {"max_block_size": 3, "max_candidates": 3, "on_duplicate": "review"}
+    rt, _ = make_rt(leads={"dedupe": dedupe})
     stored = [
         _lead_in(
             {

@@ -68,6 +68,7 @@ async def test_what_an_intake_writes_is_held_once_it_commits(make_rt: MakeRuntim
     carmen = await _store(rt, CARMEN)
     held = rt.known.get(carmen.id, 1)
     assert held is not None
+    assert held.uid == carmen.uid  # not the rolled-back lead, whose id may be reused
     again = await _store(rt, {**CARMEN, "phone": "956 111 222"})  # merged: version 2
     assert again.id == carmen.id
     merged = rt.known.get(carmen.id, 2)

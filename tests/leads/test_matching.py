@@ -196,6 +196,14 @@ def test_settings_refuse_a_review_threshold_above_the_merge_threshold() -> None:
         DedupeSettings.model_validate({"merge_treshold": 0.9})
 
 
+def test_settings_refuse_more_candidates_than_a_block_may_hold() -> None:
+    """A key's members are read up to `max_block_size` + 1, so `max_candidates` above it
+    is refused, naming both settings."""
+    with pytest.raises(ValidationError, match="max_candidates must not exceed max_block_size"):
+        DedupeSettings(max_block_size=30)
+    assert DedupeSettings(max_block_size=30, max_candidates=30).max_candidates == 30
+
+
 # --- blocking and the index ------------------------------------------------------------------
 
 
@@ -267,13 +275,16 @@ def test_index_add_remove_and_replace() -> None:
 
 
 def test_oversized_fuzzy_blocks_are_skipped_but_exact_keys_never() -> None:
-    """A block larger than max_block_size is ignored, unless it is an exact key."""
-    index: MatchIndex[int] = MatchIndex(DedupeSettings(max_block_size=3, window=0))
+    """A block larger than max_block_size is ignored, unless it is an exact key (whose
+    first `max_candidates` are compared)."""
+    index: MatchIndex[int] = MatchIndex(
+        DedupeSettings(max_block_size=3, max_candidates=3, window=0)
+    )
     for i in range(5):
         index.add(i, MatchRecord(first_name="Ana", last_names="Zubiri", phone="+34600000000"))
     same_name = MatchRecord(first_name="Ana", last_names="Zubiri")
     assert index.candidates(same_name) == set()
-    assert index.candidates(MatchRecord(phone="+34600000000")) == set(range(5))
+    assert index.candidates(MatchRecord(phone="+34600000000")) == {0, 1, 2}
 
 
 def test_sorted_neighbourhood_reaches_records_with_no_shared_key() -> None:
@@ -519,3 +530,15 @@ def test_past_max_candidates_the_index_keeps_those_sharing_rare_keys() -> None:
     assert len(found) == 3
     assert "ana17" in found
     assert index.query(probe)[0].id == "ana17"
+
+
+def test_the_excluded_record_takes_no_candidate_place() -> None:
+    """Re-checking a record against the others: with room for one candidate, the place
+    goes to its duplicate, not to the record itself (which shares all its keys)."""
+    index: MatchIndex[str] = MatchIndex(DedupeSettings(max_candidates=1, window=0))
+    ana = MatchRecord(first_name="Ana", last_names="García Ruiz", company="Sol")
+    index.add("a", ana)
+    index.add("b", MatchRecord(first_name="Ana", last_names="Garcia Ruiz", company="Sol"))
+    assert index.candidates(ana) == {"a"}
+    assert index.candidates(ana, exclude="a") == {"b"}
+    assert [m.id for m in index.query(ana, exclude="a")] == ["b"]

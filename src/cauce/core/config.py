@@ -191,6 +191,10 @@ class DedupeSettings(_Section):
     def _thresholds_ordered(self) -> DedupeSettings:
         if self.review_threshold > self.merge_threshold:
             raise ValueError("review_threshold must not exceed merge_threshold")
+        # A key's members are read up to max_block_size + 1: more candidates than that
+        # could not be the ones a lead compared alone would meet.
+        if self.max_candidates > self.max_block_size:
+            raise ValueError("max_candidates must not exceed max_block_size")
         return self
 
 

@@ -4,9 +4,10 @@ Everything happens on the caller's session, so the lead, its history and the del
 job are committed together by the request (or import job) boundary, or not at all.
 Edits, erasure and queries live in `service_edit.py`.
 
-One lead and a batch take the same path (`_intake`), with a fixed number of statements
-whatever the batch size: the candidates of every item are read at once, matched in
-memory (against stored leads and the batch's earlier items, so the outcome is the one
+One lead and a batch take the same path (`_intake`): the members of every item's blocking
+keys are read at once, then the candidates each item will be compared with (read again
+only for an item whose candidates the batch's earlier items changed), matched in memory
+(against stored leads and the batch's earlier items, so the outcome is the one
 sequential intake would give), and the new rows are written with bulk inserts.
 """
 
@@ -501,8 +502,8 @@ async def _intake(
     session: AsyncSession, rt: LeadsRuntime, items: list[_Incoming]
 ) -> list[IntakeResult]:
     dedupe = rt.settings.leads.dedupe
-    # Candidates of every item at once: the members of their keys (one more than a usable
-    # block may have tells a key is too common), then the candidates' match fields.
+    # The members of every item's keys at once (one more than a usable block may have
+    # tells a key is too common), then the match fields of the candidates compared.
     all_keys = frozenset().union(*(item.keys for item in items))
     found = await repo.key_members(session, all_keys, dedupe.max_block_size + 1)
     view = BlockView(found.members, dedupe.max_block_size, found.too_common, dedupe.max_candidates)

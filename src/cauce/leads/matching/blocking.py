@@ -100,8 +100,10 @@ def strongest(
     Every member fits when they are few enough. Otherwise members of exact keys come
     first (the first `limit` by `order` when even they are too many), then the others by
     weight: the sum, over the keys a member is under, of one over the key's block size;
-    the earliest in `order` first among equal weights. Keys are walked in sorted order, so
-    a member's weight does not depend on the order the blocks were given in.
+    the earliest in `order` first among equal weights. Weights are floating-point sums
+    (1/3 + 1/12 + 1/12 may fall a hair below 1/2), added in sorted key order, so a
+    member's weight never depends on the order the blocks were given in: every process,
+    and a batch as well as one lead at a time, ranks alike.
     """
     given = sorted(blocks, key=lambda block: block[0])
     if sum(len(members) for _, members in given) <= limit:

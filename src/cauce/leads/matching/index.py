@@ -127,7 +127,8 @@ class MatchIndex(Generic[IdT]):
     def _candidates(self, features: Features, exclude: IdT | None) -> set[IdT]:
         limit = self.settings.max_block_size
         blocks = [
-            (key, block)
+            # The excluded record (the one re-checked) takes no place among the strongest.
+            (key, block - {exclude} if exclude in block else block)
             for key in keys_of(features)
             if (block := self._blocks.get(key))
             and (len(block) <= limit or key.startswith(EXACT_PREFIXES))

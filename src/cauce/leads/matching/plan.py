@@ -2,8 +2,10 @@
 
 Intake one by one asks the database for candidates per lead. A batch instead reads, once,
 which stored leads share each of its blocking keys (`BlockView`), and the candidates'
-match fields; `BatchMatcher` then decides item by item against those stored leads *and*
-the batch's earlier items, re-filing a lead whenever a merge changes its match fields.
+match fields (again only for stored leads that the batch's earlier items made an item's
+strongest candidates: `BatchMatcher.unknown`); `BatchMatcher` then decides item by item
+against those stored leads *and* the batch's earlier items, re-filing a lead whenever a
+merge changes its match fields.
 The decisions are the ones sequential intake would take: the same candidate rules (fuzzy
 keys shared by more than `max_block_size` leads skipped, exact keys never, at most
 `max_candidates`, the strongest first: `blocking.strongest`) and the same ranking. A lead
