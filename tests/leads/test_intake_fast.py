@@ -17,10 +17,11 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.config import Settings
-from cauce.core.db import Database, create_database
+from cauce.core.db import Database, create_database, unit_of_work
 from cauce.leads import repository as repo
 from cauce.leads import service
 from cauce.leads.endpoints import _item
+from cauce.leads.matching.known import KnownLeads
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource, RoutingCursor
 from cauce.leads.responses import BatchItemResult
 from cauce.leads.schemas import LeadIn
@@ -405,6 +406,24 @@ async def test_too_common_fuzzy_keys_come_without_members(make_rt: MakeRuntime) 
     await _same_both_ways(rt, stored, items)
 
 
+def _namesake(i: int) -> dict[str, Any]:
+    """Person `i` of a few sharing names and places: copies (same phone) 40 apart, some
+    with an unaccented surname."""
+    firsts, lasts = ["Ana", "José", "María"], ["García López", "García Ruiz", "Pérez López"]
+    cities, companies = ["Sevilla", "Cádiz"], ["Sol", "Luna", None]
+    fields: dict[str, Any] = {
+        "first_name": firsts[i % 3],
+        "last_name": lasts[(i // 3) % 3],
+        "city": cities[(i // 9) % 2],
+        "phone": f"+34 600 000 {i % 40:03d}",
+    }
+    if company := companies[(i // 5) % 3]:
+        fields["company"] = company
+    if i % 7 == 0:
+        fields["last_name"] = fields["last_name"].replace("García", "Garcia")
+    return fields
+
+
 @pytest.mark.parametrize("most", [2, 50])
 async def test_a_big_batch_of_namesakes_equals_sequential_intake(
     make_rt: MakeRuntime, most: int
@@ -413,24 +432,28 @@ async def test_a_big_batch_of_namesakes_equals_sequential_intake(
     few names (so which stored leads are an item's strongest candidates keeps changing),
     with copies and typos among them, gives what intake in turn gives."""
     rt, _ = make_rt(leads={"dedupe": {"max_candidates": most}})
-    firsts, lasts = ["Ana", "José", "María"], ["García López", "García Ruiz", "Pérez López"]
-    cities, companies = ["Sevilla", "Cádiz"], ["Sol", "Luna", None]
-
-    def person(i: int) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "first_name": firsts[i % 3],
-            "last_name": lasts[(i // 3) % 3],
-            "city": cities[(i // 9) % 2],
-            "phone": f"+34 600 000 {i % 40:03d}",  # copies share a phone
-        }
-        if company := companies[(i // 5) % 3]:
-            fields["company"] = company
-        if i % 7 == 0:
-            fields["last_name"] = fields["last_name"].replace("García", "Garcia")
-        return fields
-
-    stored = [_lead_in(person(i)) for i in range(12)]
-    items = [_lead_in(person(i)) for i in range(5, 85)]
+    stored = [_lead_in(_namesake(i)) for i in range(12)]
+    items = [_lead_in(_namesake(i)) for i in range(5, 85)]
     outcomes = await _same_both_ways(rt, stored, items)
     assert len(items) >= service._READ_EVERY_MEMBER
     assert {o[0] for o in outcomes} >= {"created", "merged"}
+
+
+async def test_the_candidate_cache_never_changes_a_decision(make_rt: MakeRuntime) -> None:
+    """Namesakes sent one at a time, each committed (so the process keeps the leads it
+    read and wrote), decide as they do when every candidate is read afresh."""
+    rt, _ = make_rt(leads={"dedupe": {"max_candidates": 4}})
+    items = [_lead_in(_namesake(i)) for i in range(60)]
+    rt.known = KnownLeads(size=0)  # holds nothing: every candidate is read
+    cold, _ = await _run(rt, [], items, _one_by_one)  # rolled back afterwards
+    rt.known = KnownLeads()
+    results = []
+    for item in items:
+        async with unit_of_work(rt.sessionmaker) as session:
+            results.append(await intake(session, rt, item, actor="t"))
+    assert len(rt.known) > 0
+    async with rt.sessionmaker() as session:
+        uids = (await session.scalars(select(Lead.uid).order_by(Lead.id))).all()
+    warm = _outcomes(results, {uid: i for i, uid in enumerate(uids)})
+    assert warm == cold
+    assert {o[0] for o in warm} >= {"created", "merged"}
