@@ -5,11 +5,12 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from cauce.leads.intake_writer import Incoming
 from cauce.leads.matching import DedupeSettings, MatchRecord
 from cauce.leads.matching.compare import Screen, bits_needed, compare_features, decide_above
 from cauce.leads.matching.plan import MATCH_COLUMNS, BatchMatcher, BlockView, prepare_row
 from cauce.leads.matching.record import prepare
-from cauce.leads.service import _decide, _Incoming
+from cauce.leads.service import _decide
 from tests.leads.match_records import records
 
 
@@ -135,8 +136,8 @@ async def test_intake_reads_the_stored_leads_earlier_items_made_candidates() -> 
             matcher.know(lead_id, rows[lead_id], prepare_row(rows[lead_id]))
         matcher.looked_up(ids)
 
-    def item(values: dict[str, str], keys: set[str]) -> _Incoming:
-        return _Incoming(
+    def item(values: dict[str, str], keys: set[str]) -> Incoming:
+        return Incoming(
             values, prepare_row(tuple(values.get(c) for c in MATCH_COLUMNS)), frozenset(keys), None
         )
 

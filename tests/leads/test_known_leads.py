@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from cauce.core.db import unit_of_work
-from cauce.leads import service, service_edit
+from cauce.leads import candidates, service_edit
 from cauce.leads.matching.known import Known, KnownLeads
 from cauce.leads.models import Lead
 from cauce.leads.schemas import LeadPatch
@@ -34,7 +34,7 @@ async def _store(rt: LeadsRuntime, fields: dict[str, Any]) -> Lead:
 async def _read(rt: LeadsRuntime, ids: set[int], commit: bool) -> dict[int, Known]:
     """Read candidates as intake does, then commit or roll back."""
     async with rt.sessionmaker() as session:
-        found = await service._candidates(session, rt.known, ids)
+        found = await candidates.read_candidates(session, rt.known, ids)
         await (session.commit() if commit else session.rollback())
     return found
 
@@ -137,7 +137,7 @@ async def test_reads_in_a_released_savepoint_wait_for_the_real_commit(
     async with rt.sessionmaker() as session:
         ghost = (await intake(session, rt, _lead_in(CARMEN), actor="t")).lead.id
         async with session.begin_nested():
-            await service._candidates(session, rt.known, {ghost})
+            await candidates.read_candidates(session, rt.known, {ghost})
         await session.rollback()
     assert ghost not in rt.known
 

@@ -520,7 +520,7 @@ def test_past_max_candidates_the_index_keeps_those_sharing_rare_keys() -> None:
             f"ana{i}", MatchRecord(first_name="Ana", last_names="García", company=f"Empresa {i}")
         )
     probe = MatchRecord(first_name="Ana", last_names="Garcia", company="Empresa 17")
-    every = MatchIndex(DedupeSettings(window=0))
+    every: MatchIndex[str] = MatchIndex(DedupeSettings(window=0))
     for i in range(30):
         every.add(
             f"ana{i}", MatchRecord(first_name="Ana", last_names="García", company=f"Empresa {i}")

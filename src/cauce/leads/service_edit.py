@@ -10,11 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cauce.core.db.base import utcnow
 from cauce.leads import repository as repo
 from cauce.leads.errors import LeadErased, LeadInvalid, LeadNotFound
+from cauce.leads.intake_writer import apply_score, lead_facts
 from cauce.leads.matching import blocking_keys
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
 from cauce.leads.schemas import LeadPatch
-from cauce.leads.service import LeadsRuntime, _facts, apply_score
+from cauce.leads.service import LeadsRuntime
 from cauce.leads.tasks import request_delivery, request_erasure
 
 # Fields a PATCH may change directly (full_name is derived; status handled alongside).
@@ -113,7 +114,7 @@ async def patch(
     lead.updated_at = utcnow()
     if lead.sync_status != "held":
         lead.sync_status = "pending"
-    apply_score(lead, rt.scorer.score(_facts(lead, await repo.arrivals(session, lead.id))))
+    apply_score(lead, rt.scorer.score(lead_facts(lead, await repo.arrivals(session, lead.id))))
     await repo.replace_match_keys(session, lead.id, blocking_keys(repo.match_record(lead)))
     session.add(
         LeadEvent(lead_id=lead.id, action="updated", changes={"fields": changed}, actor=actor)

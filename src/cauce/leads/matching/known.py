@@ -6,13 +6,13 @@ name or company), and reading their match fields and preparing them again was mo
 an arrival's cost. A lead's `version` grows on every change (merge, edit, erasure), so an
 entry read at a version is right for as long as the lead is still at that version: intake
 reads the candidates' versions, and their fields only for those not held here
-(`service._intake`). Nothing here is trusted without that check, so several processes
-can each keep their own.
+(`candidates.read_candidates`). Nothing here is trusted without that check, so several
+processes can each keep their own.
 
-Only what a committed transaction read or wrote is kept (`service._candidates` holds its
-reads, and `_Writer.written` the leads it created or merged into, until the commit): a
-lead a transaction inserted or changed, then rolled back, never was at that version, and
-its id and version may come again with other values.
+Only what a committed transaction read or wrote is kept (`candidates.hold_on_commit`
+holds an intake's reads, and `IntakeWriter.written` the leads it created or merged into,
+until the commit): a lead a transaction inserted or changed, then rolled back, never was
+at that version, and its id and version may come again with other values.
 
 Bounded (least recently used first out). An erased lead is forgotten by the process that
 erased it; elsewhere its entry is never served again (erased leads are not candidates)

@@ -1,0 +1,70 @@
+"""Intake's candidates as matching needs them: read, prepared, and kept across intakes.
+
+`read_candidates` serves the stored leads an intake will compare from the process cache
+(`KnownLeads`) when they are still at the version held, and reads and prepares the rest.
+What an intake read or wrote joins the cache only when its transaction commits
+(`hold_on_commit`): a rollback, a savepoint's included, drops it (ADR 0010).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from cauce.leads import repository as repo
+from cauce.leads.matching.known import Known, KnownLeads
+
+
+async def read_candidates(
+    session: AsyncSession, cache: KnownLeads, wanted: set[int]
+) -> dict[int, Known]:
+    """The candidates not erased, prepared: from `cache` when it holds them at their
+    current version (one narrow read of the versions), the rest read and prepared; those
+    join the cache if the transaction commits (`_hold_after_commit`)."""
+    found: dict[int, Known] = {}
+    if any(lead_id in cache for lead_id in wanted):
+        missing: list[int] = []
+        for lead_id, version in await repo.live_versions(session, wanted):
+            known = cache.get(lead_id, version)
+            if known is None:
+                missing.append(lead_id)
+            else:
+                found[lead_id] = known
+    else:  # a cold cache: one read
+        missing = list(wanted)
+    read = {
+        lead_id: Known.read(version, uid, values)
+        for lead_id, uid, version, values in await repo.match_rows(session, missing)
+    }
+    hold_on_commit(session, cache, read)
+    found.update(read)
+    return found
+
+
+def hold_on_commit(session: AsyncSession, cache: KnownLeads, leads: dict[int, Known]) -> None:
+    """Keep `leads` in `cache` if the session's transaction commits (never before)."""
+    if leads:
+        pending: list[tuple[KnownLeads, dict[int, Known]]]
+        pending = session.info.setdefault(_KNOWN_PENDING, [])
+        pending.append((cache, leads))
+
+
+_KNOWN_PENDING = "cauce.leads.known_pending"
+
+
+@event.listens_for(Session, "after_commit")
+def _hold_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: the commit is to come
+        return
+    for cache, read in session.info.pop(_KNOWN_PENDING, ()):
+        for lead_id, known in read.items():
+            cache.hold(lead_id, known)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_after_rollback(session: Session, _previous: Any) -> None:
+    # Any rollback, a savepoint's included: what was read may have been rolled back.
+    session.info.pop(_KNOWN_PENDING, None)
