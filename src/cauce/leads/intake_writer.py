@@ -66,6 +66,7 @@ class DuplicateFound:
 
 
 def lead_facts(lead: Lead, arrivals: int) -> dict[str, Any]:
+    """What scoring reads of a lead that arrived `arrivals` times."""
     values = {
         name: getattr(lead, name)
         for name in (*SCALAR_FIELDS, "source", "utm", "consent", "custom_fields")
@@ -101,6 +102,8 @@ def _history_changes(changes: list[FieldChange]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
+    """One validated arrival, as intake matches and stores it."""
+
     values: dict[str, Any]
     features: Features
     keys: frozenset[str]
