@@ -95,11 +95,13 @@ class LeadMatchKey(Base):
     """Blocking keys of a lead: candidate duplicates are the leads sharing one."""
 
     __tablename__ = "lead_match_keys"
+    # A key's members straight from the index, lowest id first (migration 0007).
+    __table_args__ = (Index("ix_lead_match_keys_key_lead_id", "key", "lead_id"),)
 
     lead_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True
     )
-    key: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
 
 
 class LeadSource(Base):
