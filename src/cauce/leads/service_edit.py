@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cauce.core.db.base import utcnow
 from cauce.leads import repository as repo
 from cauce.leads.errors import LeadErased, LeadInvalid, LeadNotFound
-from cauce.leads.intake_writer import apply_score, lead_facts
+from cauce.leads.intake_writer import SCALAR_FIELDS, apply_score, lead_facts
 from cauce.leads.matching import blocking_keys
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
@@ -19,22 +19,7 @@ from cauce.leads.service import LeadsRuntime
 from cauce.leads.tasks import request_delivery, request_erasure
 
 # Fields a PATCH may change directly (full_name is derived; status handled alongside).
-PATCHABLE = {
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "company",
-    "job_title",
-    "country",
-    "region",
-    "city",
-    "language",
-    "external_id",
-    "owner",
-    "status",
-    "source",
-}
+PATCHABLE = {*SCALAR_FIELDS, "owner", "status", "source"}
 PERSONAL_FIELDS = (
     "email",
     "email_key",
