@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 
 from cauce.core.config import Settings
@@ -13,6 +16,7 @@ from cauce.core.db import Database, create_database, unit_of_work
 from cauce.leads import repository as repo
 from cauce.leads import service_edit
 from cauce.leads.errors import LeadErased, LeadInvalid
+from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource
 from cauce.leads.schemas import LeadIn, LeadPatch
 from cauce.leads.service import LeadsRuntime, intake
@@ -219,3 +223,58 @@ async def test_search_filters_and_cursor(settings: Settings, db: Database) -> No
         assert not {lead.id for lead in page1} & {lead.id for lead in page2}
         text = await repo.search(session, repo.LeadQuery(text="ñandú"), before_id=None, limit=10)
         assert [lead.company for lead in text] == ["Ñandú Software"]
+
+
+async def test_two_processes_taking_in_one_email_at_once_store_one_lead(
+    settings: Settings, db: Database
+) -> None:
+    """Two processes (own engines, own caches) take in one new email at the same time: the
+    second waits for the first's transaction, then merges into its lead (on PostgreSQL a
+    lock on the exact keys; on SQLite the one writer)."""
+    other = create_database(settings)
+    try:
+        first_rt, second_rt = _runtime(settings, db), _runtime(settings, other)
+        fields = {"email": "lucia.fernandez@example.es", "full_name": "Lucía Fernández"}
+        async with unit_of_work(first_rt.sessionmaker) as session:
+            first = await intake(session, first_rt, LeadIn.model_validate(fields), actor="a")
+            await session.flush()
+            second_task = asyncio.create_task(_accept(second_rt, **fields, phone="+34 699 111 222"))
+            await asyncio.sleep(0.5)  # the second has started while the first is open
+            assert not second_task.done()
+        second = await asyncio.wait_for(second_task, 10)
+        assert (first.outcome, second.outcome) == ("created", "merged")
+        assert second.lead.id == first.lead.id
+        async with db.sessionmaker() as session:
+            assert await session.scalar(select(func.count()).select_from(Lead)) == 1
+    finally:
+        await other.dispose()
+
+
+async def test_leads_are_counted_once_their_transaction_commits(
+    settings: Settings, db: Database
+) -> None:
+    """`cauce_leads_intake_total` counts a lead when its transaction commits: one rolled
+    back (a group that fails and runs again lead by lead) is not counted."""
+    registry = CollectorRegistry()
+    rt = replace(_runtime(settings, db), metrics=LeadsMetrics(registry))
+
+    def created() -> float:
+        value = registry.get_sample_value("cauce_leads_intake_total", {"outcome": "created"})
+        return value or 0.0
+
+    fields = {"email": "marta.ruiz@example.es", "full_name": "Marta Ruiz"}
+
+    async def fail_after_intake() -> None:
+        async with unit_of_work(rt.sessionmaker) as session:
+            await intake(session, rt, LeadIn.model_validate(fields), actor="t")
+            await session.flush()
+            assert created() == 0  # not before the commit
+            raise RuntimeError("the transaction fails after intake")
+
+    with pytest.raises(RuntimeError, match="fails after intake"):
+        await fail_after_intake()
+    assert created() == 0
+    await _accept(rt, **fields)
+    await _accept(rt, **fields)
+    assert created() == 1
+    assert registry.get_sample_value("cauce_leads_intake_total", {"outcome": "merged"}) == 1

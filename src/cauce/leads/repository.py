@@ -85,6 +85,32 @@ _VERSIONS_SQLITE = select(LEADS.c.id, LEADS.c.version).where(*_LIVE_SQLITE)
 _VERSIONS_PG = select(LEADS.c.id, LEADS.c.version).where(*_LIVE_PG)
 
 
+# Two processes taking in one new email (phone, tax id) at once would each find no lead
+# under it and each create one. On PostgreSQL an intake first takes a transaction lock on
+# each of its exact keys, in hash order (two intakes never wait for each other in a
+# circle); the second then reads after the first has committed (READ COMMITTED: each
+# statement sees what was committed before it began). Fuzzy keys (names, companies) are
+# not locked: they are shared by many unrelated leads, and locking them would make every
+# process wait for the others. SQLite needs none: a unit of work starts with
+# `BEGIN IMMEDIATE`, one writer at a time (uow.py). Two-int advisory locks, in their
+# own space (`_LOCK_SPACE`, "LEAD"): the job queue's one-bigint locks never meet them.
+_LOCK_SPACE = 0x4C454144
+_LOCK_KEYS_PG = text(
+    "SELECT pg_advisory_xact_lock(:space, s.h) FROM (SELECT DISTINCT hashtext(k.key) AS h "
+    "FROM json_array_elements_text(CAST(:keys AS json)) AS k(key) ORDER BY h) AS s"
+)
+
+
+async def lock_exact_keys(session: AsyncSession, keys: Collection[str]) -> None:
+    """Wait for, then hold until the transaction ends, the intake lock of each exact key
+    among `keys` (PostgreSQL; nothing on SQLite, see `_LOCK_KEYS_PG`)."""
+    exact = sorted(key for key in keys if key.startswith(EXACT_PREFIXES))
+    if not exact or not _postgres(session):
+        return
+    conn = await _connection(session)
+    await conn.execute(_LOCK_KEYS_PG, {"space": _LOCK_SPACE, "keys": orjson.dumps(exact).decode()})
+
+
 async def _connection(session: AsyncSession) -> AsyncConnection:
     # Core statements on the session's own connection and transaction, without the
     # ORM's per-statement bookkeeping (these rows are never loaded as objects).

@@ -45,7 +45,7 @@ from cauce.leads.matching.plan import (
     provisional,
     stored_keys,
 )
-from cauce.leads.metrics import LeadsMetrics
+from cauce.leads.metrics import LeadsMetrics, count_on_commit
 from cauce.leads.models import Lead
 from cauce.leads.schemas import LeadIn
 from cauce.leads.scoring import PointsModel, Score
@@ -165,8 +165,7 @@ async def intake_many(
     actors = [actor] * len(items) if actor is None or isinstance(actor, str) else actor
     incoming = [_incoming(lead_in, by) for lead_in, by in zip(items, actors, strict=True)]
     results = await _intake(session, rt, incoming)
-    for result in results:
-        rt.metrics.intake.labels(result.outcome).inc()
+    count_on_commit(session, rt.metrics, (result.outcome for result in results))
     return results
 
 
@@ -181,6 +180,7 @@ async def _intake(
     # The members of every item's keys at once (one more than a usable block may have
     # tells a key is too common), then the match fields of the candidates compared.
     all_keys = frozenset().union(*(item.keys for item in items))
+    await repo.lock_exact_keys(session, all_keys)  # before any read (see the function)
     found = await repo.key_members(session, all_keys, dedupe.max_block_size + 1)
     view = BlockView(found.members, dedupe.max_block_size, found.too_common, dedupe.max_candidates)
     matcher = BatchMatcher(view, dedupe)
