@@ -251,3 +251,39 @@ async def test_group_size_one_turns_grouping_off(settings_factory: SettingsFacto
         responses = await _post_all(client, [_lead(), _lead(email="x@empresa.es")])
         assert [r.status_code for r in responses] == [201, 201]
         assert await _stored(app) == 2
+
+
+async def test_leads_beyond_the_queue_bound_are_refused_with_retry_after(
+    settings_factory: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`leads.intake_queue_max` leads wait behind a group in flight; the next ones get 503
+    `intake_busy` with Retry-After at once and nothing of theirs is stored; the waiting
+    ones are stored when the group is through."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
+        started.set()
+        await release.wait()
+        return await intake_many(session, rt, items, **kw)
+
+    monkeypatch.setattr(intake_groups, "intake_many", held)
+    app = await _app(settings_factory, intake_queue_max=2)
+    async with LifespanManager(app), await _client(app) as client:
+        groups = _groups(app)
+        first = asyncio.create_task(client.post("/v1/leads", json=_lead()))
+        await asyncio.wait_for(started.wait(), 10)
+        waiting = [asyncio.create_task(client.post("/v1/leads", json=_lead())) for _ in range(2)]
+        for _ in range(1000):
+            if len(groups._waiting) == 2:
+                break
+            await asyncio.sleep(0.01)
+        refused = await _post_all(client, [_lead(), _lead()])
+        for response in refused:
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert response.json()["code"] == "intake_busy"
+        release.set()
+        done = await asyncio.gather(first, *waiting)
+        assert [r.status_code for r in done] == [201] * 3
+        assert await _stored(app) == 3

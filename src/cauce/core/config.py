@@ -217,6 +217,13 @@ class LeadsSettings(_Section):
         description="POST /v1/leads: most concurrent leads committed in one transaction "
         "(group commit, ADR 0009); 1 turns grouping off",
     )
+    intake_queue_max: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="POST /v1/leads with group commit: most leads waiting for their group "
+        "in one process; more are refused with 503 and Retry-After (the process is behind)",
+    )
     max_import_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")

@@ -113,6 +113,15 @@ class ServiceUnavailable(CauceError):
     title = "Service unavailable"
 
 
+class Overloaded(ServiceUnavailable):
+    """More work is waiting than the server takes on; try again after `retry_after`
+    seconds (sent as the `Retry-After` header)."""
+
+    code = "overloaded"
+    title = "Server busy"
+    retry_after: ClassVar[int] = 1
+
+
 class BadGateway(CauceError):
     """An upstream Cauce depends on answered badly or not at all."""
 

@@ -14,6 +14,7 @@ from cauce.core.errors import (
     CauceError,
     Conflict,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     ValidationFailed,
 )
@@ -132,3 +133,10 @@ class ImportNotFinished(LeadImportError, Conflict):
 
     code = "import_not_finished"
     title = "Import not finished"
+
+
+class IntakeBusy(LeadsError, Overloaded):
+    """More single leads wait for their transaction than `leads.intake_queue_max`."""
+
+    code = "intake_busy"
+    title = "Too many leads waiting"

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cauce.core.db import unit_of_work
 from cauce.core.errors import CauceError
 from cauce.core.web.idempotency import IdempotencyStore
+from cauce.leads.errors import IntakeBusy
 from cauce.leads.schemas import LeadIn
 from cauce.leads.service import LeadsRuntime, intake_many
 from cauce.leads.views import created_view
@@ -80,6 +81,7 @@ class IntakeGroups:
         self.rt = rt
         self.store = store
         self.max_group = max_group or rt.settings.leads.intake_group_max
+        self.max_waiting = rt.settings.leads.intake_queue_max
         self._waiting: deque[_Arrival] = deque()
         self._drain: asyncio.Task[None] | None = None
         self.groups = 0  # transactions committed or tried, for tests and metrics
@@ -89,8 +91,15 @@ class IntakeGroups:
         """Accept one validated lead; its answer once its group has committed.
 
         Raises what its own transaction raised (a database error, a reused key). A
-        request cancelled before its group starts is left out of it.
+        request cancelled before its group starts is left out of it. Refused at once
+        (`IntakeBusy`, 503 with Retry-After) when `max_waiting` leads wait already: the
+        database is not keeping up, and a longer queue would only make every lead late.
         """
+        if len(self._waiting) >= self.max_waiting:
+            raise IntakeBusy(
+                f"{len(self._waiting)} leads are waiting to be stored; "
+                "try again in a moment or send them in batches (POST /v1/leads/batch)"
+            )
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Arrival(lead_in, actor, claim, future))
         if self._drain is None:

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from cauce.core.errors import CauceError
+from cauce.core.errors import CauceError, Overloaded
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger("cauce.http")
@@ -78,6 +78,8 @@ def json_pointer(loc: tuple[int | str, ...]) -> str:
 async def _cauce_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CauceError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(exc.retry_after)}
     return problem_response(
         request,
         status=exc.status_code,
