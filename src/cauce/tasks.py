@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from cauce.core.jobs.builtin import register_core_tasks
 from cauce.core.jobs.registry import TaskRegistry
+from cauce.core.web.idempotency import register_idempotency_tasks
 
 if TYPE_CHECKING:
     from cauce.app import Resources
@@ -20,3 +21,4 @@ if TYPE_CHECKING:
 def register_tasks(registry: TaskRegistry, resources: Resources) -> None:
     """Add every context's tasks to `registry`; handlers may close over `resources`."""
     register_core_tasks(registry)
+    register_idempotency_tasks(registry, resources.settings.http.idempotency_purge_cron)

@@ -13,7 +13,16 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -62,6 +71,18 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="413 beyond this")
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
     access_log: bool = True
+    idempotency_purge_cron: str | None = Field(
+        default="23 * * * *",
+        description="When expired Idempotency-Key answers (kept 24 h) are deleted, as a "
+        "cron expression (5 fields, or 6 with seconds last); null: never",
+    )
+
+    @field_validator("idempotency_purge_cron")
+    @classmethod
+    def _valid_cron(cls, cron: str | None) -> str | None:
+        if cron is not None and not croniter.is_valid(cron):
+            raise ValueError(f"not a cron expression: {cron!r}")
+        return cron
 
 
 class AuthSettings(_Section):

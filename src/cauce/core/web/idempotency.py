@@ -2,7 +2,9 @@
 
 - The same key with the same request (method, path, body) replays the first response.
 - The same key with a different request is refused (422 `idempotency_key_reused`).
-- Keys are scoped to the API key that sent them and kept for `ttl` (24 h by default).
+- Keys are scoped to the API key that sent them and kept for `ttl` (24 h by default);
+  a periodic job (`PURGE_TASK`, `http.idempotency_purge_cron`, hourly by default)
+  deletes the expired ones with the answers they hold.
 
 The stored response is written in the same transaction as the business rows it describes:
 either both exist or neither does, so a crash between "did the work" and "remembered the
@@ -18,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import structlog
 from sqlalchemy import Integer, LargeBinary, String, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +28,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from cauce.core.db.base import Base, UtcDateTime, utcnow
 from cauce.core.errors import CauceError
+from cauce.core.jobs.policy import RetryPolicy
+from cauce.core.jobs.ports import JobContext, JsonDict
+from cauce.core.jobs.registry import TaskRegistry, TaskSpec
+
+log = structlog.get_logger("cauce.idempotency")
 
 HEADER = "Idempotency-Key"
 DEFAULT_TTL = timedelta(hours=24)
@@ -154,3 +162,20 @@ async def count_keys(session: AsyncSession) -> int:
     """How many keys are stored (for tests and metrics)."""
     rows = await session.execute(select(IdempotencyRecord.key))
     return len(rows.all())
+
+
+PURGE_TASK = "core.idempotency_purge"
+
+
+async def purge_expired(ctx: JobContext, _payload: JsonDict) -> None:
+    """The periodic job: delete the keys (and stored answers) older than the TTL."""
+    purged = await IdempotencyStore().purge(ctx.session)
+    log.info("idempotency.purged", keys=purged)
+
+
+def register_idempotency_tasks(registry: TaskRegistry, cron: str | None) -> None:
+    """Register the purge job, and run it on `cron` (None: only when deferred by hand)."""
+    # A failed purge is simply done again by the next period.
+    registry.add(TaskSpec(PURGE_TASK, purge_expired, policy=RetryPolicy(max_attempts=1)))
+    if cron is not None:
+        registry.schedule(cron, PURGE_TASK)
