@@ -138,6 +138,7 @@ async def open_resources(
                 tasks=task_registry,
                 http_clients=http_clients,
                 registry=registry,
+                tracer_provider=tracer_provider,
                 crm=crm,
             )
         )

@@ -16,6 +16,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from structlog.testing import capture_logs
@@ -287,3 +289,89 @@ async def test_leads_beyond_the_queue_bound_are_refused_with_retry_after(
         done = await asyncio.gather(first, *waiting)
         assert [r.status_code for r in done] == [201] * 3
         assert await _stored(app) == 3
+
+
+async def _traced_app(settings_factory: SettingsFactory, exporter: InMemorySpanExporter) -> FastAPI:
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
+    )
+    return create_app(settings, crm=MemoryCrm(), span_exporter=exporter)
+
+
+def _server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.name == "POST /v1/leads"]
+
+
+def _size(span: ReadableSpan) -> int:
+    size = (span.attributes or {})["cauce.leads.group_size"]
+    assert isinstance(size, int)
+    return size
+
+
+def _inserts_by_trace(exporter: InMemorySpanExporter) -> dict[int, int]:
+    found: dict[int, int] = {}
+    for span in exporter.get_finished_spans():
+        statement = str((span.attributes or {}).get("db.statement", ""))
+        if statement.startswith("INSERT INTO leads ") and span.context is not None:
+            found[span.context.trace_id] = found.get(span.context.trace_id, 0) + 1
+    return found
+
+
+async def test_a_group_span_links_the_requests_it_carried(
+    settings_factory: SettingsFactory,
+) -> None:
+    """A group's transaction has its own span, a child of its first request's, with a
+    link to every other request it carried; each of those requests' spans links back."""
+    exporter = InMemorySpanExporter()
+    app = await _traced_app(settings_factory, exporter)
+    async with LifespanManager(app), await _client(app) as client:
+        exporter.clear()
+        responses = await _post_all(client, [_lead() for _ in range(6)])
+        assert [r.status_code for r in responses] == [201] * 6
+    groups = [s for s in exporter.get_finished_spans() if s.name == "leads.intake_group"]
+    servers = {s.context.span_id: s for s in _server_spans(exporter) if s.context}
+    assert len(servers) == 6
+    assert sum(_size(g) for g in groups) == 6
+    assert any(_size(g) > 1 for g in groups)
+    for group in groups:
+        assert group.context is not None
+        assert group.parent is not None
+        first = servers[group.parent.span_id]  # a request's span is the parent
+        linked = {link.context.span_id for link in group.links}
+        assert first.context is not None
+        assert first.context.span_id not in linked
+        assert len(linked) == _size(group) - 1
+        for span_id in linked:  # each other request links back to the group
+            back = {link.context.span_id for link in servers[span_id].links}
+            assert back == {group.context.span_id}
+        # The group's statements are children of the group's span, in the first trace.
+        inserts = _inserts_by_trace(exporter)
+        assert inserts.get(group.context.trace_id, 0) >= 1
+
+
+async def test_a_lead_retried_alone_runs_in_its_own_trace(
+    settings_factory: SettingsFactory,
+) -> None:
+    """When a group fails and each lead runs again alone, each retry's statements are in
+    that lead's own request trace, not in the trace of the group's first request."""
+    exporter = InMemorySpanExporter()
+    app = await _traced_app(settings_factory, exporter)
+    poison = "veneno@empresa.es"
+    async with LifespanManager(app), await _client(app) as client:
+        rt: LeadsRuntime = app.state.leads
+        rt.scorer = _PoisonScorer(rt.scorer, poison)
+        exporter.clear()
+        bodies = [_lead() for _ in range(5)]
+        bodies.insert(2, _lead(email=poison))
+        with capture_logs():
+            responses = await _post_all(client, bodies)
+        assert [r.status_code for r in responses].count(201) == 5
+    inserts = _inserts_by_trace(exporter)
+    ok_traces = {
+        s.context.trace_id
+        for s in _server_spans(exporter)
+        if s.context and (s.attributes or {}).get("http.status_code") == 201
+    }
+    assert len(ok_traces) == 5
+    # Every stored lead's INSERT is in its own request's trace.
+    assert all(inserts.get(trace_id, 0) >= 1 for trace_id in ok_traces)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext, Tracer
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,16 +72,25 @@ class _Arrival:
     # The submitting request's context: a group runs in its first request's context, so
     # its statements and the delivery job it defers join that request's trace.
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    # The request's span, which the group's span links to; and the group's span, which
+    # the request's span links to once the group is through.
+    span: SpanContext = field(default_factory=lambda: trace.get_current_span().get_span_context())
+    group_span: SpanContext | None = None
 
 
 class IntakeGroups:
     """Commits concurrent single-lead intakes in groups (see the module docstring)."""
 
     def __init__(
-        self, rt: LeadsRuntime, store: IdempotencyStore, max_group: int | None = None
+        self,
+        rt: LeadsRuntime,
+        store: IdempotencyStore,
+        max_group: int | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.rt = rt
         self.store = store
+        self.tracer = tracer
         self.max_group = max_group or rt.settings.leads.intake_group_max
         self.max_waiting = rt.settings.leads.intake_queue_max
         self._waiting: deque[_Arrival] = deque()
@@ -101,13 +112,20 @@ class IntakeGroups:
                 "try again in a moment or send them in batches (POST /v1/leads/batch)"
             )
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Arrival(lead_in, actor, claim, future))
+        arrival = _Arrival(lead_in, actor, claim, future)
+        self._waiting.append(arrival)
         if self._drain is None:
             # A fresh context: the drain outlives the request that started it.
             self._drain = asyncio.create_task(
                 self._run_drain(), name="leads-intake-groups", context=contextvars.Context()
             )
-        return await future
+        try:
+            return await future
+        finally:
+            group = arrival.group_span
+            if group is not None and group.trace_id != arrival.span.trace_id:
+                # Another request's trace holds the group's statements: link to them.
+                trace.get_current_span().add_link(group)
 
     async def aclose(self) -> None:
         """Wait for the leads already submitted to be committed."""
@@ -146,7 +164,17 @@ class IntakeGroups:
         self.grouped += len(group)
         self.rt.metrics.intake_group.observe(len(group))
         try:
-            await self._commit_or_split(group)
+            if self.tracer is None:
+                await self._commit_or_split(group)
+            else:
+                with self.tracer.start_as_current_span(
+                    "leads.intake_group",
+                    links=[Link(a.span) for a in group[1:] if a.span.is_valid],
+                    attributes={"cauce.leads.group_size": len(group)},
+                ) as span:
+                    for arrival in group:
+                        arrival.group_span = span.get_span_context()
+                    await self._commit_or_split(group)
         finally:  # cancelled (shutdown): whoever still waits is told so
             for arrival in group:
                 if not arrival.future.done():
@@ -165,12 +193,21 @@ class IntakeGroups:
             )
             for arrival in group:  # nothing was written: each lead on its own
                 try:
-                    _settle(arrival, (await self._in_transaction([arrival]))[0])
+                    _settle(arrival, await self._alone(arrival, first=arrival is group[0]))
                 except Exception as alone:  # noqa: BLE001 - it is that request's answer
                     _settle(arrival, alone)
             return
         for arrival, answer in zip(group, answers, strict=True):
             _settle(arrival, answer)
+
+    async def _alone(self, arrival: _Arrival, *, first: bool) -> Answer | Exception:
+        """`arrival` in a transaction of its own, in its own request's context (its logs
+        and statements carry its own request id and trace); the group's first request is
+        the context this runs in already."""
+        if first:
+            return (await self._in_transaction([arrival]))[0]
+        task = asyncio.create_task(self._in_transaction([arrival]), context=arrival.context)
+        return (await task)[0]
 
     async def _in_transaction(self, group: list[_Arrival]) -> list[Answer | Exception]:
         """Run a group in one unit of work; per lead, its answer or its own refusal."""

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import APIRouter
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -60,6 +61,7 @@ async def open_leads(
     tasks: TaskRegistry,
     http_clients: HttpClients,
     registry: CollectorRegistry | None,
+    tracer_provider: TracerProvider | None = None,
     crm: CrmClient | None = None,
 ) -> AsyncIterator[LeadsRuntime]:
     """Build the leads runtime and register its tasks; closes the CRM client on exit.
@@ -76,7 +78,8 @@ async def open_leads(
     register_leads_tasks(tasks, LeadsTaskDeps(settings, sessionmaker, client))
     register_import_task(tasks, lambda: runtime)
     if settings.leads.intake_group_max > 1:
-        runtime.groups = IntakeGroups(runtime, IdempotencyStore())
+        tracer = tracer_provider.get_tracer("cauce.leads") if tracer_provider else None
+        runtime.groups = IntakeGroups(runtime, IdempotencyStore(), tracer=tracer)
     try:
         yield runtime
     finally:
