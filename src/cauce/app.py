@@ -39,6 +39,7 @@ from cauce.core.web.system import system_router, v1_router
 from cauce.leads.adapters import crm_client_options
 from cauce.leads.ports import CrmClient
 from cauce.leads.service import LeadsRuntime
+from cauce.leads.wiring import body_limits as leads_body_limits
 from cauce.leads.wiring import open_leads
 from cauce.leads.wiring import routers as leads_routers
 from cauce.tasks import register_tasks
@@ -282,6 +283,7 @@ def create_app(
         RequestContextMiddleware,
         metrics=HttpMetrics(registry),
         max_body_bytes=settings.http.max_body_bytes,
+        body_limits=leads_body_limits(settings),
         access_log_enabled=settings.http.access_log,
     )
     registry.register(PoolCollector(_pool_reader(app)))

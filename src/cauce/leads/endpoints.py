@@ -8,12 +8,21 @@ schemas are declared explicitly.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 from starlette.responses import Response, StreamingResponse
 
 from cauce.core.db import unit_of_work
@@ -31,7 +40,15 @@ from cauce.leads.field_types import IntakeOptions
 from cauce.leads.intake_groups import Claim
 from cauce.leads.models import Lead
 from cauce.leads.responses import BatchItemResult, BatchResult, LeadCreated, LeadOut
-from cauce.leads.schemas import LeadBatchIn, LeadIn, LeadPatch, field_errors, validate_batch
+from cauce.leads.schemas import (
+    LeadBatchIn,
+    LeadIn,
+    LeadPatch,
+    LeadSource,
+    LeadStatus,
+    field_errors,
+    validate_batch,
+)
 from cauce.leads.service import IntakeResult, LeadsRuntime, intake, intake_many
 from cauce.leads.views import created_view, detail_view, lead_view
 
@@ -84,8 +101,10 @@ async def _json_body(request: Request) -> bytes:
     return await request.body()
 
 
-def _options(rt: LeadsRuntime) -> IntakeOptions:
-    return IntakeOptions(default_phone_region=rt.settings.leads.default_region, now=utcnow())
+def _options(rt: LeadsRuntime, region: str | None = None) -> IntakeOptions:
+    return IntakeOptions(
+        default_phone_region=region or rt.settings.leads.default_region, now=utcnow()
+    )
 
 
 Work = Callable[[Any], Awaitable[tuple[int, Any]]]
@@ -241,10 +260,23 @@ class LeadPage(BaseModel):
     next_cursor: str | None = None
 
 
+# Ids are positive BIGINTs: at most 19 digits (and ASCII ones: "²".isdigit() is true).
+MAX_ID = 2**63 - 1
+
+
+def parse_id(raw: str) -> int | None:
+    """`raw` as a row id, or None when it cannot be one."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
+        return None
+    value = int(raw)
+    return value if 0 < value <= MAX_ID else None
+
+
 def _cursor(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit():
+    cursor = parse_id(raw)
+    if cursor is None:
         raise LeadInvalid(
             [
                 {
@@ -254,30 +286,61 @@ def _cursor(raw: str | None) -> int | None:
                 }
             ]
         )
-    return int(raw)
+    return cursor
 
 
-class LeadFilters(BaseModel):
-    """Query filters of `GET /v1/leads`."""
+def _utc(value: datetime) -> datetime:
+    # A date or a time without an offset is read as UTC (the times Cauce stores).
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Instant = Annotated[datetime, AfterValidator(_utc)]
+
+
+class LeadSearch(BaseModel):
+    """Query filters of `GET /v1/leads/export.csv` (and of `GET /v1/leads`)."""
 
     model_config = ConfigDict(extra="forbid")
-    status: str | None = None
-    source: str | None = None
-    owner: str | None = None
+    status: LeadStatus | None = None
+    source: LeadSource | None = None
+    owner: str | None = Field(default=None, max_length=200)
     country: str | None = Field(default=None, min_length=2, max_length=2)
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: Instant | None = Field(
+        default=None, description="ISO 8601 date or time; without an offset, UTC"
+    )
+    created_before: Instant | None = None
     min_score: int | None = Field(default=None, ge=0, le=100)
     max_score: int | None = Field(default=None, ge=0, le=100)
     q: str | None = Field(default=None, max_length=200, description="Free text")
+
+    @field_validator("max_score")
+    @classmethod
+    def _score_range(cls, value: int | None, info: ValidationInfo) -> int | None:
+        low = info.data.get("min_score")
+        if value is not None and low is not None and value < low:
+            raise PydanticCustomError("range", "is below min_score")
+        return value
+
+    @field_validator("created_before")
+    @classmethod
+    def _time_range(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        after = info.data.get("created_after")
+        if value is not None and after is not None and value < after:
+            raise PydanticCustomError("range", "is before created_after")
+        return value
+
+
+class LeadFilters(LeadSearch):
+    """Query filters of `GET /v1/leads`: the search, and the page."""
+
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=200)
 
 
-def _query(filters: LeadFilters) -> repo.LeadQuery:
+def _query(filters: LeadSearch) -> repo.LeadQuery:
     return repo.LeadQuery(
-        status=filters.status,
-        source=filters.source,
+        status=str(filters.status) if filters.status else None,
+        source=str(filters.source) if filters.source else None,
         owner=filters.owner,
         country=filters.country.upper() if filters.country else None,
         created_after=filters.created_after,
@@ -313,7 +376,7 @@ async def list_leads(
     responses={200: {"content": {"text/csv": {}}}},
 )
 async def export_leads(
-    request: Request, principal: Read, filters: Annotated[LeadFilters, Query()]
+    request: Request, principal: Read, filters: Annotated[LeadSearch, Query()]
 ) -> StreamingResponse:
     """Every lead matching the filters, as CSV with spreadsheet formulas neutralised."""
     rt = runtime(request)
@@ -368,17 +431,33 @@ async def patch_lead(request: Request, principal: Write, lead_id: str) -> Respon
     """Only the fields sent change; `null` clears one. The lead is synced again."""
     rt = runtime(request)
     body = await _json_body(request)
-    try:
-        changes = LeadPatch.model_validate_json(body, context=_options(rt).context())
-    except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise MalformedBody("the body is not valid JSON") from None
-        raise LeadInvalid(field_errors(exc)) from None
     async with unit_of_work(rt.sessionmaker) as session:
+        region = None
+        if _phone_without_country(body):
+            # A national number is read in the lead's own country, as at intake.
+            region = (await service_edit.live_lead(session, lead_id, for_update=True)).country
+        changes = _patch_of(body, _options(rt, region))
         lead = await service_edit.patch(session, rt, lead_id, changes, _actor(principal))
         await session.flush()
         out = lead_view(lead).model_dump(mode="json")
     return _json(200, out)
+
+
+def _phone_without_country(body: bytes) -> bool:
+    try:
+        sent = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False  # `_patch_of` says why
+    return isinstance(sent, dict) and "phone" in sent and "country" not in sent
+
+
+def _patch_of(body: bytes, options: IntakeOptions) -> LeadPatch:
+    try:
+        return LeadPatch.model_validate_json(body, context=options.context())
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MalformedBody("the body is not valid JSON") from None
+        raise LeadInvalid(field_errors(exc)) from None
 
 
 @router.delete("/{lead_id}", status_code=204, summary="Erase a lead (GDPR)")

@@ -17,7 +17,7 @@ from cauce.core.web.auth import require_scope
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import imports
 from cauce.leads.csv_export import csv_export
-from cauce.leads.endpoints import runtime
+from cauce.leads.endpoints import parse_id, runtime
 from cauce.leads.errors import ImportMappingInvalid, ImportNotFinished
 from cauce.leads.models import LeadImport
 from cauce.leads.responses import ImportColumn, ImportStatus
@@ -67,9 +67,10 @@ def _status(record: LeadImport) -> ImportStatus:
 
 
 def _import_id(raw: str) -> int:
-    if not raw.isdigit():
+    import_id = parse_id(raw)
+    if import_id is None:
         raise NotFound(f"no import with id {raw}")
-    return int(raw)
+    return import_id
 
 
 @imports_router.post("", status_code=202, response_model=ImportStatus, summary="Import a CSV")

@@ -109,6 +109,8 @@ CompanyText = Annotated[str, Strict(), AfterValidator(_text(200))]
 TitleText = Annotated[str, Strict(), AfterValidator(_text(150))]
 PlaceText = Annotated[str, Strict(), AfterValidator(_text(100))]
 TokenText = Annotated[str, Strict(), AfterValidator(_text(255))]
+# The source's own id: as long as its columns (`leads.external_id`, `lead_sources`).
+ExternalIdText = Annotated[str, Strict(), AfterValidator(_text(200))]
 
 
 def _via(normaliser: Callable[[str], str]) -> Callable[[str], str | None]:

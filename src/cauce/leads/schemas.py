@@ -47,6 +47,7 @@ from cauce.leads.field_types import (
     CustomKey,
     CustomValue,
     EmailText,
+    ExternalIdText,
     FullNameText,
     IntakeOptions,
     LanguageTag,
@@ -144,7 +145,7 @@ class _LeadFields(_Model):
     """The fields a lead can be given; `country` comes before `phone` on purpose: the
     phone validator reads national numbers in the lead's own country."""
 
-    external_id: TokenText | None = None
+    external_id: ExternalIdText | None = None
     source: LeadSource | None = None
     status: LeadStatus | None = None
     email: EmailText | None = None

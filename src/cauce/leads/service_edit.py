@@ -59,7 +59,9 @@ async def patch(
     changed: list[str] = []
     for name, value in values.items():
         if name == "custom_fields":
-            merged = dict(lead.custom_fields or {})
+            # RFC 7396: null removes the member (every custom field); a key set to null
+            # removes that key.
+            merged = dict(lead.custom_fields or {}) if value is not None else {}
             for key, item in (value or {}).items():
                 if item is None:
                     merged.pop(key, None)

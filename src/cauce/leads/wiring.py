@@ -39,6 +39,17 @@ def routers() -> list[APIRouter]:
     return [imports_router, router, webhooks_router]
 
 
+# Room for the multipart framing and the options field around the file itself.
+_UPLOAD_OVERHEAD = 1 << 20
+
+
+def body_limits(settings: Settings) -> dict[str, int]:
+    """Request body limits of the leads routes that take more than `http.max_body_bytes`:
+    `POST /v1/leads/import` streams its file to disk and refuses it past
+    `leads.max_import_bytes` itself (`imports.py`)."""
+    return {imports_router.prefix: settings.leads.max_import_bytes + _UPLOAD_OVERHEAD}
+
+
 def _scorer(settings: Settings) -> Scorer:
     points = PointsModel(settings.leads.scoring_rules)
     if not (settings.data_dir / MODEL_STORE_PATH / "active").exists():

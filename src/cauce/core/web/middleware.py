@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -46,11 +47,15 @@ class RequestContextMiddleware:
         *,
         metrics: HttpMetrics,
         max_body_bytes: int,
+        body_limits: Mapping[str, int] | None = None,
         access_log_enabled: bool = True,
     ) -> None:
+        """`body_limits` replaces `max_body_bytes` for the paths it names (an upload
+        endpoint that streams its body and enforces its own, larger, limit)."""
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_limits = dict(body_limits or {})
         self.access_log_enabled = access_log_enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,11 +83,21 @@ class RequestContextMiddleware:
 
         self.metrics.in_flight.inc()
         try:
+            limit = self.body_limits.get(scope["path"], self.max_body_bytes)
             declared = self._content_length(scope)
-            if declared is not None and declared > self.max_body_bytes:
-                await self._reject_too_large(scope, send_with_id)
+            if declared is not None and declared > limit:
+                await self._reject_too_large(scope, send_with_id, limit)
+            elif _has_nul(scope):
+                await self._send_problem(
+                    scope,
+                    send_with_id,
+                    400,
+                    "nul_in_url",
+                    "Bad request",
+                    "the URL holds a NUL character (%00), which no id or filter can contain",
+                )
             else:
-                await self.app(scope, self._limited(receive), send_with_id)
+                await self.app(scope, self._limited(receive, limit), send_with_id)
         except Exception as exc:
             # Handled here rather than by Starlette's ServerErrorMiddleware, which re-raises
             # to the server: one log line with the request id, and never a traceback out.
@@ -157,8 +172,8 @@ class RequestContextMiddleware:
                     return None
         return None
 
-    def _limited(self, receive: Receive) -> Receive:
-        limit = self.max_body_bytes
+    @staticmethod
+    def _limited(receive: Receive, limit: int) -> Receive:
         seen = 0
 
         async def limited_receive() -> Message:
@@ -174,14 +189,14 @@ class RequestContextMiddleware:
 
         return limited_receive
 
-    async def _reject_too_large(self, scope: Scope, send: Send) -> None:
+    async def _reject_too_large(self, scope: Scope, send: Send, limit: int) -> None:
         await self._send_problem(
             scope,
             send,
             413,
             "payload_too_large",
             "Payload too large",
-            f"the body exceeds {self.max_body_bytes} bytes",
+            f"the body exceeds {limit} bytes",
             # Close the connection: the client may still be sending a body we will not read.
             close=True,
         )
@@ -206,6 +221,12 @@ class RequestContextMiddleware:
         if retry_after is not None:
             response.headers["retry-after"] = str(retry_after)
         await response(scope, _no_receive, send)
+
+
+def _has_nul(scope: Scope) -> bool:
+    # PostgreSQL text cannot hold NUL: a filter or id with one would fail as a 500.
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"%00" in query
 
 
 async def _no_receive() -> Any:

@@ -1,0 +1,173 @@
+"""Edges of the leads API on both databases: inputs that once got a 500 (or a wrong
+answer) get a clear one, and limits that were too tight or too loose are right."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from cauce.app import Resources, create_app, job_worker_for
+from tests.conftest import SettingsFactory
+from tests.leads.test_delivery import MemoryCrm
+
+
+@pytest.fixture
+async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
+    """The app with a small request body limit (4 KiB) and no background worker."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"},
+        jobs={"embedded_worker": False},
+        http={"max_body_bytes": 4096},
+    )
+    app = create_app(settings, crm=MemoryCrm())
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture
+async def api(leads_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    resources: Resources = leads_app.state.resources
+    key = await resources.api_keys.create("t", ["leads:read", "leads:write", "leads:admin"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=leads_app),
+        base_url="http://cauce.test",
+        headers={"Authorization": f"Bearer {key.token}"},
+    ) as client:
+        yield client
+
+
+def _email() -> str:
+    return f"{uuid.uuid4().hex[:10]}@empresa.es"
+
+
+def _pointers(response: httpx.Response) -> set[str]:
+    return {error["pointer"] for error in response.json()["errors"]}
+
+
+async def test_a_csv_upload_is_not_held_to_the_json_body_limit(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """`http.max_body_bytes` bounds JSON bodies; an import streams its file to disk under
+    `leads.max_import_bytes` instead, so a CSV far past the JSON limit is taken in."""
+    rows = "".join(f"Lead {i};lead{i}@empresa.es;6{i:08d}\n" for i in range(300))
+    data = ("nombre;correo;teléfono\n" + rows).encode()
+    assert len(data) > 2 * 4096
+    too_big = await api.post("/v1/leads", json={"email": _email(), "company": "x" * 5000})
+    assert too_big.status_code == 413
+    response = await api.post("/v1/leads/import", files={"file": ("leads.csv", data, "text/csv")})
+    assert response.status_code == 202, response.text
+    await job_worker_for(leads_app.state.resources).run_until_idle(60)
+    status = (await api.get(f"/v1/leads/import/{response.json()['id']}")).json()
+    assert (status["state"], status["rows_created"]) == ("succeeded", 300)
+
+
+async def test_every_field_at_its_longest_is_stored(api: httpx.AsyncClient) -> None:
+    """Each text field at the longest its schema takes fits its column on both
+    databases (PostgreSQL refuses longer strings, SQLite does not); one character more
+    is a 422 naming the field, and in a batch it fails that item only."""
+    longest: dict[str, Any] = {
+        "email": _email(),
+        "external_id": "e" * 200,
+        "first_name": "N" * 100,
+        "last_name": "A" * 100,
+        "company": "C" * 200,
+        "job_title": "T" * 150,
+        "region": "R" * 100,
+        "city": "M" * 100,
+        "owner": "o" * 100,
+    }
+    stored = await api.post("/v1/leads", json=longest)
+    assert stored.status_code == 201, stored.text
+    lead = (await api.get(f"/v1/leads/{stored.json()['id']}")).json()
+    assert lead["external_id"] == "e" * 200
+    assert lead["company"] == "C" * 200
+    one_more = await api.post("/v1/leads", json={"email": _email(), "external_id": "e" * 201})
+    assert one_more.status_code == 422
+    assert _pointers(one_more) == {"/external_id"}
+    batch = await api.post(
+        "/v1/leads/batch",
+        json={"items": [{"email": _email(), "external_id": "e" * 201}, {"email": _email()}]},
+    )
+    assert batch.status_code == 200, batch.text
+    assert batch.json()["accepted"] == 1
+
+
+async def test_search_filters_are_checked(api: httpx.AsyncClient) -> None:
+    """A date without an offset is read as UTC; an empty range, an unknown status or
+    source, and page parameters on the export are refused with the parameter named."""
+    created = await api.post("/v1/leads", json={"email": _email()})
+    assert created.status_code == 201
+    found = await api.get("/v1/leads", params={"created_after": "2020-01-01"})
+    assert found.status_code == 200
+    assert [item["id"] for item in found.json()["items"]] == [created.json()["id"]]
+    naive = await api.get("/v1/leads", params={"created_before": "2020-01-01T10:00:00"})
+    assert (naive.status_code, naive.json()["items"]) == (200, [])
+    export = await api.get("/v1/leads/export.csv", params={"created_after": "2020-01-01"})
+    assert export.status_code == 200
+    assert export.text.count("\n") == 2  # the header and the lead
+    cases: list[tuple[dict[str, str | int], str]] = [
+        ({"min_score": 50, "max_score": 10}, "max_score"),
+        ({"created_after": "2024-02-01", "created_before": "2024-01-01"}, "created_before"),
+        ({"status": "nope"}, "status"),
+        ({"source": "nope"}, "source"),
+    ]
+    for params, pointer in cases:
+        refused = await api.get("/v1/leads", params=params)
+        assert refused.status_code == 422, params
+        assert any(p.endswith(pointer) for p in _pointers(refused)), refused.json()
+    paged = await api.get("/v1/leads/export.csv", params={"cursor": "abc"})
+    assert paged.status_code == 422
+
+
+@pytest.mark.parametrize("raw", ["²", "9" * 30, "0", "-1"])
+async def test_ids_that_cannot_be_ids_are_not_found(api: httpx.AsyncClient, raw: str) -> None:
+    """A cursor or an import id that is no row id (a non-ASCII digit, past BIGINT) is a
+    422 or a 404, not a database error."""
+    cursor = await api.get("/v1/leads", params={"cursor": raw})
+    assert cursor.status_code == 422
+    assert _pointers(cursor) == {"/cursor"}
+    for path in (f"/v1/leads/import/{raw}", f"/v1/leads/import/{raw}/errors.csv"):
+        assert (await api.get(path)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/v1/leads?q=%00", "/v1/leads?owner=a%00b", "/v1/leads/a%00b", "/v1/leads/export.csv?q=%00"],
+)
+async def test_a_nul_in_the_url_is_refused(api: httpx.AsyncClient, url: str) -> None:
+    """PostgreSQL text cannot hold NUL: a URL with one is a 400 on both databases."""
+    response = await api.get(url)
+    assert response.status_code == 400
+    assert response.json()["code"] == "nul_in_url"
+
+
+async def test_patch_reads_a_national_phone_in_the_leads_country(api: httpx.AsyncClient) -> None:
+    """A PATCH of a national number reads it in the lead's stored country, as intake
+    does; a country sent with it wins."""
+    created = await api.post("/v1/leads", json={"email": _email(), "country": "MX"})
+    lead_id = created.json()["id"]
+    patched = await api.patch(f"/v1/leads/{lead_id}", json={"phone": "55 1234 5678"})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["phone"] == "+525512345678"
+    moved = await api.patch(f"/v1/leads/{lead_id}", json={"phone": "612 345 678", "country": "ES"})
+    assert moved.json()["phone"] == "+34612345678"
+
+
+async def test_patch_null_custom_fields_removes_them_all(api: httpx.AsyncClient) -> None:
+    """RFC 7396: `custom_fields: null` removes every custom field; a key set to null
+    removes that key."""
+    created = await api.post(
+        "/v1/leads", json={"email": _email(), "custom_fields": {"a": 1, "b": "x", "c": True}}
+    )
+    lead_id = created.json()["id"]
+    one = await api.patch(f"/v1/leads/{lead_id}", json={"custom_fields": {"a": None}})
+    assert one.json()["custom_fields"] == {"b": "x", "c": True}
+    every = await api.patch(f"/v1/leads/{lead_id}", json={"custom_fields": None})
+    assert every.status_code == 200
+    assert every.json()["custom_fields"] == {}
