@@ -171,3 +171,31 @@ async def test_patch_null_custom_fields_removes_them_all(api: httpx.AsyncClient)
     every = await api.patch(f"/v1/leads/{lead_id}", json={"custom_fields": None})
     assert every.status_code == 200
     assert every.json()["custom_fields"] == {}
+
+
+async def test_an_import_honours_its_idempotency_key(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """The same file with the same key answers the first import (replayed, nothing
+    imported twice, no second upload kept); the key with another file is refused."""
+    data = b"nombre;correo\nLucia;lucia@empresa.es\nPablo;pablo@empresa.es\n"
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+
+    async def send(body: bytes) -> httpx.Response:
+        files = {"file": ("leads.csv", body, "text/csv")}
+        return await api.post("/v1/leads/import", files=files, headers=key)
+
+    first = await send(data)
+    assert first.status_code == 202, first.text
+    again = await send(data)
+    assert again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    other = await send(data + b"Ana;ana@empresa.es\n")
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
+    settings = leads_app.state.resources.settings
+    assert len(list((settings.data_dir / "imports").iterdir())) == 1  # the first upload
+    await job_worker_for(leads_app.state.resources).run_until_idle(60)
+    listed = (await api.get("/v1/leads")).json()["items"]
+    assert len(listed) == 2

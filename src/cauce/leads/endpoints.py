@@ -110,10 +110,11 @@ def _options(rt: LeadsRuntime, region: str | None = None) -> IntakeOptions:
 Work = Callable[[Any], Awaitable[tuple[int, Any]]]
 
 
-async def _idempotent(
+async def idempotent(
     request: Request, principal: Principal, body: bytes, rt: LeadsRuntime, work: Work
 ) -> Response:
-    """Run `work(session)` in one transaction, remembering its answer under the key."""
+    """Run `work(session)` in one transaction, remembering its answer under the key
+    (`Idempotency-Key`, Stripe's semantics; `body` is what identifies the request)."""
     raw_key = request.headers.get(HEADER)
     async with unit_of_work(rt.sessionmaker) as session:
         if raw_key is None:
@@ -179,7 +180,7 @@ async def create_lead(request: Request, principal: Write) -> Response:
         status = 201 if result.outcome != "merged" else 200
         return status, created_view(result).model_dump(mode="json")
 
-    return await _idempotent(request, principal, body, rt, work)
+    return await idempotent(request, principal, body, rt, work)
 
 
 def _item(index: int, result: IntakeResult) -> dict[str, Any]:
@@ -249,7 +250,7 @@ async def create_batch(request: Request, principal: Write) -> Response:
         }
         return 200, answer
 
-    return await _idempotent(request, principal, body, rt, work)
+    return await idempotent(request, principal, body, rt, work)
 
 
 class LeadPage(BaseModel):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response, StreamingResponse
 
 from cauce.core.db import unit_of_work
@@ -17,7 +19,7 @@ from cauce.core.web.auth import require_scope
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import imports
 from cauce.leads.csv_export import csv_export
-from cauce.leads.endpoints import parse_id, runtime
+from cauce.leads.endpoints import idempotent, parse_id, runtime
 from cauce.leads.errors import ImportMappingInvalid, ImportNotFinished
 from cauce.leads.models import LeadImport
 from cauce.leads.responses import ImportColumn, ImportStatus
@@ -81,36 +83,53 @@ async def start_import(
     options: Annotated[
         str | None, Form(description="JSON: mapping, unknown_columns, delimiter, encoding")
     ] = None,
-) -> ImportStatus:
-    """Store the file and queue its import; poll the returned status for progress."""
+) -> Response:
+    """Store the file and queue its import; poll the returned status for progress.
+
+    With an `Idempotency-Key`, the same file (same name, same options) sent again
+    answers the first import's status (`Idempotent-Replayed: true`) instead of importing
+    it twice; the key with another file is refused."""
     rt = runtime(request)
     try:
         parsed = ImportOptionsIn.model_validate_json(options or "{}")
     except ValidationError as exc:
         raise ImportMappingInvalid(field_errors(exc, "/options")) from None
+    digest = hashlib.sha256()
 
     async def chunks() -> AsyncIterator[bytes]:
         while chunk := await file.read(UPLOAD_CHUNK):
+            digest.update(chunk)
             yield chunk
 
     path, size = await imports.store_upload(rt, chunks(), parsed)
+    created = False
+
+    async def work(session: AsyncSession) -> tuple[int, object]:
+        nonlocal created
+        record = await imports.create_import(
+            session,
+            rt,
+            path=path,
+            size=size,
+            filename=file.filename,
+            options=parsed,
+            actor=f"apikey:{principal.key_id}",
+        )
+        await session.flush()
+        await session.refresh(record)
+        created = True
+        return 202, _status(record).model_dump(mode="json")
+
+    # The request, for the key: the file's digest, its name and the options.
+    sent = b"\0".join([digest.digest(), (file.filename or "").encode(), (options or "").encode()])
     try:
-        async with unit_of_work(rt.sessionmaker) as session:
-            record = await imports.create_import(
-                session,
-                rt,
-                path=path,
-                size=size,
-                filename=file.filename,
-                options=parsed,
-                actor=f"apikey:{principal.key_id}",
-            )
-            await session.flush()
-            await session.refresh(record)
-            return _status(record)
+        response = await idempotent(request, principal, sent, rt, work)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    if not created:  # a replay: the first upload of this file is the one imported
+        path.unlink(missing_ok=True)
+    return response
 
 
 @imports_router.get("/{import_id}", response_model=ImportStatus, summary="Import progress")
