@@ -199,3 +199,14 @@ async def test_an_import_honours_its_idempotency_key(
     await job_worker_for(leads_app.state.resources).run_until_idle(60)
     listed = (await api.get("/v1/leads")).json()["items"]
     assert len(listed) == 2
+
+
+async def test_import_options_that_are_not_json_are_named(api: httpx.AsyncClient) -> None:
+    """`options` that does not parse is a 400 saying so, not a mapping complaint."""
+    response = await api.post(
+        "/v1/leads/import",
+        files={"file": ("leads.csv", b"correo\nana@empresa.es\n", "text/csv")},
+        data={"options": "{mapping: nope"},
+    )
+    assert response.status_code == 400
+    assert "options" in response.json()["detail"]

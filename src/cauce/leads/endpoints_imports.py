@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response, StreamingResponse
 
 from cauce.core.db import unit_of_work
-from cauce.core.errors import NotFound, ServiceUnavailable
+from cauce.core.errors import MalformedBody, NotFound, ServiceUnavailable
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope
 from cauce.core.web.routing import CauceRoute
@@ -93,6 +93,8 @@ async def start_import(
     try:
         parsed = ImportOptionsIn.model_validate_json(options or "{}")
     except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MalformedBody("the `options` form field is not valid JSON") from None
         raise ImportMappingInvalid(field_errors(exc, "/options")) from None
     digest = hashlib.sha256()
 
