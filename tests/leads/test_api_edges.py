@@ -210,3 +210,26 @@ async def test_import_options_that_are_not_json_are_named(api: httpx.AsyncClient
     )
     assert response.status_code == 400
     assert "options" in response.json()["detail"]
+
+
+async def test_a_patch_cannot_give_a_lead_another_leads_email_or_phone(
+    api: httpx.AsyncClient,
+) -> None:
+    """Intake merges leads with one email or phone; a PATCH that would make two of them
+    is a 409 naming the other lead, and changes nothing. Other edits still pass."""
+    taken = await api.post("/v1/leads", json={"email": "ocupado@empresa.es", "phone": "612345678"})
+    email = _email()
+    lead_id = (await api.post("/v1/leads", json={"email": email})).json()["id"]
+    for change in ({"email": "OCUPADO@empresa.es"}, {"phone": "+34 612 345 678"}):
+        refused = await api.patch(f"/v1/leads/{lead_id}", json=change)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "lead_duplicate"
+        assert refused.json()["duplicate_of"] == taken.json()["id"]
+    unchanged = (await api.get(f"/v1/leads/{lead_id}")).json()
+    assert (unchanged["email"], unchanged["phone"]) == (email, None)
+    renamed = await api.patch(f"/v1/leads/{lead_id}", json={"company": "Otra SL"})
+    assert renamed.status_code == 200
+    same = await api.patch(
+        f"/v1/leads/{taken.json()['id']}", json={"email": "ocupado@empresa.es", "city": "Vigo"}
+    )
+    assert same.status_code == 200  # its own email again is no conflict

@@ -84,6 +84,13 @@ class LeadConflict(LeadsError, Conflict):
     title = "Lead conflict"
 
 
+class LeadDuplicate(LeadConflict):
+    """A PATCH would give a lead the email, phone or tax id another live lead has."""
+
+    code = "lead_duplicate"
+    title = "Another lead has this contact"
+
+
 class LeadImportError(LeadsError):
     """Base of the CSV import errors (not named `ImportError`: that is a builtin)."""
 

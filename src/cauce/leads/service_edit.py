@@ -9,9 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
 from cauce.leads import repository as repo
-from cauce.leads.errors import LeadErased, LeadInvalid, LeadNotFound
+from cauce.leads.errors import LeadDuplicate, LeadErased, LeadInvalid, LeadNotFound
 from cauce.leads.intake_writer import SCALAR_FIELDS, apply_score, lead_facts
 from cauce.leads.matching import blocking_keys
+from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
 from cauce.leads.schemas import LeadPatch
@@ -44,6 +45,32 @@ async def live_lead(session: AsyncSession, uid: str, *, for_update: bool = False
     return lead
 
 
+_EXACT_FIELDS = {"e:": "email", "p:": "phone", "t:": "tax id"}
+
+
+async def _refuse_duplicates(session: AsyncSession, lead: Lead, added: frozenset[str]) -> None:
+    """409 when a key the patch gives `lead` (an email, a phone, a tax id) is another
+    live lead's: intake would have merged the two, and the CRM would get one contact for
+    two leads (erasing one would delete the other's). Taken under the keys' intake lock
+    (`repository.lock_exact_keys`), so an intake running now cannot slip in between."""
+    exact = sorted(key for key in added if key.startswith(EXACT_PREFIXES))
+    if not exact:
+        return
+    await repo.lock_exact_keys(session, exact)
+    found = await repo.key_members(session, exact, cap=2)
+    for key in exact:
+        other = next((i for i in found.members.get(key, ()) if i != lead.id), None)
+        if other is None:
+            continue
+        holder = await session.get(Lead, other)
+        uid = holder.uid if holder is not None else str(other)
+        field = _EXACT_FIELDS[key[:2]]
+        raise LeadDuplicate(
+            f"lead {uid} has this {field} already: change or erase one of the two",
+            duplicate_of=uid,
+        )
+
+
 def _json_value(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json", exclude_none=True)
@@ -55,6 +82,7 @@ async def patch(
 ) -> Lead:
     """Apply a JSON merge patch; the lead is re-scored, re-keyed and synced again."""
     lead = await live_lead(session, uid, for_update=True)
+    keys_before = blocking_keys(repo.match_record(lead))
     values = changes.changes()
     changed: list[str] = []
     for name, value in values.items():
@@ -97,12 +125,14 @@ async def patch(
         domain = lead.email.rsplit("@", 1)[-1] if lead.email else ""
         lead.email_disposable = bool(domain) and is_disposable_domain(domain)
         lead.email_free = bool(domain) and is_free_mail_domain(domain)
+    keys = blocking_keys(repo.match_record(lead))
+    await _refuse_duplicates(session, lead, keys - keys_before)
     lead.version += 1
     lead.updated_at = utcnow()
     if lead.sync_status != "held":
         lead.sync_status = "pending"
     apply_score(lead, rt.scorer.score(lead_facts(lead, await repo.arrivals(session, lead.id))))
-    await repo.replace_match_keys(session, lead.id, blocking_keys(repo.match_record(lead)))
+    await repo.replace_match_keys(session, lead.id, keys)
     session.add(
         LeadEvent(lead_id=lead.id, action="updated", changes={"fields": changed}, actor=actor)
     )
