@@ -187,6 +187,11 @@ async def test_csv_import_runs_as_a_job(leads_app: FastAPI, api: httpx.AsyncClie
         1,
         1,
     )
+    assert status["columns"] == [  # the default Spanish headers, as read
+        {"column": "nombre", "field": "first_name"},
+        {"column": "correo", "field": "email"},
+        {"column": "teléfono", "field": "phone"},
+    ]
     report = await api.get(f"/v1/leads/import/{import_id}/errors.csv")
     assert report.status_code == 200
     assert "email" in report.text

@@ -33,7 +33,7 @@ from cauce.leads.field_types import IntakeOptions
 from cauce.leads.models import LeadImport
 from cauce.leads.models import LeadImportError as ImportErrorRow
 from cauce.leads.schemas import ImportOptionsIn, LeadIn
-from cauce.leads.service import LeadsRuntime, intake
+from cauce.leads.service import LeadsRuntime, intake_many
 
 log = structlog.get_logger("cauce.leads.imports")
 
@@ -137,19 +137,18 @@ async def _process_chunk(
     options: IntakeOptions,
     actor: str | None,
 ) -> None:
+    plan = reader.plan
+    assert plan is not None
     async with unit_of_work(rt.sessionmaker) as session:
         record = await get_import(session, record_id)
+        if record.rows_processed == 0:
+            # The status shows how every column is read, defaults and ignored ones too.
+            record.mapping = dict(plan.columns())
+        valid: list[LeadIn] = []
         for row in chunk:
-            assert reader.plan is not None
-            outcome = validate_row(row, reader.plan, options)
+            outcome = validate_row(row, plan, options)
             if isinstance(outcome, LeadIn):
-                result = await intake(session, rt, outcome, actor=actor)
-                if result.outcome == "merged":
-                    record.rows_merged += 1
-                elif result.outcome == "held_for_review":
-                    record.rows_held += 1
-                else:
-                    record.rows_accepted += 1
+                valid.append(outcome)
             else:
                 record.rows_rejected += 1
                 session.add_all(
@@ -161,6 +160,15 @@ async def _process_chunk(
                     )
                     for line in outcome
                 )
+        # The valid rows as one batch: each decided as it would be after the rows before
+        # it, at a batch's cost rather than a lead's each.
+        for result in await intake_many(session, rt, valid, actor=actor):
+            if result.outcome == "merged":
+                record.rows_merged += 1
+            elif result.outcome == "held_for_review":
+                record.rows_held += 1
+            else:
+                record.rows_accepted += 1
         record.rows_processed += len(chunk)
         record.bytes_read = reader.bytes_read
 

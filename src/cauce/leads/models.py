@@ -144,7 +144,9 @@ class LeadImport(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     filename: Mapped[str | None] = mapped_column(String(255), default=None)
     path: Mapped[str] = mapped_column(String(1024))
-    mapping: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # How each column is read (header -> field, None: ignored): the explicit mapping
+    # until the import starts, then every column of the file.
+    mapping: Mapped[dict[str, str | None]] = mapped_column(JSON, default=dict)
     encoding: Mapped[str | None] = mapped_column(String(32), default=None)
     delimiter: Mapped[str | None] = mapped_column(String(4), default=None)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
