@@ -285,6 +285,8 @@ async def test_leads_beyond_the_queue_bound_are_refused_with_retry_after(
             assert response.headers["retry-after"] == "1"
             assert response.headers["content-type"].startswith("application/problem+json")
             assert response.json()["code"] == "intake_busy"
+        registry = app.state.resources.registry
+        assert registry.get_sample_value("cauce_leads_intake_total", {"outcome": "busy"}) == 2
         release.set()
         done = await asyncio.gather(first, *waiting)
         assert [r.status_code for r in done] == [201] * 3
@@ -363,9 +365,11 @@ async def test_a_lead_retried_alone_runs_in_its_own_trace(
         exporter.clear()
         bodies = [_lead() for _ in range(5)]
         bodies.insert(2, _lead(email=poison))
-        with capture_logs():
+        with capture_logs() as logs:
             responses = await _post_all(client, bodies)
         assert [r.status_code for r in responses].count(201) == 5
+        # The poison shared a group, which failed and ran again lead by lead.
+        assert any(e["event"] == "leads.intake_group.retry_alone" for e in logs)
     inserts = _inserts_by_trace(exporter)
     ok_traces = {
         s.context.trace_id

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
@@ -19,7 +19,7 @@ from cauce.leads.errors import LeadErased, LeadInvalid
 from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource
 from cauce.leads.schemas import LeadIn, LeadPatch
-from cauce.leads.service import LeadsRuntime, intake
+from cauce.leads.service import LeadsRuntime, intake, intake_many
 from tests.conftest import SettingsFactory
 
 
@@ -278,3 +278,87 @@ async def test_leads_are_counted_once_their_transaction_commits(
     await _accept(rt, **fields)
     assert created() == 1
     assert registry.get_sample_value("cauce_leads_intake_total", {"outcome": "merged"}) == 1
+
+
+async def test_a_patch_and_an_intake_of_its_new_email_do_not_deadlock(
+    settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PATCH giving lead A a new email while a lead with that email and A's phone
+    arrives: the PATCH takes the email's intake lock before A's row, as intake does, so
+    the intake waits, then merges into A (before, each held what the other wanted)."""
+    other = create_database(settings)
+    try:
+        rt, intake_rt = _runtime(settings, db), _runtime(settings, other)
+        first = await _accept(rt, email="ana@empresa.es", phone="612345678", full_name="Ana Ruiz")
+        has_row = asyncio.Event()
+        real_live_lead = service_edit.live_lead
+
+        async def live_lead_then_wait(session: Any, uid: str, **kw: Any) -> Lead:
+            lead = await real_live_lead(session, uid, **kw)
+            if kw.get("for_update"):
+                has_row.set()
+                await asyncio.sleep(0.5)  # the intake starts while the row is held
+            return lead
+
+        monkeypatch.setattr(service_edit, "live_lead", live_lead_then_wait)
+
+        async def patch() -> Lead:
+            async with unit_of_work(rt.sessionmaker) as session:
+                changes = LeadPatch.model_validate({"email": "ana.ruiz@empresa.es"})
+                return await service_edit.patch(session, rt, first.lead.uid, changes, "t")
+
+        async def arrive() -> Any:
+            await has_row.wait()
+            return await _accept(
+                intake_rt, email="ana.ruiz@empresa.es", phone="612345678", full_name="Ana Ruiz"
+            )
+
+        patched, arrived = await asyncio.wait_for(asyncio.gather(patch(), arrive()), 30)
+        assert patched.email == "ana.ruiz@empresa.es"
+        assert (arrived.outcome, arrived.lead.id) == ("merged", first.lead.id)
+    finally:
+        await other.dispose()
+
+
+async def _advisory_locks(session: Any) -> int:
+    held = await session.execute(
+        text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+    )
+    return int(held.scalar_one())
+
+
+async def test_a_big_intake_takes_one_lock_for_all_its_keys(
+    settings: Settings, db: Database, backend: str
+) -> None:
+    """PostgreSQL's lock table is shared by the whole server: an intake locks each exact
+    key only up to `MAX_KEY_LOCKS` of them; a bigger one takes the one intake lock
+    exclusively, which waits for the smaller intakes in flight."""
+    if backend != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's (SQLite has one writer)")
+    rt = _runtime(settings, db)
+    small = [LeadIn.model_validate({"email": f"s{i}@empresa.es"}) for i in range(5)]
+    many = repo.MAX_KEY_LOCKS + 10
+    big = [
+        LeadIn.model_validate({"email": f"b{i}@empresa.es", "phone": f"+3461{i:07d}"})
+        for i in range(many)
+    ]
+    async with unit_of_work(rt.sessionmaker) as session:
+        await intake_many(session, rt, small, actor="t")
+        assert await _advisory_locks(session) == 1 + 5  # the shared intake lock, each key
+        other = create_database(settings)
+        try:
+            big_rt = _runtime(settings, other)
+
+            async def big_intake() -> int:
+                async with unit_of_work(big_rt.sessionmaker) as big_session:
+                    await intake_many(big_session, big_rt, big, actor="t")
+                    return await _advisory_locks(big_session)
+
+            waiting = asyncio.create_task(big_intake())
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # the exclusive lock waits for the small intake
+        except BaseException:
+            await other.dispose()
+            raise
+    assert await asyncio.wait_for(waiting, 30) == 1  # one lock for its 2 x `many` keys
+    await other.dispose()

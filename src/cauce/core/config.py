@@ -74,8 +74,15 @@ class HttpSettings(_Section):
     idempotency_purge_cron: str | None = Field(
         default="23 * * * *",
         description="When expired Idempotency-Key answers (kept 24 h) are deleted, as a "
-        "cron expression (5 fields, or 6 with seconds last); null: never",
+        "cron expression (5 fields, or 6 with seconds last); `off` (or empty): never",
     )
+
+    @field_validator("idempotency_purge_cron", mode="before")
+    @classmethod
+    def _off(cls, cron: object) -> object:
+        if isinstance(cron, str) and cron.strip().lower() in ("", "off", "none", "null"):
+            return None
+        return cron
 
     @field_validator("idempotency_purge_cron")
     @classmethod

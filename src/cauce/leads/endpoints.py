@@ -436,7 +436,7 @@ async def patch_lead(request: Request, principal: Write, lead_id: str) -> Respon
         region = None
         if _phone_without_country(body):
             # A national number is read in the lead's own country, as at intake.
-            region = (await service_edit.live_lead(session, lead_id, for_update=True)).country
+            region = (await service_edit.live_lead(session, lead_id)).country
         changes = _patch_of(body, _options(rt, region))
         lead = await service_edit.patch(session, rt, lead_id, changes, _actor(principal))
         await session.flush()

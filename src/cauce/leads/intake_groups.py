@@ -107,6 +107,7 @@ class IntakeGroups:
         database is not keeping up, and a longer queue would only make every lead late.
         """
         if len(self._waiting) >= self.max_waiting:
+            self.rt.metrics.intake.labels("busy").inc()
             raise IntakeBusy(
                 f"{len(self._waiting)} leads are waiting to be stored; "
                 "try again in a moment or send them in batches (POST /v1/leads/batch)"
@@ -255,10 +256,17 @@ class IntakeGroups:
 
 def _whole_database(exc: Exception) -> bool:
     """A failure no lead caused: the database lost, locked or out of connections (the
-    requests answer 503 and may retry), as opposed to one lead's data failing."""
+    requests answer 503 and may retry), as opposed to one lead's data failing. A deadlock
+    or a serialization failure is this transaction's alone: its leads run again alone."""
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _CONFLICTS:
+        return False
     return isinstance(exc, OperationalError | InterfaceError | PoolTimeout) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     )
+
+
+# PostgreSQL's deadlock_detected and serialization_failure.
+_CONFLICTS = frozenset({"40P01", "40001"})
 
 
 def _own(exc: Exception) -> Exception:

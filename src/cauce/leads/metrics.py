@@ -17,7 +17,8 @@ class LeadsMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.intake = Counter(
             "cauce_leads_intake_total",
-            "Leads received, by outcome (created, merged, held_for_review, rejected)",
+            "Leads received, by outcome (created, merged, held_for_review; rejected: invalid; "
+            "busy: refused with 503 while too many waited)",
             ["outcome"],
             registry=registry,
         )

@@ -98,7 +98,22 @@ _VERSIONS_PG = select(func.array_agg(LEADS.c.id), func.array_agg(LEADS.c.version
 # process wait for the others. SQLite needs none: a unit of work starts with
 # `BEGIN IMMEDIATE`, one writer at a time (uow.py). Two-int advisory locks, in their
 # own space (`_LOCK_SPACE`, "LEAD"): the job queue's one-bigint locks never meet them.
+#
+# Every advisory lock takes a slot of PostgreSQL's shared lock table (about
+# `max_locks_per_transaction` x connections slots for the whole server): a batch of 1,000
+# leads locking each of its ~2,000 keys could fill it for every session. So an intake with
+# more than `MAX_KEY_LOCKS` exact keys takes one lock on all of them instead (the
+# exclusive intake lock, `_ALL_KEYS`), and a smaller one holds that lock shared while it
+# locks its keys. Big intakes wait for each other and for the small ones in flight, small
+# ones only for those sharing a key. Order, always: the intake lock, the key locks by
+# hash, then rows (`leads_by_id`); a transaction calls this once, before any row lock.
 _LOCK_SPACE = 0x4C454144
+_ALL_KEYS = {"space": _LOCK_SPACE + 1, "id": 0}
+MAX_KEY_LOCKS = 128
+_LOCK_ALL_PG = text("SELECT pg_advisory_xact_lock(:space, :id)")
+_LOCK_SOME_PG = text("SELECT pg_advisory_xact_lock_shared(:space, :id)")
+# The subquery is sorted and never flattened (DISTINCT, ORDER BY): the locks are taken
+# in hash order, row by row.
 _LOCK_KEYS_PG = text(
     "SELECT pg_advisory_xact_lock(:space, s.h) FROM (SELECT DISTINCT hashtext(k.key) AS h "
     "FROM json_array_elements_text(CAST(:keys AS json)) AS k(key) ORDER BY h) AS s"
@@ -106,12 +121,16 @@ _LOCK_KEYS_PG = text(
 
 
 async def lock_exact_keys(session: AsyncSession, keys: Collection[str]) -> None:
-    """Wait for, then hold until the transaction ends, the intake lock of each exact key
-    among `keys` (PostgreSQL; nothing on SQLite, see `_LOCK_KEYS_PG`)."""
+    """Wait for, then hold until the transaction ends, the intake locks of the exact
+    keys among `keys` (PostgreSQL; nothing on SQLite). See `_LOCK_KEYS_PG` above."""
     exact = sorted(key for key in keys if key.startswith(EXACT_PREFIXES))
     if not exact or not _postgres(session):
         return
     conn = await _connection(session)
+    if len(exact) > MAX_KEY_LOCKS:
+        await conn.execute(_LOCK_ALL_PG, _ALL_KEYS)
+        return
+    await conn.execute(_LOCK_SOME_PG, _ALL_KEYS)
     await conn.execute(_LOCK_KEYS_PG, {"space": _LOCK_SPACE, "keys": orjson.dumps(exact).decode()})
 
 
@@ -257,7 +276,8 @@ async def by_uid(session: AsyncSession, uid: str, *, for_update: bool = False) -
     """A lead by its public id (erased ones included: they are tombstones)."""
     query = select(Lead).where(Lead.uid == uid)
     if for_update:
-        query = query.with_for_update()
+        # Locked, and as committed now, even if this session read it before.
+        query = query.with_for_update().execution_options(populate_existing=True)
     return await session.scalar(query)
 
 

@@ -156,6 +156,9 @@ async def intake_many(
 ) -> list[IntakeResult]:
     """Accept validated leads in order, each as `intake` would after the ones before it.
 
+    Call it once per transaction: it takes the intake locks of the leads' exact keys
+    (`repository.lock_exact_keys`) in one go, in an order a second call would not keep.
+
     Two copies of one new lead in a batch give one lead and one merge, as they would one
     after the other. `actor` is who sent them all, or one actor per item (requests
     committed as a group, `intake_groups.py`). Returns one result per item, in order.

@@ -13,6 +13,7 @@ from cauce.leads.errors import LeadDuplicate, LeadErased, LeadInvalid, LeadNotFo
 from cauce.leads.intake_writer import SCALAR_FIELDS, apply_score, lead_facts
 from cauce.leads.matching import blocking_keys
 from cauce.leads.matching.blocking import EXACT_PREFIXES
+from cauce.leads.matching.plan import record_of
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
 from cauce.leads.schemas import LeadPatch
@@ -51,12 +52,11 @@ _EXACT_FIELDS = {"e:": "email", "p:": "phone", "t:": "tax id"}
 async def _refuse_duplicates(session: AsyncSession, lead: Lead, added: frozenset[str]) -> None:
     """409 when a key the patch gives `lead` (an email, a phone, a tax id) is another
     live lead's: intake would have merged the two, and the CRM would get one contact for
-    two leads (erasing one would delete the other's). Taken under the keys' intake lock
-    (`repository.lock_exact_keys`), so an intake running now cannot slip in between."""
+    two leads (erasing one would delete the other's). `patch` holds the keys' intake
+    locks already, so an intake running now cannot slip in between."""
     exact = sorted(key for key in added if key.startswith(EXACT_PREFIXES))
     if not exact:
         return
-    await repo.lock_exact_keys(session, exact)
     found = await repo.key_members(session, exact, cap=2)
     for key in exact:
         other = next((i for i in found.members.get(key, ()) if i != lead.id), None)
@@ -81,9 +81,14 @@ async def patch(
     session: AsyncSession, rt: LeadsRuntime, uid: str, changes: LeadPatch, actor: str | None
 ) -> Lead:
     """Apply a JSON merge patch; the lead is re-scored, re-keyed and synced again."""
+    values = changes.changes()
+    # The intake locks of a new email or phone first, then the row: intake takes them in
+    # that order too (`repository.lock_exact_keys`), else the two could wait on each other.
+    contact = {name: values[name] for name in ("email", "phone") if values.get(name)}
+    if contact:
+        await repo.lock_exact_keys(session, blocking_keys(record_of(contact)))
     lead = await live_lead(session, uid, for_update=True)
     keys_before = blocking_keys(repo.match_record(lead))
-    values = changes.changes()
     changed: list[str] = []
     for name, value in values.items():
         if name == "custom_fields":

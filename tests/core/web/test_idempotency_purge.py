@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.app import create_app
+from cauce.core.config import load_settings
 from cauce.core.db import create_database, unit_of_work
 from cauce.core.db.base import utcnow
 from cauce.core.web.idempotency import PURGE_TASK, IdempotencyRecord, IdempotencyStore
@@ -78,6 +79,19 @@ async def test_the_schedule_runs_the_purge_in_the_embedded_worker(
                 if await _keys(resources.db.sessionmaker) == {"new"}:
                     break
                 await asyncio.sleep(0.1)
+
+
+def test_the_purge_schedule_can_be_turned_off_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`CAUCE_HTTP__IDEMPOTENCY_PURGE_CRON=off` (or empty) means no schedule."""
+    monkeypatch.setenv("CAUCE_SECRET_KEY", "test-secret-key-0123456789abcdef0123456789")
+    monkeypatch.setenv("CAUCE_DATA_DIR", str(tmp_path))
+    for off in ("off", "", "null"):
+        monkeypatch.setenv("CAUCE_HTTP__IDEMPOTENCY_PURGE_CRON", off)
+        assert load_settings().http.idempotency_purge_cron is None
+    monkeypatch.setenv("CAUCE_HTTP__IDEMPOTENCY_PURGE_CRON", "0 3 * * *")
+    assert load_settings().http.idempotency_purge_cron == "0 3 * * *"
 
 
 def test_an_invalid_purge_schedule_is_refused(tmp_path: Path) -> None:
