@@ -239,6 +239,55 @@ class WrkRun:
     bad: int  # non-2xx answers plus socket errors
     outcomes: dict[str, int] = field(default_factory=dict)
     groups: int = 0  # Cauce: transactions its leads were committed in (group commit)
+    cpu: dict[str, float] = field(default_factory=dict)  # % of one core (`CpuSplit`)
+
+
+class CpuSplit:
+    """Where the machine's CPU went during a run, in % of one core (100 % x cores in
+    all): the servers (every other Python process), the database, wrk, and idle."""
+
+    _TICK = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _processes() -> dict[int, tuple[str, int]]:
+        found: dict[int, tuple[str, int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    head, _, rest = stat.read().rpartition(")")
+                fields = rest.split()
+                found[int(entry)] = (head.partition("(")[2], int(fields[11]) + int(fields[12]))
+            except (OSError, IndexError, ValueError):
+                continue
+        return found
+
+    @staticmethod
+    def _machine() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        return sum(values), values[3] + values[4]
+
+    def __enter__(self) -> CpuSplit:
+        self._before = self._processes()
+        self._machine_before = self._machine()
+        self._children = os.times().children_user + os.times().children_system
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        total, idle = (a - b for a, b in zip(self._machine(), self._machine_before, strict=True))
+        cores = os.cpu_count() or 1
+        wall = total / cores  # ticks of one core
+        used: dict[str, float] = {"server": 0.0, "database": 0.0, "other": 0.0}
+        for pid, (name, ticks) in self._processes().items():
+            spent = ticks - self._before.get(pid, (name, 0))[1]
+            kind = "server" if name.startswith("python") else "database"
+            used[kind if kind == "server" or name.startswith("postgres") else "other"] += spent
+        children = os.times().children_user + os.times().children_system - self._children
+        self.split = {k: 100 * v / wall for k, v in used.items()}
+        self.split["wrk"] = 100 * children * self._TICK / wall
+        self.split["idle"] = 100 * idle / wall
 
 
 def _ms(text: str) -> float:
@@ -258,7 +307,8 @@ def wrk(base: str, key: str, opts: argparse.Namespace, run: int, dup: float, sec
     cmd = ["wrk", f"-t{opts.threads}", f"-c{opts.connections}", f"-d{secs}s", "--latency"]
     cmd += ["--timeout", "30s", "-s", str(LUA), "-H", f"Authorization: Bearer {key}"]
     cmd += [f"{base}/v1/leads", "--", str(run), str(dup)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    with CpuSplit() as cpu:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     socket_errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     return WrkRun(
         rps=float(_grab(r"Requests/sec:\s+([\d.]+)", out)),
@@ -267,6 +317,7 @@ def wrk(base: str, key: str, opts: argparse.Namespace, run: int, dup: float, sec
         p99_ms=_ms(_grab(r"(?m)^\s+99%\s+(\S+)", out, "?")),
         requests=int(_grab(r"(\d+) requests in", out)),
         bad=int(_grab(r"Non-2xx or 3xx responses: (\d+)", out)) + socket_errors,
+        cpu=cpu.split,
     )
 
 
@@ -768,6 +819,12 @@ def print_backend(b: Backend, opts: argparse.Namespace) -> None:
     print(f"  {'endpoint':<30} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}   runs req/s   outcomes")
     print(_row("bare: FastAPI + 1 INSERT", b.bare))
     print(_row("cauce POST /v1/leads", b.cauce))
+    for name, runs in (("bare", b.bare), ("cauce", b.cauce)):
+        split = {k: statistics.median(r.cpu.get(k, 0.0) for r in runs) for k in runs[0].cpu}
+        print(
+            f"  CPU during {name}, % of one core: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in split.items() if v >= 0.5)
+        )
     if b.dup:
         print(_row("cauce, ~10 % duplicates", [b.dup]))
     print(f"  single / bare: {b.single_ratio:.2f}x (target >= {SINGLE_TARGET:.2f}x)", end="")
