@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -148,3 +149,85 @@ def test_serve_refuses_postgres_with_pending_migrations(
     assert "0007" in upgraded.stdout
     current = cauce(tmp_path, "db", "current", **env)
     assert "pending migrations: no" in current.stdout
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_serve_with_workers_runs_processes_that_share_the_port(
+    tmp_path: Path, database_url: str, backend: str
+) -> None:
+    """On PostgreSQL `serve --workers 2` runs two processes on one port, which take leads
+    side by side (one lead per email between them), and stop together on SIGTERM. On
+    SQLite it refuses: one writer."""
+    port = free_port()
+    env = cli_env(
+        tmp_path,
+        CAUCE_DATABASE_URL=database_url,
+        CAUCE_SECRET_KEY=TEST_SECRET,
+        CAUCE_HTTP__PORT=str(port),
+        CAUCE_JOBS__EMBEDDED_WORKER="false",
+    )
+    command = [sys.executable, "-m", "cauce", "serve", "--workers", "2"]
+    if backend == "sqlite":
+        refused = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 2
+        assert "one writer" in refused.stderr
+        return
+    key = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cauce",
+            "apikey",
+            "create",
+            "--name",
+            "w",
+            "--scopes",
+            "leads:write",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2 or not _ready(base):
+            assert time.monotonic() < deadline, "the workers did not start"
+            assert proc.poll() is None, "serve exited"
+            time.sleep(0.2)
+        auth = {"authorization": f"Bearer {key}"}
+        emails = [f"w{i % 10}@empresa.es" for i in range(40)]  # each email four times
+
+        def post(email: str) -> int:  # a connection each: either process may take it
+            return httpx.post(f"{base}/v1/leads", json={"email": email}, headers=auth).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(post, emails))
+        assert sorted(set(codes)) == [200, 201]
+        assert codes.count(201) == 10  # one lead per email, whichever process took it
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert output.count("cauce.stopped") == 2
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -218,6 +218,17 @@ def _pool_reader(app: FastAPI) -> Callable[[], PoolStats]:
     return read
 
 
+def app_from_environment() -> FastAPI:
+    """The API for the settings in the environment, logging configured: what each process
+    of `cauce serve --workers N` builds (uvicorn imports it by name)."""
+    from cauce.core.config import load_settings
+    from cauce.core.observability.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)
+
+
 def create_app(
     settings: Settings,
     *,

@@ -86,31 +86,47 @@ def _setup_logging(settings: Settings) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind [CAUCE_HTTP__HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [CAUCE_HTTP__PORT]")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Processes serving the API, PostgreSQL only [CAUCE_HTTP__WORKERS]"
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API (on SQLite this also applies pending migrations).
 
     SIGTERM or Ctrl-C stops accepting connections and lets in-flight requests finish
-    (up to CAUCE_HTTP__GRACEFUL_SHUTDOWN_SECONDS).
+    (up to CAUCE_HTTP__GRACEFUL_SHUTDOWN_SECONDS). On PostgreSQL, `--workers N` runs N
+    processes on one port (one a core, say); SQLite has one writer: one process.
     """
     import uvicorn
 
     from cauce.app import create_app
 
     settings = _settings()
+    processes = workers or settings.http.workers
+    if processes > 1 and settings.is_sqlite:
+        raise _fail(
+            "SQLite takes one writer at a time: run one `cauce serve` process "
+            "(several need PostgreSQL, CAUCE_DATABASE_URL)"
+        )
     # Check the schema before uvicorn starts, so a refusal is one clear line, not a
     # lifespan traceback.
     _run(_preflight(settings))
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host or settings.http.host,
-        port=port or settings.http.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.http.graceful_shutdown_seconds),
-        lifespan="on",
-    )
+    options: dict[str, Any] = {
+        "host": host or settings.http.host,
+        "port": port or settings.http.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": int(settings.http.graceful_shutdown_seconds),
+        "lifespan": "on",
+    }
+    if processes > 1:
+        _serve_processes(processes, options)
+        return
+    config = uvicorn.Config(create_app(settings), **options)
     server = uvicorn.Server(config)
     try:
         server.run()
@@ -118,6 +134,23 @@ def serve(
         raise _fail(str(exc)) from None
     if not server.started:
         raise _fail("the server did not start; see the log above", code=1)
+
+
+def _serve_processes(processes: int, options: dict[str, Any]) -> None:
+    """`processes` uvicorn processes on one socket, each building the app from the
+    environment (`app_from_environment`); uvicorn's supervisor restarts one that dies
+    and passes SIGTERM on to all of them."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        "cauce.app:app_from_environment", factory=True, workers=processes, **options
+    )
+    try:
+        socket = config.bind_socket()
+    except SystemExit:  # uvicorn has logged why (the port is taken, say)
+        raise _fail(f"cannot listen on {options['host']}:{options['port']}", code=1) from None
+    Multiprocess(config, sockets=[socket]).run()
 
 
 async def _preflight(settings: Settings) -> None:

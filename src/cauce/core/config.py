@@ -71,6 +71,9 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="413 beyond this")
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
     access_log: bool = True
+    workers: int = Field(
+        default=1, ge=1, le=64, description="`cauce serve` processes (PostgreSQL only)"
+    )
     idempotency_purge_cron: str | None = Field(
         default="23 * * * *",
         description="When expired Idempotency-Key answers (kept 24 h) are deleted, as a "
