@@ -18,6 +18,8 @@ serve` runs on, so the ratio measures what Cauce adds on top of it:
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, event, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from uvicorn.supervisors import Multiprocess
 
 metadata = MetaData()
 bare_leads = Table(
@@ -100,28 +103,53 @@ def create_app(url: str) -> FastAPI:
     return app
 
 
-def serve(create: Callable[[str], FastAPI], description: str) -> None:
-    """Serve `create(--database-url)` on --port with `cauce serve`'s uvicorn options."""
+_URL_VARIABLE = "BARE_INGEST_DATABASE_URL"
+
+
+def app_from_env() -> FastAPI:
+    """The bare app on the database in `BARE_INGEST_DATABASE_URL` (each of `--workers`)."""
+    return create_app(os.environ[_URL_VARIABLE])
+
+
+async def _create_tables(url: str) -> None:
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    await engine.dispose()
+
+
+def serve(create: Callable[[str], FastAPI], description: str, factory: str | None = None) -> None:
+    """Serve `create(--database-url)` on --port with `cauce serve`'s uvicorn options;
+    with `--workers N`, N processes as `cauce serve --workers N` runs them, each built by
+    `factory` (an import string) from the URL in the environment."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database-url", required=True)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    config = uvicorn.Config(
-        create(args.database_url),
-        host="127.0.0.1",
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        lifespan="on",
-    )
-    uvicorn.Server(config).run()
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": args.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+        "lifespan": "on",
+    }
+    if args.workers > 1:
+        if factory is None:
+            raise SystemExit("this app runs in one process only")
+        asyncio.run(_create_tables(args.database_url))  # once, not a race per process
+        os.environ[_URL_VARIABLE] = args.database_url
+        config = uvicorn.Config(factory, factory=True, workers=args.workers, **options)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    uvicorn.Server(uvicorn.Config(create(args.database_url), **options)).run()
 
 
 def main() -> None:
     """Serve the bare app."""
-    serve(create_app, __doc__.splitlines()[0])
+    serve(create_app, __doc__.splitlines()[0], factory="_bare_ingest_app:app_from_env")
 
 
 if __name__ == "__main__":

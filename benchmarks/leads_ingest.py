@@ -23,6 +23,7 @@ time of every SQL statement (`SqlTimer`); the top costs are printed.
 
     source /tmp/svc.env   # CAUCE_TEST_POSTGRES_URL; without it only SQLite runs
     .venv/bin/python benchmarks/leads_ingest.py [--seconds 8] [--rounds 2] [--profile auto]
+        [--pg-workers N]   # PostgreSQL: N processes of each server (`serve --workers N`)
 
 Needs `wrk` (Debian: `apt-get install -y wrk`). Targets: single >= 0.7x the bare
 endpoint's req/s; batch >= 10x the single endpoint's leads/s.
@@ -496,9 +497,13 @@ def measure(
     key = run_cli(["apikey", "create", "--name", "bench", "--scopes", "leads:write"], env, tmp)
     cauce_port, bare_port = free_port(), free_port()
     bare_cmd = [sys.executable, str(BARE_APP), "--port", str(bare_port), "--database-url", bare_url]
+    cauce_cmd = [*CAUCE, "serve", "--port", str(cauce_port)]
+    if cauce_url and opts.pg_workers > 1:  # the same processes for both (SQLite: one)
+        cauce_cmd += ["--workers", str(opts.pg_workers)]
+        bare_cmd += ["--workers", str(opts.pg_workers)]
     with (
         served(
-            [*CAUCE, "serve", "--port", str(cauce_port)],
+            cauce_cmd,
             env,
             tmp,
             tmp / "cauce.log",
@@ -817,6 +822,11 @@ def print_backend(b: Backend, opts: argparse.Namespace) -> None:
     """The figures of one database."""
     print(f"\n{b.name}")
     print(f"  {'endpoint':<30} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}   runs req/s   outcomes")
+    if b.name == "PostgreSQL" and opts.pg_workers > 1:
+        print(
+            f"  {opts.pg_workers} processes a server; outcomes and leads per transaction are "
+            "one process's (each has its own /metrics)"
+        )
     print(_row("bare: FastAPI + 1 INSERT", b.bare))
     print(_row("cauce POST /v1/leads", b.cauce))
     for name, runs in (("bare", b.bare), ("cauce", b.cauce)):
@@ -861,6 +871,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--batch-conns", type=int, default=2)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--pg-workers",
+        type=int,
+        default=1,
+        help="PostgreSQL: processes of both servers (`cauce serve --workers N`)",
+    )
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
     parser.add_argument("--profile-requests", type=int, default=240)
     parser.add_argument("--profile-batch", type=int, default=200, help="leads in the batch")
