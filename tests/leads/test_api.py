@@ -33,19 +33,6 @@ async def leads_app(settings_factory: SettingsFactory, crm: MemoryCrm) -> AsyncI
         yield app
 
 
-@pytest.fixture
-async def api(leads_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    resources: Resources = leads_app.state.resources
-    key = await resources.api_keys.create("t", ["leads:read", "leads:write", "leads:admin"])
-    transport = httpx.ASGITransport(app=leads_app)
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://cauce.test",
-        headers={"Authorization": f"Bearer {key.token}"},
-    ) as client:
-        yield client
-
-
 async def _drain(app: FastAPI) -> None:
     resources: Resources = app.state.resources
     worker = job_worker_for(resources)

@@ -12,7 +12,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from cauce.app import Resources, create_app, job_worker_for
+from cauce.app import create_app, job_worker_for
 from tests.conftest import SettingsFactory
 from tests.leads.test_delivery import MemoryCrm
 
@@ -28,18 +28,6 @@ async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]
     app = create_app(settings, crm=MemoryCrm())
     async with LifespanManager(app):
         yield app
-
-
-@pytest.fixture
-async def api(leads_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    resources: Resources = leads_app.state.resources
-    key = await resources.api_keys.create("t", ["leads:read", "leads:write", "leads:admin"])
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=leads_app),
-        base_url="http://cauce.test",
-        headers={"Authorization": f"Bearer {key.token}"},
-    ) as client:
-        yield client
 
 
 def _email() -> str:

@@ -8,12 +8,9 @@ What an intake read or wrote joins the cache only when its transaction commits
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
+from cauce.core.db import on_commit
 from cauce.leads import repository as repo
 from cauce.leads.matching.known import Known, KnownLeads
 
@@ -45,26 +42,12 @@ async def read_candidates(
 
 
 def hold_on_commit(session: AsyncSession, cache: KnownLeads, leads: dict[int, Known]) -> None:
-    """Keep `leads` in `cache` if the session's transaction commits (never before)."""
+    """Keep `leads` in `cache` if the session's transaction commits (never before; any
+    rollback, a savepoint's included, drops them: what was read may have been undone)."""
     if leads:
-        pending: list[tuple[KnownLeads, dict[int, Known]]]
-        pending = session.info.setdefault(_KNOWN_PENDING, [])
-        pending.append((cache, leads))
 
+        def hold() -> None:
+            for lead_id, known in leads.items():
+                cache.hold(lead_id, known)
 
-_KNOWN_PENDING = "cauce.leads.known_pending"
-
-
-@event.listens_for(Session, "after_commit")
-def _hold_after_commit(session: Session) -> None:
-    if session.in_nested_transaction():  # a savepoint released: the commit is to come
-        return
-    for cache, read in session.info.pop(_KNOWN_PENDING, ()):
-        for lead_id, known in read.items():
-            cache.hold(lead_id, known)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_after_rollback(session: Session, _previous: Any) -> None:
-    # Any rollback, a savepoint's included: what was read may have been rolled back.
-    session.info.pop(_KNOWN_PENDING, None)
+        on_commit(session, hold)

@@ -20,7 +20,6 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
-    field_validator,
 )
 from pydantic_core import PydanticCustomError
 from starlette.responses import Response, StreamingResponse
@@ -298,6 +297,18 @@ def _utc(value: datetime) -> datetime:
 Instant = Annotated[datetime, AfterValidator(_utc)]
 
 
+def _not_below(low: str) -> AfterValidator:
+    """A range's upper bound: refused when below the field `low` (given before it)."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        floor = info.data.get(low)
+        if value is not None and floor is not None and value < floor:
+            raise PydanticCustomError("range", "is below {low}", {"low": low})
+        return value
+
+    return AfterValidator(check)
+
+
 class LeadSearch(BaseModel):
     """Query filters of `GET /v1/leads/export.csv` (and of `GET /v1/leads`)."""
 
@@ -309,26 +320,10 @@ class LeadSearch(BaseModel):
     created_after: Instant | None = Field(
         default=None, description="ISO 8601 date or time; without an offset, UTC"
     )
-    created_before: Instant | None = None
+    created_before: Annotated[Instant | None, _not_below("created_after")] = None
     min_score: int | None = Field(default=None, ge=0, le=100)
-    max_score: int | None = Field(default=None, ge=0, le=100)
+    max_score: Annotated[int | None, _not_below("min_score")] = Field(default=None, ge=0, le=100)
     q: str | None = Field(default=None, max_length=200, description="Free text")
-
-    @field_validator("max_score")
-    @classmethod
-    def _score_range(cls, value: int | None, info: ValidationInfo) -> int | None:
-        low = info.data.get("min_score")
-        if value is not None and low is not None and value < low:
-            raise PydanticCustomError("range", "is below min_score")
-        return value
-
-    @field_validator("created_before")
-    @classmethod
-    def _time_range(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
-        after = info.data.get("created_after")
-        if value is not None and after is not None and value < after:
-            raise PydanticCustomError("range", "is before created_after")
-        return value
 
 
 class LeadFilters(LeadSearch):

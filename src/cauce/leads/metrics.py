@@ -6,9 +6,9 @@ from collections import Counter as Tally
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+
+from cauce.core.db import on_commit
 
 
 class LeadsMetrics:
@@ -39,27 +39,14 @@ class LeadsMetrics:
         )
 
 
-_COUNT_PENDING = "cauce.leads.intake_counts"
-
-
 def count_on_commit(session: AsyncSession, metrics: LeadsMetrics, outcomes: Iterable[str]) -> None:
     """Count leads accepted by `session`'s transaction once it commits (never before: a
     group that fails and runs again lead by lead, or a batch whose transaction fails,
     would count its leads twice or count leads never stored)."""
-    pending: list[tuple[LeadsMetrics, Tally[str]]]
-    pending = session.info.setdefault(_COUNT_PENDING, [])
-    pending.append((metrics, Tally(outcomes)))
+    tally = Tally(outcomes)
 
-
-@event.listens_for(Session, "after_commit")
-def _count_after_commit(session: Session) -> None:
-    if session.in_nested_transaction():  # a savepoint released: the commit is to come
-        return
-    for metrics, tally in session.info.pop(_COUNT_PENDING, ()):
+    def count() -> None:
         for outcome, n in tally.items():
             metrics.intake.labels(outcome).inc(n)
 
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_counts(session: Session, _previous: object) -> None:
-    session.info.pop(_COUNT_PENDING, None)
+    on_commit(session, count)

@@ -2,6 +2,14 @@
 
 from cauce.core.db.base import Base, UtcDateTime, utcnow
 from cauce.core.db.engine import Database, create_database
-from cauce.core.db.uow import unit_of_work
+from cauce.core.db.uow import on_commit, unit_of_work
 
-__all__ = ["Base", "Database", "UtcDateTime", "create_database", "unit_of_work", "utcnow"]
+__all__ = [
+    "Base",
+    "Database",
+    "UtcDateTime",
+    "create_database",
+    "on_commit",
+    "unit_of_work",
+    "utcnow",
+]

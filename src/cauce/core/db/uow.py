@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,6 +31,32 @@ def _begin_immediate(session: Session, _transaction: Any, connection: Any) -> No
         and not begin_immediate(connection.connection.dbapi_connection)
     ):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_ON_COMMIT = "cauce.on_commit"
+
+
+def on_commit(session: AsyncSession | Session, hook: Callable[[], None]) -> None:
+    """Call `hook` once `session`'s transaction has committed; never if it rolls back.
+
+    For what may only be known once the rows are (a cache of what was read or written, a
+    count of what was stored). Any rollback drops every pending hook, a savepoint's
+    included: what the hooks describe may have been undone with it.
+    """
+    session.info.setdefault(_ON_COMMIT, []).append(hook)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_on_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: the commit is to come
+        return
+    for hook in session.info.pop(_ON_COMMIT, ()):
+        hook()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_on_rollback(session: Session, _previous: Any) -> None:
+    session.info.pop(_ON_COMMIT, None)
 
 
 @asynccontextmanager
