@@ -16,7 +16,7 @@ from cauce.leads.csv_export import (
     csv_export,
     neutralise_cell,
 )
-from cauce.leads.csv_import import ReportLine
+from cauce.leads.csv_import import CsvLeadReader, ReportLine
 
 
 def test_error_report_is_a_neutralised_csv_in_the_imports_delimiter() -> None:
@@ -49,18 +49,40 @@ def test_formula_prefix_set_covers_owasp_list() -> None:
 @given(st.text(max_size=30))
 @settings(deadline=None)
 def test_neutralised_cells_never_start_a_formula(text: str) -> None:
-    """After neutralising, a cell starts with a dangerous character only if it is a number."""
+    """After neutralising, no cell starts with a dangerous character."""
     cell = neutralise_cell(text)
     if text and text[0] in FORMULA_PREFIXES:
-        assert cell == "'" + text or cell.lstrip("+-").replace(".", "").replace(",", "").isdigit()
+        assert cell == "'" + text
     else:
         assert cell == text
 
 
 @pytest.mark.parametrize("number", ["+34612345678", "-12.5", "-3", "+1"])
-def test_plain_numbers_are_left_alone(number: str) -> None:
-    """E.164 phones and negative numbers are not formulas and stay readable."""
-    assert neutralise_cell(number) == number
+def test_numbers_with_a_sign_are_neutralised_too(number: str) -> None:
+    """The issue's rule has no exception: a spreadsheet would read `+34612345678` as the
+    number 34612345678 (its `+` lost) and `-3` may open a formula (`-3+cmd|...`)."""
+    assert neutralise_cell(number) == "'" + number
+
+
+def test_an_import_reads_an_export_back() -> None:
+    """The apostrophes an export adds come off on import: phones, formulas, numbers."""
+    leads = [
+        {
+            "email": "ana@empresa.es",
+            "phone": "+34612345678",
+            "company": '=HYPERLINK("http://x")',
+            "job_title": "@jefa",
+            "city": "-3",
+            "region": "'Madrid",
+        }
+    ]
+    columns = ["email", "phone", "company", "job_title", "city", "region"]
+    exported = b"".join(csv_export(leads, columns, delimiter=";"))
+    assert b";'+34612345678;" in exported
+    rows = list(CsvLeadReader().rows([exported]))
+    assert rows[0].error is None
+    data = rows[0].data
+    assert {name: data[name] for name in columns} == leads[0]
 
 
 def test_csv_export_streams_neutralised_rows() -> None:

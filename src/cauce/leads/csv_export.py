@@ -4,8 +4,9 @@ Both stream (an iterator of byte chunks, for a streaming response or an object-s
 upload) and both neutralise spreadsheet formulas (CSV injection, OWASP): a cell that
 starts with `=`, `+`, `-`, `@`, a tab or a carriage return (or their full-width forms,
 which some spreadsheets also evaluate) gets a leading apostrophe, so Excel, LibreOffice
-and Google Sheets show it as text. A plain number (`-12.5`, `+34612345678`) is left
-alone: it is no formula, and E.164 phones would otherwise all gain an apostrophe.
+and Google Sheets show it as text. Numbers too: an E.164 phone (`+34612345678`) would
+otherwise be read as the number 34612345678, its `+` lost. An import reads the
+apostrophe back off (`csv_import`), so an export imports as it was.
 
 Output is UTF-8 with a BOM by default: without it Excel reads UTF-8 as cp1252 and
 mangles accents.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from enum import Enum
@@ -23,10 +23,8 @@ from typing import Any
 
 import orjson
 
-from cauce.leads.csv_import import ReportLine
+from cauce.leads.csv_import import FORMULA_PREFIXES, ReportLine
 
-FORMULA_PREFIXES = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
-_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
 _BOM = "\ufeff"
 _FLUSH_BYTES = 64 * 1024
 
@@ -45,7 +43,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
 
 def neutralise_cell(value: str) -> str:
     """The cell as text a spreadsheet will not evaluate (see the module docstring)."""
-    if value and value[0] in FORMULA_PREFIXES and not _PLAIN_NUMBER.fullmatch(value):
+    if value and value[0] in FORMULA_PREFIXES:
         return "'" + value
     return value
 

@@ -16,8 +16,10 @@ Memory stays bounded by the chunk size plus one record, whatever the file size.
   columns while the sample rows keep the header's column count.
 - **Rows**: each row is a dict ready for `LeadIn.model_validate` (nested `utm`,
   `consent`, `custom_fields`, `source: "csv"`), blank cells left out; fully blank rows
-  are skipped. `number` is the row's position in the file counting the header as row 1
-  (the row number a spreadsheet shows). Quoted cells may hold line breaks.
+  are skipped. A cell an export neutralised (`'` then `=`, `+`, `-`, `@`...: see
+  `csv_export`) loses the apostrophe. `number` is the row's position in the file
+  counting the header as row 1 (the row number a spreadsheet shows). Quoted cells may
+  hold line breaks.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from cauce.leads.schemas import ImportOptionsIn, IntakeOptions, LeadIn, validate
 __all__ = [
     "CHUNK_BYTES",
     "DELIMITERS",
+    "FORMULA_PREFIXES",
     "MAX_RECORD_CHARS",
     "SAMPLE_BYTES",
     "CsvFormat",
@@ -59,6 +62,9 @@ __all__ = [
 ]
 
 CHUNK_BYTES = 64 * 1024
+# A cell's first characters that spreadsheets may evaluate (CSV injection, OWASP; the
+# full-width forms too): an export puts an apostrophe before them, an import takes it off.
+FORMULA_PREFIXES = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
 MAX_RECORD_CHARS = 1024 * 1024
 
 _EXCEL_SEP = re.compile(r"sep=([,;\t|])(?:\r\n|\r|\n)")
@@ -388,12 +394,10 @@ class CsvLeadReader:
             cells = cells + [""] * (width - len(cells))
         data: dict[str, Any] = {"source": self._source}
         for index, target in self._direct:
-            value = cells[index].strip()
-            if value:
+            if value := _cell(cells[index]):
                 data[target] = value
         for index, target in self._indirect:
-            value = cells[index].strip()
-            if value:
+            if value := _cell(cells[index]):
                 _put(data, target, value)
         for target, value in self._row_defaults.items():
             head, dot, tail = target.partition(".")
@@ -402,6 +406,13 @@ class CsvLeadReader:
             elif isinstance(data.get(head), dict):
                 data[head].setdefault(tail, value)
         return CsvRow(number, data)
+
+
+def _cell(raw: str) -> str:
+    value = raw.strip()
+    if len(value) > 1 and value[0] == "'" and value[1] in FORMULA_PREFIXES:
+        return value[1:].strip()  # neutralised by an export (`csv_export`)
+    return value
 
 
 def validate_row(
