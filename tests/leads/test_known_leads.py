@@ -113,6 +113,22 @@ async def test_an_erasure_forgets(make_rt: MakeRuntime) -> None:
     assert await _read(rt, {carmen.id}, commit=True) == {}  # erased: no candidate
 
 
+async def test_a_read_from_before_an_erasure_is_not_held_after_it(
+    make_rt: MakeRuntime,
+) -> None:
+    """An intake that read Carmen before her erasure and commits after it does not put
+    her personal data back in the cache."""
+    rt, _ = make_rt()
+    carmen = await _store(rt, CARMEN)
+    rt.known = KnownLeads()
+    async with rt.sessionmaker() as slow:
+        await candidates.read_candidates(slow, rt.known, {carmen.id})  # before the erasure
+        async with unit_of_work(rt.sessionmaker) as session:
+            await service_edit.erase(session, rt, carmen.uid, "t")
+        await slow.commit()  # the read joins the cache now, after the erasure
+    assert carmen.id not in rt.known
+
+
 def test_the_cache_is_bounded() -> None:
     """Least recently used first out."""
     cache = KnownLeads(size=2)

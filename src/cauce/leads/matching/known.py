@@ -15,8 +15,9 @@ until the commit): a lead a transaction inserted or changed, then rolled back, n
 at that version, and its id and version may come again with other values.
 
 Bounded (least recently used first out). An erased lead is forgotten by the process that
-erased it; elsewhere its entry is never served again (erased leads are not candidates)
-and leaves with the bound.
+erased it, for good: an intake that read it before the erasure and commits after it does
+not bring its fields back (`forget` leaves a tombstone, itself bounded). Elsewhere its
+entry is never served again (erased leads are not candidates) and leaves with the bound.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class KnownLeads:
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
         self.size = size
         self._by_id: OrderedDict[int, Known] = OrderedDict()
+        self._forgotten: OrderedDict[int, None] = OrderedDict()  # erased: never held again
 
     def __contains__(self, lead_id: object) -> bool:
         return lead_id in self._by_id
@@ -70,7 +72,7 @@ class KnownLeads:
         """Keep a lead as read at `known.version`, once that version is committed (an
         entry at a newer version stays: a slower transaction read an older one)."""
         held = self._by_id.get(lead_id)
-        if held is not None and held.version > known.version:
+        if (held is not None and held.version > known.version) or lead_id in self._forgotten:
             return
         self._by_id[lead_id] = known
         self._by_id.move_to_end(lead_id)
@@ -78,5 +80,9 @@ class KnownLeads:
             self._by_id.popitem(last=False)
 
     def forget(self, lead_id: int) -> None:
-        """Drop a lead (erased here: its personal data should not outstay it)."""
+        """Drop a lead and never hold it again (erased here: its personal data should not
+        outstay it, even in a slower transaction that read it before the erasure)."""
         self._by_id.pop(lead_id, None)
+        self._forgotten[lead_id] = None
+        while len(self._forgotten) > self.size:
+            self._forgotten.popitem(last=False)
