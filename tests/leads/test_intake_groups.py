@@ -293,6 +293,48 @@ async def test_leads_beyond_the_queue_bound_are_refused_with_retry_after(
         assert await _stored(app) == 3
 
 
+async def test_requests_gone_away_leave_room_in_the_queue(
+    settings_factory: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leads whose requests were cancelled while they waited no longer count toward
+    `leads.intake_queue_max`: the next lead is accepted, and only it and the group in
+    flight are stored."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
+        started.set()
+        await release.wait()
+        return await intake_many(session, rt, items, **kw)
+
+    monkeypatch.setattr(intake_groups, "intake_many", held)
+    app = await _app(settings_factory, intake_queue_max=2)
+    async with LifespanManager(app), await _client(app) as client:
+        groups = _groups(app)
+        first = asyncio.create_task(client.post("/v1/leads", json=_lead()))
+        await asyncio.wait_for(started.wait(), 10)
+        gone = [asyncio.create_task(client.post("/v1/leads", json=_lead())) for _ in range(2)]
+        for _ in range(1000):
+            if groups.queued == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert groups.queued == 2
+        for task in gone:
+            task.cancel()
+        await asyncio.gather(*gone, return_exceptions=True)
+        assert groups.queued == 0
+        assert len(groups._waiting) == 2  # still there, until the drain reaches them
+        late = asyncio.create_task(client.post("/v1/leads", json=_lead()))
+        for _ in range(1000):
+            if groups.queued == 1:
+                break
+            await asyncio.sleep(0.01)
+        release.set()
+        done = await asyncio.gather(first, late)
+        assert [r.status_code for r in done] == [201, 201]
+        assert await _stored(app) == 2
+        assert groups.queued == 0
+
+
 async def _traced_app(settings_factory: SettingsFactory, exporter: InMemorySpanExporter) -> FastAPI:
     settings = settings_factory(
         crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}

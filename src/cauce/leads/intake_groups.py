@@ -76,6 +76,7 @@ class _Arrival:
     # the request's span links to once the group is through.
     span: SpanContext = field(default_factory=lambda: trace.get_current_span().get_span_context())
     group_span: SpanContext | None = None
+    queued: bool = True  # counted in `IntakeGroups.queued` (waiting, its request alive)
 
 
 class IntakeGroups:
@@ -94,6 +95,9 @@ class IntakeGroups:
         self.max_group = max_group or rt.settings.leads.intake_group_max
         self.max_waiting = rt.settings.leads.intake_queue_max
         self._waiting: deque[_Arrival] = deque()
+        # Leads waiting whose requests are still there: the queue bound counts these (a
+        # cancelled request stays in `_waiting` until the drain reaches it).
+        self.queued = 0
         self._drain: asyncio.Task[None] | None = None
         self.groups = 0  # transactions committed or tried, for tests and metrics
         self.grouped = 0  # leads that went through them
@@ -106,15 +110,16 @@ class IntakeGroups:
         (`IntakeBusy`, 503 with Retry-After) when `max_waiting` leads wait already: the
         database is not keeping up, and a longer queue would only make every lead late.
         """
-        if len(self._waiting) >= self.max_waiting:
+        if self.queued >= self.max_waiting:
             self.rt.metrics.intake.labels("busy").inc()
             raise IntakeBusy(
-                f"{len(self._waiting)} leads are waiting to be stored; "
+                f"{self.queued} leads are waiting to be stored; "
                 "try again in a moment or send them in batches (POST /v1/leads/batch)"
             )
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         arrival = _Arrival(lead_in, actor, claim, future)
         self._waiting.append(arrival)
+        self.queued += 1
         if self._drain is None:
             # A fresh context: the drain outlives the request that started it.
             self._drain = asyncio.create_task(
@@ -123,10 +128,16 @@ class IntakeGroups:
         try:
             return await future
         finally:
+            self._unqueue(arrival)  # if its request went away while it waited
             group = arrival.group_span
             if group is not None and group.trace_id != arrival.span.trace_id:
                 # Another request's trace holds the group's statements: link to them.
                 trace.get_current_span().add_link(group)
+
+    def _unqueue(self, arrival: _Arrival) -> None:
+        if arrival.queued:
+            arrival.queued = False
+            self.queued -= 1
 
     async def aclose(self) -> None:
         """Wait for the leads already submitted to be committed."""
@@ -139,13 +150,14 @@ class IntakeGroups:
         while self._waiting and len(group) < self.max_group:
             arrival = self._waiting[0]
             if arrival.future.done():  # its request was cancelled: nothing to do
-                self._waiting.popleft()
+                self._unqueue(self._waiting.popleft())
                 continue
             claim = arrival.claim
             if claim is not None:
                 if (claim.scope, claim.key) in claims:
                     break  # the same key again: it waits for the next group
                 claims.add((claim.scope, claim.key))
+            self._unqueue(arrival)
             group.append(self._waiting.popleft())
         return group
 
@@ -157,6 +169,7 @@ class IntakeGroups:
         finally:
             self._drain = None
             for arrival in self._waiting:  # only when the drain itself was cancelled
+                self._unqueue(arrival)
                 arrival.future.cancel()
             self._waiting.clear()
 
