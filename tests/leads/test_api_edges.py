@@ -55,6 +55,41 @@ async def test_a_csv_upload_is_not_held_to_the_json_body_limit(
     assert (status["state"], status["rows_created"]) == ("succeeded", 300)
 
 
+async def test_a_batch_is_held_to_its_own_body_limit(
+    settings_factory: SettingsFactory,
+) -> None:
+    """`POST /v1/leads/batch` takes bodies past `http.max_body_bytes` (1,000 leads with
+    their custom fields are megabytes) up to `leads.max_batch_bytes`; past it, a 413
+    problem; every other JSON route keeps `http.max_body_bytes`."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"},
+        jobs={"embedded_worker": False},
+        http={"max_body_bytes": 4096},
+        leads={"max_batch_bytes": 64 * 1024},
+    )
+    app = create_app(settings, crm=MemoryCrm())
+    custom = {f"campo_{i}": "v" * 100 for i in range(20)}
+    items = [{"email": _email(), "custom_fields": custom} for _ in range(10)]
+    async with LifespanManager(app):
+        resources = app.state.resources
+        token = (await resources.api_keys.create("t", ["leads:write", "leads:read"])).token
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=headers
+        ) as client:
+            taken = await client.post("/v1/leads/batch", json={"items": items})
+            assert len(taken.request.content) > 4 * 4096
+            assert taken.status_code == 200, taken.text
+            assert [r["outcome"] for r in taken.json()["items"]] == ["created"] * 10
+            too_big = await client.post("/v1/leads/batch", json={"items": items * 4})
+            assert len(too_big.request.content) > 64 * 1024
+            assert too_big.status_code == 413
+            assert too_big.headers["content-type"].startswith("application/problem+json")
+            one = await client.post("/v1/leads", json={"email": _email(), "company": "x" * 5000})
+            assert one.status_code == 413
+
+
 async def test_every_field_at_its_longest_is_stored(api: httpx.AsyncClient) -> None:
     """Each text field at the longest its schema takes fits its column on both
     databases (PostgreSQL refuses longer strings, SQLite does not); one character more

@@ -241,6 +241,12 @@ class LeadsSettings(_Section):
     teams: dict[str, tuple[TeamMember, ...]] = Field(default_factory=dict)
     default_team: str | None = None
     max_batch: int = Field(default=1000, ge=1, le=10_000)
+    max_batch_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="POST /v1/leads/batch: 413 beyond this (a batch is up to `max_batch` "
+        "leads, far more than `http.max_body_bytes`, the limit of every other JSON body)",
+    )
     intake_group_max: int = Field(
         default=100,
         ge=1,

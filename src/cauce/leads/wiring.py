@@ -45,9 +45,13 @@ _UPLOAD_OVERHEAD = 1 << 20
 
 def body_limits(settings: Settings) -> dict[str, int]:
     """Request body limits of the leads routes that take more than `http.max_body_bytes`:
-    `POST /v1/leads/import` streams its file to disk and refuses it past
-    `leads.max_import_bytes` itself (`imports.py`)."""
-    return {imports_router.prefix: settings.leads.max_import_bytes + _UPLOAD_OVERHEAD}
+    `POST /v1/leads/batch` (`leads.max_batch_bytes`: 1,000 leads with their custom fields
+    are megabytes), and `POST /v1/leads/import`, which streams its file to disk and
+    refuses it past `leads.max_import_bytes` itself (`imports.py`)."""
+    return {
+        f"{router.prefix}/batch": settings.leads.max_batch_bytes,
+        imports_router.prefix: settings.leads.max_import_bytes + _UPLOAD_OVERHEAD,
+    }
 
 
 def _scorer(settings: Settings) -> Scorer:
