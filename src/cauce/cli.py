@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from cauce.cli_leads import build_leads_app, demo_command
 from cauce.core.config import Settings, load_settings
 from cauce.core.errors import CauceError, ConfigError, NotFound
-from cauce.core.jobs.ports import JobFilter, JobQueue, JobStatus, JobView
+from cauce.core.jobs.ports import JobFilter, JobQueue, JobStatus, JobView, PurgeResult
 from cauce.sandbox.cli import sandbox_app
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 jobs_app = typer.Typer(
-    help="Inspect, replay and cancel background jobs (straight on the database).",
+    help="Inspect, replay, cancel and purge background jobs (straight on the database).",
     no_args_is_help=True,
 )
 app.add_typer(db_app, name="db")
@@ -559,6 +559,35 @@ def jobs_probe(
     job = _run(go())
     err.print(f"deferred probe job {job}; see it with `cauce jobs show {job}`", highlight=False)
     sys.stdout.write(f"{job}\n")
+
+
+@jobs_app.command("purge")
+def jobs_purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing")
+    ] = False,
+) -> None:
+    """Delete finished jobs past their retention, with their attempts (what the periodic
+    `core.jobs_purge` does; CAUCE_JOBS__RETENTION_SUCCEEDED_DAYS, ..._FAILED_DAYS)."""
+    from cauce.core.jobs.retention import purge_finished_jobs, retention_from
+
+    settings = _settings()
+
+    async def go() -> PurgeResult:
+        async with _job_queue(settings) as (_, jobs):
+            return await purge_finished_jobs(jobs, retention_from(settings.jobs), dry_run=dry_run)
+
+    result = _run(go())
+    jobs = settings.jobs
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.deleted.items()))
+    out.print(
+        f"{'would delete' if dry_run else 'deleted'} {result.total} "
+        f"job{'s' if result.total != 1 else ''} ({counts}) and {result.attempts} "
+        f"attempt{'s' if result.attempts != 1 else ''}: succeeded more than "
+        f"{jobs.retention_succeeded_days:g} days ago, failed or cancelled more than "
+        f"{jobs.retention_failed_days:g} days ago",
+        highlight=False,
+    )
 
 
 app.add_typer(sandbox_app, name="sandbox")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from cauce.core.jobs.builtin import register_core_tasks
 from cauce.core.jobs.registry import TaskRegistry
+from cauce.core.jobs.retention import register_jobs_purge, retention_from
 from cauce.core.web.idempotency import register_idempotency_tasks
 
 if TYPE_CHECKING:
@@ -22,3 +23,5 @@ def register_tasks(registry: TaskRegistry, resources: Resources) -> None:
     """Add every context's tasks to `registry`; handlers may close over `resources`."""
     register_core_tasks(registry)
     register_idempotency_tasks(registry, resources.settings.http.idempotency_purge_cron)
+    jobs = resources.settings.jobs
+    register_jobs_purge(registry, retention_from(jobs), jobs.purge_cron)

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from croniter import croniter
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -38,6 +39,23 @@ DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the known-u
 DEFAULT_CONFIG_FILE = "cauce.toml"
 
 Environment = Literal["development", "test", "production"]
+
+
+def _cron_off(cron: object) -> object:
+    if isinstance(cron, str) and cron.strip().lower() in ("", "off", "none", "null"):
+        return None
+    return cron
+
+
+def _cron_valid(cron: str | None) -> str | None:
+    if cron is not None and not croniter.is_valid(cron):
+        raise ValueError(f"not a cron expression: {cron!r}")
+    return cron
+
+
+# A schedule: a cron expression (5 fields, or 6 with seconds last), or None (never), also
+# written `off`, `none`, `null` or empty (an environment variable cannot be null).
+CronOrOff = Annotated[str | None, BeforeValidator(_cron_off), AfterValidator(_cron_valid)]
 
 
 class _Section(BaseModel):
@@ -74,25 +92,11 @@ class HttpSettings(_Section):
     workers: int = Field(
         default=1, ge=1, le=64, description="`cauce serve` processes (PostgreSQL only)"
     )
-    idempotency_purge_cron: str | None = Field(
+    idempotency_purge_cron: CronOrOff = Field(
         default="23 * * * *",
         description="When expired Idempotency-Key answers (kept 24 h) are deleted, as a "
         "cron expression (5 fields, or 6 with seconds last); `off` (or empty): never",
     )
-
-    @field_validator("idempotency_purge_cron", mode="before")
-    @classmethod
-    def _off(cls, cron: object) -> object:
-        if isinstance(cron, str) and cron.strip().lower() in ("", "off", "none", "null"):
-            return None
-        return cron
-
-    @field_validator("idempotency_purge_cron")
-    @classmethod
-    def _valid_cron(cls, cron: str | None) -> str | None:
-        if cron is not None and not croniter.is_valid(cron):
-            raise ValueError(f"not a cron expression: {cron!r}")
-        return cron
 
 
 class AuthSettings(_Section):
@@ -140,6 +144,30 @@ class JobsSettings(_Section):
     sweep_seconds: float = Field(default=5.0, gt=0, le=600)
     graceful_shutdown_seconds: float = Field(
         default=30.0, ge=0, description="In-flight jobs may finish this long on SIGTERM"
+    )
+    retention_succeeded_days: float = Field(
+        default=7.0,
+        gt=0,
+        le=36500,
+        description="Succeeded jobs (and their attempts) are deleted this long after they finished",
+    )
+    retention_failed_days: float = Field(
+        default=30.0,
+        gt=0,
+        le=36500,
+        description="Failed and cancelled jobs (the dead letters, with their attempts' "
+        "errors) are deleted this long after they finished",
+    )
+    purge_cron: CronOrOff = Field(
+        default="47 * * * *",
+        description="When `core.jobs_purge` deletes finished jobs past their retention, as "
+        "a cron expression (5 fields, or 6 with seconds last); `off` (or empty): never",
+    )
+    purge_chunk_size: int = Field(
+        default=5000,
+        ge=1,
+        le=100_000,
+        description="Jobs a purge deletes per transaction at most (short locks)",
     )
 
     @model_validator(mode="after")

@@ -71,7 +71,7 @@ async def test_the_schedule_runs_the_purge_in_the_embedded_worker(
     async with LifespanManager(app):
         resources = resources_of(app)
         assert PURGE_TASK in resources.tasks
-        assert [s.task for s in resources.tasks.schedules] == [PURGE_TASK]
+        assert PURGE_TASK in [s.task for s in resources.tasks.schedules]
         async with unit_of_work(resources.db.sessionmaker) as session:
             session.add_all([_record("old", timedelta(hours=25)), _record("new", timedelta())])
         async with asyncio.timeout(15):

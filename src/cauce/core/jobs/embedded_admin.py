@@ -1,4 +1,4 @@
-"""Operator actions of the embedded engine: inspect, replay, cancel, count.
+"""Operator actions of the embedded engine: inspect, replay, cancel, count, purge.
 
 Mixed into `EmbeddedJobQueue` (embedded.py), which keeps deferring and dispatching.
 """
@@ -6,27 +6,45 @@ Mixed into `EmbeddedJobQueue` (embedded.py), which keeps deferring and dispatchi
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from cauce.core.db.base import UtcDateTime
 from cauce.core.db.uow import unit_of_work
 from cauce.core.errors import Conflict, NotFound
 from cauce.core.jobs.attempts import attempts_for, job_ids_failed_with, replay_marker
-from cauce.core.jobs.models import EmbeddedJob
+from cauce.core.jobs.metrics import JobMetrics
+from cauce.core.jobs.models import EmbeddedJob, JobAttempt
 from cauce.core.jobs.ports import (
     REPLAYABLE,
     AttemptView,
     JobFilter,
     JobStatus,
     JobView,
+    PurgeResult,
     QueueStats,
+    Retention,
     replay_status,
 )
+from cauce.core.jobs.retention import Window, walk
 
 
 def filtered(stmt: Select[Any], flt: JobFilter) -> Select[Any]:
@@ -63,11 +81,32 @@ def view(job: EmbeddedJob, attempts: list[AttemptView]) -> JobView:
     )
 
 
+def _purgeable(
+    after: int, end: int, succeeded_before: datetime, failed_before: datetime
+) -> ColumnElement[bool]:
+    """Jobs of the window (after, end] that finished before their status's cutoff (a
+    finished job's `updated_at` is when it finished; other statuses have no cutoff).
+
+    One comparison against a CASE, not an OR of statuses: SQLite would answer an OR from
+    the status index, reading every finished job in the table for each window, where the
+    id range reads the window alone.
+    """
+    succeeded, failed = (literal(t, UtcDateTime()) for t in (succeeded_before, failed_before))
+    cutoff = case(
+        (EmbeddedJob.status == JobStatus.SUCCEEDED.value, succeeded),
+        (EmbeddedJob.status == JobStatus.FAILED.value, failed),
+        (EmbeddedJob.status == JobStatus.CANCELLED.value, failed),
+        else_=None,
+    )
+    return and_(EmbeddedJob.id > after, EmbeddedJob.id <= end, EmbeddedJob.updated_at < cutoff)
+
+
 class EmbeddedAdmin:
-    """get / list / retry / retry_many / cancel / stats / check on `cauce_jobs`."""
+    """get / list / retry / retry_many / cancel / stats / purge / check on `cauce_jobs`."""
 
     _sessionmaker: async_sessionmaker[AsyncSession]
     _now: Callable[[], datetime]
+    _metrics: JobMetrics
     wakeup: asyncio.Event
 
     async def get(self, job_id: int) -> JobView | None:
@@ -197,6 +236,69 @@ class EmbeddedAdmin:
                 oldest_dt = oldest_dt.replace(tzinfo=now.tzinfo)
             age = max(0.0, (now - oldest_dt).total_seconds())
         return QueueStats(depth, age)
+
+    async def purge(self, retention: Retention, *, dry_run: bool = False) -> PurgeResult:
+        """Delete finished jobs past `retention` with their attempts, a window of
+        `retention.chunk` ids per write transaction (retention.py)."""
+        now = self._now()
+        succeeded_before, failed_before = now - retention.succeeded, now - retention.failed
+        newest_cutoff = max(succeeded_before, failed_before)
+        async with self._sessionmaker() as session:
+            top = await session.scalar(select(func.max(EmbeddedJob.id))) or 0
+
+        async def step(after: int) -> Window:
+            # Windows are found outside the write lock: WAL readers block nobody. The
+            # newest job (`top`) is never deleted: SQLite numbers a new row after the
+            # highest id left, and would give the next job a deleted newest job's id.
+            async with self._sessionmaker() as session:
+                edge = (
+                    await session.execute(
+                        select(EmbeddedJob.id, EmbeddedJob.created_at)
+                        .where(EmbeddedJob.id > after, EmbeddedJob.id < top)
+                        .order_by(EmbeddedJob.id)
+                        .offset(retention.chunk - 1)
+                        .limit(1)
+                    )
+                ).one_or_none()
+                end = edge.id if edge is not None else top - 1
+                doomed = _purgeable(after, end, succeeded_before, failed_before)
+                if dry_run:
+                    rows = await session.execute(
+                        select(EmbeddedJob.status, func.count())
+                        .where(doomed)
+                        .group_by(EmbeddedJob.status)
+                    )
+                    deleted = {str(status): int(n) for status, n in rows.all()}
+                    attempts = await session.scalar(
+                        select(func.count())
+                        .select_from(JobAttempt)
+                        .where(JobAttempt.job_id.in_(select(EmbeddedJob.id).where(doomed)))
+                    )
+            if not dry_run:
+                # One write transaction: the write lock holds both deletes to one view of
+                # the window (a job replayed since the read above no longer matches).
+                async with unit_of_work(self._sessionmaker) as session:
+                    result = await session.execute(
+                        delete(JobAttempt)
+                        .where(JobAttempt.job_id.in_(select(EmbeddedJob.id).where(doomed)))
+                        .execution_options(synchronize_session=False)
+                    )
+                    attempts = int(getattr(result, "rowcount", 0) or 0)
+                    statuses = (
+                        await session.scalars(
+                            delete(EmbeddedJob)
+                            .where(doomed)
+                            .returning(EmbeddedJob.status)
+                            .execution_options(synchronize_session=False)
+                        )
+                    ).all()
+                deleted = dict(Counter(statuses))
+                for status, n in deleted.items():
+                    self._metrics.purged.labels(status).inc(n)
+            more = edge is not None and edge.created_at < newest_cutoff
+            return Window(deleted, int(attempts or 0), end if more else None)
+
+        return await walk(step, dry_run=dry_run)
 
     async def check(self) -> None:
         """The job table answers."""

@@ -10,7 +10,8 @@ ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class JobMetrics:
-    """Counters by task, queue depth by state, oldest waiting age, attempt durations."""
+    """Counters by task, queue depth by state, oldest waiting age, attempt durations,
+    and finished jobs purged."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -32,6 +33,14 @@ class JobMetrics:
             buckets=ATTEMPT_BUCKETS,
             registry=r,
         )
+        self.purged = Counter(
+            "cauce_jobs_purged",
+            "Finished jobs deleted past their retention, by the status they finished in",
+            ["status"],
+            registry=r,
+        )
+        for status in ("succeeded", "failed", "cancelled"):
+            self.purged.labels(status)  # exported at 0 before the first purge
         self.depth = Gauge("cauce_jobs_queue_depth", "Jobs by state", ["state"], registry=r)
         self.oldest = Gauge(
             "cauce_jobs_oldest_waiting_seconds", "Age of the oldest due todo job", registry=r

@@ -15,8 +15,9 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class JobAttempt(Base):
-    """One attempt of one job. Rows are never deleted: an attempt's row is written when it
-    starts and completed once when it ends (or marked `lost` by the sweeper)."""
+    """One attempt of one job: its row is written when it starts and completed once when it
+    ends (or marked `lost` by the sweeper). Rows go only with their job, when the job is
+    purged past its retention (retention.py)."""
 
     __tablename__ = "job_attempts"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -154,6 +154,46 @@ class QueueStats:
     oldest_todo_age_seconds: float | None
 
 
+# Rows one purge statement deletes at most: small enough that no statement holds its
+# locks (SQLite's single writer, PostgreSQL's row locks) for long.
+DEFAULT_PURGE_CHUNK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long finished jobs are kept before `JobQueue.purge` deletes them.
+
+    `failed` also covers cancelled jobs: both are dead letters an operator may still
+    replay, and a failure's attempts are the evidence of what went wrong.
+    """
+
+    succeeded: timedelta
+    failed: timedelta
+    chunk: int = DEFAULT_PURGE_CHUNK
+
+    def __post_init__(self) -> None:
+        if self.succeeded <= timedelta(0) or self.failed <= timedelta(0):
+            raise ValueError("retention periods must be positive")
+        if self.chunk < 1:
+            raise ValueError("chunk must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """What a purge deleted (or, dry, would delete): jobs by the port's status
+    (`succeeded`, `failed`, `cancelled`), their attempt rows, and the statements used."""
+
+    deleted: Mapping[str, int]
+    attempts: int
+    chunks: int
+    dry_run: bool = False
+
+    @property
+    def total(self) -> int:
+        """Jobs deleted, every status together."""
+        return sum(self.deleted.values())
+
+
 class JobQueue(Protocol):
     """The port both engines implement; see tests/core/jobs/test_contract.py."""
 
@@ -204,6 +244,13 @@ class JobQueue(Protocol):
 
     async def stats(self) -> QueueStats:
         """Depth by state and oldest waiting age."""
+        ...
+
+    async def purge(self, retention: Retention, *, dry_run: bool = False) -> PurgeResult:
+        """Delete the jobs that finished (succeeded, failed, cancelled) longer ago than
+        `retention` says, with their attempts, `retention.chunk` jobs per transaction;
+        jobs waiting (a retry included) or running are never touched. `dry_run` counts
+        what would go and deletes nothing."""
         ...
 
     async def check(self) -> None:

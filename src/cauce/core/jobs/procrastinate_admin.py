@@ -1,4 +1,4 @@
-"""Operator actions of the PostgreSQL engine: inspect, replay, cancel, count.
+"""Operator actions of the PostgreSQL engine: inspect, replay, cancel, count, purge.
 
 Mixed into `ProcrastinateJobQueue` (procrastinate_engine.py). They run on the
 application's SQLAlchemy sessions, using procrastinate's SQL functions where it has one,
@@ -7,6 +7,7 @@ so a status change and its attempts-table row commit together.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -17,7 +18,16 @@ from cauce.core.db.base import utcnow
 from cauce.core.db.uow import unit_of_work
 from cauce.core.errors import Conflict, NotFound
 from cauce.core.jobs.attempts import attempts_for, replay_marker
-from cauce.core.jobs.ports import JobFilter, JobStatus, JobView, QueueStats, replay_status
+from cauce.core.jobs.metrics import JobMetrics
+from cauce.core.jobs.ports import (
+    JobFilter,
+    JobStatus,
+    JobView,
+    PurgeResult,
+    QueueStats,
+    Retention,
+    replay_status,
+)
 from cauce.core.jobs.procrastinate_tables import (
     JOBS,
     VIEW_COLUMNS,
@@ -26,6 +36,7 @@ from cauce.core.jobs.procrastinate_tables import (
     job_view,
     notify_waiting,
 )
+from cauce.core.jobs.retention import Window, walk
 
 # procrastinate statuses an operator may replay, and the port's name for each.
 _REPLAYABLE_RAW = {
@@ -38,11 +49,73 @@ _REVIVE = text(
     " abort_requested = false WHERE id = :id AND status IN ('cancelled', 'aborted')"
 )
 
+# A purge's window: jobs (after, end] that finished before their status's cutoff, by the
+# database's clock. procrastinate keeps no finish time on the job: its last event
+# (`succeeded`, `failed`, `cancelled`...) is it. `aborted` is procrastinate's own
+# "stopped on request" (the port's cancelled); its legacy `aborting` is left alone, as
+# such a job may still be running.
+_PURGEABLE = """
+    j.id > :after AND j.id <= :end
+    AND j.status IN ('succeeded', 'failed', 'cancelled', 'aborted')
+    AND (SELECT max(e.at) FROM procrastinate_events AS e WHERE e.job_id = j.id)
+        < now() - make_interval(secs => CASE WHEN j.status = 'succeeded'
+                                             THEN CAST(:keep_succeeded AS double precision)
+                                             ELSE CAST(:keep_failed AS double precision) END)
+"""
+# Where the window after `after` ends (`skip` = chunk - 1 rows further), and whether that
+# job was deferred before the newest cutoff (if not, the walk stops there).
+_PURGE_EDGE = text(
+    """
+    SELECT j.id, coalesce(
+             (SELECT min(e.at) FROM procrastinate_events AS e WHERE e.job_id = j.id)
+               < now() - make_interval(secs => CAST(:keep_newest AS double precision)),
+             true) AS older
+      FROM procrastinate_jobs AS j
+     WHERE j.id > :after AND j.id <= :top
+     ORDER BY j.id OFFSET :skip LIMIT 1
+    """
+)
+# One window's delete, in one statement: the jobs (their events go by procrastinate's ON
+# DELETE CASCADE, its trigger unlinks procrastinate_periodic_defers) and our attempts.
+# Jobs another transaction holds (an operator replaying one) are left to the next run.
+# The deletes repeat the window's id range: without it PostgreSQL joins the doomed ids
+# against a scan of the whole table, in every window.
+_PURGE = text(
+    f"""
+    WITH doomed AS (
+        SELECT j.id FROM procrastinate_jobs AS j WHERE {_PURGEABLE}
+           FOR UPDATE SKIP LOCKED),
+    attempts AS (
+        DELETE FROM job_attempts AS a USING doomed AS d
+         WHERE a.job_id = d.id AND a.job_id > :after AND a.job_id <= :end
+        RETURNING a.id),
+    gone AS (
+        DELETE FROM procrastinate_jobs AS j USING doomed AS d
+         WHERE j.id = d.id AND j.id > :after AND j.id <= :end
+        RETURNING j.status)
+    SELECT CAST(g.status AS text) AS status, count(*) AS n,
+           (SELECT count(*) FROM attempts) AS attempts
+      FROM gone AS g GROUP BY g.status
+    """  # noqa: S608 - a constant fragment, no input
+)
+_PURGE_DRY = text(
+    f"""
+    WITH doomed AS (SELECT j.id, j.status FROM procrastinate_jobs AS j WHERE {_PURGEABLE})
+    SELECT CAST(d.status AS text) AS status, count(*) AS n,
+           (SELECT count(*) FROM job_attempts AS a
+             WHERE a.job_id IN (SELECT id FROM doomed)
+               AND a.job_id > :after AND a.job_id <= :end) AS attempts
+      FROM doomed AS d GROUP BY d.status
+    """  # noqa: S608 - a constant fragment, no input
+)
+
 
 class ProcrastinateAdmin:
-    """get / list / retry / retry_many / cancel / stats / check on procrastinate_jobs."""
+    """get / list / retry / retry_many / cancel / stats / purge / check on
+    procrastinate_jobs."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
+    _metrics: JobMetrics
 
     async def get(self, job_id: int) -> JobView | None:
         """A job with its attempts."""
@@ -177,6 +250,50 @@ class ProcrastinateAdmin:
                 )
             )
         return QueueStats(depth, None if age is None else max(0.0, float(age)))
+
+    async def purge(self, retention: Retention, *, dry_run: bool = False) -> PurgeResult:
+        """Delete finished jobs past `retention` with their attempts, a window of
+        `retention.chunk` ids per transaction (retention.py). procrastinate's own
+        `delete_old_jobs` is one unbounded statement that reports nothing."""
+        keep = {
+            "keep_succeeded": retention.succeeded.total_seconds(),
+            "keep_failed": retention.failed.total_seconds(),
+        }
+        async with self.sessionmaker() as session:
+            top = await session.scalar(select(func.max(JOBS.c.id))) or 0
+
+        async def step(after: int) -> Window:
+            async with self.sessionmaker() as session:
+                edge = (
+                    await session.execute(
+                        _PURGE_EDGE,
+                        {
+                            "after": after,
+                            "top": top,
+                            "skip": retention.chunk - 1,
+                            "keep_newest": min(keep.values()),
+                        },
+                    )
+                ).one_or_none()
+            end = edge.id if edge is not None else top
+            params = {"after": after, "end": end, **keep}
+            if dry_run:
+                async with self.sessionmaker() as session:
+                    rows = (await session.execute(_PURGE_DRY, params)).all()
+            else:
+                async with unit_of_work(self.sessionmaker) as session:
+                    rows = (await session.execute(_PURGE, params)).all()
+            deleted: Counter[str] = Counter()
+            for row in rows:
+                deleted[job_status(row.status).value] += int(row.n)
+            if not dry_run:
+                for status, n in deleted.items():
+                    self._metrics.purged.labels(status).inc(n)
+            attempts = int(rows[0].attempts) if rows else 0
+            more = edge is not None and bool(edge.older)
+            return Window(dict(deleted), attempts, end if more else None)
+
+        return await walk(step, dry_run=dry_run)
 
     async def check(self) -> None:
         """procrastinate's table answers."""
