@@ -18,12 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cauce.leads.csv_columns import custom_key, fold_header, plan_columns
+from cauce.leads.csv_columns import check_mapping, custom_key, fold_header, plan_columns
 from cauce.leads.csv_import import (
     MAX_RECORD_CHARS,
     CsvLeadReader,
     CsvRow,
     ReportLine,
+    column_of,
     detect_delimiter,
     detect_encoding,
     validate_row,
@@ -483,3 +484,102 @@ def test_a_50_mb_file_streams_in_bounded_memory() -> None:
     assert size > 50 * 1024 * 1024
     assert rows > 500_000
     assert growth < size // 5, f"resident memory grew {growth} bytes for a {size} byte file"
+
+
+# --- one field, several columns; row errors name their column ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("mapping", "target"),
+    [
+        ({"Email": "email", "Correo": "email"}, "email"),
+        ({"Email": "consent.marketing", "Correo": "consent.marketing"}, "consent.marketing"),
+        ({"Email": "custom_fields.mails", "Correo": "custom_fields.mails"}, "custom_fields.mails"),
+    ],
+)  # fmt: skip
+def test_a_mapping_sending_two_columns_to_a_one_value_field_is_refused(
+    mapping: dict[str, str | None], target: str
+) -> None:
+    """Two columns mapped to the email (or any field but the names) would be joined into
+    a value that cannot be right: the mapping is refused, naming both columns and the
+    field, with or without the file's headers."""
+    headers = ["Nombre", "Email", "Correo"]
+    with pytest.raises(ImportMappingInvalid) as info:
+        plan_columns(headers, mapping=mapping)
+    errors = info.value.errors
+    assert [(e["pointer"], e["type"]) for e in errors] == [
+        ("/mapping/Email", "mapping_target_repeated"),
+        ("/mapping/Correo", "mapping_target_repeated"),
+    ]
+    assert all("'Email' and 'Correo'" in e["detail"] for e in errors)
+    assert all(f"'{target}'" in e["detail"] for e in errors)
+    with pytest.raises(ImportMappingInvalid):
+        check_mapping(mapping)  # the endpoint's check, before the upload is stored
+
+
+def test_a_mapping_may_join_name_columns() -> None:
+    """Two surname columns mapped to last_name are joined, as the default headers are."""
+    data = "Nombre;Paterno;Materno;Email\nAna;García;López;a@b.es\n"
+    mapping: dict[str, str | None] = {"Paterno": "last_name", "Materno": "last_name"}
+    check_mapping(mapping)
+    _, rows = read_all(data.encode(), mapping=mapping)
+    assert rows[0].data["last_name"] == "García López"
+    assert rows[0].data["first_name"] == "Ana"
+
+
+def test_a_field_the_mapping_names_is_not_also_filled_by_a_default_header() -> None:
+    """A mapping that sends `Correo personal` to email wins over a default `Email`
+    column, which becomes a custom field instead of being joined into the email."""
+    data = "Email;Correo personal\nana@trabajo.es;ana@casa.es\n"
+    mapping: dict[str, str | None] = {"Correo personal": "email"}
+    reader, rows = read_all(data.encode(), mapping=mapping)
+    assert reader.plan is not None
+    assert reader.plan.targets == ["custom_fields.email", "email"]
+    assert rows[0].data["email"] == "ana@casa.es"
+    assert rows[0].data["custom_fields"] == {"email": "ana@trabajo.es"}
+    names = plan_columns(["Nombre", "Nombre de pila"], mapping={"Nombre de pila": "first_name"})
+    assert names.targets == ["custom_fields.nombre", "first_name"]
+
+
+def test_a_mapping_may_not_name_one_column_twice_or_a_repeated_header_once() -> None:
+    """Two entries for one column (`E-mail`, `e mail`) are refused; so is one entry
+    sending a header the file repeats to a field that takes one column."""
+    with pytest.raises(ImportMappingInvalid) as info:
+        plan_columns(["E-mail"], mapping={"E-mail": "email", "e mail": "phone"})
+    assert [(e["pointer"], e["type"]) for e in info.value.errors] == [
+        ("/mapping/e mail", "mapping_column_repeated")
+    ]
+    with pytest.raises(ImportMappingInvalid) as info:
+        plan_columns(["Email", "email"], mapping={"email": "email"})
+    assert [(e["pointer"], e["type"]) for e in info.value.errors] == [
+        ("/mapping/email", "mapping_target_repeated")
+    ]
+    assert "'Email' and 'email'" in info.value.errors[0]["detail"]
+
+
+def test_undecodable_bytes_name_their_column_and_fail_nothing_in_an_ignored_one() -> None:
+    """A cell that is not valid in the file's encoding fails its row naming the column
+    (and the field it fills); in an ignored column it fails nothing, since that cell is
+    never read."""
+    data = "email;nombre;notas\nana@b.es;Begoña Núñez Ibáñez;x\n".encode() + (
+        b"luis@b.es;Lu\xedis;x\neva@b.es;Eva;no\xefta\n"
+    )
+    reader, rows = read_all(data, mapping={"notas": None})
+    assert reader.plan is not None
+    results = [validate_row(row, reader.plan) for row in rows]
+    assert isinstance(results[0], LeadIn)
+    assert results[1] == [
+        ReportLine(3, "nombre", "first_name", "the cell has bytes that are not valid utf-8")
+    ]
+    assert isinstance(results[2], LeadIn)
+
+
+def test_report_lines_name_the_column_of_nested_and_custom_fields() -> None:
+    """`column_of` finds the header of a nested or custom field, and of the object
+    holding it (`consent` → its columns)."""
+    plan = plan_columns(["Consentimiento", "Fecha consentimiento", "Sector"])
+    assert column_of(plan, "consent.marketing") == "Consentimiento"
+    assert column_of(plan, "consent") == "Consentimiento + Fecha consentimiento"
+    assert column_of(plan, "custom_fields.sector") == "Sector"
+    assert column_of(plan, "email") == ""
+    assert column_of(plan, "") == ""

@@ -10,6 +10,16 @@ económico` → `sector_economico`), because an import should not silently drop 
 customer chose to send; `unknown_columns="ignore"` drops them instead. At most
 `MAX_CUSTOM_FIELDS` columns become custom fields (the schema's bound); the rest are
 ignored and listed in `ColumnPlan.ignored`, so the import status can say so.
+
+One field, several columns: only the name fields (`first_name`, `last_name`,
+`full_name`) join their columns, in file order with a space ("Primer apellido" +
+"Segundo apellido"), whether the columns came from the defaults or the mapping. Every
+other field holds one value: among default headers the first column wins (the others
+fall to `unknown_columns`), and an explicit mapping that sends two columns to such a
+field (an email, a phone, a consent flag, one custom field...) is refused with a 422
+naming the columns and the field, rather than joining them into a value that cannot be
+right. A field the mapping names is filled only by the columns the mapping sends to it:
+a column whose header would default to it falls to `unknown_columns` instead.
 """
 
 from __future__ import annotations
@@ -89,7 +99,8 @@ _DEFAULTS: dict[str, tuple[str, ...]] = {
     "consent.source": ("origen consentimiento", "origen del consentimiento", "consent source"),
 }  # fmt: skip
 
-_MULTI_COLUMN = frozenset({"last_name", "full_name", "first_name"})
+# The fields whose columns are joined (see the module docstring).
+MULTI_COLUMN_TARGETS = frozenset({"last_name", "full_name", "first_name"})
 
 
 def fold_header(text: str) -> str:
@@ -149,6 +160,84 @@ def _resolve_target(target: str | None) -> str | None:
     )
 
 
+def _pointer(header: str) -> str:
+    return "/mapping/" + header.replace("~", "~0").replace("/", "~1")
+
+
+def _quoted(names: Sequence[str]) -> str:
+    quoted = [f"'{name}'" for name in names]
+    return ", ".join(quoted[:-1]) + " and " + quoted[-1] if len(quoted) > 1 else quoted[0]
+
+
+def _repeated_target(headers: Sequence[str], target: str) -> str:
+    return (
+        f"columns {_quoted(headers)} would fill one field, '{target}', which takes one "
+        "column: map all but one to another field or to null (only "
+        f"{', '.join(sorted(MULTI_COLUMN_TARGETS))} join their columns)"
+    )
+
+
+def _check_entries(
+    mapping: Mapping[str, str | None], folded_headers: Sequence[str] | None
+) -> tuple[dict[str, str | None], list[FieldError]]:
+    """The mapping's entries, folded, and one error per bad entry (in mapping order)."""
+    explicit: dict[str, str | None] = {}
+    first_key: dict[str, str] = {}
+    by_target: dict[str, list[str]] = {}
+    errors: list[FieldError] = []
+    for header, target in mapping.items():
+        key = fold_header(header)
+        if key in first_key:
+            errors.append(
+                FieldError(
+                    pointer=_pointer(header),
+                    detail=f"'{header}' and '{first_key[key]}' name the same column "
+                    "(headers are compared without case, accents or punctuation)",
+                    type="mapping_column_repeated",
+                )
+            )
+            continue
+        first_key[key] = header
+        if folded_headers is not None and key not in folded_headers:
+            errors.append(
+                FieldError(
+                    pointer=_pointer(header),
+                    detail=f"the file has no column named '{header}'",
+                    type="mapping_column_unknown",
+                )
+            )
+            continue
+        try:
+            resolved = explicit[key] = _resolve_target(target)
+        except ValueError as exc:
+            errors.append(
+                FieldError(pointer=_pointer(header), detail=str(exc), type="mapping_target_unknown")
+            )
+            continue
+        if resolved is not None:
+            by_target.setdefault(resolved, []).append(header)
+    for target, headers in by_target.items():
+        if len(headers) > 1 and target not in MULTI_COLUMN_TARGETS:
+            errors.extend(
+                FieldError(
+                    pointer=_pointer(header),
+                    detail=_repeated_target(headers, target),
+                    type="mapping_target_repeated",
+                )
+                for header in headers
+            )
+    return explicit, errors
+
+
+def check_mapping(mapping: Mapping[str, str | None] | None) -> None:
+    """Check an explicit mapping without the file: every target is a lead field, no two
+    entries name one column, no two columns go to a field that takes one. Raises
+    `ImportMappingInvalid`, each error pointing at `/mapping/<header>`."""
+    _, errors = _check_entries(mapping or {}, None)
+    if errors:
+        raise ImportMappingInvalid(errors)
+
+
 def plan_columns(
     headers: Sequence[str],
     mapping: Mapping[str, str | None] | None = None,
@@ -156,28 +245,28 @@ def plan_columns(
 ) -> ColumnPlan:
     """Decide each column's target: explicit `mapping` first (headers compared folded),
     then the defaults, then `unknown_columns`. Raises `ImportMappingInvalid`, each error
-    pointing at `/mapping/<header>`, for unknown targets or headers the file lacks.
+    pointing at `/mapping/<header>`, for unknown targets, headers the file lacks, and
+    two columns sent to a field that takes one (see the module docstring).
     """
     folded = [fold_header(h) for h in headers]
-    explicit: dict[str, str | None] = {}
-    errors: list[FieldError] = []
-    for header, target in (mapping or {}).items():
-        pointer = "/mapping/" + header.replace("~", "~0").replace("/", "~1")
-        if fold_header(header) not in folded:
-            errors.append(
-                FieldError(
-                    pointer=pointer,
-                    detail=f"the file has no column named '{header}'",
-                    type="mapping_column_unknown",
+    explicit, errors = _check_entries(mapping or {}, folded)
+    if not errors:
+        # One mapping entry for a header the file repeats: two columns, one entry.
+        columns: dict[str, list[str]] = {}
+        for header, key in zip(headers, folded, strict=True):
+            target = explicit.get(key)
+            if key in explicit and target is not None:
+                columns.setdefault(target, []).append(header)
+        for target, names in columns.items():
+            if len(names) > 1 and target not in MULTI_COLUMN_TARGETS:
+                entry = next(h for h in (mapping or {}) if explicit.get(fold_header(h)) == target)
+                errors.append(
+                    FieldError(
+                        pointer=_pointer(entry),
+                        detail=_repeated_target(names, target),
+                        type="mapping_target_repeated",
+                    )
                 )
-            )
-            continue
-        try:
-            explicit[fold_header(header)] = _resolve_target(target)
-        except ValueError as exc:
-            errors.append(
-                FieldError(pointer=pointer, detail=str(exc), type="mapping_target_unknown")
-            )
     if errors:
         raise ImportMappingInvalid(errors)
 
@@ -186,22 +275,24 @@ def plan_columns(
     used_keys = {
         t[len(CUSTOM_PREFIX) :] for t in explicit.values() if t and t.startswith(CUSTOM_PREFIX)
     }
-    taken: set[str] = set()
+    # A field the mapping names is the mapping's alone; default headers for it yield.
+    taken = {t for t in explicit.values() if t is not None}
+    joinable = MULTI_COLUMN_TARGETS - taken
     for header, key in zip(headers, folded, strict=True):
         if key in explicit:
             target = explicit[key]
         else:
             target = DEFAULT_HEADERS.get(key)
-            # Two columns for one field are joined ("Primer apellido" + "Segundo
-            # apellido"); for any other field the first column wins.
-            if target is not None and target in taken and target not in _MULTI_COLUMN:
+            # Two default columns for a name field are joined ("Primer apellido" +
+            # "Segundo apellido"); for any other field the first column wins.
+            if target is not None and target in taken and target not in joinable:
                 target = None
             if target is None and unknown_columns == "custom_fields":
                 target = _custom_target(header, used_keys)
+            if target is not None:
+                taken.add(target)
         if target is None:
             ignored.append(header)
-        else:
-            taken.add(target)
         targets.append(target)
     return ColumnPlan(headers=list(headers), targets=targets, ignored=ignored)
 

@@ -11,7 +11,9 @@ Memory stays bounded by the chunk size plus one record, whatever the file size.
   An ASCII-only sample is provisional: if a later byte is not UTF-8, decoding switches to
   cp1252 from that chunk on (the text before was ASCII, the same in both). A character
   split across chunks is kept whole by incremental decoders. Bytes invalid in the chosen
-  encoding fail only their row.
+  encoding fail only their row, and only if the cell is in a column that is read; the
+  report names that column. (A NUL past the first 4 KiB is left to the schema, which
+  drops control characters from text as the JSON API does.)
 - **Delimiter**: `,`, `;`, tab or `|`, whichever splits the header into the most
   columns while the sample rows keep the header's column count.
 - **Rows**: each row is a dict ready for `LeadIn.model_validate` (nested `utm`,
@@ -56,6 +58,7 @@ __all__ = [
     "CsvLeadReader",
     "CsvRow",
     "ReportLine",
+    "column_of",
     "detect_delimiter",
     "detect_encoding",
     "validate_row",
@@ -80,11 +83,13 @@ _STATUS_WORDS = {
 
 
 class CsvRow(NamedTuple):
-    """One data row: its spreadsheet row number and either a raw lead or a row error."""
+    """One data row: its spreadsheet row number and either a raw lead or a row error
+    (with the position of the cell at fault, when one is)."""
 
     number: int
     data: dict[str, Any]
     error: str | None = None
+    cell: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +120,8 @@ def _put(data: dict[str, Any], target: str, value: str) -> None:
     head, dot, tail = target.partition(".")
     holder = data.setdefault(head, {}) if dot else data
     key = tail if dot else head
-    # Several columns for one field ("Primer apellido", "Segundo apellido") are joined.
+    # Several columns for one name field ("Primer apellido", "Segundo apellido") are
+    # joined; `plan_columns` gives no other field more than one column.
     holder[key] = f"{holder[key]} {value}" if key in holder else value
 
 
@@ -359,10 +365,22 @@ class CsvLeadReader:
         if not joined.strip():
             return
         if "\ufffd" in joined:
-            error = f"the row has bytes that are not valid {self.encoding}"
-            rows.append(CsvRow(self._records, {}, error))
-            return
+            cell = self._undecodable_cell(cells)
+            if cell is not None:
+                error = f"the cell has bytes that are not valid {self.encoding}"
+                rows.append(CsvRow(self._records, {}, error, cell))
+                return
         rows.append(self._row(self._records, cells, unterminated))
+
+    def _undecodable_cell(self, cells: list[str]) -> int | None:
+        """The first cell with undecodable bytes in a column that is read (a cell of an
+        ignored column is never read, so it fails nothing)."""
+        assert self.plan is not None
+        targets = self.plan.targets
+        for index, cell in enumerate(cells):
+            if "\ufffd" in cell and (index >= len(targets) or targets[index] is not None):
+                return index
+        return None
 
     def _set_plan(self, plan: ColumnPlan) -> None:
         self.plan = plan
@@ -415,13 +433,26 @@ def _cell(raw: str) -> str:
     return value
 
 
+def column_of(plan: ColumnPlan, field: str) -> str:
+    """The CSV column(s) an error about `field` comes from (`consent` → the consent
+    columns), or "" when no column fills it."""
+    if not field:
+        return ""
+    head = field.partition(".")[0]
+    return plan.column_for(field) or plan.column_for(head, prefix=True) or ""
+
+
 def validate_row(
     row: CsvRow, plan: ColumnPlan, options: IntakeOptions | None = None
 ) -> LeadIn | list[ReportLine]:
     """Validate one row as a `LeadIn`; its errors become report lines naming the CSV
-    column (`Teléfono`) and the lead field (`phone`)."""
+    column (`Teléfono`) and the lead field (`phone`). A row error names the column of
+    the cell at fault, if any (and its field, if the column fills one)."""
     if row.error is not None:
-        return [ReportLine(row.number, "", "", row.error)]
+        if row.cell is None or row.cell >= len(plan.headers):
+            return [ReportLine(row.number, "", "", row.error)]
+        column, target = plan.headers[row.cell], plan.targets[row.cell]
+        return [ReportLine(row.number, column, target or "", row.error)]
     outcome = validate_lead(row.data, options or IntakeOptions())
     if isinstance(outcome, LeadIn):
         return outcome
@@ -429,6 +460,5 @@ def validate_row(
     for error in outcome:
         parts = [p.replace("~1", "/").replace("~0", "~") for p in error["pointer"].split("/")[1:]]
         field = ".".join(parts)
-        column = plan.column_for(field) or plan.column_for(parts[0] if parts else "", prefix=True)
-        lines.append(ReportLine(row.number, column or "", field, error["detail"]))
+        lines.append(ReportLine(row.number, column_of(plan, field), field, error["detail"]))
     return lines

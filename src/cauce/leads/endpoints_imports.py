@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData, UploadFile
 from starlette.responses import Response, StreamingResponse
 
 from cauce.core.db import unit_of_work
-from cauce.core.errors import MalformedBody, NotFound, ServiceUnavailable
+from cauce.core.errors import MalformedBody, NotFound, ServiceUnavailable, UnsupportedMediaType
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import imports
-from cauce.leads.csv_export import csv_export
+from cauce.leads.csv_columns import check_mapping
+from cauce.leads.csv_export import REPORT_COLUMNS, csv_export
 from cauce.leads.endpoints import idempotent, parse_id, runtime
-from cauce.leads.errors import ImportMappingInvalid, ImportNotFinished
+from cauce.leads.errors import (
+    FieldError,
+    ImportFileInvalid,
+    ImportMappingInvalid,
+    ImportNotFinished,
+    ImportRequestInvalid,
+    ImportTooLarge,
+)
 from cauce.leads.models import LeadImport
 from cauce.leads.responses import ImportColumn, ImportStatus
 from cauce.leads.schemas import ImportOptionsIn, field_errors
+from cauce.leads.service import LeadsRuntime
 from cauce.leads.webhooks import (
     INBOUND_TASK,
     SOURCE_HUBSPOT,
@@ -75,35 +86,146 @@ def _import_id(raw: str) -> int:
     return import_id
 
 
-@imports_router.post("", status_code=202, response_model=ImportStatus, summary="Import a CSV")
-async def start_import(
-    request: Request,
-    principal: Write,
-    file: Annotated[UploadFile, File(description="CSV: UTF-8 or Latin-1, `,` or `;`")],
-    options: Annotated[
-        str | None, Form(description="JSON: mapping, unknown_columns, delimiter, encoding")
-    ] = None,
-) -> Response:
-    """Store the file and queue its import; poll the returned status for progress.
+_FORM_PARTS = ("file", "options")
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The CSV: UTF-8 (with or without BOM), UTF-16, "
+                            "cp1252 or Latin-1; `,`, `;`, tab or `|`",
+                        },
+                        "options": {
+                            "type": "string",
+                            "description": "JSON: mapping, unknown_columns, delimiter, "
+                            "encoding, default_phone_region, consent_wording_version",
+                            "contentSchema": ImportOptionsIn.model_json_schema(),
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 
-    With an `Idempotency-Key`, the same file (same name, same options) sent again
-    answers the first import's status (`Idempotent-Replayed: true`) instead of importing
-    it twice; the key with another file is refused."""
-    rt = runtime(request)
+
+def _part_error(name: str, detail: str, kind: str) -> FieldError:
+    pointer = "/" + name.replace("~", "~0").replace("/", "~1")  # RFC 6901
+    return FieldError(pointer=pointer, detail=detail, type=kind)
+
+
+def _form_parts(form: FormData) -> tuple[UploadFile, str | None]:
+    """The file and the options of the form, or `ImportRequestInvalid` naming each bad
+    part (the parts are read by hand so that every mistake gets its own words)."""
+    errors: list[FieldError] = []
+    for name in dict.fromkeys(form.keys()):
+        if name not in _FORM_PARTS:
+            hint = " (the mapping goes inside `options`)" if name == "mapping" else ""
+            shown = name if len(name) <= 100 else name[:100] + "…"
+            errors.append(
+                _part_error(
+                    name,
+                    f"this endpoint takes a `file` and an `options` part, not '{shown}'{hint}",
+                    "part_unknown",
+                )
+            )
+        elif len(form.getlist(name)) > 1:
+            errors.append(_part_error(name, f"`{name}` is sent more than once", "part_repeated"))
+    file, options = form.get("file"), form.get("options")
+    if file is None:
+        errors.append(
+            _part_error(
+                "file",
+                "the CSV file is missing: send it as a multipart part named `file`",
+                "missing",
+            )
+        )
+    elif not isinstance(file, UploadFile):
+        errors.append(
+            _part_error(
+                "file",
+                "`file` came as a plain form field, not a file: a file part needs a "
+                "filename, and an empty one makes some clients send a plain field "
+                "(e.g. curl -F file=@leads.csv)",
+                "file_expected",
+            )
+        )
+    if options is not None and not isinstance(options, str):
+        errors.append(
+            _part_error("options", "`options` is a file: send it as a plain JSON field", "text")
+        )
+    if errors:
+        raise ImportRequestInvalid(errors)
+    assert isinstance(file, UploadFile)
+    return file, options if isinstance(options, str) else None
+
+
+def _parse_options(options: str | None) -> ImportOptionsIn:
     try:
         parsed = ImportOptionsIn.model_validate_json(options or "{}")
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise MalformedBody("the `options` form field is not valid JSON") from None
+            detail = "the `options` form field is not valid JSON"
+            raise MalformedBody(
+                detail, errors=[_part_error("options", detail, "json_invalid")]
+            ) from None
         raise ImportMappingInvalid(field_errors(exc, "/options")) from None
-    digest = hashlib.sha256()
+    check_mapping(parsed.mapping)  # before the upload is stored, not after
+    return parsed
 
-    async def chunks() -> AsyncIterator[bytes]:
-        while chunk := await file.read(UPLOAD_CHUNK):
-            digest.update(chunk)
-            yield chunk
 
-    path, size = await imports.store_upload(rt, chunks(), parsed)
+async def _store(
+    rt: LeadsRuntime, chunks: AsyncIterator[bytes], parsed: ImportOptionsIn
+) -> tuple[Path, int]:
+    """Store the upload; a file refused as a whole names the `file` part."""
+    try:
+        return await imports.store_upload(rt, chunks, parsed)
+    except (ImportFileInvalid, ImportTooLarge) as exc:
+        if "errors" in exc.extra:
+            raise
+        error = _part_error("file", exc.detail, exc.code)
+        raise type(exc)(exc.detail, errors=[error], **exc.extra) from exc
+
+
+@imports_router.post(
+    "",
+    status_code=202,
+    response_model=ImportStatus,
+    summary="Import a CSV",
+    openapi_extra=_UPLOAD_BODY,
+)
+async def start_import(request: Request, principal: Write) -> Response:
+    """Store the file and queue its import; poll the returned status for progress.
+
+    The body is `multipart/form-data`: the CSV as the file part `file`, and optionally
+    the JSON `options` field. With an `Idempotency-Key`, the same file (same name, same
+    options) sent again answers the first import's status (`Idempotent-Replayed: true`)
+    instead of importing it twice; the key with another file is refused."""
+    rt = runtime(request)
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "multipart/form-data":
+        raise UnsupportedMediaType(
+            "send the CSV as multipart/form-data: a file part named `file`, and optionally "
+            "an `options` JSON field"
+        )
+    async with request.form(max_files=2, max_fields=len(_FORM_PARTS) + 8) as form:
+        file, options = _form_parts(form)
+        parsed = _parse_options(options)
+        digest = hashlib.sha256()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await file.read(UPLOAD_CHUNK):
+                digest.update(chunk)
+                yield chunk
+
+        path, size = await _store(rt, chunks(), parsed)
     created = False
 
     async def work(session: AsyncSession) -> tuple[int, object]:
@@ -149,16 +271,17 @@ async def import_status(request: Request, principal: Read, import_id: str) -> Im
     responses={200: {"content": {"text/csv": {}}}},
 )
 async def import_errors(request: Request, principal: Read, import_id: str) -> StreamingResponse:
-    """One line per rejected field: row, column, field, reason."""
+    """One line per rejected field: row, the CSV column (its header as in the file),
+    the lead field, reason."""
     rt = runtime(request)
     async with rt.sessionmaker() as session:
         record = await imports.get_import(session, _import_id(import_id))
         if record.status in ("queued", "running"):
             raise ImportNotFinished("the import is still running; its report is not complete")
         lines = await imports.error_lines(session, record.id)
-    rows = ({"row": x.row, "field": x.field, "reason": x.reason} for x in lines)
+    rows = ({"row": x.row, "column": x.column, "field": x.field, "reason": x.reason} for x in lines)
     return StreamingResponse(
-        csv_export(rows, ("row", "field", "reason")),
+        csv_export(rows, REPORT_COLUMNS),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="import-{record.id}-errors.csv"'},
     )

@@ -147,3 +147,18 @@ class IntakeBusy(LeadsError, Overloaded):
 
     code = "intake_busy"
     title = "Too many leads waiting"
+
+
+class ImportRequestInvalid(LeadImportError, ValidationFailed):
+    """The import request's form is wrong: no `file` part, `file` sent as a plain field
+    rather than a file, a part this endpoint does not take. `errors` names each part.
+
+    The code stays core's `validation_failed`, the one a schema violation gets.
+    """
+
+    code = ValidationFailed.code
+    title = "Invalid import request"
+
+    def __init__(self, errors: list[FieldError], detail: str | None = None) -> None:
+        super().__init__(detail or f"{len(errors)} part(s) of the form are invalid", errors=errors)
+        self.errors = errors

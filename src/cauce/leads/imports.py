@@ -14,6 +14,7 @@ anyway). Rejected rows go to `lead_import_errors`, downloadable as CSV.
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,7 +28,15 @@ from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
 from cauce.core.jobs.ports import JobContext, JsonDict, PermanentJobError
 from cauce.core.jobs.registry import TaskRegistry
-from cauce.leads.csv_import import SAMPLE_BYTES, CsvLeadReader, CsvRow, ReportLine, validate_row
+from cauce.leads.csv_columns import ColumnPlan
+from cauce.leads.csv_import import (
+    SAMPLE_BYTES,
+    CsvLeadReader,
+    CsvRow,
+    ReportLine,
+    column_of,
+    validate_row,
+)
 from cauce.leads.errors import ImportNotFound, ImportTooLarge, LeadImportError
 from cauce.leads.field_types import IntakeOptions
 from cauce.leads.models import LeadImport
@@ -73,6 +82,13 @@ async def store_upload(
     return target, size
 
 
+def display_filename(filename: str | None) -> str | None:
+    """The upload's name as a label (it never names a path): without control characters,
+    which PostgreSQL text may not hold (NUL), and at most 255 characters."""
+    name = "".join(c for c in filename or "" if unicodedata.category(c) not in ("Cc", "Cs"))
+    return name.strip()[:255] or None
+
+
 async def create_import(
     session: AsyncSession,
     rt: LeadsRuntime,
@@ -86,7 +102,7 @@ async def create_import(
     """Record the import and defer its job, in the caller's transaction."""
     record = LeadImport(
         status="queued",
-        filename=(filename or "")[:255] or None,
+        filename=display_filename(filename),
         path=str(path),
         mapping={k: v for k, v in (options.mapping or {}).items() if v is not None},
         options=options.model_dump(mode="json"),
@@ -115,13 +131,17 @@ async def get_import(session: AsyncSession, import_id: int) -> LeadImport:
 
 
 async def error_lines(session: AsyncSession, import_id: int) -> list[ReportLine]:
-    """The rejected rows of an import, in file order."""
+    """The rejected rows of an import, in file order, each naming the CSV column its
+    field was read from (from the columns the import recorded as it started)."""
+    record = await get_import(session, import_id)
+    mapping = record.mapping or {}
+    plan = ColumnPlan(headers=list(mapping), targets=list(mapping.values()))
     rows = await session.scalars(
         select(ImportErrorRow)
         .where(ImportErrorRow.import_id == import_id)
         .order_by(ImportErrorRow.row, ImportErrorRow.id)
     )
-    return [ReportLine(r.row, "", r.field, r.reason) for r in rows]
+    return [ReportLine(r.row, column_of(plan, r.field), r.field, r.reason) for r in rows]
 
 
 def _read_rows(reader: CsvLeadReader, path: Path) -> Iterator[CsvRow]:
@@ -155,7 +175,7 @@ async def _process_chunk(
                     ImportErrorRow(
                         import_id=record_id,
                         row=line.row,
-                        field=(line.field or line.column)[:200],
+                        field=line.field[:200],
                         reason=line.reason,
                     )
                     for line in outcome
@@ -200,13 +220,23 @@ async def run_import(rt: LeadsRuntime, import_id: int) -> None:
         if chunk:
             await _process_chunk(rt, import_id, chunk, reader, options, actor)
     except LeadImportError as exc:
-        await _finish(rt, import_id, "failed", exc.detail, reader)
-        raise PermanentJobError(exc.detail) from exc
+        detail = _reason(exc)
+        await _finish(rt, import_id, "failed", detail, reader)
+        raise PermanentJobError(detail) from exc
     except FileNotFoundError as exc:
         await _finish(rt, import_id, "failed", "the uploaded file is gone", reader)
         raise PermanentJobError("the uploaded file is gone") from exc
     await _finish(rt, import_id, "succeeded", None, reader)
     await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+def _reason(exc: LeadImportError) -> str:
+    """The error as the import's `detail`: a mapping found wrong only by the job (the
+    header row was past the probed start) says which entries and why."""
+    errors = exc.extra.get("errors") or []
+    if not errors:
+        return exc.detail
+    return f"{exc.detail}: " + "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors)
 
 
 async def _finish(
@@ -217,6 +247,8 @@ async def _finish(
         record.status = status
         record.error = error
         record.finished_at = utcnow()
+        if status == "succeeded":  # the last chunk may have been read before the end
+            record.bytes_read = reader.bytes_read
         if reader.format is not None:
             record.encoding = reader.format.encoding
             record.delimiter = reader.format.delimiter
