@@ -8,7 +8,7 @@ schemas are declared explicitly.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -35,7 +35,7 @@ from cauce.leads import repository as repo
 from cauce.leads import service_edit
 from cauce.leads.csv_export import csv_export
 from cauce.leads.errors import LeadInvalid
-from cauce.leads.field_types import IntakeOptions
+from cauce.leads.field_types import IntakeOptions, in_utc
 from cauce.leads.intake_groups import Claim
 from cauce.leads.models import Lead
 from cauce.leads.responses import BatchItemResult, BatchResult, LeadCreated, LeadOut
@@ -289,12 +289,8 @@ def _cursor(raw: str | None) -> int | None:
     return cursor
 
 
-def _utc(value: datetime) -> datetime:
-    # A date or a time without an offset is read as UTC (the times Cauce stores).
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-Instant = Annotated[datetime, AfterValidator(_utc)]
+# A date or a time without an offset is read as UTC (the times Cauce stores).
+Instant = Annotated[datetime, AfterValidator(in_utc)]
 
 
 def _not_below(low: str) -> AfterValidator:

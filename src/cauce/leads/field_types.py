@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -77,6 +77,23 @@ def field_error(loc: tuple[str | int, ...], code: str, message: str) -> Validati
         "Lead",
         [InitErrorDetails(type=PydanticCustomError(code, message), loc=loc, input=None)],
     )
+
+
+def in_utc(value: datetime) -> datetime:
+    """`value` in UTC (a naive one is read as UTC), for a validator to return.
+
+    Raises `PydanticCustomError` (`datetime_out_of_range`) when UTC falls outside years
+    1 to 9999: `0001-01-01T00:00:00+01:00` parses, yet its UTC time does not exist, and
+    the `OverflowError` of converting it would be a 500.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_out_of_range", "is outside the years 1 to 9999 once in UTC"
+        ) from None
 
 
 # Validators of values that repeat across leads (names, places, titles, campaign tags)

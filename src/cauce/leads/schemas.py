@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -58,6 +58,7 @@ from cauce.leads.field_types import (
     e164,
     email_flags,
     field_error,
+    in_utc,
     options_from,
 )
 from cauce.leads.names import compose_full_name, naming_convention, split_full_name
@@ -128,7 +129,7 @@ class Consent(_Model):
         now = options_from(info).now
         if now is not None and value > now + _CONSENT_CLOCK_SKEW:
             raise PydanticCustomError("consent_in_future", "is in the future")
-        return value.astimezone(UTC)
+        return in_utc(value)
 
     @model_validator(mode="after")
     def _proof_required(self) -> Self:

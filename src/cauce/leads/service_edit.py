@@ -16,7 +16,7 @@ from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.matching.plan import record_of
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
-from cauce.leads.schemas import LeadPatch
+from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadPatch
 from cauce.leads.service import LeadsRuntime
 from cauce.leads.tasks import request_delivery, request_erasure
 
@@ -100,6 +100,17 @@ async def patch(
                     merged.pop(key, None)
                 else:
                     merged[key] = item
+            if len(merged) > MAX_CUSTOM_FIELDS:  # each patch within the limit, not the sum
+                raise LeadInvalid(
+                    [
+                        {
+                            "pointer": "/custom_fields",
+                            "detail": f"a lead has at most {MAX_CUSTOM_FIELDS} custom fields: "
+                            f"this change would leave {len(merged)}",
+                            "type": "too_long",
+                        }
+                    ]
+                )
             if merged != lead.custom_fields:
                 lead.custom_fields = merged
                 changed.append(name)

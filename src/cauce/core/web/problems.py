@@ -66,13 +66,16 @@ def problem_response(
 
 
 def json_pointer(loc: tuple[int | str, ...]) -> str:
-    """RFC 6901 pointer into the body for a pydantic error location."""
+    """RFC 6901 pointer into the body for a pydantic error location; a parameter's is
+    `#query/<name>` (or `#path/`, `#header/`), its name escaped the same way."""
     parts = list(loc)
+    prefix = ""
     if parts and parts[0] in ("body", "query", "path", "header"):
         where, parts = parts[0], parts[1:]
         if where != "body":
-            return f"#{where}/" + "/".join(str(p) for p in parts)
-    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+            prefix = f"#{where}"
+    # A query parameter may be named `a/b`: unescaped, its pointer would name `b` in `a`.
+    return prefix + "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
 async def _cauce_error(request: Request, exc: Exception) -> Response:
