@@ -256,3 +256,25 @@ async def test_a_patch_cannot_give_a_lead_another_leads_email_or_phone(
         f"/v1/leads/{taken.json()['id']}", json={"email": "ocupado@empresa.es", "city": "Vigo"}
     )
     assert same.status_code == 200  # its own email again is no conflict
+
+
+async def test_a_merge_keeps_a_lead_within_its_custom_field_limit(api: httpx.AsyncClient) -> None:
+    """A lead with 48 custom fields meets an arrival bringing 5 new ones: the first 2 fill
+    the room left (50), the other 3 are reported kept in its history, not stored."""
+    email = _email()
+    first = {f"campo_{i:02d}": "x" for i in range(48)}
+    created = await api.post("/v1/leads", json={"email": email, "custom_fields": first})
+    assert created.status_code == 201, created.text
+    extra = {f"nuevo_{i}": "y" for i in range(5)}
+    merged = await api.post("/v1/leads", json={"email": email, "custom_fields": extra})
+    assert merged.status_code == 200, merged.text
+    assert merged.json()["duplicate"]["merged_fields"] == [
+        "custom_fields.nuevo_0",
+        "custom_fields.nuevo_1",
+    ]
+    lead = (await api.get(f"/v1/leads/{created.json()['id']}")).json()
+    assert len(lead["custom_fields"]) == 50
+    assert {"nuevo_0", "nuevo_1"} <= lead["custom_fields"].keys()
+    assert "nuevo_2" not in lead["custom_fields"]
+    merge_line = next(h for h in lead["history"] if h["action"] == "merged")
+    assert merge_line["changes"]["kept"] == [f"custom_fields.nuevo_{i}" for i in (2, 3, 4)]

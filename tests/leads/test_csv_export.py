@@ -11,12 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cauce.leads.csv_export import (
-    FORMULA_PREFIXES,
     ErrorReportWriter,
     csv_export,
     neutralise_cell,
 )
-from cauce.leads.csv_import import CsvLeadReader, ReportLine
+from cauce.leads.csv_import import FORMULA_PREFIXES, CsvLeadReader, ReportLine
 
 
 def test_error_report_is_a_neutralised_csv_in_the_imports_delimiter() -> None:

@@ -61,7 +61,17 @@ def test_bad_signatures_are_refused(case: str, headers_of: Any) -> None:
         verify_hubspot(SECRET, "POST", URI, body, headers_of(body), now=NOW)
 
 
-@pytest.mark.parametrize("body", [b"{", b'{"eventId": 1}', b"[1]", b'[{"x": 1}]'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b'{"eventId": 1}',
+        b"[1]",
+        b'[{"x": 1}]',
+        b'[{"eventId": 1, "occurredAt": 1e20}]',  # once a 500 (OSError, year > 9999)
+        b'[{"eventId": 1, "occurredAt": 99999999999999999999}]',
+    ],
+)
 def test_malformed_batches_are_refused(body: bytes) -> None:
     """Only a JSON array of events with ids is accepted."""
     with pytest.raises(ValidationFailed):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import class_mapper
 
 from cauce.leads import bulk
 from cauce.leads import repository as repo
+from cauce.leads.field_types import MAX_CUSTOM_FIELDS
 from cauce.leads.matching import FieldChange, Match, merge
 from cauce.leads.matching.known import Known
 from cauce.leads.matching.plan import (
@@ -171,6 +172,7 @@ def _apply_merge(
     existing = {name: getattr(lead, name) for name in MERGEABLE}
     incoming = {name: values[name] for name in MERGEABLE}
     merged, changes = merge(existing, incoming, rt.settings.leads.dedupe)
+    changes = _within_custom_limit(existing["custom_fields"] or {}, merged, changes)
     changed = [c for c in changes if c.action in ("filled", "overwritten")]
     for change in changed:
         top = change.field.split(".", 1)[0]
@@ -183,6 +185,29 @@ def _apply_merge(
     lead.sync_status = "pending"
     lead.updated_at = now
     return changes, changed
+
+
+def _within_custom_limit(
+    had: dict[str, Any], merged: dict[str, Any], changes: list[FieldChange]
+) -> list[FieldChange]:
+    """Keep a merged lead within `MAX_CUSTOM_FIELDS` custom fields: new keys fill the room
+    left in arrival order; the rest stay out, reported as `kept` (in the history, never
+    stored), as every other incoming value that did not make it."""
+    custom = merged.get("custom_fields")
+    if not isinstance(custom, dict) or len(custom) <= MAX_CUSTOM_FIELDS:
+        return changes
+    room = MAX_CUSTOM_FIELDS - len(had)
+    out: list[FieldChange] = []
+    for change in changes:
+        top, _, key = change.field.partition(".")
+        if top == "custom_fields" and key and key not in had and change.action == "filled":
+            if room > 0:
+                room -= 1
+            else:
+                custom.pop(key, None)
+                change = FieldChange(change.field, "kept", change.old, change.new)
+        out.append(change)
+    return out
 
 
 def _source_row(lead_id: int, values: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -114,11 +114,14 @@ def parse_events(body: bytes) -> list[InboundEvent]:
         if not isinstance(item, dict) or item.get("eventId") is None:
             raise ValidationFailed(f"event {index} has no eventId")
         occurred = item.get("occurredAt")
-        occurred_at = (
-            datetime.fromtimestamp(occurred / 1000, UTC)
-            if isinstance(occurred, int | float) and occurred > 0
-            else None
-        )
+        occurred_at = None
+        if isinstance(occurred, int | float) and not isinstance(occurred, bool) and occurred > 0:
+            try:
+                occurred_at = datetime.fromtimestamp(occurred / 1000, UTC)
+            except (ValueError, OverflowError, OSError):
+                raise ValidationFailed(
+                    f"event {index} has an occurredAt out of range (milliseconds since 1970)"
+                ) from None
         events.append(InboundEvent(str(item["eventId"])[:100], item, occurred_at))
     return events
 
