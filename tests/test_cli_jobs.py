@@ -49,20 +49,25 @@ def restore_logging() -> Iterator[None]:
     structlog.configure(**config)
 
 
-@pytest.fixture
-def cauce(tmp_path: Path, database_url: str, restore_logging: None) -> Cli:
-    """Run `cauce ARGS` in-process on this test's database."""
+def cli_in_process(tmp_path: Path, database_url: str, log_level: str = "warning") -> Cli:
+    """`cauce ARGS` run in-process on this test's database (JSON logs at `log_level`)."""
     env = {
         "CAUCE_DATA_DIR": str(tmp_path / "data"),
         "CAUCE_DATABASE_URL": database_url,
         "CAUCE_LOG__FORMAT": "json",
-        "CAUCE_LOG__LEVEL": "warning",
+        "CAUCE_LOG__LEVEL": log_level,
     }
 
     def run(*args: str) -> Result:
         return CliRunner().invoke(cli_app, list(args), env=env)
 
     return run
+
+
+@pytest.fixture
+def cauce(tmp_path: Path, database_url: str, restore_logging: None) -> Cli:
+    """Run `cauce ARGS` in-process on this test's database."""
+    return cli_in_process(tmp_path, database_url)
 
 
 def open_queue(tmp_path: Path, database_url: str) -> tuple[Database, JobQueue, TaskRegistry]:

@@ -255,12 +255,8 @@ async def test_group_size_one_turns_grouping_off(settings_factory: SettingsFacto
         assert await _stored(app) == 2
 
 
-async def test_leads_beyond_the_queue_bound_are_refused_with_retry_after(
-    settings_factory: SettingsFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`leads.intake_queue_max` leads wait behind a group in flight; the next ones get 503
-    `intake_busy` with Retry-After at once and nothing of theirs is stored; the waiting
-    ones are stored when the group is through."""
+def _hold_groups(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make every group wait, once it has started (the first event), for the second."""
     started, release = asyncio.Event(), asyncio.Event()
 
     async def held(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
@@ -269,6 +265,16 @@ async def test_leads_beyond_the_queue_bound_are_refused_with_retry_after(
         return await intake_many(session, rt, items, **kw)
 
     monkeypatch.setattr(intake_groups, "intake_many", held)
+    return started, release
+
+
+async def test_leads_beyond_the_queue_bound_are_refused_with_retry_after(
+    settings_factory: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`leads.intake_queue_max` leads wait behind a group in flight; the next ones get 503
+    `intake_busy` with Retry-After at once and nothing of theirs is stored; the waiting
+    ones are stored when the group is through."""
+    started, release = _hold_groups(monkeypatch)
     app = await _app(settings_factory, intake_queue_max=2)
     async with LifespanManager(app), await _client(app) as client:
         groups = _groups(app)
@@ -299,14 +305,7 @@ async def test_requests_gone_away_leave_room_in_the_queue(
     """Leads whose requests were cancelled while they waited no longer count toward
     `leads.intake_queue_max`: the next lead is accepted, and only it and the group in
     flight are stored."""
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def held(session: Any, rt: Any, items: Sequence[Any], **kw: Any) -> Any:
-        started.set()
-        await release.wait()
-        return await intake_many(session, rt, items, **kw)
-
-    monkeypatch.setattr(intake_groups, "intake_many", held)
+    started, release = _hold_groups(monkeypatch)
     app = await _app(settings_factory, intake_queue_max=2)
     async with LifespanManager(app), await _client(app) as client:
         groups = _groups(app)

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import structlog
 from asgi_lifespan import LifespanManager
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from cauce.app import Resources, create_app, job_worker_for
-from cauce.cli import app as cli_app
 from cauce.core.config import load_settings
 from cauce.core.db import Database, unit_of_work
 from cauce.core.jobs.builtin import PROBE_TASK, register_core_tasks
@@ -38,6 +35,9 @@ from cauce.core.jobs.retention import PURGE_TASK, register_jobs_purge, retention
 from tests.conftest import SettingsFactory, make_settings
 from tests.core.jobs.conftest import KitFactory
 from tests.core.jobs.kits import FakeClock, Kit
+from tests.test_cli_jobs import cli_in_process, restore_logging
+
+__all__ = ["restore_logging"]  # the fixture, shared with test_cli_jobs
 
 RETENTION = Retention(succeeded=timedelta(days=7), failed=timedelta(days=30), chunk=3)
 EVERY_SECOND = "* * * * * *"
@@ -357,31 +357,9 @@ def test_the_purge_settings_and_their_defaults(
 
 
 @pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI configures logging onto the runner's streams: put things back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
-
-
-@pytest.fixture
 def cauce(tmp_path: Path, database_url: str, restore_logging: None) -> Callable[..., Result]:
-    """Run `cauce ARGS` in-process on this test's database."""
-    env = {
-        "CAUCE_DATA_DIR": str(tmp_path / "data"),
-        "CAUCE_DATABASE_URL": database_url,
-        "CAUCE_LOG__FORMAT": "json",
-        "CAUCE_LOG__LEVEL": "info",
-    }
-
-    def run(*args: str) -> Result:
-        return CliRunner().invoke(cli_app, list(args), env=env)
-
-    return run
+    """Run `cauce ARGS` in-process on this test's database, its info lines logged."""
+    return cli_in_process(tmp_path, database_url, "info")
 
 
 async def test_cauce_jobs_purge(
