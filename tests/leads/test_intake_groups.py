@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -231,10 +231,7 @@ async def test_a_request_gone_before_its_group_starts_is_left_out(
         first = asyncio.create_task(client.post("/v1/leads", json=_lead()))
         await asyncio.wait_for(started.wait(), 10)
         waiting = [asyncio.create_task(client.post("/v1/leads", json=_lead())) for _ in range(3)]
-        for _ in range(1000):  # until all three wait behind the group in flight
-            if len(groups._waiting) == 3:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: len(groups._waiting) == 3)
         waiting[1].cancel()
         release.set()
         done = await asyncio.gather(first, *waiting, return_exceptions=True)
@@ -253,6 +250,15 @@ async def test_group_size_one_turns_grouping_off(settings_factory: SettingsFacto
         responses = await _post_all(client, [_lead(), _lead(email="x@empresa.es")])
         assert [r.status_code for r in responses] == [201, 201]
         assert await _stored(app) == 2
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait (10 s at most) until `condition()` holds."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
 
 
 def _hold_groups(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
@@ -281,10 +287,7 @@ async def test_leads_beyond_the_queue_bound_are_refused_with_retry_after(
         first = asyncio.create_task(client.post("/v1/leads", json=_lead()))
         await asyncio.wait_for(started.wait(), 10)
         waiting = [asyncio.create_task(client.post("/v1/leads", json=_lead())) for _ in range(2)]
-        for _ in range(1000):
-            if len(groups._waiting) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: len(groups._waiting) == 2)
         refused = await _post_all(client, [_lead(), _lead()])
         for response in refused:
             assert response.status_code == 503
@@ -312,10 +315,7 @@ async def test_requests_gone_away_leave_room_in_the_queue(
         first = asyncio.create_task(client.post("/v1/leads", json=_lead()))
         await asyncio.wait_for(started.wait(), 10)
         gone = [asyncio.create_task(client.post("/v1/leads", json=_lead())) for _ in range(2)]
-        for _ in range(1000):
-            if groups.queued == 2:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: groups.queued == 2)
         assert groups.queued == 2
         for task in gone:
             task.cancel()
@@ -323,10 +323,7 @@ async def test_requests_gone_away_leave_room_in_the_queue(
         assert groups.queued == 0
         assert len(groups._waiting) == 2  # still there, until the drain reaches them
         late = asyncio.create_task(client.post("/v1/leads", json=_lead()))
-        for _ in range(1000):
-            if groups.queued == 1:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: groups.queued == 1)
         release.set()
         done = await asyncio.gather(first, late)
         assert [r.status_code for r in done] == [201, 201]

@@ -18,6 +18,7 @@ from cauce.core.db import unit_of_work
 from cauce.core.errors import MalformedBody, NotFound, ServiceUnavailable, UnsupportedMediaType
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope
+from cauce.core.web.problems import json_pointer
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import imports
 from cauce.leads.csv_columns import check_mapping
@@ -117,8 +118,7 @@ _UPLOAD_BODY: dict[str, Any] = {
 
 
 def _part_error(name: str, detail: str, kind: str) -> FieldError:
-    pointer = "/" + name.replace("~", "~0").replace("/", "~1")  # RFC 6901
-    return FieldError(pointer=pointer, detail=detail, type=kind)
+    return FieldError(pointer=json_pointer(("body", name)), detail=detail, type=kind)
 
 
 def _form_parts(form: FormData) -> tuple[UploadFile, str | None]:
