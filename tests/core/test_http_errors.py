@@ -130,7 +130,15 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient, token: str) -> N
         content=b'{"name": "a", ',
         headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
     )
-    _assert_problem(response, 400, "malformed_body")
+    body = _assert_problem(response, 400, "malformed_body")
+    # Where the parser stopped, pointing at the whole body.
+    assert body["errors"] == [
+        {
+            "pointer": "",
+            "detail": "Expecting property name enclosed in double quotes at offset 14",
+            "type": "json_invalid",
+        }
+    ]
 
 
 async def test_wrong_content_type_is_415(client: httpx.AsyncClient, token: str) -> None:

@@ -154,7 +154,7 @@ async def test_ids_that_cannot_be_ids_are_not_found(api: httpx.AsyncClient, raw:
     422 or a 404, not a database error."""
     cursor = await api.get("/v1/leads", params={"cursor": raw})
     assert cursor.status_code == 422
-    assert _pointers(cursor) == {"/cursor"}
+    assert _pointers(cursor) == {"#query/cursor"}
     for path in (f"/v1/leads/import/{raw}", f"/v1/leads/import/{raw}/errors.csv"):
         assert (await api.get(path)).status_code == 404
 
@@ -233,6 +233,64 @@ async def test_import_options_that_are_not_json_are_named(api: httpx.AsyncClient
     )
     assert response.status_code == 400
     assert "options" in response.json()["detail"]
+
+
+async def test_refusals_of_a_whole_request_name_what_they_refuse(api: httpx.AsyncClient) -> None:
+    """Broken JSON, a bad or reused Idempotency-Key: each problem has an `errors` entry
+    pointing at the body (with where the parser stopped) or at the header."""
+    json_header = {"Content-Type": "application/json"}
+    for path, body in (("/v1/leads", b'{"email": "a@b.es",'), ("/v1/leads/batch", b"[1, 2")):
+        broken = await api.post(path, content=body, headers=json_header)
+        assert broken.status_code == 400
+        assert broken.json()["code"] == "malformed_body"
+        [error] = broken.json()["errors"]
+        assert error["pointer"] == ""
+        assert error["type"] == "json_invalid"
+        assert f"column {len(body)}" in error["detail"]
+        assert error["detail"] in broken.json()["detail"]
+    options = await api.post(
+        "/v1/leads/import",
+        files={"file": ("leads.csv", b"correo\nana@empresa.es\n", "text/csv")},
+        data={"options": "{mapping: nope"},
+    )
+    assert _pointers(options) == {"/options"}
+    key = uuid.uuid4().hex
+    first = await api.post("/v1/leads", json={"email": _email()}, headers={"Idempotency-Key": key})
+    assert first.status_code == 201
+    reused = await api.post("/v1/leads", json={"email": _email()}, headers={"Idempotency-Key": key})
+    assert reused.status_code == 422
+    assert _pointers(reused) == {"#header/Idempotency-Key"}
+    invalid = await api.post(
+        "/v1/leads", json={"email": _email()}, headers={"Idempotency-Key": "x" * 300}
+    )
+    assert invalid.status_code == 400
+    assert invalid.json()["code"] == "idempotency_key_invalid"
+    assert _pointers(invalid) == {"#header/Idempotency-Key"}
+
+
+async def test_a_patch_may_be_sent_as_a_json_merge_patch(api: httpx.AsyncClient) -> None:
+    """RFC 7396's media type is accepted for PATCH (and only there); `null` clears."""
+    email = _email()
+    created = await api.post("/v1/leads", json={"email": email, "company": "Acme"})
+    lead_id = created.json()["id"]
+    patched = await api.patch(
+        f"/v1/leads/{lead_id}",
+        content=b'{"company": null, "job_title": "CTO"}',
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["company"], patched.json()["job_title"]) == (None, "CTO")
+    posted = await api.post(
+        "/v1/leads",
+        content=b'{"email": "x@empresa.es"}',
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert posted.status_code == 415
+    text = await api.patch(
+        f"/v1/leads/{lead_id}", content=b"{}", headers={"Content-Type": "text/plain"}
+    )
+    assert text.status_code == 415
+    assert "application/merge-patch+json" in text.json()["detail"]
 
 
 async def test_a_patch_cannot_give_a_lead_another_leads_email_or_phone(

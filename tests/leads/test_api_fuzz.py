@@ -119,6 +119,12 @@ def check_pointer(pointer: Any, document: Any = NOT_JSON) -> None:
         assert _resolves(document, parent), (pointer, document)
 
 
+# Problems that must say, in `errors`, which part of the request they refuse.
+_NAMES_ITS_FIELDS = frozenset(
+    {"validation_failed", "malformed_body", "idempotency_key_reused", "idempotency_key_invalid"}
+)
+
+
 def check(response: httpx.Response, document: Any = NOT_JSON) -> Any:
     """The issue's rule for one response; the JSON body of a JSON answer."""
     status = response.status_code
@@ -138,7 +144,7 @@ def check(response: httpx.Response, document: Any = NOT_JSON) -> Any:
     assert isinstance(body.get("title"), str), _says(response)
     assert body["title"], _says(response)
     assert body.get("status") == status, _says(response)
-    if status == 422 and body.get("code") == "validation_failed":
+    if body.get("code") in _NAMES_ITS_FIELDS or "errors" in body:
         errors = body.get("errors")
         assert isinstance(errors, list), _says(response)
         assert errors, _says(response)

@@ -6,6 +6,7 @@ published. The HTTP layer renders every error as RFC 9457 `application/problem+j
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 
@@ -39,6 +40,26 @@ class MalformedBody(BadRequest):
 
     code = "malformed_body"
     title = "Malformed request body"
+
+
+def malformed_json(
+    errors: Iterable[Mapping[str, Any]], pointer: str = "", what: str = "the body"
+) -> MalformedBody | None:
+    """The `MalformedBody` for pydantic errors that say the JSON itself is broken (None
+    otherwise): its one error points at `pointer` ("" is the whole body) and says where
+    the parser stopped, e.g. "EOF while parsing a value at line 1 column 6"."""
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            context = error.get("ctx") or {}
+            reason = str(context.get("error") or "not valid JSON")
+            where = error.get("loc") or ()
+            if where and isinstance(where[-1], int):  # FastAPI's parse: a character offset
+                reason += f" at offset {where[-1]}"
+            return MalformedBody(
+                f"{what} is not valid JSON: {reason}",
+                errors=[{"pointer": pointer, "detail": reason, "type": "json_invalid"}],
+            )
+    return None
 
 
 class Unauthenticated(CauceError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
-from cauce.core.errors import MalformedBody, UnsupportedMediaType
+from cauce.core.errors import UnsupportedMediaType, malformed_json
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope
 from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fingerprint
@@ -93,11 +93,21 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
     )
 
 
-async def _json_body(request: Request) -> bytes:
+JSON: Final = "application/json"
+MERGE_PATCH: Final = "application/merge-patch+json"  # RFC 7396
+
+
+async def _json_body(request: Request, accepted: tuple[str, ...] = (JSON,)) -> bytes:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
-        raise UnsupportedMediaType("this endpoint accepts application/json bodies only")
+    if media not in accepted:
+        raise UnsupportedMediaType(f"this endpoint accepts {' or '.join(accepted)} bodies only")
     return await request.body()
+
+
+def _invalid(exc: ValidationError) -> Exception:
+    """A broken JSON body's 400, or the fields' 422."""
+    errors = exc.errors()
+    return malformed_json(errors) or LeadInvalid(field_errors(exc))
 
 
 def _options(rt: LeadsRuntime, region: str | None = None) -> IntakeOptions:
@@ -130,11 +140,12 @@ async def idempotent(
     return _json(status, payload)
 
 
-def _schema_body(model: type[BaseModel]) -> dict[str, Any]:
+def _schema_body(model: type[BaseModel], media: tuple[str, ...] = (JSON,)) -> dict[str, Any]:
+    schema = model.model_json_schema()
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {name: {"schema": schema} for name in media},
         }
     }
 
@@ -154,9 +165,7 @@ async def create_lead(request: Request, principal: Write) -> Response:
         lead_in = LeadIn.model_validate_json(body, context=_options(rt).context())
     except ValidationError as exc:
         rt.metrics.intake.labels("rejected").inc()
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise MalformedBody("the body is not valid JSON") from None
-        raise LeadInvalid(field_errors(exc)) from None
+        raise _invalid(exc) from None
 
     if rt.groups is not None:  # committed with the other leads arriving now (ADR 0009)
         raw_key = request.headers.get(HEADER)
@@ -220,9 +229,7 @@ async def create_batch(request: Request, principal: Write) -> Response:
     try:
         batch = LeadBatchIn.model_validate_json(body)
     except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise MalformedBody("the body is not valid JSON") from None
-        raise LeadInvalid(field_errors(exc)) from None
+        raise _invalid(exc) from None
     checked = validate_batch(batch.items, _options(rt))
     if checked.invalid:
         rt.metrics.intake.labels("rejected").inc(len(checked.invalid))
@@ -280,7 +287,7 @@ def _cursor(raw: str | None) -> int | None:
         raise LeadInvalid(
             [
                 {
-                    "pointer": "/cursor",
+                    "pointer": "#query/cursor",
                     "detail": "not a cursor from a previous page",
                     "type": "cursor",
                 }
@@ -416,13 +423,13 @@ async def get_lead(request: Request, principal: Read, lead_id: str) -> Response:
 @router.patch(
     "/{lead_id}",
     response_model=LeadOut,
-    openapi_extra=_schema_body(LeadPatch),
+    openapi_extra=_schema_body(LeadPatch, (JSON, MERGE_PATCH)),
     summary="Change a lead (JSON merge patch)",
 )
 async def patch_lead(request: Request, principal: Write, lead_id: str) -> Response:
     """Only the fields sent change; `null` clears one. The lead is synced again."""
     rt = runtime(request)
-    body = await _json_body(request)
+    body = await _json_body(request, (JSON, MERGE_PATCH))
     async with unit_of_work(rt.sessionmaker) as session:
         region = None
         if _phone_without_country(body):
@@ -447,9 +454,7 @@ def _patch_of(body: bytes, options: IntakeOptions) -> LeadPatch:
     try:
         return LeadPatch.model_validate_json(body, context=options.context())
     except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise MalformedBody("the body is not valid JSON") from None
-        raise LeadInvalid(field_errors(exc)) from None
+        raise _invalid(exc) from None
 
 
 @router.delete("/{lead_id}", status_code=204, summary="Erase a lead (GDPR)")

@@ -15,7 +15,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.responses import Response, StreamingResponse
 
 from cauce.core.db import unit_of_work
-from cauce.core.errors import MalformedBody, NotFound, ServiceUnavailable, UnsupportedMediaType
+from cauce.core.errors import NotFound, ServiceUnavailable, UnsupportedMediaType, malformed_json
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope
 from cauce.core.web.problems import json_pointer
@@ -171,11 +171,11 @@ def _parse_options(options: str | None) -> ImportOptionsIn:
     try:
         parsed = ImportOptionsIn.model_validate_json(options or "{}")
     except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            detail = "the `options` form field is not valid JSON"
-            raise MalformedBody(
-                detail, errors=[_part_error("options", detail, "json_invalid")]
-            ) from None
+        malformed = malformed_json(
+            exc.errors(), json_pointer(("body", "options")), "the `options` form field"
+        )
+        if malformed is not None:
+            raise malformed from None
         raise ImportMappingInvalid(field_errors(exc, "/options")) from None
     check_mapping(parsed.mapping)  # before the upload is stored, not after
     return parsed

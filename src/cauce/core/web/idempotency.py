@@ -93,11 +93,16 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
+def _header_error(detail: str, kind: str) -> dict[str, str]:
+    return {"pointer": f"#header/{HEADER}", "detail": detail, "type": kind}
+
+
 def check_key(key: str) -> str:
     """Validate the header's value."""
     key = key.strip()
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise IdempotencyKeyInvalid(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters")
+        detail = f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters"
+        raise IdempotencyKeyInvalid(detail, errors=[_header_error(detail, "invalid")])
     return key
 
 
@@ -116,7 +121,8 @@ class IdempotencyStore:
             return None
         if row.fingerprint != print_:
             raise IdempotencyKeyReused(
-                f"this {HEADER} was first used with a different request; use a new key"
+                f"this {HEADER} was first used with a different request; use a new key",
+                errors=[_header_error("first used with a different request", "reused")],
             )
         return StoredResponse(row.status_code, orjson.loads(row.body))
 

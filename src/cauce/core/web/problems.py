@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from cauce.core.errors import CauceError, Overloaded
+from cauce.core.errors import CauceError, Overloaded, malformed_json
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger("cauce.http")
@@ -113,14 +113,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return problem_response(
-            request,
-            status=400,
-            code="malformed_body",
-            title="Malformed request body",
-            detail="the body is not valid JSON",
-        )
+    malformed = malformed_json(errors)
+    if malformed is not None:
+        return await _cauce_error(request, malformed)
     items = [
         {
             "pointer": json_pointer(tuple(e.get("loc", ()))),
