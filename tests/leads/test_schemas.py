@@ -291,6 +291,38 @@ def test_consent_in_the_past_is_accepted_and_stored_in_utc() -> None:
     assert lead.consent.given_at == NOW - timedelta(days=1)
 
 
+@pytest.mark.parametrize(
+    ("given_at", "now", "expected"),
+    [
+        # Future and without a UTC form: the future is said first, as always.
+        ("9999-12-31T23:59:59-14:00", NOW, "consent_in_future"),
+        ("9999-12-31T23:59:59-14:00", None, "datetime_out_of_range"),
+        ("0001-01-01T00:30:00+01:00", NOW, "datetime_out_of_range"),
+        ("0001-01-01T00:30:00+01:00", None, "datetime_out_of_range"),
+        ("2025-03-01T13:04:00+01:00", NOW, datetime(2025, 3, 1, 12, 4, tzinfo=UTC)),
+        ("2025-03-01T13:06:00+01:00", NOW, "consent_in_future"),
+        ("2025-03-01T12:05:00Z", NOW, datetime(2025, 3, 1, 12, 5, tzinfo=UTC)),
+        ("2025-03-01T12:05:00.000001Z", NOW, "consent_in_future"),
+        ("3025-03-01T12:05:00-03:00", None, datetime(3025, 3, 1, 15, 5, tzinfo=UTC)),
+    ],
+)
+def test_consent_time_checks(given_at: str, now: datetime | None, expected: object) -> None:
+    """Consent times: refused in the future (5 minutes of skew), or without a UTC form;
+    kept in UTC otherwise."""
+    outcome = validate_lead(
+        {"email": "a@b.es", "consent": {"marketing": False, "given_at": given_at}},
+        IntakeOptions(now=now),
+    )
+    if isinstance(expected, datetime):
+        assert isinstance(outcome, LeadIn)
+        assert outcome.consent is not None
+        assert outcome.consent.given_at == expected
+        assert outcome.consent.given_at.tzinfo is UTC
+    else:
+        assert not isinstance(outcome, LeadIn)
+        assert [(e["pointer"], e["type"]) for e in outcome] == [("/consent/given_at", expected)]
+
+
 # --- property-based -----------------------------------------------------------------------
 
 TEXT_FIELDS = (

