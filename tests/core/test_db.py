@@ -99,6 +99,22 @@ async def test_unit_of_work_commits_or_rolls_back(settings: Settings) -> None:
         await db.dispose()
 
 
+async def test_json_columns_round_trip_exactly(settings: Settings) -> None:
+    """JSON columns store what they are given and give it back the same: accents,
+    nesting, and an integer past 64 bits (which orjson, the fast path, refuses)."""
+    db = create_database(settings)
+    value: list[Any] = ["leads:write", {"ñandú": [1.5, None, True]}, 2**70, "€"]
+    try:
+        async with unit_of_work(db.sessionmaker) as session:
+            session.add(ApiKey(key_id="j" * 12, name="j", key_hash="h" * 64, scopes=value))
+        async with db.sessionmaker() as session:
+            stored = await session.scalar(select(ApiKey.scopes))
+        assert stored == value
+        assert isinstance(stored[2], int)
+    finally:
+        await db.dispose()
+
+
 async def test_timestamps_round_trip_as_aware_utc(settings: Settings) -> None:
     """A timestamp in any zone comes back as the same instant, in UTC."""
     db = create_database(settings)
