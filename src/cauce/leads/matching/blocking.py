@@ -105,29 +105,55 @@ def strongest(
     member's weight never depends on the order the blocks were given in: every process,
     and a batch as well as one lead at a time, ranks alike.
     """
-    given = sorted(blocks, key=lambda block: block[0])
+    given = sorted(blocks, key=_block_key)
     if sum(len(members) for _, members in given) <= limit:
         return set().union(*(members for _, members in given))
     exact: set[T] = set()
     weight: dict[T, float] = {}
+    get = weight.get
     for key, members in given:
         if key.startswith(EXACT_PREFIXES):
             exact.update(members)
         elif members:
             share = 1.0 / len(members)
-            for member in members:
-                weight[member] = weight.get(member, 0.0) + share
-    if len(exact) + len(weight.keys() - exact) <= limit:
-        return exact | weight.keys()
+            if weight:
+                for member in members:
+                    weight[member] = get(member, 0.0) + share
+                continue
+            # The first weighed block fills the empty table at once (0.0 + share is
+            # share), unless a member repeats in it: then one at a time, as above.
+            weight = dict.fromkeys(members, share)
+            get = weight.get
+            if len(weight) != len(members):
+                weight.clear()
+                for member in members:
+                    weight[member] = get(member, 0.0) + share
+    if exact:
+        everyone = exact | weight.keys()
+        if len(everyone) <= limit:
+            return everyone
+        for member in exact:
+            weight.pop(member, None)
+    elif len(weight) <= limit:
+        return set(weight)
     if len(exact) >= limit:
         return set(heapq.nsmallest(limit, exact, key=order))
-    for member in exact:
-        weight.pop(member, None)
     room = limit - len(exact)
     # The room-th heaviest weight: every member above it is in; members at it, the
     # earliest first, fill what room is left (sorting floats, not members, is cheap).
     cut = sorted(weight.values(), reverse=True)[room - 1]
-    chosen = [member for member, w in weight.items() if w > cut]
-    tied = [member for member, w in weight.items() if w == cut]
-    chosen += heapq.nsmallest(room - len(chosen), tied, key=order)
-    return exact.union(chosen)
+    chosen: list[T] = []
+    tied: list[T] = []
+    for member, w in weight.items():
+        if w > cut:
+            chosen.append(member)
+        elif w == cut:
+            tied.append(member)
+    # `sorted` is stable, as `heapq.nsmallest` is: among equal `order`, the first met.
+    tied.sort(key=order)
+    exact.update(chosen, tied[: room - len(chosen)])
+    return exact
+
+
+def _block_key(block: tuple[str, Collection[T]]) -> str:
+    return block[0]

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from rapidfuzz.distance import OSA
 
@@ -249,7 +249,8 @@ class Screen:
     runs for every candidate of every lead). The bound on the names depends on the
     candidate only through its `name_key` and whether initials cross, the places'
     evidence only through its `place_key`; most candidates share both with others
-    (José, Madrid), so each is computed once per screen and looked up after.
+    (José, Madrid), so each is computed once, for every screen of a record with the
+    same keys (`_Memo`), and looked up after.
     """
 
     __slots__ = ("_a", "_common", "_given_tokens", "_nick", "admits", "need")
@@ -260,13 +261,9 @@ class Screen:
         self._common = a.canonical_common if nick else a.first_common
         self.admits: Callable[[Features], bool] = self._admits()
 
-    def _name_bound(self, b: Features, cross: bool) -> _NameBound:
-        key = (self._nick, cross, self._a.name_key, b.name_key)
-        bound = _NAME_BOUNDS.get(key)
-        if bound is None:
-            if len(_NAME_BOUNDS) >= _SCREEN_MEMO:
-                _NAME_BOUNDS.clear()
-            bound = _NAME_BOUNDS[key] = self._new_name_bound(b, cross)
+    def _name_bound(self, b: Features, cross: bool, table: dict[str, _NameBound]) -> _NameBound:
+        bound = table[b.name_key] = self._new_name_bound(b, cross)
+        _NAME_BOUNDS.grown()
         return bound
 
     def _new_name_bound(self, b: Features, cross: bool) -> _NameBound:
@@ -286,13 +283,9 @@ class Screen:
             )
         return given_bits, crossed_max, max(given_bits + surname_max, crossed_max)
 
-    def _place_bits(self, b: Features) -> float:
-        key = (self._a.place_key, b.place_key)
-        bits = _PLACE_BITS.get(key)
-        if bits is None:
-            if len(_PLACE_BITS) >= _SCREEN_MEMO:
-                _PLACE_BITS.clear()
-            bits = _PLACE_BITS[key] = self._new_place_bits(b)
+    def _place_bits(self, b: Features, table: dict[str, float]) -> float:
+        bits = table[b.place_key] = self._new_place_bits(b)
+        _PLACE_BITS.grown()
         return bits
 
     def _new_place_bits(self, b: Features) -> float:
@@ -316,11 +309,11 @@ class Screen:
     def _admits(self) -> Callable[[Features], bool]:
         a, need = self._a, self.need
         email, local, phone, tax_id = a.email_key, a.email_local, a.phone, a.tax_id
-        company, address, last = a.company, a.address, a.last_tokens
+        company, address, last = a.company or "", a.address, a.last_tokens
         first_initial, last_initials = a.first_initial, a.last_initials
-        straight: dict[str, _NameBound] = {}
-        crossed: dict[str, _NameBound] = {}
-        places: dict[str, float] = {}
+        straight = _NAME_BOUNDS.table((self._nick, False, a.name_key))
+        crossed = _NAME_BOUNDS.table((self._nick, True, a.name_key))
+        places = _PLACE_BITS.table(a.place_key)
         name_bound, place_bits = self._name_bound, self._place_bits
 
         def admits(b: Features) -> bool:
@@ -339,14 +332,14 @@ class Screen:
             if b.first_initial in last_initials or first_initial in b.last_initials:
                 names = crossed.get(b.name_key)
                 if names is None:
-                    names = crossed[b.name_key] = name_bound(b, True)
+                    names = name_bound(b, True, crossed)
             else:
                 names = straight.get(b.name_key)
                 if names is None:
-                    names = straight[b.name_key] = name_bound(b, False)
+                    names = name_bound(b, False, straight)
             place = places.get(b.place_key)
             if place is None:
-                place = places[b.place_key] = place_bits(b)
+                place = place_bits(b, places)
             bits += place
             other = b.company
             if company and other:
@@ -374,12 +367,48 @@ class Screen:
 # A screen's bound on the names of a pair: (given-name bits, crossed names at most, both).
 _NameBound = tuple[float, float, float]
 # The bounds depend on the two records only through their keys, so screens share them
-# (one per incoming lead would otherwise work out José against José again): by
-# (nicknames, initials crossed, name_key, name_key), and by (place_key, place_key).
-# Emptied when full, which costs a few misses and keeps memory bounded.
+# (one per incoming lead would otherwise work out José against José again).
 _SCREEN_MEMO: Final = 1 << 15
-_NAME_BOUNDS: dict[tuple[bool, bool, str, str], _NameBound] = {}
-_PLACE_BITS: dict[tuple[str, str], float] = {}
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Memo(Generic[K, V]):
+    """Values shared by screens: a table per key of the screened record, of values by the
+    candidate's key. A screen holds its record's tables and reads them for every candidate.
+
+    Emptied once it holds `_SCREEN_MEMO` values and tables in all, which costs a few misses
+    and keeps memory bounded (a screen still holding a table keeps it, unshared).
+    """
+
+    __slots__ = ("_size", "_tables")
+
+    def __init__(self) -> None:
+        self._tables: dict[K, dict[str, V]] = {}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def table(self, key: K) -> dict[str, V]:
+        """The table of a screened record's `key`, new and empty the first time."""
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = {}
+            self.grown()
+        return table
+
+    def grown(self) -> None:
+        """Count a value put in a table."""
+        self._size += 1
+        if self._size >= _SCREEN_MEMO:
+            self._tables.clear()
+            self._size = 0
+
+
+# By (nicknames, initials crossed, name_key), then name_key; by place_key, then place_key.
+_NAME_BOUNDS: _Memo[tuple[bool, bool, str], _NameBound] = _Memo()
+_PLACE_BITS: _Memo[str, float] = _Memo()
 
 
 def compare(

@@ -143,10 +143,19 @@ class BlockView:
         answer = self._answers.get(keys)
         if answer is not None:
             asked_at, ids = answer
+            if asked_at == self._clock:
+                return ids  # nothing filed since (the same item asked again)
             touched = self._touched
             if all(touched.get(key, 0) <= asked_at for key in keys):
                 return ids
-        blocks = [(key, block) for key in keys if (block := self._usable(key)) is not None]
+        # `_usable`, inline: this runs for every key of every item.
+        blocks_of, too_common, limit = self._blocks, self._too_common, self._limit
+        blocks = [
+            (key, block)
+            for key in keys
+            if (block := blocks_of.get(key))
+            and ((len(block) <= limit and key not in too_common) or _exact(key))
+        ]
         ids = sorted(strongest(blocks, self._max_candidates, _identity))
         self._answers[keys] = (self._clock, ids)
         return ids
@@ -214,7 +223,12 @@ class BatchMatcher:
     def unknown(self, keys: Iterable[str]) -> list[int]:
         """The stored candidates of `keys` not looked up yet (see `looked_up`)."""
         seen = self._looked_up
-        return [i for i in self.view.candidates(keys) if i < PROVISIONAL and i not in seen]
+        ids = self.view.candidates(keys)
+        # Ids are sorted, provisional ones last; most often every stored one is known.
+        stored = ids[: bisect.bisect_left(ids, PROVISIONAL)]
+        if seen.issuperset(stored):
+            return []
+        return [i for i in stored if i not in seen]
 
     def looked_up(self, lead_ids: Iterable[int]) -> None:
         """Stored leads read from the database: the live ones are `know`n, the others
