@@ -3,6 +3,9 @@ answer) get a clear one, and limits that were too tight or too loose are right."
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -266,6 +269,67 @@ async def test_refusals_of_a_whole_request_name_what_they_refuse(api: httpx.Asyn
     assert invalid.status_code == 400
     assert invalid.json()["code"] == "idempotency_key_invalid"
     assert _pointers(invalid) == {"#header/Idempotency-Key"}
+
+
+async def test_the_export_carries_every_field_and_imports_back(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """External id, language, email flags, UTM, consent proof and custom fields are in
+    the export (after the first fifteen columns, in their old order); the exported file
+    imports as a new lead with the same contact, UTM and consent."""
+    email = _email()
+    lead = {
+        "email": email,
+        "phone": "+34 612 345 678",
+        "first_name": "Begoña",
+        "last_name": "Ibáñez",
+        "external_id": "web-77",
+        "language": "es",
+        "utm": {"source": "google", "campaign": "feria-2026"},
+        "consent": {
+            "marketing": True,
+            "given_at": "2026-11-02T10:00:00Z",
+            "wording_version": "v3",
+            "source": "https://empresa.es/alta",
+        },
+        "custom_fields": {"sector": "vino", "empleados": 40},
+    }
+    assert (await api.post("/v1/leads", json=lead)).status_code == 201
+    export = await api.get("/v1/leads/export.csv")
+    assert export.status_code == 200
+    [row] = list(csv.DictReader(io.StringIO(export.text.lstrip("\ufeff"))))
+    assert list(row)[:4] == ["id", "status", "email", "phone"]
+    assert row["phone"] == "'+34612345678"
+    assert (row["external_id"], row["language"]) == ("web-77", "es")
+    assert (row["utm.source"], row["utm.campaign"], row["utm.medium"]) == (
+        "google",
+        "feria-2026",
+        "",
+    )
+    assert (row["consent.marketing"], row["consent.wording_version"]) == ("true", "v3")
+    assert row["consent.given_at"].startswith("2026-11-02T10:00:00")
+    assert json.loads(row["custom_fields"]) == {"empleados": 40, "sector": "vino"}
+    assert (row["is_free_email"], row["is_disposable_email"]) == ("false", "false")
+
+    # Back in under another email: the consent and UTM columns find their fields.
+    data = export.text.replace(email, "otra." + email).replace("'+34612345678", "+34622345678")
+    mapping = {"id": None, "external_id": "external_id", "custom_fields": None}
+    response = await api.post(
+        "/v1/leads/import",
+        files={"file": ("leads.csv", data.encode(), "text/csv")},
+        data={"options": json.dumps({"mapping": mapping, "unknown_columns": "ignore"})},
+    )
+    assert response.status_code == 202, response.text
+    await job_worker_for(leads_app.state.resources).run_until_idle(60)
+    status = (await api.get(f"/v1/leads/import/{response.json()['id']}")).json()
+    assert status["state"] == "succeeded", status
+    found = (await api.get("/v1/leads", params={"q": "otra."})).json()["items"]
+    assert len(found) == 1
+    again = (await api.get(f"/v1/leads/{found[0]['id']}")).json()
+    utm = {name: value for name, value in again["utm"].items() if value is not None}
+    assert utm == {"source": "google", "campaign": "feria-2026"}
+    assert again["consent"]["wording_version"] == "v3"
+    assert again["consent"]["marketing"] is True
 
 
 async def test_a_patch_may_be_sent_as_a_json_merge_patch(api: httpx.AsyncClient) -> None:

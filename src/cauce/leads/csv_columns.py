@@ -89,9 +89,11 @@ _DEFAULTS: dict[str, tuple[str, ...]] = {
     "consent.marketing": (
         "consentimiento", "consentimiento marketing", "acepta comunicaciones",
         "acepta publicidad", "opt in", "optin", "marketing consent", "consent",
-        "gdpr consent", "rgpd",
+        "gdpr consent", "rgpd", "consent marketing",
     ),
-    "consent.given_at": ("fecha consentimiento", "fecha del consentimiento", "consent date"),
+    "consent.given_at": (
+        "fecha consentimiento", "fecha del consentimiento", "consent date", "consent given at",
+    ),
     "consent.wording_version": (
         "version consentimiento", "version texto consentimiento", "consent version",
         "consent wording version",

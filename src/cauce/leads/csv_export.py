@@ -30,14 +30,15 @@ _FLUSH_BYTES = 64 * 1024
 
 REPORT_COLUMNS = ("row", "column", "field", "reason")
 
-# The export's default columns: every lead field a person would put in a spreadsheet.
+# The export's columns: every lead field a person would put in a spreadsheet. The first
+# fifteen come first and in this order, as they did before the others were added.
 EXPORT_COLUMNS: tuple[str, ...] = (
-    "id", "external_id", "status", "source", "email", "phone", "first_name", "last_name",
-    "full_name", "company", "job_title", "country", "region", "city", "language", "owner",
-    "score", "is_disposable_email", "is_free_email", "utm.source", "utm.medium",
-    "utm.campaign", "utm.term", "utm.content", "consent.marketing", "consent.given_at",
-    "consent.wording_version", "consent.source", "custom_fields", "duplicate_of",
-    "created_at", "updated_at",
+    "id", "status", "email", "phone", "first_name", "last_name", "company", "job_title",
+    "country", "region", "city", "source", "score", "owner", "created_at",
+    "external_id", "language", "is_disposable_email", "is_free_email", "utm.source",
+    "utm.medium", "utm.campaign", "utm.term", "utm.content", "consent.marketing",
+    "consent.given_at", "consent.wording_version", "consent.source", "custom_fields",
+    "updated_at",
 )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fing
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import repository as repo
 from cauce.leads import service_edit
-from cauce.leads.csv_export import csv_export
+from cauce.leads.csv_export import EXPORT_COLUMNS, csv_export
 from cauce.leads.errors import LeadInvalid
 from cauce.leads.field_types import IntakeOptions, in_utc
 from cauce.leads.intake_groups import Claim
@@ -58,23 +58,6 @@ Write = Annotated[Principal, Depends(require_scope("leads:write"))]
 Admin = Annotated[Principal, Depends(require_scope("leads:admin"))]
 
 IDEMPOTENCY = IdempotencyStore()
-EXPORT_COLUMNS = (
-    "id",
-    "status",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "company",
-    "job_title",
-    "country",
-    "region",
-    "city",
-    "source",
-    "score",
-    "owner",
-    "created_at",
-)
 
 
 def runtime(request: Request) -> LeadsRuntime:
@@ -405,9 +388,15 @@ async def export_leads(
 
 
 def _export_row(lead: Lead) -> dict[str, Any]:
-    row = {name: getattr(lead, name, None) for name in EXPORT_COLUMNS}
-    row["id"] = lead.uid
-    row["created_at"] = lead.created_at.isoformat()
+    # Plain columns by name; dotted ones (`utm.source`) are looked up inside `utm`.
+    row = {name: getattr(lead, name, None) for name in EXPORT_COLUMNS if "." not in name}
+    row.update(
+        id=lead.uid,
+        is_disposable_email=lead.email_disposable,
+        is_free_email=lead.email_free,
+        utm=lead.utm,
+        consent=lead.consent,
+    )
     return row
 
 
