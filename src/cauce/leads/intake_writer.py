@@ -215,6 +215,8 @@ def _source_row(lead_id: int, values: dict[str, Any], now: datetime) -> dict[str
         "lead_id": lead_id,
         "source": values["source"],
         "external_id": values["external_id"],
+        "email": values["email"],
+        "phone": values["phone"],
         "utm": values["utm"],
         "consent": values["consent"],
         "received_at": now,

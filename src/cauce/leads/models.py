@@ -115,6 +115,9 @@ class LeadSource(Base):
     )
     source: Mapped[str] = mapped_column(String(32))
     external_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    # What this arrival sent: a merge keeps the lead's own, so another one stays here.
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    phone: Mapped[str | None] = mapped_column(String(20), default=None)
     utm: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     consent: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from cauce.leads.models import Lead
@@ -82,6 +83,10 @@ def created_view(result: IntakeResult) -> LeadCreated:
     )
 
 
+def _others(sent: Iterable[str | None], own: str | None) -> list[str]:
+    return [value for value in dict.fromkeys(sent) if value and value != own]
+
+
 def detail_view(found: LeadDetail) -> dict[str, Any]:
     """`GET /v1/leads/{id}`: the lead, its sync state, duplicates and history."""
     lead = found.lead
@@ -99,6 +104,9 @@ def detail_view(found: LeadDetail) -> dict[str, Any]:
         if d.id != lead.possible_duplicate_of
     ]
     body["arrivals"] = len(found.sources)
+    # Contacts that arrivals brought and a merge did not make the lead's own.
+    body["other_emails"] = _others((s.email for s in found.sources), lead.email)
+    body["other_phones"] = _others((s.phone for s in found.sources), lead.phone)
     body["sync"] = {
         "status": lead.sync_status,
         "version": lead.version,
