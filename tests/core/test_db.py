@@ -42,7 +42,7 @@ async def test_migrations_apply_on_empty_database(empty_database_url: str, tmp_p
         assert await current_revisions(db) == set()
         await upgrade(db)
         assert not await pending_migrations(db)
-        assert await current_revisions(db) == {"0008"}
+        assert await current_revisions(db) == {"0009"}
         await upgrade(db)  # idempotent
     finally:
         await db.dispose()
@@ -63,6 +63,48 @@ def _schema_diff(connection: Connection) -> list[Any]:
         connection, opts={"include_object": include, "compare_type": False}
     )
     return list(compare_metadata(ctx, metadata))
+
+
+async def test_search_text_is_filled_for_stored_leads(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """Migration 0009 folds the searched fields of the leads stored before it (erased
+    leads stay empty)."""
+    db = create_database(make_settings(tmp_path), url=empty_database_url)
+    try:
+        await upgrade(db, "0008")
+        insert = text(
+            "INSERT INTO leads (uid, first_name, last_name, company, email, erased_at, status,"
+            " source, score, score_model, version, sync_status, synced_version, sync_attempts,"
+            " email_disposable, email_free, utm, custom_fields, score_reasons, match_keys,"
+            " created_at, updated_at) VALUES (:uid, :first, :last, :company, :email, :erased,"
+            " 'new', 'api', 0, 'points', 1, 'pending', 0, 0, false, false, '{}', '{}', '[]',"
+            " '[]', :now, :now)"
+        )
+        now = datetime.now(UTC)
+        async with db.engine.begin() as conn:
+            for uid, first, erased in (("a", "María José", None), ("b", "Íñigo", now)):
+                await conn.execute(
+                    insert,
+                    {
+                        "uid": uid,
+                        "first": first,
+                        "last": "García-Núñez",
+                        "company": "Bodegas Ébano, S.L.",
+                        "email": f"{uid}@Bodegas.es",
+                        "erased": erased,
+                        "now": now,
+                    },
+                )
+        await upgrade(db)
+        async with db.engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT uid, search_text FROM leads"))).all()
+        assert sorted(tuple(row) for row in rows) == [
+            ("a", "maria jose garcia nunez bodegas ebano s l a bodegas es"),
+            ("b", ""),
+        ]
+    finally:
+        await db.dispose()
 
 
 async def test_migrations_match_the_models(empty_database_url: str, tmp_path: Path) -> None:

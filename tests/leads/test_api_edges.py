@@ -376,6 +376,48 @@ async def test_a_merge_keeps_the_contacts_the_arrival_brought(
     assert [tuple(row) for row in kept] == [(None, None), (None, None)]
 
 
+async def test_free_text_search_ignores_accents_case_and_punctuation(
+    api: httpx.AsyncClient,
+) -> None:
+    """`q` finds García with `garcia` or `GARCÍA`, Núñez with `nunez`, across first name,
+    surnames, company and email; and keeps up with merges, PATCHes and erasures."""
+
+    async def found(q: str) -> set[str]:
+        response = await api.get("/v1/leads", params={"q": q})
+        assert response.status_code == 200, response.text
+        return {item.get("email") or item["id"] for item in response.json()["items"]}
+
+    maria = {
+        "first_name": "María José",
+        "last_name": "García Núñez",
+        "email": "mj.garcia@bodegas-duero.es",
+        "city": "Valladolid",
+        "country": "ES",
+    }
+    created = await api.post("/v1/leads", json=maria)
+    assert created.status_code == 201
+    inaki = _email()
+    other = await api.post("/v1/leads", json={"first_name": "Iñaki", "email": inaki})
+    assert other.status_code == 201
+    mine = {"mj.garcia@bodegas-duero.es"}
+    for q in ("garcia", "GARCÍA", "nunez", "María García", "mj.garcia@bodegas", "DUERO"):
+        assert await found(q) == mine, q
+    assert await found("maría lópez") == set()  # every word must be found
+    assert await found("inaki") == {inaki}
+    assert await found("lopez") == set()
+    # A merge fills the company; a PATCH replaces it; the search follows both.
+    merged = await api.post("/v1/leads", json={**maria, "company": "Viñedos Ébano"})
+    assert merged.status_code == 200
+    assert await found("vinedos ebano") == mine
+    lead_id = created.json()["id"]
+    patched = await api.patch(f"/v1/leads/{lead_id}", json={"company": "Cellers Pujol"})
+    assert patched.status_code == 200
+    assert (await found("ebano"), await found("pujol")) == (set(), mine)
+    assert (await api.delete(f"/v1/leads/{lead_id}")).status_code == 204
+    assert await found("garcia") == set()
+    assert await found("@") == {inaki}  # only punctuation: as typed
+
+
 async def test_a_patch_may_be_sent_as_a_json_merge_patch(api: httpx.AsyncClient) -> None:
     """RFC 7396's media type is accepted for PATCH (and only there); `null` clears."""
     email = _email()

@@ -251,6 +251,7 @@ def _lead_row(uid: str, consent: dict[str, Any] | None, utm: dict[str, Any]) -> 
         sync_attempts=0,
         created_at=_NOW,
         updated_at=_NOW,
+        search_text="ana ana empresa es",
     )
     return row
 
@@ -289,6 +290,8 @@ async def test_bulk_insert_stores_what_sqlalchemy_stores(
                     "lead_id": lead_id,
                     "source": "api",
                     "external_id": None,
+                    "email": "ana@empresa.es",
+                    "phone": None,
                     "utm": utm,
                     "consent": consent,
                     "received_at": _NOW,

@@ -29,7 +29,7 @@ from cauce.leads.matching.plan import (
     stored_keys,
 )
 from cauce.leads.matching.record import Features, prepare
-from cauce.leads.models import Lead
+from cauce.leads.models import Lead, search_text_of
 from cauce.leads.routing import choose_team, owner_at
 from cauce.leads.scoring import Score, facts_of
 
@@ -301,6 +301,8 @@ class IntakeWriter:
         for lead_id, target in self.held.items():
             if not provisional(target):
                 self.new[lead_id].possible_duplicate_of = target
+        for lead in self.new.values():  # as the batch's merges left it
+            lead.__dict__["search_text"] = search_text_of(lead)
         # The rows are the new leads' own attributes (every column but `id`).
         by_uid = await bulk.insert_leads(session, [lead.__dict__ for lead in self.new.values()])
         ids: dict[int, int] = {}

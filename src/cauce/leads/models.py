@@ -21,10 +21,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
+    inspect,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Mapper, mapped_column
 
 from cauce.core.db.base import Base, UtcDateTime, utcnow
+from cauce.leads.matching.record import fold
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -89,6 +92,36 @@ class Lead(Base):
     erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    # What free-text search reads: `SEARCHED` folded (`search_text_of`), kept up to date
+    # by the insert (`IntakeWriter`) and by every ORM update (`_refold`).
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+# The fields `GET /v1/leads?q=` looks in.
+SEARCHED = ("first_name", "last_name", "company", "email")
+
+
+def search_text_of(lead: Lead) -> str:
+    """The lead's searched fields, lower case, accents and punctuation folded away
+    ("María García, m.garcia@bodegas.es" → "maria garcia m garcia bodegas es"), so
+    `garcia` finds García and `GARCÍA` finds Garcia on SQLite and PostgreSQL alike."""
+    return fold(" ".join(v for name in SEARCHED if (v := lead.__dict__.get(name))))
+
+
+@event.listens_for(Lead, "before_insert")
+def _fold_new(_mapper: Mapper[Lead], _connection: object, lead: Lead) -> None:
+    # Intake inserts in bulk (`IntakeWriter` folds those); a lead added to a session too.
+    lead.search_text = search_text_of(lead)
+
+
+@event.listens_for(Lead, "before_update")
+def _refold(_mapper: Mapper[Lead], _connection: object, lead: Lead) -> None:
+    # A merge, a PATCH or an erasure changed a searched field: the search text follows.
+    # (Every searched field is loaded then: leads are read whole and never expired.)
+    state = inspect(lead)
+    if any(state.attrs[name].history.has_changes() for name in SEARCHED):
+        lead.search_text = search_text_of(lead)
 
 
 class LeadMatchKey(Base):

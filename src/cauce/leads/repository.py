@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from cauce.leads.matching import MatchRecord
 from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.matching.plan import MATCH_COLUMNS, record_of
+from cauce.leads.matching.record import fold
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource, RoutingCursor
 
 LEADS = cast(Table, Lead.__table__)
@@ -355,7 +356,10 @@ async def search(
         conditions.append(Lead.score >= query.min_score)
     if query.max_score is not None:
         conditions.append(Lead.score <= query.max_score)
-    if query.text:
+    words = fold(query.text).split()
+    if words:  # each word somewhere; accents, case and punctuation aside (search_text_of)
+        conditions.extend(Lead.search_text.like(f"%{word}%") for word in words)
+    elif query.text:  # only punctuation ("@"): as typed, in any case
         pattern = f"%{_escape_like(query.text.lower())}%"
         conditions.append(
             or_(
