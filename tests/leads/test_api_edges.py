@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from cauce.app import create_app, job_worker_for
+from cauce.leads.responses import LeadDetailOut
 from tests.conftest import SettingsFactory
 from tests.leads.test_delivery import MemoryCrm
 
@@ -416,6 +417,25 @@ async def test_free_text_search_ignores_accents_case_and_punctuation(
     assert (await api.delete(f"/v1/leads/{lead_id}")).status_code == 204
     assert await found("garcia") == set()
     assert await found("@") == {inaki}  # only punctuation: as typed
+
+
+async def test_the_detail_answer_is_the_one_openapi_describes(api: httpx.AsyncClient) -> None:
+    """`GET /v1/leads/{id}` answers exactly the fields of `LeadDetailOut`, which OpenAPI
+    names as its answer; a list item (`LeadOut`) has no `duplicates`."""
+    first = await api.post("/v1/leads", json={"email": _email(), "first_name": "Ana"})
+    lead_id = first.json()["id"]
+    await api.post("/v1/leads", json={"email": _email(), "phone": "+34 612 000 111"})
+    body = (await api.get(f"/v1/leads/{lead_id}")).json()
+    assert set(body) == set(LeadDetailOut.model_fields)
+    shown = LeadDetailOut.model_validate(body)
+    assert (shown.id, shown.arrivals, shown.sync.version) == (lead_id, 1, 1)
+    assert [line.action for line in shown.history] == ["created"]
+    schema = (await api.get("/openapi.json")).json()
+    answer = schema["paths"]["/v1/leads/{lead_id}"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/LeadDetailOut")
+    items = (await api.get("/v1/leads")).json()["items"]
+    assert items
+    assert all("duplicates" not in item for item in items)
 
 
 async def test_a_patch_may_be_sent_as_a_json_merge_patch(api: httpx.AsyncClient) -> None:

@@ -38,7 +38,13 @@ from cauce.leads.errors import LeadInvalid
 from cauce.leads.field_types import IntakeOptions, in_utc
 from cauce.leads.intake_groups import Claim
 from cauce.leads.models import Lead
-from cauce.leads.responses import BatchItemResult, BatchResult, LeadCreated, LeadOut
+from cauce.leads.responses import (
+    BatchItemResult,
+    BatchResult,
+    LeadCreated,
+    LeadDetailOut,
+    LeadOut,
+)
 from cauce.leads.schemas import (
     LeadBatchIn,
     LeadIn,
@@ -400,7 +406,11 @@ def _export_row(lead: Lead) -> dict[str, Any]:
     return row
 
 
-@router.get("/{lead_id}", summary="One lead with its score explanation, duplicates, history")
+@router.get(
+    "/{lead_id}",
+    response_model=LeadDetailOut,
+    summary="One lead with its score explanation, duplicates, history",
+)
 async def get_lead(request: Request, principal: Read, lead_id: str) -> Response:
     """A lead with its sources, possible duplicates and history."""
     rt = runtime(request)

@@ -88,9 +88,52 @@ class LeadOut(_Out):
     duplicate_of: str | None = Field(
         default=None, description="The lead this one is held against as a possible duplicate."
     )
-    duplicates: list[DuplicateInfo] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
+
+
+class RelatedLead(_Out):
+    """A lead held as a possible duplicate of this one."""
+
+    lead_id: str
+    status: LeadStatus
+    held_for_review: bool = Field(description="Still waiting for a person to decide.")
+
+
+class SyncState(_Out):
+    """Where the lead's delivery to the CRM stands."""
+
+    status: str = Field(description="`pending`, `synced`, `held`, `failed` or `erased`.")
+    version: int = Field(description="Grows on every change of the lead.")
+    synced_version: int = Field(description="The version the CRM has.")
+    crm_id: str | None = None
+    synced_at: datetime | None = None
+    attempts: int
+    last_error: str | None = None
+
+
+class HistoryLine(_Out):
+    """One thing that happened to the lead (field names only: values may be personal)."""
+
+    action: str = Field(description="e.g. `created`, `merged`, `updated`, `synced`, `erased`.")
+    at: datetime
+    actor: str | None = None
+    changes: dict[str, object] = Field(default_factory=dict)
+
+
+class LeadDetailOut(LeadOut):
+    """`GET /v1/leads/{id}`: the lead with its duplicates, arrivals, sync and history."""
+
+    duplicates: list[RelatedLead] = Field(default_factory=list)
+    arrivals: int = Field(description="How many times the lead arrived (merges included).")
+    other_emails: list[str] = Field(
+        default_factory=list, description="Emails arrivals sent that are not the lead's own."
+    )
+    other_phones: list[str] = Field(
+        default_factory=list, description="Phones arrivals sent that are not the lead's own."
+    )
+    sync: SyncState
+    history: list[HistoryLine] = Field(default_factory=list)
 
 
 LeadOutcome = Literal["created", "merged", "held_for_review"]
