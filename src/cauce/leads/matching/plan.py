@@ -148,14 +148,7 @@ class BlockView:
             touched = self._touched
             if all(touched.get(key, 0) <= asked_at for key in keys):
                 return ids
-        # `_usable`, inline: this runs for every key of every item.
-        blocks_of, too_common, limit = self._blocks, self._too_common, self._limit
-        blocks = [
-            (key, block)
-            for key in keys
-            if (block := blocks_of.get(key))
-            and ((len(block) <= limit and key not in too_common) or _exact(key))
-        ]
+        blocks = [(key, block) for key in keys if (block := self._usable(key)) is not None]
         ids = sorted(strongest(blocks, self._max_candidates, _identity))
         self._answers[keys] = (self._clock, ids)
         return ids
