@@ -42,7 +42,7 @@ async def test_migrations_apply_on_empty_database(empty_database_url: str, tmp_p
         assert await current_revisions(db) == set()
         await upgrade(db)
         assert not await pending_migrations(db)
-        assert await current_revisions(db) == {"0009"}
+        assert await current_revisions(db) == {"0010"}
         await upgrade(db)  # idempotent
     finally:
         await db.dispose()

@@ -24,6 +24,7 @@ from cauce.leads.matching.known import Known
 from cauce.leads.matching.plan import (
     MATCH_COLUMNS,
     BatchMatcher,
+    other_contacts,
     provisional,
     record_of,
     stored_keys,
@@ -94,11 +95,14 @@ def _match_kind(match: Match[int]) -> str:
 
 def _history_changes(changes: list[FieldChange]) -> dict[str, Any]:
     # Names only: values may be personal data and history outlives erasure requests.
-    return {
+    out: dict[str, Any] = {
         "filled": [c.field for c in changes if c.action == "filled"],
         "overwritten": [c.field for c in changes if c.action == "overwritten"],
         "kept": [c.field for c in changes if c.action == "kept"],
     }
+    if added := [c.field for c in changes if c.action == "appended"]:
+        out["added"] = added  # other contacts (`other_emails`, `other_phones`)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,8 @@ def _new_lead(values: dict[str, Any], held: bool, now: datetime) -> Lead:
         email_key=values["email"],
         email_disposable=values["email_disposable"],
         email_free=values["email_free"],
+        other_emails=None,
+        other_phones=None,
         source=values["source"],
         status=values["status"],
         owner=values["owner"],
@@ -177,6 +183,12 @@ def _apply_merge(
     for change in changed:
         top = change.field.split(".", 1)[0]
         setattr(lead, top, merged[top])
+    # The arrival's email and phone, if the lead's own differ, join its other contacts
+    # (match keys; reported in the history as `added`, not as merged fields).
+    before = {**existing, "other_emails": lead.other_emails, "other_phones": lead.other_phones}
+    for column, listed in other_contacts(before, {**before, **merged}, incoming).items():
+        changes.append(FieldChange(column, "appended", getattr(lead, column), listed))
+        setattr(lead, column, listed)
     if lead.email is not None and lead.email == values["email"]:
         lead.email_key = lead.email
         lead.email_disposable = values["email_disposable"]
@@ -277,7 +289,7 @@ class IntakeWriter:
     def merge(self, step: Step, item: Incoming, now: datetime) -> tuple[Lead, Score, list[str]]:
         lead = self.lead(step.lead_id)
         changes, changed = _apply_merge(lead, item.values, self.rt, now)
-        if changed:
+        if changed or any(c.action == "appended" for c in changes):
             self.rekey.add(step.lead_id)
         self.arrivals[step.lead_id] += 1
         self.sources.append((step.lead_id, item.values))
@@ -350,7 +362,7 @@ class IntakeWriter:
 
 
 def _columns(lead: Lead) -> dict[str, Any]:
-    return {name: getattr(lead, name) for name in SCALAR_FIELDS}
+    return {name: getattr(lead, name) for name in MATCH_COLUMNS}
 
 
 def duplicate_found(

@@ -61,6 +61,10 @@ class Lead(Base):
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     email_disposable: Mapped[bool] = mapped_column(Boolean, default=False)
     email_free: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Emails and phones merged arrivals brought that are not the lead's own, for matching
+    # (`matching.plan.other_contacts`: space-separated, at most 10 of each).
+    other_emails: Mapped[str | None] = mapped_column(Text, default=None)
+    other_phones: Mapped[str | None] = mapped_column(Text, default=None)
 
     status: Mapped[str] = mapped_column(String(16), default="new", index=True)
     owner: Mapped[str | None] = mapped_column(String(200), default=None, index=True)

@@ -114,7 +114,7 @@ def incoming_values(lead_in: LeadIn) -> dict[str, Any]:
 
 def _incoming(lead_in: LeadIn, actor: str | None) -> Incoming:
     values = incoming_values(lead_in)
-    features = prepared_row(tuple(values[name] for name in MATCH_COLUMNS))
+    features = prepared_row(tuple(values.get(name) for name in MATCH_COLUMNS))
     return Incoming(values, features, stored_keys(features), actor)
 
 

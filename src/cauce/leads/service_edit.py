@@ -33,6 +33,8 @@ PERSONAL_FIELDS = (
     "region",
     "city",
     "external_id",
+    "other_emails",
+    "other_phones",
 )
 
 

@@ -4,7 +4,8 @@ Comparing a lead with every stored lead is quadratic. Instead each record gets a
 short keys and only records sharing at least one key are compared. One key per field
 family, so a true duplicate is lost only if typos hit every family at once:
 
-- `e:` normalised email, `p:` E.164 phone, `t:` tax id (exact keys, never skipped);
+- `e:` normalised email, `p:` E.164 phone, `t:` tax id (exact keys, never skipped), the
+  lead's other emails and phones too (`MatchRecord.other_emails`, `other_phones`);
 - `m:` the personal part of an email, to find the same person at another domain;
 - `n:` phonetic code of each surname word + initial of the given name, and phonetic
   code of the given name + initial of each surname word. Surnames in either order, a
@@ -49,6 +50,8 @@ def keys_of(f: Features) -> frozenset[str]:
         keys.add("p:" + f.phone)
     if f.tax_id:
         keys.add("t:" + f.tax_id)
+    keys.update("e:" + key for key in f.other_email_keys)
+    keys.update("p:" + phone for phone in f.other_phones)
     # Initials of the nickname's full form too, so "Pepe" and "José" share keys.
     given = f.first_tokens[:1] + f.first_canonical[:1]
     given_initials = _initials(given) if given else {"_"}

@@ -1,7 +1,8 @@
 """Pairwise comparison: field evidence, a match probability and a verdict.
 
 Exact keys decide first: the same normalised email, tax id, or E.164 phone (unless the
-names clearly belong to two people: a shared switchboard) make a duplicate outright.
+names clearly belong to two people: a shared switchboard) make a duplicate outright; a
+lead's other emails and phones (`MatchRecord.other_emails`) count as its own.
 Otherwise every field present on both sides adds evidence in bits, Fellegi-Sunter
 style: log2 of how much likelier that agreement (or disagreement) is between two
 records of one person than between two records of different people. A field missing on
@@ -125,9 +126,19 @@ _SAME_LOCAL: Final = Evidence(
 )
 _OTHER_EMAIL: Final = Evidence("email", Level.DISAGREE, 0.0, -1.0, "different emails")
 _SAME_PHONE: Final = Evidence("phone", Level.AGREE, 1.0, 11.0, "same phone number")
+# A lead's other contacts (emails and phones its merged arrivals brought) count as its own.
+_SAME_OTHER_EMAIL: Final = _SAME_EMAIL._replace(reason="same mailbox as another of the lead's")
+_SAME_OTHER_PHONE: Final = _SAME_PHONE._replace(reason="same phone as another of the lead's")
 _OTHER_PHONE: Final = Evidence("phone", Level.DISAGREE, 0.0, -1.0, "different phones")
 _SAME_COUNTRY: Final = Evidence("country", Level.AGREE, 1.0, 0.5, "same country")
 _OTHER_COUNTRY: Final = Evidence("country", Level.DISAGREE, 0.0, -4.0, "different countries")
+
+
+def _shared(own_a: str, others_a: frozenset[str], own_b: str, others_b: frozenset[str]) -> bool:
+    # One side's email (phone) is among the other's other contacts, or both list one.
+    if not (others_a or others_b):
+        return False
+    return own_a in others_b or own_b in others_a or not others_a.isdisjoint(others_b)
 
 
 def _contact(a: Features, b: Features) -> list[Evidence]:
@@ -135,6 +146,8 @@ def _contact(a: Features, b: Features) -> list[Evidence]:
     if a.email_key and b.email_key:
         if a.email_key == b.email_key:
             out.append(_SAME_EMAIL)
+        elif _shared(a.email_key, a.other_email_keys, b.email_key, b.other_email_keys):
+            out.append(_SAME_OTHER_EMAIL)
         elif a.email_local is not None and a.email_local == b.email_local:
             out.append(_SAME_LOCAL)
         else:
@@ -143,6 +156,8 @@ def _contact(a: Features, b: Features) -> list[Evidence]:
     if a.phone and b.phone:
         if a.phone == b.phone:
             out.append(_SAME_PHONE)
+        elif _shared(a.phone, a.other_phones, b.phone, b.other_phones):
+            out.append(_SAME_OTHER_PHONE)
         else:
             out.append(_OTHER_PHONE)
     if a.tax_id and b.tax_id:
@@ -309,6 +324,7 @@ class Screen:
     def _admits(self) -> Callable[[Features], bool]:
         a, need = self._a, self.need
         email, local, phone, tax_id = a.email_key, a.email_local, a.phone, a.tax_id
+        other_emails, other_phones = a.other_email_keys, a.other_phones
         company, address, last = a.company or "", a.address, a.last_tokens
         first_initial, last_initials = a.first_initial, a.last_initials
         straight = _NAME_BOUNDS.table((self._nick, False, a.name_key))
@@ -320,11 +336,17 @@ class Screen:
             """True unless the pair surely scores below the screen's floor."""
             bits = 0.0
             if email and b.email_key:
-                if email == b.email_key:
+                if email == b.email_key or (
+                    (other_emails or b.other_email_keys)
+                    and _shared(email, other_emails, b.email_key, b.other_email_keys)
+                ):
                     return True
                 bits = 4.0 if local is not None and local == b.email_local else -1.0
             if phone and b.phone:
-                if phone == b.phone:
+                if phone == b.phone or (
+                    (other_phones or b.other_phones)
+                    and _shared(phone, other_phones, b.phone, b.other_phones)
+                ):
                     return True
                 bits -= 1.0
             if tax_id and tax_id == b.tax_id:

@@ -24,7 +24,7 @@ from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, strongest
 from cauce.leads.matching.compare import compare_features
 from cauce.leads.matching.index import Match, screen_of
 from cauce.leads.matching.merge import merge
-from cauce.leads.matching.record import Features, MatchRecord, prepare
+from cauce.leads.matching.record import Features, MatchRecord, email_key, prepare
 from cauce.leads.matching.settings import DedupeSettings
 
 DEFAULT_MAX_CANDIDATES: Final = DedupeSettings.model_fields["max_candidates"].default
@@ -40,7 +40,14 @@ MATCH_COLUMNS: Final = (
     "city",
     "region",
     "country",
+    "other_emails",
+    "other_phones",
 )
+# A lead's other contacts: the emails (phones) merged arrivals brought that are not its
+# own, space-separated, first come first, at most `MAX_OTHER_CONTACTS` of each. They are
+# match keys and agree as the lead's own would (`other_contacts`).
+OTHER_CONTACTS: Final = (("email", "other_emails"), ("phone", "other_phones"))
+MAX_OTHER_CONTACTS: Final = 10
 # Ids given to leads of the batch before the database gives them theirs: above any
 # stored id, so they sort after stored leads and in the order they were filed.
 PROVISIONAL: Final = 1 << 62
@@ -69,7 +76,38 @@ def record_of(values: Mapping[str, object]) -> MatchRecord:
         city=text("city"),
         region=text("region"),
         country=text("country"),
+        other_emails=tuple((text("other_emails") or "").split()),
+        other_phones=tuple((text("other_phones") or "").split()),
     )
+
+
+def other_contacts(
+    before: Mapping[str, object], after: Mapping[str, object], incoming: Mapping[str, object]
+) -> dict[str, str]:
+    """The other contacts a lead gets from a merge (see `OTHER_CONTACTS`): `before` and
+    `after` the lead's values around it, `incoming` the arrival's. An email or phone that
+    is neither the merged lead's own nor listed already (compared by match key: a Gmail
+    address with dots is the one without) joins the list, the lead's old one too if a
+    merge overwrote it. Only the columns that change are returned."""
+    out: dict[str, str] = {}
+    for field, column in OTHER_CONTACTS:
+        listed = (_text(after.get(column)) or "").split()
+        key = email_key if field == "email" else _phone_key
+        known = {key(value) for value in listed}
+        known.add(key(_text(after.get(field))))
+        added = False
+        for value in (_text(before.get(field)), _text(incoming.get(field))):
+            if value and len(listed) < MAX_OTHER_CONTACTS and (k := key(value)) not in known:
+                listed.append(value)
+                known.add(k)
+                added = True
+        if added:
+            out[column] = " ".join(listed)
+    return out
+
+
+def _phone_key(phone: str | None) -> str | None:
+    return phone.replace(" ", "") if phone else None
 
 
 def stored_keys(features: Features) -> frozenset[str]:
@@ -273,8 +311,10 @@ class BatchMatcher:
         """Fold `incoming` into a known lead; re-file it if its match fields changed."""
         known = dict(zip(MATCH_COLUMNS, self._values[lead_id], strict=True))
         merged, changes = merge(known, incoming, self.settings)
-        if not any(c.changed for c in changes):
+        others = other_contacts(known, merged, incoming)
+        if not others and not any(c.changed for c in changes):
             return
+        merged.update(others)
         values = match_values(merged)
         features = prepare(record_of(values))
         self._values[lead_id] = _row(values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cauce.leads.matching._lexicon import (
@@ -32,7 +33,9 @@ class MatchRecord:
     against a match. `date_of_birth` is an ISO date string ("1984-07-06"); only its digits
     are compared, so a typo in one digit still counts as near agreement. `address` is one
     free-text street line. `tax_id` (NIF/NIE/CIF, RFC, CUIT...) is an exact key when both
-    sides have it.
+    sides have it. `other_emails` and `other_phones` are the lead's other contacts (see
+    `plan.other_contacts`): each agrees with the other side's email or phone as its own
+    would.
     """
 
     email: str | None = None
@@ -47,6 +50,8 @@ class MatchRecord:
     date_of_birth: str | None = None
     address: str | None = None
     tax_id: str | None = None
+    other_emails: tuple[str, ...] = ()
+    other_phones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,10 @@ class Features:
     # (Strings, whose hash Python keeps: a screen looks them up for every candidate.)
     name_key: str
     place_key: str
+    # The keys of the other contacts (`MatchRecord.other_emails`, `other_phones`), the
+    # record's own left out.
+    other_email_keys: frozenset[str] = frozenset()
+    other_phones: frozenset[str] = frozenset()
 
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -193,10 +202,11 @@ def prepare(record: MatchRecord) -> Features:
     city, postcode = _optional(record.city), _compact(record.postcode)
     region, country = _optional(record.region), _compact(record.country)
     dob = _digits(record.date_of_birth)
+    phone = record.phone.replace(" ", "") if record.phone else None
     return Features(
         email_key=key,
         email_local=_email_local(key),
-        phone=record.phone.replace(" ", "") if record.phone else None,
+        phone=phone,
         tax_id=_compact(record.tax_id),
         first_tokens=first,
         first_joined="".join(first),
@@ -221,7 +231,20 @@ def prepare(record: MatchRecord) -> Features:
         f"{last_common:d}{first_common:d}{canonical_common:d}",
         place_key=f"{city or ''}|{postcode or ''}|{region or ''}|{country or ''}|{dob or ''}|"
         f"{address is not None:d}",
+        other_email_keys=_other_keys(map(email_key, record.other_emails), key)
+        if record.other_emails
+        else _NONE,
+        other_phones=_other_keys((p.replace(" ", "") for p in record.other_phones), phone)
+        if record.other_phones
+        else _NONE,
     )
+
+
+_NONE: frozenset[str] = frozenset()
+
+
+def _other_keys(keys: Iterable[str | None], own: str | None) -> frozenset[str]:
+    return frozenset(k for k in keys if k and k != own)
 
 
 @functools.lru_cache(maxsize=1 << 16)

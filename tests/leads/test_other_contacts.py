@@ -1,0 +1,275 @@
+"""A lead's other emails and phones are match keys: an arrival with one of them is the
+lead's exact duplicate, as with its own (both databases, single leads and batches)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from cauce.app import create_app
+from cauce.core.db import create_database
+from cauce.core.db.migrate import upgrade
+from cauce.leads.matching.blocking import keys_of
+from cauce.leads.matching.compare import Screen, bits_needed, compare_features
+from cauce.leads.matching.plan import MAX_OTHER_CONTACTS, other_contacts
+from cauce.leads.matching.record import MatchRecord, prepare
+from cauce.leads.matching.settings import DedupeSettings
+from tests.conftest import SettingsFactory, make_settings
+from tests.leads.test_delivery import MemoryCrm
+
+JOSE = {
+    "first_name": "José",
+    "last_name": "Fernández Ruiz",
+    "company": "Aceitunas del Sur S.A.",
+    "city": "Sevilla",
+    "country": "ES",
+    "email": "jose@aceitunasdelsur.es",
+    "phone": "+34 954 12 34 56",
+}
+# The same person from his personal address and mobile: a fuzzy match, merged.
+PEPE = {
+    "first_name": "Pepe",
+    "last_name": "Fernandez Ruiz",
+    "company": "Aceitunas del Sur",
+    "city": "Sevilla",
+    "email": "jfr2@hotmail.com",
+    "phone": "+34 612 34 56 78",
+}
+
+
+# --- matching ---------------------------------------------------------------------------
+
+
+def test_other_contacts_lists_what_a_merge_did_not_keep() -> None:
+    """The arrival's email and phone join the list when they are not the lead's own (by
+    match key: Gmail dots do not count), once each, first come first, at most ten."""
+    lead = {"email": "jose@acme.es", "phone": None, "other_emails": None}
+    arrival = {"email": "j.f.r@gmail.com", "phone": "+34612345678"}
+    # The phone fills the lead's empty one: it is the lead's own, not another.
+    merged = {**lead, "phone": "+34612345678"}
+    assert other_contacts(lead, merged, arrival) == {"other_emails": "j.f.r@gmail.com"}
+    again = {**merged, "other_emails": "j.f.r@gmail.com"}
+    assert other_contacts(again, again, {"email": "jfr@gmail.com"}) == {}
+    assert other_contacts(again, again, {"email": "jose@acme.es"}) == {}
+    assert other_contacts(again, again, {"phone": "+34699000111"}) == {
+        "other_phones": "+34699000111"
+    }
+    full = {"email": "a@a.es", "other_emails": " ".join(f"{i}@b.es" for i in range(10))}
+    assert MAX_OTHER_CONTACTS == 10
+    assert other_contacts(full, full, {"email": "new@b.es"}) == {}
+    # A merge that overwrites the email (`overwrite_fields`) keeps the old one as another.
+    overwritten = {**lead, "email": "nuevo@acme.es"}
+    assert other_contacts(lead, overwritten, {"email": "nuevo@acme.es"}) == {
+        "other_emails": "jose@acme.es"
+    }
+
+
+def test_another_email_or_phone_of_the_lead_is_an_exact_match() -> None:
+    """An arrival with one of the lead's other emails is a duplicate outright (rule
+    `same_email`), both ways round; a phone too, unless the names are two people's. The
+    keys file the lead under them, and the screen lets the pair through."""
+    dedupe = DedupeSettings()
+    stored = prepare(
+        MatchRecord(
+            email="jose@aceitunasdelsur.es",
+            phone="+34954123456",
+            first_name="José",
+            last_names="Fernández Ruiz",
+            other_emails=("jfr2@hotmail.com",),
+            other_phones=("+34612345678",),
+        )
+    )
+    assert {"e:jfr2@hotmail.com", "p:+34612345678"} <= keys_of(stored)
+    by_email = prepare(MatchRecord(email="JFR2@hotmail.com", first_name="Pepito"))
+    for a, b in ((by_email, stored), (stored, by_email)):
+        decision = compare_features(a, b, dedupe)
+        assert (decision.rule, decision.score) == ("same_email", 1.0)
+    assert "same mailbox as another of the lead's" in "\n".join(decision.explain())
+    assert Screen(by_email, True, bits_needed(0.5)).admits(stored)
+    by_phone = prepare(MatchRecord(phone="+34 612 345 678", first_name="José"))
+    assert compare_features(by_phone, stored, dedupe).rule == "same_phone"
+    assert Screen(by_phone, True, bits_needed(0.5)).admits(stored)
+    stranger = prepare(
+        MatchRecord(phone="+34612345678", first_name="Lucía", last_names="Olmedo Sanz")
+    )
+    assert compare_features(stranger, stored, dedupe).rule is None
+    # Without the other contacts the first arrival is a stranger.
+    plain = prepare(MatchRecord(email="jose@aceitunasdelsur.es", first_name="José"))
+    assert compare_features(by_email, plain, dedupe).score < dedupe.review_threshold
+
+
+_emails = st.sampled_from(["a@x.es", "b@x.es", "c@gmail.com", "c.@gmail.com", "d@y.es"])
+_phones = st.sampled_from(["+34600000001", "+34600000002", "+34600000003"])
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> MatchRecord:
+    return MatchRecord(
+        email=draw(st.none() | _emails),
+        phone=draw(st.none() | _phones),
+        first_name=draw(st.sampled_from([None, "José", "Pepe", "Lucía"])),
+        last_names=draw(st.sampled_from([None, "Fernández Ruiz", "Olmedo"])),
+        other_emails=tuple(draw(st.lists(_emails, max_size=2))),
+        other_phones=tuple(draw(st.lists(_phones, max_size=2))),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_records(), _records())
+def test_other_contacts_keep_comparison_symmetric_and_screen_exact(
+    a: MatchRecord, b: MatchRecord
+) -> None:
+    """With other contacts on either side, score(a, b) == score(b, a), and the screen
+    never rules out a pair that scores at or above its floor."""
+    dedupe = DedupeSettings()
+    fa, fb = prepare(a), prepare(b)
+    ab, ba = compare_features(fa, fb, dedupe), compare_features(fb, fa, dedupe)
+    assert (ab.score, ab.rule) == (ba.score, ba.rule)
+    for floor in (0.5, 0.9):
+        if ab.score >= floor:
+            assert Screen(fa, True, bits_needed(floor)).admits(fb)
+
+
+# --- the API, both databases --------------------------------------------------------------
+
+
+@pytest.fixture
+async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
+    settings_ = settings_factory(
+        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
+    )
+    app = create_app(settings_, crm=MemoryCrm())
+    async with LifespanManager(app):
+        yield app
+
+
+async def _post(api: httpx.AsyncClient, lead: dict[str, Any]) -> dict[str, Any]:
+    response = await api.post("/v1/leads", json=lead)
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_an_arrival_with_another_email_of_a_lead_merges_into_it(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """José's personal address came with a fuzzy duplicate; an arrival with only that
+    address (or only that mobile) and a name typed otherwise is the same lead, matched by
+    email (phone). Before, it was a new lead. The merge's history says what was added,
+    and erasure takes the keys away."""
+    first = await _post(api, JOSE)
+    second = await _post(api, PEPE)
+    assert (second["id"], second["duplicate"]["match"]) == (first["id"], "fuzzy")
+    by_email = await _post(api, {"email": "jfr2@hotmail.com", "first_name": "J."})
+    assert by_email["outcome"] == "merged"
+    assert by_email["id"] == first["id"]
+    assert by_email["duplicate"]["match"] == "email"
+    by_phone = await _post(api, {"phone": "612 345 678", "company": "Aceitunas del Sur"})
+    assert (by_phone["id"], by_phone["duplicate"]["match"]) == (first["id"], "phone")
+    lead = (await api.get(f"/v1/leads/{first['id']}")).json()
+    assert (lead["other_emails"], lead["other_phones"]) == (["jfr2@hotmail.com"], ["+34612345678"])
+    merges = [line for line in lead["history"] if line["action"] == "merged"]
+    assert merges[-1]["changes"]["added"] == ["other_emails", "other_phones"]  # PEPE's
+    assert (await api.delete(f"/v1/leads/{first['id']}")).status_code == 204
+    factory = leads_app.state.resources.db.sessionmaker
+    async with factory() as session:
+        row = (await session.execute(text("SELECT other_emails, other_phones FROM leads"))).one()
+    assert tuple(row) == (None, None)
+    again = await _post(api, {"email": "jfr2@hotmail.com", "first_name": "José"})
+    assert (again["outcome"], again["duplicate"]) == ("created", None)
+
+
+async def test_a_batch_matches_another_email_filed_by_an_earlier_item(
+    api: httpx.AsyncClient,
+) -> None:
+    """In one batch: José, his fuzzy duplicate with a personal address, then that address
+    alone. The third item merges into the lead the first created, as it would arriving
+    after them; a later single lead finds the stored key."""
+    items = [JOSE, PEPE, {"email": "jfr2@hotmail.com", "last_name": "F. R."}]
+    response = await api.post("/v1/leads/batch", json={"items": items})
+    assert response.status_code == 200, response.text
+    results = response.json()["items"]
+    assert [r["outcome"] for r in results] == ["created", "merged", "merged"]
+    assert {r["id"] for r in results} == {results[0]["id"]}
+    assert results[2]["duplicate"]["match"] == "email"
+    later = await _post(api, {"email": "jfr2@hotmail.com"})
+    assert (later["id"], later["duplicate"]["match"]) == (results[0]["id"], "email")
+
+
+async def test_migration_0010_files_the_other_contacts_of_stored_leads(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """Leads merged before 0010 get their arrivals' other emails and phones listed and
+    filed as keys (an erased lead's stay empty)."""
+    db = create_database(make_settings(tmp_path), url=empty_database_url)
+    lead = text(
+        "INSERT INTO leads (uid, email, phone, erased_at, status, source, score, score_model,"
+        " version, sync_status, synced_version, sync_attempts, email_disposable, email_free,"
+        " utm, custom_fields, score_reasons, match_keys, search_text, created_at, updated_at)"
+        " VALUES (:uid, :email, :phone, :erased, 'new', 'api', 0, 'points', 1, 'pending', 0,"
+        " 0, false, false, '{}', '{}', '[]', '[]', '', :now, :now)"
+    )
+    source = text(
+        "INSERT INTO lead_sources (lead_id, source, email, phone, utm, received_at)"
+        " SELECT id, 'api', :email, :phone, '{}', :now FROM leads WHERE uid = :uid"
+    )
+    now = datetime.now(UTC)
+    try:
+        await upgrade(db, "0009")
+        async with db.engine.begin() as conn:
+            for uid, erased in (("a", None), ("b", now)):
+                await conn.execute(
+                    lead,
+                    {
+                        "uid": uid,
+                        "email": "jose@acme.es",
+                        "phone": None,
+                        "erased": erased,
+                        "now": now,
+                    },
+                )
+                for email, phone in (
+                    ("jose@acme.es", None),
+                    ("jfr2@hotmail.com", "+34612345678"),
+                    ("j.f.r2@hotmail.com", None),
+                    ("pepe@gmail.com", "+34612345678"),
+                ):
+                    await conn.execute(
+                        source, {"uid": uid, "email": email, "phone": phone, "now": now}
+                    )
+        await upgrade(db)
+        async with db.engine.connect() as conn:
+            rows = (
+                await conn.execute(text("SELECT uid, other_emails, other_phones FROM leads"))
+            ).all()
+            keys = (
+                await conn.execute(
+                    text(
+                        "SELECT k.key FROM lead_match_keys AS k JOIN leads AS l"
+                        " ON l.id = k.lead_id WHERE l.uid = 'a' ORDER BY k.key"
+                    )
+                )
+            ).scalars()
+            filed = list(keys)
+        assert sorted(tuple(row) for row in rows) == [
+            ("a", "jfr2@hotmail.com j.f.r2@hotmail.com pepe@gmail.com", "+34612345678"),
+            ("b", None, None),
+        ]
+        assert filed == [
+            "e:j.f.r2@hotmail.com",
+            "e:jfr2@hotmail.com",
+            "e:pepe@gmail.com",
+            "p:+34612345678",
+        ]
+    finally:
+        await db.dispose()
