@@ -543,7 +543,7 @@ def test_a_field_the_mapping_names_is_not_also_filled_by_a_default_header() -> N
 
 def test_a_mapping_may_not_name_one_column_twice_or_a_repeated_header_once() -> None:
     """Two entries for one column (`E-mail`, `e mail`) are refused; so is one entry
-    sending a header the file repeats to a field that takes one column."""
+    naming a header the file repeats, which cannot say which column it means."""
     with pytest.raises(ImportMappingInvalid) as info:
         plan_columns(["E-mail"], mapping={"E-mail": "email", "e mail": "phone"})
     assert [(e["pointer"], e["type"]) for e in info.value.errors] == [
@@ -552,9 +552,9 @@ def test_a_mapping_may_not_name_one_column_twice_or_a_repeated_header_once() -> 
     with pytest.raises(ImportMappingInvalid) as info:
         plan_columns(["Email", "email"], mapping={"email": "email"})
     assert [(e["pointer"], e["type"]) for e in info.value.errors] == [
-        ("/mapping/email", "mapping_target_repeated")
+        ("/mapping/email", "mapping_column_ambiguous")
     ]
-    assert "'Email' and 'email'" in info.value.errors[0]["detail"]
+    assert "'Email' in column 1 and 'email' in column 2" in info.value.errors[0]["detail"]
 
 
 def test_undecodable_bytes_name_their_column_and_fail_nothing_in_an_ignored_one() -> None:

@@ -20,12 +20,24 @@ field (an email, a phone, a consent flag, one custom field...) is refused with a
 naming the columns and the field, rather than joining them into a value that cannot be
 right. A field the mapping names is filled only by the columns the mapping sends to it:
 a column whose header would default to it falls to `unknown_columns` instead.
+
+One header, several columns (Excel exports with two `Teléfono` or `Notas` columns, or
+`Notas` and `notas`, equal once folded): each column keeps its own identity by position.
+Among the columns left to the defaults, only the first of a repeated header may fill its
+default field (so two `Apellidos` columns are not joined); the others fall to
+`unknown_columns`, each a custom field of its own (`telefono`, `notas`, `notas_2`), never
+merged into or overwriting another. Each such column is labelled with its position
+(`Teléfono (column 4)`, counting from 1) in the plan's `labels`, which the import status
+and the error report use. A mapping entry naming a repeated header cannot say which
+column it means and is refused (`mapping_column_ambiguous`, giving the columns); an entry
+may name one of them by its label instead (`{"Teléfono (column 4)": "custom_fields.fijo"}`).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -125,24 +137,54 @@ def custom_key(header: str) -> str:
     return key if key[0].isalpha() else f"c_{key}"[:64]
 
 
+def column_labels(headers: Sequence[str]) -> list[str]:
+    """One label per column: its header, or for a header the file repeats (compared
+    folded) the header and its position, `Teléfono (column 4)`. Folded, a positioned
+    label differs from every other label and from every header of the file (one that
+    would read like a header gets its position again), so a mapping entry may name it."""
+    folded = [fold_header(h) for h in headers]
+    counts = Counter(folded)
+    labels = []
+    for index, (header, key) in enumerate(zip(headers, folded, strict=True)):
+        label = header
+        if counts[key] > 1:
+            label = _positioned(header, index)
+            while fold_header(label) in counts:
+                label = _positioned(label, index)
+        labels.append(label)
+    return labels
+
+
+def _positioned(header: str, index: int) -> str:
+    return f"{header} (column {index + 1})".lstrip()
+
+
 @dataclass(slots=True)
 class ColumnPlan:
-    """The target of each column (by position; None: ignored) and the ignored headers."""
+    """The target of each column (by position; None: ignored), the labels of the ignored
+    columns, and each column's label (see `column_labels`; made from the headers when not
+    given)."""
 
     headers: list[str]
     targets: list[str | None]
     ignored: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != len(self.headers):
+            self.labels = column_labels(self.headers)
 
     def columns(self) -> list[tuple[str, str | None]]:
-        """(header, target) pairs, in file order, for the import status."""
-        return list(zip(self.headers, self.targets, strict=True))
+        """(label, target) pairs, one per column in file order, for the import status."""
+        return list(zip(self.labels, self.targets, strict=True))
 
     def column_for(self, target: str, *, prefix: bool = False) -> str | None:
-        """The header(s) that fill `target` (`consent.marketing`), joined with ` + `;
-        with `prefix`, those filling any field under it (`consent` → `consent.*`)."""
+        """The label(s) of the column(s) that fill `target` (`consent.marketing`), joined
+        with ` + `; with `prefix`, those filling any field under it (`consent` →
+        `consent.*`)."""
         names = [
-            h
-            for h, t in zip(self.headers, self.targets, strict=True)
+            label
+            for label, t in zip(self.labels, self.targets, strict=True)
             if t == target or (prefix and t is not None and t.startswith(target + "."))
         ]
         return " + ".join(names) if names else None
@@ -166,9 +208,12 @@ def _pointer(header: str) -> str:
     return "/mapping/" + header.replace("~", "~0").replace("/", "~1")
 
 
+def _listed(items: Sequence[str]) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
+
+
 def _quoted(names: Sequence[str]) -> str:
-    quoted = [f"'{name}'" for name in names]
-    return ", ".join(quoted[:-1]) + " and " + quoted[-1] if len(quoted) > 1 else quoted[0]
+    return _listed([f"'{name}'" for name in names])
 
 
 def _repeated_target(headers: Sequence[str], target: str) -> str:
@@ -179,11 +224,57 @@ def _repeated_target(headers: Sequence[str], target: str) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _FileColumns:
+    """The file's columns as a mapping entry may name them: by header (folded), or, for
+    a header the file repeats, by the column's label (`Teléfono (column 4)`)."""
+
+    headers: Sequence[str]
+    labels: Sequence[str]
+    by_header: dict[str, list[int]]
+    by_label: dict[str, int]
+
+    @classmethod
+    def of(cls, headers: Sequence[str], labels: Sequence[str]) -> _FileColumns:
+        by_header: dict[str, list[int]] = {}
+        for index, header in enumerate(headers):
+            by_header.setdefault(fold_header(header), []).append(index)
+        by_label = {
+            fold_header(label): index
+            for index, (label, header) in enumerate(zip(labels, headers, strict=True))
+            if label != header
+        }
+        return cls(headers, labels, by_header, by_label)
+
+    def find(self, key: str) -> list[int]:
+        """The positions of the columns a folded mapping key names."""
+        found = set(self.by_header.get(key, ()))
+        if key in self.by_label:
+            found.add(self.by_label[key])
+        return sorted(found)
+
+    def ambiguous(self, positions: Sequence[int]) -> str:
+        """Why an entry naming these columns cannot be followed, and what to send."""
+        names = [self.headers[i] for i in positions]
+        if len(set(names)) == 1:
+            where = f"'{names[0]}' in columns " + _listed([str(i + 1) for i in positions])
+        else:
+            where = _listed([f"'{self.headers[i]}' in column {i + 1}" for i in positions])
+            where += " (headers are compared without case, accents or punctuation)"
+        labels = _quoted([self.labels[i] for i in positions])
+        return (
+            f"the file has {where}, so this entry cannot tell which column it means: name "
+            f"a column by its label ({labels}), or give the columns distinct headers in "
+            "the file"
+        )
+
+
 def _check_entries(
-    mapping: Mapping[str, str | None], folded_headers: Sequence[str] | None
-) -> tuple[dict[str, str | None], list[FieldError]]:
-    """The mapping's entries, folded, and one error per bad entry (in mapping order)."""
-    explicit: dict[str, str | None] = {}
+    mapping: Mapping[str, str | None], columns: _FileColumns | None
+) -> tuple[dict[int, str | None], list[FieldError]]:
+    """The mapping's targets by column position (none without the file's columns), and
+    one error per bad entry (in mapping order)."""
+    explicit: dict[int, str | None] = {}
     first_key: dict[str, str] = {}
     by_target: dict[str, list[str]] = {}
     errors: list[FieldError] = []
@@ -200,22 +291,37 @@ def _check_entries(
             )
             continue
         first_key[key] = header
-        if folded_headers is not None and key not in folded_headers:
-            errors.append(
-                FieldError(
-                    pointer=_pointer(header),
-                    detail=f"the file has no column named '{header}'",
-                    type="mapping_column_unknown",
+        position: int | None = None
+        if columns is not None:
+            found = columns.find(key)
+            if not found:
+                errors.append(
+                    FieldError(
+                        pointer=_pointer(header),
+                        detail=f"the file has no column named '{header}'",
+                        type="mapping_column_unknown",
+                    )
                 )
-            )
-            continue
+                continue
+            if len(found) > 1:
+                errors.append(
+                    FieldError(
+                        pointer=_pointer(header),
+                        detail=columns.ambiguous(found),
+                        type="mapping_column_ambiguous",
+                    )
+                )
+                continue
+            position = found[0]
         try:
-            resolved = explicit[key] = _resolve_target(target)
+            resolved = _resolve_target(target)
         except ValueError as exc:
             errors.append(
                 FieldError(pointer=_pointer(header), detail=str(exc), type="mapping_target_unknown")
             )
             continue
+        if position is not None:
+            explicit[position] = resolved
         if resolved is not None:
             by_target.setdefault(resolved, []).append(header)
     for target, headers in by_target.items():
@@ -247,28 +353,11 @@ def plan_columns(
 ) -> ColumnPlan:
     """Decide each column's target: explicit `mapping` first (headers compared folded),
     then the defaults, then `unknown_columns`. Raises `ImportMappingInvalid`, each error
-    pointing at `/mapping/<header>`, for unknown targets, headers the file lacks, and
-    two columns sent to a field that takes one (see the module docstring).
+    pointing at `/mapping/<header>`, for unknown targets, headers the file lacks or
+    repeats, and two columns sent to a field that takes one (see the module docstring).
     """
-    folded = [fold_header(h) for h in headers]
-    explicit, errors = _check_entries(mapping or {}, folded)
-    if not errors:
-        # One mapping entry for a header the file repeats: two columns, one entry.
-        columns: dict[str, list[str]] = {}
-        for header, key in zip(headers, folded, strict=True):
-            target = explicit.get(key)
-            if key in explicit and target is not None:
-                columns.setdefault(target, []).append(header)
-        for target, names in columns.items():
-            if len(names) > 1 and target not in MULTI_COLUMN_TARGETS:
-                entry = next(h for h in (mapping or {}) if explicit.get(fold_header(h)) == target)
-                errors.append(
-                    FieldError(
-                        pointer=_pointer(entry),
-                        detail=_repeated_target(names, target),
-                        type="mapping_target_repeated",
-                    )
-                )
+    labels = column_labels(headers)
+    explicit, errors = _check_entries(mapping or {}, _FileColumns.of(headers, labels))
     if errors:
         raise ImportMappingInvalid(errors)
 
@@ -280,11 +369,16 @@ def plan_columns(
     # A field the mapping names is the mapping's alone; default headers for it yield.
     taken = {t for t in explicit.values() if t is not None}
     joinable = MULTI_COLUMN_TARGETS - taken
-    for header, key in zip(headers, folded, strict=True):
-        if key in explicit:
-            target = explicit[key]
+    defaulted: set[str] = set()  # headers (folded) already offered to the defaults
+    for index, header in enumerate(headers):
+        if index in explicit:
+            target = explicit[index]
         else:
-            target = DEFAULT_HEADERS.get(key)
+            key = fold_header(header)
+            # Of a header the file repeats, only the first column left to the defaults
+            # may fill its field: the others are columns of their own, not joined.
+            target = DEFAULT_HEADERS.get(key) if key not in defaulted else None
+            defaulted.add(key)
             # Two default columns for a name field are joined ("Primer apellido" +
             # "Segundo apellido"); for any other field the first column wins.
             if target is not None and target in taken and target not in joinable:
@@ -294,9 +388,9 @@ def plan_columns(
             if target is not None:
                 taken.add(target)
         if target is None:
-            ignored.append(header)
+            ignored.append(labels[index])
         targets.append(target)
-    return ColumnPlan(headers=list(headers), targets=targets, ignored=ignored)
+    return ColumnPlan(headers=list(headers), targets=targets, ignored=ignored, labels=labels)
 
 
 def _custom_target(header: str, used: set[str]) -> str | None:

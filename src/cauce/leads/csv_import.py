@@ -434,8 +434,9 @@ def _cell(raw: str) -> str:
 
 
 def column_of(plan: ColumnPlan, field: str) -> str:
-    """The CSV column(s) an error about `field` comes from (`consent` → the consent
-    columns), or "" when no column fills it."""
+    """The label(s) of the CSV column(s) an error about `field` comes from (`consent` →
+    the consent columns), or "" when no column fills it. Every column fills a field of
+    its own but the joined name columns, so the label names the cell's column."""
     if not field:
         return ""
     head = field.partition(".")[0]
@@ -446,12 +447,13 @@ def validate_row(
     row: CsvRow, plan: ColumnPlan, options: IntakeOptions | None = None
 ) -> LeadIn | list[ReportLine]:
     """Validate one row as a `LeadIn`; its errors become report lines naming the CSV
-    column (`Teléfono`) and the lead field (`phone`). A row error names the column of
-    the cell at fault, if any (and its field, if the column fills one)."""
+    column (`Teléfono`, or `Teléfono (column 4)` for a header the file repeats) and the
+    lead field (`phone`). A row error names the column of the cell at fault, if any (and
+    its field, if the column fills one)."""
     if row.error is not None:
         if row.cell is None or row.cell >= len(plan.headers):
             return [ReportLine(row.number, "", "", row.error)]
-        column, target = plan.headers[row.cell], plan.targets[row.cell]
+        column, target = plan.labels[row.cell], plan.targets[row.cell]
         return [ReportLine(row.number, column, target or "", row.error)]
     outcome = validate_lead(row.data, options or IntakeOptions())
     if isinstance(outcome, LeadIn):

@@ -132,10 +132,12 @@ async def get_import(session: AsyncSession, import_id: int) -> LeadImport:
 
 async def error_lines(session: AsyncSession, import_id: int) -> list[ReportLine]:
     """The rejected rows of an import, in file order, each naming the CSV column its
-    field was read from (from the columns the import recorded as it started)."""
+    field was read from (from the columns the import recorded as it started: one label
+    per column, `Teléfono (column 4)` for a header the file repeats)."""
     record = await get_import(session, import_id)
     mapping = record.mapping or {}
-    plan = ColumnPlan(headers=list(mapping), targets=list(mapping.values()))
+    labels = list(mapping)
+    plan = ColumnPlan(headers=labels, targets=list(mapping.values()), labels=labels)
     rows = await session.scalars(
         select(ImportErrorRow)
         .where(ImportErrorRow.import_id == import_id)
@@ -162,7 +164,8 @@ async def _process_chunk(
     async with unit_of_work(rt.sessionmaker) as session:
         record = await get_import(session, record_id)
         if record.rows_processed == 0:
-            # The status shows how every column is read, defaults and ignored ones too.
+            # The status shows how every column is read, defaults and ignored ones too,
+            # one entry per column (its label is unique even where its header is not).
             record.mapping = dict(plan.columns())
         valid: list[LeadIn] = []
         for row in chunk:
