@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db import unit_of_work
 from cauce.core.errors import CauceError
-from cauce.core.web.idempotency import IdempotencyStore
+from cauce.core.web.idempotency import Fingerprint, IdempotencyStore
 from cauce.leads.errors import IntakeBusy
 from cauce.leads.schemas import LeadIn
 from cauce.leads.service import LeadsRuntime, intake_many
@@ -51,7 +51,7 @@ class Claim:
 
     scope: str
     key: str
-    fingerprint: str
+    fingerprint: Fingerprint
 
 
 @dataclass(frozen=True, slots=True)
