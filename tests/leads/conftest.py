@@ -6,9 +6,38 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from cauce.app import Resources
+from cauce.app import Resources, create_app, job_worker_for
+from cauce.core.jobs.factory import JobWorker
+from cauce.leads.imports import IMPORT_QUEUE
+from tests.conftest import SettingsFactory
+from tests.leads.test_delivery import MemoryCrm
+
+
+@pytest.fixture
+async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
+    """The app with HubSpot configured (at the port, never reached: a `MemoryCrm`) and no
+    background worker: each test runs the jobs it needs. Modules needing other settings
+    define their own."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
+    )
+    app = create_app(settings, crm=MemoryCrm())
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture
+async def worker(leads_app: FastAPI) -> AsyncIterator[JobWorker]:
+    """A worker for the import queue (started on PostgreSQL, run by hand on SQLite)."""
+    resources: Resources = leads_app.state.resources
+    imports_worker = job_worker_for(resources, queues=[IMPORT_QUEUE])
+    if resources.db.dialect != "sqlite":
+        await imports_worker.start()
+    yield imports_worker
+    await imports_worker.stop()
 
 
 @pytest.fixture

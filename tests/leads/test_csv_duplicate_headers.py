@@ -22,17 +22,14 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cauce.app import Resources, create_app, job_worker_for
 from cauce.core.jobs.factory import JobWorker
 from cauce.leads.csv_columns import (
     MULTI_COLUMN_TARGETS,
@@ -42,9 +39,6 @@ from cauce.leads.csv_columns import (
     plan_columns,
 )
 from cauce.leads.errors import ImportMappingInvalid
-from cauce.leads.imports import IMPORT_QUEUE
-from tests.conftest import SettingsFactory
-from tests.leads.test_delivery import MemoryCrm
 
 PROBLEM = "application/problem+json"
 HEADER = "Nombre;Email;Teléfono;Teléfono;Notas;notas;Apellidos;Apellidos"
@@ -58,28 +52,6 @@ COLUMNS = [
     {"column": "Apellidos (column 7)", "field": "last_name"},
     {"column": "Apellidos (column 8)", "field": "custom_fields.apellidos"},
 ]
-
-
-@pytest.fixture
-async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
-    """The app with no background worker: each test drains the import queue itself."""
-    settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
-    )
-    app = create_app(settings, crm=MemoryCrm())
-    async with LifespanManager(app):
-        yield app
-
-
-@pytest.fixture
-async def worker(leads_app: FastAPI) -> AsyncIterator[JobWorker]:
-    """A worker for the import queue (started on PostgreSQL, run by hand on SQLite)."""
-    resources: Resources = leads_app.state.resources
-    imports_worker = job_worker_for(resources, queues=[IMPORT_QUEUE])
-    if resources.db.dialect != "sqlite":
-        await imports_worker.start()
-    yield imports_worker
-    await imports_worker.stop()
 
 
 async def _post(

@@ -11,50 +11,22 @@ import io
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cauce.app import Resources, create_app, job_worker_for
 from cauce.core.jobs.factory import JobWorker
 from cauce.leads.csv_columns import DEFAULT_HEADERS, LEAD_TARGETS, fold_header
-from cauce.leads.imports import IMPORT_QUEUE
-from tests.conftest import SettingsFactory
-from tests.leads.test_delivery import MemoryCrm
 
 BOUNDARY = "cauce-fuzz-boundary-7f3a"
 PROBLEM = "application/problem+json"
 TERMINAL = ("succeeded", "failed")
 REPORT_HEADER = ["row", "column", "field", "reason"]
-
-
-@pytest.fixture
-async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
-    """The app with no background worker: each example drains the import queue itself."""
-    settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
-    )
-    app = create_app(settings, crm=MemoryCrm())
-    async with LifespanManager(app):
-        yield app
-
-
-@pytest.fixture
-async def worker(leads_app: FastAPI) -> AsyncIterator[JobWorker]:
-    """A worker for the import queue, started once (on PostgreSQL) for every example."""
-    resources: Resources = leads_app.state.resources
-    imports_worker = job_worker_for(resources, queues=[IMPORT_QUEUE])
-    if resources.db.dialect != "sqlite":
-        await imports_worker.start()
-    yield imports_worker
-    await imports_worker.stop()
 
 
 # --- what an upload is made of -------------------------------------------------------------

@@ -3,20 +3,16 @@ lead's exact duplicate, as with its own (both databases, single leads and batche
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from cauce.app import create_app
 from cauce.core.db import create_database
 from cauce.core.db.migrate import upgrade
 from cauce.leads.matching.blocking import keys_of
@@ -24,8 +20,7 @@ from cauce.leads.matching.compare import Screen, bits_needed, compare_features
 from cauce.leads.matching.plan import MAX_OTHER_CONTACTS, other_contacts
 from cauce.leads.matching.record import MatchRecord, prepare
 from cauce.leads.matching.settings import DedupeSettings
-from tests.conftest import SettingsFactory, make_settings
-from tests.leads.test_delivery import MemoryCrm
+from tests.conftest import make_settings
 
 JOSE = {
     "first_name": "José",
@@ -141,16 +136,6 @@ def test_other_contacts_keep_comparison_symmetric_and_screen_exact(
 
 
 # --- the API, both databases --------------------------------------------------------------
-
-
-@pytest.fixture
-async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
-    settings_ = settings_factory(
-        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
-    )
-    app = create_app(settings_, crm=MemoryCrm())
-    async with LifespanManager(app):
-        yield app
 
 
 async def _post(api: httpx.AsyncClient, lead: dict[str, Any]) -> dict[str, Any]:
