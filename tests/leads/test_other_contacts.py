@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from alembic import command
 from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
 from cauce.core.db import create_database
-from cauce.core.db.migrate import upgrade
+from cauce.core.db.migrate import alembic_config, upgrade
 from cauce.leads.matching.blocking import keys_of
 from cauce.leads.matching.compare import Screen, bits_needed, compare_features
 from cauce.leads.matching.plan import MAX_OTHER_CONTACTS, other_contacts
@@ -103,6 +104,36 @@ def test_another_email_or_phone_of_the_lead_is_an_exact_match() -> None:
     assert compare_features(by_email, plain, dedupe).score < dedupe.review_threshold
 
 
+def test_a_shared_mailbox_is_not_another_contact_and_names_guard_the_rest() -> None:
+    """`info@` (a team's) never joins a lead's other contacts; and another contact the
+    lead does list decides a match only when the names are not two people's, as a
+    shared phone does: it is then strong evidence, not a rule."""
+    lead = {"email": "jose@acme.es"}
+    assert other_contacts(lead, lead, {"email": "Info@acme.es"}) == {}
+    assert other_contacts(lead, lead, {"email": "ventas+web@acme.es"}) == {}
+    dedupe = DedupeSettings()
+    stored = prepare(
+        MatchRecord(
+            email="jose@acme.es",
+            first_name="José",
+            last_names="Fernández Ruiz",
+            other_emails=("oficina.sevilla@acme.es",),
+        )
+    )
+    ana = prepare(
+        MatchRecord(email="oficina.sevilla@acme.es", first_name="Ana", last_names="Olmedo Sanz")
+    )
+    decision = compare_features(ana, stored, dedupe)
+    assert decision.rule is None
+    assert decision.score < dedupe.merge_threshold
+    assert Screen(ana, True, bits_needed(0.5)).admits(stored)
+    # Without an own email (a PATCH cleared it) the other ones are neither keys nor
+    # compared.
+    bare = prepare(MatchRecord(phone="+34600000001", other_emails=("pepe@x.es",)))
+    assert not any(key.startswith("e:") for key in keys_of(bare))
+    assert compare_features(prepare(MatchRecord(email="pepe@x.es")), bare, dedupe).rule is None
+
+
 _emails = st.sampled_from(["a@x.es", "b@x.es", "c@gmail.com", "c.@gmail.com", "d@y.es"])
 _phones = st.sampled_from(["+34600000001", "+34600000002", "+34600000003"])
 
@@ -180,7 +211,7 @@ async def test_a_batch_matches_another_email_filed_by_an_earlier_item(
     """In one batch: José, his fuzzy duplicate with a personal address, then that address
     alone. The third item merges into the lead the first created, as it would arriving
     after them; a later single lead finds the stored key."""
-    items = [JOSE, PEPE, {"email": "jfr2@hotmail.com", "last_name": "F. R."}]
+    items = [JOSE, PEPE, {"email": "jfr2@hotmail.com", "first_name": "Pepe"}]
     response = await api.post("/v1/leads/batch", json={"items": items})
     assert response.status_code == 200, response.text
     results = response.json()["items"]
@@ -189,6 +220,55 @@ async def test_a_batch_matches_another_email_filed_by_an_earlier_item(
     assert results[2]["duplicate"]["match"] == "email"
     later = await _post(api, {"email": "jfr2@hotmail.com"})
     assert (later["id"], later["duplicate"]["match"]) == (results[0]["id"], "email")
+
+
+async def test_a_shared_mailbox_brought_by_a_merge_pulls_nobody_in(
+    api: httpx.AsyncClient,
+) -> None:
+    """Pepe merges into José with the company's `info@`: that address is not José's, so
+    Ana, arriving with it, is a lead of her own."""
+    first = await _post(api, JOSE)
+    pepe = await _post(api, {**PEPE, "email": "info@aceitunasdelsur.es"})
+    assert pepe["id"] == first["id"]
+    ana = await _post(
+        api,
+        {"first_name": "Ana", "last_name": "Olmedo Sanz", "email": "info@aceitunasdelsur.es"},
+    )
+    assert (ana["outcome"], ana["duplicate"]) == ("created", None)
+
+
+async def test_a_patch_keeps_the_old_email_as_another_and_drops_the_new_one(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """A PATCH to another email keeps the old one among the other contacts (an arrival
+    with it is still the lead's), and a PATCH to one of the other emails takes it out of
+    the list; a PATCH that clears the email keeps nothing of it."""
+    first = await _post(api, JOSE)
+    await _post(api, PEPE)  # jfr2@hotmail.com becomes another email
+    uid = first["id"]
+
+    async def others() -> tuple[Any, ...]:
+        factory = leads_app.state.resources.db.sessionmaker
+        async with factory() as session:
+            row = await session.execute(
+                text("SELECT other_emails, other_phones FROM leads WHERE uid = :uid"),
+                {"uid": uid},
+            )
+            return tuple(row.one())
+
+    patched = await api.patch(f"/v1/leads/{uid}", json={"email": "jfr2@hotmail.com"})
+    assert patched.status_code == 200, patched.text
+    assert (await others())[0] == "jose@aceitunasdelsur.es"
+    old = await _post(api, {"email": "jose@aceitunasdelsur.es"})
+    assert (old["id"], old["duplicate"]["match"]) == (uid, "email")
+    patched = await api.patch(f"/v1/leads/{uid}", json={"phone": "+34 699 000 111"})
+    assert patched.status_code == 200, patched.text
+    assert await others() == ("jose@aceitunasdelsur.es", "+34612345678 +34954123456")
+    cleared = await api.patch(f"/v1/leads/{uid}", json={"email": None})
+    assert cleared.status_code == 200, cleared.text
+    assert await others() == ("jose@aceitunasdelsur.es", "+34612345678 +34954123456")
+    alone = await _post(api, {"email": "jose@aceitunasdelsur.es", "first_name": "Lucía"})
+    assert alone["outcome"] == "created"
 
 
 async def test_migration_0010_files_the_other_contacts_of_stored_leads(
@@ -256,5 +336,16 @@ async def test_migration_0010_files_the_other_contacts_of_stored_leads(
             "e:pepe@gmail.com",
             "p:+34612345678",
         ]
+        # Down again: the other contacts' keys go, and (SQLite) no row goes with them.
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0009"))
+        async with db.engine.connect() as conn:
+            counts = await conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM lead_sources), (SELECT count(*) FROM"
+                    " lead_match_keys WHERE key LIKE 'e:j%' OR key LIKE 'p:%')"
+                )
+            )
+            assert tuple(counts.one()) == (8, 0)
     finally:
         await db.dispose()

@@ -23,6 +23,7 @@ from cauce.leads.matching import FieldChange, Match, merge
 from cauce.leads.matching.known import Known
 from cauce.leads.matching.plan import (
     MATCH_COLUMNS,
+    OTHER_CONTACTS,
     BatchMatcher,
     other_contacts,
     provisional,
@@ -52,6 +53,7 @@ SCALAR_FIELDS = (
     "external_id",
 )
 MERGEABLE = (*SCALAR_FIELDS, "custom_fields")
+OTHER_COLUMNS = frozenset(column for _, column in OTHER_CONTACTS)
 
 Outcome = Literal["created", "merged", "held_for_review"]
 
@@ -100,7 +102,7 @@ def _history_changes(changes: list[FieldChange]) -> dict[str, Any]:
         "overwritten": [c.field for c in changes if c.action == "overwritten"],
         "kept": [c.field for c in changes if c.action == "kept"],
     }
-    if added := [c.field for c in changes if c.action == "appended"]:
+    if added := [c.field for c in changes if c.field in OTHER_COLUMNS]:
         out["added"] = added  # other contacts (`other_emails`, `other_phones`)
     return out
 
@@ -289,7 +291,7 @@ class IntakeWriter:
     def merge(self, step: Step, item: Incoming, now: datetime) -> tuple[Lead, Score, list[str]]:
         lead = self.lead(step.lead_id)
         changes, changed = _apply_merge(lead, item.values, self.rt, now)
-        if changed or any(c.action == "appended" for c in changes):
+        if changed or any(c.field in OTHER_COLUMNS for c in changes):
             self.rekey.add(step.lead_id)
         self.arrivals[step.lead_id] += 1
         self.sources.append((step.lead_id, item.values))

@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cauce.core.db.base import utcnow
 from cauce.leads import repository as repo
 from cauce.leads.errors import LeadDuplicate, LeadErased, LeadInvalid, LeadNotFound
-from cauce.leads.intake_writer import SCALAR_FIELDS, apply_score, lead_facts
+from cauce.leads.intake_writer import OTHER_COLUMNS, SCALAR_FIELDS, apply_score, lead_facts
 from cauce.leads.matching import blocking_keys
 from cauce.leads.matching.blocking import EXACT_PREFIXES
-from cauce.leads.matching.plan import record_of
+from cauce.leads.matching.plan import patched_contacts, record_of
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
 from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadPatch
@@ -91,6 +91,7 @@ async def patch(
         await repo.lock_exact_keys(session, blocking_keys(record_of(contact)))
     lead = await live_lead(session, uid, for_update=True)
     keys_before = blocking_keys(repo.match_record(lead))
+    contacts_before = {name: getattr(lead, name) for name in ("email", "phone")}
     changed: list[str] = []
     for name, value in values.items():
         if name == "custom_fields":
@@ -143,6 +144,10 @@ async def patch(
         domain = lead.email.rsplit("@", 1)[-1] if lead.email else ""
         lead.email_disposable = bool(domain) and is_disposable_domain(domain)
         lead.email_free = bool(domain) and is_free_mail_domain(domain)
+    # An email (phone) changed: the old one joins the other contacts, the new one leaves.
+    after = {name: getattr(lead, name) for name in ("email", "phone", *OTHER_COLUMNS)}
+    for column, listed in patched_contacts(contacts_before, after).items():
+        setattr(lead, column, listed)
     keys = blocking_keys(repo.match_record(lead))
     await _refuse_duplicates(session, lead, keys - keys_before)
     lead.version += 1

@@ -204,7 +204,9 @@ def compare_features(a: Features, b: Features, settings: DedupeSettings) -> Matc
     evidence = field_evidence(a, b, settings)
     agreed = {e.field for e in evidence if e.level is Level.AGREE}
     rule: str | None = None
-    if "email" in agreed:
+    if "email" in agreed and (a.email_key == b.email_key or not _names_conflict(evidence)):
+        # One of a lead's other addresses may be a shared one a merge brought in: as with
+        # a shared phone, it decides only when the names do not belong to two people.
         rule = "same_email"
     elif "tax_id" in agreed:
         rule = "same_tax_id"

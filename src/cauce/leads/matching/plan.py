@@ -24,7 +24,7 @@ from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, strongest
 from cauce.leads.matching.compare import compare_features
 from cauce.leads.matching.index import Match, screen_of
 from cauce.leads.matching.merge import merge
-from cauce.leads.matching.record import Features, MatchRecord, email_key, prepare
+from cauce.leads.matching.record import Features, MatchRecord, email_key, prepare, role_mailbox
 from cauce.leads.matching.settings import DedupeSettings
 
 DEFAULT_MAX_CANDIDATES: Final = DedupeSettings.model_fields["max_candidates"].default
@@ -97,12 +97,37 @@ def other_contacts(
         known.add(key(_text(after.get(field))))
         added = False
         for value in (_text(before.get(field)), _text(incoming.get(field))):
-            if value and len(listed) < MAX_OTHER_CONTACTS and (k := key(value)) not in known:
-                listed.append(value)
-                known.add(k)
-                added = True
+            if not value or len(listed) >= MAX_OTHER_CONTACTS or (k := key(value)) in known:
+                continue
+            if field == "email" and role_mailbox(value):
+                continue  # `info@`: a team's, not the person's (it would pull others in)
+            listed.append(value)
+            known.add(k)
+            added = True
         if added:
             out[column] = " ".join(listed)
+    return out
+
+
+def patched_contacts(
+    before: Mapping[str, object], after: Mapping[str, object]
+) -> dict[str, str | None]:
+    """The other contacts of a lead whose email or phone a PATCH changed (`before` and
+    `after` its values): the old one joins them (as a merge that overwrote it would
+    have it) unless the PATCH cleared the field, and the new one leaves them. Only the
+    columns that change are returned (None: none left)."""
+    out: dict[str, str | None] = {}
+    for field, column in OTHER_CONTACTS:
+        old, new = _text(before.get(field)), _text(after.get(field))
+        key = email_key if field == "email" else _phone_key
+        if key(old) == key(new):
+            continue
+        listed = (_text(after.get(column)) or "").split()
+        kept = [value for value in listed if key(value) != key(new)]
+        merged = other_contacts(before, {**after, column: " ".join(kept)}, {}) if new else {}
+        value = merged.get(column, " ".join(kept)) or None
+        if value != _text(after.get(column)):
+            out[column] = value
     return out
 
 

@@ -146,6 +146,12 @@ def _email_local(key: str | None) -> str | None:
     return local
 
 
+def role_mailbox(email: str) -> bool:
+    """Whether an address is a team's (`info@`, `ventas@`...), not one person's."""
+    local = email.rpartition("@")[0].lower().split("+", 1)[0]
+    return re.sub(r"[._\-]", "", local) in ROLE_MAILBOXES
+
+
 def name_tokens(text: str | None, *, drop_particles: bool) -> tuple[str, ...]:
     """Folded words of a name; surnames also lose particles ("de la", "del", "y")."""
     words = fold(text).split()
@@ -231,11 +237,13 @@ def prepare(record: MatchRecord) -> Features:
         f"{last_common:d}{first_common:d}{canonical_common:d}",
         place_key=f"{city or ''}|{postcode or ''}|{region or ''}|{country or ''}|{dob or ''}|"
         f"{address is not None:d}",
+        # Other contacts stand beside the record's own: without one (a PATCH cleared
+        # it) they are not compared, nor filed as keys.
         other_email_keys=_other_keys(map(email_key, record.other_emails), key)
-        if record.other_emails
+        if record.other_emails and key
         else _NONE,
         other_phones=_other_keys((p.replace(" ", "") for p in record.other_phones), phone)
-        if record.other_phones
+        if record.other_phones and phone
         else _NONE,
     )
 

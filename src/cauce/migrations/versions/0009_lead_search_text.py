@@ -52,6 +52,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the column."""
-    with op.batch_alter_table("leads", schema=None) as batch_op:
-        batch_op.drop_column("search_text")
+    """Drop the column (on SQLite with `ALTER TABLE ... DROP COLUMN`: a batch operation
+    copies the table and drops the old one, and with foreign keys on that drop deletes
+    every arrival, key and history line with it)."""
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("ALTER TABLE leads DROP COLUMN search_text")
+    else:
+        op.drop_column("leads", "search_text")

@@ -85,7 +85,34 @@ def _keys(values: dict[str, object], email_key: Callable[[str], str | None]) -> 
 
 
 def downgrade() -> None:
-    """Drop the columns (their keys stay, harmless: they only add candidates)."""
-    with op.batch_alter_table("leads", schema=None) as batch_op:
-        batch_op.drop_column("other_phones")
-        batch_op.drop_column("other_emails")
+    """Take the other contacts' keys away, then drop the columns.
+
+    Left behind, the keys would make PATCH refuse an address as another lead's (409)
+    where nothing shows why. On SQLite the columns go with `ALTER TABLE ... DROP
+    COLUMN`: a batch operation would copy the table and drop the old one, and with
+    foreign keys on, that drop deletes every arrival, key and history line with it.
+    """
+    from cauce.leads.matching.record import email_key
+
+    bind = op.get_bind()
+    read = sa.text(
+        "SELECT id, email, phone, other_emails, other_phones FROM leads"
+        " WHERE other_emails IS NOT NULL OR other_phones IS NOT NULL"
+    )
+    remove = sa.text("DELETE FROM lead_match_keys WHERE lead_id = :id AND key = :key")
+    gone: list[dict[str, object]] = []
+    for lead_id, email, phone, emails, phones in bind.execute(read):
+        own = {f"e:{email_key(email)}" if email else "", f"p:{phone}" if phone else ""}
+        values = {"other_emails": emails, "other_phones": phones}
+        gone.extend(
+            {"id": lead_id, "key": key[:_KEY_LENGTH]}
+            for key in _keys(values, email_key)
+            if key not in own
+        )
+    if gone:
+        bind.execute(remove, gone)
+    for column in ("other_phones", "other_emails"):
+        if bind.dialect.name == "sqlite":
+            op.execute(f"ALTER TABLE leads DROP COLUMN {column}")
+        else:
+            op.drop_column("leads", column)
