@@ -14,7 +14,6 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from cauce.app import create_app, job_worker_for
 from cauce.leads.responses import LeadDetailOut
@@ -332,49 +331,6 @@ async def test_the_export_carries_every_field_and_imports_back(
     assert utm == {"source": "google", "campaign": "feria-2026"}
     assert again["consent"]["wording_version"] == "v3"
     assert again["consent"]["marketing"] is True
-
-
-async def test_a_merge_keeps_the_contacts_the_arrival_brought(
-    leads_app: FastAPI, api: httpx.AsyncClient
-) -> None:
-    """A fuzzy duplicate with its own email and phone is merged into the stored lead,
-    which keeps its own: the arrival's are kept with its source and shown as the lead's
-    other contacts, and erasure removes them with the rest."""
-    first = await api.post(
-        "/v1/leads",
-        json={
-            "first_name": "José",
-            "last_name": "Fernández Ruiz",
-            "company": "Aceitunas del Sur S.A.",
-            "city": "Sevilla",
-            "country": "ES",
-            "email": "jose@aceitunasdelsur.es",
-        },
-    )
-    assert first.status_code == 201
-    second = await api.post(
-        "/v1/leads",
-        json={
-            "first_name": "Pepe",
-            "last_name": "Fernandez Ruiz",
-            "company": "Aceitunas del Sur",
-            "city": "Sevilla",
-            "email": "jfr2@hotmail.com",
-            "phone": "+34 954 12 34 56",
-        },
-    )
-    assert second.status_code == 200, second.text
-    assert second.json()["id"] == first.json()["id"]
-    lead = (await api.get(f"/v1/leads/{first.json()['id']}")).json()
-    assert lead["email"] == "jose@aceitunasdelsur.es"
-    assert lead["phone"] == "+34954123456"  # filled: the lead had none
-    assert lead["other_emails"] == ["jfr2@hotmail.com"]
-    assert lead["other_phones"] == []
-    assert (await api.delete(f"/v1/leads/{first.json()['id']}")).status_code == 204
-    factory = leads_app.state.resources.db.sessionmaker
-    async with factory() as session:
-        kept = (await session.execute(text("SELECT email, phone FROM lead_sources"))).all()
-    assert [tuple(row) for row in kept] == [(None, None), (None, None)]
 
 
 async def test_free_text_search_ignores_accents_case_and_punctuation(

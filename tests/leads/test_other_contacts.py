@@ -176,6 +176,26 @@ async def _post(api: httpx.AsyncClient, lead: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+async def test_a_merge_keeps_the_contacts_the_arrival_brought(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """A fuzzy duplicate with its own email and phone is merged into the stored lead,
+    which keeps its own: the arrival's are kept with its source and shown as the lead's
+    other contacts (a phone fills the lead's empty one), and erasure removes them."""
+    first = await _post(api, {name: v for name, v in JOSE.items() if name != "phone"})
+    second = await _post(api, PEPE)
+    assert second["id"] == first["id"]
+    lead = (await api.get(f"/v1/leads/{first['id']}")).json()
+    assert lead["email"] == "jose@aceitunasdelsur.es"
+    assert lead["phone"] == "+34612345678"  # filled: the lead had none
+    assert (lead["other_emails"], lead["other_phones"]) == (["jfr2@hotmail.com"], [])
+    assert (await api.delete(f"/v1/leads/{first['id']}")).status_code == 204
+    factory = leads_app.state.resources.db.sessionmaker
+    async with factory() as session:
+        kept = (await session.execute(text("SELECT email, phone FROM lead_sources"))).all()
+    assert [tuple(row) for row in kept] == [(None, None), (None, None)]
+
+
 async def test_an_arrival_with_another_email_of_a_lead_merges_into_it(
     leads_app: FastAPI, api: httpx.AsyncClient
 ) -> None:

@@ -140,16 +140,21 @@ def _email_local(key: str | None) -> str | None:
     """The personal part of a mailbox, when it is distinctive enough to be evidence."""
     if key is None:
         return None
-    local = re.sub(r"[._\-]", "", key.split("@", 1)[0].split("+", 1)[0])
+    local = _mailbox_name(key)
     if len(local) < 6 or local in ROLE_MAILBOXES:
         return None
     return local
 
 
+def _mailbox_name(address: str) -> str:
+    # The local part without a +tag, dots, dashes or underscores: `Info.Sevilla+x@` ->
+    # `infosevilla`.
+    return re.sub(r"[._\-]", "", address.rpartition("@")[0].lower().split("+", 1)[0])
+
+
 def role_mailbox(email: str) -> bool:
     """Whether an address is a team's (`info@`, `ventas@`...), not one person's."""
-    local = email.rpartition("@")[0].lower().split("+", 1)[0]
-    return re.sub(r"[._\-]", "", local) in ROLE_MAILBOXES
+    return _mailbox_name(email) in ROLE_MAILBOXES
 
 
 def name_tokens(text: str | None, *, drop_particles: bool) -> tuple[str, ...]:
