@@ -10,8 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cauce.leads.csv_columns import EXPORT_HEADER_PREFIX
 from cauce.leads.csv_export import (
+    EXPORT_COLUMNS,
     ErrorReportWriter,
+    contacts_cell,
     csv_export,
     neutralise_cell,
 )
@@ -119,3 +122,15 @@ def test_csv_export_yields_chunks_as_it_goes() -> None:
     chunks = list(csv_export(many(), ["id", "email"], bom=False))
     assert len(chunks) > 5
     assert b"".join(chunks).count(b"\r\n") == 20_001
+
+
+def test_the_export_keeps_its_first_columns_and_ends_with_the_other_contacts() -> None:
+    """The fifteen first columns an import knows the export by stay first; the other
+    contacts come last, listed with `; ` and neutralised like every cell."""
+    assert EXPORT_COLUMNS[: len(EXPORT_HEADER_PREFIX)] == EXPORT_HEADER_PREFIX
+    assert EXPORT_COLUMNS[-2:] == ("other_emails", "other_phones")
+    assert (contacts_cell(None), contacts_cell("")) == ("", "")
+    phones = contacts_cell("+34612345678 +34699000111")
+    assert phones == "+34612345678; +34699000111"
+    out = b"".join(csv_export([{"other_phones": phones}], ["other_phones"], bom=False))
+    assert out == b"other_phones\r\n'+34612345678; +34699000111\r\n"

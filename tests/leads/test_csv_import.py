@@ -1,4 +1,5 @@
-"""Streaming CSV import (encodings, delimiters, header mapping, row errors) and CSV export."""
+"""Streaming CSV import (encodings, delimiters, header mapping, row errors, Cauce's own
+export) and CSV export."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cauce.leads.csv_columns import check_mapping, custom_key, fold_header, plan_columns
+from cauce.leads.csv_columns import (
+    EXPORT_HEADER_PREFIX,
+    check_mapping,
+    custom_key,
+    fold_header,
+    is_cauce_export,
+    plan_columns,
+)
 from cauce.leads.csv_import import (
     MAX_RECORD_CHARS,
     CsvLeadReader,
@@ -583,3 +591,90 @@ def test_report_lines_name_the_column_of_nested_and_custom_fields() -> None:
     assert column_of(plan, "custom_fields.sector") == "Sector"
     assert column_of(plan, "email") == ""
     assert column_of(plan, "") == ""
+
+
+# --- Cauce's own export -----------------------------------------------------------------------
+
+
+def test_cauce_s_export_is_known_by_its_first_fifteen_headers() -> None:
+    """The export's header, today's or the fifteen columns of an older one, is Cauce's;
+    a file with Cauce's computed names in another order, or with one of the fifteen
+    deleted or renamed, is any other file."""
+    prefix = list(EXPORT_HEADER_PREFIX)
+    assert is_cauce_export(prefix)
+    assert is_cauce_export([*prefix, "external_id", "notas"])
+    assert not is_cauce_export(["id", "email", "score", "created_at", "updated_at"])
+    assert not is_cauce_export(prefix[:-1])
+    assert not is_cauce_export([p for p in prefix if p != "company"] + ["company"])
+    assert not is_cauce_export(["ID", *prefix[1:]])
+
+
+def test_in_an_export_computed_columns_are_ignored_and_the_json_fills_custom_fields() -> None:
+    """Read from an export (here with `;`, as a Spanish Excel saves it), `id`, `score` and
+    `created_at` are ignored, `source` is the lead's source and `custom_fields` is read
+    as JSON; a column the person added fills its custom field, winning over the JSON."""
+    header = ";".join([*EXPORT_HEADER_PREFIX, "custom_fields", "Sector"])
+    cells = [""] * len(EXPORT_HEADER_PREFIX)
+    cells[0], cells[2], cells[11], cells[12] = "a1b2", "ana@empresa.es", "web_form", "80"
+    cells[14] = "2025-01-02T03:04:05+00:00"
+    json_cell = '"{""sector"": ""vino"", ""empleados"": 12, ""vip"": true}"'
+    data = f"{header}\n{';'.join(cells)};{json_cell};Aceite\n".encode()
+    reader, rows = read_all(data)
+    assert reader.plan is not None
+    assert reader.plan.ignored == ["id", "score", "created_at"]
+    assert rows[0].data == {
+        "source": "web_form",
+        "email": "ana@empresa.es",
+        "custom_fields": {"sector": "Aceite", "empleados": 12, "vip": True},
+    }
+
+
+def test_an_explicit_mapping_wins_over_the_export_s_defaults() -> None:
+    """Each column the mapping names goes where it says; the others keep the export's
+    defaults (`id` ignored, `custom_fields` read as JSON)."""
+    headers = [*EXPORT_HEADER_PREFIX, "custom_fields"]
+    plan = plan_columns(headers, mapping={"score": "custom_fields.puntuacion", "owner": None})
+    targets = dict(zip(headers, plan.targets, strict=True))
+    assert (targets["id"], targets["score"], targets["owner"]) == (
+        None,
+        "custom_fields.puntuacion",
+        None,
+    )
+    assert (targets["source"], targets["custom_fields"]) == ("source", "custom_fields")
+    assert plan_columns(headers, mapping={"custom_fields": None}).targets[-1] is None
+
+
+@pytest.mark.parametrize(
+    ("cell", "reason"),
+    [
+        ("{sector: vino}", "is not valid JSON (unexpected character"),
+        ("[1, 2]", "is an array in JSON, not an object of custom fields"),
+        ('"vino"', "is a string in JSON, not an object of custom fields"),
+        ("12", "is a number in JSON, not an object of custom fields"),
+        ("null", "is null in JSON, not an object of custom fields"),
+    ],
+)
+def test_an_export_s_custom_fields_cell_that_is_no_json_object_fails_its_row(
+    cell: str, reason: str
+) -> None:
+    """The row fails, the report naming the column and the field; nothing is raised."""
+    header = ",".join([*EXPORT_HEADER_PREFIX, "custom_fields"])
+    cells = ["a1b2", "", "ana@empresa.es", *[""] * (len(EXPORT_HEADER_PREFIX) - 3)]
+    quoted = '"' + cell.replace('"', '""') + '"'
+    reader, rows = read_all(f"{header}\n{','.join(cells)},{quoted}\n".encode())
+    assert reader.plan is not None
+    assert rows[0].error is not None
+    assert rows[0].error.startswith(reason)
+    outcome = validate_row(rows[0], reader.plan)
+    assert isinstance(outcome, list)
+    [line] = outcome
+    assert (line.row, line.column, line.field) == (2, "custom_fields", "custom_fields")
+
+
+def test_report_lines_name_the_json_column_of_an_export_s_custom_fields() -> None:
+    """A custom field read from the export's JSON is reported under that column, and
+    one from a column of its own under that column."""
+    plan = plan_columns([*EXPORT_HEADER_PREFIX, "custom_fields", "Sector"])
+    assert column_of(plan, "custom_fields.Bad Key") == "custom_fields"
+    assert column_of(plan, "custom_fields") == "custom_fields"
+    assert column_of(plan, "custom_fields.sector") == "Sector"

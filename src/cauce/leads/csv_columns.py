@@ -31,6 +31,15 @@ merged into or overwriting another. Each such column is labelled with its positi
 and the error report use. A mapping entry naming a repeated header cannot say which
 column it means and is refused (`mapping_column_ambiguous`, giving the columns); an entry
 may name one of them by its label instead (`{"Teléfono (column 4)": "custom_fields.fijo"}`).
+
+Cauce's own export (`GET /v1/leads/export.csv`) imports back as it was, without a
+mapping. A file is taken for one when its header starts with `EXPORT_HEADER_PREFIX`, the
+fifteen columns every version of the export has begun with, in that order and spelt as
+the export writes them (`is_cauce_export`). Then, for the columns the mapping does not
+name: the columns Cauce computes (`EXPORT_COMPUTED`: its own id, the score, the email
+flags, the times, the other contacts) are ignored, not made custom fields; `source` fills
+the lead's source; and `custom_fields`, a JSON object, fills the custom fields
+(`CUSTOM_FIELDS_JSON`, read by `csv_import`). `owner` is kept, as in any file.
 """
 
 from __future__ import annotations
@@ -127,6 +136,47 @@ def fold_header(text: str) -> str:
 DEFAULT_HEADERS: dict[str, str] = {
     fold_header(alias): target for target, aliases in _DEFAULTS.items() for alias in aliases
 }
+
+# The columns Cauce's export has always begun with, in this order (`csv_export` builds
+# `EXPORT_COLUMNS` from them). Fifteen exact names in this order are Cauce's signature:
+# a CRM's or a spreadsheet's file with an `id`, a `score` and a `created_at` of its own
+# does not start so, and its `id` must still fill `external_id`. A file missing one of
+# them (a column deleted in a spreadsheet) is read as any other file: nothing is dropped,
+# the computed columns become custom fields, and a mapping can say otherwise.
+EXPORT_HEADER_PREFIX: tuple[str, ...] = (
+    "id", "status", "email", "phone", "first_name", "last_name", "company", "job_title",
+    "country", "region", "city", "source", "score", "owner", "created_at",
+)  # fmt: skip
+# The export's columns that are Cauce's, not the lead's: its id (a new lead gets its
+# own), the score, the email flags and the times (computed again at intake), and the
+# other contacts (kept by merges; a lead given to intake has no such fields). In an
+# export they are ignored unless the mapping names them. `owner` is not among them: the
+# lead input takes one and intake keeps it, so an export restores who works each lead
+# (map it to null to let routing choose again).
+EXPORT_COMPUTED: frozenset[str] = frozenset(
+    fold_header(name)
+    for name in (
+        "id", "score", "is_disposable_email", "is_free_email", "created_at", "updated_at",
+        "other_emails", "other_phones",
+    )
+)  # fmt: skip
+# The target of the export's `custom_fields` column: a JSON object whose members are the
+# lead's custom fields. Only the export has it; a mapping cannot name it.
+CUSTOM_FIELDS_JSON = "custom_fields"
+# The default headers of an export: those of any file, `source` (not a default
+# elsewhere: another file's "source" is rarely one of Cauce's source codes) and the JSON.
+_EXPORT_HEADERS: dict[str, str] = {
+    **DEFAULT_HEADERS,
+    "source": "source",
+    "custom fields": CUSTOM_FIELDS_JSON,
+}
+
+
+def is_cauce_export(headers: Sequence[str]) -> bool:
+    """Whether a header row is Cauce's export's: it starts with `EXPORT_HEADER_PREFIX`
+    (each header compared as read, without surrounding blanks)."""
+    start = tuple(header.strip() for header in headers[: len(EXPORT_HEADER_PREFIX)])
+    return start == EXPORT_HEADER_PREFIX
 
 
 def custom_key(header: str) -> str:
@@ -352,14 +402,18 @@ def plan_columns(
     unknown_columns: UnknownColumns = "custom_fields",
 ) -> ColumnPlan:
     """Decide each column's target: explicit `mapping` first (headers compared folded),
-    then the defaults, then `unknown_columns`. Raises `ImportMappingInvalid`, each error
-    pointing at `/mapping/<header>`, for unknown targets, headers the file lacks or
-    repeats, and two columns sent to a field that takes one (see the module docstring).
+    then, in Cauce's export, its own defaults (the computed columns ignored, `source`,
+    the `custom_fields` JSON), then the defaults, then `unknown_columns`. Raises
+    `ImportMappingInvalid`, each error pointing at `/mapping/<header>`, for unknown
+    targets, headers the file lacks or repeats, and two columns sent to a field that
+    takes one (see the module docstring).
     """
     labels = column_labels(headers)
     explicit, errors = _check_entries(mapping or {}, _FileColumns.of(headers, labels))
     if errors:
         raise ImportMappingInvalid(errors)
+    export = is_cauce_export(headers)
+    defaults = _EXPORT_HEADERS if export else DEFAULT_HEADERS
 
     targets: list[str | None] = []
     ignored: list[str] = []
@@ -371,13 +425,15 @@ def plan_columns(
     joinable = MULTI_COLUMN_TARGETS - taken
     defaulted: set[str] = set()  # headers (folded) already offered to the defaults
     for index, header in enumerate(headers):
+        key = fold_header(header)
         if index in explicit:
             target = explicit[index]
+        elif export and key in EXPORT_COMPUTED:
+            target = None  # Cauce's, not the lead's (a repeated one too)
         else:
-            key = fold_header(header)
             # Of a header the file repeats, only the first column left to the defaults
             # may fill its field: the others are columns of their own, not joined.
-            target = DEFAULT_HEADERS.get(key) if key not in defaulted else None
+            target = defaults.get(key) if key not in defaulted else None
             defaulted.add(key)
             # Two default columns for a name field are joined ("Primer apellido" +
             # "Segundo apellido"); for any other field the first column wins.

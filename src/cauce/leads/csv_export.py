@@ -6,7 +6,8 @@ starts with `=`, `+`, `-`, `@`, a tab or a carriage return (or their full-width 
 which some spreadsheets also evaluate) gets a leading apostrophe, so Excel, LibreOffice
 and Google Sheets show it as text. Numbers too: an E.164 phone (`+34612345678`) would
 otherwise be read as the number 34612345678, its `+` lost. An import reads the
-apostrophe back off (`csv_import`), so an export imports as it was.
+apostrophe back off (`csv_import`), so an export imports as it was (how its columns are
+read back: `csv_columns`).
 
 Output is UTF-8 with a BOM by default: without it Excel reads UTF-8 as cp1252 and
 mangles accents.
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from cauce.leads.csv_columns import EXPORT_HEADER_PREFIX
 from cauce.leads.csv_import import FORMULA_PREFIXES, ReportLine
 
 _BOM = "\ufeff"
@@ -31,15 +33,23 @@ _FLUSH_BYTES = 64 * 1024
 REPORT_COLUMNS = ("row", "column", "field", "reason")
 
 # The export's columns: every lead field a person would put in a spreadsheet. The first
-# fifteen come first and in this order, as they did before the others were added.
+# fifteen come first and in this order, as they did before the others were added: an
+# import knows the export by them (`csv_columns.is_cauce_export`). New columns go last.
 EXPORT_COLUMNS: tuple[str, ...] = (
-    "id", "status", "email", "phone", "first_name", "last_name", "company", "job_title",
-    "country", "region", "city", "source", "score", "owner", "created_at",
+    *EXPORT_HEADER_PREFIX,
     "external_id", "language", "is_disposable_email", "is_free_email", "utm.source",
     "utm.medium", "utm.campaign", "utm.term", "utm.content", "consent.marketing",
     "consent.given_at", "consent.wording_version", "consent.source", "custom_fields",
-    "updated_at",
+    "updated_at", "other_emails", "other_phones",
 )  # fmt: skip
+# How `other_emails` and `other_phones` list a lead's other contacts in a cell: a person
+# reads `+34612345678; +34699000111` where the stored list is space-separated.
+CONTACTS_SEPARATOR = "; "
+
+
+def contacts_cell(spaced: str | None) -> str:
+    """A stored list of other contacts (space-separated) as an export cell."""
+    return CONTACTS_SEPARATOR.join((spaced or "").split())
 
 
 def neutralise_cell(value: str) -> str:

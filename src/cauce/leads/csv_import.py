@@ -22,6 +22,11 @@ Memory stays bounded by the chunk size plus one record, whatever the file size.
   `csv_export`) loses the apostrophe. `number` is the row's position in the file
   counting the header as row 1 (the row number a spreadsheet shows). Quoted cells may
   hold line breaks.
+- **Cauce's export** (see `csv_columns`): its `custom_fields` cell, a JSON object, fills
+  the row's custom fields; a column of the file that fills a custom field of the same
+  name wins over the JSON's member. A cell that is not JSON, or not an object, fails its
+  row (naming the column); the members' names and values are checked as any custom
+  field's.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from dataclasses import dataclass
 from typing import IO, Any, NamedTuple
 
-from cauce.leads.csv_columns import ColumnPlan, UnknownColumns, plan_columns
+import orjson
+
+from cauce.leads.csv_columns import CUSTOM_FIELDS_JSON, ColumnPlan, UnknownColumns, plan_columns
 from cauce.leads.csv_sniff import (
     DELIMITERS,
     SAMPLE_BYTES,
@@ -163,6 +170,7 @@ class CsvLeadReader:
         self._records = 0
         self._direct: list[tuple[int, str]] = []
         self._indirect: list[tuple[int, str]] = []
+        self._json: list[int] = []
         self._format: CsvFormat | None = None
         self.plan: ColumnPlan | None = None
         self.bytes_read = 0
@@ -389,16 +397,21 @@ class CsvLeadReader:
             if target is not None:
                 counts[target] = counts.get(target, 0) + 1
         # The hot loop: a plain top-level field filled by one column is a dict store;
-        # nested, joined or translated fields go through _put.
+        # nested, joined or translated fields go through _put, and an export's custom
+        # fields (JSON) are read last (`_row`).
+        self._json = [i for i, t in enumerate(plan.targets) if t == CUSTOM_FIELDS_JSON]
         self._direct = [
             (i, t)
             for i, t in enumerate(plan.targets)
-            if t is not None and "." not in t and t != "status" and counts[t] == 1
+            if t is not None
+            and "." not in t
+            and t not in ("status", CUSTOM_FIELDS_JSON)
+            and counts[t] == 1
         ]
         self._indirect = [
             (i, t)
             for i, t in enumerate(plan.targets)
-            if t is not None and (i, t) not in self._direct
+            if t is not None and i not in self._json and (i, t) not in self._direct
         ]
 
     def _row(self, number: int, cells: list[str], unterminated: bool) -> CsvRow:
@@ -417,6 +430,15 @@ class CsvLeadReader:
         for index, target in self._indirect:
             if value := _cell(cells[index]):
                 _put(data, target, value)
+        # After the columns: a custom field a column of its own fills keeps that value.
+        for index in self._json:
+            if value := _cell(cells[index]):
+                members = _json_object(value)
+                if isinstance(members, str):
+                    return CsvRow(number, {}, members, index)
+                custom = data.setdefault("custom_fields", {})
+                for key, member in members.items():
+                    custom.setdefault(key, member)
         for target, value in self._row_defaults.items():
             head, dot, tail = target.partition(".")
             if not dot:
@@ -433,6 +455,22 @@ def _cell(raw: str) -> str:
     return value
 
 
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
+
+
+def _json_object(text: str) -> dict[str, Any] | str:
+    """The members of an export's `custom_fields` cell, or why it has none (the row's
+    error; the message never repeats the cell, which may be personal)."""
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return f"is not valid JSON ({exc}); an object of custom fields was expected"
+    if not isinstance(parsed, dict):
+        kind = "true or false" if isinstance(parsed, bool) else _JSON_KINDS.get(type(parsed))
+        return f"is {kind or 'null'} in JSON, not an object of custom fields"
+    return parsed
+
+
 def column_of(plan: ColumnPlan, field: str) -> str:
     """The label(s) of the CSV column(s) an error about `field` comes from (`consent` →
     the consent columns), or "" when no column fills it. Every column fills a field of
@@ -440,7 +478,11 @@ def column_of(plan: ColumnPlan, field: str) -> str:
     if not field:
         return ""
     head = field.partition(".")[0]
-    return plan.column_for(field) or plan.column_for(head, prefix=True) or ""
+    found = plan.column_for(field)
+    if found is None and head == CUSTOM_FIELDS_JSON:
+        # A custom field no column of its own fills came from the export's JSON column.
+        found = plan.column_for(CUSTOM_FIELDS_JSON)
+    return found or plan.column_for(head, prefix=True) or ""
 
 
 def validate_row(

@@ -33,7 +33,7 @@ from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fing
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import repository as repo
 from cauce.leads import service_edit
-from cauce.leads.csv_export import EXPORT_COLUMNS, csv_export
+from cauce.leads.csv_export import EXPORT_COLUMNS, contacts_cell, csv_export
 from cauce.leads.errors import LeadInvalid
 from cauce.leads.field_types import IntakeOptions, in_utc
 from cauce.leads.intake_groups import Claim
@@ -402,6 +402,8 @@ def _export_row(lead: Lead) -> dict[str, Any]:
         is_free_email=lead.email_free,
         utm=lead.utm,
         consent=lead.consent,
+        other_emails=contacts_cell(lead.other_emails),
+        other_phones=contacts_cell(lead.other_phones),
     )
     return row
 
