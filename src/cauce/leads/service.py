@@ -47,7 +47,7 @@ from cauce.leads.matching.plan import (
 )
 from cauce.leads.metrics import LeadsMetrics, count_on_commit
 from cauce.leads.models import Lead
-from cauce.leads.schemas import LeadIn
+from cauce.leads.schemas import Consent, LeadIn
 from cauce.leads.scoring import PointsModel, Score
 from cauce.leads.tasks import request_delivery
 
@@ -59,6 +59,7 @@ __all__ = [
     "IntakeResult",
     "LeadsRuntime",
     "Scorer",
+    "consent_record",
     "incoming_values",
     "intake",
     "intake_many",
@@ -105,11 +106,25 @@ def incoming_values(lead_in: LeadIn) -> dict[str, Any]:
     values["status"] = str(lead_in.status)
     values["owner"] = lead_in.owner
     values["utm"] = lead_in.utm.model_dump(exclude_none=True) if lead_in.utm else {}
-    values["consent"] = lead_in.consent.model_dump(mode="json") if lead_in.consent else None
+    values["consent"] = consent_record(lead_in.consent, values["source"])
     values["custom_fields"] = dict(lead_in.custom_fields)
     values["email_disposable"] = lead_in.is_disposable_email
     values["email_free"] = lead_in.is_free_email
     return values
+
+
+def consent_record(consent: Consent | None, source: str) -> dict[str, Any] | None:
+    """The stored proof of `consent`: what the lead sent, with the lead's `source` and the
+    time Cauce received it in place of a `source` or `given_at` left out (as the schema
+    promises: a marketing yes without a time or a place proves little)."""
+    if consent is None:
+        return None
+    filled: dict[str, Any] = {}
+    if consent.given_at is None:
+        filled["given_at"] = utcnow()
+    if consent.source is None:
+        filled["source"] = source
+    return (consent.model_copy(update=filled) if filled else consent).model_dump(mode="json")
 
 
 def _incoming(lead_in: LeadIn, actor: str | None) -> Incoming:

@@ -17,7 +17,7 @@ from cauce.leads.matching.plan import patched_contacts, record_of
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
 from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadPatch
-from cauce.leads.service import LeadsRuntime
+from cauce.leads.service import LeadsRuntime, consent_record
 from cauce.leads.tasks import request_delivery, request_erasure
 
 # Fields a PATCH may change directly (full_name is derived; status handled alongside).
@@ -117,8 +117,20 @@ async def patch(
             if merged != lead.custom_fields:
                 lead.custom_fields = merged
                 changed.append(name)
-        elif name in ("utm", "consent"):
-            new = _json_value(value) if value is not None else ({} if name == "utm" else None)
+        elif name == "consent":
+            # Proof as at intake: a missing time or place is now and the lead's source;
+            # the same consent sent again (all it says already stored) changes nothing.
+            new = consent_record(value, lead.source) if value is not None else None
+            sent = _json_value(value) if value is not None else None
+            stored = lead.consent
+            if (sent is None and stored is not None) or (
+                sent is not None
+                and (stored is None or any(stored.get(k) != v for k, v in sent.items()))
+            ):
+                lead.consent = new
+                changed.append(name)
+        elif name == "utm":
+            new = _json_value(value) if value is not None else {}
             if new != getattr(lead, name):
                 setattr(lead, name, new)
                 changed.append(name)
