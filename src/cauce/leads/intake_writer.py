@@ -52,7 +52,10 @@ SCALAR_FIELDS = (
     "language",
     "external_id",
 )
-MERGEABLE = (*SCALAR_FIELDS, "custom_fields")
+# What a merge folds in. A consent too, kept whole, the later one winning (`merge`): an
+# opt-out sent through a later form must reach the lead (each arrival's own stays in its
+# `lead_sources` row). UTM fields stay the first touch's.
+MERGEABLE = (*SCALAR_FIELDS, "custom_fields", "consent")
 OTHER_COLUMNS = frozenset(column for _, column in OTHER_CONTACTS)
 
 Outcome = Literal["created", "merged", "held_for_review"]

@@ -7,13 +7,18 @@ Works on plain mappings (a lead's column values as a dict), independent of the O
   that lost is reported as ``kept`` so the history can record it;
 - list fields in `accumulate_fields` (``sources`` by default) are unioned, so every
   source that ever sent the lead stays;
-- nested mappings (custom fields) are merged key by key with the same rules.
+- nested mappings (custom fields) are merged key by key with the same rules;
+- a consent is one record of proof, never pieced together from two (a "no" with the
+  wording of someone else's "yes" proves nothing): the later one, by `given_at`, is
+  kept whole, so a withdrawal sent through a later form is honoured; the same consent
+  given again keeps its first time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Literal
 
@@ -60,6 +65,33 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
+# Mapping fields kept whole, the later by the named time member winning (see above).
+_LATEST_WINS = {"consent": "given_at"}
+
+
+def _time(record: Mapping[str, object], member: str) -> datetime | None:
+    value = record.get(member)
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _later(old: Mapping[str, object], new: Mapping[str, object], member: str) -> bool:
+    """Whether `new` is at least as recent as `old` (a record without a time is the
+    older one; the incoming wins a tie: it arrived later)."""
+    old_at, new_at = _time(old, member), _time(new, member)
+    if old_at is None or new_at is None:
+        return old_at is None
+    if (old_at.tzinfo is None) != (new_at.tzinfo is None):
+        return True  # not comparable: a stored time without zone is a legacy record
+    return new_at >= old_at
+
+
 def _as_list(value: object) -> list[object]:
     if is_empty(value):
         return []
@@ -94,6 +126,17 @@ def _merge(
         if is_empty(old):
             merged[key] = new
             changes.append(FieldChange(path, "filled", old, new))
+        elif path in _LATEST_WINS and isinstance(old, Mapping) and isinstance(new, Mapping):
+            at = _LATEST_WINS[path]
+            if {k: v for k, v in old.items() if k != at} == {
+                k: v for k, v in new.items() if k != at
+            }:
+                continue  # the same consent given again: its first proof stands
+            if _later(old, new, at):
+                merged[key] = new
+                changes.append(FieldChange(path, "overwritten", old, new))
+            else:
+                changes.append(FieldChange(path, "kept", old, new))
         elif isinstance(old, Mapping) and isinstance(new, Mapping):
             merged[key] = _merge(old, new, overwrite, accumulate, path + ".", changes)
         elif _same(old, new):
