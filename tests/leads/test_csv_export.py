@@ -133,4 +133,33 @@ def test_the_export_keeps_its_first_columns_and_ends_with_the_other_contacts() -
     phones = contacts_cell("+34612345678 +34699000111")
     assert phones == "+34612345678; +34699000111"
     out = b"".join(csv_export([{"other_phones": phones}], ["other_phones"], bom=False))
-    assert out == b"other_phones\r\n'+34612345678; +34699000111\r\n"
+    # Quoted: a Spanish Excel would split the list on its `;` (see below).
+    assert out == b"other_phones\r\n\"'+34612345678; +34699000111\"\r\n"
+
+
+@given(
+    st.text(alphabet=st.sampled_from('ab =+-@;,\t"\r\n'), max_size=12),
+    st.sampled_from([",", ";"]),
+    st.sampled_from([",", ";"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_separator_in_a_cell_lets_a_spreadsheet_start_a_formula(
+    value: str, delimiter: str, spreadsheet_separator: str
+) -> None:
+    """Excel opens a `.csv` on the locale's list separator (`;` in Spain), not the file's:
+    a cell holding either separator is quoted, so whichever one the spreadsheet splits
+    on, every cell it sees is one the export wrote, neutralised, and reads back intact."""
+    leads = [{"company": value, "city": "=1+1"}]
+    text = b"".join(csv_export(leads, ["company", "city"], delimiter=delimiter, bom=False))
+    rows = list(csv.reader(io.StringIO(text.decode(), newline=""), delimiter=spreadsheet_separator))
+    cells = [cell for row in rows[1:] for cell in row]
+    assert not [cell for cell in cells if cell[:1] in FORMULA_PREFIXES]
+    if spreadsheet_separator == delimiter:
+        assert rows[1] == [neutralise_cell(value), "'=1+1"]
+
+
+def test_a_cell_with_the_other_separator_is_quoted() -> None:
+    """The audit's case: `a;=1+1;b` in a comma export would be `=1+1` in a cell of its own
+    in a Spanish Excel."""
+    text = b"".join(csv_export([{"owner": "a;=1+1;b"}], ["owner"], bom=False)).decode()
+    assert text == 'owner\r\n"a;=1+1;b"\r\n'

@@ -15,8 +15,8 @@ mangles accents.
 
 from __future__ import annotations
 
-import csv
 import io
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from enum import Enum
@@ -83,17 +83,33 @@ def _lookup(record: Mapping[str, Any] | object, column: str) -> Any:
     return value
 
 
+# A cell holding any of these is quoted, whatever the file's delimiter. The csv module
+# quotes only for the delimiter it writes, but Excel splits a `.csv` opened by double
+# click on the locale's list separator: `;` in Spain and most of Latin America. There an
+# unquoted `a;=1+1;b` in a comma file becomes three cells, the middle one a formula that
+# `neutralise_cell`, which sees the cell's start only, never saw.
+_QUOTE_WHEN = re.compile(r'[",;\t\r\n]')
+
+
+def _quoted(cell: str) -> str:
+    if _QUOTE_WHEN.search(cell) is None:
+        return cell
+    return '"' + cell.replace('"', '""') + '"'
+
+
 class _Writer:
-    """csv.writer into a buffer that is handed out in chunks."""
+    """CSV rows (`_quoted` cells) into a buffer that is handed out in chunks."""
 
     def __init__(self, delimiter: str, bom: bool) -> None:
         self._buffer = io.StringIO()
-        self._csv = csv.writer(self._buffer, delimiter=delimiter, lineterminator="\r\n")
+        self._delimiter = delimiter
         if bom:
             self._buffer.write(_BOM)
 
     def row(self, cells: Iterable[Any]) -> None:
-        self._csv.writerow([neutralise_cell(cell_text(c)) for c in cells])
+        self._buffer.write(
+            self._delimiter.join(_quoted(neutralise_cell(cell_text(c))) for c in cells) + "\r\n"
+        )
 
     def take(self, *, force: bool = False) -> bytes | None:
         if not force and self._buffer.tell() < _FLUSH_BYTES:
