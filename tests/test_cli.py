@@ -146,7 +146,7 @@ def test_serve_refuses_postgres_with_pending_migrations(
     assert "cauce db upgrade" in refused.stderr
     upgraded = cauce(tmp_path, "db", "upgrade", **env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0010" in upgraded.stdout
+    assert "0011" in upgraded.stdout
     current = cauce(tmp_path, "db", "current", **env)
     assert "pending migrations: no" in current.stdout
 

@@ -109,8 +109,22 @@ SEARCHED = ("first_name", "last_name", "company", "email")
 def search_text_of(lead: Lead) -> str:
     """The lead's searched fields, lower case, accents and punctuation folded away
     ("María García, m.garcia@bodegas.es" → "maria garcia m garcia bodegas es"), so
-    `garcia` finds García and `GARCÍA` finds Garcia on SQLite and PostgreSQL alike."""
-    return fold(" ".join(v for name in SEARCHED if (v := lead.__dict__.get(name))))
+    `garcia` finds García and `GARCÍA` finds Garcia on SQLite and PostgreSQL alike.
+
+    A word punctuation splits is there joined too ("O'Brien S.L." → "o brien s l obrien
+    sl"): `obrien` and `sl` find it, as `o'brien` and `s.l.` do."""
+    return search_text(" ".join(v for name in SEARCHED if (v := lead.__dict__.get(name))))
+
+
+def search_text(text: str) -> str:
+    """`search_text_of` for the searched fields' text (migration 0011 has a frozen copy)."""
+    folded = fold(text)
+    joined = []
+    for token in text.split():
+        words = fold(token).split()
+        if len(words) > 1:
+            joined.append("".join(words))
+    return " ".join([folded, *joined]) if joined else folded
 
 
 @event.listens_for(Lead, "before_insert")
