@@ -101,7 +101,8 @@ def test_json_input_validates_the_same_as_python_input() -> None:
 
 
 def test_separate_names_are_kept_and_compose_the_full_name() -> None:
-    """First and last names given separately are not re-split; they compose full_name."""
+    """First and last names given separately are not re-split; they compose full_name,
+    and a full name sent with the first name only gives the last name its other words."""
     lead = LeadIn.model_validate(
         {"email": "a@empresa.es", "first_name": "María", "last_name": "José García"}
     )
@@ -110,7 +111,7 @@ def test_separate_names_are_kept_and_compose_the_full_name() -> None:
     both = LeadIn.model_validate(
         {"email": "a@empresa.es", "first_name": "Ana", "full_name": "Ana Ruiz Gil"}
     )
-    assert (both.first_name, both.last_name, both.full_name) == ("Ana", None, "Ana Ruiz Gil")
+    assert (both.first_name, both.last_name, both.full_name) == ("Ana", "Ruiz Gil", "Ana Ruiz Gil")
 
 
 def test_full_name_split_follows_the_country() -> None:

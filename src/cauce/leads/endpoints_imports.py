@@ -31,6 +31,7 @@ from cauce.leads.errors import (
     ImportNotFinished,
     ImportRequestInvalid,
     ImportTooLarge,
+    LeadImportError,
 )
 from cauce.leads.models import LeadImport
 from cauce.leads.responses import ImportColumn, ImportStatus
@@ -167,6 +168,29 @@ def _form_parts(form: FormData) -> tuple[UploadFile, str | None]:
     return file, options if isinstance(options, str) else None
 
 
+class ImportOptionsInvalid(LeadImportError):
+    """The `options` JSON is not an object, or one of its options other than the mapping
+    is wrong (an unknown option, a delimiter or encoding not offered...); `errors` points
+    into it (`/options`, `/options/delimiter`).
+
+    Its own code, not `import_mapping_invalid`: a client told its mapping is wrong would
+    look for the mistake in the wrong place.
+    """
+
+    # Belongs in `cauce.leads.errors` next to `ImportMappingInvalid`; here until it moves.
+    status_code = 422
+    code = "import_options_invalid"
+    title = "Invalid import options"
+
+    def __init__(self, errors: list[FieldError], detail: str | None = None) -> None:
+        super().__init__(detail or f"{len(errors)} import option(s) are invalid", errors=errors)
+        self.errors = errors
+
+
+def _in_mapping(pointer: str) -> bool:
+    return pointer == "/options/mapping" or pointer.startswith("/options/mapping/")
+
+
 def _parse_options(options: str | None) -> ImportOptionsIn:
     try:
         parsed = ImportOptionsIn.model_validate_json(options or "{}")
@@ -176,7 +200,12 @@ def _parse_options(options: str | None) -> ImportOptionsIn:
         )
         if malformed is not None:
             raise malformed from None
-        raise ImportMappingInvalid(field_errors(exc, "/options")) from None
+        errors = field_errors(exc, "/options")
+        # Only errors inside `mapping` are mapping errors; with any other, every error is
+        # reported as an options error (a mapping error among them keeps its pointer).
+        if all(_in_mapping(e["pointer"]) for e in errors):
+            raise ImportMappingInvalid(errors) from None
+        raise ImportOptionsInvalid(errors) from None
     check_mapping(parsed.mapping)  # before the upload is stored, not after
     return parsed
 

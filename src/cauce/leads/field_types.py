@@ -23,6 +23,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from cauce.leads.errors import NormalisationError
 from cauce.leads.normalise import (
     DEFAULT_PHONE_REGION,
+    MAX_RAW_TEXT,
     clean_text,
     is_disposable_domain,
     is_free_mail_domain,
@@ -175,15 +176,18 @@ def _custom_key(key: str) -> str:
 @lru_cache(maxsize=REPEATS_CACHED)
 def _custom_text(value: str) -> str | None:
     # Custom values repeat across leads (a product, a size band): remembered like text.
+    too_long = PydanticCustomError(
+        "custom_field_value_too_long", f"must be at most {MAX_CUSTOM_VALUE_BYTES} bytes (UTF-8)"
+    )
+    if len(value) > MAX_RAW_TEXT:
+        # `clean_text` refuses it uncleaned, in characters; the limit that applies is ours.
+        raise too_long
     try:
         text = clean_text(value)
     except NormalisationError as exc:
         raise PydanticCustomError(exc.code, exc.reason) from exc
     if len(text.encode("utf-8", "surrogatepass")) > MAX_CUSTOM_VALUE_BYTES:
-        raise PydanticCustomError(
-            "custom_field_value_too_long",
-            f"must be at most {MAX_CUSTOM_VALUE_BYTES} bytes (UTF-8)",
-        )
+        raise too_long
     return text or None
 
 

@@ -19,7 +19,9 @@ default):
 - One unit is a first name, unless it starts with a particle (then it is a surname).
 
 The split is a guess, so the schemas only split when the caller sent a full name and
-neither first nor last name: names given separately are kept as they are.
+neither first nor last name: names given separately are kept as they are. A full name
+sent with a first or last name is no guess: it must agree with them
+(`halves_of_full_name`), and a half not sent is what remains of it.
 """
 
 from __future__ import annotations
@@ -134,6 +136,56 @@ def split_full_name(full_name: str, convention: NameConvention = "hispanic") -> 
             return SplitName(f"{units[0]} {units[1]}", units[2])
         return SplitName(units[0], f"{units[1]} {units[2]}")
     return SplitName(" ".join(units[:-2]), " ".join(units[-2:]))
+
+
+def _letters(folded: str) -> str:
+    return "".join(c for c in folded if c.isalnum())
+
+
+def _readings(full_name: str) -> list[list[str]]:
+    """The words of a full name, given name(s) then surname(s): with a comma, first turned
+    round as `split_full_name` reads `García López, María`, then as written (`Juan
+    García, Jr.`); without one, as written."""
+    words = full_name.split()
+    if "," not in full_name:
+        return [words]
+    last, _, first = full_name.partition(",")
+    return [first.replace(",", " ").split() + last.split(), words]
+
+
+def halves_of_full_name(
+    full_name: str, first_name: str | None, last_name: str | None
+) -> SplitName | None:
+    """First and last name of a full name sent with one or both of them; None when they
+    disagree.
+
+    They agree when the full name's words are the first name's, then the last name's,
+    compared without case, accents or spacing (`maria  garcia` agrees with `María` +
+    `García`; with both halves sent, punctuation aside too: `José-Luis`, `José Luis`);
+    a full name with a comma is read as `García, María` first, as `split_full_name`
+    reads it, then as written. A half not sent is the rest of the full
+    name (`Carmen` with `Carmen Vidal Soler`: last name `Vidal Soler`), so no word of it
+    is lost; that half is None when no word is left for it.
+    """
+    if not (first_name or last_name):
+        raise ValueError("a first or last name is needed; with neither, use split_full_name")
+    given = [_fold(w) for w in (first_name or "").split()]
+    family = [_fold(w) for w in (last_name or "").split()]
+    for words in _readings(full_name):
+        folded = [_fold(w) for w in words]
+        if first_name and last_name:
+            # Both sent, nothing to take from the full name: letters and digits alone are
+            # compared, so `José-Luis` and `José Luis`, `O'Brien` and `OBrien` agree.
+            if _letters(" ".join(folded)) == _letters(" ".join(given + family)):
+                return SplitName(first_name, last_name)
+        elif first_name:
+            if folded[: len(given)] == given:
+                return SplitName(first_name, " ".join(words[len(given) :]) or None)
+        else:
+            cut = len(folded) - len(family)
+            if cut >= 0 and folded[cut:] == family:
+                return SplitName(" ".join(words[:cut]) or None, last_name)
+    return None
 
 
 def smart_case_name(name: str) -> str:

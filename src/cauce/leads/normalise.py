@@ -94,10 +94,14 @@ def clean_text(value: str, *, max_length: int | None = None) -> str:
     Decoding entities can reveal new markup (`&lt;b&gt;`), so the pass repeats until
     nothing changes; input nested deeper than that is markup abuse and loses its `<`,
     `>` and `&`. Raises `NormalisationError` (`text_too_long`) past `max_length`
-    characters after cleaning, or past `MAX_RAW_TEXT` before it.
+    characters after cleaning, or past `MAX_RAW_TEXT` before it; either way the message
+    names the field's own limit (`max_length`), the one the caller can act on.
     """
     if len(value) > MAX_RAW_TEXT:
-        raise NormalisationError("text_too_long", f"must be at most {MAX_RAW_TEXT} characters")
+        # Refused uncleaned, for its cost; the field's limit is what the caller must meet,
+        # and text this long is past it whatever cleaning would take away.
+        limit = MAX_RAW_TEXT if max_length is None else min(max_length, MAX_RAW_TEXT)
+        raise NormalisationError("text_too_long", f"must be at most {limit} characters")
     text = value
     for _ in range(_MAX_PASSES):
         cleaned = _clean_pass(text)
@@ -320,10 +324,11 @@ def normalise_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> s
     """Parse with phonenumbers and return E.164 (`+34612345678`).
 
     National numbers (`612 34 56 78`) are read in `default_region` (ISO 3166-1 alpha-2);
-    numbers with `+` or an international prefix (`0034`) carry their own country. An
-    extension is dropped: E.164 has no place for it. Invalid numbers raise
-    `NormalisationError` (`phone_invalid`) saying why, e.g. "is not a valid number for
-    region ES".
+    numbers with `+` or an international prefix (`0034`) carry their own country. A
+    number with an extension (`ext. 123`, `x123`, `#123`, `;ext=123`...) is refused:
+    E.164 has no place for it, and dropping it would lose it without a word. Invalid
+    numbers raise `NormalisationError` (`phone_invalid`) saying why, e.g. "is not a valid
+    number for region ES".
     """
     text = value.strip()
     if len(text) > _MAX_PHONE_INPUT:
@@ -341,6 +346,12 @@ def _parsed_e164(text: str, region: str) -> str:
     except phonenumbers.NumberParseException as exc:
         parse_reason = _PARSE_REASONS.get(exc.error_type, "is not a phone number")
         raise NormalisationError("phone_invalid", parse_reason) from exc
+    # phonenumbers finds the extension by its markers and keeps it apart; the digits
+    # before it are the number. Its digits are not echoed: the reason may be logged.
+    if number.extension:
+        raise NormalisationError(
+            "phone_invalid", "has an extension: extensions are not stored; send the number alone"
+        )
     if not phonenumbers.is_valid_number(number):
         fixed = _mexican_legacy_mobile(number)
         if fixed is None:

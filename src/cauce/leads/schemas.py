@@ -62,7 +62,12 @@ from cauce.leads.field_types import (
     in_utc,
     options_from,
 )
-from cauce.leads.names import compose_full_name, naming_convention, split_full_name
+from cauce.leads.names import (
+    compose_full_name,
+    halves_of_full_name,
+    naming_convention,
+    split_full_name,
+)
 from cauce.leads.normalise import smart_case_name
 
 MAX_BATCH_ITEMS = 1000
@@ -185,15 +190,40 @@ class _LeadFields(_Model):
         except NormalisationError as exc:
             raise PydanticCustomError(exc.code, exc.reason) from exc
 
-    def _split_full_name(self) -> None:
-        if self.full_name and self.first_name is None and self.last_name is None:
+    def _settle_names(self) -> None:
+        """First and last name from a sent `full_name`: split when it came alone, checked
+        against them (and completing a half not sent) when it came with either.
+
+        The full name is not stored (it is composed from the halves), so a full name
+        whose words would not all land in the halves is refused, never dropped: one
+        that disagrees with the halves sent, or that yields a half too long for a name.
+        """
+        if not self.full_name:
+            return
+        if self.first_name is None and self.last_name is None:
             first, last = split_full_name(self.full_name, naming_convention(self.country))
-            # The halves pass the same rules as names sent apart; a half too long for a
-            # name field means this is no name to split.
-            first = smart_case_name(first) if first else None
-            last = smart_case_name(last) if last else None
-            if all(p is None or len(p) <= NAME_MAX_LENGTH for p in (first, last)):
-                self.first_name, self.last_name = first, last
+        else:
+            halves = halves_of_full_name(self.full_name, self.first_name, self.last_name)
+            if halves is None:
+                raise field_error(
+                    ("full_name",),
+                    "full_name_mismatch",
+                    "does not match the first_name/last_name sent (given name(s), then "
+                    "surname(s)): send either full_name or first_name/last_name, or make "
+                    "them agree",
+                )
+            first, last = halves
+        # The halves pass the same rules as names sent apart.
+        first = smart_case_name(first) if first else None
+        last = smart_case_name(last) if last else None
+        if any(p is not None and len(p) > NAME_MAX_LENGTH for p in (first, last)):
+            raise field_error(
+                ("full_name",),
+                "text_too_long",
+                f"its given name(s) or surname(s) are longer than {NAME_MAX_LENGTH} "
+                "characters, the limit of first_name and last_name",
+            )
+        self.first_name, self.last_name = first, last
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -213,7 +243,9 @@ class LeadIn(_LeadFields):
 
     At least one of `email` or `phone` is required. A `full_name` without first and last
     name is split (see `cauce.leads.names`); first and last name without a full name
-    compose it.
+    compose it. Sent together, they must agree (`names.halves_of_full_name`): a half not
+    sent is the rest of the full name, and a full name that disagrees is a 422 at
+    `/full_name` (`full_name_mismatch`).
     """
 
     source: LeadSource = LeadSource.API
@@ -238,7 +270,7 @@ class LeadIn(_LeadFields):
                     for name in ("email", "phone")
                 ],
             )
-        self._split_full_name()
+        self._settle_names()
         if self.full_name is None:
             composed = compose_full_name(self.first_name, self.last_name)
             self.full_name = smart_case_name(composed) if composed else None
@@ -253,8 +285,9 @@ class LeadPatch(_LeadFields):
 
     Only the fields present change (`changes()`); `null` or a blank string clears a
     field. A `full_name` sent without first and last name is split and the halves are
-    changes too; the service recomputes `full_name` when only first/last name change
-    (`names.compose_full_name`). `custom_fields` merges key by key, `null` removing a
+    changes too; sent with either, it must agree with it and the other half is the rest
+    of it, as in `LeadIn`. The service recomputes `full_name` when only first/last name
+    change (`names.compose_full_name`). `custom_fields` merges key by key, `null` removing a
     key. Whether the result still has an email or a phone is the service's check, as
     is passing the lead's country as `default_phone_region` for a national number.
     """
@@ -264,7 +297,7 @@ class LeadPatch(_LeadFields):
         for name in _NOT_CLEARABLE:
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise field_error((name,), "not_clearable", "cannot be cleared")
-        self._split_full_name()
+        self._settle_names()
         return self
 
     def changes(self) -> dict[str, Any]:
