@@ -7,6 +7,7 @@ schemas are declared explicitly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Final
@@ -30,11 +31,12 @@ from cauce.core.errors import UnsupportedMediaType, malformed_json
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope
 from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fingerprint
+from cauce.core.web.problems import echo
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import repository as repo
 from cauce.leads import service_edit
 from cauce.leads.csv_export import EXPORT_COLUMNS, contacts_cell, csv_export
-from cauce.leads.errors import LeadInvalid
+from cauce.leads.errors import LeadInvalid, LeadNotFound
 from cauce.leads.field_types import IntakeOptions, in_utc
 from cauce.leads.intake_groups import Claim
 from cauce.leads.models import Lead
@@ -408,6 +410,21 @@ def _export_row(lead: Lead) -> dict[str, Any]:
     return row
 
 
+# A lead's public id is `str(uuid4())`: the hyphenated form, in lower case. RFC 9562
+# reads the hex digits of a UUID case-insensitively, so clients may send it in any case.
+_LEAD_UID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
+def lead_uid(raw: str) -> str:
+    """`raw`, a lead id from the URL, as stored (lower case); `LeadNotFound` when it is
+    no UUID, so no lead can have it (and the 404 quotes only its start)."""
+    if _LEAD_UID.fullmatch(raw) is None:
+        raise LeadNotFound(f"no lead with id {echo(raw)}")
+    return raw.lower()
+
+
 @router.get(
     "/{lead_id}",
     response_model=LeadDetailOut,
@@ -415,9 +432,10 @@ def _export_row(lead: Lead) -> dict[str, Any]:
 )
 async def get_lead(request: Request, principal: Read, lead_id: str) -> Response:
     """A lead with its sources, possible duplicates and history."""
+    uid = lead_uid(lead_id)
     rt = runtime(request)
     async with rt.sessionmaker() as session:
-        found = await service_edit.detail(session, lead_id)
+        found = await service_edit.detail(session, uid)
         return _json(200, detail_view(found))
 
 
@@ -429,15 +447,16 @@ async def get_lead(request: Request, principal: Read, lead_id: str) -> Response:
 )
 async def patch_lead(request: Request, principal: Write, lead_id: str) -> Response:
     """Only the fields sent change; `null` clears one. The lead is synced again."""
+    uid = lead_uid(lead_id)
     rt = runtime(request)
     body = await _json_body(request, (JSON, MERGE_PATCH))
     async with unit_of_work(rt.sessionmaker) as session:
         region = None
         if _phone_without_country(body):
             # A national number is read in the lead's own country, as at intake.
-            region = (await service_edit.live_lead(session, lead_id)).country
+            region = (await service_edit.live_lead(session, uid)).country
         changes = _patch_of(body, _options(rt, region))
-        lead = await service_edit.patch(session, rt, lead_id, changes, _actor(principal))
+        lead = await service_edit.patch(session, rt, uid, changes, _actor(principal))
         await session.flush()
         out = lead_view(lead).model_dump(mode="json")
     return _json(200, out)
@@ -461,7 +480,8 @@ def _patch_of(body: bytes, options: IntakeOptions) -> LeadPatch:
 @router.delete("/{lead_id}", status_code=204, summary="Erase a lead (GDPR)")
 async def erase_lead(request: Request, principal: Admin, lead_id: str) -> Response:
     """Personal data is removed, a tombstone kept, and the CRM contact deleted too."""
+    uid = lead_uid(lead_id)
     rt = runtime(request)
     async with unit_of_work(rt.sessionmaker) as session:
-        await service_edit.erase(session, rt, lead_id, _actor(principal))
+        await service_edit.erase(session, rt, uid, _actor(principal))
     return Response(status_code=204)

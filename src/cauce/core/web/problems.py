@@ -15,6 +15,11 @@ from cauce.core.errors import CauceError, Overloaded, malformed_json
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger("cauce.http")
+# How much of a client's value (an id, a header) an error message shows back: enough to
+# recognise it, not a 5,000-character id sent back in full.
+ECHO_LIMIT = 100
+# Every `detail` is held to this, should a message echo a client's value without `echo`.
+DETAIL_LIMIT = 1000
 
 # Starlette raises plain HTTPExceptions for routing and protocol failures; each status
 # gets the same stable code a CauceError of that status would carry.
@@ -35,6 +40,12 @@ _STATUS_CODES: dict[int, tuple[str, str]] = {
 }
 
 
+def echo(value: str, limit: int = ECHO_LIMIT) -> str:
+    """`value`, the client's, as an error message may quote it: at most `limit`
+    characters, "…" ending one that was cut."""
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
 def problem_response(
     request: Request | None,
     *,
@@ -53,7 +64,7 @@ def problem_response(
         "code": code,
     }
     if detail:
-        body["detail"] = detail
+        body["detail"] = echo(detail, DETAIL_LIMIT)
     if request is not None:
         body["instance"] = request.url.path
         request_id = request.scope.get("state", {}).get("request_id")
