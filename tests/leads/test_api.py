@@ -145,6 +145,20 @@ async def test_export_neutralises_formulas(api: httpx.AsyncClient) -> None:
     assert "'=HYPERLINK(1)" in response.text
 
 
+async def test_export_in_semicolons_for_a_spanish_excel(api: httpx.AsyncClient) -> None:
+    """`delimiter=;` writes the file a Spanish Excel opens in columns; a comma in a cell
+    needs no quotes there, a `;` does; any other delimiter is a 422 naming it."""
+    await api.post("/v1/leads", json=_lead(company="Bodegas, S.L.; Ribera"))
+    response = await api.get("/v1/leads/export.csv", params={"delimiter": ";"})
+    assert response.status_code == 200, response.text
+    header, row = response.text.lstrip("\ufeff").splitlines()[:2]
+    assert header.startswith("id;status;email;phone;")
+    assert ';"Bodegas, S.L.; Ribera";' in row
+    refused = await api.get("/v1/leads/export.csv", params={"delimiter": "|"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["pointer"].endswith("delimiter")
+
+
 async def test_scopes_are_enforced(leads_app: FastAPI) -> None:
     """A read-only key cannot write or erase."""
     resources: Resources = leads_app.state.resources
