@@ -1,11 +1,15 @@
 """Lead routing: rules choose a team, weighted round-robin chooses the owner inside it.
 
 Rules are checked in order and the first whose every condition holds names the team
-(`default_team` otherwise). Inside a team each member takes leads in proportion to their
-capacity, spread evenly (smooth weighted round-robin, as nginx balances upstreams: weights
-3/1 give A A B A, not A A A B). The position of each team's rotation is a row in the
-database, advanced in the lead's own transaction, so every API process shares one
-rotation and a rolled-back request does not skip anyone.
+(`default_team` otherwise). The settings refuse rules and teams that could never work (a
+country name where leads hold ISO codes, `min_score` above `max_score`, a team without
+capacity...), so a lead routed to a team always gets an owner from it.
+
+Inside a team each member takes leads in proportion to their capacity, spread evenly
+(smooth weighted round-robin, as nginx balances upstreams: weights 3/1 give A A B A, not
+A A A B). The position of each team's rotation is a row in the database, advanced in the
+lead's own transaction, so every API process shares one rotation and a rolled-back
+request does not skip anyone.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from cauce.core.config import RoutingRule, TeamMember
+from cauce.leads.scoring import same_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +48,9 @@ def _matches(rule: RoutingRule, lead: Mapping[str, Any], score: int) -> bool:
     if rule.max_score is not None and score > rule.max_score:
         return False
     custom = lead.get("custom_fields") or {}
-    return all(str(custom.get(key, "")) == value for key, value in rule.custom.items())
+    # Type-aware: `vip = true` matches a JSON true and the text "true"; `empleados = 45`
+    # matches 45, 45.0 and "45" (str() made them "True" and "45.0", which never matched).
+    return all(same_value(custom.get(key), value) for key, value in rule.custom.items())
 
 
 def choose_team(

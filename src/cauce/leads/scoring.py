@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from cauce.core.config import ScoringRule
+
+log = structlog.get_logger("cauce.leads")
 
 MIN_SCORE = 0
 MAX_SCORE = 100
@@ -55,7 +60,7 @@ DEFAULT_RULES: tuple[ScoringRule, ...] = (
         name="target_market",
         field="country",
         test="in",
-        value=LATAM_AND_SPAIN,
+        value=tuple(LATAM_AND_SPAIN),
         points=10,
         reason="in a market we sell to",
     ),
@@ -78,7 +83,7 @@ DEFAULT_RULES: tuple[ScoringRule, ...] = (
         name="paid_campaign",
         field="utm.medium",
         test="in",
-        value=["cpc", "ppc", "paid", "paid_social"],
+        value=("cpc", "ppc", "paid", "paid_social"),
         points=5,
         reason="came from a paid campaign",
     ),
@@ -121,22 +126,84 @@ def _lookup(facts: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _holds(rule: ScoringRule, value: Any) -> bool:
+def _number(value: Any) -> Decimal | None:
+    """A number, or text holding one (`"45"`, `" 4.5e1 "`); None for anything else,
+    booleans included (True is not 1 here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    # A float through its shortest text: 0.1 is then the 0.1 a person writes.
+    text = value.strip() if isinstance(value, str) else repr(value)
+    try:
+        number = Decimal(text)
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().casefold())
+    return None
+
+
+def same_value(value: Any, wanted: Any) -> bool:
+    """Whether a lead's value equals a configured one, the same way wherever rules compare
+    (scoring `equals`/`in`, routing `custom`):
+
+    - a boolean on either side: both booleans, text `true`/`false` (any case) counting;
+    - else a number on either side: equal numbers, text holding a number counting
+      (`45`, `45.0` and `"45"` are equal);
+    - else text, ignoring case and surrounding spaces.
+
+    A lead without the value (None) matches nothing. Comparing `str(value)` instead made
+    a JSON `true` the text `True`, and `45` the text `45.0` once a setting made it a float.
+    """
+    if value is None or wanted is None:
+        return False
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        flag = _flag(value)
+        return flag is not None and flag == _flag(wanted)
+    if isinstance(value, int | float) or isinstance(wanted, int | float):
+        number = _number(value)
+        return number is not None and number == _number(wanted)
+    return str(value).strip().casefold() == str(wanted).strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """An `equals`/`in` rule's values, prepared once: when all are text, a lead's text is
+    one set lookup (what `same_value` answers for two texts) instead of a comparison per
+    value, the built-in market rule having thirteen."""
+
+    options: tuple[Any, ...]
+    texts: frozenset[str] | None
+
+    @classmethod
+    def of(cls, rule: ScoringRule) -> _Wanted:
+        options = rule.value if isinstance(rule.value, tuple) else (rule.value,)
+        all_text = all(isinstance(option, str) for option in options)
+        texts = frozenset(str(o).strip().casefold() for o in options) if all_text else None
+        return cls(options, texts)
+
+    def matches(self, value: Any) -> bool:
+        if self.texts is not None and isinstance(value, str):
+            return value.strip().casefold() in self.texts
+        return any(same_value(value, option) for option in self.options)
+
+
+def _holds(rule: ScoringRule, wanted: _Wanted, value: Any) -> bool:
+    # The settings refuse a test or value that could never hold (`ScoringRule`).
     if rule.test == "present":
         return value not in (None, "", [], {})
     if rule.test == "true":
         return value is True
-    if rule.test == "equals":
-        return value is not None and str(value).casefold() == str(rule.value).casefold()
-    if rule.test == "in":
-        options = rule.value if isinstance(rule.value, list) else [rule.value]
-        wanted = {str(option).casefold() for option in options}
-        return value is not None and str(value).casefold() in wanted
-    # gte
-    try:
-        return value is not None and float(value) >= float(rule.value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
+    if rule.test in ("equals", "in"):
+        return wanted.matches(value)
+    # gte: a number (or text holding one) at least the rule's
+    number, floor = _number(value), _number(rule.value)
+    return number is not None and floor is not None and number >= floor
 
 
 def facts_of(lead: Mapping[str, Any], *, arrivals: int = 1) -> dict[str, Any]:
@@ -158,13 +225,22 @@ class PointsModel:
 
     def __init__(self, rules: Sequence[ScoringRule] | None = None) -> None:
         self.rules = tuple(rules) if rules is not None else DEFAULT_RULES
+        self._checks = tuple((rule, _Wanted.of(rule)) for rule in self.rules)
+        if not self.rules:
+            # Allowed (a team may route by country alone), but every lead then scores 0
+            # and `min_score` routing never tells leads apart: say so once, at start-up.
+            log.warning(
+                "leads.scoring.no_rules",
+                detail="leads.scoring_rules is empty: every lead scores 0 with the points "
+                "model; leave it unset for the built-in rules",
+            )
 
     def score(self, facts: Mapping[str, Any]) -> Score:
         """Sum the points of every rule that holds, clamped to 0..100, with reasons."""
         reasons = tuple(
             Reason(rule.name, rule.points, rule.reason)
-            for rule in self.rules
-            if _holds(rule, _lookup(facts, rule.field))
+            for rule, wanted in self._checks
+            if _holds(rule, wanted, _lookup(facts, rule.field))
         )
         total = sum(reason.points for reason in reasons)
         return Score(max(MIN_SCORE, min(MAX_SCORE, total)), self.name, reasons)
