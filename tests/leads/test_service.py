@@ -155,6 +155,49 @@ async def test_routing_assigns_owners_by_rule_and_rotation(
         await database.dispose()
 
 
+async def test_patch_owner_null_routes_the_lead_again(settings_factory: SettingsFactory) -> None:
+    """A lead keeps its team and owner through changes; `"owner": null` asks routing
+    again, by the lead as the PATCH leaves it (the team's rotation moves on)."""
+    settings = settings_factory(
+        leads={
+            "routing_rules": [{"team": "mexico", "countries": ["MX"]}],
+            "teams": {
+                "mexico": [{"name": "rosa", "capacity": 1}, {"name": "juan", "capacity": 1}],
+                "spain": [{"name": "marta"}],
+            },
+            "default_team": "spain",
+        }
+    )
+    database = create_database(settings)
+
+    async def patch(uid: str, changes: dict[str, object]) -> tuple[str | None, str | None]:
+        async with unit_of_work(database.sessionmaker) as session:
+            lead = await service_edit.patch(
+                session, rt, uid, LeadPatch.model_validate(changes), "test"
+            )
+            return lead.team, lead.owner
+
+    try:
+        rt = _runtime(settings, database)
+        created = await _accept(rt, email="p@empresa.es", country="ES")
+        uid = created.lead.uid
+        assert (created.lead.team, created.lead.owner) == ("spain", "marta")
+        # Moved to Mexico: still Marta's until asked.
+        assert await patch(uid, {"country": "MX"}) == ("spain", "marta")
+        assert await patch(uid, {"owner": None}) == ("mexico", "rosa")
+        # The rotation moved on: the next Mexican lead is Juan's.
+        nxt = await _accept(rt, email="q@empresa.mx", country="MX")
+        assert nxt.lead.owner == "juan"
+        # Asked again with nothing changed: routed again, the turn after Juan's.
+        assert await patch(uid, {"owner": None}) == ("mexico", "rosa")
+        async with database.sessionmaker() as session:
+            detail = await service_edit.detail(session, uid)
+        fields = [event.changes.get("fields") for event in detail.history]
+        assert ["team", "owner"] in fields or ["owner", "team"] in fields
+    finally:
+        await database.dispose()
+
+
 async def test_patch_changes_fields_rescoring_and_resyncing(
     settings: Settings, db: Database
 ) -> None:

@@ -16,6 +16,7 @@ from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.matching.plan import patched_contacts, record_of
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
+from cauce.leads.routing import choose_team, owner_at
 from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadPatch
 from cauce.leads.service import LeadsRuntime, consent_record
 from cauce.leads.tasks import request_delivery, request_erasure
@@ -149,7 +150,10 @@ async def patch(
                 }
             ]
         )
-    if not changed:
+    # `"owner": null` asks routing for an owner again, by the lead as this PATCH leaves it
+    # (routing runs once, at creation; a lead keeps its owner through later changes).
+    reroute = "owner" in values and values["owner"] is None
+    if not changed and not (reroute and lead.owner is None):
         return lead
     if "email" in changed:
         lead.email_key = lead.email
@@ -167,6 +171,8 @@ async def patch(
     if lead.sync_status != "held":
         lead.sync_status = "pending"
     apply_score(lead, rt.scorer.score(lead_facts(lead, await repo.arrivals(session, lead.id))))
+    if reroute:
+        changed.extend(n for n in await _route_again(session, rt, lead) if n not in changed)
     await repo.replace_match_keys(session, lead.id, keys)
     session.add(
         LeadEvent(lead_id=lead.id, action="updated", changes={"fields": changed}, actor=actor)
@@ -174,6 +180,29 @@ async def patch(
     if lead.sync_status == "pending":
         await request_delivery(session, rt.queue, rt.settings)
     return lead
+
+
+async def _route_again(session: AsyncSession, rt: LeadsRuntime, lead: Lead) -> list[str]:
+    """Give `lead` the team and owner routing gives it now, as at intake (the team's
+    rotation moves on one); the names of the fields that changed."""
+    leads = rt.settings.leads
+    facts = {name: getattr(lead, name) for name in ("country", "region", "source")}
+    decision = choose_team(
+        leads.routing_rules,
+        {**facts, "custom_fields": lead.custom_fields},
+        lead.score,
+        leads.default_team,
+    )
+    team = decision.team if decision is not None else None
+    owner = None
+    if team is not None:
+        position = await repo.advance_route(session, team, 1)
+        owner = owner_at(tuple(leads.teams.get(team, ())), position)
+    changed = [
+        name for name, new in (("team", team), ("owner", owner)) if getattr(lead, name) != new
+    ]
+    lead.team, lead.owner = team, owner
+    return changed
 
 
 async def erase(session: AsyncSession, rt: LeadsRuntime, uid: str, actor: str | None) -> Lead:
