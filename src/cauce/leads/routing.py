@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from cauce.core.config import RoutingRule, TeamMember
+from cauce.core.config_leads import RoutingRule, TeamMember
 from cauce.leads.scoring import same_value
 
 
