@@ -79,7 +79,8 @@ async def _import(
 async def _report(api: httpx.AsyncClient, status: dict[str, Any]) -> list[list[str]]:
     report = await api.get(f"/v1/leads/import/{status['id']}/errors.csv")
     assert report.status_code == 200, report.text
-    return list(csv.reader(io.StringIO(report.content.decode("utf-8-sig"), newline="")))
+    text = report.content.decode("utf-8-sig")  # in the upload's delimiter
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter=status["delimiter"]))
 
 
 async def _lead(api: httpx.AsyncClient, email: str) -> dict[str, Any]:

@@ -318,7 +318,9 @@ async def _check_import(
     assert report.headers["content-type"].startswith("text/csv")
     text = report.content.decode("utf-8")
     assert text.startswith("\ufeff")
-    lines = list(csv.reader(io.StringIO(text[1:], newline="")))
+    # The report is written in the upload's delimiter (commas for `|` or none known).
+    delimiter = status["delimiter"] if status["delimiter"] in (",", ";", "\t") else ","
+    lines = list(csv.reader(io.StringIO(text[1:], newline=""), delimiter=delimiter))
     assert lines[0] == REPORT_HEADER
     rows = set()
     for line in lines[1:]:
@@ -483,7 +485,8 @@ async def test_the_error_report_names_the_csv_column_of_each_error(
     status = await _import(api, worker, Upload(parts=[("file", "leads.csv", "text/csv", data)]))
     assert (status["state"], status["rows_read"], status["rows_rejected"]) == ("succeeded", 305, 4)
     report = await api.get(status["error_report_url"])
-    lines = list(csv.reader(io.StringIO(report.content.decode("utf-8-sig"), newline="")))
+    text = report.content.decode("utf-8-sig")  # in the upload's delimiter
+    lines = list(csv.reader(io.StringIO(text, newline=""), delimiter=";"))
     assert [line[:3] for line in lines] == [
         ["row", "column", "field"],
         ["302", "Correo electrónico", "email"],

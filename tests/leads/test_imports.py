@@ -97,7 +97,8 @@ async def test_a_latin1_semicolon_file_imports_with_a_report(
         row = _csv(2).decode("cp1252").splitlines()[2].split(";")
         assert [lead.first_name, lead.last_name, lead.company] == [row[0], row[1], row[4]]
         assert (lead.country, lead.source) == ("ES", "csv")
-        lines = await imports.error_lines(session, import_id)
+        pages = imports.error_pages(db.sessionmaker, import_id, record.mapping)
+        lines = [line async for page in pages for line in page]
         assert [line.row for line in lines] == [2 + 50 * k for k in range(9)]
         assert all(line.field == "phone" for line in lines)
     assert not Path(record.path).exists()

@@ -150,14 +150,23 @@ def csv_export(
 class ErrorReportWriter:
     """Writes the per-row error report (`row, column, field, reason`) to a binary file.
 
-    The import job writes as it goes, so the report never sits in memory; `count` says
-    how many lines it holds. Use the import's delimiter, so the spreadsheet that opened
-    the upload opens the report the same way.
+    `GET /v1/leads/import/{id}/errors.csv` writes it page by page as it reads the stored
+    lines, handing on what each page wrote, so the report never sits in memory; `count`
+    says how many lines it holds. It uses the import's delimiter, so the spreadsheet that
+    opened the upload opens the report the same way: a Spanish Excel splits a `.csv` on
+    `;`, where a comma report would open in one column.
     """
 
-    def __init__(self, out: io.BufferedIOBase | Any, *, delimiter: str = ",", bom: bool = True):
+    # The delimiters whose cells `_quoted` always quotes when they hold one. Any other
+    # (`|`), or none (the import failed before its format was known), gives commas.
+    DELIMITERS = (",", ";", "\t")
+
+    def __init__(
+        self, out: io.BufferedIOBase | Any, *, delimiter: str | None = ",", bom: bool = True
+    ):
         self._out = out
-        self._writer = _Writer(delimiter, bom)
+        self.delimiter = delimiter if delimiter in self.DELIMITERS else ","
+        self._writer = _Writer(self.delimiter, bom)
         self._writer.row(REPORT_COLUMNS)
         self.count = 0
 

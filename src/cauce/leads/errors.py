@@ -121,6 +121,24 @@ class ImportMappingInvalid(LeadImportError):
         self.errors = errors
 
 
+class ImportOptionsInvalid(LeadImportError):
+    """The `options` JSON is not an object, or one of its options other than the mapping
+    is wrong (an unknown option, a delimiter or encoding not offered...); `errors` points
+    into it (`/options`, `/options/delimiter`).
+
+    Its own code, not `import_mapping_invalid`: a client told its mapping is wrong would
+    look for the mistake in the wrong place.
+    """
+
+    status_code = 422
+    code = "import_options_invalid"
+    title = "Invalid import options"
+
+    def __init__(self, errors: list[FieldError], detail: str | None = None) -> None:
+        super().__init__(detail or f"{len(errors)} import option(s) are invalid", errors=errors)
+        self.errors = errors
+
+
 class ImportTooLarge(LeadImportError, PayloadTooLarge):
     """The upload is over the configured size or row limit."""
 

@@ -8,26 +8,38 @@ import row and its job are committed together.
 The job takes the rows in chunks, each chunk in one transaction with the import's
 counters: a worker killed mid-import leaves the counters at the last committed chunk, and
 the re-run skips that many rows, so no row is imported twice (and intake de-duplicates
-anyway). Rejected rows go to `lead_import_errors`, downloadable as CSV.
+anyway). Rejected rows go to `lead_import_errors`, downloadable as CSV (read back a page
+at a time: `error_pages`).
+
+The upload holds personal data, so it lives no longer than its import needs it: it is
+deleted as the import ends (`succeeded` or `failed`), and `SWEEP_TASK`, run with the job
+purge (`jobs.purge_cron`), deletes the ones left behind: a crash between the end and the
+deletion, an upload whose request died before its import was recorded, and the upload of
+an import whose job is gone (cancelled or failed, then purged: nothing can run it again).
+An import whose job failed or was cancelled but is still kept keeps its file, as an
+operator may replay that job and the import then resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
-from cauce.core.jobs.ports import JobContext, JsonDict, PermanentJobError
-from cauce.core.jobs.registry import TaskRegistry
+from cauce.core.jobs.policy import RetryPolicy
+from cauce.core.jobs.ports import JobContext, JobFilter, JsonDict, PermanentJobError
+from cauce.core.jobs.registry import TaskRegistry, TaskSpec
 from cauce.leads.csv_columns import ColumnPlan
 from cauce.leads.csv_import import (
     SAMPLE_BYTES,
@@ -49,6 +61,14 @@ log = structlog.get_logger("cauce.leads.imports")
 IMPORT_TASK = "leads.import"
 IMPORT_QUEUE = "imports"
 CHUNK_ROWS = 200
+# Error report lines read per query: a page is formatted and sent before the next is read.
+REPORT_PAGE = 2000
+# States after which an import never runs again (its upload is not needed any more).
+FINAL_STATES = ("succeeded", "failed")
+SWEEP_TASK = "leads.imports_sweep"
+# An upload untouched for this long is old enough for the sweep: one still being written
+# (or whose import is being recorded) is newer.
+SWEEP_AFTER = timedelta(hours=1)
 
 
 def imports_dir(rt: LeadsRuntime) -> Path:
@@ -130,20 +150,48 @@ async def get_import(session: AsyncSession, import_id: int) -> LeadImport:
     return record
 
 
-async def error_lines(session: AsyncSession, import_id: int) -> list[ReportLine]:
-    """The rejected rows of an import, in file order, each naming the CSV column its
-    field was read from (from the columns the import recorded as it started: one label
-    per column, `Teléfono (column 4)` for a header the file repeats)."""
-    record = await get_import(session, import_id)
-    mapping = record.mapping or {}
+async def error_pages(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    import_id: int,
+    mapping: dict[str, str | None],
+    *,
+    page: int = REPORT_PAGE,
+) -> AsyncIterator[list[ReportLine]]:
+    """The rejected rows of a finished import, in file order, `page` lines at a time,
+    each naming the CSV column its field was read from (`mapping`, the import's columns
+    as it recorded them on starting: one label per column, `Teléfono (column 4)` for a
+    header the file repeats).
+
+    Each page is one short query by keyset (the id after the last one sent), in its own
+    session: a report of any length is read in bounded memory, and a slow client holds
+    no connection between pages. Id order is file order: the job writes the lines a chunk
+    at a time in row order, each chunk in a transaction after the one before, and the ORM
+    inserts a flush's rows in the order they were added.
+    """
     labels = list(mapping)
     plan = ColumnPlan(headers=labels, targets=list(mapping.values()), labels=labels)
-    rows = await session.scalars(
-        select(ImportErrorRow)
-        .where(ImportErrorRow.import_id == import_id)
-        .order_by(ImportErrorRow.row, ImportErrorRow.id)
-    )
-    return [ReportLine(r.row, column_of(plan, r.field), r.field, r.reason) for r in rows]
+    after = 0
+    while True:
+        async with sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        ImportErrorRow.id,
+                        ImportErrorRow.row,
+                        ImportErrorRow.field,
+                        ImportErrorRow.reason,
+                    )
+                    .where(ImportErrorRow.import_id == import_id, ImportErrorRow.id > after)
+                    .order_by(ImportErrorRow.id)
+                    .limit(page)
+                )
+            ).all()
+        if not rows:
+            return
+        after = rows[-1].id
+        yield [ReportLine(r.row, column_of(plan, r.field), r.field, r.reason) for r in rows]
+        if len(rows) < page:
+            return
 
 
 def _read_rows(reader: CsvLeadReader, path: Path) -> Iterator[CsvRow]:
@@ -167,6 +215,7 @@ async def _process_chunk(
             # The status shows how every column is read, defaults and ignored ones too,
             # one entry per column (its label is unique even where its header is not).
             record.mapping = dict(plan.columns())
+        _record_format(record, reader)  # shown while running, not only at the end
         valid: list[LeadIn] = []
         for row in chunk:
             outcome = validate_row(row, plan, options)
@@ -200,13 +249,14 @@ async def run_import(rt: LeadsRuntime, import_id: int) -> None:
     """Import every row not imported yet; safe to run again after a crash."""
     async with unit_of_work(rt.sessionmaker) as session:
         record = await get_import(session, import_id)
-        if record.status in ("succeeded", "failed"):
+        path = Path(record.path)
+        if record.status in FINAL_STATES:
+            await _discard(path)  # left by a crash between the end and its deletion
             return
         record.status = "running"
         record.started_at = record.started_at or utcnow()
         already = record.rows_processed
         options_in = ImportOptionsIn.model_validate(record.options or {})
-        path = Path(record.path)
         actor = record.created_by
     region = options_in.default_phone_region or rt.settings.leads.default_region
     options = IntakeOptions(default_phone_region=region, now=utcnow())
@@ -225,12 +275,23 @@ async def run_import(rt: LeadsRuntime, import_id: int) -> None:
     except LeadImportError as exc:
         detail = _reason(exc)
         await _finish(rt, import_id, "failed", detail, reader)
+        await _discard(path)
         raise PermanentJobError(detail) from exc
     except FileNotFoundError as exc:
         await _finish(rt, import_id, "failed", "the uploaded file is gone", reader)
         raise PermanentJobError("the uploaded file is gone") from exc
+    # Any other error leaves the import running and its file in place: the job is tried
+    # again, and once its attempts are spent it may still be replayed.
     await _finish(rt, import_id, "succeeded", None, reader)
-    await asyncio.to_thread(path.unlink, missing_ok=True)
+    await _discard(path)
+
+
+async def _discard(path: Path) -> None:
+    """Delete an upload no import needs any more; the sweep retries what this cannot."""
+    try:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+    except OSError as exc:
+        log.warning("leads.import.upload_not_deleted", file=path.name, error=str(exc))
 
 
 def _reason(exc: LeadImportError) -> str:
@@ -252,10 +313,20 @@ async def _finish(
         record.finished_at = utcnow()
         if status == "succeeded":  # the last chunk may have been read before the end
             record.bytes_read = reader.bytes_read
-        if reader.format is not None:
-            record.encoding = reader.format.encoding
-            record.delimiter = reader.format.delimiter
+        if record.rows_processed == 0 and reader.plan is not None:
+            # No row reached a chunk (a file with a header only): the columns are still
+            # the file's, not the mapping that was sent.
+            record.mapping = dict(reader.plan.columns())
+        _record_format(record, reader)
     log.info("leads.import.finished", import_id=import_id, status=status)
+
+
+def _record_format(record: LeadImport, reader: CsvLeadReader) -> None:
+    """The encoding and delimiter detected so far (the encoding may still change once,
+    from a provisional UTF-8 to cp1252, so each chunk records it again)."""
+    if reader.format is not None:
+        record.encoding = reader.format.encoding
+        record.delimiter = reader.format.delimiter
 
 
 def progress(record: LeadImport) -> float | None:
@@ -267,10 +338,101 @@ def progress(record: LeadImport) -> float | None:
     return min(1.0, record.bytes_read / record.size_bytes)
 
 
+def _old_uploads(directory: Path, cutoff: float) -> list[Path]:
+    """The uploads in `directory` last written before `cutoff` (a time.time())."""
+    if not directory.is_dir():
+        return []
+    old = []
+    for path in directory.glob("*.csv"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                old.append(path)
+        except FileNotFoundError:
+            continue  # deleted meanwhile (its import just ended)
+    return old
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+async def _jobs_left(rt: LeadsRuntime) -> set[int]:
+    """The imports that still have a job, in any state (a failed or cancelled one may be
+    replayed); purged jobs are gone."""
+    ids: set[int] = set()
+    after: int | None = None
+    while True:
+        jobs = await rt.queue.list(JobFilter(task=IMPORT_TASK), after_id=after, limit=500)
+        ids.update(int(job.payload.get("import_id", 0)) for job in jobs)
+        if len(jobs) < 500:
+            return ids
+        after = jobs[-1].id
+
+
+async def sweep_uploads(rt: LeadsRuntime, *, older_than: timedelta = SWEEP_AFTER) -> int:
+    """Delete the uploads no import can use any more and last written longer than
+    `older_than` ago; returns how many.
+
+    An upload is kept while its import is queued or running and has a job (any state);
+    an import left queued or running whose job is gone is marked failed. See the module
+    docstring.
+    """
+    cutoff = time.time() - older_than.total_seconds()
+    old = await asyncio.to_thread(_old_uploads, rt.settings.data_dir / "imports", cutoff)
+    if not old:
+        return 0
+    async with rt.sessionmaker() as session:
+        # Only the file's name: a relative data dir is stored relative to where it ran.
+        live = {
+            Path(path).name: import_id
+            for import_id, path in (
+                await session.execute(
+                    select(LeadImport.id, LeadImport.path).where(
+                        LeadImport.status.not_in(FINAL_STATES)
+                    )
+                )
+            ).all()
+        }
+    abandoned: list[int] = []
+    if any(path.name in live for path in old):
+        with_jobs = await _jobs_left(rt)
+        abandoned = [live[p.name] for p in old if p.name in live and live[p.name] not in with_jobs]
+    if abandoned:
+        async with unit_of_work(rt.sessionmaker) as session:
+            await session.execute(
+                update(LeadImport)
+                .where(LeadImport.id.in_(abandoned), LeadImport.status.not_in(FINAL_STATES))
+                .values(
+                    status="failed",
+                    error="the import's job is gone (cancelled or failed, then purged); "
+                    "its upload was deleted",
+                    finished_at=utcnow(),
+                )
+            )
+    gone = [p for p in old if p.name not in live or live[p.name] in abandoned]
+    await asyncio.to_thread(_unlink_all, gone)
+    if gone:
+        log.info("leads.import.uploads_swept", deleted=len(gone), imports_failed=len(abandoned))
+    return len(gone)
+
+
 def register_import_task(registry: TaskRegistry, rt_of: Any) -> None:
-    """Register the import handler; `rt_of()` returns the runtime once built."""
+    """Register the import handler and the upload sweep; `rt_of()` returns the runtime
+    (already built when this is called: its settings say when the sweep runs)."""
 
     async def handler(ctx: JobContext, payload: JsonDict) -> None:
         await run_import(rt_of(), int(payload["import_id"]))
 
+    async def sweep(ctx: JobContext, payload: JsonDict) -> None:
+        hours = float(payload.get("older_than_hours", SWEEP_AFTER / timedelta(hours=1)))
+        await sweep_uploads(rt_of(), older_than=timedelta(hours=hours))
+
     registry.task(IMPORT_TASK, queue=IMPORT_QUEUE)(handler)
+    # One attempt: a sweep that failed is simply done again by the next period.
+    registry.add(TaskSpec(SWEEP_TASK, sweep, policy=RetryPolicy(max_attempts=1)))
+    cron = rt_of().settings.jobs.purge_cron
+    if cron is not None:
+        # With a payload of its own: a schedule's identity is its cron and payload, and
+        # the job purge runs on the same cron.
+        registry.schedule(cron, SWEEP_TASK, {"older_than_hours": SWEEP_AFTER / timedelta(hours=1)})
