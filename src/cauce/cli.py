@@ -71,9 +71,15 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         raise _fail(str(exc)) from None
     except CauceError as exc:
         raise _fail(exc.detail, code=1) from None
-    except (DBAPIError, OSError) as exc:
-        reason = getattr(exc, "orig", None) or exc
-        raise _fail(f"cannot use the database: {reason}", code=1) from None
+    except DBAPIError as exc:
+        raise _fail(f"cannot use the database: {exc.orig or exc}", code=1) from None
+    except OSError as exc:
+        if exc.filename is not None:
+            # A file or directory (the data dir, the model store...), not the database
+            # connection: name it rather than blame the database.
+            where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+            raise _fail(f"cannot use {where}: {exc.strerror or exc}", code=1) from None
+        raise _fail(f"cannot use the database: {exc}", code=1) from None
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -110,8 +116,8 @@ def serve(
             "SQLite takes one writer at a time: run one `cauce serve` process "
             "(several need PostgreSQL, CAUCE_DATABASE_URL)"
         )
-    # Check the schema before uvicorn starts, so a refusal is one clear line, not a
-    # lifespan traceback.
+    # Check the schema and the active scoring model before uvicorn starts, so a refusal
+    # is one clear line, not a lifespan traceback.
     _run(_preflight(settings))
     options: dict[str, Any] = {
         "host": host or settings.http.host,
@@ -162,6 +168,20 @@ async def _preflight(settings: Settings) -> None:
         await prepare_schema(db, settings)
     finally:
         await db.dispose()
+    await asyncio.to_thread(_check_scoring_model, settings)
+
+
+def _check_scoring_model(settings: Settings) -> None:
+    """Load the active learned model as start-up will: a damaged, missing or altered one
+    is refused here (`ModelArtefactInvalid`, saying how to recover), never loaded."""
+    from cauce.leads.scoring import MODEL_STORE_PATH
+
+    pointer = settings.data_dir / MODEL_STORE_PATH / "active"
+    if not pointer.exists():
+        return  # the points model scores: no need to import scikit-learn
+    from cauce.leads.learned import load_active
+
+    load_active(settings.data_dir)
 
 
 @app.command()
@@ -591,7 +611,7 @@ def jobs_purge(
 
 
 app.add_typer(sandbox_app, name="sandbox")
-app.add_typer(build_leads_app(_settings, _run, out), name="leads")
+app.add_typer(build_leads_app(_settings, _run, out, _fail), name="leads")
 app.command("demo")(demo_command(out))
 
 

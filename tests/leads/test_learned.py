@@ -80,6 +80,7 @@ def test_learned_model_beats_points_and_finds_the_known_drivers(report: Training
     """On held-out leads the learned model ranks better, and its top weights are the drivers."""
     assert report.auc_learned > report.auc_points + 0.03
     assert report.beats_points
+    assert report.should_activate
     top = {fw.feature: fw.weight for fw in report.top_features[:6]}
     assert top.get("email_company", 0) > 0
     assert top.get("email_disposable", 0) < 0
@@ -159,11 +160,13 @@ def test_too_few_or_one_sided_outcomes_are_refused(leads: list[SyntheticLead]) -
 
 
 def test_render_report_names_figures_and_drivers(report: TrainingReport) -> None:
-    """The CLI text shows both AUCs, the verdict and the top features."""
+    """The CLI text shows both AUCs, the interval of the gain, the verdict and the drivers."""
     text = render_report(report)
     assert f"learned {report.auc_learned:.3f}" in text
     assert f"points {report.auc_points:.3f}" in text
-    assert "beats the points model" in text
+    low, high = report.points_interval
+    assert f"95 % interval {low:+.3f} to {high:+.3f}" in text
+    assert "beats the points model with confidence" in text
     assert "email_company" in text
 
 
@@ -281,8 +284,9 @@ def test_tampered_model_is_refused(report: TrainingReport, tmp_path: Path, targe
         meta = store.metadata(1)
         meta["sha256"] = "0" * 64
         store.metadata_path(1).write_text(json.dumps(meta))
-    with pytest.raises(ModelArtefactInvalid, match="SHA-256"):
+    with pytest.raises(ModelArtefactInvalid, match="SHA-256") as refused:
         load_active(tmp_path)
+    assert "`cauce leads model activate points`" in refused.value.detail
     with pytest.raises(ModelArtefactInvalid):
         store.activate(1)
 
@@ -303,18 +307,20 @@ def test_artefact_with_unexpected_types_is_refused(store: ModelStore, tmp_path: 
 def test_activation_follows_the_points_comparison(
     report: TrainingReport, store: ModelStore, leads: list[SyntheticLead]
 ) -> None:
-    """A better model is activated; one that cannot beat points is saved but stays inactive."""
-    first = publish(report, store)
-    assert (first.version, first.activated, first.active_version) == (1, True, 1)
-
+    """One that cannot beat points is saved but stays inactive; a better model is activated."""
     perfect_for_points = train(_points_labelled(leads[:600]), seed=3)
     assert perfect_for_points.auc_points == 1.0
-    second = publish(perfect_for_points, store)
-    assert (second.version, second.activated, second.active_version) == (2, False, 1)
-    assert "learned-v1 stays" in render_report(second)
+    assert not perfect_for_points.beats_points
+    first = publish(perfect_for_points, store)
+    assert (first.version, first.activated, first.active_version) == (1, False, None)
+    assert "the points model stays active" in render_report(first)
+    assert store.load_active() is None
+
+    second = publish(report, store)
+    assert (second.version, second.activated, second.active_version) == (2, True, 2)
     active = store.load_active()
     assert active is not None
-    assert active.name == "learned-v1"
+    assert active.name == "learned-v2"
 
 
 def test_margin_must_be_cleared(report: TrainingReport) -> None:
@@ -323,6 +329,8 @@ def test_margin_must_be_cleared(report: TrainingReport) -> None:
     assert replace(report, margin=gap - 1e-6).beats_points
     assert not replace(report, margin=gap + 1e-6).beats_points
     assert not replace(report, auc_points=report.auc_learned, margin=0.0).beats_points
+    # ...and with confidence: the interval of the gain must lie above 0.
+    assert not replace(report, points_interval=(-0.001, gap * 2)).beats_points
 
 
 def test_no_active_model_means_points(tmp_path: Path) -> None:
@@ -350,6 +358,7 @@ def test_training_run_is_logged_to_mlflow(
     assert run.data.metrics["auc_points"] == pytest.approx(report.auc_points)
     assert run.data.metrics["n_train"] == report.n_train
     assert run.data.metrics["n_test"] == report.n_test
+    assert run.data.metrics["auc_gain_points_low"] == pytest.approx(report.points_interval[0])
     assert run.data.params["version"] == "1"
     assert run.data.tags["cauce.activated"] == "true"
     logged = {Path(f.path).name for f in client.list_artifacts(published.mlflow_run_id, "model")}
@@ -428,20 +437,25 @@ async def test_labelled_examples_read_outcomes_and_count_arrivals(database: Data
 async def test_train_from_database_saves_and_activates(
     database: Database, settings: Settings
 ) -> None:
-    """Training from the database saves v1, activates it when it beats points, and reports."""
-    sample = synthetic_leads(400, seed=5)
+    """Training from the database saves v1 and activates it: it beats points with confidence."""
+    sample = synthetic_leads(800, seed=1)
     rows = [_row(lead, i + 1, lead.status) for i, lead in enumerate(sample)]
     await _insert(database, rows, {i + 1: lead.arrivals for i, lead in enumerate(sample)})
     result = await train_from_database(
-        database.sessionmaker, settings, seed=5, now=lambda: FIXED_NOW
+        database.sessionmaker, settings, seed=1, now=lambda: FIXED_NOW
     )
-    assert result.n_train + result.n_test == 400
+    assert result.n_train + result.n_test == 800
     assert result.n_won == sum(lead.won for lead in sample)
     assert result.version == 1
-    assert result.activated == result.beats_points
+    assert result.activated
+    assert result.points_interval[0] > 0
     active = load_active(settings.data_dir)
-    assert (active.name if active else None) == ("learned-v1" if result.activated else None)
+    assert active is not None
+    assert active.name == "learned-v1"
     assert isinstance(result.model, LearnedModel)
+    # Default routing tests no score: activation moves no lead to another team.
+    assert result.routing is not None
+    assert not result.routing.uses_score
 
 
 async def test_train_from_database_refuses_too_few_outcomes(

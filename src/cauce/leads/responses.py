@@ -31,9 +31,21 @@ class FieldErrorOut(_Out):
 class ScoreReason(_Out):
     """One contribution to a score: a points rule that fired or a model feature."""
 
-    code: str = Field(description="Stable id of the rule or feature, e.g. `email.company`.")
+    code: str = Field(
+        description=(
+            "Stable id of the rule or feature, e.g. `company_email` (a points rule) or "
+            "`seniority=director` (a learned model's feature)."
+        )
+    )
     label: str = Field(description="What it means, for people.")
-    points: float = Field(description="Its contribution to the score (may be negative).")
+    points: float = Field(
+        description=(
+            "Its contribution to the score (may be negative). Points model: the rule's "
+            "points, which add up to the score (kept within 0-100). Learned model: how much "
+            "lower the score would be without this feature alone; these do not add up to "
+            "the score."
+        )
+    )
 
 
 DuplicateMatch = Literal["external_id", "email", "phone", "fuzzy"]
@@ -80,7 +92,12 @@ class LeadOut(_Out):
     custom_fields: dict[str, CustomFieldValue] = Field(default_factory=dict)
     score: float | None = None
     score_model: str | None = Field(
-        default=None, description="`points:<version>` or `model:<version>`."
+        default=None,
+        description=(
+            "`points` (the points model: the score is a sum of rule points) or "
+            "`learned-v<N>` (learned model version N: the score is its estimated chance "
+            "of winning x 100)."
+        ),
     )
     score_reasons: list[ScoreReason] = Field(default_factory=list)
     owner: str | None = None

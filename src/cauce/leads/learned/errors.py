@@ -20,6 +20,13 @@ class ModelArtefactInvalid(LeadsError):
     title = "The stored lead-scoring model cannot be trusted"
 
 
+class ModelStoreUnavailable(LeadsError, ServiceUnavailable):
+    """The model store's directory or files cannot be read or written (a file-system error)."""
+
+    code = "lead_scoring_store_unavailable"
+    title = "The lead-scoring model store cannot be used"
+
+
 class TrackingFailed(LeadsError, ServiceUnavailable):
     """MLflow refused or could not record the training run."""
 

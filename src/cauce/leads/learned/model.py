@@ -49,6 +49,11 @@ class FeatureWeight:
         return {"feature": self.feature, "weight": self.weight, "description": self.description}
 
 
+def versioned_name(version: int) -> str:
+    """A saved model's name, as `score_model` shows it: `learned-v3`."""
+    return f"{MODEL_PREFIX}-v{version}"
+
+
 def build_pipeline(*, folds: int = CALIBRATION_FOLDS) -> Any:
     """An unfitted pipeline: feature dicts -> sparse matrix -> calibrated classifier."""
     classifier = CalibratedClassifierCV(
@@ -98,7 +103,7 @@ class LearnedModel:
     @property
     def name(self) -> str:
         """`learned-v<N>` once saved in the store."""
-        return f"{MODEL_PREFIX}-v{self.version}" if self.version is not None else MODEL_PREFIX
+        return versioned_name(self.version) if self.version is not None else MODEL_PREFIX
 
     def with_version(self, version: int) -> LearnedModel:
         """The same model, named after its version in the store."""

@@ -6,13 +6,17 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import MlflowSettings, Settings
 from cauce.core.db.base import utcnow
-from cauce.leads.learned.store import ModelStore
+from cauce.leads.learned.errors import TrackingFailed
+from cauce.leads.learned.impact import routing_impact
+from cauce.leads.learned.model import versioned_name
+from cauce.leads.learned.store import ModelStore, load_active
 from cauce.leads.learned.tracking import log_training, mlflow_client
 from cauce.leads.learned.training import (
     DEFAULT_MARGIN,
@@ -25,6 +29,9 @@ from cauce.leads.learned.training import (
 )
 from cauce.leads.models import Lead, LeadSource
 from cauce.leads.scoring import PointsModel, facts_of
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 OUTCOMES = {"won": True, "lost": False}
 
@@ -72,18 +79,39 @@ async def labelled_examples(session: AsyncSession) -> list[Example]:
 
 
 def publish(
-    report: TrainingReport, store: ModelStore, tracking: MlflowSettings | None = None
+    report: TrainingReport,
+    store: ModelStore,
+    tracking: MlflowSettings | None = None,
+    *,
+    client: MlflowClient | None = None,
 ) -> TrainingReport:
-    """Save the model; track the run when configured; activate it only if it beats points.
+    """Save the model; track the run when configured; activate it only if it should be.
 
     The run is tracked before the pointer moves, so an active model always has its run
-    recorded; a tracking failure leaves the new version saved but not active.
+    recorded. A tracking failure after the save does not lose the work: the report comes
+    back with the version saved, not activated, and `tracking_error` saying why.
+    `client` is one `mlflow_client(tracking)` made before training (else made here).
     """
-    client = mlflow_client(tracking) if tracking is not None else None
+    if client is None and tracking is not None:
+        client = mlflow_client(tracking)
     saved = store.save(report)
-    activate = saved.beats_points
+    # The comparison holds only against the scorer it was made with: another trainer, or
+    # `cauce leads model activate`, may have changed the active model since.
+    active_now = store.active_version()
+    now = versioned_name(active_now) if active_now is not None else None
+    if now != (report.active.name if report.active is not None else None):
+        saved = replace(saved, active_changed=now or "the points model")
+    activate = saved.should_activate
     if client is not None and tracking is not None:
-        run_id = log_training(client, tracking, saved, store, activate=activate)
+        try:
+            run_id = log_training(client, tracking, saved, store, activate=activate)
+        except TrackingFailed as exc:
+            return replace(
+                saved,
+                activated=False,
+                active_version=store.active_version(),
+                tracking_error=exc.detail,
+            )
         saved = replace(saved, mlflow_run_id=run_id)
     if activate and saved.version is not None:
         store.activate(saved.version)
@@ -99,19 +127,37 @@ async def train_from_database(
     margin: float = DEFAULT_MARGIN,
     now: Callable[[], datetime] = utcnow,
 ) -> TrainingReport:
-    """Train on the database's won and lost leads, against the configured points model.
+    """Train on the database's won and lost leads, against the scorer active now.
 
-    Raises `NotEnoughOutcomes` when there are too few outcomes, and `ConfigError` at once
-    when MLflow tracking is configured but MLflow is not installed.
+    Fails before the work with `NotEnoughOutcomes` when there are too few outcomes,
+    `ConfigError` when MLflow tracking is configured but MLflow is not installed,
+    `TrackingFailed` when the tracking server does not answer, and `ModelArtefactInvalid`
+    when the active model is refused (a new one could not be compared with it).
     """
-    mlflow_client(settings.mlflow)
+    client = mlflow_client(settings.mlflow)
+    store = ModelStore.for_data_dir(settings.data_dir, now=now)
+    active = await asyncio.to_thread(load_active, settings.data_dir)
     async with sessionmaker() as session:
         examples = await labelled_examples(session)
     check_outcomes(examples)
     points = PointsModel(settings.leads.scoring_rules)
-    store = ModelStore.for_data_dir(settings.data_dir, now=now)
     # Fitting and file/MLflow I/O block: keep them off the event loop.
     report = await asyncio.to_thread(
-        train, examples, seed=seed, test_size=test_size, margin=margin, points=points
+        train,
+        examples,
+        seed=seed,
+        test_size=test_size,
+        margin=margin,
+        points=points,
+        active=active,
     )
-    return await asyncio.to_thread(publish, report, store, settings.mlflow)
+    published = await asyncio.to_thread(
+        lambda: publish(report, store, settings.mlflow, client=client)
+    )
+    if not published.activated:
+        return published
+    before = active if active is not None else points
+    impact = await asyncio.to_thread(
+        routing_impact, [facts for facts, _ in examples], before, published.model, settings
+    )
+    return replace(published, routing=impact)

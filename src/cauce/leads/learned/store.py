@@ -3,9 +3,11 @@
 Each version is `v<N>.skops` (the fitted pipeline, in skops's format, which rebuilds
 objects from an allowlist of types instead of running pickle's arbitrary code) and
 `v<N>.json` (metrics, feature names, sizes, creation time and the artefact's SHA-256).
-The file `active` names the version that scores new leads. Loading checks the checksum
-(a corrupted or swapped file is refused) and that the artefact holds only the types a
-lead-scoring pipeline needs (an altered file cannot smuggle other code in).
+The file `active` names the version that scores new leads; without it the points model
+does. Loading checks the checksum (a corrupted or swapped file is refused) and that the
+artefact holds only the types a lead-scoring pipeline needs (an altered file cannot
+smuggle other code in). A refused active model is never loaded: the operator activates
+another version or the points model (`cauce leads model activate`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +30,7 @@ import skops  # type: ignore[import-untyped]
 import skops.io as sio  # type: ignore[import-untyped]
 
 from cauce.core.db.base import utcnow
-from cauce.leads.learned.errors import ModelArtefactInvalid
+from cauce.leads.learned.errors import ModelArtefactInvalid, ModelStoreUnavailable
 from cauce.leads.learned.model import LearnedModel
 from cauce.leads.learned.training import TrainingReport
 from cauce.leads.scoring import MODEL_STORE_PATH
@@ -71,6 +73,17 @@ class ModelStore:
         """The store inside Cauce's data directory."""
         return cls(data_dir / STORE_PATH, now=now)
 
+    @contextlib.contextmanager
+    def _io(self) -> Iterator[None]:
+        """File-system errors as what they are: this store's, naming its directory."""
+        try:
+            yield
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise ModelStoreUnavailable(
+                f"cannot use the lead-scoring model store {self.root}: {exc.strerror or exc}{where}"
+            ) from exc
+
     def artefact_path(self, version: int) -> Path:
         """Where version N's pipeline is."""
         return self.root / f"v{version}.skops"
@@ -81,13 +94,14 @@ class ModelStore:
 
     def versions(self) -> list[int]:
         """Saved versions (those with both files), oldest first."""
-        if not self.root.is_dir():
-            return []
-        found = []
-        for path in self.root.iterdir():
-            match = _ARTEFACT.match(path.name)
-            if match and self.metadata_path(int(match.group(1))).exists():
-                found.append(int(match.group(1)))
+        with self._io():
+            if not self.root.is_dir():
+                return []
+            found = []
+            for path in self.root.iterdir():
+                match = _ARTEFACT.match(path.name)
+                if match and self.metadata_path(int(match.group(1))).exists():
+                    found.append(int(match.group(1)))
         return sorted(found)
 
     def _claim(self, data: bytes) -> int:
@@ -111,7 +125,8 @@ class ModelStore:
     def save(self, report: TrainingReport) -> TrainingReport:
         """Store the report's model as the next version; the report comes back with it."""
         data = sio.dumps(report.model.pipeline)
-        version = self._claim(data)
+        with self._io():
+            version = self._claim(data)
         model = report.model.with_version(version)
         metadata: dict[str, Any] = {
             "version": version,
@@ -122,6 +137,8 @@ class ModelStore:
             "classifier": CLASSIFIER,
             "metrics": report.metrics(),
             "beats_points": report.beats_points,
+            "compared_with": report.replaces,
+            "beats_active": report.beats_active,
             "margin": report.margin,
             "n_train": report.n_train,
             "n_test": report.n_test,
@@ -134,15 +151,19 @@ class ModelStore:
             "versions": {"scikit-learn": sklearn.__version__, "skops": skops.__version__},
         }
         body = json.dumps(metadata, indent=2, ensure_ascii=False).encode() + b"\n"
-        _write_atomically(self.metadata_path(version), body)
+        with self._io():
+            _write_atomically(self.metadata_path(version), body)
         return replace(report, model=model, version=version)
 
     def metadata(self, version: int) -> dict[str, Any]:
         """Version N's metadata."""
+        with self._io():
+            try:
+                raw = self.metadata_path(version).read_bytes()
+            except FileNotFoundError:
+                raise ModelArtefactInvalid(f"model version {version} does not exist") from None
         try:
-            loaded = json.loads(self.metadata_path(version).read_bytes())
-        except FileNotFoundError:
-            raise ModelArtefactInvalid(f"model version {version} does not exist") from None
+            loaded = json.loads(raw)
         except ValueError as exc:
             raise ModelArtefactInvalid(f"model v{version} metadata is not JSON: {exc}") from None
         if not isinstance(loaded, dict):
@@ -152,14 +173,16 @@ class ModelStore:
     def load(self, version: int) -> LearnedModel:
         """Version N, after checking its checksum and the types it contains."""
         metadata = self.metadata(version)
-        try:
-            data = self.artefact_path(version).read_bytes()
-        except FileNotFoundError:
-            raise ModelArtefactInvalid(f"model v{version} artefact is missing") from None
+        with self._io():
+            try:
+                data = self.artefact_path(version).read_bytes()
+            except FileNotFoundError:
+                raise ModelArtefactInvalid(f"model v{version} artefact is missing") from None
         expected = str(metadata.get("sha256", ""))
         if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), expected):
             raise ModelArtefactInvalid(
-                f"model v{version} artefact does not match its recorded SHA-256: refused"
+                f"model v{version} artefact does not match its recorded SHA-256 "
+                "(altered or damaged)"
             )
         try:
             untrusted = set(sio.get_untrusted_types(data=data))
@@ -179,30 +202,66 @@ class ModelStore:
 
     def active_version(self) -> int | None:
         """The version that scores new leads (None: the points model does)."""
-        try:
-            text = (self.root / ACTIVE_FILE).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
+        with self._io():
+            try:
+                raw = (self.root / ACTIVE_FILE).read_bytes()
+            except FileNotFoundError:
+                return None
+        text = raw.decode("utf-8", errors="replace").strip()
         match = _POINTER.match(text)
         if match is None:
-            raise ModelArtefactInvalid(f"the active model pointer is not a version: {text!r}")
+            raise ModelArtefactInvalid(
+                f"the active model pointer {self.root / ACTIVE_FILE} does not name a version "
+                f"(v<N>): {text[:40]!r}"
+            )
         return int(match.group(1))
 
     def activate(self, version: int) -> None:
         """Make version N the one that scores new leads (it must load cleanly first)."""
         self.load(version)
-        _write_atomically(self.root / ACTIVE_FILE, f"v{version}\n".encode())
+        with self._io():
+            _write_atomically(self.root / ACTIVE_FILE, f"v{version}\n".encode())
+
+    def deactivate(self) -> None:
+        """Score new leads with the points model again (the saved versions stay)."""
+        with self._io():
+            (self.root / ACTIVE_FILE).unlink(missing_ok=True)
 
     def load_active(self) -> LearnedModel | None:
         """The active model, or None when none was ever activated."""
         version = self.active_version()
         return None if version is None else self.load(version)
 
+    def recovery_hint(self, *, refused: int | None = None) -> str:
+        """How to get back to a model that loads, for messages about a refused one."""
+        try:
+            others = [v for v in self.versions() if v != refused]
+        except ModelStoreUnavailable:
+            others = []
+        saved = f"; saved: {', '.join(f'v{v}' for v in others[-5:])}" if others else ""
+        return (
+            f"activate another saved version (`cauce leads model activate N`{saved}) or go "
+            "back to the points model (`cauce leads model activate points`)"
+        )
+
 
 def load_active(data_dir: Path) -> LearnedModel | None:
     """The active learned model in `data_dir`, or None (score with the points model).
 
     Raises `ModelArtefactInvalid` when the active model exists but fails its checks:
-    a tampered model must stop start-up, not silently score leads.
+    a tampered model must stop start-up, not silently score leads. Its message names the
+    problem and how to recover, in one line.
     """
-    return ModelStore.for_data_dir(data_dir).load_active()
+    store = ModelStore.for_data_dir(data_dir)
+    try:
+        return store.load_active()
+    except ModelArtefactInvalid as exc:
+        try:
+            refused = store.active_version()
+        except ModelArtefactInvalid:
+            refused = None
+        problem = " ".join(exc.detail.split())  # one line, whatever the reader said
+        raise ModelArtefactInvalid(
+            f"the active lead-scoring model in {store.root} is refused: {problem}. "
+            f"To recover, {store.recovery_hint(refused=refused)}"
+        ) from exc

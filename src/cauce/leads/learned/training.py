@@ -1,4 +1,12 @@
-"""Training: fit on leads with known outcomes, compare with the points model on held-out leads."""
+"""Training: fit on leads with known outcomes, compare with the active scorer on held-out leads.
+
+A new model is activated only when it ranks the held-out leads better than the scorer it
+would replace (the points model, or the learned model active at the time) with
+confidence: its ROC AUC gain is at least the margin, and the lower end of a 95 % paired
+bootstrap interval of that gain is above zero. A split with fewer than
+`MIN_HELD_OUT_PER_OUTCOME` won or lost leads decides nothing: with a few dozen held-out
+leads, a model trained on coin flips "beat" the points model in about a third of runs.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sklearn.metrics import roc_auc_score  # type: ignore[import-untyped]
 from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
 
@@ -19,10 +28,54 @@ Example = tuple[Mapping[str, Any], bool]
 
 MIN_EXAMPLES = 50
 MIN_PER_OUTCOME = 10
+# Below this many won (or lost) held-out leads an AUC moves by several hundredths from
+# one lead to the next, and no interval is narrow enough to act on.
+MIN_HELD_OUT_PER_OUTCOME = 20
 DEFAULT_MARGIN = 0.01
 DEFAULT_TEST_SIZE = 0.25
+MAX_TEST_SIZE = 0.5
 DEFAULT_SEED = 0
 TOP_FEATURES = 10
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+# Resamples counted at once: bounds memory to a few arrays of this many 8-byte cells.
+_BOOTSTRAP_CELLS = 2_000_000
+
+Interval = tuple[float, float]
+"""The low and high ends of a 95 % interval."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingImpact:
+    """How many leads with outcomes the routing rules would send to another team, when
+    the scores of the model just activated replace those of the one before."""
+
+    uses_score: bool
+    """Whether any routing rule tests the score (otherwise nothing can move)."""
+    total: int
+    moves: tuple[tuple[str, str, int], ...] = ()
+    """(team before, team after, leads), most leads first."""
+
+    @property
+    def moved(self) -> int:
+        """Leads that would go to another team."""
+        return sum(count for _, _, count in self.moves)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveComparison:
+    """The learned model active at training time, measured on the same held-out leads.
+
+    That model may have been trained on some of these leads, which flatters it: the
+    comparison leans towards keeping it, never towards replacing it.
+    """
+
+    name: str
+    auc: float
+    interval: Interval
+    """AUC(new model) - AUC(active model)."""
+    points_interval: Interval
+    """AUC(active model) - AUC(points model)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,26 +93,166 @@ class TrainingReport:
     seed: int
     test_size: float
     top_features: tuple[FeatureWeight, ...]
+    points_interval: Interval = (0.0, 0.0)
+    """AUC(new model) - AUC(points model), 95 % paired bootstrap interval."""
+    held_out_won: int = 0
+    held_out_lost: int = 0
+    active: ActiveComparison | None = None
+    """The learned model that was active when training started (None: the points model)."""
     version: int | None = None
     activated: bool = False
     active_version: int | None = None
     mlflow_run_id: str | None = None
+    tracking_error: str | None = None
+    routing: RoutingImpact | None = None
+    active_changed: str | None = None
+    """The scorer active at publishing, when another than the one compared with."""
 
     @property
     def beats_points(self) -> bool:
-        """Strictly better ranking than the points model, by at least the margin."""
-        return self.auc_learned > self.auc_points and (
-            self.auc_learned - self.auc_points >= self.margin
+        """Better ranking than the points model by at least the margin, with confidence."""
+        return _confidently_better(
+            self.auc_learned - self.auc_points, self.points_interval, self.margin
+        )
+
+    @property
+    def beats_active(self) -> bool:
+        """Better than the scorer it would replace (the active learned model, or points)."""
+        if self.active is None:
+            return self.beats_points
+        return _confidently_better(
+            self.auc_learned - self.active.auc, self.active.interval, self.margin
+        )
+
+    @property
+    def enough_held_out(self) -> bool:
+        """Enough won and lost held-out leads for the comparison to mean something."""
+        return min(self.held_out_won, self.held_out_lost) >= MIN_HELD_OUT_PER_OUTCOME
+
+    @property
+    def should_activate(self) -> bool:
+        """Whether publishing this report makes its model the one that scores new leads."""
+        return self.active_changed is None and self.enough_held_out and self.beats_active
+
+    @property
+    def replaces(self) -> str:
+        """The scorer the new model was measured against to be activated."""
+        return self.active.name if self.active is not None else "the points model"
+
+    def why_not(self) -> str | None:
+        """Why the model is not activated, in words (None when it should be)."""
+        if self.active_changed is not None:
+            return (
+                f"it was compared with {self.replaces}, but {self.active_changed} became "
+                "active meanwhile (train again to compare with it)"
+            )
+        if not self.enough_held_out:
+            # Half the leads held out is the most `cauce leads train --test-size` allows.
+            larger_split = min(self.n_won, self.n_lost) * MAX_TEST_SIZE >= MIN_HELD_OUT_PER_OUTCOME
+            return (
+                f"only {self.held_out_won} won and {self.held_out_lost} lost leads were held "
+                f"out, and judging a model needs at least {MIN_HELD_OUT_PER_OUTCOME} of each "
+                f"(mark more leads won or lost{', or raise --test-size' if larger_split else ''})"
+            )
+        if self.beats_active:
+            return None
+        if self.active is None:
+            auc, (low, high) = self.auc_points, self.points_interval
+        else:
+            auc, (low, high) = self.active.auc, self.active.interval
+        difference = self.auc_learned - auc
+        if difference <= 0 or difference < self.margin:
+            return (
+                f"its ROC AUC gain over {self.replaces} ({difference:+.3f}) is below the "
+                f"margin ({self.margin:.3f})"
+            )
+        return (
+            f"its gain over {self.replaces} is not certain: the 95 % interval "
+            f"({low:+.3f} to {high:+.3f}) reaches 0"
         )
 
     def metrics(self) -> dict[str, float]:
         """The figures tracked per run (metadata file and MLflow)."""
-        return {
+        metrics = {
             "auc_learned": self.auc_learned,
             "auc_points": self.auc_points,
+            "auc_gain_points_low": self.points_interval[0],
+            "auc_gain_points_high": self.points_interval[1],
             "n_train": float(self.n_train),
             "n_test": float(self.n_test),
+            "n_test_won": float(self.held_out_won),
+            "n_test_lost": float(self.held_out_lost),
         }
+        if self.active is not None:
+            metrics |= {
+                "auc_active": self.active.auc,
+                "auc_gain_active_low": self.active.interval[0],
+                "auc_gain_active_high": self.active.interval[1],
+            }
+        return metrics
+
+
+def _confidently_better(difference: float, interval: Interval, margin: float) -> bool:
+    return difference > 0 and difference >= margin and interval[0] > 0
+
+
+def _aucs(
+    won: np.ndarray[Any, Any], lost: np.ndarray[Any, Any], levels: int
+) -> np.ndarray[Any, Any]:
+    """ROC AUC of each resample (row), from the score levels of its won and lost leads.
+
+    `won` and `lost` hold indices into the sorted distinct scores. AUC is the chance that
+    a won lead outscores a lost one, ties counting half (what `roc_auc_score` computes):
+    per level, won leads there x (lost leads below + half the lost leads there). Counting
+    per level instead of ranking keeps it linear and needs nothing beyond numpy.
+    """
+    rows = won.shape[0]
+    offsets = np.arange(rows)[:, None] * levels
+    size = rows * levels
+    won_at = np.bincount((won + offsets).ravel(), minlength=size).reshape(rows, levels)
+    lost_at = np.bincount((lost + offsets).ravel(), minlength=size).reshape(rows, levels)
+    lost_below = np.cumsum(lost_at, axis=1) - lost_at
+    pairs = (won_at * (lost_below + 0.5 * lost_at)).sum(axis=1)
+    result: np.ndarray[Any, Any] = pairs / (won.shape[1] * lost.shape[1])
+    return result
+
+
+def auc_gain_interval(
+    outcomes: Sequence[int],
+    new: Sequence[float],
+    old: Sequence[float],
+    *,
+    seed: int = DEFAULT_SEED,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> Interval:
+    """Percentile interval of AUC(new) - AUC(old) over paired bootstrap resamples.
+
+    Paired: each resample draws the same leads for both scorers, so what they share
+    (which leads happen to be hard) cancels out. Stratified: won and lost leads are drawn
+    separately, keeping their counts, so every resample has both outcomes.
+    """
+    y = np.asarray(outcomes, dtype=bool)
+    won, lost = np.flatnonzero(y), np.flatnonzero(~y)
+    if won.size == 0 or lost.size == 0:
+        raise ValueError("both outcomes are needed to compare rankings")
+    # Each lead's score as its level among the distinct scores, per scorer.
+    level_values = [np.unique(np.asarray(s, dtype=float), return_inverse=True) for s in (new, old)]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CELLS // (y.size + max(v.size for v, _ in level_values)))
+    gains: list[np.ndarray[Any, Any]] = []
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        drawn_won = rng.choice(won, (rows, won.size))
+        drawn_lost = rng.choice(lost, (rows, lost.size))
+        new_auc, old_auc = (
+            _aucs(levels[drawn_won], levels[drawn_lost], values.size)
+            for values, levels in level_values
+        )
+        gains.append(new_auc - old_auc)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(np.concatenate(gains), [tail, 1 - tail])
+    return float(low), float(high)
 
 
 def check_outcomes(examples: Sequence[Example]) -> tuple[int, int]:
@@ -83,12 +276,14 @@ def train(
     test_size: float = DEFAULT_TEST_SIZE,
     margin: float = DEFAULT_MARGIN,
     points: PointsModel | None = None,
+    active: LearnedModel | None = None,
 ) -> TrainingReport:
-    """Fit the learned model and rank held-out leads with it and with the points model.
+    """Fit the learned model and rank held-out leads with it, the points model and `active`.
 
     The split is stratified on the outcome, so both classes are in the held-out part;
-    both models are measured on exactly the same held-out leads. The model kept is the
+    every scorer is measured on exactly the same held-out leads. The model kept is the
     one fitted on the training part, so the figures describe the model that is saved.
+    `active` is the learned model scoring leads now (None: the points model does).
     """
     if not 0 < test_size < 1:
         raise ValueError("test_size must be between 0 and 1")
@@ -111,8 +306,19 @@ def train(
 
     held_out = [facts[i] for i in test_idx]
     points_model = points or PointsModel()
-    auc_learned = float(roc_auc_score(y_test, model.probabilities(held_out)))
-    auc_points = float(roc_auc_score(y_test, [points_model.score(f).value for f in held_out]))
+    new_scores = model.probabilities(held_out)
+    points_scores = [float(points_model.score(f).value) for f in held_out]
+    auc_learned = float(roc_auc_score(y_test, new_scores))
+    auc_points = float(roc_auc_score(y_test, points_scores))
+    comparison = None
+    if active is not None:
+        active_scores = active.probabilities(held_out)
+        comparison = ActiveComparison(
+            name=active.name,
+            auc=float(roc_auc_score(y_test, active_scores)),
+            interval=auc_gain_interval(y_test, new_scores, active_scores, seed=seed),
+            points_interval=auc_gain_interval(y_test, active_scores, points_scores, seed=seed),
+        )
     return TrainingReport(
         model=model,
         auc_learned=auc_learned,
@@ -125,40 +331,8 @@ def train(
         seed=seed,
         test_size=test_size,
         top_features=model.top_features(TOP_FEATURES),
+        points_interval=auc_gain_interval(y_test, new_scores, points_scores, seed=seed),
+        held_out_won=sum(y_test),
+        held_out_lost=len(y_test) - sum(y_test),
+        active=comparison,
     )
-
-
-def render_report(report: TrainingReport) -> str:
-    """The report as plain text for the CLI."""
-    total = report.n_train + report.n_test
-    difference = report.auc_learned - report.auc_points
-    lines = [
-        f"Lead scoring: {report.model.name} trained on {report.n_train} leads, "
-        f"evaluated on {report.n_test} held out ({report.n_won} won, {report.n_lost} lost "
-        f"of {total}).",
-        "",
-        f"  ROC AUC, held out   learned {report.auc_learned:.3f}   "
-        f"points {report.auc_points:.3f}   (difference {difference:+.3f}, "
-        f"margin {report.margin:.3f})",
-    ]
-    keeps = f"learned-v{report.active_version}" if report.active_version else "the points model"
-    if report.activated:
-        verdict = f"activated: {report.model.name} now scores new leads"
-    elif report.version is None:
-        verdict = (
-            "beats the points model" if report.beats_points else "does not beat the points model"
-        )
-    else:
-        verdict = f"not activated: it does not beat the points model by the margin; {keeps} stays"
-    lines += [f"  Result              {verdict}"]
-    if report.version is not None:
-        lines += [f"  Saved as            version {report.version}"]
-    if report.mlflow_run_id:
-        lines += [f"  MLflow run          {report.mlflow_run_id}"]
-    lines += ["", "  Top features (change in log-odds of winning)"]
-    width = max((len(fw.feature) for fw in report.top_features), default=0)
-    lines += [
-        f"    {fw.weight:+6.2f}  {fw.feature:<{width}}  {fw.description}"
-        for fw in report.top_features
-    ]
-    return "\n".join(lines)
