@@ -4,9 +4,7 @@ sends a client's huge value back."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 from starlette.responses import Response
-from starlette.types import Message
 from structlog.testing import capture_logs
 
 from cauce.app import create_app
@@ -25,6 +22,7 @@ from cauce.core.errors import NotFound
 from cauce.core.web.middleware import CLIENT_CLOSED_REQUEST
 from cauce.core.web.problems import DETAIL_LIMIT, ECHO_LIMIT, echo
 from cauce.core.web.routing import CauceRoute
+from tests.asgi_client import post_then_vanish, posts_counted
 
 ERROR_LEVELS = ("error", "critical", "exception")
 
@@ -63,58 +61,6 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield application
 
 
-async def _drive(
-    app: FastAPI, path: str, chunks: list[bytes], *, declared: int, finished: bool = False
-) -> list[Message]:
-    """Send `chunks` of a `declared`-byte JSON body straight to the ASGI app; the client
-    is gone after them (every later `receive` is `http.disconnect`) unless `finished`,
-    when the last chunk ends the body."""
-    pending: list[Message] = [
-        {"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks
-    ]
-    if finished:
-        pending[-1]["more_body"] = False
-
-    async def receive() -> Message:
-        return pending.pop(0) if pending else {"type": "http.disconnect"}
-
-    answered: list[Message] = []
-
-    async def send(message: Message) -> None:
-        answered.append(message)
-
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"cauce.test"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(declared).encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("cauce.test", 80),
-    }
-    await app(scope, receive, send)
-    return answered
-
-
-def _count(metrics: str, route: str, status: int) -> float:
-    found = re.search(
-        rf'^cauce_http_requests_total\{{method="POST",route="{re.escape(route)}",'
-        rf'status="{status}"\}} (\S+)$',
-        metrics,
-        re.MULTILINE,
-    )
-    return float(found.group(1)) if found else 0.0
-
-
 @pytest.mark.parametrize("route", ["/v1/test/raw", "/v1/test/declared"])
 async def test_a_client_gone_mid_body_is_a_499_not_a_500(
     app: FastAPI, client: httpx.AsyncClient, route: str
@@ -124,23 +70,23 @@ async def test_a_client_gone_mid_body_is_a_499_not_a_500(
     499, whether the handler reads the body itself or FastAPI parses it (and calls it a
     400)."""
     with capture_logs() as logs:
-        answered = await _drive(app, route, [b'{"name": "a', b"bc"], declared=100)
+        answered = await post_then_vanish(app, route, [b'{"name": "a', b"bc"], declared=100)
     assert not [e for e in logs if e["log_level"] in ERROR_LEVELS or "exc_info" in e], logs
     assert [e["log_level"] for e in logs if e["event"] == "http.client_disconnected"] == ["info"]
     assert [e["status"] for e in logs if e["event"] == "http.request"] == [CLIENT_CLOSED_REQUEST]
     if route == "/v1/test/raw":
         assert not answered  # nobody is left to read one
     metrics = (await client.get("/metrics")).text
-    assert _count(metrics, route, 499) == 1
-    assert _count(metrics, route, 500) == 0
-    assert _count(metrics, route, 400) == 0
+    assert posts_counted(metrics, route, 499) == 1
+    assert posts_counted(metrics, route, 500) == 0
+    assert posts_counted(metrics, route, 400) == 0
 
 
 async def test_a_client_gone_after_its_body_is_answered_as_usual(app: FastAPI) -> None:
     """A disconnect after the whole body arrived (a server may report one while the
     handler works) is no 499: the request is answered and recorded as it went."""
     with capture_logs() as logs:
-        answered = await _drive(
+        answered = await post_then_vanish(
             app, "/v1/test/raw", [b'{"name": "abc"}'], declared=15, finished=True
         )
     assert answered[0]["status"] == 200

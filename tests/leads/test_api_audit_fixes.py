@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -21,12 +20,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import func, select
-from starlette.types import Message
 from structlog.testing import capture_logs
 
 from cauce.app import Resources
 from cauce.core.web.idempotency import count_keys
 from cauce.leads.models import Lead, LeadImport
+from tests.asgi_client import post_then_vanish, posts_counted
 
 ERROR_LEVELS = ("error", "critical", "exception")
 
@@ -52,56 +51,6 @@ async def _rows(app: FastAPI) -> tuple[int, int, int]:
 async def _token(app: FastAPI) -> str:
     key = await _resources(app).api_keys.create("gone", ["leads:read", "leads:write"])
     return str(key.token)
-
-
-async def _post_then_vanish(
-    app: FastAPI, path: str, headers: dict[str, str], sent: bytes, declared: int
-) -> list[Message]:
-    """Drive the ASGI app as a server does for a client that sends `sent` of a
-    `declared`-byte body and closes: every later `receive` is `http.disconnect`."""
-    pending: list[Message] = [{"type": "http.request", "body": sent, "more_body": True}]
-
-    async def receive() -> Message:
-        return pending.pop(0) if pending else {"type": "http.disconnect"}
-
-    answered: list[Message] = []
-
-    async def send(message: Message) -> None:
-        answered.append(message)
-
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"cauce.test"),
-            (b"content-length", str(declared).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("cauce.test", 80),
-    }
-    await app(scope, receive, send)
-    return answered
-
-
-def _requests_with_status(metrics: str, route: str, status: str) -> float:
-    pattern = re.compile(
-        r'^cauce_http_requests_total\{method="POST",route="'
-        + re.escape(route)
-        + r'",status="'
-        + status
-        + r'"\} (\S+)$',
-        re.MULTILINE,
-    )
-    found = pattern.search(metrics)
-    return float(found.group(1)) if found else 0.0
 
 
 def _multipart(csv: bytes, boundary: str = "cauceboundary") -> tuple[bytes, str]:
@@ -136,7 +85,9 @@ async def test_a_client_gone_mid_body_is_a_499_that_leaves_its_key_free(
         "idempotency-key": "retry-me-1",
     }
     with capture_logs() as logs:
-        answered = await _post_then_vanish(leads_app, path, headers, body[:10], len(body))
+        answered = await post_then_vanish(
+            leads_app, path, [body[:10]], declared=len(body), headers=headers
+        )
     assert not [e for e in logs if e["log_level"] in ERROR_LEVELS], logs
     assert not [e for e in logs if "exc_info" in e], logs
     gone = [e for e in logs if e["event"] == "http.client_disconnected"]
@@ -146,8 +97,8 @@ async def test_a_client_gone_mid_body_is_a_499_that_leaves_its_key_free(
     assert not answered  # nobody is left to read an answer
     assert await _rows(leads_app) == (0, 0, 0)
     metrics = (await api.get("/metrics")).text
-    assert _requests_with_status(metrics, path, "499") == 1
-    assert _requests_with_status(metrics, path, "500") == 0
+    assert posts_counted(metrics, path, "499") == 1
+    assert posts_counted(metrics, path, "500") == 0
 
     first = await api.post(path, content=body, headers=headers)
     assert first.status_code in (200, 201), first.text
@@ -171,7 +122,9 @@ async def test_an_upload_cut_short_is_a_499_that_leaves_no_file(
     }
     imports_dir = Path(_resources(leads_app).settings.data_dir) / "imports"
     with capture_logs() as logs:
-        await _post_then_vanish(leads_app, "/v1/leads/import", headers, body[:200], len(body))
+        await post_then_vanish(
+            leads_app, "/v1/leads/import", [body[:200]], declared=len(body), headers=headers
+        )
     assert not [e for e in logs if e["log_level"] in ERROR_LEVELS], logs
     assert [e["status"] for e in logs if e["event"] == "http.request"] == [499]
     assert await _rows(leads_app) == (0, 0, 0)
@@ -222,7 +175,7 @@ async def test_a_real_socket_closed_mid_body_is_a_499(
     assert [e["status"] for e in logs if e["event"] == "http.request"] == [499]
     assert await _rows(leads_app) == (0, 0, 0)
     metrics = (await api.get("/metrics")).text
-    assert _requests_with_status(metrics, "/v1/leads", "500") == 0
+    assert posts_counted(metrics, "/v1/leads", "500") == 0
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "deflate, gzip", "GZIP"])
