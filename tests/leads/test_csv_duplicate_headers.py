@@ -18,9 +18,6 @@ columns."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections import Counter
 from typing import Any
 
@@ -39,6 +36,7 @@ from cauce.leads.csv_columns import (
     plan_columns,
 )
 from cauce.leads.errors import ImportMappingInvalid
+from tests.leads.import_client import error_report, import_csv, post_csv
 
 PROBLEM = "application/problem+json"
 HEADER = "Nombre;Email;Teléfono;Teléfono;Notas;notas;Apellidos;Apellidos"
@@ -52,35 +50,6 @@ COLUMNS = [
     {"column": "Apellidos (column 7)", "field": "last_name"},
     {"column": "Apellidos (column 8)", "field": "custom_fields.apellidos"},
 ]
-
-
-async def _post(
-    api: httpx.AsyncClient, data: bytes, options: dict[str, Any] | None = None
-) -> httpx.Response:
-    form = {"options": json.dumps(options)} if options is not None else None
-    return await api.post(
-        "/v1/leads/import", files={"file": ("leads.csv", data, "text/csv")}, data=form
-    )
-
-
-async def _import(
-    api: httpx.AsyncClient, worker: JobWorker, data: bytes, options: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    response = await _post(api, data, options)
-    assert response.status_code == 202, response.text
-    await worker.run_until_idle(60)
-    status = await api.get(f"/v1/leads/import/{response.json()['id']}")
-    assert status.status_code == 200, status.text
-    body: dict[str, Any] = status.json()
-    assert body["state"] == "succeeded", body
-    return body
-
-
-async def _report(api: httpx.AsyncClient, status: dict[str, Any]) -> list[list[str]]:
-    report = await api.get(f"/v1/leads/import/{status['id']}/errors.csv")
-    assert report.status_code == 200, report.text
-    text = report.content.decode("utf-8-sig")  # in the upload's delimiter
-    return list(csv.reader(io.StringIO(text, newline=""), delimiter=status["delimiter"]))
 
 
 async def _lead(api: httpx.AsyncClient, email: str) -> dict[str, Any]:
@@ -116,7 +85,7 @@ async def test_each_column_of_a_repeated_header_keeps_its_own_value(
         "Ana;ana@empresa.es;612345678;699887766;uno;dos;García;López\n"
         "Luis;luis@empresa.es;612000111;;tres;;Pérez;\n"
     ).encode()
-    status = await _import(api, worker, data)
+    status = await import_csv(api, worker, data)
     assert status["columns"] == COLUMNS
     assert (status["rows_read"], status["rows_created"], status["rows_rejected"]) == (2, 2, 0)
     ana = await _lead(api, "ana@empresa.es")
@@ -145,10 +114,10 @@ async def test_the_error_report_names_the_column_of_a_repeated_header_an_error_c
         f"Luis;luis@empresa.es;612000111;;tres;{long_note};Pérez;\n"
     )
     data = text.encode() + b"Eva;eva@empresa.es;612000222;6\xff9;;;Ruiz;\n"
-    status = await _import(api, worker, data)
+    status = await import_csv(api, worker, data)
     assert status["columns"] == COLUMNS
     assert (status["rows_read"], status["rows_rejected"]) == (3, 3)
-    lines = await _report(api, status)
+    lines = await error_report(api, status)
     assert [line[:3] for line in lines] == [
         ["row", "column", "field"],
         ["2", "Teléfono (column 3)", "phone"],
@@ -183,7 +152,7 @@ async def test_a_mapping_naming_a_repeated_header_is_refused_giving_the_columns(
     a 422 problem whose error points at the entry, gives the columns and their labels;
     the upload is not kept."""
     data = f"{HEADER}\nAna;ana@empresa.es;612345678;;;;García;\n".encode()
-    errors = _refusal(await _post(api, data, {"mapping": mapping}))
+    errors = _refusal(await post_csv(api, data, {"mapping": mapping}))
     assert len(errors) == 1
     assert errors[0]["pointer"] == f"/mapping/{header}"
     assert errors[0]["type"] == "mapping_column_ambiguous"
@@ -210,7 +179,7 @@ async def test_a_mapping_may_name_a_repeated_header_s_column_by_its_label(
         "Ana;ana@empresa.es;954112233;612345678;uno;dos;García;López\n"
         "Luis;luis@empresa.es;954000111;12;tres;cuatro;Pérez;Ruiz\n"
     ).encode()
-    status = await _import(api, worker, data, {"mapping": mapping})
+    status = await import_csv(api, worker, data, {"mapping": mapping})
     assert status["columns"] == [
         {"column": "Nombre", "field": "first_name"},
         {"column": "Email", "field": "email"},
@@ -228,7 +197,7 @@ async def test_a_mapping_may_name_a_repeated_header_s_column_by_its_label(
         "notas": "dos",
         "segundo_apellido": "López",
     }
-    lines = await _report(api, status)
+    lines = await error_report(api, status)
     assert [line[:3] for line in lines[1:]] == [["3", "Teléfono (column 4)", "phone"]]
 
 
@@ -238,7 +207,7 @@ async def test_with_unknown_columns_ignored_the_later_columns_show_as_ignored(
     """`unknown_columns: ignore` drops the later columns of a repeated header as it drops
     any column no field claims, and the status says so for each of them."""
     data = f"{HEADER}\nAna;ana@empresa.es;612345678;699887766;uno;dos;García;López\n".encode()
-    status = await _import(api, worker, data, {"unknown_columns": "ignore"})
+    status = await import_csv(api, worker, data, {"unknown_columns": "ignore"})
     assert [c["field"] for c in status["columns"]] == [
         "first_name", "email", "phone", None, None, None, "last_name", None,
     ]  # fmt: skip
@@ -255,7 +224,7 @@ async def test_a_repeated_header_past_the_probed_start_fails_the_import_saying_w
     the columns."""
     long = "Notas " + "x" * 70_000
     data = f"email;Teléfono;{long};teléfono\na@empresa.es;612345678;x;699887766\n".encode()
-    response = await _post(api, data, {"mapping": {"Teléfono": "phone"}})
+    response = await post_csv(api, data, {"mapping": {"Teléfono": "phone"}})
     assert response.status_code == 202, response.text
     await worker.run_until_idle(60)
     status = (await api.get(f"/v1/leads/import/{response.json()['id']}")).json()

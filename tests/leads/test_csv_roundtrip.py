@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from cauce.core.db.migrate import upgrade
 from cauce.core.jobs.factory import JobWorker
 from cauce.leads.csv_export import EXPORT_COLUMNS, csv_export
 from tests.conftest import make_settings
+from tests.leads.import_client import error_report, import_csv
 from tests.leads.test_delivery import MemoryCrm
 
 # The export's columns that are Cauce's, not the lead's.
@@ -145,28 +145,6 @@ def _table(data: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))
 
 
-async def _import(
-    api: httpx.AsyncClient, worker: JobWorker, data: bytes, options: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    form = {"options": json.dumps(options)} if options is not None else None
-    response = await api.post(
-        "/v1/leads/import", files={"file": ("leads.csv", data, "text/csv")}, data=form
-    )
-    assert response.status_code == 202, response.text
-    await worker.run_until_idle(60)
-    status = await api.get(f"/v1/leads/import/{response.json()['id']}")
-    assert status.status_code == 200, status.text
-    body: dict[str, Any] = status.json()
-    assert body["state"] == "succeeded", body
-    return body
-
-
-async def _report(api: httpx.AsyncClient, status: dict[str, Any]) -> list[list[str]]:
-    report = await api.get(f"/v1/leads/import/{status['id']}/errors.csv")
-    assert report.status_code == 200, report.text
-    return list(csv.reader(io.StringIO(report.content.decode("utf-8-sig"), newline="")))
-
-
 async def _leads(api: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     """Every lead, by its email (or phone, without one)."""
     response = await api.get("/v1/leads", params={"limit": 200})
@@ -201,7 +179,7 @@ async def test_an_export_imports_into_another_cauce_as_it_was(
     others = [row for row in table if row is not merged]
     assert all(row["other_emails"] == row["other_phones"] == "" for row in others)
 
-    status = await _import(api, worker, exported)
+    status = await import_csv(api, worker, exported)
     assert (status["rows_read"], status["rows_created"], status["rows_rejected"]) == (3, 3, 0)
     fields = {column["column"]: column["field"] for column in status["columns"]}
     assert {name: fields[name] for name in COMPUTED} == dict.fromkeys(COMPUTED)
@@ -247,9 +225,9 @@ async def test_a_broken_custom_fields_cell_fails_its_row_naming_the_column(
         {"email": "raul@empresa.es", "custom_fields": '{"direccion": {"calle": "Mayor"}}'},
     ]
     data = b"".join(csv_export(rows, EXPORT_COLUMNS))
-    status = await _import(api, worker, data)
+    status = await import_csv(api, worker, data)
     assert (status["rows_created"], status["rows_rejected"]) == (1, 3)
-    report = await _report(api, status)
+    report = await error_report(api, status)
     assert [line[:3] for line in report[1:]] == [
         ["3", "custom_fields", "custom_fields"],
         ["4", "custom_fields", "custom_fields"],
@@ -272,7 +250,7 @@ async def test_an_id_column_fills_external_id_unless_the_file_is_cauce_s_export(
         b"id;email;nombre;score;created_at;updated_at\n"
         b"CRM-7;ana@empresa.es;Ana;80;2024-01-01;2024-02-01\n"
     )
-    status = await _import(api, worker, crm)
+    status = await import_csv(api, worker, crm)
     assert status["columns"][0] == {"column": "id", "field": "external_id"}
     ana = (await _leads(api))["ana@empresa.es"]
     assert ana["external_id"] == "CRM-7"
@@ -286,7 +264,7 @@ async def test_an_id_column_fills_external_id_unless_the_file_is_cauce_s_export(
         {"id": "0b6c-uid", "email": "luis@empresa.es", "external_id": "CRM-8", "score": 70},
         {"id": "1c7d-uid", "email": "eva@empresa.es", "score": 55, "owner": "marta"},
     ]
-    status = await _import(api, worker, b"".join(csv_export(rows, EXPORT_COLUMNS)))
+    status = await import_csv(api, worker, b"".join(csv_export(rows, EXPORT_COLUMNS)))
     assert status["columns"][0] == {"column": "id", "field": None}
     leads = await _leads(api)
     luis, eva = leads["luis@empresa.es"], leads["eva@empresa.es"]
@@ -295,7 +273,7 @@ async def test_an_id_column_fills_external_id_unless_the_file_is_cauce_s_export(
 
     rows = [{"id": "2e8f-uid", "email": "raul@empresa.es", "score": 40, "owner": "marta"}]
     mapping = {"score": "custom_fields.puntuacion", "owner": None}
-    status = await _import(
+    status = await import_csv(
         api, worker, b"".join(csv_export(rows, EXPORT_COLUMNS)), {"mapping": mapping}
     )
     raul = (await _leads(api))["raul@empresa.es"]
