@@ -203,8 +203,19 @@ class Ingest:
         self.prefix = key_prefix or uuid.uuid4().hex[:12]
         self.tally = IngestTally()
 
-    async def send(self, payloads: Sequence[dict[str, Any]]) -> IngestTally:
-        """Send every payload; returns the tally."""
+    async def send(
+        self,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        minimum: int | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> IngestTally:
+        """Send the payloads in order; returns the tally.
+
+        With `stop`, sending ends at the first batch boundary past `minimum` payloads
+        after `stop` is set (or when the payloads run out): a test that kills the server
+        at moments of its own choosing keeps work arriving until its last kill, however
+        fast the machine ingests and delivers."""
         batches = [
             list(payloads[i : i + self.batch_size])
             for i in range(0, len(payloads), self.batch_size)
@@ -213,12 +224,22 @@ class Ingest:
         for number in range(len(batches)):
             todo.put_nowait(number)
         started = time.monotonic()
+        taken = 0
+
+        def more() -> bool:
+            if todo.empty():
+                return False
+            if stop is None or not stop.is_set():
+                return True
+            return minimum is not None and taken < minimum
 
         async def sender(slot: int) -> None:
+            nonlocal taken
             base = self.bases[slot % len(self.bases)]
             async with httpx.AsyncClient(base_url=base, timeout=60.0) as client:
-                while not todo.empty():
+                while more():
                     number = todo.get_nowait()
+                    taken += len(batches[number])
                     await self._one(client, number, batches[number])
 
         await asyncio.gather(*(sender(slot) for slot in range(self.senders)))

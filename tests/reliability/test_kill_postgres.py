@@ -6,7 +6,7 @@ its place. A killed worker's delivery stays `doing` until a surviving worker's s
 sees its heartbeat stop (`stalled_after_seconds`, shortened to 4 s here) and runs it
 again; its batch is re-sent and the keyed upserts make that harmless.
 
-`CAUCE_RELIABILITY_LEADS` changes the number of leads; `CAUCE_RELIABILITY_SEED` replays
+`CAUCE_RELIABILITY_LEADS` changes the least number of leads sent; `CAUCE_RELIABILITY_SEED` replays
 the kill moments of a failed run.
 """
 
@@ -47,6 +47,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.postgres]
 LEADS = int(os.environ.get("CAUCE_RELIABILITY_LEADS", "10000"))
 WORKERS = 3
 KILLS = 6
+POOL_FACTOR = 4  # leads on hand: ingest outlasts the kills, never runs dry
 BUDGET_SECONDS = 240.0
 
 
@@ -114,7 +115,11 @@ async def test_workers_killed_every_lead_synced_once(
     engine = create_async_engine(database_url)
     try:
         ingest = Ingest([base], token, batch_size=500, deadline=deadline)
-        sending = asyncio.create_task(ingest.send(demo_leads(LEADS, seed)))
+        # Leads keep arriving until the last kill (at least LEADS of them), so every
+        # kill lands while work is outstanding, however fast this machine is.
+        killed = asyncio.Event()
+        pool = demo_leads(LEADS * POOL_FACTOR, seed)
+        sending = asyncio.create_task(ingest.send(pool, minimum=LEADS, stop=killed))
         kills: list[dict[str, Any]] = []
         started = time.monotonic()
         while len(kills) < KILLS:
@@ -139,6 +144,7 @@ async def test_workers_killed_every_lead_synced_once(
                     "outstanding": not sending.done() or counts.get("pending", 0) > 0,
                 }
             )
+        killed.set()
         tally = await sending
         counts = await wait_all_synced(engine, deadline)
         stats = await check_delivered(engine, sandbox)
@@ -149,7 +155,7 @@ async def test_workers_killed_every_lead_synced_once(
 
         assert sum(1 for k in kills if k["outstanding"]) >= 5, kills
         assert all(w.alive() for w in workers)
-        assert tally.items == LEADS
+        assert LEADS <= tally.items < len(pool)  # the pool never ran dry
         assert tally.outcomes["rejected"] > 0
         assert counts == {"synced": tally.outcomes["created"]}
         assert "failed" not in attempts
