@@ -13,8 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 
+from cauce.core.db.migrate import alembic_config
 from tests.conftest import TEST_SECRET
+
+(HEAD,) = ScriptDirectory.from_config(alembic_config()).get_heads()
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -146,7 +150,7 @@ def test_serve_refuses_postgres_with_pending_migrations(
     assert "cauce db upgrade" in refused.stderr
     upgraded = cauce(tmp_path, "db", "upgrade", **env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0011" in upgraded.stdout
+    assert f"database at revision {HEAD}" in upgraded.stdout
     current = cauce(tmp_path, "db", "current", **env)
     assert "pending migrations: no" in current.stdout
 

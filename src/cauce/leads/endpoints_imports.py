@@ -57,11 +57,14 @@ Read = Annotated[Principal, Depends(require_scope("leads:read"))]
 UPLOAD_CHUNK = 256 * 1024
 
 
-def _status(record: LeadImport) -> ImportStatus:
+def _status(record: LeadImport, stopped: str | None = None) -> ImportStatus:
+    """The import as the API shows it; `stopped` (`imports.stopped_detail`) shows an
+    import whose job failed or was cancelled as `failed`, saying so, though its row (which
+    a replay of the job resumes) still says `queued` or `running`."""
     mapping = record.mapping or {}
     return ImportStatus(
         id=str(record.id),
-        state=record.status,  # type: ignore[arg-type]
+        state="failed" if stopped else record.status,  # type: ignore[arg-type]
         filename=record.filename,
         encoding=record.encoding,
         delimiter=record.delimiter,
@@ -77,7 +80,7 @@ def _status(record: LeadImport) -> ImportStatus:
         error_report_url=(
             f"/v1/leads/import/{record.id}/errors.csv" if record.rows_rejected else None
         ),
-        detail=record.error,
+        detail=stopped or record.error,
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
@@ -296,9 +299,9 @@ async def _replayed(rt: LeadsRuntime, response: Response) -> Response:
         return response
     async with rt.sessionmaker() as session:
         record = await session.get(LeadImport, import_id)
-        if record is None:
-            return response
-        status = _status(record).model_dump(mode="json")
+    if record is None:
+        return response
+    status = _status(record, await imports.stopped_detail(rt, record)).model_dump(mode="json")
     return Response(
         orjson.dumps(status),
         status_code=response.status_code,
@@ -312,7 +315,9 @@ async def import_status(request: Request, principal: Read, import_id: str) -> Im
     """Progress and counts of an import."""
     rt = runtime(request)
     async with rt.sessionmaker() as session:
-        return _status(await imports.get_import(session, _import_id(import_id)))
+        record = await imports.get_import(session, _import_id(import_id))
+    # The job is read after the session is closed: one connection at a time.
+    return _status(record, await imports.stopped_detail(rt, record))
 
 
 @imports_router.get(
@@ -324,13 +329,13 @@ async def import_status(request: Request, principal: Read, import_id: str) -> Im
 async def import_errors(request: Request, principal: Read, import_id: str) -> StreamingResponse:
     """One line per rejected field: row, the CSV column (its header as in the file),
     the lead field, reason; in the upload's delimiter (`,`, `;` or tab; commas for any
-    other)."""
+    other). An import whose job failed or was cancelled has the rows rejected so far."""
     rt = runtime(request)
     async with rt.sessionmaker() as session:
         record = await imports.get_import(session, _import_id(import_id))
-        if record.status in ("queued", "running"):
-            raise ImportNotFinished("the import is still running; its report is not complete")
-        found, mapping, delimiter = record.id, dict(record.mapping or {}), record.delimiter
+    if record.status in ("queued", "running") and await imports.stopped_detail(rt, record) is None:
+        raise ImportNotFinished("the import is still running; its report is not complete")
+    found, mapping, delimiter = record.id, dict(record.mapping or {}), record.delimiter
     return StreamingResponse(
         _report(rt, found, mapping, delimiter),
         media_type="text/csv; charset=utf-8",

@@ -18,6 +18,11 @@ deletion, an upload whose request died before its import was recorded, and the u
 an import whose job is gone (cancelled or failed, then purged: nothing can run it again).
 An import whose job failed or was cancelled but is still kept keeps its file, as an
 operator may replay that job and the import then resumes where it stopped.
+
+Such an import stays `queued` or `running` on its row (a replay of its job resumes it
+from there), but its status reads the job (`job_id`, kept on the row) and shows it
+`failed`, saying why and how to resume it: `stopped_detail`. That is worked out at read
+time, so the import of a replayed job shows `queued` or `running` again at once.
 """
 
 from __future__ import annotations
@@ -38,8 +43,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
 from cauce.core.jobs.policy import RetryPolicy
-from cauce.core.jobs.ports import JobContext, JobFilter, JsonDict, PermanentJobError
+from cauce.core.jobs.ports import (
+    REPLAYABLE,
+    AttemptOutcome,
+    JobContext,
+    JobFilter,
+    JobStatus,
+    JobView,
+    JsonDict,
+    PermanentJobError,
+)
 from cauce.core.jobs.registry import TaskRegistry, TaskSpec
+from cauce.core.jobs.runner import count_budget
 from cauce.leads.csv_columns import ColumnPlan
 from cauce.leads.csv_import import (
     SAMPLE_BYTES,
@@ -69,6 +84,8 @@ SWEEP_TASK = "leads.imports_sweep"
 # An upload untouched for this long is old enough for the sweep: one still being written
 # (or whose import is being recorded) is newer.
 SWEEP_AFTER = timedelta(hours=1)
+# The last error a stopped import's `detail` quotes: its first line, this long at most.
+STOPPED_ERROR_CHARS = 200
 
 
 def imports_dir(rt: LeadsRuntime) -> Path:
@@ -131,7 +148,7 @@ async def create_import(
     )
     session.add(record)
     await session.flush()
-    await rt.queue.defer(
+    deferred = await rt.queue.defer(
         session,
         IMPORT_TASK,
         {"import_id": record.id},
@@ -139,6 +156,7 @@ async def create_import(
         lock=f"import:{record.id}",
         dedupe_key=f"import:{record.id}",
     )
+    record.job_id = deferred.job_id
     return record
 
 
@@ -148,6 +166,50 @@ async def get_import(session: AsyncSession, import_id: int) -> LeadImport:
     if record is None:
         raise ImportNotFound(f"no import with id {import_id}")
     return record
+
+
+async def stopped_detail(rt: LeadsRuntime, record: LeadImport) -> str | None:
+    """Why an import left `queued` or `running` stands still: its job failed for good or
+    was cancelled. The sentence says what happened (the last error, if any) and how to
+    resume it; None while the import can still move on its own, and for an import whose
+    job is unknown (recorded before imports kept it) or gone (the sweep then ends it)."""
+    if record.status in FINAL_STATES or record.job_id is None:
+        return None
+    job = await rt.queue.get(record.job_id)
+    # A purged job's id may be reused by another job on SQLite: it must be this import's.
+    if (
+        job is None
+        or job.status not in REPLAYABLE
+        or job.task != IMPORT_TASK
+        or job.payload.get("import_id") != record.id
+    ):
+        return None
+    resume = f"`cauce jobs retry {job.id}` resumes it where it stopped"
+    if job.status == JobStatus.CANCELLED:
+        return f"stopped: its job was cancelled; {resume}"
+    attempts = count_budget(a.outcome for a in job.attempts)[0]
+    plural = "" if attempts == 1 else "s"
+    error = _last_error(job)
+    said = f" (last error: {error})" if error else ""
+    return f"stopped: its job failed after {attempts} attempt{plural}{said}; {resume}"
+
+
+def _last_error(job: JobView) -> str | None:
+    """The error of the job's last attempt that recorded one (since its last replay), as
+    `Class: first line of the message`, cut short: the stored message is already
+    redacted, and its first line leaves out what a driver appends (the SQL, a link)."""
+    for attempt in reversed(job.attempts):
+        if attempt.outcome == AttemptOutcome.REPLAYED:
+            return None
+        if attempt.error_class is None and not attempt.error_message:
+            continue
+        name = (attempt.error_class or "").rsplit(".", 1)[-1]
+        lines = (attempt.error_message or "").strip().splitlines()
+        text = ": ".join(part for part in (name, lines[0].strip() if lines else "") if part)
+        if len(text) > STOPPED_ERROR_CHARS:
+            text = text[: STOPPED_ERROR_CHARS - 1].rstrip() + "…"
+        return text
+    return None
 
 
 async def error_pages(

@@ -216,6 +216,9 @@ class LeadImport(Base):
     created_by: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    # The job that runs it (no foreign key: the job table is the engine's, and a purged
+    # job leaves the id behind); null for imports recorded before it was kept.
+    job_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 class LeadImportError(Base):
