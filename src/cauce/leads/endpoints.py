@@ -34,7 +34,7 @@ from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fing
 from cauce.core.web.problems import echo
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import repository as repo
-from cauce.leads import service_edit
+from cauce.leads import service_edit, service_review
 from cauce.leads.csv_export import EXPORT_COLUMNS, contacts_cell, csv_export
 from cauce.leads.errors import LeadInvalid, LeadNotFound
 from cauce.leads.field_types import IntakeOptions, in_utc
@@ -51,6 +51,7 @@ from cauce.leads.schemas import (
     LeadBatchIn,
     LeadIn,
     LeadPatch,
+    LeadReviewIn,
     LeadSource,
     LeadStatus,
     field_errors,
@@ -318,6 +319,11 @@ class LeadSearch(BaseModel):
     min_score: int | None = Field(default=None, ge=0, le=100)
     max_score: Annotated[int | None, _not_below("min_score")] = Field(default=None, ge=0, le=100)
     q: str | None = Field(default=None, max_length=200, description="Free text")
+    held: bool | None = Field(
+        default=None,
+        description="true: only leads held for review (possible duplicates); "
+        "false: only leads not held",
+    )
 
 
 class LeadFilters(LeadSearch):
@@ -348,6 +354,7 @@ def _query(filters: LeadSearch) -> repo.LeadQuery:
         min_score=filters.min_score,
         max_score=filters.max_score,
         text=filters.q,
+        held=filters.held,
     )
 
 
@@ -487,6 +494,32 @@ def _patch_of(body: bytes, options: IntakeOptions) -> LeadPatch:
         return LeadPatch.model_validate_json(body, context=options.context())
     except ValidationError as exc:
         raise _invalid(exc) from None
+
+
+@router.post(
+    "/{lead_id}/review",
+    response_model=LeadOut,
+    openapi_extra=_schema_body(LeadReviewIn),
+    summary="Decide on a lead held for review (a possible duplicate)",
+)
+async def review_lead(request: Request, principal: Write, lead_id: str) -> Response:
+    """`distinct` releases the lead to the CRM; `duplicate` merges it into the lead it
+    was held against (or `into`), answering that lead, and leaves a tombstone (410)."""
+    uid = lead_uid(lead_id)
+    rt = runtime(request)
+    body = await _json_body(request)
+    try:
+        decision = LeadReviewIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+    async def work(session: Any) -> tuple[int, Any]:
+        lead = await service_review.review(session, rt, uid, decision, _actor(principal))
+        await session.flush()
+        sources = list(dict.fromkeys(s.source for s in await repo.sources_of(session, lead.id)))
+        return 200, lead_view(lead, sources=sources).model_dump(mode="json")
+
+    return await idempotent(request, principal, body, rt, work)
 
 
 @router.delete("/{lead_id}", status_code=204, summary="Erase a lead (GDPR)")

@@ -63,6 +63,14 @@ class LeadErased(LeadsError):
     title = "Lead erased"
 
 
+class LeadMerged(LeadErased):
+    """A person decided the lead was a duplicate of another and merged it there; its
+    tombstone names that lead in `merged_into`. A `LeadErased` (410) with its own code."""
+
+    code = "lead_merged"
+    title = "Lead merged into another"
+
+
 class LeadInvalid(LeadsError, ValidationFailed):
     """The lead breaks the schema; `errors` names every field (JSON pointer) and why.
 
@@ -89,6 +97,13 @@ class LeadDuplicate(LeadConflict):
 
     code = "lead_duplicate"
     title = "Another lead has this contact"
+
+
+class LeadNotHeld(LeadConflict):
+    """Only a lead held for review (a possible duplicate) can be reviewed."""
+
+    code = "lead_not_held"
+    title = "Lead not held for review"
 
 
 class LeadImportError(LeadsError):

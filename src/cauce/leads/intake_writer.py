@@ -98,7 +98,7 @@ def _match_kind(match: Match[int]) -> str:
     return "fuzzy"
 
 
-def _history_changes(changes: list[FieldChange]) -> dict[str, Any]:
+def history_changes(changes: list[FieldChange]) -> dict[str, Any]:
     # Names only: values may be personal data and history outlives erasure requests.
     out: dict[str, Any] = {
         "filled": [c.field for c in changes if c.action == "filled"],
@@ -176,10 +176,11 @@ def _new_lead(values: dict[str, Any], held: bool, now: datetime) -> Lead:
     return lead
 
 
-def _apply_merge(
+def apply_merge(
     lead: Lead, values: dict[str, Any], rt: LeadsRuntime, now: datetime
 ) -> tuple[list[FieldChange], list[FieldChange]]:
-    """Fold an arrival into a lead: fill its gaps (never overwrite unless configured)."""
+    """Fold an arrival into a lead: fill its gaps (never overwrite unless configured). A
+    lead held for review stays held: an arrival is no person's decision."""
     existing = {name: getattr(lead, name) for name in MERGEABLE}
     incoming = {name: values[name] for name in MERGEABLE}
     merged, changes = merge(existing, incoming, rt.settings.leads.dedupe)
@@ -199,7 +200,8 @@ def _apply_merge(
         lead.email_disposable = values["email_disposable"]
         lead.email_free = values["email_free"]
     lead.version += 1
-    lead.sync_status = "pending"
+    if lead.sync_status != "held":  # a lead held for review waits for a person's decision
+        lead.sync_status = "pending"
     lead.updated_at = now
     return changes, changed
 
@@ -293,12 +295,12 @@ class IntakeWriter:
 
     def merge(self, step: Step, item: Incoming, now: datetime) -> tuple[Lead, Score, list[str]]:
         lead = self.lead(step.lead_id)
-        changes, changed = _apply_merge(lead, item.values, self.rt, now)
+        changes, changed = apply_merge(lead, item.values, self.rt, now)
         if changed or any(c.field in OTHER_COLUMNS for c in changes):
             self.rekey.add(step.lead_id)
         self.arrivals[step.lead_id] += 1
         self.sources.append((step.lead_id, item.values))
-        self.events.append((step.lead_id, "merged", _history_changes(changes), item.actor))
+        self.events.append((step.lead_id, "merged", history_changes(changes), item.actor))
         # Scored as it stands after this arrival (a later merge in the batch re-scores it).
         return lead, self._score(lead, step.lead_id), [c.field for c in changed]
 

@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import (
     BigInteger,
     Table,
+    and_,
     any_,
     bindparam,
     delete,
@@ -302,8 +303,9 @@ async def history_of(session: AsyncSession, lead_id: int, limit: int = 100) -> l
 
 
 async def related_duplicates(session: AsyncSession, lead: Lead) -> list[Lead]:
-    """Leads held as possible duplicates of this one, and the one it is held against."""
-    conditions = [Lead.possible_duplicate_of == lead.id]
+    """Leads held as possible duplicates of this one (live: an erased or merged lead has
+    nothing left to review), and the one it is held against."""
+    conditions = [and_(Lead.possible_duplicate_of == lead.id, Lead.erased_at.is_(None))]
     if lead.possible_duplicate_of is not None:
         conditions.append(Lead.id == lead.possible_duplicate_of)
     result = await session.scalars(select(Lead).where(or_(*conditions)).limit(50))
@@ -323,6 +325,7 @@ class LeadQuery:
     min_score: int | None = None
     max_score: int | None = None
     text: str | None = None
+    held: bool | None = None  # held for review (True), or not (False)
     include_erased: bool = False
 
 
@@ -348,6 +351,9 @@ async def search(
     ):
         if value is not None:
             conditions.append(column == value)
+    if query.held is not None:
+        held = Lead.sync_status == "held"
+        conditions.append(held if query.held else ~held)
     if query.created_after is not None:
         conditions.append(Lead.created_at >= query.created_after)
     if query.created_before is not None:
@@ -376,10 +382,37 @@ async def search(
 
 async def erase_personal_data(session: AsyncSession, lead_id: int) -> None:
     """Remove what identifies a person from the lead's sources, history and keys."""
-    await session.execute(delete(LeadMatchKey).where(LeadMatchKey.lead_id == lead_id))
+    await delete_match_keys(session, lead_id)
     await session.execute(
         update(LeadSource)
         .where(LeadSource.lead_id == lead_id)
         .values(external_id=None, email=None, phone=None, utm={}, consent=None)
     )
     await session.execute(update(LeadEvent).where(LeadEvent.lead_id == lead_id).values(changes={}))
+
+
+async def uid_of(session: AsyncSession, lead_id: int) -> str | None:
+    """The public id of the lead with this row id."""
+    return await session.scalar(select(Lead.uid).where(Lead.id == lead_id))
+
+
+async def move_sources(session: AsyncSession, from_id: int, to_id: int) -> None:
+    """Every arrival of one lead becomes another's (a lead merged into it)."""
+    await session.execute(
+        update(LeadSource).where(LeadSource.lead_id == from_id).values(lead_id=to_id)
+    )
+
+
+async def hold_against(session: AsyncSession, from_id: int, to_id: int) -> None:
+    """Live leads held against `from_id` are held against `to_id` instead (`from_id` was
+    merged into it). `to_id` itself is left out."""
+    await session.execute(
+        update(Lead)
+        .where(Lead.possible_duplicate_of == from_id, Lead.erased_at.is_(None), Lead.id != to_id)
+        .values(possible_duplicate_of=to_id)
+    )
+
+
+async def delete_match_keys(session: AsyncSession, lead_id: int) -> None:
+    """A lead is no candidate any more (its match keys go)."""
+    await session.execute(delete(LeadMatchKey).where(LeadMatchKey.lead_id == lead_id))

@@ -15,6 +15,7 @@ Response models (`LeadOut`, `LeadCreated`, `BatchResult`, `ImportStatus`) live i
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -316,6 +318,39 @@ class LeadBatchIn(_Model):
     )
 
 
+# A lead's public id: a UUID, matched in any case (stored in lower case).
+_LEAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def _lead_id(value: str) -> str:
+    if _LEAD_ID.fullmatch(value) is None:
+        raise PydanticCustomError("lead_id", "is not a lead id")
+    return value.lower()
+
+
+class LeadReviewIn(_Model):
+    """`POST /v1/leads/{id}/review`: a person's decision on a lead held for review.
+
+    `distinct`: it is another person, deliver it. `duplicate`: merge it `into` another
+    lead, by default the one it was held against.
+    """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, strict=True)
+
+    decision: Literal["distinct", "duplicate"]
+    into: Annotated[str, AfterValidator(_lead_id)] | None = Field(
+        default=None,
+        description="With `duplicate`: the id of the lead to merge into "
+        "(default: the lead it is held against).",
+    )
+
+    @model_validator(mode="after")
+    def _into_for_duplicates(self) -> Self:
+        if self.into is not None and self.decision != "duplicate":
+            raise field_error(("into",), "into_not_allowed", "is only for a duplicate decision")
+        return self
+
+
 # ---------------------------------------------------------------------------------------
 # Errors as JSON pointers
 # ---------------------------------------------------------------------------------------
@@ -417,6 +452,7 @@ __all__ = [
     "LeadBatchIn",
     "LeadIn",
     "LeadPatch",
+    "LeadReviewIn",
     "LeadSource",
     "LeadStatus",
     "Utm",

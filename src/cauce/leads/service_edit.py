@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
 from cauce.leads import repository as repo
-from cauce.leads.errors import LeadDuplicate, LeadErased, LeadInvalid, LeadNotFound
+from cauce.leads.errors import (
+    LeadDuplicate,
+    LeadErased,
+    LeadInvalid,
+    LeadMerged,
+    LeadNotFound,
+)
 from cauce.leads.intake_writer import OTHER_COLUMNS, SCALAR_FIELDS, apply_score, lead_facts
 from cauce.leads.matching import blocking_keys
 from cauce.leads.matching.blocking import EXACT_PREFIXES
@@ -39,14 +46,28 @@ PERSONAL_FIELDS = (
 )
 
 
+# `sync_status` of a lead a person merged into another (`service_review`): a tombstone
+# (`erased_at` set) whose `possible_duplicate_of` is the lead it was merged into.
+MERGED = "merged"
+
+
 async def live_lead(session: AsyncSession, uid: str, *, for_update: bool = False) -> Lead:
-    """The lead with this public id; 404 if unknown, 410 if erased."""
+    """The lead with this public id; 404 if unknown, 410 if erased or merged away."""
     lead = await repo.by_uid(session, uid, for_update=for_update)
     if lead is None:
         raise LeadNotFound(f"no lead with id {uid}")
     if lead.erased_at is not None:
-        raise LeadErased(f"lead {uid} was erased")
+        raise await tombstone_error(session, lead)
     return lead
+
+
+async def tombstone_error(session: AsyncSession, lead: Lead) -> LeadErased:
+    """The 410 of an erased lead: `LeadMerged`, naming the lead it went into, for one a
+    review merged away."""
+    if lead.sync_status == MERGED and lead.possible_duplicate_of is not None:
+        into = await repo.uid_of(session, lead.possible_duplicate_of)
+        return LeadMerged(f"lead {lead.uid} was merged into lead {into}", merged_into=into)
+    return LeadErased(f"lead {lead.uid} was erased")
 
 
 _EXACT_FIELDS = {"e:": "email", "p:": "phone", "t:": "tax id"}
@@ -205,9 +226,9 @@ async def _route_again(session: AsyncSession, rt: LeadsRuntime, lead: Lead) -> l
     return changed
 
 
-async def erase(session: AsyncSession, rt: LeadsRuntime, uid: str, actor: str | None) -> Lead:
-    """GDPR erasure: personal data removed, a tombstone kept, the CRM told."""
-    lead = await live_lead(session, uid, for_update=True)
+def make_tombstone(lead: Lead, sync_status: str, now: datetime) -> None:
+    """Clear the lead's personal fields and mark it gone (`erased_at`): only its id,
+    dates, status and the like stay. Its match keys and sources are the caller's."""
     for name in PERSONAL_FIELDS:
         setattr(lead, name, None)
     lead.utm = {}
@@ -215,11 +236,17 @@ async def erase(session: AsyncSession, rt: LeadsRuntime, uid: str, actor: str | 
     lead.custom_fields = {}
     lead.match_keys = []
     lead.score_reasons = []
-    now = utcnow()
     lead.erased_at = now
     lead.updated_at = now
     lead.version += 1
-    lead.sync_status = "erased"
+    lead.sync_status = sync_status
+
+
+async def erase(session: AsyncSession, rt: LeadsRuntime, uid: str, actor: str | None) -> Lead:
+    """GDPR erasure: personal data removed, a tombstone kept, the CRM told."""
+    lead = await live_lead(session, uid, for_update=True)
+    now = utcnow()
+    make_tombstone(lead, "erased", now)
     await repo.erase_personal_data(session, lead.id)
     session.add(LeadEvent(lead_id=lead.id, action="erased", changes={}, actor=actor, at=now))
     await request_erasure(session, rt.queue, rt.settings, lead.uid)
@@ -227,10 +254,22 @@ async def erase(session: AsyncSession, rt: LeadsRuntime, uid: str, actor: str | 
     return lead
 
 
-async def release_hold(session: AsyncSession, rt: LeadsRuntime, lead: Lead) -> None:
-    """A person decided a held lead is not a duplicate: deliver it."""
+async def release_hold(
+    session: AsyncSession,
+    rt: LeadsRuntime,
+    lead: Lead,
+    *,
+    actor: str | None = None,
+    changes: dict[str, Any] | None = None,
+) -> None:
+    """A person decided a held lead is not a duplicate: deliver it (with a history line,
+    `reviewed`, when `changes` says what they decided)."""
     lead.possible_duplicate_of = None
     lead.sync_status = "pending"
+    lead.version += 1
+    lead.updated_at = utcnow()
+    if changes is not None:
+        session.add(LeadEvent(lead_id=lead.id, action="reviewed", changes=changes, actor=actor))
     await request_delivery(session, rt.queue, rt.settings)
 
 
