@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import Settings
@@ -25,6 +26,7 @@ from cauce.core.db.base import utcnow
 from cauce.core.jobs.ports import JobQueue
 from cauce.leads import repository as repo
 from cauce.leads.candidates import hold_on_commit, read_candidates
+from cauce.leads.errors import IntakeBusy
 from cauce.leads.intake_writer import (
     SCALAR_FIELDS,
     DuplicateFound,
@@ -64,6 +66,8 @@ __all__ = [
     "intake",
     "intake_many",
 ]
+
+log = structlog.get_logger("cauce.leads.service")
 
 
 class Scorer(Protocol):
@@ -191,9 +195,34 @@ async def intake_many(
 _READ_EVERY_MEMBER = 64
 
 
+# How many times intake decides again when leads it was merging into were erased (or
+# merged by a review) between its read of them and its lock on them; past that it gives up.
+_DECISIONS = 3
+
+
 async def _intake(
     session: AsyncSession, rt: LeadsRuntime, items: list[Incoming]
 ) -> list[IntakeResult]:
+    for _ in range(_DECISIONS):
+        matcher, steps, uids = await _plan(session, rt, items)
+        targets = {s.lead_id for s in steps if s.outcome == "merged" and not provisional(s.lead_id)}
+        stored = await repo.leads_by_id(session, targets)
+        gone = {i for i in targets if i not in stored or stored[i].erased_at is not None}
+        if not gone:
+            return await _write(session, rt, items, matcher, steps, uids, stored)
+        # The candidates were read before the lock, as committed then: one of them was
+        # erased since. Nothing is written yet, so decide again: the next read leaves
+        # it out. Merging into it would put an arrival's personal data into a tombstone.
+        for lead_id in gone:
+            rt.known.forget(lead_id)
+        log.info("leads.intake.target_gone", leads=len(gone))
+    raise IntakeBusy("the leads this intake matched keep changing; try again in a moment")
+
+
+async def _plan(
+    session: AsyncSession, rt: LeadsRuntime, items: list[Incoming]
+) -> tuple[BatchMatcher, list[Step], dict[int, str]]:
+    """Every item's decision against the stored leads (read now) and the items before it."""
     dedupe = rt.settings.leads.dedupe
     # The members of every item's keys at once (one more than a usable block may have
     # tells a key is too common), then the match fields of the candidates compared.
@@ -217,10 +246,20 @@ async def _intake(
     else:
         await look_up(set().union(*(matcher.unknown(item.keys) for item in items)))
     steps = await _decide(matcher, items, dedupe.on_duplicate, look_up)
+    return matcher, steps, uids
 
-    targets = {s.lead_id for s in steps if s.outcome == "merged" and not provisional(s.lead_id)}
-    stored = await repo.leads_by_id(session, targets)
-    writer = IntakeWriter(rt, stored, await repo.arrivals_of(session, targets))
+
+async def _write(
+    session: AsyncSession,
+    rt: LeadsRuntime,
+    items: list[Incoming],
+    matcher: BatchMatcher,
+    steps: list[Step],
+    uids: dict[int, str],
+    stored: dict[int, Lead],
+) -> list[IntakeResult]:
+    """Write the decisions: `stored` holds the leads merged into, locked."""
+    writer = IntakeWriter(rt, stored, await repo.arrivals_of(session, set(stored)))
     now = utcnow()
     done: list[tuple[Step, Lead, Score, list[str]]] = []
     for step, item in zip(steps, items, strict=True):
