@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    ConfigDict,
-    Field,
     ValidationError,
-    ValidationInfo,
 )
-from pydantic_core import PydanticCustomError
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
@@ -35,11 +29,9 @@ from cauce.core.web.problems import echo
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import repository as repo
 from cauce.leads import service_edit, service_review
-from cauce.leads.csv_export import EXPORT_COLUMNS, contacts_cell, csv_export
 from cauce.leads.errors import LeadInvalid, LeadNotFound
-from cauce.leads.field_types import IntakeOptions, in_utc
+from cauce.leads.field_types import IntakeOptions
 from cauce.leads.intake_groups import Claim
-from cauce.leads.models import Lead
 from cauce.leads.responses import (
     BatchItemResult,
     BatchResult,
@@ -52,8 +44,6 @@ from cauce.leads.schemas import (
     LeadIn,
     LeadPatch,
     LeadReviewIn,
-    LeadSource,
-    LeadStatus,
     field_errors,
     validate_batch,
 )
@@ -251,14 +241,6 @@ async def create_batch(request: Request, principal: Write) -> Response:
     return await idempotent(request, principal, body, rt, work)
 
 
-class LeadPage(BaseModel):
-    """One page of leads, newest first; pass `next_cursor` as `cursor` for the next."""
-
-    model_config = ConfigDict(extra="forbid")
-    items: list[LeadOut]
-    next_cursor: str | None = None
-
-
 # Ids are positive BIGINTs: at most 19 digits (and ASCII ones: "²".isdigit() is true).
 MAX_ID = 2**63 - 1
 
@@ -269,164 +251,6 @@ def parse_id(raw: str) -> int | None:
         return None
     value = int(raw)
     return value if 0 < value <= MAX_ID else None
-
-
-def _cursor(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    cursor = parse_id(raw)
-    if cursor is None:
-        raise LeadInvalid(
-            [
-                {
-                    "pointer": "#query/cursor",
-                    "detail": "not a cursor from a previous page",
-                    "type": "cursor",
-                }
-            ]
-        )
-    return cursor
-
-
-# A date or a time without an offset is read as UTC (the times Cauce stores).
-Instant = Annotated[datetime, AfterValidator(in_utc)]
-
-
-def _not_below(low: str) -> AfterValidator:
-    """A range's upper bound: refused when below the field `low` (given before it)."""
-
-    def check(value: Any, info: ValidationInfo) -> Any:
-        floor = info.data.get(low)
-        if value is not None and floor is not None and value < floor:
-            raise PydanticCustomError("range", "is below {low}", {"low": low})
-        return value
-
-    return AfterValidator(check)
-
-
-class LeadSearch(BaseModel):
-    """Query filters of `GET /v1/leads/export.csv` (and of `GET /v1/leads`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    status: LeadStatus | None = None
-    source: LeadSource | None = None
-    owner: str | None = Field(default=None, max_length=200)
-    country: str | None = Field(default=None, min_length=2, max_length=2)
-    created_after: Instant | None = Field(
-        default=None, description="ISO 8601 date or time; without an offset, UTC"
-    )
-    created_before: Annotated[Instant | None, _not_below("created_after")] = None
-    min_score: int | None = Field(default=None, ge=0, le=100)
-    max_score: Annotated[int | None, _not_below("min_score")] = Field(default=None, ge=0, le=100)
-    q: str | None = Field(default=None, max_length=200, description="Free text")
-    held: bool | None = Field(
-        default=None,
-        description="true: only leads held for review (possible duplicates); "
-        "false: only leads not held",
-    )
-
-
-class LeadFilters(LeadSearch):
-    """Query filters of `GET /v1/leads`: the search, and the page."""
-
-    cursor: str | None = None
-    limit: int = Field(default=50, ge=1, le=200)
-
-
-class LeadExport(LeadSearch):
-    """Query of `GET /v1/leads/export.csv`: the search, and the file's delimiter."""
-
-    delimiter: Literal[",", ";"] = Field(
-        default=",",
-        description="`;` (sent as `%3B`) for Excel in Spain and most of Latin America, "
-        "whose list separator it is: the file then opens in columns on a double click",
-    )
-
-
-def _query(filters: LeadSearch) -> repo.LeadQuery:
-    return repo.LeadQuery(
-        status=str(filters.status) if filters.status else None,
-        source=str(filters.source) if filters.source else None,
-        owner=filters.owner,
-        country=filters.country.upper() if filters.country else None,
-        created_after=filters.created_after,
-        created_before=filters.created_before,
-        min_score=filters.min_score,
-        max_score=filters.max_score,
-        text=filters.q,
-        held=filters.held,
-    )
-
-
-@router.get("", response_model=LeadPage, summary="Search leads")
-async def list_leads(
-    request: Request, principal: Read, filters: Annotated[LeadFilters, Query()]
-) -> LeadPage:
-    """Leads matching every filter given, newest first, with cursor pagination."""
-    rt = runtime(request)
-    async with rt.sessionmaker() as session:
-        leads = await repo.search(
-            session, _query(filters), before_id=_cursor(filters.cursor), limit=filters.limit + 1
-        )
-    more = len(leads) > filters.limit
-    page = leads[: filters.limit]
-    return LeadPage(
-        items=[lead_view(lead) for lead in page],
-        next_cursor=str(page[-1].id) if more and page else None,
-    )
-
-
-@router.get(
-    "/export.csv",
-    response_class=StreamingResponse,
-    summary="Export leads as CSV",
-    responses={200: {"content": {"text/csv": {}}}},
-)
-async def export_leads(
-    request: Request, principal: Read, filters: Annotated[LeadExport, Query()]
-) -> StreamingResponse:
-    """Every lead matching the filters, as CSV with spreadsheet formulas neutralised."""
-    rt = runtime(request)
-    query = _query(filters)
-
-    async def body() -> Any:
-        before: int | None = None
-        first = True
-        while True:
-            async with rt.sessionmaker() as session:
-                leads = await repo.search(session, query, before_id=before, limit=500)
-            if not leads and not first:
-                return
-            rows = [_export_row(lead) for lead in leads]
-            for chunk in csv_export(
-                rows, EXPORT_COLUMNS, delimiter=filters.delimiter, bom=first, header=first
-            ):
-                yield chunk
-            if not leads:
-                return
-            first = False
-            before = leads[-1].id
-
-    return StreamingResponse(
-        body(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="leads.csv"'},
-    )
-
-
-def _export_row(lead: Lead) -> dict[str, Any]:
-    # Plain columns by name; dotted ones (`utm.source`) are looked up inside `utm`.
-    row = {name: getattr(lead, name, None) for name in EXPORT_COLUMNS if "." not in name}
-    row.update(
-        id=lead.uid,
-        is_disposable_email=lead.email_disposable,
-        is_free_email=lead.email_free,
-        utm=lead.utm,
-        consent=lead.consent,
-        other_emails=contacts_cell(lead.other_emails),
-        other_phones=contacts_cell(lead.other_phones),
-    )
-    return row
 
 
 # A lead's public id is `str(uuid4())`: the hyphenated form, in lower case. RFC 9562

@@ -23,6 +23,7 @@ from cauce.core.web.idempotency import IdempotencyStore
 from cauce.leads.adapters import build_crm
 from cauce.leads.endpoints import router
 from cauce.leads.endpoints_imports import imports_router, webhooks_router
+from cauce.leads.endpoints_search import search_router
 from cauce.leads.imports import register_import_task
 from cauce.leads.intake_groups import IntakeGroups
 from cauce.leads.metrics import LeadsMetrics
@@ -35,8 +36,9 @@ log = structlog.get_logger("cauce.leads")
 
 
 def routers() -> list[APIRouter]:
-    """The leads context's HTTP routes (imports first: `/import/...` before `/{id}`)."""
-    return [imports_router, router, webhooks_router]
+    """The leads context's HTTP routes (imports and search first: `/import/...` and
+    `/export.csv` before `/{id}`)."""
+    return [imports_router, search_router, router, webhooks_router]
 
 
 # Room for the multipart framing and the options field around the file itself.
