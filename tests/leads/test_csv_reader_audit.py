@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cauce.core.jobs.factory import JobWorker
-from cauce.leads import csv_import, csv_sniff
+from cauce.leads import csv_import, csv_records, csv_sniff
 from cauce.leads.csv_import import (
     MAX_RECORD_CHARS,
     CsvLeadReader,
@@ -210,6 +210,8 @@ def test_the_rows_do_not_depend_on_how_the_file_is_chunked(
     with ExitStack() as stack:
         for name, value in small.items():
             stack.enter_context(patch.object(csv_import, name, value))
+        for name in ("MAX_RECORD_CHARS", "MAX_CELL_LINES"):
+            stack.enter_context(patch.object(csv_records, name, small[name]))
         stack.enter_context(patch.object(csv_sniff, "MAX_CELL_LINES", 3))
         whole = read(len(data))
         assert read(chunk) == whole

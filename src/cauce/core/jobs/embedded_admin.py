@@ -1,6 +1,7 @@
 """Operator actions of the embedded engine: inspect, replay, cancel, count, purge.
 
-Mixed into `EmbeddedJobQueue` (embedded.py), which keeps deferring and dispatching.
+Mixed into `EmbeddedJobQueue` (embedded.py), which keeps deferring and claiming;
+`EmbeddedWorker` (embedded_worker.py) dispatches.
 """
 
 from __future__ import annotations

@@ -1,0 +1,60 @@
+"""`cauce db ...`: the database schema's revision, and applying migrations.
+
+Mounted by `cauce.cli`, which passes in its helpers (`cli_support`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cauce.cli_support import Runner, SettingsOf
+
+
+def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Typer:
+    """`cauce db ...`."""
+    db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+
+    @db_app.command("upgrade")
+    def db_upgrade(
+        revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+    ) -> None:
+        """Apply pending migrations to the configured database."""
+        from cauce.core.db import create_database
+        from cauce.core.db.migrate import current_revisions, upgrade
+
+        settings = settings_of()
+
+        async def go() -> set[str]:
+            db = create_database(settings)
+            try:
+                await upgrade(db, revision)
+                return await current_revisions(db)
+            finally:
+                await db.dispose()
+
+        revisions = run(go())
+        out.print(f"database at revision {', '.join(sorted(revisions)) or '(empty)'}")
+
+    @db_app.command("current")
+    def db_current() -> None:
+        """Show the database's revision and whether migrations are pending."""
+        from cauce.core.db import create_database
+        from cauce.core.db.migrate import current_revisions, pending_migrations
+
+        settings = settings_of()
+
+        async def go() -> tuple[set[str], bool]:
+            db = create_database(settings)
+            try:
+                return await current_revisions(db), await pending_migrations(db)
+            finally:
+                await db.dispose()
+
+        revisions, pending = run(go())
+        out.print(f"revision: {', '.join(sorted(revisions)) or '(empty)'}")
+        out.print("pending migrations: " + ("yes (run `cauce db upgrade`)" if pending else "no"))
+
+    return db_app

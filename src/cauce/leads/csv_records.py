@@ -1,0 +1,149 @@
+"""Where the records of decoded CSV text end, and how a broken one fails, for
+`csv_import` (the rules are in its docstring; the quote mechanics in `csv_sniff`).
+
+`RecordScanner` finds the end of the complete records in a buffer (quoted cells may
+span lines), takes a record for one whose quote is never closed, or a line for one
+longer than a row may be (`MAX_RECORD_CHARS`), says why such a record fails, and skips
+the rest of its line, across the texts the reader feeds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cauce.leads.csv_sniff import (
+    MAX_CELL_LINES,
+    FaultKind,
+    QuoteFault,
+    line_breaks,
+    line_end,
+    quote_fault,
+    record_pattern,
+    records_pattern,
+)
+
+# The longest row read (1 Mi characters): thousands of times a real lead's row, so it
+# only stops a runaway record, and the most the reader buffers to re-read the lines after
+# a quote never closed. A longer row fails alone; the rest of its line is skipped unread.
+MAX_RECORD_CHARS = 1024 * 1024
+TOO_LONG = (
+    f"the row is longer than {MAX_RECORD_CHARS} characters, the limit of a row; the rest "
+    "of its line was skipped"
+)
+
+
+class RecordScanner:
+    """The records of one file's text (split at `delimiter`); it keeps whether the rest
+    of a line is being skipped from one text to the next."""
+
+    def __init__(self, delimiter: str) -> None:
+        self.delimiter = delimiter
+        self.pattern = record_pattern(delimiter)
+        self._run = records_pattern(delimiter)
+        # Skipping the rest of a line too long to read; dropping the "\n" of a "\r\n"
+        # whose "\r" ended what was skipped.
+        self._skip_line = False
+        self._skip_lf = False
+
+    def skipped(self, text: str) -> str:
+        """`text` without what is left of a line being skipped."""
+        if self._skip_lf and text and not self._skip_line:
+            self._skip_lf = False
+            return text[1:] if text[0] == "\n" else text
+        if not self._skip_line:
+            return text
+        end = line_end(text, 0)
+        if end < 0:
+            return ""
+        self._skip_line = False
+        self._skip_lf = end == len(text) and text.endswith("\r")
+        return text[end:]
+
+    def skip_rest(self, line: str) -> None:
+        """Skip, unread, the rest of the line `line` starts (it is too long to read)."""
+        self._skip_lf = line.endswith("\r")
+        self._skip_line = not self._skip_lf
+
+    def scan(self, buffer: str, pos: int, final: bool) -> tuple[int, QuoteFault | None]:
+        """Where the complete records from `pos` end, and the fault of the record there
+        if it is taken for a quote never closed (else it is unfinished: the tail)."""
+        # A "\r" at the end may be the first half of a "\r\n": that record waits.
+        end = len(buffer) - 1 if not final and buffer.endswith("\r") else len(buffer)
+        if buffer.find('"', pos) < 0:  # no quotes: records end at line breaks
+            cut = max(buffer.rfind("\n", pos, end), buffer.rfind("\r", pos, end)) + 1
+            return max(pos, cut), None
+        delimiter = self.delimiter
+        while True:
+            run = self._run.match(buffer, pos, end)
+            assert run is not None  # it matches the empty string
+            pos = run.end()
+            found = self.pattern.match(buffer, pos, end) if pos < end else None
+            if found is None:
+                break
+            # A record that one-line records do not match: a quoted cell spans lines.
+            fault = _long_line(buffer, pos) or quote_fault(
+                buffer, pos, found.end(), delimiter, closed=True,
+                too_long=found.end() - pos > MAX_RECORD_CHARS,
+            )  # fmt: skip
+            if fault is not None:
+                return pos, fault
+            pos = found.end()
+        if pos >= end:
+            return pos, None
+        if fault := _long_line(buffer, pos):
+            return pos, fault
+        # An unfinished record's line breaks are in a quoted cell: at the end of the
+        # file, or past a limit, its quote is taken for one never closed.
+        size = len(buffer) - pos
+        breaks = line_breaks(buffer, pos, len(buffer), MAX_CELL_LINES)
+        if final or breaks > MAX_CELL_LINES or (breaks and size > MAX_RECORD_CHARS):
+            why: FaultKind = "many lines" if breaks > MAX_CELL_LINES else "too long"
+            fault = quote_fault(
+                buffer, pos, len(buffer), delimiter, closed=False,
+                open_why="never closed" if final else why,
+                too_long=size > MAX_RECORD_CHARS,
+            )  # fmt: skip
+            return pos, fault
+        return pos, None
+
+    @staticmethod
+    def refusal(fault: QuoteFault, labels: Sequence[str]) -> tuple[str, int | None]:
+        """Why the record where `scan` stopped fails, and the cell at fault if one is
+        (`labels`: the header's column labels, if it has been read)."""
+        if fault.why == "long line":
+            return TOO_LONG, None
+        why = {
+            "never closed": "the file ends first",
+            "too long": f"the row would be longer than {MAX_RECORD_CHARS} characters",
+            "followed by text": "the next quote is followed by other text than a delimiter, "
+            "so it opens a cell rather than closing this one",
+        }.get(fault.why, f"a quoted cell may hold at most {MAX_CELL_LINES} line breaks")
+        if fault.cell < len(labels):
+            column = f"column '{labels[fault.cell]}'"
+        else:
+            column = f"column {fault.cell + 1}"
+        return (
+            f"a quote opened in {column} is never closed ({why}): the row was read up to "
+            "the end of that line, and the next line as the next row (a quote inside a "
+            "cell is written twice)",
+            fault.cell,
+        )
+
+    def after_line(self, buffer: str, at: int, final: bool) -> int:
+        """Where the line holding `buffer[at]` ends (skipping the rest of it unread if it
+        goes on past the buffer)."""
+        end = line_end(buffer, at)
+        if end < 0:  # the line goes on past the text: skip the rest of it
+            self._skip_line = not final
+            return len(buffer)
+        if not final and end == len(buffer) and buffer.endswith("\r"):
+            self._skip_lf = True  # its "\n" may come with the next text
+        return end
+
+
+def _long_line(buffer: str, start: int) -> QuoteFault | None:
+    """A fault for the record at `start` if its first line, complete in the buffer, is
+    longer than a row may be (whatever its quotes: a row fails the same way however the
+    file arrives in chunks)."""
+    end = line_end(buffer, start)
+    return QuoteFault(0, start, "long line") if end - start > MAX_RECORD_CHARS else None
