@@ -22,7 +22,7 @@ from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
 from cauce.core.jobs.factory import JobWorker
 from cauce.core.jobs.ports import JobFilter, JobStatus, PermanentJobError
-from cauce.leads import imports
+from cauce.leads import imports, imports_upkeep
 from cauce.leads.errors import ImportFileInvalid
 from cauce.leads.models import LeadImport
 from cauce.leads.scoring import PointsModel, Score
@@ -215,7 +215,7 @@ async def test_the_sweep_deletes_only_uploads_no_import_can_use(leads_app: FastA
     ]
     await resources.jobs.cancel(job.id)
 
-    assert await imports.sweep_uploads(rt) == 3
+    assert await imports_upkeep.sweep_uploads(rt) == 3
     assert not stray_old.exists()
     assert stray_new.exists()
     assert paths[queued].exists()
@@ -237,9 +237,9 @@ async def test_the_sweep_deletes_only_uploads_no_import_can_use(leads_app: FastA
 async def test_the_sweep_runs_with_the_job_purge(leads_app: FastAPI) -> None:
     """The sweep is a registered task scheduled on `jobs.purge_cron`."""
     resources: Resources = leads_app.state.resources
-    assert imports.SWEEP_TASK in resources.tasks
+    assert imports_upkeep.SWEEP_TASK in resources.tasks
     crons = [(s.task, s.cron) for s in resources.tasks.schedules]
-    assert (imports.SWEEP_TASK, resources.settings.jobs.purge_cron) in crons
+    assert (imports_upkeep.SWEEP_TASK, resources.settings.jobs.purge_cron) in crons
 
 
 # -- idempotency ------------------------------------------------------------------------

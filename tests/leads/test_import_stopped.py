@@ -25,7 +25,7 @@ from cauce.core.jobs.factory import JobWorker, build_job_worker
 from cauce.core.jobs.policy import RetryPolicy
 from cauce.core.jobs.ports import AttemptOutcome, AttemptView, JobStatus, JobView
 from cauce.core.jobs.registry import TaskRegistry
-from cauce.leads import imports
+from cauce.leads import imports, imports_upkeep
 from cauce.leads.models import LeadImport, LeadSource
 from cauce.leads.service import LeadsRuntime
 from tests.conftest import make_settings
@@ -255,7 +255,9 @@ def _failed_job(attempts: list[tuple[str, str | None, str | None]]) -> JobView:
 async def _detail(rt: LeadsRuntime, job: JobView) -> str | None:
     """What the status of import 7, `running`, its job 42 being `job`, says."""
     one_job = dataclasses.replace(rt, queue=OneJobQueue(job))  # type: ignore[arg-type]
-    return await imports.stopped_detail(one_job, LeadImport(id=7, status="running", job_id=42))
+    return await imports_upkeep.stopped_detail(
+        one_job, LeadImport(id=7, status="running", job_id=42)
+    )
 
 
 async def test_the_detail_is_one_short_line_counting_the_attempts_since_the_replay(
@@ -281,7 +283,9 @@ async def test_the_detail_is_one_short_line_counting_the_attempts_since_the_repl
         ),
     )
     assert detail is not None
-    error = "RuntimeError: " + "x" * (imports.STOPPED_ERROR_CHARS - len("RuntimeError: ") - 1)
+    error = "RuntimeError: " + "x" * (
+        imports_upkeep.STOPPED_ERROR_CHARS - len("RuntimeError: ") - 1
+    )
     assert detail == (
         f"stopped: its job failed after 2 attempts (last error: {error}…); "
         "`cauce jobs retry 42` resumes it where it stopped"

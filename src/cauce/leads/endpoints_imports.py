@@ -22,7 +22,7 @@ from cauce.core.web.auth import require_scope
 from cauce.core.web.idempotency import canonical_json
 from cauce.core.web.problems import json_pointer
 from cauce.core.web.routing import CauceRoute
-from cauce.leads import imports
+from cauce.leads import imports, imports_upkeep
 from cauce.leads.csv_columns import check_mapping
 from cauce.leads.csv_export import ErrorReportWriter
 from cauce.leads.endpoints import idempotent, parse_id, runtime
@@ -58,7 +58,7 @@ UPLOAD_CHUNK = 256 * 1024
 
 
 def _status(record: LeadImport, stopped: str | None = None) -> ImportStatus:
-    """The import as the API shows it; `stopped` (`imports.stopped_detail`) shows an
+    """The import as the API shows it; `stopped` (`imports_upkeep.stopped_detail`) shows an
     import whose job failed or was cancelled as `failed`, saying so, though its row (which
     a replay of the job resumes) still says `queued` or `running`."""
     mapping = record.mapping or {}
@@ -301,7 +301,9 @@ async def _replayed(rt: LeadsRuntime, response: Response) -> Response:
         record = await session.get(LeadImport, import_id)
     if record is None:
         return response
-    status = _status(record, await imports.stopped_detail(rt, record)).model_dump(mode="json")
+    status = _status(record, await imports_upkeep.stopped_detail(rt, record)).model_dump(
+        mode="json"
+    )
     return Response(
         orjson.dumps(status),
         status_code=response.status_code,
@@ -317,7 +319,7 @@ async def import_status(request: Request, principal: Read, import_id: str) -> Im
     async with rt.sessionmaker() as session:
         record = await imports.get_import(session, _import_id(import_id))
     # The job is read after the session is closed: one connection at a time.
-    return _status(record, await imports.stopped_detail(rt, record))
+    return _status(record, await imports_upkeep.stopped_detail(rt, record))
 
 
 @imports_router.get(
@@ -333,7 +335,10 @@ async def import_errors(request: Request, principal: Read, import_id: str) -> St
     rt = runtime(request)
     async with rt.sessionmaker() as session:
         record = await imports.get_import(session, _import_id(import_id))
-    if record.status in ("queued", "running") and await imports.stopped_detail(rt, record) is None:
+    if (
+        record.status in ("queued", "running")
+        and await imports_upkeep.stopped_detail(rt, record) is None
+    ):
         raise ImportNotFinished("the import is still running; its report is not complete")
     found, mapping, delimiter = record.id, dict(record.mapping or {}), record.delimiter
     return StreamingResponse(

@@ -24,7 +24,7 @@ from cauce.leads.adapters import build_crm
 from cauce.leads.endpoints import router
 from cauce.leads.endpoints_imports import imports_router, webhooks_router
 from cauce.leads.endpoints_search import search_router
-from cauce.leads.imports import register_import_task
+from cauce.leads.imports_upkeep import register_import_task
 from cauce.leads.intake_groups import IntakeGroups
 from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.ports import CrmClient

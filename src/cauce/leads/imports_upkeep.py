@@ -1,0 +1,198 @@
+"""CSV imports whose job stopped, and uploads nobody needs any more.
+
+The upload holds personal data, so it lives no longer than its import needs it: it is
+deleted as the import ends (`succeeded` or `failed`), and `SWEEP_TASK`, run with the job
+purge (`jobs.purge_cron`), deletes the ones left behind: a crash between the end and the
+deletion, an upload whose request died before its import was recorded, and the upload of
+an import whose job is gone (cancelled or failed, then purged: nothing can run it again).
+An import whose job failed or was cancelled but is still kept keeps its file, as an
+operator may replay that job and the import then resumes where it stopped.
+
+Such an import stays `queued` or `running` on its row (a replay of its job resumes it
+from there), but its status reads the job (`job_id`, kept on the row) and shows it
+`failed`, saying why and how to resume it: `stopped_detail`. That is worked out at read
+time, so the import of a replayed job shows `queued` or `running` again at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+
+from cauce.core.db import unit_of_work
+from cauce.core.db.base import utcnow
+from cauce.core.jobs.policy import RetryPolicy
+from cauce.core.jobs.ports import (
+    REPLAYABLE,
+    AttemptOutcome,
+    JobContext,
+    JobFilter,
+    JobStatus,
+    JobView,
+    JsonDict,
+)
+from cauce.core.jobs.registry import TaskRegistry, TaskSpec
+from cauce.core.jobs.runner import count_budget
+from cauce.leads.imports import FINAL_STATES, IMPORT_QUEUE, IMPORT_TASK, run_import
+from cauce.leads.models import LeadImport
+from cauce.leads.service import LeadsRuntime
+
+log = structlog.get_logger("cauce.leads.imports")
+
+SWEEP_TASK = "leads.imports_sweep"
+# An upload untouched for this long is old enough for the sweep: one still being written
+# (or whose import is being recorded) is newer.
+SWEEP_AFTER = timedelta(hours=1)
+# The last error a stopped import's `detail` quotes: its first line, this long at most.
+STOPPED_ERROR_CHARS = 200
+
+
+async def stopped_detail(rt: LeadsRuntime, record: LeadImport) -> str | None:
+    """Why an import left `queued` or `running` stands still: its job failed for good or
+    was cancelled. The sentence says what happened (the last error, if any) and how to
+    resume it; None while the import can still move on its own, and for an import whose
+    job is unknown (recorded before imports kept it) or gone (the sweep then ends it)."""
+    if record.status in FINAL_STATES or record.job_id is None:
+        return None
+    job = await rt.queue.get(record.job_id)
+    # A purged job's id may be reused by another job on SQLite: it must be this import's.
+    if (
+        job is None
+        or job.status not in REPLAYABLE
+        or job.task != IMPORT_TASK
+        or job.payload.get("import_id") != record.id
+    ):
+        return None
+    resume = f"`cauce jobs retry {job.id}` resumes it where it stopped"
+    if job.status == JobStatus.CANCELLED:
+        return f"stopped: its job was cancelled; {resume}"
+    attempts = count_budget(a.outcome for a in job.attempts)[0]
+    plural = "" if attempts == 1 else "s"
+    error = _last_error(job)
+    said = f" (last error: {error})" if error else ""
+    return f"stopped: its job failed after {attempts} attempt{plural}{said}; {resume}"
+
+
+def _last_error(job: JobView) -> str | None:
+    """The error of the job's last attempt that recorded one (since its last replay), as
+    `Class: first line of the message`, cut short: the stored message is already
+    redacted, and its first line leaves out what a driver appends (the SQL, a link)."""
+    for attempt in reversed(job.attempts):
+        if attempt.outcome == AttemptOutcome.REPLAYED:
+            return None
+        if attempt.error_class is None and not attempt.error_message:
+            continue
+        name = (attempt.error_class or "").rsplit(".", 1)[-1]
+        lines = (attempt.error_message or "").strip().splitlines()
+        text = ": ".join(part for part in (name, lines[0].strip() if lines else "") if part)
+        if len(text) > STOPPED_ERROR_CHARS:
+            text = text[: STOPPED_ERROR_CHARS - 1].rstrip() + "…"
+        return text
+    return None
+
+
+def _old_uploads(directory: Path, cutoff: float) -> list[Path]:
+    """The uploads in `directory` last written before `cutoff` (a time.time())."""
+    if not directory.is_dir():
+        return []
+    old = []
+    for path in directory.glob("*.csv"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                old.append(path)
+        except FileNotFoundError:
+            continue  # deleted meanwhile (its import just ended)
+    return old
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+async def _jobs_left(rt: LeadsRuntime) -> set[int]:
+    """The imports that still have a job, in any state (a failed or cancelled one may be
+    replayed); purged jobs are gone."""
+    ids: set[int] = set()
+    after: int | None = None
+    while True:
+        jobs = await rt.queue.list(JobFilter(task=IMPORT_TASK), after_id=after, limit=500)
+        ids.update(int(job.payload.get("import_id", 0)) for job in jobs)
+        if len(jobs) < 500:
+            return ids
+        after = jobs[-1].id
+
+
+async def sweep_uploads(rt: LeadsRuntime, *, older_than: timedelta = SWEEP_AFTER) -> int:
+    """Delete the uploads no import can use any more and last written longer than
+    `older_than` ago; returns how many.
+
+    An upload is kept while its import is queued or running and has a job (any state);
+    an import left queued or running whose job is gone is marked failed. See the module
+    docstring.
+    """
+    cutoff = time.time() - older_than.total_seconds()
+    old = await asyncio.to_thread(_old_uploads, rt.settings.data_dir / "imports", cutoff)
+    if not old:
+        return 0
+    async with rt.sessionmaker() as session:
+        # Only the file's name: a relative data dir is stored relative to where it ran.
+        live = {
+            Path(path).name: import_id
+            for import_id, path in (
+                await session.execute(
+                    select(LeadImport.id, LeadImport.path).where(
+                        LeadImport.status.not_in(FINAL_STATES)
+                    )
+                )
+            ).all()
+        }
+    abandoned: list[int] = []
+    if any(path.name in live for path in old):
+        with_jobs = await _jobs_left(rt)
+        abandoned = [live[p.name] for p in old if p.name in live and live[p.name] not in with_jobs]
+    if abandoned:
+        async with unit_of_work(rt.sessionmaker) as session:
+            await session.execute(
+                update(LeadImport)
+                .where(LeadImport.id.in_(abandoned), LeadImport.status.not_in(FINAL_STATES))
+                .values(
+                    status="failed",
+                    error="the import's job is gone (cancelled or failed, then purged); "
+                    "its upload was deleted",
+                    finished_at=utcnow(),
+                )
+            )
+    gone = [p for p in old if p.name not in live or live[p.name] in abandoned]
+    await asyncio.to_thread(_unlink_all, gone)
+    if gone:
+        log.info("leads.import.uploads_swept", deleted=len(gone), imports_failed=len(abandoned))
+    return len(gone)
+
+
+def register_import_task(registry: TaskRegistry, rt_of: Any) -> None:
+    """Register the import handler and the upload sweep; `rt_of()` returns the runtime
+    (already built when this is called: its settings say when the sweep runs)."""
+
+    async def handler(ctx: JobContext, payload: JsonDict) -> None:
+        await run_import(rt_of(), int(payload["import_id"]))
+
+    async def sweep(ctx: JobContext, payload: JsonDict) -> None:
+        hours = float(payload.get("older_than_hours", SWEEP_AFTER / timedelta(hours=1)))
+        await sweep_uploads(rt_of(), older_than=timedelta(hours=hours))
+
+    registry.task(IMPORT_TASK, queue=IMPORT_QUEUE)(handler)
+    # One attempt: a sweep that failed is simply done again by the next period.
+    registry.add(TaskSpec(SWEEP_TASK, sweep, policy=RetryPolicy(max_attempts=1)))
+    cron = rt_of().settings.jobs.purge_cron
+    if cron is not None:
+        # With a payload of its own: a schedule's identity is its cron and payload, and
+        # the job purge runs on the same cron.
+        registry.schedule(cron, SWEEP_TASK, {"older_than_hours": SWEEP_AFTER / timedelta(hours=1)})
