@@ -21,6 +21,8 @@ import psycopg
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 
 from cauce.app import create_app
@@ -30,6 +32,23 @@ from cauce.core.db.migrate import upgrade
 
 TEST_SECRET = "test-secret-key-0123456789abcdef0123456789"
 BACKENDS = ["sqlite", "postgresql"]
+
+# Hypothesis's own defaults fail an example that runs longer than 200 ms (on a second
+# run it is fast, so the error is "Flaky") and a strategy that generates slowly: both
+# measure the machine, not the code. Hypothesis turns both off by itself only where it
+# recognises a CI environment; here they are off wherever the suite runs. Whatever the
+# profile (`default`, or `ci` in a CI), a failure prints the blob that replays it.
+_PROFILE = hypothesis_settings.get_current_profile_name()
+hypothesis_settings.register_profile(
+    _PROFILE,
+    hypothesis_settings.get_profile(_PROFILE),
+    deadline=None,
+    suppress_health_check={
+        *hypothesis_settings.get_profile(_PROFILE).suppress_health_check,
+        HealthCheck.too_slow,
+    },
+    print_blob=True,
+)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -266,11 +267,20 @@ async def test_lanes_keep_batches_in_flight_without_sending_a_lead_twice(
     await _add_leads(db, 1000)
     crm = MemoryCrm()
     in_flight = peak = 0
+    overlapped = asyncio.Event()
 
     async def slow() -> None:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
+        if in_flight == 2:
+            overlapped.set()
+        # The first call stays until a second one is out: with a fixed 0.2 s call alone,
+        # a machine slower than that to read the next batch never has two lanes out.
+        # Lanes that never overlap leave the peak at 1 once this bound has passed.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                await overlapped.wait()
         await asyncio.sleep(0.2)
         in_flight -= 1
 

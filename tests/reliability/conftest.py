@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,6 +23,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def seed() -> int:
     """The seed of this test's random moments, printed so a failure can be replayed."""
     value = reliability_seed()
+    # On stdout, which pytest shows under a failing test whatever the logging set-up: a
+    # log record alone was not shown (INFO is below the root logger's WARNING, and
+    # Cauce's logging set-up replaces the root logger's handlers, pytest's among them).
+    sys.stdout.write(f"CAUCE_RELIABILITY_SEED={value}\n")
     log.info("CAUCE_RELIABILITY_SEED=%d", value)
     return value
 

@@ -45,8 +45,10 @@ from tests.conftest import TEST_SECRET, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # Figures go to this logger: `pytest --log-cli-level=INFO` shows them live, and a failing
-# test shows them under "Captured log".
+# test shows them with its captured output. Its own level, so that INFO records are not
+# dropped while the root logger is at WARNING.
 log = logging.getLogger("tests.reliability")
+log.setLevel(logging.INFO)
 # HubSpot's guards as `cauce demo` sets them, with in-call retries for the odd 5xx
 # (hubspot.py's decision).
 HUBSPOT_POLICY: dict[str, Any] = dict(HUBSPOT_GUARDS)

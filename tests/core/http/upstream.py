@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    """Seconds before answering; cut short when the server stops, so a test may script
+    an answer far slower than any timeout it tests without waiting for it at teardown."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class ScriptedServer:
         self.scripts: dict[str, list[Reply]] = {}
         self.seen: list[Seen] = []
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
 
     @property
     def origin(self) -> str:
@@ -89,7 +93,8 @@ class ScriptedServer:
         else:
             reply = replies.pop(0) if len(replies) > 1 else replies[0]
         if reply.delay:
-            await asyncio.sleep(reply.delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), reply.delay)
         content = orjson.dumps(reply.json) if reply.json is not None else reply.body
         headers = dict(reply.headers)
         if reply.json is not None:
@@ -108,7 +113,8 @@ class ScriptedServer:
         return self
 
     async def stop(self) -> None:
-        """Stop the server."""
+        """Stop the server (delayed answers still pending are sent at once)."""
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
 

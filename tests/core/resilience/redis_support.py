@@ -39,8 +39,9 @@ def closed_port_url() -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-async def wait_until(predicate: Callable[[], bool], within: float = 2.0) -> None:
-    """Yield to the loop (real time) until ``predicate()`` holds; fail after ``within`` s."""
+async def wait_until(predicate: Callable[[], bool], within: float = 30.0) -> None:
+    """Yield to the loop (real time) until ``predicate()`` holds; fail after ``within`` s
+    (a bound for a hang: it holds after a Redis round trip or two, however loaded)."""
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:

@@ -98,7 +98,9 @@ async def test_hung_redis_is_cut_off_by_the_operation_timeout(
     finally:
         await client.aclose()
         await silent.stop()
-    assert 0.15 < elapsed < 1.5
+    # Cut at op_timeout (0.2 s), not at the client's own 5 s: the upper bound leaves a
+    # busy machine seconds of room and still tells the two apart.
+    assert 0.15 < elapsed < 4.0
     assert listener.switches == [("crm", "local", "TimeoutError")]
 
 
