@@ -17,14 +17,20 @@ from tests.leads.test_delivery import MemoryCrm
 
 
 @pytest.fixture
-async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
-    """The app with HubSpot configured (at the port, never reached: a `MemoryCrm`) and no
+def crm() -> MemoryCrm:
+    """The CRM behind `leads_app` (HubSpot's port, in memory): tests count its contacts."""
+    return MemoryCrm()
+
+
+@pytest.fixture
+async def leads_app(settings_factory: SettingsFactory, crm: MemoryCrm) -> AsyncIterator[FastAPI]:
+    """The app with HubSpot configured (at the port, never reached: `crm`) and no
     background worker: each test runs the jobs it needs. Modules needing other settings
     define their own."""
     settings = settings_factory(
         crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
     )
-    app = create_app(settings, crm=MemoryCrm())
+    app = create_app(settings, crm=crm)
     async with LifespanManager(app):
         yield app
 

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from cauce.app import Resources, create_app, job_worker_for
+from cauce.app import Resources, job_worker_for
 from cauce.core.security.apikeys import ApiKeyService
-from tests.conftest import SettingsFactory
 from tests.leads.test_delivery import MemoryCrm
-
-
-@pytest.fixture
-def crm() -> MemoryCrm:
-    return MemoryCrm()
-
-
-@pytest.fixture
-async def leads_app(settings_factory: SettingsFactory, crm: MemoryCrm) -> AsyncIterator[FastAPI]:
-    """The app with a CRM configured (at the port) and no background worker."""
-    settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
-    )
-    app = create_app(settings, crm=crm)
-    async with LifespanManager(app):
-        yield app
 
 
 async def _drain(app: FastAPI) -> None:

@@ -20,6 +20,7 @@ from cauce.core.db.migrate import upgrade
 from cauce.core.jobs.factory import JobWorker
 from cauce.leads.csv_export import EXPORT_COLUMNS, csv_export
 from tests.conftest import make_settings
+from tests.leads.api_client import post_lead
 from tests.leads.import_client import error_report, import_csv
 from tests.leads.test_delivery import MemoryCrm
 
@@ -128,13 +129,6 @@ async def source_api(empty_database_url: str, tmp_path: Path) -> AsyncIterator[h
             yield client
 
 
-async def _post(api: httpx.AsyncClient, lead: dict[str, Any]) -> dict[str, Any]:
-    response = await api.post("/v1/leads", json=lead)
-    assert response.status_code in (200, 201), response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def _export(api: httpx.AsyncClient) -> bytes:
     response = await api.get("/v1/leads/export.csv")
     assert response.status_code == 200, response.text
@@ -160,11 +154,11 @@ async def test_an_export_imports_into_another_cauce_as_it_was(
     one without a mapping are the same leads field by field; the computed columns are
     ignored (the status says so), none becomes a custom field, and the other contacts
     are in the export."""
-    jose = await _post(source_api, JOSE)
-    assert (await _post(source_api, PEPE))["id"] == jose["id"]
-    assert (await _post(source_api, JOSE_GMAIL))["id"] == jose["id"]
-    await _post(source_api, BODEGA)
-    await _post(source_api, FORMULAS)
+    jose = await post_lead(source_api, JOSE)
+    assert (await post_lead(source_api, PEPE))["id"] == jose["id"]
+    assert (await post_lead(source_api, JOSE_GMAIL))["id"] == jose["id"]
+    await post_lead(source_api, BODEGA)
+    await post_lead(source_api, FORMULAS)
     originals = await _leads(source_api)
     assert len(originals) == 3
     exported = await _export(source_api)

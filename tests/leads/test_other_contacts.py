@@ -22,6 +22,7 @@ from cauce.leads.matching.plan import MAX_OTHER_CONTACTS, other_contacts
 from cauce.leads.matching.record import MatchRecord, prepare
 from cauce.leads.matching.settings import DedupeSettings
 from tests.conftest import make_settings
+from tests.leads.api_client import post_lead
 
 JOSE = {
     "first_name": "José",
@@ -169,21 +170,14 @@ def test_other_contacts_keep_comparison_symmetric_and_screen_exact(
 # --- the API, both databases --------------------------------------------------------------
 
 
-async def _post(api: httpx.AsyncClient, lead: dict[str, Any]) -> dict[str, Any]:
-    response = await api.post("/v1/leads", json=lead)
-    assert response.status_code in (200, 201), response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def test_a_merge_keeps_the_contacts_the_arrival_brought(
     leads_app: FastAPI, api: httpx.AsyncClient
 ) -> None:
     """A fuzzy duplicate with its own email and phone is merged into the stored lead,
     which keeps its own: the arrival's are kept with its source and shown as the lead's
     other contacts (a phone fills the lead's empty one), and erasure removes them."""
-    first = await _post(api, {name: v for name, v in JOSE.items() if name != "phone"})
-    second = await _post(api, PEPE)
+    first = await post_lead(api, {name: v for name, v in JOSE.items() if name != "phone"})
+    second = await post_lead(api, PEPE)
     assert second["id"] == first["id"]
     lead = (await api.get(f"/v1/leads/{first['id']}")).json()
     assert lead["email"] == "jose@aceitunasdelsur.es"
@@ -203,14 +197,14 @@ async def test_an_arrival_with_another_email_of_a_lead_merges_into_it(
     address (or only that mobile) and a name typed otherwise is the same lead, matched by
     email (phone). Before, it was a new lead. The merge's history says what was added,
     and erasure takes the keys away."""
-    first = await _post(api, JOSE)
-    second = await _post(api, PEPE)
+    first = await post_lead(api, JOSE)
+    second = await post_lead(api, PEPE)
     assert (second["id"], second["duplicate"]["match"]) == (first["id"], "fuzzy")
-    by_email = await _post(api, {"email": "jfr2@hotmail.com", "first_name": "J."})
+    by_email = await post_lead(api, {"email": "jfr2@hotmail.com", "first_name": "J."})
     assert by_email["outcome"] == "merged"
     assert by_email["id"] == first["id"]
     assert by_email["duplicate"]["match"] == "email"
-    by_phone = await _post(api, {"phone": "612 345 678", "company": "Aceitunas del Sur"})
+    by_phone = await post_lead(api, {"phone": "612 345 678", "company": "Aceitunas del Sur"})
     assert (by_phone["id"], by_phone["duplicate"]["match"]) == (first["id"], "phone")
     lead = (await api.get(f"/v1/leads/{first['id']}")).json()
     assert (lead["other_emails"], lead["other_phones"]) == (["jfr2@hotmail.com"], ["+34612345678"])
@@ -221,7 +215,7 @@ async def test_an_arrival_with_another_email_of_a_lead_merges_into_it(
     async with factory() as session:
         row = (await session.execute(text("SELECT other_emails, other_phones FROM leads"))).one()
     assert tuple(row) == (None, None)
-    again = await _post(api, {"email": "jfr2@hotmail.com", "first_name": "José"})
+    again = await post_lead(api, {"email": "jfr2@hotmail.com", "first_name": "José"})
     assert (again["outcome"], again["duplicate"]) == ("created", None)
 
 
@@ -238,7 +232,7 @@ async def test_a_batch_matches_another_email_filed_by_an_earlier_item(
     assert [r["outcome"] for r in results] == ["created", "merged", "merged"]
     assert {r["id"] for r in results} == {results[0]["id"]}
     assert results[2]["duplicate"]["match"] == "email"
-    later = await _post(api, {"email": "jfr2@hotmail.com"})
+    later = await post_lead(api, {"email": "jfr2@hotmail.com"})
     assert (later["id"], later["duplicate"]["match"]) == (results[0]["id"], "email")
 
 
@@ -247,10 +241,10 @@ async def test_a_shared_mailbox_brought_by_a_merge_pulls_nobody_in(
 ) -> None:
     """Pepe merges into José with the company's `info@`: that address is not José's, so
     Ana, arriving with it, is a lead of her own."""
-    first = await _post(api, JOSE)
-    pepe = await _post(api, {**PEPE, "email": "info@aceitunasdelsur.es"})
+    first = await post_lead(api, JOSE)
+    pepe = await post_lead(api, {**PEPE, "email": "info@aceitunasdelsur.es"})
     assert pepe["id"] == first["id"]
-    ana = await _post(
+    ana = await post_lead(
         api,
         {"first_name": "Ana", "last_name": "Olmedo Sanz", "email": "info@aceitunasdelsur.es"},
     )
@@ -263,8 +257,8 @@ async def test_a_patch_keeps_the_old_email_as_another_and_drops_the_new_one(
     """A PATCH to another email keeps the old one among the other contacts (an arrival
     with it is still the lead's), and a PATCH to one of the other emails takes it out of
     the list; a PATCH that clears the email keeps nothing of it."""
-    first = await _post(api, JOSE)
-    await _post(api, PEPE)  # jfr2@hotmail.com becomes another email
+    first = await post_lead(api, JOSE)
+    await post_lead(api, PEPE)  # jfr2@hotmail.com becomes another email
     uid = first["id"]
 
     async def others() -> tuple[Any, ...]:
@@ -279,7 +273,7 @@ async def test_a_patch_keeps_the_old_email_as_another_and_drops_the_new_one(
     patched = await api.patch(f"/v1/leads/{uid}", json={"email": "jfr2@hotmail.com"})
     assert patched.status_code == 200, patched.text
     assert (await others())[0] == "jose@aceitunasdelsur.es"
-    old = await _post(api, {"email": "jose@aceitunasdelsur.es"})
+    old = await post_lead(api, {"email": "jose@aceitunasdelsur.es"})
     assert (old["id"], old["duplicate"]["match"]) == (uid, "email")
     patched = await api.patch(f"/v1/leads/{uid}", json={"phone": "+34 699 000 111"})
     assert patched.status_code == 200, patched.text
@@ -287,7 +281,7 @@ async def test_a_patch_keeps_the_old_email_as_another_and_drops_the_new_one(
     cleared = await api.patch(f"/v1/leads/{uid}", json={"email": None})
     assert cleared.status_code == 200, cleared.text
     assert await others() == ("jose@aceitunasdelsur.es", "+34612345678 +34954123456")
-    alone = await _post(api, {"email": "jose@aceitunasdelsur.es", "first_name": "Lucía"})
+    alone = await post_lead(api, {"email": "jose@aceitunasdelsur.es", "first_name": "Lucía"})
     assert alone["outcome"] == "created"
 
 

@@ -5,23 +5,21 @@ leaving a 410 tombstone)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
-from cauce.app import Resources, create_app, job_worker_for
+from cauce.app import Resources, job_worker_for
 from cauce.core.db import unit_of_work
 from cauce.core.jobs.ports import JobFilter, JobStatus
 from cauce.leads import repository as repo
 from cauce.leads.delivery import DELIVER_TASK
 from cauce.leads.models import LeadMatchKey, LeadSource
 from cauce.leads.service import LeadsRuntime
-from tests.conftest import SettingsFactory
+from tests.leads.api_client import post_lead
 from tests.leads.test_delivery import MemoryCrm
 
 # The guide's pair (docs/leads.md, "De-duplication"): the same name and city, another
@@ -51,19 +49,12 @@ WITH_REGION = {**LOOKALIKE, "region": "Andalucía"}
 THIRD = {**WITH_REGION, "email": "jfr3@hotmail.com", "phone": None}
 
 
-async def _post(api: httpx.AsyncClient, lead: dict[str, Any]) -> dict[str, Any]:
-    response = await api.post("/v1/leads", json=lead)
-    assert response.status_code in (200, 201), response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def _held_pair(
     api: httpx.AsyncClient, lookalike: dict[str, Any] = LOOKALIKE
 ) -> tuple[str, str]:
     """The ids of José and of a lead held for review against him."""
-    jose = await _post(api, JOSE)
-    held = await _post(api, lookalike)
+    jose = await post_lead(api, JOSE)
+    held = await post_lead(api, lookalike)
     assert held["outcome"] == "held_for_review", held
     assert held["duplicate"]["lead_id"] == jose["id"]
     return jose["id"], held["id"]
@@ -97,26 +88,10 @@ def _problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]
     return body
 
 
-@pytest.fixture
-def crm() -> MemoryCrm:
-    return MemoryCrm()
-
-
-@pytest.fixture
-async def leads_app(settings_factory: SettingsFactory, crm: MemoryCrm) -> AsyncIterator[FastAPI]:
-    """The app with a CRM at the port (this module's, to count its contacts), no worker."""
-    settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
-    )
-    app = create_app(settings, crm=crm)
-    async with LifespanManager(app):
-        yield app
-
-
 async def test_held_leads_are_listed_apart(api: httpx.AsyncClient) -> None:
     """`held=true` lists only the leads held for review, `held=false` only the others."""
     jose, held = await _held_pair(api)
-    other = (await _post(api, OTHER))["id"]
+    other = (await post_lead(api, OTHER))["id"]
 
     async def ids(**params: str) -> list[str]:
         response = await api.get("/v1/leads", params=params)
@@ -168,7 +143,9 @@ async def test_an_arrival_merged_into_a_held_lead_leaves_it_held(
     """A later arrival with a held lead's email merges into it, and the lead stays held:
     an arrival is no person's decision, so the CRM still does not get it."""
     _, held = await _held_pair(api)
-    again = await _post(api, {"first_name": "José", "email": "jfr@hotmail.com", "job_title": "CEO"})
+    again = await post_lead(
+        api, {"first_name": "José", "email": "jfr@hotmail.com", "job_title": "CEO"}
+    )
     assert (again["id"], again["outcome"]) == (held, "merged")
     await _drain(leads_app)
     assert len(crm.contacts) == 1  # José only
@@ -254,9 +231,9 @@ async def test_a_merged_lead_is_no_candidate_for_later_arrivals(
     assert (await _review(api, held, {"decision": "duplicate"})).status_code == 200
     assert held_row.id not in rt.known
 
-    third = await _post(api, THIRD)
+    third = await post_lead(api, THIRD)
     assert (third["outcome"], third["duplicate"]["lead_id"]) == ("held_for_review", jose)
-    again = await _post(api, {"email": "JFR@hotmail.com", "first_name": "José"})
+    again = await post_lead(api, {"email": "JFR@hotmail.com", "first_name": "José"})
     assert (again["outcome"], again["id"], again["duplicate"]["lead_id"]) == ("merged", jose, jose)
 
 
@@ -270,9 +247,9 @@ async def test_the_held_leads_other_contacts_follow_it(api: httpx.AsyncClient) -
 
     assert (await _review(api, held, {"decision": "duplicate"})).status_code == 200
 
-    again = await _post(api, {"email": "jfr@hotmail.com", "first_name": "José"})
+    again = await post_lead(api, {"email": "jfr@hotmail.com", "first_name": "José"})
     assert (again["outcome"], again["id"]) == ("merged", jose)
-    other = await _post(api, {"email": "jose.fr@gmail.com", "first_name": "José"})
+    other = await post_lead(api, {"email": "jose.fr@gmail.com", "first_name": "José"})
     assert (other["outcome"], other["id"]) == ("merged", jose)
 
 
@@ -282,9 +259,9 @@ async def test_duplicate_into_another_lead_moves_the_holds_on_it(
     """`into` names the lead to merge into (in any case); a lead held against the merged
     one is then held against that lead, and its own review merges into it by default."""
     jose, held = await _held_pair(api, WITH_REGION)
-    third = await _post(api, THIRD)
+    third = await post_lead(api, THIRD)
     assert (third["outcome"], third["duplicate"]["lead_id"]) == ("held_for_review", held)
-    other = (await _post(api, OTHER))["id"]
+    other = (await post_lead(api, OTHER))["id"]
 
     response = await _review(api, held, {"decision": "duplicate", "into": other.upper()})
 
@@ -306,7 +283,7 @@ async def test_merging_into_the_lead_held_against_it_releases_that_one(
     """A held lead merged into the lead held against it leaves that lead nothing to be
     held for: it is released and delivered."""
     _, held = await _held_pair(api, WITH_REGION)
-    third = await _post(api, THIRD)
+    third = await post_lead(api, THIRD)
     assert third["duplicate"]["lead_id"] == held
     await _drain(leads_app)
 
@@ -324,7 +301,7 @@ async def test_merging_into_a_lead_held_against_another_keeps_it_held(
     """A held lead merged into another held lead (held against a third) leaves that one
     held: it still waits for its own review, and nothing is delivered."""
     jose, held = await _held_pair(api)
-    second = await _post(api, {**LOOKALIKE, "email": "jfr2@hotmail.com", "phone": None})
+    second = await post_lead(api, {**LOOKALIKE, "email": "jfr2@hotmail.com", "phone": None})
     assert second["duplicate"]["lead_id"] == jose
     await _drain(leads_app)
 
@@ -366,7 +343,7 @@ async def test_a_merged_lead_cannot_be_reviewed_again(api: httpx.AsyncClient) ->
 async def test_bad_review_bodies_name_the_field(api: httpx.AsyncClient) -> None:
     """Invalid bodies are 422 with JSON pointers, and the lead stays held."""
     jose, held = await _held_pair(api)
-    erased = (await _post(api, OTHER))["id"]
+    erased = (await post_lead(api, OTHER))["id"]
     assert (await api.delete(f"/v1/leads/{erased}")).status_code == 204
     unknown = "00000000-0000-4000-8000-000000000000"
     cases: list[tuple[Any, str, str]] = [
