@@ -1,23 +1,26 @@
-"""Intake against a lead erased while it decides (PostgreSQL: SQLite's one writer keeps
-an erasure from landing between intake's read of its candidates and its lock on them)."""
+"""Intake against a lead erased or merged away while it decides, and a review beside a
+batch (PostgreSQL: SQLite's one writer keeps another transaction from landing between
+intake's read of its candidates and its lock on them)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
 from cauce.leads import repository as repo
-from cauce.leads import service_edit
+from cauce.leads import service_edit, service_review
 from cauce.leads.errors import IntakeBusy
 from cauce.leads.models import Lead, LeadSource
-from cauce.leads.schemas import LeadIn
+from cauce.leads.schemas import LeadIn, LeadReviewIn
 from cauce.leads.service import LeadsRuntime, intake_many
+from tests.leads.test_review import JOSE, LOOKALIKE, OTHER, THIRD, WITH_REGION
 
 ANA = {"email": "ana.garcia@nandu.es", "first_name": "Ana", "last_name": "García López"}
 
@@ -121,3 +124,126 @@ async def test_intake_gives_up_when_its_targets_keep_vanishing(
     assert lead is not None
     assert lead.erased_at is None
     assert lead.phone is None
+
+
+def _before_first_lock(
+    monkeypatch: pytest.MonkeyPatch, action: Callable[[], Awaitable[None]]
+) -> list[int]:
+    """Run `action` (another transaction, committed) just before intake first locks the
+    leads it merges into or holds against; returns the lock calls seen."""
+    calls: list[int] = []
+    lock = repo.leads_by_id
+    acting = False
+
+    async def hooked(session: AsyncSession, ids: Collection[int]) -> dict[int, Lead]:
+        nonlocal acting
+        if acting:  # the action's own locks (a review takes them too)
+            return await lock(session, ids)
+        calls.append(len(ids))
+        if len(calls) == 1:
+            acting = True
+            try:
+                await action()
+            finally:
+                acting = False
+        return await lock(session, ids)
+
+    monkeypatch.setattr(repo, "leads_by_id", hooked)
+    return calls
+
+
+async def _held_against(rt: LeadsRuntime, uid: str) -> Lead | None:
+    async with rt.sessionmaker() as session:
+        lead = await repo.by_uid(session, uid)
+        assert lead is not None
+        if lead.possible_duplicate_of is None:
+            return None
+        return await session.get(Lead, lead.possible_duplicate_of)
+
+
+async def test_a_new_lead_is_never_held_against_a_lead_erased_meanwhile(
+    settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lookalike of José, decided while José is erased, is not left held against his
+    tombstone (where no review could release it): intake decides again and creates it."""
+    rt = _runtime(settings, db)
+    [(_, jose)] = await _intake(rt, JOSE)
+
+    async def erase() -> None:
+        async with unit_of_work(rt.sessionmaker) as other:
+            await service_edit.erase(other, rt, jose, actor="gdpr")
+
+    calls = _before_first_lock(monkeypatch, erase)
+    [(outcome, uid)] = await _intake(rt, LOOKALIKE)
+
+    assert (outcome, len(calls)) == ("created", 2)
+    assert await _held_against(rt, uid) is None
+
+
+async def test_a_new_lead_is_never_held_against_a_lead_merged_meanwhile(
+    settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lead resembling a held one, decided while a review merges that one into José, is
+    held against a live lead, never the merged one's tombstone."""
+    rt = _runtime(settings, db)
+    await _intake(rt, JOSE)
+    [(outcome, lookalike)] = await _intake(rt, WITH_REGION)
+    assert outcome == "held_for_review"
+
+    async def review() -> None:
+        async with unit_of_work(rt.sessionmaker) as other:
+            decision = LeadReviewIn(decision="duplicate")
+            await service_review.review(other, rt, lookalike, decision, "person")
+
+    calls = _before_first_lock(monkeypatch, review)
+    [(outcome, third)] = await _intake(rt, THIRD)
+
+    assert len(calls) == 2  # decided again once the merge was seen
+    against = await _held_against(rt, third)
+    assert against is None or against.erased_at is None, (outcome, against)
+
+
+async def test_a_review_and_a_batch_merging_around_it_do_not_deadlock(
+    settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review merging H into T re-points the leads held against H (D); a batch merging
+    into D and into T at the same moment waits for it instead of deadlocking: the review
+    locks D with H and T, in the one id order intake locks in."""
+    rt = _runtime(settings, db)
+    await _intake(rt, JOSE)
+    [(_, h)] = await _intake(rt, WITH_REGION)
+    [(outcome, _)] = await _intake(rt, THIRD)  # D: held against H
+    assert outcome == "held_for_review"
+    [(_, t)] = await _intake(rt, OTHER)  # T, newer than D
+    re_point = repo.hold_against
+    reviewing = asyncio.Event()
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'"
+    )
+
+    async def slow_re_point(session: AsyncSession, from_id: int, to_id: int) -> None:
+        # Let the batch start and reach its locks before the review re-points D.
+        reviewing.set()
+        for _ in range(400):
+            async with rt.sessionmaker() as probe:
+                if await probe.scalar(waiting):
+                    break
+            await asyncio.sleep(0.025)
+        await re_point(session, from_id, to_id)
+
+    monkeypatch.setattr(repo, "hold_against", slow_re_point)
+
+    async def review() -> None:
+        async with unit_of_work(rt.sessionmaker) as session:
+            decision = LeadReviewIn(decision="duplicate", into=t)
+            await service_review.review(session, rt, h, decision, "person")
+
+    async def batch() -> list[Any]:
+        await reviewing.wait()
+        return await _intake(rt, {**THIRD, "job_title": "CEO"}, {**OTHER, "company": "Duero"})
+
+    results = await asyncio.gather(review(), batch(), return_exceptions=True)
+
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert [outcome for outcome, _ in results[1]] == ["merged", "merged"]

@@ -17,7 +17,7 @@ from cauce.core.db import unit_of_work
 from cauce.core.jobs.ports import JobFilter, JobStatus
 from cauce.leads import repository as repo
 from cauce.leads.delivery import DELIVER_TASK
-from cauce.leads.models import LeadMatchKey, LeadSource
+from cauce.leads.models import LeadEvent, LeadMatchKey, LeadSource
 from cauce.leads.service import LeadsRuntime
 from tests.leads.api_client import post_lead
 from tests.leads.test_delivery import MemoryCrm
@@ -214,6 +214,27 @@ async def test_duplicate_merges_the_held_lead_into_the_lead_it_resembles(
     assert len(crm.contacts) == 1  # José, updated; the tombstone never goes
     [contact] = crm.contacts.values()
     assert "+34954123456" in contact.values()
+
+
+async def test_a_merged_lead_keeps_no_history_details(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """As an erasure does, the merge empties what the held lead's history said (the fields
+    a PATCH changed); only the line of the review itself says where it went."""
+    jose, held = await _held_pair(api)
+    patched = await api.patch(f"/v1/leads/{held}", json={"job_title": "Consejero"})
+    assert patched.status_code == 200, patched.text
+
+    assert (await _review(api, held, {"decision": "duplicate"})).status_code == 200
+
+    async with _rt(leads_app).sessionmaker() as session:
+        tombstone = await repo.by_uid(session, held)
+        assert tombstone is not None
+        rows = await session.execute(
+            select(LeadEvent.action, LeadEvent.changes).where(LeadEvent.lead_id == tombstone.id)
+        )
+        lines = sorted((action, changes) for action, changes in rows if changes)
+    assert lines == [("reviewed", {"decision": "duplicate", "into": jose})]
 
 
 async def test_a_merged_lead_is_no_candidate_for_later_arrivals(

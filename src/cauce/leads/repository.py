@@ -403,6 +403,14 @@ async def move_sources(session: AsyncSession, from_id: int, to_id: int) -> None:
     )
 
 
+async def held_against(session: AsyncSession, lead_id: int) -> list[int]:
+    """The live leads held for review against `lead_id`."""
+    rows = await session.scalars(
+        select(Lead.id).where(Lead.possible_duplicate_of == lead_id, Lead.erased_at.is_(None))
+    )
+    return list(rows)
+
+
 async def hold_against(session: AsyncSession, from_id: int, to_id: int) -> None:
     """Live leads held against `from_id` are held against `to_id` instead (`from_id` was
     merged into it). `to_id` itself is left out."""

@@ -206,13 +206,20 @@ async def _intake(
     for _ in range(_DECISIONS):
         matcher, steps, uids = await _plan(session, rt, items)
         targets = {s.lead_id for s in steps if s.outcome == "merged" and not provisional(s.lead_id)}
-        stored = await repo.leads_by_id(session, targets)
-        gone = {i for i in targets if i not in stored or stored[i].erased_at is not None}
+        # The stored leads new ones are held against: locked too, so a review cannot
+        # merge one away (or an erasure remove it) before the new lead is stored.
+        held = (s.match.id for s in steps if s.outcome == "held_for_review" and s.match is not None)
+        held_against = {lead_id for lead_id in held if not provisional(lead_id)}
+        locked = targets | held_against
+        stored = await repo.leads_by_id(session, locked)
+        gone = {i for i in locked if i not in stored or stored[i].erased_at is not None}
         if not gone:
-            return await _write(session, rt, items, matcher, steps, uids, stored)
+            merged_into = {i: stored[i] for i in targets}
+            return await _write(session, rt, items, matcher, steps, uids, merged_into)
         # The candidates were read before the lock, as committed then: one of them was
-        # erased since. Nothing is written yet, so decide again: the next read leaves
-        # it out. Merging into it would put an arrival's personal data into a tombstone.
+        # erased (or merged by a review) since. Nothing is written yet, so decide again:
+        # the next read leaves it out. Merging into it would put an arrival's personal
+        # data into a tombstone; holding against it, leave a lead nobody can review.
         for lead_id in gone:
             rt.known.forget(lead_id)
         log.info("leads.intake.target_gone", leads=len(gone))

@@ -113,7 +113,11 @@ async def _merge_held(
     # arrival with its email waits, then finds the lead it went into), then both rows,
     # in id order (`leads_by_id`). Then everything is checked again, as committed now.
     await repo.lock_exact_keys(session, blocking_keys(repo.match_record(held)))
-    locked = await repo.leads_by_id(session, {held.id, target_id})
+    # The leads held against it are re-pointed below: locked here with the two, in the
+    # one id order every intake locks in (locked one by one later, a batch merging into
+    # one of them and into the target could deadlock with this).
+    holders = await repo.held_against(session, held.id)
+    locked = await repo.leads_by_id(session, {held.id, target_id, *holders})
     held = locked[held.id]
     if held.erased_at is not None:
         raise await tombstone_error(session, held)
@@ -144,7 +148,7 @@ async def _merge_held(
 
     make_tombstone(held, MERGED, now)
     held.possible_duplicate_of = target.id
-    await repo.delete_match_keys(session, held.id)
+    await repo.erase_personal_data(session, held.id)  # its keys, its history's changes
     review_line = {"decision": "duplicate", "into": target.uid}
     session.add(LeadEvent(lead_id=held.id, action="reviewed", changes=review_line, actor=actor))
     rt.known.forget(held.id)  # no copy of its match fields stays in this process
