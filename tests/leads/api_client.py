@@ -6,6 +6,17 @@ from typing import Any
 
 import httpx
 
+# docs/leads.md's José (its "De-duplication" examples): the lead several tests match
+# their arrivals against.
+JOSE: dict[str, Any] = {
+    "first_name": "José",
+    "last_name": "Fernández Ruiz",
+    "company": "Aceitunas del Sur S.A.",
+    "city": "Sevilla",
+    "country": "ES",
+    "email": "jose@aceitunasdelsur.es",
+}
+
 
 async def post_lead(api: httpx.AsyncClient, lead: dict[str, Any]) -> dict[str, Any]:
     """`POST /v1/leads`; its answer, which must be 200 (merged) or 201."""

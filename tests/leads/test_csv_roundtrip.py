@@ -20,6 +20,7 @@ from cauce.core.db.migrate import upgrade
 from cauce.core.jobs.factory import JobWorker
 from cauce.leads.csv_export import EXPORT_COLUMNS, csv_export
 from tests.conftest import make_settings
+from tests.leads.api_client import JOSE as GUIDE_JOSE
 from tests.leads.api_client import post_lead
 from tests.leads.import_client import error_report, import_csv
 from tests.leads.test_delivery import MemoryCrm
@@ -78,16 +79,7 @@ FORMULAS = {
     "city": "-3",
     "custom_fields": {"pedido_minimo": "-5%", "descuento": -2.5},
 }
-JOSE = {
-    "first_name": "José",
-    "last_name": "Fernández Ruiz",
-    "company": "Aceitunas del Sur S.A.",
-    "city": "Sevilla",
-    "country": "ES",
-    "email": "jose@aceitunasdelsur.es",
-    "phone": "+34 954 12 34 56",
-    "custom_fields": {"feria": "Alimentaria 2025"},
-}
+JOSE = {**GUIDE_JOSE, "phone": "+34 954 12 34 56", "custom_fields": {"feria": "Alimentaria 2025"}}
 # Arrivals merged into José: his personal address and mobile, then another address.
 PEPE = {
     "first_name": "Pepe",

@@ -20,7 +20,8 @@ from cauce.leads.errors import IntakeBusy
 from cauce.leads.models import Lead, LeadSource
 from cauce.leads.schemas import LeadIn, LeadReviewIn
 from cauce.leads.service import LeadsRuntime, intake_many
-from tests.leads.test_review import JOSE, LOOKALIKE, OTHER, THIRD, WITH_REGION
+from tests.leads.api_client import JOSE
+from tests.leads.test_review import LOOKALIKE, OTHER, THIRD, WITH_REGION
 
 ANA = {"email": "ana.garcia@nandu.es", "first_name": "Ana", "last_name": "García López"}
 

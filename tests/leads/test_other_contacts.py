@@ -22,17 +22,10 @@ from cauce.leads.matching.plan import MAX_OTHER_CONTACTS, other_contacts
 from cauce.leads.matching.record import MatchRecord, prepare
 from cauce.leads.matching.settings import DedupeSettings
 from tests.conftest import make_settings
+from tests.leads.api_client import JOSE as GUIDE_JOSE
 from tests.leads.api_client import post_lead
 
-JOSE = {
-    "first_name": "José",
-    "last_name": "Fernández Ruiz",
-    "company": "Aceitunas del Sur S.A.",
-    "city": "Sevilla",
-    "country": "ES",
-    "email": "jose@aceitunasdelsur.es",
-    "phone": "+34 954 12 34 56",
-}
+JOSE = {**GUIDE_JOSE, "phone": "+34 954 12 34 56"}
 # The same person from his personal address and mobile: a fuzzy match, merged.
 PEPE = {
     "first_name": "Pepe",

@@ -19,19 +19,11 @@ from cauce.leads import repository as repo
 from cauce.leads.delivery import DELIVER_TASK
 from cauce.leads.models import LeadEvent, LeadMatchKey, LeadSource
 from cauce.leads.service import LeadsRuntime
-from tests.leads.api_client import post_lead
+from tests.leads.api_client import JOSE, post_lead
 from tests.leads.test_delivery import MemoryCrm
 
 # The guide's pair (docs/leads.md, "De-duplication"): the same name and city, another
 # email and no company, is a possible duplicate (about 0.74), held for review.
-JOSE = {
-    "first_name": "José",
-    "last_name": "Fernández Ruiz",
-    "company": "Aceitunas del Sur S.A.",
-    "city": "Sevilla",
-    "country": "ES",
-    "email": "jose@aceitunasdelsur.es",
-}
 LOOKALIKE = {
     "first_name": "José",
     "last_name": "Fernández Ruiz",
