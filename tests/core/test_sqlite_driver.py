@@ -15,7 +15,7 @@ from sqlalchemy import Column, CursorResult, Integer, MetaData, Table, Text, ins
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cauce.core.db import Database, create_database, unit_of_work
-from cauce.core.db.sqlite_driver import OneTripStatement
+from cauce.core.db.sqlite_driver import _HERE_MAX_ROWS, OneTripStatement
 from tests.conftest import make_settings
 
 _T = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("v", Text))
@@ -105,29 +105,101 @@ async def test_unit_of_work_takes_the_write_lock_with_its_first_statement(
         assert _writer_blocked(path)
 
 
-async def test_one_trip_per_statement(db: Database, trips: list[str]) -> None:
-    """A unit of work with one INSERT ... RETURNING costs two trips (the statement with
-    its BEGIN, and the commit); the pool's rollback on check-in costs none."""
-    async with unit_of_work(db.sessionmaker) as session:
+async def test_a_short_write_transaction_takes_no_trip(
+    db: Database, trips: list[str], tmp_path: Path
+) -> None:
+    """With the write lock free, a unit of work of short statements takes it, runs them
+    and commits on the event loop's thread: no trip to aiosqlite's; what it wrote is
+    committed, and a rollback undoes it. Any other unit of work takes the lock and
+    commits there too, but sends its statements on the trip (one may be long). A read
+    outside a unit of work takes one trip; the pool's rollback on check-in takes none."""
+    path = tmp_path / "cauce.db"
+    async with unit_of_work(db.sessionmaker, short=True) as session:
         await session.execute(text("INSERT INTO t (v) VALUES ('a') RETURNING id"))
-    assert trips == ["_run", "commit"]
-    trips.clear()
-    async with db.sessionmaker() as session:
-        await session.execute(text("SELECT v FROM t"))
+        assert _writer_blocked(path)
+        await session.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "b"}, {"v": "c"}])
+    assert not _writer_blocked(path)
+    async with unit_of_work(db.sessionmaker, short=True) as session:
+        await session.execute(text("INSERT INTO t (v) VALUES ('undone')"))
+        await session.rollback()
+    assert trips == []
+    async with unit_of_work(db.sessionmaker) as session:
+        await session.execute(text("DELETE FROM t WHERE v = 'c'"))
+        assert _writer_blocked(path)
     assert trips == ["_run"]
+    async with db.sessionmaker() as session:
+        values = (await session.execute(text("SELECT v FROM t ORDER BY id"))).scalars().all()
+    assert values == ["a", "b"]
+    assert trips == ["_run", "_run"]
+
+
+async def test_long_statements_of_a_write_transaction_still_take_the_trip(
+    db: Database, trips: list[str]
+) -> None:
+    """In a unit of work of short statements, an executemany of many rows, or a
+    statement with a long text parameter, still runs on aiosqlite's thread (the loop
+    keeps serving meanwhile); the short ones around it do not."""
+    many = [{"v": str(i)} for i in range(_HERE_MAX_ROWS + 1)]
+    async with unit_of_work(db.sessionmaker, short=True) as session:
+        await session.execute(text("INSERT INTO t (v) VALUES (:v)"), many[:_HERE_MAX_ROWS])
+        assert trips == []
+        await session.execute(text("INSERT INTO t (v) VALUES (:v)"), many)
+        assert trips == ["_run"]
+        await session.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": "x" * 70_000})
+        assert trips == ["_run", "_run"]
+        await session.execute(text("INSERT INTO t (v) VALUES ('short')"))
+    assert trips == ["_run", "_run"]
+    async with db.sessionmaker() as session:
+        count = (await session.execute(text("SELECT count(*) FROM t"))).scalar_one()
+    assert count == 2 * _HERE_MAX_ROWS + 1 + 2
+
+
+async def test_a_lock_held_by_another_process_is_waited_for_off_the_loop(
+    db: Database, trips: list[str], tmp_path: Path
+) -> None:
+    """When another process holds the write lock, `BEGIN IMMEDIATE` is not retried on
+    the loop's thread (SQLite's busy handler would stall every request): it goes to
+    aiosqlite's thread with the statement and waits there, within the busy timeout,
+    while the loop keeps running. The busy timeout is the configured one afterwards."""
+    other = sqlite3.connect(tmp_path / "cauce.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, other.execute, "ROLLBACK")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        async with unit_of_work(db.sessionmaker, short=True) as session:
+            await session.execute(text("INSERT INTO t (v) VALUES ('after the other')"))
+            assert trips == ["_run"]
+            busy = (await session.execute(text("PRAGMA busy_timeout"))).scalar_one()
+    finally:
+        ticker.cancel()
+        other.close()
+    assert ticks >= 10  # the loop ran while the statement waited for the lock
+    assert busy == make_settings(tmp_path).db.busy_timeout_ms
+    async with db.sessionmaker() as session:
+        values = (await session.execute(text("SELECT v FROM t"))).scalars().all()
+    assert values == ["after the other"]
 
 
 async def test_one_trip_statement_runs_inline_once_the_write_lock_is_held(
     db: Database, trips: list[str]
 ) -> None:
-    """A OneTripStatement that opens the unit of work takes a trip (it may wait for the
-    lock); once the transaction holds the write lock it runs without one, and its row
-    commits or rolls back with the rest of the transaction."""
+    """A OneTripStatement runs without a trip once the transaction holds the write lock
+    (here the lock was free, so it was taken without one too), and its row commits or
+    rolls back with the rest of the transaction."""
     insert_v = OneTripStatement(insert(_T).returning(_T.c.id), ["v"])
     async with unit_of_work(db.sessionmaker) as session:
         first = await insert_v.rows(await session.connection(), {"v": "first"})
         second = await insert_v.rows(await session.connection(), {"v": "second"})
-    assert trips == ["_run", "commit"]
+    assert trips == []
     assert first == [(1,)]
     assert second == [(2,)]
     async with unit_of_work(db.sessionmaker) as session:

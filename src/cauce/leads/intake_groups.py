@@ -225,7 +225,7 @@ class IntakeGroups:
 
     async def _in_transaction(self, group: list[_Arrival]) -> list[Answer | Exception]:
         """Run a group in one unit of work; per lead, its answer or its own refusal."""
-        async with unit_of_work(self.rt.sessionmaker) as session:
+        async with unit_of_work(self.rt.sessionmaker, short=True) as session:
             answers: list[Answer | Exception | None] = [None] * len(group)
             fresh: list[int] = []
             for i, arrival in enumerate(group):

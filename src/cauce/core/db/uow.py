@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from cauce.core.db.sqlite_driver import begin_immediate
 
 _WRITER = "cauce.writer"
+_SHORT = "cauce.short_statements"
 
 
 @event.listens_for(Session, "after_begin")
@@ -28,7 +29,9 @@ def _begin_immediate(session: Session, _transaction: Any, connection: Any) -> No
     if (
         session.info.get(_WRITER)
         and connection.dialect.name == "sqlite"
-        and not begin_immediate(connection.connection.dbapi_connection)
+        and not begin_immediate(
+            connection.connection.dbapi_connection, here=bool(session.info.get(_SHORT))
+        )
     ):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -61,15 +64,20 @@ def _drop_on_rollback(session: Session, _previous: Any) -> None:
 
 @asynccontextmanager
 async def unit_of_work(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    sessionmaker: async_sessionmaker[AsyncSession], *, short: bool = False
 ) -> AsyncIterator[AsyncSession]:
     """Yield a session; commit when the block succeeds, roll back when it raises.
 
     Application code only `flush()`es; the request or job boundary owns the commit, so the
     business rows and the jobs deferred with them are written together or not at all.
+
+    `short`: every statement of the block is short (bounded by its input, as an intake's
+    are); on SQLite they run on the event loop's thread instead of a trip to the
+    driver's (sqlite_driver.py). Leave it off for anything that may scan or delete a lot.
     """
     async with sessionmaker() as session:
         session.info[_WRITER] = True
+        session.info[_SHORT] = short
         try:
             yield session
         except BaseException:

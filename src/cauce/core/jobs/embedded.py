@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,8 @@ from cauce.core.jobs.embedded_sql import (
     FINISH,
     OPEN_ATTEMPT,
     TAKE,
+    WAITING_WITH_KEY,
+    WAITING_WITH_KEY_ONE_TRIP,
     dedupe_key_back_to_todo,
 )
 from cauce.core.jobs.embedded_worker import EmbeddedWorker
@@ -141,11 +143,10 @@ class EmbeddedJobQueue(EmbeddedAdmin):
                 await conn.execute(DEFER if dedupe_key is None else DEFER_DEDUPED, row)
             ).scalar_one_or_none()
         if job_id is None:
-            existing = await conn.scalar(
-                select(EmbeddedJob.id).where(
-                    EmbeddedJob.dedupe_key == dedupe_key,
-                    EmbeddedJob.status == JobStatus.TODO.value,
-                )
+            key = {"dedupe_key": dedupe_key}
+            found = await WAITING_WITH_KEY_ONE_TRIP.rows(conn, key)
+            existing = (
+                found[0][0] if found is not None else await conn.scalar(WAITING_WITH_KEY, key)
             )
             assert existing is not None
             return DeferResult(existing, deduplicated=True)
@@ -165,7 +166,8 @@ class EmbeddedJobQueue(EmbeddedAdmin):
         statements are prebuilt Core, ~4x cheaper per statement than a session)."""
         async with self._engine.connect() as conn:
             # Sent with the first statement where the driver allows (sqlite_driver.py).
-            if not begin_immediate((await conn.get_raw_connection()).dbapi_connection):
+            raw = (await conn.get_raw_connection()).dbapi_connection
+            if not begin_immediate(raw, here=True):  # prebuilt statements, all short
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield conn

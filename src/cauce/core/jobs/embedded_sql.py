@@ -132,6 +132,13 @@ _DEFER_COLUMNS = [
 ]
 DEFER_ONE_TRIP = OneTripStatement(DEFER, _DEFER_COLUMNS)
 DEFER_DEDUPED_ONE_TRIP = OneTripStatement(DEFER_DEDUPED, _DEFER_COLUMNS)
+# The job waiting under a dedupe key, when the deduped defer met it (each intake group
+# meets it while a delivery waits): built and compiled once, run in one trip.
+WAITING_WITH_KEY = select(_JOBS.c.id).where(
+    _JOBS.c.dedupe_key == bindparam("dedupe_key"),
+    _JOBS.c.status == literal_column(f"'{JobStatus.TODO.value}'"),
+)
+WAITING_WITH_KEY_ONE_TRIP = OneTripStatement(WAITING_WITH_KEY, ["dedupe_key"])
 OPEN_ATTEMPT = insert(_ATTEMPTS).returning(_ATTEMPTS.c.id, sort_by_parameter_order=True)
 CLOSE_ATTEMPT = (
     update(_ATTEMPTS)
