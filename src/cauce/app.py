@@ -283,13 +283,19 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # Cauce traces with its own provider (FastAPIInstrumentor below); FastAPI's native
+        # telemetry would trace every request a second time whenever a global provider is
+        # set, and checks the global providers on every request even when none is.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
+    # Routes are matched in order, one by one: the leads first, since they take the
+    # traffic (the paths do not overlap; the operations' routes are the probes' few).
+    for router in leads_routers():
+        app.include_router(router)
     app.include_router(system_router)
     app.include_router(v1_router)
     app.include_router(jobs_router)
-    for router in leads_routers():
-        app.include_router(router)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=HttpMetrics(registry),

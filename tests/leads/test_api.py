@@ -150,6 +150,17 @@ async def test_scopes_are_enforced(leads_app: FastAPI) -> None:
         assert (await client.post("/v1/leads", json=_lead(), headers=auth)).status_code == 403
         assert (await client.get("/v1/leads", headers=auth)).status_code == 200
         assert (await client.get("/v1/leads")).status_code == 401
+        # The two intake routes check the key in their body (auth.authorize), not by a
+        # dependency: the same answers, before the body is even read.
+        basic = {"Authorization": f"Basic {reader.token}"}
+        for path in ("/v1/leads", "/v1/leads/batch"):
+            for headers, status in (({}, 401), (basic, 401), (auth, 403)):
+                answer = await client.post(path, content=b"not json", headers=headers)
+                assert answer.status_code == status, (path, headers, answer.text)
+                assert answer.headers["content-type"] == "application/problem+json"
+        spec = (await client.get("/openapi.json")).json()
+        for path in ("/v1/leads", "/v1/leads/batch"):
+            assert spec["paths"][path]["post"]["security"] == [{"ApiKey": []}]
 
 
 async def test_csv_import_runs_as_a_job(leads_app: FastAPI, api: httpx.AsyncClient) -> None:

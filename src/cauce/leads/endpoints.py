@@ -23,7 +23,7 @@ from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
 from cauce.core.errors import UnsupportedMediaType, malformed_json
 from cauce.core.security.apikeys import Principal
-from cauce.core.web.auth import require_scope
+from cauce.core.web.auth import BEARER_SECURITY, authorize, require_scope
 from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fingerprint
 from cauce.core.web.problems import echo
 from cauce.core.web.routing import CauceRoute
@@ -53,7 +53,8 @@ from cauce.leads.views import created_view, detail_view, lead_view
 router = APIRouter(prefix="/v1/leads", route_class=CauceRoute, tags=["leads"])
 
 Read = Annotated[Principal, Depends(require_scope("leads:read"))]
-Write = Annotated[Principal, Depends(require_scope("leads:write"))]
+WRITE: Final = "leads:write"
+Write = Annotated[Principal, Depends(require_scope(WRITE))]
 Admin = Annotated[Principal, Depends(require_scope("leads:admin"))]
 
 IDEMPOTENCY = IdempotencyStore()
@@ -105,9 +106,10 @@ async def idempotent(
     request: Request, principal: Principal, body: bytes, rt: LeadsRuntime, work: Work
 ) -> Response:
     """Run `work(session)` in one transaction, remembering its answer under the key
-    (`Idempotency-Key`, Stripe's semantics; `body` is what identifies the request)."""
+    (`Idempotency-Key`, Stripe's semantics; `body` is what identifies the request).
+    Every caller's statements are bounded by its request (`unit_of_work`'s `short`)."""
     raw_key = request.headers.get(HEADER)
-    async with unit_of_work(rt.sessionmaker) as session:
+    async with unit_of_work(rt.sessionmaker, short=True) as session:
         if raw_key is None:
             status, payload = await work(session)
             return _json(status, payload)
@@ -136,11 +138,12 @@ def _schema_body(model: type[BaseModel], media: tuple[str, ...] = (JSON,)) -> di
     "",
     status_code=201,
     response_model=LeadCreated,
-    openapi_extra=_schema_body(LeadIn),
+    openapi_extra=_schema_body(LeadIn) | BEARER_SECURITY,
     summary="Accept one lead",
 )
-async def create_lead(request: Request, principal: Write) -> Response:
+async def create_lead(request: Request) -> Response:
     """Validate, de-duplicate, score, route and store one lead; its CRM sync is queued."""
+    principal = await authorize(request, WRITE)  # in the body: see `authorize`
     rt = runtime(request)
     body = await _json_body(request)
     try:
@@ -201,11 +204,12 @@ def _item(index: int, result: IntakeResult) -> dict[str, Any]:
 @router.post(
     "/batch",
     response_model=BatchResult,
-    openapi_extra=_schema_body(LeadBatchIn),
+    openapi_extra=_schema_body(LeadBatchIn) | BEARER_SECURITY,
     summary="Accept up to 1,000 leads",
 )
-async def create_batch(request: Request, principal: Write) -> Response:
+async def create_batch(request: Request) -> Response:
     """Each item is validated on its own: valid items are kept even when others fail."""
+    principal = await authorize(request, WRITE)
     rt = runtime(request)
     body = await _json_body(request)
     try:

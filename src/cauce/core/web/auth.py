@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 import structlog
 from fastapi import Depends, Request
@@ -20,21 +20,41 @@ bearer_scheme = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
+def bearer_token(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer ...` header, as `HTTPBearer` reads it."""
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    token = token.strip()
+    return token if token and scheme.lower() == "bearer" else None
+
+
+async def authorize(request: Request, scope: str | None) -> Principal:
+    """The caller's key, checked to hold `scope` (`None`: any valid key); 401 or 403."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated("send an API key as `Authorization: Bearer cauce_...`")
+    service: ApiKeyService = request.app.state.resources.api_keys
+    principal = await service.verify(token)
+    structlog.contextvars.bind_contextvars(principal=principal.key_id)
+    if scope is not None and not grants(principal.scopes, scope):
+        raise Forbidden(f"this API key lacks the `{scope}` scope", required_scope=scope)
+    return principal
+
+
+# What a route that calls `authorize` itself declares, for the OpenAPI document.
+BEARER_SECURITY: Final[dict[str, Any]] = {"security": [{bearer_scheme.scheme_name: []}]}
+
+
 def require_scope(scope: str | None) -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates the caller and checks it holds `scope`.
 
-    `None` means any valid key (used by `/v1/me`, which every key may call).
+    `None` means any valid key (used by `/v1/me`, which every key may call). The
+    hottest routes (`POST /v1/leads`, `/batch`) call `authorize` in their body instead,
+    with `BEARER_SECURITY` in their OpenAPI entry: the same checks, without FastAPI
+    solving two nested dependencies for every request (~20 us of ~1 ms).
     """
 
-    async def dependency(request: Request, credentials: Credentials) -> Principal:
-        if credentials is None or not credentials.credentials:
-            raise Unauthenticated("send an API key as `Authorization: Bearer cauce_...`")
-        service: ApiKeyService = request.app.state.resources.api_keys
-        principal = await service.verify(credentials.credentials)
-        structlog.contextvars.bind_contextvars(principal=principal.key_id)
-        if scope is not None and not grants(principal.scopes, scope):
-            raise Forbidden(f"this API key lacks the `{scope}` scope", required_scope=scope)
-        return principal
+    async def dependency(request: Request, _credentials: Credentials) -> Principal:
+        return await authorize(request, scope)
 
     dependency.__name__ = f"require_scope_{(scope or 'any').replace(':', '_')}"
     return dependency
