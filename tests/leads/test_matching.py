@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import importlib.util
 import random
+import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from cauce.leads.matching import (
     rank,
     sort_key,
 )
+from cauce.leads.matching.record import fold
 
 
 def _level(record_a: MatchRecord, record_b: MatchRecord, field: str) -> Level | None:
@@ -542,3 +545,19 @@ def test_the_excluded_record_takes_no_candidate_place() -> None:
     assert index.candidates(ana) == {"a"}
     assert index.candidates(ana, exclude="a") == {"b"}
     assert [m.id for m in index.query(ana, exclude="a")] == ["b"]
+
+
+def _fold_reference(text: str | None) -> str:
+    """`fold` as first written: NFKD, combining marks dropped, casefolded, runs of
+    anything but ASCII letters and digits to one space."""
+    if not text:
+        return ""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return re.sub(r"[^0-9a-z]+", " ", stripped.casefold()).strip()
+
+
+@given(st.text(max_size=40) | st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_fold_is_the_reference_fold_for_every_text(text: str) -> None:
+    """The ASCII fast path changes no result: ASCII text folds as the full path folds it."""
+    assert fold.__wrapped__(text) == _fold_reference(text)

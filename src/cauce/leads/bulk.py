@@ -67,6 +67,22 @@ class _Bulk:
         self.lite_returning_sql = str(returns.compile(dialect=sqlite.dialect()))
         assert len(self.names) > 1  # so `pick` gives a tuple
         self.pick = itemgetter(*self.names)
+        self._lite_processors: tuple[Any, list[tuple[int, Any]]] | None = None
+
+    def _processors(self, dialect: Any) -> list[tuple[int, Any]]:
+        """The columns' bind processors, by position (built once per dialect: a
+        processor is a fresh closure each time a type is asked for one)."""
+        cached = self._lite_processors
+        if cached is not None and cached[0] is dialect:
+            return cached[1]
+        columns = self.table.c
+        processors = [
+            (i, process)
+            for i, n in enumerate(self.names)
+            if (process := columns[n].type.dialect_impl(dialect).bind_processor(dialect))
+        ]
+        self._lite_processors = (dialect, processors)
+        return processors
 
     def pg_params(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         pick = self.pick
@@ -94,13 +110,7 @@ class _Bulk:
         self, session: AsyncSession, rows: list[tuple[Any, ...]]
     ) -> list[tuple[Any, ...]]:
         """Rows given as tuples (in `names` order), converted for SQLite."""
-        dialect = _dialect(session)
-        columns = self.table.c
-        processors = [
-            (i, process)
-            for i, n in enumerate(self.names)
-            if (process := columns[n].type.dialect_impl(dialect).bind_processor(dialect))
-        ]
+        processors = self._processors(_dialect(session))
         if not processors:
             return rows
         # Many values repeat: empty JSON ones (no UTM, no custom fields, no match keys),
