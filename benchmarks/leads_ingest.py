@@ -245,9 +245,28 @@ class WrkRun:
 
 class CpuSplit:
     """Where the machine's CPU went during a run, in % of one core (100 % x cores in
-    all): the servers (every other Python process), the database, wrk, and idle."""
+    all): the servers (every other Python process), the database, wrk, and idle; and
+    `loop`, the busiest thread of a server process (its event loop): near 100 % the
+    server is bound by its one thread's CPU, well below it the loop waits."""
 
     _TICK = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _threads(pids: list[int]) -> dict[tuple[int, str], int]:
+        found: dict[tuple[int, str], int] = {}
+        for pid in pids:
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for task in tasks:
+                try:
+                    with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                        fields = stat.read().rpartition(")")[2].split()
+                    found[(pid, task)] = int(fields[11]) + int(fields[12])
+                except (OSError, IndexError, ValueError):
+                    continue
+        return found
 
     @staticmethod
     def _processes() -> dict[int, tuple[str, int]]:
@@ -272,6 +291,8 @@ class CpuSplit:
 
     def __enter__(self) -> CpuSplit:
         self._before = self._processes()
+        servers = [pid for pid, (name, _) in self._before.items() if name.startswith("python")]
+        self._threads_before = self._threads(servers)
         self._machine_before = self._machine()
         self._children = os.times().children_user + os.times().children_system
         return self
@@ -289,6 +310,13 @@ class CpuSplit:
         self.split = {k: 100 * v / wall for k, v in used.items()}
         self.split["wrk"] = 100 * children * self._TICK / wall
         self.split["idle"] = 100 * idle / wall
+        pids = sorted({pid for pid, _ in self._threads_before})
+        threads = [
+            ticks - self._threads_before[key]
+            for key, ticks in self._threads(pids).items()
+            if key in self._threads_before
+        ]
+        self.split["loop"] = 100 * max(threads, default=0) / wall
 
 
 def _ms(text: str) -> float:
