@@ -94,6 +94,9 @@ async def open_resources(
     stack = AsyncExitStack()
     try:
         await prepare_schema(db, settings)
+        if (checkpointer := db.checkpointer()) is not None:  # SQLite: off the commits
+            checkpointer.start()
+            stack.callback(checkpointer.stop)
         if tracer_provider is not None:
             instrument_engine(db.engine, tracer_provider)
         api_keys = ApiKeyService(

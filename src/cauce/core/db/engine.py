@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from cauce.core.config import Settings
+from cauce.core.db.checkpoint import WRITER_CHECKPOINT_PAGES, WalCheckpointer
 from cauce.core.db.idle_check import check_when_idle
 from cauce.core.db.sqlite_driver import one_trip_dbapi
 
@@ -43,6 +44,14 @@ class Database:
         """Close every pooled connection."""
         await self.engine.dispose()
 
+    def checkpointer(self) -> WalCheckpointer | None:
+        """A checkpointer for this database's WAL, not started; None unless the database
+        is a SQLite file."""
+        url = self.engine.url
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        return WalCheckpointer(Path(url.database))
+
 
 def json_text(value: Any) -> str:
     """JSON columns' text: orjson's (several times faster than `json.dumps`, which
@@ -64,6 +73,8 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # Checkpoints are a thread's work (checkpoint.py); a writer's only a backstop.
+        cur.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
         cur.close()
 
     return on_connect
