@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import structlog
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
@@ -106,3 +107,16 @@ def test_a_checkpointer_starts_and_stops_its_thread(tmp_path: Path) -> None:
         checkpointer.stop()
         conn.close()
     assert not any(t.name == "cauce-wal-checkpoint" for t in threading.enumerate())
+
+
+def test_a_failing_checkpointer_warns_once_and_still_stops(tmp_path: Path) -> None:
+    """A database it cannot open is one warning, then a pause before the next try (not
+    a warning every pass), and `stop` still ends the thread at once."""
+    checkpointer = WalCheckpointer(tmp_path / "missing" / "x.db", interval=0.01)
+    with structlog.testing.capture_logs() as logs:
+        checkpointer.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        checkpointer.stop()
+    assert time.monotonic() - started < 1.0
+    assert [entry["event"] for entry in logs] == ["db.checkpoint_failed"]

@@ -28,6 +28,7 @@ log = structlog.get_logger("cauce.db.checkpoint")
 # past this many pages of log.
 WRITER_CHECKPOINT_PAGES = 10_000
 CHECKPOINT_INTERVAL_SECONDS = 0.05
+RETRY_AFTER_FAILURE_SECONDS = 5.0
 
 
 class WalCheckpointer:
@@ -79,11 +80,13 @@ class WalCheckpointer:
                         conn = sqlite3.connect(self.path, check_same_thread=False)
                     self.checkpoint(conn)
                 except sqlite3.Error as exc:
-                    # The writers' own checkpoints (the backstop) still run; try again.
+                    # The writers' own checkpoints (the backstop) still run. Try again
+                    # on a fresh connection, after a pause (one warning, not 20 a second).
                     log.warning("db.checkpoint_failed", error=str(exc))
                     if conn is not None:
                         conn.close()
                     conn = None
+                    self._stop.wait(RETRY_AFTER_FAILURE_SECONDS)
         finally:
             if conn is not None:
                 conn.close()
