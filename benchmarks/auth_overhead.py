@@ -72,8 +72,9 @@ def wrk(url: str, seconds: int, connections: int, header: str | None) -> Run:
     if "Non-2xx" in out:
         sys.exit(f"wrk saw non-2xx answers for {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    # Anchored: a "+/- Stdev" column such as "87.50%" also ends in "50%".
+    p50 = _ms(re.search(r"(?m)^\s+50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"(?m)^\s+99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     return Run(url.rsplit("/", 1)[-1] if "/v1/" not in url else "/v1/me", rps, p50, p99)
 
 
