@@ -8,6 +8,7 @@ from typing import Annotated, Any, Final
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from cauce.core.errors import Forbidden, Unauthenticated
 from cauce.core.security.apikeys import ApiKeyService, Principal
@@ -21,9 +22,8 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_sche
 
 
 def bearer_token(request: Request) -> str | None:
-    """The token of an `Authorization: Bearer ...` header, as `HTTPBearer` reads it."""
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    token = token.strip()
+    """The token of an `Authorization: Bearer ...` header, read as `HTTPBearer` reads it."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
     return token if token and scheme.lower() == "bearer" else None
 
 
