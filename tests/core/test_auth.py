@@ -202,3 +202,28 @@ async def test_create_validates_input(app: FastAPI) -> None:
     with pytest.raises(NotFound):
         await keys(app).revoke("zzzzzzzzzzzz")
     assert await keys(app).list() == []
+
+
+def test_scope_check_is_one_dependency_declared_as_bearer_security() -> None:
+    """A scoped route's OpenAPI entry names the bearer scheme, and FastAPI solves its check
+    as one dependency of the request alone (a nested `HTTPBearer` cost ~20 us a request)."""
+    application = FastAPI()
+    router = APIRouter(route_class=CauceRoute)
+
+    @router.get("/scoped")
+    async def scoped(p: Annotated[Principal, Depends(require_scope("leads:read"))]) -> str:
+        return p.name
+
+    (route,) = router.routes
+    assert isinstance(route, CauceRoute)
+    (check,) = route.dependant.dependencies
+    assert check.dependencies == []
+    assert check.path_params + check.query_params + check.header_params == []
+    application.include_router(router)
+    document = application.openapi()
+    assert document["paths"]["/scoped"]["get"]["security"] == [{"ApiKey": []}]
+    assert document["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer cauce_...`",
+    }
