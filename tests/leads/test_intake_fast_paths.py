@@ -201,11 +201,13 @@ def test_candidates_are_the_strongest_at_most(
 
 _NOW = utcnow()
 _LEAD_COLUMNS = (
-    "email, phone, first_name, <utm>, <consent>, <custom_fields>, email_disposable, "
-    "email_free, <score_reasons>, <match_keys>, possible_duplicate_of, synced_at, created_at, "
-    "updated_at"
+    "email, phone, phone_extension, first_name, <utm>, <consent>, <custom_fields>, "
+    "email_disposable, email_free, <score_reasons>, <match_keys>, possible_duplicate_of, "
+    "synced_at, created_at, updated_at"
 )
-_SOURCE_COLUMNS = "s.source, s.external_id, <s.utm>, <s.consent>, s.received_at"
+_SOURCE_COLUMNS = (
+    "s.source, s.external_id, s.phone, s.phone_extension, <s.utm>, <s.consent>, s.received_at"
+)
 _EVENT_COLUMNS = "h.action, <h.changes>, h.actor, h.at"
 _JSON = ("utm", "consent", "custom_fields", "score_reasons", "match_keys", "changes")
 
@@ -233,6 +235,8 @@ def _lead_row(uid: str, consent: dict[str, Any] | None, utm: dict[str, Any]) -> 
         uid=uid,
         email="ana@empresa.es",
         email_key="ana@empresa.es",
+        phone="+34911234567",
+        phone_extension="12",
         first_name="Ána",
         source="api",
         status="new",
@@ -291,7 +295,8 @@ async def test_bulk_insert_stores_what_sqlalchemy_stores(
                     "source": "api",
                     "external_id": None,
                     "email": "ana@empresa.es",
-                    "phone": None,
+                    "phone": "+34911234567",
+                    "phone_extension": "12",
                     "utm": utm,
                     "consent": consent,
                     "received_at": _NOW,

@@ -11,15 +11,14 @@ based) and through the API on both databases:
    word (it is not stored: the halves compose it).
 3. `options` of an import that are not an object, or an option other than the mapping
    that is wrong, are `import_options_invalid`, not a mapping error.
-4. A phone with an extension is refused, saying extensions are not stored; the number
-   used to be kept without it.
+4. A phone with an extension used to be kept without it; it is now stored with it
+   (`tests/leads/test_phone_extensions.py`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import unicodedata
 import uuid
 from typing import Any
@@ -31,9 +30,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cauce.core.jobs.factory import JobWorker
-from cauce.leads.errors import FieldError, NormalisationError
+from cauce.leads.errors import FieldError
 from cauce.leads.names import compose_full_name, halves_of_full_name
-from cauce.leads.normalise import MAX_RAW_TEXT, normalise_phone
+from cauce.leads.normalise import MAX_RAW_TEXT
 from cauce.leads.schemas import (
     MAX_CUSTOM_VALUE_BYTES,
     LeadIn,
@@ -446,40 +445,3 @@ async def test_import_options_errors_say_what_is_wrong(
     if code == "import_options_invalid":
         assert body["detail"] == f"{len(errors)} import option(s) are invalid"
         assert "mapping" not in body["title"].lower()
-
-
-# --- 4. phone extensions -------------------------------------------------------------------
-
-MARKERS = st.sampled_from([" ext. ", " ext ", " x", " x ", " #", ";ext=", " extension ", " anexo "])
-SPANISH_MOBILES = st.integers(600_000_000, 699_999_999).map(str)
-
-
-@given(SPANISH_MOBILES, st.sampled_from(["", "+34 ", "0034"]), MARKERS, st.integers(1, 99_999))
-@settings(deadline=None)
-@example("612345679", "+34 ", " ext. ", 123)
-def test_a_phone_with_an_extension_is_refused_saying_why(
-    number: str, prefix: str, marker: str, extension: int
-) -> None:
-    """A number that phonenumbers reads with an extension is refused (the extension would
-    be lost in E.164), never stored without it; the number alone is taken."""
-    try:
-        alone = normalise_phone(prefix + number, "ES")
-    except NormalisationError:
-        return  # not a valid number to begin with
-    with pytest.raises(NormalisationError) as info:
-        normalise_phone(f"{prefix}{number}{marker}{extension}", "ES")
-    assert info.value.code == "phone_invalid"
-    assert info.value.reason == "has an extension: extensions are not stored; send the number alone"
-    assert str(extension) not in info.value.reason
-    assert alone == "+34" + number
-
-
-async def test_the_api_refuses_a_phone_with_an_extension(api: httpx.AsyncClient) -> None:
-    """The audit's number: a 422 at `/phone` saying to send the number alone."""
-    response = await api.post(
-        "/v1/leads", json={"email": _email(), "phone": "+34 612 345 679 ext. 123"}
-    )
-    [error] = _problem(response)["errors"]
-    assert (error["pointer"], error["type"]) == ("/phone", "phone_invalid")
-    assert "send the number alone" in error["detail"]
-    assert json.dumps(error).count("123") == 0

@@ -78,6 +78,7 @@ SCORING_FIELDS: dict[str, frozenset[ScoringTest]] = {
         (
             "email",
             "phone",
+            "phone_extension",
             "first_name",
             "last_name",
             "company",

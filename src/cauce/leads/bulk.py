@@ -147,7 +147,17 @@ _IDS_BY_UID_SQLITE = text(
 _KEYS_BULK = _Bulk(KEYS, ("lead_id", "key"), conflicts=True)
 _SOURCES_BULK = _Bulk(
     SOURCES,
-    ("lead_id", "source", "external_id", "email", "phone", "utm", "consent", "received_at"),
+    (
+        "lead_id",
+        "source",
+        "external_id",
+        "email",
+        "phone",
+        "phone_extension",
+        "utm",
+        "consent",
+        "received_at",
+    ),
 )
 _EVENTS_BULK = _Bulk(EVENTS, ("lead_id", "action", "changes", "actor", "at"))
 
@@ -210,8 +220,8 @@ async def insert_match_keys(
 
 
 async def insert_sources(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Record arrivals (lead_id, source, external_id, email, phone, utm, consent,
-    received_at)."""
+    """Record arrivals (lead_id, source, external_id, email, phone, phone_extension, utm,
+    consent, received_at)."""
     if rows:
         await _bulk_insert(session, _SOURCES_BULK, rows)
 

@@ -60,7 +60,7 @@ CUSTOM_PREFIX = "custom_fields."
 # Every target a column may fill (besides `custom_fields.<key>`).
 LEAD_TARGETS: frozenset[str] = frozenset(
     """
-    external_id source status email phone first_name last_name full_name company
+    external_id source status email phone phone_extension first_name last_name full_name company
     job_title country region city language owner utm.source utm.medium utm.campaign
     utm.term utm.content consent.marketing consent.given_at consent.wording_version
     consent.source
@@ -76,6 +76,10 @@ _DEFAULTS: dict[str, tuple[str, ...]] = {
         "telefono", "tel", "tlf", "tfno", "telf", "phone", "phone number", "movil",
         "telefono movil", "celular", "mobile", "mobile phone", "whatsapp",
         "numero de telefono",
+    ),
+    "phone_extension": (
+        "extension", "ext", "anexo", "extension telefonica", "extension del telefono",
+        "phone extension", "phone ext",
     ),
     "first_name": ("nombre", "first name", "firstname", "given name", "nombre de pila"),
     "last_name": (

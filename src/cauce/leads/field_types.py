@@ -29,6 +29,7 @@ from cauce.leads.normalise import (
     is_free_mail_domain,
     normalise_country,
     normalise_email,
+    normalise_extension,
     normalise_language,
     normalise_phone,
     smart_case_name,
@@ -159,6 +160,8 @@ def e164(value: str, region: str) -> str:
 
 CountryCode = Annotated[str, Strict(), AfterValidator(_via(normalise_country))]
 LanguageTag = Annotated[str, Strict(), AfterValidator(_via(normalise_language))]
+# A phone's extension sent on its own (`phone_extension`): its digits.
+ExtensionText = Annotated[str, Strict(), AfterValidator(_via(normalise_extension))]
 
 _CUSTOM_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 SCALAR_FIELDS = (
     "email",
     "phone",
+    "phone_extension",
     "first_name",
     "last_name",
     "company",
@@ -181,14 +183,22 @@ def apply_merge(
 ) -> tuple[list[FieldChange], list[FieldChange]]:
     """Fold an arrival into a lead: fill its gaps (never overwrite unless configured). A
     lead held for review stays held: an arrival is no person's decision."""
-    existing = {name: getattr(lead, name) for name in MERGEABLE}
-    incoming = {name: values[name] for name in MERGEABLE}
-    merged, changes = merge(existing, incoming, rt.settings.leads.dedupe)
+    existing = {name: getattr(lead, name) for name in MERGEABLE if name != "phone_extension"}
+    incoming = {name: values[name] for name in existing}
+    dedupe = rt.settings.leads.dedupe
+    merged, changes = merge(existing, incoming, dedupe)
     changes = _within_custom_limit(existing["custom_fields"] or {}, merged, changes)
     changed = [c for c in changes if c.action in ("filled", "overwritten")]
     for change in changed:
         top = change.field.split(".", 1)[0]
         setattr(lead, top, merged[top])
+    extension = _merged_extension(
+        lead, existing["phone"], values["phone"], values["phone_extension"], dedupe.overwrite_fields
+    )
+    if extension is not None:
+        changes.append(extension)
+        if extension.changed:
+            changed.append(extension)
     # The arrival's email and phone, if the lead's own differ, join its other contacts
     # (match keys; reported in the history as `added`, not as merged fields).
     before = {**existing, "other_emails": lead.other_emails, "other_phones": lead.other_phones}
@@ -204,6 +214,36 @@ def apply_merge(
         lead.sync_status = "pending"
     lead.updated_at = now
     return changes, changed
+
+
+def _merged_extension(
+    lead: Lead,
+    phone_before: str | None,
+    phone: str | None,
+    extension: str | None,
+    overwrite: tuple[str, ...],
+) -> FieldChange | None:
+    """Fold an arrival's phone extension into `lead`, whose phone the merge has settled
+    (`phone_before` it). An extension goes with its number: when the merge gave the lead
+    the arrival's number, its extension (or none) comes along; when both have one number,
+    the arrival's extension fills a missing one, and replaces another only if configured
+    (`overwrite_fields` naming `phone_extension` or `phone`); an arrival's extension of
+    another number stays with that arrival (`lead_sources`). What changed, if anything."""
+    old = lead.phone_extension
+    if lead.phone != phone_before:
+        new = extension
+    elif phone is None or phone != lead.phone or extension is None or extension == old:
+        return None
+    elif old is None or any(
+        fnmatchcase(name, pattern) for pattern in overwrite for name in ("phone_extension", "phone")
+    ):
+        new = extension
+    else:
+        return FieldChange("phone_extension", "kept", old, extension)
+    if new == old:
+        return None
+    lead.phone_extension = new
+    return FieldChange("phone_extension", "filled" if old is None else "overwritten", old, new)
 
 
 def _within_custom_limit(
@@ -236,6 +276,7 @@ def _source_row(lead_id: int, values: dict[str, Any], now: datetime) -> dict[str
         "external_id": values["external_id"],
         "email": values["email"],
         "phone": values["phone"],
+        "phone_extension": values["phone_extension"],
         "utm": values["utm"],
         "consent": values["consent"],
         "received_at": now,

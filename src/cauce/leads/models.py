@@ -46,6 +46,8 @@ class Lead(Base):
     email: Mapped[str | None] = mapped_column(String(320), default=None)
     email_key: Mapped[str | None] = mapped_column(String(320), default=None, index=True)
     phone: Mapped[str | None] = mapped_column(String(20), default=None, index=True)
+    # The extension of `phone` (digits), when it has one: it goes with that number only.
+    phone_extension: Mapped[str | None] = mapped_column(String(10), default=None)
     first_name: Mapped[str | None] = mapped_column(String(200), default=None)
     last_name: Mapped[str | None] = mapped_column(String(200), default=None)
     company: Mapped[str | None] = mapped_column(String(200), default=None)
@@ -169,6 +171,7 @@ class LeadSource(Base):
     # What this arrival sent: a merge keeps the lead's own, so another one stays here.
     email: Mapped[str | None] = mapped_column(String(320), default=None)
     phone: Mapped[str | None] = mapped_column(String(20), default=None)
+    phone_extension: Mapped[str | None] = mapped_column(String(10), default=None)
     utm: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     consent: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -29,7 +29,9 @@ from cauce.leads.places import COUNTRY_CODES, normalise_country, normalise_langu
 __all__ = [
     "COUNTRY_CODES",
     "DEFAULT_PHONE_REGION",
+    "EXTENSION_MARK",
     "FREE_MAIL_DOMAINS",
+    "MAX_EXTENSION_DIGITS",
     "MAX_RAW_TEXT",
     "NormalisedEmail",
     "SplitName",
@@ -38,10 +40,12 @@ __all__ = [
     "is_free_mail_domain",
     "normalise_country",
     "normalise_email",
+    "normalise_extension",
     "normalise_language",
     "normalise_phone",
     "phone_region",
     "smart_case_name",
+    "split_extension",
     "split_full_name",
 ]
 
@@ -325,10 +329,11 @@ def normalise_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> s
 
     National numbers (`612 34 56 78`) are read in `default_region` (ISO 3166-1 alpha-2);
     numbers with `+` or an international prefix (`0034`) carry their own country. A
-    number with an extension (`ext. 123`, `x123`, `#123`, `;ext=123`...) is refused:
-    E.164 has no place for it, and dropping it would lose it without a word. Invalid
-    numbers raise `NormalisationError` (`phone_invalid`) saying why, e.g. "is not a valid
-    number for region ES".
+    number with an extension (`ext. 123`, `x123`, `#123`, `anexo 123`, `;ext=123`...)
+    comes back with it in RFC 3966's form, `+34911234567;ext=123` (`split_extension`
+    parts the two): E.164 has no place for it, and dropping it would lose it without a
+    word. Invalid numbers raise `NormalisationError` (`phone_invalid`) saying why, e.g.
+    "is not a valid number for region ES".
     """
     text = value.strip()
     if len(text) > _MAX_PHONE_INPUT:
@@ -337,6 +342,31 @@ def normalise_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> s
     if (spanish := _spanish_e164(text, region)) is not None:
         return spanish
     return _parsed_e164(text, region)
+
+
+# How `normalise_phone` writes an extension after the number (RFC 3966).
+EXTENSION_MARK = ";ext="
+MAX_EXTENSION_DIGITS = 10
+
+
+def split_extension(phone: str) -> tuple[str, str | None]:
+    """The E.164 number and the extension (digits, or None) of a `normalise_phone` result."""
+    number, mark, extension = phone.partition(EXTENSION_MARK)
+    return number, (extension if mark else None)
+
+
+def normalise_extension(value: str) -> str:
+    """A phone extension sent on its own: its digits (spaces, dots and dashes dropped),
+    1 to `MAX_EXTENSION_DIGITS` of them; anything else raises `phone_extension_invalid`."""
+    digits = _EXTENSION_SEPARATORS.sub("", value)
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > MAX_EXTENSION_DIGITS:
+        raise NormalisationError(
+            "phone_extension_invalid", f"is 1 to {MAX_EXTENSION_DIGITS} digits"
+        )
+    return digits
+
+
+_EXTENSION_SEPARATORS = re.compile(r"[\s.\-]+")
 
 
 def _parsed_e164(text: str, region: str) -> str:
@@ -348,9 +378,10 @@ def _parsed_e164(text: str, region: str) -> str:
         raise NormalisationError("phone_invalid", parse_reason) from exc
     # phonenumbers finds the extension by its markers and keeps it apart; the digits
     # before it are the number. Its digits are not echoed: the reason may be logged.
-    if number.extension:
+    extension = number.extension
+    if extension and len(extension) > MAX_EXTENSION_DIGITS:
         raise NormalisationError(
-            "phone_invalid", "has an extension: extensions are not stored; send the number alone"
+            "phone_invalid", f"has an extension longer than {MAX_EXTENSION_DIGITS} digits"
         )
     if not phonenumbers.is_valid_number(number):
         fixed = _mexican_legacy_mobile(number)
@@ -365,7 +396,8 @@ def _parsed_e164(text: str, region: str) -> str:
                 reason = f"{reason} for region {number_region}"
             raise NormalisationError("phone_invalid", reason)
         number = fixed
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return f"{formatted}{EXTENSION_MARK}{extension}" if extension else formatted
 
 
 def phone_region(e164: str) -> str | None:

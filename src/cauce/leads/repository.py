@@ -386,7 +386,9 @@ async def erase_personal_data(session: AsyncSession, lead_id: int) -> None:
     await session.execute(
         update(LeadSource)
         .where(LeadSource.lead_id == lead_id)
-        .values(external_id=None, email=None, phone=None, utm={}, consent=None)
+        .values(
+            external_id=None, email=None, phone=None, phone_extension=None, utm={}, consent=None
+        )
     )
     await session.execute(update(LeadEvent).where(LeadEvent.lead_id == lead_id).values(changes={}))
 

@@ -76,6 +76,9 @@ class LeadOut(_Out):
     status: LeadStatus
     email: str | None = None
     phone: str | None = None
+    phone_extension: str | None = Field(
+        default=None, description="The extension of `phone` (digits), if it has one."
+    )
     first_name: str | None = None
     last_name: str | None = None
     full_name: str | None = None

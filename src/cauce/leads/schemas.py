@@ -50,6 +50,7 @@ from cauce.leads.field_types import (
     CustomKey,
     CustomValue,
     EmailText,
+    ExtensionText,
     ExternalIdText,
     FullNameText,
     IntakeOptions,
@@ -70,7 +71,7 @@ from cauce.leads.names import (
     naming_convention,
     split_full_name,
 )
-from cauce.leads.normalise import smart_case_name
+from cauce.leads.normalise import smart_case_name, split_extension
 
 MAX_BATCH_ITEMS = 1000
 _CONSENT_CLOCK_SKEW = timedelta(minutes=5)
@@ -166,6 +167,7 @@ class _LeadFields(_Model):
     email: EmailText | None = None
     country: CountryCode | None = None
     phone: Annotated[str, Strict()] | None = None
+    phone_extension: ExtensionText | None = None
     first_name: NameText | None = None
     last_name: NameText | None = None
     full_name: FullNameText | None = None
@@ -191,6 +193,22 @@ class _LeadFields(_Model):
             return e164(value, region)
         except NormalisationError as exc:
             raise PydanticCustomError(exc.code, exc.reason) from exc
+
+    def _settle_phone(self) -> None:
+        """The extension of a `phone` sent with one (`ext. 123`) parted from the number
+        into `phone_extension`; sent in both, the two must agree."""
+        if self.phone is None:
+            return
+        number, extension = split_extension(self.phone)
+        if extension is None:
+            return
+        if self.phone_extension is not None and self.phone_extension != extension:
+            raise field_error(
+                ("phone_extension",),
+                "phone_extension_mismatch",
+                "differs from the extension written in phone: send it in one place",
+            )
+        self.phone, self.phone_extension = number, extension
 
     def _settle_names(self) -> None:
         """First and last name from a sent `full_name`: split when it came alone, checked
@@ -272,6 +290,9 @@ class LeadIn(_LeadFields):
                     for name in ("email", "phone")
                 ],
             )
+        self._settle_phone()
+        if self.phone_extension is not None and self.phone is None:
+            raise field_error(("phone_extension",), "phone_required", "needs a phone number")
         self._settle_names()
         if self.full_name is None:
             composed = compose_full_name(self.first_name, self.last_name)
@@ -299,6 +320,7 @@ class LeadPatch(_LeadFields):
         for name in _NOT_CLEARABLE:
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise field_error((name,), "not_clearable", "cannot be cleared")
+        self._settle_phone()
         self._settle_names()
         return self
 

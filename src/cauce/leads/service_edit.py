@@ -34,6 +34,7 @@ PERSONAL_FIELDS = (
     "email",
     "email_key",
     "phone",
+    "phone_extension",
     "first_name",
     "last_name",
     "company",
@@ -161,6 +162,20 @@ async def patch(
             if new != getattr(lead, name):
                 setattr(lead, name, new)
                 changed.append(name)
+    if "phone" in changed and "phone_extension" not in values and lead.phone_extension:
+        # A new number without an extension: the old one's extension is not its own.
+        lead.phone_extension = None
+        changed.append("phone_extension")
+    if lead.phone_extension is not None and lead.phone is None:
+        raise LeadInvalid(
+            [
+                {
+                    "pointer": "/phone_extension",
+                    "detail": "needs a phone number",
+                    "type": "phone_required",
+                }
+            ]
+        )
     if lead.email is None and lead.phone is None:
         raise LeadInvalid(
             [

@@ -43,6 +43,7 @@ def lead_view(lead: Lead, *, sources: list[str] | None = None) -> LeadOut:
             "status": lead.status,
             "email": lead.email,
             "phone": lead.phone,
+            "phone_extension": lead.phone_extension,
             "first_name": lead.first_name,
             "last_name": lead.last_name,
             "full_name": compose_full_name(lead.first_name, lead.last_name),

@@ -1,0 +1,317 @@
+"""Phone extensions are stored: a phone sent with one (`+34 91 123 45 67 ext. 123`) keeps
+its E.164 number in `phone` and the extension's digits in `phone_extension`, through the
+API, batches, merges, PATCH, CSV import and export, and erasure (both databases).
+
+Before, such a phone was refused with its lead (E.164 has no place for an extension),
+and before that the extension was dropped without a word.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic import command
+from fastapi import FastAPI
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Connection, inspect, text
+
+from cauce.core.db import create_database
+from cauce.core.db.migrate import alembic_config, upgrade
+from cauce.core.jobs.factory import JobWorker
+from cauce.leads.errors import NormalisationError
+from cauce.leads.normalise import normalise_extension, normalise_phone, split_extension
+from cauce.leads.schemas import LeadIn, validate_lead
+from tests.conftest import make_settings
+from tests.leads.import_client import error_report, import_csv
+
+# Every way phonenumbers recognises an extension after a number.
+MARKERS = st.sampled_from(
+    [" ext. ", " ext ", " x", " x ", " #", ";ext=", " extension ", " anexo ", " ext.", " Ext "]
+)
+SPANISH_MOBILES = st.integers(600_000_000, 699_999_999).map(str)
+
+
+@given(SPANISH_MOBILES, st.sampled_from(["", "+34 ", "0034"]), MARKERS, st.integers(1, 99_999))
+@settings(deadline=None)
+@example("612345679", "+34 ", " ext. ", 123)
+def test_a_phone_with_an_extension_keeps_it(
+    number: str, prefix: str, marker: str, extension: int
+) -> None:
+    """Whatever the marker, the number becomes E.164 and the extension follows it in RFC
+    3966's form; normalising again changes nothing, and the two parts split apart."""
+    try:
+        alone = normalise_phone(prefix + number, "ES")
+    except NormalisationError:
+        return  # not a valid number to begin with
+    with_extension = normalise_phone(f"{prefix}{number}{marker}{extension}", "ES")
+    assert with_extension == f"{alone};ext={extension}"
+    assert normalise_phone(with_extension, "ES") == with_extension
+    assert split_extension(with_extension) == (alone, str(extension))
+    assert split_extension(alone) == (alone, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("123", "123"), (" 12 34 ", "1234"), ("1-2.3", "123"), ("0", "0")]
+)
+def test_an_extension_sent_alone_is_its_digits(raw: str, expected: str) -> None:
+    assert normalise_extension(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["12a", "ext 12", "12345678901", "١٢٣", "-"])
+def test_an_extension_that_is_not_digits_is_refused(raw: str) -> None:
+    with pytest.raises(NormalisationError) as info:
+        normalise_extension(raw)
+    assert (info.value.code, info.value.reason) == ("phone_extension_invalid", "is 1 to 10 digits")
+
+
+def _lead(**fields: Any) -> LeadIn:
+    outcome = validate_lead(fields)
+    assert isinstance(outcome, LeadIn), outcome
+    return outcome
+
+
+def _refusal(**fields: Any) -> list[tuple[str, str]]:
+    outcome = validate_lead(fields)
+    assert not isinstance(outcome, LeadIn)
+    return [(e["pointer"], e["type"]) for e in outcome]
+
+
+def test_the_schema_parts_number_and_extension() -> None:
+    """In `phone` or in `phone_extension`, or both when they agree; an extension needs a
+    number, and two that disagree, or one too long, are refused at their field."""
+    lead = _lead(phone="+34 91 123 45 67 ext. 123")
+    assert (lead.phone, lead.phone_extension) == ("+34911234567", "123")
+    lead = _lead(phone="91 123 45 67", phone_extension=" 45 ")
+    assert (lead.phone, lead.phone_extension) == ("+34911234567", "45")
+    lead = _lead(phone="91 123 45 67 x45", phone_extension="45")
+    assert (lead.phone, lead.phone_extension) == ("+34911234567", "45")
+    assert _lead(email="ana@empresa.es", phone_extension="  ").phone_extension is None
+    assert _refusal(phone="91 123 45 67 x45", phone_extension="46") == [
+        ("/phone_extension", "phone_extension_mismatch")
+    ]
+    assert _refusal(email="ana@empresa.es", phone_extension="46") == [
+        ("/phone_extension", "phone_required")
+    ]
+    assert _refusal(phone="91 123 45 67", phone_extension="4x") == [
+        ("/phone_extension", "phone_extension_invalid")
+    ]
+    assert _refusal(phone="91 123 45 67 ext 12345678901") == [("/phone", "phone_invalid")]
+
+
+# --- through the API, on both databases ---------------------------------------------------
+
+
+def _email() -> str:
+    return f"{uuid.uuid4().hex[:10]}@empresa.es"
+
+
+async def _get(api: httpx.AsyncClient, uid: str) -> dict[str, Any]:
+    response = await api.get(f"/v1/leads/{uid}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _post(api: httpx.AsyncClient, lead: dict[str, Any], status: int) -> dict[str, Any]:
+    response = await api.post("/v1/leads", json=lead)
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_a_lead_and_a_batch_keep_their_extensions(api: httpx.AsyncClient) -> None:
+    created = await _post(api, {"email": _email(), "phone": "+34 91 123 45 67 ext. 123"}, 201)
+    lead = await _get(api, created["id"])
+    assert (lead["phone"], lead["phone_extension"]) == ("+34911234567", "123")
+    batch = await api.post(
+        "/v1/leads/batch",
+        json={
+            "items": [
+                {"email": _email(), "phone": "912 345 678", "phone_extension": "7"},
+                {"email": _email(), "phone": "912 345 679 x8", "phone_extension": "9"},
+            ]
+        },
+    )
+    assert batch.status_code == 200, batch.text
+    first, second = batch.json()["items"]
+    assert (await _get(api, first["id"]))["phone_extension"] == "7"
+    assert [(e["pointer"], e["type"]) for e in second["errors"]] == [
+        ("/items/1/phone_extension", "phone_extension_mismatch")
+    ]
+
+
+async def test_a_merge_moves_an_extension_only_with_its_number(api: httpx.AsyncClient) -> None:
+    """The arrival's extension fills the lead's when both have one number, and comes with
+    the number when the merge fills the lead's phone; the extension of another number stays
+    with its arrival, and a different one for the same number is kept, not overwritten."""
+    email = _email()
+    created = await _post(api, {"email": email, "phone": "+34 91 123 45 67"}, 201)
+    merged = await _post(api, {"email": email, "phone": "+34911234567 ext 12"}, 200)
+    assert merged["duplicate"]["merged_fields"] == ["phone_extension"]
+    await _post(api, {"email": email, "phone": "+34 91 765 43 21", "phone_extension": "9"}, 200)
+    await _post(api, {"email": email, "phone": "+34911234567", "phone_extension": "13"}, 200)
+    lead = await _get(api, created["id"])
+    assert (lead["phone"], lead["phone_extension"]) == ("+34911234567", "12")
+    assert lead["other_phones"] == ["+34917654321"]
+    history = [h["changes"] for h in lead["history"] if h["action"] == "merged"]
+    assert [(h["filled"], h["overwritten"], h["kept"]) for h in reversed(history)] == [
+        (["phone_extension"], [], []),
+        ([], [], ["phone"]),  # the other number, and its extension, stay with the arrival
+        ([], [], ["phone_extension"]),
+    ]
+
+    other = _email()
+    no_phone = await _post(api, {"email": other}, 201)
+    await _post(api, {"email": other, "phone": "+34 91 123 45 68 ext. 5"}, 200)
+    lead = await _get(api, no_phone["id"])
+    assert (lead["phone"], lead["phone_extension"]) == ("+34911234568", "5")
+
+
+async def test_patch_keeps_an_extension_with_its_number(api: httpx.AsyncClient) -> None:
+    created = await _post(api, {"email": _email(), "phone": "+34 91 123 45 67 ext. 123"}, 201)
+    uid = created["id"]
+
+    async def patch(changes: dict[str, Any], status: int = 200) -> dict[str, Any]:
+        response = await api.patch(f"/v1/leads/{uid}", json=changes)
+        assert response.status_code == status, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    assert (await patch({"phone_extension": "45"}))["phone_extension"] == "45"
+    # A new number without an extension: the old number's extension goes.
+    moved = await patch({"phone": "+34 91 765 43 21"})
+    assert (moved["phone"], moved["phone_extension"]) == ("+34917654321", None)
+    moved = await patch({"phone": "+34 91 765 43 21 ext 6"})
+    assert (moved["phone"], moved["phone_extension"]) == ("+34917654321", "6")
+    cleared = await patch({"phone": None})
+    assert (cleared["phone"], cleared["phone_extension"]) == (None, None)
+    refused = await patch({"phone_extension": "7"}, 422)
+    assert [(e["pointer"], e["type"]) for e in refused["errors"]] == [
+        ("/phone_extension", "phone_required")
+    ]
+    assert (await _get(api, uid))["phone_extension"] is None
+
+
+async def test_csv_import_and_export_carry_extensions(
+    api: httpx.AsyncClient, worker: JobWorker
+) -> None:
+    """A Spanish `Extensión` column, or the extension written in the phone, is imported;
+    a disagreement is a row error naming the column; the export has the column last."""
+    emails = [_email() for _ in range(3)]
+    data = (
+        "Email;Teléfono;Extensión\r\n"
+        f"{emails[0]};91 123 45 67;12\r\n"
+        f"{emails[1]};91 123 45 68 ext. 34;\r\n"
+        f"{emails[2]};91 123 45 69 ext. 34;35\r\n"
+    ).encode("cp1252")
+    status = await import_csv(api, worker, data)
+    assert (status["rows_created"], status["rows_rejected"]) == (2, 1)
+    assert await error_report(api, status) == [
+        ["row", "column", "field", "reason"],
+        [
+            "4",
+            "Extensión",
+            "phone_extension",
+            "differs from the extension written in phone: send it in one place",
+        ],
+    ]
+    export = await api.get("/v1/leads/export.csv")
+    assert export.status_code == 200, export.text
+    rows = list(csv.DictReader(io.StringIO(export.text.lstrip("\ufeff"))))
+    assert list(rows[0])[-1] == "phone_extension"
+    by_email = {row["email"]: row for row in rows}
+    assert by_email[emails[0]]["phone_extension"] == "12"
+    assert by_email[emails[1]]["phone_extension"] == "34"
+    assert emails[2] not in by_email
+
+
+async def test_erasure_removes_the_extensions(api: httpx.AsyncClient, leads_app: FastAPI) -> None:
+    email = _email()
+    created = await _post(api, {"email": email, "phone": "+34 91 123 45 67 ext. 123"}, 201)
+    await _post(api, {"email": email, "phone": "+34 91 765 43 21 ext. 9"}, 200)
+    assert (await api.delete(f"/v1/leads/{created['id']}")).status_code == 204
+    async with leads_app.state.resources.db.sessionmaker() as session:
+        lead = (
+            await session.execute(
+                text("SELECT id, phone_extension FROM leads WHERE uid = :uid"),
+                {"uid": created["id"]},
+            )
+        ).one()
+        sources = await session.execute(
+            text("SELECT phone, phone_extension FROM lead_sources WHERE lead_id = :id"),
+            {"id": lead[0]},
+        )
+        assert lead[1] is None
+        assert sources.all() == [(None, None), (None, None)]
+
+
+# --- the migration ----------------------------------------------------------------------
+
+
+def _extension_columns(connection: Connection) -> list[str]:
+    return [
+        table
+        for table in ("leads", "lead_sources")
+        if "phone_extension" in {c["name"] for c in inspect(connection).get_columns(table)}
+    ]
+
+
+def _downgrade_to_0012(connection: Connection) -> None:
+    command.downgrade(alembic_config(connection), "0012")
+
+
+async def test_migration_0013_adds_the_columns_and_its_downgrade_keeps_the_leads(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """0013 adds `phone_extension` to leads and their arrivals (stored leads have none);
+    its downgrade drops them and keeps every lead, arrival and history line (on SQLite a
+    table copy of `leads` would delete its arrivals and history with it)."""
+    db = create_database(make_settings(tmp_path), url=empty_database_url)
+    try:
+        await upgrade(db, "0012")
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO leads (id, uid, email, source, utm, custom_fields, "
+                    "email_disposable, email_free, status, score, score_model, score_reasons, "
+                    "match_keys, version, sync_status, synced_version, sync_attempts, "
+                    "created_at, updated_at, search_text) VALUES (1, 'u1', 'a@b.es', 'api', "
+                    "'{}', '{}', false, false, 'new', 0, 'points', '[]', '[]', 1, 'pending', 0, "
+                    "0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO lead_sources (lead_id, source, phone, utm, received_at) "
+                    "VALUES (1, 'api', '+34911234567', '{}', CURRENT_TIMESTAMP)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO lead_history (lead_id, action, changes, at) "
+                    "VALUES (1, 'created', '{}', CURRENT_TIMESTAMP)"
+                )
+            )
+        await upgrade(db)
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(_extension_columns) == ["leads", "lead_sources"]
+            stored = await conn.execute(text("SELECT phone_extension FROM lead_sources"))
+            assert stored.all() == [(None,)]
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_downgrade_to_0012)
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(_extension_columns) == []
+            counts = [
+                await conn.scalar(text(f"SELECT count(*) FROM {table}"))
+                for table in ("leads", "lead_sources", "lead_history")
+            ]
+        assert counts == [1, 1, 1]
+    finally:
+        await db.dispose()
