@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Column, CursorResult, Integer, MetaData, Table, Text, insert, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from cauce.core.db import Database, create_database, unit_of_work
+from cauce.core.db import Database, create_database, unit_of_work, writer_connection
 from cauce.core.db.sqlite_driver import _HERE_MAX_ROWS, OneTripStatement
 from tests.conftest import make_settings
 
@@ -209,6 +209,39 @@ async def test_one_trip_statement_runs_inline_once_the_write_lock_is_held(
     async with db.sessionmaker() as session:
         values = (await session.execute(text("SELECT v FROM t ORDER BY id"))).scalars().all()
     assert values == ["first", "second"]
+
+
+async def test_writer_connection_is_the_open_write_transactions_own(
+    db: Database, trips: list[str]
+) -> None:
+    """`writer_connection` hands prebuilt statements the driver connection of a unit of
+    work's transaction once it has begun, the one its session's statements use (their
+    rows commit and roll back together), and nothing before it began, after it ended (the
+    connection is back in the pool, maybe another transaction's), nor to a read-only
+    session."""
+    insert_v = OneTripStatement(insert(_T).returning(_T.c.id), ["v"])
+    async with unit_of_work(db.sessionmaker) as session:
+        assert writer_connection(session) is None
+        await session.execute(text("INSERT INTO t (v) VALUES ('by the session')"))
+        raw = writer_connection(session)
+        assert raw is not None
+        assert raw is (await session.connection()).sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        trips.clear()
+        assert await insert_v.rows_on(raw, {"v": "by the driver"}) == [(2,)]
+        assert trips == []  # the lock is held: it runs on the loop's thread
+    assert writer_connection(session) is None
+    async with unit_of_work(db.sessionmaker) as session:
+        await session.execute(text("SELECT 1"))
+        raw = writer_connection(session)
+        assert raw is not None
+        await insert_v.rows_on(raw, {"v": "rolled back"})
+        await session.rollback()
+        assert writer_connection(session) is None
+    async with db.sessionmaker() as reader:
+        await reader.execute(text("SELECT 1"))
+        assert writer_connection(reader) is None
+        values = (await reader.execute(text("SELECT v FROM t ORDER BY id"))).scalars().all()
+    assert values == ["by the session", "by the driver"]
 
 
 async def test_writers_queue_in_process_and_each_sees_the_last_commit(db: Database) -> None:

@@ -2,7 +2,7 @@
 
 from cauce.core.db.base import Base, UtcDateTime, utcnow
 from cauce.core.db.engine import Database, create_database
-from cauce.core.db.uow import on_commit, unit_of_work
+from cauce.core.db.uow import on_commit, unit_of_work, writer_connection
 
 __all__ = [
     "Base",
@@ -12,4 +12,5 @@ __all__ = [
     "on_commit",
     "unit_of_work",
     "utcnow",
+    "writer_connection",
 ]

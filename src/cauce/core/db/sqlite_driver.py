@@ -370,6 +370,11 @@ class OneTripStatement:
         """Run on `connection` (in its transaction); the rows, or None when the connection
         is not this adapter's (the caller then executes the statement itself)."""
         raw = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        return await self.rows_on(raw, params)
+
+    async def rows_on(self, raw: Any, params: dict[str, Any]) -> list[Any] | None:
+        """`rows` on a driver connection (`uow.writer_connection`): no session, no
+        SQLAlchemy connection in between; None when it is not this adapter's."""
         if not isinstance(raw, OneTripConnection):
             return None
         values = [

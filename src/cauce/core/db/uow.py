@@ -14,6 +14,7 @@ from cauce.core.db.sqlite_driver import begin_immediate
 
 _WRITER = "cauce.writer"
 _SHORT = "cauce.short_statements"
+_DRIVER_CONNECTION = "cauce.driver_connection"
 
 
 @event.listens_for(Session, "after_begin")
@@ -25,15 +26,28 @@ def _begin_immediate(session: Session, _transaction: Any, connection: Any) -> No
     writer committed in between; `BEGIN IMMEDIATE` makes it wait its turn instead. Only
     units of work are writers: read-only sessions keep WAL's concurrent readers.
     """
+    if not session.info.get(_WRITER) or connection.dialect.name != "sqlite":
+        return
+    dbapi_connection = connection.connection.dbapi_connection
     # Sent with the first statement where the driver allows (sqlite_driver.py).
-    if (
-        session.info.get(_WRITER)
-        and connection.dialect.name == "sqlite"
-        and not begin_immediate(
-            connection.connection.dbapi_connection, here=bool(session.info.get(_SHORT))
-        )
-    ):
+    if begin_immediate(dbapi_connection, here=bool(session.info.get(_SHORT))):
+        session.info[_DRIVER_CONNECTION] = dbapi_connection
+    else:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_driver_connection(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the session's own transaction, not a savepoint
+        session.info.pop(_DRIVER_CONNECTION, None)
+
+
+def writer_connection(session: AsyncSession) -> Any | None:
+    """The driver connection of `session`'s open write transaction on SQLite (a unit of
+    work's, once a statement has begun it), for prebuilt statements that skip the
+    session (`sqlite_driver.OneTripStatement`); None otherwise (no transaction yet,
+    PostgreSQL, a read-only session): then ask `session.connection()`."""
+    return session.info.get(_DRIVER_CONNECTION)
 
 
 _ON_COMMIT = "cauce.on_commit"

@@ -18,13 +18,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from cauce.core.db.base import utcnow
 from cauce.core.db.sqlite_driver import begin_immediate
-from cauce.core.db.uow import unit_of_work
+from cauce.core.db.uow import unit_of_work, writer_connection
 from cauce.core.jobs.attempts import mark_lost
 from cauce.core.jobs.embedded_admin import EmbeddedAdmin
 from cauce.core.jobs.embedded_sql import (
@@ -94,6 +95,7 @@ class EmbeddedJobQueue(EmbeddedAdmin):
         self._engine: AsyncEngine = sessionmaker.kw["bind"]
         self._registry = registry
         self._metrics = metrics
+        self._deferred_counts: dict[str, Counter] = {}  # `metrics.deferred` by task
         self._now = now
         self.wakeup = asyncio.Event()
         self._settling: list[tuple[ClaimedJob, Decision, asyncio.Future[None]]] = []
@@ -132,28 +134,45 @@ class EmbeddedJobQueue(EmbeddedAdmin):
             "updated_at": now,
         }
         # The session's connection, inside its transaction: a statement compiled once,
-        # in one trip to the driver (sqlite_driver.OneTripStatement).
-        conn = await session.connection()
+        # in one trip to the driver (sqlite_driver.OneTripStatement), straight on the
+        # driver's connection once the transaction has begun (no session in between).
+        raw = writer_connection(session)
         fast = DEFER_ONE_TRIP if dedupe_key is None else DEFER_DEDUPED_ONE_TRIP
-        rows = await fast.rows(conn, row)
+        rows = await fast.rows_on(raw, row) if raw is not None else None
+        conn: AsyncConnection | None = None
+        if rows is None:
+            conn = await session.connection()
+            rows = await fast.rows(conn, row)
         if rows is not None:
             job_id = rows[0][0] if rows else None
         else:
+            assert conn is not None
             job_id = (
                 await conn.execute(DEFER if dedupe_key is None else DEFER_DEDUPED, row)
             ).scalar_one_or_none()
         if job_id is None:
             key = {"dedupe_key": dedupe_key}
-            found = await WAITING_WITH_KEY_ONE_TRIP.rows(conn, key)
-            existing = (
-                found[0][0] if found is not None else await conn.scalar(WAITING_WITH_KEY, key)
-            )
+            found = await WAITING_WITH_KEY_ONE_TRIP.rows_on(raw, key) if raw is not None else None
+            if found is not None:
+                existing = found[0][0]
+            else:
+                conn = conn or await session.connection()
+                found = await WAITING_WITH_KEY_ONE_TRIP.rows(conn, key)
+                existing = (
+                    found[0][0] if found is not None else await conn.scalar(WAITING_WITH_KEY, key)
+                )
             assert existing is not None
             return DeferResult(existing, deduplicated=True)
-        self._metrics.deferred.labels(task).inc()
+        self._deferred(task).inc()
         # Wake the dispatcher once the caller's transaction is committed, not before.
         session.info[_WAKE_ON_COMMIT] = self._wake
         return DeferResult(job_id)
+
+    def _deferred(self, task: str) -> Counter:
+        count = self._deferred_counts.get(task)
+        if count is None:
+            count = self._deferred_counts[task] = self._metrics.deferred.labels(task)
+        return count
 
     def _wake(self) -> None:
         self.wakeup.set()
