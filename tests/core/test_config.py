@@ -72,7 +72,7 @@ def test_default_secret_refused_outside_development() -> None:
     """Production with the built-in secret refuses to start."""
     with pytest.raises(ConfigError, match="CAUCE_SECRET_KEY"):
         load_settings(env="production")
-    with pytest.raises(ConfigError, match="at least 32"):
+    with pytest.raises(ConfigError, match="CAUCE_SECRET_KEY must be at least 32"):
         load_settings(env="production", secret_key="short")
     assert load_settings(env="production", secret_key=SECRET).env == "production"
     assert load_settings().secret_key.get_secret_value() == DEV_SECRET_KEY

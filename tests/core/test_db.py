@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from asyncio.subprocess import PIPE
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ from sqlalchemy import Connection, func, select, text
 from cauce.core.config import Settings
 from cauce.core.db import create_database, unit_of_work
 from cauce.core.db.migrate import (
+    MIGRATION_LOCK,
     alembic_config,
     current_revisions,
     pending_migrations,
@@ -55,6 +60,42 @@ async def test_migrations_apply_on_empty_database(empty_database_url: str, tmp_p
         assert len(HEADS) == 1
         assert await current_revisions(db) == HEADS
         await upgrade(db)  # idempotent
+    finally:
+        await db.dispose()
+
+
+async def test_an_upgrade_waits_for_another_in_progress_on_postgresql(
+    empty_database_url: str, backend: str, tmp_path: Path
+) -> None:
+    """`cauce db upgrade` on PostgreSQL first takes the migration lock: while another
+    upgrade holds it (a deploy step run on two machines at once) it waits, then finds the
+    revisions committed and applies what is left, instead of creating the same tables
+    at the same time as the other."""
+    if backend != "postgresql":
+        pytest.skip("SQLite takes one writer at a time already")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+    env.update(CAUCE_DATA_DIR=str(tmp_path), CAUCE_DATABASE_URL=empty_database_url)
+    db = create_database(make_settings(tmp_path), url=empty_database_url)
+    waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    try:
+        async with db.engine.connect() as holder, db.engine.connect() as watcher:
+            async with holder.begin():  # another upgrade, in progress
+                await holder.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
+                upgrader = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "cauce", "db", "upgrade", env=env, stderr=PIPE
+                )
+                async with asyncio.timeout(60):
+                    while not await watcher.scalar(waiting):
+                        assert upgrader.returncode is None, "it did not wait for the lock"
+                        await asyncio.sleep(0.05)
+                await watcher.rollback()
+                assert await current_revisions(db) == set()  # nothing done meanwhile
+            async with asyncio.timeout(120):
+                _, errors = await upgrader.communicate()
+        assert upgrader.returncode == 0, errors
+        assert await current_revisions(db) == HEADS
     finally:
         await db.dispose()
 

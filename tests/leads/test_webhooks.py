@@ -7,10 +7,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
+from cauce.app import create_app
+from cauce.core.config import CrmSettings
 from cauce.core.db import Database, create_database, unit_of_work
 from cauce.core.errors import ValidationFailed
 from cauce.leads.models import Lead, LeadEvent, WebhookInboxEvent
@@ -156,3 +160,48 @@ async def test_deletion_marks_the_lead_and_unknown_contacts_are_ignored(db: Data
         lead = await session.get(Lead, lead_id)
         assert lead is not None
         assert lead.crm_deleted_at is not None
+
+
+@pytest.mark.parametrize(
+    ("webhook_url", "signed_for", "status"),
+    [
+        # Behind a proxy that terminates TLS: HubSpot signed the https URL it called,
+        # Cauce receives http. With the URL configured, the signature checks out.
+        (URI, URI + "?portal=1", 204),
+        (URI, "http://cauce.test/v1/webhooks/hubspot?portal=1", 401),
+        # Without the setting the URL as received is what must be signed.
+        (None, "http://cauce.test/v1/webhooks/hubspot?portal=1", 204),
+        (None, URI + "?portal=1", 401),
+    ],
+)
+async def test_the_signed_url_is_the_configured_one_behind_a_proxy(
+    settings_factory: SettingsFactory, webhook_url: str | None, signed_for: str, status: int
+) -> None:
+    """`CAUCE_CRM__WEBHOOK_URL` is the URL HubSpot was told to call: the signature is
+    checked against it (with the request's query string), not the URL a proxy forwarded."""
+    settings = settings_factory(
+        crm={"provider": "none", "webhook_secret": SECRET, "webhook_url": webhook_url},
+        jobs={"embedded_worker": False},
+    )
+    app = create_app(settings)
+    body = orjson.dumps([_event(1, "501", datetime.now(UTC))])
+    timestamp = str(int(datetime.now(UTC).timestamp() * 1000))
+    headers = {
+        "x-hubspot-request-timestamp": timestamp,
+        "x-hubspot-signature-v3": hubspot_signature(SECRET, "POST", signed_for, body, timestamp),
+        "content-type": "application/json",
+    }
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cauce.test") as client:
+            response = await client.post(
+                "/v1/webhooks/hubspot?portal=1", content=body, headers=headers
+            )
+    assert response.status_code == status, response.text
+
+
+def test_the_webhook_url_setting_is_an_http_url_without_query() -> None:
+    assert CrmSettings(webhook_url=URI).webhook_url == URI
+    for bad in ("cauce.example.com/hook", URI + "?x=1", "ftp://h/x", "https://h/ x"):
+        with pytest.raises(ValueError, match="webhook_url"):
+            CrmSettings(webhook_url=bad)

@@ -228,6 +228,13 @@ class CrmSettings(_Section):
     webhook_secret: SecretStr | None = Field(
         default=None, description="HubSpot app secret (inbound webhook signatures)"
     )
+    webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s?#]+$",
+        description="The URL HubSpot posts webhooks to, as set in the HubSpot app "
+        "(https://host/v1/webhooks/hubspot): the signature covers it. Default: the URL of "
+        "the request as Cauce receives it, which differs behind a proxy that terminates TLS",
+    )
     allow_hosts: tuple[str, ...] = Field(
         default=(), description="Hosts or CIDRs let through the SSRF guard (a local sandbox)"
     )
@@ -284,7 +291,8 @@ class Settings(BaseSettings):
         url = self.database_url
         if url is not None and not url.startswith(("sqlite+aiosqlite://", "postgresql+psycopg://")):
             raise ValueError(
-                "database_url must start with sqlite+aiosqlite:// or postgresql+psycopg://"
+                f"{ENV_PREFIX}DATABASE_URL must start with sqlite+aiosqlite:// or "
+                "postgresql+psycopg://"
             )
         if self.env != "development":
             secret = self.secret_key.get_secret_value()
@@ -294,7 +302,10 @@ class Settings(BaseSettings):
                     f"{ENV_PREFIX}SECRET_KEY to a random string (e.g. `openssl rand -hex 32`)"
                 )
             if len(secret) < 32:
-                raise ValueError("secret_key must be at least 32 characters outside development")
+                raise ValueError(
+                    f"{ENV_PREFIX}SECRET_KEY must be at least 32 characters outside "
+                    "development (e.g. `openssl rand -hex 32`)"
+                )
         return self
 
     @property

@@ -46,6 +46,7 @@ from cauce.leads.webhooks import (
     InvalidSignature,
     parse_events,
     record_events,
+    signed_uri,
     verify_hubspot,
 )
 
@@ -380,7 +381,11 @@ async def hubspot_webhook(request: Request) -> Response:
     body = await request.body()
     try:
         verify_hubspot(
-            secret.get_secret_value(), request.method, str(request.url), body, request.headers
+            secret.get_secret_value(),
+            request.method,
+            signed_uri(str(request.url), request.url.query, rt.settings.crm.webhook_url),
+            body,
+            request.headers,
         )
     except InvalidSignature:
         rt.metrics.webhooks_rejected.labels(SOURCE_HUBSPOT, "signature").inc()

@@ -66,6 +66,15 @@ def hubspot_signature(secret: str, method: str, uri: str, body: bytes, timestamp
     return base64.b64encode(digest).decode()
 
 
+def signed_uri(received: str, query: str, configured: str | None) -> str:
+    """The URI HubSpot signed: the URL it was told to post to (`configured`, the setting
+    `CAUCE_CRM__WEBHOOK_URL`) with the request's query string, or, without that setting,
+    the URL as received (which a proxy that terminates TLS turns from https to http)."""
+    if configured is None:
+        return received
+    return f"{configured}?{query}" if query else configured
+
+
 def verify_hubspot(
     secret: str,
     method: str,

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from cauce.core.config import Settings
@@ -51,13 +52,25 @@ async def pending_migrations(db: Database) -> bool:
     return await current_revisions(db) != _heads()
 
 
+# The transaction lock `upgrade` takes on PostgreSQL (one bigint: "CAUCEMIG").
+MIGRATION_LOCK = 0x43415543454D4947
+
+
 async def upgrade(db: Database, revision: str = "head") -> None:
-    """Apply migrations up to `revision` in one transaction (PostgreSQL DDL is transactional)."""
+    """Apply migrations up to `revision` in one transaction (PostgreSQL DDL is transactional).
+
+    On PostgreSQL the transaction first takes a lock, so two machines upgrading at once
+    (a deploy step run twice, `CAUCE_DB__AUTO_MIGRATE` on several servers starting
+    together) take turns: the second finds the first's revision committed and has
+    nothing left to do, instead of failing halfway on a table that now exists.
+    """
 
     def run(connection: Connection, *_: Any) -> None:
         command.upgrade(alembic_config(connection), revision)
 
     async with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         await conn.run_sync(run)
 
 
