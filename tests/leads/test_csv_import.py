@@ -38,7 +38,8 @@ from cauce.leads.csv_import import (
     validate_row,
 )
 from cauce.leads.errors import ImportFileInvalid, ImportMappingInvalid, ImportTooLarge
-from cauce.leads.schemas import MAX_CUSTOM_FIELDS, ImportOptionsIn, LeadIn
+from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadIn
+from cauce.leads.schemas_requests import ImportOptionsIn
 
 EXCEL_ES = (
     "Nombre;Apellidos;Correo electrónico;Teléfono;Empresa;País;Provincia;Consentimiento\r\n"

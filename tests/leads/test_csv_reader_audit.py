@@ -28,7 +28,8 @@ from cauce.leads.csv_import import (
     validate_row,
 )
 from cauce.leads.errors import ImportFileInvalid
-from cauce.leads.schemas import ImportOptionsIn, LeadIn, validate_lead
+from cauce.leads.schemas import LeadIn, validate_lead
+from cauce.leads.schemas_requests import ImportOptionsIn
 
 
 def read_all(data: bytes, chunk: int = 65536, **options: Any) -> tuple[CsvLeadReader, list[CsvRow]]:

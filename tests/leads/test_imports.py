@@ -16,7 +16,7 @@ from cauce.core.jobs.ports import DeferResult, PermanentJobError
 from cauce.leads import imports
 from cauce.leads.errors import ImportFileInvalid, ImportTooLarge
 from cauce.leads.models import Lead, LeadImport
-from cauce.leads.schemas import ImportOptionsIn
+from cauce.leads.schemas_requests import ImportOptionsIn
 from cauce.leads.service import LeadsRuntime
 from tests.conftest import SettingsFactory
 

@@ -18,7 +18,8 @@ from cauce.leads import repository as repo
 from cauce.leads import service_edit, service_review
 from cauce.leads.errors import IntakeBusy
 from cauce.leads.models import Lead, LeadSource
-from cauce.leads.schemas import LeadIn, LeadReviewIn
+from cauce.leads.schemas import LeadIn
+from cauce.leads.schemas_requests import LeadReviewIn
 from cauce.leads.service import LeadsRuntime, intake_many
 from tests.leads.api_client import JOSE
 from tests.leads.test_review import LOOKALIKE, OTHER, THIRD, WITH_REGION

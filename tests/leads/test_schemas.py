@@ -20,7 +20,6 @@ from cauce.leads.errors import (
 from cauce.leads.responses import BatchItemResult, BatchResult, LeadOut
 from cauce.leads.schemas import (
     MAX_BATCH_ITEMS,
-    ImportOptionsIn,
     IntakeOptions,
     LeadBatchIn,
     LeadIn,
@@ -31,6 +30,7 @@ from cauce.leads.schemas import (
     validate_batch,
     validate_lead,
 )
+from cauce.leads.schemas_requests import ImportOptionsIn
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

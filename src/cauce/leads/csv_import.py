@@ -81,7 +81,7 @@ from cauce.leads.csv_sniff import (
     split_record,
 )
 from cauce.leads.errors import ImportFileInvalid, ImportTooLarge
-from cauce.leads.schemas import ImportOptionsIn
+from cauce.leads.schemas_requests import ImportOptionsIn
 
 __all__ = [
     "CHUNK_BYTES",

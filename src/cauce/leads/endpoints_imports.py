@@ -38,7 +38,8 @@ from cauce.leads.errors import (
 )
 from cauce.leads.models import LeadImport
 from cauce.leads.responses import ImportColumn, ImportStatus
-from cauce.leads.schemas import ImportOptionsIn, field_errors
+from cauce.leads.schemas import field_errors
+from cauce.leads.schemas_requests import ImportOptionsIn
 from cauce.leads.service import LeadsRuntime
 from cauce.leads.webhooks import (
     INBOUND_TASK,

@@ -44,7 +44,8 @@ from cauce.leads.errors import ImportNotFound, ImportTooLarge, LeadImportError
 from cauce.leads.field_types import IntakeOptions
 from cauce.leads.models import LeadImport
 from cauce.leads.models import LeadImportError as ImportErrorRow
-from cauce.leads.schemas import ImportOptionsIn, LeadIn
+from cauce.leads.schemas import LeadIn
+from cauce.leads.schemas_requests import ImportOptionsIn
 from cauce.leads.service import LeadsRuntime, intake_many
 
 log = structlog.get_logger("cauce.leads.imports")

@@ -8,22 +8,21 @@ Validation options travel in pydantic's validation context, never in globals:
 
     LeadIn.model_validate(data, context=IntakeOptions(default_phone_region="MX").context())
 
-Response models (`LeadOut`, `LeadCreated`, `BatchResult`, `ImportStatus`) live in
-`cauce.leads.responses`.
+The bodies of the other requests (a review's decision, an import's options) are in
+`cauce.leads.schemas_requests`; response models (`LeadOut`, `LeadCreated`, `BatchResult`,
+`ImportStatus`) in `cauce.leads.responses`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Self
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -101,12 +100,14 @@ class LeadStatus(StrEnum):
     JUNK = "junk"
 
 
-class _Model(BaseModel):
+class RequestModel(BaseModel):
+    """A request body of the leads API: extra fields refused, inputs kept out of errors."""
+
     # Inputs are personal data: keep them out of error messages and their logs.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
-class Utm(_Model):
+class Utm(RequestModel):
     """Campaign parameters (`utm_*`) of the visit that produced the lead."""
 
     source: TokenText | None = None
@@ -116,7 +117,7 @@ class Utm(_Model):
     content: TokenText | None = None
 
 
-class Consent(_Model):
+class Consent(RequestModel):
     """Proof of marketing consent (GDPR art. 7: the controller must be able to show it).
 
     `wording_version` names the consent text the person saw and is required when
@@ -157,7 +158,7 @@ class Consent(_Model):
         return self
 
 
-class _LeadFields(_Model):
+class _LeadFields(RequestModel):
     """The fields a lead can be given; `country` comes before `phone` on purpose: the
     phone validator reads national numbers in the lead's own country."""
 
@@ -329,7 +330,7 @@ class LeadPatch(_LeadFields):
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class LeadBatchIn(_Model):
+class LeadBatchIn(RequestModel):
     """`POST /v1/leads/batch`: 1 to 1,000 leads. Items are validated one by one with
     `validate_batch`, so one bad item never rejects the others."""
 
@@ -338,39 +339,6 @@ class LeadBatchIn(_Model):
         max_length=MAX_BATCH_ITEMS,
         description="LeadIn objects; each is validated on its own.",
     )
-
-
-# A lead's public id: a UUID, matched in any case (stored in lower case).
-_LEAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
-
-
-def _lead_id(value: str) -> str:
-    if _LEAD_ID.fullmatch(value) is None:
-        raise PydanticCustomError("lead_id", "is not a lead id")
-    return value.lower()
-
-
-class LeadReviewIn(_Model):
-    """`POST /v1/leads/{id}/review`: a person's decision on a lead held for review.
-
-    `distinct`: it is another person, deliver it. `duplicate`: merge it `into` another
-    lead, by default the one it was held against.
-    """
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, strict=True)
-
-    decision: Literal["distinct", "duplicate"]
-    into: Annotated[str, AfterValidator(_lead_id)] | None = Field(
-        default=None,
-        description="With `duplicate`: the id of the lead to merge into "
-        "(default: the lead it is held against).",
-    )
-
-    @model_validator(mode="after")
-    def _into_for_duplicates(self) -> Self:
-        if self.into is not None and self.decision != "duplicate":
-            raise field_error(("into",), "into_not_allowed", "is only for a duplicate decision")
-        return self
 
 
 # ---------------------------------------------------------------------------------------
@@ -438,29 +406,6 @@ def validate_batch(
     return result
 
 
-ImportUnknownColumns = Literal["custom_fields", "ignore"]
-
-
-class ImportOptionsIn(_Model):
-    """The options of `POST /v1/leads/import` (a JSON form field next to the file).
-
-    `mapping` maps a CSV header to a lead field (`email`, `utm.source`,
-    `consent.marketing`, `custom_fields.<key>`) or to null to ignore the column; it
-    overrides the Spanish/English defaults. `delimiter` and `encoding` override
-    detection. `default_phone_region` reads national numbers of rows without a country.
-    """
-
-    mapping: dict[str, str | None] | None = None
-    unknown_columns: ImportUnknownColumns = "custom_fields"
-    consent_wording_version: TokenText | None = Field(
-        default=None,
-        description="The consent text version the rows' marketing consent refers to.",
-    )
-    delimiter: Literal[",", ";", "\t", "|"] | None = None
-    encoding: Literal["utf-8", "cp1252", "latin-1"] | None = None
-    default_phone_region: CountryCode | None = None
-
-
 __all__ = [
     "CONTEXT_KEY",
     "MAX_BATCH_ITEMS",
@@ -468,15 +413,14 @@ __all__ = [
     "MAX_CUSTOM_VALUE_BYTES",
     "BatchValidation",
     "Consent",
-    "ImportOptionsIn",
     "IntakeOptions",
     "ItemErrors",
     "LeadBatchIn",
     "LeadIn",
     "LeadPatch",
-    "LeadReviewIn",
     "LeadSource",
     "LeadStatus",
+    "RequestModel",
     "Utm",
     "field_errors",
     "validate_batch",

@@ -29,7 +29,7 @@ from cauce.leads.intake_writer import (
 from cauce.leads.matching import FieldChange, blocking_keys
 from cauce.leads.matching.plan import OTHER_CONTACTS, other_contacts
 from cauce.leads.models import Lead, LeadEvent
-from cauce.leads.schemas import LeadReviewIn
+from cauce.leads.schemas_requests import LeadReviewIn
 from cauce.leads.service import LeadsRuntime
 from cauce.leads.service_edit import (
     MERGED,
