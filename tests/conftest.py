@@ -188,3 +188,13 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://cauce.test") as c:
         yield c
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """For settings tests: no CAUCE_* variable from the caller, and a working directory
+    without a cauce.toml."""
+    for name in list(os.environ):
+        if name.startswith("CAUCE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

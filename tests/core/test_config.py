@@ -15,13 +15,8 @@ from cauce.core.errors import ConfigError
 SECRET = "s" * 40
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Isolate each test from CAUCE_* variables and any cauce.toml in the working dir."""
-    for name in list(os.environ):
-        if name.startswith("CAUCE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# Each test sees no CAUCE_* variable from the caller and no cauce.toml (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_defaults_embed_sqlite_in_data_dir() -> None:

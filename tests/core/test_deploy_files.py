@@ -6,7 +6,6 @@ body limits are at least Cauce's."""
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shlex
 from collections.abc import Iterator, Mapping
@@ -259,13 +258,8 @@ def proxy_limit(limits: Mapping[str | None, int], path: str) -> int | None:
 # --- fixtures ---------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No CAUCE_* variable from the caller and no cauce.toml in the working directory."""
-    for name in list(os.environ):
-        if name.startswith("CAUCE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# Each test sees no CAUCE_* variable from the caller and no cauce.toml (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _units() -> dict[str, Unit]:
