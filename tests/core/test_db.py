@@ -76,7 +76,12 @@ async def test_an_upgrade_waits_for_another_in_progress_on_postgresql(
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
     env.update(CAUCE_DATA_DIR=str(tmp_path), CAUCE_DATABASE_URL=empty_database_url)
     db = create_database(make_settings(tmp_path), url=empty_database_url)
-    waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    # The migration lock, waited for in this database (a bigint key: high and low halves).
+    waiting = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND classid = :high AND objid = :low AND objsubid = 1 "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).bindparams(high=MIGRATION_LOCK >> 32, low=MIGRATION_LOCK & 0xFFFFFFFF)
     try:
         async with db.engine.connect() as holder, db.engine.connect() as watcher:
             async with holder.begin():  # another upgrade, in progress

@@ -58,17 +58,34 @@ def test_a_phone_with_an_extension_keeps_it(
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"), [("123", "123"), (" 12 34 ", "1234"), ("1-2.3", "123"), ("0", "0")]
+    ("raw", "expected"),
+    [
+        ("123", "123"),
+        (" 12 34 ", "1234"),
+        ("1-2-3", "123"),
+        ("0", "0"),
+        ("ext. 12", "12"),
+        ("Extensión 7", "7"),
+        ("anexo 44", "44"),
+        ("x12", "12"),
+        ("#5", "5"),
+    ],
 )
 def test_an_extension_sent_alone_is_its_digits(raw: str, expected: str) -> None:
+    """Digits, after an optional marker as a spreadsheet's `Extensión` column may hold."""
     assert normalise_extension(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["12a", "ext 12", "12345678901", "١٢٣", "-"])
+@pytest.mark.parametrize(
+    "raw", ["12a", "ext", "n/a", "12.0", "1x2", "12345678901", "\u0661\u0662\u0663", "-"]
+)
 def test_an_extension_that_is_not_digits_is_refused(raw: str) -> None:
+    """Anything but digits after the marker is refused (`12.0` too: a spreadsheet's
+    number, which may have lost a leading zero), saying what an extension is."""
     with pytest.raises(NormalisationError) as info:
         normalise_extension(raw)
-    assert (info.value.code, info.value.reason) == ("phone_extension_invalid", "is 1 to 10 digits")
+    assert info.value.code == "phone_extension_invalid"
+    assert info.value.reason == "is 1 to 10 digits, optionally after `ext.`"
 
 
 def _lead(**fields: Any) -> LeadIn:
@@ -94,6 +111,10 @@ def test_the_schema_parts_number_and_extension() -> None:
     assert (lead.phone, lead.phone_extension) == ("+34911234567", "45")
     assert _lead(email="ana@empresa.es", phone_extension="  ").phone_extension is None
     assert _refusal(phone="91 123 45 67 x45", phone_extension="46") == [
+        ("/phone_extension", "phone_extension_mismatch")
+    ]
+    # `null` sent apart says "no extension", which the phone contradicts.
+    assert _refusal(phone="91 123 45 67 x45", phone_extension=None) == [
         ("/phone_extension", "phone_extension_mismatch")
     ]
     assert _refusal(email="ana@empresa.es", phone_extension="46") == [
@@ -127,6 +148,8 @@ async def _post(api: httpx.AsyncClient, lead: dict[str, Any], status: int) -> di
 
 
 async def test_a_lead_and_a_batch_keep_their_extensions(api: httpx.AsyncClient) -> None:
+    """A lead keeps its extension; a batch item does too, and one whose two extensions
+    disagree is refused on its own, at its `phone_extension`."""
     created = await _post(api, {"email": _email(), "phone": "+34 91 123 45 67 ext. 123"}, 201)
     lead = await _get(api, created["id"])
     assert (lead["phone"], lead["phone_extension"]) == ("+34911234567", "123")
@@ -174,7 +197,21 @@ async def test_a_merge_moves_an_extension_only_with_its_number(api: httpx.AsyncC
     assert (lead["phone"], lead["phone_extension"]) == ("+34911234568", "5")
 
 
+async def test_colleagues_on_one_switchboard_are_not_one_lead(api: httpx.AsyncClient) -> None:
+    """Two people on one number with extensions of their own, nothing else shared, are
+    two leads: the extension makes each phone its own. The same number and extension
+    again is the same phone, an exact match."""
+    number = "+34 91 123 45 67"
+    first = await _post(api, {"email": _email(), "phone": f"{number} ext 101"}, 201)
+    second = await _post(api, {"email": _email(), "phone": f"{number} ext 202"}, 201)
+    assert first["id"] != second["id"]
+    again = await _post(api, {"email": _email(), "phone": number, "phone_extension": "101"}, 200)
+    assert (again["id"], again["duplicate"]["match"]) == (first["id"], "phone")
+
+
 async def test_patch_keeps_an_extension_with_its_number(api: httpx.AsyncClient) -> None:
+    """A PATCH sets or clears the extension; a new number without one clears it; an
+    extension without a number is refused."""
     created = await _post(api, {"email": _email(), "phone": "+34 91 123 45 67 ext. 123"}, 201)
     uid = created["id"]
 
@@ -233,6 +270,7 @@ async def test_csv_import_and_export_carry_extensions(
 
 
 async def test_erasure_removes_the_extensions(api: httpx.AsyncClient, leads_app: FastAPI) -> None:
+    """Erasure clears the lead's extension and every arrival's."""
     email = _email()
     created = await _post(api, {"email": email, "phone": "+34 91 123 45 67 ext. 123"}, 201)
     await _post(api, {"email": email, "phone": "+34 91 765 43 21 ext. 9"}, 200)

@@ -26,6 +26,7 @@ from cauce.core.config_leads import RoutingRule, ScoringRule
 from cauce.core.errors import ConfigError
 from cauce.leads import field_types, places
 from cauce.leads.intake_writer import lead_facts
+from cauce.leads.learned.runs import FACT_COLUMNS
 from cauce.leads.models import Lead
 from cauce.leads.routing import choose_team
 from cauce.leads.schemas import Consent, LeadSource, Utm
@@ -375,6 +376,13 @@ def test_restated_lead_facts_match_the_leads_context() -> None:
     assert nested == {f"utm.{key}" for key in Utm.model_fields} | {
         f"consent.{key}" for key in Consent.model_fields
     }
+
+
+def test_training_reads_the_facts_intake_scores_with() -> None:
+    """`cauce leads train` builds each lead's facts from the columns intake's scoring
+    reads: a rule on any of them scores a training example as it scored the lead."""
+    training = facts_of({column.key: None for column in FACT_COLUMNS}, arrivals=1)
+    assert set(training) == set(lead_facts(Lead(), 1))
 
 
 # --- start-up ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from cauce.leads.webhooks import (
     parse_events,
     process_inbox,
     record_events,
+    signed_uri,
     verify_hubspot,
 )
 from tests.conftest import SettingsFactory
@@ -201,7 +202,19 @@ async def test_the_signed_url_is_the_configured_one_behind_a_proxy(
 
 
 def test_the_webhook_url_setting_is_an_http_url_without_query() -> None:
+    """`CAUCE_CRM__WEBHOOK_URL` is an http(s) URL; a query, another scheme or a space is
+    refused at start-up."""
     assert CrmSettings(webhook_url=URI).webhook_url == URI
     for bad in ("cauce.example.com/hook", URI + "?x=1", "ftp://h/x", "https://h/ x"):
         with pytest.raises(ValueError, match="webhook_url"):
             CrmSettings(webhook_url=bad)
+
+
+def test_the_signed_uri_decodes_what_hubspot_decodes() -> None:
+    """HubSpot signs the URI with `%3A %2F %3F %40 %21 %24 %27 %28 %29 %2A %2C %3B`
+    decoded (either case) and every other escape as sent."""
+    raw = "http://cauce.test/v1/webhooks/hubspot?next=%2Fa%3Fb%3dc%3A%40%20x%2c%3b"
+    assert signed_uri(raw, raw.split("?", 1)[1], None) == (
+        "http://cauce.test/v1/webhooks/hubspot?next=/a?b%3dc:@%20x,;"
+    )
+    assert signed_uri(raw, "q=%28%29", URI) == URI + "?q=()"

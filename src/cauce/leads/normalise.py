@@ -356,17 +356,20 @@ def split_extension(phone: str) -> tuple[str, str | None]:
 
 
 def normalise_extension(value: str) -> str:
-    """A phone extension sent on its own: its digits (spaces, dots and dashes dropped),
-    1 to `MAX_EXTENSION_DIGITS` of them; anything else raises `phone_extension_invalid`."""
-    digits = _EXTENSION_SEPARATORS.sub("", value)
+    """A phone extension sent on its own: its digits, 1 to `MAX_EXTENSION_DIGITS` of them,
+    after an optional marker (`ext.`, `extensión`, `anexo`, `x`, `#`), spaces and dashes
+    dropped; anything else (`12a`, `n/a`, `12.0`) raises `phone_extension_invalid`."""
+    digits = _EXTENSION_SEPARATORS.sub("", _EXTENSION_MARKER.sub("", value, count=1))
     if not (digits.isascii() and digits.isdigit()) or len(digits) > MAX_EXTENSION_DIGITS:
         raise NormalisationError(
-            "phone_extension_invalid", f"is 1 to {MAX_EXTENSION_DIGITS} digits"
+            "phone_extension_invalid",
+            f"is 1 to {MAX_EXTENSION_DIGITS} digits, optionally after `ext.`",
         )
     return digits
 
 
-_EXTENSION_SEPARATORS = re.compile(r"[\s.\-]+")
+_EXTENSION_MARKER = re.compile(r"^\s*(?:ext(?:ensi[oó]n)?\.?|anexo|x|#)\s*", re.IGNORECASE)
+_EXTENSION_SEPARATORS = re.compile(r"[\s\-]+")
 
 
 def _parsed_e164(text: str, region: str) -> str:

@@ -203,7 +203,8 @@ class _LeadFields(RequestModel):
         number, extension = split_extension(self.phone)
         if extension is None:
             return
-        if self.phone_extension is not None and self.phone_extension != extension:
+        sent_apart = "phone_extension" in self.model_fields_set  # `null` too: none
+        if sent_apart and self.phone_extension != extension:
             raise field_error(
                 ("phone_extension",),
                 "phone_extension_mismatch",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,10 +70,16 @@ def hubspot_signature(secret: str, method: str, uri: str, body: bytes, timestamp
 def signed_uri(received: str, query: str, configured: str | None) -> str:
     """The URI HubSpot signed: the URL it was told to post to (`configured`, the setting
     `CAUCE_CRM__WEBHOOK_URL`) with the request's query string, or, without that setting,
-    the URL as received (which a proxy that terminates TLS turns from https to http)."""
-    if configured is None:
-        return received
-    return f"{configured}?{query}" if query else configured
+    the URL as received (which a proxy that terminates TLS turns from https to http);
+    with the escapes HubSpot decodes before signing (`%3A` for `:`...) decoded."""
+    uri = received if configured is None else f"{configured}?{query}" if query else configured
+    return _SIGNED_ESCAPES.sub(lambda m: _DECODED[m.group(0).upper()], uri)
+
+
+# HubSpot's v3 signature is over the URI with these escapes decoded (its documentation:
+# `:/?@!$'()*,;`), the rest left as sent.
+_DECODED = {f"%{ord(c):02X}": c for c in ":/?@!$'()*,;"}
+_SIGNED_ESCAPES = re.compile("|".join(_DECODED), re.IGNORECASE)
 
 
 def verify_hubspot(

@@ -26,7 +26,11 @@ def _begin_immediate(session: Session, _transaction: Any, connection: Any) -> No
     writer committed in between; `BEGIN IMMEDIATE` makes it wait its turn instead. Only
     units of work are writers: read-only sessions keep WAL's concurrent readers.
     """
-    if not session.info.get(_WRITER) or connection.dialect.name != "sqlite":
+    if (
+        not session.info.get(_WRITER)
+        or connection.dialect.name != "sqlite"
+        or getattr(_transaction, "nested", False)  # a savepoint: the lock is held already
+    ):
         return
     dbapi_connection = connection.connection.dbapi_connection
     # Sent with the first statement where the driver allows (sqlite_driver.py).
@@ -44,9 +48,10 @@ def _forget_driver_connection(session: Session, transaction: Any) -> None:
 
 def writer_connection(session: AsyncSession) -> Any | None:
     """The driver connection of `session`'s open write transaction on SQLite (a unit of
-    work's, once a statement has begun it), for prebuilt statements that skip the
-    session (`sqlite_driver.OneTripStatement`); None otherwise (no transaction yet,
-    PostgreSQL, a read-only session): then ask `session.connection()`."""
+    work's, once its session holds a connection; its first statement, whichever runs
+    it, takes the write lock), for prebuilt statements that skip the session
+    (`sqlite_driver.OneTripStatement`); None otherwise (no connection yet, PostgreSQL, a
+    read-only session): then ask `session.connection()`."""
     return session.info.get(_DRIVER_CONNECTION)
 
 

@@ -35,10 +35,12 @@ if TYPE_CHECKING:
 
 OUTCOMES = {"won": True, "lost": False}
 
-# The lead fields the scoring facts are built from (everything `facts_of` may test).
-_FACT_COLUMNS = (
+# The lead fields the scoring facts are built from (everything `facts_of` may test): the
+# ones `intake_writer.lead_facts` reads, so training scores leads as intake does.
+FACT_COLUMNS = (
     Lead.email,
     Lead.phone,
+    Lead.phone_extension,
     Lead.first_name,
     Lead.last_name,
     Lead.company,
@@ -47,6 +49,7 @@ _FACT_COLUMNS = (
     Lead.region,
     Lead.city,
     Lead.language,
+    Lead.external_id,
     Lead.source,
     Lead.utm,
     Lead.consent,
@@ -64,14 +67,14 @@ async def labelled_examples(session: AsyncSession) -> list[Example]:
         .subquery()
     )
     statement = (
-        select(Lead.status, arrivals.c.arrivals, *_FACT_COLUMNS)
+        select(Lead.status, arrivals.c.arrivals, *FACT_COLUMNS)
         .outerjoin(arrivals, arrivals.c.lead_id == Lead.id)
         .where(Lead.status.in_(tuple(OUTCOMES)), Lead.erased_at.is_(None))
         .order_by(Lead.id)
     )
     examples: list[Example] = []
     for row in await session.execute(statement):
-        fields = {column.key: row._mapping[column.key] for column in _FACT_COLUMNS}
+        fields = {column.key: row._mapping[column.key] for column in FACT_COLUMNS}
         # A lead with no recorded source row still arrived once.
         count = max(int(row.arrivals or 0), 1)
         examples.append((facts_of(fields, arrivals=count), OUTCOMES[row.status]))

@@ -26,6 +26,7 @@ from cauce.leads.matching.index import Match, screen_of
 from cauce.leads.matching.merge import merge
 from cauce.leads.matching.record import Features, MatchRecord, email_key, prepare, role_mailbox
 from cauce.leads.matching.settings import DedupeSettings
+from cauce.leads.normalise import EXTENSION_MARK
 
 DEFAULT_MAX_CANDIDATES: Final = DedupeSettings.model_fields["max_candidates"].default
 # Stored keys are at most this long (the column's size); lookups use the same cut.
@@ -34,6 +35,7 @@ KEY_LENGTH: Final = 200
 MATCH_COLUMNS: Final = (
     "email",
     "phone",
+    "phone_extension",
     "first_name",
     "last_name",
     "company",
@@ -67,9 +69,12 @@ def record_of(values: Mapping[str, object]) -> MatchRecord:
         value = values.get(name)
         return value if isinstance(value, str) else None
 
+    # A phone with an extension is that extension's, not the switchboard's: colleagues on
+    # one number with extensions of their own are not one person's exact duplicates.
+    phone, extension = text("phone"), text("phone_extension")
     return MatchRecord(
         email=text("email"),
-        phone=text("phone"),
+        phone=f"{phone}{EXTENSION_MARK}{extension}" if phone and extension else phone,
         first_name=text("first_name"),
         last_names=text("last_name"),
         company=text("company"),
