@@ -236,6 +236,22 @@ async def test_patch_keeps_an_extension_with_its_number(api: httpx.AsyncClient) 
     assert (await _get(api, uid))["phone_extension"] is None
 
 
+async def test_patch_to_another_leads_phone_and_extension_is_refused(
+    api: httpx.AsyncClient,
+) -> None:
+    """A PATCH giving a lead another lead's number and extension is a 409 (intake would
+    have merged them); the same number with an extension of its own is another phone."""
+    number = "+34 91 123 45 67"
+    await _post(api, {"email": _email(), "phone": f"{number} ext 101"}, 201)
+    other = await _post(api, {"email": _email()}, 201)
+    taken = await api.patch(f"/v1/leads/{other['id']}", json={"phone": f"{number} ext 101"})
+    assert taken.status_code == 409, taken.text
+    assert taken.json()["code"] == "lead_duplicate"
+    own = await api.patch(f"/v1/leads/{other['id']}", json={"phone": f"{number} ext 102"})
+    assert own.status_code == 200, own.text
+    assert (own.json()["phone"], own.json()["phone_extension"]) == ("+34911234567", "102")
+
+
 async def test_csv_import_and_export_carry_extensions(
     api: httpx.AsyncClient, worker: JobWorker
 ) -> None:

@@ -28,6 +28,8 @@ from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadPatch
 from cauce.leads.service import LeadsRuntime, consent_record
 from cauce.leads.tasks import request_delivery, request_erasure
 
+# What a PATCH may change of the exact keys' fields (an extension is part of its phone's).
+_CONTACT_FIELDS = ("email", "phone", "phone_extension")
 # Fields a PATCH may change directly (full_name is derived; status handled alongside).
 PATCHABLE = {*SCALAR_FIELDS, "owner", "status", "source"}
 PERSONAL_FIELDS = (
@@ -107,9 +109,10 @@ async def patch(
 ) -> Lead:
     """Apply a JSON merge patch; the lead is re-scored, re-keyed and synced again."""
     values = changes.changes()
-    # The intake locks of a new email or phone first, then the row: intake takes them in
-    # that order too (`repository.lock_exact_keys`), else the two could wait on each other.
-    contact = {name: values[name] for name in ("email", "phone") if values.get(name)}
+    # The intake locks of a new email or phone (with its extension: one key) first, then
+    # the row: intake takes them in that order too (`repository.lock_exact_keys`), else
+    # the two could wait on each other.
+    contact = {name: values[name] for name in _CONTACT_FIELDS if values.get(name)}
     if contact:
         await repo.lock_exact_keys(session, blocking_keys(record_of(contact)))
     lead = await live_lead(session, uid, for_update=True)
