@@ -113,10 +113,10 @@ def test_the_schema_parts_number_and_extension() -> None:
     assert _refusal(phone="91 123 45 67 x45", phone_extension="46") == [
         ("/phone_extension", "phone_extension_mismatch")
     ]
-    # `null` sent apart says "no extension", which the phone contradicts.
-    assert _refusal(phone="91 123 45 67 x45", phone_extension=None) == [
-        ("/phone_extension", "phone_extension_mismatch")
-    ]
+    # A web form's empty extension field beside a phone written with one says nothing.
+    for empty in ("", "  ", None):
+        lead = _lead(phone="91 123 45 67 x45", phone_extension=empty)
+        assert (lead.phone, lead.phone_extension) == ("+34911234567", "45")
     assert _refusal(email="ana@empresa.es", phone_extension="46") == [
         ("/phone_extension", "phone_required")
     ]

@@ -197,14 +197,15 @@ class _LeadFields(RequestModel):
 
     def _settle_phone(self) -> None:
         """The extension of a `phone` sent with one (`ext. 123`) parted from the number
-        into `phone_extension`; sent in both, the two must agree."""
+        into `phone_extension`; given in both, the two must agree."""
         if self.phone is None:
             return
         number, extension = split_extension(self.phone)
         if extension is None:
             return
-        sent_apart = "phone_extension" in self.model_fields_set  # `null` too: none
-        if sent_apart and self.phone_extension != extension:
+        # A blank or null `phone_extension` beside it (a web form's empty field) says
+        # nothing: the phone's own extension stands.
+        if self.phone_extension is not None and self.phone_extension != extension:
             raise field_error(
                 ("phone_extension",),
                 "phone_extension_mismatch",
