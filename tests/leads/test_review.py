@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text
 from cauce.app import Resources, job_worker_for
 from cauce.core.db import unit_of_work
 from cauce.core.jobs.ports import JobFilter, JobStatus
+from cauce.core.web.idempotency import IdempotencyRecord
 from cauce.leads import repository as repo
 from cauce.leads.delivery import DELIVER_TASK
 from cauce.leads.models import LeadEvent, LeadMatchKey, LeadSource
@@ -394,6 +395,35 @@ async def test_a_review_replays_under_its_idempotency_key(api: httpx.AsyncClient
     reused = await _review(api, held, {"decision": "distinct"}, **key)
     _problem(reused, 422, "idempotency_key_reused")
     assert (await api.get(f"/v1/leads/{jose}")).json()["arrivals"] == 2
+
+
+async def test_an_erasure_forgets_the_stored_review_answers_about_the_lead(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """A stored review answer shows the lead, contact data included: erasing the lead
+    deletes it, so no copy of the person stays behind a key for its 24 hours. A retry
+    under the key then finds the lead gone (410) instead of replaying the person."""
+    jose, held = await _held_pair(api)
+    _, other_held = await _held_pair(api, THIRD)
+    key = {"Idempotency-Key": "review-erased"}
+    kept_key = {"Idempotency-Key": "review-kept"}
+    assert (await _review(api, held, {"decision": "duplicate"}, **key)).status_code == 200
+    kept = await _review(api, other_held, {"decision": "distinct"}, **kept_key)
+    assert kept.status_code == 200
+    async with unit_of_work(_rt(leads_app).sessionmaker) as session:
+        bodies = (await session.scalars(select(IdempotencyRecord.body))).all()
+    assert any(JOSE["email"].encode() in body for body in bodies)
+
+    assert (await api.delete(f"/v1/leads/{jose}")).status_code == 204
+    async with unit_of_work(_rt(leads_app).sessionmaker) as session:
+        bodies = (await session.scalars(select(IdempotencyRecord.body))).all()
+    assert not any(JOSE["email"].encode() in body for body in bodies)
+    assert any(b"jfr3@hotmail.com" in body for body in bodies)  # another lead's answer stays
+    retry = await _review(api, held, {"decision": "duplicate"}, **key)
+    _problem(retry, 410, "lead_merged")
+    replay = await _review(api, other_held, {"decision": "distinct"}, **kept_key)
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == kept.json()
 
 
 async def test_reviewing_needs_the_write_scope(leads_app: FastAPI, api: httpx.AsyncClient) -> None:

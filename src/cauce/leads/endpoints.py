@@ -97,11 +97,20 @@ Work = Callable[[Any], Awaitable[tuple[int, Any]]]
 
 
 async def idempotent(
-    request: Request, principal: Principal, body: bytes, rt: LeadsRuntime, work: Work
+    request: Request,
+    principal: Principal,
+    body: bytes,
+    rt: LeadsRuntime,
+    work: Work,
+    *,
+    shows_lead: bool = False,
 ) -> Response:
     """Run `work(session)` in one transaction, remembering its answer under the key
     (`Idempotency-Key`, Stripe's semantics; `body` is what identifies the request).
-    Every caller's statements are bounded by its request (`unit_of_work`'s `short`)."""
+    Every caller's statements are bounded by its request (`unit_of_work`'s `short`).
+
+    `shows_lead`: the answer is a lead's view, contact data included; it is stored with
+    that lead's id as its subject, and the lead's erasure deletes it."""
     raw_key = request.headers.get(HEADER)
     async with unit_of_work(rt.sessionmaker, short=True) as session:
         if raw_key is None:
@@ -114,7 +123,8 @@ async def idempotent(
         if stored is not None:
             return _json(stored.status_code, stored.body, {"Idempotent-Replayed": "true"})
         status, payload = await work(session)
-        await IDEMPOTENCY.remember(session, scope, key, print_, status, payload)
+        subject = payload.get("id") if shows_lead and isinstance(payload, dict) else None
+        await IDEMPOTENCY.remember(session, scope, key, print_, status, payload, subject)
     return _json(status, payload)
 
 
@@ -341,7 +351,7 @@ async def review_lead(request: Request, principal: Write, lead_id: str) -> Respo
         sources = list(dict.fromkeys(s.source for s in await repo.sources_of(session, lead.id)))
         return 200, lead_view(lead, sources=sources).model_dump(mode="json")
 
-    return await idempotent(request, principal, body, rt, work)
+    return await idempotent(request, principal, body, rt, work, shows_lead=True)
 
 
 @router.delete("/{lead_id}", status_code=204, summary="Erase a lead (GDPR)")

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
+from cauce.core.web.idempotency import forget_subject
 from cauce.leads import repository as repo
 from cauce.leads.errors import (
     LeadDuplicate,
@@ -266,6 +267,7 @@ async def erase(session: AsyncSession, rt: LeadsRuntime, uid: str, actor: str | 
     now = utcnow()
     make_tombstone(lead, "erased", now)
     await repo.erase_personal_data(session, lead.id)
+    await forget_subject(session, lead.uid)  # stored answers that show the lead
     session.add(LeadEvent(lead_id=lead.id, action="erased", changes={}, actor=actor, at=now))
     await request_erasure(session, rt.queue, rt.settings, lead.uid)
     rt.known.forget(lead.id)  # no copy of its match fields stays in this process

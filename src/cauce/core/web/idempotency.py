@@ -11,6 +11,10 @@
 - Keys are scoped to the API key that sent them and kept for `ttl` (24 h by default);
   a periodic job (`PURGE_TASK`, `http.idempotency_purge_cron`, hourly by default)
   deletes the expired ones with the answers they hold.
+- An answer that shows a record's personal data names it as its `subject`;
+  `forget_subject` deletes such answers when the record is erased (GDPR), so no copy of
+  the person waits behind a key for the rest of its TTL. A retry under a forgotten key
+  runs again and meets the erased record.
 
 The stored response is written in the same transaction as the business rows it describes:
 either both exist or neither does, so a crash between "did the work" and "remembered the
@@ -58,6 +62,8 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+    # The record whose personal data the answer shows (e.g. a lead's id), if any.
+    subject: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
 
 class IdempotencyKeyInvalid(CauceError):
@@ -203,8 +209,11 @@ class IdempotencyStore:
         print_: Fingerprint | str,
         status_code: int,
         body: Any,
+        subject: str | None = None,
     ) -> None:
-        """Store the response on the caller's transaction (flushes to claim the key)."""
+        """Store the response on the caller's transaction (flushes to claim the key).
+
+        `subject` names the record whose personal data `body` shows (`forget_subject`)."""
         stale = await session.get(IdempotencyRecord, (scope, key))
         if stale is not None:  # expired: lookup() treated it as new
             await session.delete(stale)
@@ -216,6 +225,7 @@ class IdempotencyStore:
                 fingerprint=print_.value if isinstance(print_, Fingerprint) else print_,
                 status_code=status_code,
                 body=orjson.dumps(body),
+                subject=subject,
             )
         )
         try:
@@ -231,6 +241,15 @@ class IdempotencyStore:
             delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - self.ttl)
         )
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def forget_subject(session: AsyncSession, subject: str) -> int:
+    """Delete every stored answer about `subject` (its record was erased), whatever API
+    key stored it; returns how many."""
+    result = await session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.subject == subject)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def count_keys(session: AsyncSession) -> int:
