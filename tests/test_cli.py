@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from alembic.script import ScriptDirectory
+from prometheus_client.parser import text_string_to_metric_families
 
 from cauce.core.db.migrate import alembic_config
 from tests.conftest import TEST_SECRET
@@ -223,11 +224,41 @@ def test_serve_with_workers_runs_processes_that_share_the_port(
             codes = list(pool.map(post, emails))
         assert sorted(set(codes)) == [200, 201]
         assert codes.count(201) == 10  # one lead per email, whichever process took it
+        # Whichever process a scrape reaches, it counts the requests both served.
+        for _ in range(6):
+            scraped = httpx.get(f"{base}/metrics").text
+            assert _sample(scraped, "cauce_http_requests_total", route="/v1/leads") == 40
+            assert _sample(scraped, "cauce_leads_intake_total", outcome="created") == 10
+            assert _sample(scraped, "cauce_http_requests_in_flight") == 1  # the scrape
+        metrics_dir = _metrics_dir(proc.pid)
+        assert metrics_dir.is_dir()
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert output.count("cauce.stopped") == 2
+    assert not metrics_dir.exists()  # removed with the processes
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples in a scrape whose labels include `labels`."""
+    found = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    ]
+    assert found, f"no {name} {labels} in the scrape"
+    return sum(found)
+
+
+def _metrics_dir(pid: int) -> Path:
+    """The shared metrics directory the serving processes were given."""
+    child = _children(pid)[0]
+    environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+    found = [entry.split(b"=", 1)[1] for entry in environ if entry.startswith(b"PROMETHEUS_")]
+    assert found, "the processes share no metrics directory"
+    return Path(found[0].decode())
 
 
 def _ready(base: str) -> bool:

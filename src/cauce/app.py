@@ -29,7 +29,13 @@ from cauce.core.jobs.factory import JobWorker, build_job_queue, build_job_worker
 from cauce.core.jobs.metrics import JobMetrics
 from cauce.core.jobs.ports import JobQueue
 from cauce.core.jobs.registry import TaskRegistry
-from cauce.core.observability.metrics import HttpMetrics, PoolCollector, PoolStats, build_registry
+from cauce.core.observability.metrics import (
+    HttpMetrics,
+    PoolCollector,
+    PoolStats,
+    build_registry,
+    process_stopped,
+)
 from cauce.core.observability.tracing import build_tracer_provider, instrument_engine
 from cauce.core.security.apikeys import ApiKeyService
 from cauce.core.web.jobs import jobs_router
@@ -291,6 +297,7 @@ def create_app(
         finally:
             if tracer_provider is not None:
                 tracer_provider.shutdown()
+            process_stopped()
             log.info("cauce.stopped")
 
     app = FastAPI(

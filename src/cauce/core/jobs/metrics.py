@@ -41,9 +41,20 @@ class JobMetrics:
         )
         for status in ("succeeded", "failed", "cancelled"):
             self.purged.labels(status)  # exported at 0 before the first purge
-        self.depth = Gauge("cauce_jobs_queue_depth", "Jobs by state", ["state"], registry=r)
+        # Read from the database before a scrape by the process scraped: with several
+        # processes sharing their metrics, the latest reading is the answer.
+        self.depth = Gauge(
+            "cauce_jobs_queue_depth",
+            "Jobs by state",
+            ["state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.oldest = Gauge(
-            "cauce_jobs_oldest_waiting_seconds", "Age of the oldest due todo job", registry=r
+            "cauce_jobs_oldest_waiting_seconds",
+            "Age of the oldest due todo job",
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
 
     def set_stats(self, stats: QueueStats) -> None:

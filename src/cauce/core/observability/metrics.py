@@ -1,13 +1,23 @@
-"""Prometheus metrics, registered on a per-app registry (never the global one)."""
+"""Prometheus metrics, registered on a per-app registry (never the global one).
+
+Several processes serving one port (`cauce serve --workers N`) each count their own
+requests, and a scrape reaches one of them. So `cauce serve` then gives them a shared
+directory (`MULTIPROCESS_ENV`, set before they start): prometheus_client keeps every
+counter, histogram and gauge value in a file per process there, and `exposition` sums
+them (gauges by their `multiprocess_mode`). Metrics read by a custom collector at scrape
+time (pool connections, outbound calls) stay those of the process scraped.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 import cauce
@@ -59,7 +69,10 @@ class HttpMetrics:
             registry=registry,
         )
         self.in_flight = Gauge(
-            "cauce_http_requests_in_flight", "Requests being served", registry=registry
+            "cauce_http_requests_in_flight",
+            "Requests being served",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -76,6 +89,54 @@ def build_registry() -> CollectorRegistry:
         "Cauce version and Python runtime",
         ["version", "python"],
         registry=registry,
+        multiprocess_mode="max",
     )
     info.labels(cauce.__version__, platform.python_version()).set(1)
     return registry
+
+
+# prometheus_client's own variable: read when it is imported, so it must be in the
+# environment a serving process starts with.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_metrics_dir() -> str | None:
+    """The directory processes serving one port share their metrics in, if any."""
+    return os.environ.get(MULTIPROCESS_ENV) or None
+
+
+class _AllProcesses(Collector):
+    """Every process's metrics from the shared directory, then the scraped process's
+    own custom collectors (the registry's metrics the directory does not hold)."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        self._registry, self._path = registry, path
+
+    def collect(self) -> Iterator[Metric]:
+        # prometheus_client's multiprocess module has no annotations.
+        reader = MultiProcessCollector(None, path=self._path)  # type: ignore[no-untyped-call]
+        shared: list[Metric] = list(reader.collect())  # type: ignore[no-untyped-call]
+        names = {metric.name for metric in shared}
+        yield from shared
+        for metric in self._registry.collect():
+            if metric.name not in names:
+                yield metric
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text a scrape answers: `registry`'s metrics, or, when processes share a
+    metrics directory, all of theirs summed (see the module docstring)."""
+    path = shared_metrics_dir()
+    if path is None:
+        return generate_latest(registry)
+    combined = CollectorRegistry(auto_describe=False)
+    combined.register(_AllProcesses(registry, path))
+    return generate_latest(combined)
+
+
+def process_stopped() -> None:
+    """A serving process is stopping: its live gauges (requests in flight) leave the
+    sums. Nothing when processes share no metrics directory."""
+    path = shared_metrics_dir()
+    if path is not None:
+        mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]

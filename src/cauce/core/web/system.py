@@ -9,10 +9,11 @@ import orjson
 import structlog
 from fastapi import APIRouter, Depends, Request
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
+from cauce.core.observability.metrics import exposition
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope
 from cauce.core.web.problems import problem_response
@@ -92,7 +93,8 @@ async def readyz(request: Request) -> Response:
 
 @system_router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
 async def metrics(request: Request) -> Response:
-    """The app's Prometheus registry in the text exposition format.
+    """The app's Prometheus registry in the text exposition format (with several
+    serving processes, all of theirs summed: `exposition`).
 
     Gauges read from the database (job queue depth) are refreshed first; if that fails or
     is slow, the scrape still answers, with the previous values.
@@ -105,7 +107,7 @@ async def metrics(request: Request) -> Response:
                     await refresh()
         except Exception as exc:  # noqa: BLE001 - stale gauges beat a failed scrape
             log.warning("metrics.refresh_failed", error_class=type(exc).__name__)
-    return Response(generate_latest(resources.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(resources.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @v1_router.get("/me", response_model=Me, summary="The calling API key")
