@@ -11,6 +11,7 @@ import re
 import unicodedata
 from typing import Annotated, Literal, get_args
 
+import phonenumbers
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -363,7 +364,12 @@ class DedupeSettings(_Section):
 class LeadsSettings(_Section):
     """The leads context: normalisation, de-duplication, scoring and routing."""
 
-    default_region: str = Field(default="ES", min_length=2, max_length=2)
+    default_region: str = Field(
+        default="ES",
+        min_length=2,
+        max_length=2,
+        description="Region national phone numbers are read in when a lead has no country",
+    )
     dedupe: DedupeSettings = DedupeSettings()
     scoring_rules: tuple[ScoringRule, ...] | None = Field(
         default=None, description="None: the built-in points model"
@@ -373,7 +379,9 @@ class LeadsSettings(_Section):
     default_team: str | None = Field(
         default=None, max_length=100, description="Team of the leads no routing rule matches"
     )
-    max_batch: int = Field(default=1000, ge=1, le=10_000)
+    max_batch: int = Field(
+        default=1000, ge=1, le=10_000, description="POST /v1/leads/batch: most leads a call"
+    )
     max_batch_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,
@@ -395,6 +403,19 @@ class LeadsSettings(_Section):
         "in one process; more are refused with 503 and Retry-After (the process is behind)",
     )
     max_import_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        # A region phonenumbers does not know would read every national number as
+        # having "an unknown country code": refuse it at start-up instead.
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"{value!r} is not a region phone numbers can be read in: an ISO 3166-1 "
+                "alpha-2 code such as ES, MX, AR or CO"
+            )
+        return region
 
     @model_validator(mode="after")
     def _check(self) -> LeadsSettings:

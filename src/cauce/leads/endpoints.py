@@ -88,8 +88,11 @@ def _invalid(exc: ValidationError) -> Exception:
 
 
 def _options(rt: LeadsRuntime, region: str | None = None) -> IntakeOptions:
+    leads = rt.settings.leads
     return IntakeOptions(
-        default_phone_region=region or rt.settings.leads.default_region, now=utcnow()
+        default_phone_region=region or leads.default_region,
+        now=utcnow(),
+        max_batch=leads.max_batch,
     )
 
 
@@ -209,18 +212,19 @@ def _item(index: int, result: IntakeResult) -> dict[str, Any]:
     "/batch",
     response_model=BatchResult,
     openapi_extra=_schema_body(LeadBatchIn) | BEARER_SECURITY,
-    summary="Accept up to 1,000 leads",
+    summary="Accept up to 1,000 leads (CAUCE_LEADS__MAX_BATCH)",
 )
 async def create_batch(request: Request) -> Response:
     """Each item is validated on its own: valid items are kept even when others fail."""
     principal = await authorize(request, WRITE)
     rt = runtime(request)
     body = await _json_body(request)
+    options = _options(rt)
     try:
-        batch = LeadBatchIn.model_validate_json(body)
+        batch = LeadBatchIn.model_validate_json(body, context=options.context())
     except ValidationError as exc:
         raise _invalid(exc) from None
-    checked = validate_batch(batch.items, _options(rt))
+    checked = validate_batch(batch.items, options)
     if checked.invalid:
         rt.metrics.intake.labels("rejected").inc(len(checked.invalid))
 

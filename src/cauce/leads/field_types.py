@@ -48,10 +48,12 @@ class IntakeOptions:
     `default_phone_region` reads national numbers when the lead has no country (a lead
     with `country: MX` reads `55 1234 5678` as Mexican whatever this says). `now`, when
     given, refuses a consent timestamp in the future (5 minutes of skew allowed).
+    `max_batch` is the most items a `POST /v1/leads/batch` takes (`leads.max_batch`).
     """
 
     default_phone_region: str = DEFAULT_PHONE_REGION
     now: datetime | None = None
+    max_batch: int = 1000
 
     def context(self) -> dict[str, Any]:
         """The `context=` argument for `model_validate`."""

@@ -1,7 +1,8 @@
 """Lead routing: rules choose a team, weighted round-robin chooses the owner inside it.
 
 Rules are checked in order and the first whose every condition holds names the team
-(`default_team` otherwise). The settings refuse rules and teams that could never work (a
+(`default_team` otherwise). Countries, regions and sources compare without case, accents
+or punctuation. The settings refuse rules and teams that could never work (a
 country name where leads hold ISO codes, `min_score` above `max_score`, a team without
 capacity...), so a lead routed to a team always gets an owner from it.
 
@@ -20,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from cauce.core.config_leads import RoutingRule, TeamMember
+from cauce.leads.matching.record import fold
 from cauce.leads.scoring import same_value
 
 
@@ -32,10 +34,10 @@ class RouteDecision:
 
 
 def _matches(rule: RoutingRule, lead: Mapping[str, Any], score: int) -> bool:
+    # Case, accents and punctuation aside: a rule for "Andalucía" takes a form's
+    # "ANDALUCIA", and one for "Castilla-La Mancha" takes "Castilla La Mancha".
     def among(value: Any, options: Sequence[str]) -> bool:
-        return not options or (
-            value is not None and str(value).casefold() in {o.casefold() for o in options}
-        )
+        return not options or (value is not None and fold(str(value)) in {fold(o) for o in options})
 
     if not among(lead.get("country"), rule.countries):
         return False

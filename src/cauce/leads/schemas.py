@@ -333,14 +333,30 @@ class LeadPatch(_LeadFields):
 
 
 class LeadBatchIn(RequestModel):
-    """`POST /v1/leads/batch`: 1 to 1,000 leads. Items are validated one by one with
-    `validate_batch`, so one bad item never rejects the others."""
+    """`POST /v1/leads/batch`: 1 to 1,000 leads (`IntakeOptions.max_batch`, from
+    `leads.max_batch`). Items are validated one by one with `validate_batch`, so one bad
+    item never rejects the others."""
 
     items: list[Any] = Field(
         min_length=1,
-        max_length=MAX_BATCH_ITEMS,
-        description="LeadIn objects; each is validated on its own.",
+        description=(
+            "LeadIn objects; each is validated on its own. At most 1,000 unless "
+            "CAUCE_LEADS__MAX_BATCH says otherwise."
+        ),
+        json_schema_extra={"maxItems": MAX_BATCH_ITEMS},
     )
+
+    @field_validator("items")
+    @classmethod
+    def _at_most(cls, items: list[Any], info: ValidationInfo) -> list[Any]:
+        most = options_from(info).max_batch
+        if len(items) > most:
+            raise PydanticCustomError(
+                "too_long",
+                "List should have at most {max_length} items, not {actual_length}",
+                {"max_length": most, "actual_length": len(items)},
+            )
+        return items
 
 
 # ---------------------------------------------------------------------------------------

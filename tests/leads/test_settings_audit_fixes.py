@@ -1,0 +1,142 @@
+"""Lead settings that did nothing or too little: `leads.max_batch` now limits a batch,
+`leads.default_region` must be a region phone numbers can be read in, and routing
+compares places without accents."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from pydantic import ValidationError
+
+from cauce.app import Resources, create_app
+from cauce.core.config import Settings
+from cauce.core.config_leads import LeadsSettings
+from tests.conftest import SettingsFactory
+
+
+@asynccontextmanager
+async def leads_api(
+    settings_factory: SettingsFactory, **sections: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app built with these settings' sections, every leads scope."""
+    app = create_app(settings_factory(jobs={"embedded_worker": False}, **sections))
+    async with LifespanManager(app):
+        resources: Resources = app.state.resources
+        key = await resources.api_keys.create("t", ["leads:read", "leads:write"])
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://cauce.test",
+            headers={"Authorization": f"Bearer {key.token}"},
+        ) as client:
+            yield client
+
+
+def _batch(count: int) -> dict[str, Any]:
+    return {"items": [{"email": f"lote{i}@empresa.es"} for i in range(count)]}
+
+
+def _problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    return body
+
+
+async def test_max_batch_sets_how_many_leads_a_batch_takes(
+    settings_factory: SettingsFactory,
+) -> None:
+    """Below the default (3): 3 items are taken, 4 are refused on `/items`, nothing kept.
+    Above it (1,200): a batch of 1,001 is taken."""
+    async with leads_api(settings_factory, leads={"max_batch": 3}) as api:
+        taken = await api.post("/v1/leads/batch", json=_batch(3))
+        assert taken.status_code == 200, taken.text
+        assert taken.json()["accepted"] == 3
+        refused = await api.post("/v1/leads/batch", json=_batch(4))
+        body = _problem(refused, 422, "validation_failed")
+        assert [(e["pointer"], e["type"]) for e in body["errors"]] == [("/items", "too_long")]
+        assert "at most 3 items" in body["errors"][0]["detail"]
+        listed = (await api.get("/v1/leads", params={"limit": 100})).json()
+        assert len(listed["items"]) == 3
+    async with leads_api(settings_factory, leads={"max_batch": 1200}) as api:
+        big = await api.post("/v1/leads/batch", json=_batch(1001))
+        assert big.status_code == 200, big.text
+        assert big.json()["accepted"] == 1001
+
+
+async def test_the_default_batch_limit_is_1000(settings_factory: SettingsFactory) -> None:
+    """Without the setting, 1,001 items are refused as before."""
+    async with leads_api(settings_factory) as api:
+        refused = await api.post("/v1/leads/batch", json=_batch(1001))
+        body = _problem(refused, 422, "validation_failed")
+        assert "at most 1000 items" in body["errors"][0]["detail"]
+
+
+@pytest.mark.parametrize("region", ["XX", "ZZ", "EU", "1A"])
+def test_an_unknown_default_region_stops_start_up(region: str) -> None:
+    """A region phonenumbers does not know would refuse every national number with a
+    misleading reason ("an unknown country code"); the settings refuse it instead."""
+    with pytest.raises(ValidationError, match="not a region phone numbers can be read in"):
+        LeadsSettings(default_region=region)
+
+
+def test_the_default_region_is_upper_cased() -> None:
+    """`mx` is Mexico."""
+    assert LeadsSettings(default_region="mx").default_region == "MX"
+
+
+async def test_the_default_region_reads_national_numbers(
+    settings_factory: SettingsFactory,
+) -> None:
+    """Set through the settings (not only through validation options): with MX, a
+    Mexican national number is read as Mexican; a lead with `country` uses its own."""
+    async with leads_api(settings_factory, leads={"default_region": "mx"}) as api:
+        mexican = await api.post("/v1/leads", json={"phone": "55 1234 5678"})
+        assert mexican.status_code == 201, mexican.text
+        lead = (await api.get(f"/v1/leads/{mexican.json()['id']}")).json()
+        assert lead["phone"] == "+525512345678"
+        spanish = await api.post("/v1/leads", json={"phone": "912 345 678", "country": "ES"})
+        lead = (await api.get(f"/v1/leads/{spanish.json()['id']}")).json()
+        assert lead["phone"] == "+34912345678"
+
+
+ROUTING: dict[str, Any] = {
+    "teams": {"sur": [{"name": "Lola"}], "resto": [{"name": "Pepe"}]},
+    "routing_rules": [{"regions": ["Andalucía", "Castilla-La Mancha"], "team": "sur"}],
+    "default_team": "resto",
+}
+
+
+@pytest.mark.parametrize(
+    ("region", "owner"),
+    [
+        ("Andalucía", "Lola"),
+        ("Andalucia", "Lola"),
+        ("ANDALUCÍA", "Lola"),
+        ("andalucia", "Lola"),
+        ("Castilla La Mancha", "Lola"),
+        ("castilla-la mancha", "Lola"),
+        ("Extremadura", "Pepe"),
+        ("Andalucía Oriental", "Pepe"),
+    ],
+)
+async def test_routing_compares_regions_without_accents_or_punctuation(
+    settings_factory: SettingsFactory, region: str, owner: str
+) -> None:
+    """A rule for "Andalucía" takes a form's "Andalucia"; other regions, and a region
+    that only contains the rule's, go to the default team."""
+    async with leads_api(settings_factory, leads=ROUTING) as api:
+        created = await api.post("/v1/leads", json={"email": "ana@empresa.es", "region": region})
+        assert created.status_code == 201, created.text
+        assert created.json()["owner"] == owner
+
+
+def test_settings_type_is_unchanged() -> None:
+    """The leads section still loads inside the whole settings (a smoke check of the
+    validator's wiring: an unknown region names its variable)."""
+    with pytest.raises(ValidationError, match="default_region"):
+        Settings.model_validate({"leads": {"default_region": "XX"}})
