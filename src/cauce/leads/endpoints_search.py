@@ -75,8 +75,12 @@ class LeadSearch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     status: LeadStatus | None = None
-    source: LeadSource | None = None
-    owner: str | None = Field(default=None, max_length=200)
+    source: LeadSource | None = Field(
+        default=None, description="Where the lead first came from (its `source`)"
+    )
+    owner: str | None = Field(
+        default=None, max_length=200, description="An owner's name, exactly (case too)"
+    )
     country: str | None = Field(default=None, min_length=2, max_length=2)
     created_after: Instant | None = Field(
         default=None, description="ISO 8601 date or time; without an offset, UTC"
