@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from cauce.app import Resources, create_app
+from tests.conftest import SettingsFactory
+from tests.leads.test_delivery import MemoryCrm
 
 # docs/leads.md's José (its "De-duplication" examples): the lead several tests match
 # their arrivals against.
@@ -24,3 +32,24 @@ async def post_lead(api: httpx.AsyncClient, lead: dict[str, Any]) -> dict[str, A
     assert response.status_code in (200, 201), response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+@asynccontextmanager
+async def leads_api(
+    settings_factory: SettingsFactory, **leads: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app with these `leads` settings (HubSpot at an in-memory port, no background
+    worker) and a client with the leads:read and leads:write scopes."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}, leads=leads
+    )
+    app = create_app(settings, crm=MemoryCrm())
+    async with LifespanManager(app):
+        resources: Resources = app.state.resources
+        key = await resources.api_keys.create("t", ["leads:read", "leads:write"])
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://cauce.test",
+            headers={"Authorization": f"Bearer {key.token}"},
+        ) as client:
+            yield app, client

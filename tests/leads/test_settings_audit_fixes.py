@@ -4,36 +4,16 @@ compares places without accents."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from pydantic import ValidationError
 
-from cauce.app import Resources, create_app
 from cauce.core.config import Settings
 from cauce.core.config_leads import LeadsSettings
 from tests.conftest import SettingsFactory
-
-
-@asynccontextmanager
-async def leads_api(
-    settings_factory: SettingsFactory, **sections: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an app built with these settings' sections, every leads scope."""
-    app = create_app(settings_factory(jobs={"embedded_worker": False}, **sections))
-    async with LifespanManager(app):
-        resources: Resources = app.state.resources
-        key = await resources.api_keys.create("t", ["leads:read", "leads:write"])
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://cauce.test",
-            headers={"Authorization": f"Bearer {key.token}"},
-        ) as client:
-            yield client
+from tests.leads.api_client import leads_api
 
 
 def _batch(count: int) -> dict[str, Any]:
@@ -52,7 +32,7 @@ async def test_max_batch_sets_how_many_leads_a_batch_takes(
 ) -> None:
     """Below the default (3): 3 items are taken, 4 are refused on `/items`, nothing kept.
     Above it (1,200): a batch of 1,001 is taken."""
-    async with leads_api(settings_factory, leads={"max_batch": 3}) as api:
+    async with leads_api(settings_factory, max_batch=3) as (_, api):
         taken = await api.post("/v1/leads/batch", json=_batch(3))
         assert taken.status_code == 200, taken.text
         assert taken.json()["accepted"] == 3
@@ -62,7 +42,7 @@ async def test_max_batch_sets_how_many_leads_a_batch_takes(
         assert "at most 3 items" in body["errors"][0]["detail"]
         listed = (await api.get("/v1/leads", params={"limit": 100})).json()
         assert len(listed["items"]) == 3
-    async with leads_api(settings_factory, leads={"max_batch": 1200}) as api:
+    async with leads_api(settings_factory, max_batch=1200) as (_, api):
         big = await api.post("/v1/leads/batch", json=_batch(1001))
         assert big.status_code == 200, big.text
         assert big.json()["accepted"] == 1001
@@ -70,7 +50,7 @@ async def test_max_batch_sets_how_many_leads_a_batch_takes(
 
 async def test_the_default_batch_limit_is_1000(settings_factory: SettingsFactory) -> None:
     """Without the setting, 1,001 items are refused as before."""
-    async with leads_api(settings_factory) as api:
+    async with leads_api(settings_factory) as (_, api):
         refused = await api.post("/v1/leads/batch", json=_batch(1001))
         body = _problem(refused, 422, "validation_failed")
         assert "at most 1000 items" in body["errors"][0]["detail"]
@@ -94,7 +74,7 @@ async def test_the_default_region_reads_national_numbers(
 ) -> None:
     """Set through the settings (not only through validation options): with MX, a
     Mexican national number is read as Mexican; a lead with `country` uses its own."""
-    async with leads_api(settings_factory, leads={"default_region": "mx"}) as api:
+    async with leads_api(settings_factory, default_region="mx") as (_, api):
         mexican = await api.post("/v1/leads", json={"phone": "55 1234 5678"})
         assert mexican.status_code == 201, mexican.text
         lead = (await api.get(f"/v1/leads/{mexican.json()['id']}")).json()
@@ -129,7 +109,7 @@ async def test_routing_compares_regions_without_accents_or_punctuation(
 ) -> None:
     """A rule for "Andalucía" takes a form's "Andalucia"; other regions, and a region
     that only contains the rule's, go to the default team."""
-    async with leads_api(settings_factory, leads=ROUTING) as api:
+    async with leads_api(settings_factory, **ROUTING) as (_, api):
         created = await api.post("/v1/leads", json={"email": "ana@empresa.es", "region": region})
         assert created.status_code == 201, created.text
         assert created.json()["owner"] == owner

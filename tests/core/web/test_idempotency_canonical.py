@@ -8,23 +8,20 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
 
-from cauce.app import Resources, create_app
+from cauce.app import Resources
 from cauce.core.db import unit_of_work
 from cauce.core.web.idempotency import IdempotencyRecord, canonical_json, fingerprint
 from tests.conftest import SettingsFactory
-from tests.leads.test_delivery import MemoryCrm
+from tests.leads.api_client import leads_api
 
 KEY = "Idempotency-Key"
 
@@ -208,25 +205,6 @@ def test_a_fingerprint_matches_its_raw_bytes_digest_from_before() -> None:
 # --- Through the app, on both databases ---------------------------------------------------
 
 
-@asynccontextmanager
-async def _api(
-    settings_factory: SettingsFactory, **leads: Any
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}, leads=leads
-    )
-    app = create_app(settings, crm=MemoryCrm())
-    async with LifespanManager(app):
-        resources: Resources = app.state.resources
-        key = await resources.api_keys.create("t", ["leads:read", "leads:write"])
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://cauce.test",
-            headers={"Authorization": f"Bearer {key.token}"},
-        ) as client:
-            yield app, client
-
-
 def _lead() -> dict[str, Any]:
     return {
         "email": f"{uuid.uuid4().hex[:10]}@construcciones-levante.es",
@@ -281,7 +259,7 @@ async def test_a_lead_sent_again_re_serialised_replays(
 ) -> None:
     """POST /v1/leads (group commit or alone): other spacing and key order replay the
     first answer; another value under the key is refused; one lead is stored."""
-    async with _api(settings_factory, intake_group_max=group_max) as (_, client):
+    async with leads_api(settings_factory, intake_group_max=group_max) as (_, client):
         lead = _lead()
         first = await _post(client, "/v1/leads", _compact(lead), "k-1")
         assert first.status_code == 201, first.text
@@ -295,7 +273,7 @@ async def test_a_lead_sent_again_re_serialised_replays(
 async def test_a_batch_sent_again_re_serialised_replays(settings_factory: SettingsFactory) -> None:
     """POST /v1/leads/batch: a re-serialised copy replays; another value (even 45.0 for
     45) is refused; the leads are stored once."""
-    async with _api(settings_factory) as (_, client):
+    async with leads_api(settings_factory) as (_, client):
         batch = {"items": [_lead(), {"email": "not an email"}, _lead()]}
         first = await _post(client, "/v1/leads/batch", _compact(batch), "b-1")
         assert first.status_code == 200, first.text
@@ -321,7 +299,7 @@ async def test_a_key_stored_as_raw_bytes_still_replays_those_bytes(
     """A key remembered before the upgrade (a digest of the raw bytes) still replays a
     retry of the very same bytes; a re-serialised copy cannot be told from another
     request then, and is refused as before."""
-    async with _api(settings_factory, intake_group_max=group_max) as (app, client):
+    async with leads_api(settings_factory, intake_group_max=group_max) as (app, client):
         lead = _lead()
         sent = _respelt({"items": [lead]} if path.endswith("batch") else lead)
         first = await _post(client, path, sent, "old-1")
