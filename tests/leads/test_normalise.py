@@ -153,11 +153,115 @@ def test_split_full_name_hispanic(full: str, first: str | None, last: str | None
 
 
 @pytest.mark.parametrize(
+    "full",
+    [
+        "María José",
+        "Juan Carlos",
+        "Ana María",
+        "José Luis",
+        "Miguel Ángel",
+        "Juan Pablo",
+        "Ana Paula",
+        "María del Carmen",
+        "María de los Ángeles",
+        "maria jose",
+        "JUAN CARLOS",
+    ],
+)
+def test_two_given_names_alone_are_one_compound_given_name(full: str) -> None:
+    """Two words whose second is a common second given name, and no common surname, are
+    one compound given name and no surname, as one word is a first name alone."""
+    assert split_full_name(full) == (full, None)
+
+
+@pytest.mark.parametrize(
+    ("full", "first", "last"),
+    [
+        ("Pedro Martín", "Pedro", "Martín"),
+        ("Ana Lorenzo", "Ana", "Lorenzo"),
+        ("Lucía Fernández", "Lucía", "Fernández"),
+        ("Carlos Román", "Carlos", "Román"),
+        ("Luis Vicente", "Luis", "Vicente"),
+        ("Juan Andrés", "Juan", "Andrés"),
+        ("José Ramón", "José", "Ramón"),
+        ("María Rosa", "María", "Rosa"),
+        ("Pedro Juan", "Pedro", "Juan"),
+        ("José de la Cruz", "José", "de la Cruz"),
+        ("María de Jesús", "María", "de Jesús"),
+        ("José Ortega y Gasset", "José", "Ortega y Gasset"),
+    ],
+)
+def test_given_name_and_surname_stay_split(full: str, first: str, last: str) -> None:
+    """A second word that is a common surname (even one that is a given name too, like
+    Andrés or de la Cruz) stays the surname of a two-word name."""
+    assert split_full_name(full) == (first, last)
+
+
+@pytest.mark.parametrize(
+    ("full", "first", "last"),
+    [
+        ("María del Carmen Núñez", "María del Carmen", "Núñez"),
+        ("José de la Cruz Pérez", "José de la Cruz", "Pérez"),
+        ("Juan Carlos Pérez Soto", "Juan Carlos", "Pérez Soto"),
+        ("García, María José", "María José", "García"),
+        ("de la Fuente, María José", "María José", "de la Fuente"),
+        (", María José", "María José", None),
+    ],
+)
+def test_compound_given_names_with_surnames_and_commas(
+    full: str, first: str | None, last: str | None
+) -> None:
+    """Particles and the `Surnames, Given names` form keep working around the rule; a
+    comma with nothing before it leaves the given names to the two-word rule."""
+    assert split_full_name(full) == (first, last)
+
+
+GIVEN_FIRST = ["María", "José", "Juan", "Ana", "Luis", "Carmen", "Íñigo", "Lucía"]
+SECOND_GIVEN = ["José", "María", "Carlos", "Luis", "Ángel", "Manuel", "del Carmen", "Isabel"]
+SURNAMES = ["García", "Martín", "Lorenzo", "Andrés", "de la Cruz", "Ramos", "Núñez", "Rosa"]
+
+
+def _respelled(name: str, how: str) -> str:
+    if how == "upper":
+        return name.upper()
+    if how == "lower":
+        return name.lower()
+    if how == "unaccented":
+        decomposed = unicodedata.normalize("NFD", name)
+        return "".join(c for c in decomposed if not unicodedata.combining(c))
+    return name
+
+
+@given(
+    st.sampled_from(GIVEN_FIRST),
+    st.sampled_from(SECOND_GIVEN),
+    st.sampled_from(SURNAMES),
+    st.sampled_from(["as is", "upper", "lower", "unaccented"]),
+)
+@settings(deadline=None)
+def test_compound_given_name_reading_is_stable(
+    given_name: str, second: str, surname: str, how: str
+) -> None:
+    """A given name and a common second given name are one given name in every form of
+    the full name (alone, before one surname, after the surname and a comma), whatever
+    the case or accents; a common surname after one given name is always the surname."""
+    given_name, second, surname = (_respelled(w, how) for w in (given_name, second, surname))
+    compound = f"{given_name} {second}"
+    assert split_full_name(compound) == (compound, None)
+    assert split_full_name(f"{compound} {surname}") == (compound, surname)
+    assert split_full_name(f"{surname}, {compound}") == (compound, surname)
+    assert split_full_name(f"{given_name} {surname}") == (given_name, surname)
+    # The Western convention reads two words as given name and surname.
+    assert split_full_name(compound, "western") == (given_name, second)
+
+
+@pytest.mark.parametrize(
     ("full", "first", "last"),
     [
         ("Mary Ann Smith", "Mary Ann", "Smith"),
         ("Ludwig van Beethoven", "Ludwig", "van Beethoven"),
         ("John Smith", "John", "Smith"),
+        ("Juan Carlos", "Juan", "Carlos"),
     ],
 )
 def test_split_full_name_western(full: str, first: str | None, last: str | None) -> None:
@@ -182,7 +286,10 @@ def test_compose_full_name() -> None:
 
 NAME_WORDS = st.lists(
     st.sampled_from(
-        ["María", "José", "de", "la", "y", "García", "López", "del", "Río", "Ana", "van", "i"]
+        [
+            *("María", "José", "de", "la", "y", "García", "López", "del", "Río", "Ana"),
+            *("van", "i", "Carlos", "Andrés", "Carmen", "Cruz"),
+        ]
     )
     | st.text(alphabet="abcdefñáéÑ-'", min_size=1, max_size=8),
     min_size=1,

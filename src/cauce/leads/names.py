@@ -13,7 +13,11 @@ default):
   given names: `María José García de la Fuente` → `María José` / `García de la Fuente`.
   With three units the middle one is a surname unless it is a common second given name
   (`María José García` → `María José` / `García`; `Juan García López` → `Juan` /
-  `García López`). Two units are one given name and one surname.
+  `García López`). Two units are one given name and one surname, unless the second is
+  a common second given name that is not also a common surname: then they are one
+  compound given name and there is no surname (`María José`, `Juan Carlos`,
+  `María del Carmen`; but `Juan Andrés`, `José de la Cruz`, `Pedro Martín` are given
+  name and surname).
 - Western convention (every other country): the last unit is the surname, the rest are
   given names (`Mary Ann Smith` → `Mary Ann` / `Smith`).
 - One unit is a first name, unless it starts with a particle (then it is a surname).
@@ -53,6 +57,20 @@ _SECOND_GIVEN = frozenset(
     victoria cristina belen rosa lourdes dolores guadalupe luisa paula ines mercedes
     concepcion soledad esperanza jose-maria maria-jose del-carmen del-pilar del-rosario
     de-los-angeles de-jesus de-la-luz de-la-cruz de-lourdes de-las-mercedes
+    """.split()  # noqa: SIM905
+)
+
+# Given names that are also common surnames (in Spain, Latin America, Portugal or
+# Brazil): after a single given name such a word is more likely the surname
+# (`Juan Andrés`, `María Rosa`, `José de la Cruz`, `Pedro Martín`), so a two-unit name
+# ending in one is not read as a compound given name. Some are in _SECOND_GIVEN, which
+# still makes them given names before a surname (`José de la Cruz Pérez`); the rest are
+# here so that adding them there never turns such two-word names into one given name.
+_ALSO_SURNAMES = frozenset(
+    """
+    andres juan ramon rosa de-jesus de-la-cruz del-rosario martin lorenzo roman marcos
+    vicente salvador nicolas pascual domingo tomas esteban cruz santiago mateo jaime
+    simon leon santos bautista gil
     """.split()  # noqa: SIM905
 )
 
@@ -109,6 +127,18 @@ def _starts_with_particle(unit: str) -> bool:
     return _fold(unit.split(" ", 1)[0]) in _PARTICLES
 
 
+def _unit_key(unit: str) -> str:
+    """A unit as _SECOND_GIVEN and _ALSO_SURNAMES spell it: `del Carmen` → `del-carmen`."""
+    return _fold(unit).replace(" ", "-")
+
+
+def _is_compound_given(second: str) -> bool:
+    """Whether a name of two units ending in this one is one compound given name
+    (`María José`, `María del Carmen`): a common second given name, not a common surname."""
+    key = _unit_key(second)
+    return key in _SECOND_GIVEN and key not in _ALSO_SURNAMES
+
+
 def split_full_name(full_name: str, convention: NameConvention = "hispanic") -> SplitName:
     """Split a cleaned full name into (first name(s), last name(s)); see the module rules."""
     text = " ".join(full_name.split())
@@ -128,11 +158,13 @@ def split_full_name(full_name: str, convention: NameConvention = "hispanic") -> 
             else SplitName(units[0], None)
         )
     if len(units) == 2:
+        if convention == "hispanic" and _is_compound_given(units[1]):
+            return SplitName(f"{units[0]} {units[1]}", None)
         return SplitName(units[0], units[1])
     if convention == "western":
         return SplitName(" ".join(units[:-1]), units[-1])
     if len(units) == 3:
-        if _fold(units[1]).replace(" ", "-") in _SECOND_GIVEN:
+        if _unit_key(units[1]) in _SECOND_GIVEN:
             return SplitName(f"{units[0]} {units[1]}", units[2])
         return SplitName(units[0], f"{units[1]} {units[2]}")
     return SplitName(" ".join(units[:-2]), " ".join(units[-2:]))
