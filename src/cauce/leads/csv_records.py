@@ -92,19 +92,24 @@ class RecordScanner:
             return pos, None
         if fault := _long_line(buffer, pos):
             return pos, fault
-        # An unfinished record's line breaks are in a quoted cell: at the end of the
-        # file, or past a limit, its quote is taken for one never closed.
-        size = len(buffer) - pos
-        breaks = line_breaks(buffer, pos, len(buffer), MAX_CELL_LINES)
-        if final or breaks > MAX_CELL_LINES or (breaks and size > MAX_RECORD_CHARS):
-            why: FaultKind = "many lines" if breaks > MAX_CELL_LINES else "too long"
-            fault = quote_fault(
-                buffer, pos, len(buffer), delimiter, closed=False,
-                open_why="never closed" if final else why,
-                too_long=size > MAX_RECORD_CHARS,
-            )  # fmt: skip
-            return pos, fault
-        return pos, None
+        # An unfinished record's line breaks are in a quoted cell: past a limit, or at
+        # the end of the file, its quote is taken for one never closed. It is judged on
+        # its text up to where it first passes a limit, so a file read whole and one read
+        # in chunks give the same reason (a record past both limits and the end of the
+        # file is past the limit it reached first).
+        cut = _limit_at(buffer, pos)
+        if cut < 0 and not final:
+            return pos, None
+        why: FaultKind = "never closed"
+        if cut >= 0:
+            many = line_breaks(buffer, pos, cut, MAX_CELL_LINES) > MAX_CELL_LINES
+            why = "many lines" if many else "too long"
+        upto = cut if cut >= 0 else len(buffer)
+        fault = quote_fault(
+            buffer, pos, upto, delimiter, closed=False, open_why=why,
+            too_long=upto - pos > MAX_RECORD_CHARS,
+        )  # fmt: skip
+        return pos, fault
 
     @staticmethod
     def refusal(fault: QuoteFault, labels: Sequence[str]) -> tuple[str, int | None]:
@@ -139,6 +144,33 @@ class RecordScanner:
         if not final and end == len(buffer) and buffer.endswith("\r"):
             self._skip_lf = True  # its "\n" may come with the next text
         return end
+
+
+def _limit_at(text: str, start: int) -> int:
+    """Where the unfinished record at `start` first passes a limit: just after its
+    line break number `MAX_CELL_LINES` + 1, or where it is longer than
+    `MAX_RECORD_CHARS` with a line break in it (a first line that long is `_long_line`'s);
+    -1 if it passes neither in `text`."""
+    count, pos, first_break, many_at = 0, start, -1, -1
+    while True:
+        n, r = text.find("\n", pos), text.find("\r", pos)
+        if n < 0 and r < 0:
+            break
+        pos = min(p for p in (n, r) if p >= 0)
+        pos += 2 if text.startswith("\r\n", pos) else 1
+        count += 1
+        if count == 1:
+            first_break = pos
+        if count > MAX_CELL_LINES:
+            many_at = pos
+            break
+    long_at = -1
+    if first_break >= 0:
+        long_at = max(start + MAX_RECORD_CHARS + 1, first_break)
+        if long_at > len(text):
+            long_at = -1
+    reached = [at for at in (many_at, long_at) if at >= 0]
+    return min(reached) if reached else -1
 
 
 def _long_line(buffer: str, start: int) -> QuoteFault | None:
