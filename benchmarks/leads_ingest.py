@@ -443,7 +443,7 @@ def validation_floor(batch_size: int) -> float:
     and text normalisation every lead goes through), in this process: no HTTP, no
     de-duplication, no database. No batch can take leads in faster than this. Each call
     takes leads never validated before (validation caches repeated values)."""
-    from cauce.leads.schemas import validate_batch
+    from cauce.leads.schemas_batch import validate_batch
 
     maker = LeadMaker()
     first = next(_floor_calls) * 4 * batch_size

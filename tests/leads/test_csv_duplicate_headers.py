@@ -28,13 +28,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cauce.core.jobs.factory import JobWorker
-from cauce.leads.csv_columns import (
-    MULTI_COLUMN_TARGETS,
-    check_mapping,
-    column_labels,
-    fold_header,
-    plan_columns,
-)
+from cauce.leads.csv_columns import column_labels, plan_columns
+from cauce.leads.csv_headers import MULTI_COLUMN_TARGETS, fold_header
+from cauce.leads.csv_mapping import check_mapping
 from cauce.leads.errors import ImportMappingInvalid
 from tests.leads.import_client import error_report, import_csv, post_csv
 

@@ -19,14 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cauce.leads.csv_columns import (
-    EXPORT_HEADER_PREFIX,
-    check_mapping,
-    custom_key,
-    fold_header,
-    is_cauce_export,
-    plan_columns,
-)
+from cauce.leads.csv_columns import EXPORT_HEADER_PREFIX, is_cauce_export, plan_columns
+from cauce.leads.csv_headers import custom_key, fold_header
 from cauce.leads.csv_import import (
     MAX_RECORD_CHARS,
     CsvLeadReader,
@@ -37,6 +31,7 @@ from cauce.leads.csv_import import (
     detect_encoding,
     validate_row,
 )
+from cauce.leads.csv_mapping import check_mapping
 from cauce.leads.errors import ImportFileInvalid, ImportMappingInvalid, ImportTooLarge
 from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadIn
 from cauce.leads.schemas_requests import ImportOptionsIn

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cauce.core.jobs.factory import JobWorker
-from cauce.leads.csv_columns import DEFAULT_HEADERS, LEAD_TARGETS, fold_header
+from cauce.leads.csv_headers import DEFAULT_HEADERS, LEAD_TARGETS, fold_header
 
 BOUNDARY = "cauce-fuzz-boundary-7f3a"
 PROBLEM = "application/problem+json"

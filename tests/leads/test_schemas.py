@@ -18,14 +18,10 @@ from cauce.leads.errors import (
     LeadNotFound,
 )
 from cauce.leads.responses import BatchItemResult, BatchResult, LeadOut
-from cauce.leads.schemas import (
+from cauce.leads.schemas import IntakeOptions, LeadIn, LeadPatch, LeadSource, LeadStatus
+from cauce.leads.schemas_batch import (
     MAX_BATCH_ITEMS,
-    IntakeOptions,
     LeadBatchIn,
-    LeadIn,
-    LeadPatch,
-    LeadSource,
-    LeadStatus,
     field_errors,
     validate_batch,
     validate_lead,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cauce.core.config_leads import RoutingRule, ScoringRule, TeamMember
+from cauce.core.config_leads import RoutingRule, TeamMember
+from cauce.core.config_scoring import ScoringRule
 from cauce.leads.routing import choose_team, owner_at, rotation
 from cauce.leads.scoring import PointsModel, facts_of
 

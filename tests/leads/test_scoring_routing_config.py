@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from cauce.app import create_app
-from cauce.core import config, config_leads
+from cauce.core import config, config_lead_facts, config_scoring
 from cauce.core.config import load_settings
-from cauce.core.config_leads import RoutingRule, ScoringRule
+from cauce.core.config_leads import RoutingRule
+from cauce.core.config_scoring import ScoringRule
 from cauce.core.errors import ConfigError
 from cauce.leads import field_types, places
 from cauce.leads.intake_writer import lead_facts
@@ -366,13 +367,13 @@ def test_scoring_compares_numbers_and_booleans_by_value() -> None:
 def test_restated_lead_facts_match_the_leads_context() -> None:
     """Country codes, sources, custom-field names and the scoring facts that the settings
     check against are those of the leads context (core cannot import it)."""
-    assert config_leads.COUNTRY_CODES == places.COUNTRY_CODES
-    assert tuple(source.value for source in LeadSource) == config_leads.LEAD_SOURCES
-    assert config_leads.CUSTOM_KEY.pattern == field_types._CUSTOM_KEY.pattern
+    assert config_lead_facts.COUNTRY_CODES == places.COUNTRY_CODES
+    assert tuple(source.value for source in LeadSource) == config_lead_facts.LEAD_SOURCES
+    assert config_lead_facts.CUSTOM_KEY.pattern == field_types._CUSTOM_KEY.pattern
     facts = lead_facts(Lead(), 1)
-    plain = {name for name in config_leads.SCORING_FIELDS if "." not in name}
+    plain = {name for name in config_scoring.SCORING_FIELDS if "." not in name}
     assert plain == set(facts)
-    nested = {name for name in config_leads.SCORING_FIELDS if "." in name}
+    nested = {name for name in config_scoring.SCORING_FIELDS if "." in name}
     assert nested == {f"utm.{key}" for key in Utm.model_fields} | {
         f"consent.{key}" for key in Consent.model_fields
     }

@@ -33,14 +33,8 @@ from cauce.core.jobs.factory import JobWorker
 from cauce.leads.errors import FieldError
 from cauce.leads.names import compose_full_name, halves_of_full_name
 from cauce.leads.normalise import MAX_RAW_TEXT
-from cauce.leads.schemas import (
-    MAX_CUSTOM_VALUE_BYTES,
-    LeadIn,
-    LeadPatch,
-    field_errors,
-    validate_batch,
-    validate_lead,
-)
+from cauce.leads.schemas import MAX_CUSTOM_VALUE_BYTES, LeadIn, LeadPatch
+from cauce.leads.schemas_batch import field_errors, validate_batch, validate_lead
 
 PROBLEM = "application/problem+json"
 

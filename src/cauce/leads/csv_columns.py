@@ -40,106 +40,30 @@ name: the columns Cauce computes (`EXPORT_COMPUTED`: its own id, the score, the 
 flags, the times, the other contacts) are ignored, not made custom fields; `source` fills
 the lead's source; and `custom_fields`, a JSON object, fills the custom fields
 (`CUSTOM_FIELDS_JSON`, read by `csv_import`). `owner` is kept, as in any file.
+
+The header vocabulary (folding, the defaults, custom-field keys) is in
+`cauce.leads.csv_headers`; the checks of an explicit mapping in `cauce.leads.csv_mapping`.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cauce.leads.errors import FieldError, ImportMappingInvalid
+from cauce.leads.csv_headers import (
+    CUSTOM_PREFIX,
+    DEFAULT_HEADERS,
+    MULTI_COLUMN_TARGETS,
+    custom_key,
+    fold_header,
+)
+from cauce.leads.csv_mapping import FileColumns, check_entries
+from cauce.leads.errors import ImportMappingInvalid
 from cauce.leads.schemas import MAX_CUSTOM_FIELDS
 
 UnknownColumns = Literal["custom_fields", "ignore"]
-CUSTOM_PREFIX = "custom_fields."
-
-# Every target a column may fill (besides `custom_fields.<key>`).
-LEAD_TARGETS: frozenset[str] = frozenset(
-    """
-    external_id source status email phone phone_extension first_name last_name full_name company
-    job_title country region city language owner utm.source utm.medium utm.campaign
-    utm.term utm.content consent.marketing consent.given_at consent.wording_version
-    consent.source
-    """.split()  # noqa: SIM905
-)
-
-_DEFAULTS: dict[str, tuple[str, ...]] = {
-    "email": (
-        "email", "e mail", "mail", "correo", "correo electronico", "email address",
-        "e mail address", "direccion de correo", "direccion de correo electronico",
-    ),
-    "phone": (
-        "telefono", "tel", "tlf", "tfno", "telf", "phone", "phone number", "movil",
-        "telefono movil", "celular", "mobile", "mobile phone", "whatsapp",
-        "numero de telefono",
-    ),
-    "phone_extension": (
-        "extension", "ext", "anexo", "extension telefonica", "extension del telefono",
-        "phone extension", "phone ext",
-    ),
-    "first_name": ("nombre", "first name", "firstname", "given name", "nombre de pila"),
-    "last_name": (
-        "apellidos", "apellido", "last name", "lastname", "surname", "family name",
-        "primer apellido", "segundo apellido", "apellido 1", "apellido 2", "apellido1",
-        "apellido2",
-    ),
-    "full_name": (
-        "nombre completo", "nombre y apellidos", "full name", "name", "contact name",
-        "contacto", "nombre del contacto",
-    ),
-    "company": (
-        "empresa", "compania", "company", "company name", "organizacion", "organization",
-        "organisation", "razon social", "nombre de la empresa", "cuenta", "account",
-    ),
-    "job_title": ("cargo", "puesto", "job title", "title", "position", "role", "titulo"),
-    "country": ("pais", "country", "country code", "codigo de pais"),
-    "region": (
-        "provincia", "region", "comunidad autonoma", "comunidad", "estado", "state",
-        "province", "departamento",
-    ),
-    "city": ("ciudad", "localidad", "municipio", "poblacion", "city", "town"),
-    "language": ("idioma", "lengua", "language", "lang", "locale"),
-    "external_id": ("id", "external id", "id externo", "record id", "codigo", "code"),
-    "owner": ("propietario", "comercial", "owner", "responsable", "asesor", "vendedor"),
-    "status": ("estado del lead", "estado lead", "lead status", "status"),
-    "utm.source": ("utm source",),
-    "utm.medium": ("utm medium",),
-    "utm.campaign": ("utm campaign", "campana", "campaign"),
-    "utm.term": ("utm term",),
-    "utm.content": ("utm content",),
-    "consent.marketing": (
-        "consentimiento", "consentimiento marketing", "acepta comunicaciones",
-        "acepta publicidad", "opt in", "optin", "marketing consent", "consent",
-        "gdpr consent", "rgpd", "consent marketing",
-    ),
-    "consent.given_at": (
-        "fecha consentimiento", "fecha del consentimiento", "consent date", "consent given at",
-    ),
-    "consent.wording_version": (
-        "version consentimiento", "version texto consentimiento", "consent version",
-        "consent wording version",
-    ),
-    "consent.source": ("origen consentimiento", "origen del consentimiento", "consent source"),
-}  # fmt: skip
-
-# The fields whose columns are joined (see the module docstring).
-MULTI_COLUMN_TARGETS = frozenset({"last_name", "full_name", "first_name"})
-
-
-def fold_header(text: str) -> str:
-    """A header compared without case, accents or punctuation: `E-mail:` → `e mail`."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", plain).split())
-
-
-DEFAULT_HEADERS: dict[str, str] = {
-    fold_header(alias): target for target, aliases in _DEFAULTS.items() for alias in aliases
-}
 
 # The columns Cauce's export has always begun with, in this order (`csv_export` builds
 # `EXPORT_COLUMNS` from them). Fifteen exact names in this order are Cauce's signature:
@@ -181,14 +105,6 @@ def is_cauce_export(headers: Sequence[str]) -> bool:
     (each header compared as read, without surrounding blanks)."""
     start = tuple(header.strip() for header in headers[: len(EXPORT_HEADER_PREFIX)])
     return start == EXPORT_HEADER_PREFIX
-
-
-def custom_key(header: str) -> str:
-    """A custom-field key from a header: lower-case ASCII letters, digits and `_`."""
-    key = fold_header(header).replace(" ", "_")[:64].strip("_")
-    if not key:
-        return ""
-    return key if key[0].isalpha() else f"c_{key}"[:64]
 
 
 def column_labels(headers: Sequence[str]) -> list[str]:
@@ -244,162 +160,6 @@ class ColumnPlan:
         return " + ".join(names) if names else None
 
 
-def _resolve_target(target: str | None) -> str | None:
-    if target is None or target == "":
-        return None
-    if target in LEAD_TARGETS:
-        return target
-    if target.startswith(CUSTOM_PREFIX):
-        key = target[len(CUSTOM_PREFIX) :]
-        if key and custom_key(key) == key:
-            return target
-    raise ValueError(
-        f"'{target}' is not a lead field (e.g. email, utm.source, custom_fields.sector)"
-    )
-
-
-def _pointer(header: str) -> str:
-    return "/mapping/" + header.replace("~", "~0").replace("/", "~1")
-
-
-def _listed(items: Sequence[str]) -> str:
-    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
-
-
-def _quoted(names: Sequence[str]) -> str:
-    return _listed([f"'{name}'" for name in names])
-
-
-def _repeated_target(headers: Sequence[str], target: str) -> str:
-    return (
-        f"columns {_quoted(headers)} would fill one field, '{target}', which takes one "
-        "column: map all but one to another field or to null (only "
-        f"{', '.join(sorted(MULTI_COLUMN_TARGETS))} join their columns)"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _FileColumns:
-    """The file's columns as a mapping entry may name them: by header (folded), or, for
-    a header the file repeats, by the column's label (`Teléfono (column 4)`)."""
-
-    headers: Sequence[str]
-    labels: Sequence[str]
-    by_header: dict[str, list[int]]
-    by_label: dict[str, int]
-
-    @classmethod
-    def of(cls, headers: Sequence[str], labels: Sequence[str]) -> _FileColumns:
-        by_header: dict[str, list[int]] = {}
-        for index, header in enumerate(headers):
-            by_header.setdefault(fold_header(header), []).append(index)
-        by_label = {
-            fold_header(label): index
-            for index, (label, header) in enumerate(zip(labels, headers, strict=True))
-            if label != header
-        }
-        return cls(headers, labels, by_header, by_label)
-
-    def find(self, key: str) -> list[int]:
-        """The positions of the columns a folded mapping key names."""
-        found = set(self.by_header.get(key, ()))
-        if key in self.by_label:
-            found.add(self.by_label[key])
-        return sorted(found)
-
-    def ambiguous(self, positions: Sequence[int]) -> str:
-        """Why an entry naming these columns cannot be followed, and what to send."""
-        names = [self.headers[i] for i in positions]
-        if len(set(names)) == 1:
-            where = f"'{names[0]}' in columns " + _listed([str(i + 1) for i in positions])
-        else:
-            where = _listed([f"'{self.headers[i]}' in column {i + 1}" for i in positions])
-            where += " (headers are compared without case, accents or punctuation)"
-        labels = _quoted([self.labels[i] for i in positions])
-        return (
-            f"the file has {where}, so this entry cannot tell which column it means: name "
-            f"a column by its label ({labels}), or give the columns distinct headers in "
-            "the file"
-        )
-
-
-def _check_entries(
-    mapping: Mapping[str, str | None], columns: _FileColumns | None
-) -> tuple[dict[int, str | None], list[FieldError]]:
-    """The mapping's targets by column position (none without the file's columns), and
-    one error per bad entry (in mapping order)."""
-    explicit: dict[int, str | None] = {}
-    first_key: dict[str, str] = {}
-    by_target: dict[str, list[str]] = {}
-    errors: list[FieldError] = []
-    for header, target in mapping.items():
-        key = fold_header(header)
-        if key in first_key:
-            errors.append(
-                FieldError(
-                    pointer=_pointer(header),
-                    detail=f"'{header}' and '{first_key[key]}' name the same column "
-                    "(headers are compared without case, accents or punctuation)",
-                    type="mapping_column_repeated",
-                )
-            )
-            continue
-        first_key[key] = header
-        position: int | None = None
-        if columns is not None:
-            found = columns.find(key)
-            if not found:
-                errors.append(
-                    FieldError(
-                        pointer=_pointer(header),
-                        detail=f"the file has no column named '{header}'",
-                        type="mapping_column_unknown",
-                    )
-                )
-                continue
-            if len(found) > 1:
-                errors.append(
-                    FieldError(
-                        pointer=_pointer(header),
-                        detail=columns.ambiguous(found),
-                        type="mapping_column_ambiguous",
-                    )
-                )
-                continue
-            position = found[0]
-        try:
-            resolved = _resolve_target(target)
-        except ValueError as exc:
-            errors.append(
-                FieldError(pointer=_pointer(header), detail=str(exc), type="mapping_target_unknown")
-            )
-            continue
-        if position is not None:
-            explicit[position] = resolved
-        if resolved is not None:
-            by_target.setdefault(resolved, []).append(header)
-    for target, headers in by_target.items():
-        if len(headers) > 1 and target not in MULTI_COLUMN_TARGETS:
-            errors.extend(
-                FieldError(
-                    pointer=_pointer(header),
-                    detail=_repeated_target(headers, target),
-                    type="mapping_target_repeated",
-                )
-                for header in headers
-            )
-    return explicit, errors
-
-
-def check_mapping(mapping: Mapping[str, str | None] | None) -> None:
-    """Check an explicit mapping without the file: every target is a lead field, no two
-    entries name one column, no two columns go to a field that takes one. Raises
-    `ImportMappingInvalid`, each error pointing at `/mapping/<header>`."""
-    _, errors = _check_entries(mapping or {}, None)
-    if errors:
-        raise ImportMappingInvalid(errors)
-
-
 def plan_columns(
     headers: Sequence[str],
     mapping: Mapping[str, str | None] | None = None,
@@ -413,7 +173,7 @@ def plan_columns(
     takes one (see the module docstring).
     """
     labels = column_labels(headers)
-    explicit, errors = _check_entries(mapping or {}, _FileColumns.of(headers, labels))
+    explicit, errors = check_entries(mapping or {}, FileColumns.of(headers, labels))
     if errors:
         raise ImportMappingInvalid(errors)
     export = is_cauce_export(headers)

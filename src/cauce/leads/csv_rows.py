@@ -21,7 +21,8 @@ from cauce.leads.csv_cells import (
     read_csv_datetime,
 )
 from cauce.leads.csv_columns import CUSTOM_FIELDS_JSON, ColumnPlan
-from cauce.leads.schemas import IntakeOptions, LeadIn, validate_lead
+from cauce.leads.schemas import IntakeOptions, LeadIn
+from cauce.leads.schemas_batch import validate_lead
 
 # The longest cell (128 Ki characters), the csv module's own limit: every lead field is
 # far shorter (a custom field's value holds at most 1 KiB), so a longer cell in a column

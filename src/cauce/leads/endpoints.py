@@ -39,7 +39,8 @@ from cauce.leads.responses import (
     LeadDetailOut,
     LeadOut,
 )
-from cauce.leads.schemas import LeadBatchIn, LeadIn, LeadPatch, field_errors, validate_batch
+from cauce.leads.schemas import LeadIn, LeadPatch
+from cauce.leads.schemas_batch import LeadBatchIn, field_errors, validate_batch
 from cauce.leads.schemas_requests import LeadReviewIn
 from cauce.leads.service import IntakeResult, LeadsRuntime, intake, intake_many
 from cauce.leads.views import created_view, detail_view, lead_view

@@ -23,8 +23,8 @@ from cauce.core.web.idempotency import canonical_json
 from cauce.core.web.problems import json_pointer
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import imports, imports_upkeep
-from cauce.leads.csv_columns import check_mapping
 from cauce.leads.csv_export import ErrorReportWriter
+from cauce.leads.csv_mapping import check_mapping
 from cauce.leads.endpoints import idempotent, parse_id, runtime
 from cauce.leads.errors import (
     FieldError,
@@ -38,7 +38,7 @@ from cauce.leads.errors import (
 )
 from cauce.leads.models import LeadImport
 from cauce.leads.responses import ImportColumn, ImportStatus
-from cauce.leads.schemas import field_errors
+from cauce.leads.schemas_batch import field_errors
 from cauce.leads.schemas_requests import ImportOptionsIn
 from cauce.leads.service import LeadsRuntime
 from cauce.leads.webhooks import (

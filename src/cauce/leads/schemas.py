@@ -1,4 +1,4 @@
-"""Request models of the leads API, and the helpers that validate them item by item.
+"""Request models of the leads API: a lead (`LeadIn`) and its changes (`LeadPatch`).
 
 After validation a `LeadIn` holds normalised values only: cleaned text, a lower-case
 email, an E.164 phone, ISO country and language codes, first/last/full name filled
@@ -8,6 +8,8 @@ Validation options travel in pydantic's validation context, never in globals:
 
     LeadIn.model_validate(data, context=IntakeOptions(default_phone_region="MX").context())
 
+A batch (`LeadBatchIn`) and the helpers that validate leads item by item
+(`validate_batch`, `validate_lead`, `field_errors`) are in `cauce.leads.schemas_batch`.
 The bodies of the other requests (a review's decision, an import's options) are in
 `cauce.leads.schemas_requests`; response models (`LeadOut`, `LeadCreated`, `BatchResult`,
 `ImportStatus`) in `cauce.leads.responses`.
@@ -16,8 +18,6 @@ The bodies of the other requests (a review's decision, an import's options) are 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Self
@@ -37,10 +37,9 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from cauce.leads.errors import FieldError, NormalisationError
+from cauce.leads.errors import NormalisationError
 from cauce.leads.field_types import (
     CONTEXT_KEY,
-    DEFAULT_OPTIONS,
     MAX_CUSTOM_FIELDS,
     MAX_CUSTOM_VALUE_BYTES,
     NAME_MAX_LENGTH,
@@ -72,7 +71,6 @@ from cauce.leads.names import (
 )
 from cauce.leads.normalise import smart_case_name, split_extension
 
-MAX_BATCH_ITEMS = 1000
 _CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -332,115 +330,16 @@ class LeadPatch(_LeadFields):
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class LeadBatchIn(RequestModel):
-    """`POST /v1/leads/batch`: 1 to 1,000 leads (`IntakeOptions.max_batch`, from
-    `leads.max_batch`). Items are validated one by one with `validate_batch`, so one bad
-    item never rejects the others."""
-
-    items: list[Any] = Field(
-        min_length=1,
-        description=(
-            "LeadIn objects; each is validated on its own. At most 1,000 unless "
-            "CAUCE_LEADS__MAX_BATCH says otherwise."
-        ),
-        json_schema_extra={"maxItems": MAX_BATCH_ITEMS},
-    )
-
-    @field_validator("items")
-    @classmethod
-    def _at_most(cls, items: list[Any], info: ValidationInfo) -> list[Any]:
-        most = options_from(info).max_batch
-        if len(items) > most:
-            raise PydanticCustomError(
-                "too_long",
-                "List should have at most {max_length} items, not {actual_length}",
-                {"max_length": most, "actual_length": len(items)},
-            )
-        return items
-
-
-# ---------------------------------------------------------------------------------------
-# Errors as JSON pointers
-# ---------------------------------------------------------------------------------------
-
-
-def _escape(segment: str | int) -> str:
-    return str(segment).replace("~", "~0").replace("/", "~1")
-
-
-def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
-    """Each pydantic error as `{pointer, detail, type}` (core's 422 `errors[]` shape).
-
-    The pointer is RFC 6901 (`~` → `~0`, `/` → `~1`) under `prefix` (`/items/3`); an
-    invalid dict key points at the key (`/custom_fields/Bad Key`).
-    """
-    out: list[FieldError] = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = [p for p in error["loc"] if p != "[key]"]
-        pointer = prefix + "".join(f"/{_escape(p)}" for p in loc)
-        out.append(FieldError(pointer=pointer, detail=error["msg"], type=error["type"]))
-    return out
-
-
-@dataclass(slots=True)
-class ItemErrors:
-    """The errors of one rejected batch item; pointers start with `/items/{index}`."""
-
-    index: int
-    errors: list[FieldError]
-
-
-@dataclass(slots=True)
-class BatchValidation:
-    """The outcome of `validate_batch`: valid leads with their index, and the rest."""
-
-    valid: list[tuple[int, LeadIn]] = field(default_factory=list)
-    invalid: list[ItemErrors] = field(default_factory=list)
-
-
-def validate_lead(
-    raw: Any, options: IntakeOptions = DEFAULT_OPTIONS, *, pointer_prefix: str = ""
-) -> LeadIn | list[FieldError]:
-    """Validate one raw lead (a dict from JSON); the lead, or its errors as pointers."""
-    if not isinstance(raw, dict):
-        return [FieldError(pointer=pointer_prefix, detail="must be an object", type="dict_type")]
-    try:
-        return LeadIn.model_validate(raw, context=options.context())
-    except ValidationError as exc:
-        return field_errors(exc, pointer_prefix)
-
-
-def validate_batch(
-    items: Sequence[Any], options: IntakeOptions = DEFAULT_OPTIONS
-) -> BatchValidation:
-    """Validate each item of a batch on its own; errors point at `/items/{i}/field`."""
-    result = BatchValidation()
-    for index, raw in enumerate(items):
-        outcome = validate_lead(raw, options, pointer_prefix=f"/items/{index}")
-        if isinstance(outcome, LeadIn):
-            result.valid.append((index, outcome))
-        else:
-            result.invalid.append(ItemErrors(index=index, errors=outcome))
-    return result
-
-
 __all__ = [
     "CONTEXT_KEY",
-    "MAX_BATCH_ITEMS",
     "MAX_CUSTOM_FIELDS",
     "MAX_CUSTOM_VALUE_BYTES",
-    "BatchValidation",
     "Consent",
     "IntakeOptions",
-    "ItemErrors",
-    "LeadBatchIn",
     "LeadIn",
     "LeadPatch",
     "LeadSource",
     "LeadStatus",
     "RequestModel",
     "Utm",
-    "field_errors",
-    "validate_batch",
-    "validate_lead",
 ]

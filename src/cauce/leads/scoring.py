@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from cauce.core.config_leads import ScoringRule
+from cauce.core.config_scoring import ScoringRule
 
 log = structlog.get_logger("cauce.leads")
 
