@@ -232,12 +232,42 @@ def test_serve_with_workers_runs_processes_that_share_the_port(
             assert _sample(scraped, "cauce_http_requests_in_flight") == 1  # the scrape
         metrics_dir = _metrics_dir(proc.pid)
         assert metrics_dir.is_dir()
+        # A process killed outright (as the supervisor kills a hung one) is replaced, and
+        # its live gauges leave the sums; what it counted stays.
+        serving = [p for p in _children(proc.pid) if _live_gauges(metrics_dir, p)]
+        assert len(serving) == 2  # (the parent's other child is multiprocessing's tracker)
+        killed = serving[0]
+        os.kill(killed, signal.SIGKILL)
+        while killed in _children(proc.pid) or len(_children(proc.pid)) < len(serving):
+            assert time.monotonic() < deadline + 60, "the killed process was not replaced"
+            time.sleep(0.2)
+        while _live_gauges(metrics_dir, killed):
+            assert time.monotonic() < deadline + 60, "the killed process's gauges stayed"
+            time.sleep(0.2)
+        scraped = _scrape_when_ready(base)
+        assert _sample(scraped, "cauce_http_requests_total", route="/v1/leads") == 40
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert output.count("cauce.stopped") == 2
     assert not metrics_dir.exists()  # removed with the processes
+
+
+def _live_gauges(metrics_dir: Path, pid: int) -> list[Path]:
+    """The files of process `pid`'s live gauges (in flight, build info)."""
+    return list(metrics_dir.glob(f"gauge_live*_{pid}.db"))
+
+
+def _scrape_when_ready(base: str) -> str:
+    """A scrape once the port answers again (a replaced process is starting)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return httpx.get(f"{base}/metrics", timeout=5).text
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "no process answered"
+            time.sleep(0.2)
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -256,7 +286,7 @@ def _metrics_dir(pid: int) -> Path:
     """The shared metrics directory the serving processes were given."""
     child = _children(pid)[0]
     environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-    found = [entry.split(b"=", 1)[1] for entry in environ if entry.startswith(b"PROMETHEUS_")]
+    found = [entry.split(b"=", 1)[1] for entry in environ if entry.startswith(b"_CAUCE_SHARED")]
     assert found, "the processes share no metrics directory"
     return Path(found[0].decode())
 

@@ -5,9 +5,6 @@ command uses (settings, errors as exit codes). Each command group has a module o
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -132,30 +129,15 @@ def serve(
 
 
 def _serve_processes(processes: int, options: dict[str, Any]) -> None:
-    """`processes` uvicorn processes on one socket, each building the app from the
-    environment (`app_from_environment`); uvicorn's supervisor restarts one that dies
-    and passes SIGTERM on to all of them. They share their metrics in a directory of
-    their own (`observability.metrics`), made here and removed when they have stopped,
-    so a scrape of any of them counts the requests all of them served."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
+    """`processes` uvicorn processes on one socket, sharing their metrics (`cli_serve`)."""
+    from cauce.cli_serve import processes_config, serve_processes
 
-    from cauce.core.observability.metrics import MULTIPROCESS_ENV
-
-    config = uvicorn.Config(
-        "cauce.app:app_from_environment", factory=True, workers=processes, **options
-    )
+    config = processes_config(processes, options)
     try:
-        socket = config.bind_socket()
+        sock = config.bind_socket()
     except SystemExit:  # uvicorn has logged why (the port is taken, say)
         raise _fail(f"cannot listen on {options['host']}:{options['port']}", code=1) from None
-    metrics_dir = tempfile.mkdtemp(prefix="cauce-metrics-")
-    os.environ[MULTIPROCESS_ENV] = metrics_dir  # the processes are spawned with it
-    try:
-        Multiprocess(config, sockets=[socket]).run()
-    finally:
-        del os.environ[MULTIPROCESS_ENV]
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    serve_processes(config, sock)
 
 
 async def _preflight(settings: Settings) -> None:

@@ -1,7 +1,7 @@
 """Processes serving one port share their metrics (`cauce serve --workers N`): a scrape
 of any of them sums every process's counters, histograms and gauges, and adds its own
-custom collectors once. prometheus_client reads the shared directory's variable when it
-is imported, so each process here is a fresh interpreter."""
+custom collectors once. The mode is chosen when a process imports Cauce, so each process
+here is a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cauce.core.observability.metrics import MULTIPROCESS_ENV, exposition
+from cauce import SHARED_METRICS_ENV
+from cauce.core.observability.metrics import exposition, shared_metrics_dir
 
 _PROCESS = textwrap.dedent(
     """
@@ -39,7 +39,7 @@ _PROCESS = textwrap.dedent(
 
 
 def _process(shared: Path, *args: int) -> str:
-    env = {MULTIPROCESS_ENV: str(shared), "PATH": "/usr/bin:/bin"}
+    env = {SHARED_METRICS_ENV: str(shared), "PATH": "/usr/bin:/bin"}
     command = [sys.executable, "-c", _PROCESS, *(str(arg) for arg in args)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -78,11 +78,31 @@ def test_a_scrape_sums_the_processes_and_adds_its_own_collectors_once(tmp_path: 
     assert text.count("# TYPE cauce_db_pool_size gauge") == 1
 
 
-def test_without_a_shared_directory_a_scrape_is_the_registry(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_without_a_shared_directory_a_scrape_is_the_registry() -> None:
     """One process (or a test's app): the registry's own text, as generate_latest has it."""
-    monkeypatch.delenv(MULTIPROCESS_ENV, raising=False)
+    assert shared_metrics_dir() is None
     registry = CollectorRegistry()
     Counter("cauce_probe", "A probe", registry=registry).inc(3)
     assert exposition(registry) == generate_latest(registry)
+
+
+def test_an_inherited_prometheus_variable_is_ignored(tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR from a shell (here a directory that does not exist) puts
+    no Cauce process in the shared mode: its metrics are its own, and it starts."""
+    probe = (
+        "from cauce.core.observability.metrics import HttpMetrics, build_registry, "
+        "exposition, shared_metrics_dir\n"
+        "registry = build_registry()\n"
+        "HttpMetrics(registry).observe('GET', '/x', 200, 0.1)\n"
+        "assert shared_metrics_dir() is None\n"
+        "print(exposition(registry).decode())\n"
+    )
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert _samples(done.stdout, "cauce_http_requests_total") == [
+        ({"method": "GET", "route": "/x", "status": "200"}, 1.0)
+    ]
+    assert not (tmp_path / "missing").exists()

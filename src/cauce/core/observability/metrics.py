@@ -2,10 +2,10 @@
 
 Several processes serving one port (`cauce serve --workers N`) each count their own
 requests, and a scrape reaches one of them. So `cauce serve` then gives them a shared
-directory (`MULTIPROCESS_ENV`, set before they start): prometheus_client keeps every
-counter, histogram and gauge value in a file per process there, and `exposition` sums
-them (gauges by their `multiprocess_mode`). Metrics read by a custom collector at scrape
-time (pool connections, outbound calls) stay those of the process scraped.
+directory (`cauce.SHARED_METRICS_ENV`, set before they start): prometheus_client keeps
+every counter, histogram and gauge value in a file per process there, and `exposition`
+sums them (gauges by their `multiprocess_mode`). Metrics read by a custom collector at
+scrape time (pool connections, outbound calls) stay those of the process scraped.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -89,20 +90,28 @@ def build_registry() -> CollectorRegistry:
         "Cauce version and Python runtime",
         ["version", "python"],
         registry=registry,
-        multiprocess_mode="max",
+        multiprocess_mode="livemax",
     )
     info.labels(cauce.__version__, platform.python_version()).set(1)
     return registry
 
 
-# prometheus_client's own variable: read when it is imported, so it must be in the
-# environment a serving process starts with.
+# prometheus_client's own variable, read when it is imported; `cauce/__init__.py` sets it
+# from Cauce's (`cauce.SHARED_METRICS_ENV`) or drops it before that. Read once, here,
+# just after prometheus_client: the mode of this process's values and of its scrapes.
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_SHARED_DIR: Final = os.environ.get(MULTIPROCESS_ENV) or None
 
 
 def shared_metrics_dir() -> str | None:
     """The directory processes serving one port share their metrics in, if any."""
-    return os.environ.get(MULTIPROCESS_ENV) or None
+    return _SHARED_DIR
+
+
+def process_gone(pid: int, path: str) -> None:
+    """Process `pid`, which shared its metrics in `path`, has stopped or been killed: its
+    live gauges (requests in flight, build info) leave the sums; its counters stay."""
+    mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 
 
 class _AllProcesses(Collector):
@@ -135,8 +144,7 @@ def exposition(registry: CollectorRegistry) -> bytes:
 
 
 def process_stopped() -> None:
-    """A serving process is stopping: its live gauges (requests in flight) leave the
-    sums. Nothing when processes share no metrics directory."""
-    path = shared_metrics_dir()
-    if path is not None:
-        mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]
+    """A serving process is stopping: `process_gone` for itself. Nothing when processes
+    share no metrics directory. (One killed is marked by `cauce serve`'s supervisor.)"""
+    if _SHARED_DIR is not None:
+        process_gone(os.getpid(), _SHARED_DIR)
