@@ -426,6 +426,27 @@ async def test_an_erasure_forgets_the_stored_review_answers_about_the_lead(
     assert replay.json() == kept.json()
 
 
+async def test_an_erasure_forgets_review_answers_about_leads_merged_into_it(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """An answer shows a lead later merged into another: it follows the data, and the
+    survivor's erasure deletes it too."""
+    jose, held = await _held_pair(api, WITH_REGION)
+    third = await post_lead(api, THIRD)
+    assert third["duplicate"]["lead_id"] == held
+    key = {"Idempotency-Key": "review-chain"}
+    shown = await _review(api, third["id"], {"decision": "duplicate"}, **key)
+    assert shown.json()["id"] == held
+    assert shown.json()["email"] == "jfr@hotmail.com"  # the held lead's
+    merged = await _review(api, held, {"decision": "duplicate"})
+    assert merged.json()["id"] == jose
+
+    assert (await api.delete(f"/v1/leads/{jose}")).status_code == 204
+    async with unit_of_work(_rt(leads_app).sessionmaker) as session:
+        bodies = (await session.scalars(select(IdempotencyRecord.body))).all()
+    assert not any(b"jfr@hotmail.com" in body for body in bodies)
+
+
 async def test_reviewing_needs_the_write_scope(leads_app: FastAPI, api: httpx.AsyncClient) -> None:
     """A read-only key gets 403 and the lead stays held."""
     _, held = await _held_pair(api)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
+from cauce.core.web.idempotency import move_subject
 from cauce.leads import repository as repo
 from cauce.leads.errors import FieldError, LeadConflict, LeadInvalid, LeadNotHeld
 from cauce.leads.intake_writer import (
@@ -149,6 +150,7 @@ async def _merge_held(
     make_tombstone(held, MERGED, now)
     held.possible_duplicate_of = target.id
     await repo.erase_personal_data(session, held.id)  # its keys, its history's changes
+    await move_subject(session, held.uid, target.uid)  # stored answers showing its data
     review_line = {"decision": "duplicate", "into": target.uid}
     session.add(LeadEvent(lead_id=held.id, action="reviewed", changes=review_line, actor=actor))
     rt.known.forget(held.id)  # no copy of its match fields stays in this process

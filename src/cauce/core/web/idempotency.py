@@ -13,8 +13,9 @@
   deletes the expired ones with the answers they hold.
 - An answer that shows a record's personal data names it as its `subject`;
   `forget_subject` deletes such answers when the record is erased (GDPR), so no copy of
-  the person waits behind a key for the rest of its TTL. A retry under a forgotten key
-  runs again and meets the erased record.
+  the person waits behind a key for the rest of its TTL (`move_subject` follows a record
+  merged into another). A retry under a forgotten key runs again and meets the erased
+  record.
 
 The stored response is written in the same transaction as the business rows it describes:
 either both exist or neither does, so a crash between "did the work" and "remembered the
@@ -33,7 +34,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import Integer, LargeBinary, String, delete, select
+from sqlalchemy import Integer, LargeBinary, String, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -250,6 +251,14 @@ async def forget_subject(session: AsyncSession, subject: str) -> int:
         delete(IdempotencyRecord).where(IdempotencyRecord.subject == subject)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def move_subject(session: AsyncSession, subject: str, to: str) -> None:
+    """The record `subject` was merged into `to`, its data with it: the answers about it
+    are about `to` now (and go when `to` is erased)."""
+    await session.execute(
+        update(IdempotencyRecord).where(IdempotencyRecord.subject == subject).values(subject=to)
+    )
 
 
 async def count_keys(session: AsyncSession) -> int:
