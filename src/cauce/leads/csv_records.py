@@ -97,7 +97,7 @@ class RecordScanner:
         # its text up to where it first passes a limit, so a file read whole and one read
         # in chunks give the same reason (a record past both limits and the end of the
         # file is past the limit it reached first).
-        cut = _limit_at(buffer, pos)
+        cut = _limit_at(buffer, pos, end)
         if cut < 0 and not final:
             return pos, None
         why: FaultKind = "never closed"
@@ -146,18 +146,19 @@ class RecordScanner:
         return end
 
 
-def _limit_at(text: str, start: int) -> int:
+def _limit_at(text: str, start: int, end: int) -> int:
     """Where the unfinished record at `start` first passes a limit: just after its
     line break number `MAX_CELL_LINES` + 1, or where it is longer than
     `MAX_RECORD_CHARS` with a line break in it (a first line that long is `_long_line`'s);
-    -1 if it passes neither in `text`."""
+    -1 if it passes neither before `end` (which leaves out a last "\r" whose "\n" may
+    come with the next text, as `scan` does)."""
     count, pos, first_break, many_at = 0, start, -1, -1
     while True:
-        n, r = text.find("\n", pos), text.find("\r", pos)
+        n, r = text.find("\n", pos, end), text.find("\r", pos, end)
         if n < 0 and r < 0:
             break
         pos = min(p for p in (n, r) if p >= 0)
-        pos += 2 if text.startswith("\r\n", pos) else 1
+        pos += 2 if text.startswith("\r\n", pos, end) else 1
         count += 1
         if count == 1:
             first_break = pos
@@ -167,7 +168,7 @@ def _limit_at(text: str, start: int) -> int:
     long_at = -1
     if first_break >= 0:
         long_at = max(start + MAX_RECORD_CHARS + 1, first_break)
-        if long_at > len(text):
+        if long_at > end:
             long_at = -1
     reached = [at for at in (many_at, long_at) if at >= 0]
     return min(reached) if reached else -1
