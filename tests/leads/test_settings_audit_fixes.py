@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from cauce.core.config import Settings
-from cauce.core.config_leads import LeadsSettings
+from cauce.core.config_leads import LeadsSettings, RoutingRule
+from cauce.leads.routing import choose_team
 from tests.conftest import SettingsFactory
 from tests.leads.api_client import leads_api
 
@@ -54,6 +55,17 @@ async def test_the_default_batch_limit_is_1000(settings_factory: SettingsFactory
         refused = await api.post("/v1/leads/batch", json=_batch(1001))
         body = _problem(refused, 422, "validation_failed")
         assert "at most 1000 items" in body["errors"][0]["detail"]
+
+
+@pytest.mark.parametrize("most", [3, 1000, 2500])
+async def test_the_openapi_document_says_the_configured_batch_limit(
+    settings_factory: SettingsFactory, most: int
+) -> None:
+    """`maxItems` of the batch's `items` is the setting, not the default."""
+    async with leads_api(settings_factory, max_batch=most) as (_, api):
+        document = (await api.get("/openapi.json")).json()
+    body = document["paths"]["/v1/leads/batch"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"]["properties"]["items"]["maxItems"] == most
 
 
 @pytest.mark.parametrize("region", ["XX", "ZZ", "EU", "1A"])
@@ -115,8 +127,29 @@ async def test_routing_compares_regions_without_accents_or_punctuation(
         assert created.json()["owner"] == owner
 
 
-def test_settings_type_is_unchanged() -> None:
-    """The leads section still loads inside the whole settings (a smoke check of the
-    validator's wiring: an unknown region names its variable)."""
+@pytest.mark.parametrize(
+    ("configured", "takes", "leaves"),
+    [
+        ("Москва", ["москва", "москва".upper()], ["Санкт-Петербург", "東京", "?", "-", ""]),
+        ("Łódź", ["łódź", "ŁÓDŹ", "Łodz"], ["Wrocław", "Lodz?"]),
+        ("?", ["?"], ["-", "!", "Madrid"]),
+        ("Comunitat Valenciana", ["comunitat  valenciana", "Comunitat-Valenciana"], ["Valencia"]),
+    ],
+)
+def test_routing_keys_keep_other_scripts_and_punctuation_apart(
+    configured: str, takes: list[str], leaves: list[str]
+) -> None:
+    """Letters of any script stay letters: a rule for Москва does not take every region
+    written in Cyrillic, Japanese or punctuation (which a Latin-only fold turned into
+    one empty text)."""
+    rules = (RoutingRule(regions=(configured,), team="t"),)
+    for region in takes:
+        assert choose_team(rules, {"region": region}, 0, None) is not None, region
+    for region in leaves:
+        assert choose_team(rules, {"region": region}, 0, None) is None, region
+
+
+def test_an_unknown_region_in_the_settings_names_its_setting() -> None:
+    """The validator's message names `default_region` in the whole settings."""
     with pytest.raises(ValidationError, match="default_region"):
         Settings.model_validate({"leads": {"default_region": "XX"}})

@@ -15,13 +15,14 @@ request does not skip anyone.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from cauce.core.config_leads import RoutingRule, TeamMember
-from cauce.leads.matching.record import fold
 from cauce.leads.scoring import same_value
 
 
@@ -33,11 +34,24 @@ class RouteDecision:
     rule_index: int | None
 
 
+_NOT_LETTERS = re.compile(r"[\W_]+")
+
+
+@lru_cache(maxsize=4096)
+def place_key(text: str) -> str:
+    """`text` as routing compares it: case, accents and punctuation aside, in any
+    script (`Andalucía` and `ANDALUCIA`, `Castilla-La Mancha` and `Castilla La Mancha`
+    agree; `Москва` keeps its letters). Text of punctuation only stays itself."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return " ".join(word for word in _NOT_LETTERS.split(plain) if word) or text.casefold()
+
+
 def _matches(rule: RoutingRule, lead: Mapping[str, Any], score: int) -> bool:
-    # Case, accents and punctuation aside: a rule for "Andalucía" takes a form's
-    # "ANDALUCIA", and one for "Castilla-La Mancha" takes "Castilla La Mancha".
     def among(value: Any, options: Sequence[str]) -> bool:
-        return not options or (value is not None and fold(str(value)) in {fold(o) for o in options})
+        return not options or (
+            value is not None and place_key(str(value)) in {place_key(o) for o in options}
+        )
 
     if not among(lead.get("country"), rule.countries):
         return False
