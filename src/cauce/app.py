@@ -11,6 +11,7 @@ import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -46,6 +47,7 @@ from cauce.leads.adapters import crm_client_options
 from cauce.leads.ports import CrmClient
 from cauce.leads.service import LeadsRuntime
 from cauce.leads.wiring import body_limits as leads_body_limits
+from cauce.leads.wiring import document_limits as document_leads_limits
 from cauce.leads.wiring import open_leads
 from cauce.leads.wiring import routers as leads_routers
 from cauce.tasks import register_tasks
@@ -328,6 +330,14 @@ def create_app(
         access_log_enabled=settings.http.access_log,
     )
     registry.register(PoolCollector(_pool_reader(app)))
+
+    def openapi() -> dict[str, Any]:
+        # FastAPI's document (built once, then kept), with the limits settings choose.
+        if app.openapi_schema is None:
+            document_leads_limits(FastAPI.openapi(app), settings)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
     if tracer_provider is not None:
         FastAPIInstrumentor.instrument_app(
             app, tracer_provider=tracer_provider, excluded_urls="healthz,readyz,metrics"

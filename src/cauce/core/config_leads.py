@@ -174,7 +174,7 @@ class LeadsSettings(Section):
     default_team: str | None = Field(
         default=None, max_length=100, description="Team of the leads no routing rule matches"
     )
-    max_batch: int = Field(
+    max_batch: int = Field(  # default: `leads.field_types.MAX_BATCH_ITEMS`
         default=1000, ge=1, le=10_000, description="POST /v1/leads/batch: most leads a call"
     )
     max_batch_bytes: int = Field(

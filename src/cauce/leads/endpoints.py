@@ -213,7 +213,7 @@ def _item(index: int, result: IntakeResult) -> dict[str, Any]:
     "/batch",
     response_model=BatchResult,
     openapi_extra=_schema_body(LeadBatchIn) | BEARER_SECURITY,
-    summary="Accept up to 1,000 leads (CAUCE_LEADS__MAX_BATCH)",
+    summary="Accept a batch of leads (up to 1,000 by default: CAUCE_LEADS__MAX_BATCH)",
 )
 async def create_batch(request: Request) -> Response:
     """Each item is validated on its own: valid items are kept even when others fail."""

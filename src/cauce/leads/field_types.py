@@ -41,6 +41,10 @@ MAX_CUSTOM_VALUE_BYTES = 1024
 _MAX_SAFE_INT = 2**53  # beyond this JavaScript clients lose precision
 
 
+# The most items of a batch by default (`leads.max_batch`, whose default core restates).
+MAX_BATCH_ITEMS = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class IntakeOptions:
     """Options for validating leads, passed in pydantic's validation context.
@@ -53,7 +57,7 @@ class IntakeOptions:
 
     default_phone_region: str = DEFAULT_PHONE_REGION
     now: datetime | None = None
-    max_batch: int = 1000
+    max_batch: int = MAX_BATCH_ITEMS
 
     def context(self) -> dict[str, Any]:
         """The `context=` argument for `model_validate`."""

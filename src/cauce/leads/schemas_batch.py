@@ -14,22 +14,20 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from cauce.leads.errors import FieldError
-from cauce.leads.field_types import DEFAULT_OPTIONS, IntakeOptions, options_from
+from cauce.leads.field_types import DEFAULT_OPTIONS, MAX_BATCH_ITEMS, IntakeOptions, options_from
 from cauce.leads.schemas import LeadIn, RequestModel
-
-MAX_BATCH_ITEMS = 1000
 
 
 class LeadBatchIn(RequestModel):
-    """`POST /v1/leads/batch`: 1 to 1,000 leads (`IntakeOptions.max_batch`, from
-    `leads.max_batch`). Items are validated one by one with `validate_batch`, so one bad
-    item never rejects the others."""
+    """`POST /v1/leads/batch`: 1 to `IntakeOptions.max_batch` leads (`leads.max_batch`,
+    1,000 by default; the app's OpenAPI document says the configured number). Items are
+    validated one by one with `validate_batch`, so one bad item never rejects the others."""
 
     items: list[Any] = Field(
         min_length=1,
         description=(
-            "LeadIn objects; each is validated on its own. At most 1,000 unless "
-            "CAUCE_LEADS__MAX_BATCH says otherwise."
+            "LeadIn objects; each is validated on its own. At most CAUCE_LEADS__MAX_BATCH "
+            "(1,000 by default)."
         ),
         json_schema_extra={"maxItems": MAX_BATCH_ITEMS},
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import APIRouter
@@ -54,6 +55,14 @@ def body_limits(settings: Settings) -> dict[str, int]:
         f"{router.prefix}/batch": settings.leads.max_batch_bytes,
         imports_router.prefix: settings.leads.max_import_bytes + _UPLOAD_OVERHEAD,
     }
+
+
+def document_limits(schema: dict[str, Any], settings: Settings) -> None:
+    """Write the configured batch limit into the app's OpenAPI `schema` (the request
+    model says the default, 1,000)."""
+    operation = schema["paths"][f"{router.prefix}/batch"]["post"]
+    for media in operation["requestBody"]["content"].values():
+        media["schema"]["properties"]["items"]["maxItems"] = settings.leads.max_batch
 
 
 def _scorer(settings: Settings) -> Scorer:
