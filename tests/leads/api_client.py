@@ -11,6 +11,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from cauce.app import Resources, create_app
+from cauce.core.config import Settings
 from tests.conftest import SettingsFactory
 from tests.leads.test_delivery import MemoryCrm
 
@@ -35,21 +36,31 @@ async def post_lead(api: httpx.AsyncClient, lead: dict[str, Any]) -> dict[str, A
 
 
 @asynccontextmanager
-async def leads_api(
-    settings_factory: SettingsFactory, **leads: Any
+async def serve_app(
+    settings: Settings, scopes: tuple[str, ...] = ("leads:read", "leads:write", "leads:admin")
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """An app with these `leads` settings (HubSpot at an in-memory port, no background
-    worker) and a client with the leads:read and leads:write scopes."""
-    settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}, leads=leads
-    )
+    """An app started on `settings` (HubSpot at an in-memory port) and a client with
+    `scopes`."""
     app = create_app(settings, crm=MemoryCrm())
     async with LifespanManager(app):
         resources: Resources = app.state.resources
-        key = await resources.api_keys.create("t", ["leads:read", "leads:write"])
+        key = await resources.api_keys.create("t", list(scopes))
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://cauce.test",
             headers={"Authorization": f"Bearer {key.token}"},
         ) as client:
             yield app, client
+
+
+@asynccontextmanager
+async def leads_api(
+    settings_factory: SettingsFactory, **leads: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """`serve_app` with these `leads` settings, HubSpot configured and no background
+    worker; the client has the leads:read and leads:write scopes."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}, leads=leads
+    )
+    async with serve_app(settings, ("leads:read", "leads:write")) as served:
+        yield served

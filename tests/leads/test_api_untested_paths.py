@@ -5,26 +5,22 @@ what each `GET /v1/leads` filter returns, intake scored by an activated learned 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from cauce.app import Resources, create_app
-from cauce.core.config import Settings
+from cauce.app import Resources
 from cauce.core.db import unit_of_work
 from cauce.leads.learned import ModelStore, TrainingReport, publish, train
 from cauce.leads.models import Lead
 from cauce.leads.scoring import facts_of
 from cauce.leads.synthetic import synthetic_leads, training_examples
 from tests.conftest import SettingsFactory
-from tests.leads.api_client import post_lead
-from tests.leads.test_delivery import MemoryCrm
+from tests.leads.api_client import post_lead, serve_app
 
 # As `leads_app` (conftest): a CRM at the port, no background worker.
 APP: dict[str, Any] = {
@@ -52,28 +48,13 @@ ROUTING: dict[str, Any] = {
 }
 
 
-@asynccontextmanager
-async def _serve(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """A freshly started app on `settings` and a client with every leads scope."""
-    app = create_app(settings, crm=MemoryCrm())
-    async with LifespanManager(app):
-        resources: Resources = app.state.resources
-        key = await resources.api_keys.create("t", ["leads:read", "leads:write", "leads:admin"])
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://cauce.test",
-            headers={"Authorization": f"Bearer {key.token}"},
-        ) as client:
-            yield app, client
-
-
 @pytest.fixture
 async def routed(
     settings_factory: SettingsFactory,
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app with the scoring rules and routing above."""
     settings = settings_factory(**APP, leads={"scoring_rules": SCORING_RULES, **ROUTING})
-    async with _serve(settings) as served:
+    async with serve_app(settings) as served:
         yield served
 
 
@@ -272,7 +253,7 @@ async def test_a_fresh_app_scores_intake_with_the_activated_learned_model(
         "utm": {"source": "google", "medium": "cpc"},
     }
     weak_in = {"email": "pepe.perez@gmail.com", "country": "ES", "source": "web_form"}
-    async with _serve(settings) as (_, fresh):
+    async with serve_app(settings) as (_, fresh):
         strong = await post_lead(fresh, strong_in)
         weak = await post_lead(fresh, weak_in)
         strong_detail = await _detail(fresh, strong["id"])
