@@ -19,7 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cauce.core.jobs.factory import JobWorker
-from cauce.leads import csv_import, csv_records, csv_sniff
+from cauce.leads import csv_import, csv_parse, csv_records, csv_sniff
 from cauce.leads.csv_import import (
     MAX_RECORD_CHARS,
     CsvLeadReader,
@@ -224,8 +224,10 @@ def test_the_rows_do_not_depend_on_how_the_file_is_chunked(
             return ("invalid", str(exc))
 
     with ExitStack() as stack:
-        for name, value in small.items():
-            stack.enter_context(patch.object(csv_import, name, value))
+        for name in ("MAX_RECORD_CHARS", "MAX_CELL_LINES", "SAMPLE_BYTES"):
+            stack.enter_context(patch.object(csv_import, name, small[name]))
+        for name in ("MAX_RECORD_CHARS", "_PIECE_CHARS"):
+            stack.enter_context(patch.object(csv_parse, name, small[name]))
         for name in ("MAX_RECORD_CHARS", "MAX_CELL_LINES"):
             stack.enter_context(patch.object(csv_records, name, small[name]))
         stack.enter_context(patch.object(csv_sniff, "MAX_CELL_LINES", 3))

@@ -37,7 +37,8 @@ from cauce.leads.matching.index import rank_prepared
 from cauce.leads.matching.plan import BatchMatcher, BlockView, stored_keys
 from cauce.leads.matching.record import Features, prepare
 from cauce.leads.models import Lead
-from cauce.leads.normalise import normalise_email, normalise_phone
+from cauce.leads.normalise import normalise_email
+from cauce.leads.phones import normalise_phone
 from cauce.leads.schemas import LeadIn
 from tests.conftest import SettingsFactory
 from tests.leads.match_records import records

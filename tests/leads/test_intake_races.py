@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
 from cauce.leads import repository as repo
+from cauce.leads import repository_lead as repo_lead
 from cauce.leads import service_edit, service_review
 from cauce.leads.errors import IntakeBusy
 from cauce.leads.models import Lead, LeadSource
@@ -87,11 +88,11 @@ async def test_an_arrival_never_merges_into_a_lead_erased_meanwhile(
     assert (outcome, len(calls)) == ("created", 2)  # decided twice: merge, then create
     assert uid != ana
     async with db.sessionmaker() as session:
-        tombstone = await repo.by_uid(session, ana)
+        tombstone = await repo_lead.by_uid(session, ana)
         assert tombstone is not None
         assert tombstone.erased_at is not None
         assert (tombstone.email, tombstone.phone, tombstone.first_name) == (None, None, None)
-        lead = await repo.by_uid(session, uid)
+        lead = await repo_lead.by_uid(session, uid)
         assert lead is not None
         assert (lead.email, lead.phone) == ("ana.garcia@nandu.es", "+34612345678")
         sources = (
@@ -121,7 +122,7 @@ async def test_intake_gives_up_when_its_targets_keep_vanishing(
     assert len(calls) == 3
     async with db.sessionmaker() as session:
         count = len((await session.scalars(select(Lead.id))).all())
-        lead = await repo.by_uid(session, ana)
+        lead = await repo_lead.by_uid(session, ana)
     assert count == 1
     assert lead is not None
     assert lead.erased_at is None
@@ -156,7 +157,7 @@ def _before_first_lock(
 
 async def _held_against(rt: LeadsRuntime, uid: str) -> Lead | None:
     async with rt.sessionmaker() as session:
-        lead = await repo.by_uid(session, uid)
+        lead = await repo_lead.by_uid(session, uid)
         assert lead is not None
         if lead.possible_duplicate_of is None:
             return None
@@ -217,7 +218,7 @@ async def test_a_review_and_a_batch_merging_around_it_do_not_deadlock(
     [(outcome, _)] = await _intake(rt, THIRD)  # D: held against H
     assert outcome == "held_for_review"
     [(_, t)] = await _intake(rt, OTHER)  # T, newer than D
-    re_point = repo.hold_against
+    re_point = repo_lead.hold_against
     reviewing = asyncio.Event()
     waiting = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
@@ -234,7 +235,7 @@ async def test_a_review_and_a_batch_merging_around_it_do_not_deadlock(
             await asyncio.sleep(0.025)
         await re_point(session, from_id, to_id)
 
-    monkeypatch.setattr(repo, "hold_against", slow_re_point)
+    monkeypatch.setattr(repo_lead, "hold_against", slow_re_point)
 
     async def review() -> None:
         async with unit_of_work(rt.sessionmaker) as session:

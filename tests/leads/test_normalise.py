@@ -22,9 +22,8 @@ from cauce.leads.normalise import (
     normalise_country,
     normalise_email,
     normalise_language,
-    normalise_phone,
-    phone_region,
 )
+from cauce.leads.phones import normalise_phone, phone_region
 
 
 def outcome(normaliser: Callable[[str], object], text: str) -> tuple[object, str | None]:

@@ -1,4 +1,5 @@
-"""The fast paths of `cauce.leads.normalise` give what the libraries give.
+"""The fast paths of `cauce.leads.normalise` and `cauce.leads.phones` give what the
+libraries give.
 
 `normalise_email` handles an ASCII address with a plain local part using the remembered
 checks of its domain (`_plain_email`), and `normalise_phone` handles a Spanish number in
@@ -16,13 +17,11 @@ from hypothesis import strategies as st
 from cauce.leads.errors import NormalisationError
 from cauce.leads.normalise import (
     NormalisedEmail,
-    _parsed_e164,
     _plain_email,
-    _spanish_e164,
     _validated_email,
     normalise_email,
-    normalise_phone,
 )
+from cauce.leads.phones import _parsed_e164, _spanish_e164, normalise_phone
 
 # ---------------------------------------------------------------------------------------
 # Email

@@ -26,7 +26,7 @@ from cauce.core.db import create_database
 from cauce.core.db.migrate import alembic_config, upgrade
 from cauce.core.jobs.factory import JobWorker
 from cauce.leads.errors import NormalisationError
-from cauce.leads.normalise import normalise_extension, normalise_phone, split_extension
+from cauce.leads.phones import normalise_extension, normalise_phone, split_extension
 from cauce.leads.schemas import LeadIn
 from cauce.leads.schemas_batch import validate_lead
 from tests.conftest import make_settings

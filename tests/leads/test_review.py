@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from cauce.app import Resources, job_worker_for
 from cauce.core.jobs.ports import JobFilter, JobStatus
-from cauce.leads import repository as repo
+from cauce.leads import repository_lead as repo_lead
 from cauce.leads.delivery import DELIVER_TASK
 from cauce.leads.models import LeadEvent, LeadMatchKey, LeadSource
 from cauce.leads.service import LeadsRuntime
@@ -111,7 +111,7 @@ async def test_distinct_releases_the_hold_and_delivers_it(
     assert (body["id"], body["email"], body["duplicate_of"]) == (held, "jfr@hotmail.com", None)
     assert await _deliveries_waiting(leads_app) == 1
     async with _rt(leads_app).sessionmaker() as session:
-        lead = await repo.by_uid(session, held)
+        lead = await repo_lead.by_uid(session, held)
         assert lead is not None
         assert (lead.sync_status, lead.possible_duplicate_of) == ("pending", None)
     detail = (await api.get(f"/v1/leads/{held}")).json()
@@ -140,7 +140,7 @@ async def test_an_arrival_merged_into_a_held_lead_leaves_it_held(
     await _drain(leads_app)
     assert len(crm.contacts) == 1  # José only
     async with _rt(leads_app).sessionmaker() as session:
-        lead = await repo.by_uid(session, held)
+        lead = await repo_lead.by_uid(session, held)
         assert lead is not None
         assert (lead.sync_status, lead.job_title) == ("held", "Gerente")
     listed = (await api.get("/v1/leads?held=true")).json()["items"]
@@ -188,7 +188,10 @@ async def test_duplicate_merges_the_held_lead_into_the_lead_it_resembles(
     assert [i["id"] for i in (await api.get("/v1/leads")).json()["items"]] == [jose]
 
     async with _rt(leads_app).sessionmaker() as session:
-        tombstone, target = await repo.by_uid(session, held), await repo.by_uid(session, jose)
+        tombstone, target = (
+            await repo_lead.by_uid(session, held),
+            await repo_lead.by_uid(session, jose),
+        )
         assert tombstone is not None
         assert target is not None
         assert tombstone.erased_at is not None
@@ -218,7 +221,7 @@ async def test_a_merged_lead_keeps_no_history_details(
     assert (await _review(api, held, {"decision": "duplicate"})).status_code == 200
 
     async with _rt(leads_app).sessionmaker() as session:
-        tombstone = await repo.by_uid(session, held)
+        tombstone = await repo_lead.by_uid(session, held)
         assert tombstone is not None
         rows = await session.execute(
             select(LeadEvent.action, LeadEvent.changes).where(LeadEvent.lead_id == tombstone.id)
@@ -236,7 +239,7 @@ async def test_a_merged_lead_is_no_candidate_for_later_arrivals(
     jose, held = await _held_pair(api, WITH_REGION)
     rt = _rt(leads_app)
     async with rt.sessionmaker() as session:
-        held_row = await repo.by_uid(session, held)
+        held_row = await repo_lead.by_uid(session, held)
         assert held_row is not None
     assert held_row.id in rt.known
     assert (await _review(api, held, {"decision": "duplicate"})).status_code == 200

@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 from cauce.app import Resources
 from cauce.core.db import unit_of_work
 from cauce.core.web.idempotency import IdempotencyRecord
-from cauce.leads import repository as repo
+from cauce.leads import repository_lead as repo_lead
 from cauce.leads.service import LeadsRuntime
 from tests.leads.api_client import JOSE, post_lead
 from tests.leads.test_review import (
@@ -173,7 +173,7 @@ async def test_a_review_waits_for_a_change_in_flight_and_sees_it(
     jose, held = await _held_pair(api)
     rt = _rt(leads_app)
     async with unit_of_work(rt.sessionmaker) as session:
-        lead = await repo.by_uid(session, held, for_update=True)
+        lead = await repo_lead.by_uid(session, held, for_update=True)
         assert lead is not None
         lead.sync_status = "pending"  # as a concurrent `distinct` would
         lead.possible_duplicate_of = None

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
 from cauce.leads import repository as repo
+from cauce.leads import repository_lead as repo_lead
 from cauce.leads import service_edit
 from cauce.leads.errors import LeadErased, LeadInvalid
 from cauce.leads.metrics import LeadsMetrics
@@ -72,7 +73,7 @@ async def test_a_new_lead_is_created_scored_and_keyed(settings: Settings, db: Da
     async with db.sessionmaker() as session:
         keys = (await session.scalars(select(LeadMatchKey.key))).all()
         assert any(k.startswith("e:") for k in keys)
-        assert await repo.arrivals(session, lead.id) == 1
+        assert await repo_lead.arrivals(session, lead.id) == 1
 
 
 async def test_same_email_merges_filling_gaps_and_keeping_sources(
@@ -258,13 +259,19 @@ async def test_search_filters_and_cursor(settings: Settings, db: Database) -> No
         await _accept(rt, email=f"p{i}@empresa.es", country="ES" if i % 2 else "MX")
     await _accept(rt, email="otra@ñandú.es", company="Ñandú Software")
     async with db.sessionmaker() as session:
-        mexican = await repo.search(session, repo.LeadQuery(country="MX"), before_id=None, limit=10)
+        mexican = await repo_lead.search(
+            session, repo_lead.LeadQuery(country="MX"), before_id=None, limit=10
+        )
         assert len(mexican) == 3
-        page1 = await repo.search(session, repo.LeadQuery(), before_id=None, limit=4)
-        page2 = await repo.search(session, repo.LeadQuery(), before_id=page1[-1].id, limit=4)
+        page1 = await repo_lead.search(session, repo_lead.LeadQuery(), before_id=None, limit=4)
+        page2 = await repo_lead.search(
+            session, repo_lead.LeadQuery(), before_id=page1[-1].id, limit=4
+        )
         assert len(page1) + len(page2) == 6
         assert not {lead.id for lead in page1} & {lead.id for lead in page2}
-        text = await repo.search(session, repo.LeadQuery(text="ñandú"), before_id=None, limit=10)
+        text = await repo_lead.search(
+            session, repo_lead.LeadQuery(text="ñandú"), before_id=None, limit=10
+        )
         assert [lead.company for lead in text] == ["Ñandú Software"]
 
 

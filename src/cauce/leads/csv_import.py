@@ -45,28 +45,26 @@ whatever the file size.
   row (naming the column); the members' names and values are checked as any custom
   field's.
 
-Mechanics: `csv_sniff` (encoding, delimiter, quotes), `csv_records` (where records end,
-broken ones), `csv_rows` (cells to a lead; the error report), `csv_cells` (a cell's value).
+Mechanics: `csv_sniff` (encoding, delimiter, quotes), `csv_parse` (decoded text to rows),
+`csv_records` (where records end, broken ones), `csv_rows` (cells to a lead; the error
+report), `csv_cells` (a cell's value).
 """
 
 from __future__ import annotations
 
 import codecs
-import csv
-import io
 import re
-import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import IO
 
 from cauce.leads.csv_cells import FORMULA_PREFIXES, read_csv_datetime
-from cauce.leads.csv_columns import ColumnPlan, UnknownColumns, plan_columns
-from cauce.leads.csv_records import MAX_RECORD_CHARS, TOO_LONG, RecordScanner
+from cauce.leads.csv_columns import ColumnPlan, UnknownColumns
+from cauce.leads.csv_parse import CsvTextParser
+from cauce.leads.csv_records import MAX_RECORD_CHARS, RecordScanner
 from cauce.leads.csv_rows import (
     MAX_CELL_CHARS,
     CsvRow,
     ReportLine,
-    RowMapper,
     column_of,
     validate_row,
 )
@@ -74,11 +72,9 @@ from cauce.leads.csv_sniff import (
     MAX_CELL_LINES,
     SAMPLE_BYTES,
     CsvFormat,
-    QuoteFault,
     StreamDecoder,
     detect_delimiter,
     detect_encoding,
-    split_record,
 )
 from cauce.leads.errors import ImportFileInvalid, ImportTooLarge
 from cauce.leads.schemas_requests import ImportOptionsIn
@@ -101,17 +97,15 @@ __all__ = [
 ]
 
 CHUNK_BYTES = 64 * 1024
-# Decoded text is parsed this much at a time, whatever the chunks fed: it bounds the
-# buffer and makes the rows the same for any chunking.
-_PIECE_CHARS = 64 * 1024
 
 # Excel's first line naming the delimiter, as Excel and its users write it: any case,
 # quoted, trailing delimiters (a sheet saved again) or blanks.
 _EXCEL_SEP = re.compile(r'"?sep=([,;\t|])"?(?:\1|[ \t])*(?:\r\n|\r|\n)', re.IGNORECASE)
 
 
-class CsvLeadReader:
-    """Turns a CSV byte stream into `CsvRow`s; see the module docstring.
+class CsvLeadReader(CsvTextParser):
+    """Turns a CSV byte stream into `CsvRow`s; see the module docstring. This class takes
+    the bytes in and detects the format; `CsvTextParser` (`csv_parse`) parses the text.
 
     `mapping` maps headers to lead fields (overriding the defaults; None ignores a
     column), `unknown_columns` says what happens to unmapped columns, `encoding` and
@@ -133,24 +127,12 @@ class CsvLeadReader:
         source: str = "csv",
         row_defaults: Mapping[str, str] | None = None,
     ) -> None:
-        self._mapping = mapping
-        self._unknown_columns: UnknownColumns = unknown_columns
+        super().__init__(mapping, unknown_columns, source, row_defaults)
         self._encoding = encoding
         self._delimiter = delimiter
         self._max_bytes = max_bytes
-        self._source = source
-        self._row_defaults = dict(row_defaults or {})
         self._sample: list[bytes] = []
         self._sample_size = 0
-        self._decoder: StreamDecoder | None = None
-        self._scanner: RecordScanner | None = None
-        self._text = ""
-        self._parked: list[str] = []
-        self._waiting = 0
-        self._records = 0
-        self._mapper: RowMapper | None = None
-        self._format: CsvFormat | None = None
-        self.plan: ColumnPlan | None = None
         self.bytes_read = 0
 
     @classmethod
@@ -230,11 +212,6 @@ class CsvLeadReader:
         return self.format, self.plan
 
     @property
-    def encoding(self) -> str | None:
-        """The codec in use (it may change once, from a provisional UTF-8 to cp1252)."""
-        return self._decoder.encoding if self._decoder is not None else None
-
-    @property
     def format(self) -> CsvFormat | None:
         """What detection decided, once the first 64 KiB (or the whole file) are in."""
         if self._format is None or self._decoder is None:
@@ -280,126 +257,3 @@ class CsvLeadReader:
         self._scanner = RecordScanner(delimiter)
         self._format = CsvFormat(encoding=encoding, bom=skip > 0, delimiter=delimiter)
         return self._consume_text(text, final=False, eager=True)
-
-    def _consume_text(self, text: str, *, final: bool, eager: bool = False) -> list[CsvRow]:
-        """Parse decoded text in pieces of at most `_PIECE_CHARS`; small texts (tiny
-        chunks) wait until a quarter piece is in (unless `eager` or `final`), so that an
-        unfinished record is not searched again for every few bytes."""
-        if not (final or eager) and self._waiting + len(text) < _PIECE_CHARS // 4:
-            self._parked.append(text)
-            self._waiting += len(text)
-            return []
-        if self._parked:
-            text = "".join([*self._parked, text])
-            self._parked, self._waiting = [], 0
-        if len(text) <= _PIECE_CHARS:
-            return self._consume(text, final=final)
-        rows: list[CsvRow] = []
-        for start in range(0, len(text), _PIECE_CHARS):
-            last = start + _PIECE_CHARS >= len(text)
-            rows += self._consume(text[start : start + _PIECE_CHARS], final=final and last)
-        return rows
-
-    def _consume(self, text: str, *, final: bool) -> list[CsvRow]:
-        assert self._scanner is not None
-        rows: list[CsvRow] = []
-        text = self._scanner.skipped(text)
-        buffer = self._text + text if self._text else text
-        if final and buffer and buffer[-1] not in "\r\n":
-            buffer += "\n"  # the last record, unterminated, ends with the file
-        pos = 0
-        while True:
-            cut, fault = self._scanner.scan(buffer, pos, final)
-            if cut > pos:
-                self._parse_block(buffer[pos:cut], rows)
-            if fault is None:
-                break
-            pos = self._reject(buffer, fault, final, rows)
-        rest = buffer[cut:]
-        if len(rest) > MAX_RECORD_CHARS:
-            # One physical line (a quoted cell spanning lines past the limit is a fault
-            # above): fail it, skip the rest of it unread.
-            self._fail(rows, TOO_LONG)
-            self._scanner.skip_rest(rest)
-            rest = ""
-        self._text = rest
-        return rows
-
-    def _reject(self, buffer: str, fault: QuoteFault, final: bool, rows: list[CsvRow]) -> int:
-        """Fail the record where the scan stopped, read up to the end of the line its bad
-        quote opened on (or its first line, too long); return where reading goes on (the
-        next line)."""
-        assert self._scanner is not None
-        labels = self.plan.labels if self.plan is not None else ()
-        self._fail(rows, *self._scanner.refusal(fault, labels))
-        return self._scanner.after_line(buffer, fault.at, final)
-
-    def _fail(self, rows: list[CsvRow], reason: str, cell: int | None = None) -> None:
-        """One record that cannot be read: its row's error (the header's: the file's)."""
-        self._records += 1
-        if self.plan is None:
-            raise ImportFileInvalid(f"the header row cannot be read: {reason}")
-        rows.append(CsvRow(self._records, {}, reason, cell))
-
-    def _parse_block(self, block: str, rows: list[CsvRow]) -> None:
-        # One csv.reader over the block is the fast path; the block holds only complete
-        # records, split exactly as the csv module splits them, so rows == records.
-        assert self._format is not None
-        assert self._scanner is not None
-        first = self._records
-        if len(block) <= MAX_RECORD_CHARS:
-            try:
-                for cells in csv.reader(
-                    io.StringIO(block, newline=""), delimiter=self._format.delimiter
-                ):
-                    self._records += 1
-                    self._take(cells, rows)
-                return
-            except csv.Error:
-                pass  # a cell over the csv module's limit stops it: go on record by record
-        # Record by record: a block this long may hold a row over the limit.
-        done = self._records - first
-        for found in list(self._scanner.pattern.finditer(block))[done:]:
-            record = found.group()
-            if len(record) > MAX_RECORD_CHARS:
-                self._fail(rows, TOO_LONG)
-            else:
-                self._parse_record(record, rows)
-
-    def _parse_record(self, record: str, rows: list[CsvRow]) -> None:
-        assert self._format is not None
-        self._records += 1
-        delimiter = self._format.delimiter
-        try:
-            cells = next(csv.reader((record,), delimiter=delimiter), [])
-        except csv.Error:
-            cells = split_record(record, delimiter)
-            if self._mapper is not None:
-                if (failed := self._mapper.long_cell(self._records, cells)) is not None:
-                    rows.append(failed)
-                    return
-            elif long := [i for i, cell in enumerate(cells) if len(cell) > MAX_CELL_CHARS]:
-                raise ImportFileInvalid(
-                    f"the header row cannot be read: its column {long[0] + 1} is longer "
-                    f"than {MAX_CELL_CHARS} characters"
-                ) from None
-        self._take(cells, rows)
-
-    def _take(self, cells: list[str], rows: list[CsvRow]) -> None:
-        mapper = self._mapper
-        if mapper is None:
-            headers = [unicodedata.normalize("NFC", c.strip().lstrip("\ufeff")) for c in cells]
-            if any(headers):
-                self.plan = plan_columns(headers, self._mapping, self._unknown_columns)
-                self._mapper = RowMapper(self.plan, self._source, self._row_defaults)
-            return
-        joined = "".join(cells)
-        if not joined.strip():
-            return
-        if "\ufffd" in joined:
-            cell = mapper.undecodable_cell(cells)
-            if cell is not None:
-                error = f"the cell has bytes that are not valid {self.encoding}"
-                rows.append(CsvRow(self._records, {}, error, cell))
-                return
-        rows.append(mapper.row(self._records, cells))

@@ -27,7 +27,7 @@ from cauce.core.web.auth import BEARER_SECURITY, authorize, require_scope
 from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fingerprint
 from cauce.core.web.problems import echo
 from cauce.core.web.routing import CauceRoute
-from cauce.leads import repository as repo
+from cauce.leads import repository_lead as repo_lead
 from cauce.leads import service_edit, service_review
 from cauce.leads.errors import LeadInvalid, LeadNotFound
 from cauce.leads.field_types import IntakeOptions
@@ -353,7 +353,9 @@ async def review_lead(request: Request, principal: Write, lead_id: str) -> Respo
     async def work(session: Any) -> tuple[int, Any]:
         lead = await service_review.review(session, rt, uid, decision, _actor(principal))
         await session.flush()
-        sources = list(dict.fromkeys(s.source for s in await repo.sources_of(session, lead.id)))
+        sources = list(
+            dict.fromkeys(s.source for s in await repo_lead.sources_of(session, lead.id))
+        )
         return 200, lead_view(lead, sources=sources).model_dump(mode="json")
 
     return await idempotent(request, principal, body, rt, work, shows_lead=True)

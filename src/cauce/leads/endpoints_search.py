@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 from starlette.responses import StreamingResponse
 
 from cauce.core.web.routing import CauceRoute
-from cauce.leads import repository as repo
+from cauce.leads import repository_lead as repo_lead
 from cauce.leads.csv_export import EXPORT_COLUMNS, contacts_cell, csv_export
 from cauce.leads.endpoints import Read, parse_id, runtime
 from cauce.leads.errors import LeadInvalid
@@ -113,8 +113,8 @@ class LeadExport(LeadSearch):
     )
 
 
-def _query(filters: LeadSearch) -> repo.LeadQuery:
-    return repo.LeadQuery(
+def _query(filters: LeadSearch) -> repo_lead.LeadQuery:
+    return repo_lead.LeadQuery(
         status=str(filters.status) if filters.status else None,
         source=str(filters.source) if filters.source else None,
         owner=filters.owner,
@@ -135,7 +135,7 @@ async def list_leads(
     """Leads matching every filter given, newest first, with cursor pagination."""
     rt = runtime(request)
     async with rt.sessionmaker() as session:
-        leads = await repo.search(
+        leads = await repo_lead.search(
             session, _query(filters), before_id=_cursor(filters.cursor), limit=filters.limit + 1
         )
     more = len(leads) > filters.limit
@@ -164,7 +164,7 @@ async def export_leads(
         first = True
         while True:
             async with rt.sessionmaker() as session:
-                leads = await repo.search(session, query, before_id=before, limit=500)
+                leads = await repo_lead.search(session, query, before_id=before, limit=500)
             if not leads and not first:
                 return
             rows = [_export_row(lead) for lead in leads]

@@ -2,8 +2,9 @@
 
 Every class also derives from the core error of the same HTTP status, so a handler that
 catches `NotFound` or `Conflict` catches the leads variants too. `NormalisationError` is
-the exception the pure normalisers in `cauce.leads.normalise` raise: a `ValueError`, not a
-client-facing error, that the schemas turn into a per-field validation error.
+the exception the pure normalisers (`cauce.leads.normalise`, `cauce.leads.phones`) raise:
+a `ValueError`, not a client-facing error, that the schemas turn into a per-field
+validation error.
 """
 
 from __future__ import annotations

@@ -22,18 +22,16 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cauce.leads.errors import NormalisationError
 from cauce.leads.normalise import (
-    DEFAULT_PHONE_REGION,
     MAX_RAW_TEXT,
     clean_text,
     is_disposable_domain,
     is_free_mail_domain,
     normalise_country,
     normalise_email,
-    normalise_extension,
     normalise_language,
-    normalise_phone,
     smart_case_name,
 )
+from cauce.leads.phones import DEFAULT_PHONE_REGION, normalise_extension, normalise_phone
 
 CONTEXT_KEY = "cauce.leads"
 MAX_CUSTOM_FIELDS = 50

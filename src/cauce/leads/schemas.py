@@ -69,7 +69,8 @@ from cauce.leads.names import (
     naming_convention,
     split_full_name,
 )
-from cauce.leads.normalise import smart_case_name, split_extension
+from cauce.leads.normalise import smart_case_name
+from cauce.leads.phones import split_extension
 
 _CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 

@@ -27,8 +27,8 @@ from cauce.core.jobs.ports import JobQueue
 from cauce.leads import repository as repo
 from cauce.leads.candidates import hold_on_commit, read_candidates
 from cauce.leads.errors import IntakeBusy
+from cauce.leads.intake_merge import SCALAR_FIELDS
 from cauce.leads.intake_writer import (
-    SCALAR_FIELDS,
     DuplicateFound,
     Incoming,
     IntakeWriter,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cauce.core.db.base import utcnow
 from cauce.core.web.idempotency import forget_subject
 from cauce.leads import repository as repo
+from cauce.leads import repository_lead as repo_lead
 from cauce.leads.errors import (
     LeadDuplicate,
     LeadErased,
@@ -18,7 +19,8 @@ from cauce.leads.errors import (
     LeadMerged,
     LeadNotFound,
 )
-from cauce.leads.intake_writer import OTHER_COLUMNS, SCALAR_FIELDS, apply_score, lead_facts
+from cauce.leads.intake_merge import OTHER_COLUMNS, SCALAR_FIELDS
+from cauce.leads.intake_writer import apply_score, lead_facts
 from cauce.leads.matching import blocking_keys
 from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.matching.plan import patched_contacts, record_of
@@ -57,7 +59,7 @@ MERGED = "merged"
 
 async def live_lead(session: AsyncSession, uid: str, *, for_update: bool = False) -> Lead:
     """The lead with this public id; 404 if unknown, 410 if erased or merged away."""
-    lead = await repo.by_uid(session, uid, for_update=for_update)
+    lead = await repo_lead.by_uid(session, uid, for_update=for_update)
     if lead is None:
         raise LeadNotFound(f"no lead with id {uid}")
     if lead.erased_at is not None:
@@ -69,7 +71,7 @@ async def tombstone_error(session: AsyncSession, lead: Lead) -> LeadErased:
     """The 410 of an erased lead: `LeadMerged`, naming the lead it went into, for one a
     review merged away."""
     if lead.sync_status == MERGED and lead.possible_duplicate_of is not None:
-        into = await repo.uid_of(session, lead.possible_duplicate_of)
+        into = await repo_lead.uid_of(session, lead.possible_duplicate_of)
         return LeadMerged(f"lead {lead.uid} was merged into lead {into}", merged_into=into)
     return LeadErased(f"lead {lead.uid} was erased")
 
@@ -210,7 +212,7 @@ async def patch(
     lead.updated_at = utcnow()
     if lead.sync_status != "held":
         lead.sync_status = "pending"
-    apply_score(lead, rt.scorer.score(lead_facts(lead, await repo.arrivals(session, lead.id))))
+    apply_score(lead, rt.scorer.score(lead_facts(lead, await repo_lead.arrivals(session, lead.id))))
     if reroute:
         changed.extend(n for n in await _route_again(session, rt, lead) if n not in changed)
     await repo.replace_match_keys(session, lead.id, keys)
@@ -266,7 +268,7 @@ async def erase(session: AsyncSession, rt: LeadsRuntime, uid: str, actor: str | 
     lead = await live_lead(session, uid, for_update=True)
     now = utcnow()
     make_tombstone(lead, "erased", now)
-    await repo.erase_personal_data(session, lead.id)
+    await repo_lead.erase_personal_data(session, lead.id)
     await forget_subject(session, lead.uid)  # stored answers that show the lead
     session.add(LeadEvent(lead_id=lead.id, action="erased", changes={}, actor=actor, at=now))
     await request_erasure(session, rt.queue, rt.settings, lead.uid)
@@ -308,7 +310,7 @@ async def detail(session: AsyncSession, uid: str) -> LeadDetail:
     lead = await live_lead(session, uid)
     return LeadDetail(
         lead,
-        await repo.sources_of(session, lead.id),
-        await repo.related_duplicates(session, lead),
-        await repo.history_of(session, lead.id),
+        await repo_lead.sources_of(session, lead.id),
+        await repo_lead.related_duplicates(session, lead),
+        await repo_lead.history_of(session, lead.id),
     )

@@ -2,7 +2,7 @@
 
 `distinct`: another person after all; the hold is released and the lead delivered.
 `duplicate`: the held lead is merged into another (by default the one it was held
-against) by the rules intake merges an arrival by (`intake_writer.apply_merge`): empty
+against) by the rules intake merges an arrival by (`intake_merge.apply_merge`): empty
 fields filled, every source kept, its email and phone among the other contacts, the later
 consent. Its arrivals (`lead_sources`) move to that lead; it stays as a tombstone, its
 personal data cleared as an erasure clears it (nothing to erase at the CRM: a held lead
@@ -19,14 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cauce.core.db.base import utcnow
 from cauce.core.web.idempotency import move_subject
 from cauce.leads import repository as repo
+from cauce.leads import repository_lead as repo_lead
 from cauce.leads.errors import FieldError, LeadConflict, LeadInvalid, LeadNotHeld
-from cauce.leads.intake_writer import (
-    MERGEABLE,
-    apply_merge,
-    apply_score,
-    history_changes,
-    lead_facts,
-)
+from cauce.leads.intake_merge import MERGEABLE, apply_merge, history_changes
+from cauce.leads.intake_writer import apply_score, lead_facts
 from cauce.leads.matching import FieldChange, blocking_keys
 from cauce.leads.matching.plan import OTHER_CONTACTS, other_contacts
 from cauce.leads.models import Lead, LeadEvent
@@ -80,7 +76,7 @@ async def _target_id(session: AsyncSession, held: Lead, into: str | None) -> int
         return held.possible_duplicate_of
     if into == held.uid:
         raise _into_error("same_lead", "is the lead reviewed: a lead cannot merge into itself")
-    target = await repo.by_uid(session, into)
+    target = await repo_lead.by_uid(session, into)
     if target is None:
         raise _into_error("lead_not_found", f"no lead with id {into}")
     return target.id
@@ -117,7 +113,7 @@ async def _merge_held(
     # The leads held against it are re-pointed below: locked here with the two, in the
     # one id order every intake locks in (locked one by one later, a batch merging into
     # one of them and into the target could deadlock with this).
-    holders = await repo.held_against(session, held.id)
+    holders = await repo_lead.held_against(session, held.id)
     locked = await repo.leads_by_id(session, {held.id, target_id, *holders})
     held = locked[held.id]
     if held.erased_at is not None:
@@ -136,9 +132,9 @@ async def _merge_held(
         # It was held against the lead now in it: nothing is left to decide about it.
         target.possible_duplicate_of = None
         target.sync_status = "pending"
-    await repo.move_sources(session, held.id, target.id)
-    await repo.hold_against(session, held.id, target.id)
-    arrivals = await repo.arrivals(session, target.id)
+    await repo_lead.move_sources(session, held.id, target.id)
+    await repo_lead.hold_against(session, held.id, target.id)
+    arrivals = await repo_lead.arrivals(session, target.id)
     apply_score(target, rt.scorer.score(lead_facts(target, arrivals)))
     await repo.replace_match_keys(session, target.id, blocking_keys(repo.match_record(target)))
     history = history_changes(changes)
@@ -149,7 +145,7 @@ async def _merge_held(
 
     make_tombstone(held, MERGED, now)
     held.possible_duplicate_of = target.id
-    await repo.erase_personal_data(session, held.id)  # its keys, its history's changes
+    await repo_lead.erase_personal_data(session, held.id)  # its keys, its history's changes
     await move_subject(session, held.uid, target.uid)  # stored answers showing its data
     review_line = {"decision": "duplicate", "into": target.uid}
     session.add(LeadEvent(lead_id=held.id, action="reviewed", changes=review_line, actor=actor))

@@ -26,7 +26,7 @@ from cauce.leads.matching.index import Match, screen_of
 from cauce.leads.matching.merge import merge
 from cauce.leads.matching.record import Features, MatchRecord, email_key, prepare, role_mailbox
 from cauce.leads.matching.settings import DedupeSettings
-from cauce.leads.normalise import EXTENSION_MARK
+from cauce.leads.phones import EXTENSION_MARK
 
 DEFAULT_MAX_CANDIDATES: Final = DedupeSettings.model_fields["max_candidates"].default
 # Stored keys are at most this long (the column's size); lookups use the same cut.
