@@ -7,9 +7,10 @@ from hypothesis import strategies as st
 
 from cauce.leads.intake_writer import Incoming
 from cauce.leads.matching import DedupeSettings, MatchRecord
-from cauce.leads.matching.compare import Screen, bits_needed, compare_features, decide_above
+from cauce.leads.matching.compare import bits_needed, compare_features, decide_above
 from cauce.leads.matching.plan import MATCH_COLUMNS, BatchMatcher, BlockView, prepare_row
 from cauce.leads.matching.record import prepare
+from cauce.leads.matching.screen import Screen
 from cauce.leads.service import _decide
 from tests.leads.match_records import records
 

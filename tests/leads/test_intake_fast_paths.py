@@ -23,19 +23,19 @@ from cauce.leads import bulk, repository
 from cauce.leads.errors import NormalisationError
 from cauce.leads.field_types import email_flags
 from cauce.leads.matching import DedupeSettings, MatchRecord
-from cauce.leads.matching.compare import (
-    _NAME_BOUNDS,
-    _PLACE_BITS,
-    _SCREEN_MEMO,
-    Screen,
-    _surname_bits,
-    bits_needed,
-)
+from cauce.leads.matching.compare import bits_needed
 from cauce.leads.matching.fields import _address, _company, _dob, _given, _place, _postcode
 from cauce.leads.matching.fields import _surnames as _surname_evidence
 from cauce.leads.matching.index import rank_prepared
 from cauce.leads.matching.plan import BatchMatcher, BlockView, stored_keys
 from cauce.leads.matching.record import Features, prepare
+from cauce.leads.matching.screen import (
+    _NAME_BOUNDS,
+    _PLACE_BITS,
+    _SCREEN_MEMO,
+    Screen,
+    _surname_bits,
+)
 from cauce.leads.models import Lead
 from cauce.leads.normalise import normalise_email
 from cauce.leads.phones import normalise_phone

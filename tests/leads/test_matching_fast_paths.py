@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from cauce.leads.matching import DedupeSettings, MatchRecord
 from cauce.leads.matching.blocking import EXACT_PREFIXES, strongest
-from cauce.leads.matching.compare import Screen, bits_needed, compare_features
+from cauce.leads.matching.compare import bits_needed, compare_features
 from cauce.leads.matching.plan import PROVISIONAL, BatchMatcher, BlockView
 from cauce.leads.matching.record import prepare
+from cauce.leads.matching.screen import Screen
 from tests.leads.match_records import records
 from tests.leads.test_intake_fast_paths import _reference_admits
 

@@ -17,9 +17,10 @@ from sqlalchemy import text
 from cauce.core.db import create_database
 from cauce.core.db.migrate import alembic_config, upgrade
 from cauce.leads.matching.blocking import keys_of
-from cauce.leads.matching.compare import Screen, bits_needed, compare_features
+from cauce.leads.matching.compare import bits_needed, compare_features
 from cauce.leads.matching.plan import MAX_OTHER_CONTACTS, other_contacts
 from cauce.leads.matching.record import MatchRecord, prepare
+from cauce.leads.matching.screen import Screen
 from cauce.leads.matching.settings import DedupeSettings
 from tests.conftest import make_settings
 from tests.leads.api_client import JOSE as GUIDE_JOSE

@@ -14,14 +14,9 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, sort_key_of, strongest
-from cauce.leads.matching.compare import (
-    MatchDecision,
-    Screen,
-    Verdict,
-    bits_needed,
-    compare_features,
-)
+from cauce.leads.matching.compare import MatchDecision, Verdict, bits_needed, compare_features
 from cauce.leads.matching.record import Features, MatchRecord, prepare
+from cauce.leads.matching.screen import Screen
 from cauce.leads.matching.settings import DedupeSettings
 
 IdT = TypeVar("IdT", bound=Hashable)
