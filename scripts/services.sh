@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL and Redis servers for the test suite.
+# Throwaway PostgreSQL and Redis servers for the test suite (and the `promtool` that
+# checks deploy/prometheus/: installed when missing, never run as a server).
 #
 # Usage (run it, do not source it):
 #
@@ -23,12 +24,13 @@
 # It is safe to call twice, with nothing started, or after a failed start.
 #
 # Environment:
-#   CAUCE_TEST_SERVICES   comma-separated subset of "postgres,redis" (default: both)
+#   CAUCE_TEST_SERVICES   comma-separated subset of "postgres,redis,promtool" (default: all)
 #   CAUCE_TEST_PG_BINDIR  PostgreSQL bin dir to use (default: newest
 #                         /usr/lib/postgresql/*/bin; PATH is never used for it)
 #
 # Missing servers are installed with apt-get (Debian; needs root):
 #   apt-get update, then apt-get install -y --no-install-recommends postgresql redis-server
+#   (and prometheus, for promtool)
 # PostgreSQL refuses to run as root, so when run as root the server runs as the
 # `postgres` system user (created by the Debian package) or, failing that, a
 # system user `cauce-pg` created here.  Both servers listen on 127.0.0.1 only,
@@ -101,6 +103,10 @@ find_pg_bindir() {
 
 have_redis() {
     command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
+}
+
+have_promtool() {
+    command -v promtool >/dev/null 2>&1
 }
 
 # Install the Debian packages named in "$@" (apt-get update once, then install).
@@ -237,17 +243,21 @@ cmd_stop() {
 # ---------------------------------------------------------------- start ------
 
 ensure_installed() {
-    local want_pg=$1 want_redis=$2 pkgs=()
-    [[ $want_pg == 1 && -z "$(find_pg_bindir)" ]] && pkgs+=(postgresql)
-    [[ $want_redis == 1 ]] && ! have_redis && pkgs+=(redis-server)
+    local want_pg=$1 want_redis=$2 want_promtool=$3 pkgs=()
+    missing_packages() {
+        pkgs=()
+        [[ $want_pg == 1 && -z "$(find_pg_bindir)" ]] && pkgs+=(postgresql)
+        [[ $want_redis == 1 ]] && ! have_redis && pkgs+=(redis-server)
+        [[ $want_promtool == 1 ]] && ! have_promtool && pkgs+=(prometheus)
+        return 0
+    }
+    missing_packages
     (( ${#pkgs[@]} )) || return 0
     if (( EUID == 0 )); then
         # Serialize installs between parallel runs, then look again.
         exec 9>>"$LOCK_FILE"
         flock -w 900 9 || die "timed out waiting for another install (lock $LOCK_FILE)"
-        pkgs=()
-        [[ $want_pg == 1 && -z "$(find_pg_bindir)" ]] && pkgs+=(postgresql)
-        [[ $want_redis == 1 ]] && ! have_redis && pkgs+=(redis-server)
+        missing_packages
         if (( ${#pkgs[@]} )); then apt_install "${pkgs[@]}"; fi
         exec 9>&-
     else
@@ -258,6 +268,9 @@ ensure_installed() {
     fi
     if [[ $want_redis == 1 ]] && ! have_redis; then
         die "redis-server/redis-cli still not found after installing"
+    fi
+    if [[ $want_promtool == 1 ]] && ! have_promtool; then
+        die "promtool still not found after installing prometheus"
     fi
 }
 
@@ -423,19 +436,21 @@ start_redis() {
 }
 
 parse_wanted() {
-    local spec=${CAUCE_TEST_SERVICES:-postgres,redis} item
+    local spec=${CAUCE_TEST_SERVICES:-postgres,redis,promtool} item
     WANT_PG=0
     WANT_REDIS=0
+    WANT_PROMTOOL=0
     IFS=', ' read -r -a items <<<"$spec"
     for item in "${items[@]}"; do
         case "$item" in
             postgres | postgresql | pg) WANT_PG=1 ;;
             redis) WANT_REDIS=1 ;;
+            promtool) WANT_PROMTOOL=1 ;;
             '') ;;
-            *) die "CAUCE_TEST_SERVICES: unknown service '$item' (use postgres and/or redis)" ;;
+            *) die "CAUCE_TEST_SERVICES: unknown service '$item' (use postgres, redis, promtool)" ;;
         esac
     done
-    (( WANT_PG || WANT_REDIS )) || die "CAUCE_TEST_SERVICES='$spec' selects no service"
+    (( WANT_PG || WANT_REDIS || WANT_PROMTOOL )) || die "CAUCE_TEST_SERVICES='$spec' selects nothing"
 }
 
 # Runs in a subshell whose stdout is stderr; writes export lines to file $1.
@@ -450,7 +465,7 @@ start_services() {
     trap 'exit 143' TERM
 
     parse_wanted
-    ensure_installed "$WANT_PG" "$WANT_REDIS"
+    ensure_installed "$WANT_PG" "$WANT_REDIS" "$WANT_PROMTOOL"
     PG_USER=""
     if [[ $WANT_PG == 1 ]]; then choose_pg_user; fi
     make_services_dir
