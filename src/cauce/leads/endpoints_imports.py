@@ -1,4 +1,4 @@
-"""CSV import endpoints and the inbound CRM webhook endpoint."""
+"""CSV import endpoints: upload, progress and the rejected rows' report."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData, UploadFile
 from starlette.responses import Response, StreamingResponse
 
-from cauce.core.db import unit_of_work
-from cauce.core.errors import ServiceUnavailable, UnsupportedMediaType, malformed_json
+from cauce.core.errors import UnsupportedMediaType, malformed_json
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope
 from cauce.core.web.idempotency import canonical_json
@@ -41,18 +40,8 @@ from cauce.leads.responses import ImportColumn, ImportStatus
 from cauce.leads.schemas_batch import field_errors
 from cauce.leads.schemas_requests import ImportOptionsIn
 from cauce.leads.service import LeadsRuntime
-from cauce.leads.webhooks import (
-    INBOUND_TASK,
-    SOURCE_HUBSPOT,
-    InvalidSignature,
-    parse_events,
-    record_events,
-    signed_uri,
-    verify_hubspot,
-)
 
 imports_router = APIRouter(prefix="/v1/leads/import", route_class=CauceRoute, tags=["leads"])
-webhooks_router = APIRouter(prefix="/v1/webhooks", route_class=CauceRoute, tags=["webhooks"])
 
 Write = Annotated[Principal, Depends(require_scope("leads:write"))]
 Read = Annotated[Principal, Depends(require_scope("leads:read"))]
@@ -367,35 +356,3 @@ async def _report(
     writer.close()
     if out.tell():
         yield out.getvalue()
-
-
-@webhooks_router.post("/hubspot", status_code=204, summary="HubSpot webhook (signed)")
-async def hubspot_webhook(request: Request) -> Response:
-    """Verify HubSpot's v3 signature, record each event once, process them in a job.
-
-    Authenticated by the signature, not an API key (HubSpot cannot send one).
-    """
-    rt = runtime(request)
-    secret = rt.settings.crm.webhook_secret
-    if secret is None:
-        raise ServiceUnavailable("HubSpot webhooks are not configured (CAUCE_CRM__WEBHOOK_SECRET)")
-    body = await request.body()
-    try:
-        verify_hubspot(
-            secret.get_secret_value(),
-            request.method,
-            signed_uri(str(request.url), request.url.query, rt.settings.crm.webhook_url),
-            body,
-            request.headers,
-        )
-    except InvalidSignature:
-        rt.metrics.webhooks_rejected.labels(SOURCE_HUBSPOT, "signature").inc()
-        raise
-    events = parse_events(body)
-    async with unit_of_work(rt.sessionmaker) as session:
-        new = await record_events(session, SOURCE_HUBSPOT, events)
-        if new:
-            await rt.queue.defer(
-                session, INBOUND_TASK, {"source": SOURCE_HUBSPOT}, dedupe_key="crm-inbound"
-            )
-    return Response(status_code=204, headers={"X-Cauce-Recorded": orjson.dumps(new).decode()})

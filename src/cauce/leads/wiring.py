@@ -23,8 +23,9 @@ from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.web.idempotency import IdempotencyStore
 from cauce.leads.adapters import build_crm
 from cauce.leads.endpoints import router
-from cauce.leads.endpoints_imports import imports_router, webhooks_router
+from cauce.leads.endpoints_imports import imports_router
 from cauce.leads.endpoints_search import search_router
+from cauce.leads.endpoints_webhooks import webhooks_router
 from cauce.leads.imports_upkeep import register_import_task
 from cauce.leads.intake_groups import IntakeGroups
 from cauce.leads.metrics import LeadsMetrics
