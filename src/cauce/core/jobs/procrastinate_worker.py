@@ -28,13 +28,11 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
 import procrastinate
 import structlog
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from procrastinate import jobs as pjobs
 from procrastinate import worker as pworker
 from procrastinate.app import WorkerOptions
 from sqlalchemy import text
@@ -45,6 +43,13 @@ from cauce.core.db.idle_check import IdleCheckedPool
 from cauce.core.db.uow import unit_of_work
 from cauce.core.jobs.attempts import close_running_attempt, mark_lost
 from cauce.core.jobs.ports import AttemptOutcome
+from cauce.core.jobs.procrastinate_decisions import (
+    DecisionStrategy,
+    Fail,
+    Release,
+    Reschedule,
+    not_a_decision,
+)
 from cauce.core.jobs.procrastinate_engine import ProcrastinateJobQueue
 from cauce.core.jobs.procrastinate_recovery import queue_idle, sweep_stalled
 from cauce.core.jobs.registry import TaskRegistry
@@ -54,8 +59,6 @@ log = structlog.get_logger("cauce.jobs")
 # Pause before starting procrastinate's worker again after it stopped by itself (it does
 # when one of its side tasks fails, e.g. the database went away).
 RESTART_SECONDS = 1.0
-# Pause before re-running a job whose attempt could not even be recorded.
-RELEASE_SECONDS = 1.0
 # How often `run_until_idle` looks at the queue.
 IDLE_CHECK_SECONDS = 0.05
 # How often `stop` repeats its stop request while waiting for the worker to finish.
@@ -100,22 +103,6 @@ _YIELD_QUEUEING_LOCK = text(
 )
 
 
-class _Reschedule(Exception):
-    """The runner decided on another attempt (retry or postponement) at `retry_at`."""
-
-    def __init__(self, retry_at: datetime | None) -> None:
-        super().__init__(f"run again at {retry_at}")
-        self.retry_at = retry_at
-
-
-class _Fail(Exception):
-    """The runner decided the job has failed for good (the error is in job_attempts)."""
-
-
-class _Release(Exception):
-    """The attempt could not run at all (e.g. the database hiccuped): release the job."""
-
-
 async def _cancel_until_done(task: asyncio.Task[None]) -> None:
     """Cancel `task` and wait for it, cancelling again if a cancellation got lost."""
     for _ in range(CANCEL_ATTEMPTS):
@@ -132,31 +119,6 @@ def _consume_outcome(task: asyncio.Task[None]) -> None:
     """Retrieve an abandoned task's outcome, so asyncio does not report it as lost."""
     if not task.cancelled():
         task.exception()
-
-
-def _not_a_decision(record: logging.LogRecord) -> bool:
-    """Drop procrastinate's error line (with traceback and payload) for a job our runner
-    failed on purpose: the runner already logged `jobs.attempt.failed` with the cause."""
-    exc = record.exc_info[1] if record.exc_info else None
-    return not isinstance(exc, _Fail)
-
-
-class _DecisionStrategy(procrastinate.BaseRetryStrategy):
-    """Turns the runner's decision (carried by our signals) into procrastinate's."""
-
-    def get_retry_decision(
-        self, *, exception: BaseException, job: pjobs.Job
-    ) -> procrastinate.RetryDecision | None:
-        if isinstance(exception, _Fail):
-            return None
-        if isinstance(exception, _Reschedule):
-            return procrastinate.RetryDecision(retry_at=exception.retry_at or utcnow())
-        if isinstance(exception, _Release):
-            return procrastinate.RetryDecision(
-                retry_at=utcnow() + timedelta(seconds=RELEASE_SECONDS)
-            )
-        # Cancelled: the worker is shutting down and gave up waiting. Back to todo now.
-        return procrastinate.RetryDecision(retry_at=utcnow())
 
 
 def _periodic_id(cron: str, payload: dict[str, Any], taken: set[str]) -> str:
@@ -216,8 +178,8 @@ class ProcrastinateWorker:
                 pool_factory=IdleCheckedPool,
             )
         )
-        self._strategy = _DecisionStrategy()
-        logging.getLogger("procrastinate.worker").addFilter(_not_a_decision)  # idempotent
+        self._strategy = DecisionStrategy()
+        logging.getLogger("procrastinate.worker").addFilter(not_a_decision)  # idempotent
         self._register()
         self._main: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -280,7 +242,7 @@ class ProcrastinateWorker:
             await self._lose(job.id)
             async with unit_of_work(self._queue.sessionmaker) as session:
                 await self._yield_dedupe_key(session, job.id)
-            raise _Release(str(exc)) from exc
+            raise Release(str(exc)) from exc
         if decision.outcome == AttemptOutcome.SUCCEEDED:
             return  # procrastinate's finish closes the attempt (trigger)
         again = decision.outcome in (AttemptOutcome.RETRY, AttemptOutcome.POSTPONED)
@@ -289,8 +251,8 @@ class ProcrastinateWorker:
             if again:
                 await self._yield_dedupe_key(session, job.id)
         if again:
-            raise _Reschedule(decision.retry_at)
-        raise _Fail(f"job {job.id} failed for good; see its attempts")
+            raise Reschedule(decision.retry_at)
+        raise Fail(f"job {job.id} failed for good; see its attempts")
 
     @staticmethod
     async def _yield_dedupe_key(session: AsyncSession, job_id: int) -> None:
