@@ -1,8 +1,10 @@
 """Pairwise comparison: field evidence, a match probability and a verdict.
 
-Exact keys decide first: the same normalised email, tax id, or E.164 phone (unless the
-names clearly belong to two people: a shared switchboard) make a duplicate outright; a
-lead's other emails and phones (`MatchRecord.other_emails`) count as its own.
+Exact keys decide first: the same normalised email, tax id, or E.164 phone make a
+duplicate outright; a lead's other emails and phones (`MatchRecord.other_emails`) count
+as its own. Under names that clearly belong to two people, a phone, a team's mailbox
+(info@, ventas@) or another of a lead's addresses is a shared one (a switchboard, a
+family's line): it weighs little and decides nothing.
 Otherwise every field present on both sides adds evidence in bits, Fellegi-Sunter
 style: log2 of how much likelier that agreement (or disagreement) is between two
 records of one person than between two records of different people. A field missing on
@@ -130,17 +132,27 @@ _SAME_PHONE: Final = Evidence("phone", Level.AGREE, 1.0, 11.0, "same phone numbe
 _SAME_OTHER_EMAIL: Final = _SAME_EMAIL._replace(reason="same mailbox as another of the lead's")
 _SAME_OTHER_PHONE: Final = _SAME_PHONE._replace(reason="same phone as another of the lead's")
 _OTHER_PHONE: Final = Evidence("phone", Level.DISAGREE, 0.0, -1.0, "different phones")
+# The same phone (or a team's mailbox: info@, ventas@) under the names of two people is a
+# switchboard or a family's line: it says they are together, not that they are one.
+_SHARED_LINE: Final = Evidence(
+    "phone", Level.WEAK, 1.0, 2.0, "same phone, names of two people (a shared line)"
+)
+_SHARED_MAILBOX: Final = Evidence(
+    "email", Level.WEAK, 1.0, 2.0, "same team mailbox, names of two people"
+)
 _SAME_COUNTRY: Final = Evidence("country", Level.AGREE, 1.0, 0.5, "same country")
 _OTHER_COUNTRY: Final = Evidence("country", Level.DISAGREE, 0.0, -4.0, "different countries")
 
 
-def _contact(a: Features, b: Features) -> list[Evidence]:
+def _contact(a: Features, b: Features, two_people: bool) -> list[Evidence]:
+    # `two_people`: the names conflict (`_names_conflict`).
     out: list[Evidence] = []
     if a.email_key and b.email_key:
         if a.email_key == b.email_key:
-            out.append(_SAME_EMAIL)
+            out.append(_SHARED_MAILBOX if two_people and a.email_role else _SAME_EMAIL)
         elif shares_contact(a.email_key, a.other_email_keys, b.email_key, b.other_email_keys):
-            out.append(_SAME_OTHER_EMAIL)
+            # One of a lead's other addresses may be a shared one a merge brought in.
+            out.append(_SHARED_MAILBOX if two_people else _SAME_OTHER_EMAIL)
         elif a.email_local is not None and a.email_local == b.email_local:
             out.append(_SAME_LOCAL)
         else:
@@ -148,9 +160,9 @@ def _contact(a: Features, b: Features) -> list[Evidence]:
             out.append(_OTHER_EMAIL)
     if a.phone and b.phone:
         if a.phone == b.phone:
-            out.append(_SAME_PHONE)
+            out.append(_SHARED_LINE if two_people else _SAME_PHONE)
         elif shares_contact(a.phone, a.other_phones, b.phone, b.other_phones):
-            out.append(_SAME_OTHER_PHONE)
+            out.append(_SHARED_LINE if two_people else _SAME_OTHER_PHONE)
         else:
             out.append(_OTHER_PHONE)
     if a.tax_id and b.tax_id:
@@ -165,8 +177,9 @@ def _contact(a: Features, b: Features) -> list[Evidence]:
 
 def field_evidence(a: Features, b: Features, settings: DedupeSettings) -> list[Evidence]:
     """Evidence from every field present on both sides, in a fixed field order."""
-    out = _contact(a, b)
-    out.extend(_names(a, b, settings.nicknames))
+    names = _names(a, b, settings.nicknames)
+    out = _contact(a, b, _names_conflict(names))
+    out.extend(names)
     if a.company and b.company:
         out.append(_company(a.company, b.company))
     if a.dob and b.dob:
@@ -197,13 +210,14 @@ def compare_features(a: Features, b: Features, settings: DedupeSettings) -> Matc
     evidence = field_evidence(a, b, settings)
     agreed = {e.field for e in evidence if e.level is Level.AGREE}
     rule: str | None = None
-    if "email" in agreed and (a.email_key == b.email_key or not _names_conflict(evidence)):
-        # One of a lead's other addresses may be a shared one a merge brought in: as with
-        # a shared phone, it decides only when the names do not belong to two people.
+    # A shared contact (a team's mailbox, another of a lead's addresses, a phone) under the
+    # names of two people is weak evidence, never an agreement (`_contact`): a rule decides
+    # only for the one person's own.
+    if "email" in agreed:
         rule = "same_email"
     elif "tax_id" in agreed:
         rule = "same_tax_id"
-    elif "phone" in agreed and not _names_conflict(evidence):
+    elif "phone" in agreed:
         rule = "same_phone"
     score = 1.0 if rule else _probability(sum(e.weight for e in evidence))
     return MatchDecision(score, _verdict(score, settings), tuple(evidence), rule)

@@ -210,9 +210,24 @@ def _place(a: str, b: str, field: str, agree: float, partial: float, disagree: f
     return Evidence(field, Level.DISAGREE, sim, disagree, f"different {field}")
 
 
+def _distinct_words(a: str, b: str) -> bool:
+    """Two company names share a word, and each has one the other lacks that is no typo
+    of it: "Construcciones Pérez" and "Construcciones Gómez", "Clínica Dental Sonrisa"
+    and "Clínica Dental Norte". The shared word is a trade; the others name the firm."""
+    wa, wb = a.split(), b.split()
+    only_a = [w for w in wa if w not in wb]
+    only_b = [w for w in wb if w not in wa]
+    if not only_a or not only_b or len(only_a) == len(wa) or len(only_b) == len(wb):
+        return False
+    return _near(" ".join(only_a), " ".join(only_b)) < _TYPO_JW
+
+
 def _company(a: str, b: str) -> Evidence:
     if a == b:
         return Evidence("company", Level.AGREE, 1.0, 6.0, "same company")
+    if _distinct_words(a, b):
+        sim = fuzz.token_sort_ratio(a, b) / 100.0
+        return Evidence("company", Level.DISAGREE, sim, -1.5, "different companies in one trade")
     sim = max(_near(a, b), fuzz.token_sort_ratio(a, b) / 100.0)
     if sim >= _TYPO_JW:
         return Evidence("company", Level.PARTIAL, sim, 3.5, "company names nearly agree")

@@ -90,6 +90,8 @@ class Features:
     # record's own left out.
     other_email_keys: frozenset[str] = frozenset()
     other_phones: frozenset[str] = frozenset()
+    # The email is a team's mailbox (info@, ventas@): shared by colleagues.
+    email_role: bool = False
 
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -138,14 +140,12 @@ def email_key(email: str | None) -> str | None:
     return f"{local}@{domain}" if local else None
 
 
-def _email_local(key: str | None) -> str | None:
-    """The personal part of a mailbox, when it is distinctive enough to be evidence."""
-    if key is None:
+def _email_local(mailbox: str | None) -> str | None:
+    """The personal part of a mailbox (`_mailbox_name`), when it is distinctive enough to
+    be evidence."""
+    if mailbox is None or len(mailbox) < 6 or mailbox in ROLE_MAILBOXES:
         return None
-    local = _mailbox_name(key)
-    if len(local) < 6 or local in ROLE_MAILBOXES:
-        return None
-    return local
+    return mailbox
 
 
 def _mailbox_name(address: str) -> str:
@@ -205,6 +205,7 @@ def _compact(text: str | None) -> str | None:
 def prepare(record: MatchRecord) -> Features:
     """Fold a record into the forms the comparisons and blocking keys use."""
     key = email_key(record.email)
+    mailbox = _mailbox_name(key) if key is not None else None
     first = name_tokens(record.first_name, drop_particles=False)
     last = name_tokens(record.last_names, drop_particles=True)
     canonical = _canonical_given(first)
@@ -218,7 +219,7 @@ def prepare(record: MatchRecord) -> Features:
     phone = record.phone.replace(" ", "") if record.phone else None
     return Features(
         email_key=key,
-        email_local=_email_local(key),
+        email_local=_email_local(mailbox),
         phone=phone,
         tax_id=_compact(record.tax_id),
         first_tokens=first,
@@ -252,6 +253,7 @@ def prepare(record: MatchRecord) -> Features:
         other_phones=_other_keys((p.replace(" ", "") for p in record.other_phones), phone)
         if record.other_phones and phone
         else _NONE,
+        email_role=mailbox in ROLE_MAILBOXES,
     )
 
 
