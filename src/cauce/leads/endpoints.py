@@ -23,7 +23,7 @@ from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
 from cauce.core.errors import UnsupportedMediaType, malformed_json
 from cauce.core.security.apikeys import Principal
-from cauce.core.web.auth import BEARER_SECURITY, authorize, require_scope
+from cauce.core.web.auth import BEARER_SECURITY, authorize, require_scope, require_scopes
 from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fingerprint
 from cauce.core.web.problems import echo
 from cauce.core.web.routing import CauceRoute
@@ -51,6 +51,9 @@ Read = Annotated[Principal, Depends(require_scope("leads:read"))]
 WRITE: Final = "leads:write"
 Write = Annotated[Principal, Depends(require_scope(WRITE))]
 Admin = Annotated[Principal, Depends(require_scope("leads:admin"))]
+# A change or a review answers the whole lead: a key that may not read leads is not shown
+# one (a form's write-only key could otherwise read any lead by patching it with `{}`).
+WriteRead = Annotated[Principal, Depends(require_scopes(WRITE, "leads:read"))]
 
 IDEMPOTENCY = IdempotencyStore()
 
@@ -301,7 +304,7 @@ async def get_lead(request: Request, principal: Read, lead_id: str) -> Response:
     openapi_extra=_schema_body(LeadPatch, (JSON, MERGE_PATCH)),
     summary="Change a lead (JSON merge patch)",
 )
-async def patch_lead(request: Request, principal: Write, lead_id: str) -> Response:
+async def patch_lead(request: Request, principal: WriteRead, lead_id: str) -> Response:
     """Only the fields sent change; `null` clears one. The lead is synced again."""
     uid = lead_uid(lead_id)
     rt = runtime(request)
@@ -339,7 +342,7 @@ def _patch_of(body: bytes, options: IntakeOptions) -> LeadPatch:
     openapi_extra=_schema_body(LeadReviewIn),
     summary="Decide on a lead held for review (a possible duplicate)",
 )
-async def review_lead(request: Request, principal: Write, lead_id: str) -> Response:
+async def review_lead(request: Request, principal: WriteRead, lead_id: str) -> Response:
     """`distinct` releases the lead to the CRM; `duplicate` merges it into the lead it
     was held against (or `into`), answering that lead, and leaves a tombstone (410)."""
     uid = lead_uid(lead_id)

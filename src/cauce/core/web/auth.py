@@ -1,4 +1,4 @@
-"""`require_scope`: the dependency every `/v1` route declares."""
+"""`require_scope` (`require_scopes`): the dependency every `/v1` route declares."""
 
 from __future__ import annotations
 
@@ -52,15 +52,27 @@ class ScopeGuard(SecurityBase):
     tenth of a small route's time). A missing or malformed header is Cauce's own 401.
     """
 
-    def __init__(self, scope: str | None) -> None:
+    def __init__(self, scope: str | None, also: tuple[str, ...] = ()) -> None:
         self.model = SCHEME
         self.scheme_name = SCHEME_NAME
         self.scope = scope
+        self.also = also
         # FastAPI's debug messages and error reports name a dependency by its callable.
-        self.__name__ = f"require_scope_{(scope or 'any').replace(':', '_')}"
+        names = "_".join(s.replace(":", "_") for s in (scope or "any", *also))
+        self.__name__ = f"require_scope_{names}"
 
     async def __call__(self, request: Request) -> Principal:
-        return await authorize(request, self.scope)
+        principal = await authorize(request, self.scope)
+        for scope in self.also:
+            if not grants(principal.scopes, scope):
+                raise Forbidden(f"this API key lacks the `{scope}` scope", required_scope=scope)
+        return principal
+
+
+def require_scopes(scope: str, *also: str) -> ScopeGuard:
+    """`require_scope` for a route that needs every one of several scopes (checked in
+    order; a 403 names the first one missing)."""
+    return ScopeGuard(scope, also)
 
 
 def require_scope(scope: str | None) -> ScopeGuard:
