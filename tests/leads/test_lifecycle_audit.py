@@ -63,3 +63,42 @@ async def test_a_write_only_key_is_not_shown_a_lead_by_changing_or_reviewing_it(
     async with await _client_with(leads_app, ["leads:read", "leads:write"]) as both:
         changed = await both.patch(f"/v1/leads/{jose['id']}", json={"city": "Cádiz"})
         assert (changed.status_code, changed.json()["city"]) == (200, "Cádiz")
+
+
+async def test_the_list_and_a_change_show_what_the_lead_shows(api: httpx.AsyncClient) -> None:
+    """Before: `GET /v1/leads` and a PATCH's answer showed `sources` as the first source
+    only and `duplicate_of` as null for every held lead (a reviewer working from
+    `?held=true` saw no link); `GET /v1/leads/{id}` showed both right."""
+    jose = await post_lead(api, {**JOSE, "source": "web_form"})
+    again = await post_lead(api, {**JOSE, "source": "api", "phone": "+34 954 12 34 56"})
+    assert again["id"] == jose["id"]
+    held = await post_lead(
+        api,
+        {
+            "first_name": "José",
+            "last_name": "Fernández Ruiz",
+            "city": "Sevilla",
+            "email": "jfr@hotmail.com",
+        },
+    )
+    assert held["outcome"] == "held_for_review"
+
+    async def listed(**params: str) -> dict[str, dict[str, Any]]:
+        response = await api.get("/v1/leads", params=params)
+        assert response.status_code == 200, response.text
+        return {item["id"]: item for item in response.json()["items"]}
+
+    shown = await listed()
+    detail = {uid: (await api.get(f"/v1/leads/{uid}")).json() for uid in shown}
+    for uid, item in shown.items():
+        assert (item["sources"], item["duplicate_of"]) == (
+            detail[uid]["sources"],
+            detail[uid]["duplicate_of"],
+        )
+    assert shown[jose["id"]]["sources"] == ["web_form", "api"]
+    assert shown[held["id"]]["duplicate_of"] == jose["id"]
+    assert (await listed(held="true"))[held["id"]]["duplicate_of"] == jose["id"]
+    changed = await api.patch(f"/v1/leads/{jose['id']}", json={"job_title": "Gerente"})
+    assert changed.json()["sources"] == ["web_form", "api"]
+    changed = await api.patch(f"/v1/leads/{held['id']}", json={"job_title": "Gerente"})
+    assert changed.json()["duplicate_of"] == jose["id"]

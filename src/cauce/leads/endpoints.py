@@ -43,7 +43,7 @@ from cauce.leads.schemas import LeadIn, LeadPatch
 from cauce.leads.schemas_batch import LeadBatchIn, field_errors, validate_batch
 from cauce.leads.schemas_requests import LeadReviewIn
 from cauce.leads.service import IntakeResult, LeadsRuntime, intake, intake_many
-from cauce.leads.views import created_view, detail_view, lead_view
+from cauce.leads.views import created_view, detail_view, listed_view
 
 router = APIRouter(prefix="/v1/leads", route_class=CauceRoute, tags=["leads"])
 
@@ -317,7 +317,8 @@ async def patch_lead(request: Request, principal: WriteRead, lead_id: str) -> Re
         changes = _patch_of(body, _options(rt, region))
         lead = await service_edit.patch(session, rt, uid, changes, _actor(principal))
         await session.flush()
-        out = lead_view(lead).model_dump(mode="json")
+        extras = await repo_lead.listed_extras(session, [lead])
+        out = listed_view(lead, extras).model_dump(mode="json")
     return _json(200, out)
 
 
@@ -356,10 +357,8 @@ async def review_lead(request: Request, principal: WriteRead, lead_id: str) -> R
     async def work(session: Any) -> tuple[int, Any]:
         lead = await service_review.review(session, rt, uid, decision, _actor(principal))
         await session.flush()
-        sources = list(
-            dict.fromkeys(s.source for s in await repo_lead.sources_of(session, lead.id))
-        )
-        return 200, lead_view(lead, sources=sources).model_dump(mode="json")
+        extras = await repo_lead.listed_extras(session, [lead])
+        return 200, listed_view(lead, extras).model_dump(mode="json")
 
     return await idempotent(request, principal, body, rt, work, shows_lead=True)
 

@@ -24,7 +24,7 @@ from cauce.leads.field_types import in_utc
 from cauce.leads.models import Lead
 from cauce.leads.responses import LeadOut
 from cauce.leads.schemas import LeadSource, LeadStatus
-from cauce.leads.views import lead_view
+from cauce.leads.views import listed_view
 
 search_router = APIRouter(prefix="/v1/leads", route_class=CauceRoute, tags=["leads"])
 
@@ -138,10 +138,11 @@ async def list_leads(
         leads = await repo_lead.search(
             session, _query(filters), before_id=_cursor(filters.cursor), limit=filters.limit + 1
         )
-    more = len(leads) > filters.limit
-    page = leads[: filters.limit]
+        more = len(leads) > filters.limit
+        page = leads[: filters.limit]
+        extras = await repo_lead.listed_extras(session, page)
     return LeadPage(
-        items=[lead_view(lead) for lead in page],
+        items=[listed_view(lead, extras) for lead in page],
         next_cursor=str(page[-1].id) if more and page else None,
     )
 

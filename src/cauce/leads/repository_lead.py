@@ -46,6 +46,44 @@ async def sources_of(session: AsyncSession, lead_id: int) -> list[LeadSource]:
     return list(result.all())
 
 
+@dataclass(frozen=True, slots=True)
+class ListedExtras:
+    """What a lead's view shows beyond its own row, for a page of leads: each one's
+    sources (first arrival first) and the public id of the lead it is held against."""
+
+    sources: dict[int, list[str]]
+    held_against: dict[int, str]
+
+
+async def listed_extras(session: AsyncSession, leads: list[Lead]) -> ListedExtras:
+    """`ListedExtras` of `leads`, in two statements whatever their number."""
+    ids = [lead.id for lead in leads]
+    sources: dict[int, list[str]] = {}
+    if ids:
+        rows = await session.execute(
+            select(LeadSource.lead_id, LeadSource.source)
+            .where(LeadSource.lead_id.in_(ids))
+            .order_by(LeadSource.id)
+        )
+        for lead_id, source in rows.all():
+            seen = sources.setdefault(lead_id, [])
+            if source not in seen:
+                seen.append(source)
+    wanted = {lead.possible_duplicate_of for lead in leads} - {None}
+    uids: dict[int, str] = {}
+    if wanted:
+        rows = await session.execute(
+            select(Lead.id, Lead.uid).where(Lead.id.in_(wanted), Lead.erased_at.is_(None))
+        )
+        uids = {lead_id: uid for lead_id, uid in rows.all()}
+    held = {
+        lead.id: uids[lead.possible_duplicate_of]
+        for lead in leads
+        if lead.possible_duplicate_of is not None and lead.possible_duplicate_of in uids
+    }
+    return ListedExtras(sources, held)
+
+
 async def history_of(session: AsyncSession, lead_id: int, limit: int = 100) -> list[LeadEvent]:
     """A lead's history, newest first."""
     result = await session.scalars(

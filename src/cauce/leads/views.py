@@ -7,6 +7,7 @@ from typing import Any
 
 from cauce.leads.models import Lead
 from cauce.leads.names import compose_full_name
+from cauce.leads.repository_lead import ListedExtras
 from cauce.leads.responses import DuplicateInfo, LeadCreated, LeadOut, ScoreReason
 from cauce.leads.service import DuplicateFound, IntakeResult
 from cauce.leads.service_edit import LeadDetail
@@ -32,8 +33,11 @@ def _duplicate(found: DuplicateFound | None) -> DuplicateInfo | None:
     )
 
 
-def lead_view(lead: Lead, *, sources: list[str] | None = None) -> LeadOut:
-    """A lead as the API shows it."""
+def lead_view(
+    lead: Lead, *, sources: list[str] | None = None, duplicate_of: str | None = None
+) -> LeadOut:
+    """A lead as the API shows it: `sources` every source it arrived from (its first one
+    when not given), `duplicate_of` the public id of the lead it is held against."""
     return LeadOut.model_validate(
         {
             "id": lead.uid,
@@ -63,10 +67,17 @@ def lead_view(lead: Lead, *, sources: list[str] | None = None) -> LeadOut:
             "score_reasons": _reasons(lead.score_reasons),
             "owner": lead.owner,
             "team": lead.team,
-            "duplicate_of": None,
+            "duplicate_of": duplicate_of,
             "created_at": lead.created_at,
             "updated_at": lead.updated_at,
         }
+    )
+
+
+def listed_view(lead: Lead, extras: ListedExtras) -> LeadOut:
+    """A lead of a page (or a change's answer) with its `listed_extras`."""
+    return lead_view(
+        lead, sources=extras.sources.get(lead.id), duplicate_of=extras.held_against.get(lead.id)
     )
 
 
@@ -92,9 +103,9 @@ def detail_view(found: LeadDetail) -> dict[str, Any]:
     """`GET /v1/leads/{id}`: the lead, its sync state, duplicates and history."""
     lead = found.lead
     sources = list(dict.fromkeys(s.source for s in found.sources)) or [lead.source]
-    body = lead_view(lead, sources=sources).model_dump(mode="json")
     held_against = next((d for d in found.duplicates if d.id == lead.possible_duplicate_of), None)
-    body["duplicate_of"] = held_against.uid if held_against is not None else None
+    duplicate_of = held_against.uid if held_against is not None else None
+    body = lead_view(lead, sources=sources, duplicate_of=duplicate_of).model_dump(mode="json")
     body["duplicates"] = [
         {
             "lead_id": d.uid,
