@@ -53,19 +53,18 @@ def test_one_firm_written_two_ways_still_nearly_agrees(a: str, b: str) -> None:
 
 
 def test_namesakes_at_two_firms_of_one_trade_are_not_duplicates() -> None:
-    elena = {"first_name": "Elena", "last_names": "Moreno Díaz", "city": "Zaragoza"}
-    a = MatchRecord(
-        **elena,
-        company="Construcciones Pérez S.L.",
-        email="elena@construcciones-perez.es",
-        phone="+34976111111",
-    )
-    b = MatchRecord(
-        **elena,
-        company="Construcciones Gómez S.L.",
-        email="emoreno@construcciones-gomez.es",
-        phone="+34976222222",
-    )
+    def elena(company: str, email: str, phone: str) -> MatchRecord:
+        return MatchRecord(
+            first_name="Elena",
+            last_names="Moreno Díaz",
+            city="Zaragoza",
+            company=company,
+            email=email,
+            phone=phone,
+        )
+
+    a = elena("Construcciones Pérez S.L.", "elena@construcciones-perez.es", "+34976111111")
+    b = elena("Construcciones Gómez S.L.", "emoreno@construcciones-gomez.es", "+34976222222")
     decision = compare(a, b)
     assert decision.verdict is not Verdict.DUPLICATE, decision.explain()
     assert compare(b, a).score == decision.score
