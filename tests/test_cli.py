@@ -78,6 +78,7 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         ["serve"],
         ["db", "upgrade"],
         ["db", "current"],
+        ["db", "check"],
         ["apikey", "create"],
         ["apikey", "list"],
         ["apikey", "revoke"],
@@ -149,11 +150,15 @@ def test_serve_refuses_postgres_with_pending_migrations(
     refused = cauce(tmp_path, "serve", **env)
     assert refused.returncode == 2
     assert "cauce db upgrade" in refused.stderr
+    behind = cauce(tmp_path, "db", "check", **env)
+    assert (behind.returncode, "cauce db upgrade" in behind.stdout) == (1, True)
     upgraded = cauce(tmp_path, "db", "upgrade", **env)
     assert upgraded.returncode == 0, upgraded.stderr
     assert f"database at revision {HEAD}" in upgraded.stdout
     current = cauce(tmp_path, "db", "current", **env)
     assert "pending migrations: no" in current.stdout
+    checked = cauce(tmp_path, "db", "check", **env)
+    assert (checked.returncode, checked.stdout.strip()) == (0, "schema is current")
 
 
 def _children(pid: int) -> list[int]:

@@ -57,4 +57,25 @@ def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Ty
         out.print(f"revision: {', '.join(sorted(revisions)) or '(empty)'}")
         out.print("pending migrations: " + ("yes (run `cauce db upgrade`)" if pending else "no"))
 
+    @db_app.command("check")
+    def db_check() -> None:
+        """Exit 0 if the schema is current, 1 if migrations are pending (a readiness
+        gate: an init container can wait on it before `serve` or `worker` start)."""
+        from cauce.core.db import create_database
+        from cauce.core.db.migrate import pending_migrations
+
+        settings = settings_of()
+
+        async def go() -> bool:
+            db = create_database(settings)
+            try:
+                return await pending_migrations(db)
+            finally:
+                await db.dispose()
+
+        if run(go()):
+            out.print("migrations are pending: run `cauce db upgrade`")
+            raise typer.Exit(1)
+        out.print("schema is current")
+
     return db_app

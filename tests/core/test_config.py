@@ -63,6 +63,29 @@ def test_unknown_top_level_variable_is_refused(monkeypatch: pytest.MonkeyPatch) 
         load_settings()
 
 
+def test_kubernetes_service_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kubernetes names variables after a namespace's Services: those of a Service
+    `cauce-api` start with CAUCE_ and must not stop Cauce from starting (found when the
+    manifests in deploy/kubernetes/ were written). A mistyped setting that only looks like
+    one is still refused."""
+    service = {
+        "CAUCE_API_SERVICE_HOST": "10.0.0.7",
+        "CAUCE_API_SERVICE_PORT": "8000",
+        "CAUCE_API_SERVICE_PORT_HTTP": "8000",
+        "CAUCE_API_PORT": "tcp://10.0.0.7:8000",
+        "CAUCE_API_PORT_8000_TCP": "tcp://10.0.0.7:8000",
+        "CAUCE_API_PORT_8000_TCP_PROTO": "tcp",
+        "CAUCE_API_PORT_8000_TCP_PORT": "8000",
+        "CAUCE_API_PORT_8000_TCP_ADDR": "10.0.0.7",
+    }
+    for name, value in service.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().http.port == 8000
+    monkeypatch.setenv("CAUCE_HTTP_PORT", "9000")  # meant CAUCE_HTTP__PORT
+    with pytest.raises(ConfigError, match="CAUCE_HTTP_PORT: unknown setting"):
+        load_settings()
+
+
 def test_default_secret_refused_outside_development() -> None:
     """Production with the built-in secret refuses to start."""
     with pytest.raises(ConfigError, match="CAUCE_SECRET_KEY"):

@@ -13,6 +13,7 @@ The `leads` section (de-duplication, scoring, routing, teams) is in
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -361,12 +362,35 @@ def format_validation_error(exc: ValidationError) -> str:
 _NOT_SETTINGS = (f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}TEST_")
 
 
+# Kubernetes gives a pod variables named after every Service of its namespace (a Service
+# `cauce-api`: CAUCE_API_SERVICE_HOST, CAUCE_API_PORT=tcp://..., CAUCE_API_PORT_8000_TCP,
+# ..._TCP_ADDR): not settings, and not to stop Cauce from starting. A bare `..._PORT` is
+# one only with Kubernetes' `tcp://host:port` value, so a mistyped CAUCE_HTTP_PORT=8000
+# is still refused.
+_SERVICE_LINK = re.compile(
+    r"[A-Z0-9_]+?_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)"
+)
+_SERVICE_URL = re.compile(r"(?:tcp|udp|sctp)://\S+:\d+")
+
+
+def _service_link(name: str, value: str) -> bool:
+    if "__" in name:
+        return False
+    if _SERVICE_LINK.fullmatch(name):
+        return True
+    return name.endswith("_PORT") and _SERVICE_URL.fullmatch(value) is not None
+
+
 def _unknown_variables() -> list[str]:
-    """Top-level CAUCE_* variables that name no setting (pydantic ignores those silently)."""
+    """Top-level CAUCE_* variables that name no setting (pydantic ignores those silently),
+    Kubernetes' Service variables aside."""
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     unknown = []
-    for name in os.environ:
+    for name, value in os.environ.items():
         if not name.startswith(ENV_PREFIX) or name.startswith(_NOT_SETTINGS):
+            continue
+        if name not in known and _service_link(name, value):
             continue
         if name.split("__", 1)[0] not in known:
             unknown.append(name)
