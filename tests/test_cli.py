@@ -150,8 +150,10 @@ def test_serve_refuses_postgres_with_pending_migrations(
     refused = cauce(tmp_path, "serve", **env)
     assert refused.returncode == 2
     assert "cauce db upgrade" in refused.stderr
-    behind = cauce(tmp_path, "db", "check", **env)
+    started = time.monotonic()
+    behind = cauce(tmp_path, "db", "check", "--wait", "1", **env)
     assert (behind.returncode, "cauce db upgrade" in behind.stdout) == (1, True)
+    assert time.monotonic() - started >= 1.0  # it kept checking for the second asked
     upgraded = cauce(tmp_path, "db", "upgrade", **env)
     assert upgraded.returncode == 0, upgraded.stderr
     assert f"database at revision {HEAD}" in upgraded.stdout

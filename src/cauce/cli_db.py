@@ -5,6 +5,8 @@ Mounted by `cauce.cli`, which passes in its helpers (`cli_support`).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated
 
 import typer
@@ -58,7 +60,14 @@ def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Ty
         out.print("pending migrations: " + ("yes (run `cauce db upgrade`)" if pending else "no"))
 
     @db_app.command("check")
-    def db_check() -> None:
+    def db_check(
+        wait: Annotated[
+            float,
+            typer.Option(
+                min=0, help="Seconds to keep checking (every 2 s) before giving up; 0: once"
+            ),
+        ] = 0,
+    ) -> None:
         """Exit 0 if the schema is current, 1 if migrations are pending (a readiness
         gate: an init container can wait on it before `serve` or `worker` start)."""
         from cauce.core.db import create_database
@@ -69,7 +78,12 @@ def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Ty
         async def go() -> bool:
             db = create_database(settings)
             try:
-                return await pending_migrations(db)
+                deadline = time.monotonic() + wait
+                while await pending_migrations(db):
+                    if time.monotonic() >= deadline:
+                        return True
+                    await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+                return False
             finally:
                 await db.dispose()
 
