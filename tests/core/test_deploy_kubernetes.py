@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 from pydantic import BaseModel, SecretStr
 
 from cauce.app import create_app
