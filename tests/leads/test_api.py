@@ -43,6 +43,22 @@ async def test_post_lead_answers_score_owner_and_syncs_once(
     assert [h["action"] for h in detail["history"]] == ["created"]
 
 
+async def test_synced_leads_are_counted_in_the_metrics(
+    leads_app: FastAPI, api: httpx.AsyncClient, crm: MemoryCrm
+) -> None:
+    """`cauce_leads_synced_total{crm}` counts the leads the delivery jobs synced (it was
+    declared, on the dashboard's list, and never counted)."""
+    registry = leads_app.state.resources.registry
+    for _ in range(3):
+        assert (await api.post("/v1/leads", json=_lead())).status_code == 201
+    await _drain(leads_app)
+    assert len(crm.contacts) == 3
+    assert registry.get_sample_value("cauce_leads_synced_total", {"crm": crm.name}) == 3
+    assert (await api.post("/v1/leads", json=_lead())).status_code == 201
+    await _drain(leads_app)
+    assert registry.get_sample_value("cauce_leads_synced_total", {"crm": crm.name}) == 4
+
+
 async def test_a_duplicate_is_merged_and_says_so(api: httpx.AsyncClient) -> None:
     """The same email again answers 200 `merged`, naming the lead and the fields filled."""
     first = (await api.post("/v1/leads", json=_lead(email="dup@empresa.es"))).json()

@@ -6,6 +6,7 @@ Handlers are idempotent: a job may run again after a crash (DESIGN.md §1).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,10 +24,12 @@ from cauce.leads.delivery import (
     DELIVER_TASK,
     ERASE_TASK,
     REDELIVER_TASK,
+    DeliveryReport,
     deliver,
     delivery_dedupe_key,
     delivery_lock,
 )
+from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.ports import CrmClient, CrmKey, CrmRejected, CrmThrottled, CrmUnavailable
 from cauce.leads.webhooks import INBOUND_TASK, process_inbox
 
@@ -50,6 +53,21 @@ class LeadsTaskDeps:
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     crm: CrmClient | None
+    metrics: LeadsMetrics | None = None
+
+
+def _counting(metrics: LeadsMetrics | None, crm: str) -> Callable[[DeliveryReport], None]:
+    """A delivery's `on_batch`: counts the leads each batch synced, as it records them (a
+    run that ends in an outage has still synced the batches before it)."""
+    counted = 0
+
+    def count(report: DeliveryReport) -> None:
+        nonlocal counted
+        if metrics is not None and report.synced > counted:
+            metrics.synced.labels(crm).inc(report.synced - counted)
+        counted = report.synced
+
+    return count
 
 
 async def request_delivery(session: AsyncSession, queue: JobQueue, settings: Settings) -> None:
@@ -102,7 +120,13 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
 
     async def deliver_handler(ctx: JobContext, payload: JsonDict) -> None:
         try:
-            report = await deliver(deps.sessionmaker, crm(), crm_settings)
+            client = crm()
+            report = await deliver(
+                deps.sessionmaker,
+                client,
+                crm_settings,
+                on_batch=_counting(deps.metrics, client.name),
+            )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
         if report.failed_for_good:
@@ -123,7 +147,14 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
     async def redeliver_handler(ctx: JobContext, payload: JsonDict) -> None:
         ids = [int(i) for i in payload.get("lead_ids", [])]
         try:
-            report = await deliver(deps.sessionmaker, crm(), crm_settings, only=ids)
+            client = crm()
+            report = await deliver(
+                deps.sessionmaker,
+                client,
+                crm_settings,
+                only=ids,
+                on_batch=_counting(deps.metrics, client.name),
+            )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
         if report.failed_for_good:
