@@ -64,11 +64,48 @@ _BLOCK_TAG = re.compile(
     re.IGNORECASE,
 )
 _MAX_PASSES = 4
+# HTML's element names: `<` before one of these (or before a name with attributes, a
+# custom element's hyphenated name, `!` or `?`) starts markup. Any other `<` is text, as
+# in "Tornillos <Hermanos> S.L." or "A<B": kept, not stripped as an unknown tag.
+_ELEMENT_NAMES = (
+    "a abbr acronym address applet area article aside audio b base basefont bdi bdo big "
+    "blink blockquote body br button canvas caption center cite code col colgroup data "
+    "datalist dd del details dfn dialog dir div dl dt em embed fieldset figcaption figure "
+    "font footer form frame frameset h1 h2 h3 h4 h5 h6 head header hgroup hr html i iframe "
+    "image img input ins isindex kbd keygen label legend li link listing main map mark "
+    "marquee math menu menuitem meta meter nav nobr noembed noframes noscript object ol "
+    "optgroup option output p param picture plaintext portal pre progress q rb rp rt rtc "
+    "ruby s samp script search section select slot small source span strike strong style "
+    "sub summary sup svg table tbody td template textarea tfoot th thead time title tr "
+    "track tt u ul var video wbr xmp"
+)
+_HTML_ELEMENTS = frozenset(_ELEMENT_NAMES.split())
+# A tag's name runs, as HTML reads it, to a space, `/` or `>`: `<añ>` is no `<a>`.
+_LT = re.compile(r"<(/?)([A-Za-z][^\s/>]*)?(?=([\s\S]?))")
+
+
+def _markup_start(match: re.Match[str]) -> bool:
+    slash, name, after = match.groups()
+    if name is None:
+        return not slash and after in ("!", "?")  # a comment, a declaration
+    if ">" not in match.string[match.end() :]:
+        return False  # never closed: no tag (a browser shows none of it either)
+    if name.lower() in _HTML_ELEMENTS or "-" in name or ":" in name:
+        return True
+    if slash:  # the end of an unknown element that was markup (it had attributes)
+        return re.search(f"<{re.escape(name)}[\\s/]", match.string, re.IGNORECASE) is not None
+    return after.isspace() or after == "/"  # attributes: handlers may hide there
+
+
+def _text_lt(match: re.Match[str]) -> str:
+    return match.group(0) if _markup_start(match) else "&lt;" + match.group(0)[1:]
 
 
 def _strip_html(text: str) -> str:
     if "<" not in text and "&" not in text:
         return text
+    if "<" in text:
+        text = _LT.sub(_text_lt, text)
     text = _BLOCK_TAG.sub(" ", text)
     # nh3 with no allowed tags keeps the text of tags and drops script/style content;
     # its output is HTML-escaped, and plain text wants the characters back.

@@ -1,0 +1,65 @@
+"""Fixes from a black-box audit of lead intake (validation and normalisation).
+
+Each test names what the audit saw before its fix.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cauce.leads.normalise import clean_text
+
+# --- `<` that is text, not markup --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        # Before: "Tornillos S.L.", "A", "<>": nh3 took `<Word>` and `<B` for tags.
+        ("Tornillos <Hermanos> S.L.", "Tornillos <Hermanos> S.L."),
+        ("A<B", "A<B"),
+        ("<<Construcciones>>", "<<Construcciones>>"),
+        ("I+D < 5 años", "I+D < 5 años"),
+        ("<3 gatos", "<3 gatos"),
+        ("&lt;Hermanos&gt;", "<Hermanos>"),
+    ],
+)
+def test_angle_brackets_that_are_text_are_kept(sent: str, kept: str) -> None:
+    assert clean_text(sent) == kept
+    assert clean_text(kept) == kept
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("<b>Ana</b>", "Ana"),
+        ("María<br>José", "María José"),
+        ("<img src=x onerror=alert(1)>Ana", "Ana"),
+        ("<svg/onload=alert(1)>Ana", "Ana"),
+        # An unknown element with attributes is markup (an event handler may hide there).
+        ("<hermanos onmouseover=alert(1)>Ana</hermanos>", "Ana"),
+        ("<x-boton>Ana</x-boton>", "Ana"),
+        ("a <!-- nota --> b", "a b"),
+        ("<script>alert(1)</script>Ana", "Ana"),
+        ("&lt;script&gt;alert(1)&lt;/script&gt;Ana", "Ana"),
+        ("<Hermanos><script>alert(1)</script>", "<Hermanos>"),
+        ("A<B y C>D", "AD"),  # `<b y c>`: a bold tag with two attributes, as a browser reads it
+    ],
+)
+def test_markup_is_still_stripped(sent: str, kept: str) -> None:
+    assert clean_text(sent) == kept
+
+
+_WORD = st.text(st.sampled_from("abcdefghijklmnñopqrstuvwxyzáéíóú"), min_size=1, max_size=8)
+
+
+@given(st.lists(st.tuples(_WORD, _WORD), min_size=1, max_size=4))
+def test_a_bracketed_word_that_names_no_element_is_text(pairs: list[tuple[str, str]]) -> None:
+    """`<palabra>` without attributes, for any word that is no HTML element's name (Spanish
+    words with an accent or an ñ never are), is kept as sent, and cleaning is idempotent."""
+    words = [f"{a}<{b}ñ>" for a, b in pairs]
+    text = " ".join(words)
+    assert clean_text(text) == text
+    assert clean_text(clean_text(text)) == clean_text(text)
