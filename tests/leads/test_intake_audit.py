@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cauce.leads.names import SplitName, halves_of_full_name, split_full_name
 from cauce.leads.normalise import clean_text
 
 # --- `<` that is text, not markup --------------------------------------------------------
@@ -63,3 +64,52 @@ def test_a_bracketed_word_that_names_no_element_is_text(pairs: list[tuple[str, s
     text = " ".join(words)
     assert clean_text(text) == text
     assert clean_text(clean_text(text)) == clean_text(text)
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("full_name", "first", "last"),
+    [
+        # Before: "Dr. José" / "García", "Sr. D. José" / "García López", "José María Sr."
+        ("Dr. José García", "José", "García"),
+        ("Sr. D. José García López", "José", "García López"),
+        ("Dña. María López", "María", "López"),
+        ("Dª Carmen Vidal Soler", "Carmen", "Vidal Soler"),
+        ("Aznar López, José María, Sr.", "José María", "Aznar López"),
+        ("Don José García", "José", "García"),
+        ("Ing. María José García", "María José", "García"),
+        ("Sr. Pérez", None, "Pérez"),  # a form of address goes before a surname
+        # Not forms of address: a name, or an initial without its dot.
+        ("Don Draper", "Don", "Draper"),
+        ("D José García", "D José", "García"),
+        ("Da Silva", None, "Da Silva"),
+    ],
+)
+def test_forms_of_address_are_not_part_of_the_name(
+    full_name: str, first: str | None, last: str | None
+) -> None:
+    assert split_full_name(full_name) == SplitName(first, last)
+
+
+def test_a_full_name_with_a_title_agrees_with_its_halves() -> None:
+    assert halves_of_full_name("Dr. José García", "José", "García") == SplitName("José", "García")
+    assert halves_of_full_name("García, José, Sr.", "José", None) == SplitName("José", "García")
+
+
+@pytest.mark.parametrize(
+    ("full_name", "first", "last", "kept"),
+    [
+        # Before: the half as sent won, accents lost ("Jose García", "José Garcia").
+        ("José García", "Jose", None, SplitName("José", "García")),
+        ("jose garcía", "José", "GARCIA", SplitName("José", "GARCÍA")),
+        ("Núñez Pérez, Iñigo", None, "Nunez Perez", SplitName("Iñigo", "Núñez Pérez")),
+        # A half with its own accents, or other words, is kept as sent.
+        ("Jose Garcia", "José", None, SplitName("José", "Garcia")),
+    ],
+)
+def test_a_half_takes_the_accents_the_full_name_gives_it(
+    full_name: str, first: str | None, last: str | None, kept: SplitName
+) -> None:
+    assert halves_of_full_name(full_name, first, last) == kept

@@ -139,18 +139,60 @@ def _is_compound_given(second: str) -> bool:
     return key in _SECOND_GIVEN and key not in _ALSO_SURNAMES
 
 
+# Forms of address before a name (`Sr. D. José García`, `Dña. María López`, `Dr. Ruiz`),
+# or after it in `Surname, Given name, Sr.`: not part of the name. Compared folded, without
+# a final dot. `Don` and `Doña` count only before two more words (`Don José García`), as
+# `D.` only with its dot: `Don`, `Dona` and `D` alone may be a name or an initial.
+_TITLES = frozenset(
+    """
+    sr sra srta sres sras dna dr dra drs lic lcdo lcda licdo licda ing arq prof profa
+    mr mrs ms mx miss sir
+    """.split()  # noqa: SIM905
+)
+_TITLES_BEFORE_TWO = frozenset({"don", "dona"})
+
+
+def _is_title(word: str, following: int) -> bool:
+    folded = _fold(word).removesuffix(".")
+    if folded in _TITLES or word.removesuffix(".").casefold() == "dª":  # ª folds to a
+        return True
+    if folded == "d":
+        return word.endswith(".")
+    return folded in _TITLES_BEFORE_TWO and following >= 2
+
+
+def drop_titles(words: list[str]) -> list[str]:
+    """`words` without the forms of address before the name and at its end (`Sr. D.`,
+    `Dra.`, `, Sr.`); at least one word is always left."""
+    start = 0
+    while start < len(words) - 1 and _is_title(words[start], len(words) - start - 1):
+        start += 1
+    end = len(words)
+    while end - 1 > start and _is_title(words[end - 1], 0):
+        end -= 1
+    return words[start:end]
+
+
 def split_full_name(full_name: str, convention: NameConvention = "hispanic") -> SplitName:
-    """Split a cleaned full name into (first name(s), last name(s)); see the module rules."""
+    """Split a cleaned full name into (first name(s), last name(s)); see the module rules.
+    Forms of address (`Sr.`, `Dña.`, `Dr.`) are left out (`drop_titles`)."""
     text = " ".join(full_name.split())
     if not text:
         return SplitName(None, None)
     if "," in text:
         last, _, first = text.partition(",")
-        last, first = " ".join(last.split()), " ".join(first.replace(",", " ").split())
+        last_words = drop_titles(last.split()) if last.split() else []
+        first_words = drop_titles(first.replace(",", " ").split()) if first.strip(" ,") else []
+        last, first = " ".join(last_words), " ".join(first_words)
         if last and first:
             return SplitName(first, last)
         text = last or first
-    units = _units(text.split(" "))
+    words = text.split(" ")
+    titled = len(drop_titles(words)) < len(words) and _is_title(words[0], len(words) - 1)
+    words = drop_titles(words)
+    if titled and len(words) == 1:
+        return SplitName(None, words[0])  # `Sr. Pérez`: a title goes before a surname
+    units = _units(words)
     if len(units) == 1:
         return (
             SplitName(None, units[0])
@@ -178,11 +220,14 @@ def _readings(full_name: str) -> list[list[str]]:
     """The words of a full name, given name(s) then surname(s): with a comma, first turned
     round as `split_full_name` reads `García López, María`, then as written (`Juan
     García, Jr.`); without one, as written."""
-    words = full_name.split()
+    words = drop_titles(full_name.split())
     if "," not in full_name:
         return [words]
     last, _, first = full_name.partition(",")
-    return [first.replace(",", " ").split() + last.split(), words]
+    turned = drop_titles(first.replace(",", " ").split() or [""]) + drop_titles(
+        last.split() or [""]
+    )
+    return [[w for w in turned if w], words]
 
 
 def halves_of_full_name(
@@ -209,15 +254,42 @@ def halves_of_full_name(
             # Both sent, nothing to take from the full name: letters and digits alone are
             # compared, so `José-Luis` and `José Luis`, `O'Brien` and `OBrien` agree.
             if _letters(" ".join(folded)) == _letters(" ".join(given + family)):
-                return SplitName(first_name, last_name)
+                cut = len(first_name.split())
+                return SplitName(
+                    _accented(first_name, words[:cut]), _accented(last_name, words[cut:])
+                )
         elif first_name:
             if folded[: len(given)] == given:
-                return SplitName(first_name, " ".join(words[len(given) :]) or None)
+                rest = " ".join(words[len(given) :]) or None
+                return SplitName(_accented(first_name, words[: len(given)]), rest)
         else:
             cut = len(folded) - len(family)
             if cut >= 0 and folded[cut:] == family:
-                return SplitName(" ".join(words[:cut]) or None, last_name)
+                first = " ".join(words[:cut]) or None
+                return SplitName(first, _accented(last_name, words[cut:]))
     return None
+
+
+def _marks(word: str) -> int:
+    return sum(1 for c in unicodedata.normalize("NFD", word) if unicodedata.combining(c))
+
+
+def _accented(half: str, words: list[str]) -> str:
+    """A half as sent, each word spelt with the accents the full name gives it where the
+    half has none (`Jose` with `José García`: `José`), its case kept otherwise."""
+    sent = half.split()
+    if len(sent) != len(words):
+        return half
+    kept = []
+    for mine, theirs in zip(sent, words, strict=True):
+        better = _fold(mine) == _fold(theirs) and _marks(theirs) > _marks(mine)
+        if better and mine.upper() == mine:
+            kept.append(theirs.upper())  # `GARCIA` with `García`: `GARCÍA`
+        elif better and mine.lower() == mine:
+            kept.append(theirs.lower())
+        else:
+            kept.append(theirs if better else mine)
+    return " ".join(kept)
 
 
 def smart_case_name(name: str) -> str:
