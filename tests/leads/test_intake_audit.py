@@ -5,6 +5,7 @@ Each test names what the audit saw before its fix.
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -113,3 +114,23 @@ def test_a_half_takes_the_accents_the_full_name_gives_it(
     full_name: str, first: str | None, last: str | None, kept: SplitName
 ) -> None:
     assert halves_of_full_name(full_name, first, last) == kept
+
+
+# --- null is "not sent" -------------------------------------------------------------------
+
+
+async def test_null_for_a_defaulted_field_is_the_default(api: httpx.AsyncClient) -> None:
+    """Before: `"status": null`, `"source": null` and `"custom_fields": null` were 422,
+    while `null` for every other field meant "not sent"; form builders send `null` for a
+    field left empty."""
+    lead = {"email": "vacio@ejemplo.es", "status": None, "source": None, "custom_fields": None}
+    response = await api.post("/v1/leads", json=lead)
+    assert response.status_code == 201, response.text
+    shown = (await api.get(f"/v1/leads/{response.json()['id']}")).json()
+    assert (shown["status"], shown["source"], shown["custom_fields"]) == ("new", "api", {})
+    batch = await api.post("/v1/leads/batch", json={"items": [{**lead, "email": "b@ejemplo.es"}]})
+    assert batch.json()["items"][0]["outcome"] == "created", batch.text
+    # A wrong value is still refused.
+    refused = await api.post("/v1/leads", json={**lead, "status": "ganado"})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["pointer"] == "/status"

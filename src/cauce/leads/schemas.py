@@ -276,6 +276,23 @@ class LeadIn(_LeadFields):
         default_factory=dict, max_length=MAX_CUSTOM_FIELDS
     )
 
+    # Form builders send `null` for a field left empty: for these, as for every other
+    # field, it means "not sent" (the default), not a 422.
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_null(cls, value: Any) -> Any:
+        return LeadSource.API if value is None else value
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_null(cls, value: Any) -> Any:
+        return LeadStatus.NEW if value is None else value
+
+    @field_validator("custom_fields", mode="before")
+    @classmethod
+    def _custom_null(cls, value: Any) -> Any:
+        return {} if value is None else value
+
     @model_validator(mode="after")
     def _complete(self) -> Self:
         if self.email is None and self.phone is None:
