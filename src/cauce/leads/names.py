@@ -262,7 +262,7 @@ def halves_of_full_name(
             if folded[: len(given)] == given:
                 rest = " ".join(words[len(given) :]) or None
                 return SplitName(_accented(first_name, words[: len(given)]), rest)
-        else:
+        elif last_name:
             cut = len(folded) - len(family)
             if cut >= 0 and folded[cut:] == family:
                 first = " ".join(words[:cut]) or None
