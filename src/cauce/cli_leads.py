@@ -48,7 +48,10 @@ def build_leads_app(
         test_size: Annotated[
             float, typer.Option(min=0.05, max=0.5, help="Share of won/lost leads held out")
         ] = 0.25,
-        seed: Annotated[int, typer.Option(help="Seed for the split and the folds")] = 0,
+        seed: Annotated[
+            int,
+            typer.Option(help="Seed for the folds and the bootstrap (held-out leads go by id)"),
+        ] = 0,
     ) -> None:
         """Train the learned scoring model on won/lost leads; use it only if it ranks held-out
         leads better than the active scorer (points or learned) with confidence."""

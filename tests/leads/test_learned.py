@@ -456,6 +456,15 @@ async def test_train_from_database_saves_and_activates(
     # Default routing tests no score: activation moves no lead to another team.
     assert result.routing is not None
     assert not result.routing.uses_score
+    # Held out by lead id: a second run compares with v1 on the very leads v1 was
+    # measured on, which it never saw (before, a new random split handed v1 leads it was
+    # trained on, and it always looked better than the newcomer).
+    assert ModelStore.for_data_dir(settings.data_dir).held_out_below(1) == 0.25
+    again = await train_from_database(
+        database.sessionmaker, settings, seed=2, now=lambda: FIXED_NOW
+    )
+    assert again.active is not None
+    assert (again.n_test, again.active.auc) == (result.n_test, result.auc_learned)
 
 
 async def test_train_from_database_refuses_too_few_outcomes(

@@ -28,7 +28,7 @@ from cauce.leads.learned import (
     train,
 )
 from cauce.leads.learned.tracking import _bounded_http, mlflow_client
-from cauce.leads.learned.training import _aucs
+from cauce.leads.learned.training import DEFAULT_TEST_SIZE, _aucs, held_out_point
 from cauce.leads.scoring import PointsModel
 from cauce.leads.synthetic import synthetic_leads, training_examples
 from tests.conftest import make_settings
@@ -254,3 +254,41 @@ def test_tracking_failure_after_training_keeps_the_report(
     assert "Saved as            version 1" in text
     assert "`cauce leads model activate 1`" in text
     assert f"learned {first.auc_learned:.3f}" in text
+
+
+def test_held_out_leads_are_fixed_by_their_ids() -> None:
+    """With lead ids, the same leads are held out whatever the seed; an active model is
+    compared on leads it never saw (its own held-out share when smaller), so its AUC in a
+    later run is exactly the one it was measured at."""
+    examples = training_examples(synthetic_leads(800, seed=2))
+    ids = [f"lead-{n}" for n in range(len(examples))]
+    first = train(examples, seed=1, lead_ids=ids)
+    assert first.held_out_below == DEFAULT_TEST_SIZE
+    held = {n for n, lead_id in enumerate(ids) if held_out_point(lead_id) < DEFAULT_TEST_SIZE}
+    assert first.n_test == len(held)
+    assert first.n_train == len(examples) - len(held)
+    again = train(
+        examples,
+        seed=9,
+        lead_ids=ids,
+        active=first.model,
+        active_held_out_below=first.held_out_below,
+    )
+    assert again.active is not None
+    assert (again.n_test, again.active.auc) == (first.n_test, first.auc_learned)
+    # A larger test share now: only the leads the active model never saw are held out,
+    # and the ones between are neither trained on nor held out.
+    wider = train(
+        examples,
+        seed=9,
+        test_size=0.4,
+        lead_ids=ids,
+        active=first.model,
+        active_held_out_below=first.held_out_below,
+    )
+    assert wider.held_out_below == DEFAULT_TEST_SIZE
+    assert wider.n_test == first.n_test
+    assert wider.n_train == sum(held_out_point(i) >= 0.4 for i in ids)
+    points = [held_out_point(i) for i in ids]
+    assert min(points) >= 0
+    assert max(points) < 1

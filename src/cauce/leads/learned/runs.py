@@ -61,24 +61,31 @@ FACT_COLUMNS = (
 
 async def labelled_examples(session: AsyncSession) -> list[Example]:
     """Facts and outcome of every won or lost lead that was not erased, oldest first."""
+    return (await labelled_leads(session))[0]
+
+
+async def labelled_leads(session: AsyncSession) -> tuple[list[Example], list[str]]:
+    """`labelled_examples`, and each one's lead id (the held-out split's key)."""
     arrivals = (
         select(LeadSource.lead_id, func.count().label("arrivals"))
         .group_by(LeadSource.lead_id)
         .subquery()
     )
     statement = (
-        select(Lead.status, arrivals.c.arrivals, *FACT_COLUMNS)
+        select(Lead.uid, Lead.status, arrivals.c.arrivals, *FACT_COLUMNS)
         .outerjoin(arrivals, arrivals.c.lead_id == Lead.id)
         .where(Lead.status.in_(tuple(OUTCOMES)), Lead.erased_at.is_(None))
         .order_by(Lead.id)
     )
     examples: list[Example] = []
+    ids: list[str] = []
     for row in await session.execute(statement):
         fields = {column.key: row._mapping[column.key] for column in FACT_COLUMNS}
         # A lead with no recorded source row still arrived once.
         count = max(int(row.arrivals or 0), 1)
         examples.append((facts_of(fields, arrivals=count), OUTCOMES[row.status]))
-    return examples
+        ids.append(row.uid)
+    return examples, ids
 
 
 def publish(
@@ -140,8 +147,11 @@ async def train_from_database(
     client = mlflow_client(settings.mlflow)
     store = ModelStore.for_data_dir(settings.data_dir, now=now)
     active = await asyncio.to_thread(load_active, settings.data_dir)
+    active_below = None
+    if active is not None and active.version is not None:
+        active_below = await asyncio.to_thread(store.held_out_below, active.version)
     async with sessionmaker() as session:
-        examples = await labelled_examples(session)
+        examples, lead_ids = await labelled_leads(session)
     check_outcomes(examples)
     points = PointsModel(settings.leads.scoring_rules)
     # Fitting and file/MLflow I/O block: keep them off the event loop.
@@ -153,6 +163,8 @@ async def train_from_database(
         margin=margin,
         points=points,
         active=active,
+        lead_ids=lead_ids,
+        active_held_out_below=active_below,
     )
     published = await asyncio.to_thread(
         lambda: publish(report, store, settings.mlflow, client=client)

@@ -146,6 +146,8 @@ class ModelStore:
             "n_lost": report.n_lost,
             "seed": report.seed,
             "test_size": report.test_size,
+            # The leads it never saw, for the next run's comparison (`training.train`).
+            "held_out_below": report.held_out_below,
             "feature_names": list(model.feature_names),
             "top_features": [fw.as_dict() for fw in report.top_features],
             "versions": {"scikit-learn": sklearn.__version__, "skops": skops.__version__},
@@ -226,6 +228,11 @@ class ModelStore:
         """Score new leads with the points model again (the saved versions stay)."""
         with self._io():
             (self.root / ACTIVE_FILE).unlink(missing_ok=True)
+
+    def held_out_below(self, version: int) -> float | None:
+        """Version N's held-out share by lead id (None: a random split, or none recorded)."""
+        value = self.metadata(version).get("held_out_below")
+        return float(value) if isinstance(value, int | float) else None
 
     def load_active(self) -> LearnedModel | None:
         """The active model, or None when none was ever activated."""

@@ -6,10 +6,16 @@ confidence: its ROC AUC gain is at least the margin, and the lower end of a 95 %
 bootstrap interval of that gain is above zero. A split with fewer than
 `MIN_HELD_OUT_PER_OUTCOME` won or lost leads decides nothing: with a few dozen held-out
 leads, a model trained on coin flips "beat" the points model in about a third of runs.
+
+Leads from the database are held out by their ids (`held_out_point`): the same leads in
+every run, so the active learned model, trained on the others, is compared on leads it
+never saw. A random split would hand it, in most of a new run's held-out leads, leads it
+was trained on: the incumbent would look better than it is and never be replaced.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +113,8 @@ class TrainingReport:
     routing: RoutingImpact | None = None
     active_changed: str | None = None
     """The scorer active at publishing, when another than the one compared with."""
+    held_out_below: float | None = None
+    """Held out: the leads whose `held_out_point` is below this (None: a random split)."""
 
     @property
     def beats_points(self) -> bool:
@@ -269,6 +277,13 @@ def check_outcomes(examples: Sequence[Example]) -> tuple[int, int]:
     return won, lost
 
 
+def held_out_point(lead_id: str) -> float:
+    """Where a lead falls in [0, 1), from its id alone: leads below a run's test size are
+    held out, in every run and every process alike."""
+    digest = hashlib.sha256(lead_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def train(
     examples: Sequence[Example],
     *,
@@ -277,13 +292,18 @@ def train(
     margin: float = DEFAULT_MARGIN,
     points: PointsModel | None = None,
     active: LearnedModel | None = None,
+    lead_ids: Sequence[str] | None = None,
+    active_held_out_below: float | None = None,
 ) -> TrainingReport:
     """Fit the learned model and rank held-out leads with it, the points model and `active`.
 
-    The split is stratified on the outcome, so both classes are in the held-out part;
-    every scorer is measured on exactly the same held-out leads. The model kept is the
-    one fitted on the training part, so the figures describe the model that is saved.
-    `active` is the learned model scoring leads now (None: the points model does).
+    With `lead_ids` (one per example), the leads whose `held_out_point` is below
+    `test_size` are held out, and below `active_held_out_below` too when given (the
+    active model's own held-out share: it never saw those leads); without, a random split
+    stratified on the outcome (`seed`). Every scorer is measured on exactly the same
+    held-out leads. The model kept is the one fitted on the training part, so the figures
+    describe the model that is saved. `active` is the learned model scoring leads now
+    (None: the points model does).
     """
     if not 0 < test_size < 1:
         raise ValueError("test_size must be between 0 and 1")
@@ -292,9 +312,22 @@ def train(
     n_won, n_lost = check_outcomes(examples)
     facts = [f for f, _ in examples]
     labels = [int(outcome) for _, outcome in examples]
-    train_idx, test_idx = train_test_split(
-        list(range(len(examples))), test_size=test_size, stratify=labels, random_state=seed
-    )
+    held_out_below: float | None = None
+    if lead_ids is not None:
+        if len(lead_ids) != len(examples):
+            raise ValueError("one lead id per example")
+        held_out_below = test_size
+        if active is not None and active_held_out_below is not None:
+            held_out_below = min(test_size, active_held_out_below)
+        points_of = [held_out_point(lead_id) for lead_id in lead_ids]
+        test_idx = [i for i, at in enumerate(points_of) if at < held_out_below]
+        train_idx = [i for i, at in enumerate(points_of) if at >= test_size]
+        if len(set(labels[i] for i in train_idx)) < 2:
+            raise NotEnoughOutcomes("the training leads lack won or lost ones; add more outcomes")
+    else:
+        train_idx, test_idx = train_test_split(
+            list(range(len(examples))), test_size=test_size, stratify=labels, random_state=seed
+        )
     y_train = [labels[i] for i in train_idx]
     y_test = [labels[i] for i in test_idx]
     if len(set(y_test)) < 2:
@@ -335,4 +368,5 @@ def train(
         held_out_won=sum(y_test),
         held_out_lost=len(y_test) - sum(y_test),
         active=comparison,
+        held_out_below=held_out_below,
     )
