@@ -102,3 +102,19 @@ async def test_the_list_and_a_change_show_what_the_lead_shows(api: httpx.AsyncCl
     assert changed.json()["sources"] == ["web_form", "api"]
     changed = await api.patch(f"/v1/leads/{held['id']}", json={"job_title": "Gerente"})
     assert changed.json()["duplicate_of"] == jose["id"]
+
+
+async def test_a_wrong_method_names_every_method_the_path_takes(api: httpx.AsyncClient) -> None:
+    """Before: `PUT /v1/leads/{id}` answered 405 with `Allow: GET` (Starlette names only
+    the first matching route's methods), though PATCH and DELETE work there too."""
+    lead = await post_lead(api, JOSE)
+    response = await api.put(f"/v1/leads/{lead['id']}", json={})
+    assert response.status_code == 405
+    allowed = {m.strip() for m in response.headers["allow"].split(",")}
+    assert {"GET", "PATCH", "DELETE"} <= allowed
+    assert "PUT" not in allowed
+    body = response.json()
+    assert (body["code"], body["detail"].startswith("PUT is not allowed here")) == (
+        "method_not_allowed",
+        True,
+    )
