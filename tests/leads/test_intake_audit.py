@@ -134,3 +134,22 @@ async def test_null_for_a_defaulted_field_is_the_default(api: httpx.AsyncClient)
     refused = await api.post("/v1/leads", json={**lead, "status": "ganado"})
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["pointer"] == "/status"
+
+
+# --- Idempotency-Key in UTF-8 ---------------------------------------------------------------
+
+
+async def test_an_idempotency_key_is_read_as_utf8(api: httpx.AsyncClient) -> None:
+    """Before: `clave-😀` was refused (400, "printable characters"): the header, decoded as
+    Latin-1, held the emoji's bytes as control characters. Read as UTF-8 it works, and
+    replays under the same key."""
+    key = "clave-😀-ñ".encode()
+    lead = {"email": "emoji@ejemplo.es"}
+    first = await api.post("/v1/leads", json=lead, headers={"Idempotency-Key": key})
+    assert first.status_code == 201, first.text
+    again = await api.post("/v1/leads", json=lead, headers={"Idempotency-Key": key})
+    assert again.status_code == 201
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    bad = await api.post("/v1/leads", json=lead, headers={"Idempotency-Key": b"a\x07b"})
+    assert bad.status_code == 400

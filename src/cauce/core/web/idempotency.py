@@ -172,7 +172,13 @@ def _header_error(detail: str, kind: str) -> dict[str, str]:
 
 
 def check_key(key: str) -> str:
-    """Validate the header's value."""
+    """Validate the header's value, read as UTF-8 (the server hands headers over decoded
+    as Latin-1, which turned an emoji's bytes into control characters and refused it)."""
+    if not key.isascii():
+        try:
+            key = key.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass  # not UTF-8: judged as read
     key = key.strip()
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         detail = f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters"
