@@ -145,11 +145,11 @@ async def test_an_idempotency_key_is_read_as_utf8(api: httpx.AsyncClient) -> Non
     replays under the same key."""
     key = "clave-😀-ñ".encode()
     lead = {"email": "emoji@ejemplo.es"}
-    first = await api.post("/v1/leads", json=lead, headers={"Idempotency-Key": key})
+    first = await api.post("/v1/leads", json=lead, headers={b"Idempotency-Key": key})
     assert first.status_code == 201, first.text
-    again = await api.post("/v1/leads", json=lead, headers={"Idempotency-Key": key})
+    again = await api.post("/v1/leads", json=lead, headers={b"Idempotency-Key": key})
     assert again.status_code == 201
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert again.json()["id"] == first.json()["id"]
-    bad = await api.post("/v1/leads", json=lead, headers={"Idempotency-Key": b"a\x07b"})
+    bad = await api.post("/v1/leads", json=lead, headers={b"Idempotency-Key": b"a\x07b"})
     assert bad.status_code == 400
