@@ -153,3 +153,34 @@ async def test_an_idempotency_key_is_read_as_utf8(api: httpx.AsyncClient) -> Non
     assert again.json()["id"] == first.json()["id"]
     bad = await api.post("/v1/leads", json=lead, headers={b"Idempotency-Key": b"a\x07b"})
     assert bad.status_code == 400
+
+
+# --- bodies that are not plain UTF-8 JSON -------------------------------------------------
+
+
+async def test_a_utf8_bom_is_ignored_and_another_charset_is_named(api: httpx.AsyncClient) -> None:
+    """Before: a body with a UTF-8 BOM got 400 "expected value at line 1 column 1", and
+    `charset=utf-16le` 400 "key must be a string" (the charset ignored)."""
+    body = '{"email": "bom@ejemplo.es", "first_name": "Begoña"}'
+    sent = await api.post(
+        "/v1/leads",
+        content=b"\xef\xbb\xbf" + body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert sent.status_code == 201, sent.text
+    shown = (await api.get(f"/v1/leads/{sent.json()['id']}")).json()
+    assert shown["first_name"] == "Begoña"
+    utf16 = await api.post(
+        "/v1/leads",
+        content=body.encode("utf-16-le"),
+        headers={"Content-Type": "application/json; charset=utf-16le"},
+    )
+    assert utf16.status_code == 415
+    assert "UTF-8" in utf16.json()["detail"]
+    assert "utf-16le" in utf16.json()["detail"]
+    fine = await api.post(
+        "/v1/leads",
+        content=body.replace("bom@", "charset@").encode(),
+        headers={"Content-Type": 'application/json; charset="UTF-8"'},
+    )
+    assert fine.status_code == 201, fine.text

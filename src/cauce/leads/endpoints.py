@@ -78,11 +78,23 @@ JSON: Final = "application/json"
 MERGE_PATCH: Final = "application/merge-patch+json"  # RFC 7396
 
 
+_BOM = b"\xef\xbb\xbf"
+_CHARSET = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
+
+
 async def _json_body(request: Request, accepted: tuple[str, ...] = (JSON,)) -> bytes:
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
     if media not in accepted:
         raise UnsupportedMediaType(f"this endpoint accepts {' or '.join(accepted)} bodies only")
-    return await request.body()
+    charset = _CHARSET.search(content_type) if ";" in content_type else None
+    if charset is not None and charset.group(1).lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(
+            f"JSON bodies are read as UTF-8; this one says charset={charset.group(1)}"
+        )
+    body = await request.body()
+    # A UTF-8 byte order mark (Windows tools add one) may be ignored (RFC 8259 §8.1).
+    return body[3:] if body.startswith(_BOM) else body
 
 
 def _invalid(exc: ValidationError) -> Exception:
