@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cauce.leads.errors import NormalisationError
 from cauce.leads.names import SplitName, halves_of_full_name, split_full_name
 from cauce.leads.normalise import clean_text
+from cauce.leads.phones import normalise_extension, normalise_phone
 
 # --- `<` that is text, not markup --------------------------------------------------------
 
@@ -184,3 +186,36 @@ async def test_a_utf8_bom_is_ignored_and_another_charset_is_named(api: httpx.Asy
         headers={"Content-Type": 'application/json; charset="UTF-8"'},
     )
     assert fine.status_code == 201, fine.text
+
+
+# --- phones ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "region", "stored"),
+    [
+        # Before: each was refused as "too long" (or "not a valid number").
+        ("+34 (0) 612 345 678", "ES", "+34612345678"),
+        ("+44 (0)20 7946 0958", "ES", "+442079460958"),
+        ("+54 11 4321-5678 interno 123", "AR", "+541143215678;ext=123"),
+        ("+56 2 2345 6789 int. 45", "CL", "+56223456789;ext=45"),
+        ("044 55 1234 5678", "MX", "+525512345678"),
+        ("045 55 1234 5678", "MX", "+525512345678"),
+    ],
+)
+def test_more_ways_of_writing_a_number_are_read(sent: str, region: str, stored: str) -> None:
+    assert normalise_phone(sent, region) == stored
+    assert normalise_phone(stored, region) == stored
+
+
+@pytest.mark.parametrize("sent", ["+34 911234567 / 612345678", "911 234 567 y 612 345 678"])
+def test_two_numbers_in_one_field_are_named_as_such(sent: str) -> None:
+    """Before: "is too long for region ES", which sent people looking for a typo."""
+    with pytest.raises(NormalisationError, match="two phone numbers"):
+        normalise_phone(sent, "ES")
+
+
+@pytest.mark.parametrize("sent", ["int. 12", "ext: 12", "interno 12", "Ext.: 12"])
+def test_an_extension_field_takes_the_words_a_number_takes(sent: str) -> None:
+    """Before: `phone` read `… int. 12` and `… Ext: 12`, `phone_extension` refused both."""
+    assert normalise_extension(sent) == "12"

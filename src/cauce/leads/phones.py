@@ -89,7 +89,29 @@ def normalise_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> s
     region = default_region.upper()
     if (spanish := _spanish_e164(text, region)) is not None:
         return spanish
-    return _parsed_e164(text, region)
+    return _parsed_e164(_tidied(text, region), region)
+
+
+# Ways of writing a number that phonenumbers does not read: the trunk "(0)" kept after a
+# country code (`+34 (0) 612...`, `+44 (0)20...`); Latin American extension words
+# (`interno 123`, `int. 123`: Argentina, Chile); Mexico's mobile prefixes 044 and 045,
+# dialled before 2019 (`044 55 1234 5678`); two numbers in one field.
+_TRUNK_ZERO = re.compile(r"^(\+\s*\d{1,3})\s*\(\s*0\s*\)")
+_EXTENSION_WORD = re.compile(r"\s*,?\s*\b(?:interno|int)\b\.?\s*:?\s*(?=\d)", re.IGNORECASE)
+_MX_MOBILE_PREFIX = re.compile(r"^0\s*4\s*[45]((?:\D*\d){10})\D*$")
+_TWO_NUMBERS = re.compile(r"\d[\d\s().-]{6,}\s*(?:/|\by\b|\bo\b|;)\s*\+?\d[\d\s().-]{6,}")
+
+
+def _tidied(text: str, region: str) -> str:
+    if _TWO_NUMBERS.search(text):
+        raise NormalisationError(
+            "phone_invalid", "holds two phone numbers; send one (another in a custom field)"
+        )
+    text = _TRUNK_ZERO.sub(r"\1 ", text)
+    text = _EXTENSION_WORD.sub(" ext. ", text)
+    if region == "MX" and (legacy := _MX_MOBILE_PREFIX.match(text)):
+        text = legacy.group(1)
+    return text
 
 
 # How `normalise_phone` writes an extension after the number (RFC 3966).
@@ -105,7 +127,8 @@ def split_extension(phone: str) -> tuple[str, str | None]:
 
 def normalise_extension(value: str) -> str:
     """A phone extension sent on its own: its digits, 1 to `MAX_EXTENSION_DIGITS` of them,
-    after an optional marker (`ext.`, `extensión`, `anexo`, `x`, `#`), spaces and dashes
+    after an optional marker (`ext.`, `extensión`, `interno`, `int.`, `anexo`, `x`, `#`,
+    a colon after it allowed), spaces and dashes
     dropped; anything else (`12a`, `n/a`, `12.0`) raises `phone_extension_invalid`."""
     digits = _EXTENSION_SEPARATORS.sub("", _EXTENSION_MARKER.sub("", value, count=1))
     if not (digits.isascii() and digits.isdigit()) or len(digits) > MAX_EXTENSION_DIGITS:
@@ -116,7 +139,9 @@ def normalise_extension(value: str) -> str:
     return digits
 
 
-_EXTENSION_MARKER = re.compile(r"^\s*(?:ext(?:ensi[oó]n)?\.?|anexo|x|#)\s*", re.IGNORECASE)
+_EXTENSION_MARKER = re.compile(
+    r"^\s*(?:ext(?:ensi[oó]n)?\.?|interno|int\.?|anexo|x|#)\s*:?\s*", re.IGNORECASE
+)
 _EXTENSION_SEPARATORS = re.compile(r"[\s\-]+")
 
 
