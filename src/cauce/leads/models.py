@@ -104,13 +104,15 @@ class Lead(Base):
     search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
-# The fields `GET /v1/leads?q=` looks in.
-SEARCHED = ("first_name", "last_name", "company", "email")
+# The fields `GET /v1/leads?q=` looks in: a person asking what is held about them gives
+# an email or a phone, which a merge may have kept among the other contacts (0015).
+SEARCHED = ("first_name", "last_name", "company", "email", "phone", "other_emails", "other_phones")
 
 
 def search_text_of(lead: Lead) -> str:
     """The lead's searched fields, lower case, accents and punctuation folded away
-    ("María García, m.garcia@bodegas.es" → "maria garcia m garcia bodegas es"), so
+    ("María García, m.garcia@bodegas.es, +34612345678" → "maria garcia m garcia bodegas
+    es 34612345678"), so
     `garcia` finds García and `GARCÍA` finds Garcia on SQLite and PostgreSQL alike.
 
     A word punctuation splits is there joined too ("O'Brien S.L." → "o brien s l obrien
@@ -119,7 +121,7 @@ def search_text_of(lead: Lead) -> str:
 
 
 def search_text(text: str) -> str:
-    """`search_text_of` for the searched fields' text (migration 0011 has a frozen copy)."""
+    """`search_text_of` for the searched fields' text (migration 0015 has a frozen copy)."""
     folded = fold(text)
     joined = []
     for token in text.split():
