@@ -118,3 +118,59 @@ async def test_a_wrong_method_names_every_method_the_path_takes(api: httpx.Async
         "method_not_allowed",
         True,
     )
+
+
+async def test_history_says_how_long_it_is_and_writes_times_as_the_lead_does(
+    api: httpx.AsyncClient,
+) -> None:
+    """Before: after 160 changes `history` held 100 lines and nothing said more existed;
+    its times ended `+00:00` where `created_at` ends `Z`."""
+    lead = await post_lead(api, {"email": "historia@ejemplo.es"})
+    for n in range(104):
+        changed = await api.patch(f"/v1/leads/{lead['id']}", json={"job_title": f"Cargo {n}"})
+        assert changed.status_code == 200, changed.text
+    shown = (await api.get(f"/v1/leads/{lead['id']}")).json()
+    assert (len(shown["history"]), shown["history_total"]) == (100, 105)
+    assert shown["history"][0]["at"].endswith("Z")
+    assert shown["created_at"].endswith("Z")
+    other = await post_lead(api, {"email": "corta@ejemplo.es"})
+    short = (await api.get(f"/v1/leads/{other['id']}")).json()
+    assert (len(short["history"]), short["history_total"]) == (1, 1)
+
+
+async def test_q_reads_past_invisible_characters_and_spaces_alone_are_no_query(
+    api: httpx.AsyncClient,
+) -> None:
+    """Before: `ma\\u00adria` (a soft hyphen) matched as two words, and `q` of spaces
+    alone found nothing while an empty `q` found everything."""
+    maria = await post_lead(api, {"email": "m@ejemplo.es", "first_name": "María"})
+    await post_lead(api, {"email": "otro@ejemplo.es", "first_name": "Luis"})
+
+    async def found(q: str) -> list[str]:
+        response = await api.get("/v1/leads", params={"q": q})
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["items"]]
+
+    assert await found("ma\u00adria") == [maria["id"]]
+    assert await found("mar\u200bia") == [maria["id"]]
+    assert len(await found("   ")) == len(await found("")) == 2
+
+
+async def test_clearing_both_contacts_points_at_both(api: httpx.AsyncClient) -> None:
+    """Before: a PATCH leaving a lead without email and phone pointed only at `/email`;
+    intake points at both, as the docs say."""
+    lead = await post_lead(api, {"phone": "+34 612 345 678"})
+    response = await api.patch(f"/v1/leads/{lead['id']}", json={"phone": None})
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert {(e["pointer"], e["type"]) for e in errors} == {
+        ("/email", "contact_required"),
+        ("/phone", "contact_required"),
+    }
+
+
+async def test_a_match_is_named_only_by_kinds_that_happen(api: httpx.AsyncClient) -> None:
+    """The answer's `duplicate.match` listed `external_id`, which no match ever gives."""
+    spec = (await api.get("/openapi.json")).json()
+    info = spec["components"]["schemas"]["DuplicateInfo"]["properties"]["match"]
+    assert set(info["enum"]) == {"email", "phone", "fuzzy"}

@@ -215,7 +215,7 @@ def _item(index: int, result: IntakeResult) -> dict[str, Any]:
         if dup is None
         else {
             "lead_id": dup.lead_uid,
-            "match": dup.match if dup.match in ("external_id", "email", "phone") else "fuzzy",
+            "match": dup.match if dup.match in ("email", "phone") else "fuzzy",
             "confidence": float(dup.confidence),
             "action": dup.action,
             "merged_fields": list(dup.merged_fields),

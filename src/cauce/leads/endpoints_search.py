@@ -22,6 +22,7 @@ from cauce.leads.endpoints import Read, parse_id, runtime
 from cauce.leads.errors import LeadInvalid
 from cauce.leads.field_types import in_utc
 from cauce.leads.models import Lead
+from cauce.leads.normalise import visible_text
 from cauce.leads.responses import LeadOut
 from cauce.leads.schemas import LeadSource, LeadStatus
 from cauce.leads.views import listed_view
@@ -123,7 +124,9 @@ def _query(filters: LeadSearch) -> repo_lead.LeadQuery:
         created_before=filters.created_before,
         min_score=filters.min_score,
         max_score=filters.max_score,
-        text=filters.q,
+        # Invisible characters (a soft hyphen, a zero-width space) split no word, and a
+        # query of spaces alone is no query.
+        text=visible_text(filters.q) or None if filters.q is not None else None,
         held=filters.held,
     )
 

@@ -76,7 +76,7 @@ def apply_score(lead: Lead, score: Score) -> None:
 
 def _match_kind(match: Match[int]) -> str:
     rule = (match.decision.rule or "").lower()
-    for kind in ("email", "phone", "external_id"):
+    for kind in ("email", "phone"):
         if kind in rule:
             return kind
     return "fuzzy"

@@ -39,6 +39,7 @@ __all__ = [
     "normalise_language",
     "smart_case_name",
     "split_full_name",
+    "visible_text",
 ]
 
 # Anything longer is refused before any work is done on it: no lead field is legitimately
@@ -117,6 +118,12 @@ def _clean_pass(text: str) -> str:
     text = _INVISIBLE.sub("", _strip_html(text))  # entities can decode to controls
     text = unicodedata.normalize("NFC", text)
     return " ".join(text.split())
+
+
+def visible_text(value: str) -> str:
+    """`value` without control and invisible format characters, NFC, its whitespace
+    collapsed: what a search query is read as (no HTML: a query is not stored)."""
+    return " ".join(unicodedata.normalize("NFC", _INVISIBLE.sub("", value)).split())
 
 
 def clean_text(value: str, *, max_length: int | None = None) -> str:

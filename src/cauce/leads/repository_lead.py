@@ -84,6 +84,12 @@ async def listed_extras(session: AsyncSession, leads: list[Lead]) -> ListedExtra
     return ListedExtras(sources, held)
 
 
+async def history_count(session: AsyncSession, lead_id: int) -> int:
+    """How many history lines a lead has."""
+    count = select(func.count()).select_from(LeadEvent).where(LeadEvent.lead_id == lead_id)
+    return int(await session.scalar(count) or 0)
+
+
 async def history_of(session: AsyncSession, lead_id: int, limit: int = 100) -> list[LeadEvent]:
     """A lead's history, newest first."""
     result = await session.scalars(

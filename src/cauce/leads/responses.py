@@ -48,7 +48,7 @@ class ScoreReason(_Out):
     )
 
 
-DuplicateMatch = Literal["external_id", "email", "phone", "fuzzy"]
+DuplicateMatch = Literal["email", "phone", "fuzzy"]
 DuplicateAction = Literal["merged", "held_for_review"]
 
 
@@ -153,7 +153,12 @@ class LeadDetailOut(LeadOut):
         default_factory=list, description="Phones arrivals sent that are not the lead's own."
     )
     sync: SyncState
-    history: list[HistoryLine] = Field(default_factory=list)
+    history: list[HistoryLine] = Field(
+        default_factory=list, description="The latest changes, newest first (at most 100)."
+    )
+    history_total: int = Field(
+        0, description="Every change the lead has had: more than `history` shows when over 100."
+    )
 
 
 LeadOutcome = Literal["created", "merged", "held_for_review"]

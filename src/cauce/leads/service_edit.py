@@ -186,10 +186,11 @@ async def patch(
         raise LeadInvalid(
             [
                 {
-                    "pointer": "/email",
+                    "pointer": pointer,
                     "detail": "at least one of email or phone is required",
                     "type": "contact_required",
                 }
+                for pointer in ("/email", "/phone")
             ]
         )
     # `"owner": null` asks routing for an owner again, by the lead as this PATCH leaves it
@@ -295,6 +296,10 @@ async def release_hold(
     await request_delivery(session, rt.queue, rt.settings)
 
 
+# History lines `GET /v1/leads/{id}` shows, newest first (`history_total` counts them all).
+HISTORY_SHOWN = 100
+
+
 @dataclass(frozen=True, slots=True)
 class LeadDetail:
     """A lead with its sources, related duplicates and history."""
@@ -303,14 +308,20 @@ class LeadDetail:
     sources: list[LeadSource]
     duplicates: list[Lead]
     history: list[LeadEvent]
+    history_total: int = 0
 
 
 async def detail(session: AsyncSession, uid: str) -> LeadDetail:
     """Everything `GET /v1/leads/{id}` shows."""
     lead = await live_lead(session, uid)
+    history = await repo_lead.history_of(session, lead.id, HISTORY_SHOWN)
     return LeadDetail(
         lead,
         await repo_lead.sources_of(session, lead.id),
         await repo_lead.related_duplicates(session, lead),
-        await repo_lead.history_of(session, lead.id),
+        history,
+        # Counted only when the page is full: most leads have a few lines.
+        await repo_lead.history_count(session, lead.id)
+        if len(history) == HISTORY_SHOWN
+        else len(history),
     )

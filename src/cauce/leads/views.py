@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from cauce.leads.models import Lead
@@ -23,7 +24,7 @@ def _reasons(raw: list[dict[str, Any]]) -> list[ScoreReason]:
 def _duplicate(found: DuplicateFound | None) -> DuplicateInfo | None:
     if found is None:
         return None
-    match = found.match if found.match in ("external_id", "email", "phone") else "fuzzy"
+    match = found.match if found.match in ("email", "phone") else "fuzzy"
     return DuplicateInfo(
         lead_id=found.lead_uid,
         match=match,  # type: ignore[arg-type]
@@ -99,6 +100,12 @@ def _others(sent: Iterable[str | None], own: str | None) -> list[str]:
     return [value for value in dict.fromkeys(sent) if value and value != own]
 
 
+def _utc(at: datetime) -> str:
+    # As the response models write times (`created_at`): UTC with a `Z`.
+    text = at.isoformat()
+    return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text
+
+
 def detail_view(found: LeadDetail) -> dict[str, Any]:
     """`GET /v1/leads/{id}`: the lead, its sync state, duplicates and history."""
     lead = found.lead
@@ -129,7 +136,8 @@ def detail_view(found: LeadDetail) -> dict[str, Any]:
         "last_error": lead.last_sync_error,
     }
     body["history"] = [
-        {"action": e.action, "at": e.at.isoformat(), "actor": e.actor, "changes": e.changes}
+        {"action": e.action, "at": _utc(e.at), "actor": e.actor, "changes": e.changes}
         for e in found.history
     ]
+    body["history_total"] = found.history_total
     return body
