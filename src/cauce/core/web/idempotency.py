@@ -25,6 +25,7 @@ loser gets 409 `idempotency_key_in_use` and, when it retries, the replay.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -175,10 +176,8 @@ def check_key(key: str) -> str:
     """Validate the header's value, read as UTF-8 (the server hands headers over decoded
     as Latin-1, which turned an emoji's bytes into control characters and refused it)."""
     if not key.isascii():
-        try:
+        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):  # else as read
             key = key.encode("latin-1").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            pass  # not UTF-8: judged as read
     key = key.strip()
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         detail = f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters"
