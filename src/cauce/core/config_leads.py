@@ -198,6 +198,14 @@ class LeadsSettings(Section):
         "in one process; more are refused with 503 and Retry-After (the process is behind)",
     )
     max_import_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    import_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="CSV imports run at once by one process's worker: an import job "
+        "finding this many running gives its worker slot back and tries again a few "
+        "seconds later, so the other queues (CRM delivery...) keep moving",
+    )
 
     @field_validator("default_region")
     @classmethod

@@ -1,4 +1,4 @@
-"""CSV import endpoints: upload, progress and the rejected rows' report."""
+"""CSV import endpoints: upload, progress, cancel and the rejected rows' report."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from cauce.leads.endpoints import idempotent, parse_id, runtime
 from cauce.leads.errors import (
     FieldError,
     ImportFileInvalid,
+    ImportFinished,
     ImportMappingInvalid,
     ImportNotFinished,
     ImportNotFound,
@@ -56,6 +57,7 @@ def _status(record: LeadImport, stopped: str | None = None) -> ImportStatus:
     return ImportStatus(
         id=str(record.id),
         state="failed" if stopped else record.status,  # type: ignore[arg-type]
+        job_id=record.job_id,
         filename=record.filename,
         encoding=record.encoding,
         delimiter=record.delimiter,
@@ -313,6 +315,53 @@ async def import_status(request: Request, principal: Read, import_id: str) -> Im
     return _status(record, await imports_upkeep.stopped_detail(rt, record))
 
 
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
+@imports_router.post(
+    "/{import_id}/cancel",
+    response_model=ImportStatus,
+    summary="Cancel an import",
+    responses={
+        202: {
+            "description": "The import is running: it stops at the end of the rows it is "
+            "importing now (`state: cancelling`); poll its status",
+            "model": ImportStatus,
+        },
+        404: {"description": "No such import", **_PROBLEM},
+        409: {
+            "description": "The import already ended on its own (`import_finished`; "
+            "`state` says how)",
+            **_PROBLEM,
+        },
+    },
+)
+async def cancel_import(request: Request, principal: Write, import_id: str) -> Response:
+    """Stop an import. A queued one never starts, and the answer (200) says `cancelled`.
+    A running one stops at the next chunk boundary (at most 200 rows later): the answer
+    is 202 with `state: cancelling`, then its status turns `cancelled`. The rows imported
+    until it stopped stay, and so does their error report. Asking again answers the
+    import's status as it is then; an import that already succeeded or failed is a 409
+    `import_finished`."""
+    rt = runtime(request)
+    record = await imports_upkeep.cancel_import(
+        rt, _import_id(import_id), f"apikey:{principal.key_id}"
+    )
+    status = _status(record, await imports_upkeep.stopped_detail(rt, record))
+    if record.status not in (imports.CANCELLING, imports.CANCELLED):
+        raise ImportFinished(
+            f"the import already {record.status}: there is nothing left to cancel",
+            state=record.status,
+            **{"import": status.model_dump(mode="json")},
+        )
+    code = 202 if record.status == imports.CANCELLING else 200
+    return Response(
+        orjson.dumps(status.model_dump(mode="json")),
+        status_code=code,
+        media_type="application/json",
+    )
+
+
 @imports_router.get(
     "/{import_id}/errors.csv",
     response_class=StreamingResponse,
@@ -327,7 +376,7 @@ async def import_errors(request: Request, principal: Read, import_id: str) -> St
     async with rt.sessionmaker() as session:
         record = await imports.get_import(session, _import_id(import_id))
     if (
-        record.status in ("queued", "running")
+        record.status in imports.LIVE_STATES
         and await imports_upkeep.stopped_detail(rt, record) is None
     ):
         raise ImportNotFinished("the import is still running; its report is not complete")

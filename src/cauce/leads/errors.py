@@ -176,6 +176,13 @@ class ImportNotFinished(LeadImportError, Conflict):
     title = "Import not finished"
 
 
+class ImportFinished(LeadImportError, Conflict):
+    """The import ended on its own (`succeeded` or `failed`): there is nothing to cancel."""
+
+    code = "import_finished"
+    title = "Import already finished"
+
+
 class IntakeBusy(LeadsError, Overloaded):
     """More single leads wait for their transaction than `leads.intake_queue_max`."""
 

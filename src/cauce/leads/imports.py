@@ -11,6 +11,12 @@ the re-run skips that many rows, so no row is imported twice (and intake de-dupl
 anyway). Rejected rows go to `lead_import_errors`, downloadable as CSV (read back a page
 at a time: `error_pages`).
 
+An import can be cancelled (`imports_upkeep.cancel_import`): a queued one ends
+`cancelled` at once and never starts; a running one is marked `cancelling` (the request is
+that state, so it survives a crash), and its job, which reads the import's row at the start
+of every chunk, stops at the next chunk boundary and ends it `cancelled`: the rows of the
+chunks committed stay imported, their rejected rows stay in the report.
+
 When the job stops for good, and when the upload is deleted: `imports_upkeep`.
 """
 
@@ -20,6 +26,7 @@ import asyncio
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -55,8 +62,29 @@ IMPORT_QUEUE = "imports"
 CHUNK_ROWS = 200
 # Error report lines read per query: a page is formatted and sent before the next is read.
 REPORT_PAGE = 2000
+RUNNING = "running"
+# A cancel was asked for while the import ran: its job stops at the next chunk boundary.
+CANCELLING = "cancelling"
+CANCELLED = "cancelled"
 # States after which an import never runs again (its upload is not needed any more).
-FINAL_STATES = ("succeeded", "failed")
+FINAL_STATES = ("succeeded", "failed", CANCELLED)
+# States of an import not over yet: its report is not complete, its upload is kept.
+LIVE_STATES = ("queued", RUNNING, CANCELLING)
+# The import's `detail` while its job has not yet seen the cancel request.
+CANCEL_PENDING = (
+    f"cancel requested: the import stops once the rows it is importing now (at most "
+    f"{CHUNK_ROWS}) are committed"
+)
+
+
+class ImportMustWait(Exception):
+    """The import would start reading rows, but its job got no import slot
+    (`leads.import_concurrency`): the job is to be postponed, nothing was changed."""
+
+
+class _StopRequested(Exception):
+    """The import's row no longer says `running` at a chunk boundary: a cancel was asked
+    for (`cancelling`), so the chunk is not imported and the job stops."""
 
 
 def imports_dir(rt: LeadsRuntime) -> Path:
@@ -131,9 +159,10 @@ async def create_import(
     return record
 
 
-async def get_import(session: AsyncSession, import_id: int) -> LeadImport:
-    """An import by id, or 404."""
-    record = await session.get(LeadImport, import_id)
+async def get_import(session: AsyncSession, import_id: int, *, lock: bool = False) -> LeadImport:
+    """An import by id, or 404; `lock` takes its row lock (`FOR UPDATE` on PostgreSQL;
+    SQLite's write transactions are serial anyway) for a change of its state."""
+    record = await session.get(LeadImport, import_id, with_for_update=lock or None)
     if record is None:
         raise ImportNotFound(f"no import with id {import_id}")
     return record
@@ -200,6 +229,8 @@ async def _process_chunk(
     assert plan is not None
     async with unit_of_work(rt.sessionmaker) as session:
         record = await get_import(session, record_id)
+        if record.status != RUNNING:
+            raise _StopRequested  # nothing of this chunk is written
         if record.rows_processed == 0:
             # The status shows how every column is read, defaults and ignored ones too,
             # one entry per column (its label is unique even where its header is not).
@@ -234,19 +265,26 @@ async def _process_chunk(
         record.bytes_read = reader.bytes_read
 
 
-async def run_import(rt: LeadsRuntime, import_id: int) -> None:
-    """Import every row not imported yet; safe to run again after a crash."""
-    async with unit_of_work(rt.sessionmaker) as session:
-        record = await get_import(session, import_id)
-        path = Path(record.path)
-        if record.status in FINAL_STATES:
-            await _discard(path)  # left by a crash between the end and its deletion
-            return
-        record.status = "running"
-        record.started_at = record.started_at or utcnow()
-        already = record.rows_processed
-        options_in = ImportOptionsIn.model_validate(record.options or {})
-        actor = record.created_by
+@dataclass(frozen=True, slots=True)
+class _Started:
+    path: Path
+    already: int
+    options: ImportOptionsIn
+    actor: str | None
+
+
+async def run_import(rt: LeadsRuntime, import_id: int, *, may_start: bool = True) -> None:
+    """Import every row not imported yet; safe to run again after a crash.
+
+    An import asked to stop (`cancelling`) ends `cancelled`, before its first chunk or at
+    the next chunk boundary. With `may_start` false (its job got no import slot), an
+    import that would read rows raises `ImportMustWait` instead, changing nothing; one
+    that is over or asked to stop is still ended (that reads no row)."""
+    started = await _start(rt, import_id, may_start=may_start)
+    if started is None:
+        return
+    path, already, actor = started.path, started.already, started.actor
+    options_in = started.options
     region = options_in.default_phone_region or rt.settings.leads.default_region
     options = IntakeOptions(default_phone_region=region, now=utcnow())
     reader = CsvLeadReader.from_options(options_in)
@@ -261,10 +299,14 @@ async def run_import(rt: LeadsRuntime, import_id: int) -> None:
                 chunk = []
         if chunk:
             await _process_chunk(rt, import_id, chunk, reader, options, actor)
+    except _StopRequested:
+        await _stop(rt, import_id, reader)
+        await discard_upload(path)
+        return
     except LeadImportError as exc:
         detail = _reason(exc)
         await _finish(rt, import_id, "failed", detail, reader)
-        await _discard(path)
+        await discard_upload(path)
         raise PermanentJobError(detail) from exc
     except FileNotFoundError as exc:
         await _finish(rt, import_id, "failed", "the uploaded file is gone", reader)
@@ -272,10 +314,63 @@ async def run_import(rt: LeadsRuntime, import_id: int) -> None:
     # Any other error leaves the import running and its file in place: the job is tried
     # again, and once its attempts are spent it may still be replayed.
     await _finish(rt, import_id, "succeeded", None, reader)
-    await _discard(path)
+    await discard_upload(path)
 
 
-async def _discard(path: Path) -> None:
+async def _start(rt: LeadsRuntime, import_id: int, *, may_start: bool) -> _Started | None:
+    """Mark the import running and say where to resume; None when it is over (or asked
+    to stop: it is ended `cancelled` here), its upload then deleted."""
+    async with unit_of_work(rt.sessionmaker) as session:
+        # Locked: a cancel of the queued import and this start never both win.
+        record = await get_import(session, import_id, lock=True)
+        path = Path(record.path)
+        if record.status == CANCELLING:
+            mark_cancelled(record)  # asked to stop before a crash, or before it ran again
+            log.info("leads.import.cancelled", import_id=import_id, rows=record.rows_processed)
+        elif record.status not in FINAL_STATES:
+            if not may_start:
+                raise ImportMustWait
+            record.status = RUNNING
+            record.started_at = record.started_at or utcnow()
+            return _Started(
+                path,
+                record.rows_processed,
+                ImportOptionsIn.model_validate(record.options or {}),
+                record.created_by,
+            )
+    await discard_upload(path)  # or left by a crash between the end and its deletion
+    return None
+
+
+def mark_cancelled(record: LeadImport) -> None:
+    """End `record` (locked) as cancelled: the rows of the chunks committed stay."""
+    rows = record.rows_processed
+    record.status = CANCELLED
+    record.finished_at = utcnow()
+    if rows == 0:
+        record.error = "cancelled on request before any row was imported"
+    else:
+        plural = "" if rows == 1 else "s"
+        record.error = (
+            f"cancelled on request after {rows} row{plural}: those stay imported (the "
+            "rejected ones are in the error report); the rest of the file was not read"
+        )
+
+
+async def _stop(rt: LeadsRuntime, import_id: int, reader: CsvLeadReader) -> None:
+    """End the import the job found asked to stop at a chunk boundary."""
+    async with unit_of_work(rt.sessionmaker) as session:
+        record = await get_import(session, import_id, lock=True)
+        if record.status != CANCELLING:
+            return  # ended meanwhile by someone else (the cancel itself, the sweep)
+        mark_cancelled(record)
+        if record.rows_processed == 0 and reader.plan is not None:
+            record.mapping = dict(reader.plan.columns())
+        _record_format(record, reader)
+    log.info("leads.import.cancelled", import_id=import_id, rows=record.rows_processed)
+
+
+async def discard_upload(path: Path) -> None:
     """Delete an upload no import needs any more; the sweep retries what this cannot."""
     try:
         await asyncio.to_thread(path.unlink, missing_ok=True)
@@ -296,7 +391,10 @@ async def _finish(
     rt: LeadsRuntime, import_id: int, status: str, error: str | None, reader: CsvLeadReader
 ) -> None:
     async with unit_of_work(rt.sessionmaker) as session:
-        record = await get_import(session, import_id)
+        # Locked: a cancel asked for now finds the import over, or is seen here.
+        record = await get_import(session, import_id, lock=True)
+        if status == "succeeded" and record.status == CANCELLING:
+            error = "finished before the cancel request took effect: every row was read"
         record.status = status
         record.error = error
         record.finished_at = utcnow()

@@ -197,7 +197,9 @@ class BatchResult(_Out):
     items: list[BatchItemResult]
 
 
-ImportState = Literal["queued", "running", "succeeded", "failed"]
+# `succeeded`, `failed` and `cancelled` are final; `cancelling`: asked to stop while
+# running, it stops at the end of the rows it is importing.
+ImportState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
 
 class ImportColumn(_Out):
@@ -212,6 +214,11 @@ class ImportStatus(_Out):
 
     id: str
     state: ImportState
+    job_id: int | None = Field(
+        default=None,
+        description="The job that runs the import (`GET /v1/jobs/{id}`, `cauce jobs show`); "
+        "null for an import recorded before imports kept it.",
+    )
     filename: str | None = None
     encoding: str | None = None
     delimiter: str | None = None
@@ -229,7 +236,10 @@ class ImportStatus(_Out):
     error_report_url: str | None = Field(
         default=None, description="The per-row error report (CSV), once there is one."
     )
-    detail: str | None = Field(default=None, description="Why the import failed, if it did.")
+    detail: str | None = Field(
+        default=None,
+        description="Why the import failed or stopped, or what became of a cancel request.",
+    )
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
