@@ -161,14 +161,15 @@ def _is_title(word: str, following: int) -> bool:
     return folded in _TITLES_BEFORE_TWO and following >= 2
 
 
-def drop_titles(words: list[str]) -> list[str]:
-    """`words` without the forms of address before the name and at its end (`Sr. D.`,
-    `Dra.`, `, Sr.`); at least one word is always left."""
+def drop_titles(words: list[str], *, at_end: bool = False) -> list[str]:
+    """`words` without the forms of address before the name (`Sr. D.`, `Dra.`), and with
+    `at_end` after it too (the given names of `Aznar López, José María, Sr.`); at least
+    one word is always left."""
     start = 0
     while start < len(words) - 1 and _is_title(words[start], len(words) - start - 1):
         start += 1
     end = len(words)
-    while end - 1 > start and _is_title(words[end - 1], 0):
+    while at_end and end - 1 > start and _is_title(words[end - 1], 0):
         end -= 1
     return words[start:end]
 
@@ -182,7 +183,9 @@ def split_full_name(full_name: str, convention: NameConvention = "hispanic") -> 
     if "," in text:
         last, _, first = text.partition(",")
         last_words = drop_titles(last.split()) if last.split() else []
-        first_words = drop_titles(first.replace(",", " ").split()) if first.strip(" ,") else []
+        first_words = (
+            drop_titles(first.replace(",", " ").split(), at_end=True) if first.strip(" ,") else []
+        )
         last, first = " ".join(last_words), " ".join(first_words)
         if last and first:
             return SplitName(first, last)
@@ -219,15 +222,23 @@ def _letters(folded: str) -> str:
 def _readings(full_name: str) -> list[list[str]]:
     """The words of a full name, given name(s) then surname(s): with a comma, first turned
     round as `split_full_name` reads `García López, María`, then as written (`Juan
-    García, Jr.`); without one, as written."""
-    words = drop_titles(full_name.split())
-    if "," not in full_name:
-        return [words]
-    last, _, first = full_name.partition(",")
-    turned = drop_titles(first.replace(",", " ").split() or [""]) + drop_titles(
-        last.split() or [""]
-    )
-    return [[w for w in turned if w], words]
+    García, Jr.`); without one, as written. Each without its forms of address
+    (`drop_titles`) first, then with them, so halves agree either way (`Dr. José García`
+    with `José` + `García`; `Ing Pérez` with `Ing` + `Pérez`)."""
+    words = full_name.split()
+    readings = [drop_titles(words), words]
+    if "," in full_name:
+        last, _, first = full_name.partition(",")
+        given, family = first.replace(",", " ").split(), last.split()
+        untitled = (drop_titles(given, at_end=True) if given else []) + (
+            drop_titles(family) if family else []
+        )
+        readings = [untitled, given + family, *readings]
+    unique: list[list[str]] = []
+    for reading in readings:
+        if reading not in unique:
+            unique.append(reading)
+    return unique
 
 
 def halves_of_full_name(
