@@ -8,7 +8,7 @@ databases: every column keeps its own identity by position.
 - The import status lists every column once, in file order, a repeated header's columns
   labelled with their position (`Teléfono (column 4)`); the error report names the
   column an error came from by that label.
-- A mapping entry naming a repeated header is a 422 pointing at `/mapping/<header>` that
+- A mapping entry naming a repeated header is a 422 pointing at `/options/mapping/<header>` that
   gives the columns; an entry may name one of those columns by its label instead.
 
 Before this, the status kept one entry per distinct header (the phone column vanished
@@ -120,7 +120,7 @@ async def test_the_error_report_names_the_column_of_a_repeated_header_an_error_c
         ["3", "notas (column 6)", "custom_fields.notas_2"],
         ["4", "Teléfono (column 4)", "custom_fields.telefono"],
     ]
-    assert lines[3][3] == "the cell has bytes that are not valid utf-8"
+    assert lines[3][3].startswith("the cell has bytes that are not valid utf-8; ")
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ async def test_a_mapping_naming_a_repeated_header_is_refused_giving_the_columns(
     data = f"{HEADER}\nAna;ana@empresa.es;612345678;;;;García;\n".encode()
     errors = _refusal(await post_csv(api, data, {"mapping": mapping}))
     assert len(errors) == 1
-    assert errors[0]["pointer"] == f"/mapping/{header}"
+    assert errors[0]["pointer"] == f"/options/mapping/{header}"
     assert errors[0]["type"] == "mapping_column_ambiguous"
     assert f"the file has {columns}" in errors[0]["detail"]
     assert "(column " in errors[0]["detail"]  # the labels that would name one column
@@ -226,7 +226,7 @@ async def test_a_repeated_header_past_the_probed_start_fails_the_import_saying_w
     status = (await api.get(f"/v1/leads/import/{response.json()['id']}")).json()
     assert (status["state"], status["rows_read"]) == ("failed", 0)
     assert (
-        "/mapping/Teléfono: the file has 'Teléfono' in column 2 and 'teléfono' in column 4"
+        "/options/mapping/Teléfono: the file has 'Teléfono' in column 2 and 'teléfono' in column 4"
         in (status["detail"])
     )
 
@@ -254,7 +254,7 @@ def test_an_entry_matching_two_columns_by_header_and_label_is_refused() -> None:
     with pytest.raises(ImportMappingInvalid) as info:
         plan_columns(["Tel", "Tel"], {"Tel (column 1)": "phone", "tel column 1": "custom_fields.x"})
     assert [(e["pointer"], e["type"]) for e in info.value.errors] == [
-        ("/mapping/tel column 1", "mapping_column_repeated")
+        ("/options/mapping/tel column 1", "mapping_column_repeated")
     ]
     with pytest.raises(ImportMappingInvalid):
         check_mapping({"Tel (column 1)": "phone", "Tel (column 2)": "phone"})

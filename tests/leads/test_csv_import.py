@@ -343,9 +343,9 @@ def test_mapping_errors_point_at_the_mapping_entry() -> None:
     with pytest.raises(ImportMappingInvalid) as info:
         plan_columns(["email", "a/b"], mapping={"email": "mail", "Fax": "phone", "a/b": "x.y"})
     assert [(e["pointer"], e["type"]) for e in info.value.errors] == [
-        ("/mapping/email", "mapping_target_unknown"),
-        ("/mapping/Fax", "mapping_column_unknown"),
-        ("/mapping/a~1b", "mapping_target_unknown"),
+        ("/options/mapping/email", "mapping_target_unknown"),
+        ("/options/mapping/Fax", "mapping_column_unknown"),
+        ("/options/mapping/a~1b", "mapping_target_unknown"),
     ]
     assert info.value.status_code == 422
 
@@ -525,8 +525,8 @@ def test_a_mapping_sending_two_columns_to_a_one_value_field_is_refused(
         plan_columns(headers, mapping=mapping)
     errors = info.value.errors
     assert [(e["pointer"], e["type"]) for e in errors] == [
-        ("/mapping/Email", "mapping_target_repeated"),
-        ("/mapping/Correo", "mapping_target_repeated"),
+        ("/options/mapping/Email", "mapping_target_repeated"),
+        ("/options/mapping/Correo", "mapping_target_repeated"),
     ]
     assert all("'Email' and 'Correo'" in e["detail"] for e in errors)
     assert all(f"'{target}'" in e["detail"] for e in errors)
@@ -564,12 +564,12 @@ def test_a_mapping_may_not_name_one_column_twice_or_a_repeated_header_once() -> 
     with pytest.raises(ImportMappingInvalid) as info:
         plan_columns(["E-mail"], mapping={"E-mail": "email", "e mail": "phone"})
     assert [(e["pointer"], e["type"]) for e in info.value.errors] == [
-        ("/mapping/e mail", "mapping_column_repeated")
+        ("/options/mapping/e mail", "mapping_column_repeated")
     ]
     with pytest.raises(ImportMappingInvalid) as info:
         plan_columns(["Email", "email"], mapping={"email": "email"})
     assert [(e["pointer"], e["type"]) for e in info.value.errors] == [
-        ("/mapping/email", "mapping_column_ambiguous")
+        ("/options/mapping/email", "mapping_column_ambiguous")
     ]
     assert "'Email' in column 1 and 'email' in column 2" in info.value.errors[0]["detail"]
 
@@ -585,9 +585,9 @@ def test_undecodable_bytes_name_their_column_and_fail_nothing_in_an_ignored_one(
     assert reader.plan is not None
     results = [validate_row(row, reader.plan) for row in rows]
     assert isinstance(results[0], LeadIn)
-    assert results[1] == [
-        ReportLine(3, "nombre", "first_name", "the cell has bytes that are not valid utf-8")
-    ]
+    assert isinstance(results[1], list)
+    assert [(r.row, r.column, r.field) for r in results[1]] == [(3, "nombre", "first_name")]
+    assert results[1][0].reason.startswith("the cell has bytes that are not valid utf-8; ")
     assert isinstance(results[2], LeadIn)
 
 

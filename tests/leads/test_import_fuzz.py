@@ -429,14 +429,17 @@ async def test_two_columns_mapped_to_the_email_are_refused_before_the_upload_is_
     """The audit's case: a mapping sending `Email` and `Correo` to email used to import
     every row with both joined by a space (an invalid email); now it is a 422 naming
     both columns and the field, and nothing is stored or queued."""
-    data = b"Email;Correo;Nombre\nana@b.es;ana@c.es;Ana\n"
+    data = b"Email;Correo;Nombre;Tel\nana@b.es;ana@c.es;Ana;612345678\n"
     options = '{"mapping": {"Email": "email", "Correo": "email"}}'
     response = await api.post("/v1/leads/import", files=_files(data), data={"options": options})
     assert response.status_code == 422, response.text
     _check_problem(response)
     body = response.json()
     assert body["code"] == "import_mapping_invalid"
-    assert [e["pointer"] for e in body["errors"]] == ["/mapping/Email", "/mapping/Correo"]
+    assert [e["pointer"] for e in body["errors"]] == [
+        "/options/mapping/Email",
+        "/options/mapping/Correo",
+    ]
     assert "'Email' and 'Correo'" in body["errors"][0]["detail"]
     assert "'email'" in body["errors"][0]["detail"]
     imports_dir = leads_app.state.resources.settings.data_dir / "imports"
@@ -496,7 +499,7 @@ async def test_the_error_report_names_the_csv_column_of_each_error(
     ]
     assert lines[2][3] == "is too short for region ES"
     assert "U+0000" in lines[3][3]
-    assert lines[4][3] == "the cell has bytes that are not valid utf-8"
+    assert lines[4][3].startswith("the cell has bytes that are not valid utf-8; ")
     found = await api.get("/v1/leads", params={"q": "luis@empresa.es"})
     assert [lead["first_name"] for lead in found.json()["items"]] == ["Luis"]
 
@@ -538,4 +541,4 @@ async def test_a_mapping_only_the_job_can_check_fails_the_import_saying_why(
     )
     status = await _import(api, worker, upload)
     assert (status["state"], status["rows_read"]) == ("failed", 0)
-    assert "/mapping/Fax: the file has no column named 'Fax'" in status["detail"]
+    assert "/options/mapping/Fax: the file has no column named 'Fax'" in status["detail"]

@@ -419,7 +419,11 @@ async def test_a_csv_full_name_column_beside_a_first_name_column(
             [("/options/mapping/Email", "string_type")],
         ),
         ('{"mapping": []}', "import_mapping_invalid", [("/options/mapping", "dict_type")]),
-        ('{"mapping": {"Email": "nope"}}', "import_mapping_invalid", [("/mapping/Email", None)]),
+        (
+            '{"mapping": {"Email": "nope"}}',
+            "import_mapping_invalid",
+            [("/options/mapping/Email", None)],
+        ),
     ],
 )
 async def test_import_options_errors_say_what_is_wrong(

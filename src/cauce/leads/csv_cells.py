@@ -1,42 +1,91 @@
 """What one cell of an imported CSV says, for `csv_rows` (the rules: `csv_import`).
 
 - `cell_value`: the cell's text, trimmed, without the apostrophe an export put before a
-  formula character (`FORMULA_PREFIXES`, see `csv_export`).
+  formula character (`FORMULA_PREFIXES`, `is_neutralised`; see `csv_export`).
 - `put_value`: stores a cell's value at its lead field: nested fields (`utm.source`),
-  name fields filled by several columns (joined), consent yes/no words and Spanish
-  status words.
-- `read_csv_datetime`: a consent date as a spreadsheet writes it (`DATE_TARGETS`).
+  name fields filled by several columns (joined) and consent yes/no words.
+- `CELL_READERS`: the fields whose cells are read before they are stored, or fail their
+  row saying why: a consent date as a spreadsheet writes it (`read_csv_datetime`), a
+  status word of a CRM or a person (`read_status`, `STATUS_WORDS`), a phone a
+  spreadsheet turned into a number (`read_phone_cell`).
 - `json_object`: the members of a Cauce export's `custom_fields` cell.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from cauce.leads.csv_headers import fold_header
+from cauce.leads.schemas import LeadStatus
+
 # A cell's first characters that spreadsheets may evaluate (CSV injection, OWASP; the
 # full-width forms too): an export puts an apostrophe before them, an import takes it off.
 FORMULA_PREFIXES = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
 
+
+def is_neutralised(value: str) -> bool:
+    """Whether a cell reads as neutralised by an export: apostrophes, then a formula
+    character (`'=1+1`, `''=1+1`). An import takes one apostrophe off such a cell, so an
+    export adds one to every text that reads so (`csv_export.neutralise_cell`), its own
+    apostrophes included (`'=x` is written `''=x`): what was stored comes back as it was."""
+    quotes = len(value) - len(value.lstrip("'"))
+    return 0 < quotes < len(value) and value[quotes] in FORMULA_PREFIXES
+
+
 _TRUE = frozenset({"si", "sí", "s", "yes", "y", "true", "verdadero", "1", "x", "ok", "acepta"})
 _FALSE = frozenset({"no", "n", "false", "falso", "0", "no acepta"})
-_STATUS_WORDS = {
-    "nuevo": "new", "nueva": "new", "en curso": "working", "trabajando": "working",
-    "en proceso": "working", "contactado": "working", "cualificado": "qualified",
-    "calificado": "qualified", "ganado": "won", "ganada": "won", "cerrado ganado": "won",
-    "perdido": "lost", "perdida": "lost", "cerrado perdido": "lost", "basura": "junk",
-    "descartado": "junk", "spam": "junk",
+
+# Status words of a CRM or a spreadsheet, as `fold_header` folds them (no case, accents or
+# punctuation: `IN_PROGRESS`, `In progress` and `in-progress` are one word), and the
+# status each one is. Cauce's own values are read in any case too. HubSpot's lead status
+# (`hs_lead_status`: NEW, OPEN, IN_PROGRESS, OPEN_DEAL, UNQUALIFIED, ATTEMPTED_TO_CONTACT,
+# CONNECTED, BAD_TIMING, exported as the codes or their labels) and Salesforce's
+# (`Open - Not Contacted`, `Working - Contacted`, `Closed - Converted`, `Closed - Not
+# Converted`) are here; docs/leads.md (section 6) shows the table.
+STATUS_WORDS: dict[str, str] = {
+    # new: not worked yet
+    "nuevo": "new", "nueva": "new", "open": "new", "abierto": "new", "abierta": "new",
+    "open not contacted": "new", "sin contactar": "new", "no contactado": "new",
+    # working: being worked
+    "en curso": "working", "trabajando": "working", "en proceso": "working",
+    "en progreso": "working", "contactado": "working", "contactada": "working",
+    "contacted": "working", "in progress": "working", "working contacted": "working",
+    "attempted to contact": "working", "intento de contacto": "working",
+    "connected": "working", "conectado": "working", "conectada": "working",
+    # qualified: worth a deal, one may be open
+    "cualificado": "qualified", "cualificada": "qualified", "calificado": "qualified",
+    "calificada": "qualified", "open deal": "qualified", "oportunidad": "qualified",
+    "oportunidad abierta": "qualified", "negocio abierto": "qualified",
+    "closed converted": "qualified", "converted": "qualified", "convertido": "qualified",
+    "convertida": "qualified",
+    # won
+    "ganado": "won", "ganada": "won", "cerrado ganado": "won", "cerrada ganada": "won",
+    "closed won": "won", "vendido": "won", "vendida": "won", "cliente": "won",
+    "customer": "won",
+    # lost: a real contact that did not buy
+    "perdido": "lost", "perdida": "lost", "cerrado perdido": "lost",
+    "cerrada perdida": "lost", "closed lost": "lost", "unqualified": "lost",
+    "disqualified": "lost", "no cualificado": "lost", "no calificado": "lost",
+    "descalificado": "lost", "closed not converted": "lost", "bad timing": "lost",
+    "mal momento": "lost",
+    # junk: not a real contact
+    "basura": "junk", "descartado": "junk", "descartada": "junk", "spam": "junk",
+    "invalido": "junk", "invalida": "junk", "invalid": "junk",
+    **{status.value: status.value for status in LeadStatus},
 }  # fmt: skip
+_STATUSES = ", ".join(status.value for status in LeadStatus)
 
 
 def cell_value(raw: str) -> str:
     """The cell's text as a lead field takes it ("" for a blank cell)."""
     value = raw.strip()
-    if len(value) > 1 and value[0] == "'" and value[1] in FORMULA_PREFIXES:
-        return value[1:].strip()  # neutralised by an export (`csv_export`)
+    if is_neutralised(value):
+        return value[1:]  # neutralised by an export (`csv_export`)
     return value
 
 
@@ -54,14 +103,55 @@ def put_value(data: dict[str, Any], target: str, value: str) -> None:
     if target == "consent.marketing":
         data.setdefault("consent", {})["marketing"] = _parse_bool(value)
         return
-    if target == "status":
-        value = _STATUS_WORDS.get(" ".join(value.casefold().split()), value)
     head, dot, tail = target.partition(".")
     holder = data.setdefault(head, {}) if dot else data
     key = tail if dot else head
     # Several columns for one name field ("Primer apellido", "Segundo apellido") are
     # joined; `plan_columns` gives no other field more than one column.
     holder[key] = f"{holder[key]} {value}" if key in holder else value
+
+
+def read_status(text: str) -> str:
+    """A status cell as one of Cauce's statuses: the value itself or a word of
+    `STATUS_WORDS`, compared without case, accents or punctuation. Raises `ValueError`
+    saying which words are read (the message never repeats the cell)."""
+    status = STATUS_WORDS.get(fold_header(text))
+    if status is None:
+        raise ValueError(
+            f"is not a lead status Cauce reads: write {_STATUSES} (in any case), or a "
+            "CRM's word for one (Nuevo, Open, En curso, In progress, Attempted to contact, "
+            "Cualificado, Open deal, Ganado, Closed won, Perdido, Unqualified, Bad timing, "
+            "Descartado, Spam...: the table is in the leads guide, section 6)"
+        )
+    return status
+
+
+# A phone a spreadsheet saved as a number: a float (`612345681.0`, `612345681,0`) or in
+# scientific notation (`6.12345681E+08`, `6,12345681E+8`).
+_PHONE_FLOAT = re.compile(r"(\+?\d+)[.,]0+")
+_PHONE_SCIENTIFIC = re.compile(r"(\+?)(\d)[.,]?(\d*)[eE]\+?(\d{1,2})")
+
+
+def read_phone_cell(text: str) -> str:
+    """A phone (or extension) cell a spreadsheet saved as a number, as its digits:
+    `612345681.0` and `6.12345681E+08` are `612345681`. Any other text is returned as it
+    is (the schema reads it). Raises `ValueError` when the scientific form has fewer
+    digits than the number (`6.12E+08`): the spreadsheet rounded it, and the digits it
+    dropped are gone."""
+    if found := _PHONE_FLOAT.fullmatch(text):
+        return found.group(1)
+    if found := _PHONE_SCIENTIFIC.fullmatch(text):
+        sign, first, rest, power = found.groups()
+        exponent = int(power)
+        if len(rest) == exponent:
+            return sign + first + rest
+        if len(rest) < exponent:
+            raise ValueError(
+                "is a number in scientific notation that the spreadsheet rounded, so "
+                "digits of the phone are lost: format the column as text in the "
+                "spreadsheet, type the numbers again if need be, and save the file again"
+            )
+    return text
 
 
 # `consent.given_at` as a CSV cell (`read_csv_datetime`): ISO 8601 with an offset goes to
@@ -116,6 +206,17 @@ def read_csv_datetime(text: str) -> str:
     except ValueError as exc:
         raise ValueError(f"is not a real date or time ({exc})") from None
     return value.isoformat()
+
+
+# The fields whose cells are read before they are stored (`csv_rows`): each reader
+# returns the value for the schema, or raises `ValueError` saying why the cell fails its
+# row.
+CELL_READERS: dict[str, Callable[[str], str]] = {
+    **dict.fromkeys(DATE_TARGETS, read_csv_datetime),
+    "status": read_status,
+    "phone": read_phone_cell,
+    "phone_extension": read_phone_cell,
+}
 
 
 def _real_date(year: str, month: str, day: str) -> bool:

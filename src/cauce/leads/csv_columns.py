@@ -168,7 +168,7 @@ def plan_columns(
     """Decide each column's target: explicit `mapping` first (headers compared folded),
     then, in Cauce's export, its own defaults (the computed columns ignored, `source`,
     the `custom_fields` JSON), then the defaults, then `unknown_columns`. Raises
-    `ImportMappingInvalid`, each error pointing at `/mapping/<header>`, for unknown
+    `ImportMappingInvalid`, each error pointing at `/options/mapping/<header>`, for unknown
     targets, headers the file lacks or repeats, and two columns sent to a field that
     takes one (see the module docstring).
     """

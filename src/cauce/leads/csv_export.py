@@ -7,7 +7,8 @@ which some spreadsheets also evaluate) gets a leading apostrophe, so Excel, Libr
 and Google Sheets show it as text. Numbers too: an E.164 phone (`+34612345678`) would
 otherwise be read as the number 34612345678, its `+` lost. An import reads the
 apostrophe back off (`csv_import`), so an export imports as it was (how its columns are
-read back: `csv_columns`).
+read back: `csv_columns`); a text that starts with apostrophes before such a character
+gets one more, so it too comes back as it was.
 
 Output is UTF-8 with a BOM by default: without it Excel reads UTF-8 as cp1252 and
 mangles accents.
@@ -24,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from cauce.leads.csv_cells import is_neutralised
 from cauce.leads.csv_columns import EXPORT_HEADER_PREFIX
 from cauce.leads.csv_import import FORMULA_PREFIXES, ReportLine
 
@@ -53,8 +55,11 @@ def contacts_cell(spaced: str | None) -> str:
 
 
 def neutralise_cell(value: str) -> str:
-    """The cell as text a spreadsheet will not evaluate (see the module docstring)."""
-    if value and value[0] in FORMULA_PREFIXES:
+    """The cell as text a spreadsheet will not evaluate (see the module docstring). A
+    text that already reads as neutralised (`'=x`, its apostrophe typed by a person) gets
+    one more (`''=x`): an import takes exactly one off (`csv_cells.cell_value`), so
+    every text comes back as it was stored."""
+    if value and (value[0] in FORMULA_PREFIXES or is_neutralised(value)):
         return "'" + value
     return value
 

@@ -26,25 +26,48 @@ LEAD_TARGETS: frozenset[str] = frozenset(
     """.split()  # noqa: SIM905
 )
 
+# The headers of the two surnames of Spain and Latin America, each filling `last_name`:
+# joined, the father's (first) before the mother's (second) whatever their order in the
+# file (`csv_rows`). As folded: `2º apellido` is `2o apellido`.
+_FIRST_SURNAME = (
+    "primer apellido", "apellido 1", "apellido1", "1er apellido", "1o apellido",
+    "1 apellido", "apellido paterno",
+)  # fmt: skip
+_SECOND_SURNAME = (
+    "segundo apellido", "apellido 2", "apellido2", "2o apellido", "2do apellido",
+    "2 apellido", "apellido materno",
+)  # fmt: skip
+
 _DEFAULTS: dict[str, tuple[str, ...]] = {
     "email": (
         "email", "e mail", "mail", "correo", "correo electronico", "email address",
         "e mail address", "direccion de correo", "direccion de correo electronico",
+        "correo e", "email 1", "e mail 1", "correo 1", "email corporativo",
+        "correo corporativo", "email de contacto", "correo de contacto",
+        # Google Contacts
+        "e mail 1 value",
     ),
     "phone": (
-        "telefono", "tel", "tlf", "tfno", "telf", "phone", "phone number", "movil",
-        "telefono movil", "celular", "mobile", "mobile phone", "whatsapp",
-        "numero de telefono",
+        "telefono", "tel", "tlf", "tfno", "tlfno", "telf", "phone", "phone number",
+        "movil", "telefono movil", "celular", "mobile", "mobile phone", "whatsapp",
+        "numero de telefono", "numero telefono", "telefono 1", "telefono de contacto",
+        "no telefono", "n telefono", "num telefono", "nro telefono", "no de telefono",
+        "num de telefono",
+        # Google Contacts; HubSpot
+        "phone 1 value", "mobile phone number",
     ),
     "phone_extension": (
         "extension", "ext", "anexo", "extension telefonica", "extension del telefono",
         "phone extension", "phone ext",
     ),
-    "first_name": ("nombre", "first name", "firstname", "given name", "nombre de pila"),
+    "first_name": (
+        "nombre", "first name", "firstname", "given name", "nombre de pila",
+        # Google Contacts (the middle name is a given name: `Juan` + `Carlos`)
+        "additional name", "middle name",
+    ),
     "last_name": (
         "apellidos", "apellido", "last name", "lastname", "surname", "family name",
-        "primer apellido", "segundo apellido", "apellido 1", "apellido 2", "apellido1",
-        "apellido2",
+        *_FIRST_SURNAME, *_SECOND_SURNAME,
     ),
     "full_name": (
         "nombre completo", "nombre y apellidos", "full name", "name", "contact name",
@@ -53,17 +76,29 @@ _DEFAULTS: dict[str, tuple[str, ...]] = {
     "company": (
         "empresa", "compania", "company", "company name", "organizacion", "organization",
         "organisation", "razon social", "nombre de la empresa", "cuenta", "account",
+        # Google Contacts (older and newer exports)
+        "organization 1 name", "organization name",
     ),
-    "job_title": ("cargo", "puesto", "job title", "title", "position", "role", "titulo"),
-    "country": ("pais", "country", "country code", "codigo de pais"),
+    "job_title": (
+        "cargo", "puesto", "job title", "title", "position", "role", "titulo",
+        "organization 1 title", "organization title",
+    ),
+    "country": (
+        "pais", "country", "country code", "codigo de pais", "country region",
+        "address 1 country",
+    ),
+    # `Estado` and `Departamento` are regions (Mexico, Colombia, Peru...), not a status.
     "region": (
         "provincia", "region", "comunidad autonoma", "comunidad", "estado", "state",
-        "province", "departamento",
+        "province", "departamento", "state region", "address 1 region",
     ),
-    "city": ("ciudad", "localidad", "municipio", "poblacion", "city", "town"),
+    "city": ("ciudad", "localidad", "municipio", "poblacion", "city", "town", "address 1 city"),
     "language": ("idioma", "lengua", "language", "lang", "locale"),
     "external_id": ("id", "external id", "id externo", "record id", "codigo", "code"),
-    "owner": ("propietario", "comercial", "owner", "responsable", "asesor", "vendedor"),
+    "owner": (
+        "propietario", "comercial", "owner", "responsable", "asesor", "vendedor",
+        "contact owner", "lead owner", "propietario del contacto", "propietario del lead",
+    ),
     "status": ("estado del lead", "estado lead", "lead status", "status"),
     "utm.source": ("utm source",),
     "utm.medium": ("utm medium",),
@@ -99,6 +134,8 @@ def fold_header(text: str) -> str:
 DEFAULT_HEADERS: dict[str, str] = {
     fold_header(alias): target for target, aliases in _DEFAULTS.items() for alias in aliases
 }
+# The second surname's headers, folded: its column goes after the first's.
+SECOND_SURNAMES: frozenset[str] = frozenset(fold_header(alias) for alias in _SECOND_SURNAME)
 
 
 def custom_key(header: str) -> str:

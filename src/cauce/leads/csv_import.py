@@ -6,17 +6,19 @@ chunks (`rows(chunks)`) and an async upload or object-storage stream (`arows(chu
 Memory stays bounded by the chunk size plus one record (at most `MAX_RECORD_CHARS`),
 whatever the file size.
 
-- **Encoding**, from the first 64 KiB: a UTF-8 or UTF-16 BOM wins; else UTF-8 if that
-  sample has at least as many valid UTF-8 characters as bad bytes, else cp1252 (Excel's
-  "CSV" on Spanish Windows; a superset of Latin-1's printable characters). In a cp1252
-  file a line that is plainly UTF-8 (a row pasted from another file: valid UTF-8 whose
+- **Encoding**, from the first 64 KiB: a UTF-8 or UTF-16 BOM wins (over an encoding
+  the options ask for too); else the encoding asked for; else UTF-8 if that sample has
+  at least as many valid UTF-8 characters as bad bytes, else cp1252 (Excel's "CSV" on
+  Spanish Windows; a superset of Latin-1's printable characters). In a cp1252 file a
+  line that is plainly UTF-8 (a row pasted from another file: valid UTF-8 whose
   characters a Western European row holds, such as `Á`, `€`, `“`) is read as UTF-8,
-  every other line as cp1252. An ASCII-only sample is provisional: if a later chunk's
-  lines are not all UTF-8, decoding switches to cp1252 (with UTF-8 lines, as above)
-  from that chunk on (the text before was ASCII, the same in both). A character split
-  across chunks is kept whole. Bytes invalid in the chosen encoding (in cp1252: 0x81,
-  0x8D, 0x8F, 0x90, 0x9D) fail only their row, and only if the cell is in a column that
-  is read; the report names that column. (A NUL past the first 4 KiB is left to the
+  every other line as cp1252. An ASCII-only sample is provisional: the 64 KiB from the
+  first byte that is not ASCII decide, whatever the chunks: if they are not all UTF-8,
+  decoding switches to cp1252 (with UTF-8 lines, as above) from that byte on (the text
+  before was ASCII, the same in both). A character split across chunks is kept whole.
+  Bytes invalid in the chosen encoding (in cp1252: 0x81, 0x8D, 0x8F, 0x90, 0x9D) fail
+  only their row, and only if the cell is in a column that is read; the report names
+  that column. (A NUL past the first 4 KiB is left to the
   schema, which drops control characters from text as the JSON API does.)
 - **Delimiter**: `,`, `;`, tab or `|`, whichever splits the header into the most
   columns while the sample rows keep the header's column count. Excel's `sep=;` first
@@ -24,9 +26,9 @@ whatever the file size.
 - **Rows**: each row is a dict ready for `LeadIn.model_validate` (nested `utm`,
   `consent`, `custom_fields`, `source: "csv"`), blank cells left out; fully blank rows
   are skipped. A cell an export neutralised (`'` then `=`, `+`, `-`, `@`...: see
-  `csv_export`) loses the apostrophe. `number` is the row's position in the file
-  counting the header as row 1 (the row number a spreadsheet shows). Quoted cells may
-  hold line breaks.
+  `csv_export`) loses one apostrophe (`''=x`, an export of `'=x`, gives `'=x`).
+  `number` is the row's position in the file counting the header as row 1 (the row
+  number a spreadsheet shows). Quoted cells may hold line breaks.
 - **Broken rows fail alone**; reading goes on at the next physical line, so the rows
   after are read and counted. A quote never closed (or a quoted cell spanning more than
   `MAX_CELL_LINES` line breaks or `MAX_RECORD_CHARS` characters, or spanning lines to a
@@ -34,6 +36,15 @@ whatever the file size.
   the line it opened on. A row longer than `MAX_RECORD_CHARS` fails (the rest of its
   line is skipped unread). A cell longer than `MAX_CELL_CHARS` fails its row naming the
   column, unless the column is ignored (its cells are never read).
+- **A file without an email or a phone column** (as mapped) gives no lead: it is
+  refused (`ImportFileInvalid`, naming its columns) at its first data row, not row by
+  row; `probe` lets it through, so the import fails at once with that reason.
+- **Status cells** are read without case, accents or punctuation, as Cauce's values or a
+  CRM's words (HubSpot's lead statuses, `Cerrado - Ganado`...: `csv_cells.STATUS_WORDS`);
+  another word fails the row, listing the statuses.
+- **Phone cells a spreadsheet turned into numbers** (`612345681.0`, `6.12345681E+08`)
+  are read as their digits; a scientific number that lost digits (`6.12E+08`) fails the
+  row, saying the spreadsheet rounded it.
 - **Consent dates** (`consent.given_at`) are read as a spreadsheet writes them:
   `2024-12-31`, `2024-12-31 10:30`, `31/12/2024`, `31/12/2024 10:30` (day first, never
   month first), `20241231`, or ISO 8601 with an offset; a time without an offset is UTC
@@ -52,7 +63,6 @@ report), `csv_cells` (a cell's value).
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import IO
@@ -73,6 +83,7 @@ from cauce.leads.csv_sniff import (
     SAMPLE_BYTES,
     CsvFormat,
     StreamDecoder,
+    byte_order_mark,
     detect_delimiter,
     detect_encoding,
 )
@@ -202,6 +213,10 @@ class CsvLeadReader(CsvTextParser):
 
         Raises `ImportFileInvalid` / `ImportMappingInvalid`; the plan is None only if the
         header row is longer than `head`. Use a fresh reader for the import itself.
+
+        A file with rows and no column for the email or the phone is refused here, at its
+        first row (`CsvTextParser._refuse_without_contact`); one whose first row is past
+        `head` fails in its import, saying the same.
         """
         self.feed(head)
         if self._decoder is None:
@@ -227,11 +242,15 @@ class CsvLeadReader(CsvTextParser):
     def _start(self, *, at_eof: bool) -> list[CsvRow]:
         sample = b"".join(self._sample)
         self._sample = []
-        if self._encoding is not None:
+        bom = byte_order_mark(sample)
+        if bom is not None:
+            # A BOM wins over an encoding asked for: `cp1252` would read a UTF-8 BOM as
+            # `ï»¿` before the first header, and UTF-16 as text full of NULs.
+            encoding, skip, confirmed = *bom, True
+        elif self._encoding is not None:
             encoding, skip, confirmed = self._encoding, 0, True
             if encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
                 encoding = "utf-8"
-                skip = len(codecs.BOM_UTF8) if sample.startswith(codecs.BOM_UTF8) else 0
         else:
             whole = at_eof and len(sample) <= SAMPLE_BYTES
             encoding, skip, confirmed = detect_encoding(sample[:SAMPLE_BYTES], at_eof=whole)

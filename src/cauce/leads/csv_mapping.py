@@ -2,7 +2,7 @@
 before the file is read (`check_mapping`, when the import is requested) and against the
 file's columns (`check_entries`, when `cauce.leads.csv_columns` plans them).
 
-Each bad entry is one error pointing at `/mapping/<header>`, raised together as
+Each bad entry is one error pointing at `/options/mapping/<header>`, raised together as
 `ImportMappingInvalid` (a 422): a target that is not a lead field, two entries naming one
 column (headers are compared folded, see `cauce.leads.csv_headers`), a header the file
 lacks, a header the file repeats (the entry cannot say which column it means: it may name
@@ -40,7 +40,7 @@ def _resolve_target(target: str | None) -> str | None:
 
 
 def _pointer(header: str) -> str:
-    return "/mapping/" + header.replace("~", "~0").replace("/", "~1")
+    return "/options/mapping/" + header.replace("~", "~0").replace("/", "~1")
 
 
 def _listed(items: Sequence[str]) -> str:
@@ -175,7 +175,7 @@ def check_entries(
 def check_mapping(mapping: Mapping[str, str | None] | None) -> None:
     """Check an explicit mapping without the file: every target is a lead field, no two
     entries name one column, no two columns go to a field that takes one. Raises
-    `ImportMappingInvalid`, each error pointing at `/mapping/<header>`."""
+    `ImportMappingInvalid`, each error pointing at `/options/mapping/<header>`."""
     _, errors = check_entries(mapping or {}, None)
     if errors:
         raise ImportMappingInvalid(errors)

@@ -9,6 +9,7 @@ encoding and delimiter detected, a reader configured from the import options, th
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import unicodedata
@@ -19,6 +20,18 @@ from cauce.leads.csv_records import MAX_RECORD_CHARS, TOO_LONG, RecordScanner
 from cauce.leads.csv_rows import MAX_CELL_CHARS, CsvRow, RowMapper
 from cauce.leads.csv_sniff import CsvFormat, QuoteFault, StreamDecoder, split_record
 from cauce.leads.errors import ImportFileInvalid
+
+# The fields a lead needs one of (the schema's rule): a file without a column for either
+# is refused at its first data row, rather than every row failing for want of one.
+CONTACT_TARGETS = frozenset({"email", "phone"})
+# A refused file's reason names at most this many of its columns, each clipped.
+_SHOWN_HEADERS = 30
+_SHOWN_CHARS = 60
+
+
+def _clipped(label: str) -> str:
+    return label if len(label) <= _SHOWN_CHARS else label[: _SHOWN_CHARS - 1] + "…"
+
 
 # Decoded text is parsed this much at a time, whatever the chunks fed: it bounds the
 # buffer and makes the rows the same for any chunking.
@@ -51,6 +64,7 @@ class CsvTextParser:
         self._mapper: RowMapper | None = None
         self._format: CsvFormat | None = None
         self.plan: ColumnPlan | None = None
+        self._no_contact = False
 
     @property
     def encoding(self) -> str | None:
@@ -161,6 +175,40 @@ class CsvTextParser:
                 ) from None
         self._take(cells, rows)
 
+    def _refuse_without_contact(self, plan: ColumnPlan) -> None:
+        """Refuse, at its first data row, a file no column of which gives an email or a
+        phone: every row would fail for want of one. (A file with a header row only is
+        read, with no rows.)"""
+        shown = [f"'{_clipped(label)}'" for label in plan.labels[:_SHOWN_HEADERS]]
+        if len(plan.labels) > _SHOWN_HEADERS:
+            shown.append(f"{len(plan.labels) - _SHOWN_HEADERS} more")
+        mapped = " as mapped" if self._mapping else ""
+        raise ImportFileInvalid(
+            f"no column of the file{mapped} gives an email or a phone, and every lead needs "
+            f"one; its columns are {', '.join(shown)}. Head the email column `Email` or "
+            "`Correo electrónico` and the phone column `Teléfono` or `Phone` (the leads "
+            "guide lists the headers Cauce knows), or map one in the options: "
+            '{"mapping": {"<header>": "email"}}'
+        )
+
+    def _undecodable(self) -> str:
+        """Why a cell with bytes the file's encoding cannot read fails its row."""
+        encoding = self.encoding or ""
+        reason = f"the cell has bytes that are not valid {encoding}"
+        if codecs.lookup(encoding).name != "utf-8":
+            return reason
+        if self._format is not None and self._format.bom:
+            return reason + (
+                " (the file starts with a UTF-8 byte order mark, so it is read as UTF-8 "
+                "whatever the options say: save it again as CSV UTF-8)"
+            )
+        # UTF-8 in its first 64 KiB, cp1252 further on (rows added in Excel on
+        # Windows): cp1252 asked for reads both, a line of UTF-8 in it as UTF-8.
+        return reason + (
+            '; if the file was saved by Excel on Windows, send the option "encoding": '
+            '"cp1252" (a line of Western European UTF-8 in it is still read as UTF-8)'
+        )
+
     def _take(self, cells: list[str], rows: list[CsvRow]) -> None:
         mapper = self._mapper
         if mapper is None:
@@ -168,14 +216,16 @@ class CsvTextParser:
             if any(headers):
                 self.plan = plan_columns(headers, self._mapping, self._unknown_columns)
                 self._mapper = RowMapper(self.plan, self._source, self._row_defaults)
+                self._no_contact = not CONTACT_TARGETS.intersection(self.plan.targets)
             return
         joined = "".join(cells)
         if not joined.strip():
             return
+        if self._no_contact:  # refused at its first row (`_refuse_without_contact`)
+            self._refuse_without_contact(mapper.plan)
         if "\ufffd" in joined:
             cell = mapper.undecodable_cell(cells)
             if cell is not None:
-                error = f"the cell has bytes that are not valid {self.encoding}"
-                rows.append(CsvRow(self._records, {}, error, cell))
+                rows.append(CsvRow(self._records, {}, self._undecodable(), cell))
                 return
         rows.append(mapper.row(self._records, cells))

@@ -13,14 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from cauce.leads.csv_cells import (
-    DATE_TARGETS,
-    cell_value,
-    json_object,
-    put_value,
-    read_csv_datetime,
-)
+from cauce.leads.csv_cells import CELL_READERS, cell_value, json_object, put_value
 from cauce.leads.csv_columns import CUSTOM_FIELDS_JSON, ColumnPlan
+from cauce.leads.csv_headers import SECOND_SURNAMES, fold_header
 from cauce.leads.schemas import IntakeOptions, LeadIn
 from cauce.leads.schemas_batch import validate_lead
 
@@ -63,27 +58,33 @@ class RowMapper:
             if target is not None:
                 counts[target] = counts.get(target, 0) + 1
         # The hot loop: a plain top-level field filled by one column is a dict store;
-        # nested, joined or translated fields go through put_value, dates are read after
-        # them (a cell that is no date fails the row), and an export's custom fields
-        # (JSON) last (`row`).
+        # nested or joined fields go through put_value, the cells that are read first
+        # (dates, statuses, phones: `CELL_READERS`) after them (a cell that cannot be read
+        # fails the row), and an export's custom fields (JSON) last (`row`).
         self._json = [i for i, t in enumerate(plan.targets) if t == CUSTOM_FIELDS_JSON]
-        self._dates = [(i, t) for i, t in enumerate(plan.targets) if t in DATE_TARGETS]
+        self._read = [(i, t) for i, t in enumerate(plan.targets) if t in CELL_READERS]
         self._direct = [
             (i, t)
             for i, t in enumerate(plan.targets)
             if t is not None
             and "." not in t
-            and t not in ("status", CUSTOM_FIELDS_JSON)
+            and t not in CELL_READERS
+            and t != CUSTOM_FIELDS_JSON
             and counts[t] == 1
         ]
-        self._indirect = [
-            (i, t)
-            for i, t in enumerate(plan.targets)
-            if t is not None
-            and i not in self._json
-            and (i, t) not in self._direct
-            and t not in DATE_TARGETS
-        ]
+        # Joined name columns: a second surname (`Apellido materno`, `Segundo apellido`)
+        # after the first, wherever it stands in the file.
+        self._indirect = sorted(
+            (
+                (i, t)
+                for i, t in enumerate(plan.targets)
+                if t is not None
+                and i not in self._json
+                and (i, t) not in self._direct
+                and t not in CELL_READERS
+            ),
+            key=lambda column: fold_header(plan.headers[column[0]]) in SECOND_SURNAMES,
+        )
 
     def undecodable_cell(self, cells: list[str]) -> int | None:
         """The first cell with undecodable bytes in a column that is read (a cell of an
@@ -122,10 +123,10 @@ class RowMapper:
         for index, target in self._indirect:
             if value := cell_value(cells[index]):
                 put_value(data, target, value)
-        for index, target in self._dates:
+        for index, target in self._read:
             if value := cell_value(cells[index]):
                 try:
-                    put_value(data, target, read_csv_datetime(value))
+                    put_value(data, target, CELL_READERS[target](value))
                 except ValueError as exc:
                     return CsvRow(number, {}, str(exc), index)
         # After the columns: a custom field a column of its own fills keeps that value.

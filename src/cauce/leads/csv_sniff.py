@@ -25,6 +25,7 @@ MAX_CELL_LINES = 100
 # encoding on the whole line; a line longer than this is decided piece by piece.
 _HOLD_BYTES = 64 * 1024
 
+_NOT_ASCII = re.compile(rb"[\x80-\xff]")
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8"),
     (codecs.BOM_UTF16_LE, "utf-16-le"),
@@ -57,14 +58,21 @@ class CsvFormat:
     delimiter: str
 
 
+def byte_order_mark(sample: bytes) -> tuple[str, int] | None:
+    """(codec, BOM length) if the file starts with a UTF-8 or UTF-16 BOM."""
+    for bom, codec in _BOMS:
+        if sample.startswith(bom):
+            return codec, len(bom)
+    return None
+
+
 def detect_encoding(sample: bytes, *, at_eof: bool = False) -> tuple[str, int, bool]:
     """(codec, BOM length, confirmed) for the start of a file; see the module rules.
 
     `confirmed` is False when the sample is plain ASCII: the codec is then a guess.
     """
-    for bom, codec in _BOMS:
-        if sample.startswith(bom):
-            return codec, len(bom), True
+    if (bom := byte_order_mark(sample)) is not None:
+        return *bom, True
     if sample.isascii():
         return "utf-8", 0, False
     text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(sample, final=at_eof)
@@ -164,10 +172,12 @@ class StreamDecoder:
 
     - cp1252 (detected or asked for): a line that is plainly UTF-8 is read as UTF-8
       (a row pasted from another file); any other line as cp1252.
-    - Provisional UTF-8 (the sample was ASCII): lines stay ASCII until a chunk brings
-      other bytes; if that chunk's lines are all UTF-8 the file is UTF-8 from then on,
-      else it is cp1252 as above from that chunk on (the text before was ASCII, the
-      same in both), so a UTF-8 and a cp1252 row in one chunk are each read right.
+    - Provisional UTF-8 (the sample was ASCII): the text stays ASCII until a byte that
+      is not; the `SAMPLE_BYTES` from that byte on (or up to the end of the file, if
+      it comes first) decide: if they are all UTF-8 the file is UTF-8 from then on,
+      else it is cp1252 as above from that byte on (the text before was ASCII, the
+      same in both), so a UTF-8 and a cp1252 row close together are each read right.
+      Those bytes do not depend on how the file is cut into chunks.
     - Anything else (UTF-8 seen, UTF-16, an encoding asked for): the codec's own
       incremental decoder, bad bytes as U+FFFD (their row's error).
 
@@ -193,21 +203,41 @@ class StreamDecoder:
     def decode(self, data: bytes, final: bool = False) -> str:
         if self._mode == "plain":
             return self._decoder.decode(data, final)
+        if self._mode == "provisional":
+            return self._provisional(data, final)
         lines, self._pending = _split_lines(self._pending + data, final)
-        if self._mode == "cp1252":
-            return _cp1252_lines(lines)
+        return _cp1252_lines(lines)
+
+    def _provisional(self, data: bytes, final: bool) -> str:
+        """ASCII so far: pass ASCII lines on; from the first byte that is not ASCII, wait
+        for the `SAMPLE_BYTES` starting there (or the end of the file), which decide:
+        UTF-8 if they are all UTF-8, else cp1252. The bytes that decide are the same
+        however the file is cut into chunks, and so are the rows."""
+        buffered = self._pending + data
+        lines, rest = _split_lines(buffered, final)
         if lines.isascii():
+            self._pending = rest
             return lines.decode("ascii")
+        start = _NOT_ASCII.search(lines)
+        assert start is not None
+        first = start.start()
+        head = buffered[:first].decode("ascii")
+        window = buffered[first : first + SAMPLE_BYTES]
+        if len(window) < SAMPLE_BYTES and not final:
+            self._pending = buffered[first:]  # wait for the rest of the window
+            return head
+        self._pending = b""
         try:
-            text = lines.decode("utf-8")
+            codecs.getincrementaldecoder("utf-8")().decode(
+                window, final=final and first + SAMPLE_BYTES >= len(buffered)
+            )
         except UnicodeDecodeError:
             self.encoding, self._mode = "cp1252", "cp1252"
-            return _cp1252_lines(lines)
+            return head + self.decode(buffered[first:], final)
         # Real UTF-8 seen: from now on a bad byte is an error of its row only.
         self._mode = "plain"
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending, self._pending = self._pending, b""
-        return text + self._decoder.decode(pending, final)
+        return head + self._decoder.decode(buffered[first:], final)
 
 
 def record_pattern(delimiter: str, *, one_line: bool = False) -> re.Pattern[str]:
