@@ -50,6 +50,15 @@ def test_angle_brackets_that_are_text_are_kept(sent: str, kept: str) -> None:
         ("&lt;script&gt;alert(1)&lt;/script&gt;Ana", "Ana"),
         ("<Hermanos><script>alert(1)</script>", "<Hermanos>"),
         ("A<B y C>D", "AD"),  # `<b y c>`: a bold tag with two attributes, as a browser reads it
+        # Never closed, with attributes: still markup (a page's next `>` would close it
+        # and run the handler). A review caught the first version keeping these.
+        ("<img src=x onerror=alert(1)", ""),
+        ("Acme <img src=x onerror=alert(document.domain) ", "Acme"),
+        ("<svg Onload=alert(1)", ""),
+        ("<img/src=x/onerror=alert(1)", ""),
+        ("<script src=//evil.example/x.js", ""),
+        ("&lt;img src=x onerror=alert(1)", ""),
+        ("<hermanos onmouseover=alert(1)", ""),
     ],
 )
 def test_markup_is_still_stripped(sent: str, kept: str) -> None:

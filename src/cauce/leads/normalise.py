@@ -85,28 +85,46 @@ _HTML_ELEMENTS = frozenset(_ELEMENT_NAMES.split())
 _LT = re.compile(r"<(/?)([A-Za-z][^\s/>]*)?(?=([\s\S]?))")
 
 
-def _markup_start(match: re.Match[str]) -> bool:
-    slash, name, after = match.groups()
-    if name is None:
-        return not slash and after in ("!", "?")  # a comment, a declaration
-    if ">" not in match.string[match.end() :]:
-        return False  # never closed: no tag (a browser shows none of it either)
-    if name.lower() in _HTML_ELEMENTS or "-" in name or ":" in name:
-        return True
-    if slash:  # the end of an unknown element that was markup (it had attributes)
-        return re.search(f"<{re.escape(name)}[\\s/]", match.string, re.IGNORECASE) is not None
-    return after.isspace() or after == "/"  # attributes: handlers may hide there
+_WITH_ATTRIBUTES = re.compile(r"<([A-Za-z][^\s/>]*)[\s/]")
 
 
-def _text_lt(match: re.Match[str]) -> str:
-    return match.group(0) if _markup_start(match) else "&lt;" + match.group(0)[1:]
+class _Markup:
+    """Which `<` of one text start markup (`_LT`'s matches, in order). What they depend
+    on beyond the match, the last `>` and the names opened with attributes, is worked out
+    once per text: checking each `<` against the rest of the text was quadratic (64 K of
+    `</x` took a second)."""
+
+    __slots__ = ("_attributed", "_last_gt")
+
+    def __init__(self, text: str) -> None:
+        self._last_gt = text.rfind(">")
+        self._attributed = {name.casefold() for name in _WITH_ATTRIBUTES.findall(text)}
+
+    def starts(self, match: re.Match[str]) -> bool:
+        slash, name, after = match.groups()
+        if name is None:
+            return not slash and after in ("!", "?")  # a comment, a declaration
+        if not slash and (after.isspace() or after == "/"):
+            # Attributes, closed or not: an event handler may hide there, and a page's
+            # next `>` would close the tag (`<img src=x onerror=...`).
+            return True
+        known = name.casefold() in _HTML_ELEMENTS or "-" in name or ":" in name
+        if match.end() > self._last_gt:
+            # Never closed and without attributes (`A<B`): no tag, as a browser reads
+            # the text alone, and nothing in it could run.
+            return False
+        # The end of an unknown element is markup when it was opened with attributes.
+        return known or (bool(slash) and name.casefold() in self._attributed)
+
+    def sub(self, match: re.Match[str]) -> str:
+        return match.group(0) if self.starts(match) else "&lt;" + match.group(0)[1:]
 
 
 def _strip_html(text: str) -> str:
     if "<" not in text and "&" not in text:
         return text
     if "<" in text:
-        text = _LT.sub(_text_lt, text)
+        text = _LT.sub(_Markup(text).sub, text)
     text = _BLOCK_TAG.sub(" ", text)
     # nh3 with no allowed tags keeps the text of tags and drops script/style content;
     # its output is HTML-escaped, and plain text wants the characters back.
