@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from cauce.core.errors import UnsupportedMediaType, malformed_json
 from cauce.core.security.apikeys import Principal
-from cauce.core.web.auth import require_scope
+from cauce.core.web.auth import require_scope, require_scopes
 from cauce.core.web.idempotency import canonical_json
 from cauce.core.web.problems import json_pointer
 from cauce.core.web.routing import CauceRoute
@@ -45,6 +45,8 @@ from cauce.leads.service import LeadsRuntime
 imports_router = APIRouter(prefix="/v1/leads/import", route_class=CauceRoute, tags=["leads"])
 
 Write = Annotated[Principal, Depends(require_scope("leads:write"))]
+# A cancel answers the import's status, which `GET` shows only to `leads:read`.
+WriteRead = Annotated[Principal, Depends(require_scopes("leads:write", "leads:read"))]
 Read = Annotated[Principal, Depends(require_scope("leads:read"))]
 UPLOAD_CHUNK = 256 * 1024
 
@@ -336,7 +338,7 @@ _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
         },
     },
 )
-async def cancel_import(request: Request, principal: Write, import_id: str) -> Response:
+async def cancel_import(request: Request, principal: WriteRead, import_id: str) -> Response:
     """Stop an import. A queued one never starts, and the answer (200) says `cancelled`.
     A running one stops at the next chunk boundary (at most 200 rows later): the answer
     is 202 with `state: cancelling`, then its status turns `cancelled`. The rows imported
