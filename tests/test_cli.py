@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy
 from alembic.script import ScriptDirectory
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -161,6 +162,30 @@ def test_serve_refuses_postgres_with_pending_migrations(
     assert "pending migrations: no" in current.stdout
     checked = cauce(tmp_path, "db", "check", **env)
     assert (checked.returncode, checked.stdout.strip()) == (0, "schema is current")
+    # A database a later version migrated: no upgrade of this code helps, and it says so.
+    engine = sqlalchemy.create_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        engine.dispose()
+    ahead = cauce(tmp_path, "db", "check", **env)
+    assert (ahead.returncode, "migrated by a later version" in ahead.stdout) == (1, True)
+
+
+def test_db_check_waits_for_a_database_that_does_not_answer(tmp_path: Path) -> None:
+    """`db check --wait` keeps trying a database that refuses connections (an init
+    container started before PostgreSQL), then says so, instead of failing at once."""
+    env = {
+        "CAUCE_DATABASE_URL": f"postgresql+psycopg://u:p@127.0.0.1:{free_port()}/db",
+        "CAUCE_ENV": "production",
+        "CAUCE_SECRET_KEY": TEST_SECRET,
+    }
+    started = time.monotonic()
+    result = cauce(tmp_path, "db", "check", "--wait", "2.5", **env)
+    assert result.returncode == 1, result.stderr
+    assert "the database does not answer" in result.stdout
+    assert time.monotonic() - started >= 2.5
 
 
 def _children(pid: int) -> list[int]:

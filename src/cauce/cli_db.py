@@ -64,31 +64,48 @@ def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Ty
         wait: Annotated[
             float,
             typer.Option(
-                min=0, help="Seconds to keep checking (every 2 s) before giving up; 0: once"
+                min=0,
+                help="Seconds to keep checking (every 2 s; a database not answering yet "
+                "is checked again too) before giving up; 0: once",
             ),
         ] = 0,
     ) -> None:
-        """Exit 0 if the schema is current, 1 if migrations are pending (a readiness
-        gate: an init container can wait on it before `serve` or `worker` start)."""
+        """Exit 0 if the schema is current, 1 if migrations are pending, the database does
+        not answer or it is newer than this code (a readiness gate: an init container can
+        wait on it before `serve` or `worker` start)."""
+        from sqlalchemy.exc import DBAPIError
+
         from cauce.core.db import create_database
-        from cauce.core.db.migrate import pending_migrations
+        from cauce.core.db.migrate import newer_than_code, pending_migrations
 
         settings = settings_of()
 
-        async def go() -> bool:
+        async def go() -> str | None:
             db = create_database(settings)
             try:
                 deadline = time.monotonic() + wait
-                while await pending_migrations(db):
+                while True:
+                    try:
+                        if await newer_than_code(db):
+                            return (
+                                "the database is at a revision this version of Cauce does "
+                                "not know: it was migrated by a later version"
+                            )
+                        if not await pending_migrations(db):
+                            return None
+                        problem = "migrations are pending: run `cauce db upgrade`"
+                    except (DBAPIError, OSError) as exc:
+                        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+                        problem = f"the database does not answer: {cause}"
                     if time.monotonic() >= deadline:
-                        return True
+                        return problem
                     await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-                return False
             finally:
                 await db.dispose()
 
-        if run(go()):
-            out.print("migrations are pending: run `cauce db upgrade`")
+        problem = run(go())
+        if problem is not None:
+            out.print(problem)
             raise typer.Exit(1)
         out.print("schema is current")
 

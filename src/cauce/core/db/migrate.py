@@ -52,6 +52,15 @@ async def pending_migrations(db: Database) -> bool:
     return await current_revisions(db) != _heads()
 
 
+async def newer_than_code(db: Database) -> bool:
+    """True when the database is at a revision this code does not know (a later version
+    migrated it): no `upgrade` of this code helps, the code is the one behind."""
+    known = {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+    return bool(await current_revisions(db) - known)
+
+
 # The transaction lock `upgrade` takes on PostgreSQL (one bigint: "CAUCEMIG").
 MIGRATION_LOCK = 0x43415543454D4947
 
