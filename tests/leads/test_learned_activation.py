@@ -292,3 +292,24 @@ def test_held_out_leads_are_fixed_by_their_ids() -> None:
     points = [held_out_point(i) for i in ids]
     assert min(points) >= 0
     assert max(points) < 1
+
+
+def test_an_active_model_saved_before_fixed_held_out_leads_is_not_the_bar() -> None:
+    """A model saved without its held-out share (trained on a random 75 %) may have seen
+    the leads a run holds out: it is shown, but the new model is judged against the points
+    model, or a retrain could never replace it (a review caught the first upgrade's run
+    still comparing with it)."""
+    examples = training_examples(synthetic_leads(800, seed=2))
+    ids = [f"lead-{n}" for n in range(len(examples))]
+    legacy = train(examples, seed=1)  # a random split: no held_out_below
+    assert legacy.held_out_below is None
+    again = train(examples, seed=2, lead_ids=ids, active=legacy.model, active_held_out_below=None)
+    assert again.active is not None
+    assert again.active.may_have_seen
+    assert again.replaces == "the points model"
+    assert again.beats_active == again.beats_points
+    assert "judged against the points model" in render_report(again)
+    fixed = train(examples, seed=2, lead_ids=ids, active=legacy.model, active_held_out_below=0.25)
+    assert fixed.active is not None
+    assert not fixed.active.may_have_seen
+    assert fixed.replaces == fixed.active.name

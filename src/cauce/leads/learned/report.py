@@ -107,6 +107,15 @@ def render_report(report: TrainingReport) -> str:
                 f"({_gain(report.auc_learned - report.active.auc, report.active.interval)})",
             )
         )
+        if report.active.may_have_seen:
+            lines.append(
+                _row(
+                    "Note",
+                    f"{report.active.name} was saved before held-out leads were fixed by "
+                    "id and may have been trained on these: the new model is judged "
+                    "against the points model",
+                )
+            )
     lines.append(_row("Result", _verdict(report)))
     if report.version is not None:
         lines.append(_row("Saved as", f"version {report.version}"))

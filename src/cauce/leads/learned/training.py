@@ -72,8 +72,9 @@ class RoutingImpact:
 class ActiveComparison:
     """The learned model active at training time, measured on the same held-out leads.
 
-    That model may have been trained on some of these leads, which flatters it: the
-    comparison leans towards keeping it, never towards replacing it.
+    With leads held out by id, it never saw them. Otherwise (a random split, or a model
+    saved before held-out leads were fixed: `may_have_seen`) it may have been trained on
+    some of them, which flatters it.
     """
 
     name: str
@@ -82,6 +83,10 @@ class ActiveComparison:
     """AUC(new model) - AUC(active model)."""
     points_interval: Interval
     """AUC(active model) - AUC(points model)."""
+    may_have_seen: bool = False
+    """Saved without its held-out share (before they were fixed by id): it may have been
+    trained on these leads, so the new model is judged against the points model instead
+    (beating a model on leads it learned would be all but impossible)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +130,9 @@ class TrainingReport:
 
     @property
     def beats_active(self) -> bool:
-        """Better than the scorer it would replace (the active learned model, or points)."""
-        if self.active is None:
+        """Better than the scorer it would replace (the active learned model, or points;
+        points too when the active model may have seen the held-out leads)."""
+        if self.active is None or self.active.may_have_seen:
             return self.beats_points
         return _confidently_better(
             self.auc_learned - self.active.auc, self.active.interval, self.margin
@@ -145,7 +151,9 @@ class TrainingReport:
     @property
     def replaces(self) -> str:
         """The scorer the new model was measured against to be activated."""
-        return self.active.name if self.active is not None else "the points model"
+        if self.active is None or self.active.may_have_seen:
+            return "the points model"
+        return self.active.name
 
     def why_not(self) -> str | None:
         """Why the model is not activated, in words (None when it should be)."""
@@ -164,7 +172,7 @@ class TrainingReport:
             )
         if self.beats_active:
             return None
-        if self.active is None:
+        if self.active is None or self.active.may_have_seen:
             auc, (low, high) = self.auc_points, self.points_interval
         else:
             auc, (low, high) = self.active.auc, self.active.interval
@@ -351,6 +359,7 @@ def train(
             auc=float(roc_auc_score(y_test, active_scores)),
             interval=auc_gain_interval(y_test, new_scores, active_scores, seed=seed),
             points_interval=auc_gain_interval(y_test, active_scores, points_scores, seed=seed),
+            may_have_seen=lead_ids is not None and active_held_out_below is None,
         )
     return TrainingReport(
         model=model,
