@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,9 +22,11 @@ from sqlalchemy import func, select, update
 
 from cauce.app import Resources, create_app, job_worker_for
 from cauce.core.db import unit_of_work
+from cauce.core.db.base import utcnow
 from cauce.core.jobs.factory import JobWorker
 from cauce.core.jobs.ports import AttemptOutcome, JobStatus
 from cauce.leads import imports, imports_upkeep
+from cauce.leads.imports_upkeep import SLOT_WAIT_MAX_SECONDS, ImportSlots
 from cauce.leads.models import LeadImport, LeadSource
 from cauce.leads.service import LeadsRuntime
 from tests.conftest import SettingsFactory
@@ -255,6 +258,33 @@ async def test_an_import_whose_job_stopped_is_cancelled_at_once(
     assert await _arrivals(rt, "ejparado.es") == 0
 
 
+async def test_an_import_asked_to_stop_whose_job_then_stopped_shows_cancelled(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """Asked to stop while running, then its job stopped before it saw the request (here
+    cancelled by an operator): the status says `cancelled`, not `failed` with a hint to
+    resume it (caught by review); a replay of the job ends the row so."""
+    resources: Resources = leads_app.state.resources
+    rt: LeadsRuntime = leads_app.state.leads
+    created = await post_csv(api, _csv(300, "ejpedido.es"))
+    import_id, job_id = created.json()["id"], created.json()["job_id"]
+    await resources.jobs.cancel(job_id)
+    async with unit_of_work(rt.sessionmaker) as session:
+        await session.execute(
+            update(LeadImport)
+            .where(LeadImport.id == int(import_id))
+            .values(status=imports.CANCELLING, rows_processed=200, error=imports.CANCEL_PENDING)
+        )
+    shown = await _status(api, import_id)
+    assert shown["state"] == "cancelled", shown
+    assert "cauce jobs retry" not in shown["detail"]
+    assert "200 rows read stay imported" in shown["detail"]
+    await resources.jobs.retry(job_id)
+    await job_worker_for(resources, queues=[imports.IMPORT_QUEUE]).run_until_idle(60)
+    after = await _status(api, import_id)
+    assert (after["state"], after["rows_read"]) == ("cancelled", 200)
+
+
 async def test_the_sweep_ends_a_cancelling_import_whose_job_is_gone_as_cancelled(
     leads_app: FastAPI, api: httpx.AsyncClient
 ) -> None:
@@ -421,3 +451,17 @@ async def test_an_import_past_the_bound_waits_and_other_jobs_keep_running(
     assert job.status == JobStatus.SUCCEEDED
     counted = [a for a in job.attempts if a.outcome != AttemptOutcome.POSTPONED]
     assert [a.attempt for a in counted] == [1]
+
+
+def test_an_import_waiting_for_a_slot_comes_back_less_and_less_often() -> None:
+    """5 s, then half as long again after each wait, up to 30 s (give or take a fifth):
+    a fixed 5 s wrote ~17,000 attempt rows a day for one import waiting (caught by review)."""
+    slots = ImportSlots(1, rng=random.Random(3))
+    assert slots.take()
+    delays = []
+    for attempt in range(1, 12):
+        delays.append((slots.wait(attempt).at - utcnow()).total_seconds())
+    assert 3.9 <= delays[0] <= 6.1
+    assert delays[3] > delays[0]
+    assert all(d <= SLOT_WAIT_MAX_SECONDS * 1.2 + 0.1 for d in delays)
+    assert delays[-1] >= SLOT_WAIT_MAX_SECONDS * 0.8 - 0.1

@@ -37,7 +37,7 @@ from cauce.leads.errors import (
     ImportTooLarge,
 )
 from cauce.leads.models import LeadImport
-from cauce.leads.responses import ImportColumn, ImportStatus
+from cauce.leads.responses import ImportColumn, ImportState, ImportStatus
 from cauce.leads.schemas_batch import field_errors
 from cauce.leads.schemas_requests import ImportOptionsIn
 from cauce.leads.service import LeadsRuntime
@@ -51,6 +51,12 @@ Read = Annotated[Principal, Depends(require_scope("leads:read"))]
 UPLOAD_CHUNK = 256 * 1024
 
 
+def _shown_state(record: LeadImport, stopped: str | None) -> ImportState:
+    if stopped is None:
+        return record.status  # type: ignore[return-value]
+    return "cancelled" if record.status == imports.CANCELLING else "failed"
+
+
 def _status(record: LeadImport, stopped: str | None = None) -> ImportStatus:
     """The import as the API shows it; `stopped` (`imports_upkeep.stopped_detail`) shows an
     import whose job failed or was cancelled as `failed`, saying so, though its row (which
@@ -58,7 +64,7 @@ def _status(record: LeadImport, stopped: str | None = None) -> ImportStatus:
     mapping = record.mapping or {}
     return ImportStatus(
         id=str(record.id),
-        state="failed" if stopped else record.status,  # type: ignore[arg-type]
+        state=_shown_state(record, stopped),
         job_id=record.job_id,
         filename=record.filename,
         encoding=record.encoding,

@@ -78,12 +78,15 @@ SWEEP_TASK = "leads.imports_sweep"
 SWEEP_AFTER = timedelta(hours=1)
 # The last error a stopped import's `detail` quotes: its first line, this long at most.
 STOPPED_ERROR_CHARS = 200
-# An import job finding no import slot free runs again this many seconds later (give or
-# take a fifth: the imports waiting do not all come back at once).
+# An import job finding no import slot free runs again this many seconds later, half as
+# long again after each wait up to the most (give or take a fifth: the imports waiting do
+# not all come back at once). Each wait is an attempt row (`postponed`): a fixed 5 s made
+# 17,000 of them a day for one import waiting.
 SLOT_WAIT_SECONDS = 5.0
+SLOT_WAIT_MAX_SECONDS = 30.0
 # How often an import job may wait for a slot before that counts as a failed attempt:
-# about a day of waiting (each wait is an attempt row, outcome `postponed`).
-SLOT_WAITS = 17_280
+# about a day of waiting.
+SLOT_WAITS = 3_000
 
 
 async def import_job(rt: LeadsRuntime, record: LeadImport) -> JobView | None:
@@ -109,6 +112,13 @@ async def stopped_detail(rt: LeadsRuntime, record: LeadImport) -> str | None:
     job = await import_job(rt, record)
     if job is None or job.status not in REPLAYABLE:
         return None
+    if record.status == CANCELLING:
+        # Asked to stop, and its job stopped before it could: cancelled all the same (a
+        # replay of the job, or the sweep, ends the row so).
+        return (
+            f"cancelled on request: its job stopped before ending the import; the "
+            f"{record.rows_processed} rows read stay imported"
+        )
     resume = f"`cauce jobs retry {job.id}` resumes it where it stopped"
     if job.status == JobStatus.CANCELLED:
         return f"stopped: its job was cancelled; {resume}"
@@ -199,9 +209,10 @@ class ImportSlots:
         """Free a slot taken with `take`."""
         self.taken -= 1
 
-    def wait(self) -> RetryLater:
-        """The postponement of an import job that found no slot free."""
-        seconds = SLOT_WAIT_SECONDS * self._rng.uniform(0.8, 1.2)
+    def wait(self, attempt: int = 1) -> RetryLater:
+        """The postponement of an import job that found no slot free, at its `attempt`."""
+        base = min(SLOT_WAIT_MAX_SECONDS, SLOT_WAIT_SECONDS * 1.5 ** max(0, attempt - 1))
+        seconds = base * self._rng.uniform(0.8, 1.2)
         plural = "" if self.taken == 1 else "s"
         return RetryLater(
             utcnow() + timedelta(seconds=seconds),
@@ -310,7 +321,7 @@ def register_import_task(registry: TaskRegistry, rt_of: Any) -> None:
         try:
             await run_import(rt_of(), int(payload["import_id"]), may_start=took)
         except ImportMustWait:
-            raise slots.wait() from None
+            raise slots.wait(ctx.attempt) from None
         finally:
             if took:
                 slots.give_back()
