@@ -22,7 +22,7 @@ from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
 from cauce.core.jobs.factory import JobWorker
 from cauce.core.jobs.ports import JobFilter, JobStatus, PermanentJobError
-from cauce.leads import imports, imports_upkeep
+from cauce.leads import imports, imports_upkeep, imports_upload
 from cauce.leads.errors import ImportFileInvalid
 from cauce.leads.models import LeadImport
 from cauce.leads.scoring import PointsModel, Score
@@ -187,7 +187,7 @@ async def test_the_sweep_deletes_only_uploads_no_import_can_use(leads_app: FastA
     replayed) are kept; an import whose job is gone is marked failed and its file deleted."""
     resources: Resources = leads_app.state.resources
     rt: LeadsRuntime = leads_app.state.leads
-    directory = imports.imports_dir(rt)
+    directory = imports_upload.imports_dir(rt)
     stray_old, stray_new = directory / "a.csv", directory / "b.csv"
     for path in (stray_old, stray_new):
         path.write_bytes(b"x")
@@ -294,7 +294,7 @@ async def test_a_replay_compares_the_options_by_their_json_value(
     await worker.run_until_idle(60)
     rt: LeadsRuntime = leads_app.state.leads
     # Replays kept no copy of the file, and the imports done deleted theirs.
-    assert not list(imports.imports_dir(rt).iterdir())
+    assert not list(imports_upload.imports_dir(rt).iterdir())
 
 
 # -- ids, header-only files -------------------------------------------------------------

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
 from cauce.core.jobs.ports import DeferResult, PermanentJobError
-from cauce.leads import imports
+from cauce.leads import imports, imports_upload
 from cauce.leads.errors import ImportFileInvalid, ImportTooLarge
 from cauce.leads.models import Lead, LeadImport
 from cauce.leads.schemas_requests import ImportOptionsIn
@@ -67,9 +67,9 @@ async def _chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
 
 async def _start(rt: LeadsRuntime, data: bytes, **options: Any) -> int:
     parsed = ImportOptionsIn.model_validate(options)
-    path, size = await imports.store_upload(rt, _chunks(data), parsed)
+    path, size = await imports_upload.store_upload(rt, _chunks(data), parsed)
     async with unit_of_work(rt.sessionmaker) as session:
-        record = await imports.create_import(
+        record = await imports_upload.create_import(
             session, rt, path=path, size=size, filename="leads.csv", options=parsed, actor="t"
         )
         return record.id

@@ -10,35 +10,26 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import FormData, UploadFile
 from starlette.responses import Response, StreamingResponse
 
-from cauce.core.errors import UnsupportedMediaType, malformed_json
+from cauce.core.errors import UnsupportedMediaType
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope, require_scopes
 from cauce.core.web.idempotency import canonical_json
-from cauce.core.web.problems import json_pointer
 from cauce.core.web.routing import CauceRoute
-from cauce.leads import imports, imports_upkeep
+from cauce.leads import import_form, imports, imports_upkeep, imports_upload
 from cauce.leads.csv_export import ErrorReportWriter
-from cauce.leads.csv_mapping import check_mapping
 from cauce.leads.endpoints import idempotent, parse_id, runtime
 from cauce.leads.errors import (
-    FieldError,
     ImportFileInvalid,
     ImportFinished,
-    ImportMappingInvalid,
     ImportNotFinished,
     ImportNotFound,
-    ImportOptionsInvalid,
-    ImportRequestInvalid,
     ImportTooLarge,
 )
 from cauce.leads.models import LeadImport
 from cauce.leads.responses import ImportColumn, ImportState, ImportStatus
-from cauce.leads.schemas_batch import field_errors
 from cauce.leads.schemas_requests import ImportOptionsIn
 from cauce.leads.service import LeadsRuntime
 
@@ -98,119 +89,16 @@ def _import_id(raw: str) -> int:
     return import_id
 
 
-_FORM_PARTS = ("file", "options")
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "The CSV: UTF-8 (with or without BOM), UTF-16, "
-                            "cp1252 or Latin-1; `,`, `;`, tab or `|`",
-                        },
-                        "options": {
-                            "type": "string",
-                            "description": "JSON: mapping, unknown_columns, delimiter, "
-                            "encoding, default_phone_region, consent_wording_version",
-                            "contentSchema": ImportOptionsIn.model_json_schema(),
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
-
-
-def _part_error(name: str, detail: str, kind: str) -> FieldError:
-    return FieldError(pointer=json_pointer(("body", name)), detail=detail, type=kind)
-
-
-def _form_parts(form: FormData) -> tuple[UploadFile, str | None]:
-    """The file and the options of the form, or `ImportRequestInvalid` naming each bad
-    part (the parts are read by hand so that every mistake gets its own words)."""
-    errors: list[FieldError] = []
-    for name in dict.fromkeys(form.keys()):
-        if name not in _FORM_PARTS:
-            hint = " (the mapping goes inside `options`)" if name == "mapping" else ""
-            shown = name if len(name) <= 100 else name[:100] + "…"
-            errors.append(
-                _part_error(
-                    name,
-                    f"this endpoint takes a `file` and an `options` part, not '{shown}'{hint}",
-                    "part_unknown",
-                )
-            )
-        elif len(form.getlist(name)) > 1:
-            errors.append(_part_error(name, f"`{name}` is sent more than once", "part_repeated"))
-    file, options = form.get("file"), form.get("options")
-    if file is None:
-        errors.append(
-            _part_error(
-                "file",
-                "the CSV file is missing: send it as a multipart part named `file`",
-                "missing",
-            )
-        )
-    elif not isinstance(file, UploadFile):
-        errors.append(
-            _part_error(
-                "file",
-                "`file` came as a plain form field, not a file: a file part needs a "
-                "filename, and an empty one makes some clients send a plain field "
-                "(e.g. curl -F file=@leads.csv)",
-                "file_expected",
-            )
-        )
-    if options is not None and not isinstance(options, str):
-        errors.append(
-            _part_error("options", "`options` is a file: send it as a plain JSON field", "text")
-        )
-    if errors:
-        raise ImportRequestInvalid(errors)
-    assert isinstance(file, UploadFile)
-    return file, options if isinstance(options, str) else None
-
-
-def _in_mapping(pointer: str) -> bool:
-    return pointer == "/options/mapping" or pointer.startswith("/options/mapping/")
-
-
-def _parse_options(options: str | None) -> ImportOptionsIn:
-    try:
-        parsed = ImportOptionsIn.model_validate_json(options or "{}")
-    except ValidationError as exc:
-        malformed = malformed_json(
-            exc.errors(), json_pointer(("body", "options")), "the `options` form field"
-        )
-        if malformed is not None:
-            raise malformed from None
-        errors = field_errors(exc, "/options")
-        # Only errors inside `mapping` are mapping errors; with any other, every error is
-        # reported as an options error (a mapping error among them keeps its pointer).
-        if all(_in_mapping(e["pointer"]) for e in errors):
-            raise ImportMappingInvalid(errors) from None
-        raise ImportOptionsInvalid(errors) from None
-    check_mapping(parsed.mapping)  # before the upload is stored, not after
-    return parsed
-
-
 async def _store(
     rt: LeadsRuntime, chunks: AsyncIterator[bytes], parsed: ImportOptionsIn
 ) -> tuple[Path, int]:
     """Store the upload; a file refused as a whole names the `file` part."""
     try:
-        return await imports.store_upload(rt, chunks, parsed)
+        return await imports_upload.store_upload(rt, chunks, parsed)
     except (ImportFileInvalid, ImportTooLarge) as exc:
         if "errors" in exc.extra:
             raise
-        error = _part_error("file", exc.detail, exc.code)
+        error = import_form.part_error("file", exc.detail, exc.code)
         raise type(exc)(exc.detail, errors=[error], **exc.extra) from exc
 
 
@@ -219,7 +107,7 @@ async def _store(
     status_code=202,
     response_model=ImportStatus,
     summary="Import a CSV",
-    openapi_extra=_UPLOAD_BODY,
+    openapi_extra=import_form.UPLOAD_BODY,
 )
 async def start_import(request: Request, principal: Write) -> Response:
     """Store the file and queue its import; poll the returned status for progress.
@@ -235,9 +123,9 @@ async def start_import(request: Request, principal: Write) -> Response:
             "send the CSV as multipart/form-data: a file part named `file`, and optionally "
             "an `options` JSON field"
         )
-    async with request.form(max_files=2, max_fields=len(_FORM_PARTS) + 8) as form:
-        file, options = _form_parts(form)
-        parsed = _parse_options(options)
+    async with request.form(max_files=2, max_fields=len(import_form.FORM_PARTS) + 8) as form:
+        file, options = import_form.form_parts(form)
+        parsed = import_form.parse_options(options)
         digest = hashlib.sha256()
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -250,7 +138,7 @@ async def start_import(request: Request, principal: Write) -> Response:
 
     async def work(session: AsyncSession) -> tuple[int, object]:
         nonlocal created
-        record = await imports.create_import(
+        record = await imports_upload.create_import(
             session,
             rt,
             path=path,
