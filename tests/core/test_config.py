@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,56 @@ def test_toml_path_from_cauce_config(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     other.write_text("[auth]\ncache_ttl_seconds = 1.5\n")
     monkeypatch.setenv("CAUCE_CONFIG", str(other))
     assert load_settings().auth.cache_ttl_seconds == 1.5
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"[leads\n", "Expected ']' at the end of a table declaration (at line 1, column 7)"),
+        (b"\xff\xfe[leads]\n", "not UTF-8 text"),
+    ],
+)
+def test_a_broken_config_file_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: bytes, said: str
+) -> None:
+    """Before: a traceback (`TOMLDecodeError`, `UnicodeDecodeError`) and exit 1 (found by
+    a black-box audit of the configuration)."""
+    broken = tmp_path / "cauce.toml"
+    broken.write_bytes(content)
+    monkeypatch.setenv("CAUCE_CONFIG", str(broken))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(broken) in str(info.value)
+    assert said in str(info.value)
+
+
+def test_a_config_file_named_on_purpose_must_be_there(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Only the default `./cauce.toml` is optional: a missing CAUCE_CONFIG file started
+    Cauce on its defaults, its routing and scoring rules lost without a word."""
+    monkeypatch.setenv("CAUCE_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match=r"CAUCE_CONFIG: .*missing\.toml does not exist"):
+        load_settings()
+    monkeypatch.setenv("CAUCE_CONFIG", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"CAUCE_CONFIG: .* is a directory"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ('[{"team": "t",}]', "CAUCE_LEADS__ROUTING_RULES: not valid JSON"),
+        ("mexico", "CAUCE_LEADS__ROUTING_RULES: a structured setting takes a JSON value"),
+    ],
+)
+def test_a_structured_setting_that_is_no_json_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str, said: str
+) -> None:
+    """Before: a traceback ending in pydantic-settings' SettingsError, naming no variable."""
+    monkeypatch.setenv("CAUCE_LEADS__ROUTING_RULES", value)
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        load_settings()
 
 
 def test_settings_are_frozen() -> None:

@@ -12,8 +12,10 @@ The `leads` section (de-duplication, scoring, routing, teams) is in
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +34,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -403,7 +406,45 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(
             "invalid configuration: " + "; ".join(f"{n}: unknown setting" for n in unknown)
         )
+    explicit = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if explicit and not Path(explicit).is_file():
+        # Only the default `./cauce.toml` is optional: a file named on purpose and missing
+        # would otherwise start Cauce on its defaults, routing and scoring rules lost.
+        what = "is a directory" if Path(explicit).is_dir() else "does not exist"
+        raise ConfigError(f"invalid configuration: {ENV_PREFIX}CONFIG: {explicit} {what}")
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {format_validation_error(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid configuration: {_config_file()}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"invalid configuration: {_config_file()}: not UTF-8 text (save it as UTF-8)"
+        ) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {_unparsable(exc)}") from None
+
+
+def _config_file() -> str:
+    return os.environ.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE)
+
+
+def _unparsable(exc: SettingsError) -> str:
+    """Which variable pydantic-settings could not parse (it names only the setting): a
+    structured setting's value must be JSON (`CAUCE_LEADS__ROUTING_RULES='[...]'`)."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    field = ENV_PREFIX + (match.group(1).upper() if match else "")
+    suspects = []
+    for name, value in sorted(os.environ.items()):
+        if name != field and not name.startswith(field + "__"):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as error:
+            if value.strip()[:1] in ("[", "{"):
+                return f"{name}: not valid JSON ({error})"
+            suspects.append(name)
+    if suspects:
+        return f"{', '.join(suspects)}: a structured setting takes a JSON value (e.g. '[...]')"
+    return f"{field}: {exc}"
