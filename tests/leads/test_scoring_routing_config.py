@@ -3,6 +3,7 @@ naming the setting; rules compare a lead's values the same predictable way every
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -61,8 +62,13 @@ def _refused(load: Any, text: str) -> str:
     return message
 
 
+_RULES = itertools.count(1)
+
+
 def _scoring(body: str) -> str:
-    return f'[[leads.scoring_rules]]\nname = "r"\npoints = 10\nreason = "why"\n{body}\n'
+    # Each rule its own name: the name is its reasons' code, and two alike are refused.
+    name = f"r{next(_RULES)}"
+    return f'[[leads.scoring_rules]]\nname = "{name}"\npoints = 10\nreason = "why"\n{body}\n'
 
 
 def _routing(body: str) -> str:

@@ -153,3 +153,35 @@ def test_an_unknown_region_in_the_settings_names_its_setting() -> None:
     """The validator's message names `default_region` in the whole settings."""
     with pytest.raises(ValidationError, match="default_region"):
         Settings.model_validate({"leads": {"default_region": "XX"}})
+
+
+# --- a second audit: team members and scoring rule names ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("member", "said"),
+    [
+        ({"name": "M" * 101}, "at most 100 characters"),  # an owner the API would refuse
+        ({"name": "   "}, "is blank"),  # an owner of spaces is no owner
+    ],
+)
+def test_a_member_name_must_make_an_owner(member: dict[str, Any], said: str) -> None:
+    with pytest.raises(ValidationError, match=said):
+        LeadsSettings.model_validate({"teams": {"t": [member]}, "default_team": "t"})
+    kept = LeadsSettings.model_validate(
+        {"teams": {"t": [{"name": "  Marta   Ruiz "}]}, "default_team": "t"}
+    )
+    assert kept.teams["t"][0].name == "Marta Ruiz"
+
+
+def test_scoring_rule_names_are_each_their_own() -> None:
+    """Before: two rules named `r` gave a lead two reasons with the code `r`."""
+    rule = {"field": "email", "points": 5, "reason": "has an email"}
+    with pytest.raises(ValidationError, match="names an earlier scoring rule too"):
+        LeadsSettings.model_validate(
+            {"scoring_rules": [{**rule, "name": "r"}, {**rule, "name": "r", "field": "phone"}]}
+        )
+    with pytest.raises(ValidationError, match="is blank"):
+        LeadsSettings.model_validate({"scoring_rules": [{**rule, "name": "  "}]})
+    with pytest.raises(ValidationError, match="is blank"):
+        LeadsSettings.model_validate({"scoring_rules": [{**rule, "name": "r", "reason": " "}]})

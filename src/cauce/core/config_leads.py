@@ -99,10 +99,19 @@ class RoutingRule(Section):
         )
 
 
+def _owner_name(value: str) -> str:
+    # The lead's `owner` the member becomes: as the API stores an owner (trimmed, 100
+    # characters at most); one of spaces alone would be no owner at all.
+    name = " ".join(value.split())
+    if not name:
+        raise ValueError("is blank: a member's name becomes the lead's owner")
+    return name
+
+
 class TeamMember(Section):
     """A salesperson and how many leads they take per round (weighted round-robin)."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, AfterValidator(_owner_name)] = Field(min_length=1, max_length=100)
     capacity: int = Field(default=1, ge=0, le=1000)
 
 
@@ -251,6 +260,18 @@ class LeadsSettings(Section):
                         f"names {', '.join(twice)} more than once: list each member once, "
                         "with their capacity",
                         None,
+                    )
+                )
+        rule_names = [rule.name for rule in self.scoring_rules or ()]
+        for index, name in enumerate(rule_names):
+            if name in rule_names[:index]:
+                # The name is the reason's `code` clients read: two would be one reason.
+                errors.append(
+                    setting_error(
+                        ("scoring_rules", index, "name"),
+                        f"'{name}' names an earlier scoring rule too: each rule's name is "
+                        "its reasons' code, and must be its own",
+                        name,
                     )
                 )
         takes_all = None

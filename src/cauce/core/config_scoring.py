@@ -97,6 +97,14 @@ class ScoringRule(Section):
     points: int = Field(ge=-100, le=100)
     reason: str = Field(min_length=1, max_length=200)
 
+    @field_validator("name", "reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        # The reason's code and label a client shows: spaces alone would show nothing.
+        if not value.strip():
+            raise ValueError("is blank")
+        return value.strip()
+
     @field_validator("field")
     @classmethod
     def _known_field(cls, field: str) -> str:
