@@ -49,7 +49,13 @@ async def _insert_outcomes(settings: Settings, count: int) -> None:
     db = create_database(settings)
     try:
         rows = [
-            {"id": i + 1, "uid": str(uuid.uuid4()), "status": lead.status, **lead.fields}
+            # Fixed ids: the held-out leads are chosen by id (`training.held_out_point`).
+            {
+                "id": i + 1,
+                "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cauce-test-lead-{i + 1}")),
+                "status": lead.status,
+                **lead.fields,
+            }
             for i, lead in enumerate(synthetic_leads(count, seed=1))
         ]
         async with unit_of_work(db.sessionmaker) as session:

@@ -389,7 +389,9 @@ def test_missing_mlflow_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch)
 
 
 def _row(lead: SyntheticLead, lead_id: int, status: str) -> dict[str, Any]:
-    return {"id": lead_id, "uid": str(uuid.uuid4()), "status": status, **lead.fields}
+    # Fixed ids: the held-out leads are chosen by id (`training.held_out_point`).
+    uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cauce-test-lead-{lead_id}"))
+    return {"id": lead_id, "uid": uid, "status": status, **lead.fields}
 
 
 @pytest.fixture
