@@ -203,3 +203,37 @@ async def test_csv_import_runs_as_a_job(leads_app: FastAPI, api: httpx.AsyncClie
     report = await api.get(f"/v1/leads/import/{import_id}/errors.csv")
     assert report.status_code == 200
     assert "email" in report.text
+
+
+async def test_colleagues_on_a_team_mailbox_are_two_contacts_in_the_crm(
+    leads_app: FastAPI, api: httpx.AsyncClient, crm: MemoryCrm
+) -> None:
+    """Two people writing from `info@` are two leads, and two contacts: the first keeps
+    the email (a CRM keeps an email on one contact), the second is keyed by its Cauce id
+    and sent without it. Before, both upserted the one contact keyed by the email, the
+    last writer's name won, and erasing one lead deleted the other's contact (found by a
+    black-box audit of CRM sync)."""
+    ana = (
+        await api.post(
+            "/v1/leads",
+            json={"email": "info@muebles-garcia.es", "full_name": "Ana Gil Moreno"},
+        )
+    ).json()
+    luis = (
+        await api.post(
+            "/v1/leads",
+            json={"email": "info@muebles-garcia.es", "full_name": "Luis Mora Pérez"},
+        )
+    ).json()
+    assert ana["id"] != luis["id"]
+    await _drain(leads_app)
+    by_lead = {str(p.get("cauce_id")): (key, p) for key, p in crm.contacts.items()}
+    assert set(by_lead) == {ana["id"], luis["id"]}
+    ana_key, ana_contact = by_lead[ana["id"]]
+    luis_key, luis_contact = by_lead[luis["id"]]
+    assert (ana_key.property, ana_contact["email"]) == ("email", "info@muebles-garcia.es")
+    assert (luis_key.property, "email" in luis_contact) == ("cauce_id", False)
+    assert (ana_contact["firstname"], luis_contact["firstname"]) == ("Ana", "Luis")
+    assert (await api.delete(f"/v1/leads/{ana['id']}")).status_code == 204
+    await _drain(leads_app)
+    assert [str(p.get("cauce_id")) for p in crm.contacts.values()] == [luis["id"]]

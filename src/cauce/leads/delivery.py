@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import structlog
-from sqlalchemy import Table, bindparam, case, select, update
+from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import CrmSettings
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import UtcDateTime, utcnow
+from cauce.leads.matching.record import role_mailbox
 from cauce.leads.models import Lead
 from cauce.leads.ports import CrmClient, CrmContact, CrmKey, UpsertOutcome
 
@@ -63,9 +64,10 @@ def delivery_dedupe_key(account: str) -> str:
     return f"crm-deliver:{account}"
 
 
-def contact_key(lead: Lead, settings: CrmSettings) -> CrmKey:
-    """The unique property the CRM finds this lead by."""
-    if lead.email:
+def contact_key(lead: Lead, settings: CrmSettings, *, email_held: bool = False) -> CrmKey:
+    """The unique property the CRM finds this lead by: its email, unless it has none or
+    another lead holds it there (`email_held`), then its Cauce id."""
+    if lead.email and not email_held:
         return CrmKey("email", lead.email)
     return CrmKey(settings.cauce_id_property, lead.uid)
 
@@ -84,11 +86,32 @@ def contact_properties(lead: Lead, mapping: Mapping[str, str]) -> dict[str, Any]
     return properties
 
 
-def to_contact(lead: Lead, settings: CrmSettings) -> CrmContact:
-    """The CRM contact a lead row becomes."""
+def to_contact(lead: Lead, settings: CrmSettings, *, email_held: bool = False) -> CrmContact:
+    """The CRM contact a lead row becomes. With `email_held` (another lead's contact has
+    its email, which a CRM keeps unique) it is keyed by its Cauce id and sent without it."""
     properties = contact_properties(lead, settings.field_mapping)
+    if email_held:
+        properties.pop(settings.field_mapping.get("email", "email"), None)
     properties.setdefault(settings.cauce_id_property, lead.uid)
-    return CrmContact(lead.id, lead.version, contact_key(lead, settings), properties)
+    key = contact_key(lead, settings, email_held=email_held)
+    return CrmContact(lead.id, lead.version, key, properties)
+
+
+async def email_holders(session: AsyncSession, leads: Sequence[Lead]) -> dict[str, int]:
+    """For the team mailboxes among `leads`' emails, the lead whose CRM contact holds it:
+    the earliest live lead with it. Two leads share an email only when it is a team's
+    (`info@`, under the names of two people: matching keeps them apart), and a CRM keeps
+    an email on one contact: keyed by it, their updates went to one contact, and erasing
+    one lead deleted the other's."""
+    shared = {lead.email for lead in leads if lead.email and role_mailbox(lead.email)}
+    if not shared:
+        return {}
+    rows = await session.execute(
+        select(Lead.email, func.min(Lead.id))
+        .where(Lead.email.in_(shared), Lead.erased_at.is_(None))
+        .group_by(Lead.email)
+    )
+    return {email: holder for email, holder in rows.all() if email is not None}
 
 
 @dataclass
@@ -304,11 +327,16 @@ class _Delivery:
                     leads = await _pending_batch(session, self.batch_size, exclude, self.only)
                 if leads:
                     self.after = leads[-1].id
-                contacts = [
-                    c
-                    for c in _unique_keys([to_contact(lead, self.settings) for lead in leads])
-                    if c.key not in self.keys_in_flight
+                holders = await email_holders(session, leads)
+                sent = [
+                    to_contact(
+                        lead,
+                        self.settings,
+                        email_held=holders.get(lead.email or "", lead.id) != lead.id,
+                    )
+                    for lead in leads
                 ]
+                contacts = [c for c in _unique_keys(sent) if c.key not in self.keys_in_flight]
             self.in_flight.update(c.lead_id for c in contacts)
             self.keys_in_flight.update(c.key for c in contacts)
             return contacts
