@@ -6,6 +6,9 @@ from typing import Any
 
 import httpx
 
+from cauce.core.config import DEFAULT_CRM_FIELDS
+from cauce.sandbox.config import SandboxCrmConfig
+
 from .conftest import ARCHIVE, CONTACTS, READ, UPSERT, StartCrm, by_email
 
 
@@ -287,3 +290,12 @@ async def test_listing_pages_through_every_contact(crm_client: httpx.AsyncClient
             break
         after = page["paging"]["next"]["after"]
     assert len(seen) == len(set(seen)) == 25
+
+
+def test_a_default_portal_takes_what_cauces_default_mapping_sends() -> None:
+    """`cauce sandbox crm` as the README starts it refused every lead with 400
+    PROPERTY_DOESNT_EXIST: the default mapping sends `cauce_score` and `cauce_owner`,
+    which the sandbox's portal lacked (found by a black-box audit of CRM sync)."""
+    sent = set(DEFAULT_CRM_FIELDS.values())
+    assert sent <= SandboxCrmConfig().known_properties
+    assert {"cauce_score", "cauce_owner"} <= sent

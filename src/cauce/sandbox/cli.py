@@ -63,7 +63,12 @@ def make_sandbox_app() -> typer.Typer:
             list[str] | None, typer.Option(help="Custom property with unique values")
         ] = None,
         custom_property: Annotated[
-            list[str] | None, typer.Option("--property", help="Further custom property")
+            list[str] | None,
+            typer.Option(
+                "--property",
+                help="Further custom property (default: cauce_score and cauce_owner, which "
+                "Cauce's default field mapping sends)",
+            ),
         ] = None,
         strict_properties: Annotated[
             bool, typer.Option(help="Refuse properties the portal lacks, as HubSpot does")
@@ -93,7 +98,9 @@ def make_sandbox_app() -> typer.Typer:
                 day_seconds=day_seconds,
                 send_retry_after=retry_after,
                 unique_properties=tuple(unique_property or ("cauce_id",)),
-                extra_properties=tuple(custom_property or ()),
+                extra_properties=tuple(custom_property)
+                if custom_property
+                else SandboxCrmConfig.extra_properties,
                 strict_properties=strict_properties,
                 shuffle_results=shuffle_results,
                 seed=seed,

@@ -138,8 +138,9 @@ class SandboxCrmConfig:
     max_batch_inputs: int = 100
     unique_properties: tuple[str, ...] = ("cauce_id",)
     """Custom properties created with unique values (``email`` is always unique)."""
-    extra_properties: tuple[str, ...] = ()
-    """Further custom properties the portal has (without unique values)."""
+    extra_properties: tuple[str, ...] = ("cauce_score", "cauce_owner")
+    """Further custom properties the portal has (without unique values): by default the
+    ones Cauce's default field mapping sends, as a portal set up for Cauce has them."""
     strict_properties: bool = True
     """Refuse properties the portal does not have, as HubSpot does."""
     shuffle_results: bool = True
