@@ -218,3 +218,28 @@ def test_the_signed_uri_decodes_what_hubspot_decodes() -> None:
         "http://cauce.test/v1/webhooks/hubspot?next=/a?b%3dc:@%20x,;"
     )
     assert signed_uri(raw, "q=%28%29", URI) == URI + "?q=()"
+
+
+async def test_an_event_dated_in_the_future_does_not_hide_later_ones(db: Database) -> None:
+    """An event dated a year ahead counts as at its arrival: before, it made every later,
+    real change look older and be ignored (found by a black-box audit of CRM sync)."""
+    lead_id = await _lead(db, "502")
+    ahead = datetime.now(UTC) + timedelta(days=365)
+    future = _event(20, "502", ahead, propertyName="lifecyclestage", propertyValue="customer")
+    async with unit_of_work(db.sessionmaker) as session:
+        await record_events(session, "hubspot", parse_events(orjson.dumps([future])))
+        assert await process_inbox(session) == 1
+    later = _event(
+        21,
+        "502",
+        datetime.now(UTC) + timedelta(seconds=1),
+        propertyName="hs_lead_status",
+        propertyValue="UNQUALIFIED",
+    )
+    async with unit_of_work(db.sessionmaker) as session:
+        await record_events(session, "hubspot", parse_events(orjson.dumps([later])))
+        assert await process_inbox(session) == 1
+    async with db.sessionmaker() as session:
+        lead = await session.get(Lead, lead_id)
+        assert lead is not None
+        assert lead.status == "lost"

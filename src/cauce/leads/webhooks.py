@@ -183,7 +183,9 @@ async def _apply(session: AsyncSession, event: WebhookInboxEvent) -> str:
     lead = await session.scalar(select(Lead).where(Lead.crm_id == str(object_id)))
     if lead is None:
         return "ignored:unknown_contact"
-    at = event.occurred_at or event.received_at
+    # An event dated after its arrival counts as at its arrival (nothing happens before it
+    # is told): a date a year ahead would otherwise make every later, real event older.
+    at = min(event.occurred_at or event.received_at, event.received_at)
     if lead.crm_event_at is not None and at <= lead.crm_event_at:
         return "ignored:older"
     if subscription.endswith(".deletion"):
