@@ -121,9 +121,30 @@ def test_member_listed_twice_is_refused(toml: Any) -> None:
 
 
 def test_unknown_team_is_refused(toml: Any) -> None:
-    """A rule naming a team that is not configured is refused, naming it."""
+    """A rule naming a team that is not configured is refused, naming the rule's setting
+    and the teams there are (the message named only `CAUCE_LEADS` before a configuration
+    audit)."""
     message = _refused(toml, _routing('[[leads.routing_rules]]\nteam = "nope"\nsources = ["api"]'))
-    assert "routing names teams not in leads.teams: nope" in message
+    assert (
+        "CAUCE_LEADS__ROUTING_RULES__1__TEAM: names a team not in leads.teams (teams: a) "
+        "(got 'nope')" in message
+    )
+
+
+def test_unknown_default_team_is_refused(toml: Any) -> None:
+    message = _refused(toml, '[leads]\ndefault_team = "nope"\n')
+    assert "CAUCE_LEADS__DEFAULT_TEAM: names a team not in leads.teams (teams: none)" in message
+
+
+def test_a_value_failing_every_type_is_one_error_at_its_setting(toml: Any) -> None:
+    """A routing `custom` value or a scoring `value` may be text, a boolean or a number;
+    an empty text failed each, and the message listed one error a type, under pydantic's
+    names (`...__SECTOR__FUNCTION-AFTER[_MATCH_TEXT(), STR]`, `...__SECTOR__BOOL`)."""
+    message = _refused(
+        toml, _routing('[[leads.routing_rules]]\nteam = "a"\ncustom = { sector = "" }')
+    )
+    assert message.count("CAUCE_") == 1, message
+    assert "CAUCE_LEADS__ROUTING_RULES__1__CUSTOM__SECTOR: is empty" in message
 
 
 # --- scoring rules ------------------------------------------------------------------

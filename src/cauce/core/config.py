@@ -341,11 +341,42 @@ def _variable_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
 
 
+# The names pydantic gives the branches of a union in an error's location (`bool`,
+# `function-after[_match_text(), str]`, `tuple[...]`): not settings.
+_SCALAR_BRANCHES = frozenset({"str", "bool", "int", "float", "none", "bytes"})
+
+
+def _union_branch(part: int | str) -> bool:
+    return isinstance(part, str) and (part in _SCALAR_BRANCHES or "[" in part)
+
+
+def _one_per_setting(errors: list[Any]) -> list[tuple[tuple[int | str, ...], Any]]:
+    """The errors with their locations; a value that fails every branch of a union (one
+    error a branch) is one error at the setting, the first branch's (the text one says
+    most: "is empty")."""
+    located: list[tuple[tuple[int | str, ...], Any]] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        located.append((loc[:-1] if loc and _union_branch(loc[-1]) else loc, err))
+    counts: dict[tuple[int | str, ...], int] = {}
+    for loc, _ in located:
+        counts[loc] = counts.get(loc, 0) + 1
+    kept: list[tuple[tuple[int | str, ...], Any]] = []
+    seen: set[tuple[int | str, ...]] = set()
+    for (loc, err), raw in zip(located, errors, strict=True):
+        original = tuple(raw.get("loc", ()))
+        if loc == original or counts[loc] == 1:
+            kept.append((original, err))
+        elif loc not in seen:
+            seen.add(loc)
+            kept.append((loc, err))
+    return kept
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """One line per problem, naming the environment variable and what is wrong."""
     lines = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(err.get("loc", ()))
+    for loc, err in _one_per_setting(list(exc.errors(include_url=False))):
         name = _variable_name(loc) if loc else "configuration"
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":

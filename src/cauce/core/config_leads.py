@@ -233,12 +233,25 @@ class LeadsSettings(Section):
     def _check(self) -> LeadsSettings:
         # Each team routing sends leads to, and what sends them (for the message).
         routed: dict[str, str] = {}
+        unknown = []
         for index, rule in enumerate(self.routing_rules):
             routed.setdefault(rule.team, f"routing rule {index}")
+            if rule.team not in self.teams:
+                unknown.append(setting_error(("routing_rules", index, "team"), "", rule.team))
         if self.default_team:
             routed.setdefault(self.default_team, "default_team")
-        if missing := sorted(set(routed) - set(self.teams)):
-            raise ValueError(f"routing names teams not in leads.teams: {', '.join(missing)}")
+            if self.default_team not in self.teams:
+                unknown.append(setting_error(("default_team",), "", self.default_team))
+        if unknown:
+            known = ", ".join(sorted(self.teams)) or "none"
+            raise refuse(
+                *(
+                    setting_error(
+                        e["loc"], f"names a team not in leads.teams (teams: {known})", e["input"]
+                    )
+                    for e in unknown
+                )
+            )
         errors = []
         for team, by in routed.items():
             # A lead routed there would get the team and no owner, silently, forever.
