@@ -248,6 +248,45 @@ async def test_throttling_propagates_and_keeps_earlier_batches(
     assert [i for i in ids if statuses[i] == "pending"] == ids[100:]
 
 
+async def test_a_request_the_crm_did_not_take_shows_on_its_leads(
+    db: Database, crm_settings: Settings
+) -> None:
+    """An outage, a rate limit or a refused request left each lead of the batch at
+    `attempts 0` and no error, however long it lasted (a black-box audit of CRM sync):
+    now they say why, the next success clears it, and leads not yet sent say nothing."""
+    ids = await _add_leads(db, 150)
+    crm = MemoryCrm()
+    failures: list[Exception] = [
+        CrmUnavailable("HTTP 503 from the CRM"),
+        CrmThrottled(utcnow() + timedelta(hours=3), "DAILY"),
+    ]
+
+    async def fail_first() -> None:
+        if failures:
+            raise failures.pop(0)
+
+    crm.on_call.append(fail_first)
+    settings = crm_settings.crm.model_copy(update={"delivery_lanes": 1})
+    for expected in (CrmUnavailable, CrmThrottled):
+        with pytest.raises(expected):
+            await deliver(db.sessionmaker, crm, settings)
+    async with db.sessionmaker() as session:
+        rows = {
+            lead.id: (lead.sync_status, lead.sync_attempts, lead.last_sync_error)
+            for lead in (await session.scalars(select(Lead))).all()
+        }
+    first = rows[ids[0]]
+    assert first[:2] == ("pending", 2)
+    assert first[2] is not None
+    assert "rate limit (DAILY)" in first[2]
+    assert rows[ids[-1]] == ("pending", 0, None)  # its batch was never sent
+    await deliver(db.sessionmaker, crm, settings)
+    async with db.sessionmaker() as session:
+        lead = await session.get(Lead, ids[0])
+        assert lead is not None
+        assert (lead.sync_status, lead.last_sync_error) == ("synced", None)
+
+
 async def test_erased_leads_are_never_sent(db: Database, crm_settings: Settings) -> None:
     """A tombstone stays out of deliveries."""
     ids = await _add_leads(db, 2)

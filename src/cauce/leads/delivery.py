@@ -41,7 +41,15 @@ from cauce.core.db import unit_of_work
 from cauce.core.db.base import UtcDateTime, utcnow
 from cauce.leads.matching.record import role_mailbox
 from cauce.leads.models import Lead
-from cauce.leads.ports import CrmClient, CrmContact, CrmKey, UpsertOutcome
+from cauce.leads.ports import (
+    CrmClient,
+    CrmContact,
+    CrmKey,
+    CrmRejected,
+    CrmThrottled,
+    CrmUnavailable,
+    UpsertOutcome,
+)
 
 log = structlog.get_logger("cauce.leads.delivery")
 
@@ -224,6 +232,39 @@ async def _record_batch(
     return [(c, verdicts.get(c.lead_id, "superseded")) for c in contacts]
 
 
+# A request the CRM refused or could not take whole: each lead of its batch says so (the
+# job decides when to send again). Compare-and-set on the version, as a success: a lead
+# changed since its batch was read has nothing of this to say yet.
+_MARK_TRIED = (
+    update(_LEADS)
+    .where(_LEADS.c.id == bindparam("lead_id"), _LEADS.c.version == bindparam("sent_version"))
+    .values(
+        sync_attempts=_LEADS.c.sync_attempts + 1,
+        last_sync_error=bindparam("error"),
+    )
+)
+
+
+def request_error(exc: CrmThrottled | CrmUnavailable | CrmRejected) -> str:
+    """How a lead's `sync.last_error` words a whole request's failure."""
+    if isinstance(exc, CrmThrottled):
+        why = f"the CRM's rate limit{f' ({exc.policy})' if exc.policy else ''}"
+        return f"{why}: sent again after {exc.until.isoformat()}"[:MAX_ERROR_CHARS]
+    if isinstance(exc, CrmUnavailable):
+        return f"the CRM did not take the request ({exc}); sent again later"[:MAX_ERROR_CHARS]
+    return f"the CRM refused the request: {exc}"[:MAX_ERROR_CHARS]
+
+
+async def _record_request_error(
+    session: AsyncSession, contacts: Sequence[CrmContact], error: str
+) -> None:
+    conn = await session.connection()
+    await conn.execute(
+        _MARK_TRIED,
+        [{"lead_id": c.lead_id, "sent_version": c.version, "error": error} for c in contacts],
+    )
+
+
 async def deliver(
     sessionmaker: async_sessionmaker[AsyncSession],
     crm: CrmClient,
@@ -347,6 +388,14 @@ class _Delivery:
         async with unit_of_work(self.sessionmaker) as session:
             return await _record_batch(session, contacts, outcomes)
 
+    async def _record_failure(self, contacts: Sequence[CrmContact], error: str) -> None:
+        # Best effort: the CRM's error is what the job acts on, not a failure to note it.
+        try:
+            async with unit_of_work(self.sessionmaker) as session:
+                await _record_request_error(session, contacts, error)
+        except Exception as exc:  # noqa: BLE001 - logged; the CRM's error is raised
+            log.warning("crm.delivery.note_failed", error_class=type(exc).__name__)
+
     async def lane(self) -> None:
         report = self.report
         while True:
@@ -357,7 +406,11 @@ class _Delivery:
             if not contacts:
                 return
             try:
-                outcomes = await self.crm.upsert(contacts)  # a cancellation may cut this
+                try:
+                    outcomes = await self.crm.upsert(contacts)  # a cancellation may cut this
+                except (CrmThrottled, CrmUnavailable, CrmRejected) as exc:
+                    await _to_the_end(self._record_failure(contacts, request_error(exc)))
+                    raise
                 report.batches += 1
                 verdicts = await _to_the_end(self._record(contacts, outcomes))
             finally:
