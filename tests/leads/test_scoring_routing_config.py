@@ -177,6 +177,9 @@ def test_unknown_scoring_field_is_refused_listing_the_fields(toml: Any) -> None:
         ('field = "email_free"\ntest = "equals"\nvalue = "yes"', "VALUE", "true or false"),
         ('field = "country"\ntest = "in"\nvalue = ["ES", "México"]', "VALUE", "'México' is not"),
         ('field = "source"\ntest = "equals"\nvalue = "webform"', "VALUE", "not a lead source"),
+        ('field = "arrivals"\ntest = "equals"\nvalue = "dos"', "VALUE", "not a count of arrivals"),
+        ('field = "arrivals"\ntest = "in"\nvalue = [2, "3"]', "VALUE", "'3' is not a count"),
+        ('field = "arrivals"\ntest = "equals"\nvalue = 0', "VALUE", "of 1 or more"),
         ('field = "custom.Plan"', "FIELD", "leads have no such field"),
         ('field = "email.domain"', "FIELD", "leads have no such field"),
     ],
@@ -200,10 +203,11 @@ def test_working_scoring_rules_are_accepted(toml: Any) -> None:
         + _scoring('field = "consent.marketing"\ntest = "equals"\nvalue = false')
         + _scoring('field = "utm.medium"\ntest = "equals"\nvalue = "cpc"')
         + _scoring('field = "custom_fields.plan"')
+        + _scoring('field = "arrivals"\ntest = "in"\nvalue = [2, 3]')
     )
     rules = settings.leads.scoring_rules
     assert rules is not None
-    assert [rule.value for rule in rules] == [250, ("es", "MX"), None, False, "cpc", None]
+    assert [rule.value for rule in rules] == [250, ("es", "MX"), None, False, "cpc", None, (2, 3)]
 
 
 def test_empty_scoring_rules_are_accepted_with_a_warning(toml: Any) -> None:

@@ -170,6 +170,13 @@ class ScoringRule(Section):
                 f"{option!r} is not an ISO 3166-1 alpha-2 country code, which is what leads "
                 "store (write ES, MX, GB...: names and 3-letter codes never match)"
             )
+        if self.field == "arrivals" and (
+            isinstance(option, bool) or not isinstance(option, int) or option < 1
+        ):
+            return (
+                f"{option!r} is not a count of arrivals: compare arrivals with a whole number "
+                "of 1 or more (value = 2, without quotes)"
+            )
         if self.field == "source" and not (
             isinstance(option, str) and option.lower() in LEAD_SOURCES
         ):
