@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
@@ -237,12 +237,19 @@ async def test_erasure_keeps_a_tombstone_without_personal_data(
     )
     await _accept(rt, email="borrar@empresa.es", company="Empresa")
     async with unit_of_work(db.sessionmaker) as session:
+        # The CRM's refusal quoting the contact, as HubSpot's CONFLICT does.
+        clash = "CONFLICT: A contact with email borrar@empresa.es already exists."
+        await session.execute(
+            update(Lead).where(Lead.id == created.lead.id).values(last_sync_error=clash)
+        )
+    async with unit_of_work(db.sessionmaker) as session:
         await service_edit.erase(session, rt, created.lead.uid, "test")
     async with db.sessionmaker() as session:
         lead = await session.get(Lead, created.lead.id)
         assert lead is not None
         assert lead.erased_at is not None
         assert (lead.email, lead.first_name, lead.company) == (None, None, None)
+        assert lead.last_sync_error is None
         assert await session.scalar(select(func.count()).select_from(LeadMatchKey)) == 0
         utms = (await session.scalars(select(LeadSource.utm))).all()
         assert all(u == {} for u in utms)

@@ -258,6 +258,9 @@ def make_tombstone(lead: Lead, sync_status: str, now: datetime) -> None:
     lead.custom_fields = {}
     lead.match_keys = []
     lead.score_reasons = []
+    # A CRM's error text may quote the contact (HubSpot's CONFLICT names the email or
+    # phone it clashed with).
+    lead.last_sync_error = None
     lead.erased_at = now
     lead.updated_at = now
     lead.version += 1
