@@ -37,7 +37,11 @@ from cauce.core.observability.metrics import (
     build_registry,
     process_stopped,
 )
-from cauce.core.observability.tracing import build_tracer_provider, instrument_engine
+from cauce.core.observability.tracing import (
+    build_tracer_provider,
+    instrument_engine,
+    redact_server_span,
+)
 from cauce.core.security.apikeys import ApiKeyService
 from cauce.core.web.jobs import jobs_router
 from cauce.core.web.middleware import RequestContextMiddleware
@@ -340,6 +344,9 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
     if tracer_provider is not None:
         FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=tracer_provider, excluded_urls="healthz,readyz,metrics"
+            app,
+            tracer_provider=tracer_provider,
+            excluded_urls="healthz,readyz,metrics",
+            server_request_hook=redact_server_span,
         )
     return app

@@ -235,3 +235,28 @@ async def test_a_started_app_collects_young_garbage_rarely(app: FastAPI) -> None
     passes that found next to nothing), and what existed at start-up is frozen."""
     assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD > 700
     assert gc.get_freeze_count() > 0
+
+
+async def test_server_spans_keep_no_query_values(
+    traced_app: FastAPI, exporter: InMemorySpanExporter
+) -> None:
+    """A search's terms (the GDPR look-up of a person by email) never reach the tracing
+    backend: a server span's URL keeps the query's parameter names, not their values."""
+    created = await traced_app.state.resources.api_keys.create("n", ["leads:read"])
+    exporter.clear()
+    transport = httpx.ASGITransport(app=traced_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get(
+            "/v1/leads",
+            params={"q": "ana.garcia@example.es", "country": "ES"},
+            headers={"authorization": f"Bearer {created.token}"},
+        )
+    assert response.status_code == 200
+    spans = exporter.get_finished_spans()
+    server = [s for s in spans if s.name == "GET /v1/leads"]
+    assert server, [s.name for s in spans]
+    attributes = dict(server[0].attributes or {})
+    assert attributes.get("http.url") == "http://t/v1/leads?q=REDACTED&country=REDACTED"
+    every_value = " ".join(str(v) for s in spans for v in (s.attributes or {}).values())
+    assert "ana.garcia" not in every_value
+    assert "example.es" not in every_value

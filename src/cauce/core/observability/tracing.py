@@ -47,3 +47,33 @@ def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> Any:
     tracer = provider.get_tracer("cauce.db", cauce.__version__)
     usage = NoOpMeterProvider().get_meter("cauce.db").create_up_down_counter("db.connections")
     return EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
+
+
+# What a server span keeps of a request's query string: its parameters' names. Their
+# values are searches (`GET /v1/leads?q=ana@example.com`, the GDPR look-up itself), which
+# must not reach a tracing backend any more than the logs (`redact.py`).
+_URL_ATTRIBUTES = ("http.url", "url.full")
+_QUERY_ATTRIBUTES = ("url.query",)
+
+
+def _names_only(query: str) -> str:
+    names = (part.partition("=")[0] for part in query.split("&") if part)
+    return "&".join(f"{name}=REDACTED" for name in names)
+
+
+def redact_server_span(span: Any, scope: dict[str, Any]) -> None:
+    """`server_request_hook` of the ASGI instrumentation: the request's query values out of
+    the span's URL attributes (the instrumentation puts them in, unquoted)."""
+    raw = scope.get("query_string") or b""
+    if not raw or not span.is_recording():
+        return
+    attributes = getattr(span, "attributes", None) or {}
+    for name in _URL_ATTRIBUTES:
+        url = attributes.get(name)
+        if isinstance(url, str):
+            base, _, query = url.partition("?")
+            span.set_attribute(name, f"{base}?{_names_only(query)}" if query else base)
+    for name in _QUERY_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str):
+            span.set_attribute(name, _names_only(value))
