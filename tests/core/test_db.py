@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 from asyncio.subprocess import PIPE
 from datetime import UTC, datetime, timedelta, timezone
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, func, select, text
 
 from cauce.core.config import Settings
 from cauce.core.db import create_database, unit_of_work
+from cauce.core.db.engine import _sqlite_pragmas
 from cauce.core.db.migrate import (
     MIGRATION_LOCK,
     alembic_config,
@@ -43,9 +45,29 @@ async def test_sqlite_pragmas(tmp_path: Path) -> None:
             assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
             assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
             assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 1234
+            assert (await conn.execute(text("PRAGMA secure_delete"))).scalar() == 1
         assert (tmp_path / "cauce.db").exists()
     finally:
         await db.dispose()
+
+
+def test_sqlite_overwrites_deleted_content_whatever_the_build(tmp_path: Path) -> None:
+    """Erased personal data is overwritten in the file, also with an SQLite built without
+    SECURE_DELETE by default (Debian's has it on; the connection setup must not rely on it)."""
+    conn = sqlite3.connect(tmp_path / "x.db")
+    try:
+        conn.execute("PRAGMA secure_delete=OFF")  # a build whose default is off
+        _sqlite_pragmas(1000)(conn, None)
+        assert conn.execute("PRAGMA secure_delete").fetchone() == (1,)
+        conn.execute("CREATE TABLE t (v TEXT)")
+        conn.execute("INSERT INTO t VALUES ('ana.garcia@example.es')")
+        conn.commit()
+        conn.execute("DELETE FROM t")
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    assert b"ana.garcia" not in (tmp_path / "x.db").read_bytes()
 
 
 async def test_migrations_apply_on_empty_database(empty_database_url: str, tmp_path: Path) -> None:

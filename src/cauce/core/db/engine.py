@@ -72,6 +72,9 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
+        # Deleted content is overwritten, not left in free pages: an erased lead's personal
+        # data must not stay readable in the file (many builds default to it; not all).
+        cur.execute("PRAGMA secure_delete=ON")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         # Checkpoints are a thread's work (checkpoint.py); a writer's only a backstop.
         cur.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
