@@ -12,6 +12,12 @@ Versions: a lead's `version` grows on every change; after an upsert the lead is 
 `synced` only if its version is still the one sent (compare-and-set), otherwise it stays
 `pending` and the newer state goes in a later batch, so an older state never wins.
 
+Cleared fields: a contact carries the lead's fields with a value, and, as None (a clear,
+which each adapter words its vendor's way), the properties an earlier successful sync
+gave a value whose field is empty now (`Lead.crm_sent_properties`, written by the same
+compare-and-set that marks the lead synced). A property Cauce never gave a value is left
+out: what people typed in the CRM for a field Cauce does not have stays.
+
 No transaction is held across a CRM call: each batch is read in one short transaction
 and its outcome written in another, so a crash loses at most the bookkeeping of one
 batch, which the next run redoes (upserts are idempotent).
@@ -33,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import structlog
-from sqlalchemy import Table, bindparam, case, func, select, update
+from sqlalchemy import JSON, Table, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import CrmSettings
@@ -96,13 +102,37 @@ def contact_properties(lead: Lead, mapping: Mapping[str, str]) -> dict[str, Any]
 
 def to_contact(lead: Lead, settings: CrmSettings, *, email_held: bool = False) -> CrmContact:
     """The CRM contact a lead row becomes. With `email_held` (another lead's contact has
-    its email, which a CRM keeps unique) it is keyed by its Cauce id and sent without it."""
+    its email, which a CRM keeps unique) it is keyed by its Cauce id and sent without it.
+
+    A mapped property an earlier sync gave a value (`crm_sent_properties`) whose field is
+    empty now is in it as None: cleared. The email held elsewhere is not empty, only
+    withheld: it is no clear."""
     properties = contact_properties(lead, settings.field_mapping)
-    if email_held:
-        properties.pop(settings.field_mapping.get("email", "email"), None)
+    withheld = _withheld(settings, email_held)
+    for name in withheld:
+        properties.pop(name, None)
     properties.setdefault(settings.cauce_id_property, lead.uid)
+    mapped = set(settings.field_mapping.values())
+    for name in lead.crm_sent_properties or ():
+        if name in mapped and name not in properties and name not in withheld:
+            properties[name] = None
     key = contact_key(lead, settings, email_held=email_held)
     return CrmContact(lead.id, lead.version, key, properties)
+
+
+def _withheld(settings: CrmSettings, email_held: bool) -> frozenset[str]:
+    return frozenset({settings.field_mapping.get("email", "email")} if email_held else ())
+
+
+def sent_properties(
+    lead: Lead, contact: CrmContact, settings: CrmSettings, *, email_held: bool = False
+) -> list[str]:
+    """What `crm_sent_properties` becomes once `contact` (made of `lead`) is in the CRM:
+    the properties it gives a value, and a withheld email the CRM may still hold from an
+    earlier sync (it is cleared there if the lead's email is emptied later)."""
+    given = {name for name, value in contact.properties.items() if value is not None}
+    kept = _withheld(settings, email_held) & set(lead.crm_sent_properties or ())
+    return sorted(given | kept)
 
 
 async def email_holders(session: AsyncSession, leads: Sequence[Lead]) -> dict[str, int]:
@@ -175,6 +205,7 @@ _MARK_SENT = (
         synced_version=bindparam("sent_version"),
         crm_id=bindparam("sent_crm_id"),
         synced_at=bindparam("sent_at", type_=UtcDateTime()),
+        crm_sent_properties=bindparam("sent_properties", type_=JSON()),
         sync_attempts=_LEADS.c.sync_attempts + 1,
         last_sync_error=None,
         sync_status=case(
@@ -185,15 +216,23 @@ _MARK_SENT = (
 
 
 async def _record_batch(
-    session: AsyncSession, contacts: Sequence[CrmContact], outcomes: Sequence[UpsertOutcome]
+    session: AsyncSession,
+    contacts: Sequence[CrmContact],
+    outcomes: Sequence[UpsertOutcome],
+    sent: Mapping[int, Sequence[str]] | None = None,
 ) -> list[tuple[CrmContact, str]]:
     """Write a batch's outcomes; each contact's verdict: 'synced', 'superseded', 'failed'
-    or 'retry'."""
+    or 'retry'.
+
+    `sent` is each lead's `crm_sent_properties` after its success (`sent_properties`;
+    default: the properties its contact gives a value). It is written by the version's
+    compare-and-set, with `synced_version`: an older state's never overwrites a newer's.
+    """
     now = utcnow()
     conn = await session.connection()
-    sent = [(c, o) for c, o in zip(contacts, outcomes, strict=True) if o.ok]
+    done = [(c, o) for c, o in zip(contacts, outcomes, strict=True) if o.ok]
     verdicts: dict[int, str] = {}
-    if sent:
+    if done:
         await conn.execute(
             _MARK_SENT,
             [
@@ -202,16 +241,19 @@ async def _record_batch(
                     "sent_version": c.version,
                     "sent_crm_id": o.crm_id,
                     "sent_at": now,
+                    "sent_properties": list(sent[c.lead_id])
+                    if sent is not None and c.lead_id in sent
+                    else sorted(k for k, v in c.properties.items() if v is not None),
                 }
-                for c, o in sent
+                for c, o in done
             ],
         )
         rows = await conn.execute(
             select(_LEADS.c.id, _LEADS.c.sync_status, _LEADS.c.synced_version).where(
-                _LEADS.c.id.in_([c.lead_id for c, _ in sent])
+                _LEADS.c.id.in_([c.lead_id for c, _ in done])
             )
         )
-        versions = {c.lead_id: c.version for c, _ in sent}
+        versions = {c.lead_id: c.version for c, _ in done}
         for lead_id, status, synced_version in rows:
             same = status == "synced" and synced_version == versions[lead_id]
             verdicts[lead_id] = "synced" if same else "superseded"
@@ -348,6 +390,8 @@ class _Delivery:
         self.skip: set[int] = set()
         self.in_flight: set[int] = set()
         self.keys_in_flight: set[CrmKey] = set()
+        # Each in-flight lead's `crm_sent_properties` once its contact is in the CRM.
+        self.sent: dict[int, list[str]] = {}
         self.reading = asyncio.Lock()
         # Reads go forward from the last lead read (keyset), not from the first pending
         # one: on PostgreSQL the index entries of leads synced in this run stay behind
@@ -369,24 +413,25 @@ class _Delivery:
                 if leads:
                     self.after = leads[-1].id
                 holders = await email_holders(session, leads)
-                sent = [
-                    to_contact(
-                        lead,
-                        self.settings,
-                        email_held=holders.get(lead.email or "", lead.id) != lead.id,
-                    )
-                    for lead in leads
-                ]
-                contacts = [c for c in _unique_keys(sent) if c.key not in self.keys_in_flight]
+                built: list[CrmContact] = []
+                sent: dict[int, list[str]] = {}
+                for lead in leads:
+                    held = holders.get(lead.email or "", lead.id) != lead.id
+                    contact = to_contact(lead, self.settings, email_held=held)
+                    built.append(contact)
+                    sent[lead.id] = sent_properties(lead, contact, self.settings, email_held=held)
+                contacts = [c for c in _unique_keys(built) if c.key not in self.keys_in_flight]
             self.in_flight.update(c.lead_id for c in contacts)
             self.keys_in_flight.update(c.key for c in contacts)
+            self.sent.update((c.lead_id, sent[c.lead_id]) for c in contacts)
             return contacts
 
     async def _record(
         self, contacts: Sequence[CrmContact], outcomes: Sequence[UpsertOutcome]
     ) -> list[tuple[CrmContact, str]]:
+        sent = {c.lead_id: self.sent[c.lead_id] for c in contacts if c.lead_id in self.sent}
         async with unit_of_work(self.sessionmaker) as session:
-            return await _record_batch(session, contacts, outcomes)
+            return await _record_batch(session, contacts, outcomes, sent)
 
     async def _record_failure(self, contacts: Sequence[CrmContact], error: str) -> None:
         # Best effort: the CRM's error is what the job acts on, not a failure to note it.
@@ -416,6 +461,8 @@ class _Delivery:
             finally:
                 self.in_flight.difference_update(c.lead_id for c in contacts)
                 self.keys_in_flight.difference_update(c.key for c in contacts)
+                for contact in contacts:
+                    self.sent.pop(contact.lead_id, None)
             for sent, verdict in verdicts:
                 if verdict == "synced":
                     report.synced += 1

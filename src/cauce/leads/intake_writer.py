@@ -139,6 +139,7 @@ def _new_lead(values: dict[str, Any], held: bool, now: datetime) -> Lead:
         synced_at=None,
         sync_attempts=0,
         last_sync_error=None,
+        crm_sent_properties=None,
         crm_event_at=None,
         crm_deleted_at=None,
         erased_at=None,

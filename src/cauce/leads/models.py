@@ -89,6 +89,10 @@ class Lead(Base):
     synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     sync_attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_sync_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # The CRM properties Cauce has given a value there (its last successful sync's, written
+    # with `synced_version`); None: not known yet (never synced since migration 0016). One
+    # whose field is empty now is sent cleared; a property never given one is left alone.
+    crm_sent_properties: Mapped[list[str] | None] = mapped_column(JSON, default=None)
 
     # Inbound CRM changes: when the newest applied event happened (older ones are ignored,
     # HubSpot reorders), and whether the CRM deleted the contact.

@@ -142,7 +142,12 @@ class ContactStore:
     # -- validation ----------------------------------------------------------------------
 
     def check(self, props: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, Any]]]:
-        """Coerce values to strings and list HubSpot's property errors, if any."""
+        """Coerce values to strings and list HubSpot's property errors, if any.
+
+        ``""`` clears a property (HubSpot reads it as no value); ``null`` is left out of
+        the values, so it changes nothing, as HubSpot answers it with success and keeps
+        the old value (HubSpot/hubspot-api-nodejs#324: only the empty string clears).
+        """
         values: dict[str, str] = {}
         problems: list[dict[str, Any]] = []
         for name, raw in props.items():
@@ -153,6 +158,8 @@ class ContactStore:
             elif self._strict and name not in self._known:
                 msg = f'Property "{name}" does not exist'
                 problems.append(property_error(name, msg, "PROPERTY_DOESNT_EXIST"))
+            elif raw is None:
+                continue
             elif name == "email" and value and not _EMAIL.match(value.strip()):
                 msg = f"Email address {value} is invalid"
                 problems.append(property_error(name, msg, "INVALID_EMAIL"))

@@ -4,7 +4,8 @@
   one ``idProperty`` per input; a batch is split by key property (email-keyed and
   Cauce-id-keyed contacts go in separate requests, so a partial answer is possible for
   the latter: HubSpot does not support partial upserts keyed on email). Results are
-  matched back by key (:mod:`.hubspot_batch`).
+  matched back by key (:mod:`.hubspot_batch`). A property to clear (None at the port)
+  is sent as ``""``: HubSpot ignores ``null``.
 * **A whole batch refused for one record** (400/409 on an email-keyed batch): the record
   is named from the message when possible, else the batch is bisected, so one bad lead
   costs a few requests instead of blocking the account's delivery. A refusal that names

@@ -13,7 +13,11 @@ HubSpot's docs or in bodies recorded from live portals, see ``cauce.sandbox.bodi
   ``context`` naming its ``objectWriteTraceId`` or its ``ids``;
 * a whole batch refused with 400/409 says why in ``message``: a configuration problem
   (a non-unique idProperty, a property the portal lacks) or one bad record (an invalid
-  email, a unique value owned by another contact, duplicate ids), which Cauce isolates.
+  email, a unique value owned by another contact, duplicate ids), which Cauce isolates;
+* a property is cleared by the empty string: HubSpot reads ``""`` as no value ("Clear a
+  property value" in HubSpot's CRM guide), while ``null`` is answered 200 and changes
+  nothing (HubSpot/hubspot-api-nodejs#324). A clear at the port (a property given None)
+  is therefore sent as ``""``.
 """
 
 from __future__ import annotations
@@ -148,13 +152,16 @@ def group_by_property(contacts: Sequence[CrmContact]) -> tuple[dict[str, list[in
 
 
 def upsert_inputs(chunk: Sequence[CrmContact]) -> list[dict[str, Any]]:
-    """The ``inputs`` of one batch upsert; the trace id is the input's position."""
+    """The ``inputs`` of one batch upsert; the trace id is the input's position. A
+    property to clear (None) is sent as ``""``, HubSpot's word for no value."""
     return [
         {
             "idProperty": contact.key.property,
             "id": contact.key.value,
             "objectWriteTraceId": str(position),
-            "properties": dict(contact.properties),
+            "properties": {
+                name: "" if value is None else value for name, value in contact.properties.items()
+            },
         }
         for position, contact in enumerate(chunk)
     ]

@@ -22,6 +22,15 @@ PHP client's v2 reference; bodies in ``tests/leads/adapters/fake_pipedrive.py``)
   costs the most) resetting at midnight, with ``x-daily-requests-left`` on api_token
   requests. A 429 with ``x-daily-requests-left: 0`` is taken as the daily budget.
 
+Clears (a property given None at the port: Cauce gave it a value once and the lead's
+field is empty now) are sent Pipedrive's way: a custom field and ``org_id`` as ``null``,
+``label_ids`` as ``[]``; ``owner_id`` and ``visible_to`` are left as they are (a person
+always has an owner and a visibility). An email or phone cleared takes the person's
+primary one out of ``emails``/``phones`` (Cauce sends its own as the primary; the list is
+replaced whole, so the person is read first and the others stay). A name of which every
+part Cauce sent is cleared becomes the placeholder a create would give (Pipedrive
+requires a name).
+
 No upsert and no idempotency key: each contact is searched, then created or updated,
 one request at a time (the burst window is small). Exactly-once holds while the search
 sees the person: a crash after a create and a re-run within the search index's lag
@@ -76,6 +85,9 @@ _SEARCH: Final = "/api/v2/persons/search"
 _EXACT_MATCH_MAX: Final = 30
 _BURST_SECONDS: Final = 2.0
 _TOP_LEVEL: Final = frozenset({"owner_id", "org_id", "visible_to", "label_ids"})
+# How a clear of a top-level field is said (missing: it cannot be, the field stays).
+_TOP_LEVEL_CLEAR: Final[Mapping[str, Any]] = {"org_id": None, "label_ids": []}
+_CONTACT_LISTS: Final = (("email", "emails"), ("phone", "phones"))
 _NAME_PARTS: Final = ("firstname", "lastname")
 _MAX_ERROR_TEXT: Final = 500
 
@@ -117,6 +129,22 @@ def _contact_list(value: str, known: tuple[str, ...], fold: bool) -> list[dict[s
         return None
     others = [{"value": v, "primary": False, "label": "other"} for v in known]
     return [{"value": value, "primary": True, "label": "work"}, *others]
+
+
+def _without_primary(entries: object) -> list[dict[str, Any]]:
+    """A person's emails or phones (as a GET answers them) without the primary one, the
+    first of the rest made primary: what a cleared email or phone leaves."""
+    listed = (
+        [e for e in entries if isinstance(e, dict) and e.get("value")]
+        if isinstance(entries, list)
+        else []
+    )
+    primary = next((e for e in listed if e.get("primary")), listed[0] if listed else None)
+    rest = [e for e in listed if e is not primary]
+    return [
+        {"value": e["value"], "primary": n == 0, "label": e.get("label") or "other"}
+        for n, e in enumerate(rest)
+    ]
 
 
 class PipedriveCrm:
@@ -219,8 +247,9 @@ class PipedriveCrm:
 
     async def _upsert_one(self, contact: CrmContact) -> UpsertOutcome:
         found = await self._find(contact.key, use_cache=True)
-        body = self._person_body(contact, found)
         try:
+            current = await self._lists_to_clear(contact, found)
+            body = self._person_body(contact, found, current)
             if found is None:
                 # A create is not idempotent: one attempt (no idempotency key).
                 request = Request.post(f"{self._base}{_PERSONS}", json=body, headers=self._headers)
@@ -244,8 +273,29 @@ class PipedriveCrm:
         self._remember(contact.key, _person_from(data))
         return UpsertOutcome(contact.lead_id, crm_id=str(person_id))
 
-    def _person_body(self, contact: CrmContact, found: _Person | None) -> dict[str, Any]:
+    async def _lists_to_clear(
+        self, contact: CrmContact, found: _Person | None
+    ) -> Mapping[str, Any] | None:
+        """The person as a GET answers it, when an email or phone of it is to be cleared
+        (which entry is primary: a search does not say)."""
+        if found is None or not any(
+            field in contact.properties and contact.properties[field] is None
+            for field, _ in _CONTACT_LISTS
+        ):
+            return None
+        response = await self._send(
+            Request.get(f"{self._base}{_PERSONS}/{found.id}", headers=self._headers)
+        )
+        data = _data(response)
+        return data if isinstance(data, dict) else None
+
+    def _person_body(
+        self, contact: CrmContact, found: _Person | None, current: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The create or update body; `current` is the person read when an email or phone
+        is cleared (see `_lists_to_clear`)."""
         props = dict(contact.properties)
+        cleared = {name for name, value in props.items() if value is None}
         key = contact.key
         email = props.pop("email", None) or (key.value if key.property == "email" else None)
         phone = props.pop("phone", None)
@@ -254,17 +304,25 @@ class PipedriveCrm:
         body: dict[str, Any] = {}
         if name:
             body["name"] = str(name)
-        elif found is None:  # Pipedrive requires a name on create
+        elif found is None or cleared & {"name", *_NAME_PARTS}:
+            # Pipedrive requires a name: on create, and for one whose parts are cleared.
             uid = props.get(self._cauce_id)
             body["name"] = str(email or phone or f"Lead {uid or contact.lead_id}")
         if email and (emails := _contact_list(str(email), found.emails if found else (), True)):
             body["emails"] = emails
         if phone and (phones := _contact_list(str(phone), found.phones if found else (), False)):
             body["phones"] = phones
+        for field, plural in _CONTACT_LISTS:
+            if field in cleared and current is not None and plural not in body:
+                body[plural] = _without_primary(current.get(plural))
         for field in _TOP_LEVEL & props.keys():
-            body[field] = props.pop(field)
+            value = props.pop(field)
+            if value is not None:
+                body[field] = value
+            elif field in _TOP_LEVEL_CLEAR:
+                body[field] = _TOP_LEVEL_CLEAR[field]
         if props:
-            body["custom_fields"] = props
+            body["custom_fields"] = props  # a cleared custom field goes as null
         return body
 
     async def _find(self, key: CrmKey, *, use_cache: bool) -> _Person | None:

@@ -13,6 +13,12 @@ headers:
 * ``webhook-signature``: ``v1,`` + base64 of HMAC-SHA256 over ``"{id}.{timestamp}.{body}"``
   keyed with the base64-decoded part of a ``whsec_`` secret.
 
+The body is ``{"type": "leads.upserted", "timestamp", "data": {"contacts": [{"id", "uid",
+"version", "key": {"property", "value"}, "properties": {...}}]}}``. A property present
+with ``null`` is cleared: an earlier message gave it a value and the lead's field is
+empty now, so the receiver should empty it too. A property absent from ``properties``
+says nothing: the receiver keeps whatever it has (Cauce never gave it a value).
+
 The URL is the user's, so it goes through the SSRF guard: checked here before every
 message (a refusal is `CrmRejected`), and again, pinned per connection, by the client
 when the composition root builds it with ``crm_client_options`` (see the package).
@@ -151,6 +157,7 @@ class WebhookCrm:
         """Nothing to release: the HTTP client belongs to the composition root."""
 
     def _item(self, contact: CrmContact) -> dict[str, Any]:
+        # A property to clear (None at the port) stays in as JSON null (module docstring).
         uid = contact.properties.get(self._cauce_id)
         uid = uid if isinstance(uid, str) and uid else f"lead-{contact.lead_id}"
         return {
