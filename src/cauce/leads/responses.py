@@ -130,6 +130,12 @@ class SyncState(_Out):
     synced_at: datetime | None = None
     attempts: int
     last_error: str | None = None
+    crm_deleted_at: datetime | None = Field(
+        default=None,
+        description="When the contact was deleted in the CRM (HubSpot's `contact.deletion` "
+        "webhook), while it stays deleted: null again once a later sync has put the lead "
+        "back there (as a new contact, `crm_id`). A GDPR deletion there erases the lead.",
+    )
 
 
 class HistoryLine(_Out):

@@ -31,7 +31,7 @@ from cauce.leads.delivery import (
 )
 from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.ports import CrmClient, CrmKey, CrmRejected, CrmThrottled, CrmUnavailable
-from cauce.leads.webhooks import INBOUND_TASK, process_inbox
+from cauce.leads.webhooks import INBOUND_TASK, crm_erasure, process_inbox
 
 log = structlog.get_logger("cauce.leads.tasks")
 
@@ -170,10 +170,12 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
             raise _later(exc) from exc
 
     async def inbound_handler(ctx: JobContext, payload: JsonDict) -> None:
+        # A GDPR deletion in the CRM erases the lead here too, as the API does.
+        erase = crm_erasure(deps.settings, deps.sessionmaker, ctx.queue_port)
         # Chunks in their own transactions: a long backlog commits as it goes.
         while True:
             async with unit_of_work(deps.sessionmaker) as session:
-                if await process_inbox(session) == 0:
+                if await process_inbox(session, erase=erase) == 0:
                     return
 
     registry.task(DELIVER_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(deliver_handler)

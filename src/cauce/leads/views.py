@@ -106,6 +106,16 @@ def _utc(at: datetime) -> str:
     return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text
 
 
+def _crm_deleted_at(lead: Lead) -> datetime | None:
+    """When the CRM deleted the lead's contact, while that is its state: a sync since then
+    (a change in Cauce makes the lead pending, and the upsert creates the contact anew)
+    has put it back, and the deletion is history (its `crm_deleted` line)."""
+    deleted = lead.crm_deleted_at
+    if deleted is None or (lead.synced_at is not None and lead.synced_at > deleted):
+        return None
+    return deleted
+
+
 def detail_view(found: LeadDetail) -> dict[str, Any]:
     """`GET /v1/leads/{id}`: the lead, its sync state, duplicates and history."""
     lead = found.lead
@@ -126,6 +136,7 @@ def detail_view(found: LeadDetail) -> dict[str, Any]:
     # Contacts that arrivals brought and a merge did not make the lead's own.
     body["other_emails"] = _others((s.email for s in found.sources), lead.email)
     body["other_phones"] = _others((s.phone for s in found.sources), lead.phone)
+    deleted_at = _crm_deleted_at(lead)
     body["sync"] = {
         "status": lead.sync_status,
         "version": lead.version,
@@ -134,6 +145,7 @@ def detail_view(found: LeadDetail) -> dict[str, Any]:
         "synced_at": lead.synced_at.isoformat() if lead.synced_at else None,
         "attempts": lead.sync_attempts,
         "last_error": lead.last_sync_error,
+        "crm_deleted_at": deleted_at.isoformat() if deleted_at else None,
     }
     body["history"] = [
         {"action": e.action, "at": _utc(e.at), "actor": e.actor, "changes": e.changes}

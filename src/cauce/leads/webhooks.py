@@ -6,6 +6,12 @@ body + timestamp)) in `X-HubSpot-Signature-v3`, the timestamp (ms) in
 replays. Events arrive in batches, may repeat and may come out of order: each is
 recorded once in the inbox keyed by (source, eventId); a lead only takes a change that
 happened after the last one it applied (`crm_event_at`).
+
+Deletions: `contact.deletion` (the contact deleted in HubSpot, to its recycle bin) marks
+the lead (`crm_deleted_at`, shown as `sync.crm_deleted_at`); `contact.privacyDeletion`
+(a GDPR deletion there: the person asked the company to erase their data) erases the lead
+here as `DELETE /v1/leads/{id}` does, by the job's `Erase` (`crm_erasure`). An erased lead
+takes no event: among them is the CRM's word on an erasure Cauce asked for itself.
 """
 
 from __future__ import annotations
@@ -14,24 +20,35 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import structlog
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cauce.core.config import Settings
 from cauce.core.db.base import utcnow
 from cauce.core.errors import CauceError, ValidationFailed
+from cauce.core.jobs.ports import JobQueue
+from cauce.leads.errors import LeadErased
 from cauce.leads.models import Lead, LeadEvent, WebhookInboxEvent
+
+log = structlog.get_logger("cauce.leads.webhooks")
 
 SOURCE_HUBSPOT = "hubspot"
 MAX_AGE = timedelta(minutes=5)
 MAX_EVENTS = 1000
 INBOUND_TASK = "crm.inbound"
+PRIVACY_DELETION = "contact.privacyDeletion"
+CRM_ACTOR = "crm"
+
+Erase = Callable[[AsyncSession, str], Awaitable[None]]
+"""Erase the lead with this public id in the caller's transaction (`crm_erasure`)."""
 
 # HubSpot property values -> Cauce lead status (the outcomes scoring learns from).
 STATUS_FROM_CRM: Mapping[str, Mapping[str, str]] = {
@@ -174,7 +191,54 @@ def _status_change(payload: Mapping[str, Any]) -> str | None:
     return mapping.get(value) or mapping.get(value.lower())
 
 
-async def _apply(session: AsyncSession, event: WebhookInboxEvent) -> str:
+def crm_erasure(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], queue: JobQueue
+) -> Erase:
+    """The erasure a `contact.privacyDeletion` asks for: `DELETE /v1/leads/{id}`'s own
+    (`service_edit.erase`: personal data removed, a tombstone kept, the CRM told), by the
+    actor `crm`. Its CRM delete job finds the contact gone (HubSpot deleted it first: a
+    404, which the adapter reads as nothing to delete) and ends."""
+    # Imported here: service_edit imports tasks, which imports this module.
+    from cauce.leads import service_edit
+    from cauce.leads.service import LeadsRuntime
+
+    # What the erasure uses: the settings, the queue of its CRM job, and a cache of known
+    # leads of its own to forget the lead in (no other process's cache serves an erased
+    # lead: `matching.known`).
+    runtime = LeadsRuntime(settings=settings, sessionmaker=sessionmaker, queue=queue)
+
+    async def erase(session: AsyncSession, uid: str) -> None:
+        await service_edit.erase(session, runtime, uid, CRM_ACTOR)
+
+    return erase
+
+
+def _mark_deleted(session: AsyncSession, lead: Lead, at: datetime) -> None:
+    lead.crm_deleted_at = at
+    lead.crm_event_at = at
+    session.add(LeadEvent(lead_id=lead.id, action="crm_deleted", changes={}, actor=CRM_ACTOR))
+
+
+async def _privacy_deletion(
+    session: AsyncSession, lead: Lead, at: datetime, erase: Erase | None
+) -> str:
+    # Whatever its date: an erasure is no state a later change supersedes, and HubSpot
+    # sends a `contact.deletion` with it, at the same time, which may be taken first.
+    if erase is None:
+        # Nothing to erase with (a caller without a job queue): the contact is gone from
+        # the CRM, which the lead shows, and the log says what is left to do.
+        _mark_deleted(session, lead, max(at, lead.crm_event_at or at))
+        log.warning("crm.inbound.privacy_deletion_not_erased", lead=lead.uid)
+        return "deleted:not_erased"
+    try:
+        await erase(session, lead.uid)
+    except LeadErased:  # erased meanwhile (an API call, another worker)
+        return "ignored:erased"
+    log.info("crm.inbound.erased", lead=lead.uid)
+    return "erased"
+
+
+async def _apply(session: AsyncSession, event: WebhookInboxEvent, erase: Erase | None) -> str:
     payload = event.payload
     subscription = str(payload.get("subscriptionType") or "")
     object_id = payload.get("objectId")
@@ -183,15 +247,19 @@ async def _apply(session: AsyncSession, event: WebhookInboxEvent) -> str:
     lead = await session.scalar(select(Lead).where(Lead.crm_id == str(object_id)))
     if lead is None:
         return "ignored:unknown_contact"
+    if lead.erased_at is not None:
+        # A tombstone takes nothing more; often this is the CRM telling of an erasure
+        # Cauce asked for itself (`DELETE /v1/leads/{id}`, then the CRM's events of it).
+        return "ignored:erased"
     # An event dated after its arrival counts as at its arrival (nothing happens before it
     # is told): a date a year ahead would otherwise make every later, real event older.
     at = min(event.occurred_at or event.received_at, event.received_at)
+    if subscription == PRIVACY_DELETION:
+        return await _privacy_deletion(session, lead, at, erase)
     if lead.crm_event_at is not None and at <= lead.crm_event_at:
         return "ignored:older"
     if subscription.endswith(".deletion"):
-        lead.crm_deleted_at = at
-        lead.crm_event_at = at
-        session.add(LeadEvent(lead_id=lead.id, action="crm_deleted", changes={}, actor="crm"))
+        _mark_deleted(session, lead, at)
         return "deleted"
     if subscription.endswith(".propertyChange"):
         status = _status_change(payload)
@@ -206,15 +274,20 @@ async def _apply(session: AsyncSession, event: WebhookInboxEvent) -> str:
                 lead_id=lead.id,
                 action="status_changed",
                 changes={"status": [previous, status], "by": payload.get("propertyName")},
-                actor="crm",
+                actor=CRM_ACTOR,
             )
         )
         return f"status:{status}"
     return "ignored:subscription"
 
 
-async def process_inbox(session: AsyncSession, *, limit: int = 500) -> int:
-    """Apply unprocessed events in the order they happened; returns how many."""
+async def process_inbox(
+    session: AsyncSession, *, limit: int = 500, erase: Erase | None = None
+) -> int:
+    """Apply unprocessed events in the order they happened; returns how many.
+
+    `erase` carries out a `contact.privacyDeletion` (`crm_erasure`); without it such an
+    event only marks the lead deleted in the CRM, and logs that it was not erased."""
     events = (
         await session.scalars(
             select(WebhookInboxEvent)
@@ -227,7 +300,7 @@ async def process_inbox(session: AsyncSession, *, limit: int = 500) -> int:
         )
     ).all()
     for event in events:
-        event.outcome = await _apply(session, event)
+        event.outcome = await _apply(session, event, erase)
         event.processed_at = utcnow()
     await session.flush()
     return len(events)
