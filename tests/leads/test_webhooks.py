@@ -163,6 +163,28 @@ async def test_deletion_marks_the_lead_and_unknown_contacts_are_ignored(db: Data
         assert lead.crm_deleted_at is not None
 
 
+async def test_the_inbox_keeps_no_property_value_it_took_nothing_from(db: Database) -> None:
+    """An app subscribed to email or phone changes gets their values; once applied, the
+    inbox keeps an event without a value Cauce took no status from (personal data an
+    erasure of the lead would not find), and keeps the lifecycle stage it did."""
+    await _lead(db, "888")
+    events = [
+        _event(30, "888", NOW, propertyName="email", propertyValue="ana.privado@gmail.com"),
+        _event(31, "888", NOW, propertyName="lifecyclestage", propertyValue="customer"),
+    ]
+    async with unit_of_work(db.sessionmaker) as session:
+        await record_events(session, "hubspot", parse_events(orjson.dumps(events)))
+        assert await process_inbox(session) == 2
+    async with db.sessionmaker() as session:
+        rows = (
+            await session.scalars(select(WebhookInboxEvent).order_by(WebhookInboxEvent.id))
+        ).all()
+        assert [row.outcome for row in rows] == ["ignored:property", "status:won"]
+        assert "propertyValue" not in rows[0].payload
+        assert rows[0].payload["propertyName"] == "email"
+        assert rows[1].payload["propertyValue"] == "customer"
+
+
 @pytest.mark.parametrize(
     ("webhook_url", "signed_for", "status"),
     [

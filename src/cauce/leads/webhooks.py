@@ -302,6 +302,11 @@ async def process_inbox(
     for event in events:
         event.outcome = await _apply(session, event, erase)
         event.processed_at = utcnow()
+        if not event.outcome.startswith("status:") and "propertyValue" in event.payload:
+            # A value Cauce took no status from is the CRM's copy of a field, personal
+            # data (an app subscribed to `email` or `phone` changes) the inbox has no use
+            # for once the event is applied: an erasure of the lead would not find it.
+            event.payload = {k: v for k, v in event.payload.items() if k != "propertyValue"}
     await session.flush()
     return len(events)
 
