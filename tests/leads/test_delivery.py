@@ -297,6 +297,31 @@ async def test_erased_leads_are_never_sent(db: Database, crm_settings: Settings)
     assert [c.lead_id for b in crm.batches for c in b] == [ids[1]]
 
 
+async def test_a_refusal_is_not_written_on_a_lead_erased_while_its_batch_was_out(
+    db: Database, crm_settings: Settings
+) -> None:
+    """The CRM's error (which may quote the contact) never lands on a tombstone: the lead
+    was erased while its batch was at the CRM."""
+    ids = await _add_leads(db, 1)
+    crm = MemoryCrm()
+    crm.reject.add("lead0@empresa.es")
+
+    async def erase_meanwhile() -> None:
+        async with unit_of_work(db.sessionmaker) as session:
+            await session.execute(
+                update(Lead)
+                .where(Lead.id == ids[0])
+                .values(email=None, erased_at=utcnow(), version=Lead.version + 1)
+            )
+
+    crm.on_call.append(erase_meanwhile)
+    await deliver(db.sessionmaker, crm, crm_settings.crm)
+    async with db.sessionmaker() as session:
+        lead = await session.get(Lead, ids[0])
+        assert lead is not None
+        assert (lead.last_sync_error, lead.sync_attempts) == (None, 0)
+
+
 async def test_lanes_keep_batches_in_flight_without_sending_a_lead_twice(
     db: Database, settings_factory: SettingsFactory
 ) -> None:

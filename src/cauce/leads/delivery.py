@@ -269,7 +269,13 @@ async def _record_batch(
             values["sync_status"] = case(
                 (Lead.version == contact.version, "failed"), else_="pending"
             )
-        await session.execute(update(Lead).where(Lead.id == contact.lead_id).values(**values))
+        # Not on a lead erased while its batch was out: a CRM's error may quote the
+        # contact (HubSpot's CONFLICT names the email), and a tombstone keeps none of it.
+        await session.execute(
+            update(Lead)
+            .where(Lead.id == contact.lead_id, Lead.erased_at.is_(None))
+            .values(**values)
+        )
         verdicts[contact.lead_id] = "retry" if outcome.retryable else "failed"
     return [(c, verdicts.get(c.lead_id, "superseded")) for c in contacts]
 
