@@ -163,6 +163,36 @@ async def test_deletion_marks_the_lead_and_unknown_contacts_are_ignored(db: Data
         assert lead.crm_deleted_at is not None
 
 
+@pytest.mark.parametrize(
+    ("subscription", "type_id", "deleted"),
+    [
+        ("company.deletion", None, False),
+        ("deal.deletion", None, False),
+        ("object.deletion", "0-2", False),  # a company, in HubSpot's generic format
+        ("object.deletion", "0-1", True),  # a contact, in HubSpot's generic format
+        ("contact.deletion", None, True),
+    ],
+)
+async def test_only_contact_events_reach_leads(
+    db: Database, subscription: str, type_id: str | None, deleted: bool
+) -> None:
+    """A company's (a deal's...) id may equal a contact's: an event about another kind of
+    object never touches the lead whose contact has that id."""
+    lead_id = await _lead(db, "4242")
+    event = {**_event(40, "4242", NOW), "subscriptionType": subscription}
+    if type_id is not None:
+        event["objectTypeId"] = type_id
+    async with unit_of_work(db.sessionmaker) as session:
+        await record_events(session, "hubspot", parse_events(orjson.dumps([event])))
+        assert await process_inbox(session) == 1
+    async with db.sessionmaker() as session:
+        lead = await session.get(Lead, lead_id)
+        assert lead is not None
+        assert (lead.crm_deleted_at is not None) is deleted
+        outcome = await session.scalar(select(WebhookInboxEvent.outcome))
+        assert outcome == ("deleted" if deleted else "ignored:not_a_contact")
+
+
 async def test_the_inbox_keeps_no_property_value_it_took_nothing_from(db: Database) -> None:
     """An app subscribed to email or phone changes gets their values; once applied, the
     inbox keeps an event without a value Cauce took no status from (personal data an

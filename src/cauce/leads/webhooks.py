@@ -238,9 +238,29 @@ async def _privacy_deletion(
     return "erased"
 
 
+# HubSpot's object type id of contacts: generic subscriptions (`object.deletion`,
+# `object.propertyChange`) name their object's type in `objectTypeId`.
+CONTACT_TYPE_ID = "0-1"
+
+
+def _contact_subscription(payload: Mapping[str, Any]) -> str | None:
+    """The event's subscription as a contact's (`contact.deletion`...), or None when it is
+    about another kind of object: a company's or a deal's id may equal a contact's, and
+    Cauce's leads are contacts."""
+    subscription = str(payload.get("subscriptionType") or "")
+    kind, _, action = subscription.partition(".")
+    if kind == "contact":
+        return subscription
+    if kind == "object" and str(payload.get("objectTypeId") or "") == CONTACT_TYPE_ID:
+        return f"contact.{action}"
+    return None
+
+
 async def _apply(session: AsyncSession, event: WebhookInboxEvent, erase: Erase | None) -> str:
     payload = event.payload
-    subscription = str(payload.get("subscriptionType") or "")
+    subscription = _contact_subscription(payload)
+    if subscription is None:
+        return "ignored:not_a_contact"
     object_id = payload.get("objectId")
     if object_id is None:
         return "ignored:no_object"
@@ -297,6 +317,9 @@ async def process_inbox(
                 WebhookInboxEvent.id,
             )
             .limit(limit)
+            # Two jobs at once (one running, one queued behind it, in two workers) never
+            # apply one event twice (PostgreSQL; SQLite has one writer).
+            .with_for_update(skip_locked=True)
         )
     ).all()
     for event in events:
