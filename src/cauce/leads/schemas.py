@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     Strict,
     StrictBool,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     computed_field,
@@ -322,6 +323,12 @@ class LeadIn(_LeadFields):
 _NOT_CLEARABLE = ("source", "status")
 
 
+# A lead's other emails (phones) as a PATCH may leave them: each one of those the lead
+# shows (`other_emails` of its view), in the form shown.
+OtherContact = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=320)]
+MAX_OTHER_CONTACTS_SENT = 100
+
+
 class LeadPatch(_LeadFields):
     """Changes for `PATCH /v1/leads/{id}` (JSON merge patch, RFC 7396).
 
@@ -332,7 +339,22 @@ class LeadPatch(_LeadFields):
     change (`names.compose_full_name`). `custom_fields` merges key by key, `null` removing a
     key. Whether the result still has an email or a phone is the service's check, as
     is passing the lead's country as `default_phone_region` for a national number.
+    `other_emails` and `other_phones` (a list replaces the whole list, `null` empties it)
+    can only lose entries: the service refuses one the lead does not show.
     """
+
+    other_emails: list[OtherContact] | None = Field(
+        default=None,
+        max_length=MAX_OTHER_CONTACTS_SENT,
+        description="The other emails the lead keeps, of those it shows: one left out is "
+        "forgotten (from its arrivals too). Entries can only be taken away.",
+    )
+    other_phones: list[OtherContact] | None = Field(
+        default=None,
+        max_length=MAX_OTHER_CONTACTS_SENT,
+        description="The other phones the lead keeps, of those it shows: one left out is "
+        "forgotten (from its arrivals too). Entries can only be taken away.",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Self:

@@ -12,6 +12,7 @@ from cauce.core.db.base import utcnow
 from cauce.core.web.idempotency import forget_subject
 from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
+from cauce.leads import service_contacts
 from cauce.leads.errors import (
     LeadDuplicate,
     LeadErased,
@@ -112,6 +113,7 @@ async def patch(
 ) -> Lead:
     """Apply a JSON merge patch; the lead is re-scored, re-keyed and synced again."""
     values = changes.changes()
+    others = {name: values.pop(name) for name in service_contacts.FIELDS if name in values}
     # The intake locks of a new email or phone (with its extension: one key) first, then
     # the row: intake takes them in that order too (`repository.lock_exact_keys`), else
     # the two could wait on each other.
@@ -193,11 +195,6 @@ async def patch(
                 for pointer in ("/email", "/phone")
             ]
         )
-    # `"owner": null` asks routing for an owner again, by the lead as this PATCH leaves it
-    # (routing runs once, at creation; a lead keeps its owner through later changes).
-    reroute = "owner" in values and values["owner"] is None
-    if not changed and not (reroute and lead.owner is None):
-        return lead
     if "email" in changed:
         lead.email_key = lead.email
         domain = lead.email.rsplit("@", 1)[-1] if lead.email else ""
@@ -207,6 +204,15 @@ async def patch(
     after = {name: getattr(lead, name) for name in ("email", "phone", *OTHER_COLUMNS)}
     for column, listed in patched_contacts(contacts_before, after).items():
         setattr(lead, column, listed)
+    # Then the other contacts the patch takes away (the old email just replaced among
+    # them: `{"email": new, "other_emails": []}` forgets it).
+    if others:
+        changed.extend(await service_contacts.keep_only(session, lead, others))
+    # `"owner": null` asks routing for an owner again, by the lead as this PATCH leaves it
+    # (routing runs once, at creation; a lead keeps its owner through later changes).
+    reroute = "owner" in values and values["owner"] is None
+    if not changed and not (reroute and lead.owner is None):
+        return lead
     keys = blocking_keys(repo.match_record(lead))
     await _refuse_duplicates(session, lead, keys - keys_before)
     lead.version += 1

@@ -1,0 +1,84 @@
+"""A lead's other contacts taken away by a PATCH: `other_emails` and `other_phones`.
+
+A lead shows, beside its own email and phone, those its arrivals brought that a merge did
+not make its own (`views.detail_view`), and matching keeps them as keys (`other_emails`,
+`other_phones` columns). One of them may be someone else's (a review merged two people),
+or the person asks for an old address to be forgotten (GDPR): a PATCH then lists what the
+lead keeps, and what it leaves out is forgotten from the columns and from every arrival
+that sent it. Nothing can be added this way: an entry the lead does not show is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cauce.leads import repository_lead as repo_lead
+from cauce.leads.errors import FieldError, LeadInvalid
+from cauce.leads.matching.plan import OTHER_CONTACTS
+from cauce.leads.matching.record import email_key
+from cauce.leads.models import Lead, LeadSource
+
+FIELDS = tuple(column for _, column in OTHER_CONTACTS)
+
+
+def _phone_key(phone: str | None) -> str | None:
+    digits = "".join(c for c in phone or "" if c.isdigit())
+    return digits or None
+
+
+def _key_of(field: str) -> Callable[[str | None], str | None]:
+    return email_key if field == "email" else _phone_key
+
+
+async def keep_only(
+    session: AsyncSession, lead: Lead, wanted: Mapping[str, list[str] | None]
+) -> list[str]:
+    """Leave `lead` only the other contacts `wanted` lists (by column: `other_emails`,
+    `other_phones`; None keeps none); the columns that changed. An entry the lead does
+    not show is a 422 naming it."""
+    sources = await repo_lead.sources_of(session, lead.id)
+    changed: list[str] = []
+    problems: list[FieldError] = []
+    forget: dict[str, set[str]] = {}
+    for field, column in OTHER_CONTACTS:
+        if column not in wanted:
+            continue
+        key = _key_of(field)
+        own = key(getattr(lead, field))
+        listed = (getattr(lead, column) or "").split()
+        shown = {k for v in (*listed, *(getattr(s, field) for s in sources)) if (k := key(v))}
+        if own is not None:
+            shown.discard(own)
+        keep: set[str] = set()
+        for index, value in enumerate(wanted[column] or ()):
+            k = key(value)
+            if k is None or k not in shown:
+                problems.append(
+                    {
+                        "pointer": f"/{column}/{index}",
+                        "detail": f"not one of the lead's other {field}s: a change can only "
+                        "take them away",
+                        "type": "not_an_other_contact",
+                    }
+                )
+            else:
+                keep.add(k)
+        gone = shown - keep
+        if gone:
+            forget[field] = gone
+            setattr(lead, column, " ".join(v for v in listed if key(v) not in gone) or None)
+            changed.append(column)
+    if problems:
+        raise LeadInvalid(problems)
+    for field, gone in forget.items():
+        key = _key_of(field)
+        ids = [s.id for s in sources if key(getattr(s, field)) in gone]
+        if ids:
+            cleared = ("email",) if field == "email" else ("phone", "phone_extension")
+            await session.execute(
+                update(LeadSource).where(LeadSource.id.in_(ids)).values(dict.fromkeys(cleared))
+            )
+    return changed
