@@ -50,6 +50,19 @@ def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("zone", ["Mars/Base", "../../etc/passwd", "", "Europe/"])
+def test_an_unknown_crm_time_zone_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, zone: str
+) -> None:
+    """A CRM time zone the tz database lacks is one line naming the variable; it passed
+    the settings and stopped `serve` later with a traceback (exit 3)."""
+    monkeypatch.setenv("CAUCE_CRM__TIMEZONE", zone)
+    with pytest.raises(ConfigError, match="CAUCE_CRM__TIMEZONE: not an IANA time zone"):
+        load_settings()
+    monkeypatch.setenv("CAUCE_CRM__TIMEZONE", "America/Mexico_City")
+    assert load_settings().crm.timezone == "America/Mexico_City"
+
+
 def test_unknown_nested_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """A typo in a nested setting is reported instead of silently ignored."""
     monkeypatch.setenv("CAUCE_HTTP__MAX_BODY", "10")

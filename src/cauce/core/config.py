@@ -18,6 +18,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import (
@@ -28,6 +29,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -245,6 +247,19 @@ class CrmSettings(_Section):
     timezone: str = Field(
         default="UTC", description="The CRM account's IANA time zone (HubSpot's daily reset)"
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        # Checked here: a zone unknown to the tz database stopped `serve` later, with a
+        # traceback, when the CRM adapter was built.
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                "not an IANA time zone (e.g. Europe/Madrid, America/Mexico_City)"
+            ) from exc
+        return value
 
 
 class MlflowSettings(_Section):
