@@ -481,3 +481,41 @@ async def test_api_routes_by_typed_custom_fields(api: httpx.AsyncClient) -> None
         assert response.status_code == 201, response.text
         detail = (await api.get(f"/v1/leads/{response.json()['id']}")).json()
         assert (detail["team"], detail["owner"]) == (team, owner)
+
+
+# --- merge settings -------------------------------------------------------------------
+
+
+def test_merge_fields_are_the_fields_a_merge_fills() -> None:
+    """The settings' copy of the fields a merge fills (core cannot import the leads
+    context) is the leads context's own list."""
+    from cauce.core.config_leads import MERGED_FIELDS
+    from cauce.leads.intake_merge import MERGEABLE
+
+    assert MERGED_FIELDS == MERGEABLE
+
+
+@pytest.mark.parametrize(
+    ("dedupe", "setting", "problem"),
+    [
+        ('overwrite_fields = ["job_tittle"]', "OVERWRITE_FIELDS__0", "names no field"),
+        ('overwrite_fields = ["city", "utm_*"]', "OVERWRITE_FIELDS__1", "names no field"),
+        ('accumulate_fields = ["city"]', "ACCUMULATE_FIELDS__0", "only sources"),
+    ],
+)
+def test_merge_settings_naming_no_field_are_refused(
+    toml: Any, dedupe: str, setting: str, problem: str
+) -> None:
+    """A misspelt field to overwrite overwrote nothing, silently; a field accumulated
+    became a list, which its column cannot store."""
+    message = _refused(toml, f"[leads.dedupe]\n{dedupe}\n")
+    assert f"CAUCE_LEADS__DEDUPE__{setting}: {problem}" in message
+
+
+def test_merge_settings_naming_fields_are_accepted(toml: Any) -> None:
+    """Names, shell patterns matching a field, and custom fields load."""
+    settings = toml(
+        '[leads.dedupe]\noverwrite_fields = ["job_title", "c*y", "custom_fields.plan"]\n'
+        'accumulate_fields = ["sources"]\n'
+    )
+    assert settings.leads.dedupe.overwrite_fields == ("job_title", "c*y", "custom_fields.plan")

@@ -8,10 +8,12 @@ what its checks need to know about leads is in `cauce.core.config_lead_facts`.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Annotated, Literal
 
 import phonenumbers
 from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
 from cauce.core.config_lead_facts import (
     COUNTRY_CODES,
@@ -300,6 +302,59 @@ class LeadsSettings(Section):
                 )
             elif rule.takes_every_lead:
                 takes_all = index
+        errors.extend(_merge_setting_errors(self.dedupe))
         if errors:
             raise refuse(*errors)
         return self
+
+
+# The lead fields a merge fills (`leads.intake_merge.MERGEABLE`; a test keeps the two in
+# step: the settings cannot import the leads context): what `overwrite_fields` may name,
+# a custom field as `custom_fields.<key>`.
+MERGED_FIELDS = (
+    "email",
+    "phone",
+    "phone_extension",
+    "first_name",
+    "last_name",
+    "company",
+    "job_title",
+    "country",
+    "region",
+    "city",
+    "language",
+    "external_id",
+    "custom_fields",
+    "consent",
+)
+
+
+def _merge_setting_errors(dedupe: DedupeSettings) -> list[InitErrorDetails]:
+    """`overwrite_fields` patterns that name no field of a lead (a typo overwrote nothing,
+    silently), and `accumulate_fields` other than `sources`: a lead's fields hold one value
+    each, and a list accumulated into one could not be stored."""
+    errors: list[InitErrorDetails] = []
+    for index, pattern in enumerate(dedupe.overwrite_fields):
+        if pattern.startswith("custom_fields.") or any(
+            fnmatchcase(name, pattern) for name in MERGED_FIELDS
+        ):
+            continue
+        errors.append(
+            setting_error(
+                ("dedupe", "overwrite_fields", index),
+                f"names no field a merge fills; fields: {', '.join(MERGED_FIELDS)}, or "
+                "custom_fields.<key> (shell patterns such as custom_fields.* too)",
+                pattern,
+            )
+        )
+    for index, name in enumerate(dedupe.accumulate_fields):
+        if name != "sources":
+            errors.append(
+                setting_error(
+                    ("dedupe", "accumulate_fields", index),
+                    "only sources can be accumulated: a lead keeps every arrival's source, "
+                    "and its other fields hold one value each",
+                    name,
+                )
+            )
+    return errors
