@@ -62,6 +62,22 @@ def test_disposable_email_is_clamped_at_zero() -> None:
     assert any(reason.points < 0 for reason in score.reasons)
 
 
+@pytest.mark.parametrize(
+    ("country", "in_market"),
+    [
+        *(("ES", True), ("MX", True), ("VE", True), ("PA", True), ("PR", True), ("BR", True)),
+        *(("US", False), ("FR", False), (None, False)),
+    ],
+)
+def test_the_market_rule_takes_spain_and_all_latin_america(
+    country: str | None, in_market: bool
+) -> None:
+    """The built-in market rule is Spain and Latin America, as documented; Venezuela,
+    Panama, Puerto Rico or Brazil scored as if they were elsewhere."""
+    score = PointsModel().score(facts_of(_lead(email="a@empresa.es", country=country)))
+    assert ("target_market" in {reason.rule for reason in score.reasons}) is in_market
+
+
 def test_configured_rules_replace_the_defaults() -> None:
     """Custom rules test custom fields and numbers; only they apply."""
     rules = [

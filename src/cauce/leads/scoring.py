@@ -24,7 +24,11 @@ log = structlog.get_logger("cauce.leads")
 MIN_SCORE = 0
 MAX_SCORE = 100
 
-LATAM_AND_SPAIN = ["ES", "MX", "AR", "CO", "CL", "PE", "EC", "UY", "PY", "BO", "CR", "GT", "DO"]
+# Spain and Latin America: the built-in market rule's countries.
+LATAM_AND_SPAIN = [
+    *("ES", "MX", "AR", "CO", "CL", "PE", "EC", "UY", "PY", "BO", "CR", "GT", "DO"),
+    *("VE", "PA", "HN", "SV", "NI", "CU", "PR", "BR"),
+]
 
 DEFAULT_RULES: tuple[ScoringRule, ...] = (
     ScoringRule(name="has_email", field="email", points=10, reason="has an email address"),

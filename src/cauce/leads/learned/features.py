@@ -13,8 +13,6 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from cauce.leads.scoring import LATAM_AND_SPAIN
-
 # Markets with enough leads to deserve their own weight; the rest of Spain + LatAm shares one.
 OWN_MARKETS = frozenset({"ES", "MX", "AR", "CO", "CL", "PE"})
 MAX_REPEAT_ARRIVALS = 4
@@ -161,6 +159,13 @@ def seniority(job_title: str | None) -> str | None:
     return "staff"
 
 
+# The countries `market` puts together as other Latin America: a model's input, so as
+# models saved with it were trained (the points model's market rule took more later).
+LATAM_FEATURE = frozenset(
+    ("ES", "MX", "AR", "CO", "CL", "PE", "EC", "UY", "PY", "BO", "CR", "GT", "DO")
+)
+
+
 def market(country: Any) -> str:
     """The country bucket: a main market on its own, other LatAm together, or elsewhere."""
     if not isinstance(country, str) or not country.strip():
@@ -168,7 +173,7 @@ def market(country: Any) -> str:
     code = country.strip().upper()
     if code in OWN_MARKETS:
         return code
-    return "latam_other" if code in LATAM_AND_SPAIN else "other"
+    return "latam_other" if code in LATAM_FEATURE else "other"
 
 
 def medium_bucket(utm: Any) -> str:
