@@ -43,6 +43,8 @@ from cauce.sandbox.runner import SandboxCrm, start_sandbox_crm
 BATCH = 100
 SENDERS = 4
 DEADLINE_SECONDS = 110.0
+# One short CRM outage: this long after the first lead is sent, for this long (s).
+OUTAGE_AFTER, OUTAGE_FOR = 0.5, 3.0
 
 
 @dataclass
@@ -60,6 +62,8 @@ class Tally:
     crm_contacts: int = 0
     crm_requests: int = 0
     crm_errors: int = 0
+    crm_outage: int = 0  # requests the CRM refused during its outage
+    circuit_opened: bool = False
 
 
 def _free_port() -> int:
@@ -159,9 +163,11 @@ def _table(tally: Tally, elapsed: float, final: bool = False) -> Table:
         ("failed for good", statuses.get("failed", 0)),
         ("contacts in the CRM", tally.crm_contacts),
         ("CRM requests (5xx/429 answered)", f"{tally.crm_requests} ({tally.crm_errors})"),
+        ("CRM requests refused in its outage", tally.crm_outage),
     ):
         table.add_row(label, str(value))
-    table.add_row("CRM circuit", tally.circuit)
+    opened = " (opened in the outage)" if tally.circuit_opened and final else ""
+    table.add_row("CRM circuit", f"{tally.circuit}{opened}")
     return table
 
 
@@ -208,6 +214,7 @@ def _crm_state(sandbox: SandboxCrm, tally: Tally) -> dict[str, Any]:
     tally.crm_requests = int(requests.get("total", 0))
     by_status = requests.get("by_status", {})
     tally.crm_errors = sum(int(n) for code, n in by_status.items() if int(code) >= 429)
+    tally.crm_outage = int(requests.get("faults_injected", {}).get("outage", 0))
     return stats
 
 
@@ -220,7 +227,8 @@ async def run_demo(
         SandboxCrmConfig(
             rate_limit=190,
             extra_properties=("cauce_score", "cauce_owner"),
-            faults=FaultSettings(error_rate=0.05, outage_after=12.0, outage_for=5.0),
+            # The outage is timed from the first lead sent (`reconfigure` below).
+            faults=FaultSettings(error_rate=0.05, outage_after=OUTAGE_AFTER, outage_for=OUTAGE_FOR),
             seed=seed,
         )
     )
@@ -274,6 +282,9 @@ async def run_demo(
     ok = False
     try:
         with Live(_table(tally, 0.0), console=console, refresh_per_second=4) as live:
+            # The CRM's outage comes while deliveries run, whatever the machine's speed.
+            faults = sandbox.state.faults
+            faults.reconfigure(faults.settings)
             sending = asyncio.create_task(_send(clients, base, key.token, payloads, tally))
             while True:
                 await asyncio.sleep(0.5)
@@ -282,6 +293,7 @@ async def run_demo(
                 http = getattr(resources, "http", None)
                 if http is not None:
                     tally.circuit = http.circuit_states().get("hubspot", "closed")
+                    tally.circuit_opened |= tally.circuit != "closed"
                 _crm_state(sandbox, tally)
                 elapsed = time.monotonic() - started
                 live.update(_table(tally, elapsed))
@@ -306,7 +318,10 @@ async def run_demo(
             f"{stats['duplicate_count']} stored twice; "
             f"{time.monotonic() - started:.1f} s"
         )
-        console.print(f"data: {workdir}  (API docs: {base}/docs, metrics: {base}/metrics)")
+        console.print(
+            f"data: {workdir}; to look at these leads: "
+            f"CAUCE_DATA_DIR={workdir} ./run serve, then http://127.0.0.1:8000/docs"
+        )
     finally:
         await clients.close()
         server.should_exit = True
