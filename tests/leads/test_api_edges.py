@@ -3,6 +3,7 @@ answer) get a clear one, and limits that were too tight or too loose are right."
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -14,8 +15,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
 from cauce.app import create_app, job_worker_for
+from cauce.leads.models import LeadSource
 from cauce.leads.responses import LeadDetailOut
 from tests.conftest import SettingsFactory
 from tests.leads.test_delivery import MemoryCrm
@@ -226,6 +229,37 @@ async def test_an_import_honours_its_idempotency_key(
     await job_worker_for(leads_app.state.resources).run_until_idle(60)
     listed = (await api.get("/v1/leads")).json()["items"]
     assert len(listed) == 2
+
+
+async def test_one_key_sent_twice_at_once_is_applied_once(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """A batch and its retry under one key at the same instant (on PostgreSQL the second
+    waits for the first's intake locks, then found its stored answer and wrote over it):
+    every lead arrives once; the other answer is the replay or a 409 to retry. A single
+    lead too (both may meet in one group commit)."""
+    for path in ("/v1/leads/batch",) * 3 + ("/v1/leads",) * 3:
+        items = [{"email": _email(), "first_name": "Ana"} for _ in range(20)]
+        if path == "/v1/leads":
+            items = items[:1]
+        body = {"items": items} if path.endswith("batch") else items[0]
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+        answers = await asyncio.gather(*(api.post(path, json=body, headers=key) for _ in range(2)))
+        codes = sorted(
+            (a.status_code, a.headers.get("Idempotent-Replayed") or a.json().get("code") or "")
+            for a in answers
+        )
+        first = 201 if path == "/v1/leads" else 200
+        assert (first, "") in codes, [a.text for a in answers]
+        codes.remove((first, ""))
+        assert codes[0] in ((first, "true"), (409, "idempotency_key_in_use")), codes
+        factory = leads_app.state.resources.db.sessionmaker
+        emails = [item["email"] for item in items]
+        async with factory() as session:
+            arrivals = await session.scalar(
+                select(func.count()).select_from(LeadSource).where(LeadSource.email.in_(emails))
+            )
+        assert arrivals == len(items)
 
 
 async def test_import_options_that_are_not_json_are_named(api: httpx.AsyncClient) -> None:

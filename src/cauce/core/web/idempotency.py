@@ -19,8 +19,10 @@
 
 The stored response is written in the same transaction as the business rows it describes:
 either both exist or neither does, so a crash between "did the work" and "remembered the
-answer" cannot happen. Two concurrent requests with one key race on the primary key; the
-loser gets 409 `idempotency_key_in_use` and, when it retries, the replay.
+answer" cannot happen. Two concurrent requests with one key race on the primary key, or
+the later one (having waited for the first's locks) finds the first's answer when it comes
+to store its own; either way it is rolled back with 409 `idempotency_key_in_use` and, when
+it retries, gets the replay.
 """
 
 from __future__ import annotations
@@ -220,9 +222,17 @@ class IdempotencyStore:
         """Store the response on the caller's transaction (flushes to claim the key).
 
         `subject` names the record whose personal data `body` shows (`forget_subject`)."""
-        stale = await session.get(IdempotencyRecord, (scope, key))
-        if stale is not None:  # expired: lookup() treated it as new
-            await session.delete(stale)
+        found = await session.get(IdempotencyRecord, (scope, key))
+        if found is not None:
+            if found.created_at >= utcnow() - self.ttl:
+                # Another request with this key committed after this one's lookup (on
+                # PostgreSQL, after waiting for its intake locks): this one's work must
+                # not count too. It rolls back; a retry replays the other's answer.
+                raise IdempotencyKeyInUse(
+                    f"another request with this {HEADER} was processed meanwhile; retry "
+                    "to get its answer"
+                )
+            await session.delete(found)  # expired: lookup() treated it as new
             await session.flush()
         session.add(
             IdempotencyRecord(
