@@ -135,6 +135,17 @@ def sent_properties(
     return sorted(given | kept)
 
 
+async def resend_contact_of(session: AsyncSession, crm_id: str) -> int:
+    """The live leads synced to the CRM contact `crm_id`, which was deleted there, made to
+    be sent again (as a new contact: nothing of the old one is cleared); how many."""
+    result = await session.execute(
+        update(Lead)
+        .where(Lead.crm_id == crm_id, Lead.erased_at.is_(None), Lead.sync_status != "held")
+        .values(crm_id=None, synced_version=0, crm_sent_properties=None, sync_status="pending")
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def email_holders(session: AsyncSession, leads: Sequence[Lead]) -> dict[str, int]:
     """For the team mailboxes among `leads`' emails, the lead whose CRM contact holds it:
     the earliest live lead with it. Two leads share an email only when it is a team's
@@ -162,6 +173,8 @@ class DeliveryReport:
     retry_later: list[int] = field(default_factory=list)
     superseded: int = 0  # changed while in flight: stays pending for the next batch
     out_of_time: bool = False
+    # Leads (ids) erased while their batch was out, which the CRM took: erase them again.
+    erased_again: list[int] = field(default_factory=list)
 
 
 def _unique_keys(contacts: Sequence[CrmContact]) -> list[CrmContact]:
@@ -200,7 +213,12 @@ _LEADS = cast(Table, Lead.__table__)
 # per batch with every success's parameters (executemany).
 _MARK_SENT = (
     update(_LEADS)
-    .where(_LEADS.c.id == bindparam("lead_id"), _LEADS.c.synced_version < bindparam("sent_version"))
+    .where(
+        _LEADS.c.id == bindparam("lead_id"),
+        _LEADS.c.synced_version < bindparam("sent_version"),
+        # A lead erased while its batch was out stays a tombstone (`erased_again`).
+        _LEADS.c.erased_at.is_(None),
+    )
     .values(
         synced_version=bindparam("sent_version"),
         crm_id=bindparam("sent_crm_id"),
@@ -249,14 +267,19 @@ async def _record_batch(
             ],
         )
         rows = await conn.execute(
-            select(_LEADS.c.id, _LEADS.c.sync_status, _LEADS.c.synced_version).where(
-                _LEADS.c.id.in_([c.lead_id for c, _ in done])
-            )
+            select(
+                _LEADS.c.id, _LEADS.c.sync_status, _LEADS.c.synced_version, _LEADS.c.erased_at
+            ).where(_LEADS.c.id.in_([c.lead_id for c, _ in done]))
         )
         versions = {c.lead_id: c.version for c, _ in done}
-        for lead_id, status, synced_version in rows:
+        for lead_id, status, synced_version, erased_at in rows:
             same = status == "synced" and synced_version == versions[lead_id]
-            verdicts[lead_id] = "synced" if same else "superseded"
+            if erased_at is not None:
+                # Sent by a batch read before the erasure, and now in the CRM again (a
+                # worker paused past its job's recovery, say): to be erased there again.
+                verdicts[lead_id] = "erased"
+            else:
+                verdicts[lead_id] = "synced" if same else "superseded"
     for contact, outcome in zip(contacts, outcomes, strict=True):
         if outcome.ok:
             continue
@@ -474,6 +497,8 @@ class _Delivery:
                     report.synced += 1
                 elif verdict == "superseded":
                     report.superseded += 1
+                elif verdict == "erased":
+                    report.erased_again.append(sent.lead_id)
                 elif verdict == "failed":
                     report.failed_for_good.append(sent.lead_id)
                     self.skip.add(sent.lead_id)

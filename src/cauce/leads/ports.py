@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+# `CrmKey.property` naming the CRM's own id of a record (the lead's `crm_id`): HubSpot's
+# object id, Pipedrive's person id. A CRM without ids of its own finds nothing by it.
+OBJECT_ID = "id"
+
 
 @dataclass(frozen=True, slots=True)
 class CrmKey:

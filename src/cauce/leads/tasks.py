@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import Settings
@@ -28,9 +29,18 @@ from cauce.leads.delivery import (
     deliver,
     delivery_dedupe_key,
     delivery_lock,
+    resend_contact_of,
 )
 from cauce.leads.metrics import LeadsMetrics
-from cauce.leads.ports import CrmClient, CrmKey, CrmRejected, CrmThrottled, CrmUnavailable
+from cauce.leads.models import Lead
+from cauce.leads.ports import (
+    OBJECT_ID,
+    CrmClient,
+    CrmKey,
+    CrmRejected,
+    CrmThrottled,
+    CrmUnavailable,
+)
 from cauce.leads.webhooks import INBOUND_TASK, crm_erasure, process_inbox
 
 log = structlog.get_logger("cauce.leads.tasks")
@@ -101,6 +111,18 @@ async def request_erasure(
     )
 
 
+async def erase_again(
+    session: AsyncSession, queue: JobQueue, settings: Settings, lead_ids: list[int]
+) -> None:
+    """Carry the erasure of these leads to the CRM again: a delivery sent them there after
+    they were erased (`DeliveryReport.erased_again`)."""
+    for lead_id in lead_ids:
+        uid = await session.scalar(select(Lead.uid).where(Lead.id == lead_id))
+        if uid is not None:
+            log.warning("crm.delivery.erased_lead_sent", lead=uid)
+            await request_erasure(session, queue, settings, uid)
+
+
 def _later(exc: CrmThrottled | CrmUnavailable) -> RetryLater:
     if isinstance(exc, CrmThrottled):
         return RetryLater(exc.until, f"CRM rate limit {exc.policy}".strip())
@@ -129,6 +151,7 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
             )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
+        await erase_again(ctx.session, ctx.queue_port, deps.settings, report.erased_again)
         if report.failed_for_good:
             await ctx.queue_port.defer(
                 ctx.session,
@@ -157,17 +180,31 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
             )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
+        await erase_again(ctx.session, ctx.queue_port, deps.settings, report.erased_again)
         if report.failed_for_good:
             raise PermanentJobError(
                 f"the CRM refused leads {report.failed_for_good}; fix them (PATCH) or replay"
             )
 
     async def erase_handler(ctx: JobContext, payload: JsonDict) -> None:
-        key = CrmKey(crm_settings.cauce_id_property, str(payload["uid"]))
+        uid = str(payload["uid"])
+        async with unit_of_work(deps.sessionmaker) as session:
+            crm_id = await session.scalar(select(Lead.crm_id).where(Lead.uid == uid))
+        client = crm()
         try:
-            await crm().delete(key)
+            await client.delete(CrmKey(crm_settings.cauce_id_property, uid))
+            # And the contact it was synced to, by the CRM's own id: another lead with its
+            # email, arriving after the erasure, may have been upserted onto that contact
+            # before this job ran (keyed by email), and taken it over, its Cauce id too.
+            gone = crm_id is not None and await client.delete(CrmKey(OBJECT_ID, crm_id))
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
+        if gone:
+            async with unit_of_work(deps.sessionmaker) as session:
+                # Such a lead's contact is gone with the erased one's data: it is sent
+                # again, as a new contact, with only its own.
+                if await resend_contact_of(session, str(crm_id)):
+                    await request_delivery(session, ctx.queue_port, deps.settings)
 
     async def inbound_handler(ctx: JobContext, payload: JsonDict) -> None:
         # A GDPR deletion in the CRM erases the lead here too, as the API does.

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from cauce.leads.adapters import PipedriveCrm
-from cauce.leads.ports import CrmContact, CrmKey, CrmRejected, CrmThrottled, CrmUnavailable
+from cauce.leads.ports import (
+    OBJECT_ID,
+    CrmContact,
+    CrmKey,
+    CrmRejected,
+    CrmThrottled,
+    CrmUnavailable,
+)
 from tests.leads.adapters.conftest import MakeClients, ManualClock, WallClock, fast_policy
 from tests.leads.adapters.fake_pipedrive import FakePipedrive, serve
 
@@ -183,3 +190,14 @@ async def test_delete_and_read_back(make_pipedrive: MakePipedrive) -> None:
     assert fake.persons == {}
     assert await adapter.delete(key) is False
     assert await adapter.read([key]) == [None]
+
+
+async def test_delete_by_the_person_id(make_pipedrive: MakePipedrive) -> None:
+    """A person is deleted by its own id (the lead's `crm_id`), whatever its fields say
+    now; a second time there is none."""
+    adapter, fake = await make_pipedrive()
+    (done,) = await adapter.upsert([lead(1, "lee@empresa.es", firstname="Lía")])
+    assert done.crm_id is not None
+    assert await adapter.delete(CrmKey(OBJECT_ID, done.crm_id)) is True
+    assert fake.persons == {}
+    assert await adapter.delete(CrmKey(OBJECT_ID, done.crm_id)) is False

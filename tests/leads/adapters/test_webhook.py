@@ -21,7 +21,14 @@ from cauce.core.http import Request
 from cauce.core.security.ssrf import UnsafeUrlError
 from cauce.leads.adapters import WebhookCrm, build_crm, crm_client_options
 from cauce.leads.adapters.webhook import sign, signing_key
-from cauce.leads.ports import CrmContact, CrmKey, CrmRejected, CrmThrottled, CrmUnavailable
+from cauce.leads.ports import (
+    OBJECT_ID,
+    CrmContact,
+    CrmKey,
+    CrmRejected,
+    CrmThrottled,
+    CrmUnavailable,
+)
 from tests.conftest import make_settings
 from tests.leads.adapters.conftest import MakeClients, WallClock, contact
 
@@ -205,6 +212,10 @@ async def test_erasure_is_a_signed_message(
     receiver.statuses = [404]
     assert await hook.delete(CrmKey("cauce_id", "otro")) is False
     assert await hook.read([key]) == [None]
+    # The receiver's own ids are not known: nothing is sent by one.
+    sent = len(receiver.messages)
+    assert await hook.delete(CrmKey(OBJECT_ID, key.value)) is False
+    assert len(receiver.messages) == sent
 
 
 def test_signature_matches_the_standard_webhooks_example() -> None:

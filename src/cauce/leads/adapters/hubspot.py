@@ -75,6 +75,7 @@ from cauce.leads.adapters.hubspot_batch import (
     upsert_inputs,
 )
 from cauce.leads.ports import (
+    OBJECT_ID,
     CrmContact,
     CrmKey,
     CrmRecord,
@@ -174,7 +175,7 @@ class HubSpotCrm:
         """GDPR-delete the contact with this key; False if HubSpot has no such contact."""
         self._pause.check()
         payload: dict[str, Any] = {"objectId": key.value}
-        if key.property not in ("hs_object_id", "id"):
+        if key.property not in ("hs_object_id", OBJECT_ID):
             payload["idProperty"] = key.property
         try:
             await self._send(self._post(_GDPR_DELETE, payload))

@@ -68,6 +68,7 @@ from cauce.leads.adapters._common import (
     utc_now,
 )
 from cauce.leads.ports import (
+    OBJECT_ID,
     CrmContact,
     CrmKey,
     CrmRecord,
@@ -194,13 +195,17 @@ class PipedriveCrm:
     async def delete(self, key: CrmKey) -> bool:
         """Delete the person with this key; False if there is none."""
         self._pause.check()
-        person = await self._find(key, use_cache=False)
-        if person is None:
-            return False
-        self._cache.pop(self._cache_key(key), None)
+        if key.property == OBJECT_ID:
+            person_id = key.value  # the person's own id: nothing to search
+        else:
+            person = await self._find(key, use_cache=False)
+            if person is None:
+                return False
+            self._cache.pop(self._cache_key(key), None)
+            person_id = str(person.id)
         try:
             await self._send(
-                Request.delete(f"{self._base}{_PERSONS}/{person.id}", headers=self._headers)
+                Request.delete(f"{self._base}{_PERSONS}/{person_id}", headers=self._headers)
             )
         except UpstreamClientError as exc:
             if exc.status in (404, 410):

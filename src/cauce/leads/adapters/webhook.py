@@ -51,6 +51,7 @@ from cauce.core.http import (
 from cauce.core.security.ssrf import SsrfGuard, UnsafeUrlError
 from cauce.leads.adapters._common import WallClock, port_error, utc_now
 from cauce.leads.ports import (
+    OBJECT_ID,
     CrmContact,
     CrmKey,
     CrmRecord,
@@ -136,7 +137,10 @@ class WebhookCrm:
         ]
 
     async def delete(self, key: CrmKey) -> bool:
-        """POST a ``lead.erased`` message; False if the receiver answers 404."""
+        """POST a ``lead.erased`` message; False if the receiver answers 404. The
+        receiver's own ids are not known (`OBJECT_ID`): nothing is sent by one."""
+        if key.property == OBJECT_ID:
+            return False
         message_id = _message_id([f"erase:{key.property}:{key.value}"])
         try:
             await self._send(
