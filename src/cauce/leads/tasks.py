@@ -192,11 +192,14 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
             crm_id = await session.scalar(select(Lead.crm_id).where(Lead.uid == uid))
         client = crm()
         try:
-            await client.delete(CrmKey(crm_settings.cauce_id_property, uid))
-            # And the contact it was synced to, by the CRM's own id: another lead with its
-            # email, arriving after the erasure, may have been upserted onto that contact
-            # before this job ran (keyed by email), and taken it over, its Cauce id too.
-            gone = crm_id is not None and await client.delete(CrmKey(OBJECT_ID, crm_id))
+            found = await client.delete(CrmKey(crm_settings.cauce_id_property, uid))
+            # Not found by its Cauce id: the contact it was synced to may have been taken
+            # over by another lead with its email, arriving after the erasure and upserted
+            # (keyed by email) before this job ran, its Cauce id with it. That contact goes
+            # too, by the CRM's own id.
+            gone = (
+                not found and crm_id is not None and await client.delete(CrmKey(OBJECT_ID, crm_id))
+            )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
         if gone:
