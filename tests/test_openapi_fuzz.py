@@ -471,111 +471,8 @@ KINDS = ("positive", "negative", "coverage", "examples")
 
 # The defects found (see each item's failure for a request that shows it), and the items
 # each one fails. An item fails while any of its defects is there (`xfail(strict=True)`):
-# when the last is fixed, it passes and must be taken off.
-ANSWERED_422_AS_PROBLEM = (
-    "its 422 is documented as FastAPI's application/json HTTPValidationError, but is sent as "
-    "application/problem+json (ADR 0003), another shape"
-)
-UNDOCUMENTED_404 = "404 (no such lead or import) is not documented"
-UNDOCUMENTED_409 = "409 (import not finished, lead not held for review) is not documented"
-UNDOCUMENTED_410 = "410 (the lead was erased) is not documented"
-LEAD_INTAKE_STATUSES = (
-    "POST /v1/leads documents 201 only: 200 (merged into a known lead), 400 (body not JSON) "
-    "and 422 (invalid lead, Idempotency-Key reused) are not"
-)
-BATCH_STATUSES = "POST /v1/leads/batch documents 200 only: 400 and 422 are not"
-UPLOAD_STATUSES = (
-    "POST /v1/leads/import documents 202 only: 400 (form or options unreadable) and 422 "
-    "(file, form or options invalid) are not"
-)
-UNDOCUMENTED_MALFORMED_BODY = "400 (a body that is not JSON) is not documented"
-UNDOCUMENTED_NUL_IN_URL = "400 nul_in_url (a NUL in the query string) is not documented"
-METRICS_MEDIA_TYPE = "GET /metrics is documented as application/json but answers text/plain"
-WEBHOOK_STATUSES = (
-    "POST /v1/webhooks/hubspot documents 204 only (and neither its body nor its signature "
-    "headers): a bad signature's 401 is not"
-)
-NUMBERS_AS_DATES = (
-    "date-time filters take a number as Unix time (created_after=0) where the document asks "
-    "for an ISO 8601 string"
-)
-
-KNOWN_DEFECTS: dict[str, list[str]] = {
-    ANSWERED_422_AS_PROBLEM: [
-        *("positive GET /v1/leads", "negative GET /v1/leads", "coverage GET /v1/leads"),
-        "positive GET /v1/leads/export.csv",
-        "negative GET /v1/leads/export.csv",
-        "coverage GET /v1/leads/export.csv",
-        "positive PATCH /v1/leads/{lead_id}",
-        "negative PATCH /v1/leads/{lead_id}",
-        "examples PATCH /v1/leads/{lead_id}",
-        "positive POST /v1/leads/{lead_id}/review",
-        "negative POST /v1/leads/{lead_id}/review",
-    ],
-    UNDOCUMENTED_404: [
-        "positive GET /v1/leads/import/{import_id}",
-        "coverage GET /v1/leads/import/{import_id}",
-        "examples GET /v1/leads/import/{import_id}",
-        "positive GET /v1/leads/import/{import_id}/errors.csv",
-        "coverage GET /v1/leads/import/{import_id}/errors.csv",
-        "examples GET /v1/leads/import/{import_id}/errors.csv",
-        "positive GET /v1/leads/{lead_id}",
-        "coverage GET /v1/leads/{lead_id}",
-        "examples GET /v1/leads/{lead_id}",
-        "positive PATCH /v1/leads/{lead_id}",
-        "negative PATCH /v1/leads/{lead_id}",
-        "coverage PATCH /v1/leads/{lead_id}",
-        "positive DELETE /v1/leads/{lead_id}",
-        "coverage DELETE /v1/leads/{lead_id}",
-        "positive POST /v1/leads/{lead_id}/review",
-        "negative POST /v1/leads/{lead_id}/review",
-        "coverage POST /v1/leads/{lead_id}/review",
-    ],
-    UNDOCUMENTED_409: [
-        "positive GET /v1/leads/import/{import_id}/errors.csv",
-        "examples GET /v1/leads/import/{import_id}/errors.csv",
-        "positive POST /v1/leads/{lead_id}/review",
-        "examples POST /v1/leads/{lead_id}/review",
-    ],
-    UNDOCUMENTED_410: [
-        "positive GET /v1/leads/{lead_id}",
-        "examples GET /v1/leads/{lead_id}",
-        "positive PATCH /v1/leads/{lead_id}",
-        "examples PATCH /v1/leads/{lead_id}",
-        "positive DELETE /v1/leads/{lead_id}",
-        "examples DELETE /v1/leads/{lead_id}",
-        "positive POST /v1/leads/{lead_id}/review",
-        "examples POST /v1/leads/{lead_id}/review",
-    ],
-    LEAD_INTAKE_STATUSES: [
-        *("positive POST /v1/leads", "negative POST /v1/leads"),
-        *("coverage POST /v1/leads", "examples POST /v1/leads"),
-    ],
-    BATCH_STATUSES: ["negative POST /v1/leads/batch", "coverage POST /v1/leads/batch"],
-    UPLOAD_STATUSES: [
-        "positive POST /v1/leads/import",
-        "negative POST /v1/leads/import",
-        "coverage POST /v1/leads/import",
-    ],
-    UNDOCUMENTED_MALFORMED_BODY: [
-        "negative PATCH /v1/leads/{lead_id}",
-        "negative POST /v1/leads/{lead_id}/review",
-        "negative POST /v1/jobs/retry",
-    ],
-    UNDOCUMENTED_NUL_IN_URL: [
-        "negative GET /v1/leads",
-        "negative GET /v1/leads/export.csv",
-        "negative GET /v1/jobs",
-    ],
-    METRICS_MEDIA_TYPE: ["positive GET /metrics", "coverage GET /metrics", "examples GET /metrics"],
-    WEBHOOK_STATUSES: ["positive POST /v1/webhooks/hubspot", "coverage POST /v1/webhooks/hubspot"],
-    NUMBERS_AS_DATES: [
-        "coverage GET /v1/leads",
-        "coverage GET /v1/leads/export.csv",
-        "coverage GET /v1/jobs",
-        "coverage POST /v1/jobs/retry",
-    ],
-}
+# when the last is fixed, it passes and must be taken off. None is known now.
+KNOWN_DEFECTS: dict[str, list[str]] = {}
 
 
 def _params() -> Iterator[Any]:
@@ -703,12 +600,6 @@ def _resolves(document: Any, reference: str) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    reason="the request bodies of POST /v1/leads and PATCH /v1/leads/{lead_id} refer to "
-    "#/$defs/Consent, LeadSource, LeadStatus and Utm, which the document lacks "
-    "(`_schema_body` in leads/endpoints.py embeds a model's schema with its own $defs)",
-    strict=True,
-)
 def test_every_reference_resolves() -> None:
     """Every `$ref` of the document names a schema in it (a client generator, or
     Schemathesis, cannot read a body whose schema it cannot find)."""

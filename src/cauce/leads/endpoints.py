@@ -25,6 +25,23 @@ from cauce.core.errors import UnsupportedMediaType, malformed_json
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import BEARER_SECURITY, authorize, require_scope, require_scopes
 from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fingerprint
+from cauce.core.web.openapi import (
+    DATABASE_UNAVAILABLE,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_KEY_IN_USE,
+    IDEMPOTENCY_KEY_INVALID,
+    IDEMPOTENCY_KEY_REUSED,
+    MALFORMED_BODY,
+    NUL_IN_URL,
+    PAYLOAD_TOO_LARGE,
+    VALIDATION_FAILED,
+    Reasons,
+    inline_schema,
+    key_problems,
+    path_parameter,
+    problems,
+    unsupported_media_type,
+)
 from cauce.core.web.problems import echo
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import repository_lead as repo_lead
@@ -148,7 +165,7 @@ async def idempotent(
 
 
 def _schema_body(model: type[BaseModel], media: tuple[str, ...] = (JSON,)) -> dict[str, Any]:
-    schema = model.model_json_schema()
+    schema = inline_schema(model)
     return {
         "requestBody": {
             "required": True,
@@ -157,11 +174,72 @@ def _schema_body(model: type[BaseModel], media: tuple[str, ...] = (JSON,)) -> di
     }
 
 
+# The error answers of the routes below, for the OpenAPI document (ADR 0003): each
+# status the route can give, with the codes it may carry.
+INTAKE_BUSY: Final = (
+    "`intake_busy`: too many leads wait for their transaction, or the leads this one "
+    "matched keep changing; retry after `Retry-After` seconds"
+)
+LEAD_NOT_FOUND: Final = "`lead_not_found`: no lead with this id"
+LEAD_GONE: Final = (
+    "`lead_erased`: the lead was erased (GDPR), its tombstone is all that is left",
+    "`lead_merged`: a review merged it into another lead, named in `merged_into`",
+)
+JSON_ONLY: Final = unsupported_media_type("`application/json`")
+
+
+def _intake_problems(invalid: str) -> dict[int | str, dict[str, Any]]:
+    """The error answers of an intake route (one lead, a batch)."""
+    answers: dict[int, Reasons] = {
+        **key_problems(WRITE),
+        400: [NUL_IN_URL, MALFORMED_BODY, IDEMPOTENCY_KEY_INVALID],
+        409: IDEMPOTENCY_KEY_IN_USE,
+        413: PAYLOAD_TOO_LARGE,
+        415: JSON_ONLY,
+        422: [invalid, IDEMPOTENCY_KEY_REUSED],
+        503: [INTAKE_BUSY, DATABASE_UNAVAILABLE],
+    }
+    return problems(answers)
+
+
+def _lead_problems(
+    scopes: tuple[str, ...], more: dict[int, Reasons] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route on one lead, needing `scopes`, and `more`."""
+    answers: dict[int, Reasons] = {
+        400: NUL_IN_URL,
+        **key_problems(*scopes),
+        404: LEAD_NOT_FOUND,
+        410: LEAD_GONE,
+    }
+    return problems(answers | (more or {}))
+
+
+# The lead's id in the path, read by hand (`request.path_params`): it is any text (one
+# that is no UUID names no lead, a 404), so FastAPI has nothing to check, and declared
+# to it the parameter would have it document a 422 that never comes.
+LEAD_ID: Final = path_parameter("lead_id", "The lead's `id` (a UUID)")
+
+
+def _path_lead(request: Request) -> str:
+    """The lead id of the path, as stored (`lead_uid`)."""
+    return lead_uid(request.path_params["lead_id"])
+
+
 @router.post(
     "",
     status_code=201,
     response_model=LeadCreated,
-    openapi_extra=_schema_body(LeadIn) | BEARER_SECURITY,
+    response_description="A new lead (`outcome`: `created`, or `held_for_review` when it "
+    "may be a duplicate a person should decide on)",
+    responses={
+        200: {
+            "model": LeadCreated,
+            "description": "Merged into a lead Cauce had (`outcome: merged`, the lead's `id`)",
+        },
+        **_intake_problems(f"{VALIDATION_FAILED} (of the lead)"),
+    },
+    openapi_extra=_schema_body(LeadIn) | BEARER_SECURITY | {"parameters": [IDEMPOTENCY_KEY]},
     summary="Accept one lead",
 )
 async def create_lead(request: Request) -> Response:
@@ -227,7 +305,12 @@ def _item(index: int, result: IntakeResult) -> dict[str, Any]:
 @router.post(
     "/batch",
     response_model=BatchResult,
-    openapi_extra=_schema_body(LeadBatchIn) | BEARER_SECURITY,
+    response_description="Each item's outcome: an invalid item is `rejected` with its "
+    "`errors`, and the others are kept",
+    responses=_intake_problems(
+        f"{VALIDATION_FAILED} (of the batch as a whole: an item's own errors are in its answer)"
+    ),
+    openapi_extra=_schema_body(LeadBatchIn) | BEARER_SECURITY | {"parameters": [IDEMPOTENCY_KEY]},
     summary="Accept a batch of leads (up to 1,000 by default: CAUCE_LEADS__MAX_BATCH)",
 )
 async def create_batch(request: Request) -> Response:
@@ -299,11 +382,13 @@ def lead_uid(raw: str) -> str:
 @router.get(
     "/{lead_id}",
     response_model=LeadDetailOut,
+    responses=_lead_problems(("leads:read",)),
+    openapi_extra={"parameters": [LEAD_ID]},
     summary="One lead with its score explanation, duplicates, history",
 )
-async def get_lead(request: Request, principal: Read, lead_id: str) -> Response:
+async def get_lead(request: Request, principal: Read) -> Response:
     """A lead with its sources, possible duplicates and history."""
-    uid = lead_uid(lead_id)
+    uid = _path_lead(request)
     rt = runtime(request)
     async with rt.sessionmaker() as session:
         found = await service_edit.detail(session, uid)
@@ -313,12 +398,23 @@ async def get_lead(request: Request, principal: Read, lead_id: str) -> Response:
 @router.patch(
     "/{lead_id}",
     response_model=LeadOut,
-    openapi_extra=_schema_body(LeadPatch, (JSON, MERGE_PATCH)),
+    responses=_lead_problems(
+        (WRITE, "leads:read"),
+        {
+            400: [NUL_IN_URL, MALFORMED_BODY],
+            409: "`lead_duplicate`: another lead has this email, phone or tax id (named "
+            "in `duplicate_of`)",
+            413: PAYLOAD_TOO_LARGE,
+            415: unsupported_media_type(f"`{JSON}` or `{MERGE_PATCH}`"),
+            422: f"{VALIDATION_FAILED} (of the change)",
+        },
+    ),
+    openapi_extra=_schema_body(LeadPatch, (JSON, MERGE_PATCH)) | {"parameters": [LEAD_ID]},
     summary="Change a lead (JSON merge patch)",
 )
-async def patch_lead(request: Request, principal: WriteRead, lead_id: str) -> Response:
+async def patch_lead(request: Request, principal: WriteRead) -> Response:
     """Only the fields sent change; `null` clears one. The lead is synced again."""
-    uid = lead_uid(lead_id)
+    uid = _path_lead(request)
     rt = runtime(request)
     body = await _json_body(request, (JSON, MERGE_PATCH))
     async with unit_of_work(rt.sessionmaker) as session:
@@ -352,13 +448,32 @@ def _patch_of(body: bytes, options: IntakeOptions) -> LeadPatch:
 @router.post(
     "/{lead_id}/review",
     response_model=LeadOut,
-    openapi_extra=_schema_body(LeadReviewIn),
+    responses=_lead_problems(
+        (WRITE, "leads:read"),
+        {
+            400: [NUL_IN_URL, MALFORMED_BODY, IDEMPOTENCY_KEY_INVALID],
+            409: [
+                "`lead_not_held`: the lead is not held for review",
+                "`lead_conflict`: the lead it is held against is gone, or the lead changed "
+                "while it was reviewed (`errors` points at `/into` when naming one would do)",
+                IDEMPOTENCY_KEY_IN_USE,
+            ],
+            413: PAYLOAD_TOO_LARGE,
+            415: JSON_ONLY,
+            422: [
+                f"{VALIDATION_FAILED} (of the decision, or its `into`: no such lead, the "
+                "lead itself, an erased one)",
+                IDEMPOTENCY_KEY_REUSED,
+            ],
+        },
+    ),
+    openapi_extra=_schema_body(LeadReviewIn) | {"parameters": [LEAD_ID, IDEMPOTENCY_KEY]},
     summary="Decide on a lead held for review (a possible duplicate)",
 )
-async def review_lead(request: Request, principal: WriteRead, lead_id: str) -> Response:
+async def review_lead(request: Request, principal: WriteRead) -> Response:
     """`distinct` releases the lead to the CRM; `duplicate` merges it into the lead it
     was held against (or `into`), answering that lead, and leaves a tombstone (410)."""
-    uid = lead_uid(lead_id)
+    uid = _path_lead(request)
     rt = runtime(request)
     body = await _json_body(request)
     try:
@@ -375,10 +490,16 @@ async def review_lead(request: Request, principal: WriteRead, lead_id: str) -> R
     return await idempotent(request, principal, body, rt, work, shows_lead=True)
 
 
-@router.delete("/{lead_id}", status_code=204, summary="Erase a lead (GDPR)")
-async def erase_lead(request: Request, principal: Admin, lead_id: str) -> Response:
+@router.delete(
+    "/{lead_id}",
+    status_code=204,
+    responses=_lead_problems(("leads:admin",)),
+    openapi_extra={"parameters": [LEAD_ID]},
+    summary="Erase a lead (GDPR)",
+)
+async def erase_lead(request: Request, principal: Admin) -> Response:
     """Personal data is removed, a tombstone kept, and the CRM contact deleted too."""
-    uid = lead_uid(lead_id)
+    uid = _path_lead(request)
     rt = runtime(request)
     async with unit_of_work(rt.sessionmaker) as session:
         await service_edit.erase(session, rt, uid, _actor(principal))

@@ -6,7 +6,7 @@ import hashlib
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -17,6 +17,20 @@ from cauce.core.errors import UnsupportedMediaType
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope, require_scopes
 from cauce.core.web.idempotency import canonical_json
+from cauce.core.web.openapi import (
+    DATABASE_UNAVAILABLE,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_KEY_IN_USE,
+    IDEMPOTENCY_KEY_INVALID,
+    IDEMPOTENCY_KEY_REUSED,
+    NUL_IN_URL,
+    PAYLOAD_TOO_LARGE,
+    Reasons,
+    key_problems,
+    path_parameter,
+    problems,
+    unsupported_media_type,
+)
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import import_form, imports, imports_upkeep, imports_upload
 from cauce.leads.csv_export import ErrorReportWriter
@@ -79,9 +93,10 @@ def _status(record: LeadImport, stopped: str | None = None) -> ImportStatus:
     )
 
 
-def _import_id(raw: str) -> int:
+def _import_id(request: Request) -> int:
     """The id in the path; one that is not an id names no import (the same 404 as an
     unknown one)."""
+    raw: str = request.path_params["import_id"]
     import_id = parse_id(raw)
     if import_id is None:
         shown = raw if len(raw) <= 100 else raw[:100] + "…"
@@ -102,12 +117,57 @@ async def _store(
         raise type(exc)(exc.detail, errors=[error], **exc.extra) from exc
 
 
+# The error answers of the routes below, for the OpenAPI document (ADR 0003).
+NO_SUCH_IMPORT: Final = "`import_not_found`: no import with this id"
+UPLOAD_PROBLEMS: Final[dict[int, Reasons]] = {
+    **key_problems("leads:write"),
+    400: [
+        NUL_IN_URL,
+        "`bad_request`: the multipart form cannot be read",
+        "`malformed_body`: the `options` field is not JSON (`errors` points at it)",
+        IDEMPOTENCY_KEY_INVALID,
+    ],
+    409: IDEMPOTENCY_KEY_IN_USE,
+    413: [
+        PAYLOAD_TOO_LARGE,
+        "`import_too_large`: the file is over `CAUCE_LEADS__MAX_IMPORT_BYTES`",
+    ],
+    415: unsupported_media_type("`multipart/form-data`"),
+    422: [
+        "`validation_failed`: a part of the form is missing, repeated, unknown or of the "
+        "wrong kind (`errors` names each)",
+        "`import_options_invalid`: an option is unknown or wrong (`errors` points into `/options`)",
+        "`import_mapping_invalid`: an entry of the mapping is wrong (`errors` points into "
+        "`/options/mapping`)",
+        "`import_file_invalid`: the file cannot be read as CSV at all (empty, binary, an "
+        "unreadable header...)",
+        IDEMPOTENCY_KEY_REUSED,
+    ],
+    503: DATABASE_UNAVAILABLE,
+}
+
+
+def _import_problems(
+    scopes: tuple[str, ...], more: dict[int, Reasons] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route on one import, needing `scopes`, and `more`."""
+    answers: dict[int, Reasons] = {400: NUL_IN_URL, **key_problems(*scopes), 404: NO_SUCH_IMPORT}
+    return problems(answers | (more or {}))
+
+
+# The import's id in the path, read by hand (`request.path_params`): any text (one that
+# is no id names no import, a 404), so FastAPI has nothing to check, and declared to it
+# the parameter would have it document a 422 that never comes.
+IMPORT_ID: Final = {"parameters": [path_parameter("import_id", "The import's `id`")]}
+
+
 @imports_router.post(
     "",
     status_code=202,
     response_model=ImportStatus,
     summary="Import a CSV",
-    openapi_extra=import_form.UPLOAD_BODY,
+    responses=problems(UPLOAD_PROBLEMS),
+    openapi_extra=import_form.UPLOAD_BODY | {"parameters": [IDEMPOTENCY_KEY]},
 )
 async def start_import(request: Request, principal: Write) -> Response:
     """Store the file and queue its import; poll the returned status for progress.
@@ -201,17 +261,20 @@ async def _replayed(rt: LeadsRuntime, response: Response) -> Response:
     )
 
 
-@imports_router.get("/{import_id}", response_model=ImportStatus, summary="Import progress")
-async def import_status(request: Request, principal: Read, import_id: str) -> ImportStatus:
+@imports_router.get(
+    "/{import_id}",
+    response_model=ImportStatus,
+    summary="Import progress",
+    responses=_import_problems(("leads:read",)),
+    openapi_extra=IMPORT_ID,
+)
+async def import_status(request: Request, principal: Read) -> ImportStatus:
     """Progress and counts of an import."""
     rt = runtime(request)
     async with rt.sessionmaker() as session:
-        record = await imports.get_import(session, _import_id(import_id))
+        record = await imports.get_import(session, _import_id(request))
     # The job is read after the session is closed: one connection at a time.
     return _status(record, await imports_upkeep.stopped_detail(rt, record))
-
-
-_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
 
 @imports_router.post(
@@ -224,15 +287,17 @@ _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
             "importing now (`state: cancelling`); poll its status",
             "model": ImportStatus,
         },
-        404: {"description": "No such import", **_PROBLEM},
-        409: {
-            "description": "The import already ended on its own (`import_finished`; "
-            "`state` says how)",
-            **_PROBLEM,
-        },
+        **_import_problems(
+            ("leads:write", "leads:read"),
+            {
+                409: "`import_finished`: the import already ended on its own (`state` says "
+                "how, `import` is its status)"
+            },
+        ),
     },
+    openapi_extra=IMPORT_ID,
 )
-async def cancel_import(request: Request, principal: WriteRead, import_id: str) -> Response:
+async def cancel_import(request: Request, principal: WriteRead) -> Response:
     """Stop an import. A queued one never starts, and the answer (200) says `cancelled`.
     A running one stops at the next chunk boundary (at most 200 rows later): the answer
     is 202 with `state: cancelling`, then its status turns `cancelled`. The rows imported
@@ -241,7 +306,7 @@ async def cancel_import(request: Request, principal: WriteRead, import_id: str) 
     `import_finished`."""
     rt = runtime(request)
     record = await imports_upkeep.cancel_import(
-        rt, _import_id(import_id), f"apikey:{principal.key_id}"
+        rt, _import_id(request), f"apikey:{principal.key_id}"
     )
     status = _status(record, await imports_upkeep.stopped_detail(rt, record))
     if record.status not in (imports.CANCELLING, imports.CANCELLED):
@@ -262,15 +327,21 @@ async def cancel_import(request: Request, principal: WriteRead, import_id: str) 
     "/{import_id}/errors.csv",
     response_class=StreamingResponse,
     summary="Rejected rows of an import",
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={
+        200: {"content": {"text/csv": {}}},
+        **_import_problems(
+            ("leads:read",), {409: "`import_not_finished`: the import is still running"}
+        ),
+    },
+    openapi_extra=IMPORT_ID,
 )
-async def import_errors(request: Request, principal: Read, import_id: str) -> StreamingResponse:
+async def import_errors(request: Request, principal: Read) -> StreamingResponse:
     """One line per rejected field: row, the CSV column (its header as in the file),
     the lead field, reason; in the upload's delimiter (`,`, `;` or tab; commas for any
     other). An import whose job failed or was cancelled has the rows rejected so far."""
     rt = runtime(request)
     async with rt.sessionmaker() as session:
-        record = await imports.get_import(session, _import_id(import_id))
+        record = await imports.get_import(session, _import_id(request))
     if (
         record.status in imports.LIVE_STATES
         and await imports_upkeep.stopped_detail(rt, record) is None

@@ -15,6 +15,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from pydantic_core import PydanticCustomError
 from starlette.responses import StreamingResponse
 
+from cauce.core.web.instants import ISO_8601_ONLY
+from cauce.core.web.openapi import NUL_IN_URL, VALIDATION_FAILED, key_problems, problems
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads.csv_export import EXPORT_COLUMNS, contacts_cell, csv_export
@@ -27,7 +29,18 @@ from cauce.leads.responses import LeadOut
 from cauce.leads.schemas import LeadSource, LeadStatus
 from cauce.leads.views import listed_view
 
-search_router = APIRouter(prefix="/v1/leads", route_class=CauceRoute, tags=["leads"])
+search_router = APIRouter(
+    prefix="/v1/leads",
+    route_class=CauceRoute,
+    tags=["leads"],
+    responses=problems(
+        {
+            400: NUL_IN_URL,
+            **key_problems("leads:read"),
+            422: f"{VALIDATION_FAILED} (a filter, the cursor)",
+        }
+    ),
+)
 
 
 class LeadPage(BaseModel):
@@ -55,8 +68,9 @@ def _cursor(raw: str | None) -> int | None:
     return cursor
 
 
-# A date or a time without an offset is read as UTC (the times Cauce stores).
-Instant = Annotated[datetime, AfterValidator(in_utc)]
+# A date or a time without an offset is read as UTC (the times Cauce stores); a number
+# is no date (pydantic would read it as a Unix time).
+Instant = Annotated[datetime, ISO_8601_ONLY, AfterValidator(in_utc)]
 
 
 def _not_below(low: str) -> AfterValidator:

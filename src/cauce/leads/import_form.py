@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from cauce.core.errors import malformed_json
+from cauce.core.web.openapi import inline_schema
 from cauce.core.web.problems import json_pointer
 from cauce.leads.csv_mapping import check_mapping
 from cauce.leads.errors import (
@@ -41,7 +42,7 @@ UPLOAD_BODY: dict[str, Any] = {
                             "type": "string",
                             "description": "JSON: mapping, unknown_columns, delimiter, "
                             "encoding, default_phone_region, consent_wording_version",
-                            "contentSchema": ImportOptionsIn.model_json_schema(),
+                            "contentSchema": inline_schema(ImportOptionsIn),
                         },
                     },
                 }

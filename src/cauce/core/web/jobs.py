@@ -13,22 +13,31 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from cauce.core.errors import NotFound
 from cauce.core.jobs.ports import JobFilter, JobQueue, JobStatus, JobView
 from cauce.core.web.auth import require_scope
+from cauce.core.web.instants import ISO_8601_ONLY
+from cauce.core.web.openapi import (
+    MALFORMED_BODY,
+    NUL_IN_URL,
+    PAYLOAD_TOO_LARGE,
+    VALIDATION_FAILED,
+    key_problems,
+    problems,
+    unsupported_media_type,
+)
 from cauce.core.web.routing import CauceRoute
 
 MAX_PAGE = 200
 _CURSOR_PREFIX = "j:"
-_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+_SCOPE = "jobs:admin"
+_NO_SUCH_JOB = "`not_found`: no such job"
 
 jobs_router = APIRouter(
     prefix="/v1/jobs",
     route_class=CauceRoute,
     tags=["jobs"],
-    dependencies=[Depends(require_scope("jobs:admin"))],
-    responses={
-        401: {"description": "No valid API key", **_PROBLEM},
-        403: {"description": "The key lacks `jobs:admin`", **_PROBLEM},
-        422: {"description": "Invalid filters or body", **_PROBLEM},
-    },
+    dependencies=[Depends(require_scope(_SCOPE))],
+    responses=problems(
+        {400: NUL_IN_URL, **key_problems(_SCOPE), 422: f"{VALIDATION_FAILED} (filters, id or body)"}
+    ),
 )
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The job's id")]
 
@@ -56,10 +65,10 @@ class _Filters(BaseModel):
 
     task: str | None = Field(default=None, min_length=1, max_length=128)
     queue: str | None = Field(default=None, min_length=1, max_length=128)
-    created_after: AwareDatetime | None = Field(
+    created_after: Annotated[AwareDatetime | None, ISO_8601_ONLY] = Field(
         default=None, description="Deferred at or after (ISO 8601 with offset)"
     )
-    created_before: AwareDatetime | None = Field(
+    created_before: Annotated[AwareDatetime | None, ISO_8601_ONLY] = Field(
         default=None, description="Deferred before (ISO 8601 with offset)"
     )
     error_class: str | None = Field(
@@ -222,6 +231,13 @@ async def list_jobs(request: Request, query: Annotated[JobQuery, Query()]) -> Jo
     "/retry",
     response_model=BulkRetried,
     summary="Replay failed jobs by filter",
+    responses=problems(
+        {
+            400: [NUL_IN_URL, MALFORMED_BODY],
+            413: PAYLOAD_TOO_LARGE,
+            415: unsupported_media_type("JSON"),
+        }
+    ),
 )
 async def retry_jobs(request: Request, body: BulkRetry) -> BulkRetried:
     """Give every failed (or cancelled) job matching the filters a fresh attempt budget.
@@ -236,7 +252,7 @@ async def retry_jobs(request: Request, body: BulkRetry) -> BulkRetried:
     "/{job_id}",
     response_model=JobDetail,
     summary="A job with its attempts",
-    responses={404: {"description": "No such job", **_PROBLEM}},
+    responses=problems({404: _NO_SUCH_JOB}),
 )
 async def get_job(request: Request, job_id: JobId) -> JobDetail:
     """The job, its payload, and every attempt with its outcome and error."""
@@ -250,10 +266,13 @@ async def get_job(request: Request, job_id: JobId) -> JobDetail:
     "/{job_id}/retry",
     response_model=JobDetail,
     summary="Replay a failed or cancelled job",
-    responses={
-        404: {"description": "No such job", **_PROBLEM},
-        409: {"description": "The job is not failed or cancelled", **_PROBLEM},
-    },
+    responses=problems(
+        {
+            404: _NO_SUCH_JOB,
+            409: "`conflict`: the job is not failed or cancelled, or another job with its dedupe "
+            "key waits",
+        }
+    ),
 )
 async def retry_job(request: Request, job_id: JobId) -> JobDetail:
     """Move the job back to `todo` with a fresh attempt budget."""
@@ -264,10 +283,9 @@ async def retry_job(request: Request, job_id: JobId) -> JobDetail:
     "/{job_id}/cancel",
     response_model=JobDetail,
     summary="Cancel a waiting job",
-    responses={
-        404: {"description": "No such job", **_PROBLEM},
-        409: {"description": "The job is already running or finished", **_PROBLEM},
-    },
+    responses=problems(
+        {404: _NO_SUCH_JOB, 409: "`conflict`: the job is already running or finished"}
+    ),
 )
 async def cancel_job(request: Request, job_id: JobId) -> JobDetail:
     """Cancel a job that has not started; a running job finishes its attempt."""

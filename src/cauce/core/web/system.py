@@ -11,16 +11,24 @@ from fastapi import APIRouter, Depends, Request
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from cauce.core.observability.metrics import exposition
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope
+from cauce.core.web.openapi import NUL_IN_URL, key_problems, problems
 from cauce.core.web.problems import problem_response
 from cauce.core.web.routing import CauceRoute
 
-system_router = APIRouter(route_class=CauceRoute, tags=["operations"])
-v1_router = APIRouter(prefix="/v1", route_class=CauceRoute, tags=["identity"])
+system_router = APIRouter(
+    route_class=CauceRoute, tags=["operations"], responses=problems({400: NUL_IN_URL})
+)
+v1_router = APIRouter(
+    prefix="/v1",
+    route_class=CauceRoute,
+    tags=["identity"],
+    responses=problems({400: NUL_IN_URL, **key_problems()}),
+)
 
 READY_TIMEOUT_SECONDS = 2.0
 log = structlog.get_logger("cauce.http")
@@ -48,7 +56,13 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@system_router.get("/readyz", summary="Readiness", responses={503: {"description": "Not ready"}})
+@system_router.get(
+    "/readyz",
+    summary="Readiness",
+    responses=problems(
+        {503: "`not_ready`: a dependency does not answer; `checks` says which (`failed`)"}
+    ),
+)
 async def readyz(request: Request) -> Response:
     """Every configured dependency answers; 503 names the ones that do not.
 
@@ -91,7 +105,14 @@ async def readyz(request: Request) -> Response:
     )
 
 
-@system_router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+@system_router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    # Its answer is the text exposition format (`text/plain; version=...`), for the
+    # document: the route builds its `Response` itself.
+    response_class=PlainTextResponse,
+    response_description="The metrics, in Prometheus's text exposition format",
+)
 async def metrics(request: Request) -> Response:
     """The app's Prometheus registry in the text exposition format (with several
     serving processes, all of theirs summed: `exposition`).
