@@ -96,6 +96,20 @@ def test_json_input_validates_the_same_as_python_input() -> None:
     assert [e["pointer"] for e in field_errors(info.value)] == ["/email", "/consent/marketing"]
 
 
+@pytest.mark.parametrize("given_at", [1000, 1.5, "1700000000"])
+def test_a_consent_time_is_iso_8601_never_a_unix_time(given_at: object) -> None:
+    """A number (or numeric text) where the consent's time goes is refused at its pointer:
+    `1000` was stored as 1970-01-01T00:16:40Z, a proof of consent dated 1970."""
+    consent = {"marketing": True, "wording_version": "v1", "given_at": given_at}
+    body = {"email": "a@empresa.es", "consent": consent}
+    with pytest.raises(ValidationError) as info:
+        LeadIn.model_validate(body)
+    assert [e["pointer"] for e in field_errors(info.value)] == ["/consent/given_at"]
+    with pytest.raises(ValidationError) as info:
+        LeadIn.model_validate_json(json.dumps(body))
+    assert [e["pointer"] for e in field_errors(info.value)] == ["/consent/given_at"]
+
+
 def test_separate_names_are_kept_and_compose_the_full_name() -> None:
     """First and last names given separately are not re-split; they compose full_name,
     and a full name sent with the first name only gives the last name its other words."""

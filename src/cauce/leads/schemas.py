@@ -38,6 +38,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from cauce.core.web.instants import ISO_8601_ONLY
 from cauce.leads.errors import NormalisationError
 from cauce.leads.field_types import (
     CONTEXT_KEY,
@@ -127,7 +128,8 @@ class Consent(RequestModel):
     """
 
     marketing: StrictBool
-    given_at: AwareDatetime | None = None
+    # ISO 8601 text only: a number was read as a Unix time (`1000`: 1970-01-01T00:16:40Z).
+    given_at: Annotated[AwareDatetime | None, ISO_8601_ONLY] = None
     wording_version: TokenText | None = None
     source: TokenText | None = None
 
