@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from cauce.app import create_app
 from cauce.core.config import CrmSettings
 from cauce.core.db import Database, create_database, unit_of_work
-from cauce.core.errors import ValidationFailed
+from cauce.core.errors import MalformedBody, ValidationFailed
 from cauce.leads.models import Lead, LeadEvent, WebhookInboxEvent
 from cauce.leads.webhooks import (
     InvalidSignature,
@@ -66,10 +66,20 @@ def test_bad_signatures_are_refused(case: str, headers_of: Any) -> None:
         verify_hubspot(SECRET, "POST", URI, body, headers_of(body), now=NOW)
 
 
+@pytest.mark.parametrize("body", [b"{", b"", b"\xff[]", b"[{]"])
+def test_a_body_that_is_not_json_is_malformed(body: bytes) -> None:
+    """A body that is not JSON is 400 `malformed_body` saying where the parser stopped,
+    as on every route (ADR 0003); it was a 422."""
+    with pytest.raises(MalformedBody) as caught:
+        parse_events(body)
+    [error] = caught.value.extra["errors"]
+    assert error["pointer"] == ""
+    assert "at offset" in error["detail"]
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        b"{",
         b'{"eventId": 1}',
         b"[1]",
         b'[{"x": 1}]',

@@ -12,6 +12,7 @@ from cauce.core.db import unit_of_work
 from cauce.core.errors import ServiceUnavailable
 from cauce.core.web.openapi import (
     DATABASE_UNAVAILABLE,
+    MALFORMED_BODY,
     NUL_IN_URL,
     PAYLOAD_TOO_LARGE,
     UNSUPPORTED_CONTENT_ENCODING,
@@ -108,12 +109,12 @@ _SIGNED: Final[dict[str, Any]] = {
         },
         **problems(
             {
-                400: NUL_IN_URL,
+                400: [NUL_IN_URL, MALFORMED_BODY],
                 401: "`invalid_signature`: the signature or timestamp header is missing, "
                 "the signature does not match, or the request is more than 5 minutes old",
                 413: PAYLOAD_TOO_LARGE,
                 415: UNSUPPORTED_CONTENT_ENCODING,
-                422: "`validation_failed`: the body is not a JSON array of at most "
+                422: "`validation_failed`: the body is JSON but not an array of at most "
                 f"{MAX_EVENTS} events, each an object with an `eventId` (and an "
                 "`occurredAt`, if a number, within the years 1970 to 9999)",
                 503: [

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import Settings
 from cauce.core.db.base import utcnow
-from cauce.core.errors import CauceError, ValidationFailed
+from cauce.core.errors import CauceError, MalformedBody, ValidationFailed
 from cauce.core.jobs.ports import JobQueue
 from cauce.leads.errors import LeadErased
 from cauce.leads.models import Lead, LeadEvent, WebhookInboxEvent
@@ -138,8 +138,13 @@ def parse_events(body: bytes) -> list[InboundEvent]:
     """HubSpot's batch (a JSON array of events) as inbox rows; 422 for anything else."""
     try:
         data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ValidationFailed("the body is not JSON") from None
+    except orjson.JSONDecodeError as exc:
+        # As every route answers a body that is no JSON (ADR 0003): 400, where it stopped.
+        reason = f"{exc.msg} at offset {exc.pos}"
+        raise MalformedBody(
+            f"the body is not valid JSON: {reason}",
+            errors=[{"pointer": "", "detail": reason, "type": "json_invalid"}],
+        ) from None
     if not isinstance(data, list) or len(data) > MAX_EVENTS:
         raise ValidationFailed(f"expected a JSON array of at most {MAX_EVENTS} events")
     events = []

@@ -184,6 +184,15 @@ async def test_bulk_retry(
     assert "all" in str(body["errors"])
     typo = await api.post("/v1/jobs/retry", json={"tsk": "deliver"}, headers=admin_headers)
     problem(typo, 422, "validation_failed")
+    json_header = {**admin_headers, "Content-Type": "application/json"}
+    for unreadable in (b"\xff", b"[" * 100_000, b'{"created_before": 0}'):
+        answer = await api.post("/v1/jobs/retry", content=unreadable, headers=json_header)
+        if unreadable.startswith(b"{"):  # a Unix time where ISO 8601 is promised
+            assert problem(answer, 422, "validation_failed")["errors"][0]["pointer"] == (
+                "/created_before"
+            )
+        else:  # not UTF-8, nested past any limit: FastAPI's bare 400 before
+            assert problem(answer, 400, "malformed_body")["errors"][0]["pointer"] == ""
     todo = await api.post(
         "/v1/jobs/retry", json={"status": "todo", "all": True}, headers=admin_headers
     )
