@@ -45,6 +45,7 @@ from cauce.core.observability.tracing import (
 from cauce.core.security.apikeys import ApiKeyService
 from cauce.core.web.jobs import jobs_router
 from cauce.core.web.middleware import RequestContextMiddleware
+from cauce.core.web.openapi import share_problem_schema
 from cauce.core.web.problems import install_problem_handlers
 from cauce.core.web.system import system_router, v1_router
 from cauce.leads.adapters import crm_client_options
@@ -338,7 +339,7 @@ def create_app(
     def openapi() -> dict[str, Any]:
         # FastAPI's document (built once, then kept), with the limits settings choose.
         if app.openapi_schema is None:
-            document_leads_limits(FastAPI.openapi(app), settings)
+            document_leads_limits(share_problem_schema(FastAPI.openapi(app)), settings)
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -227,6 +227,17 @@ async def test_openapi_lists_routes_and_auth(client: httpx.AsyncClient) -> None:
     docs = await client.get("/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
+    # Every error answer refers to one shared Problem schema (a client generates one type).
+    errors = [
+        answer["content"]["application/problem+json"]["schema"]
+        for path in spec["paths"].values()
+        for operation in path.values()
+        for answer in operation.get("responses", {}).values()
+        if "application/problem+json" in answer.get("content", {})
+    ]
+    assert len(errors) > 20
+    assert all(e == {"$ref": "#/components/schemas/Problem"} for e in errors), errors
+    assert set(spec["components"]["schemas"]["Problem"]["required"]) >= {"status", "code"}
 
 
 async def test_a_started_app_collects_young_garbage_rarely(app: FastAPI) -> None:

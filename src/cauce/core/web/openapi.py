@@ -171,3 +171,24 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
     inlined: dict[str, Any] = resolved(schema, ())
     return inlined
+
+
+def share_problem_schema(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with every error answer's schema a reference to one shared `Problem`
+    (components/schemas): FastAPI registers only the models it reads or writes itself, so
+    `problem` writes the schema in each answer, and a client generator would make a type
+    of each. Changed in place; returned."""
+    shared = False
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for answer in operation.get("responses", {}).values():
+                media = answer.get("content", {}).get(PROBLEM_MEDIA_TYPE)
+                if media is not None and media.get("schema") == PROBLEM_SCHEMA:
+                    media["schema"] = {"$ref": "#/components/schemas/Problem"}
+                    shared = True
+    if shared:
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = copy.deepcopy(PROBLEM_SCHEMA)
+    return document
