@@ -77,7 +77,9 @@ from cauce.core.security.apikeys import ApiKeyService
 from cauce.core.security.scopes import known_scopes
 from cauce.leads.webhooks import hubspot_signature
 from tests.conftest import SettingsFactory, make_settings
+from tests.leads.api_client import JOSE
 from tests.leads.test_delivery import MemoryCrm
+from tests.leads.test_review import LOOKALIKE, OTHER
 
 # ---------------------------------------------------------------------------------------
 # The document
@@ -288,24 +290,8 @@ def served(settings_factory: SettingsFactory) -> Iterator[Served]:
         asgi.shutdown_lifespans()
 
 
-# The guide's pair (docs/leads.md, "De-duplication", as in tests/leads/test_review.py):
-# the lookalike is held for review against José.
-JOSE = {
-    "first_name": "José",
-    "last_name": "Fernández Ruiz",
-    "company": "Aceitunas del Sur S.A.",
-    "city": "Sevilla",
-    "country": "ES",
-    "email": "jose@aceitunasdelsur.es",
-}
-LOOKALIKE = {
-    "first_name": "José",
-    "last_name": "Fernández Ruiz",
-    "city": "Sevilla",
-    "email": "jfr@hotmail.com",
-    "phone": "+34 954 12 34 56",
-}
-OTHER = {"first_name": "Lucía", "last_name": "Prieto", "email": "lucia@bodegasduero.es"}
+# The guide's pair (docs/leads.md, "De-duplication"), as tests/leads/test_review.py
+# uses it: the lookalike is held for review against José.
 CSV = "email,first_name,phone\nana@empresa.es,Ana,+34 612 345 678\nno es un email,Luis,\n"
 
 
