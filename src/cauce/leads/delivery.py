@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -173,7 +173,8 @@ class DeliveryReport:
     retry_later: list[int] = field(default_factory=list)
     superseded: int = 0  # changed while in flight: stays pending for the next batch
     out_of_time: bool = False
-    # Leads (ids) erased while their batch was out, which the CRM took: erase them again.
+    # Leads (ids) erased while their batch was out, which the CRM took (`on_erased` was
+    # told, in the transaction that found them).
     erased_again: list[int] = field(default_factory=list)
 
 
@@ -336,6 +337,11 @@ async def _record_request_error(
     )
 
 
+# Called in the transaction that finds leads erased while their batch was out (their
+# ids): what carries their erasure to the CRM again commits with that finding.
+OnErased = Callable[[AsyncSession, list[int]], Awaitable[None]]
+
+
 async def deliver(
     sessionmaker: async_sessionmaker[AsyncSession],
     crm: CrmClient,
@@ -344,6 +350,7 @@ async def deliver(
     only: Sequence[int] | None = None,
     monotonic: Callable[[], float] = time.monotonic,
     on_batch: Callable[[DeliveryReport], None] | None = None,
+    on_erased: OnErased | None = None,
 ) -> DeliveryReport:
     """Deliver pending leads (or exactly the leads `only` names) until none remain.
 
@@ -357,7 +364,7 @@ async def deliver(
     upserts), and a write-back in progress completes before the error is raised: an
     answer a lane has received is always recorded.
     """
-    run = _Delivery(sessionmaker, crm, settings, only, monotonic, on_batch)
+    run = _Delivery(sessionmaker, crm, settings, only, monotonic, on_batch, on_erased)
     lanes = [
         asyncio.create_task(run.lane(), name=f"crm-delivery-lane-{n}")
         for n in range(max(1, settings.delivery_lanes))
@@ -406,6 +413,7 @@ class _Delivery:
         only: Sequence[int] | None,
         monotonic: Callable[[], float],
         on_batch: Callable[[DeliveryReport], None] | None,
+        on_erased: OnErased | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.crm = crm
@@ -413,6 +421,7 @@ class _Delivery:
         self.only = only
         self.monotonic = monotonic
         self.on_batch = on_batch
+        self.on_erased = on_erased
         self.report = DeliveryReport()
         self.deadline = monotonic() + settings.delivery_budget_seconds
         self.batch_size = min(settings.batch_size, crm.max_batch)
@@ -460,7 +469,11 @@ class _Delivery:
     ) -> list[tuple[CrmContact, str]]:
         sent = {c.lead_id: self.sent[c.lead_id] for c in contacts if c.lead_id in self.sent}
         async with unit_of_work(self.sessionmaker) as session:
-            return await _record_batch(session, contacts, outcomes, sent)
+            verdicts = await _record_batch(session, contacts, outcomes, sent)
+            erased = [c.lead_id for c, verdict in verdicts if verdict == "erased"]
+            if erased and self.on_erased is not None:
+                await self.on_erased(session, erased)
+            return verdicts
 
     async def _record_failure(self, contacts: Sequence[CrmContact], error: str) -> None:
         # Best effort: the CRM's error is what the job acts on, not a failure to note it.

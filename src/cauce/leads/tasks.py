@@ -26,6 +26,7 @@ from cauce.leads.delivery import (
     ERASE_TASK,
     REDELIVER_TASK,
     DeliveryReport,
+    OnErased,
     deliver,
     delivery_dedupe_key,
     delivery_lock,
@@ -114,8 +115,8 @@ async def request_erasure(
 async def erase_again(
     session: AsyncSession, queue: JobQueue, settings: Settings, lead_ids: list[int]
 ) -> None:
-    """Carry the erasure of these leads to the CRM again: a delivery sent them there after
-    they were erased (`DeliveryReport.erased_again`)."""
+    """Carry the erasure of these leads to the CRM again, in `session`'s transaction: a
+    delivery sent them there after they were erased (`deliver`'s `on_erased`)."""
     for lead_id in lead_ids:
         uid = await session.scalar(select(Lead.uid).where(Lead.id == lead_id))
         if uid is not None:
@@ -140,6 +141,12 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
             raise PermanentJobError("no CRM is configured (CAUCE_CRM__PROVIDER)")
         return deps.crm
 
+    def erasing_again(ctx: JobContext) -> OnErased:
+        async def on_erased(session: AsyncSession, lead_ids: list[int]) -> None:
+            await erase_again(session, ctx.queue_port, deps.settings, lead_ids)
+
+        return on_erased
+
     async def deliver_handler(ctx: JobContext, payload: JsonDict) -> None:
         try:
             client = crm()
@@ -148,10 +155,10 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
                 client,
                 crm_settings,
                 on_batch=_counting(deps.metrics, client.name),
+                on_erased=erasing_again(ctx),
             )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
-        await erase_again(ctx.session, ctx.queue_port, deps.settings, report.erased_again)
         if report.failed_for_good:
             await ctx.queue_port.defer(
                 ctx.session,
@@ -177,10 +184,10 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
                 crm_settings,
                 only=ids,
                 on_batch=_counting(deps.metrics, client.name),
+                on_erased=erasing_again(ctx),
             )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
-        await erase_again(ctx.session, ctx.queue_port, deps.settings, report.erased_again)
         if report.failed_for_good:
             raise PermanentJobError(
                 f"the CRM refused leads {report.failed_for_good}; fix them (PATCH) or replay"
