@@ -11,7 +11,8 @@ import httpx
 import orjson
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.app import create_app
 from cauce.core.config import CrmSettings
@@ -201,6 +202,37 @@ async def test_only_contact_events_reach_leads(
         assert (lead.crm_deleted_at is not None) is deleted
         outcome = await session.scalar(select(WebhookInboxEvent.outcome))
         assert outcome == ("deleted" if deleted else "ignored:not_a_contact")
+
+
+async def test_an_event_reaches_every_live_lead_on_its_contact(db: Database) -> None:
+    """Two leads synced to one contact (a merge in the CRM, say) and a tombstone on it too:
+    a GDPR deletion erases both live leads (it took one, and none when it met the
+    tombstone first); a lifecycle change sets both."""
+    tombstone = await _lead(db, "5150")
+    first, second = await _lead(db, "5150"), await _lead(db, "5150")
+    async with unit_of_work(db.sessionmaker) as session:
+        await session.execute(
+            update(Lead).where(Lead.id == tombstone).values(erased_at=NOW, email=None)
+        )
+    won = _event(50, "5150", NOW, propertyName="lifecyclestage", propertyValue="customer")
+    erased: list[str] = []
+
+    async def erase(session: AsyncSession, uid: str) -> None:
+        erased.append(uid)
+
+    async with unit_of_work(db.sessionmaker) as session:
+        await record_events(session, "hubspot", parse_events(orjson.dumps([won])))
+        assert await process_inbox(session, erase=erase) == 1
+        privacy = {
+            **_event(51, "5150", NOW + timedelta(seconds=1)),
+            "subscriptionType": "contact.privacyDeletion",
+        }
+        await record_events(session, "hubspot", parse_events(orjson.dumps([privacy])))
+        assert await process_inbox(session, erase=erase) == 1
+    async with db.sessionmaker() as session:
+        leads = {lead.id: lead for lead in (await session.scalars(select(Lead))).all()}
+        assert (leads[first].status, leads[second].status) == ("won", "won")
+        assert sorted(erased) == sorted([leads[first].uid, leads[second].uid])
 
 
 async def test_the_inbox_keeps_no_property_value_it_took_nothing_from(db: Database) -> None:

@@ -21,6 +21,7 @@ from cauce.core.web.openapi import (
 from cauce.core.web.routing import CauceRoute
 from cauce.leads.endpoints import runtime
 from cauce.leads.webhooks import (
+    INBOUND_KEY,
     INBOUND_TASK,
     MAX_EVENTS,
     SOURCE_HUBSPOT,
@@ -152,7 +153,13 @@ async def hubspot_webhook(request: Request) -> Response:
     async with unit_of_work(rt.sessionmaker) as session:
         new = await record_events(session, SOURCE_HUBSPOT, events)
         if new:
+            # One waits (the dedupe key) and one runs at a time (the lock): two at once
+            # could apply one lead's events out of order.
             await rt.queue.defer(
-                session, INBOUND_TASK, {"source": SOURCE_HUBSPOT}, dedupe_key="crm-inbound"
+                session,
+                INBOUND_TASK,
+                {"source": SOURCE_HUBSPOT},
+                dedupe_key=INBOUND_KEY,
+                lock=INBOUND_KEY,
             )
     return Response(status_code=204, headers={"X-Cauce-Recorded": orjson.dumps(new).decode()})

@@ -44,6 +44,7 @@ SOURCE_HUBSPOT = "hubspot"
 MAX_AGE = timedelta(minutes=5)
 MAX_EVENTS = 1000
 INBOUND_TASK = "crm.inbound"
+INBOUND_KEY = "crm-inbound"  # its jobs' dedupe key and lock
 PRIVACY_DELETION = "contact.privacyDeletion"
 CRM_ACTOR = "crm"
 
@@ -269,16 +270,33 @@ async def _apply(session: AsyncSession, event: WebhookInboxEvent, erase: Erase |
     object_id = payload.get("objectId")
     if object_id is None:
         return "ignored:no_object"
-    lead = await session.scalar(select(Lead).where(Lead.crm_id == str(object_id)))
-    if lead is None:
+    # Every live lead on this contact (usually one; more after a merge in the CRM, say):
+    # the event is about each, a GDPR deletion above all.
+    leads = (
+        await session.scalars(select(Lead).where(Lead.crm_id == str(object_id)).order_by(Lead.id))
+    ).all()
+    if not leads:
         return "ignored:unknown_contact"
-    if lead.erased_at is not None:
+    live = [lead for lead in leads if lead.erased_at is None]
+    if not live:
         # A tombstone takes nothing more; often this is the CRM telling of an erasure
         # Cauce asked for itself (`DELETE /v1/leads/{id}`, then the CRM's events of it).
         return "ignored:erased"
     # An event dated after its arrival counts as at its arrival (nothing happens before it
     # is told): a date a year ahead would otherwise make every later, real event older.
     at = min(event.occurred_at or event.received_at, event.received_at)
+    outcomes = [await _apply_to(session, lead, subscription, payload, at, erase) for lead in live]
+    return outcomes[0] if len(set(outcomes)) == 1 else ",".join(outcomes)[:64]
+
+
+async def _apply_to(
+    session: AsyncSession,
+    lead: Lead,
+    subscription: str,
+    payload: Mapping[str, Any],
+    at: datetime,
+    erase: Erase | None,
+) -> str:
     if subscription == PRIVACY_DELETION:
         return await _privacy_deletion(session, lead, at, erase)
     if lead.crm_event_at is not None and at <= lead.crm_event_at:
