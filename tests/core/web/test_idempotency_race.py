@@ -63,3 +63,40 @@ async def test_an_expired_key_is_taken_over(settings_factory: SettingsFactory) -
         assert row.status_code == 200
     finally:
         await db.dispose()
+
+
+async def test_two_requests_taking_over_one_expired_key_meet_at_the_insert(
+    settings_factory: SettingsFactory,
+) -> None:
+    """Both looked the expired key up; the first stores its answer and commits; the
+    second gets 409 (it once failed deleting the expired row the first had deleted)."""
+    db = create_database(settings_factory())
+    store = IdempotencyStore(ttl=timedelta(hours=24))
+    try:
+        if db.engine.dialect.name == "sqlite":
+            pytest.skip("SQLite runs one writing transaction at a time: nothing interleaves")
+        async with unit_of_work(db.sessionmaker) as session:
+            session.add(
+                IdempotencyRecord(
+                    scope="k",
+                    key="old",
+                    fingerprint=PRINT,
+                    status_code=201,
+                    body=b"{}",
+                    created_at=utcnow() - timedelta(hours=25),
+                )
+            )
+        async with db.sessionmaker() as first, db.sessionmaker() as second:
+            assert await store.lookup(first, "k", "old", PRINT) is None
+            assert await store.lookup(second, "k", "old", PRINT) is None
+            await store.remember(first, "k", "old", PRINT, 201, {"n": 1})
+            await first.commit()
+            with pytest.raises(IdempotencyKeyInUse):
+                await store.remember(second, "k", "old", PRINT, 201, {"n": 2})
+            await second.rollback()
+        async with db.sessionmaker() as session:
+            stored = await store.lookup(session, "k", "old", PRINT)
+        assert stored is not None
+        assert stored.body == {"n": 1}
+    finally:
+        await db.dispose()

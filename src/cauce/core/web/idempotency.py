@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import Integer, LargeBinary, String, delete, select, update
+from sqlalchemy import Integer, LargeBinary, String, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -200,7 +200,10 @@ class IdempotencyStore:
 
         `print_` is the request's `fingerprint`, or a digest compared as it is."""
         row = await session.get(IdempotencyRecord, (scope, key))
-        if row is None or row.created_at < utcnow() - self.ttl:
+        if row is not None and row.created_at < utcnow() - self.ttl:
+            session.expunge(row)  # expired: `remember` deletes it by a statement
+            return None
+        if row is None:
             return None
         if not _same(print_, row.fingerprint):
             raise IdempotencyKeyReused(
@@ -222,33 +225,38 @@ class IdempotencyStore:
         """Store the response on the caller's transaction (flushes to claim the key).
 
         `subject` names the record whose personal data `body` shows (`forget_subject`)."""
-        found = await session.get(IdempotencyRecord, (scope, key))
-        if found is not None:
-            if found.created_at >= utcnow() - self.ttl:
-                # Another request with this key committed after this one's lookup (on
-                # PostgreSQL, after waiting for its intake locks): this one's work must
-                # not count too. It rolls back; a retry replays the other's answer.
-                raise IdempotencyKeyInUse(
-                    f"another request with this {HEADER} was processed meanwhile; retry "
-                    "to get its answer"
-                )
-            await session.delete(found)  # expired: lookup() treated it as new
-            await session.flush()
-        session.add(
-            IdempotencyRecord(
-                scope=scope,
-                key=key,
-                fingerprint=print_.value if isinstance(print_, Fingerprint) else print_,
-                status_code=status_code,
-                body=orjson.dumps(body),
-                subject=subject,
+        # An expired answer gives way (`lookup` took its key for a new one); a live one,
+        # stored by a request with this key that committed after this one's lookup (on
+        # PostgreSQL, after waiting for its intake locks), stays, and the insert below
+        # conflicts with it: this request's work must not count too. It rolls back with
+        # 409; a retry replays the other's answer. Statements, not ORM objects: two
+        # requests taking over one expired key at once meet at the insert, not at an ORM
+        # delete of a row the other deleted already.
+        await session.execute(
+            delete(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.scope == scope,
+                IdempotencyRecord.key == key,
+                IdempotencyRecord.created_at < utcnow() - self.ttl,
             )
+            .execution_options(synchronize_session=False)
         )
         try:
-            await session.flush()
+            await session.execute(
+                insert(IdempotencyRecord).values(
+                    scope=scope,
+                    key=key,
+                    fingerprint=print_.value if isinstance(print_, Fingerprint) else print_,
+                    status_code=status_code,
+                    body=orjson.dumps(body),
+                    subject=subject,
+                    created_at=utcnow(),
+                )
+            )
         except IntegrityError:
             raise IdempotencyKeyInUse(
-                f"another request with this {HEADER} is being processed; retry shortly"
+                f"another request with this {HEADER} is being or was just processed; retry "
+                "to get its answer"
             ) from None
 
     async def purge(self, session: AsyncSession) -> int:
