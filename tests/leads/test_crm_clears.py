@@ -666,3 +666,17 @@ async def test_migration_0016_adds_the_column_and_its_downgrade_keeps_the_leads(
         assert counts == [1, 1, 1]
     finally:
         await db.dispose()
+
+
+async def test_a_new_lead_has_no_record_as_sql_null(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """A lead taken in has no record of sent properties yet: SQL NULL, as the migrated
+    leads have, not the JSON `null` a query for `IS NULL` would miss."""
+    created = await api.post("/v1/leads", json={"email": "nulo@bodegas.es"})
+    assert created.status_code == 201, created.text
+    async with leads_app.state.resources.db.sessionmaker() as session:
+        missing = await session.scalar(
+            text("SELECT count(*) FROM leads WHERE crm_sent_properties IS NULL")
+        )
+    assert missing == 1

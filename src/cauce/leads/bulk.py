@@ -46,6 +46,8 @@ class _Bulk:
         self.table = table
         self.names = tuple(names)
         self.json = {n for n in self.names if isinstance(table.c[n].type, JSON)}
+        # JSON columns where None is SQL NULL, not JSON null (`JSON(none_as_null=True)`).
+        self.sql_nulls = {n for n in self.json if getattr(table.c[n].type, "none_as_null", False)}
         typed = [sql_column(n, Text() if n in self.json else table.c[n].type) for n in self.names]
         document = cast_(bindparam("rows", type_=Text()), JSON())
         pg_rows = (
@@ -90,13 +92,16 @@ class _Bulk:
 
     def pg_tuples(self, rows: Sequence[tuple[Any, ...]]) -> dict[str, str]:
         """Rows given as tuples (in `names` order), as the one JSON parameter."""
-        names, json_columns = self.names, self.json
+        names, json_columns, sql_nulls = self.names, self.json, self.sql_nulls
         records: list[dict[str, Any]] = []
         for row in rows:
             record = dict(zip(names, row, strict=True))
             for n in json_columns:
+                value = record[n]
+                if value is None and n in sql_nulls:
+                    continue  # a JSON null in the document: SQL NULL in the row
                 # As SQLAlchemy's JSON type stores it (None as JSON null).
-                record[n] = orjson.dumps(record[n]).decode()
+                record[n] = orjson.dumps(value).decode()
             records.append(record)
         return {"rows": orjson.dumps(records).decode()}
 

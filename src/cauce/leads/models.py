@@ -92,7 +92,9 @@ class Lead(Base):
     # The CRM properties Cauce has given a value there (its last successful sync's, written
     # with `synced_version`); None: not known yet (never synced since migration 0016). One
     # whose field is empty now is sent cleared; a property never given one is left alone.
-    crm_sent_properties: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    crm_sent_properties: Mapped[list[str] | None] = mapped_column(
+        JSON(none_as_null=True), default=None
+    )
 
     # Inbound CRM changes: when the newest applied event happened (older ones are ignored,
     # HubSpot reorders), and whether the CRM deleted the contact.
