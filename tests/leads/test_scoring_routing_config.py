@@ -180,6 +180,8 @@ def test_unknown_scoring_field_is_refused_listing_the_fields(toml: Any) -> None:
         ('field = "arrivals"\ntest = "equals"\nvalue = "dos"', "VALUE", "not a count of arrivals"),
         ('field = "arrivals"\ntest = "in"\nvalue = [2, "3"]', "VALUE", "'3' is not a count"),
         ('field = "arrivals"\ntest = "equals"\nvalue = 0', "VALUE", "of 1 or more"),
+        ('field = "arrivals"\ntest = "gte"\nvalue = 1', "VALUE", "always holds"),
+        ('field = "arrivals"\ntest = "gte"\nvalue = -3', "VALUE", "always holds"),
         ('field = "custom.Plan"', "FIELD", "leads have no such field"),
         ('field = "email.domain"', "FIELD", "leads have no such field"),
     ],
@@ -501,6 +503,8 @@ def test_merge_fields_are_the_fields_a_merge_fills() -> None:
         ('overwrite_fields = ["job_tittle"]', "OVERWRITE_FIELDS__0", "names no field"),
         ('overwrite_fields = ["city", "utm_*"]', "OVERWRITE_FIELDS__1", "names no field"),
         ('accumulate_fields = ["city"]', "ACCUMULATE_FIELDS__0", "only sources"),
+        ('overwrite_fields = ["consent"]', "OVERWRITE_FIELDS__0", "names no field"),
+        ('overwrite_fields = ["custom_fields"]', "OVERWRITE_FIELDS__0", "names no field"),
     ],
 )
 def test_merge_settings_naming_no_field_are_refused(

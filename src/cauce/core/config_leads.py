@@ -329,6 +329,12 @@ MERGED_FIELDS = (
 )
 
 
+# What `overwrite_fields` may name: a field a merge fills and could overwrite. Not
+# `custom_fields` whole (a merge goes into it key by key: `custom_fields.<key>`), nor
+# `consent` (the later one always wins, kept whole).
+OVERWRITTEN_FIELDS = tuple(n for n in MERGED_FIELDS if n not in ("custom_fields", "consent"))
+
+
 def _merge_setting_errors(dedupe: DedupeSettings) -> list[InitErrorDetails]:
     """`overwrite_fields` patterns that name no field of a lead (a typo overwrote nothing,
     silently), and `accumulate_fields` other than `sources`: a lead's fields hold one value
@@ -336,14 +342,15 @@ def _merge_setting_errors(dedupe: DedupeSettings) -> list[InitErrorDetails]:
     errors: list[InitErrorDetails] = []
     for index, pattern in enumerate(dedupe.overwrite_fields):
         if pattern.startswith("custom_fields.") or any(
-            fnmatchcase(name, pattern) for name in MERGED_FIELDS
+            fnmatchcase(name, pattern) for name in OVERWRITTEN_FIELDS
         ):
             continue
         errors.append(
             setting_error(
                 ("dedupe", "overwrite_fields", index),
-                f"names no field a merge fills; fields: {', '.join(MERGED_FIELDS)}, or "
-                "custom_fields.<key> (shell patterns such as custom_fields.* too)",
+                f"names no field a merge overwrites; fields: {', '.join(OVERWRITTEN_FIELDS)}, "
+                "or custom_fields.<key> (shell patterns such as custom_fields.* too; the "
+                "later consent always wins)",
                 pattern,
             )
         )

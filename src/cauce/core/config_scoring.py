@@ -147,6 +147,11 @@ class ScoringRule(Section):
         if test == "gte":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return "test 'gte' needs a number (value = 250, without quotes)"
+            if self.field == "arrivals" and value <= 1:
+                return (
+                    "always holds: every lead arrived at least once (value = 2 scores a "
+                    "lead that came back)"
+                )
             return None
         if test == "equals" and isinstance(value, tuple):
             return "test 'equals' takes one value; for a list use test = \"in\""

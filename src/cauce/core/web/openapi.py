@@ -5,10 +5,11 @@ Every error is RFC 9457 `application/problem+json` (ADR 0003), never FastAPI's
 `application/json` `HTTPValidationError`: each route names the statuses it can answer in
 its `responses=` with `problems(...)`, each described by the codes it may carry.
 
-The schemas here are written inline, not under `components/schemas`: FastAPI registers a
-component only for a model it parses or renders itself, and these describe answers of
-Cauce's own renderer and bodies read by hand (the intake routes parse their bodies
-themselves, for speed). An inline schema needs no `$ref` to resolve.
+The schemas here are written inline by the routes: FastAPI registers a component only for
+a model it parses or renders itself, and these describe answers of Cauce's own renderer
+and bodies read by hand (the intake routes parse their bodies themselves, for speed).
+Once the document is built, `share_problem_schema` replaces each error answer's copy by a
+reference to one `components/schemas/Problem`.
 """
 
 from __future__ import annotations

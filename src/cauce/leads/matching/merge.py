@@ -3,7 +3,7 @@
 Works on plain mappings (a lead's column values as a dict), independent of the ORM:
 - an empty existing field is filled from the incoming record;
 - a non-empty existing field is never overwritten, unless it is listed in
-  `overwrite_fields` (names or shell patterns such as ``utm_*``); the incoming value
+  `overwrite_fields` (names or shell patterns such as ``custom_fields.*``); the incoming value
   that lost is reported as ``kept`` so the history can record it;
 - list fields in `accumulate_fields` (``sources`` by default) are unioned, so every
   source that ever sent the lead stays;
