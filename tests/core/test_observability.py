@@ -271,3 +271,16 @@ async def test_server_spans_keep_no_query_values(
     every_value = " ".join(str(v) for s in spans for v in (s.attributes or {}).values())
     assert "ana.garcia" not in every_value
     assert "example.es" not in every_value
+    # A value with an escaped `&`, and a query that is a value alone (no name).
+    exporter.clear()
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for query in ("q=ana%26garcia%40example.es", "ana.garcia@example.es"):
+            await client.get(
+                f"/v1/leads?{query}", headers={"authorization": f"Bearer {created.token}"}
+            )
+    urls = [
+        s.attributes.get("http.url")
+        for s in exporter.get_finished_spans()
+        if s.name == "GET /v1/leads" and s.attributes
+    ]
+    assert urls == ["http://t/v1/leads?q=REDACTED", "http://t/v1/leads?REDACTED=REDACTED"]

@@ -6,7 +6,9 @@ the process-wide global at import time, so tests can build many apps side by sid
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from opentelemetry.metrics import NoOpMeterProvider
@@ -56,9 +58,18 @@ _URL_ATTRIBUTES = ("http.url", "url.full")
 _QUERY_ATTRIBUTES = ("url.query",)
 
 
-def _names_only(query: str) -> str:
-    names = (part.partition("=")[0] for part in query.split("&") if part)
-    return "&".join(f"{name}=REDACTED" for name in names)
+# A parameter name kept as it is: one Cauce's routes could take. Anything else (a bare
+# `?ana@example.es`) is itself a value.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def _names_only(raw: bytes) -> str:
+    """The query's parameter names with their values replaced, from the raw query string
+    (the instrumentation's copy is unquoted: `%26` in a value became a separator)."""
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    return "&".join(
+        f"{name if _NAME.fullmatch(name) else 'REDACTED'}=REDACTED" for name, _ in pairs
+    )
 
 
 def redact_server_span(span: Any, scope: dict[str, Any]) -> None:
@@ -67,13 +78,15 @@ def redact_server_span(span: Any, scope: dict[str, Any]) -> None:
     raw = scope.get("query_string") or b""
     if not raw or not span.is_recording():
         return
+    redacted = _names_only(raw)
     attributes = getattr(span, "attributes", None) or {}
+    unquoted = "?" + unquote(raw.decode("latin-1"))
     for name in _URL_ATTRIBUTES:
         url = attributes.get(name)
         if isinstance(url, str):
-            base, _, query = url.partition("?")
-            span.set_attribute(name, f"{base}?{_names_only(query)}" if query else base)
+            # The instrumentation appended "?" and the unquoted query to the URL.
+            base = url.removesuffix(unquoted) if url.endswith(unquoted) else url.split("?")[0]
+            span.set_attribute(name, f"{base}?{redacted}" if redacted else base)
     for name in _QUERY_ATTRIBUTES:
-        value = attributes.get(name)
-        if isinstance(value, str):
-            span.set_attribute(name, _names_only(value))
+        if isinstance(attributes.get(name), str):
+            span.set_attribute(name, redacted)
