@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.app import create_app
 from cauce.core.config import CrmSettings
 from cauce.core.db import Database, create_database, unit_of_work
+from cauce.core.db.migrate import upgrade
 from cauce.core.errors import MalformedBody, ValidationFailed
 from cauce.leads.models import Lead, LeadEvent, WebhookInboxEvent
 from cauce.leads.webhooks import (
@@ -28,7 +31,7 @@ from cauce.leads.webhooks import (
     signed_uri,
     verify_hubspot,
 )
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, make_settings
 
 SECRET = "hubspot-app-secret"
 URI = "https://cauce.example.com/v1/webhooks/hubspot"
@@ -337,3 +340,46 @@ async def test_an_event_dated_in_the_future_does_not_hide_later_ones(db: Databas
         lead = await session.get(Lead, lead_id)
         assert lead is not None
         assert lead.status == "lost"
+
+
+async def test_migration_0017_drops_the_values_applied_events_kept(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """Events applied before 0017 lose the property value Cauce took no status from; a
+    lifecycle stage it took stays, and so does an event not applied yet."""
+    db = create_database(make_settings(tmp_path), url=empty_database_url)
+    rows = [
+        (
+            "1",
+            {"propertyName": "email", "propertyValue": "ana.privado@gmail.com"},
+            "ignored:property",
+        ),
+        ("2", {"propertyName": "lifecyclestage", "propertyValue": "customer"}, "status:won"),
+        ("3", {"propertyName": "phone", "propertyValue": "+34612345678"}, None),
+    ]
+    try:
+        await upgrade(db, "0016")
+        async with db.engine.begin() as conn:
+            for event_id, payload, outcome in rows:
+                done = "CURRENT_TIMESTAMP" if outcome else "NULL"
+                await conn.execute(
+                    text(
+                        "INSERT INTO webhook_inbox (source, event_id, payload, received_at, "
+                        f"processed_at, outcome) VALUES ('hubspot', :id, :payload, "
+                        f"CURRENT_TIMESTAMP, {done}, :outcome)"
+                    ),
+                    {"id": event_id, "payload": json.dumps(payload), "outcome": outcome},
+                )
+        await upgrade(db)
+        async with db.sessionmaker() as session:
+            kept = {
+                row.event_id: row.payload
+                for row in (await session.scalars(select(WebhookInboxEvent))).all()
+            }
+        assert kept == {
+            "1": {"propertyName": "email"},
+            "2": rows[1][1],
+            "3": rows[2][1],
+        }
+    finally:
+        await db.dispose()
