@@ -9,6 +9,8 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from cauce.core.db import unit_of_work
+from cauce.core.web.idempotency import IdempotencyStore
 from tests.leads.api_client import post_lead
 from tests.leads.test_other_contacts import JOSE, PEPE
 
@@ -58,6 +60,11 @@ async def test_an_email_left_out_is_forgotten_everywhere(
     it, not a match key, not found by search; an arrival with it is a new lead. The phone
     stays, and the history says what changed."""
     uid = await _merged(api)
+    async with unit_of_work(leads_app.state.resources.db.sessionmaker) as session:
+        # An answer stored under an Idempotency-Key that shows the lead (a review's).
+        await IdempotencyStore().remember(
+            session, "key", "review-1", "f" * 64, 200, {"other_emails": ["jfr2@hotmail.com"]}, uid
+        )
     answer = await api.patch(f"/v1/leads/{uid}", json={"other_emails": []})
     assert answer.status_code == 200, answer.text
     lead = (await api.get(f"/v1/leads/{uid}")).json()
@@ -71,6 +78,11 @@ async def test_an_email_left_out_is_forgotten_everywhere(
     assert not any("jfr2" in key for key in keys)
     found = (await api.get("/v1/leads", params={"q": "jfr2@hotmail.com"})).json()
     assert found["items"] == []
+    async with leads_app.state.resources.db.sessionmaker() as session:
+        answers = await session.scalar(
+            text("SELECT count(*) FROM idempotency_keys WHERE subject = :u"), {"u": uid}
+        )
+    assert answers == 0  # the stored answer showing the lead (below) went with it
     again = await post_lead(api, {"email": "jfr2@hotmail.com", "first_name": "Lucía"})
     assert (again["outcome"], again["duplicate"]) == ("created", None)
 

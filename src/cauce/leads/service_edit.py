@@ -206,8 +206,10 @@ async def patch(
         setattr(lead, column, listed)
     # Then the other contacts the patch takes away (the old email just replaced among
     # them: `{"email": new, "other_emails": []}` forgets it).
-    if others:
-        changed.extend(await service_contacts.keep_only(session, lead, others))
+    if others and (taken := await service_contacts.keep_only(session, lead, others)):
+        changed.extend(taken)
+        # Stored answers that show the lead (a review's) show what was just forgotten.
+        await forget_subject(session, lead.uid)
     # `"owner": null` asks routing for an owner again, by the lead as this PATCH leaves it
     # (routing runs once, at creation; a lead keeps its owner through later changes).
     reroute = "owner" in values and values["owner"] is None
