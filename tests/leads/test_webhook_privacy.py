@@ -187,11 +187,16 @@ async def test_a_gdpr_deletion_in_hubspot_erases_the_lead_here(hub: Hub) -> None
     job finds the contact gone and ends without a failure; a replayed event does nothing
     more. Before, the event was ignored and the person's data stayed in Cauce."""
     uid, crm_id = await hub.create_lead()
+    known = hub.resources.leads.known if hub.resources.leads is not None else None
+    assert known is not None
+    lead_id = (await hub.lead_row(uid)).id
+    assert lead_id in known  # the lead's match fields, held in memory for intake
 
     deleted = await hub.crm.post(f"{CONTACTS}/gdpr-delete", json={"objectId": crm_id})
     assert deleted.status_code == 204
     await hub.settle()
 
+    assert lead_id not in known  # forgotten by the process, as an erasure by the API does
     gone = await hub.api.get(f"/v1/leads/{uid}")
     assert gone.status_code == 410, gone.text
     assert gone.json()["code"] == "lead_erased"

@@ -32,6 +32,7 @@ from cauce.leads.delivery import (
     delivery_lock,
     resend_contact_of,
 )
+from cauce.leads.matching.known import KnownLeads
 from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.models import Lead
 from cauce.leads.ports import (
@@ -65,6 +66,9 @@ class LeadsTaskDeps:
     sessionmaker: async_sessionmaker[AsyncSession]
     crm: CrmClient | None
     metrics: LeadsMetrics | None = None
+    # The process's prepared candidates (`LeadsRuntime.known`): an erasure forgets the
+    # lead there too.
+    known: KnownLeads | None = None
 
 
 def _counting(metrics: LeadsMetrics | None, crm: str) -> Callable[[DeliveryReport], None]:
@@ -218,7 +222,7 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
 
     async def inbound_handler(ctx: JobContext, payload: JsonDict) -> None:
         # A GDPR deletion in the CRM erases the lead here too, as the API does.
-        erase = crm_erasure(deps.settings, deps.sessionmaker, ctx.queue_port)
+        erase = crm_erasure(deps.settings, deps.sessionmaker, ctx.queue_port, deps.known)
         # Chunks in their own transactions: a long backlog commits as it goes.
         while True:
             async with unit_of_work(deps.sessionmaker) as session:

@@ -36,6 +36,7 @@ from cauce.core.db.base import utcnow
 from cauce.core.errors import CauceError, MalformedBody, ValidationFailed
 from cauce.core.jobs.ports import JobQueue
 from cauce.leads.errors import LeadErased
+from cauce.leads.matching.known import KnownLeads
 from cauce.leads.models import Lead, LeadEvent, WebhookInboxEvent
 
 log = structlog.get_logger("cauce.leads.webhooks")
@@ -198,7 +199,10 @@ def _status_change(payload: Mapping[str, Any]) -> str | None:
 
 
 def crm_erasure(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], queue: JobQueue
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    queue: JobQueue,
+    known: KnownLeads | None = None,
 ) -> Erase:
     """The erasure a `contact.privacyDeletion` asks for: `DELETE /v1/leads/{id}`'s own
     (`service_edit.erase`: personal data removed, a tombstone kept, the CRM told), by the
@@ -208,10 +212,12 @@ def crm_erasure(
     from cauce.leads import service_edit
     from cauce.leads.service import LeadsRuntime
 
-    # What the erasure uses: the settings, the queue of its CRM job, and a cache of known
-    # leads of its own to forget the lead in (no other process's cache serves an erased
-    # lead: `matching.known`).
+    # What the erasure uses: the settings, the queue of its CRM job, and the process's
+    # cache of known leads (`known`), which forgets the lead (no other process's cache
+    # serves an erased lead: `matching.known`).
     runtime = LeadsRuntime(settings=settings, sessionmaker=sessionmaker, queue=queue)
+    if known is not None:
+        runtime.known = known
 
     async def erase(session: AsyncSession, uid: str) -> None:
         await service_edit.erase(session, runtime, uid, CRM_ACTOR)

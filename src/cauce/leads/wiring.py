@@ -102,7 +102,9 @@ async def open_leads(
         metrics=LeadsMetrics(registry),
     )
     client = crm if crm is not None else build_crm(settings, http_clients)
-    register_leads_tasks(tasks, LeadsTaskDeps(settings, sessionmaker, client, runtime.metrics))
+    register_leads_tasks(
+        tasks, LeadsTaskDeps(settings, sessionmaker, client, runtime.metrics, runtime.known)
+    )
     register_import_task(tasks, lambda: runtime)
     if settings.leads.intake_group_max > 1:
         tracer = tracer_provider.get_tracer("cauce.leads") if tracer_provider else None
