@@ -17,6 +17,23 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+# A lead's text fields, one value each: what scoring rules test with `present`, `equals`
+# or `in`, and what a merge fills (`leads.intake_merge.SCALAR_FIELDS` is this list).
+LEAD_TEXT_FIELDS = (
+    "email",
+    "phone",
+    "phone_extension",
+    "first_name",
+    "last_name",
+    "company",
+    "job_title",
+    "country",
+    "region",
+    "city",
+    "language",
+    "external_id",
+)
+
 
 # The same base as every section in `cauce.core.config`, restated because that module
 # imports this one (importing it back would be circular).

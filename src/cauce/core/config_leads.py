@@ -19,6 +19,7 @@ from cauce.core.config_lead_facts import (
     COUNTRY_CODES,
     CUSTOM_KEY,
     LEAD_SOURCES,
+    LEAD_TEXT_FIELDS,
     MatchText,
     MatchValue,
     Section,
@@ -309,24 +310,8 @@ class LeadsSettings(Section):
 
 
 # The lead fields a merge fills (`leads.intake_merge.MERGEABLE`; a test keeps the two in
-# step: the settings cannot import the leads context): what `overwrite_fields` may name,
-# a custom field as `custom_fields.<key>`.
-MERGED_FIELDS = (
-    "email",
-    "phone",
-    "phone_extension",
-    "first_name",
-    "last_name",
-    "company",
-    "job_title",
-    "country",
-    "region",
-    "city",
-    "language",
-    "external_id",
-    "custom_fields",
-    "consent",
-)
+# step: the settings cannot import the leads context).
+MERGED_FIELDS = (*LEAD_TEXT_FIELDS, "custom_fields", "consent")
 
 
 # What `overwrite_fields` may name: a field a merge fills and could overwrite. Not

@@ -16,6 +16,7 @@ from cauce.core.config_lead_facts import (
     COUNTRY_CODES,
     CUSTOM_KEY,
     LEAD_SOURCES,
+    LEAD_TEXT_FIELDS,
     MatchValue,
     Section,
     refuse,
@@ -39,23 +40,7 @@ _FLAG_FIELDS = ("email_free", "email_disposable", "email_company", "consent_mark
 # The facts a scoring rule's `field` names (`leads.scoring.facts_of` over the fields
 # `leads.intake_writer.lead_facts` reads), each with the tests that can hold on it.
 SCORING_FIELDS: dict[str, frozenset[ScoringTest]] = {
-    **dict.fromkeys(
-        (
-            "email",
-            "phone",
-            "phone_extension",
-            "first_name",
-            "last_name",
-            "company",
-            "job_title",
-            "country",
-            "region",
-            "city",
-            "language",
-            "external_id",
-        ),
-        _TEXT,
-    ),
+    **dict.fromkeys(LEAD_TEXT_FIELDS, _TEXT),
     "source": _ALWAYS_SET,
     **dict.fromkeys(_FLAG_FIELDS, _FLAG),
     "arrivals": _COUNT,

@@ -12,6 +12,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
+from cauce.core.config_lead_facts import LEAD_TEXT_FIELDS
 from cauce.leads.field_types import MAX_CUSTOM_FIELDS
 from cauce.leads.matching import FieldChange, merge
 from cauce.leads.matching.plan import OTHER_CONTACTS, other_contacts
@@ -21,20 +22,7 @@ if TYPE_CHECKING:
     from cauce.leads.service import LeadsRuntime
 
 # The lead fields intake copies from a validated `LeadIn`.
-SCALAR_FIELDS = (
-    "email",
-    "phone",
-    "phone_extension",
-    "first_name",
-    "last_name",
-    "company",
-    "job_title",
-    "country",
-    "region",
-    "city",
-    "language",
-    "external_id",
-)
+SCALAR_FIELDS = LEAD_TEXT_FIELDS
 # What a merge folds in. A consent too, kept whole, the later one winning (`merge`): an
 # opt-out sent through a later form must reach the lead (each arrival's own stays in its
 # `lead_sources` row). UTM fields stay the first touch's.
