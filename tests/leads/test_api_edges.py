@@ -253,6 +253,9 @@ async def test_one_key_sent_twice_at_once_is_applied_once(
         assert (first, "") in codes, [a.text for a in answers]
         codes.remove((first, ""))
         assert codes[0] in ((first, "true"), (409, "idempotency_key_in_use")), codes
+        for answer in answers:
+            if answer.status_code == 409:  # when to retry for the replay
+                assert answer.headers["Retry-After"] == "1"
         factory = leads_app.state.resources.db.sessionmaker
         emails = [item["email"] for item in items]
         async with factory() as session:

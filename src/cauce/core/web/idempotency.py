@@ -33,7 +33,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import structlog
@@ -92,6 +92,7 @@ class IdempotencyKeyInUse(CauceError):
     status_code = 409
     code = "idempotency_key_in_use"
     title = "A request with this Idempotency-Key is in progress"
+    retry_after: ClassVar[int] = 1  # the `Retry-After` header: by then the other's answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from cauce.core.errors import CauceError, Overloaded, malformed_json
+from cauce.core.errors import CauceError, malformed_json
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger("cauce.http")
@@ -93,8 +93,9 @@ def json_pointer(loc: tuple[int | str, ...]) -> str:
 async def _cauce_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CauceError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    if isinstance(exc, Overloaded):
-        headers = {"Retry-After": str(exc.retry_after)}
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int):  # `Overloaded`, `IdempotencyKeyInUse`: try again then
+        headers = {"Retry-After": str(retry_after)}
     return problem_response(
         request,
         status=exc.status_code,
