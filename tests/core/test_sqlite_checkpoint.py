@@ -120,3 +120,39 @@ def test_a_failing_checkpointer_warns_once_and_still_stops(tmp_path: Path) -> No
         checkpointer.stop()
     assert time.monotonic() - started < 1.0
     assert [entry["event"] for entry in logs] == ["db.checkpoint_failed"]
+
+
+def test_the_log_is_emptied_now_and_then_so_erased_data_leaves_it(tmp_path: Path) -> None:
+    """A passive checkpoint leaves old page images in the log file (an erased person's
+    email, on a quiet server, for days); a TRUNCATE pass every `truncate_every` empties
+    it when nobody is in the way, and waits for nobody when someone is."""
+    path = tmp_path / "x.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("INSERT INTO t VALUES ('ana.garcia@example.es')")
+    conn.commit()
+    conn.execute("DELETE FROM t")
+    conn.commit()
+    wal = path.with_name("x.db-wal")
+    checkpointer = WalCheckpointer(path, interval=0.01, truncate_every=3600)
+    checker = sqlite3.connect(path)
+    try:
+        checkpointer.checkpoint(checker)
+        assert b"ana.garcia" in wal.read_bytes()  # copied, and still in the log
+        writer = sqlite3.connect(path)
+        writer.execute("BEGIN IMMEDIATE")  # a writer in the way
+        started = time.monotonic()
+        assert checkpointer.truncate(checker) is False
+        assert time.monotonic() - started < 1  # it did not wait for the writer
+        writer.rollback()
+        writer.close()
+        assert checkpointer.truncate(checker) is True
+        assert wal.stat().st_size == 0
+        assert b"ana.garcia" not in path.read_bytes()
+        assert checker.execute("PRAGMA busy_timeout").fetchone()[0] == 5000  # restored
+    finally:
+        checker.close()
+        conn.close()
