@@ -10,27 +10,17 @@ that sent it. Nothing can be added this way: an entry the lead does not show is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads.errors import FieldError, LeadInvalid
-from cauce.leads.matching.plan import OTHER_CONTACTS
-from cauce.leads.matching.record import email_key
+from cauce.leads.matching.plan import OTHER_CONTACTS, contact_key
 from cauce.leads.models import Lead, LeadSource
 
 FIELDS = tuple(column for _, column in OTHER_CONTACTS)
-
-
-def _phone_key(phone: str | None) -> str | None:
-    digits = "".join(c for c in phone or "" if c.isdigit())
-    return digits or None
-
-
-def _key_of(field: str) -> Callable[[str | None], str | None]:
-    return email_key if field == "email" else _phone_key
 
 
 async def keep_only(
@@ -46,7 +36,7 @@ async def keep_only(
     for field, column in OTHER_CONTACTS:
         if column not in wanted:
             continue
-        key = _key_of(field)
+        key = contact_key(field)
         own = key(getattr(lead, field))
         listed = (getattr(lead, column) or "").split()
         shown = {k for v in (*listed, *(getattr(s, field) for s in sources)) if (k := key(v))}
@@ -66,15 +56,18 @@ async def keep_only(
                 )
             else:
                 keep.add(k)
-        gone = shown - keep
-        if gone:
-            forget[field] = gone
-            setattr(lead, column, " ".join(v for v in listed if key(v) not in gone) or None)
-            changed.append(column)
-    if problems:
+        if shown - keep:
+            forget[column] = shown - keep
+    if problems:  # refused before anything changes
         raise LeadInvalid(problems)
-    for field, gone in forget.items():
-        key = _key_of(field)
+    for field, column in OTHER_CONTACTS:
+        if column not in forget:
+            continue
+        gone = forget[column]
+        key = contact_key(field)
+        listed = (getattr(lead, column) or "").split()
+        setattr(lead, column, " ".join(v for v in listed if key(v) not in gone) or None)
+        changed.append(column)
         ids = [s.id for s in sources if key(getattr(s, field)) in gone]
         if ids:
             cleared = ("email",) if field == "email" else ("phone", "phone_extension")

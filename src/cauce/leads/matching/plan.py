@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, strongest
@@ -97,7 +97,7 @@ def other_contacts(
     out: dict[str, str] = {}
     for field, column in OTHER_CONTACTS:
         listed = (_text(after.get(column)) or "").split()
-        key = email_key if field == "email" else _phone_key
+        key = contact_key(field)
         known = {key(value) for value in listed}
         known.add(key(_text(after.get(field))))
         added = False
@@ -124,7 +124,7 @@ def patched_contacts(
     out: dict[str, str | None] = {}
     for field, column in OTHER_CONTACTS:
         old, new = _text(before.get(field)), _text(after.get(field))
-        key = email_key if field == "email" else _phone_key
+        key = contact_key(field)
         if key(old) == key(new):
             continue
         listed = (_text(after.get(column)) or "").split()
@@ -138,6 +138,12 @@ def patched_contacts(
 
 def _phone_key(phone: str | None) -> str | None:
     return phone.replace(" ", "") if phone else None
+
+
+def contact_key(field: str) -> Callable[[str | None], str | None]:
+    """How two of a lead's emails (`field` "email") or phones are told apart: by match
+    key (a Gmail address with dots is the one without; spaces in a number do not count)."""
+    return email_key if field == "email" else _phone_key
 
 
 def stored_keys(features: Features) -> frozenset[str]:
