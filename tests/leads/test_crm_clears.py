@@ -41,6 +41,7 @@ from tests.conftest import SettingsFactory, make_settings
 from tests.leads.adapters.conftest import ManualClock, WallClock, fast_policy
 from tests.leads.adapters.fake_pipedrive import FakePipedrive, serve
 from tests.leads.adapters.test_webhook import make_webhook, webhook_settings
+from tests.leads.stored_rows import insert_stored_lead
 from tests.leads.test_delivery import MemoryCrm
 
 UID = "00000000-0000-4000-8000-000000000007"
@@ -622,28 +623,7 @@ async def test_migration_0016_adds_the_column_and_its_downgrade_keeps_the_leads(
     try:
         await upgrade(db, "0015")
         async with db.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO leads (id, uid, email, city, source, utm, custom_fields, "
-                    "email_disposable, email_free, status, score, score_model, score_reasons, "
-                    "match_keys, version, sync_status, synced_version, sync_attempts, "
-                    "created_at, updated_at, search_text) VALUES (1, 'u1', 'a@b.es', 'Sevilla',"
-                    " 'api', '{}', '{}', false, false, 'new', 0, 'points', '[]', '[]', 1, "
-                    "'synced', 1, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '')"
-                )
-            )
-            await conn.execute(
-                text(
-                    "INSERT INTO lead_sources (lead_id, source, utm, received_at) "
-                    "VALUES (1, 'api', '{}', CURRENT_TIMESTAMP)"
-                )
-            )
-            await conn.execute(
-                text(
-                    "INSERT INTO lead_history (lead_id, action, changes, at) "
-                    "VALUES (1, 'created', '{}', CURRENT_TIMESTAMP)"
-                )
-            )
+            await insert_stored_lead(conn, city="Sevilla", synced=True)
         await upgrade(db)
         async with db.engine.connect() as conn:
             assert await conn.run_sync(_has_column)

@@ -31,6 +31,7 @@ from cauce.leads.schemas import LeadIn
 from cauce.leads.schemas_batch import validate_lead
 from tests.conftest import make_settings
 from tests.leads.import_client import error_report, import_csv
+from tests.leads.stored_rows import insert_stored_lead
 
 # Every way phonenumbers recognises an extension after a number.
 MARKERS = st.sampled_from(
@@ -332,28 +333,7 @@ async def test_migration_0013_adds_the_columns_and_its_downgrade_keeps_the_leads
     try:
         await upgrade(db, "0012")
         async with db.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO leads (id, uid, email, source, utm, custom_fields, "
-                    "email_disposable, email_free, status, score, score_model, score_reasons, "
-                    "match_keys, version, sync_status, synced_version, sync_attempts, "
-                    "created_at, updated_at, search_text) VALUES (1, 'u1', 'a@b.es', 'api', "
-                    "'{}', '{}', false, false, 'new', 0, 'points', '[]', '[]', 1, 'pending', 0, "
-                    "0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '')"
-                )
-            )
-            await conn.execute(
-                text(
-                    "INSERT INTO lead_sources (lead_id, source, phone, utm, received_at) "
-                    "VALUES (1, 'api', '+34911234567', '{}', CURRENT_TIMESTAMP)"
-                )
-            )
-            await conn.execute(
-                text(
-                    "INSERT INTO lead_history (lead_id, action, changes, at) "
-                    "VALUES (1, 'created', '{}', CURRENT_TIMESTAMP)"
-                )
-            )
+            await insert_stored_lead(conn, source_phone="+34911234567")
         await upgrade(db)
         async with db.engine.connect() as conn:
             assert await conn.run_sync(_extension_columns) == ["leads", "lead_sources"]

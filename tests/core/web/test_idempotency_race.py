@@ -17,6 +17,18 @@ from tests.conftest import SettingsFactory
 PRINT = "f" * 64
 
 
+def _expired(key: str) -> IdempotencyRecord:
+    """An answer stored under `key` a day and an hour ago: past the 24 h it is kept."""
+    return IdempotencyRecord(
+        scope="k",
+        key=key,
+        fingerprint=PRINT,
+        status_code=201,
+        body=b"{}",
+        created_at=utcnow() - timedelta(hours=25),
+    )
+
+
 async def test_a_key_stored_meanwhile_is_not_overwritten(settings_factory: SettingsFactory) -> None:
     """The second request looked the key up before the first stored it: storing its own
     answer is refused (it then rolls back), and the first answer stays."""
@@ -44,16 +56,7 @@ async def test_an_expired_key_is_taken_over(settings_factory: SettingsFactory) -
     store = IdempotencyStore(ttl=timedelta(hours=24))
     try:
         async with unit_of_work(db.sessionmaker) as session:
-            session.add(
-                IdempotencyRecord(
-                    scope="k",
-                    key="old",
-                    fingerprint=PRINT,
-                    status_code=201,
-                    body=b"{}",
-                    created_at=utcnow() - timedelta(hours=25),
-                )
-            )
+            session.add(_expired("old"))
         async with unit_of_work(db.sessionmaker) as session:
             assert await store.lookup(session, "k", "old", PRINT) is None
             await store.remember(session, "k", "old", PRINT, 200, {"outcome": "merged"})
@@ -76,16 +79,7 @@ async def test_two_requests_taking_over_one_expired_key_meet_at_the_insert(
         if db.engine.dialect.name == "sqlite":
             pytest.skip("SQLite runs one writing transaction at a time: nothing interleaves")
         async with unit_of_work(db.sessionmaker) as session:
-            session.add(
-                IdempotencyRecord(
-                    scope="k",
-                    key="old",
-                    fingerprint=PRINT,
-                    status_code=201,
-                    body=b"{}",
-                    created_at=utcnow() - timedelta(hours=25),
-                )
-            )
+            session.add(_expired("old"))
         async with db.sessionmaker() as first, db.sessionmaker() as second:
             assert await store.lookup(first, "k", "old", PRINT) is None
             assert await store.lookup(second, "k", "old", PRINT) is None
