@@ -47,7 +47,7 @@ from cauce.core.web.jobs import jobs_router
 from cauce.core.web.middleware import RequestContextMiddleware
 from cauce.core.web.openapi import share_problem_schema
 from cauce.core.web.problems import install_problem_handlers
-from cauce.core.web.system import system_router, v1_router
+from cauce.core.web.system import install_docs, system_router, v1_router
 from cauce.leads.adapters import crm_client_options
 from cauce.leads.ports import CrmClient
 from cauce.leads.service import LeadsRuntime
@@ -312,8 +312,13 @@ def create_app(
         version=cauce.__version__,
         summary="Self-hosted integration hub: leads, documents, tickets and backups.",
         lifespan=lifespan,
-        docs_url="/docs",
+        # `/docs` is Cauce's own page (`install_docs`): FastAPI's loads Swagger UI from a
+        # CDN without pinning a version or checking the files' integrity.
+        docs_url=None,
         redoc_url=None,
+        # No redirect from `/v1/leads/` to `/v1/leads`: Starlette builds its Location from
+        # the request's Host header, which the client chooses. Such a path is a 404.
+        redirect_slashes=False,
         # Cauce traces with its own provider (FastAPIInstrumentor below); FastAPI's native
         # telemetry would trace every request a second time whenever a global provider is
         # set, and checks the global providers on every request even when none is.
@@ -327,6 +332,7 @@ def create_app(
     app.include_router(system_router)
     app.include_router(v1_router)
     app.include_router(jobs_router)
+    install_docs(app)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=HttpMetrics(registry),

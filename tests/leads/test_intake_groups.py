@@ -207,7 +207,9 @@ async def test_a_lost_database_fails_the_group_at_once(leads_app: FastAPI, backe
                 responses = await _post_all(client, [_lead() for _ in range(8)])
         assert [r.status_code for r in responses] == [503] * 8
         assert all(r.headers.get("Retry-After") for r in responses)
-        assert sum(e["event"] == "http.unhandled_error" for e in logs) == 8
+        # One compact warning for the outage, no traceback a request (ADR 0005).
+        assert sum(e["event"] == "http.unhandled_error" for e in logs) == 0
+        assert sum(e["event"] == "http.database_unavailable" for e in logs) == 1
         assert groups.groups < 8
         assert len(tries) == groups.groups  # one connection attempt per group, no splitting
     finally:

@@ -19,13 +19,19 @@ from croniter import croniter
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from cauce.core.db.base import utcnow
+from cauce.core.db.unavailable import database_unavailable, first_line
 from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.jobs.runner import AttemptRunner, ClaimedJob
+from cauce.core.observability.logging import LogThrottle
 
 if TYPE_CHECKING:
     from cauce.core.jobs.embedded import EmbeddedJobQueue
 
 log = structlog.get_logger("cauce.jobs")
+
+# While the database is not answering, the dispatcher fails every poll: one warning per
+# error class this often, counting the ones left out.
+UNAVAILABLE_LOG_SECONDS = 5.0
 # The dispatcher's own bookkeeping (polling, claiming, moving jobs) is left out of traces:
 # traced, a poll every half second would fill the trace store with one-query traces. A
 # job's attempt is traced by the runner, in the trace of the code that deferred it.
@@ -60,6 +66,7 @@ class EmbeddedWorker:
         self._stopping = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
+        self._unavailable_log = LogThrottle(UNAVAILABLE_LOG_SECONDS)
 
     @property
     def running(self) -> bool:
@@ -111,12 +118,29 @@ class EmbeddedWorker:
         while not self._stopping.is_set():
             try:
                 await self._fill()
-            except Exception:
-                log.exception("jobs.dispatcher_error")
+            except Exception as exc:  # noqa: BLE001 - logged; the loop polls again
+                self._log_error("jobs.dispatcher_error", exc)
             self._queue.wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll):
                     await self._queue.wakeup.wait()
+
+    def _log_error(self, event: str, exc: Exception, **fields: object) -> None:
+        """A database that is not answering is one compact warning every few seconds
+        (the loops fail every round until it is back); anything else, `event` with its
+        traceback."""
+        if not database_unavailable(exc):
+            log.exception(event, **fields)
+            return
+        suppressed = self._unavailable_log.admit(type(exc).__name__)
+        if suppressed is not None:
+            log.warning(
+                "jobs.database_unavailable",
+                during=event,
+                error_class=type(exc).__name__,
+                reason=first_line(exc),
+                suppressed=suppressed,
+            )
 
     async def _fill(self) -> int:
         claimed = 0
@@ -155,8 +179,8 @@ class EmbeddedWorker:
                 if due[sched.task] <= now:
                     try:
                         await self._queue.defer_periodic(sched.task, sched.payload, due[sched.task])
-                    except Exception:
-                        log.exception("jobs.schedule_error", task=sched.task)
+                    except Exception as exc:  # noqa: BLE001 - logged; tried again next round
+                        self._log_error("jobs.schedule_error", exc, task=sched.task)
                         continue
                     due[sched.task] = iters[sched.task].get_next(datetime)
             wait = min((d - now).total_seconds() for d in due.values())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -24,6 +25,32 @@ def add_trace_ids(
         event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
         event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
     return event_dict
+
+
+class LogThrottle:
+    """At most one line per key every `interval` seconds (by `clock`), for failures that
+    repeat on every request or poll while a dependency is down. The calls in between are
+    counted, and the next line says how many were left out. One per owner (an app, a
+    worker), without locks: one event loop calls it, and `admit` never awaits."""
+
+    __slots__ = ("_last", "_suppressed", "clock", "interval")
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def admit(self, key: str) -> int | None:
+        """None to stay quiet (counted); otherwise log now, saying how many of `key`
+        were left out since its last line."""
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
 
 
 def _dumps(obj: Any, default: Any = None) -> str:

@@ -1,5 +1,6 @@
 """The outermost request middleware: request id, log context, access log, metrics, body
-limit, refused content codings, and clients that leave before their body arrives.
+limit, refused content codings, clients that leave before their body arrives, and the
+headers every answer carries (`X-Content-Type-Options`, `Cache-Control` on /v1).
 
 Written as plain ASGI (not `BaseHTTPMiddleware`) because it runs on every request and
 must stay cheap; see benchmarks/auth_overhead.py.
@@ -10,17 +11,18 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cauce.core.db.unavailable import database_unavailable
+from cauce.core.observability.logging import LogThrottle
 from cauce.core.observability.metrics import HttpMetrics
-from cauce.core.web.problems import echo, problem_response
+from cauce.core.web.problems import PROBLEM_CODE_STATE, echo, problem_response
 
 access_log = structlog.get_logger("cauce.access")
 log = structlog.get_logger("cauce.http")
@@ -36,15 +38,14 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # network must not page anyone or eat the 5xx error budget. Not 400: the request was
 # not wrong, only unfinished.
 CLIENT_CLOSED_REQUEST = 499
-
-
-def _database_unavailable(exc: Exception) -> bool:
-    """A lost connection (PostgreSQL restarted, the network dropped it) or a database
-    that is not answering ("database is locked" past SQLite's busy timeout, connection
-    refused): the client can retry, so 503, not 500. Everything was rolled back."""
-    return isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated or isinstance(exc, OperationalError)
-    )
+# While the database is down every request fails the same way: one warning per error
+# class this often, counting the others, instead of one line (or a traceback) each.
+UNAVAILABLE_LOG_INTERVAL_SECONDS = 5.0
+_REASON_LIMIT = 200
+# Every answer: browsers take the declared Content-Type (a CSV, an error) at its word.
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+# /v1 answers carry leads, exports and keys' data: no browser or proxy cache keeps them.
+_NO_STORE = (b"cache-control", b"no-store")
 
 
 class RequestContextMiddleware:
@@ -58,14 +59,19 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         body_limits: Mapping[str, int] | None = None,
         access_log_enabled: bool = True,
+        unavailable_log_interval: float = UNAVAILABLE_LOG_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`body_limits` replaces `max_body_bytes` for the paths it names (an upload
-        endpoint that streams its body and enforces its own, larger, limit)."""
+        endpoint that streams its body and enforces its own, larger, limit).
+        `unavailable_log_interval` spaces the `http.database_unavailable` warnings of one
+        error class (`clock` tells the time)."""
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.body_limits = dict(body_limits or {})
         self.access_log_enabled = access_log_enabled
+        self.unavailable_log = LogThrottle(unavailable_log_interval, clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,12 +79,14 @@ class RequestContextMiddleware:
             return
         start = time.perf_counter()
         request_id = self._request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         status_sent = False
         raw_id = request_id.encode()
+        no_store = _is_v1(scope)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, status_sent
@@ -86,7 +94,18 @@ class RequestContextMiddleware:
                 status = message["status"]
                 status_sent = True
                 headers = list(message.get("headers", []))
+                nosniff, cache = True, no_store
+                for name, _ in headers:
+                    lowered = name.lower()
+                    if lowered == b"x-content-type-options":
+                        nosniff = False
+                    elif lowered == b"cache-control":  # the route chose its own
+                        cache = False
                 headers.append((b"x-request-id", raw_id))
+                if nosniff:
+                    headers.append(_NOSNIFF)
+                if cache:
+                    headers.append(_NO_STORE)
                 message["headers"] = headers
             await send(message)
 
@@ -126,10 +145,15 @@ class RequestContextMiddleware:
                 return
             # Handled here rather than by Starlette's ServerErrorMiddleware, which re-raises
             # to the server: one log line with the request id, and never a traceback out.
-            log.error("http.unhandled_error", exc_info=exc, path=scope.get("path"))
+            unavailable = database_unavailable(exc)
+            if status_sent or not unavailable:
+                log.error("http.unhandled_error", exc_info=exc, path=scope.get("path"))
             if status_sent:
                 raise
-            if _database_unavailable(exc):
+            if unavailable:
+                # An outage, not a bug: its traceback says nothing new, and every request
+                # meets it (each still has its access line, code `database_unavailable`).
+                self._log_unavailable(scope, exc)
                 status = 503
                 await self._send_problem(
                     scope,
@@ -162,14 +186,39 @@ class RequestContextMiddleware:
             template = self._route_template(scope)
             self.metrics.observe(scope["method"], template, status, elapsed)
             if self.access_log_enabled:
-                access_log.info(
-                    "http.request",
-                    method=scope["method"],
-                    route=template,
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
+                fields: dict[str, Any] = {
+                    "method": scope["method"],
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    # The peer (the proxy's address behind one, unless the server is told
+                    # to trust its forwarded headers): who sent a burst of 401s.
+                    "client": _client(scope),
+                }
+                code = state.get(PROBLEM_CODE_STATE)
+                if code is not None and 400 <= status != CLIENT_CLOSED_REQUEST:
+                    fields["code"] = code  # why it failed: the problem's stable code
+                access_log.info("http.request", **fields)
             structlog.contextvars.clear_contextvars()
+
+    def _log_unavailable(self, scope: Scope, exc: Exception) -> None:
+        """One compact warning (no traceback) per error class every so often; it counts
+        the ones left out since the last (`suppressed`)."""
+        orig = getattr(exc, "orig", None)
+        driver_error = type(orig).__name__ if orig is not None else None
+        key = f"{type(exc).__name__}/{driver_error}"
+        suppressed = self.unavailable_log.admit(key)
+        if suppressed is None:
+            return
+        reason = str(orig if orig is not None else exc).strip().split("\n", 1)[0]
+        log.warning(
+            "http.database_unavailable",
+            error_class=type(exc).__name__,
+            driver_error=driver_error,
+            reason=echo(reason, _REASON_LIMIT),
+            route=self._route_template(scope),
+            suppressed=suppressed,
+        )
 
     @staticmethod
     def _route_template(scope: Scope) -> str:
@@ -280,6 +329,19 @@ class _BodyReceiver:
             # watching for it) is a request that was answered, or is being answered.
             self.client_gone = True
         return message
+
+
+def _is_v1(scope: Scope) -> bool:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _has_nul(scope: Scope) -> bool:

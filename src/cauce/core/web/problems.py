@@ -15,6 +15,9 @@ from starlette.routing import Match
 from cauce.core.errors import CauceError, malformed_json
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# The key, in the request's `scope["state"]`, of the code of the problem it was answered
+# with: the access line says why a request failed (RequestContextMiddleware).
+PROBLEM_CODE_STATE = "problem_code"
 log = structlog.get_logger("cauce.http")
 # How much of a client's value (an id, a header) an error message shows back: enough to
 # recognise it, not a 5,000-character id sent back in full.
@@ -67,6 +70,7 @@ def problem_response(
     if detail:
         body["detail"] = echo(detail, DETAIL_LIMIT)
     if request is not None:
+        request.scope.setdefault("state", {})[PROBLEM_CODE_STATE] = code
         body["instance"] = request.url.path
         request_id = request.scope.get("state", {}).get("request_id")
         if request_id:
