@@ -183,7 +183,6 @@ _SELECTOR = re.compile(r"(?<![\w:.])([a-zA-Z_:][\w:]*)?\s*\{([^}]*)\}")
 _MATCHER = re.compile(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)")
 _IDENTIFIER = re.compile(r"(?<![\w:.])([a-zA-Z_:][\w:]*)(?=\s*(.?))")
 _LABEL_VALUES = re.compile(r"^label_values\((.+),\s*([a-zA-Z_]\w*)\s*\)$")
-_CREATED_TYPES = frozenset({"counter", "histogram", "summary"})
 _KEYWORDS = frozenset(
     {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
     | {"group_left", "group_right", "inf", "nan", "atan2"}
@@ -234,13 +233,9 @@ class Exported:
 
     def add(self, exposition: str) -> None:
         """Add the series of one scrape's text."""
-        families = list(text_string_to_metric_families(exposition))
-        # Counters and histograms also show `<name>_created` (read as a gauge family of
-        # its own): left out, since `cauce serve --workers N` (multiprocess) has none.
-        stamped = {f.name + "_created" for f in families if f.type in _CREATED_TYPES}
-        for family in families:
-            if family.name in stamped:
-                continue
+        # No `<name>_created` series: build_registry turns them off, as the processes of
+        # `cauce serve --workers N` (multiprocess) never had them.
+        for family in text_string_to_metric_families(exposition):
             for name, extra in _series_names(family.name, family.type):
                 self.labels.setdefault(name, None)
                 seen = [s.labels for s in family.samples if s.name == name]

@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
@@ -83,7 +90,14 @@ class HttpMetrics:
 
 
 def build_registry() -> CollectorRegistry:
-    """A fresh registry with the build info gauge."""
+    """A fresh registry with the build info gauge.
+
+    It also turns off prometheus_client's `<name>_created` samples (a process-wide switch,
+    read at each scrape): one more series per counter, histogram and summary child, which
+    doubled the counters' series for a timestamp no rule or panel reads. The processes
+    that share a metrics directory never had them, so every scrape now looks the same.
+    """
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=True)
     info = Gauge(
         "cauce_build_info",

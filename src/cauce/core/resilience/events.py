@@ -27,7 +27,9 @@ __all__ = [
 ]
 
 #: How one attempt that reached the upstream call ended, when it did not succeed.
-AttemptOutcome = Literal["error", "timeout", "deadline", "cancelled"]
+#: ``throttled``: the upstream asked to slow down (HTTP 429, an ``UpstreamThrottledError``),
+#: kept apart from ``error`` so that a quota shows as what it is on the dashboards.
+AttemptOutcome = Literal["error", "throttled", "timeout", "deadline", "cancelled"]
 #: Why the retry policy stopped and let the last error propagate.
 GiveUpReason = Literal["not_retryable", "not_idempotent", "max_attempts", "deadline"]
 #: Why the bulkhead refused a call.

@@ -303,4 +303,6 @@ def _outcome(exc: BaseException) -> AttemptOutcome:
         return "deadline"
     if not isinstance(exc, Exception):
         return "cancelled"
+    if isinstance(exc, UpstreamThrottledError):
+        return "throttled"
     return "error"

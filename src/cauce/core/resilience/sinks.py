@@ -63,10 +63,11 @@ class PrometheusEvents(NullEvents):
     """Exports pipeline decisions as Prometheus metrics on the registry it is given.
 
     ``cauce_upstream_requests_total{upstream,outcome}`` counts attempts by outcome:
-    ``success``, ``error``, ``timeout``, ``deadline``, ``cancelled`` for attempts that
-    called the upstream, and ``circuit_open``, ``bulkhead_full``, ``rate_limited`` for
-    attempts a guard refused. The duration histogram covers attempts that called the
-    upstream; the rate-limit histogram only attempts that had to wait.
+    ``success``, ``error``, ``throttled`` (a 429), ``timeout``, ``deadline``,
+    ``cancelled`` for attempts that called the upstream, and ``circuit_open``,
+    ``bulkhead_full``, ``rate_limited`` for attempts a guard refused. The duration
+    histogram covers attempts that called the upstream; the rate-limit histogram only
+    attempts that had to wait.
     """
 
     __slots__ = (
