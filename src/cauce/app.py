@@ -55,6 +55,7 @@ from cauce.leads.wiring import body_limits as leads_body_limits
 from cauce.leads.wiring import document_limits as document_leads_limits
 from cauce.leads.wiring import open_leads
 from cauce.leads.wiring import routers as leads_routers
+from cauce.leads.wiring import scrape_refreshes as leads_scrape_refreshes
 from cauce.tasks import register_tasks
 
 log = structlog.get_logger("cauce.app")
@@ -159,6 +160,7 @@ async def open_resources(
                 crm=crm,
             )
         )
+        resources.before_scrape.extend(leads_scrape_refreshes(resources.leads))
         yield resources
     finally:
         await stack.aclose()

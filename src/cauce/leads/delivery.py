@@ -39,12 +39,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import structlog
+from opentelemetry.trace import Tracer
 from sqlalchemy import JSON, Table, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import CrmSettings
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import UtcDateTime, utcnow
+from cauce.core.observability.trace_parent import current_traceparent, links_to
 from cauce.leads.matching.record import role_mailbox
 from cauce.leads.models import Lead
 from cauce.leads.ports import (
@@ -141,7 +143,13 @@ async def resend_contact_of(session: AsyncSession, crm_id: str) -> int:
     result = await session.execute(
         update(Lead)
         .where(Lead.crm_id == crm_id, Lead.erased_at.is_(None), Lead.sync_status != "held")
-        .values(crm_id=None, synced_version=0, crm_sent_properties=None, sync_status="pending")
+        .values(
+            crm_id=None,
+            synced_version=0,
+            crm_sent_properties=None,
+            sync_status="pending",
+            trace_parent=current_traceparent(),
+        )
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -351,6 +359,7 @@ async def deliver(
     monotonic: Callable[[], float] = time.monotonic,
     on_batch: Callable[[DeliveryReport], None] | None = None,
     on_erased: OnErased | None = None,
+    tracer: Tracer | None = None,
 ) -> DeliveryReport:
     """Deliver pending leads (or exactly the leads `only` names) until none remain.
 
@@ -363,8 +372,12 @@ async def deliver(
     flight is cut (its batch stays pending and is re-sent later, harmlessly, as
     upserts), and a write-back in progress completes before the error is raised: an
     answer a lane has received is always recorded.
+
+    With a `tracer`, each CRM request runs in a span (`crm.deliver.batch`) that links to
+    the spans that made its leads pending (`Lead.trace_parent`: their requests' or
+    jobs'), so each lead's trace goes on to the CRM call whichever trace the job is in.
     """
-    run = _Delivery(sessionmaker, crm, settings, only, monotonic, on_batch, on_erased)
+    run = _Delivery(sessionmaker, crm, settings, only, monotonic, on_batch, on_erased, tracer)
     lanes = [
         asyncio.create_task(run.lane(), name=f"crm-delivery-lane-{n}")
         for n in range(max(1, settings.delivery_lanes))
@@ -414,6 +427,7 @@ class _Delivery:
         monotonic: Callable[[], float],
         on_batch: Callable[[DeliveryReport], None] | None,
         on_erased: OnErased | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.crm = crm
@@ -422,6 +436,7 @@ class _Delivery:
         self.monotonic = monotonic
         self.on_batch = on_batch
         self.on_erased = on_erased
+        self.tracer = tracer
         self.report = DeliveryReport()
         self.deadline = monotonic() + settings.delivery_budget_seconds
         self.batch_size = min(settings.batch_size, crm.max_batch)
@@ -430,6 +445,8 @@ class _Delivery:
         self.keys_in_flight: set[CrmKey] = set()
         # Each in-flight lead's `crm_sent_properties` once its contact is in the CRM.
         self.sent: dict[int, list[str]] = {}
+        # Each in-flight lead's id and the span that made it pending (`Lead.trace_parent`).
+        self.traced: dict[int, tuple[str, str | None]] = {}
         self.reading = asyncio.Lock()
         # Reads go forward from the last lead read (keyset), not from the first pending
         # one: on PostgreSQL the index entries of leads synced in this run stay behind
@@ -462,6 +479,10 @@ class _Delivery:
             self.in_flight.update(c.lead_id for c in contacts)
             self.keys_in_flight.update(c.key for c in contacts)
             self.sent.update((c.lead_id, sent[c.lead_id]) for c in contacts)
+            by_id = {lead.id: lead for lead in leads}
+            self.traced.update(
+                (c.lead_id, (by_id[c.lead_id].uid, by_id[c.lead_id].trace_parent)) for c in contacts
+            )
             return contacts
 
     async def _record(
@@ -483,6 +504,23 @@ class _Delivery:
         except Exception as exc:  # noqa: BLE001 - logged; the CRM's error is raised
             log.warning("crm.delivery.note_failed", error_class=type(exc).__name__)
 
+    async def _upsert(self, contacts: Sequence[CrmContact]) -> list[UpsertOutcome]:
+        """The CRM call, in a span linked to each lead's own (`Lead.trace_parent`)."""
+        if self.tracer is None:
+            return await self.crm.upsert(contacts)
+        traced = [self.traced.get(c.lead_id, ("", None)) for c in contacts]
+        with self.tracer.start_as_current_span(
+            "crm.deliver.batch",
+            links=links_to(parent for _, parent in traced),
+            attributes={
+                "cauce.crm": self.crm.name,
+                "cauce.leads.batch_size": len(contacts),
+                # Cauce's random ids (no personal data): find the delivery of a lead.
+                "cauce.lead.ids": [uid for uid, _ in traced if uid],
+            },
+        ):
+            return await self.crm.upsert(contacts)
+
     async def lane(self) -> None:
         report = self.report
         while True:
@@ -494,7 +532,8 @@ class _Delivery:
                 return
             try:
                 try:
-                    outcomes = await self.crm.upsert(contacts)  # a cancellation may cut this
+                    # A cancellation may cut this.
+                    outcomes = await self._upsert(contacts)
                 except (CrmThrottled, CrmUnavailable, CrmRejected) as exc:
                     await _to_the_end(self._record_failure(contacts, request_error(exc)))
                     raise
@@ -505,6 +544,7 @@ class _Delivery:
                 self.keys_in_flight.difference_update(c.key for c in contacts)
                 for contact in contacts:
                     self.sent.pop(contact.lead_id, None)
+                    self.traced.pop(contact.lead_id, None)
             for sent, verdict in verdicts:
                 if verdict == "synced":
                     report.synced += 1

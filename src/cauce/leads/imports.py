@@ -46,6 +46,7 @@ from cauce.leads.csv_import import (
 )
 from cauce.leads.errors import ImportNotFound, LeadImportError
 from cauce.leads.field_types import IntakeOptions
+from cauce.leads.metrics import count_on_commit
 from cauce.leads.models import LeadImport
 from cauce.leads.models import LeadImportError as ImportErrorRow
 from cauce.leads.schemas import LeadIn
@@ -162,12 +163,13 @@ async def _process_chunk(
             record.mapping = dict(plan.columns())
         _record_format(record, reader)  # shown while running, not only at the end
         valid: list[LeadIn] = []
+        rejected = 0
         for row in chunk:
             outcome = validate_row(row, plan, options)
             if isinstance(outcome, LeadIn):
                 valid.append(outcome)
             else:
-                record.rows_rejected += 1
+                rejected += 1
                 session.add_all(
                     ImportErrorRow(
                         import_id=record_id,
@@ -177,6 +179,9 @@ async def _process_chunk(
                     )
                     for line in outcome
                 )
+        record.rows_rejected += rejected
+        # Counted as the API's rejected leads are, once this chunk commits.
+        count_on_commit(session, rt.metrics, ["rejected"] * rejected)
         # The valid rows as one batch: each decided as it would be after the rows before
         # it, at a batch's cost rather than a lead's each.
         for result in await intake_many(session, rt, valid, actor=actor):

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db import unit_of_work
 from cauce.core.errors import CauceError
+from cauce.core.observability.trace_parent import traceparent_of
 from cauce.core.web.idempotency import Fingerprint, IdempotencyStore
 from cauce.leads.errors import IntakeBusy
 from cauce.leads.schemas import LeadIn
@@ -239,6 +240,7 @@ class IntakeGroups:
                 self.rt,
                 [group[i].lead_in for i in fresh],
                 actor=[group[i].actor for i in fresh],
+                trace_parent=[traceparent_of(group[i].span) for i in fresh],
             )
             await session.flush()
             for i, result in zip(fresh, results, strict=True):

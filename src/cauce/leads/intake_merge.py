@@ -13,6 +13,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from cauce.core.config_lead_facts import LEAD_TEXT_FIELDS
+from cauce.core.observability.trace_parent import current_traceparent
 from cauce.leads.field_types import MAX_CUSTOM_FIELDS
 from cauce.leads.matching import FieldChange, merge
 from cauce.leads.matching.plan import OTHER_CONTACTS, other_contacts
@@ -76,6 +77,7 @@ def apply_merge(
     lead.version += 1
     if lead.sync_status != "held":  # a lead held for review waits for a person's decision
         lead.sync_status = "pending"
+    lead.trace_parent = current_traceparent()  # its next delivery links to this work
     lead.updated_at = now
     return changes, changed
 

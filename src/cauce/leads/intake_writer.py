@@ -90,6 +90,8 @@ class Incoming:
     features: Features
     keys: frozenset[str]
     actor: str | None  # who sent it, for the history line
+    # The span of the request (or job) it came with, which its CRM delivery links to.
+    trace_parent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,7 @@ class Step:
 _LEADS_MANAGER = class_mapper(Lead).class_manager
 
 
-def _new_lead(values: dict[str, Any], held: bool, now: datetime) -> Lead:
+def _new_lead(values: dict[str, Any], held: bool, now: datetime, trace_parent: str | None) -> Lead:
     """A lead not stored yet: the row is inserted from its attributes, never flushed.
 
     Built without the ORM constructor's per-attribute events (~50 us a lead, a fifth of
@@ -142,6 +144,7 @@ def _new_lead(values: dict[str, Any], held: bool, now: datetime) -> Lead:
         crm_sent_properties=None,
         crm_event_at=None,
         crm_deleted_at=None,
+        trace_parent=trace_parent,
         erased_at=None,
         created_at=now,
         updated_at=now,
@@ -187,7 +190,7 @@ class IntakeWriter:
         return score
 
     def create(self, step: Step, item: Incoming, now: datetime) -> tuple[Lead, Score]:
-        lead = _new_lead(item.values, step.match is not None, now)
+        lead = _new_lead(item.values, step.match is not None, now, item.trace_parent)
         self.new[step.lead_id] = lead
         self.new_keys[step.lead_id] = item.keys
         self.arrivals[step.lead_id] = 1
@@ -217,6 +220,7 @@ class IntakeWriter:
     def merge(self, step: Step, item: Incoming, now: datetime) -> tuple[Lead, Score, list[str]]:
         lead = self.lead(step.lead_id)
         changes, changed = apply_merge(lead, item.values, self.rt, now)
+        lead.trace_parent = item.trace_parent  # its next delivery links to this arrival
         if changed or any(c.field in OTHER_COLUMNS for c in changes):
             self.rekey.add(step.lead_id)
         self.arrivals[step.lead_id] += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db import on_commit
@@ -30,6 +30,23 @@ class LeadsMetrics:
             "Inbound webhooks refused",
             ["source", "reason"],
             registry=registry,
+        )
+        # Read from the database before a scrape (`sync_backlog.refresh_sync_gauges`), when
+        # a CRM is configured: with several processes, the latest reading is the answer.
+        self.sync_backlog = Gauge(
+            "cauce_leads_sync_backlog",
+            "Live leads not in the CRM, by sync status (pending: waiting to be sent; failed: "
+            "refused for good, to fix and replay; held: waiting for a person's review)",
+            ["status"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.sync_oldest_pending = Gauge(
+            "cauce_leads_sync_oldest_pending_seconds",
+            "Age of the oldest change not yet in the CRM (since the pending lead's last "
+            "update); 0 when none waits",
+            registry=registry,
+            multiprocess_mode="mostrecent",
         )
         self.intake_group = Histogram(
             "cauce_leads_intake_group_leads",

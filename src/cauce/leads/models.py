@@ -96,6 +96,12 @@ class Lead(Base):
         JSON(none_as_null=True), default=None
     )
 
+    # The W3C traceparent of the work that last made the lead pending (its intake, merge,
+    # PATCH or review): the delivery span that sends it links to it, so a lead's trace
+    # goes on to the CRM call even when a delivery job started in another request's trace
+    # carries it (deliveries coalesce). An id of a span, nothing personal.
+    trace_parent: Mapped[str | None] = mapped_column(String(55), default=None)
+
     # Inbound CRM changes: when the newest applied event happened (older ones are ignored,
     # HubSpot reorders), and whether the CRM deleted the contact.
     crm_event_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cauce.core.config import Settings
 from cauce.core.db.base import utcnow
 from cauce.core.jobs.ports import JobQueue
+from cauce.core.observability.trace_parent import current_traceparent
 from cauce.leads import repository as repo
 from cauce.leads.candidates import hold_on_commit, read_candidates
 from cauce.leads.errors import IntakeBusy
@@ -131,10 +132,10 @@ def consent_record(consent: Consent | None, source: str) -> dict[str, Any] | Non
     return (consent.model_copy(update=filled) if filled else consent).model_dump(mode="json")
 
 
-def _incoming(lead_in: LeadIn, actor: str | None) -> Incoming:
+def _incoming(lead_in: LeadIn, actor: str | None, trace_parent: str | None) -> Incoming:
     values = incoming_values(lead_in)
     features = prepared_row(tuple(values.get(name) for name in MATCH_COLUMNS))
-    return Incoming(values, features, stored_keys(features), actor)
+    return Incoming(values, features, stored_keys(features), actor, trace_parent)
 
 
 async def _decide(
@@ -172,6 +173,7 @@ async def intake_many(
     rt: LeadsRuntime,
     items: Sequence[LeadIn],
     actor: str | Sequence[str | None] | None = None,
+    trace_parent: Sequence[str | None] | None = None,
 ) -> list[IntakeResult]:
     """Accept validated leads in order, each as `intake` would after the ones before it.
 
@@ -180,12 +182,18 @@ async def intake_many(
 
     Two copies of one new lead in a batch give one lead and one merge, as they would one
     after the other. `actor` is who sent them all, or one actor per item (requests
-    committed as a group, `intake_groups.py`). Returns one result per item, in order.
+    committed as a group, `intake_groups.py`). `trace_parent` is each item's request's
+    span (a group's), which its CRM delivery links to; by default the current span.
+    Returns one result per item, in order.
     """
     if not items:
         return []
     actors = [actor] * len(items) if actor is None or isinstance(actor, str) else actor
-    incoming = [_incoming(lead_in, by) for lead_in, by in zip(items, actors, strict=True)]
+    parents = trace_parent or [current_traceparent()] * len(items)
+    incoming = [
+        _incoming(lead_in, by, parent)
+        for lead_in, by, parent in zip(items, actors, parents, strict=True)
+    ]
     results = await _intake(session, rt, incoming)
     count_on_commit(session, rt.metrics, (result.outcome for result in results))
     return results

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
+from cauce.core.observability.trace_parent import current_traceparent
 from cauce.core.web.idempotency import forget_subject
 from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
@@ -219,6 +220,7 @@ async def patch(
     await _refuse_duplicates(session, lead, keys - keys_before)
     lead.version += 1
     lead.updated_at = utcnow()
+    lead.trace_parent = current_traceparent()  # its next delivery links to this request
     if lead.sync_status != "held":
         lead.sync_status = "pending"
     apply_score(lead, rt.scorer.score(lead_facts(lead, await repo_lead.arrivals(session, lead.id))))
@@ -300,6 +302,7 @@ async def release_hold(
     `reviewed`, when `changes` says what they decided)."""
     lead.possible_duplicate_of = None
     lead.sync_status = "pending"
+    lead.trace_parent = current_traceparent()
     lead.version += 1
     lead.updated_at = utcnow()
     if changes is not None:

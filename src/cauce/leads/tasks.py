@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
+from opentelemetry.trace import Tracer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -69,6 +70,8 @@ class LeadsTaskDeps:
     # The process's prepared candidates (`LeadsRuntime.known`): an erasure forgets the
     # lead there too.
     known: KnownLeads | None = None
+    # Spans around CRM requests, linked to their leads' own (`delivery.deliver`).
+    tracer: Tracer | None = None
 
 
 def _counting(metrics: LeadsMetrics | None, crm: str) -> Callable[[DeliveryReport], None]:
@@ -160,6 +163,7 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
                 crm_settings,
                 on_batch=_counting(deps.metrics, client.name),
                 on_erased=erasing_again(ctx),
+                tracer=deps.tracer,
             )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
@@ -189,6 +193,7 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
                 only=ids,
                 on_batch=_counting(deps.metrics, client.name),
                 on_erased=erasing_again(ctx),
+                tracer=deps.tracer,
             )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc

@@ -6,7 +6,7 @@ context's job handlers; `routers` are its HTTP routes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,6 +32,7 @@ from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.ports import CrmClient
 from cauce.leads.scoring import MODEL_STORE_PATH, PointsModel
 from cauce.leads.service import LeadsRuntime, Scorer
+from cauce.leads.sync_backlog import refresh_sync_gauges
 from cauce.leads.tasks import LeadsTaskDeps, register_leads_tasks
 
 log = structlog.get_logger("cauce.leads")
@@ -64,6 +65,18 @@ def document_limits(schema: dict[str, Any], settings: Settings) -> None:
     operation = schema["paths"][f"{router.prefix}/batch"]["post"]
     for media in operation["requestBody"]["content"].values():
         media["schema"]["properties"]["items"]["maxItems"] = settings.leads.max_batch
+
+
+def scrape_refreshes(runtime: LeadsRuntime) -> list[Callable[[], Awaitable[None]]]:
+    """What `/metrics` refreshes first for the leads context: the CRM backlog's gauges,
+    when a CRM is configured (`sync_backlog`)."""
+    if runtime.settings.crm.provider == "none":
+        return []
+
+    async def refresh() -> None:
+        await refresh_sync_gauges(runtime.sessionmaker, runtime.metrics)
+
+    return [refresh]
 
 
 def _scorer(settings: Settings) -> Scorer:
@@ -102,12 +115,13 @@ async def open_leads(
         metrics=LeadsMetrics(registry),
     )
     client = crm if crm is not None else build_crm(settings, http_clients)
+    tracer = tracer_provider.get_tracer("cauce.leads") if tracer_provider else None
     register_leads_tasks(
-        tasks, LeadsTaskDeps(settings, sessionmaker, client, runtime.metrics, runtime.known)
+        tasks,
+        LeadsTaskDeps(settings, sessionmaker, client, runtime.metrics, runtime.known, tracer),
     )
     register_import_task(tasks, lambda: runtime)
     if settings.leads.intake_group_max > 1:
-        tracer = tracer_provider.get_tracer("cauce.leads") if tracer_provider else None
         runtime.groups = IntakeGroups(runtime, IdempotencyStore(), tracer=tracer)
     try:
         yield runtime
