@@ -523,7 +523,9 @@ def measure(
     env = cauce_env(tmp / "cauce-data", cauce_url, opts)
     if cauce_url:
         run_cli(["db", "upgrade"], env, tmp)
-    key = run_cli(["apikey", "create", "--name", "bench", "--scopes", "leads:write"], env, tmp)
+    key = run_cli(
+        ["apikey", "create", "--name", "bench", "--scopes", "leads:write,leads:read"], env, tmp
+    )
     cauce_port, bare_port = free_port(), free_port()
     bare_cmd = [sys.executable, str(BARE_APP), "--port", str(bare_port), "--database-url", bare_url]
     cauce_cmd = [*CAUCE, "serve", "--port", str(cauce_port)]

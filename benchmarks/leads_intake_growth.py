@@ -93,7 +93,9 @@ def main() -> None:
         tmp = Path(tmp_name)
         print(f"SQLite: {opts.requests} single leads, {opts.concurrency} at a time, per size")
         env = cauce_env(tmp / "sqlite", None, opts)
-        key = run_cli(["apikey", "create", "--name", "b", "--scopes", "leads:write"], env, tmp)
+        key = run_cli(
+            ["apikey", "create", "--name", "b", "--scopes", "leads:write,leads:read"], env, tmp
+        )
         asyncio.run(_measure(_settings(env, log), key, sizes, opts))
         if not admin_url:
             print("CAUCE_TEST_POSTGRES_URL is not set: PostgreSQL skipped")
@@ -102,7 +104,9 @@ def main() -> None:
             print(f"PostgreSQL: {opts.requests} single leads, {opts.concurrency} at a time")
             env = cauce_env(tmp / "pg", url, opts)
             run_cli(["db", "upgrade"], env, tmp)
-            key = run_cli(["apikey", "create", "--name", "b", "--scopes", "leads:write"], env, tmp)
+            key = run_cli(
+                ["apikey", "create", "--name", "b", "--scopes", "leads:write,leads:read"], env, tmp
+            )
             asyncio.run(_measure(_settings(env, log), key, sizes, opts))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
@@ -19,7 +20,7 @@ from cauce.leads.errors import (
     ImportOptionsInvalid,
     ImportRequestInvalid,
 )
-from cauce.leads.schemas_batch import field_errors
+from cauce.leads.schemas_batch import MAX_ITEM_ERRORS, crowded, field_errors
 from cauce.leads.schemas_requests import ImportOptionsIn
 
 FORM_PARTS = ("file", "options")
@@ -111,12 +112,22 @@ def parse_options(options: str | None) -> ImportOptionsIn:
     try:
         parsed = ImportOptionsIn.model_validate_json(options or "{}")
     except ValidationError as exc:
+        if exc.error_count() > MAX_ITEM_ERRORS:
+            # An object with thousands of unknown members is one error, and any other
+            # answer lists `MAX_ITEM_ERRORS` errors at most (as a lead's does).
+            try:
+                raw = orjson.loads(options or "{}")
+            except orjson.JSONDecodeError:
+                raw = None  # what pydantic reads and orjson does not (a 30-digit integer)
+            too_many = crowded(raw, ImportOptionsIn, "/options")
+            if too_many is not None:
+                raise ImportOptionsInvalid([too_many]) from None
         malformed = malformed_json(
             exc.errors(), json_pointer(("body", "options")), "the `options` form field"
         )
         if malformed is not None:
             raise malformed from None
-        errors = field_errors(exc, "/options")
+        errors = field_errors(exc, "/options", most=MAX_ITEM_ERRORS)
         # Only errors inside `mapping` are mapping errors; with any other, every error is
         # reported as an options error (a mapping error among them keeps its pointer).
         if all(_in_mapping(e["pointer"]) for e in errors):

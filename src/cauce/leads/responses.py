@@ -203,6 +203,32 @@ class BatchResult(_Out):
     items: list[BatchItemResult]
 
 
+class LeadAccepted(_Out):
+    """The answer to `POST /v1/leads` for a key without `leads:read` (a web form's): 202
+    whatever became of the lead (created, merged into a lead Cauce had, held for review),
+    so that it tells nothing of the leads Cauce holds."""
+
+    accepted: Literal[True] = True
+
+
+class BatchItemAccepted(_Out):
+    """One batch item's result for a key without `leads:read`: accepted or rejected (with
+    its errors, which are about what was sent), nothing of the lead it went into."""
+
+    index: int
+    accepted: bool
+    errors: list[FieldErrorOut] = Field(default_factory=list)
+
+
+class BatchAccepted(_Out):
+    """The answer to `POST /v1/leads/batch` for a key without `leads:read` (202)."""
+
+    received: int
+    accepted: int
+    rejected: int
+    items: list[BatchItemAccepted]
+
+
 # `succeeded`, `failed` and `cancelled` are final; `cancelling`: asked to stop while
 # running, it stops at the end of the rows it is importing.
 ImportState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]

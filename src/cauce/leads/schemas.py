@@ -186,6 +186,19 @@ class _LeadFields(RequestModel):
         default=None, max_length=MAX_CUSTOM_FIELDS
     )
 
+    @field_validator("custom_fields", mode="before")
+    @classmethod
+    def _custom_count(cls, value: Any) -> Any:
+        # Counted before its keys and values are validated: `max_length` is checked after
+        # them, so 60,000 bad keys gave 60,000 errors (megabytes of answer) before it.
+        if isinstance(value, dict) and len(value) > MAX_CUSTOM_FIELDS:
+            raise PydanticCustomError(
+                "too_long",
+                "Dictionary should have at most {max_length} items, not {actual_length}",
+                {"max_length": MAX_CUSTOM_FIELDS, "actual_length": len(value)},
+            )
+        return value
+
     @field_validator("phone")
     @classmethod
     def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:

@@ -5,9 +5,9 @@ lead (`POST /v1/leads/{id}/review`) and the options of a CSV import (`POST
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from cauce.leads.field_types import CountryCode, TokenText, field_error
@@ -49,6 +49,10 @@ class LeadReviewIn(RequestModel):
 ImportUnknownColumns = Literal["custom_fields", "ignore"]
 
 
+# An import's explicit mapping names at most this many columns.
+MAX_MAPPING_ENTRIES: Final = 500
+
+
 class ImportOptionsIn(RequestModel):
     """The options of `POST /v1/leads/import` (a JSON form field next to the file).
 
@@ -58,7 +62,10 @@ class ImportOptionsIn(RequestModel):
     detection. `default_phone_region` reads national numbers of rows without a country.
     """
 
-    mapping: dict[str, str | None] | None = None
+    mapping: dict[str, str | None] | None = Field(
+        default=None,
+        description=f"At most {MAX_MAPPING_ENTRIES} entries: header -> lead field (or null).",
+    )
     unknown_columns: ImportUnknownColumns = "custom_fields"
     consent_wording_version: TokenText | None = Field(
         default=None,
@@ -67,6 +74,19 @@ class ImportOptionsIn(RequestModel):
     delimiter: Literal[",", ";", "\t", "|"] | None = None
     encoding: Literal["utf-8", "cp1252", "latin-1"] | None = None
     default_phone_region: CountryCode | None = None
+
+    @field_validator("mapping", mode="before")
+    @classmethod
+    def _mapping_count(cls, value: Any) -> Any:
+        # Counted before its entries are checked, each of which may be an error of its own
+        # (1 MiB of options held ~60,000 of them).
+        if isinstance(value, dict) and len(value) > MAX_MAPPING_ENTRIES:
+            raise PydanticCustomError(
+                "too_long",
+                "Dictionary should have at most {max_length} items, not {actual_length}",
+                {"max_length": MAX_MAPPING_ENTRIES, "actual_length": len(value)},
+            )
+        return value
 
 
 __all__ = ["ImportOptionsIn", "ImportUnknownColumns", "LeadReviewIn"]
