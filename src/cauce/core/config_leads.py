@@ -210,6 +210,15 @@ class LeadsSettings(Section):
         "in one process; more are refused with 503 and Retry-After (the process is behind)",
     )
     max_import_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    max_queued_imports: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="CSV imports not finished (queued, running, stopped but replayable), "
+        "with the uploads being received, across the installation; each keeps its file "
+        "in the data directory. More uploads are refused with 503 `import_queue_full` "
+        "and Retry-After, before their body is read",
+    )
     import_concurrency: int = Field(
         default=2,
         ge=1,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import io
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Final
 
 import orjson
@@ -44,7 +43,6 @@ from cauce.leads.errors import (
 )
 from cauce.leads.models import LeadImport
 from cauce.leads.responses import ImportColumn, ImportState, ImportStatus
-from cauce.leads.schemas_requests import ImportOptionsIn
 from cauce.leads.service import LeadsRuntime
 
 imports_router = APIRouter(prefix="/v1/leads/import", route_class=CauceRoute, tags=["leads"])
@@ -53,7 +51,6 @@ Write = Annotated[Principal, Depends(require_scope("leads:write"))]
 # A cancel answers the import's status, which `GET` shows only to `leads:read`.
 WriteRead = Annotated[Principal, Depends(require_scopes("leads:write", "leads:read"))]
 Read = Annotated[Principal, Depends(require_scope("leads:read"))]
-UPLOAD_CHUNK = 256 * 1024
 
 
 def _shown_state(record: LeadImport, stopped: str | None) -> ImportState:
@@ -104,12 +101,11 @@ def _import_id(request: Request) -> int:
     return import_id
 
 
-async def _store(
-    rt: LeadsRuntime, chunks: AsyncIterator[bytes], parsed: ImportOptionsIn
-) -> tuple[Path, int]:
-    """Store the upload; a file refused as a whole names the `file` part."""
+@contextlib.contextmanager
+def _names_the_file() -> Iterator[None]:
+    """A file refused as a whole (too large, not CSV) names the `file` part."""
     try:
-        return await imports_upload.store_upload(rt, chunks, parsed)
+        yield
     except (ImportFileInvalid, ImportTooLarge) as exc:
         if "errors" in exc.extra:
             raise
@@ -143,7 +139,11 @@ UPLOAD_PROBLEMS: Final[dict[int, Reasons]] = {
         "unreadable header...)",
         IDEMPOTENCY_KEY_REUSED,
     ],
-    503: DATABASE_UNAVAILABLE,
+    503: [
+        DATABASE_UNAVAILABLE,
+        "`import_queue_full`: `CAUCE_LEADS__MAX_QUEUED_IMPORTS` imports are not finished; "
+        "send the file again after `Retry-After` seconds",
+    ],
 }
 
 
@@ -175,7 +175,12 @@ async def start_import(request: Request, principal: Write) -> Response:
     The body is `multipart/form-data`: the CSV as the file part `file`, and optionally
     the JSON `options` field. With an `Idempotency-Key`, the same file (same name, same
     options) sent again answers the first import's status (`Idempotent-Replayed: true`)
-    instead of importing it twice; the key with another file is refused."""
+    instead of importing it twice; the key with another file is refused.
+
+    The file streams straight to disk, refused (413) as soon as it passes the size limit.
+    At most `CAUCE_LEADS__MAX_QUEUED_IMPORTS` imports wait or run at once: past that an
+    upload is refused before its body is read (503 `import_queue_full`, with
+    `Retry-After`), a replay of an earlier upload included."""
     rt = runtime(request)
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "multipart/form-data":
@@ -183,43 +188,52 @@ async def start_import(request: Request, principal: Write) -> Response:
             "send the CSV as multipart/form-data: a file part named `file`, and optionally "
             "an `options` JSON field"
         )
-    async with request.form(max_files=2, max_fields=len(import_form.FORM_PARTS) + 8) as form:
-        file, options = import_form.form_parts(form)
-        parsed = import_form.parse_options(options)
-        digest = hashlib.sha256()
+    async with imports_upload.upload_slot(rt):
+        with _names_the_file():
+            received = await imports_upload.receive_form(
+                rt,
+                request.headers,
+                request.stream(),
+                max_files=2,
+                max_fields=len(import_form.FORM_PARTS) + 8,
+            )
+        try:
+            file, options = import_form.form_parts(received.form)
+            parsed = import_form.parse_options(options)
+            with _names_the_file():
+                received.probe(parsed)
+        except BaseException:
+            received.discard()
+            raise
+        path, size = received.path, received.size
+        assert path is not None  # a `file` part is there (`form_parts`), so it was stored
+        created = False
 
-        async def chunks() -> AsyncIterator[bytes]:
-            while chunk := await file.read(UPLOAD_CHUNK):
-                digest.update(chunk)
-                yield chunk
+        async def work(session: AsyncSession) -> tuple[int, object]:
+            nonlocal created
+            await imports_upload.check_room(session, rt)
+            record = await imports_upload.create_import(
+                session,
+                rt,
+                path=path,
+                size=size,
+                filename=file.filename,
+                options=parsed,
+                actor=f"apikey:{principal.key_id}",
+            )
+            await session.flush()
+            await session.refresh(record)
+            created = True
+            return 202, _status(record).model_dump(mode="json")
 
-        path, size = await _store(rt, chunks(), parsed)
-    created = False
-
-    async def work(session: AsyncSession) -> tuple[int, object]:
-        nonlocal created
-        record = await imports_upload.create_import(
-            session,
-            rt,
-            path=path,
-            size=size,
-            filename=file.filename,
-            options=parsed,
-            actor=f"apikey:{principal.key_id}",
-        )
-        await session.flush()
-        await session.refresh(record)
-        created = True
-        return 202, _status(record).model_dump(mode="json")
-
-    # The request, for the key: the file's digest, its name and the options, these by
-    # their JSON value (`{}` is no options, key order and spacing do not count).
-    sent = b"\0".join([digest.digest(), (file.filename or "").encode(), _options_key(options)])
-    try:
-        response = await idempotent(request, principal, sent, rt, work)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+        # The request, for the key: the file's digest, its name and the options, these by
+        # their JSON value (`{}` is no options, key order and spacing do not count).
+        sent = b"\0".join([received.digest, (file.filename or "").encode(), _options_key(options)])
+        try:
+            response = await idempotent(request, principal, sent, rt, work)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
     if created:
         return response
     # A replay: the first upload of this file is the one imported, and the answer is

@@ -9,7 +9,7 @@ validation error.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict
 
 from cauce.core.errors import (
     CauceError,
@@ -188,6 +188,15 @@ class IntakeBusy(LeadsError, Overloaded):
 
     code = "intake_busy"
     title = "Too many leads waiting"
+
+
+class ImportQueueFull(LeadImportError, Overloaded):
+    """`leads.max_queued_imports` imports are not finished yet: each keeps its upload on
+    disk, so no more are taken until some finish (or are cancelled)."""
+
+    code = "import_queue_full"
+    title = "Too many imports waiting"
+    retry_after: ClassVar[int] = 30
 
 
 class ImportRequestInvalid(LeadImportError, ValidationFailed):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,41 @@ class Database:
         return WalCheckpointer(Path(url.database))
 
 
+def private_dir(path: Path) -> Path:
+    """`path`, created if missing as a directory only its owner may enter (0700), as is
+    every missing directory above it: Cauce's files hold personal data (the database,
+    uploaded CSVs, models trained on leads), and other local users have no business
+    listing or reading them. A directory that exists keeps its mode: the operator made
+    it (systemd's `StateDirectory=`, a mounted volume) and chose who may read it."""
+    for parent in reversed(path.parents):
+        if not parent.is_dir():
+            # One at a time: `mkdir(parents=True)` would give the parents the umask's mode.
+            # One made meanwhile (by another process) is as good.
+            with contextlib.suppress(FileExistsError):
+                parent.mkdir(mode=0o700)
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def create_private(path: Path) -> int:
+    """A new file at `path` only its owner may read or write (0600, whatever the umask
+    allows beyond that), opened for writing; its file descriptor. `FileExistsError` if
+    `path` exists: nothing is ever written into a file someone else made first."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    return os.open(path, flags, 0o600)
+
+
+def _sqlite_file(database: str) -> None:
+    """Create the database file, empty and 0600, before SQLite first opens it: SQLite
+    would create it with the umask's mode (0644 under the usual 022), and it gives its
+    `-wal` and `-shm` files the database file's mode. An empty file is an empty database
+    to SQLite. An existing file is left as it is."""
+    path = Path(database)
+    private_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(create_private(path))
+
+
 def json_text(value: Any) -> str:
     """JSON columns' text: orjson's (several times faster than `json.dumps`, which
     SQLAlchemy uses by default), or the standard library's for what orjson refuses (an
@@ -83,18 +121,29 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
     return on_connect
 
 
+def _sqlite_uri(query: Mapping[str, Any], database: str) -> bool:
+    """Whether the URL names its database as a SQLite URI (`file:...`, `?uri=true`),
+    whose path and options (`mode=memory`, `mode=ro`) SQLite reads itself."""
+    return database.startswith("file:") or str(query.get("uri", "")).lower() in ("true", "1")
+
+
 def create_database(settings: Settings, *, url: str | None = None) -> Database:
     """Build the engine for `settings` (or an explicit `url`) with the right options."""
     url = url or settings.effective_database_url
     parsed = make_url(url)
     kwargs: dict[str, Any] = {
         "echo": settings.db.echo,
+        # A failed statement's error (logged, or rendered into a traceback) would carry
+        # its bound values: emails, phones, names. Shown only while statements are echoed
+        # on purpose (`db.echo`, a debugging switch), which logs them anyway.
+        "hide_parameters": not settings.db.echo,
         "pool_pre_ping": False,
         "json_serializer": json_text,
     }
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = parsed.database
+        if database and database != ":memory:" and not _sqlite_uri(parsed.query, database):
+            _sqlite_file(database)
         kwargs["connect_args"] = {
             "timeout": settings.db.busy_timeout_ms / 1000,
             # sqlite_driver.OneTripStatement may run a statement on the event loop's thread.

@@ -14,7 +14,12 @@ One :meth:`UpstreamClient.send` runs, from the outside in::
 Redirects live *inside* the attempt: the per-attempt timeout bounds the whole chain,
 and a retry starts again from the original URL (a redirect target is not trusted
 beyond the hop it came from). Each hop has its own span, as OpenTelemetry's HTTP
-conventions ask, and on a cross-origin hop the credentials headers are dropped.
+conventions ask. On a hop to another origin (scheme, host or port) every header the
+caller set is dropped except a short allowlist of harmless ones (``_CROSS_ORIGIN_SAFE``
+and the upstream's idempotency header): a vendor's credential can be any header
+(Pipedrive's ``x-api-token``, ``api-key``, ``x-auth-token``...), so a denylist of
+credential names would always miss one. Once dropped they stay dropped, even if a later
+hop comes back to the first origin.
 
 Non-idempotent methods (POST, PATCH) get one attempt unless the request carries an
 idempotency key, which is then sent in the upstream's idempotency header on every
@@ -41,8 +46,22 @@ from cauce.core.security.ssrf import SsrfGuard
 __all__ = ["UpstreamClient"]
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-# Never carried to another origin by a redirect (what browsers and curl drop too).
-_CREDENTIAL_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
+# The only caller-set headers a redirect carries to another origin: none of them can
+# hold a credential. Everything else (Authorization, Cookie, x-api-token, api-key, a
+# webhook's signature...) stays on the origin the caller addressed.
+_CROSS_ORIGIN_SAFE: Final = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-type",
+        "content-language",
+        "user-agent",
+        "traceparent",
+        "tracestate",
+        "idempotency-key",
+    }
+)
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _SCHEMES: Final = frozenset({"http", "https"})
 
@@ -194,12 +213,21 @@ class UpstreamClient:
                 body = None
                 headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
             if target.origin() != url.origin():
-                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+                headers = self._cross_origin_headers(headers)
             url = target
             text = str(target)
         raise UpstreamProtocolError(
             f"{self._upstream!r}: more than {self._max_redirects} redirects"
         )
+
+    def _cross_origin_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """The headers a hop to another origin may carry (see the module docstring)."""
+        idempotency = self._idempotency_header.lower()
+        return {
+            k: v
+            for k, v in headers.items()
+            if (name := k.lower()) in _CROSS_ORIGIN_SAFE or name == idempotency
+        }
 
     async def _traced(
         self,

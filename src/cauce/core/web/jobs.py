@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from cauce.core.errors import NotFound
 from cauce.core.jobs.ports import JobFilter, JobQueue, JobStatus, JobView
@@ -58,6 +67,24 @@ def decode_cursor(cursor: str) -> int:
     return int(raw[len(_CURSOR_PREFIX) :])
 
 
+def _in_utc(value: datetime) -> datetime:
+    """`value` in UTC; refused (`datetime_out_of_range`, a 422 naming the field) when its
+    UTC time falls outside years 1 to 9999: `0001-01-01T00:00:00+14:00` parses, but
+    converting it raises `OverflowError`, which the database column's binding would turn
+    into a 500. The same rule as the leads' filters (`cauce.leads.field_types.in_utc`),
+    which core may not import."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_out_of_range", "is outside the years 1 to 9999 once in UTC"
+        ) from None
+
+
+# An ISO 8601 date-time with an offset (no Unix time), held in UTC.
+_Instant = Annotated[AwareDatetime, ISO_8601_ONLY, AfterValidator(_in_utc)]
+
+
 class _Filters(BaseModel):
     """The filters listing and bulk retry share."""
 
@@ -65,10 +92,10 @@ class _Filters(BaseModel):
 
     task: str | None = Field(default=None, min_length=1, max_length=128)
     queue: str | None = Field(default=None, min_length=1, max_length=128)
-    created_after: Annotated[AwareDatetime | None, ISO_8601_ONLY] = Field(
+    created_after: _Instant | None = Field(
         default=None, description="Deferred at or after (ISO 8601 with offset)"
     )
-    created_before: Annotated[AwareDatetime | None, ISO_8601_ONLY] = Field(
+    created_before: _Instant | None = Field(
         default=None, description="Deferred before (ISO 8601 with offset)"
     )
     error_class: str | None = Field(

@@ -8,6 +8,9 @@ does. Loading checks the checksum (a corrupted or swapped file is refused) and t
 artefact holds only the types a lead-scoring pipeline needs (an altered file cannot
 smuggle other code in). A refused active model is never loaded: the operator activates
 another version or the points model (`cauce leads model activate`).
+
+The files are the owner's only (0600, the directories Cauce makes 0700): a model is
+trained on leads, and its artefact can give some of them back.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import skops  # type: ignore[import-untyped]
 import skops.io as sio  # type: ignore[import-untyped]
 
 from cauce.core.db.base import utcnow
+from cauce.core.db.engine import create_private, private_dir
 from cauce.leads.learned.errors import ModelArtefactInvalid, ModelStoreUnavailable
 from cauce.leads.learned.model import LearnedModel
 from cauce.leads.learned.training import TrainingReport
@@ -47,7 +51,7 @@ _POINTER = re.compile(r"^v([1-9][0-9]*)$")
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never half of one."""
+    """Readers see the old file or the new one, never half of one (0600: `mkstemp`'s)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -106,14 +110,14 @@ class ModelStore:
 
     def _claim(self, data: bytes) -> int:
         """Write the artefact under the next free version number, even with rival trainers."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         taken = [int(m.group(1)) for p in self.root.iterdir() if (m := _ARTEFACT.match(p.name))]
         version = max(taken, default=0) + 1
         while True:
             # Exclusive creation: two trainers never write the same version. Readers only
             # list versions whose metadata exists, and that is written after this file.
             try:
-                with self.artefact_path(version).open("xb") as handle:
+                with os.fdopen(create_private(self.artefact_path(version)), "wb") as handle:
                     handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())

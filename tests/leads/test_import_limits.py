@@ -1,0 +1,253 @@
+"""What CSV uploads may take of the disk: at most `leads.max_queued_imports` imports wait
+(503 `import_queue_full` beyond, with Retry-After), the uploads being received counted
+too; the file streams straight to its place, refused as soon as it passes
+`leads.max_import_bytes`, never spooled to a temporary file first."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from cauce.app import Resources, create_app, job_worker_for
+from cauce.leads.errors import ImportQueueFull
+from cauce.leads.imports import IMPORT_QUEUE
+from cauce.leads.imports_upload import check_room
+from cauce.leads.service import LeadsRuntime
+from tests.conftest import SettingsFactory
+from tests.leads.import_client import post_csv
+from tests.leads.test_delivery import MemoryCrm
+
+BOUNDARY = "cauce-limits-boundary"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+MAX_QUEUED = 2
+MAX_BYTES = 64 * 1024
+PROBLEM = "application/problem+json"
+
+
+def _csv(rows: int, start: int = 0) -> bytes:
+    return b"email\n" + b"".join(b"p%d@empresa.es\n" % i for i in range(start, start + rows))
+
+
+@pytest.fixture
+async def limited_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
+    """The app with room for two imports and files up to 64 KiB; no background worker."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"},
+        jobs={"embedded_worker": False},
+        leads={"max_queued_imports": MAX_QUEUED, "max_import_bytes": MAX_BYTES},
+    )
+    app = create_app(settings, crm=MemoryCrm())
+    async with LifespanManager(app):
+        yield app
+
+
+def _resources(app: FastAPI) -> Resources:
+    resources: Resources = app.state.resources
+    return resources
+
+
+@pytest.fixture
+async def api(limited_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `limited_app` with every leads scope."""
+    key = await _resources(limited_app).api_keys.create(
+        "t", ["leads:read", "leads:write", "leads:admin"]
+    )
+    transport = httpx.ASGITransport(app=limited_app)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://cauce.test",
+        headers={"Authorization": f"Bearer {key.token}"},
+    ) as client:
+        yield client
+
+
+def _uploads(app: FastAPI) -> list[Path]:
+    directory = _resources(app).settings.data_dir / "imports"
+    return sorted(directory.iterdir()) if directory.exists() else []
+
+
+async def _run_imports(app: FastAPI) -> None:
+    await job_worker_for(_resources(app), queues=[IMPORT_QUEUE]).run_until_idle(60)
+
+
+def _queue_full(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.headers["retry-after"] == "30"
+    body = response.json()
+    assert body["code"] == "import_queue_full"
+    assert body["limit"] == MAX_QUEUED
+    assert str(MAX_QUEUED) in body["detail"]
+
+
+def _head(filename: str = "leads.csv") -> bytes:
+    return (
+        f"--{BOUNDARY}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
+
+
+TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+async def test_past_the_bound_an_upload_is_refused_with_retry_after_until_imports_finish(
+    limited_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """With two imports waiting a third upload is a 503 `import_queue_full` with
+    Retry-After, and nothing of it is stored; once they have run, uploads are taken."""
+    for start in (0, 100):
+        assert (await post_csv(api, _csv(3, start))).status_code == 202
+    _queue_full(await post_csv(api, _csv(3, 200)))
+    assert len(_uploads(limited_app)) == MAX_QUEUED
+    await _run_imports(limited_app)
+    assert _uploads(limited_app) == []
+    taken = await post_csv(api, _csv(3, 300))
+    assert taken.status_code == 202, taken.text
+
+
+async def test_cancelling_a_queued_import_frees_its_place(
+    limited_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """An import cancelled before it ran no longer counts against the bound."""
+    first = await post_csv(api, _csv(3))
+    assert (await post_csv(api, _csv(3, 100))).status_code == 202
+    _queue_full(await post_csv(api, _csv(3, 200)))
+    cancelled = await api.post(f"/v1/leads/import/{first.json()['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert (await post_csv(api, _csv(3, 200))).status_code == 202
+
+
+async def test_the_transaction_checks_the_bound_again(
+    limited_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """The check made in the transaction that records an import sees the imports other
+    processes recorded while this upload streamed in."""
+    rt: LeadsRuntime = limited_app.state.leads
+    for start in (0, 100):
+        assert (await post_csv(api, _csv(3, start))).status_code == 202
+    async with rt.sessionmaker() as session:
+        with pytest.raises(ImportQueueFull):
+            await check_room(session, rt)
+
+
+async def test_an_upload_streams_into_its_file_and_counts_while_it_is_received(
+    limited_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """Midway through an upload its bytes are already in its file under the imports
+    directory (no spooled copy first), and that upload holds a place: with one import
+    waiting, a third upload is refused until the second is in."""
+    assert (await post_csv(api, _csv(3))).status_code == 202
+    data = _csv(2500, 1000)
+    assert 40 * 1024 < len(data) <= MAX_BYTES
+    halfway, go_on = asyncio.Event(), asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield _head() + data[: 40 * 1024]
+        halfway.set()  # the app asked for more: it has handled the first chunk
+        await go_on.wait()
+        yield data[40 * 1024 :] + TAIL
+
+    streaming = asyncio.create_task(
+        api.post("/v1/leads/import", content=body(), headers={"content-type": CONTENT_TYPE})
+    )
+    await asyncio.wait_for(halfway.wait(), 10)
+    sizes = sorted(p.stat().st_size for p in _uploads(limited_app))
+    assert len(sizes) == 2  # the waiting import's, and this one's, growing
+    assert sizes[-1] >= 40 * 1024 - 64, sizes
+    _queue_full(await post_csv(api, _csv(3, 200)))
+    go_on.set()
+    taken = await asyncio.wait_for(streaming, 10)
+    assert taken.status_code == 202, taken.text
+    assert taken.json()["bytes_total"] == len(data)
+    await _run_imports(limited_app)
+    status = await api.get(f"/v1/leads/import/{taken.json()['id']}")
+    assert status.json()["rows_created"] == 2500
+
+
+async def test_a_file_past_the_limit_is_refused_while_it_streams(
+    limited_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """A file past `max_import_bytes` is a 413 `import_too_large` naming the `file` part
+    as soon as it passes the limit: the rest of the body is never read, nothing is kept,
+    and its place is free again."""
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield _head() + b"email\n"
+        for i in range(256):  # 4 MiB, 64 times the limit
+            sent += 1
+            yield b"".join(b"x%05d%04d@empresa.es\n" % (i, n) for n in range(780))[: 16 * 1024]
+        yield TAIL
+
+    response = await api.post(
+        "/v1/leads/import", content=body(), headers={"content-type": CONTENT_TYPE}
+    )
+    assert response.status_code == 413, response.text
+    problem = response.json()
+    assert problem["code"] == "import_too_large"
+    assert [e["pointer"] for e in problem["errors"]] == ["/file"]
+    assert sent <= MAX_BYTES // (16 * 1024) + 2, sent
+    assert _uploads(limited_app) == []
+    for start in (0, 100):
+        assert (await post_csv(api, _csv(3, start))).status_code == 202
+
+
+async def test_no_temporary_copy_is_spooled(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starlette's form parser (which spools a file over 1 MiB to `$TMPDIR` before Cauce
+    copies it) is not used: an upload is taken with it unable to make a spool file."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an upload was spooled to a temporary file")
+
+    monkeypatch.setattr("starlette.formparsers.SpooledTemporaryFile", refuse)
+    response = await post_csv(api, _csv(3))
+    assert response.status_code == 202, response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "detail"),
+    [
+        (b"", "multipart/form-data", "Missing boundary"),
+        (
+            b"\r\n".join(_head(f"{n}.csv") + b"email\na@b.es\n" for n in range(3)) + TAIL,
+            CONTENT_TYPE,
+            "Too many files",
+        ),
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="options"\r\n\r\n'.encode()
+            + b" " * (1024 * 1024 + 1)
+            + TAIL,
+            CONTENT_TYPE,
+            "maximum size",
+        ),
+        (
+            f"--{BOUNDARY}\r\nContent-Disposition: form-data\r\n\r\nx".encode() + TAIL,
+            CONTENT_TYPE,
+            '"name" must be provided',
+        ),
+    ],
+)
+async def test_a_form_that_cannot_be_read_is_a_400_and_leaves_no_file(
+    limited_app: FastAPI, api: httpx.AsyncClient, body: bytes, content_type: str, detail: str
+) -> None:
+    """A missing boundary, too many files, a plain field over 1 MiB, a part without a
+    name: each is a 400 `bad_request` saying so, as Starlette's parser answered, and no
+    upload is left behind."""
+    response = await api.post(
+        "/v1/leads/import", content=body, headers={"content-type": content_type}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "bad_request"
+    assert detail in response.json()["detail"]
+    assert _uploads(limited_app) == []
