@@ -18,6 +18,7 @@ import structlog
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -54,6 +55,11 @@ def _test_router() -> APIRouter:
     @router.get("/database-gone")
     async def database_gone() -> None:
         raise _outage()
+
+    @router.get("/pool-exhausted")
+    async def pool_exhausted() -> None:
+        # Every pooled connection busy with slow work past the pool's timeout.
+        raise PoolTimeout("QueuePool limit of size 5 overflow 10 reached, timed out")
 
     @router.get("/cached")
     async def cached() -> Response:
@@ -283,3 +289,16 @@ def test_docs_page_cannot_be_broken_out_of() -> None:
     page = docs_page('<b>"x"</b>', "/p</script><script>alert(1)</script>/openapi.json")
     assert page.count("</script>") == 2
     assert "<b>" not in page
+
+
+async def test_a_pool_with_no_free_connection_is_503_not_500(
+    client: httpx.AsyncClient, log_stream: io.StringIO
+) -> None:
+    """No connection free within the pool's timeout (40 slow searches held them all, and
+    a web form's lead got 500) is the database not answering: 503 with Retry-After."""
+    response = await client.get("/v1/test/pool-exhausted")
+    assert response.status_code == 503
+    assert response.json()["code"] == "database_unavailable"
+    assert response.headers.get("retry-after")
+    assert _lines(log_stream, "http.unhandled_error") == []
+    assert len(_lines(log_stream, "http.database_unavailable")) == 1

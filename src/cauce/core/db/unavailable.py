@@ -4,12 +4,17 @@ to a bug: shared by the HTTP layer (503, one throttled warning) and the job disp
 from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 
 def database_unavailable(exc: BaseException) -> bool:
-    """A lost connection (PostgreSQL restarted, the network dropped it) or a database
-    that is not answering ("database is locked" past SQLite's busy timeout, connection
-    refused): the caller can retry, so 503, not 500. Everything was rolled back."""
+    """A lost connection (PostgreSQL restarted, the network dropped it), a database that
+    is not answering ("database is locked" past SQLite's busy timeout, connection
+    refused, a full disk), or no connection free in the pool within its timeout (every
+    one busy with slow work): the caller can retry, so 503, not 500. Everything was
+    rolled back."""
+    if isinstance(exc, PoolTimeout):
+        return True
     return isinstance(exc, DBAPIError) and (
         exc.connection_invalidated or isinstance(exc, OperationalError)
     )

@@ -28,7 +28,9 @@ access_log = structlog.get_logger("cauce.access")
 log = structlog.get_logger("cauce.http")
 _INTERNAL_DETAIL = "an unexpected error occurred; quote the request id when reporting it"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_UNAVAILABLE_DETAIL = "the database did not answer (lost connection or busy); retry shortly"
+_UNAVAILABLE_DETAIL = (
+    "the database did not answer (a lost connection, busy, or out of space); retry shortly"
+)
 RETRY_AFTER_SECONDS = 1
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # The status recorded (access log, `cauce_http_requests_total`) for a request whose
