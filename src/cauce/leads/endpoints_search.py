@@ -85,6 +85,20 @@ def _not_below(low: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+# Each word of `q` is one LIKE over every lead (`repository_lead.search_words`).
+MAX_SEARCH_WORDS = 8
+
+
+def _few_words(value: str | None) -> str | None:
+    if value is not None and len(repo_lead.search_words(value)) > MAX_SEARCH_WORDS:
+        raise PydanticCustomError(
+            "too_many_words",
+            "at most {most} different words (each is searched in every lead)",
+            {"most": MAX_SEARCH_WORDS},
+        )
+    return value
+
+
 class LeadSearch(BaseModel):
     """Query filters of `GET /v1/leads/export.csv` (and of `GET /v1/leads`)."""
 
@@ -103,7 +117,12 @@ class LeadSearch(BaseModel):
     created_before: Annotated[Instant | None, _not_below("created_after")] = None
     min_score: int | None = Field(default=None, ge=0, le=100)
     max_score: Annotated[int | None, _not_below("min_score")] = Field(default=None, ge=0, le=100)
-    q: str | None = Field(default=None, max_length=200, description="Free text")
+    q: Annotated[str | None, AfterValidator(_few_words)] = Field(
+        default=None,
+        max_length=200,
+        description=f"Free text: up to {MAX_SEARCH_WORDS} words, each found somewhere in the "
+        "lead (accents, case and punctuation aside)",
+    )
     held: bool | None = Field(
         default=None,
         description="true: only leads held for review (possible duplicates); "

@@ -161,7 +161,7 @@ async def search(
         conditions.append(Lead.score >= query.min_score)
     if query.max_score is not None:
         conditions.append(Lead.score <= query.max_score)
-    words = fold(query.text).split()
+    words = search_words(query.text)
     if words:  # each word somewhere; accents, case and punctuation aside (search_text_of)
         conditions.extend(Lead.search_text.like(f"%{word}%") for word in words)
     elif query.text:  # only punctuation ("@"): as typed, in any case
@@ -177,6 +177,18 @@ async def search(
     if conditions:
         statement = statement.where(*conditions)
     return list((await session.scalars(statement)).all())
+
+
+def search_words(text: str | None) -> list[str]:
+    """The words of a free-text query, folded as `search_text` is, each once, leaving out
+    a word inside another (`ana` finds every lead `a` would): each is one LIKE over the
+    whole table, so "e a o i ..." is not a hundred of them."""
+    words = sorted(set(fold(text).split()), key=len, reverse=True)
+    kept: list[str] = []
+    for word in words:
+        if not any(word in longer for longer in kept):
+            kept.append(word)
+    return kept
 
 
 async def erase_personal_data(session: AsyncSession, lead_id: int) -> None:
