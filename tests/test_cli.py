@@ -17,6 +17,7 @@ import sqlalchemy
 from alembic.script import ScriptDirectory
 from prometheus_client.parser import text_string_to_metric_families
 
+from cauce.cli_serve import WORKER_HEALTHCHECK_SECONDS, processes_config
 from cauce.core.db.migrate import alembic_config
 from tests.conftest import TEST_SECRET
 
@@ -193,6 +194,15 @@ def _children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(c) for c in (task / "children").read_text().split()]
     return found
+
+
+def test_serve_processes_get_time_to_start_before_their_supervisor_gives_up() -> None:
+    """uvicorn kills a process that misses its 5 s health ping and starts another; on a
+    busy 2-core machine processes still importing missed it, and a restart took 18-29 s
+    (found by a crash audit). `serve --workers N` gives them 30 s."""
+    config = processes_config(2, {"host": "127.0.0.1", "port": 0})
+    assert config.workers == 2
+    assert config.timeout_worker_healthcheck == WORKER_HEALTHCHECK_SECONDS >= 30
 
 
 def test_serve_with_workers_runs_processes_that_share_the_port(

@@ -67,6 +67,18 @@ def serve_processes(config: Config, sock: socket.socket) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+# How long the supervisor waits for a process to answer its health ping before it kills
+# it and starts another. uvicorn's 5 s killed processes still starting (importing, the
+# app's start-up) on a busy 2-core machine: a restart took 18-29 s, once over 60 s.
+WORKER_HEALTHCHECK_SECONDS = 30
+
+
 def processes_config(processes: int, options: dict[str, Any]) -> Config:
     """uvicorn's configuration of `processes` processes building the app themselves."""
-    return Config("cauce.app:app_from_environment", factory=True, workers=processes, **options)
+    return Config(
+        "cauce.app:app_from_environment",
+        factory=True,
+        workers=processes,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+        **options,
+    )
