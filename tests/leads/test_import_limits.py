@@ -6,6 +6,7 @@ too; the file streams straight to its place, refused as soon as it passes
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,24 @@ async def test_a_form_that_cannot_be_read_is_a_400_and_leaves_no_file(
     assert response.json()["code"] == "bad_request"
     assert detail in response.json()["detail"]
     assert _uploads(limited_app) == []
+
+
+async def test_the_upload_is_on_the_disk_itself_before_its_import_is_recorded(
+    limited_app: FastAPI, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file and its directory entry are fsynced before the import row commits: after a
+    power cut the job would read a truncated file and report its rows as the import's."""
+    from cauce.leads import imports_upload
+
+    synced: list[str] = []
+    real_fsync = imports_upload.os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(imports_upload.os, "fsync", fsync)
+    response = await post_csv(api, _csv(10))
+    assert response.status_code == 202, response.text
+    [upload] = _uploads(limited_app)
+    assert synced == [str(upload), str(upload.parent)]

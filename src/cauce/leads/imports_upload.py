@@ -18,6 +18,7 @@ is still receiving; the transaction recording the import checks again (`check_ro
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import hashlib
@@ -269,6 +270,25 @@ def _form_encoding(headers: Mapping[str, str]) -> tuple[bytes, str]:
         return boundary, "latin-1"
 
 
+async def _close_durably(out: BinaryIO, target: Path) -> None:
+    """Flush the upload to the disk itself, and its name in the directory, before the
+    import that reads it is committed: after a power cut the job would otherwise read a
+    truncated file and report the rows it found as the whole import. In a thread: a
+    large file takes a while."""
+
+    def sync() -> None:
+        out.flush()
+        os.fsync(out.fileno())
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    await asyncio.to_thread(sync)
+    out.close()
+
+
 async def receive_form(
     rt: LeadsRuntime,
     headers: Mapping[str, str],
@@ -303,7 +323,7 @@ async def receive_form(
             out = os.fdopen(create_private(target), "wb")
         if out is not None:
             out.write(parts.take_pending())
-            out.close()
+            await _close_durably(out, target)
     except BaseException:
         if out is not None:
             out.close()
@@ -336,6 +356,7 @@ async def store_upload(
                 if len(head) < SAMPLE_BYTES:
                     head += chunk[: SAMPLE_BYTES - len(head)]
                 out.write(chunk)
+            await _close_durably(out, target)
         CsvLeadReader.from_options(options).probe(head, at_eof=size <= len(head))
     except BaseException:
         target.unlink(missing_ok=True)
