@@ -10,7 +10,7 @@ from typing import Annotated, Any, Final, Literal, Self
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from cauce.leads.field_types import CountryCode, TokenText, field_error
+from cauce.leads.field_types import CountryCode, TokenText, few_entries, field_error
 from cauce.leads.schemas import RequestModel
 
 # A lead's public id: a UUID, matched in any case (stored in lower case).
@@ -78,15 +78,7 @@ class ImportOptionsIn(RequestModel):
     @field_validator("mapping", mode="before")
     @classmethod
     def _mapping_count(cls, value: Any) -> Any:
-        # Counted before its entries are checked, each of which may be an error of its own
-        # (1 MiB of options held ~60,000 of them).
-        if isinstance(value, dict) and len(value) > MAX_MAPPING_ENTRIES:
-            raise PydanticCustomError(
-                "too_long",
-                "Dictionary should have at most {max_length} items, not {actual_length}",
-                {"max_length": MAX_MAPPING_ENTRIES, "actual_length": len(value)},
-            )
-        return value
+        return few_entries(value, MAX_MAPPING_ENTRIES)  # before each entry is checked
 
 
 __all__ = ["ImportOptionsIn", "ImportUnknownColumns", "LeadReviewIn"]
