@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 import cauce
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database
+from cauce.core.db.disk import disk_check
 from cauce.core.db.migrate import prepare_schema
 from cauce.core.http.registry import HttpClients
 from cauce.core.http.setup import build_http_clients
@@ -134,7 +135,11 @@ async def open_resources(
             jobs=queue,
             tasks=task_registry,
             job_metrics=job_metrics,
-            health_checks={"database": db.ping, "jobs": queue.check},
+            health_checks={
+                "database": db.ping,
+                "jobs": queue.check,
+                "disk": disk_check(settings.data_dir),
+            },
             health_details={"jobs": {"engine": queue.engine}},
             before_scrape=[refresh_job_gauges],
         )

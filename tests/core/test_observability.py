@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from cauce.app import YOUNG_COLLECTION_THRESHOLD, create_app
 from cauce.core.config import Settings
-from cauce.core.db import Database
+from cauce.core.db import Database, disk
 from cauce.core.observability.logging import configure_logging
 from cauce.core.observability.redact import redact_event, redact_text
 from tests.conftest import make_settings
@@ -217,6 +218,20 @@ async def test_readyz_503_when_database_is_gone(
     await engine.dispose()
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "failed"
+
+
+async def test_readyz_503_when_the_data_disk_is_almost_full(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk refuses every write while reads (the database's check) still pass: the
+    disk check fails below 64 MiB free on the data directory's file system."""
+    assert (await client.get("/readyz")).json()["checks"]["disk"] == "ok"
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: SimpleNamespace(free=1024**2))
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["checks"]["database"], body["checks"]["disk"]) == ("ok", "failed")
+    assert "disk (DataDiskFull)" in body["detail"]
 
 
 async def test_openapi_lists_routes_and_auth(client: httpx.AsyncClient) -> None:

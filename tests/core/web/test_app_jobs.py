@@ -134,6 +134,7 @@ async def test_readyz_names_the_engine(
         "checks": {
             "database": "ok",
             "jobs": {"status": "ok", "engine": ENGINES[backend], "worker": worker},
+            "disk": "ok",
         },
     }
 
