@@ -10,16 +10,19 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy
+import uvicorn
 from alembic.script import ScriptDirectory
 from prometheus_client.parser import text_string_to_metric_families
 
+from cauce.cli import server_options
 from cauce.cli_serve import WORKER_HEALTHCHECK_SECONDS, processes_config
 from cauce.core.db.migrate import alembic_config
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, make_settings
 
 (HEAD,) = ScriptDirectory.from_config(alembic_config()).get_heads()
 
@@ -194,6 +197,41 @@ def _children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(c) for c in (task / "children").read_text().split()]
     return found
+
+
+async def _client_seen(options: dict[str, Any], peer: str, forwarded: str) -> str:
+    """The client address an app served with `options` sees for a request from `peer`
+    that says it was forwarded for `forwarded`."""
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["client"][0])
+
+    config = uvicorn.Config(app, **{k: v for k, v in options.items() if k != "lifespan"})
+    config.load()
+    scope = {
+        "type": "http",
+        "client": (peer, 40000),
+        "scheme": "http",
+        "headers": [(b"x-forwarded-for", forwarded.encode())],
+    }
+    await config.loaded_app(scope, None, None)
+    return seen[0]
+
+
+async def test_forwarded_addresses_are_believed_only_from_trusted_proxies(
+    tmp_path: Path,
+) -> None:
+    """By default the peer is the client (a client could otherwise name any address in
+    the access log); with `CAUCE_HTTP__TRUSTED_PROXIES`, that proxy's X-Forwarded-For is."""
+    plain = server_options(make_settings(tmp_path), None, None)
+    assert await _client_seen(plain, "10.0.0.5", "203.0.113.9") == "10.0.0.5"
+    trusting = server_options(
+        make_settings(tmp_path, http={"trusted_proxies": "10.0.0.5, 10.0.1.0/24"}), None, None
+    )
+    assert await _client_seen(trusting, "10.0.0.5", "203.0.113.9") == "203.0.113.9"
+    assert await _client_seen(trusting, "10.0.1.7", "203.0.113.9") == "203.0.113.9"
+    assert await _client_seen(trusting, "192.0.2.1", "203.0.113.9") == "192.0.2.1"
 
 
 def test_serve_processes_get_time_to_start_before_their_supervisor_gives_up() -> None:

@@ -74,6 +74,26 @@ def _setup_logging(settings: Settings) -> None:
     configure_logging(settings)
 
 
+def server_options(settings: Settings, host: str | None, port: int | None) -> dict[str, Any]:
+    """uvicorn's options for `cauce serve`. Forwarded headers are believed only from
+    `http.trusted_proxies`: from anyone else they would let a client choose the address
+    the access log and traces give it."""
+    proxies = settings.http.trusted_proxies.strip()
+    options: dict[str, Any] = {
+        "host": host or settings.http.host,
+        "port": port or settings.http.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": bool(proxies),
+        "server_header": False,
+        "timeout_graceful_shutdown": int(settings.http.graceful_shutdown_seconds),
+        "lifespan": "on",
+    }
+    if proxies:
+        options["forwarded_allow_ips"] = proxies
+    return options
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind [CAUCE_HTTP__HOST]")] = None,
@@ -105,16 +125,7 @@ def serve(
     # Check the schema and the active scoring model before uvicorn starts, so a refusal
     # is one clear line, not a lifespan traceback.
     _run(_preflight(settings))
-    options: dict[str, Any] = {
-        "host": host or settings.http.host,
-        "port": port or settings.http.port,
-        "log_config": None,
-        "access_log": False,
-        "proxy_headers": False,
-        "server_header": False,
-        "timeout_graceful_shutdown": int(settings.http.graceful_shutdown_seconds),
-        "lifespan": "on",
-    }
+    options = server_options(settings, host, port)
     if processes > 1:
         _serve_processes(processes, options)
         return

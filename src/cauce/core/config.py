@@ -103,6 +103,12 @@ class HttpSettings(_Section):
     workers: int = Field(
         default=1, ge=1, le=64, description="`cauce serve` processes (PostgreSQL only)"
     )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks of the reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed (the client's address in the "
+        "access log and traces); empty: none, the peer is the client",
+    )
     idempotency_purge_cron: CronOrOff = Field(
         default="23 * * * *",
         description="When expired Idempotency-Key answers (kept 24 h) are deleted, as a "
