@@ -6,6 +6,7 @@ import gc
 import io
 import json
 import logging
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from cauce.app import YOUNG_COLLECTION_THRESHOLD, create_app
 from cauce.core.config import Settings
-from cauce.core.db import Database, disk
+from cauce.core.db import Database
 from cauce.core.observability.logging import configure_logging
 from cauce.core.observability.redact import redact_event, redact_text
 from tests.conftest import make_settings
@@ -226,7 +227,7 @@ async def test_readyz_503_when_the_data_disk_is_almost_full(
     """A full disk refuses every write while reads (the database's check) still pass: the
     disk check fails below 64 MiB free on the data directory's file system."""
     assert (await client.get("/readyz")).json()["checks"]["disk"] == "ok"
-    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: SimpleNamespace(free=1024**2))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=1024**2))
     response = await client.get("/readyz")
     assert response.status_code == 503
     body = response.json()

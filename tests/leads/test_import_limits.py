@@ -259,16 +259,14 @@ async def test_the_upload_is_on_the_disk_itself_before_its_import_is_recorded(
 ) -> None:
     """The file and its directory entry are fsynced before the import row commits: after a
     power cut the job would read a truncated file and report its rows as the import's."""
-    from cauce.leads import imports_upload
-
     synced: list[str] = []
-    real_fsync = imports_upload.os.fsync
+    real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    monkeypatch.setattr(imports_upload.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)  # the module calls os.fsync
     response = await post_csv(api, _csv(10))
     assert response.status_code == 202, response.text
     [upload] = _uploads(limited_app)
