@@ -380,3 +380,19 @@ async def test_import_options_with_thousands_of_members_answer_small(
     errors = bad_values.json()["errors"]
     assert len(errors) == MAX_ITEM_ERRORS + 1
     assert errors[-1]["type"] == TOO_MANY_ERRORS
+
+
+async def test_a_write_only_key_cannot_import(leads_app: FastAPI) -> None:
+    """An import's answer, and its replay, show the import's counts (rows merged into
+    stored leads): an upload needs `leads:read` too, as the status does."""
+    async with await _client(leads_app, WRITE_ONLY) as writer:
+        response = await writer.post(
+            "/v1/leads/import",
+            files={"file": ("leads.csv", b"email\nknown@empresa.es\n", "text/csv")},
+            headers={"Idempotency-Key": "probe-1"},
+        )
+    assert response.status_code == 403, response.text
+    assert "leads:read" in response.json()["detail"]
+    rt: LeadsRuntime = leads_app.state.leads
+    imports_dir = rt.settings.data_dir / "imports"
+    assert not imports_dir.exists() or not any(imports_dir.iterdir())

@@ -47,8 +47,9 @@ from cauce.leads.service import LeadsRuntime
 
 imports_router = APIRouter(prefix="/v1/leads/import", route_class=CauceRoute, tags=["leads"])
 
-Write = Annotated[Principal, Depends(require_scope("leads:write"))]
-# A cancel answers the import's status, which `GET` shows only to `leads:read`.
+# An upload and a cancel answer the import's status, which `GET` shows only to
+# `leads:read`: a replayed upload shows its counts (rows merged into stored leads), which
+# would tell a web form's write-only key which emails and phones Cauce holds.
 WriteRead = Annotated[Principal, Depends(require_scopes("leads:write", "leads:read"))]
 Read = Annotated[Principal, Depends(require_scope("leads:read"))]
 
@@ -116,7 +117,7 @@ def _names_the_file() -> Iterator[None]:
 # The error answers of the routes below, for the OpenAPI document (ADR 0003).
 NO_SUCH_IMPORT: Final = "`import_not_found`: no import with this id"
 UPLOAD_PROBLEMS: Final[dict[int, Reasons]] = {
-    **key_problems("leads:write"),
+    **key_problems("leads:write", "leads:read"),
     400: [
         NUL_IN_URL,
         "`bad_request`: the multipart form cannot be read",
@@ -169,7 +170,7 @@ IMPORT_ID: Final = {"parameters": [path_parameter("import_id", "The import's `id
     responses=problems(UPLOAD_PROBLEMS),
     openapi_extra=import_form.UPLOAD_BODY | {"parameters": [IDEMPOTENCY_KEY]},
 )
-async def start_import(request: Request, principal: Write) -> Response:
+async def start_import(request: Request, principal: WriteRead) -> Response:
     """Store the file and queue its import; poll the returned status for progress.
 
     The body is `multipart/form-data`: the CSV as the file part `file`, and optionally
