@@ -275,7 +275,7 @@ def test_serve_with_workers_runs_processes_that_share_the_port(
             "--name",
             "w",
             "--scopes",
-            "leads:write",
+            "leads:write,leads:read",
         ],
         cwd=tmp_path,
         env=env,
