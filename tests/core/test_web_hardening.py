@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from cauce.app import create_app
 from cauce.core.config import Settings
+from cauce.core.db.unavailable import database_unavailable
 from cauce.core.observability.logging import LogThrottle, configure_logging
 from cauce.core.observability.metrics import HttpMetrics, build_registry
 from cauce.core.web.middleware import RequestContextMiddleware
@@ -302,3 +304,27 @@ async def test_a_pool_with_no_free_connection_is_503_not_500(
     assert response.headers.get("retry-after")
     assert _lines(log_stream, "http.unhandled_error") == []
     assert len(_lines(log_stream, "http.database_unavailable")) == 1
+
+
+def test_sqlite_bugs_are_not_outages() -> None:
+    """SQLite reports a wrong statement as an OperationalError too: that is a bug (500,
+    with its traceback), while a locked, full or unreadable database is an outage (503)."""
+
+    def wrapped(message: str) -> OperationalError:
+        return OperationalError("SELECT 1", {}, sqlite3.OperationalError(message))
+
+    for outage in (
+        "database is locked",
+        "database or disk is full",
+        "disk I/O error",
+        "unable to open database file",
+        "attempt to write a readonly database",
+    ):
+        assert database_unavailable(wrapped(outage)), outage
+    for bug in (
+        "no such column: leads.nope",
+        'near "SELEC": syntax error',
+        "too many SQL variables",
+        "no such table: nope",
+    ):
+        assert not database_unavailable(wrapped(bug)), bug

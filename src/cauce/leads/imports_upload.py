@@ -277,16 +277,27 @@ async def _close_durably(out: BinaryIO, target: Path) -> None:
     large file takes a while."""
 
     def sync() -> None:
-        out.flush()
-        os.fsync(out.fileno())
+        try:
+            out.flush()
+            os.fsync(out.fileno())
+        finally:
+            out.close()  # here, not by a caller cancelled meanwhile: the thread uses it
         directory = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
 
-    await asyncio.to_thread(sync)
-    out.close()
+    done = asyncio.ensure_future(asyncio.to_thread(sync))
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        # Cancelled (a shutdown): the thread finishes with the file before the caller's
+        # clean-up deletes it.
+        await asyncio.wait([done])
+        if not done.cancelled():
+            done.exception()  # retrieved: the cancellation is what the caller gets
+        raise
 
 
 async def receive_form(

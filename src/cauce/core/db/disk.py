@@ -8,6 +8,7 @@ with every write refused. This check makes the load balancer see it.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,8 +34,13 @@ def disk_check(data_dir: Path, min_free: int = MIN_FREE_BYTES) -> Callable[[], A
     """A readiness check (`/readyz`'s `disk`) that fails when `data_dir`'s file system
     has less than `min_free` bytes free."""
 
+    def free_bytes() -> int:
+        return shutil.disk_usage(_existing(data_dir)).free
+
     async def check() -> None:
-        free = shutil.disk_usage(_existing(data_dir)).free
+        # In a thread: a hung network mount would otherwise block every request, and the
+        # readiness timeout cannot interrupt a call that never gives the loop back.
+        free = await asyncio.to_thread(free_bytes)
         if free < min_free:
             raise DataDiskFull(f"{free} bytes free, below {min_free}")
 

@@ -3,8 +3,17 @@ to a bug: shared by the HTTP layer (503, one throttled warning) and the job disp
 
 from __future__ import annotations
 
+import re
+import sqlite3
+
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+# SQLite's messages for a database that is busy or cannot be written now, as opposed to
+# a statement that is wrong.
+_SQLITE_UNAVAILABLE = re.compile(
+    r"locked|busy|disk|i/o|unable to open|readonly|out of memory|interrupted", re.IGNORECASE
+)
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -15,9 +24,15 @@ def database_unavailable(exc: BaseException) -> bool:
     rolled back."""
     if isinstance(exc, PoolTimeout):
         return True
-    return isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated or isinstance(exc, OperationalError)
-    )
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc.orig, sqlite3.OperationalError):
+        # SQLite reports a bug (no such column, a syntax error, too many variables) as an
+        # OperationalError too: that is a 500 with its traceback, not an outage.
+        return _SQLITE_UNAVAILABLE.search(str(exc.orig)) is not None
+    return isinstance(exc, OperationalError)
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
