@@ -311,3 +311,16 @@ async def test_echo_shows_the_values_on_purpose(settings_factory: SettingsFactor
     values anyway) errors show them too."""
     error = await _failing_insert(settings_factory(db={"echo": True}))
     assert SECRET in str(error)
+
+
+def test_a_default_port_spelled_out_is_the_same_origin() -> None:
+    """`https://crm.es:443` is `https://crm.es` (yarl's `origin()` tells them apart, and a
+    same-host redirect lost its credentials); scheme, host or another port still differ."""
+    from yarl import URL
+
+    from cauce.core.http.client import _origin
+
+    base = _origin(URL("https://crm.es/a"))
+    assert _origin(URL("https://CRM.es:443/b")) == base
+    for other in ("http://crm.es/a", "https://crm.es:8443/a", "https://api.crm.es/a"):
+        assert _origin(URL(other)) != base, other

@@ -46,6 +46,14 @@ from cauce.core.security.ssrf import SsrfGuard
 __all__ = ["UpstreamClient"]
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    """Scheme, host and port, the port spelled out or not (`https://a.es:443` is
+    `https://a.es`, which yarl's `origin()` tells apart)."""
+    return url.scheme, url.host, url.port
+
+
 # The only caller-set headers a redirect carries to another origin: none of them can
 # hold a credential. Everything else (Authorization, Cookie, x-api-token, api-key, a
 # webhook's signature...) stays on the origin the caller addressed.
@@ -212,7 +220,7 @@ class UpstreamClient:
                 method = "GET" if method != "HEAD" else "HEAD"
                 body = None
                 headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-            if target.origin() != url.origin():
+            if _origin(target) != _origin(url):
                 headers = self._cross_origin_headers(headers)
             url = target
             text = str(target)
