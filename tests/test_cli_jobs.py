@@ -242,7 +242,13 @@ async def test_sigterm_finishes_or_releases_jobs_of_a_real_worker(
             async with unit_of_work(db.sessionmaker) as session:
                 short = (await queue.defer(session, PROBE_TASK, {"sleep_seconds": 0.5})).job_id
                 long = (await queue.defer(session, PROBE_TASK, {"sleep_seconds": 60})).job_id
-            await until("SELECT count(*) FROM job_attempts WHERE outcome = 'running'", 2)
+            # The probes' own attempts: the worker also runs its periodic jobs (a purge at
+            # start), whose running attempt let SIGTERM come before a probe had started.
+            await until(
+                "SELECT count(*) FROM job_attempts WHERE outcome = 'running' "
+                f"AND job_id IN ({int(short)}, {int(long)})",
+                2,
+            )
             proc.send_signal(signal.SIGTERM)
             assert await proc.wait() == 0, log_path.read_text()
         short_view, long_view = await queue.get(short), await queue.get(long)
