@@ -152,15 +152,19 @@ class LeadMaker:
 SETTING_OPTIONS = {
     "group_max": "CAUCE_LEADS__INTAKE_GROUP_MAX",
     "max_candidates": "CAUCE_LEADS__DEDUPE__MAX_CANDIDATES",
+    "candidate_cache": "CAUCE_LEADS__CANDIDATE_CACHE_SIZE",
 }
 
 
 def add_setting_options(parser: argparse.ArgumentParser) -> None:
-    """`--group-max` and `--max-candidates`, read by `cauce_env`."""
+    """`--group-max`, `--max-candidates` and `--candidate-cache`, read by `cauce_env`."""
     parser.add_argument(
         "--group-max", type=int, help="Cauce's leads.intake_group_max (1: no group commit)"
     )
     parser.add_argument("--max-candidates", type=int, help="Cauce's leads.dedupe.max_candidates")
+    parser.add_argument(
+        "--candidate-cache", type=int, help="Cauce's leads.candidate_cache_size (0: none)"
+    )
 
 
 def free_port() -> int:

@@ -4,11 +4,19 @@
 (`KnownLeads`) when they are still at the version held, and reads and prepares the rest.
 What an intake read or wrote joins the cache only when its transaction commits
 (`hold_on_commit`): a rollback, a savepoint's included, drops it (ADR 0010).
+
+`warm` fills an empty cache when a process starts, so the first intakes after a restart
+do not read and prepare every candidate again (at 200,000 stored leads they ran at half
+the rate until the cache had filled).
 """
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncio
+import time
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.db import on_commit
 from cauce.leads import repository as repo
@@ -51,3 +59,42 @@ def hold_on_commit(session: AsyncSession, cache: KnownLeads, leads: dict[int, Kn
                 cache.hold(lead_id, known)
 
         on_commit(session, hold)
+
+
+log = structlog.get_logger(__name__)
+
+# Leads a warm-up reads a transaction (~15-20 ms of preparing: it hands the loop a turn
+# after each page).
+WARM_PAGE = 1000
+
+
+async def warm(sessionmaker: async_sessionmaker[AsyncSession], cache: KnownLeads) -> int:
+    """Fill `cache`'s free room with the stored leads not erased, newest first, one page
+    a transaction; how many it offered. What intake holds meanwhile stays (`offer` only
+    fills room): a warm-up never evicts, and stops when the cache is full."""
+    started, offered, before = time.monotonic(), 0, None
+    while (room := cache.room()) > 0:
+        async with sessionmaker() as session:
+            rows = await repo.newest_match_rows(session, before, min(room, WARM_PAGE))
+            read = {
+                lead_id: Known.read(version, uid, values) for lead_id, uid, version, values in rows
+            }
+
+            def offer(read: dict[int, Known] = read) -> None:
+                for lead_id, known in read.items():
+                    cache.offer(lead_id, known)
+
+            on_commit(session, offer)
+            await session.commit()
+        offered += len(rows)
+        if len(rows) < min(room, WARM_PAGE):
+            break
+        before = rows[-1][0]
+        await asyncio.sleep(0)
+    log.info(
+        "leads.candidates_warmed",
+        leads=offered,
+        held=len(cache),
+        seconds=round(time.monotonic() - started, 2),
+    )
+    return offered

@@ -32,6 +32,7 @@ from cauce.leads.matching.plan import (
     BatchMatcher,
     provisional,
     record_of,
+    shared_row,
     stored_keys,
 )
 from cauce.leads.matching.record import Features, prepare
@@ -265,7 +266,7 @@ class IntakeWriter:
         out: dict[int, Known] = {}
         for lead_id in [*self.new, *self.stored]:
             lead = self.lead(lead_id)
-            values = tuple(getattr(lead, name) for name in MATCH_COLUMNS)
+            values = shared_row(tuple(getattr(lead, name) for name in MATCH_COLUMNS))
             out[lead.id] = Known(lead.version, lead.uid, values, matcher.prepared(lead_id, values))
         return out
 

@@ -189,6 +189,19 @@ async def match_rows(
     return [(row[0], row[1], row[2], tuple(row[3:])) for row in result.all()]
 
 
+async def newest_match_rows(
+    session: AsyncSession, before: int | None, limit: int
+) -> list[tuple[int, str, int, tuple[str | None, ...]]]:
+    """`match_rows` of the newest leads not erased with ids below `before` (None: all),
+    at most `limit`, newest first (a walk down the primary key, one page at a time)."""
+    statement = _MATCH_SELECT.where(LEADS.c.erased_at.is_(None))
+    if before is not None:
+        statement = statement.where(LEADS.c.id < before)
+    conn = await _connection(session)
+    result = await conn.execute(statement.order_by(LEADS.c.id.desc()).limit(limit))
+    return [(row[0], row[1], row[2], tuple(row[3:])) for row in result.all()]
+
+
 async def live_versions(session: AsyncSession, ids: Collection[int]) -> list[tuple[int, int]]:
     """(id, version) of the leads with these ids not erased."""
     if not ids:

@@ -95,6 +95,8 @@ class LeadsRuntime:
     known: KnownLeads = field(default_factory=KnownLeads)
     # Group commit of `POST /v1/leads` (None: each lead in its own transaction).
     groups: IntakeGroups | None = None
+    # Filling `known` at start-up (`candidates.warm`), while it runs.
+    warming: asyncio.Task[None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

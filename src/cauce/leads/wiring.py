@@ -6,6 +6,7 @@ context's job handlers; `routers` are its HTTP routes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,12 +23,14 @@ from cauce.core.jobs.ports import JobQueue
 from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.web.idempotency import IdempotencyStore
 from cauce.leads.adapters import build_crm
+from cauce.leads.candidates import warm
 from cauce.leads.endpoints import router
 from cauce.leads.endpoints_imports import imports_router
 from cauce.leads.endpoints_search import search_router
 from cauce.leads.endpoints_webhooks import webhooks_router
 from cauce.leads.imports_upkeep import register_import_task
 from cauce.leads.intake_groups import IntakeGroups
+from cauce.leads.matching.known import KnownLeads
 from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.ports import CrmClient
 from cauce.leads.scoring import MODEL_STORE_PATH, PointsModel
@@ -92,6 +95,15 @@ def _scorer(settings: Settings) -> Scorer:
     return learned
 
 
+async def _warm(sessionmaker: async_sessionmaker[AsyncSession], known: KnownLeads) -> None:
+    # A process that cannot read its leads now (the database is down) starts cold: its
+    # intakes read the candidates they need, as they would have anyway.
+    try:
+        await warm(sessionmaker, known)
+    except Exception as error:  # noqa: BLE001 - logged; intake works without it
+        log.warning("leads.candidates_warm_failed", error=type(error).__name__)
+
+
 @asynccontextmanager
 async def open_leads(
     settings: Settings,
@@ -113,6 +125,7 @@ async def open_leads(
         queue=queue,
         scorer=_scorer(settings),
         metrics=LeadsMetrics(registry),
+        known=KnownLeads(settings.leads.candidate_cache_size),
     )
     client = crm if crm is not None else build_crm(settings, http_clients)
     tracer = tracer_provider.get_tracer("cauce.leads") if tracer_provider else None
@@ -123,9 +136,15 @@ async def open_leads(
     register_import_task(tasks, lambda: runtime)
     if settings.leads.intake_group_max > 1:
         runtime.groups = IntakeGroups(runtime, IdempotencyStore(), tracer=tracer)
+    runtime.warming = asyncio.create_task(
+        _warm(sessionmaker, runtime.known), name="leads-candidates-warm-up"
+    )
     try:
         yield runtime
     finally:
+        if runtime.warming is not None:
+            runtime.warming.cancel()
+            await asyncio.gather(runtime.warming, return_exceptions=True)
         groups, runtime.groups = runtime.groups, None  # a late request runs on its own
         if groups is not None:
             await groups.aclose()

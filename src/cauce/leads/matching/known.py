@@ -25,10 +25,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from cauce.leads.matching.plan import MatchRow, prepare_row
+from cauce.leads.matching.plan import MatchRow, prepare_row, shared_row
 from cauce.leads.matching.record import Features
 
-DEFAULT_SIZE = 1 << 15
+DEFAULT_SIZE = 1 << 18  # `leads.candidate_cache_size`'s default
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ class Known:
     @classmethod
     def read(cls, version: int, uid: str, values: MatchRow) -> Known:
         """A lead as read from its row, prepared."""
-        return cls(version, uid, values, prepare_row(values))
+        return cls(version, uid, shared_row(values), prepare_row(values))
 
 
 class KnownLeads:
@@ -78,6 +78,19 @@ class KnownLeads:
         self._by_id.move_to_end(lead_id)
         while len(self._by_id) > self.size:
             self._by_id.popitem(last=False)
+
+    def room(self) -> int:
+        """How many more leads fit before the least recently used one must go."""
+        return max(self.size - len(self._by_id), 0)
+
+    def offer(self, lead_id: int, known: Known) -> None:
+        """Hold a lead read by a warm-up (`candidates.warm`), once committed: only into
+        free room, only if not held at all (what intake holds stays as it is), and as the
+        least recently used (the first out, before anything intake used)."""
+        if lead_id in self._by_id or lead_id in self._forgotten or len(self._by_id) >= self.size:
+            return
+        self._by_id[lead_id] = known
+        self._by_id.move_to_end(lead_id, last=False)
 
     def forget(self, lead_id: int) -> None:
         """Drop a lead and never hold it again (erased here: its personal data should not

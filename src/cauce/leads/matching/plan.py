@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
@@ -258,6 +259,21 @@ class BlockView:
 
 # A lead's `MATCH_COLUMNS` values, in that order.
 MatchRow = tuple[str | None, ...]
+# The columns whose values many leads share (names, companies, places), one run of them:
+# first_name, last_name, company, city, region, country.
+_SHARED_VALUES: Final = slice(MATCH_COLUMNS.index("first_name"), MATCH_COLUMNS.index("country") + 1)
+
+
+def _intern(value: str | None) -> str | None:
+    return None if value is None else sys.intern(value)
+
+
+def shared_row(values: MatchRow) -> MatchRow:
+    """`values` with the names, companies and places that many leads share as one string
+    object each (`sys.intern`): a process keeps stored leads' values by the hundred
+    thousand (`known.KnownLeads`), and a row read from the database has its own copies."""
+    shared = _SHARED_VALUES
+    return values[: shared.start] + tuple(map(_intern, values[shared])) + values[shared.stop :]
 
 
 def prepare_row(values: MatchRow) -> Features:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -159,8 +160,16 @@ def role_mailbox(email: str) -> bool:
     return _mailbox_name(email) in ROLE_MAILBOXES
 
 
+# The caches below also share what they return: a name, a company or a set of initials
+# that many leads have is one object in memory, not one per lead (stored candidates are
+# kept prepared by the hundred thousand: `known.KnownLeads`).
 def name_tokens(text: str | None, *, drop_particles: bool) -> tuple[str, ...]:
     """Folded words of a name; surnames also lose particles ("de la", "del", "y")."""
+    return _name_tokens(text, drop_particles)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _name_tokens(text: str | None, drop_particles: bool) -> tuple[str, ...]:
     words = fold(text).split()
     if drop_particles:
         kept = [w for w in words if w not in NAME_PARTICLES]
@@ -170,12 +179,20 @@ def name_tokens(text: str | None, *, drop_particles: bool) -> tuple[str, ...]:
 
 
 def _canonical_given(tokens: tuple[str, ...]) -> tuple[str, ...]:
+    if not any(token in NICKNAMES for token in tokens):
+        return tokens
     out: list[str] = []
     for token in tokens:
         out.extend(NICKNAMES.get(token, token).split())
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=1 << 10)
+def _initials_of(tokens: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(t[0] for t in tokens)
+
+
+@functools.lru_cache(maxsize=1 << 14)
 def company_key(company: str | None) -> str | None:
     """A company name without case, accents, punctuation or trailing legal form.
 
@@ -206,8 +223,8 @@ def prepare(record: MatchRecord) -> Features:
     """Fold a record into the forms the comparisons and blocking keys use."""
     key = email_key(record.email)
     mailbox = _mailbox_name(key) if key is not None else None
-    first = name_tokens(record.first_name, drop_particles=False)
-    last = name_tokens(record.last_names, drop_particles=True)
+    first = _name_tokens(record.first_name, False)
+    last = _name_tokens(record.last_names, True)
     canonical = _canonical_given(first)
     address = _optional(record.address)
     last_common = set(last) <= COMMON_SURNAMES
@@ -227,7 +244,7 @@ def prepare(record: MatchRecord) -> Features:
         first_canonical=canonical,
         last_tokens=last,
         first_initial=first[0][0] if first else "",
-        last_initials=frozenset(t[0] for t in last),
+        last_initials=_initials_of(last),
         last_common=last_common,
         first_common=first_common,
         canonical_common=canonical_common,
@@ -238,13 +255,17 @@ def prepare(record: MatchRecord) -> Features:
         country=country,
         dob=dob,
         address=address,
-        address_numbers=frozenset(w for w in (address or "").split() if w.isdigit()),
+        address_numbers=frozenset(w for w in (address or "").split() if w.isdigit()) or _NONE,
         # Folded text is [0-9a-z ], so "|" cannot occur in a part; None and "" both read as
         # absent wherever the keys are used.
-        name_key=f"{' '.join(first)}|{' '.join(canonical)}|{len(last)}|"
-        f"{last_common:d}{first_common:d}{canonical_common:d}",
-        place_key=f"{city or ''}|{postcode or ''}|{region or ''}|{country or ''}|{dob or ''}|"
-        f"{address is not None:d}",
+        name_key=sys.intern(
+            f"{' '.join(first)}|{' '.join(canonical)}|{len(last)}|"
+            f"{last_common:d}{first_common:d}{canonical_common:d}"
+        ),
+        place_key=sys.intern(
+            f"{city or ''}|{postcode or ''}|{region or ''}|{country or ''}|{dob or ''}|"
+            f"{address is not None:d}"
+        ),
         # Other contacts stand beside the record's own: without one (a PATCH cleared
         # it) they are not compared, nor filed as keys.
         other_email_keys=_other_keys(map(email_key, record.other_emails), key)
