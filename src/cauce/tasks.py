@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cauce.core.db.analyze import ANALYZE_TASK, analyze
 from cauce.core.jobs.builtin import register_core_tasks
-from cauce.core.jobs.registry import TaskRegistry
+from cauce.core.jobs.policy import RetryPolicy
+from cauce.core.jobs.ports import JobContext, JsonDict
+from cauce.core.jobs.registry import TaskRegistry, TaskSpec
 from cauce.core.jobs.retention import register_jobs_purge, retention_from
 from cauce.core.web.idempotency import register_idempotency_tasks
 
@@ -25,3 +28,19 @@ def register_tasks(registry: TaskRegistry, resources: Resources) -> None:
     register_idempotency_tasks(registry, resources.settings.http.idempotency_purge_cron)
     jobs = resources.settings.jobs
     register_jobs_purge(registry, retention_from(jobs), jobs.purge_cron)
+    _register_db_analyze(registry, resources)
+
+
+def _register_db_analyze(registry: TaskRegistry, resources: Resources) -> None:
+    """`core.db_analyze` (`core.db.analyze`), on `db.analyze_cron` on SQLite only."""
+    db = resources.db
+
+    async def run(_ctx: JobContext, _payload: JsonDict) -> None:
+        if db.dialect == "sqlite":  # PostgreSQL's autovacuum analyzes on its own
+            await analyze(db.sessionmaker)
+
+    # One attempt: a failed run is simply done again by the next period.
+    registry.add(TaskSpec(ANALYZE_TASK, run, policy=RetryPolicy(max_attempts=1)))
+    cron = resources.settings.db.analyze_cron
+    if cron is not None and db.dialect == "sqlite":
+        registry.schedule(cron, ANALYZE_TASK)

@@ -90,6 +90,12 @@ class DbSettings(_Section):
             "(run `cauce db upgrade` as a deploy step)."
         ),
     )
+    analyze_cron: CronOrOff = Field(
+        default="41 * * * *",
+        description="SQLite: when `core.db_analyze` refreshes the query planner's "
+        "statistics (ANALYZE), as a cron expression; `off`: never. PostgreSQL's "
+        "autovacuum does it there, and the job is not scheduled",
+    )
 
 
 class HttpSettings(_Section):
