@@ -3,9 +3,14 @@ fell out of the cache (or were never in it) are read again and still matched."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from cauce.app import Resources
 from cauce.core.config import Settings
 from cauce.core.config_leads import LeadsSettings
+from cauce.leads import wiring
 from cauce.leads.matching.known import DEFAULT_SIZE, Known, KnownLeads
 from cauce.leads.matching.plan import MATCH_COLUMNS, MatchRow
 from tests.conftest import SettingsFactory
@@ -112,11 +117,62 @@ async def test_a_restarted_process_starts_with_the_stored_leads(
             for uid in (jose["id"], others[1]["id"], others[2]["id"])
         }
     known = await _restart_warm(settings)
-    held = {entry.uid: entry for entry in known._by_id.values()}
+    held = {entry.uid: entry for _, entry in known.entries()}
     assert set(held) == set(stored)
     assert held[jose["id"]].version == 2  # the merge's version, with its phone
     assert "+34954123456" in held[jose["id"]].values
     assert held[jose["id"]].features.last_tokens == ("fernandez", "ruiz")
     leads = settings.leads.model_copy(update={"candidate_cache_size": 2})
     small = await _restart_warm(settings.model_copy(update={"leads": leads}))
-    assert {entry.uid for entry in small._by_id.values()} == {others[1]["id"], others[2]["id"]}
+    assert {entry.uid for _, entry in small.entries()} == {others[1]["id"], others[2]["id"]}
+
+
+def test_a_warm_up_only_fills_free_room() -> None:
+    """`offer` never replaces what is held, never passes the bound or an erasure's
+    tombstone, and puts what it adds first in line to leave."""
+    row = _row(first_name="Ana")
+    used, warm, newer = (Known.read(v, f"u{v}", row) for v in (1, 2, 3))
+    cache = KnownLeads(size=3)
+    cache.hold(1, used)
+    cache.forget(9)
+    cache.offer(1, newer)  # held already: kept as it is
+    cache.offer(9, warm)  # erased here: never held again
+    cache.offer(2, warm)
+    assert cache.room() == 1
+    assert cache.get(1, 1) is used
+    assert 9 not in cache
+    cache.offer(3, warm)
+    cache.offer(4, warm)  # no room left
+    assert (cache.room(), 4 in cache) == (0, False)
+    assert [lead_id for lead_id, _ in cache.entries()] == [3, 2, 1]  # warmed ones go first
+    cache.hold(5, used)  # intake's entry pushes out the last one warmed
+    assert [lead_id for lead_id, _ in cache.entries()] == [2, 1, 5]
+
+
+async def test_another_process_erasure_leaves_this_cache(
+    settings_factory: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lead erased through one app (process) leaves the cache of another that held
+    it, at that one's next sweep; the eraser forgets it at once."""
+    monkeypatch.setattr(wiring, "ERASED_SWEEP_SECONDS", 0.05)
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
+    )
+    async with serve_app(settings) as (first, api):
+        jose = await post_lead(api, JOSE)
+        kept = await post_lead(api, OTHERS[0])
+        async with serve_app(settings) as (second, _):
+            other = second.state.resources.leads
+            assert other.warming is not None
+            await other.warming
+            uids = {entry.uid for _, entry in other.known.entries()}
+            assert uids == {jose["id"], kept["id"]}
+            assert (await api.delete(f"/v1/leads/{jose['id']}")).status_code == 204
+            assert jose["id"] not in {e.uid for _, e in first.state.resources.leads.known.entries()}
+            async with asyncio.timeout(10):
+                while True:
+                    uids = {entry.uid for _, entry in other.known.entries()}
+                    if jose["id"] not in uids:
+                        break
+                    await asyncio.sleep(0.02)
+            assert uids == {kept["id"]}

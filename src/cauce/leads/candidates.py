@@ -7,7 +7,9 @@ What an intake read or wrote joins the cache only when its transaction commits
 
 `warm` fills an empty cache when a process starts, so the first intakes after a restart
 do not read and prepare every candidate again (at 200,000 stored leads they ran at half
-the rate until the cache had filled).
+the rate until the cache had filled). `forget_erased` drops the leads another process
+erased: the process that erases forgets at once, and no cache serves an erased lead (it
+is no one's candidate), but its copy should not stay in memory either.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ WARM_PAGE = 1000
 
 async def warm(sessionmaker: async_sessionmaker[AsyncSession], cache: KnownLeads) -> int:
     """Fill `cache`'s free room with the stored leads not erased, newest first, one page
-    a transaction; how many it offered. What intake holds meanwhile stays (`offer` only
+    a transaction; how many it read. What intake holds meanwhile stays (`offer` only
     fills room): a warm-up never evicts, and stops when the cache is full."""
     started, offered, before = time.monotonic(), 0, None
     while (room := cache.room()) > 0:
@@ -93,8 +95,26 @@ async def warm(sessionmaker: async_sessionmaker[AsyncSession], cache: KnownLeads
         await asyncio.sleep(0)
     log.info(
         "leads.candidates_warmed",
-        leads=offered,
+        read=offered,
         held=len(cache),
         seconds=round(time.monotonic() - started, 2),
     )
     return offered
+
+
+async def forget_erased(
+    sessionmaker: async_sessionmaker[AsyncSession], cache: KnownLeads, after: int
+) -> int:
+    """Forget the leads erased since history row `after` (by any process); the newest
+    history row's id, where the next call may start."""
+    async with sessionmaker() as session:
+        erased, newest = await repo.erased_since(session, after)
+    for lead_id in erased:
+        cache.forget(lead_id)
+    return newest
+
+
+async def last_history_id(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Where `forget_erased` starts: the newest history row now."""
+    async with sessionmaker() as session:
+        return await repo.last_history_id(session)

@@ -202,6 +202,27 @@ async def newest_match_rows(
     return [(row[0], row[1], row[2], tuple(row[3:])) for row in result.all()]
 
 
+async def last_history_id(session: AsyncSession) -> int:
+    """The newest history row's id (0: none)."""
+    conn = await _connection(session)
+    return int((await conn.execute(select(func.max(EVENTS.c.id)))).scalar() or 0)
+
+
+async def erased_since(session: AsyncSession, after: int) -> tuple[list[int], int]:
+    """The leads erased in history rows with ids above `after`, and the newest history
+    id (`after` if none): a range of the primary key, the filter in the database."""
+    newest = max(await last_history_id(session), after)
+    if newest == after:
+        return [], after
+    conn = await _connection(session)
+    rows = await conn.execute(
+        select(EVENTS.c.lead_id).where(
+            EVENTS.c.id > after, EVENTS.c.id <= newest, EVENTS.c.action == "erased"
+        )
+    )
+    return [lead_id for (lead_id,) in rows], newest
+
+
 async def live_versions(session: AsyncSession, ids: Collection[int]) -> list[tuple[int, int]]:
     """(id, version) of the leads with these ids not erased."""
     if not ids:

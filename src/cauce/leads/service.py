@@ -96,7 +96,7 @@ class LeadsRuntime:
     # Group commit of `POST /v1/leads` (None: each lead in its own transaction).
     groups: IntakeGroups | None = None
     # Filling `known` at start-up (`candidates.warm`), while it runs.
-    warming: asyncio.Task[None] | None = None
+    warming: asyncio.Task[int | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from cauce.core.jobs.ports import JobQueue
 from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.web.idempotency import IdempotencyStore
 from cauce.leads.adapters import build_crm
-from cauce.leads.candidates import warm
+from cauce.leads.candidates import forget_erased, last_history_id, warm
 from cauce.leads.endpoints import router
 from cauce.leads.endpoints_imports import imports_router
 from cauce.leads.endpoints_search import search_router
@@ -95,13 +95,46 @@ def _scorer(settings: Settings) -> Scorer:
     return learned
 
 
-async def _warm(sessionmaker: async_sessionmaker[AsyncSession], known: KnownLeads) -> None:
+# How often a process forgets the leads other processes erased (`candidates.forget_erased`).
+ERASED_SWEEP_SECONDS = 60.0
+
+
+async def _warm(sessionmaker: async_sessionmaker[AsyncSession], known: KnownLeads) -> int | None:
+    """Fill the cache; the history row the erasure sweep starts after (read first, so an
+    erasure during the warm-up is swept), None if the database could not be read."""
     # A process that cannot read its leads now (the database is down) starts cold: its
     # intakes read the candidates they need, as they would have anyway.
     try:
+        start = await last_history_id(sessionmaker)
         await warm(sessionmaker, known)
     except Exception as error:  # noqa: BLE001 - logged; intake works without it
         log.warning("leads.candidates_warm_failed", error=type(error).__name__)
+        return None
+    return start
+
+
+async def _sweep_erased(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    known: KnownLeads,
+    warming: asyncio.Task[int | None],
+) -> None:
+    """Forget, every `ERASED_SWEEP_SECONDS`, the leads erased since the last sweep but
+    one: each stretch of history is read twice, so an erasure whose transaction took a
+    lower id but committed after a sweep read past it (PostgreSQL) is still seen."""
+    start = await asyncio.shield(warming)
+    while start is None:  # the database could not be read at start-up
+        await asyncio.sleep(ERASED_SWEEP_SECONDS)
+        try:
+            start = await last_history_id(sessionmaker)
+        except Exception as error:  # noqa: BLE001 - logged; tried again
+            log.warning("leads.erased_sweep_failed", error=type(error).__name__)
+    older = newer = start
+    while True:
+        await asyncio.sleep(ERASED_SWEEP_SECONDS)
+        try:
+            older, newer = newer, await forget_erased(sessionmaker, known, older)
+        except Exception as error:  # noqa: BLE001 - logged; the next sweep covers it
+            log.warning("leads.erased_sweep_failed", error=type(error).__name__)
 
 
 @asynccontextmanager
@@ -136,15 +169,19 @@ async def open_leads(
     register_import_task(tasks, lambda: runtime)
     if settings.leads.intake_group_max > 1:
         runtime.groups = IntakeGroups(runtime, IdempotencyStore(), tracer=tracer)
-    runtime.warming = asyncio.create_task(
+    warming = asyncio.create_task(
         _warm(sessionmaker, runtime.known), name="leads-candidates-warm-up"
+    )
+    runtime.warming = warming
+    sweeping = asyncio.create_task(
+        _sweep_erased(sessionmaker, runtime.known, warming), name="leads-erased-sweep"
     )
     try:
         yield runtime
     finally:
-        if runtime.warming is not None:
-            runtime.warming.cancel()
-            await asyncio.gather(runtime.warming, return_exceptions=True)
+        for task in (sweeping, warming):
+            task.cancel()
+        await asyncio.gather(sweeping, warming, return_exceptions=True)
         groups, runtime.groups = runtime.groups, None  # a late request runs on its own
         if groups is not None:
             await groups.aclose()

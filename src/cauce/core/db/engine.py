@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 from cauce.core.config import Settings
 from cauce.core.db.checkpoint import WRITER_CHECKPOINT_PAGES, WalCheckpointer
 from cauce.core.db.idle_check import check_when_idle
+from cauce.core.db.planner_stats import refresh_on_change
 from cauce.core.db.sqlite_driver import one_trip_dbapi
 
 
@@ -142,7 +143,14 @@ def create_database(settings: Settings, *, url: str | None = None) -> Database:
     }
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:" and not _sqlite_uri(parsed.query, database):
+        # A plain path (a new connection to ":memory:" or a URI's memory database would
+        # be another, empty database).
+        a_file = (
+            database is not None
+            and database not in ("", ":memory:")
+            and not _sqlite_uri(parsed.query, database)
+        )
+        if database and a_file:
             _sqlite_file(database)
         kwargs["connect_args"] = {
             "timeout": settings.db.busy_timeout_ms / 1000,
@@ -152,6 +160,8 @@ def create_database(settings: Settings, *, url: str | None = None) -> Database:
         # The stock dialect with fewer trips to aiosqlite's thread (sqlite_driver.py).
         engine = create_async_engine(url, module=one_trip_dbapi(), **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(settings.db.busy_timeout_ms))
+        if database and a_file:
+            refresh_on_change(engine, database)
     else:
         kwargs.update(
             pool_size=settings.db.pool_size,

@@ -79,6 +79,10 @@ class KnownLeads:
         while len(self._by_id) > self.size:
             self._by_id.popitem(last=False)
 
+    def entries(self) -> list[tuple[int, Known]]:
+        """Every lead held, by id, the least recently used first (a copy)."""
+        return list(self._by_id.items())
+
     def room(self) -> int:
         """How many more leads fit before the least recently used one must go."""
         return max(self.size - len(self._by_id), 0)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
@@ -25,7 +24,14 @@ from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, strongest
 from cauce.leads.matching.compare import compare_features
 from cauce.leads.matching.index import Match, screen_of
 from cauce.leads.matching.merge import merge
-from cauce.leads.matching.record import Features, MatchRecord, email_key, prepare, role_mailbox
+from cauce.leads.matching.record import (
+    Features,
+    MatchRecord,
+    email_key,
+    prepare,
+    role_mailbox,
+    shared,
+)
 from cauce.leads.matching.settings import DedupeSettings
 from cauce.leads.phones import EXTENSION_MARK
 
@@ -264,16 +270,16 @@ MatchRow = tuple[str | None, ...]
 _SHARED_VALUES: Final = slice(MATCH_COLUMNS.index("first_name"), MATCH_COLUMNS.index("country") + 1)
 
 
-def _intern(value: str | None) -> str | None:
-    return None if value is None else sys.intern(value)
+def _share(value: str | None) -> str | None:
+    return None if value is None else shared(value)
 
 
 def shared_row(values: MatchRow) -> MatchRow:
     """`values` with the names, companies and places that many leads share as one string
-    object each (`sys.intern`): a process keeps stored leads' values by the hundred
+    object each (`record.shared`): a process keeps stored leads' values by the hundred
     thousand (`known.KnownLeads`), and a row read from the database has its own copies."""
-    shared = _SHARED_VALUES
-    return values[: shared.start] + tuple(map(_intern, values[shared])) + values[shared.stop :]
+    span = _SHARED_VALUES
+    return values[: span.start] + tuple(map(_share, values[span])) + values[span.stop :]
 
 
 def prepare_row(values: MatchRow) -> Features:

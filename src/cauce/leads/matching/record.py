@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -178,6 +177,15 @@ def _name_tokens(text: str | None, drop_particles: bool) -> tuple[str, ...]:
     return tuple(words)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def shared(text: str) -> str:
+    """One object for equal strings that many records have (a name, a place): the first
+    one seen, while it is among the most recently used. Bounded, unlike `sys.intern`
+    (whose strings some CPython builds never free), so a string of an erased lead does
+    not outstay the other caches here."""
+    return text
+
+
 def _canonical_given(tokens: tuple[str, ...]) -> tuple[str, ...]:
     if not any(token in NICKNAMES for token in tokens):
         return tokens
@@ -258,11 +266,11 @@ def prepare(record: MatchRecord) -> Features:
         address_numbers=frozenset(w for w in (address or "").split() if w.isdigit()) or _NONE,
         # Folded text is [0-9a-z ], so "|" cannot occur in a part; None and "" both read as
         # absent wherever the keys are used.
-        name_key=sys.intern(
+        name_key=shared(
             f"{' '.join(first)}|{' '.join(canonical)}|{len(last)}|"
             f"{last_common:d}{first_common:d}{canonical_common:d}"
         ),
-        place_key=sys.intern(
+        place_key=shared(
             f"{city or ''}|{postcode or ''}|{region or ''}|{country or ''}|{dob or ''}|"
             f"{address is not None:d}"
         ),
