@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -105,8 +106,9 @@ async def _warm(sessionmaker: async_sessionmaker[AsyncSession], known: KnownLead
     # A process that cannot read its leads now (the database is down) starts cold: its
     # intakes read the candidates they need, as they would have anyway.
     try:
-        start = await last_history_id(sessionmaker)
-        await warm(sessionmaker, known)
+        with suppress_instrumentation():  # upkeep, no request's: no spans of its own
+            start = await last_history_id(sessionmaker)
+            await warm(sessionmaker, known)
     except Exception as error:  # noqa: BLE001 - logged; intake works without it
         log.warning("leads.candidates_warm_failed", error=type(error).__name__)
         return None
@@ -125,14 +127,16 @@ async def _sweep_erased(
     while start is None:  # the database could not be read at start-up
         await asyncio.sleep(ERASED_SWEEP_SECONDS)
         try:
-            start = await last_history_id(sessionmaker)
+            with suppress_instrumentation():
+                start = await last_history_id(sessionmaker)
         except Exception as error:  # noqa: BLE001 - logged; tried again
             log.warning("leads.erased_sweep_failed", error=type(error).__name__)
     older = newer = start
     while True:
         await asyncio.sleep(ERASED_SWEEP_SECONDS)
         try:
-            older, newer = newer, await forget_erased(sessionmaker, known, older)
+            with suppress_instrumentation():
+                older, newer = newer, await forget_erased(sessionmaker, known, older)
         except Exception as error:  # noqa: BLE001 - logged; the next sweep covers it
             log.warning("leads.erased_sweep_failed", error=type(error).__name__)
 
