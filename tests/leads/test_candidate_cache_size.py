@@ -4,13 +4,15 @@ fell out of the cache (or were never in it) are read again and still matched."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
 from cauce.app import Resources
 from cauce.core.config import Settings
 from cauce.core.config_leads import LeadsSettings
-from cauce.leads import wiring
+from cauce.core.db import utcnow
+from cauce.leads import candidates, wiring
 from cauce.leads.matching.known import DEFAULT_SIZE, Known, KnownLeads
 from cauce.leads.matching.plan import MATCH_COLUMNS, MatchRow
 from tests.conftest import SettingsFactory
@@ -176,3 +178,28 @@ async def test_another_process_erasure_leaves_this_cache(
                         break
                     await asyncio.sleep(0.02)
             assert uids == {kept["id"]}
+
+
+async def test_leads_erased_since_a_time_are_forgotten(settings_factory: SettingsFactory) -> None:
+    """The first sweep's check by time (for erasures whose history rows committed after
+    the process read where to start): a lead erased at or after the time is forgotten,
+    not one erased before it."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
+    )
+    async with serve_app(settings) as (app, api):
+        runtime = app.state.resources.leads
+        jose = await post_lead(api, JOSE)
+        kept = await post_lead(api, OTHERS[0])
+        held = {entry.uid: lead_id for lead_id, entry in runtime.known.entries()}
+        assert set(held) == {jose["id"], kept["id"]}
+        assert (await api.delete(f"/v1/leads/{jose['id']}")).status_code == 204
+        runtime.known = KnownLeads()  # another process's cache, which still holds him
+        for uid, lead_id in held.items():
+            runtime.known.hold(lead_id, Known.read(1, uid, _row(first_name="X")))
+        later = utcnow() + timedelta(minutes=1)
+        await candidates.forget_erased_at_or_after(runtime.sessionmaker, runtime.known, later)
+        assert {entry.uid for _, entry in runtime.known.entries()} == set(held)
+        earlier = utcnow() - timedelta(minutes=1)
+        await candidates.forget_erased_at_or_after(runtime.sessionmaker, runtime.known, earlier)
+        assert {entry.uid for _, entry in runtime.known.entries()} == {kept["id"]}

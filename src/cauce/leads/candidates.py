@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -112,6 +113,16 @@ async def forget_erased(
     for lead_id in erased:
         cache.forget(lead_id)
     return newest
+
+
+async def forget_erased_at_or_after(
+    sessionmaker: async_sessionmaker[AsyncSession], cache: KnownLeads, since: datetime
+) -> None:
+    """Forget the leads erased at `since` or later (by any process)."""
+    async with sessionmaker() as session:
+        erased = await repo.erased_at_or_after(session, since)
+    for lead_id in erased:
+        cache.forget(lead_id)
 
 
 async def last_history_id(sessionmaker: async_sessionmaker[AsyncSession]) -> int:

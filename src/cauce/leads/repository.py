@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import orjson
@@ -206,6 +207,13 @@ async def last_history_id(session: AsyncSession) -> int:
     """The newest history row's id (0: none)."""
     conn = await _connection(session)
     return int((await conn.execute(select(func.max(EVENTS.c.id)))).scalar() or 0)
+
+
+async def erased_at_or_after(session: AsyncSession, since: datetime) -> list[int]:
+    """The leads erased at `since` or later (a scan of the leads: for a rare check)."""
+    conn = await _connection(session)
+    rows = await conn.execute(select(LEADS.c.id).where(LEADS.c.erased_at >= since))
+    return [lead_id for (lead_id,) in rows]
 
 
 async def erased_since(session: AsyncSession, after: int) -> tuple[list[int], int]:

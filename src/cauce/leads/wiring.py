@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -19,12 +20,18 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import Settings
+from cauce.core.db import utcnow
 from cauce.core.http.registry import HttpClients
 from cauce.core.jobs.ports import JobQueue
 from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.web.idempotency import IdempotencyStore
 from cauce.leads.adapters import build_crm
-from cauce.leads.candidates import forget_erased, last_history_id, warm
+from cauce.leads.candidates import (
+    forget_erased,
+    forget_erased_at_or_after,
+    last_history_id,
+    warm,
+)
 from cauce.leads.endpoints import router
 from cauce.leads.endpoints_imports import imports_router
 from cauce.leads.endpoints_search import search_router
@@ -105,13 +112,16 @@ async def _warm(sessionmaker: async_sessionmaker[AsyncSession], known: KnownLead
     erasure during the warm-up is swept), None if the database could not be read."""
     # A process that cannot read its leads now (the database is down) starts cold: its
     # intakes read the candidates they need, as they would have anyway.
-    try:
-        with suppress_instrumentation():  # upkeep, no request's: no spans of its own
-            start = await last_history_id(sessionmaker)
+    with suppress_instrumentation():  # upkeep, no request's: no spans of its own
+        try:
+            start: int | None = await last_history_id(sessionmaker)
+        except Exception as error:  # noqa: BLE001 - logged; the sweep reads it later
+            log.warning("leads.candidates_warm_failed", error=type(error).__name__)
+            return None
+        try:
             await warm(sessionmaker, known)
-    except Exception as error:  # noqa: BLE001 - logged; intake works without it
-        log.warning("leads.candidates_warm_failed", error=type(error).__name__)
-        return None
+        except Exception as error:  # noqa: BLE001 - logged; intake works without it
+            log.warning("leads.candidates_warm_failed", error=type(error).__name__)
     return start
 
 
@@ -122,7 +132,10 @@ async def _sweep_erased(
 ) -> None:
     """Forget, every `ERASED_SWEEP_SECONDS`, the leads erased since the last sweep but
     one: each stretch of history is read twice, so an erasure whose transaction took a
-    lower id but committed after a sweep read past it (PostgreSQL) is still seen."""
+    lower id but committed after a sweep read past it (PostgreSQL) is still seen. The
+    first sweep also forgets the leads erased shortly before the process started, whose
+    history rows may have committed after it read where to start."""
+    began = utcnow() - timedelta(seconds=2 * ERASED_SWEEP_SECONDS)
     start = await asyncio.shield(warming)
     while start is None:  # the database could not be read at start-up
         await asyncio.sleep(ERASED_SWEEP_SECONDS)
@@ -132,10 +145,14 @@ async def _sweep_erased(
         except Exception as error:  # noqa: BLE001 - logged; tried again
             log.warning("leads.erased_sweep_failed", error=type(error).__name__)
     older = newer = start
+    first = True
     while True:
         await asyncio.sleep(ERASED_SWEEP_SECONDS)
         try:
             with suppress_instrumentation():
+                if first:
+                    await forget_erased_at_or_after(sessionmaker, known, began)
+                    first = False
                 older, newer = newer, await forget_erased(sessionmaker, known, older)
         except Exception as error:  # noqa: BLE001 - logged; the next sweep covers it
             log.warning("leads.erased_sweep_failed", error=type(error).__name__)

@@ -6,7 +6,7 @@ walked every Spanish lead by `ix_leads_country` instead of the few created in th
 range by `ix_leads_created` (68 ms -> 4 ms at 123,000 leads, and 1.5 s on a colder
 disk at 202,000). `ANALYZE` counts, per index, how many rows each value keeps; SQLite
 never does it by itself. It takes the write lock for its run (~0.1 s for the leads
-table at 123,000 leads, ~0.3 s for the whole database), so it runs hourly
+table at 123,000 leads, ~0.25 s for the whole database), so it runs hourly
 (`db.analyze_cron`), not per request. Pooled connections then reopen to load the new
 statistics (`planner_stats`). PostgreSQL's autovacuum analyzes on its own: the
 job is only scheduled on SQLite.
