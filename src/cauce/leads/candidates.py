@@ -25,6 +25,8 @@ from cauce.core.db import on_commit
 from cauce.leads import repository as repo
 from cauce.leads.matching.known import Known, KnownLeads
 
+log = structlog.get_logger(__name__)
+
 
 async def read_candidates(
     session: AsyncSession, cache: KnownLeads, wanted: set[int]
@@ -63,8 +65,6 @@ def hold_on_commit(session: AsyncSession, cache: KnownLeads, leads: dict[int, Kn
 
         on_commit(session, hold)
 
-
-log = structlog.get_logger(__name__)
 
 # Leads a warm-up reads a transaction (~15-20 ms of preparing: it hands the loop a turn
 # after each page).

@@ -24,6 +24,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from cauce.leads.matching import MatchRecord
@@ -178,6 +179,12 @@ def _ids_param(session: AsyncSession, ids: Collection[int]) -> dict[str, Any]:
     return {"ids": ordered if _postgres(session) else orjson.dumps(ordered).decode()}
 
 
+def _match_tuples(result: Result[Any]) -> list[tuple[int, str, int, tuple[str | None, ...]]]:
+    # Rows of `_MATCH_SELECT`: id, uid, version, then the `MATCH_COLUMNS` values.
+    rows: list[tuple[Any, ...]] = [tuple(row) for row in result.all()]
+    return [(row[0], row[1], row[2], row[3:]) for row in rows]
+
+
 async def match_rows(
     session: AsyncSession, ids: Collection[int]
 ) -> list[tuple[int, str, int, tuple[str | None, ...]]]:
@@ -187,7 +194,7 @@ async def match_rows(
     conn = await _connection(session)
     statement = _MATCH_ROWS_PG if _postgres(session) else _MATCH_ROWS_SQLITE
     result = await conn.execute(statement, _ids_param(session, ids))
-    return [(row[0], row[1], row[2], tuple(row[3:])) for row in result.all()]
+    return _match_tuples(result)
 
 
 async def newest_match_rows(
@@ -200,7 +207,7 @@ async def newest_match_rows(
         statement = statement.where(LEADS.c.id < before)
     conn = await _connection(session)
     result = await conn.execute(statement.order_by(LEADS.c.id.desc()).limit(limit))
-    return [(row[0], row[1], row[2], tuple(row[3:])) for row in result.all()]
+    return _match_tuples(result)
 
 
 async def last_history_id(session: AsyncSession) -> int:
