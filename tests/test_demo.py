@@ -1,6 +1,6 @@
 """`cauce demo`, the README's first command: every lead Cauce accepted reaches the sandbox
 CRM exactly once, through its faults, its rate limit and one short outage that comes
-while deliveries run (timed from the first lead sent, whatever the machine's speed)."""
+while deliveries run (from the CRM's first written record, whatever the machine's speed)."""
 
 from __future__ import annotations
 

@@ -43,8 +43,8 @@ from cauce.sandbox.runner import SandboxCrm, start_sandbox_crm
 BATCH = 100
 SENDERS = 4
 DEADLINE_SECONDS = 110.0
-# One short CRM outage: this long after the first lead is sent, for this long (s).
-OUTAGE_AFTER, OUTAGE_FOR = 0.5, 3.0
+# One short CRM outage, from the CRM's first write for this long (s).
+OUTAGE_FOR = 3.0
 
 
 @dataclass
@@ -218,6 +218,20 @@ def _crm_state(sandbox: SandboxCrm, tally: Tally) -> dict[str, Any]:
     return stats
 
 
+async def _outage_when_deliveries_start(sandbox: SandboxCrm) -> None:
+    """Start the CRM's outage at its first written record, whatever the machine's speed.
+
+    A timer from the first lead sent missed the deliveries on a slow machine (they had not
+    begun when its window closed); the first write is when deliveries are surely running.
+    """
+    state = sandbox.state
+    while state.stats.records_written == 0:  # noqa: ASYNC110 - a counter, no event to await
+        await asyncio.sleep(0.02)
+    state.faults.reconfigure(
+        state.faults.settings.updated({"outage_after": 0.0, "outage_for": OUTAGE_FOR})
+    )
+
+
 async def run_demo(
     *, count: int = 3000, seed: int = 7, data_dir: Path | None = None, console: Console
 ) -> bool:
@@ -227,8 +241,8 @@ async def run_demo(
         SandboxCrmConfig(
             rate_limit=190,
             extra_properties=("cauce_score", "cauce_owner"),
-            # The outage is timed from the first lead sent (`reconfigure` below).
-            faults=FaultSettings(error_rate=0.05, outage_after=OUTAGE_AFTER, outage_for=OUTAGE_FOR),
+            # The outage starts with the deliveries (`_outage_when_deliveries_start`).
+            faults=FaultSettings(error_rate=0.05),
             seed=seed,
         )
     )
@@ -280,11 +294,9 @@ async def run_demo(
     )
     started = time.monotonic()
     ok = False
+    outage = asyncio.create_task(_outage_when_deliveries_start(sandbox))
     try:
         with Live(_table(tally, 0.0), console=console, refresh_per_second=4) as live:
-            # The CRM's outage comes while deliveries run, whatever the machine's speed.
-            faults = sandbox.state.faults
-            faults.reconfigure(faults.settings)
             sending = asyncio.create_task(_send(clients, base, key.token, payloads, tally))
             while True:
                 await asyncio.sleep(0.5)
@@ -323,6 +335,8 @@ async def run_demo(
             f"CAUCE_DATA_DIR={workdir} ./run serve, then http://127.0.0.1:8000/docs"
         )
     finally:
+        if not outage.done():
+            outage.cancel()
         await clients.close()
         server.should_exit = True
         await serving
