@@ -1,6 +1,6 @@
 """What spans and scrapes must not carry: the raw path of a request no route matched, a
-path parameter that is not an id, the data directory of a SQLite database, and
-prometheus_client's `_created` series."""
+path parameter that is not an id, the client's own address, the data directory of a
+SQLite database, and prometheus_client's `_created` series."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ from cauce import SHARED_METRICS_ENV
 from cauce.app import create_app
 from cauce.core.config import Settings
 from cauce.core.observability.metrics import HttpMetrics, build_registry
-from cauce.core.observability.tracing import UNMATCHED, database_name, redact_server_span
+from cauce.core.observability.tracing import (
+    UNMATCHED,
+    client_network,
+    database_name,
+    redact_server_span,
+)
 from cauce.core.resilience import (
     PrometheusEvents,
     RetryableError,
@@ -53,11 +58,16 @@ async def traced(settings: Settings, exporter: InMemorySpanExporter) -> AsyncIte
         yield app
 
 
-async def _get(app: FastAPI, paths: Iterable[str], scopes: list[str]) -> None:
-    """GET each path with a key holding `scopes`."""
+async def _get(
+    app: FastAPI,
+    paths: Iterable[str],
+    scopes: list[str],
+    client: tuple[str, int] = ("127.0.0.1", 123),
+) -> None:
+    """GET each path with a key holding `scopes`, from `client`."""
     created = await app.state.resources.api_keys.create("spans", scopes)
     headers = {"authorization": f"Bearer {created.token}"}
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=app, client=client)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         for path in paths:
             await client.get(path, headers=headers)
@@ -121,6 +131,64 @@ async def test_matched_route_keeps_ids_and_hides_other_values(
     every = _text(exporter.get_finished_spans())
     assert "ana.torres" not in every
     assert PHONE not in every
+
+
+async def test_server_spans_keep_the_clients_network_not_its_address(
+    traced: FastAPI, exporter: InMemorySpanExporter
+) -> None:
+    """An IP address is personal data: a server span says which network a request came
+    from (IPv4 /24, IPv6 /48), never which host."""
+    for peer, network in [
+        ("203.0.113.77", "203.0.113.0"),
+        ("2001:db8:abcd:12::5", "2001:db8:abcd::"),
+    ]:
+        exporter.clear()
+        await _get(traced, ["/v1/me"], ["leads:read"], client=(peer, 51000))
+        (span,) = _servers(exporter)
+        attributes = dict(span.attributes or {})
+        assert attributes["net.peer.ip"] == network
+        assert peer not in _text(exporter.get_finished_spans())
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("198.51.100.200", "198.51.100.0"),
+        ("10.1.2.3", "10.1.2.0"),
+        ("::ffff:192.0.2.9", "192.0.2.0"),
+        ("[2001:db8::1]", "2001:db8::"),
+        ("2a02:9130:ffff:1:2:3:4:5", "2a02:9130:ffff::"),
+        ("proxy.internal", "REDACTED"),
+        ("", "REDACTED"),
+    ],
+)
+def test_client_network(address: str, network: str) -> None:
+    assert client_network(address) == network
+
+
+def test_every_client_address_convention_is_cut_to_its_network() -> None:
+    """Old (`net.peer.ip`, `net.sock.peer.addr`) and stable (`client.address`,
+    `network.peer.address`) conventions alike; ports and other attributes stay."""
+    span = _Span(
+        "GET",
+        {
+            "net.peer.ip": "203.0.113.77",
+            "net.sock.peer.addr": "203.0.113.77",
+            "client.address": "2001:db8:abcd:12::5",
+            "client.socket.address": "2001:db8:abcd:12::5",
+            "network.peer.address": "203.0.113.77",
+            "net.peer.port": 51000,
+        },
+    )
+    redact_server_span(span, {"path": "/", "query_string": b""})
+    assert span.attributes == {
+        "net.peer.ip": "203.0.113.0",
+        "net.sock.peer.addr": "203.0.113.0",
+        "client.address": "2001:db8:abcd::",
+        "client.socket.address": "2001:db8:abcd::",
+        "network.peer.address": "203.0.113.0",
+        "net.peer.port": 51000,
+    }
 
 
 class _Span:

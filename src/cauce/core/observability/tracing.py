@@ -7,6 +7,7 @@ the process-wide global at import time, so tests can build many apps side by sid
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import PurePath
@@ -106,6 +107,17 @@ _URL_ATTRIBUTES = ("http.url", "url.full")
 _PATH_ATTRIBUTES = ("http.target", "url.path")
 _QUERY_ATTRIBUTES = ("url.query",)
 _ROUTE_ATTRIBUTE = "http.route"
+# The client's address, old conventions and stable: an IP address is personal data, and a
+# trace backend is often another company's. A span keeps the client's network (IPv4 /24,
+# IPv6 /48: enough to tell a region or a provider, or one misbehaving network from
+# another), not the host. The access log keeps the whole address (docs/deployment.md).
+_CLIENT_ADDRESS_ATTRIBUTES = (
+    "net.peer.ip",
+    "net.sock.peer.addr",
+    "client.address",
+    "client.socket.address",
+    "network.peer.address",
+)
 REDACTED = "REDACTED"
 # The path of a request no route matched: the `route` label the metrics give it.
 UNMATCHED = "<unmatched>"
@@ -153,6 +165,20 @@ def _route_path(route: str, scope: dict[str, Any]) -> str:
     return prefix + path_format.format(**kept)
 
 
+@functools.lru_cache(maxsize=1024)
+def client_network(address: str) -> str:
+    """The network an IP address belongs to (`203.0.113.0`, `2001:db8:abcd::`); REDACTED
+    for anything that is not an IP address (a host name a proxy passed on)."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return REDACTED
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
 def _origin(url: str) -> str:
     """`scheme://host[:port]` of a URL (what precedes its path); no parsing that could
     raise on a malformed Host header."""
@@ -164,8 +190,9 @@ def _origin(url: str) -> str:
 
 
 def redact_server_span(span: Any, scope: dict[str, Any]) -> None:
-    """`server_request_hook` of the ASGI instrumentation: the request's query values, and
-    the path of one no route matched, out of the server span (see `_URL_ATTRIBUTES`).
+    """`server_request_hook` of the ASGI instrumentation: the request's query values, the
+    path of one no route matched (see `_URL_ATTRIBUTES`) and the client's host (its network
+    stays, `_CLIENT_ADDRESS_ATTRIBUTES`) out of the server span.
 
     The FastAPI instrumentation has matched the route before the hook runs: `http.route`
     is set when one matched (FULL or PARTIAL), absent for every 404 from routing."""
@@ -196,6 +223,10 @@ def redact_server_span(span: Any, scope: dict[str, Any]) -> None:
     for name in _QUERY_ATTRIBUTES:
         if isinstance(attributes.get(name), str):
             span.set_attribute(name, query)
+    for name in _CLIENT_ADDRESS_ATTRIBUTES:
+        address = attributes.get(name)
+        if isinstance(address, str):
+            span.set_attribute(name, client_network(address))
     span_name = getattr(span, "name", None)
     if isinstance(span_name, str) and len(raw_path) > 1 and raw_path in span_name:
         span.update_name(span_name.replace(raw_path, path))
