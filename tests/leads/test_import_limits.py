@@ -1,6 +1,7 @@
 """What CSV uploads may take of the disk: at most `leads.max_queued_imports` imports wait
-(503 `import_queue_full` beyond, with Retry-After), the uploads being received counted
-too; the file streams straight to its place, refused as soon as it passes
+(503 `import_queue_full` beyond, with Retry-After), and `leads.max_queued_imports_per_key`
+of one API key (429 `key_imports_full`), the uploads being received counted too; the
+file streams straight to its place, refused as soon as it passes
 `leads.max_import_bytes`, never spooled to a temporary file first."""
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from cauce.app import Resources, create_app, job_worker_for
-from cauce.leads.errors import ImportQueueFull
+from cauce.leads.errors import ImportQueueFull, ImportsPerKeyFull
 from cauce.leads.imports import IMPORT_QUEUE
 from cauce.leads.imports_upload import check_room
+from cauce.leads.models import LeadImport
 from cauce.leads.service import LeadsRuntime
 from tests.conftest import SettingsFactory
 from tests.leads.import_client import post_csv
@@ -136,7 +139,7 @@ async def test_the_transaction_checks_the_bound_again(
         assert (await post_csv(api, _csv(3, start))).status_code == 202
     async with rt.sessionmaker() as session:
         with pytest.raises(ImportQueueFull):
-            await check_room(session, rt)
+            await check_room(session, rt, "apikey:another")
 
 
 async def test_an_upload_streams_into_its_file_and_counts_while_it_is_received(
@@ -271,3 +274,114 @@ async def test_the_upload_is_on_the_disk_itself_before_its_import_is_recorded(
     assert response.status_code == 202, response.text
     [upload] = _uploads(limited_app)
     assert synced == [str(upload), str(upload.parent)]
+
+
+# --- one key's share --------------------------------------------------------------------
+
+PER_KEY = 2
+
+
+@pytest.fixture
+async def shared_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
+    """Room for four imports, two of any one key; no background worker."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"},
+        jobs={"embedded_worker": False},
+        leads={"max_queued_imports": 4, "max_queued_imports_per_key": PER_KEY},
+    )
+    app = create_app(settings, crm=MemoryCrm())
+    async with LifespanManager(app):
+        yield app
+
+
+async def _key_client(app: FastAPI, name: str) -> httpx.AsyncClient:
+    key = await _resources(app).api_keys.create(name, ["leads:read", "leads:write"])
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://cauce.test",
+        headers={"Authorization": f"Bearer {key.token}"},
+    )
+
+
+def _key_full(response: httpx.Response) -> None:
+    assert response.status_code == 429, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.headers["retry-after"] == "30"
+    body = response.json()
+    assert body["code"] == "key_imports_full"
+    assert body["limit"] == PER_KEY
+
+
+async def test_one_key_cannot_take_every_place(shared_app: FastAPI) -> None:
+    """A key with its two imports waiting gets a 429 `key_imports_full` (nothing stored),
+    while another key's uploads are still taken; the first key's cancelled import frees
+    its place for it. Past the installation's bound the 503 comes first for everyone."""
+    async with (
+        await _key_client(shared_app, "busy") as busy,
+        await _key_client(shared_app, "other") as other,
+        await _key_client(shared_app, "third") as third,
+    ):
+        first = await post_csv(busy, _csv(3))
+        assert first.status_code == 202, first.text
+        assert (await post_csv(busy, _csv(3, 100))).status_code == 202
+        _key_full(await post_csv(busy, _csv(3, 200)))
+        assert len(_uploads(shared_app)) == PER_KEY
+        for start in (300, 400):
+            taken = await post_csv(other, _csv(3, start))
+            assert taken.status_code == 202, taken.text
+        full = await post_csv(third, _csv(3, 500))
+        assert full.status_code == 503, full.text
+        assert full.json()["code"] == "import_queue_full"
+        cancelled = await busy.post(f"/v1/leads/import/{first.json()['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        again = await post_csv(busy, _csv(3, 200))
+        assert again.status_code == 202, again.text
+
+
+async def test_a_keys_upload_being_received_counts_against_its_share(
+    shared_app: FastAPI,
+) -> None:
+    """While one of a key's uploads streams in, with another of its imports waiting, the
+    key's next upload is refused; another key's is not."""
+    async with (
+        await _key_client(shared_app, "busy") as busy,
+        await _key_client(shared_app, "other") as other,
+    ):
+        assert (await post_csv(busy, _csv(3))).status_code == 202
+        halfway, go_on = asyncio.Event(), asyncio.Event()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield _head() + b"email\nslow@empresa.es\n"
+            halfway.set()
+            await go_on.wait()
+            yield TAIL
+
+        streaming = asyncio.create_task(
+            busy.post("/v1/leads/import", content=body(), headers={"content-type": CONTENT_TYPE})
+        )
+        await asyncio.wait_for(halfway.wait(), 10)
+        _key_full(await post_csv(busy, _csv(3, 100)))
+        assert (await post_csv(other, _csv(3, 200))).status_code == 202
+        go_on.set()
+        taken = await asyncio.wait_for(streaming, 10)
+        assert taken.status_code == 202, taken.text
+
+
+async def test_the_transaction_checks_the_keys_share_again(shared_app: FastAPI) -> None:
+    """The check in the recording transaction counts the key's imports other processes
+    recorded meanwhile."""
+    rt: LeadsRuntime = shared_app.state.leads
+    async with await _key_client(shared_app, "busy") as busy:
+        for start in (0, 100):
+            assert (await post_csv(busy, _csv(3, start))).status_code == 202
+    actors = {row[0] for row in await _actors(rt)}
+    (actor,) = actors
+    async with rt.sessionmaker() as session:
+        with pytest.raises(ImportsPerKeyFull):
+            await check_room(session, rt, actor)
+        await check_room(session, rt, "apikey:another")  # room for others
+
+
+async def _actors(rt: LeadsRuntime) -> list[Any]:
+    async with rt.sessionmaker() as session:
+        return list((await session.execute(select(LeadImport.created_by))).all())

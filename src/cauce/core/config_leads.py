@@ -229,6 +229,15 @@ class LeadsSettings(Section):
         "in the data directory. More uploads are refused with 503 `import_queue_full` "
         "and Retry-After, before their body is read",
     )
+    max_queued_imports_per_key: int = Field(
+        default=5,
+        ge=1,
+        le=10_000,
+        description="CSV imports not finished, with the uploads being received, of one API "
+        "key: so one key cannot take every place of `max_queued_imports` from the others. "
+        "More uploads of that key are refused with 429 `key_imports_full` and Retry-After, "
+        "before their body is read",
+    )
     import_concurrency: int = Field(
         default=2,
         ge=1,

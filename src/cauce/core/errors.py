@@ -126,6 +126,16 @@ class ValidationFailed(CauceError):
     title = "Validation failed"
 
 
+class TooManyRequests(CauceError):
+    """This caller has more work waiting than it may have; try again after `retry_after`
+    seconds (sent as the `Retry-After` header). Others are still served."""
+
+    status_code = 429
+    code = "rate_limited"
+    title = "Too many requests"
+    retry_after: ClassVar[int] = 1
+
+
 class ServiceUnavailable(CauceError):
     """A dependency is down; try again later."""
 

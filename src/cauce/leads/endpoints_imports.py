@@ -140,6 +140,8 @@ UPLOAD_PROBLEMS: Final[dict[int, Reasons]] = {
         "unreadable header...)",
         IDEMPOTENCY_KEY_REUSED,
     ],
+    429: "`key_imports_full`: `CAUCE_LEADS__MAX_QUEUED_IMPORTS_PER_KEY` imports of this "
+    "API key are not finished; send the file again after `Retry-After` seconds",
     503: [
         DATABASE_UNAVAILABLE,
         "`import_queue_full`: `CAUCE_LEADS__MAX_QUEUED_IMPORTS` imports are not finished; "
@@ -179,9 +181,10 @@ async def start_import(request: Request, principal: WriteRead) -> Response:
     instead of importing it twice; the key with another file is refused.
 
     The file streams straight to disk, refused (413) as soon as it passes the size limit.
-    At most `CAUCE_LEADS__MAX_QUEUED_IMPORTS` imports wait or run at once: past that an
-    upload is refused before its body is read (503 `import_queue_full`, with
-    `Retry-After`), a replay of an earlier upload included."""
+    At most `CAUCE_LEADS__MAX_QUEUED_IMPORTS` imports wait or run at once, and
+    `CAUCE_LEADS__MAX_QUEUED_IMPORTS_PER_KEY` of one API key: past either an upload is
+    refused before its body is read (503 `import_queue_full`, 429 `key_imports_full`,
+    with `Retry-After`), a replay of an earlier upload included."""
     rt = runtime(request)
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "multipart/form-data":
@@ -189,7 +192,8 @@ async def start_import(request: Request, principal: WriteRead) -> Response:
             "send the CSV as multipart/form-data: a file part named `file`, and optionally "
             "an `options` JSON field"
         )
-    async with imports_upload.upload_slot(rt):
+    actor = f"apikey:{principal.key_id}"
+    async with imports_upload.upload_slot(rt, actor):
         with _names_the_file():
             received = await imports_upload.receive_form(
                 rt,
@@ -212,7 +216,7 @@ async def start_import(request: Request, principal: WriteRead) -> Response:
 
         async def work(session: AsyncSession) -> tuple[int, object]:
             nonlocal created
-            await imports_upload.check_room(session, rt)
+            await imports_upload.check_room(session, rt, actor)
             record = await imports_upload.create_import(
                 session,
                 rt,
@@ -220,7 +224,7 @@ async def start_import(request: Request, principal: WriteRead) -> Response:
                 size=size,
                 filename=file.filename,
                 options=parsed,
-                actor=f"apikey:{principal.key_id}",
+                actor=actor,
             )
             await session.flush()
             await session.refresh(record)

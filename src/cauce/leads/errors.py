@@ -17,6 +17,7 @@ from cauce.core.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    TooManyRequests,
     ValidationFailed,
 )
 
@@ -196,6 +197,15 @@ class ImportQueueFull(LeadImportError, Overloaded):
 
     code = "import_queue_full"
     title = "Too many imports waiting"
+    retry_after: ClassVar[int] = 30
+
+
+class ImportsPerKeyFull(LeadImportError, TooManyRequests):
+    """`leads.max_queued_imports_per_key` imports of this API key are not finished yet: one
+    key may not take every place of `leads.max_queued_imports` from the others."""
+
+    code = "key_imports_full"
+    title = "Too many imports of this key waiting"
     retry_after: ClassVar[int] = 30
 
 

@@ -13,7 +13,9 @@ Every import not finished keeps its file on disk, so their number is bounded,
 installation-wide: `upload_slot` refuses an upload (503 `import_queue_full`, with
 `Retry-After`) before reading its body when `leads.max_queued_imports` imports are
 queued, running or stopped (their job may be replayed), counting the uploads this process
-is still receiving; the transaction recording the import checks again (`check_room`).
+is still receiving; and per API key, so that one key cannot take every place (429
+`key_imports_full` past `leads.max_queued_imports_per_key`). The transaction recording
+the import checks both again (`check_room`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
@@ -41,7 +43,7 @@ from starlette.datastructures import FormData, Headers, UploadFile
 from cauce.core.db.engine import create_private, private_dir
 from cauce.core.errors import BadRequest
 from cauce.leads.csv_import import SAMPLE_BYTES, CsvLeadReader
-from cauce.leads.errors import ImportQueueFull, ImportTooLarge
+from cauce.leads.errors import ImportQueueFull, ImportsPerKeyFull, ImportTooLarge
 from cauce.leads.imports import IMPORT_QUEUE, IMPORT_TASK, LIVE_STATES
 from cauce.leads.models import LeadImport
 from cauce.leads.schemas_requests import ImportOptionsIn
@@ -62,14 +64,18 @@ def imports_dir(rt: LeadsRuntime) -> Path:
 
 # --- how many imports may wait ----------------------------------------------------------
 
-# Uploads this process is receiving, per imports directory: they take disk before their
-# import is recorded, so they count against `leads.max_queued_imports` too.
+# Uploads this process is receiving, per imports directory and per (directory, key): they
+# take disk before their import is recorded, so they count against the bounds too.
 _RECEIVING: dict[str, int] = {}
+_RECEIVING_BY_KEY: dict[tuple[str, str], int] = {}
 
 
-async def live_imports(session: AsyncSession) -> int:
-    """The imports not finished (queued, running, cancelling): each keeps its upload."""
+async def live_imports(session: AsyncSession, actor: str | None = None) -> int:
+    """The imports not finished (queued, running, cancelling): each keeps its upload.
+    With `actor`, those it started only."""
     query = select(func.count()).select_from(LeadImport).where(LeadImport.status.in_(LIVE_STATES))
+    if actor is not None:
+        query = query.where(LeadImport.created_by == actor)
     return int(await session.scalar(query) or 0)
 
 
@@ -81,34 +87,56 @@ def _queue_full(limit: int) -> ImportQueueFull:
     )
 
 
+def _key_full(limit: int) -> ImportsPerKeyFull:
+    return ImportsPerKeyFull(
+        f"{limit} imports of this API key are waiting or running, the most one key may "
+        "have; send the file again once some have finished (or cancel those not needed)",
+        limit=limit,
+    )
+
+
+def _count(counts: dict[Any, int], key: Any, change: int) -> None:
+    left = counts.get(key, 0) + change
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
 @contextlib.asynccontextmanager
-async def upload_slot(rt: LeadsRuntime) -> AsyncIterator[None]:
-    """Hold a place for one upload while it is received and recorded; `ImportQueueFull`
-    at once (before any of the body is read) when there is none."""
-    limit = rt.settings.leads.max_queued_imports
-    key = str(rt.settings.data_dir / "imports")
+async def upload_slot(rt: LeadsRuntime, actor: str) -> AsyncIterator[None]:
+    """Hold a place for one upload of `actor` while it is received and recorded, at once
+    (before any of the body is read) `ImportsPerKeyFull` when the key has none left,
+    `ImportQueueFull` when the installation has none."""
+    leads = rt.settings.leads
+    directory = str(rt.settings.data_dir / "imports")
+    mine = (directory, actor)
     async with rt.sessionmaker() as session:
         live = await live_imports(session)
-    receiving = _RECEIVING.get(key, 0)  # read after the query: no await until it is taken
-    if live + receiving >= limit:
-        raise _queue_full(limit)
-    _RECEIVING[key] = receiving + 1
+        live_mine = await live_imports(session, actor)
+    # Read after the queries: no await until the places are taken.
+    if live_mine + _RECEIVING_BY_KEY.get(mine, 0) >= leads.max_queued_imports_per_key:
+        raise _key_full(leads.max_queued_imports_per_key)
+    if live + _RECEIVING.get(directory, 0) >= leads.max_queued_imports:
+        raise _queue_full(leads.max_queued_imports)
+    _count(_RECEIVING, directory, 1)
+    _count(_RECEIVING_BY_KEY, mine, 1)
     try:
         yield
     finally:
-        left = _RECEIVING[key] - 1
-        if left:
-            _RECEIVING[key] = left
-        else:
-            del _RECEIVING[key]
+        _count(_RECEIVING, directory, -1)
+        _count(_RECEIVING_BY_KEY, mine, -1)
 
 
-async def check_room(session: AsyncSession, rt: LeadsRuntime) -> None:
-    """In the transaction that records an import: `ImportQueueFull` if imports recorded
-    since `upload_slot` looked (by other processes) took the last places."""
-    limit = rt.settings.leads.max_queued_imports
-    if await live_imports(session) >= limit:
-        raise _queue_full(limit)
+async def check_room(session: AsyncSession, rt: LeadsRuntime, actor: str) -> None:
+    """In the transaction that records an import: `ImportsPerKeyFull` or `ImportQueueFull`
+    if imports recorded since `upload_slot` looked (by other processes) took the last
+    places."""
+    leads = rt.settings.leads
+    if await live_imports(session, actor) >= leads.max_queued_imports_per_key:
+        raise _key_full(leads.max_queued_imports_per_key)
+    if await live_imports(session) >= leads.max_queued_imports:
+        raise _queue_full(leads.max_queued_imports)
 
 
 # --- the upload -------------------------------------------------------------------------
