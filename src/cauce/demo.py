@@ -10,6 +10,7 @@ every lead Cauce accepted is in the CRM exactly once. Exit status 0 means it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import tempfile
@@ -335,8 +336,9 @@ async def run_demo(
             f"CAUCE_DATA_DIR={workdir} ./run serve, then http://127.0.0.1:8000/docs"
         )
     finally:
-        if not outage.done():
-            outage.cancel()
+        outage.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await outage  # an error of its own is raised here, not lost
         await clients.close()
         server.should_exit = True
         await serving

@@ -62,12 +62,12 @@ async def _get(
     app: FastAPI,
     paths: Iterable[str],
     scopes: list[str],
-    client: tuple[str, int] = ("127.0.0.1", 123),
+    peer: tuple[str, int] = ("127.0.0.1", 123),
 ) -> None:
-    """GET each path with a key holding `scopes`, from `client`."""
+    """GET each path with a key holding `scopes`, from `peer`."""
     created = await app.state.resources.api_keys.create("spans", scopes)
     headers = {"authorization": f"Bearer {created.token}"}
-    transport = httpx.ASGITransport(app=app, client=client)
+    transport = httpx.ASGITransport(app=app, client=peer)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         for path in paths:
             await client.get(path, headers=headers)
@@ -143,7 +143,7 @@ async def test_server_spans_keep_the_clients_network_not_its_address(
         ("2001:db8:abcd:12::5", "2001:db8:abcd::"),
     ]:
         exporter.clear()
-        await _get(traced, ["/v1/me"], ["leads:read"], client=(peer, 51000))
+        await _get(traced, ["/v1/me"], ["leads:read"], peer=(peer, 51000))
         (span,) = _servers(exporter)
         attributes = dict(span.attributes or {})
         assert attributes["net.peer.ip"] == network
@@ -158,6 +158,7 @@ async def test_server_spans_keep_the_clients_network_not_its_address(
         ("::ffff:192.0.2.9", "192.0.2.0"),
         ("[2001:db8::1]", "2001:db8::"),
         ("2a02:9130:ffff:1:2:3:4:5", "2a02:9130:ffff::"),
+        ("2002:c000:209::1", "192.0.2.0"),  # 6to4: its /48 would be all of 192.0.2.9
         ("proxy.internal", "REDACTED"),
         ("", "REDACTED"),
     ],

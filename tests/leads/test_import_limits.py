@@ -21,7 +21,7 @@ from sqlalchemy import select
 from cauce.app import Resources, create_app, job_worker_for
 from cauce.leads.errors import ImportQueueFull, ImportsPerKeyFull
 from cauce.leads.imports import IMPORT_QUEUE
-from cauce.leads.imports_upload import check_room
+from cauce.leads.imports_upload import _ROOM_LOCK, _ROOM_SPACE, check_room
 from cauce.leads.models import LeadImport
 from cauce.leads.service import LeadsRuntime
 from tests.conftest import SettingsFactory
@@ -314,8 +314,9 @@ def _key_full(response: httpx.Response) -> None:
 
 async def test_one_key_cannot_take_every_place(shared_app: FastAPI) -> None:
     """A key with its two imports waiting gets a 429 `key_imports_full` (nothing stored),
-    while another key's uploads are still taken; the first key's cancelled import frees
-    its place for it. Past the installation's bound the 503 comes first for everyone."""
+    while another key's uploads are still taken. Once the installation is full, a key
+    with room gets the 503 `import_queue_full`, a key at its share still the 429 (its own
+    imports are what it can cancel); the first key's cancelled import frees its place."""
     async with (
         await _key_client(shared_app, "busy") as busy,
         await _key_client(shared_app, "other") as other,
@@ -332,6 +333,7 @@ async def test_one_key_cannot_take_every_place(shared_app: FastAPI) -> None:
         full = await post_csv(third, _csv(3, 500))
         assert full.status_code == 503, full.text
         assert full.json()["code"] == "import_queue_full"
+        _key_full(await post_csv(busy, _csv(3, 200)))
         cancelled = await busy.post(f"/v1/leads/import/{first.json()['id']}/cancel")
         assert cancelled.status_code == 200, cancelled.text
         again = await post_csv(busy, _csv(3, 200))
@@ -385,3 +387,47 @@ async def test_the_transaction_checks_the_keys_share_again(shared_app: FastAPI) 
 async def _actors(rt: LeadsRuntime) -> list[Any]:
     async with rt.sessionmaker() as session:
         return list((await session.execute(select(LeadImport.created_by))).all())
+
+
+async def _post_keyed(api: httpx.AsyncClient, data: bytes, key: str) -> httpx.Response:
+    """Upload `data` as `leads.csv` with an Idempotency-Key."""
+    files = {"file": ("leads.csv", data, "text/csv")}
+    return await api.post("/v1/leads/import", files=files, headers={"Idempotency-Key": key})
+
+
+async def test_a_retry_answered_before_is_never_refused_by_the_bounds(
+    shared_app: FastAPI,
+) -> None:
+    """A key at its share that lost the answer to its last upload sends it again with the
+    same Idempotency-Key: it gets that import's status (a replay), not a 429; a new
+    upload still gets the 429, and a reused key with another file the 422."""
+    async with await _key_client(shared_app, "busy") as busy:
+        assert (await post_csv(busy, _csv(3))).status_code == 202
+        first = await _post_keyed(busy, _csv(3, 100), "last-one")
+        assert first.status_code == 202, first.text
+        again = await _post_keyed(busy, _csv(3, 100), "last-one")
+        assert again.status_code == 202, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json()["id"] == first.json()["id"]
+        _key_full(await _post_keyed(busy, _csv(3, 200), "new-one"))
+        reused = await _post_keyed(busy, _csv(3, 300), "last-one")
+        assert reused.status_code == 422, reused.text
+        assert reused.json()["code"] == "idempotency_key_reused"
+        assert len(_uploads(shared_app)) == PER_KEY
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_recording_an_import_waits_for_another_process_counting(
+    shared_app: FastAPI,
+) -> None:
+    """On PostgreSQL the recording transaction counts under a lock: while another
+    transaction holds it (another API process recording an import), this one waits."""
+    rt: LeadsRuntime = shared_app.state.leads
+    async with rt.sessionmaker() as holder, holder.begin():
+        await holder.execute(_ROOM_LOCK, {"space": _ROOM_SPACE})
+        async with rt.sessionmaker() as session, session.begin():
+            checking = asyncio.create_task(check_room(session, rt, "apikey:x"))
+            await asyncio.sleep(0.5)
+            assert not checking.done()
+            await holder.rollback()
+            await asyncio.wait_for(checking, 10)

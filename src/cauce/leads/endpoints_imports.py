@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from cauce.core.errors import UnsupportedMediaType
 from cauce.core.security.apikeys import Principal
 from cauce.core.web.auth import require_scope, require_scopes
-from cauce.core.web.idempotency import canonical_json
+from cauce.core.web.idempotency import HEADER, canonical_json, check_key
 from cauce.core.web.openapi import (
     DATABASE_UNAVAILABLE,
     IDEMPOTENCY_KEY,
@@ -33,7 +33,7 @@ from cauce.core.web.openapi import (
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import import_form, imports, imports_upkeep, imports_upload
 from cauce.leads.csv_export import ErrorReportWriter
-from cauce.leads.endpoints import idempotent, parse_id, runtime
+from cauce.leads.endpoints import IDEMPOTENCY, idempotent, parse_id, runtime
 from cauce.leads.errors import (
     ImportFileInvalid,
     ImportFinished,
@@ -183,8 +183,9 @@ async def start_import(request: Request, principal: WriteRead) -> Response:
     The file streams straight to disk, refused (413) as soon as it passes the size limit.
     At most `CAUCE_LEADS__MAX_QUEUED_IMPORTS` imports wait or run at once, and
     `CAUCE_LEADS__MAX_QUEUED_IMPORTS_PER_KEY` of one API key: past either an upload is
-    refused before its body is read (503 `import_queue_full`, 429 `key_imports_full`,
-    with `Retry-After`), a replay of an earlier upload included."""
+    refused before its body is read (429 `key_imports_full` when the key is at its share,
+    else 503 `import_queue_full`, with `Retry-After`). A retry with an `Idempotency-Key`
+    that was answered before is never refused by them: it imports nothing new."""
     rt = runtime(request)
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "multipart/form-data":
@@ -193,7 +194,10 @@ async def start_import(request: Request, principal: WriteRead) -> Response:
             "an `options` JSON field"
         )
     actor = f"apikey:{principal.key_id}"
-    async with imports_upload.upload_slot(rt, actor):
+    # A retry of an upload answered before records no import: the bounds do not refuse
+    # it (a key at its share could never learn its last import's id otherwise).
+    answered = await _answered_before(request, principal, rt)
+    async with imports_upload.upload_slot(rt, actor, bounded=not answered):
         with _names_the_file():
             received = await imports_upload.receive_form(
                 rt,
@@ -245,6 +249,17 @@ async def start_import(request: Request, principal: WriteRead) -> Response:
     # that import as it is now, not as it was queued.
     path.unlink(missing_ok=True)
     return await _replayed(rt, response)
+
+
+async def _answered_before(request: Request, principal: Principal, rt: LeadsRuntime) -> bool:
+    """Whether the request's Idempotency-Key already holds an answer (`idempotent` then
+    replays it, or refuses a reuse, once the body is read)."""
+    raw_key = request.headers.get(HEADER)
+    if raw_key is None:
+        return False
+    key = check_key(raw_key)  # a bad key is refused before its body is read
+    async with rt.sessionmaker() as session:
+        return await IDEMPOTENCY.answered(session, str(principal.api_key_id), key)
 
 
 def _options_key(options: str | None) -> bytes:

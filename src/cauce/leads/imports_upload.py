@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData, Headers, UploadFile
 
@@ -70,13 +70,13 @@ _RECEIVING: dict[str, int] = {}
 _RECEIVING_BY_KEY: dict[tuple[str, str], int] = {}
 
 
-async def live_imports(session: AsyncSession, actor: str | None = None) -> int:
-    """The imports not finished (queued, running, cancelling): each keeps its upload.
-    With `actor`, those it started only."""
-    query = select(func.count()).select_from(LeadImport).where(LeadImport.status.in_(LIVE_STATES))
-    if actor is not None:
-        query = query.where(LeadImport.created_by == actor)
-    return int(await session.scalar(query) or 0)
+async def live_imports(session: AsyncSession, actor: str) -> tuple[int, int]:
+    """The imports not finished (queued, running, cancelling), each keeping its upload:
+    all of them, and those `actor` started."""
+    mine = func.coalesce(func.sum(case((LeadImport.created_by == actor, 1), else_=0)), 0)
+    query = select(func.count(), mine).where(LeadImport.status.in_(LIVE_STATES))
+    every, own = (await session.execute(query)).one()
+    return int(every), int(own)
 
 
 def _queue_full(limit: int) -> ImportQueueFull:
@@ -95,6 +95,16 @@ def _key_full(limit: int) -> ImportsPerKeyFull:
     )
 
 
+def _refuse_past_bounds(rt: LeadsRuntime, live: int, own: int) -> None:
+    """The key's share first: a key past it is told so (429) even when the installation
+    is full too, since cancelling its own imports is what it can do."""
+    leads = rt.settings.leads
+    if own >= leads.max_queued_imports_per_key:
+        raise _key_full(leads.max_queued_imports_per_key)
+    if live >= leads.max_queued_imports:
+        raise _queue_full(leads.max_queued_imports)
+
+
 def _count(counts: dict[Any, int], key: Any, change: int) -> None:
     left = counts.get(key, 0) + change
     if left:
@@ -104,21 +114,20 @@ def _count(counts: dict[Any, int], key: Any, change: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def upload_slot(rt: LeadsRuntime, actor: str) -> AsyncIterator[None]:
+async def upload_slot(rt: LeadsRuntime, actor: str, *, bounded: bool = True) -> AsyncIterator[None]:
     """Hold a place for one upload of `actor` while it is received and recorded, at once
     (before any of the body is read) `ImportsPerKeyFull` when the key has none left,
-    `ImportQueueFull` when the installation has none."""
-    leads = rt.settings.leads
+    `ImportQueueFull` when the installation has none. Not `bounded`: a request answered
+    before (its Idempotency-Key's), which records no import, is let through; it still
+    counts while it is received."""
     directory = str(rt.settings.data_dir / "imports")
     mine = (directory, actor)
-    async with rt.sessionmaker() as session:
-        live = await live_imports(session)
-        live_mine = await live_imports(session, actor)
-    # Read after the queries: no await until the places are taken.
-    if live_mine + _RECEIVING_BY_KEY.get(mine, 0) >= leads.max_queued_imports_per_key:
-        raise _key_full(leads.max_queued_imports_per_key)
-    if live + _RECEIVING.get(directory, 0) >= leads.max_queued_imports:
-        raise _queue_full(leads.max_queued_imports)
+    if bounded:
+        async with rt.sessionmaker() as session:
+            live, own = await live_imports(session, actor)
+        # Read after the query: no await until the places are taken.
+        own += _RECEIVING_BY_KEY.get(mine, 0)
+        _refuse_past_bounds(rt, live + _RECEIVING.get(directory, 0), own)
     _count(_RECEIVING, directory, 1)
     _count(_RECEIVING_BY_KEY, mine, 1)
     try:
@@ -128,15 +137,20 @@ async def upload_slot(rt: LeadsRuntime, actor: str) -> AsyncIterator[None]:
         _count(_RECEIVING_BY_KEY, mine, -1)
 
 
+# PostgreSQL: the transactions recording imports take this lock first, one at a time, so
+# two processes cannot both count the last place free. (SQLite's writer is one already.)
+# Two ints in the leads' own space ("LEAD" + 2: `repository` uses + 0 and + 1).
+_ROOM_LOCK = text("SELECT pg_advisory_xact_lock(:space, 0)")
+_ROOM_SPACE = 0x4C454144 + 2
+
+
 async def check_room(session: AsyncSession, rt: LeadsRuntime, actor: str) -> None:
     """In the transaction that records an import: `ImportsPerKeyFull` or `ImportQueueFull`
     if imports recorded since `upload_slot` looked (by other processes) took the last
     places."""
-    leads = rt.settings.leads
-    if await live_imports(session, actor) >= leads.max_queued_imports_per_key:
-        raise _key_full(leads.max_queued_imports_per_key)
-    if await live_imports(session) >= leads.max_queued_imports:
-        raise _queue_full(leads.max_queued_imports)
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_ROOM_LOCK, {"space": _ROOM_SPACE})
+    _refuse_past_bounds(rt, *(await live_imports(session, actor)))
 
 
 # --- the upload -------------------------------------------------------------------------

@@ -173,8 +173,9 @@ def client_network(address: str) -> str:
         ip = ipaddress.ip_address(address.strip("[]"))
     except ValueError:
         return REDACTED
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # The IPv4 address inside an IPv4-mapped or a 6to4 one (whose /48 is all of it).
+        ip = ip.ipv4_mapped or ip.sixtofour or ip
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
 
@@ -199,6 +200,11 @@ def redact_server_span(span: Any, scope: dict[str, Any]) -> None:
     if not span.is_recording():
         return
     attributes = getattr(span, "attributes", None) or {}
+    # First: the instrumentation swallows a hook's exception, leaving the rest as it was.
+    for name in _CLIENT_ADDRESS_ATTRIBUTES:
+        address = attributes.get(name)
+        if isinstance(address, str):
+            span.set_attribute(name, client_network(address))
     raw = scope.get("query_string") or b""
     route = attributes.get(_ROUTE_ATTRIBUTE)
     if isinstance(route, str) and route:
@@ -223,10 +229,6 @@ def redact_server_span(span: Any, scope: dict[str, Any]) -> None:
     for name in _QUERY_ATTRIBUTES:
         if isinstance(attributes.get(name), str):
             span.set_attribute(name, query)
-    for name in _CLIENT_ADDRESS_ATTRIBUTES:
-        address = attributes.get(name)
-        if isinstance(address, str):
-            span.set_attribute(name, client_network(address))
     span_name = getattr(span, "name", None)
     if isinstance(span_name, str) and len(raw_path) > 1 and raw_path in span_name:
         span.update_name(span_name.replace(raw_path, path))

@@ -194,6 +194,15 @@ class IdempotencyStore:
     def __init__(self, ttl: timedelta = DEFAULT_TTL) -> None:
         self.ttl = ttl
 
+    async def answered(self, session: AsyncSession, scope: str, key: str) -> bool:
+        """Whether an answer, not expired, is stored under this key (whatever request it
+        answered): a request with it will be a replay, or refused as a reuse."""
+        query = select(IdempotencyRecord.created_at).where(
+            IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
+        )
+        created = await session.scalar(query)
+        return created is not None and created >= utcnow() - self.ttl
+
     async def lookup(
         self, session: AsyncSession, scope: str, key: str, print_: Fingerprint | str
     ) -> StoredResponse | None:
