@@ -81,14 +81,19 @@ async def _run_imports(app: FastAPI) -> None:
     await job_worker_for(_resources(app), queues=[IMPORT_QUEUE]).run_until_idle(60)
 
 
-def _queue_full(response: httpx.Response) -> None:
-    assert response.status_code == 503, response.text
+def _refused(response: httpx.Response, status: int, code: str, limit: int) -> None:
+    """A refusal of the import bounds: its status and code, Retry-After, the limit."""
+    assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
     assert response.headers["retry-after"] == "30"
     body = response.json()
-    assert body["code"] == "import_queue_full"
-    assert body["limit"] == MAX_QUEUED
-    assert str(MAX_QUEUED) in body["detail"]
+    assert body["code"] == code
+    assert body["limit"] == limit
+    assert str(limit) in body["detail"]
+
+
+def _queue_full(response: httpx.Response) -> None:
+    _refused(response, 503, "import_queue_full", MAX_QUEUED)
 
 
 def _head(filename: str = "leads.csv") -> bytes:
@@ -304,12 +309,7 @@ async def _key_client(app: FastAPI, name: str) -> httpx.AsyncClient:
 
 
 def _key_full(response: httpx.Response) -> None:
-    assert response.status_code == 429, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    assert response.headers["retry-after"] == "30"
-    body = response.json()
-    assert body["code"] == "key_imports_full"
-    assert body["limit"] == PER_KEY
+    _refused(response, 429, "key_imports_full", PER_KEY)
 
 
 async def test_one_key_cannot_take_every_place(shared_app: FastAPI) -> None:
