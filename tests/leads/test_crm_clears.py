@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,13 @@ from cauce.leads.adapters.hubspot_batch import upsert_inputs
 from cauce.leads.adapters.pipedrive import _Person
 from cauce.leads.delivery import _record_batch, deliver, sent_properties, to_contact
 from cauce.leads.models import Lead
-from cauce.leads.ports import CrmContact, CrmKey, UpsertOutcome
+from cauce.leads.ports import (
+    CrmContact,
+    CrmKey,
+    CrmRejected,
+    CrmUnavailable,
+    UpsertOutcome,
+)
 from cauce.sandbox import SandboxCrm, SandboxCrmConfig, start_sandbox_crm
 from tests.conftest import SettingsFactory, make_settings
 from tests.leads.adapters.conftest import ManualClock, WallClock, fast_policy
@@ -418,6 +424,78 @@ async def test_a_team_mailbox_shared_by_two_leads_loses_nothing_in_the_sandbox(
     assert "email" not in luis.properties
     assert "city" not in luis.properties
     assert luis.properties["firstname"] == "Luis"
+
+
+async def test_a_value_the_crm_took_from_a_lost_answer_is_cleared_later(
+    db: Database, tmp_path: Path, sandbox: SandboxCrm, clients: HttpClients
+) -> None:
+    """HubSpot applies an upsert and answers 500 (the answer lost, as after a timeout): the
+    contact has the city though Cauce never saw a success. The city is then emptied in
+    Cauce; the next sync clears it in the CRM (before, it stayed there for good: the
+    record said it had never been sent)."""
+    settings = make_settings(
+        tmp_path, crm={"provider": "hubspot", "token": sandbox.token, "base_url": sandbox.url}
+    )
+    crm = build_crm(settings, clients)
+    assert crm is not None
+    lead_id = await _store(db, email="ana@bodegas-ruiz.es", city="Sevilla")
+    faults = sandbox.state.faults
+    calm = faults.settings
+    faults.reconfigure(calm.updated({"error_after_write_rate": 1.0}))
+    with pytest.raises(CrmUnavailable):
+        await deliver(db.sessionmaker, crm, settings.crm)
+    contact = sandbox.state.store.find("email", "ana@bodegas-ruiz.es")
+    assert contact is not None
+    assert contact.properties["city"] == "Sevilla"
+    assert "city" in (await _sent(db, lead_id) or [])
+    faults.reconfigure(calm)
+    await _edit(db, lead_id, city=None)
+    report = await deliver(db.sessionmaker, crm, settings.crm)
+    assert report.synced == 1
+    contact = sandbox.state.store.find("email", "ana@bodegas-ruiz.es")
+    assert contact is not None
+    assert not contact.properties.get("city"), "the city the CRM took is still there"
+
+
+class _Failing(MemoryCrm):
+    """A CRM whose next request fails as a whole with `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error: Exception | None = error
+
+    async def upsert(self, contacts: Sequence[CrmContact]) -> list[UpsertOutcome]:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return await super().upsert(contacts)
+
+
+@pytest.mark.parametrize(
+    ("error", "recorded"),
+    [
+        (CrmUnavailable("timed out"), True),
+        (CrmUnavailable("circuit open", maybe_applied=False), False),
+        (CrmRejected("HTTP 403"), False),
+    ],
+)
+async def test_only_a_request_that_may_have_been_applied_is_recorded_as_sent(
+    db: Database, tmp_path: Path, error: Exception, recorded: bool
+) -> None:
+    """A request that may have reached the CRM (a timeout, a 5xx) records what it gave a
+    value; one that never left Cauce (an open circuit) or that the CRM refused as a whole
+    records nothing, so a CRM-only value for that field is never cleared on its account."""
+    settings = _crm_settings(tmp_path)
+    lead_id = await _store(db, email="ana@bodegas.es", city="Sevilla")
+    crm = _Failing(error)
+    with pytest.raises(type(error)):
+        await deliver(db.sessionmaker, crm, settings)
+    sent = await _sent(db, lead_id)
+    assert ("city" in (sent or [])) is recorded
+    await _edit(db, lead_id, city=None)
+    await deliver(db.sessionmaker, crm, settings)
+    properties = crm.batches[-1][0].properties
+    assert ("city" in properties and properties["city"] is None) is recorded
 
 
 # --- each adapter's body for a clear --------------------------------------------------------

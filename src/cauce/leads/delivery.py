@@ -335,14 +335,47 @@ def request_error(exc: CrmThrottled | CrmUnavailable | CrmRejected) -> str:
     return f"the CRM refused the request: {exc}"[:MAX_ERROR_CHARS]
 
 
+# A request that may have been applied (its answer lost: a timeout, a 5xx, a dropped
+# connection): the CRM may now hold what it gave a value, so those properties join the
+# record of what Cauce sent, and a field emptied before the next successful sync is sent
+# as a clear. Without this, a value HubSpot took from a request that timed out stayed
+# there for good once the field was emptied in Cauce: the record said it was never sent.
+# (A property that was in fact not applied is then cleared once: Cauce was writing it.)
+_RECORD_MAYBE_SENT = (
+    update(_LEADS)
+    .where(_LEADS.c.id == bindparam("lead_id"))
+    .values(crm_sent_properties=bindparam("sent_properties", type_=JSON()))
+)
+
+
 async def _record_request_error(
-    session: AsyncSession, contacts: Sequence[CrmContact], error: str
+    session: AsyncSession,
+    contacts: Sequence[CrmContact],
+    error: str,
+    maybe_sent: Mapping[int, Sequence[str]] | None = None,
 ) -> None:
+    """Note a whole request's failure on each lead; with `maybe_sent` (the request may
+    have been applied), also what it gave a value (`_RECORD_MAYBE_SENT`)."""
     conn = await session.connection()
     await conn.execute(
         _MARK_TRIED,
         [{"lead_id": c.lead_id, "sent_version": c.version, "error": error} for c in contacts],
     )
+    if not maybe_sent:
+        return
+    rows = await conn.execute(
+        select(_LEADS.c.id, _LEADS.c.crm_sent_properties).where(
+            _LEADS.c.id.in_(list(maybe_sent)), _LEADS.c.erased_at.is_(None)
+        )
+    )
+    grown = []
+    for lead_id, recorded in rows:
+        before = set(recorded or ())
+        after = before | set(maybe_sent[lead_id])
+        if recorded is None or after != before:
+            grown.append({"lead_id": lead_id, "sent_properties": sorted(after)})
+    if grown:
+        await conn.execute(_RECORD_MAYBE_SENT, grown)
 
 
 # Called in the transaction that finds leads erased while their batch was out (their
@@ -496,11 +529,18 @@ class _Delivery:
                 await self.on_erased(session, erased)
             return verdicts
 
-    async def _record_failure(self, contacts: Sequence[CrmContact], error: str) -> None:
+    async def _record_failure(
+        self, contacts: Sequence[CrmContact], exc: CrmThrottled | CrmUnavailable | CrmRejected
+    ) -> None:
+        maybe_sent = None
+        if isinstance(exc, CrmUnavailable) and exc.maybe_applied:
+            maybe_sent = {
+                c.lead_id: self.sent[c.lead_id] for c in contacts if c.lead_id in self.sent
+            }
         # Best effort: the CRM's error is what the job acts on, not a failure to note it.
         try:
             async with unit_of_work(self.sessionmaker) as session:
-                await _record_request_error(session, contacts, error)
+                await _record_request_error(session, contacts, request_error(exc), maybe_sent)
         except Exception as exc:  # noqa: BLE001 - logged; the CRM's error is raised
             log.warning("crm.delivery.note_failed", error_class=type(exc).__name__)
 
@@ -535,7 +575,7 @@ class _Delivery:
                     # A cancellation may cut this.
                     outcomes = await self._upsert(contacts)
                 except (CrmThrottled, CrmUnavailable, CrmRejected) as exc:
-                    await _to_the_end(self._record_failure(contacts, request_error(exc)))
+                    await _to_the_end(self._record_failure(contacts, exc))
                     raise
                 report.batches += 1
                 verdicts = await _to_the_end(self._record(contacts, outcomes))
