@@ -472,30 +472,46 @@ class _Failing(MemoryCrm):
 
 
 @pytest.mark.parametrize(
-    ("error", "recorded"),
-    [
-        (CrmUnavailable("timed out"), True),
-        (CrmUnavailable("circuit open", maybe_applied=False), False),
-        (CrmRejected("HTTP 403"), False),
-    ],
+    "error",
+    [CrmUnavailable("timed out"), CrmUnavailable("circuit open"), CrmRejected("HTTP 403")],
 )
-async def test_only_a_request_that_may_have_been_applied_is_recorded_as_sent(
-    db: Database, tmp_path: Path, error: Exception, recorded: bool
+async def test_a_failed_request_still_clears_what_it_tried_to_send(
+    db: Database, tmp_path: Path, error: Exception
 ) -> None:
-    """A request that may have reached the CRM (a timeout, a 5xx) records what it gave a
-    value; one that never left Cauce (an open circuit) or that the CRM refused as a whole
-    records nothing, so a CRM-only value for that field is never cleared on its account."""
+    """Whatever a request's failure (a timeout may have been applied; an open circuit or
+    a refusal were not, but no error tells every case apart: a retry's last error hides
+    an earlier attempt's), the record keeps what it tried to give a value, and emptying
+    that field later sends a clear, once."""
     settings = _crm_settings(tmp_path)
     lead_id = await _store(db, email="ana@bodegas.es", city="Sevilla")
     crm = _Failing(error)
     with pytest.raises(type(error)):
         await deliver(db.sessionmaker, crm, settings)
-    sent = await _sent(db, lead_id)
-    assert ("city" in (sent or [])) is recorded
+    assert "city" in (await _sent(db, lead_id) or [])
     await _edit(db, lead_id, city=None)
     await deliver(db.sessionmaker, crm, settings)
-    properties = crm.batches[-1][0].properties
-    assert ("city" in properties and properties["city"] is None) is recorded
+    assert crm.batches[-1][0].properties["city"] is None
+    assert "city" not in (await _sent(db, lead_id) or [])
+
+
+async def test_the_record_grows_before_the_request_leaves(db: Database, tmp_path: Path) -> None:
+    """While a request is in flight (it may be cut, or its answer lost), the lead's record
+    already holds what it gives a value, kept with what earlier syncs gave."""
+    settings = _crm_settings(tmp_path)
+    lead_id = await _store(db, email="ana@bodegas.es", city="Sevilla")
+    crm = MemoryCrm()
+    await deliver(db.sessionmaker, crm, settings)
+    await _edit(db, lead_id, city=None, company="Bodegas Ruiz", job_title="Gerente")
+    seen: list[list[str] | None] = []
+
+    async def look() -> None:
+        seen.append(await _sent(db, lead_id))
+
+    crm.on_call.append(look)
+    await deliver(db.sessionmaker, crm, settings)
+    assert seen
+    assert {"city", "company", "email", "jobtitle"} <= set(seen[0] or [])
+    assert "city" not in (await _sent(db, lead_id) or [])  # the success's own record
 
 
 # --- each adapter's body for a clear --------------------------------------------------------

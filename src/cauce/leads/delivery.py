@@ -13,10 +13,12 @@ Versions: a lead's `version` grows on every change; after an upsert the lead is 
 `pending` and the newer state goes in a later batch, so an older state never wins.
 
 Cleared fields: a contact carries the lead's fields with a value, and, as None (a clear,
-which each adapter words its vendor's way), the properties an earlier successful sync
-gave a value whose field is empty now (`Lead.crm_sent_properties`, written by the same
-compare-and-set that marks the lead synced). A property Cauce never gave a value is left
-out: what people typed in the CRM for a field Cauce does not have stays.
+which each adapter words its vendor's way), the properties an earlier request gave, or
+tried to give, a value whose field is empty now (`Lead.crm_sent_properties`: grown before
+each request leaves, `_RECORD_ATTEMPT`, since the CRM may apply one whose answer is lost;
+set to what a success carried by the compare-and-set that marks the lead synced). A
+property Cauce never gave a value is left out: what people typed in the CRM for a field
+Cauce does not have stays.
 
 No transaction is held across a CRM call: each batch is read in one short transaction
 and its outcome written in another, so a crash loses at most the bookkeeping of one
@@ -197,6 +199,47 @@ def _unique_keys(contacts: Sequence[CrmContact]) -> list[CrmContact]:
     return unique
 
 
+_LEADS = cast(Table, Lead.__table__)
+
+# Before a batch leaves, each lead's record of what Cauce gave a value in the CRM
+# (`crm_sent_properties`) takes in what this request gives one: the CRM may apply a
+# request whose answer never reaches Cauce (a timeout, a 5xx after the write, a call cut
+# by a cancellation or a partial failure), and a value it took that way must be cleared
+# when the field is emptied here. A property the request never reached the CRM with is
+# then cleared once later, on a field Cauce was writing anyway. Compare-and-set on the
+# version read: a lead changed meanwhile is superseded, and read again.
+_RECORD_ATTEMPT = (
+    update(_LEADS)
+    .where(
+        _LEADS.c.id == bindparam("lead_id"),
+        _LEADS.c.version == bindparam("read_version"),
+        _LEADS.c.erased_at.is_(None),
+    )
+    .values(crm_sent_properties=bindparam("sent_properties", type_=JSON()))
+)
+
+
+async def _record_attempt(
+    session: AsyncSession,
+    contacts: Sequence[CrmContact],
+    leads: Mapping[int, Lead],
+    sent: Mapping[int, Sequence[str]],
+) -> None:
+    """`_RECORD_ATTEMPT` for the leads whose record this batch grows."""
+    grown = []
+    for contact in contacts:
+        lead = leads[contact.lead_id]
+        recorded = lead.crm_sent_properties
+        after = set(recorded or ()) | set(sent[contact.lead_id])
+        if recorded is None or after != set(recorded):
+            grown.append(
+                {"lead_id": lead.id, "read_version": lead.version, "sent_properties": sorted(after)}
+            )
+    if grown:
+        conn = await session.connection()
+        await conn.execute(_RECORD_ATTEMPT, grown)
+
+
 async def _pending_batch(
     session: AsyncSession,
     limit: int,
@@ -216,7 +259,6 @@ async def _pending_batch(
     return list((await session.scalars(query)).all())
 
 
-_LEADS = cast(Table, Lead.__table__)
 # A successful upsert, compare-and-set on the version (see the module docstring): the lead
 # is `synced` only if nothing changed since the batch was read. Prebuilt Core, run once
 # per batch with every success's parameters (executemany).
@@ -335,47 +377,14 @@ def request_error(exc: CrmThrottled | CrmUnavailable | CrmRejected) -> str:
     return f"the CRM refused the request: {exc}"[:MAX_ERROR_CHARS]
 
 
-# A request that may have been applied (its answer lost: a timeout, a 5xx, a dropped
-# connection): the CRM may now hold what it gave a value, so those properties join the
-# record of what Cauce sent, and a field emptied before the next successful sync is sent
-# as a clear. Without this, a value HubSpot took from a request that timed out stayed
-# there for good once the field was emptied in Cauce: the record said it was never sent.
-# (A property that was in fact not applied is then cleared once: Cauce was writing it.)
-_RECORD_MAYBE_SENT = (
-    update(_LEADS)
-    .where(_LEADS.c.id == bindparam("lead_id"))
-    .values(crm_sent_properties=bindparam("sent_properties", type_=JSON()))
-)
-
-
 async def _record_request_error(
-    session: AsyncSession,
-    contacts: Sequence[CrmContact],
-    error: str,
-    maybe_sent: Mapping[int, Sequence[str]] | None = None,
+    session: AsyncSession, contacts: Sequence[CrmContact], error: str
 ) -> None:
-    """Note a whole request's failure on each lead; with `maybe_sent` (the request may
-    have been applied), also what it gave a value (`_RECORD_MAYBE_SENT`)."""
     conn = await session.connection()
     await conn.execute(
         _MARK_TRIED,
         [{"lead_id": c.lead_id, "sent_version": c.version, "error": error} for c in contacts],
     )
-    if not maybe_sent:
-        return
-    rows = await conn.execute(
-        select(_LEADS.c.id, _LEADS.c.crm_sent_properties).where(
-            _LEADS.c.id.in_(list(maybe_sent)), _LEADS.c.erased_at.is_(None)
-        )
-    )
-    grown = []
-    for lead_id, recorded in rows:
-        before = set(recorded or ())
-        after = before | set(maybe_sent[lead_id])
-        if recorded is None or after != before:
-            grown.append({"lead_id": lead_id, "sent_properties": sorted(after)})
-    if grown:
-        await conn.execute(_RECORD_MAYBE_SENT, grown)
 
 
 # Called in the transaction that finds leads erased while their batch was out (their
@@ -503,12 +512,14 @@ class _Delivery:
                 holders = await email_holders(session, leads)
                 built: list[CrmContact] = []
                 sent: dict[int, list[str]] = {}
+                by_lead = {lead.id: lead for lead in leads}
                 for lead in leads:
                     held = holders.get(lead.email or "", lead.id) != lead.id
                     contact = to_contact(lead, self.settings, email_held=held)
                     built.append(contact)
                     sent[lead.id] = sent_properties(lead, contact, self.settings, email_held=held)
                 contacts = [c for c in _unique_keys(built) if c.key not in self.keys_in_flight]
+                await _record_attempt(session, contacts, by_lead, sent)
             self.in_flight.update(c.lead_id for c in contacts)
             self.keys_in_flight.update(c.key for c in contacts)
             self.sent.update((c.lead_id, sent[c.lead_id]) for c in contacts)
@@ -529,18 +540,11 @@ class _Delivery:
                 await self.on_erased(session, erased)
             return verdicts
 
-    async def _record_failure(
-        self, contacts: Sequence[CrmContact], exc: CrmThrottled | CrmUnavailable | CrmRejected
-    ) -> None:
-        maybe_sent = None
-        if isinstance(exc, CrmUnavailable) and exc.maybe_applied:
-            maybe_sent = {
-                c.lead_id: self.sent[c.lead_id] for c in contacts if c.lead_id in self.sent
-            }
+    async def _record_failure(self, contacts: Sequence[CrmContact], error: str) -> None:
         # Best effort: the CRM's error is what the job acts on, not a failure to note it.
         try:
             async with unit_of_work(self.sessionmaker) as session:
-                await _record_request_error(session, contacts, request_error(exc), maybe_sent)
+                await _record_request_error(session, contacts, error)
         except Exception as exc:  # noqa: BLE001 - logged; the CRM's error is raised
             log.warning("crm.delivery.note_failed", error_class=type(exc).__name__)
 
@@ -575,7 +579,7 @@ class _Delivery:
                     # A cancellation may cut this.
                     outcomes = await self._upsert(contacts)
                 except (CrmThrottled, CrmUnavailable, CrmRejected) as exc:
-                    await _to_the_end(self._record_failure(contacts, exc))
+                    await _to_the_end(self._record_failure(contacts, request_error(exc)))
                     raise
                 report.batches += 1
                 verdicts = await _to_the_end(self._record(contacts, outcomes))

@@ -76,18 +76,11 @@ class CrmThrottled(Exception):
 
 
 class CrmUnavailable(Exception):
-    """The CRM could not be reached or failed (5xx, timeout, open circuit): try later.
+    """The CRM could not be reached or failed (5xx, timeout, open circuit): try later."""
 
-    `maybe_applied`: the request may have reached the CRM, which may have applied it
-    before its answer was lost (a timeout, a 5xx, a dropped connection); False when it
-    never left Cauce (an open circuit, a full bulkhead)."""
-
-    def __init__(
-        self, detail: str, retry_at: datetime | None = None, *, maybe_applied: bool = True
-    ) -> None:
+    def __init__(self, detail: str, retry_at: datetime | None = None) -> None:
         super().__init__(detail)
         self.retry_at = retry_at
-        self.maybe_applied = maybe_applied
 
 
 class CrmRejected(Exception):

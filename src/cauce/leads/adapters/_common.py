@@ -26,7 +26,6 @@ from cauce.core.http import (
     UpstreamTlsError,
 )
 from cauce.core.resilience import (
-    BulkheadFullError,
     CircuitOpenError,
     RateLimitedError,
     ResilienceError,
@@ -128,11 +127,7 @@ def port_error(crm: str, exc: Exception, now: datetime) -> PortError | None:
             now + timedelta(seconds=wait), "local", f"{crm}: local rate limit reached"
         )
     if isinstance(exc, CircuitOpenError):
-        return CrmUnavailable(
-            f"{crm}: circuit open", _after(now, exc.retry_after), maybe_applied=False
-        )
-    if isinstance(exc, BulkheadFullError):
-        return CrmUnavailable(f"{crm}: {exc}", _after(now, exc.retry_after), maybe_applied=False)
+        return CrmUnavailable(f"{crm}: circuit open", _after(now, exc.retry_after))
     if isinstance(exc, UpstreamClientError):
         if exc.status in (401, 403):
             return CrmRejected(f"{crm} refused the credentials (HTTP {exc.status})")
