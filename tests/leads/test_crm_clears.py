@@ -308,6 +308,14 @@ async def _edit(db: Database, lead_id: int, **values: Any) -> None:
         )
 
 
+async def _city_cleared(db: Database, lead_id: int, crm: MemoryCrm, settings: CrmSettings) -> None:
+    """Empty the lead's city and sync: the city goes as a clear and leaves the record."""
+    await _edit(db, lead_id, city=None)
+    await deliver(db.sessionmaker, crm, settings)
+    assert crm.batches[-1][0].properties["city"] is None
+    assert "city" not in (await _sent(db, lead_id) or [])
+
+
 async def test_the_record_follows_each_success_and_a_clear_goes_once(
     db: Database, tmp_path: Path
 ) -> None:
@@ -318,10 +326,7 @@ async def test_the_record_follows_each_success_and_a_clear_goes_once(
     crm = MemoryCrm()
     await deliver(db.sessionmaker, crm, settings)
     assert "city" in (await _sent(db, lead_id) or [])
-    await _edit(db, lead_id, city=None)
-    await deliver(db.sessionmaker, crm, settings)
-    assert crm.batches[-1][0].properties["city"] is None
-    assert "city" not in (await _sent(db, lead_id) or [])
+    await _city_cleared(db, lead_id, crm, settings)
     await _edit(db, lead_id, company="Bodegas")
     await deliver(db.sessionmaker, crm, settings)
     assert "city" not in crm.batches[-1][0].properties
@@ -488,10 +493,7 @@ async def test_a_failed_request_still_clears_what_it_tried_to_send(
     with pytest.raises(type(error)):
         await deliver(db.sessionmaker, crm, settings)
     assert "city" in (await _sent(db, lead_id) or [])
-    await _edit(db, lead_id, city=None)
-    await deliver(db.sessionmaker, crm, settings)
-    assert crm.batches[-1][0].properties["city"] is None
-    assert "city" not in (await _sent(db, lead_id) or [])
+    await _city_cleared(db, lead_id, crm, settings)
 
 
 async def test_the_record_grows_before_the_request_leaves(db: Database, tmp_path: Path) -> None:
