@@ -21,8 +21,9 @@ from sqlalchemy import select
 from cauce.app import Resources, create_app, job_worker_for
 from cauce.leads.errors import ImportQueueFull, ImportsPerKeyFull
 from cauce.leads.imports import IMPORT_QUEUE
-from cauce.leads.imports_upload import _ROOM_LOCK, _ROOM_SPACE, check_room
+from cauce.leads.imports_upload import check_room
 from cauce.leads.models import LeadImport
+from cauce.leads.repository import lock_import_room
 from cauce.leads.service import LeadsRuntime
 from tests.conftest import SettingsFactory
 from tests.leads.import_client import post_csv
@@ -424,7 +425,7 @@ async def test_recording_an_import_waits_for_another_process_counting(
     transaction holds it (another API process recording an import), this one waits."""
     rt: LeadsRuntime = shared_app.state.leads
     async with rt.sessionmaker() as holder, holder.begin():
-        await holder.execute(_ROOM_LOCK, {"space": _ROOM_SPACE})
+        await lock_import_room(holder)
         async with rt.sessionmaker() as session, session.begin():
             checking = asyncio.create_task(check_room(session, rt, "apikey:x"))
             await asyncio.sleep(0.5)

@@ -512,18 +512,17 @@ class _Delivery:
                 holders = await email_holders(session, leads)
                 built: list[CrmContact] = []
                 sent: dict[int, list[str]] = {}
-                by_lead = {lead.id: lead for lead in leads}
+                by_id = {lead.id: lead for lead in leads}
                 for lead in leads:
                     held = holders.get(lead.email or "", lead.id) != lead.id
                     contact = to_contact(lead, self.settings, email_held=held)
                     built.append(contact)
                     sent[lead.id] = sent_properties(lead, contact, self.settings, email_held=held)
                 contacts = [c for c in _unique_keys(built) if c.key not in self.keys_in_flight]
-                await _record_attempt(session, contacts, by_lead, sent)
+                await _record_attempt(session, contacts, by_id, sent)
             self.in_flight.update(c.lead_id for c in contacts)
             self.keys_in_flight.update(c.key for c in contacts)
             self.sent.update((c.lead_id, sent[c.lead_id]) for c in contacts)
-            by_id = {lead.id: lead for lead in leads}
             self.traced.update(
                 (c.lead_id, (by_id[c.lead_id].uid, by_id[c.lead_id].trace_parent)) for c in contacts
             )

@@ -36,12 +36,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
-from sqlalchemy import case, func, select, text
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData, Headers, UploadFile
 
 from cauce.core.db.engine import create_private, private_dir
 from cauce.core.errors import BadRequest
+from cauce.leads import repository as repo
 from cauce.leads.csv_import import SAMPLE_BYTES, CsvLeadReader
 from cauce.leads.errors import ImportQueueFull, ImportsPerKeyFull, ImportTooLarge
 from cauce.leads.imports import IMPORT_QUEUE, IMPORT_TASK, LIVE_STATES
@@ -137,19 +138,11 @@ async def upload_slot(rt: LeadsRuntime, actor: str, *, bounded: bool = True) -> 
         _count(_RECEIVING_BY_KEY, mine, -1)
 
 
-# PostgreSQL: the transactions recording imports take this lock first, one at a time, so
-# two processes cannot both count the last place free. (SQLite's writer is one already.)
-# Two ints in the leads' own space ("LEAD" + 2: `repository` uses + 0 and + 1).
-_ROOM_LOCK = text("SELECT pg_advisory_xact_lock(:space, 0)")
-_ROOM_SPACE = 0x4C454144 + 2
-
-
 async def check_room(session: AsyncSession, rt: LeadsRuntime, actor: str) -> None:
     """In the transaction that records an import: `ImportsPerKeyFull` or `ImportQueueFull`
     if imports recorded since `upload_slot` looked (by other processes) took the last
     places."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_ROOM_LOCK, {"space": _ROOM_SPACE})
+    await repo.lock_import_room(session)  # PostgreSQL: one count at a time
     _refuse_past_bounds(rt, *(await live_imports(session, actor)))
 
 

@@ -123,6 +123,20 @@ _LOCK_KEYS_PG = text(
 )
 
 
+# The import queue's room (`imports_upload.check_room`): the transactions recording an
+# import count the unfinished ones under it, one at a time, so two processes cannot both
+# see the last place free (SQLite's writer is one already).
+_IMPORT_ROOM = {"space": _LOCK_SPACE + 2, "id": 0}
+
+
+async def lock_import_room(session: AsyncSession) -> None:
+    """Wait for, then hold until the transaction ends, the import room's lock
+    (PostgreSQL; nothing on SQLite)."""
+    if _postgres(session):
+        conn = await _connection(session)
+        await conn.execute(_LOCK_ALL_PG, _IMPORT_ROOM)
+
+
 async def lock_exact_keys(session: AsyncSession, keys: Collection[str]) -> None:
     """Wait for, then hold until the transaction ends, the intake locks of the exact
     keys among `keys` (PostgreSQL; nothing on SQLite). See `_LOCK_KEYS_PG` above."""
