@@ -23,6 +23,15 @@ answer" cannot happen. Two concurrent requests with one key race on the primary 
 the later one (having waited for the first's locks) finds the first's answer when it comes
 to store its own; either way it is rolled back with 409 `idempotency_key_in_use` and, when
 it retries, gets the replay.
+
+An answer built in parts, each its own transaction (a large batch of leads), is kept the
+same way part by part, as Stripe's "recovery points": the request first `claim`s the key
+in a transaction of its own; each part's transaction stores the answer so far
+(`progress`), the last one the whole answer (`finish`), each only while the claim is
+still this request's (its `owner` token). A retry of a request that stopped (an error, a
+crash) takes the claim over once the first one's lease has run out (`release`, on an
+error, ends it at once) and goes on from the last part stored; until then it is refused
+with 409 `idempotency_key_in_use` and a `Retry-After` of the lease's time left.
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -52,6 +63,9 @@ log = structlog.get_logger("cauce.idempotency")
 
 HEADER = "Idempotency-Key"
 DEFAULT_TTL = timedelta(hours=24)
+# How long a claim on a key whose answer is built in parts holds without a part stored
+# (`IdempotencyStore.claim`): a retry waits this long for a request that crashed.
+DEFAULT_LEASE = timedelta(seconds=10)
 MAX_KEY_LENGTH = 255
 
 
@@ -68,6 +82,11 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
     # The record whose personal data the answer shows (e.g. a lead's id), if any.
     subject: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    # An answer being built in parts: the token of the request building it (`KeyClaim`), and
+    # until when its claim holds without another part stored. Both None once the answer
+    # is whole (`status_code` and `body` are then the answer; before, the parts so far).
+    owner: Mapped[str | None] = mapped_column(String(32), default=None)
+    leased_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class IdempotencyKeyInvalid(CauceError):
@@ -93,6 +112,29 @@ class IdempotencyKeyInUse(CauceError):
     code = "idempotency_key_in_use"
     title = "A request with this Idempotency-Key is in progress"
     retry_after: ClassVar[int] = 1  # the `Retry-After` header: by then the other's answer
+
+
+class IdempotencyKeyUnfinished(IdempotencyKeyInUse):
+    """The key's answer is being built in parts (`IdempotencyStore.claim`), or was left
+    unfinished by a request that stopped: only a request building its answer in parts
+    takes it over."""
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after  # type: ignore[misc]  # the instance's own wait
+
+
+@dataclass(frozen=True, slots=True)
+class KeyClaim:
+    """A request's hold on a key whose answer it builds in parts (`IdempotencyStore.claim`).
+
+    `done` is what the request that held the key before stored with its last part
+    (`progress`): where to go on from. None when no part was stored."""
+
+    scope: str
+    key: str
+    owner: str
+    done: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +230,44 @@ def check_key(key: str) -> str:
     return key
 
 
+def _check_same(print_: Fingerprint | str, row: IdempotencyRecord) -> None:
+    if not _same(print_, row.fingerprint):
+        raise IdempotencyKeyReused(
+            f"this {HEADER} was first used with a different request; use a new key",
+            errors=[_header_error("first used with a different request", "reused")],
+        )
+
+
+def _unfinished(row: IdempotencyRecord) -> IdempotencyKeyUnfinished:
+    """The refusal while `row`'s answer is being built: retry when its lease ends."""
+    left = 1.0
+    if row.leased_until is not None:
+        left = (row.leased_until - utcnow()).total_seconds()
+    return IdempotencyKeyUnfinished(
+        f"a request with this {HEADER} is being processed; retry to get its answer",
+        retry_after=max(1, math.ceil(left)),
+    )
+
+
+def _claimed(claim: KeyClaim) -> tuple[Any, ...]:
+    """The WHERE of a statement on the key `claim` holds, only while it holds it."""
+    return (
+        IdempotencyRecord.scope == claim.scope,
+        IdempotencyRecord.key == claim.key,
+        IdempotencyRecord.owner == claim.owner,
+    )
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 class IdempotencyStore:
     """Look up and remember responses inside the caller's transaction."""
 
-    def __init__(self, ttl: timedelta = DEFAULT_TTL) -> None:
+    def __init__(self, ttl: timedelta = DEFAULT_TTL, lease: timedelta = DEFAULT_LEASE) -> None:
         self.ttl = ttl
+        self.lease = lease
 
     async def answered(self, session: AsyncSession, scope: str, key: str) -> bool:
         """Whether an answer, not expired, is stored under this key (whatever request it
@@ -215,12 +290,98 @@ class IdempotencyStore:
             return None
         if row is None:
             return None
-        if not _same(print_, row.fingerprint):
-            raise IdempotencyKeyReused(
-                f"this {HEADER} was first used with a different request; use a new key",
-                errors=[_header_error("first used with a different request", "reused")],
-            )
+        _check_same(print_, row)
+        if row.owner is not None:
+            raise _unfinished(row)
         return StoredResponse(row.status_code, orjson.loads(row.body))
+
+    async def claim(
+        self, session: AsyncSession, scope: str, key: str, print_: Fingerprint | str
+    ) -> StoredResponse | KeyClaim:
+        """Before an answer built in parts: the first answer if the key has one, else the
+        key claimed for this request (on the caller's transaction: commit it before the
+        first part), with what a request that stopped left to go on from (`KeyClaim.done`).
+
+        Raises `IdempotencyKeyReused` as `lookup` does, and `IdempotencyKeyUnfinished`
+        while another request's claim holds."""
+        now = utcnow()
+        row = await session.get(IdempotencyRecord, (scope, key))
+        if row is not None and row.created_at < now - self.ttl:
+            session.expunge(row)  # expired: `_insert` deletes it by a statement
+            row = None
+        owner = uuid.uuid4().hex
+        if row is None:
+            await self._insert(session, scope, key, print_, 0, None, None, owner)
+            return KeyClaim(scope, key, owner, None)
+        _check_same(print_, row)
+        if row.owner is None:
+            return StoredResponse(row.status_code, orjson.loads(row.body))
+        if row.leased_until is not None and row.leased_until > now:
+            raise _unfinished(row)
+        # The request holding it stopped: take it over, unless another retry just did.
+        taken = await session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.scope == scope,
+                IdempotencyRecord.key == key,
+                IdempotencyRecord.owner == row.owner,
+            )
+            .values(owner=owner, leased_until=now + self.lease)
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(taken) != 1:
+            raise _unfinished(row)
+        log.info("idempotency.claim_taken_over", scope=scope)
+        return KeyClaim(scope, key, owner, orjson.loads(row.body))
+
+    async def progress(self, session: AsyncSession, claim: KeyClaim, done: Any) -> None:
+        """Store `done` (the answer so far) on the caller's transaction, a part's, and
+        renew the claim; raises `IdempotencyKeyUnfinished` (the part rolls back) when the
+        claim was taken over meanwhile."""
+        await self._update(session, claim, body=orjson.dumps(done))
+
+    async def finish(
+        self,
+        session: AsyncSession,
+        claim: KeyClaim,
+        status_code: int,
+        body: Any,
+        subject: str | None = None,
+    ) -> None:
+        """Store the whole answer on the last part's transaction, as `remember` would,
+        and end the claim; raises as `progress` does."""
+        await self._update(
+            session,
+            claim,
+            body=orjson.dumps(body),
+            status_code=status_code,
+            subject=subject,
+            owner=None,
+            leased_until=None,
+        )
+
+    async def release(self, session: AsyncSession, claim: KeyClaim) -> None:
+        """End the claim's lease now (the request stopped on an error): a retry takes the
+        key over at once and goes on from the last part stored."""
+        await session.execute(
+            update(IdempotencyRecord)
+            .where(*_claimed(claim))
+            .values(leased_until=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+    async def _update(self, session: AsyncSession, claim: KeyClaim, **values: Any) -> None:
+        values.setdefault("leased_until", utcnow() + self.lease)
+        result = await session.execute(
+            update(IdempotencyRecord)
+            .where(*_claimed(claim))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(result) != 1:
+            raise IdempotencyKeyUnfinished(
+                f"another request with this {HEADER} took its answer over; retry to get it"
+            )
 
     async def remember(
         self,
@@ -242,12 +403,28 @@ class IdempotencyStore:
         # 409; a retry replays the other's answer. Statements, not ORM objects: two
         # requests taking over one expired key at once meet at the insert, not at an ORM
         # delete of a row the other deleted already.
+        await self._insert(session, scope, key, print_, status_code, body, subject, None)
+
+    async def _insert(
+        self,
+        session: AsyncSession,
+        scope: str,
+        key: str,
+        print_: Fingerprint | str,
+        status_code: int,
+        body: Any,
+        subject: str | None,
+        owner: str | None,
+    ) -> None:
+        """KeyClaim the key with this row (`remember`'s, or a `claim`'s), the expired answer
+        under it deleted first; `IdempotencyKeyInUse` when a live one is there."""
+        now = utcnow()
         await session.execute(
             delete(IdempotencyRecord)
             .where(
                 IdempotencyRecord.scope == scope,
                 IdempotencyRecord.key == key,
-                IdempotencyRecord.created_at < utcnow() - self.ttl,
+                IdempotencyRecord.created_at < now - self.ttl,
             )
             .execution_options(synchronize_session=False)
         )
@@ -260,7 +437,9 @@ class IdempotencyStore:
                     status_code=status_code,
                     body=orjson.dumps(body),
                     subject=subject,
-                    created_at=utcnow(),
+                    created_at=now,
+                    owner=owner,
+                    leased_until=None if owner is None else now + self.lease,
                 )
             )
         except IntegrityError:
