@@ -280,6 +280,58 @@ class Ingest:
             self.tally.outcomes[str(item["outcome"])] += 1
 
 
+class Singles:
+    """Single leads (`POST /v1/leads`) now and then beside the batches, as a web form
+    sends them, each until it gets its answer (with an `Idempotency-Key`, so one whose
+    answer a kill cut off is replayed, not taken twice). While they come, a large batch
+    commits in parts (ADR 0013), so a kill can land between two parts of one."""
+
+    RETRY_STATUSES = Ingest.RETRY_STATUSES
+
+    def __init__(self, base: str, token: str, *, deadline: float, every: float = 0.25) -> None:
+        self.base = base
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.deadline = deadline
+        self.every = every
+        self.prefix = uuid.uuid4().hex[:12]
+        self.outcomes: Counter[str] = Counter()
+
+    async def send(self, stop: asyncio.Event) -> Counter[str]:
+        """Send one every `every` seconds until `stop` is set; the outcomes."""
+        async with httpx.AsyncClient(base_url=self.base, timeout=60.0) as client:
+            number = 0
+            while not stop.is_set():
+                number += 1
+                await self._one(client, number)
+                await asyncio.sleep(self.every)
+        return self.outcomes
+
+    async def _one(self, client: httpx.AsyncClient, number: int) -> None:
+        tag = f"{self.prefix}{number}"
+        lead = {
+            "email": f"sola.{tag}@formulario-web.es",
+            "first_name": f"Sola{tag}",
+            "last_name": f"Formulario{tag}",
+            "company": f"Tienda {tag}",
+            "country": "ES",
+        }
+        headers = {**self.auth, "Idempotency-Key": f"single-{tag}"}
+        while True:
+            if time.monotonic() > self.deadline:
+                raise AssertionError(f"single lead {number} still unanswered at the deadline")
+            try:
+                response = await client.post("/v1/leads", json=lead, headers=headers)
+            except httpx.TransportError:
+                await asyncio.sleep(0.2)  # the server is down or restarting
+                continue
+            if response.status_code in self.RETRY_STATUSES:
+                await asyncio.sleep(0.2)
+                continue
+            assert response.status_code in (200, 201), response.text
+            self.outcomes[str(response.json()["outcome"])] += 1
+            return
+
+
 async def sync_counts(engine: AsyncEngine) -> dict[str, int]:
     """Leads by `sync_status` (erased leads left out)."""
     async with engine.connect() as conn:

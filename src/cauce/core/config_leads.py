@@ -195,6 +195,16 @@ class LeadsSettings(Section):
         description="POST /v1/leads/batch: 413 beyond this (a batch is up to `max_batch` "
         "leads, far more than `http.max_body_bytes`, the limit of every other JSON body)",
     )
+    batch_transaction_size: int = Field(
+        default=250,
+        ge=1,
+        le=10_000,
+        description="POST /v1/leads/batch, while single leads come (one in the last 10 s): "
+        "a batch of more valid leads commits them in transactions of this many, so single "
+        "leads take their turn between them (SQLite has one writer; PostgreSQL's intake "
+        "locks its leads' keys). With an Idempotency-Key, a retry after a failure goes on "
+        "where the batch stopped (ADR 0013)",
+    )
     intake_group_max: int = Field(
         default=100,
         ge=1,

@@ -26,7 +26,13 @@ from cauce.core.errors import UnsupportedMediaType, malformed_json
 from cauce.core.security.apikeys import Principal
 from cauce.core.security.scopes import grants
 from cauce.core.web.auth import BEARER_SECURITY, authorize, require_scope, require_scopes
-from cauce.core.web.idempotency import HEADER, IdempotencyStore, check_key, fingerprint
+from cauce.core.web.idempotency import (
+    HEADER,
+    IdempotencyKeyUnfinished,
+    IdempotencyStore,
+    check_key,
+    fingerprint,
+)
 from cauce.core.web.openapi import (
     DATABASE_UNAVAILABLE,
     IDEMPOTENCY_KEY,
@@ -48,6 +54,7 @@ from cauce.core.web.problems import echo
 from cauce.core.web.routing import CauceRoute
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads import service_edit, service_review
+from cauce.leads.batch_parts import Batch, answer_of, in_parts, in_parts_now
 from cauce.leads.errors import LeadInvalid, LeadNotFound
 from cauce.leads.field_types import IntakeOptions
 from cauce.leads.intake_groups import Claim
@@ -103,6 +110,8 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 
 
 JSON: Final = "application/json"
+# The header of an answer replayed from its `Idempotency-Key`.
+REPLAYED: Final = {"Idempotent-Replayed": "true"}
 MERGE_PATCH: Final = "application/merge-patch+json"  # RFC 7396
 
 
@@ -197,11 +206,20 @@ async def idempotent(
         stored = await IDEMPOTENCY.lookup(session, scope, key, print_)
         if stored is not None:
             status, payload = _shown(shown, stored.status_code, stored.body)
-            return _json(status, payload, {"Idempotent-Replayed": "true"})
+            return _json(status, payload, REPLAYED)
         status, payload = _shown(shown, *(await work(session)))
         subject = payload.get("id") if shows_lead and isinstance(payload, dict) else None
         await IDEMPOTENCY.remember(session, scope, key, print_, status, payload, subject)
     return _json(status, payload)
+
+
+def _claim(request: Request, principal: Principal, body: bytes) -> Claim | None:
+    """The request's `Idempotency-Key`, for work that stores its answer itself."""
+    raw_key = request.headers.get(HEADER)
+    if raw_key is None:
+        return None
+    print_ = fingerprint(request.method, request.url.path, body)
+    return Claim(str(principal.api_key_id), check_key(raw_key), print_)
 
 
 def _shown(shown: Shown | None, status: int, payload: Any) -> tuple[int, Any]:
@@ -329,6 +347,7 @@ async def create_lead(request: Request) -> Response:
     """Validate, de-duplicate, score, route and store one lead; its CRM sync is queued."""
     principal = await authorize(request, WRITE)  # in the body: see `authorize`
     rt = runtime(request)
+    rt.singles.note()
     body = await _json_body(request)
     try:
         lead_in = LeadIn.model_validate_json(body, context=_options(rt).context())
@@ -338,18 +357,10 @@ async def create_lead(request: Request) -> Response:
     shown = None if grants(principal.scopes, READ) else _lead_accepted
 
     if rt.groups is not None:  # committed with the other leads arriving now (ADR 0009)
-        raw_key = request.headers.get(HEADER)
-        claim = (
-            None
-            if raw_key is None
-            else Claim(
-                str(principal.api_key_id),
-                check_key(raw_key),
-                fingerprint(request.method, request.url.path, body),
-            )
+        answer = await rt.groups.submit(
+            lead_in, _actor(principal), _claim(request, principal, body)
         )
-        answer = await rt.groups.submit(lead_in, _actor(principal), claim)
-        replayed = {"Idempotent-Replayed": "true"} if answer.replayed else None
+        replayed = REPLAYED if answer.replayed else None
         # The group stores the whole answer under the key: a key without `leads:read` is
         # shown, and shown again on a replay, only what it may see.
         status, payload = _shown(shown, answer.status, answer.body)
@@ -414,31 +425,50 @@ async def create_batch(request: Request) -> Response:
     checked = validate_batch(batch.items, options)
     if checked.invalid:
         rt.metrics.intake.labels("rejected").inc(len(checked.invalid))
-
-    async def work(session: Any) -> tuple[int, Any]:
-        items: list[dict[str, Any]] = [
+    validated = Batch(
+        len(batch.items),
+        checked.valid,
+        [
             BatchItemResult.model_validate(
                 {"index": bad.index, "outcome": "rejected", "errors": bad.errors}
             ).model_dump(mode="json")
             for bad in checked.invalid
-        ]
+        ],
+    )
+    shown = None if grants(principal.scopes, READ) else _batch_accepted
+    if in_parts_now(rt, len(checked.valid)):
+        return await _in_parts(request, principal, body, rt, validated, shown)
+
+    async def work(session: Any) -> tuple[int, Any]:
         valid = [lead_in for _, lead_in in checked.valid]
         results = await intake_many(session, rt, valid, actor=_actor(principal))
-        items.extend(
-            _item(index, result) for (index, _), result in zip(checked.valid, results, strict=True)
-        )
         await session.flush()
-        items.sort(key=lambda item: int(item["index"]))
-        answer = {
-            "received": len(batch.items),
-            "accepted": len(checked.valid),
-            "rejected": len(checked.invalid),
-            "items": items,
+        accepted = {
+            index: _item(index, result)
+            for (index, _), result in zip(checked.valid, results, strict=True)
         }
-        return 200, answer
+        return 200, answer_of(validated, accepted)
 
-    shown = None if grants(principal.scopes, READ) else _batch_accepted
-    return await idempotent(request, principal, body, rt, work, shown=shown)
+    try:
+        return await idempotent(request, principal, body, rt, work, shown=shown)
+    except IdempotencyKeyUnfinished:
+        # A batch of more leads under this key was committed in parts and stopped (or is
+        # running): go on with it (or wait for it), in as many parts as it takes now.
+        return await _in_parts(request, principal, body, rt, validated, shown)
+
+
+async def _in_parts(
+    request: Request,
+    principal: Principal,
+    body: bytes,
+    rt: LeadsRuntime,
+    batch: Batch,
+    shown: Shown | None,
+) -> Response:
+    """A batch committed in parts (`batch_parts`), remembered part by part under its key."""
+    keyed = _claim(request, principal, body)
+    answer = await in_parts(rt, IDEMPOTENCY, keyed, batch, _actor(principal), _item, shown)
+    return _json(answer.status, answer.body, REPLAYED if answer.replayed else None)
 
 
 # Ids are positive BIGINTs: at most 19 digits (and ASCII ones: "²".isdigit() is true).

@@ -15,6 +15,7 @@ sequential intake would give), and the new rows are written with bulk inserts.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,23 @@ class Scorer(Protocol):
         ...
 
 
+class Recently:
+    """When something last happened (the monotonic clock), and whether it was lately."""
+
+    __slots__ = ("_at",)
+
+    def __init__(self) -> None:
+        self._at = -math.inf
+
+    def note(self) -> None:
+        """It happens now."""
+        self._at = time.monotonic()
+
+    def within(self, seconds: float) -> bool:
+        """Whether it happened in the last `seconds`."""
+        return time.monotonic() - self._at <= seconds
+
+
 @dataclass
 class LeadsRuntime:
     """What the leads service needs, built once by the composition root."""
@@ -97,6 +115,9 @@ class LeadsRuntime:
     groups: IntakeGroups | None = None
     # Filling `known` at start-up (`candidates.warm`), while it runs.
     warming: asyncio.Task[int | None] | None = None
+    # The last `POST /v1/leads` of this process: large batches commit in parts while
+    # single leads come, so they wait for a part, not a whole batch (`batch_parts`).
+    singles: Recently = field(default_factory=Recently)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +135,16 @@ class IntakeResult:
 # instead of waiting for the whole batch (a 1,000-lead batch is 0.5-1 s of CPU at 20k
 # stored leads, several seconds at 200k). Every `_PACE_ITEMS` items (a fixed count: the
 # turns do not depend on the machine's pace), or sooner after `_PACE_SECONDS` of work.
-# A turn costs ~10 us; a group of single leads (up to 100) rarely takes one.
+# A turn costs ~10 us; a group of single leads (up to 100) takes a few. A request waits
+# for one slice of a batch at each of its own turns (parsing, validating, its group...):
+# slices of 20 ms kept a single lead ~0.2 s behind a running batch, 5 ms ~0.05 s, and
+# the batch's pace is the same (benchmarks/leads_batch_interleave.py).
 # On SQLite the turns after the first statement are taken holding the write lock (the
 # intake's unit of work took it, and must: its reads decide its writes): requests that
-# do not write are served in between, other writers still wait for the commit.
-_PACE_ITEMS = 100
-_PACE_SECONDS = 0.02
+# do not write are served in between, other writers wait for the commit (a large batch
+# commits in parts while single leads come: `batch_parts`).
+_PACE_ITEMS = 25
+_PACE_SECONDS = 0.005
 
 
 class Pace:

@@ -1,0 +1,338 @@
+"""A batch of more valid leads than `leads.batch_transaction_size` commits them in parts.
+
+Between two parts other writers take their turn (a single lead is not kept waiting for
+the whole batch); with an `Idempotency-Key`, a batch that stopped part-way goes on from
+its last stored part when retried, and answers for the whole batch, each lead stored once.
+Parts of 3 leads here, so a batch of 8 is three transactions. A batch is taken in parts
+only while single leads come (parts cost a batch some speed, which buys nothing when no
+single lead waits); `singles_came` says one came just now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import func, select, update
+
+from cauce.app import Resources, create_app
+from cauce.core.db import unit_of_work
+from cauce.core.db.base import utcnow
+from cauce.core.security.models import ApiKey
+from cauce.core.web.idempotency import IdempotencyRecord, fingerprint
+from cauce.leads.endpoints import IDEMPOTENCY
+from cauce.leads.errors import IntakeBusy
+from cauce.leads.models import Lead
+from cauce.leads.service import intake_many
+from tests.conftest import SettingsFactory
+from tests.leads.test_delivery import MemoryCrm
+
+PART = 3
+BATCH = "/v1/leads/batch"
+
+
+def _app(settings_factory: SettingsFactory, part: int = PART) -> FastAPI:
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"},
+        jobs={"embedded_worker": False},
+        leads={"batch_transaction_size": part},
+    )
+    return create_app(settings, crm=MemoryCrm())
+
+
+@pytest.fixture
+async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
+    app = _app(settings_factory)
+    async with LifespanManager(app):
+        yield app
+
+
+async def _client(app: FastAPI, scopes: list[str]) -> httpx.AsyncClient:
+    resources: Resources = app.state.resources
+    key = await resources.api_keys.create("t", scopes)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://cauce.test",
+        headers={"Authorization": f"Bearer {key.token}"},
+    )
+
+
+@pytest.fixture
+async def api(leads_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with await _client(leads_app, ["leads:read", "leads:write"]) as client:
+        yield client
+
+
+@pytest.fixture
+def singles_came(leads_app: FastAPI) -> None:
+    """A single lead came just now (batches commit in parts while they do): as a
+    `POST /v1/leads` does, see the test below that sends one."""
+    leads_app.state.leads.singles.note()
+
+
+def _lead(i: int, tag: str) -> dict[str, Any]:
+    return {
+        "email": f"persona{i}.{tag}@ejemplo.es",
+        "first_name": f"Nombre{i}",
+        "last_name": f"Apellido{i}",
+        "company": f"Empresa {i} {tag} S.L.",
+        "country": "ES",
+    }
+
+
+def _batch(n: int = 8) -> list[dict[str, Any]]:
+    tag = uuid.uuid4().hex[:8]
+    return [_lead(i, tag) for i in range(n)]
+
+
+async def _lead_count(app: FastAPI) -> int:
+    resources: Resources = app.state.resources
+    async with resources.db.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(Lead)) or 0)
+
+
+def _parts_seen(
+    monkeypatch: pytest.MonkeyPatch, before: Callable[[int], Any] | None = None
+) -> list[int]:
+    """Count the parts (`intake_many` calls of `batch_parts`), calling `before(number)`
+    (awaited if it returns an awaitable) as each starts."""
+    original = intake_many
+    seen: list[int] = []
+
+    async def counted(session: Any, rt: Any, items: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(len(items))
+        if before is not None:
+            got = before(len(seen))
+            if asyncio.iscoroutine(got):
+                await got
+        return await original(session, rt, items, *args, **kwargs)
+
+    monkeypatch.setattr("cauce.leads.batch_parts.intake_many", counted)
+    return seen
+
+
+async def test_a_batch_past_the_part_size_is_committed_in_parts_and_answered_whole(
+    api: httpx.AsyncClient, leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch, singles_came: None
+) -> None:
+    items = _batch(8)
+    items[6] = dict(items[1], first_name="Otro")  # a later part meets an earlier one's lead
+    items.insert(4, {"email": "no es un email"})  # rejected: the others are still taken
+    seen = _parts_seen(monkeypatch)
+
+    response = await api.post(BATCH, json={"items": items})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert seen == [3, 3, 2]
+    assert (body["received"], body["accepted"], body["rejected"]) == (9, 8, 1)
+    assert [item["index"] for item in body["items"]] == list(range(9))
+    outcomes = [item["outcome"] for item in body["items"]]
+    assert outcomes == ["created"] * 4 + ["rejected"] + ["created"] * 2 + ["merged", "created"]
+    assert body["items"][4]["errors"][0]["pointer"] == "/items/4/email"
+    assert body["items"][7]["id"] == body["items"][1]["id"]
+    assert body["items"][7]["duplicate"]["match"] == "email"
+    assert await _lead_count(leads_app) == 7
+
+
+async def test_a_batch_of_the_part_size_is_one_transaction(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, singles_came: None
+) -> None:
+    seen = _parts_seen(monkeypatch)
+    response = await api.post(BATCH, json={"items": _batch(PART)})
+    assert response.status_code == 200, response.text
+    assert seen == []  # the one-transaction path, not `in_parts`
+
+
+async def test_without_single_leads_lately_a_batch_is_one_transaction(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _parts_seen(monkeypatch)
+    response = await api.post(BATCH, json={"items": _batch(8)})
+    assert response.status_code == 200, response.text
+    assert seen == []  # the one-transaction path, not `in_parts`
+
+
+async def test_a_single_lead_is_taken_in_between_two_parts(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single lead came, so the next batch goes in parts. The first part is committed
+    before the second starts: a single lead sent then is answered before the batch ends
+    (it waited for the whole batch before), and sees the first part's leads (it merges
+    into one: on PostgreSQL it needed that lead's key lock)."""
+    came = await api.post("/v1/leads", json=_lead(0, uuid.uuid4().hex[:8]))
+    assert came.status_code == 201, came.text
+    items = _batch(8)
+    singles: list[httpx.Response] = []
+
+    async def single(number: int) -> None:
+        if number == 2:
+            send = api.post("/v1/leads", json=dict(items[0], job_title="Directora"))
+            singles.append(await asyncio.wait_for(send, timeout=30))
+
+    _parts_seen(monkeypatch, single)
+    response = await api.post(BATCH, json={"items": items})
+
+    assert response.status_code == 200, response.text
+    assert len(singles) == 1
+    assert singles[0].status_code == 200, singles[0].text  # merged, not 503 after a wait
+    assert singles[0].json()["id"] == response.json()["items"][0]["id"]
+    assert singles[0].json()["duplicate"]["match"] == "email"
+
+
+def _fail_part(monkeypatch: pytest.MonkeyPatch, number: int) -> list[int]:
+    def fail(seen: int) -> None:
+        if seen == number:
+            raise IntakeBusy("the test stops this part")
+
+    return _parts_seen(monkeypatch, fail)
+
+
+async def test_a_retry_with_the_key_goes_on_from_the_last_part_stored(
+    api: httpx.AsyncClient, leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch, singles_came: None
+) -> None:
+    items = _batch(8)
+    headers = {"Idempotency-Key": "lote-1"}
+    seen = _fail_part(monkeypatch, 2)
+    stopped = await api.post(BATCH, json={"items": items}, headers=headers)
+    assert stopped.status_code == 503, stopped.text
+    assert stopped.json()["code"] == "intake_busy"
+    assert await _lead_count(leads_app) == 3  # the first part stays committed
+    monkeypatch.undo()
+    seen = _parts_seen(monkeypatch)
+
+    retried = await api.post(BATCH, json={"items": items}, headers=headers)
+
+    assert retried.status_code == 200, retried.text
+    assert "Idempotent-Replayed" not in retried.headers
+    assert seen == [3, 2]  # only the leads not stored yet
+    body = retried.json()
+    assert [item["outcome"] for item in body["items"]] == ["created"] * 8
+    assert len({item["id"] for item in body["items"]}) == 8
+    assert await _lead_count(leads_app) == 8
+    # The whole answer is remembered: sent again, it is replayed, nothing is taken in.
+    again = await api.post(BATCH, json={"items": items}, headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == body
+    assert seen == [3, 2]
+
+
+async def test_without_a_key_a_retry_merges_the_stored_part_into_itself(
+    api: httpx.AsyncClient, leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch, singles_came: None
+) -> None:
+    """What docs/leads.md warns of: without a key, nothing says which leads were stored."""
+    items = _batch(8)
+    _fail_part(monkeypatch, 3)
+    assert (await api.post(BATCH, json={"items": items})).status_code == 503
+    monkeypatch.undo()
+
+    retried = await api.post(BATCH, json={"items": items})
+
+    assert retried.status_code == 200, retried.text
+    outcomes = [item["outcome"] for item in retried.json()["items"]]
+    assert outcomes == ["merged"] * 6 + ["created"] * 2
+    assert await _lead_count(leads_app) == 8  # none stored twice
+    first = (await api.get(f"/v1/leads/{retried.json()['items'][0]['id']}")).json()
+    assert first["arrivals"] == 2  # but it arrived twice
+
+
+async def _claim_as_crashed(app: FastAPI, key: str, items: list[dict[str, Any]]) -> None:
+    """What a process killed right after claiming `key` for this batch leaves."""
+    resources: Resources = app.state.resources
+    print_ = fingerprint("POST", BATCH, orjson.dumps({"items": items}))
+    async with unit_of_work(resources.db.sessionmaker) as session:
+        scope = str(await session.scalar(select(func.max(ApiKey.id))))
+        await IDEMPOTENCY.claim(session, scope, key, print_)
+
+
+async def _end_leases(app: FastAPI) -> None:
+    resources: Resources = app.state.resources
+    async with unit_of_work(resources.db.sessionmaker) as session:
+        await session.execute(
+            update(IdempotencyRecord).values(leased_until=utcnow() - timedelta(seconds=1))
+        )
+
+
+async def test_a_batch_claimed_by_a_request_that_crashed_is_taken_over_after_its_lease(
+    api: httpx.AsyncClient, leads_app: FastAPI
+) -> None:
+    items = _batch(8)
+    await _claim_as_crashed(leads_app, "lote-2", items)
+    headers = {"Idempotency-Key": "lote-2"}
+
+    busy = await api.post(BATCH, json={"items": items}, headers=headers)
+    other = await api.post(BATCH, json={"items": _batch(8)}, headers=headers)
+    await _end_leases(leads_app)
+    taken = await api.post(BATCH, json={"items": items}, headers=headers)
+
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["code"] == "idempotency_key_in_use"
+    assert 1 <= int(busy.headers["Retry-After"]) <= IDEMPOTENCY.lease.total_seconds()
+    assert other.status_code == 422  # another body under the key: refused as ever
+    assert other.json()["code"] == "idempotency_key_reused"
+    assert taken.status_code == 200, taken.text
+    assert [item["outcome"] for item in taken.json()["items"]] == ["created"] * 8
+    assert await _lead_count(leads_app) == 8
+
+
+async def test_a_small_retry_goes_on_with_a_batch_left_in_parts(
+    settings_factory: SettingsFactory,
+    api: httpx.AsyncClient,
+    leads_app: FastAPI,
+    monkeypatch: pytest.MonkeyPatch,
+    singles_came: None,
+) -> None:
+    """The batch stopped after its first part; the server restarts with parts larger
+    than the batch, and the retry (one part now) still goes on from the stored part."""
+    items = _batch(8)
+    headers = {"Idempotency-Key": "lote-3"}
+    _fail_part(monkeypatch, 2)
+    assert (await api.post(BATCH, json={"items": items}, headers=headers)).status_code == 503
+    monkeypatch.undo()
+    token = api.headers["Authorization"]
+
+    restarted = _app(settings_factory, part=100)
+    async with LifespanManager(restarted):
+        transport = httpx.ASGITransport(app=restarted)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://cauce.test", headers={"Authorization": token}
+        ) as again:
+            retried = await again.post(BATCH, json={"items": items}, headers=headers)
+
+    assert retried.status_code == 200, retried.text
+    assert [item["outcome"] for item in retried.json()["items"]] == ["created"] * 8
+    assert await _lead_count(leads_app) == 8
+
+
+async def test_a_key_without_read_is_shown_only_what_each_item_became(
+    leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch, singles_came: None
+) -> None:
+    items = _batch(8)
+    items.append({"phone": "12"})
+    headers = {"Idempotency-Key": "lote-4"}
+    async with await _client(leads_app, ["leads:write"]) as form:
+        _fail_part(monkeypatch, 2)
+        assert (await form.post(BATCH, json={"items": items}, headers=headers)).status_code == 503
+        monkeypatch.undo()
+        first = await form.post(BATCH, json={"items": items}, headers=headers)
+        replay = await form.post(BATCH, json={"items": items}, headers=headers)
+
+    assert first.status_code == 202, first.text
+    body = first.json()
+    assert (body["received"], body["accepted"], body["rejected"]) == (9, 8, 1)
+    assert [item["accepted"] for item in body["items"]] == [True] * 8 + [False]
+    # No lead ids, outcomes or scores:
+    assert all(set(item) == {"index", "accepted", "errors"} for item in body["items"])
+    assert replay.status_code == 202
+    assert replay.json() == body
+    async with unit_of_work(leads_app.state.resources.db.sessionmaker) as session:
+        stored = await session.scalar(select(IdempotencyRecord.body))
+    assert stored is not None
+    assert b"outcome" not in stored  # kept as shown
