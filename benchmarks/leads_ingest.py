@@ -14,7 +14,9 @@ Per database (SQLite, then PostgreSQL when CAUCE_TEST_POSTGRES_URL is set):
    warm-up: a realistic Spanish lead per request, unique email and phone (each request
    creates a lead), Bearer key; then Cauce alone with ~10 % exact duplicates.
 4. `POST /v1/leads/batch`, 1,000 leads per call, from a few concurrent connections
-   (httpx): leads/s against the single endpoint's.
+   (httpx): leads/s against the single endpoint's. Batches alone: they start
+   `batch_parts.SINGLES_LATELY` (+1) seconds after the last single lead, so each is one
+   transaction (ADR 0013; `leads_batch_interleave.py` measures batches beside singles).
 
 When a figure misses its target, the paths are profiled in-process on the first database
 that missed (`--profile always`: every database): the app with the same settings and
@@ -59,6 +61,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
 from _jobs_profile import Sampler, Site, label
+from cauce.leads.batch_parts import SINGLES_LATELY
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "leads_ingest.lua"
@@ -561,6 +564,9 @@ def measure(
                 )
                 run += 1
         result.dup = wrk_cauce(cauce, key, opts, run, 0.1)
+        # Batches alone: while single leads come a batch commits in parts, which costs it
+        # ~25 % of its leads/s (benchmarks/leads_batch_interleave.py measures that case).
+        time.sleep(SINGLES_LATELY + 1)
         result.batch = asyncio.run(batches(cauce, key, opts))
     return result, env, key
 
