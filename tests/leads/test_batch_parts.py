@@ -336,3 +336,43 @@ async def test_a_key_without_read_is_shown_only_what_each_item_became(
         stored = await session.scalar(select(IdempotencyRecord.body))
     assert stored is not None
     assert b"outcome" not in stored  # kept as shown
+
+
+async def test_a_lead_stored_before_is_answered_as_stored_when_it_no_longer_validates(
+    settings_factory: SettingsFactory,
+    api: httpx.AsyncClient,
+    leads_app: FastAPI,
+    monkeypatch: pytest.MonkeyPatch,
+    singles_came: None,
+) -> None:
+    """The batch stopped after its first part; the server restarts with another default
+    phone region, under which the first lead's national number is no longer valid. The
+    retry answers it as stored (created), once, not also as rejected."""
+    items = _batch(8)
+    items[0] = {"email": f"sin.pais.{uuid.uuid4().hex[:8]}@ejemplo.es", "phone": "612345678"}
+    headers = {"Idempotency-Key": "lote-5"}
+    _fail_part(monkeypatch, 2)
+    assert (await api.post(BATCH, json={"items": items}, headers=headers)).status_code == 503
+    monkeypatch.undo()
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"},
+        jobs={"embedded_worker": False},
+        leads={"batch_transaction_size": PART, "default_region": "US"},
+    )
+    restarted = create_app(settings, crm=MemoryCrm())
+    async with LifespanManager(restarted):
+        transport = httpx.ASGITransport(app=restarted)
+        auth = {"Authorization": api.headers["Authorization"]}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://cauce.test", headers=auth
+        ) as again:
+            fresh = await again.post(BATCH, json={"items": items[:1]})  # no key: validated now
+            retried = await again.post(BATCH, json={"items": items}, headers=headers)
+
+    assert fresh.status_code == 200, fresh.text
+    assert fresh.json()["items"][0]["outcome"] == "rejected"  # invalid under US numbering
+    assert retried.status_code == 200, retried.text
+    body = retried.json()
+    assert [item["index"] for item in body["items"]] == list(range(8))
+    assert body["items"][0]["outcome"] == "created"
+    assert (body["received"], body["accepted"], body["rejected"]) == (8, 8, 0)

@@ -19,6 +19,7 @@ Without a key, a retry sends the stored leads again, and they merge into themsel
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,13 +61,16 @@ class Batch:
 
 
 def answer_of(batch: Batch, accepted: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """The batch's answer (`BatchResult`): every item, in the order sent."""
-    items = batch.rejected + list(accepted.values())
+    """The batch's answer (`BatchResult`): every item, in the order sent. An item stored
+    by an earlier attempt is answered as stored, even if it would be rejected now (a
+    setting it is validated against changed between the attempts)."""
+    rejected = [item for item in batch.rejected if int(item["index"]) not in accepted]
+    items = rejected + list(accepted.values())
     items.sort(key=lambda item: int(item["index"]))
     return {
         "received": batch.received,
-        "accepted": len(batch.valid),
-        "rejected": len(batch.rejected),
+        "accepted": len(accepted),
+        "rejected": len(rejected),
         "items": items,
     }
 
@@ -99,6 +103,8 @@ async def in_parts(
         while answer is None:
             part, todo = _next_part(rt, todo)
             async with unit_of_work(rt.sessionmaker, short=True) as session:
+                if claim is not None:
+                    await store.hold(session, claim)  # first: see `IdempotencyStore.hold`
                 results = await intake_many(session, rt, [lead for _, lead in part], actor)
                 await session.flush()
                 new = {i: item(i, result) for (i, _), result in zip(part, results, strict=True)}
@@ -120,7 +126,8 @@ async def in_parts(
             keyed=claim is not None,
         )
         if claim is not None:
-            await _release(rt, store, claim)
+            # Shielded: a second cancellation (a shutdown) leaves it to finish on its own.
+            await asyncio.shield(_release(rt, store, claim))
         raise
     return answer
 

@@ -107,11 +107,13 @@ async def test_a_released_claim_is_taken_over_at_once(db: Database) -> None:
     assert second.owner != first.owner
 
 
-async def test_a_claim_past_the_keys_ttl_is_a_new_one(db: Database) -> None:
+async def test_a_stopped_claim_past_the_keys_ttl_is_a_new_one(db: Database) -> None:
     first = await _new_claim(db)
     async with unit_of_work(db.sessionmaker) as session:
         await STORE.progress(session, first, {"items": [{"index": 0}]})
-    await _age(db, created_at=utcnow() - timedelta(hours=25))
+    await _age(
+        db, created_at=utcnow() - timedelta(hours=25), leased_until=utcnow() - timedelta(seconds=1)
+    )
     second = await _new_claim(db)
     assert second.done is None
 
@@ -124,3 +126,46 @@ async def test_two_retries_take_a_stopped_claim_over_once(db: Database) -> None:
 
     assert sum(isinstance(g, KeyClaim) for g in got) == 1, got
     assert sum(isinstance(g, IdempotencyKeyInUse) for g in got) == 1, got
+
+
+async def test_a_retry_does_not_take_over_a_part_at_work(db: Database) -> None:
+    """The lease ran out while a part worked (it waited long for the intake locks). The
+    part holds the claim from its start, so the retry waits for it (PostgreSQL: the row's
+    lock; SQLite: the writer) and, the part committed, finds the lease renewed: 409. It
+    must not go on from what it read before the part stored its progress."""
+    first = await _new_claim(db)
+    await _age(db, leased_until=utcnow() - timedelta(seconds=1))
+    async with unit_of_work(db.sessionmaker) as session:
+        await STORE.hold(session, first)
+        retry = asyncio.create_task(_claim(db))
+        await asyncio.sleep(0.3)  # the retry reads, then waits for this part
+        assert not retry.done()
+        await STORE.progress(session, first, {"items": [{"index": 0}, {"index": 1}]})
+
+    with pytest.raises(IdempotencyKeyUnfinished):
+        await retry
+    await _age(db, leased_until=utcnow() - timedelta(seconds=1))
+    later = await _new_claim(db)
+    assert later.done == {"items": [{"index": 0}, {"index": 1}]}
+
+
+async def test_a_claim_at_work_outlives_the_ttl_and_a_stopped_one_does_not(db: Database) -> None:
+    await _new_claim(db)
+    await _age(db, created_at=utcnow() - timedelta(hours=25))  # its lease still holds
+    async with unit_of_work(db.sessionmaker) as session:
+        assert await STORE.purge(session) == 0
+    with pytest.raises(IdempotencyKeyUnfinished):
+        await _claim(db)
+    await _age(db, leased_until=utcnow() - timedelta(seconds=1))
+    async with unit_of_work(db.sessionmaker) as session:
+        assert await STORE.purge(session) == 1
+
+
+async def test_an_answer_being_built_is_not_answered_yet(db: Database) -> None:
+    claim = await _new_claim(db)
+    async with db.sessionmaker() as session:
+        assert not await STORE.answered(session, SCOPE, KEY)
+    async with unit_of_work(db.sessionmaker) as session:
+        await STORE.finish(session, claim, 200, {})
+    async with db.sessionmaker() as session:
+        assert await STORE.answered(session, SCOPE, KEY)

@@ -26,12 +26,14 @@ it retries, gets the replay.
 
 An answer built in parts, each its own transaction (a large batch of leads), is kept the
 same way part by part, as Stripe's "recovery points": the request first `claim`s the key
-in a transaction of its own; each part's transaction stores the answer so far
-(`progress`), the last one the whole answer (`finish`), each only while the claim is
-still this request's (its `owner` token). A retry of a request that stopped (an error, a
-crash) takes the claim over once the first one's lease has run out (`release`, on an
-error, ends it at once) and goes on from the last part stored; until then it is refused
-with 409 `idempotency_key_in_use` and a `Retry-After` of the lease's time left.
+in a transaction of its own; each part's transaction first renews the claim (`hold`:
+the row stays locked until the part ends, so no retry takes the key over meanwhile),
+then stores the answer so far (`progress`), the last one the whole answer (`finish`),
+each only while the claim is still this request's (its `owner` token). A retry of a
+request that stopped (an error, a crash) takes the claim over once the first one's lease
+has run out (`release`, on an error, ends it at once) and goes on from the last part
+stored; until then it is refused with 409 `idempotency_key_in_use` and a `Retry-After`
+of the lease's time left. A claim being worked on outlives the TTL.
 """
 
 from __future__ import annotations
@@ -48,7 +50,17 @@ from typing import Any, ClassVar
 
 import orjson
 import structlog
-from sqlalchemy import Integer, LargeBinary, String, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    LargeBinary,
+    String,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -249,6 +261,20 @@ def _unfinished(row: IdempotencyRecord) -> IdempotencyKeyUnfinished:
     )
 
 
+def _holds(row: IdempotencyRecord, now: datetime) -> bool:
+    """Whether a request holds the claim on `row` now (its lease has not ended)."""
+    return row.owner is not None and row.leased_until is not None and row.leased_until > now
+
+
+def _lease_ended(now: datetime) -> ColumnElement[bool]:
+    """No request holds the claim on the row (`_holds` negated, in SQL)."""
+    return or_(
+        IdempotencyRecord.owner.is_(None),
+        IdempotencyRecord.leased_until.is_(None),
+        IdempotencyRecord.leased_until <= now,
+    )
+
+
 def _claimed(claim: KeyClaim) -> tuple[Any, ...]:
     """The WHERE of a statement on the key `claim` holds, only while it holds it."""
     return (
@@ -269,11 +295,21 @@ class IdempotencyStore:
         self.ttl = ttl
         self.lease = lease
 
+    def _expired(self, row: IdempotencyRecord, now: datetime) -> bool:
+        """Past the TTL, and not claimed by a request at work (whose parts would be lost)."""
+        return row.created_at < now - self.ttl and not _holds(row, now)
+
+    def _expired_rows(self, now: datetime) -> ColumnElement[bool]:
+        """`_expired` in SQL."""
+        return (IdempotencyRecord.created_at < now - self.ttl) & _lease_ended(now)
+
     async def answered(self, session: AsyncSession, scope: str, key: str) -> bool:
         """Whether an answer, not expired, is stored under this key (whatever request it
         answered): a request with it will be a replay, or refused as a reuse."""
         query = select(IdempotencyRecord.created_at).where(
-            IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
+            IdempotencyRecord.scope == scope,
+            IdempotencyRecord.key == key,
+            IdempotencyRecord.owner.is_(None),  # an answer being built is no answer yet
         )
         created = await session.scalar(query)
         return created is not None and created >= utcnow() - self.ttl
@@ -285,7 +321,7 @@ class IdempotencyStore:
 
         `print_` is the request's `fingerprint`, or a digest compared as it is."""
         row = await session.get(IdempotencyRecord, (scope, key))
-        if row is not None and row.created_at < utcnow() - self.ttl:
+        if row is not None and self._expired(row, utcnow()):
             session.expunge(row)  # expired: `remember` deletes it by a statement
             return None
         if row is None:
@@ -304,9 +340,9 @@ class IdempotencyStore:
 
         Raises `IdempotencyKeyReused` as `lookup` does, and `IdempotencyKeyUnfinished`
         while another request's claim holds."""
-        now = utcnow()
         row = await session.get(IdempotencyRecord, (scope, key))
-        if row is not None and row.created_at < now - self.ttl:
+        now = utcnow()  # after the read, which may have waited for SQLite's writer
+        if row is not None and self._expired(row, now):
             session.expunge(row)  # expired: `_insert` deletes it by a statement
             row = None
         owner = uuid.uuid4().hex
@@ -316,23 +352,36 @@ class IdempotencyStore:
         _check_same(print_, row)
         if row.owner is None:
             return StoredResponse(row.status_code, orjson.loads(row.body))
-        if row.leased_until is not None and row.leased_until > now:
+        if _holds(row, now):
             raise _unfinished(row)
-        # The request holding it stopped: take it over, unless another retry just did.
+        # The request holding it stopped: take it over, unless its lease was renewed since
+        # this read (a part of it committed meanwhile: on PostgreSQL this statement waits
+        # for that part's lock on the row, then reads the row again) or another retry took
+        # it. What it stored is read by the same statement, so no part stored since is
+        # missed and done again.
         taken = await session.execute(
             update(IdempotencyRecord)
             .where(
                 IdempotencyRecord.scope == scope,
                 IdempotencyRecord.key == key,
                 IdempotencyRecord.owner == row.owner,
+                _lease_ended(now),
             )
             .values(owner=owner, leased_until=now + self.lease)
+            .returning(IdempotencyRecord.body)
             .execution_options(synchronize_session=False)
         )
-        if _rowcount(taken) != 1:
+        done = taken.scalar_one_or_none()
+        if done is None:
             raise _unfinished(row)
         log.info("idempotency.claim_taken_over", scope=scope)
-        return KeyClaim(scope, key, owner, orjson.loads(row.body))
+        return KeyClaim(scope, key, owner, orjson.loads(done))
+
+    async def hold(self, session: AsyncSession, claim: KeyClaim) -> None:
+        """Renew the claim first thing in a part's transaction: the row stays locked until
+        the part ends (on SQLite the part holds the only writer anyway), so no retry takes
+        the key over while the part works, however long; raises as `progress` does."""
+        await self._update(session, claim)
 
     async def progress(self, session: AsyncSession, claim: KeyClaim, done: Any) -> None:
         """Store `done` (the answer so far) on the caller's transaction, a part's, and
@@ -416,7 +465,7 @@ class IdempotencyStore:
         subject: str | None,
         owner: str | None,
     ) -> None:
-        """KeyClaim the key with this row (`remember`'s, or a `claim`'s), the expired answer
+        """Claim the key with this row (`remember`'s, or a `claim`'s), the expired answer
         under it deleted first; `IdempotencyKeyInUse` when a live one is there."""
         now = utcnow()
         await session.execute(
@@ -424,7 +473,7 @@ class IdempotencyStore:
             .where(
                 IdempotencyRecord.scope == scope,
                 IdempotencyRecord.key == key,
-                IdempotencyRecord.created_at < now - self.ttl,
+                self._expired_rows(now),
             )
             .execution_options(synchronize_session=False)
         )
@@ -449,9 +498,10 @@ class IdempotencyStore:
             ) from None
 
     async def purge(self, session: AsyncSession) -> int:
-        """Delete keys older than the TTL; returns how many."""
+        """Delete keys older than the TTL (but a claim a request is at work on); returns
+        how many."""
         result = await session.execute(
-            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - self.ttl)
+            delete(IdempotencyRecord).where(self._expired_rows(utcnow()))
         )
         return int(getattr(result, "rowcount", 0) or 0)
 

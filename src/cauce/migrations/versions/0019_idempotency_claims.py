@@ -33,7 +33,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop them (SQLite: `ALTER TABLE ... DROP COLUMN`, as 0014 does)."""
+    """Drop them (SQLite: `ALTER TABLE ... DROP COLUMN`, as 0014 does), and first the
+    answers still being built: without their owner they would read as whole answers."""
+    op.execute("DELETE FROM idempotency_keys WHERE owner IS NOT NULL")
     for column in _COLUMNS:
         if op.get_bind().dialect.name == "sqlite":
             op.execute(f"ALTER TABLE {_TABLE} DROP COLUMN {column}")
