@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -39,13 +40,31 @@ PART = 3
 BATCH = "/v1/leads/batch"
 
 
-def _app(settings_factory: SettingsFactory, part: int = PART) -> FastAPI:
+def _app(settings_factory: SettingsFactory, **leads: Any) -> FastAPI:
     settings = settings_factory(
         crm={"provider": "hubspot", "token": "t"},
         jobs={"embedded_worker": False},
-        leads={"batch_transaction_size": part},
+        leads={"batch_transaction_size": PART} | leads,
     )
     return create_app(settings, crm=MemoryCrm())
+
+
+@asynccontextmanager
+async def _restarted(
+    settings_factory: SettingsFactory, api: httpx.AsyncClient, **leads: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the server started again on the same database with these `leads`
+    settings, with `api`'s key."""
+    app = _app(settings_factory, **leads)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://cauce.test",
+            headers={"Authorization": api.headers["Authorization"]},
+        ) as client,
+    ):
+        yield client
 
 
 @pytest.fixture
@@ -296,15 +315,8 @@ async def test_a_small_retry_goes_on_with_a_batch_left_in_parts(
     _fail_part(monkeypatch, 2)
     assert (await api.post(BATCH, json={"items": items}, headers=headers)).status_code == 503
     monkeypatch.undo()
-    token = api.headers["Authorization"]
-
-    restarted = _app(settings_factory, part=100)
-    async with LifespanManager(restarted):
-        transport = httpx.ASGITransport(app=restarted)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://cauce.test", headers={"Authorization": token}
-        ) as again:
-            retried = await again.post(BATCH, json={"items": items}, headers=headers)
+    async with _restarted(settings_factory, api, batch_transaction_size=100) as again:
+        retried = await again.post(BATCH, json={"items": items}, headers=headers)
 
     assert retried.status_code == 200, retried.text
     assert [item["outcome"] for item in retried.json()["items"]] == ["created"] * 8
@@ -354,20 +366,9 @@ async def test_a_lead_stored_before_is_answered_as_stored_when_it_no_longer_vali
     _fail_part(monkeypatch, 2)
     assert (await api.post(BATCH, json={"items": items}, headers=headers)).status_code == 503
     monkeypatch.undo()
-    settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"},
-        jobs={"embedded_worker": False},
-        leads={"batch_transaction_size": PART, "default_region": "US"},
-    )
-    restarted = create_app(settings, crm=MemoryCrm())
-    async with LifespanManager(restarted):
-        transport = httpx.ASGITransport(app=restarted)
-        auth = {"Authorization": api.headers["Authorization"]}
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://cauce.test", headers=auth
-        ) as again:
-            fresh = await again.post(BATCH, json={"items": items[:1]})  # no key: validated now
-            retried = await again.post(BATCH, json={"items": items}, headers=headers)
+    async with _restarted(settings_factory, api, default_region="US") as again:
+        fresh = await again.post(BATCH, json={"items": items[:1]})  # no key: validated now
+        retried = await again.post(BATCH, json={"items": items}, headers=headers)
 
     assert fresh.status_code == 200, fresh.text
     assert fresh.json()["items"][0]["outcome"] == "rejected"  # invalid under US numbering

@@ -182,10 +182,41 @@ class IngestTally:
     seconds: float = 0.0
 
 
+# Answers a client sends its request again after (the key in use, the server failing).
+RETRY_STATUSES = frozenset({409, 500, 502, 503, 504})
+
+
+async def post_until_answered(
+    client: httpx.AsyncClient,
+    path: str,
+    *,
+    deadline: float,
+    what: str,
+    on_resend: Callable[[], None] | None = None,
+    **request: Any,
+) -> httpx.Response:
+    """POST until an answer that is not one to retry after (`RETRY_STATUSES`, the server
+    down or restarting); fails at `deadline`. `on_resend` is called before each resend."""
+    first = True
+    while True:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} still unanswered at the deadline")
+        if not first and on_resend is not None:
+            on_resend()
+        first = False
+        try:
+            response = await client.post(path, **request)
+        except httpx.TransportError:
+            await asyncio.sleep(0.2)  # the server is down or restarting
+            continue
+        if response.status_code in RETRY_STATUSES:
+            await asyncio.sleep(0.2)
+            continue
+        return response
+
+
 class Ingest:
     """Send payloads in batches, each batch until it gets its answer (bounded by `deadline`)."""
-
-    RETRY_STATUSES = frozenset({409, 500, 502, 503, 504})
 
     def __init__(
         self,
@@ -248,29 +279,25 @@ class Ingest:
         self.tally.seconds = time.monotonic() - started
         return self.tally
 
+    def _resent(self) -> None:
+        self.tally.resends += 1
+
     async def _one(
         self, client: httpx.AsyncClient, number: int, items: list[dict[str, Any]]
     ) -> None:
         headers = {**self.auth, "Idempotency-Key": f"{self.prefix}-{number}"}
         body = orjson.dumps({"items": items})
         headers["Content-Type"] = "application/json"
-        first = True
-        while True:
-            if time.monotonic() > self.deadline:
-                raise AssertionError(f"batch {number} still unanswered at the deadline")
-            if not first:
-                self.tally.resends += 1
-            first = False
-            try:
-                response = await client.post("/v1/leads/batch", content=body, headers=headers)
-            except httpx.TransportError:
-                await asyncio.sleep(0.2)  # the server is down or restarting
-                continue
-            if response.status_code in self.RETRY_STATUSES:
-                await asyncio.sleep(0.2)
-                continue
-            assert response.status_code == 200, response.text
-            break
+        response = await post_until_answered(
+            client,
+            "/v1/leads/batch",
+            deadline=self.deadline,
+            what=f"batch {number}",
+            on_resend=self._resent,
+            content=body,
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
         result = response.json()
         self.tally.batches += 1
         self.tally.items += int(result["received"])
@@ -285,8 +312,6 @@ class Singles:
     sends them, each until it gets its answer (with an `Idempotency-Key`, so one whose
     answer a kill cut off is replayed, not taken twice). While they come, a large batch
     commits in parts (ADR 0013), so a kill can land between two parts of one."""
-
-    RETRY_STATUSES = Ingest.RETRY_STATUSES
 
     def __init__(self, base: str, token: str, *, deadline: float, every: float = 0.25) -> None:
         self.base = base
@@ -316,20 +341,16 @@ class Singles:
             "country": "ES",
         }
         headers = {**self.auth, "Idempotency-Key": f"single-{tag}"}
-        while True:
-            if time.monotonic() > self.deadline:
-                raise AssertionError(f"single lead {number} still unanswered at the deadline")
-            try:
-                response = await client.post("/v1/leads", json=lead, headers=headers)
-            except httpx.TransportError:
-                await asyncio.sleep(0.2)  # the server is down or restarting
-                continue
-            if response.status_code in self.RETRY_STATUSES:
-                await asyncio.sleep(0.2)
-                continue
-            assert response.status_code in (200, 201), response.text
-            self.outcomes[str(response.json()["outcome"])] += 1
-            return
+        response = await post_until_answered(
+            client,
+            "/v1/leads",
+            deadline=self.deadline,
+            what=f"single lead {number}",
+            json=lead,
+            headers=headers,
+        )
+        assert response.status_code in (200, 201), response.text
+        self.outcomes[str(response.json()["outcome"])] += 1
 
 
 async def sync_counts(engine: AsyncEngine) -> dict[str, int]:
