@@ -413,7 +413,12 @@ def _item(index: int, result: IntakeResult) -> dict[str, Any]:
     summary="Accept a batch of leads (up to 1,000 by default: CAUCE_LEADS__MAX_BATCH)",
 )
 async def create_batch(request: Request) -> Response:
-    """Each item is validated on its own: valid items are kept even when others fail."""
+    """Each item is validated on its own: valid items are kept even when others fail.
+
+    While single leads come, more valid leads than `CAUCE_LEADS__BATCH_TRANSACTION_SIZE`
+    (250) are stored in parts, each committed on its own, so single leads do not wait for
+    the whole batch. A 200 means every accepted lead is stored; after a failure the parts
+    before it stay stored, and a retry with the same `Idempotency-Key` goes on from them."""
     principal = await authorize(request, WRITE)
     rt = runtime(request)
     body = await _json_body(request)

@@ -73,7 +73,8 @@ IDEMPOTENCY_KEY_REUSED: Final = (
 )
 IDEMPOTENCY_KEY_IN_USE: Final = (
     "`idempotency_key_in_use`: a request with this `Idempotency-Key` is being processed; "
-    "retry it shortly (its answer is then replayed)"
+    "retry after `Retry-After` seconds (its answer is then replayed; a batch that stopped "
+    "part-way goes on from its last stored part)"
 )
 DATABASE_UNAVAILABLE: Final = (
     "`database_unavailable`: the database did not answer; retry after `Retry-After` seconds"
