@@ -377,3 +377,44 @@ async def test_a_lead_stored_before_is_answered_as_stored_when_it_no_longer_vali
     assert [item["index"] for item in body["items"]] == list(range(8))
     assert body["items"][0]["outcome"] == "created"
     assert (body["received"], body["accepted"], body["rejected"]) == (8, 8, 0)
+
+
+async def _stored_emails(app: FastAPI, emails: list[str]) -> int:
+    resources: Resources = app.state.resources
+    async with resources.db.sessionmaker() as session:
+        query = select(func.count()).select_from(Lead).where(Lead.email.in_(emails))
+        return int(await session.scalar(query) or 0)
+
+
+async def test_single_leads_that_came_during_a_part_are_stored_before_the_next(
+    api: httpx.AsyncClient,
+    leads_app: FastAPI,
+    monkeypatch: pytest.MonkeyPatch,
+    singles_came: None,
+) -> None:
+    """Two single leads come during the first part (which holds SQLite's writer, its
+    claim being its first statement): the first one's group waits for the writer, the
+    second waits behind that group. Both are stored before the second part starts: the
+    batch waits for them. Without that the second part, queued for the writer as soon
+    as the first committed, went before the second single lead's group."""
+    tag = uuid.uuid4().hex[:8]
+    singles = [_lead(100 + i, tag) for i in range(2)]
+    sent: list[asyncio.Task[httpx.Response]] = []
+    stored_at_second_part: list[int] = []
+
+    async def during(number: int) -> None:
+        if number == 1:
+            for single in singles:
+                sent.append(asyncio.create_task(api.post("/v1/leads", json=single)))
+                await asyncio.sleep(0.05)  # it reaches its group (and waits there)
+        elif number == 2:
+            emails = [single["email"] for single in singles]
+            stored_at_second_part.append(await _stored_emails(leads_app, emails))
+
+    _parts_seen(monkeypatch, during)
+    headers = {"Idempotency-Key": "lote-6"}
+    response = await api.post(BATCH, json={"items": _batch(8)}, headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert stored_at_second_part == [2]
+    assert [(await task).status_code for task in sent] == [201, 201]

@@ -28,7 +28,7 @@ import structlog
 
 from cauce.core.db import unit_of_work
 from cauce.core.web.idempotency import IdempotencyStore, KeyClaim, StoredResponse
-from cauce.leads.intake_groups import Claim
+from cauce.leads.intake_groups import Claim, IntakeGroups
 from cauce.leads.schemas import LeadIn
 from cauce.leads.service import IntakeResult, LeadsRuntime, intake_many
 
@@ -101,6 +101,11 @@ async def in_parts(
     answer: BatchAnswer | None = None  # the last part's
     try:
         while answer is None:
+            if len(done) > resumed and rt.groups is not None:
+                # The single leads that came during the last part go first: else those
+                # that came while a group of them waited for it would wait a whole part
+                # more (the next one queues for the writer before their group starts).
+                await _singles_first(rt.groups)
             part, todo = _next_part(rt, todo)
             async with unit_of_work(rt.sessionmaker, short=True) as session:
                 if claim is not None:
@@ -135,6 +140,9 @@ async def in_parts(
 # Single leads that came this recently (to this process) are likely to come while a
 # batch works: it commits in parts then.
 SINGLES_LATELY = 10.0
+# Between two parts, how long a batch waits at most for the single leads that came
+# during the first one to be stored (their groups take a few ms each).
+SINGLES_FIRST = 0.5
 
 
 def in_parts_now(rt: LeadsRuntime, valid: int) -> bool:
@@ -153,6 +161,14 @@ def _next_part(rt: LeadsRuntime, todo: Todo) -> tuple[Todo, Todo]:
     if not rt.singles.within(SINGLES_LATELY):
         size = len(todo)
     return todo[:size], todo[size:]
+
+
+async def _singles_first(groups: IntakeGroups) -> None:
+    try:
+        async with asyncio.timeout(SINGLES_FIRST):
+            await groups.through()
+    except TimeoutError:
+        log.info("leads.batch.singles_not_through", waited=SINGLES_FIRST)
 
 
 def _shown(shown: Shown | None, status: int, payload: Any) -> tuple[int, Any]:

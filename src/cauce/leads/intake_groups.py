@@ -102,6 +102,11 @@ class IntakeGroups:
         self._drain: asyncio.Task[None] | None = None
         self.groups = 0  # transactions committed or tried, for tests and metrics
         self.grouped = 0  # leads that went through them
+        # Leads submitted, and of those the ones whose group is through (or that were
+        # left out): what `through` waits on.
+        self._submitted = 0
+        self._through = 0
+        self._progress: asyncio.Condition | None = None
 
     async def submit(self, lead_in: LeadIn, actor: str | None, claim: Claim | None) -> Answer:
         """Accept one validated lead; its answer once its group has committed.
@@ -121,6 +126,7 @@ class IntakeGroups:
         arrival = _Arrival(lead_in, actor, claim, future)
         self._waiting.append(arrival)
         self.queued += 1
+        self._submitted += 1
         if self._drain is None:
             # A fresh context: the drain outlives the request that started it.
             self._drain = asyncio.create_task(
@@ -140,6 +146,24 @@ class IntakeGroups:
             arrival.queued = False
             self.queued -= 1
 
+    async def through(self) -> None:
+        """Wait until the leads submitted so far are through their groups: a batch lets
+        the single leads that came during one of its parts go before its next part
+        (`batch_parts`, which bounds the wait)."""
+        target = self._submitted
+        if self._through >= target:
+            return
+        if self._progress is None:
+            self._progress = asyncio.Condition()
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._through >= target)
+
+    async def _count_through(self, leads: int) -> None:
+        self._through += leads
+        if self._progress is not None:
+            async with self._progress:
+                self._progress.notify_all()
+
     async def aclose(self) -> None:
         """Wait for the leads already submitted to be committed."""
         if self._drain is not None:
@@ -152,6 +176,7 @@ class IntakeGroups:
             arrival = self._waiting[0]
             if arrival.future.done():  # its request was cancelled: nothing to do
                 self._unqueue(self._waiting.popleft())
+                self._through += 1
                 continue
             claim = arrival.claim
             if claim is not None:
@@ -166,12 +191,16 @@ class IntakeGroups:
         try:
             while group := self._next_group():
                 # Its own task, in the first request's context (see `_Arrival.context`).
-                await asyncio.create_task(self._commit(group), context=group[0].context)
+                try:
+                    await asyncio.create_task(self._commit(group), context=group[0].context)
+                finally:
+                    await self._count_through(len(group))
         finally:
             self._drain = None
             for arrival in self._waiting:  # only when the drain itself was cancelled
                 self._unqueue(arrival)
                 arrival.future.cancel()
+            self._through += len(self._waiting)
             self._waiting.clear()
 
     async def _commit(self, group: list[_Arrival]) -> None:
