@@ -11,6 +11,7 @@ single lead waits); `singles_came` says one came just now.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,15 +24,18 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 
 from cauce.app import Resources, create_app
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
 from cauce.core.security.models import ApiKey
 from cauce.core.web.idempotency import IdempotencyRecord, fingerprint
+from cauce.leads.batch_parts import SINGLES_FIRST
 from cauce.leads.endpoints import IDEMPOTENCY
 from cauce.leads.errors import IntakeBusy
 from cauce.leads.models import Lead
+from cauce.leads.schemas import LeadIn
 from cauce.leads.service import intake_many
 from tests.conftest import SettingsFactory
 from tests.leads.test_delivery import MemoryCrm
@@ -418,3 +422,55 @@ async def test_single_leads_that_came_during_a_part_are_stored_before_the_next(
     assert response.status_code == 200, response.text
     assert stored_at_second_part == [2]
     assert [(await task).status_code for task in sent] == [201, 201]
+
+
+async def test_the_wait_between_parts_ends_when_the_last_single_lead_was_left_out(
+    leads_app: FastAPI,
+) -> None:
+    """A single lead whose request went away before its group started is left out of it;
+    a batch waiting for the single leads to be through is let go at once, not after its
+    whole bound (`SINGLES_FIRST`)."""
+    groups = leads_app.state.leads.groups
+    assert groups is not None
+    lead = asyncio.create_task(groups.submit(LeadIn.model_validate(_lead(0, "x")), None, None))
+    await asyncio.sleep(0)  # queued, with a drain task created but not run yet
+    lead.cancel()
+    started = time.monotonic()
+
+    async with asyncio.timeout(SINGLES_FIRST / 5):  # waits before the drain's first step
+        await groups.through()
+
+    assert time.monotonic() - started < SINGLES_FIRST / 5
+    with pytest.raises(asyncio.CancelledError):
+        await lead
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"
+
+
+async def test_a_part_ended_as_a_deadlocks_victim_runs_again(
+    api: httpx.AsyncClient,
+    leads_app: FastAPI,
+    monkeypatch: pytest.MonkeyPatch,
+    singles_came: None,
+) -> None:
+    """On PostgreSQL a part (holding its key's claim, then waiting for the intake lock)
+    and a request under the same key (holding the intake lock, then inserting its
+    answer) can deadlock; the part, if it is the one ended, runs again."""
+    ended: list[int] = []
+
+    def deadlock_once(number: int) -> None:
+        if number == 2 and not ended:
+            ended.append(number)
+            raise DBAPIError("SELECT pg_advisory_xact_lock(...)", None, _Deadlock())
+
+    seen = _parts_seen(monkeypatch, deadlock_once)
+    response = await api.post(
+        BATCH, json={"items": _batch(8)}, headers={"Idempotency-Key": "lote-7"}
+    )
+
+    assert response.status_code == 200, response.text
+    assert seen == [3, 3, 3, 2]  # the second part twice
+    assert [item["outcome"] for item in response.json()["items"]] == ["created"] * 8
+    assert await _lead_count(leads_app) == 8

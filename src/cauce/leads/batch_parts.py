@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from cauce.core.db import unit_of_work
 from cauce.core.web.idempotency import IdempotencyStore, KeyClaim, StoredResponse
-from cauce.leads.intake_groups import Claim, IntakeGroups
+from cauce.leads.intake_groups import Claim, IntakeGroups, conflict
 from cauce.leads.schemas import LeadIn
 from cauce.leads.service import IntakeResult, LeadsRuntime, intake_many
 
@@ -87,6 +88,7 @@ async def in_parts(
     """Take the batch's valid leads in parts of `leads.batch_transaction_size` (while
     single leads come: `_next_part`), each in a transaction of its own; with a key,
     claimed and stored part by part (module doc)."""
+    how = _How(actor, item, shown)
     done: dict[int, dict[str, Any]] = {}
     claim: KeyClaim | None = None
     if keyed is not None:
@@ -107,19 +109,15 @@ async def in_parts(
                 # more (the next one queues for the writer before their group starts).
                 await _singles_first(rt.groups)
             part, todo = _next_part(rt, todo)
-            async with unit_of_work(rt.sessionmaker, short=True) as session:
-                if claim is not None:
-                    await store.hold(session, claim)  # first: see `IdempotencyStore.hold`
-                results = await intake_many(session, rt, [lead for _, lead in part], actor)
-                await session.flush()
-                new = {i: item(i, result) for (i, _), result in zip(part, results, strict=True)}
-                if todo:
-                    if claim is not None:
-                        await store.progress(session, claim, _stored(done | new))
-                else:
-                    answer = BatchAnswer(*_shown(shown, 200, answer_of(batch, done | new)))
-                    if claim is not None:
-                        await store.finish(session, claim, answer.status, answer.body)
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    new, answer = await _part(rt, store, claim, batch, done, part, bool(todo), how)
+                    break
+                except DBAPIError as exc:
+                    if attempt == _ATTEMPTS or not conflict(exc):
+                        raise
+                    # Nothing of the part was written: it runs again (see `_ATTEMPTS`).
+                    log.info("leads.batch.part_again", sqlstate=getattr(exc.orig, "sqlstate", None))
             done.update(new)
     except BaseException as exc:
         log.warning(
@@ -135,6 +133,52 @@ async def in_parts(
             await asyncio.shield(_release(rt, store, claim))
         raise
     return answer
+
+
+# A part that PostgreSQL ends as a deadlock's victim runs again, once. A part first holds
+# its key's claim (`IdempotencyStore.hold`), then the intake locks; a request under the
+# same key that decided before the claim was stored (a copy of the batch on another
+# process) holds the intake lock, then inserts its answer, which waits for the claim
+# row: a deadlock. Either one is ended; the other request then meets the claim (409).
+_ATTEMPTS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _How:
+    """How a batch's answers are made: who sent it, an item's answer, what is shown."""
+
+    actor: str
+    item: Item
+    shown: Shown | None
+
+
+async def _part(
+    rt: LeadsRuntime,
+    store: IdempotencyStore,
+    claim: KeyClaim | None,
+    batch: Batch,
+    done: dict[int, dict[str, Any]],
+    part: Todo,
+    more: bool,
+    how: _How,
+) -> tuple[dict[int, dict[str, Any]], BatchAnswer | None]:
+    """One part in its own transaction: its items' answers, and the batch's answer when
+    it is the last (`more` is false); with a claim, the answer so far stored under it."""
+    answer: BatchAnswer | None = None
+    async with unit_of_work(rt.sessionmaker, short=True) as session:
+        if claim is not None:
+            await store.hold(session, claim)  # first: see `IdempotencyStore.hold`
+        results = await intake_many(session, rt, [lead for _, lead in part], how.actor)
+        await session.flush()
+        new = {i: how.item(i, result) for (i, _), result in zip(part, results, strict=True)}
+        if more:
+            if claim is not None:
+                await store.progress(session, claim, _stored(done | new))
+        else:
+            answer = BatchAnswer(*_shown(how.shown, 200, answer_of(batch, done | new)))
+            if claim is not None:
+                await store.finish(session, claim, answer.status, answer.body)
+    return new, answer
 
 
 # Single leads that came this recently (to this process) are likely to come while a

@@ -106,7 +106,7 @@ class IntakeGroups:
         # left out): what `through` waits on.
         self._submitted = 0
         self._through = 0
-        self._progress: asyncio.Condition | None = None
+        self._moved: asyncio.Event | None = None  # set when `_through` grows (`through`)
 
     async def submit(self, lead_in: LeadIn, actor: str | None, claim: Claim | None) -> Answer:
         """Accept one validated lead; its answer once its group has committed.
@@ -151,18 +151,16 @@ class IntakeGroups:
         the single leads that came during one of its parts go before its next part
         (`batch_parts`, which bounds the wait)."""
         target = self._submitted
-        if self._through >= target:
-            return
-        if self._progress is None:
-            self._progress = asyncio.Condition()
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._through >= target)
+        while self._through < target:
+            if self._moved is None:
+                self._moved = asyncio.Event()
+            await self._moved.wait()
 
-    async def _count_through(self, leads: int) -> None:
+    def _count_through(self, leads: int) -> None:
         self._through += leads
-        if self._progress is not None:
-            async with self._progress:
-                self._progress.notify_all()
+        if self._moved is not None:  # wake every waiter; the next wait takes a new one
+            self._moved.set()
+            self._moved = None
 
     async def aclose(self) -> None:
         """Wait for the leads already submitted to be committed."""
@@ -176,7 +174,7 @@ class IntakeGroups:
             arrival = self._waiting[0]
             if arrival.future.done():  # its request was cancelled: nothing to do
                 self._unqueue(self._waiting.popleft())
-                self._through += 1
+                self._count_through(1)
                 continue
             claim = arrival.claim
             if claim is not None:
@@ -194,13 +192,13 @@ class IntakeGroups:
                 try:
                     await asyncio.create_task(self._commit(group), context=group[0].context)
                 finally:
-                    await self._count_through(len(group))
+                    self._count_through(len(group))
         finally:
             self._drain = None
             for arrival in self._waiting:  # only when the drain itself was cancelled
                 self._unqueue(arrival)
                 arrival.future.cancel()
-            self._through += len(self._waiting)
+            self._count_through(len(self._waiting))
             self._waiting.clear()
 
     async def _commit(self, group: list[_Arrival]) -> None:
@@ -302,7 +300,7 @@ def _whole_database(exc: Exception) -> bool:
     """A failure no lead caused: the database lost, locked or out of connections (the
     requests answer 503 and may retry), as opposed to one lead's data failing. A deadlock
     or a serialization failure is this transaction's alone: its leads run again alone."""
-    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _CONFLICTS:
+    if conflict(exc):
         return False
     return isinstance(exc, OperationalError | InterfaceError | PoolTimeout) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
@@ -311,6 +309,12 @@ def _whole_database(exc: Exception) -> bool:
 
 # PostgreSQL's deadlock_detected and serialization_failure.
 _CONFLICTS = frozenset({"40P01", "40001"})
+
+
+def conflict(exc: Exception) -> bool:
+    """Whether PostgreSQL ended the transaction as a deadlock's victim or a serialization
+    failure: nothing of it was written, and it may simply run again."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _CONFLICTS
 
 
 def _own(exc: Exception) -> Exception:

@@ -110,6 +110,8 @@ _VERSIONS_PG = select(func.array_agg(LEADS.c.id), func.array_agg(LEADS.c.version
 # locks its keys. Big intakes wait for each other and for the small ones in flight, small
 # ones only for those sharing a key. Order, always: the intake lock, the key locks by
 # hash, then rows (`leads_by_id`); a transaction calls this once, before any row lock.
+# One exception: a part of a batch first holds its idempotency key's claim row
+# (`batch_parts`), and runs again when PostgreSQL ends it as a deadlock's victim.
 _LOCK_SPACE = 0x4C454144
 _ALL_KEYS = {"space": _LOCK_SPACE + 1, "id": 0}
 MAX_KEY_LOCKS = 128
