@@ -43,7 +43,16 @@ from pathlib import Path
 import httpx
 import orjson
 
-from leads_ingest import CAUCE, LeadMaker, cauce_env, free_port, pg_database, run_cli, served
+from leads_ingest import (
+    CAUCE,
+    LeadMaker,
+    cauce_env,
+    free_port,
+    pg_database,
+    run_cli,
+    served,
+    wanted_backends,
+)
 
 SETTING = "CAUCE_LEADS__BATCH_TRANSACTION_SIZE"
 BATCH = 1000
@@ -292,11 +301,7 @@ def main() -> None:
     parser.add_argument("--single-rate", type=float, default=20.0, help="single leads a second")
     parser.add_argument("--backends", default="sqlite", help="sqlite,postgresql")
     opts = parser.parse_args()
-    backends = [b.strip() for b in opts.backends.split(",") if b.strip()]
-    admin_url = os.environ.get("CAUCE_TEST_POSTGRES_URL")
-    if "postgresql" in backends and not admin_url:
-        print("CAUCE_TEST_POSTGRES_URL is not set: PostgreSQL skipped")
-        backends.remove("postgresql")
+    backends, admin_url = wanted_backends(opts.backends)
     print(
         f"{opts.seconds:.0f} s: 1,000-lead batches back to back on one connection, "
         f"{opts.single_rate:g} single leads/s, /healthz every {1000 * HEALTH_EVERY:.0f} ms; "

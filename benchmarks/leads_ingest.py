@@ -898,6 +898,17 @@ def print_backend(b: Backend, opts: argparse.Namespace) -> None:
         )
 
 
+def wanted_backends(text: str) -> tuple[list[str], str | None]:
+    """`--backends` (comma-separated), without PostgreSQL when CAUCE_TEST_POSTGRES_URL is
+    not set; and that URL."""
+    backends = [b.strip() for b in text.split(",") if b.strip()]
+    admin_url = os.environ.get("CAUCE_TEST_POSTGRES_URL")
+    if "postgresql" in backends and not admin_url:
+        print("CAUCE_TEST_POSTGRES_URL is not set: PostgreSQL skipped")
+        backends.remove("postgresql")
+    return backends, admin_url
+
+
 def main() -> None:
     """Run every measurement and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -923,11 +934,7 @@ def main() -> None:
     opts = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
-    backends = [b.strip() for b in opts.backends.split(",") if b.strip()]
-    admin_url = os.environ.get("CAUCE_TEST_POSTGRES_URL")
-    if "postgresql" in backends and not admin_url:
-        print("CAUCE_TEST_POSTGRES_URL is not set: PostgreSQL skipped")
-        backends.remove("postgresql")
+    backends, admin_url = wanted_backends(opts.backends)
     print(
         f"wrk -t{opts.threads} -c{opts.connections} -d{opts.seconds}s after a {opts.warmup} s "
         f"warm-up, {opts.rounds} alternating rounds; {os.cpu_count()} cores shared by the "

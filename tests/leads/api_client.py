@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -42,15 +42,19 @@ async def serve_app(
     """An app started on `settings` (HubSpot at an in-memory port) and a client with
     `scopes`."""
     app = create_app(settings, crm=MemoryCrm())
-    async with LifespanManager(app):
-        resources: Resources = app.state.resources
-        key = await resources.api_keys.create("t", list(scopes))
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://cauce.test",
-            headers={"Authorization": f"Bearer {key.token}"},
-        ) as client:
-            yield app, client
+    async with LifespanManager(app), await client_with(app, scopes) as client:
+        yield app, client
+
+
+async def client_with(app: FastAPI, scopes: Sequence[str], name: str = "t") -> httpx.AsyncClient:
+    """A client of `app` (started) with a new API key of these `scopes`."""
+    resources: Resources = app.state.resources
+    key = await resources.api_keys.create(name, list(scopes))
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://cauce.test",
+        headers={"Authorization": f"Bearer {key.token}"},
+    )
 
 
 @asynccontextmanager

@@ -21,12 +21,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from cauce.app import Resources, create_app
+from cauce.app import Resources
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
 from cauce.core.security.models import ApiKey
@@ -38,19 +37,28 @@ from cauce.leads.models import Lead
 from cauce.leads.schemas import LeadIn
 from cauce.leads.service import intake_many
 from tests.conftest import SettingsFactory
-from tests.leads.test_delivery import MemoryCrm
+from tests.leads.api_client import client_with, leads_api
 
 PART = 3
 BATCH = "/v1/leads/batch"
 
 
-def _app(settings_factory: SettingsFactory, **leads: Any) -> FastAPI:
-    settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"},
-        jobs={"embedded_worker": False},
-        leads={"batch_transaction_size": PART} | leads,
-    )
-    return create_app(settings, crm=MemoryCrm())
+@pytest.fixture
+async def served(
+    settings_factory: SettingsFactory,
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async with leads_api(settings_factory, batch_transaction_size=PART) as pair:
+        yield pair
+
+
+@pytest.fixture
+def leads_app(served: tuple[FastAPI, httpx.AsyncClient]) -> FastAPI:
+    return served[0]
+
+
+@pytest.fixture
+def api(served: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return served[1]
 
 
 @asynccontextmanager
@@ -58,39 +66,12 @@ async def _restarted(
     settings_factory: SettingsFactory, api: httpx.AsyncClient, **leads: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the server started again on the same database with these `leads`
-    settings, with `api`'s key."""
-    app = _app(settings_factory, **leads)
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://cauce.test",
-            headers={"Authorization": api.headers["Authorization"]},
-        ) as client,
+    settings, with `api`'s key (an idempotency key belongs to its API key)."""
+    async with leads_api(settings_factory, **({"batch_transaction_size": PART} | leads)) as (
+        _,
+        client,
     ):
-        yield client
-
-
-@pytest.fixture
-async def leads_app(settings_factory: SettingsFactory) -> AsyncIterator[FastAPI]:
-    app = _app(settings_factory)
-    async with LifespanManager(app):
-        yield app
-
-
-async def _client(app: FastAPI, scopes: list[str]) -> httpx.AsyncClient:
-    resources: Resources = app.state.resources
-    key = await resources.api_keys.create("t", scopes)
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://cauce.test",
-        headers={"Authorization": f"Bearer {key.token}"},
-    )
-
-
-@pytest.fixture
-async def api(leads_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with await _client(leads_app, ["leads:read", "leads:write"]) as client:
+        client.headers["Authorization"] = api.headers["Authorization"]
         yield client
 
 
@@ -333,7 +314,7 @@ async def test_a_key_without_read_is_shown_only_what_each_item_became(
     items = _batch(8)
     items.append({"phone": "12"})
     headers = {"Idempotency-Key": "lote-4"}
-    async with await _client(leads_app, ["leads:write"]) as form:
+    async with await client_with(leads_app, ["leads:write"]) as form:
         _fail_part(monkeypatch, 2)
         assert (await form.post(BATCH, json={"items": items}, headers=headers)).status_code == 503
         monkeypatch.undo()

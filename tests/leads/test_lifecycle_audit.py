@@ -10,18 +10,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from cauce.app import Resources
-from tests.leads.api_client import JOSE, post_lead
-
-
-async def _client_with(leads_app: FastAPI, scopes: list[str]) -> httpx.AsyncClient:
-    resources: Resources = leads_app.state.resources
-    key = await resources.api_keys.create("narrow", scopes)
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=leads_app),
-        base_url="http://cauce.test",
-        headers={"Authorization": f"Bearer {key.token}"},
-    )
+from tests.leads.api_client import JOSE, client_with, post_lead
 
 
 def _forbidden(response: httpx.Response, scope: str) -> None:
@@ -55,7 +44,7 @@ async def test_a_write_only_key_is_not_shown_a_lead_by_changing_or_reviewing_it(
     jose = await post_lead(api, JOSE)
     held = await _held_against_jose(api)
     before = (await api.get(f"/v1/leads/{jose['id']}")).json()
-    async with await _client_with(leads_app, ["leads:write"]) as writer:
+    async with await client_with(leads_app, ["leads:write"]) as writer:
         _forbidden(await writer.patch(f"/v1/leads/{jose['id']}", json={}), "leads:read")
         changed = await writer.patch(f"/v1/leads/{jose['id']}", json={"city": "Cádiz"})
         _forbidden(changed, "leads:read")
@@ -67,7 +56,7 @@ async def test_a_write_only_key_is_not_shown_a_lead_by_changing_or_reviewing_it(
     after = (await api.get(f"/v1/leads/{jose['id']}")).json()
     assert after == before
     assert (await api.get(f"/v1/leads/{held['id']}")).json()["sync"]["status"] == "held"
-    async with await _client_with(leads_app, ["leads:read", "leads:write"]) as both:
+    async with await client_with(leads_app, ["leads:read", "leads:write"]) as both:
         changed = await both.patch(f"/v1/leads/{jose['id']}", json={"city": "Cádiz"})
         assert (changed.status_code, changed.json()["city"]) == (200, "Cádiz")
 
