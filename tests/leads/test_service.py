@@ -13,7 +13,6 @@ from sqlalchemy import func, select, text, update
 
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
-from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads import service_edit
 from cauce.leads.errors import LeadErased, LeadInvalid
@@ -384,38 +383,71 @@ async def _advisory_locks(session: Any) -> int:
     return int(held.scalar_one())
 
 
-async def test_a_big_intake_takes_one_lock_for_all_its_keys(
+async def _key_lock_rows(session: Any) -> int:
+    held = await session.execute(text("SELECT count(*) FROM lead_key_locks"))
+    return int(held.scalar_one())
+
+
+async def test_intakes_lock_their_exact_keys_with_rows_that_go_at_commit(
     settings: Settings, db: Database, backend: str
 ) -> None:
-    """PostgreSQL's lock table is shared by the whole server: an intake locks each exact
-    key only up to `MAX_KEY_LOCKS` of them; a bigger one takes the one intake lock
-    exclusively, which waits for the smaller intakes in flight."""
+    """On PostgreSQL an intake locks each exact key with a row of `lead_key_locks`, not a
+    slot of the server's shared lock table, and deletes the rows as it commits. So a
+    batch of any size (here 600 keys) sharing no key with an intake in flight runs beside
+    it; one sharing a key waits for it, then merges into its lead."""
     if backend != "postgresql":
-        pytest.skip("advisory locks are PostgreSQL's (SQLite has one writer)")
+        pytest.skip("key locks are PostgreSQL's (SQLite has one writer)")
     rt = _runtime(settings, db)
     small = [LeadIn.model_validate({"email": f"s{i}@empresa.es"}) for i in range(5)]
-    many = repo.MAX_KEY_LOCKS + 10
     big = [
         LeadIn.model_validate({"email": f"b{i}@empresa.es", "phone": f"+3461{i:07d}"})
-        for i in range(many)
+        for i in range(300)
     ]
-    async with unit_of_work(rt.sessionmaker) as session:
-        await intake_many(session, rt, small, actor="t")
-        assert await _advisory_locks(session) == 1 + 5  # the shared intake lock, each key
-        other = create_database(settings)
-        try:
-            big_rt = _runtime(settings, other)
+    other = create_database(settings)
+    try:
+        other_rt = _runtime(settings, other)
 
-            async def big_intake() -> int:
-                async with unit_of_work(big_rt.sessionmaker) as big_session:
-                    await intake_many(big_session, big_rt, big, actor="t")
-                    return await _advisory_locks(big_session)
+        async def other_intake(items: list[LeadIn]) -> list[Any]:
+            async with unit_of_work(other_rt.sessionmaker) as other_session:
+                return await intake_many(other_session, other_rt, items, actor="t")
 
-            waiting = asyncio.create_task(big_intake())
+        async with unit_of_work(rt.sessionmaker) as session:
+            first = await intake_many(session, rt, small, actor="t")
+            assert await _advisory_locks(session) == 0
+            assert await _key_lock_rows(session) == 5  # its own, not committed
+            beside = await asyncio.wait_for(other_intake(big), 30)  # waits for nothing
+            assert {r.outcome for r in beside} == {"created"}
+            again = LeadIn.model_validate({"email": "s3@empresa.es", "full_name": "Ana Ruiz"})
+            sharing = asyncio.create_task(other_intake([again]))
             await asyncio.sleep(0.5)
-            assert not waiting.done()  # the exclusive lock waits for the small intake
-        except BaseException:
-            await other.dispose()
-            raise
-    assert await asyncio.wait_for(waiting, 30) == 1  # one lock for its 2 x `many` keys
-    await other.dispose()
+            assert not sharing.done()  # s3's lock is held until this intake commits
+        [merged] = await asyncio.wait_for(sharing, 30)
+        assert (merged.outcome, merged.lead.id) == ("merged", first[3].lead.id)
+        async with db.sessionmaker() as read:
+            assert await _key_lock_rows(read) == 0
+    finally:
+        await other.dispose()
+
+
+async def test_an_intake_rolled_back_leaves_its_keys_free(
+    settings: Settings, db: Database, backend: str
+) -> None:
+    """A failed intake's lock rows go with its rollback: the next intake of its keys
+    neither waits nor finds them."""
+    if backend != "postgresql":
+        pytest.skip("key locks are PostgreSQL's (SQLite has one writer)")
+    rt = _runtime(settings, db)
+    lead_in = LeadIn.model_validate({"email": "ana@empresa.es", "phone": "612345678"})
+
+    async def locked_then_failed() -> None:
+        async with unit_of_work(rt.sessionmaker) as session:
+            await intake_many(session, rt, [lead_in], actor="t")
+            assert await _key_lock_rows(session) == 2
+            raise RuntimeError("after the locks")
+
+    with pytest.raises(RuntimeError, match="after the locks"):
+        await locked_then_failed()
+    result = await asyncio.wait_for(_accept(rt, email="ana@empresa.es", phone="612345678"), 10)
+    assert result.outcome == "created"
+    async with db.sessionmaker() as read:
+        assert await _key_lock_rows(read) == 0

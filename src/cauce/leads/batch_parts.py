@@ -1,14 +1,13 @@
 """A large batch of leads committed in parts, so single leads are not kept waiting.
 
 A `POST /v1/leads/batch` of 1,000 leads is 0.5-1 s of work. In one transaction it held
-SQLite's only writer (on PostgreSQL, the intake lock of every key, past
-`repository.MAX_KEY_LOCKS` keys) for all of it, and every single lead arriving meanwhile
-waited for its commit: a web form's p95 was ~0.8-1.6 s under back-to-back batches. While
-single leads come (`in_parts_now`), a batch with more valid leads than
-`leads.batch_transaction_size` (250) commits them in parts of that many, in order;
-between two parts the writer goes to whoever waits for it (the gate is first come,
-first served), and each part decides its leads after the ones committed before it, as
-one transaction would.
+SQLite's only writer (on PostgreSQL, until ADR 0014, the intake lock of every key) for
+all of it, and every single lead arriving meanwhile waited for its commit: a web form's
+p95 was ~0.8-1.6 s under back-to-back batches. While single leads come (`in_parts_now`),
+a batch with more valid leads than `leads.batch_transaction_size` (250) commits them in
+parts of that many, in order; between two parts the writer goes to whoever waits for it
+(the gate is first come, first served), and each part decides its leads after the ones
+committed before it, as one transaction would.
 
 What a part commits stays committed when a later one fails. With an `Idempotency-Key`
 the answer is kept part by part (`IdempotencyStore.claim`, `progress`, `finish`: the

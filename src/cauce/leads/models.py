@@ -171,6 +171,19 @@ class LeadMatchKey(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
 
 
+class LeadKeyLock(Base):
+    """An intake's lock on one exact key (email, phone, tax id), PostgreSQL only: a row
+    inserted when the intake starts and deleted just before it commits, so the table is
+    empty between transactions. Another intake inserting the same key waits for the first
+    to end (a unique index's wait, a row lock, not a slot of the server's shared lock
+    table). `h` is the key's 64-bit hash (`hashtextextended`), never the key itself: a
+    lock left over would keep no email or phone (`repository.lock_exact_keys`)."""
+
+    __tablename__ = "lead_key_locks"
+
+    h: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
 class LeadSource(Base):
     """One arrival of a lead (a form post, an API call, a CSV row), kept after merges."""
 

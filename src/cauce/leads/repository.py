@@ -26,7 +26,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
 
+from cauce.core.db import before_commit
 from cauce.leads.matching import MatchRecord
 from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.matching.plan import MATCH_COLUMNS, record_of
@@ -93,35 +95,36 @@ _VERSIONS_PG = select(func.array_agg(LEADS.c.id), func.array_agg(LEADS.c.version
 
 
 # Two processes taking in one new email (phone, tax id) at once would each find no lead
-# under it and each create one. On PostgreSQL an intake first takes a transaction lock on
-# each of its exact keys, in hash order (two intakes never wait for each other in a
-# circle); the second then reads after the first has committed (READ COMMITTED: each
-# statement sees what was committed before it began). Fuzzy keys (names, companies) are
-# not locked: they are shared by many unrelated leads, and locking them would make every
-# process wait for the others. SQLite needs none: a unit of work starts with
-# `BEGIN IMMEDIATE`, one writer at a time (uow.py). Two-int advisory locks, in their
-# own space (`_LOCK_SPACE`, "LEAD"): the job queue's one-bigint locks never meet them.
+# under it and each create one. On PostgreSQL an intake first locks each of its exact
+# keys, in hash order (two intakes never wait for each other in a circle); the second
+# then reads after the first has committed (READ COMMITTED: each statement sees what was
+# committed before it began). Fuzzy keys (names, companies) are not locked: they are
+# shared by many unrelated leads, and locking them would make every process wait for the
+# others. SQLite needs none: a unit of work starts with `BEGIN IMMEDIATE`, one writer at
+# a time (uow.py).
 #
-# Every advisory lock takes a slot of PostgreSQL's shared lock table (about
-# `max_locks_per_transaction` x connections slots for the whole server): a batch of 1,000
-# leads locking each of its ~2,000 keys could fill it for every session. So an intake with
-# more than `MAX_KEY_LOCKS` exact keys takes one lock on all of them instead (the
-# exclusive intake lock, `_ALL_KEYS`), and a smaller one holds that lock shared while it
-# locks its keys. Big intakes wait for each other and for the small ones in flight, small
-# ones only for those sharing a key. Order, always: the intake lock, the key locks by
-# hash, then rows (`leads_by_id`); a transaction calls this once, before any row lock.
-# One exception: a part of a batch first holds its idempotency key's claim row
+# A key's lock is a row of `lead_key_locks` (models.LeadKeyLock: the key's 64-bit hash),
+# inserted by the intake and deleted just before it commits (`before_commit`): an intake
+# inserting the same hash meanwhile waits on the unique index until the first one ends,
+# then finds no row and inserts its own. A row lock lives in the row, not in PostgreSQL's
+# shared lock table (about `max_locks_per_transaction` x connections slots for the whole
+# server, which advisory locks, one a key, filled with a few batches of 1,000): intakes of
+# any size that share no key run side by side, in one process or in several. A row left
+# over (none should be) still works as a lock: `DO UPDATE` locks it. Order, always: the
+# key locks by hash, then rows (`leads_by_id`); a transaction calls this once, before any
+# row lock. One exception: a part of a batch first holds its idempotency key's claim row
 # (`batch_parts`), and runs again when PostgreSQL ends it as a deadlock's victim.
 _LOCK_SPACE = 0x4C454144
-_ALL_KEYS = {"space": _LOCK_SPACE + 1, "id": 0}
-MAX_KEY_LOCKS = 128
 _LOCK_ALL_PG = text("SELECT pg_advisory_xact_lock(:space, :id)")
-_LOCK_SOME_PG = text("SELECT pg_advisory_xact_lock_shared(:space, :id)")
-# The subquery is sorted and never flattened (DISTINCT, ORDER BY): the locks are taken
-# in hash order, row by row.
+# Sorted and distinct (one statement cannot lock a row twice): inserted in hash order.
 _LOCK_KEYS_PG = text(
-    "SELECT pg_advisory_xact_lock(:space, s.h) FROM (SELECT DISTINCT hashtext(k.key) AS h "
-    "FROM json_array_elements_text(CAST(:keys AS json)) AS k(key) ORDER BY h) AS s"
+    "INSERT INTO lead_key_locks (h) SELECT DISTINCT hashtextextended(k.key, 0) AS h "
+    "FROM json_array_elements_text(CAST(:keys AS json)) AS k(key) ORDER BY h "
+    "ON CONFLICT (h) DO UPDATE SET h = EXCLUDED.h"
+)
+_UNLOCK_KEYS_PG = text(
+    "DELETE FROM lead_key_locks WHERE h IN (SELECT hashtextextended(k.key, 0) "
+    "FROM json_array_elements_text(CAST(:keys AS json)) AS k(key))"
 )
 
 
@@ -145,12 +148,14 @@ async def lock_exact_keys(session: AsyncSession, keys: Collection[str]) -> None:
     exact = sorted(key for key in keys if key.startswith(EXACT_PREFIXES))
     if not exact or not _postgres(session):
         return
+    params = {"keys": orjson.dumps(exact).decode()}
     conn = await _connection(session)
-    if len(exact) > MAX_KEY_LOCKS:
-        await conn.execute(_LOCK_ALL_PG, _ALL_KEYS)
-        return
-    await conn.execute(_LOCK_SOME_PG, _ALL_KEYS)
-    await conn.execute(_LOCK_KEYS_PG, {"space": _LOCK_SPACE, "keys": orjson.dumps(exact).decode()})
+    await conn.execute(_LOCK_KEYS_PG, params)
+
+    def unlock(sync_session: Session) -> None:
+        sync_session.execute(_UNLOCK_KEYS_PG, params)
+
+    before_commit(session, unlock)
 
 
 async def _connection(session: AsyncSession) -> AsyncConnection:
