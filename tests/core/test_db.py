@@ -7,7 +7,6 @@ import os
 import sqlite3
 import sys
 from asyncio.subprocess import PIPE
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, func, select, text
-from sqlalchemy.orm import Session
 
 from cauce.core.config import Settings
-from cauce.core.db import before_commit, create_database, unit_of_work
+from cauce.core.db import create_database, unit_of_work
 from cauce.core.db.engine import _sqlite_pragmas
 from cauce.core.db.migrate import (
     MIGRATION_LOCK,
@@ -218,49 +216,6 @@ async def test_unit_of_work_commits_or_rolls_back(settings: Settings) -> None:
         async with db.sessionmaker() as session:
             names = (await session.scalars(select(ApiKey.name))).all()
         assert names == ["y"]
-    finally:
-        await db.dispose()
-
-
-async def test_before_commit_hooks_write_in_the_transaction_and_only_on_commit(
-    settings: Settings,
-) -> None:
-    """A `before_commit` hook runs SQL inside the committing transaction (what it writes
-    is committed with the rest), once; a rolled-back block never runs its hooks, and a
-    savepoint rolled back keeps those registered before it."""
-    db = create_database(settings)
-    ran: list[str] = []
-
-    def rename(name: str) -> Callable[[Session], None]:
-        def hook(sync_session: Session) -> None:
-            ran.append(name)
-            sync_session.execute(text("UPDATE api_keys SET name = :n"), {"n": name})
-
-        return hook
-
-    async def rolled_back() -> None:
-        async with unit_of_work(db.sessionmaker) as session:
-            session.add(ApiKey(key_id="a" * 12, name="x", key_hash="h" * 64, scopes=[]))
-            before_commit(session, rename("never"))
-            raise RuntimeError("rolled back")
-
-    async def savepoint_rolled_back(session: Any) -> None:
-        async with session.begin_nested():
-            raise RuntimeError("a savepoint rolled back")
-
-    try:
-        with pytest.raises(RuntimeError):
-            await rolled_back()
-        async with unit_of_work(db.sessionmaker) as session:
-            session.add(ApiKey(key_id="b" * 12, name="y", key_hash="h" * 64, scopes=[]))
-            before_commit(session, rename("renamed"))
-            with pytest.raises(RuntimeError):
-                await savepoint_rolled_back(session)
-        async with unit_of_work(db.sessionmaker):
-            pass  # a later transaction of another session runs nothing more
-        async with db.sessionmaker() as session:
-            names = (await session.scalars(select(ApiKey.name))).all()
-        assert (ran, names) == (["renamed"], ["renamed"])
     finally:
         await db.dispose()
 

@@ -444,7 +444,7 @@ async def test_a_part_ended_as_a_deadlocks_victim_runs_again(
     def deadlock_once(number: int) -> None:
         if number == 2 and not ended:
             ended.append(number)
-            raise DBAPIError("SELECT pg_advisory_xact_lock(...)", None, _Deadlock())
+            raise DBAPIError("INSERT INTO lead_key_locks ...", None, _Deadlock())
 
     seen = _parts_seen(monkeypatch, deadlock_once)
     response = await api.post(

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text, update
 
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
+from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads import service_edit
 from cauce.leads.errors import LeadErased, LeadInvalid
@@ -388,13 +389,14 @@ async def _key_lock_rows(session: Any) -> int:
     return int(held.scalar_one())
 
 
-async def test_intakes_lock_their_exact_keys_with_rows_that_go_at_commit(
+async def test_intakes_lock_their_exact_keys_with_rows_deleted_at_once(
     settings: Settings, db: Database, backend: str
 ) -> None:
     """On PostgreSQL an intake locks each exact key with a row of `lead_key_locks`, not a
-    slot of the server's shared lock table, and deletes the rows as it commits. So a
-    batch of any size (here 600 keys) sharing no key with an intake in flight runs beside
-    it; one sharing a key waits for it, then merges into its lead."""
+    slot of the server's shared lock table, and deletes the row at once: another intake
+    inserting the key still waits until the first one ends. So a batch of any size (here
+    600 keys) sharing no key with an intake in flight runs beside it; one sharing a key
+    waits for it, then merges into its lead."""
     if backend != "postgresql":
         pytest.skip("key locks are PostgreSQL's (SQLite has one writer)")
     rt = _runtime(settings, db)
@@ -414,7 +416,7 @@ async def test_intakes_lock_their_exact_keys_with_rows_that_go_at_commit(
         async with unit_of_work(rt.sessionmaker) as session:
             first = await intake_many(session, rt, small, actor="t")
             assert await _advisory_locks(session) == 0
-            assert await _key_lock_rows(session) == 5  # its own, not committed
+            assert await _key_lock_rows(session) == 0  # inserted, then deleted at once
             beside = await asyncio.wait_for(other_intake(big), 30)  # waits for nothing
             assert {r.outcome for r in beside} == {"created"}
             again = LeadIn.model_validate({"email": "s3@empresa.es", "full_name": "Ana Ruiz"})
@@ -432,8 +434,8 @@ async def test_intakes_lock_their_exact_keys_with_rows_that_go_at_commit(
 async def test_an_intake_rolled_back_leaves_its_keys_free(
     settings: Settings, db: Database, backend: str
 ) -> None:
-    """A failed intake's lock rows go with its rollback: the next intake of its keys
-    neither waits nor finds them."""
+    """A failed intake's locks go with its rollback: the next intake of its keys does
+    not wait."""
     if backend != "postgresql":
         pytest.skip("key locks are PostgreSQL's (SQLite has one writer)")
     rt = _runtime(settings, db)
@@ -442,12 +444,56 @@ async def test_an_intake_rolled_back_leaves_its_keys_free(
     async def locked_then_failed() -> None:
         async with unit_of_work(rt.sessionmaker) as session:
             await intake_many(session, rt, [lead_in], actor="t")
-            assert await _key_lock_rows(session) == 2
             raise RuntimeError("after the locks")
 
     with pytest.raises(RuntimeError, match="after the locks"):
         await locked_then_failed()
     result = await asyncio.wait_for(_accept(rt, email="ana@empresa.es", phone="612345678"), 10)
     assert result.outcome == "created"
-    async with db.sessionmaker() as read:
-        assert await _key_lock_rows(read) == 0
+
+
+async def test_intakes_side_by_side_advance_team_rotations_in_one_order(
+    settings_factory: SettingsFactory, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches sharing no key run side by side on PostgreSQL; one routes to Mexico
+    first, the other to Spain first. Each locks the teams' rotation rows in team order,
+    so neither waits for the other in a circle (in item order, PostgreSQL ended one as a
+    deadlock's victim)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time")
+    settings = settings_factory(
+        leads={
+            "routing_rules": [{"team": "mexico", "countries": ["MX"]}],
+            "teams": {"mexico": [{"name": "rosa"}], "spain": [{"name": "marta"}]},
+            "default_team": "spain",
+        }
+    )
+    real_advance = repo.advance_route
+
+    async def advance_slowly(session: Any, team: str, steps: int) -> int:
+        position = await real_advance(session, team, steps)
+        await asyncio.sleep(0.3)  # the other batch takes its first team meanwhile
+        return position
+
+    monkeypatch.setattr(repo, "advance_route", advance_slowly)
+
+    def batch(prefix: str, countries: list[str]) -> list[LeadIn]:
+        return [
+            LeadIn.model_validate({"email": f"{prefix}{i}@empresa.es", "country": country})
+            for i, country in enumerate(countries)
+        ]
+
+    async def take(items: list[LeadIn]) -> list[str | None]:
+        db = create_database(settings)
+        try:
+            rt = _runtime(settings, db)
+            async with unit_of_work(rt.sessionmaker) as session:
+                results = await intake_many(session, rt, items, actor="t")
+            return [result.lead.owner for result in results]
+        finally:
+            await db.dispose()
+
+    owners = await asyncio.wait_for(
+        asyncio.gather(take(batch("a", ["MX", "ES"])), take(batch("b", ["ES", "MX"]))), 30
+    )
+    assert owners == [["rosa", "marta"], ["marta", "rosa"]]

@@ -232,11 +232,13 @@ class IntakeWriter:
 
     async def _route(self, session: AsyncSession) -> None:
         # Each team's rotation advances once for the whole batch, owners in item order.
+        # The rotations' rows are locked in team order: two intakes side by side on
+        # PostgreSQL never wait for each other in a circle (repository.py).
         teams = self.rt.settings.leads.teams
         waiting: dict[str, list[Lead]] = {}
         for team, lead in self.routes:
             waiting.setdefault(team, []).append(lead)
-        for team, leads in waiting.items():
+        for team, leads in sorted(waiting.items()):
             first = await repo.advance_route(session, team, len(leads))
             members = tuple(teams.get(team, ()))
             for offset, lead in enumerate(leads):

@@ -173,11 +173,11 @@ class LeadMatchKey(Base):
 
 class LeadKeyLock(Base):
     """An intake's lock on one exact key (email, phone, tax id), PostgreSQL only: a row
-    inserted when the intake starts and deleted just before it commits, so the table is
-    empty between transactions. Another intake inserting the same key waits for the first
-    to end (a unique index's wait, a row lock, not a slot of the server's shared lock
-    table). `h` is the key's 64-bit hash (`hashtextextended`), never the key itself: a
-    lock left over would keep no email or phone (`repository.lock_exact_keys`)."""
+    inserted and deleted again at once by the intake's transaction, which other intakes
+    inserting it wait for (a unique index's wait: a row lock, not a slot of the server's
+    shared lock table). The table is empty outside those statements, and unlogged. `h`
+    is the key's 64-bit hash (`hashtextextended`), never the key itself: a row left over
+    would keep no email or phone (`repository.lock_exact_keys`)."""
 
     __tablename__ = "lead_key_locks"
 

@@ -26,9 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Session
 
-from cauce.core.db import before_commit
 from cauce.leads.matching import MatchRecord
 from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.matching.plan import MATCH_COLUMNS, record_of
@@ -104,28 +102,34 @@ _VERSIONS_PG = select(func.array_agg(LEADS.c.id), func.array_agg(LEADS.c.version
 # a time (uow.py).
 #
 # A key's lock is a row of `lead_key_locks` (models.LeadKeyLock: the key's 64-bit hash),
-# inserted by the intake and deleted just before it commits (`before_commit`): an intake
+# inserted by the intake and deleted again at once, in the same transaction. An intake
 # inserting the same hash meanwhile waits on the unique index until the first one ends,
-# then finds no row and inserts its own. A row lock lives in the row, not in PostgreSQL's
-# shared lock table (about `max_locks_per_transaction` x connections slots for the whole
-# server, which advisory locks, one a key, filled with a few batches of 1,000): intakes of
-# any size that share no key run side by side, in one process or in several. A row left
-# over (none should be) still works as a lock: `DO UPDATE` locks it. Order, always: the
-# key locks by hash, then rows (`leads_by_id`); a transaction calls this once, before any
-# row lock. One exception: a part of a batch first holds its idempotency key's claim row
-# (`batch_parts`), and runs again when PostgreSQL ends it as a deadlock's victim.
-_LOCK_SPACE = 0x4C454144
-_LOCK_ALL_PG = text("SELECT pg_advisory_xact_lock(:space, :id)")
+# although the row is gone: PostgreSQL makes a would-be inserter wait for a conflicting
+# row's uncommitted inserter, which may yet commit without deleting it (the manual's
+# "Index Uniqueness Checks"). It then finds no row and takes its turn. The table is empty
+# outside these statements, and unlogged (migration 0020): nothing in it outlives a
+# transaction. A row lock lives in the row, not in PostgreSQL's shared lock table (about
+# `max_locks_per_transaction` x connections slots for the whole server, which advisory
+# locks, one a key, filled with a few batches of 1,000): intakes of any size that share
+# no key run side by side, in one process or in several. A row left over (none should be)
+# still works as a lock: `DO UPDATE` locks it. Order, always: the key locks by hash, then
+# lead rows (`leads_by_id`), then the routing rotations by team (`advance_route`); a
+# transaction calls this once, before any row lock. One exception: a part of a batch
+# first holds its idempotency key's claim row (`batch_parts`), and runs again when
+# PostgreSQL ends it as a deadlock's victim.
 # Sorted and distinct (one statement cannot lock a row twice): inserted in hash order.
 _LOCK_KEYS_PG = text(
     "INSERT INTO lead_key_locks (h) SELECT DISTINCT hashtextextended(k.key, 0) AS h "
     "FROM json_array_elements_text(CAST(:keys AS json)) AS k(key) ORDER BY h "
-    "ON CONFLICT (h) DO UPDATE SET h = EXCLUDED.h"
+    "ON CONFLICT (h) DO UPDATE SET h = EXCLUDED.h RETURNING h"
 )
-_UNLOCK_KEYS_PG = text(
-    "DELETE FROM lead_key_locks WHERE h IN (SELECT hashtextextended(k.key, 0) "
-    "FROM json_array_elements_text(CAST(:keys AS json)) AS k(key))"
-)
+# By primary key, hash by hash: the table's statistics say empty, which would otherwise
+# plan a scan of its whole index, dead entries included.
+_UNLOCK_KEYS_PG = text("DELETE FROM lead_key_locks WHERE h = ANY(CAST(:hashes AS bigint[]))")
+# Two-int advisory locks of this module, in their own space ("LEAD"): the job queue's
+# one-bigint locks never meet them.
+_LOCK_SPACE = 0x4C454144
+_LOCK_ALL_PG = text("SELECT pg_advisory_xact_lock(:space, :id)")
 
 
 # The import queue's room (`imports_upload.check_room`): the transactions recording an
@@ -148,14 +152,9 @@ async def lock_exact_keys(session: AsyncSession, keys: Collection[str]) -> None:
     exact = sorted(key for key in keys if key.startswith(EXACT_PREFIXES))
     if not exact or not _postgres(session):
         return
-    params = {"keys": orjson.dumps(exact).decode()}
     conn = await _connection(session)
-    await conn.execute(_LOCK_KEYS_PG, params)
-
-    def unlock(sync_session: Session) -> None:
-        sync_session.execute(_UNLOCK_KEYS_PG, params)
-
-    before_commit(session, unlock)
+    locked = await conn.execute(_LOCK_KEYS_PG, {"keys": orjson.dumps(exact).decode()})
+    await conn.execute(_UNLOCK_KEYS_PG, {"hashes": list(locked.scalars())})
 
 
 async def _connection(session: AsyncSession) -> AsyncConnection:

@@ -2,13 +2,12 @@
 
 from cauce.core.db.base import Base, UtcDateTime, utcnow
 from cauce.core.db.engine import Database, create_database
-from cauce.core.db.uow import before_commit, on_commit, unit_of_work, writer_connection
+from cauce.core.db.uow import on_commit, unit_of_work, writer_connection
 
 __all__ = [
     "Base",
     "Database",
     "UtcDateTime",
-    "before_commit",
     "create_database",
     "on_commit",
     "unit_of_work",

@@ -81,35 +81,6 @@ def _drop_on_rollback(session: Session, _previous: Any) -> None:
     session.info.pop(_ON_COMMIT, None)
 
 
-_BEFORE_COMMIT = "cauce.before_commit"
-
-
-def before_commit(session: AsyncSession | Session, hook: Callable[[Session], None]) -> None:
-    """Call `hook` with the (sync) session just before `session`'s transaction commits;
-    never if it rolls back.
-
-    The hook may emit SQL in that transaction: it runs inside the commit (on an
-    `AsyncSession`, in its greenlet), so `session.execute(...)` works there. For what must
-    be undone exactly at the end (a lock row the transaction took: `lock_exact_keys`).
-    A savepoint's rollback keeps the hooks: what they undo may have been taken before it.
-    """
-    session.info.setdefault(_BEFORE_COMMIT, []).append(hook)
-
-
-@event.listens_for(Session, "before_commit")
-def _run_before_commit(session: Session) -> None:
-    if session.in_nested_transaction():  # a savepoint released: the commit is to come
-        return
-    for hook in session.info.pop(_BEFORE_COMMIT, ()):
-        hook(session)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _drop_before_commit(session: Session, transaction: Any) -> None:
-    if transaction.parent is None:  # the session's own transaction ended (rolled back)
-        session.info.pop(_BEFORE_COMMIT, None)
-
-
 @asynccontextmanager
 async def unit_of_work(
     sessionmaker: async_sessionmaker[AsyncSession], *, short: bool = False

@@ -6,9 +6,11 @@ keys it carries, so two processes taking in one new email at once give one lead.
 locks were advisory locks, one slot each of the server's shared lock table, so an intake
 with more than 128 keys (a batch) took one exclusive lock on all of them instead, and
 batches ran one at a time across every process. Now each key's lock is a row of
-`lead_key_locks` (its 64-bit hash, never the key), inserted when the intake starts and
-deleted just before it commits: the table is empty between transactions, and intakes
-that share no key run side by side whatever their size.
+`lead_key_locks` (its 64-bit hash, never the key), inserted and deleted again at once
+by the intake's transaction; another intake inserting it waits until that transaction
+ends. The table is empty outside those statements, so on PostgreSQL it is unlogged (no
+WAL; a crash empties it, which it is anyway). Intakes that share no key run side by side
+whatever their size.
 
 Upgrade every process before taking in leads: a process still on advisory locks does not
 wait for one on rows.
@@ -32,12 +34,14 @@ _TABLE = "lead_key_locks"
 
 
 def upgrade() -> None:
-    """Create the (empty) table."""
+    """Create the (empty) table; unlogged on PostgreSQL."""
     op.create_table(
         _TABLE,
         sa.Column("h", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.PrimaryKeyConstraint("h", name=op.f("pk_lead_key_locks")),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"ALTER TABLE {_TABLE} SET UNLOGGED")
 
 
 def downgrade() -> None:
