@@ -250,3 +250,40 @@ async def test_a_review_and_a_batch_merging_around_it_do_not_deadlock(
 
     assert not [r for r in results if isinstance(r, BaseException)], results
     assert [outcome for outcome, _ in results[1]] == ["merged", "merged"]
+
+
+async def test_overlapping_batches_side_by_side_store_each_email_once(
+    settings: Settings, db: Database
+) -> None:
+    """Three batches of 200 leads on three connections at once (three processes, as far as
+    PostgreSQL can tell), each sharing half its emails and phones with the next, in
+    another order: with no intake lock over every key any more (ADR 0014) they wait for
+    each other only on the keys they share, never in a circle, and every email and phone
+    is one lead."""
+    others = [create_database(settings) for _ in range(2)]
+    try:
+        runtimes = [_runtime(settings, database) for database in (db, *others)]
+
+        def lead(n: int) -> dict[str, Any]:
+            return {"email": f"p{n}@empresa.es", "phone": f"+3461{n:07d}"}
+
+        batches = [
+            [lead(n) for n in range(0, 200)],
+            [lead(n) for n in reversed(range(100, 300))],
+            [lead(n) for n in range(200, 400)][::3]
+            + [lead(n) for n in range(200, 400)][1::3]
+            + [lead(n) for n in range(200, 400)][2::3],
+        ]
+        taking = (_intake(rt, *batch) for rt, batch in zip(runtimes, batches, strict=True))
+        answers = await asyncio.wait_for(asyncio.gather(*taking), 60)
+        outcomes = [outcome for answer in answers for outcome, _ in answer]
+        assert (outcomes.count("created"), outcomes.count("merged")) == (400, 200)
+        async with db.sessionmaker() as session:
+            stored = (await session.execute(select(Lead.email, Lead.phone))).all()
+            locks = (await session.execute(text("SELECT count(*) FROM lead_key_locks"))).scalar()
+        assert len(stored) == len({email for email, _ in stored}) == 400
+        assert len({phone for _, phone in stored}) == 400
+        assert locks == 0
+    finally:
+        for database in others:
+            await database.dispose()
