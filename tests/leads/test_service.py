@@ -389,6 +389,21 @@ async def _key_lock_rows(session: Any) -> int:
     return int(held.scalar_one())
 
 
+async def _wait_until_blocked(session: Any, task: asyncio.Task[Any]) -> None:
+    """Until another session of this database waits for a lock (PostgreSQL), while
+    `task` has not ended: the intake it runs is blocked, not merely slow to start."""
+    blocked = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    for _ in range(200):
+        assert not task.done()
+        if (await session.execute(blocked)).scalar_one():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no session waited for a lock within 10 s")
+
+
 async def test_intakes_lock_their_exact_keys_with_rows_deleted_at_once(
     settings: Settings, db: Database, backend: str
 ) -> None:
@@ -421,8 +436,9 @@ async def test_intakes_lock_their_exact_keys_with_rows_deleted_at_once(
             assert {r.outcome for r in beside} == {"created"}
             again = LeadIn.model_validate({"email": "s3@empresa.es", "full_name": "Ana Ruiz"})
             sharing = asyncio.create_task(other_intake([again]))
-            await asyncio.sleep(0.5)
-            assert not sharing.done()  # s3's lock is held until this intake commits
+            async with db.sessionmaker() as watch:  # s3's lock is held until this commits
+                await _wait_until_blocked(watch, sharing)
+            assert not sharing.done()
         [merged] = await asyncio.wait_for(sharing, 30)
         assert (merged.outcome, merged.lead.id) == ("merged", first[3].lead.id)
         async with db.sessionmaker() as read:
@@ -431,25 +447,41 @@ async def test_intakes_lock_their_exact_keys_with_rows_deleted_at_once(
         await other.dispose()
 
 
-async def test_an_intake_rolled_back_leaves_its_keys_free(
+async def test_an_intake_rolled_back_frees_its_keys_at_once(
     settings: Settings, db: Database, backend: str
 ) -> None:
-    """A failed intake's locks go with its rollback: the next intake of its keys does
-    not wait."""
+    """An intake of the same email waits for one in flight; when that one fails and
+    rolls back, the waiting one goes on at once and creates the lead (the failed one's
+    lock went with its rollback)."""
     if backend != "postgresql":
         pytest.skip("key locks are PostgreSQL's (SQLite has one writer)")
     rt = _runtime(settings, db)
-    lead_in = LeadIn.model_validate({"email": "ana@empresa.es", "phone": "612345678"})
+    other = create_database(settings)
+    try:
+        other_rt = _runtime(settings, other)
 
-    async def locked_then_failed() -> None:
-        async with unit_of_work(rt.sessionmaker) as session:
-            await intake_many(session, rt, [lead_in], actor="t")
-            raise RuntimeError("after the locks")
+        async def locked_then_failed() -> None:
+            async with unit_of_work(rt.sessionmaker) as session:
+                await intake(session, rt, LeadIn.model_validate({"email": "ana@empresa.es"}))
+                waiting = asyncio.create_task(_accept(other_rt, email="ana@empresa.es"))
+                async with db.sessionmaker() as watch:
+                    await _wait_until_blocked(watch, waiting)
+                raise _Failed(waiting)
 
-    with pytest.raises(RuntimeError, match="after the locks"):
-        await locked_then_failed()
-    result = await asyncio.wait_for(_accept(rt, email="ana@empresa.es", phone="612345678"), 10)
-    assert result.outcome == "created"
+        with pytest.raises(_Failed) as failed:
+            await locked_then_failed()
+        result = await asyncio.wait_for(failed.value.waiting, 10)
+        assert result.outcome == "created"
+    finally:
+        await other.dispose()
+
+
+class _Failed(Exception):
+    """An intake failed on purpose, with the task of the intake that waited for it."""
+
+    def __init__(self, waiting: asyncio.Task[Any]) -> None:
+        super().__init__("after the locks")
+        self.waiting = waiting
 
 
 async def test_intakes_side_by_side_advance_team_rotations_in_one_order(
