@@ -114,7 +114,8 @@ _VERSIONS_PG = select(func.array_agg(LEADS.c.id), func.array_agg(LEADS.c.version
 # no key run side by side, in one process or in several. A row left over (none should be)
 # still works as a lock: `DO UPDATE` locks it. Order, always: the key locks by hash, then
 # lead rows (`leads_by_id`), then the routing rotations by team (`advance_route`); a
-# transaction calls this once, before any row lock. One exception: a part of a batch
+# transaction calls this before any row lock (again, with the same keys it holds already,
+# when it decides again: `service._intake`). One exception: a part of a batch
 # first holds its idempotency key's claim row (`batch_parts`), and runs again when
 # PostgreSQL ends it as a deadlock's victim.
 # Sorted and distinct (one statement cannot lock a row twice): inserted in hash order.
@@ -123,8 +124,8 @@ _LOCK_KEYS_PG = text(
     "FROM json_array_elements_text(CAST(:keys AS json)) AS k(key) ORDER BY h "
     "ON CONFLICT (h) DO UPDATE SET h = EXCLUDED.h RETURNING h"
 )
-# By primary key, hash by hash: the table's statistics say empty, which would otherwise
-# plan a scan of its whole index, dead entries included.
+# The hashes by value (`= ANY`): with the table's statistics saying empty, a join with
+# the keys' hashes was planned as a scan of its whole index, dead entries included.
 _UNLOCK_KEYS_PG = text("DELETE FROM lead_key_locks WHERE h = ANY(CAST(:hashes AS bigint[]))")
 # Two-int advisory locks of this module, in their own space ("LEAD"): the job queue's
 # one-bigint locks never meet them.
