@@ -13,9 +13,9 @@ from sqlalchemy import func, select, text, update
 
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
+from cauce.leads import bulk, service_edit
 from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
-from cauce.leads import service_edit
 from cauce.leads.errors import LeadErased, LeadInvalid
 from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource
@@ -529,3 +529,43 @@ async def test_intakes_side_by_side_advance_team_rotations_in_one_order(
         asyncio.gather(take(batch("a", ["MX", "ES"])), take(batch("b", ["ES", "MX"]))), 30
     )
     assert list(owners) == [["rosa", "marta"], ["marta", "rosa"]]
+
+
+async def test_a_rotation_is_not_held_through_an_intakes_writes(
+    settings_factory: SettingsFactory, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL an intake gives owners from its teams' rotations as read, and only
+    advances them after its writes: another intake routing to the same team meanwhile
+    does not wait for those writes. When the other one took the turn first, the owners
+    are mended, so each turn still goes to one lead (the rotation stays fair)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time")
+    settings = settings_factory(
+        leads={"teams": {"spain": [{"name": "marta"}, {"name": "pablo"}]}, "default_team": "spain"}
+    )
+    writing, written = asyncio.Event(), asyncio.Event()
+    real_insert = bulk.insert_sources
+
+    async def insert_then_wait(session: Any, rows: Any) -> None:
+        await real_insert(session, rows)
+        if not writing.is_set():  # the first intake only
+            writing.set()
+            await written.wait()
+
+    monkeypatch.setattr(bulk, "insert_sources", insert_then_wait)
+    first_db, second_db = create_database(settings), create_database(settings)
+    try:
+        first_rt, second_rt = _runtime(settings, first_db), _runtime(settings, second_db)
+        first = asyncio.create_task(_accept(first_rt, email="ana@empresa.es"))
+        await asyncio.wait_for(writing.wait(), 10)
+        second = await asyncio.wait_for(_accept(second_rt, email="eva@empresa.es"), 5)
+        written.set()
+        first_result = await asyncio.wait_for(first, 10)
+        assert (second.lead.owner, first_result.lead.owner) == ("marta", "pablo")
+        async with first_db.sessionmaker() as session:
+            stored = dict((await session.execute(select(Lead.email, Lead.owner))).all())
+        assert stored == {"eva@empresa.es": "marta", "ana@empresa.es": "pablo"}
+    finally:
+        written.set()
+        await first_db.dispose()
+        await second_db.dispose()

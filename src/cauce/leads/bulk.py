@@ -203,6 +203,16 @@ async def hold_against(session: AsyncSession, pairs: Sequence[tuple[int, int]]) 
         await conn.execute(_HOLD, params)
 
 
+_OWNER = update(LEADS).where(LEADS.c.id == bindparam("lead_id")).values(owner=bindparam("owner"))
+
+
+async def set_owners(session: AsyncSession, owners: Sequence[tuple[int, str | None]]) -> None:
+    """Give stored leads their owners: (lead id, owner)."""
+    if owners:
+        conn = await _connection(session)
+        await conn.execute(_OWNER, [{"lead_id": i, "owner": owner} for i, owner in owners])
+
+
 async def insert_match_keys(
     session: AsyncSession, keys: Mapping[int, Iterable[str]], *, replace: Collection[int] = ()
 ) -> None:

@@ -230,19 +230,51 @@ class IntakeWriter:
         # Scored as it stands after this arrival (a later merge in the batch re-scores it).
         return lead, self._score(lead, step.lead_id), [c.field for c in changed]
 
-    async def _route(self, session: AsyncSession) -> None:
-        # Each team's rotation advances once for the whole batch, owners in item order.
-        # The rotations' rows are locked in team order: two intakes side by side on
-        # PostgreSQL never wait for each other in a circle (repository.py).
-        teams = self.rt.settings.leads.teams
+    def _waiting(self) -> dict[str, list[Lead]]:
+        # The new leads each team's rotation gives an owner, in item order.
         waiting: dict[str, list[Lead]] = {}
         for team, lead in self.routes:
             waiting.setdefault(team, []).append(lead)
+        return waiting
+
+    def _give_owners(self, team: str, leads: list[Lead], first: int) -> None:
+        members = tuple(self.rt.settings.leads.teams.get(team, ()))
+        for offset, lead in enumerate(leads):
+            lead.owner = owner_at(members, first + offset)
+
+    async def _route(self, session: AsyncSession) -> dict[str, int] | None:
+        """Give the new leads their owners, each team's rotation advancing once for the
+        whole batch, owners in item order.
+
+        On SQLite the rotations advance here (the one writer runs one intake at a time).
+        On PostgreSQL advancing locks the team's rotation row until the commit, which
+        would make every intake creating leads for that team wait for the others' whole
+        writes: the owners are given from the positions as read now, and the rotations
+        advance after the writes (`_advance`), which mends the owners of a team whose
+        rotation another intake advanced meanwhile. Returns the positions used then.
+        """
+        waiting = self._waiting()
+        if not waiting:
+            return None
+        if repo.locks_rows(session):
+            read = await repo.route_positions(session, waiting)
+            for team, leads in waiting.items():
+                self._give_owners(team, leads, read[team])
+            return read
         for team, leads in sorted(waiting.items()):
+            self._give_owners(team, leads, await repo.advance_route(session, team, len(leads)))
+        return None
+
+    async def _advance(self, session: AsyncSession, read: dict[str, int]) -> None:
+        # The rotations' rows are locked in team order, last of all the intake's locks:
+        # two intakes side by side never wait for each other in a circle (repository.py).
+        mended: list[tuple[int, str | None]] = []
+        for team, leads in sorted(self._waiting().items()):
             first = await repo.advance_route(session, team, len(leads))
-            members = tuple(teams.get(team, ()))
-            for offset, lead in enumerate(leads):
-                lead.owner = owner_at(members, first + offset)
+            if first != read[team]:  # another intake took these turns meanwhile
+                self._give_owners(team, leads, first)
+                mended.extend((lead.id, lead.owner) for lead in leads)
+        await bulk.set_owners(session, mended)
 
     async def _insert_new(self, session: AsyncSession) -> dict[int, int]:
         for lead_id, target in self.held.items():
@@ -274,7 +306,7 @@ class IntakeWriter:
 
     async def write(self, session: AsyncSession, now: datetime) -> None:
         """Insert the new leads, their keys, every arrival and history line; update the rest."""
-        await self._route(session)
+        read = await self._route(session)
         ids = await self._insert_new(session) if self.new else {}
 
         def real(lead_id: int) -> int:
@@ -294,6 +326,8 @@ class IntakeWriter:
         await bulk.insert_events(session, events)
         if self.stored:
             await session.flush()
+        if read is not None:
+            await self._advance(session, read)
 
 
 def _columns(lead: Lead) -> dict[str, Any]:

@@ -113,11 +113,11 @@ _VERSIONS_PG = select(func.array_agg(LEADS.c.id), func.array_agg(LEADS.c.version
 # locks, one a key, filled with a few batches of 1,000): intakes of any size that share
 # no key run side by side, in one process or in several. A row left over (none should be)
 # still works as a lock: `DO UPDATE` locks it. Order, always: the key locks by hash, then
-# lead rows (`leads_by_id`), then the routing rotations by team (`advance_route`); a
-# transaction calls this before any row lock (again, with the same keys it holds already,
-# when it decides again: `service._intake`). One exception: a part of a batch
-# first holds its idempotency key's claim row (`batch_parts`), and runs again when
-# PostgreSQL ends it as a deadlock's victim.
+# lead rows (`leads_by_id`), then the routing rotations by team, after the writes
+# (`advance_route`), then the delivery request's queueing lock; a transaction calls this
+# before any row lock (again, with the same keys it holds already, when it decides again:
+# `service._intake`). One exception: a part of a batch first holds its idempotency key's
+# claim row (`batch_parts`), and runs again when PostgreSQL ends it as a deadlock's victim.
 # Sorted and distinct (one statement cannot lock a row twice): inserted in hash order.
 _LOCK_KEYS_PG = text(
     "INSERT INTO lead_key_locks (h) SELECT DISTINCT hashtextextended(k.key, 0) AS h "
@@ -317,6 +317,24 @@ async def replace_match_keys(
     if rows:
         insert = _insert_for(session)
         await session.execute(insert(LeadMatchKey).values(rows).on_conflict_do_nothing())
+
+
+async def route_positions(session: AsyncSession, teams: Collection[str]) -> dict[str, int]:
+    """The teams' rotation positions as committed now, without locking them (a team not
+    started yet is at 0): `advance_route` later says where the rotation really was."""
+    rows = await session.execute(
+        select(RoutingCursor.team, RoutingCursor.position).where(
+            RoutingCursor.team.in_(sorted(teams))
+        )
+    )
+    found: dict[str, int] = {team: int(position) for team, position in rows.all()}
+    return {team: found.get(team, 0) for team in teams}
+
+
+def locks_rows(session: AsyncSession) -> bool:
+    """True where transactions side by side lock rows (PostgreSQL); SQLite's one writer
+    runs them one at a time."""
+    return _postgres(session)
 
 
 async def advance_route(session: AsyncSession, team: str, steps: int) -> int:
