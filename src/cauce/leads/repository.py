@@ -322,7 +322,8 @@ async def replace_match_keys(
 async def route_positions(session: AsyncSession, teams: Collection[str]) -> dict[str, int]:
     """The teams' rotation positions as committed now, without locking them (a team not
     started yet is at 0): `advance_route` later says where the rotation really was."""
-    rows = await session.execute(
+    conn = await _connection(session)  # no ORM flush first: nothing here reads the leads
+    rows = await conn.execute(
         select(RoutingCursor.team, RoutingCursor.position).where(
             RoutingCursor.team.in_(sorted(teams))
         )
