@@ -18,10 +18,11 @@ from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads import service_edit, service_review
 from cauce.leads.errors import IntakeBusy
-from cauce.leads.models import Lead, LeadSource
+from cauce.leads.models import Lead, LeadSource, RoutingCursor
 from cauce.leads.schemas import LeadIn
 from cauce.leads.schemas_requests import LeadReviewIn
 from cauce.leads.service import LeadsRuntime, intake_many
+from tests.conftest import SettingsFactory
 from tests.leads.api_client import JOSE
 from tests.leads.test_review import LOOKALIKE, OTHER, THIRD, WITH_REGION
 
@@ -286,4 +287,37 @@ async def test_overlapping_batches_side_by_side_store_each_email_once(
         assert locks == 0
     finally:
         for database in others:
+            await database.dispose()
+
+
+async def test_batches_side_by_side_give_each_turn_of_a_rotation_once(
+    settings_factory: SettingsFactory, backend: str
+) -> None:
+    """Three 200-lead batches routed to one team (Marta with capacity 2, Pablo with 1), on
+    three connections at once: each reads the rotation, writes, and advances it after,
+    mending its owners when another took those turns first. So turns 0-599 each go to one
+    lead: 400 to Marta and 200 to Pablo, and the rotation stands at 600 (without the
+    mending, turns were given twice: 399 and 201)."""
+    if backend != "postgresql":
+        pytest.skip("on SQLite the intake's transaction holds the only writer throughout")
+    settings = settings_factory(
+        leads={
+            "teams": {"spain": [{"name": "marta", "capacity": 2}, {"name": "pablo"}]},
+            "default_team": "spain",
+        }
+    )
+    databases = [create_database(settings) for _ in range(3)]
+    try:
+        batches = [[{"email": f"r{b}x{i}@empresa.es"} for i in range(200)] for b in range(3)]
+        taking = (
+            _intake(_runtime(settings, database), *batch)
+            for database, batch in zip(databases, batches, strict=True)
+        )
+        await asyncio.wait_for(asyncio.gather(*taking), 60)
+        async with databases[0].sessionmaker() as session:
+            owners = (await session.scalars(select(Lead.owner))).all()
+            position = await session.scalar(select(RoutingCursor.position))
+        assert (owners.count("marta"), owners.count("pablo"), position) == (400, 200, 600)
+    finally:
+        for database in databases:
             await database.dispose()
