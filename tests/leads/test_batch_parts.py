@@ -199,6 +199,18 @@ def _fail_part(monkeypatch: pytest.MonkeyPatch, number: int) -> list[int]:
     return _parts_seen(monkeypatch, fail)
 
 
+async def _stopped_after_first_part(
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    items: list[dict[str, Any]],
+    headers: dict[str, str],
+) -> None:
+    """Send the batch with its second part failing (503), then let parts work again."""
+    _fail_part(monkeypatch, 2)
+    assert (await client.post(BATCH, json={"items": items}, headers=headers)).status_code == 503
+    monkeypatch.undo()
+
+
 async def test_a_retry_with_the_key_goes_on_from_the_last_part_stored(
     api: httpx.AsyncClient, leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch, singles_came: None
 ) -> None:
@@ -297,9 +309,7 @@ async def test_a_small_retry_goes_on_with_a_batch_left_in_parts(
     than the batch, and the retry (one part now) still goes on from the stored part."""
     items = _batch(8)
     headers = {"Idempotency-Key": "lote-3"}
-    _fail_part(monkeypatch, 2)
-    assert (await api.post(BATCH, json={"items": items}, headers=headers)).status_code == 503
-    monkeypatch.undo()
+    await _stopped_after_first_part(api, monkeypatch, items, headers)
     async with _restarted(settings_factory, api, batch_transaction_size=100) as again:
         retried = await again.post(BATCH, json={"items": items}, headers=headers)
 
@@ -315,9 +325,7 @@ async def test_a_key_without_read_is_shown_only_what_each_item_became(
     items.append({"phone": "12"})
     headers = {"Idempotency-Key": "lote-4"}
     async with await client_with(leads_app, ["leads:write"]) as form:
-        _fail_part(monkeypatch, 2)
-        assert (await form.post(BATCH, json={"items": items}, headers=headers)).status_code == 503
-        monkeypatch.undo()
+        await _stopped_after_first_part(form, monkeypatch, items, headers)
         first = await form.post(BATCH, json={"items": items}, headers=headers)
         replay = await form.post(BATCH, json={"items": items}, headers=headers)
 
@@ -348,9 +356,7 @@ async def test_a_lead_stored_before_is_answered_as_stored_when_it_no_longer_vali
     items = _batch(8)
     items[0] = {"email": f"sin.pais.{uuid.uuid4().hex[:8]}@ejemplo.es", "phone": "612345678"}
     headers = {"Idempotency-Key": "lote-5"}
-    _fail_part(monkeypatch, 2)
-    assert (await api.post(BATCH, json={"items": items}, headers=headers)).status_code == 503
-    monkeypatch.undo()
+    await _stopped_after_first_part(api, monkeypatch, items, headers)
     async with _restarted(settings_factory, api, default_region="US") as again:
         fresh = await again.post(BATCH, json={"items": items[:1]})  # no key: validated now
         retried = await again.post(BATCH, json={"items": items}, headers=headers)
