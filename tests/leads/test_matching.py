@@ -183,8 +183,8 @@ def test_explanations_name_fields_but_never_quote_personal_data() -> None:
 
 def test_thresholds_decide_the_verdict() -> None:
     """The same pair is a duplicate or only a possible one depending on the thresholds."""
-    a = MatchRecord(first_name="Itziar", last_names="Zubizarreta", city="Bilbao")
-    b = MatchRecord(first_name="Itziar", last_names="Zubizarreta", city="Bilbao")
+    a = MatchRecord(first_name="Itziar", last_names="Zubizarreta", company="Ortzi", city="Bilbao")
+    b = MatchRecord(first_name="Itziar", last_names="Zubizarreta", company="Ortzi", city="Bilbao")
     score = compare(a, b).score
     assert compare(a, b, DedupeSettings(merge_threshold=score)).verdict is Verdict.DUPLICATE
     strict = DedupeSettings(merge_threshold=min(1.0, score + 0.01), review_threshold=0.1)

@@ -49,7 +49,6 @@ from cauce.core.config import CrmSettings
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import UtcDateTime, utcnow
 from cauce.core.observability.trace_parent import current_traceparent, links_to
-from cauce.leads.matching.record import role_mailbox
 from cauce.leads.models import Lead
 from cauce.leads.ports import (
     CrmClient,
@@ -157,20 +156,21 @@ async def resend_contact_of(session: AsyncSession, crm_id: str) -> int:
 
 
 async def email_holders(session: AsyncSession, leads: Sequence[Lead]) -> dict[str, int]:
-    """For the team mailboxes among `leads`' emails, the lead whose CRM contact holds it:
-    the earliest live lead with it. Two leads share an email only when it is a team's
-    (`info@`, under the names of two people: matching keeps them apart), and a CRM keeps
-    an email on one contact: keyed by it, their updates went to one contact, and erasing
-    one lead deleted the other's."""
-    shared = {lead.email for lead in leads if lead.email and role_mailbox(lead.email)}
-    if not shared:
+    """For `leads`' emails (by match key), the lead whose CRM contact holds each: the
+    earliest live lead with it. Two leads share an email only where matching kept them
+    apart under it: a team's mailbox (`info@`, under the names of two people) or a
+    family's (under two given names). A CRM keeps an email on one contact: keyed by it,
+    their updates went to one contact, and erasing one lead deleted the other's. One
+    indexed look-up a delivery batch (`ix_leads_email_key`)."""
+    keys = {lead.email_key for lead in leads if lead.email_key}
+    if not keys:
         return {}
     rows = await session.execute(
-        select(Lead.email, func.min(Lead.id))
-        .where(Lead.email.in_(shared), Lead.erased_at.is_(None))
-        .group_by(Lead.email)
+        select(Lead.email_key, func.min(Lead.id))
+        .where(Lead.email_key.in_(keys), Lead.erased_at.is_(None))
+        .group_by(Lead.email_key)
     )
-    return {email: holder for email, holder in rows.all() if email is not None}
+    return {key: holder for key, holder in rows.all() if key is not None}
 
 
 @dataclass
@@ -514,7 +514,7 @@ class _Delivery:
                 sent: dict[int, list[str]] = {}
                 by_id = {lead.id: lead for lead in leads}
                 for lead in leads:
-                    held = holders.get(lead.email or "", lead.id) != lead.id
+                    held = holders.get(lead.email_key or "", lead.id) != lead.id
                     contact = to_contact(lead, self.settings, email_held=held)
                     built.append(contact)
                     sent[lead.id] = sent_properties(lead, contact, self.settings, email_held=held)

@@ -76,10 +76,40 @@ NICKNAMES: Final[dict[str, str]] = {
     "xavier": "javier",
     "xabier": "javier",
     "xose": "jose",
+    "xoan": "juan",
+    "xavi": "javier",
+    "pau": "pablo",
+    "txema": "jose maria",
+    "inaki": "ignacio",
+    "mikel": "miguel",
+    # Latin American forms.
+    "chuy": "jesus",
+    "lupita": "guadalupe",
+    "lucho": "luis",
+    "pacho": "francisco",
+    "poncho": "alfonso",
+    "goyo": "gregorio",
+    "checo": "sergio",
+    "moncho": "ramon",
+    "chente": "vicente",
+    "lencho": "lorenzo",
+    "chayo": "rosario",
+    "chabela": "isabel",
+    "meche": "mercedes",
+    "pepa": "josefa",
+    "pepita": "josefa",
+    "paca": "francisca",
+    "paquita": "francisca",
+    # Abbreviations forms are typed with ("Ma. Guadalupe", "Fco. Javier").
+    "ma": "maria",
+    "fco": "francisco",
+    "fca": "francisca",
+    "gmo": "guillermo",
 }
 
-# The most frequent Spanish surnames and given names (INE). Agreement on one of them is
-# weaker evidence than agreement on a rare one, so their agreement weight is discounted.
+# The most frequent surnames and given names in Spain (INE) and across Latin America
+# (Mexico, Colombia, Peru and Bolivia, Argentina, Chile, Brazil). Agreement on one of
+# them is weaker evidence than agreement on a rare one, so its weight is discounted.
 COMMON_SURNAMES: Final = frozenset(
     {
         "garcia", "rodriguez", "gonzalez", "fernandez", "lopez", "martinez", "sanchez",
@@ -90,6 +120,13 @@ COMMON_SURNAMES: Final = frozenset(
         "nunez", "medina", "sanz", "castillo", "iglesias", "cortes", "garrido", "santos",
         "guerrero", "lozano", "cano", "cruz", "mendez", "flores", "herrera", "rojas",
         "silva", "reyes", "vargas", "smith", "jones", "brown", "williams",
+        # Latin America (beyond those above).
+        "aguilar", "mendoza", "chavez", "rivera", "soto", "contreras", "sepulveda",
+        "quispe", "mamani", "condori", "huaman", "choque", "mejia", "restrepo", "ospina",
+        "sosa", "acosta", "benitez", "rios", "espinoza", "valencia", "salazar", "guzman",
+        "soliz", "vasquez", "rincon", "cardenas", "bautista", "velasquez", "figueroa",
+        "oliveira", "souza", "pereira", "lima", "carvalho", "ferreira", "rodrigues",
+        "almeida", "costa", "gomes", "ribeiro", "martins", "araujo", "barbosa",
     }
 )  # fmt: skip
 COMMON_GIVEN_NAMES: Final = frozenset(
@@ -99,6 +136,11 @@ COMMON_GIVEN_NAMES: Final = frozenset(
         "pedro", "pablo", "angel", "luis", "laura", "isabel", "dolores", "pilar", "lucia",
         "josefa", "cristina", "marta", "elena", "sara", "paula", "raquel", "rosa",
         "fernando", "sergio", "jorge", "alberto", "andrea", "teresa", "guadalupe",
+        "martin", "alvaro", "hugo", "mateo", "lucas", "diego", "adrian", "mario",
+        "ricardo", "roberto", "eduardo", "gabriel", "andres", "felipe", "santiago",
+        "sofia", "valentina", "camila", "martina", "julia", "alejandra", "gabriela",
+        "mariana", "daniela", "fernanda", "patricia", "veronica", "claudia", "sandra",
+        "monica", "silvia", "adriana", "paola", "joao",
     }
 )  # fmt: skip
 
@@ -120,8 +162,22 @@ ROLE_MAILBOXES: Final = frozenset(
         "hola", "hello", "office", "oficina", "marketing", "comercial", "rrhh", "hr",
         "support", "soporte", "noreply", "facturacion", "billing", "recepcion",
         "gerencia", "direccion", "compras", "pedidos", "atencion", "clientes",
+        "contabilidad", "cotizaciones", "presupuestos", "reservas", "reservaciones",
+        "secretaria", "recursoshumanos", "atencionalcliente", "servicioalcliente",
+        "gerenciageneral", "direcciongeneral", "consultas", "pagos", "cobranza", "cobros",
+        "tesoreria", "logistica", "finanzas", "prensa", "calidad", "sistemas", "correo",
+        "webmaster", "postmaster", "contato", "vendas", "administracao", "financeiro",
+        "atendimento", "export", "import", "team", "equipo", "general",
     }
 )  # fmt: skip
+
+# Marks of a generation after a name: "Ricardo Pérez Jr.", "Juan Gómez (h)" (Argentina's
+# "hijo"), "Luis Ortega II". Folded to one form each.
+GENERATIONS: Final[dict[str, str]] = {
+    "jr": "jr", "junior": "jr", "hijo": "jr", "filho": "jr",
+    "sr": "sr", "senior": "sr", "padre": "sr",
+    "ii": "ii", "iii": "iii", "iv": "iv",
+}  # fmt: skip
 
 # Mail providers that ignore "+tag" sub-addresses; Gmail also ignores dots.
 PLUS_TAG_DOMAINS: Final = frozenset(

@@ -4,7 +4,8 @@ Exact keys decide first: the same normalised email, tax id, or E.164 phone make 
 duplicate outright; a lead's other emails and phones (`MatchRecord.other_emails`) count
 as its own. Under names that clearly belong to two people, a phone, a team's mailbox
 (info@, ventas@) or another of a lead's addresses is a shared one (a switchboard, a
-family's line): it weighs little and decides nothing.
+family's line): it weighs little and decides nothing; so is an address under two given
+names that names neither of them (a family's or a couple's mailbox).
 Otherwise every field present on both sides adds evidence in bits, Fellegi-Sunter
 style: log2 of how much likelier that agreement (or disagreement) is between two
 records of one person than between two records of different people. A field missing on
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -61,6 +63,9 @@ class MatchDecision:
     verdict: Verdict
     evidence: tuple[Evidence, ...]
     rule: str | None = None
+    # Why a pair scored above the merge threshold is only a possible duplicate
+    # (`_held_back`), if it is.
+    held: str | None = None
 
     @property
     def matched_fields(self) -> tuple[str, ...]:
@@ -70,6 +75,8 @@ class MatchDecision:
     def explain(self) -> list[str]:
         """One line per field, strongest evidence first, e.g. "email: same mailbox"."""
         lines = [f"rule: {self.rule}"] if self.rule else []
+        if self.held:
+            lines.append(f"held: {self.held}")
         for e in sorted(self.evidence, key=lambda e: -abs(e.weight)):
             lines.append(f"{e.field}: {e.reason} ({e.weight:+.1f} bits)")
         return lines
@@ -140,16 +147,39 @@ _SHARED_LINE: Final = Evidence(
 _SHARED_MAILBOX: Final = Evidence(
     "email", Level.WEAK, 1.0, 2.0, "same team mailbox, names of two people"
 )
+# A personal address under two given names, naming neither, is a family's or a couple's
+# (Jorge and Valentina Paredes at familia.paredes@): shared, not an exact match.
+_SHARED_PERSONAL: Final = Evidence(
+    "email", Level.WEAK, 1.0, 2.0, "same mailbox, given names of two people (a shared one)"
+)
 _SAME_COUNTRY: Final = Evidence("country", Level.AGREE, 1.0, 0.5, "same country")
 _OTHER_COUNTRY: Final = Evidence("country", Level.DISAGREE, 0.0, -4.0, "different countries")
 
 
-def _contact(a: Features, b: Features, two_people: bool) -> list[Evidence]:
-    # `two_people`: the names conflict (`_names_conflict`).
+_NOT_LETTERS: Final = re.compile("[^a-z]+")
+
+
+def _names_either(email_key: str, a: Features, b: Features) -> bool:
+    """Whether the mailbox's name holds either side's given name (`ana.gil@`): then it is
+    that person's own, whoever filled the form (an assistant for the boss), and decides.
+    A family's (`familia.paredes@`) names neither."""
+    local = _NOT_LETTERS.sub("", email_key.partition("@")[0])
+    tokens = (*a.first_tokens, *a.first_canonical, *b.first_tokens, *b.first_canonical)
+    return any(len(token) >= 3 and token in local for token in tokens)
+
+
+def _contact(a: Features, b: Features, two_people: bool, two_given: bool) -> list[Evidence]:
+    # `two_people`: the names conflict (`_names_conflict`); `two_given`: the given names
+    # do (not a typo, a nickname or an initial of each other).
     out: list[Evidence] = []
     if a.email_key and b.email_key:
         if a.email_key == b.email_key:
-            out.append(_SHARED_MAILBOX if two_people and a.email_role else _SAME_EMAIL)
+            if two_people and a.email_role:
+                out.append(_SHARED_MAILBOX)
+            elif two_given and not _names_either(a.email_key, a, b):
+                out.append(_SHARED_PERSONAL)
+            else:
+                out.append(_SAME_EMAIL)
         elif shares_contact(a.email_key, a.other_email_keys, b.email_key, b.other_email_keys):
             # One of a lead's other addresses may be a shared one a merge brought in.
             out.append(_SHARED_MAILBOX if two_people else _SAME_OTHER_EMAIL)
@@ -175,10 +205,30 @@ def _contact(a: Features, b: Features, two_people: bool) -> list[Evidence]:
     return out
 
 
+_ONE_GENERATION_MARK: Final = Evidence(
+    "generation", Level.CONFLICT, 0.5, -2.0, "a generation mark (Jr., hijo) on one side only"
+)
+_TWO_GENERATION_MARKS: Final = Evidence(
+    "generation", Level.CONFLICT, 0.0, -6.0, "different generation marks (Jr. and Sr.)"
+)
+
+
+def _generation(a: Features, b: Features) -> Evidence | None:
+    # A father and his son share names, a firm and often a phone; "Jr." (or "hijo",
+    # "II") on one side only may just have been left out.
+    if a.generation == b.generation or not (a.last_tokens and b.last_tokens):
+        return None
+    return _TWO_GENERATION_MARKS if a.generation and b.generation else _ONE_GENERATION_MARK
+
+
 def field_evidence(a: Features, b: Features, settings: DedupeSettings) -> list[Evidence]:
     """Evidence from every field present on both sides, in a fixed field order."""
     names = _names(a, b, settings.nicknames)
-    out = _contact(a, b, _names_conflict(names))
+    generation = _generation(a, b)
+    if generation is not None:
+        names.append(generation)
+    two_given = any(e.field == "first_name" and e.level is Level.DISAGREE for e in names)
+    out = _contact(a, b, _names_conflict(names), two_given)
     out.extend(names)
     if a.company and b.company:
         out.append(_company(a.company, b.company))
@@ -200,9 +250,46 @@ def field_evidence(a: Features, b: Features, settings: DedupeSettings) -> list[E
 
 def _names_conflict(evidence: list[Evidence]) -> bool:
     return any(
-        e.field in ("first_name", "last_names") and e.level in (Level.DISAGREE, Level.CONFLICT)
+        (e.field in ("first_name", "last_names") and e.level in (Level.DISAGREE, Level.CONFLICT))
+        or e is _TWO_GENERATION_MARKS
         for e in evidence
     )
+
+
+# Fields whose agreement says more than "a namesake in the same place": a fuzzy merge
+# needs one of them (`_held_back`).
+_CORROBORATING: Final = frozenset({"email", "company", "date_of_birth", "address", "postcode"})
+_FIRMLY: Final = (Level.AGREE, Level.PARTIAL)
+
+
+def _held_back(evidence: list[Evidence]) -> str | None:
+    """Why a pair no exact key joins, scoring at or above the merge threshold, must still
+    not be merged without a person (None when it may).
+
+    A merge folds two records into one for good, and the points alone can get there on
+    names and a place: two namesakes with rare surnames in one city (Quispe Mamani in
+    Lima), or siblings at the family firm (Juan and Juana, one company, one town). So a
+    fuzzy merge needs a field beyond names and places to agree (the company, a personal
+    mailbox name, the date of birth, the street address or the postcode), and the given
+    names to agree, or one side to have none, unless the date of birth does: a family
+    shares surnames, a firm and an address, not a birthday. Otherwise the pair is held
+    for review.
+    """
+    given = None
+    firm = born = False
+    for e in evidence:
+        if e.field == "first_name":
+            given = e
+        elif e.field == "generation":
+            return e.reason
+        elif e.field in _CORROBORATING and e.level in _FIRMLY and e.weight > 0:
+            firm = True
+            born = born or e.field == "date_of_birth"
+    if given is not None and not born and (given.weight <= 0 or given.level not in _FIRMLY):
+        return "the given names do not agree"
+    if not firm:
+        return "only names and places agree"
+    return None
 
 
 def compare_features(a: Features, b: Features, settings: DedupeSettings) -> MatchDecision:
@@ -220,7 +307,13 @@ def compare_features(a: Features, b: Features, settings: DedupeSettings) -> Matc
     elif "phone" in agreed:
         rule = "same_phone"
     score = 1.0 if rule else _probability(sum(e.weight for e in evidence))
-    return MatchDecision(score, _verdict(score, settings), tuple(evidence), rule)
+    verdict = _verdict(score, settings)
+    held = None
+    if verdict is Verdict.DUPLICATE and rule is None:
+        held = _held_back(evidence)
+        if held is not None:
+            verdict = Verdict.POSSIBLE_DUPLICATE
+    return MatchDecision(score, verdict, tuple(evidence), rule, held)
 
 
 def decide_above(

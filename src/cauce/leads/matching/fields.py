@@ -89,8 +89,15 @@ def _given(ta: tuple[str, ...], tb: tuple[str, ...], field: str) -> Evidence | N
         return Evidence(field, Level.DISAGREE, 0.9, -3.5, "male and female forms of a name")
     short, long_ = (ta, tb) if len(ta) <= len(tb) else (tb, ta)
     if set(short) <= set(long_):
-        why = "one compound given name contains the other"
-        return Evidence(field, Level.PARTIAL, 0.9, min(3.0, agree - 1.0), why)
+        if long_[: len(short)] == short:  # José for José Luis
+            why = "one compound given name begins the other"
+            return Evidence(field, Level.PARTIAL, 0.9, min(3.0, agree - 1.0), why)
+        if len(short) == len(long_):
+            # José María is a man, María José a woman.
+            why = "the same given names in another order"
+            return Evidence(field, Level.DISAGREE, 0.9, -3.5, why)
+        # Jesús and María Jesús: perhaps the name someone goes by, perhaps a man and a woman.
+        return Evidence(field, Level.WEAK, 0.9, 0.0, "one given name is the other's second")
     sim = _near(ja, jb)
     if sim >= _TYPO_JW:
         # Near agreement never outweighs exact agreement on the same names.

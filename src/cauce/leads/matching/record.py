@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from cauce.leads.matching._lexicon import (
     COMMON_SURNAMES,
     DOTLESS_DOMAINS,
+    GENERATIONS,
     LEGAL_FORMS,
     NAME_PARTICLES,
     NICKNAMES,
@@ -92,6 +93,8 @@ class Features:
     other_phones: frozenset[str] = frozenset()
     # The email is a team's mailbox (info@, ventas@): shared by colleagues.
     email_role: bool = False
+    # A generation mark after the surnames ("jr", "sr", "ii"...; "" without one).
+    generation: str = ""
 
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -140,10 +143,10 @@ def email_key(email: str | None) -> str | None:
     return f"{local}@{domain}" if local else None
 
 
-def _email_local(mailbox: str | None) -> str | None:
+def _email_local(mailbox: str | None, role: bool) -> str | None:
     """The personal part of a mailbox (`_mailbox_name`), when it is distinctive enough to
     be evidence."""
-    if mailbox is None or len(mailbox) < 6 or mailbox in ROLE_MAILBOXES:
+    if mailbox is None or len(mailbox) < 6 or role:
         return None
     return mailbox
 
@@ -154,9 +157,19 @@ def _mailbox_name(address: str) -> str:
     return re.sub(r"[._\-]", "", address.rpartition("@")[0].lower().split("+", 1)[0])
 
 
+# The first word of a local part: up to a dot, dash, underscore or digit.
+_FIRST_WORD = re.compile(r"[._\-0-9]")
+
+
+@functools.lru_cache(maxsize=1 << 12)
 def role_mailbox(email: str) -> bool:
-    """Whether an address is a team's (`info@`, `ventas@`...), not one person's."""
-    return _mailbox_name(email) in ROLE_MAILBOXES
+    """Whether an address is a team's (`info@`, `ventas@`...), not one person's: its name
+    is one of `ROLE_MAILBOXES`, or begins with one before a dot, dash, underscore or digit
+    (`info.madrid@`, `ventas-mx@`, `ventas1@`, `contacto_web@`)."""
+    if _mailbox_name(email) in ROLE_MAILBOXES:
+        return True
+    local = email.rpartition("@")[0].lower().split("+", 1)[0]
+    return _FIRST_WORD.split(local, 1)[0] in ROLE_MAILBOXES
 
 
 # The caches below also share what they return: a name, a company or a set of initials
@@ -175,6 +188,23 @@ def _name_tokens(text: str | None, drop_particles: bool) -> tuple[str, ...]:
         # A surname made only of particles ("De La") keeps them rather than vanish.
         words = kept or words
     return tuple(words)
+
+
+# Argentina's "(h)", for "hijo": folded, the parentheses are gone and "h" reads as an
+# initial, so it is read before folding.
+_HIJO = re.compile(r"\(\s*h\s*\)\s*$", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _surnames_and_generation(text: str | None) -> tuple[tuple[str, ...], str]:
+    """The surname words of `text` (`name_tokens`) without a generation mark at the end
+    ("Pérez Gómez Jr.", "Gómez (h)", "Ortega II"), and that mark folded ("" without)."""
+    if text and _HIJO.search(text):
+        return _name_tokens(_HIJO.sub("", text), True), "jr"
+    words = _name_tokens(text, True)
+    if len(words) >= 2 and (mark := GENERATIONS.get(words[-1])):
+        return words[:-1], mark
+    return words, ""
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -231,8 +261,9 @@ def prepare(record: MatchRecord) -> Features:
     """Fold a record into the forms the comparisons and blocking keys use."""
     key = email_key(record.email)
     mailbox = _mailbox_name(key) if key is not None else None
+    role = key is not None and record.email is not None and role_mailbox(record.email)
     first = _name_tokens(record.first_name, False)
-    last = _name_tokens(record.last_names, True)
+    last, generation = _surnames_and_generation(record.last_names)
     canonical = _canonical_given(first)
     address = _optional(record.address)
     last_common = set(last) <= COMMON_SURNAMES
@@ -244,7 +275,7 @@ def prepare(record: MatchRecord) -> Features:
     phone = record.phone.replace(" ", "") if record.phone else None
     return Features(
         email_key=key,
-        email_local=_email_local(mailbox),
+        email_local=_email_local(mailbox, role),
         phone=phone,
         tax_id=_compact(record.tax_id),
         first_tokens=first,
@@ -282,7 +313,8 @@ def prepare(record: MatchRecord) -> Features:
         other_phones=_other_keys((p.replace(" ", "") for p in record.other_phones), phone)
         if record.other_phones and phone
         else _NONE,
-        email_role=mailbox in ROLE_MAILBOXES,
+        email_role=role,
+        generation=generation,
     )
 
 
