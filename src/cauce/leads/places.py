@@ -28,6 +28,16 @@ _COUNTRY_ALIASES = {
     "macedonia del norte": "MK", "eswatini": "SZ", "turkiye": "TR", "ivory coast": "CI",
     "russian federation": "RU", "vatican city": "VA", "korea": "KR", "corea": "KR",
     "republica argentina": "AR", "peru": "PE", "espana": "ES", "spain": "ES",
+    "reino de espana": "ES", "estados unidos mexicanos": "MX", "rep dominicana": "DO",
+    "rep dom": "DO", "rd": "DO", "republica de chile": "CL", "republica de colombia": "CO",
+    "republica del peru": "PE", "republica bolivariana de venezuela": "VE",
+    "estado plurinacional de bolivia": "BO", "brasil": "BR",
+    # Regions typed into the country box that name one country only.
+    "cataluna": "ES", "catalunya": "ES", "euskadi": "ES", "pais vasco": "ES",
+    "andalucia": "ES", "galiza": "ES", "comunidad de madrid": "ES",
+    "comunitat valenciana": "ES", "islas canarias": "ES", "canarias": "ES",
+    "cdmx": "MX", "ciudad de mexico": "MX", "mexico df": "MX", "mexico d f": "MX",
+    "estado de mexico": "MX", "nuevo leon": "MX", "jalisco": "MX",
     # ISO 3166-1 alpha-3 codes of the countries Cauce's users sell to most.
     "esp": "ES", "mex": "MX", "arg": "AR", "col": "CO", "chl": "CL", "per": "PE",
     "ven": "VE", "ecu": "EC", "ury": "UY", "pry": "PY", "bol": "BO", "cri": "CR",
@@ -64,7 +74,10 @@ def normalise_country(value: str) -> str:
     text = value.strip()
     if len(text) == 2 and text.upper() in COUNTRY_CODES:
         return text.upper()
-    code = _COUNTRY_BY_NAME.get(_fold(text[:100]))
+    folded = _fold(text[:100])
+    if len(folded) == 2 and folded.upper() in COUNTRY_CODES:  # "MX.", "(ES)"
+        return folded.upper()
+    code = _COUNTRY_BY_NAME.get(folded)
     if code is None:
         raise NormalisationError(
             "country_unknown", "is not a country (use an ISO 3166-1 code such as ES or MX)"
