@@ -30,6 +30,14 @@ from cauce.leads.normalise import smart_case_name, split_full_name
         ("Íñigo Muñoz", "Íñigo", "Muñoz"),
         ("Madonna", "Madonna", None),
         ("de la Fuente", None, "de la Fuente"),
+        # A generation mark stays after the surnames; an initial is a given name's (both
+        # found by an audit with Latin American names).
+        ("Ricardo Peralta Sosa Jr.", "Ricardo", "Peralta Sosa Jr."),
+        ("Juan Gómez Paz (h)", "Juan", "Gómez Paz (h)"),
+        ("Luis Ortega Ruiz II", "Luis", "Ortega Ruiz II"),
+        ("Ricardo Peralta hijo", "Ricardo", "Peralta hijo"),
+        ("Francisco I. Madero", "Francisco I.", "Madero"),
+        ("José J. García López", "José J.", "García López"),
     ],
 )
 def test_split_full_name_hispanic(full: str, first: str | None, last: str | None) -> None:

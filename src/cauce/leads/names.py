@@ -195,24 +195,53 @@ def split_full_name(full_name: str, convention: NameConvention = "hispanic") -> 
     words = drop_titles(words)
     if titled and len(words) == 1:
         return SplitName(None, words[0])  # `Sr. Pérez`: a title goes before a surname
+    # A generation mark at the end (`Jr.`, `hijo`, `(h)`, `II`) goes with the surnames,
+    # after them, whatever the words before it.
+    mark = words.pop() if len(words) >= 3 and _is_generation(words[-1]) else None
+    given, family = _split_words(words, convention)
+    if mark is None:
+        return SplitName(given, family)
+    if family:
+        return SplitName(given, f"{family} {mark}")
+    return SplitName(f"{given} {mark}" if given else mark, None)
+
+
+_GENERATION_WORDS = frozenset({"jr", "junior", "hijo", "h", "filho", "sr", "senior", "padre"})
+_ROMAN = frozenset({"ii", "iii", "iv"})
+
+
+def _is_generation(word: str) -> bool:
+    folded = _fold(word)
+    if folded == "(h)":
+        return True
+    plain = folded.strip(".()")
+    return (plain in _GENERATION_WORDS and plain != "h") or (plain in _ROMAN and word.isupper())
+
+
+def _is_initial(unit: str) -> bool:
+    """`I.`, `J`: one letter, perhaps with its dot."""
+    plain = unit.removesuffix(".")
+    return len(plain) == 1 and plain.isalpha()
+
+
+def _split_words(words: list[str], convention: NameConvention) -> tuple[str | None, str | None]:
     units = _units(words)
     if len(units) == 1:
-        return (
-            SplitName(None, units[0])
-            if _starts_with_particle(units[0])
-            else SplitName(units[0], None)
-        )
+        return (None, units[0]) if _starts_with_particle(units[0]) else (units[0], None)
     if len(units) == 2:
         if convention == "hispanic" and _is_compound_given(units[1]):
-            return SplitName(f"{units[0]} {units[1]}", None)
-        return SplitName(units[0], units[1])
+            return f"{units[0]} {units[1]}", None
+        return units[0], units[1]
     if convention == "western":
-        return SplitName(" ".join(units[:-1]), units[-1])
-    if len(units) == 3:
-        if _unit_key(units[1]) in _SECOND_GIVEN:
-            return SplitName(f"{units[0]} {units[1]}", units[2])
-        return SplitName(units[0], f"{units[1]} {units[2]}")
-    return SplitName(" ".join(units[:-2]), " ".join(units[-2:]))
+        start = len(units) - 1
+    elif len(units) == 3:
+        start = 2 if _unit_key(units[1]) in _SECOND_GIVEN else 1
+    else:
+        start = len(units) - 2
+    # An initial is a given name's (`Francisco I. Madero`), never a surname's start.
+    while start < len(units) - 1 and _is_initial(units[start]):
+        start += 1
+    return " ".join(units[:start]), " ".join(units[start:])
 
 
 def _letters(folded: str) -> str:
