@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cauce.core.db.text_fold import contains_folded
 from cauce.leads.matching.record import fold
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource
 
@@ -103,11 +104,12 @@ async def history_of(session: AsyncSession, lead_id: int, limit: int = 100) -> l
 
 async def related_duplicates(session: AsyncSession, lead: Lead) -> list[Lead]:
     """Leads held as possible duplicates of this one (live: an erased or merged lead has
-    nothing left to review), and the one it is held against."""
+    nothing left to review), and the one it is held against; oldest first (by id: the
+    order they arrived in, on either database, however updates moved their rows)."""
     conditions = [and_(Lead.possible_duplicate_of == lead.id, Lead.erased_at.is_(None))]
     if lead.possible_duplicate_of is not None:
         conditions.append(Lead.id == lead.possible_duplicate_of)
-    result = await session.scalars(select(Lead).where(or_(*conditions)).limit(50))
+    result = await session.scalars(select(Lead).where(or_(*conditions)).order_by(Lead.id).limit(50))
     return list(result.all())
 
 
@@ -126,10 +128,6 @@ class LeadQuery:
     text: str | None = None
     held: bool | None = None  # held for review (True), or not (False)
     include_erased: bool = False
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def search(
@@ -164,12 +162,15 @@ async def search(
     words = search_words(query.text)
     if words:  # each word somewhere; accents, case and punctuation aside (search_text_of)
         conditions.extend(Lead.search_text.like(f"%{word}%") for word in words)
-    elif query.text:  # only punctuation ("@"): as typed, in any case
-        pattern = f"%{_escape_like(query.text.lower())}%"
+    elif query.text:
+        # No Latin letter or digit (`search_text` keeps no other): punctuation ("@"), or
+        # another script ("Женя"), as typed but for case and accents, alike on both
+        # databases (text_fold.py). A scan of the leads.
+        dialect = session.get_bind().dialect.name
         conditions.append(
             or_(
                 *(
-                    func.lower(column).like(pattern, escape="\\")
+                    contains_folded(column, query.text, dialect)
                     for column in (Lead.email, Lead.first_name, Lead.last_name, Lead.company)
                 )
             )

@@ -374,8 +374,12 @@ class LeadPatch(_LeadFields):
         return self
 
     def changes(self) -> dict[str, Any]:
-        """The fields to change, with their normalised values (None clears)."""
-        return {name: getattr(self, name) for name in self.model_fields_set}
+        """The fields to change, with their normalised values (None clears), in the order
+        the model declares them: the order of an `updated` history line's `fields`, the
+        same in every process (a set of names iterates in an order of its process's
+        string hashes)."""
+        sent = self.model_fields_set
+        return {name: getattr(self, name) for name in type(self).model_fields if name in sent}
 
 
 __all__ = [

@@ -25,6 +25,7 @@ from cauce.core.db.checkpoint import WRITER_CHECKPOINT_PAGES, WalCheckpointer
 from cauce.core.db.idle_check import check_when_idle
 from cauce.core.db.planner_stats import refresh_on_change
 from cauce.core.db.sqlite_driver import one_trip_dbapi
+from cauce.core.db.text_fold import register_sqlite
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,8 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
         # Checkpoints are a thread's work (checkpoint.py); a writer's only a backstop.
         cur.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
         cur.close()
+        # Case and accents aside beyond ASCII, as on PostgreSQL (text_fold.py).
+        register_sqlite(dbapi_conn)
 
     return on_connect
 
