@@ -513,3 +513,26 @@ def test_response_models_read_attributes() -> None:
         ],
     )
     assert result.model_dump()["items"][1]["errors"][0]["pointer"] == "/items/1/email"
+
+
+@pytest.mark.parametrize(
+    ("phone", "country"),
+    [
+        ("+52 55 1234 5678", "MX"),
+        ("+54 9 11 2345 6789", "AR"),
+        ("+1 809 555 0123", "DO"),
+        ("0057 320 138 2641", "CO"),
+        ("+34 612 34 56 78", None),
+        ("612 34 56 78", None),
+    ],
+)
+def test_a_lead_without_country_takes_its_foreign_phones(phone: str, country: str | None) -> None:
+    """A number sent with another country's code than the default region's gives a lead
+    without `country` that country (scoring and routing saw +52 leads as Spanish: found
+    by an audit with Latin American data); the default region's own numbers say nothing."""
+    assert LeadIn.model_validate({"phone": phone}).country == country
+    # A country sent stands, and the default region is the one options name.
+    assert LeadIn.model_validate({"phone": "+52 55 1234 5678", "country": "PE"}).country == "PE"
+    in_mexico = IntakeOptions(default_phone_region="MX").context()
+    mexican = LeadIn.model_validate({"phone": "+52 55 1234 5678"}, context=in_mexico)
+    assert mexican.country is None

@@ -73,7 +73,7 @@ from cauce.leads.names import (
     split_full_name,
 )
 from cauce.leads.normalise import smart_case_name
-from cauce.leads.phones import split_extension
+from cauce.leads.phones import phone_region, split_extension
 
 _CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 
@@ -303,7 +303,7 @@ class LeadIn(_LeadFields):
         return {} if value is None else value
 
     @model_validator(mode="after")
-    def _complete(self) -> Self:
+    def _complete(self, info: ValidationInfo) -> Self:
         if self.email is None and self.phone is None:
             raise ValidationError.from_exception_data(
                 "LeadIn",
@@ -321,11 +321,22 @@ class LeadIn(_LeadFields):
         self._settle_phone()
         if self.phone_extension is not None and self.phone is None:
             raise field_error(("phone_extension",), "phone_required", "needs a phone number")
+        if self.country is None and self.phone is not None:
+            self.country = _abroad(self.phone, options_from(info).default_phone_region)
         self._settle_names()
         if self.full_name is None:
             composed = compose_full_name(self.first_name, self.last_name)
             self.full_name = smart_case_name(composed) if composed else None
         return self
+
+
+def _abroad(phone: str, default_region: str) -> str | None:
+    """The country of a number sent with another country's code than the default
+    region's (`+52...` with `ES`): a lead without a `country` takes it, so scoring and
+    routing see a Mexican lead as one. A number of the default region says nothing: it
+    may be a national number read there."""
+    region = phone_region(phone)
+    return region if region is not None and region != default_region.upper() else None
 
 
 _NOT_CLEARABLE = ("source", "status")
