@@ -286,7 +286,9 @@ async def db(settings_factory: SettingsFactory) -> AsyncIterator[Database]:
 
 async def _store(db: Database, **fields: Any) -> int:
     async with unit_of_work(db.sessionmaker) as session:
-        lead = Lead(uid=str(uuid.uuid4()), source="api", **fields)
+        # As intake stores it: `email_key` is the address lower-cased.
+        email_key = fields["email"].lower() if fields.get("email") else None
+        lead = Lead(uid=str(uuid.uuid4()), source="api", email_key=email_key, **fields)
         session.add(lead)
         await session.flush()
         return lead.id

@@ -156,12 +156,14 @@ async def resend_contact_of(session: AsyncSession, crm_id: str) -> int:
 
 
 async def email_holders(session: AsyncSession, leads: Sequence[Lead]) -> dict[str, int]:
-    """For `leads`' emails (by match key), the lead whose CRM contact holds each: the
-    earliest live lead with it. Two leads share an email only where matching kept them
-    apart under it: a team's mailbox (`info@`, under the names of two people) or a
-    family's (under two given names). A CRM keeps an email on one contact: keyed by it,
-    their updates went to one contact, and erasing one lead deleted the other's. One
-    indexed look-up a delivery batch (`ix_leads_email_key`)."""
+    """For `leads`' emails (by `email_key`: the address lower-cased, as a CRM keys a
+    contact), the lead whose CRM contact holds each: the earliest live lead with it.
+
+    Two leads share an email only where matching kept them apart under it: a team's
+    mailbox (`info@`, under the names of two people), or one a person reviewed as two
+    people's (a family's). A CRM keeps an email on one contact: keyed by it, their
+    updates went to one contact, and erasing one lead deleted the other's. One indexed
+    look-up a delivery batch (`ix_leads_email_key`)."""
     keys = {lead.email_key for lead in leads if lead.email_key}
     if not keys:
         return {}

@@ -218,10 +218,13 @@ _MORE_FREE_MAIL: frozenset[str] = frozenset(
         "montevideo.com.uy", "andinanet.net", "cwpanama.net", "codetel.net.do",
     }
 )  # fmt: skip
-# The big webmail providers under any country's domain: hotmail.com.mx, yahoo.cl,
-# outlook.com.ar.
+# The big webmail providers under the domain of a country of Spain's, Portugal's and
+# Latin America's (and a few where their people live): hotmail.com.mx, yahoo.cl,
+# outlook.com.ar. Not any two letters: live.tv and msn.io are no one's inbox.
 _PROVIDER_ABROAD = re.compile(
-    r"(?:hotmail|outlook|live|msn|yahoo|ymail|rocketmail|gmail|aol|icloud)\.(?:com?\.)?[a-z]{2}"
+    r"(?:hotmail|outlook|live|msn|yahoo|ymail|rocketmail|gmail|aol|icloud)\.(?:com?\.)?"
+    r"(?:es|pt|ad|mx|gt|hn|sv|ni|cr|pa|cu|do|pr|co|ve|ec|pe|bo|cl|ar|uy|py|br"
+    r"|us|ca|uk|fr|it|de|be|nl|ch)"
 )
 FREE_MAIL_DOMAINS: frozenset[str] = (
     frozenset(domain for domain in _free_mail_whitelist if not is_disposable_domain(domain))

@@ -29,7 +29,8 @@ _COUNTRY_ALIASES = {
     "russian federation": "RU", "vatican city": "VA", "korea": "KR", "corea": "KR",
     "republica argentina": "AR", "peru": "PE", "espana": "ES", "spain": "ES",
     "reino de espana": "ES", "estados unidos mexicanos": "MX", "rep dominicana": "DO",
-    "rep dom": "DO", "rd": "DO", "republica de chile": "CL", "republica de colombia": "CO",
+    "rep dom": "DO", "rd": "DO", "r d": "DO", "republica de chile": "CL",
+    "republica de colombia": "CO",
     "republica del peru": "PE", "republica bolivariana de venezuela": "VE",
     "estado plurinacional de bolivia": "BO", "brasil": "BR",
     # Regions typed into the country box that name one country only.
@@ -46,6 +47,9 @@ _COUNTRY_ALIASES = {
     "deu": "DE", "ita": "IT", "gbr": "GB", "irl": "IE", "nld": "NL", "bel": "BE",
     "che": "CH", "aut": "AT", "can": "CA",
 }  # fmt: skip
+
+
+_CODE_IN_PUNCTUATION = re.compile(r"[\W_]*[A-Za-z]{2}[\W_]*", re.ASCII)
 
 
 def _fold(text: str) -> str:
@@ -75,8 +79,8 @@ def normalise_country(value: str) -> str:
     if len(text) == 2 and text.upper() in COUNTRY_CODES:
         return text.upper()
     folded = _fold(text[:100])
-    if len(folded) == 2 and folded.upper() in COUNTRY_CODES:  # "MX.", "(ES)"
-        return folded.upper()
+    if _CODE_IN_PUNCTUATION.fullmatch(text) and folded.upper() in COUNTRY_CODES:
+        return folded.upper()  # "MX.", "(ES)"; not "Sí"
     code = _COUNTRY_BY_NAME.get(folded)
     if code is None:
         raise NormalisationError(

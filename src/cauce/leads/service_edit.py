@@ -83,8 +83,9 @@ _EXACT_FIELDS = {"e:": "email", "p:": "phone", "t:": "tax id"}
 
 async def _refuse_duplicates(session: AsyncSession, lead: Lead, added: frozenset[str]) -> None:
     """409 when a key the patch gives `lead` (an email, a phone, a tax id) is another
-    live lead's: intake would have merged the two, and the CRM would get one contact for
-    two leads (erasing one would delete the other's). `patch` holds the keys' intake
+    live lead's: intake would have merged the two (or, for one mailbox under two people's
+    names, held them for a person to decide), and the CRM would get one contact for two
+    leads (erasing one would delete the other's). `patch` holds the keys' intake
     locks already, so an intake running now cannot slip in between."""
     exact = sorted(key for key in added if key.startswith(EXACT_PREFIXES))
     if not exact:

@@ -28,6 +28,7 @@ from typing import Final
 
 from rapidfuzz.distance import OSA
 
+from cauce.leads.matching._lexicon import NAME_PARTICLES
 from cauce.leads.matching.fields import (
     Evidence,
     Level,
@@ -88,6 +89,12 @@ def _verdict(score: float, settings: DedupeSettings) -> Verdict:
     if score >= settings.review_threshold:
         return Verdict.POSSIBLE_DUPLICATE
     return Verdict.DISTINCT
+
+
+def rank_of(decision: MatchDecision) -> tuple[bool, float]:
+    """How candidates rank for an arrival, best first when sorted: a duplicate before a
+    pair held back (which may score higher: `_held_back`), then by score, highest first."""
+    return decision.verdict is not Verdict.DUPLICATE, -decision.score
 
 
 def _probability(bits: float) -> float:
@@ -156,27 +163,61 @@ _SAME_COUNTRY: Final = Evidence("country", Level.AGREE, 1.0, 0.5, "same country"
 _OTHER_COUNTRY: Final = Evidence("country", Level.DISAGREE, 0.0, -4.0, "different countries")
 
 
-_NOT_LETTERS: Final = re.compile("[^a-z]+")
+_LOCAL_WORDS: Final = re.compile("[^a-z]+")
 
 
 def _names_either(email_key: str, a: Features, b: Features) -> bool:
-    """Whether the mailbox's name holds either side's given name (`ana.gil@`): then it is
-    that person's own, whoever filled the form (an assistant for the boss), and decides.
-    A family's (`familia.paredes@`) names neither."""
-    local = _NOT_LETTERS.sub("", email_key.partition("@")[0])
+    """Whether the mailbox's name is either side's given name's (`ana.gil@`, `anagil@`:
+    a word of it, or how it begins): then it is that person's own, whoever filled the
+    form (an assistant for the boss), and decides. A family's (`familia.paredes@`) names
+    neither; a name inside another word (`ana` in `familiasantana`) does not count."""
+    local = email_key.partition("@")[0]
+    words = set(_LOCAL_WORDS.split(local))
     tokens = (*a.first_tokens, *a.first_canonical, *b.first_tokens, *b.first_canonical)
-    return any(len(token) >= 3 and token in local for token in tokens)
+    return any(
+        len(token) >= 3
+        and token not in NAME_PARTICLES
+        and (token in words or local.startswith(token))
+        for token in tokens
+    )
 
 
-def _contact(a: Features, b: Features, two_people: bool, two_given: bool) -> list[Evidence]:
-    # `two_people`: the names conflict (`_names_conflict`); `two_given`: the given names
-    # do (not a typo, a nickname or an initial of each other).
+_TWO_PEOPLE_GIVEN: Final = frozenset(
+    {"male and female forms of a name", "the same given names in another order"}
+)
+
+
+def _two_persons(names: list[Evidence]) -> bool:
+    """Whether names surely belong to two people, not one typed two ways: Jr. and Sr.;
+    Juan and Juana, José María and María José; or given names that disagree beside
+    surnames that do too (Jorge Paredes Huamán, Valentina Paredes Quispe). A nickname
+    the lists lack (Bob, Robert) beside the same surnames is not."""
+    given = surnames = None
+    for e in names:
+        if e is _TWO_GENERATION_MARKS:
+            return True
+        if e.reason.endswith("(names swapped)"):
+            return False  # which label is which depends on the order of the pair
+        if e.field == "first_name":
+            given = e
+        elif e.field == "last_names":
+            surnames = e
+    if given is None or given.level is not Level.DISAGREE:
+        return False
+    if given.reason in _TWO_PEOPLE_GIVEN:
+        return True
+    return surnames is not None and surnames.level in (Level.DISAGREE, Level.CONFLICT)
+
+
+def _contact(a: Features, b: Features, two_people: bool, two_persons: bool) -> list[Evidence]:
+    # `two_people`: the names conflict (`_names_conflict`); `two_persons`: they are
+    # surely two people's (`_two_persons`).
     out: list[Evidence] = []
     if a.email_key and b.email_key:
         if a.email_key == b.email_key:
-            if two_people and a.email_role:
+            if two_people and (a.email_role or b.email_role):
                 out.append(_SHARED_MAILBOX)
-            elif two_given and not _names_either(a.email_key, a, b):
+            elif two_persons and not _names_either(a.email_key, a, b):
                 out.append(_SHARED_PERSONAL)
             else:
                 out.append(_SAME_EMAIL)
@@ -227,8 +268,7 @@ def field_evidence(a: Features, b: Features, settings: DedupeSettings) -> list[E
     generation = _generation(a, b)
     if generation is not None:
         names.append(generation)
-    two_given = any(e.field == "first_name" and e.level is Level.DISAGREE for e in names)
-    out = _contact(a, b, _names_conflict(names), two_given)
+    out = _contact(a, b, _names_conflict(names), _two_persons(names))
     out.extend(names)
     if a.company and b.company:
         out.append(_company(a.company, b.company))
@@ -307,6 +347,12 @@ def compare_features(a: Features, b: Features, settings: DedupeSettings) -> Matc
     elif "phone" in agreed:
         rule = "same_phone"
     score = 1.0 if rule else _probability(sum(e.weight for e in evidence))
+    if rule is None and _SHARED_PERSONAL in evidence:
+        # Never merged, never let go either: a person decides whether one mailbox under
+        # two people's names is a family's or one person's, however the rest scores.
+        score = min(max(score, settings.review_threshold), settings.merge_threshold)
+        why = "one personal mailbox under the names of two people"
+        return MatchDecision(score, Verdict.POSSIBLE_DUPLICATE, tuple(evidence), None, why)
     verdict = _verdict(score, settings)
     held = None
     if verdict is Verdict.DUPLICATE and rule is None:

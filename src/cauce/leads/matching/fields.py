@@ -96,8 +96,19 @@ def _given(ta: tuple[str, ...], tb: tuple[str, ...], field: str) -> Evidence | N
             # José María is a man, María José a woman.
             why = "the same given names in another order"
             return Evidence(field, Level.DISAGREE, 0.9, -3.5, why)
-        # Jesús and María Jesús: perhaps the name someone goes by, perhaps a man and a woman.
-        return Evidence(field, Level.WEAK, 0.9, 0.0, "one given name is the other's second")
+        if long_[0] == "maria" and short[0] in _MENS_NAMES:
+            # Jesús and María Jesús, José and María José: a man and a woman.
+            why = "a man's given name and a woman's compound of it"
+            return Evidence(field, Level.DISAGREE, 0.9, -3.5, why)
+        # Teresa for María Teresa, Luis for José Luis: the name someone goes by.
+        why = "one given name is the other's second"
+        return Evidence(field, Level.PARTIAL, 0.9, min(2.0, agree - 1.0), why)
+    if len(ta) == len(tb) > 1 and all(
+        x == y or (len(x) == 1 and y.startswith(x)) or (len(y) == 1 and x.startswith(y))
+        for x, y in zip(ta, tb, strict=True)
+    ):
+        why = "one given name abbreviated"  # M. José for María José
+        return Evidence(field, Level.PARTIAL, 0.9, min(2.0, agree - 1.0), why)
     sim = _near(ja, jb)
     if sim >= _TYPO_JW:
         # Near agreement never outweighs exact agreement on the same names.
@@ -106,6 +117,13 @@ def _given(ta: tuple[str, ...], tb: tuple[str, ...], field: str) -> Evidence | N
     if _initials_of(ta, tb) or _initials_of(tb, ta):
         return Evidence(field, Level.WEAK, sim, 1.0, "an initial agrees with the given name")
     return Evidence(field, Level.DISAGREE, sim, -3.5, "different given names")
+
+
+# Men's given names that are also the second of a woman's compound one (María Jesús,
+# María José, María Luisa's Luis is not: it is Luisa).
+_MENS_NAMES: Final = frozenset(
+    {"jose", "jesus", "luis", "antonio", "angel", "manuel", "francisco", "javier", "juan"}
+)
 
 
 def _initials_of(initials: tuple[str, ...], names: tuple[str, ...]) -> bool:

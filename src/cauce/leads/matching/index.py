@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, sort_key_of, strongest
-from cauce.leads.matching.compare import MatchDecision, Verdict, bits_needed, compare_features
+from cauce.leads.matching.compare import (
+    MatchDecision,
+    Verdict,
+    bits_needed,
+    compare_features,
+    rank_of,
+)
 from cauce.leads.matching.record import Features, MatchRecord, prepare
 from cauce.leads.matching.screen import Screen
 from cauce.leads.matching.settings import DedupeSettings
@@ -51,8 +57,9 @@ def screen_of(
 
 
 def _ranked(matches: list[tuple[int, Match[IdT]]]) -> list[Match[IdT]]:
-    # Highest score first; among equals, the record filed first (a stable order).
-    matches.sort(key=lambda pair: (-pair[1].decision.score, pair[0]))
+    # Duplicates first (a pair held back scores high but may not merge: `compare.
+    # _held_back`), then the highest score; among equals, the record filed first.
+    matches.sort(key=lambda pair: (*rank_of(pair[1].decision), pair[0]))
     return [m for _, m in matches]
 
 

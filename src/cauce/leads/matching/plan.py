@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, strongest
-from cauce.leads.matching.compare import compare_features
+from cauce.leads.matching.compare import compare_features, rank_of
 from cauce.leads.matching.index import Match, screen_of
 from cauce.leads.matching.merge import merge
 from cauce.leads.matching.record import (
@@ -340,20 +340,22 @@ class BatchMatcher:
         """The best-ranked known lead at or above the review threshold, if any.
 
         As `rank_prepared(...)[0]` over the known candidates in id order, without
-        ranking the rest: the highest score, the lowest id among equals.
+        ranking the rest: a duplicate before a pair held back, then the highest score, the
+        lowest id among equals (`compare.rank_of`).
         """
         settings = self.settings
         floor = settings.review_threshold
         admits = screen_of(features, settings, floor)
         known = self._features
         found: Match[int] | None = None
+        best_rank = (True, 0.0)
         for lead_id in self.view.candidates(keys):
             other = known.get(lead_id)
             if other is None or (admits is not None and not admits(other)):
                 continue
             decision = compare_features(features, other, settings)
-            if decision.score >= floor and (found is None or decision.score > found.decision.score):
-                found = Match(lead_id, decision)
+            if decision.score >= floor and (found is None or rank_of(decision) < best_rank):
+                found, best_rank = Match(lead_id, decision), rank_of(decision)
         return found
 
     def file(self, values: MatchValues, features: Features, keys: Iterable[str]) -> int:

@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from cauce.leads.matching._lexicon import (
     COMMON_SURNAMES,
@@ -157,19 +158,26 @@ def _mailbox_name(address: str) -> str:
     return re.sub(r"[._\-]", "", address.rpartition("@")[0].lower().split("+", 1)[0])
 
 
-# The first word of a local part: up to a dot, dash, underscore or digit.
-_FIRST_WORD = re.compile(r"[._\-0-9]")
+# A team's mailbox named by a role word and a branch or a number: `info.madrid`,
+# `ventas-mx`, `contacto_web`, `ventas1`, `ventas02` (not `info1985`: a person's).
+_ROLE_AND_MORE = re.compile(r"([a-z]+)(?:[._\-].+|\d{1,2})")
+# Webmail providers, where `correo.ana@`, `admin.jose@` are one person's.
+_WEBMAIL: Final = frozenset({"gmail", "googlemail", "hotmail", "outlook", "live", "yahoo"})
 
 
 @functools.lru_cache(maxsize=1 << 12)
 def role_mailbox(email: str) -> bool:
     """Whether an address is a team's (`info@`, `ventas@`...), not one person's: its name
-    is one of `ROLE_MAILBOXES`, or begins with one before a dot, dash, underscore or digit
-    (`info.madrid@`, `ventas-mx@`, `ventas1@`, `contacto_web@`)."""
+    is one of `ROLE_MAILBOXES`, or, at a company's domain, one of them followed by a
+    branch after a dot, dash or underscore, or by one or two digits (`info.madrid@`,
+    `ventas-mx@`, `contacto_web@`, `ventas1@`)."""
     if _mailbox_name(email) in ROLE_MAILBOXES:
         return True
-    local = email.rpartition("@")[0].lower().split("+", 1)[0]
-    return _FIRST_WORD.split(local, 1)[0] in ROLE_MAILBOXES
+    local, _, domain = email.lower().rpartition("@")
+    if domain.split(".", 1)[0] in _WEBMAIL:
+        return False
+    found = _ROLE_AND_MORE.fullmatch(local.split("+", 1)[0])
+    return found is not None and found.group(1) in ROLE_MAILBOXES
 
 
 # The caches below also share what they return: a name, a company or a set of initials
