@@ -210,6 +210,7 @@ async def test_a_utf8_bom_is_ignored_and_another_charset_is_named(api: httpx.Asy
         ("+56 2 2345 6789 int. 45", "CL", "+56223456789;ext=45"),
         ("044 55 1234 5678", "MX", "+525512345678"),
         ("045 55 1234 5678", "MX", "+525512345678"),
+        ("09 6588 3337", "CL", "+56965883337"),  # Chile's mobiles before 2012
     ],
 )
 def test_more_ways_of_writing_a_number_are_read(sent: str, region: str, stored: str) -> None:

@@ -95,10 +95,14 @@ def normalise_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> s
 # Ways of writing a number that phonenumbers does not read: the trunk "(0)" kept after a
 # country code (`+34 (0) 612...`, `+44 (0)20...`); Latin American extension words
 # (`interno 123`, `int. 123`: Argentina, Chile); Mexico's mobile prefixes 044 and 045,
-# dialled before 2019 (`044 55 1234 5678`); two numbers in one field.
+# dialled before 2019 (`044 55 1234 5678`); Chile's mobiles with a trunk 0 (`09 6588
+# 3337`, before 2012); two numbers in one field.
 _TRUNK_ZERO = re.compile(r"^(\+\s*\d{1,3})\s*\(\s*0\s*\)")
 _EXTENSION_WORD = re.compile(r"\s*,?\s*\b(?:interno|int)\b\.?\s*:?\s*(?=\d)", re.IGNORECASE)
 _MX_MOBILE_PREFIX = re.compile(r"^0\s*4\s*[45]((?:\D*\d){10})\D*$")
+# Chile's mobiles as dialled before 2012, a trunk 0 before the 9 (`09 6588 3337`).
+_CL_OLD_MOBILE = re.compile(r"^0\s*(9(?:\D*\d){8})\D*$")
+_LEGACY_MOBILES = {"MX": _MX_MOBILE_PREFIX, "CL": _CL_OLD_MOBILE}
 _TWO_NUMBERS = re.compile(r"\d[\d\s().-]{6,}\s*(?:/|\by\b|\bo\b|;)\s*\+?\d[\d\s().-]{6,}")
 
 
@@ -109,7 +113,8 @@ def _tidied(text: str, region: str) -> str:
         )
     text = _TRUNK_ZERO.sub(r"\1 ", text)
     text = _EXTENSION_WORD.sub(" ext. ", text)
-    if region == "MX" and (legacy := _MX_MOBILE_PREFIX.match(text)):
+    old_form = _LEGACY_MOBILES.get(region)
+    if old_form is not None and (legacy := old_form.match(text)):
         text = legacy.group(1)
     return text
 

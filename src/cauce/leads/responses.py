@@ -150,7 +150,11 @@ class HistoryLine(_Out):
 class LeadDetailOut(LeadOut):
     """`GET /v1/leads/{id}`: the lead with its duplicates, arrivals, sync and history."""
 
-    duplicates: list[RelatedLead] = Field(default_factory=list)
+    duplicates: list[RelatedLead] = Field(
+        default_factory=list,
+        description="The leads held as possible duplicates of this one, and the one it is "
+        "held against, oldest first.",
+    )
     arrivals: int = Field(description="How many times the lead arrived (merges included).")
     other_emails: list[str] = Field(
         default_factory=list, description="Emails arrivals sent that are not the lead's own."
