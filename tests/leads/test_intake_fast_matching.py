@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 from cauce.leads.intake_writer import Incoming
 from cauce.leads.matching import DedupeSettings, MatchRecord
 from cauce.leads.matching.compare import bits_needed, compare_features, decide_above
-from cauce.leads.matching.plan import MATCH_COLUMNS, BatchMatcher, BlockView, prepare_row
+from cauce.leads.matching.plan import (
+    MATCH_COLUMNS,
+    BatchMatcher,
+    BlockView,
+    prepare_row,
+    stored_keys,
+)
 from cauce.leads.matching.record import prepare
 from cauce.leads.matching.screen import Screen
 from cauce.leads.service import _decide
@@ -81,6 +87,28 @@ def test_block_view_skips_common_fuzzy_keys_caps_and_refiles() -> None:
     view.file(1, ["n:c"])
     assert view.candidates(["n:a"]) == []
     assert view.candidates(["n:a", "e:x", "n:c"]) == [1, 5, 6, 7, 9]
+
+
+@given(records, records, st.sets(st.integers(8, 20), max_size=6))  # not the lead, 7
+@settings(max_examples=200, deadline=None)
+def test_a_stored_lead_refiled_by_its_keys_as_read_moves_as_a_scan_of_the_blocks_would(
+    before: MatchRecord, after: MatchRecord, others: set[int]
+) -> None:
+    """A merge re-files a stored lead by the keys its values as read give (`was`), not by
+    a pass over every block's members: the blocks end the same either way."""
+    was, keys = stored_keys(prepare(before)), stored_keys(prepare(after))
+    lead = 7
+    # The lead under its keys (with others), others under a key it is not under, and a
+    # key of its values whose block was read without it (cut at the cap).
+    members = {key: sorted({lead, *others}) for key in was}
+    members["n:elsewhere"] = sorted(others | {99})
+    for key in sorted(was)[:1]:
+        members[key] = sorted(others)
+    by_keys, by_scan = BlockView(members, max_block_size=50), BlockView(members, max_block_size=50)
+    by_keys.file(lead, keys, was)
+    by_scan.file(lead, keys)
+    for key in {*was, *keys, "n:elsewhere"}:
+        assert by_keys.candidates([key]) == by_scan.candidates([key])
 
 
 def test_a_rare_shared_key_outweighs_common_ones() -> None:

@@ -158,6 +158,14 @@ def stored_keys(features: Features) -> frozenset[str]:
     return frozenset(key[:KEY_LENGTH] for key in keys_of(features))
 
 
+def _holds(block: list[int] | None, lead_id: int) -> bool:
+    """Whether a sorted block lists `lead_id`."""
+    if not block:
+        return False
+    at = bisect.bisect_left(block, lead_id)
+    return at < len(block) and block[at] == lead_id
+
+
 def _identity(lead_id: int) -> int:
     return lead_id
 
@@ -244,11 +252,19 @@ class BlockView:
             for lead_id in block
         }
 
-    def file(self, lead_id: int, keys: Iterable[str]) -> None:
-        """File a lead under `keys`, dropping the keys it was filed under before."""
+    def file(self, lead_id: int, keys: Iterable[str], was: Iterable[str] | None = None) -> None:
+        """File a lead under `keys`, dropping the keys it was filed under before: for a
+        stored lead filed the first time, `was` (the keys its stored values give), when
+        known, spares working out every stored lead's keys from the blocks (a pass over
+        all their members: ~6 % of a batch at 200,000 stored leads)."""
         old = self._keys_of.pop(lead_id, None)
         if old is None:
-            old = set() if provisional(lead_id) else self._stored_keys(lead_id)
+            if provisional(lead_id):
+                old = set()
+            elif was is not None:
+                old = {key for key in was if _holds(self._blocks.get(key), lead_id)}
+            else:
+                old = self._stored_keys(lead_id)
         for key in old:
             block = self._blocks[key]
             at = bisect.bisect_left(block, lead_id)
@@ -377,9 +393,10 @@ class BatchMatcher:
         merged.update(others)
         values = match_values(merged)
         features = prepare(record_of(values))
+        was = stored_keys(self._features[lead_id])  # its keys as read (or filed)
         self._values[lead_id] = _row(values)
         self._features[lead_id] = features
-        self.view.file(lead_id, stored_keys(features))
+        self.view.file(lead_id, stored_keys(features), was)
 
 
 def _text(value: object) -> str | None:
