@@ -4,8 +4,9 @@ Exact keys decide first: the same normalised email, tax id, or E.164 phone make 
 duplicate outright; a lead's other emails and phones (`MatchRecord.other_emails`) count
 as its own. Under names that clearly belong to two people, a phone, a team's mailbox
 (info@, ventas@) or another of a lead's addresses is a shared one (a switchboard, a
-family's line): it weighs little and decides nothing; so is an address under two given
-names that names neither of them (a family's or a couple's mailbox).
+family's line): it weighs little and decides nothing. A personal address under names
+that are surely two people's, naming neither, may be a family's or a couple's: the pair
+is held for a person to decide, whatever else agrees.
 Otherwise every field present on both sides adds evidence in bits, Fellegi-Sunter
 style: log2 of how much likelier that agreement (or disagreement) is between two
 records of one person than between two records of different people. A field missing on
@@ -64,8 +65,8 @@ class MatchDecision:
     verdict: Verdict
     evidence: tuple[Evidence, ...]
     rule: str | None = None
-    # Why a pair scored above the merge threshold is only a possible duplicate
-    # (`_held_back`), if it is.
+    # Why a pair is a possible duplicate whatever its score would say (`_held_back`, one
+    # personal mailbox under two people's names), if it is.
     held: str | None = None
 
     @property
@@ -154,8 +155,8 @@ _SHARED_LINE: Final = Evidence(
 _SHARED_MAILBOX: Final = Evidence(
     "email", Level.WEAK, 1.0, 2.0, "same team mailbox, names of two people"
 )
-# A personal address under two given names, naming neither, is a family's or a couple's
-# (Jorge and Valentina Paredes at familia.paredes@): shared, not an exact match.
+# A personal address under two people's names, naming neither, may be a family's or a
+# couple's (Jorge and Valentina Paredes at familia.paredes@): no exact match.
 _SHARED_PERSONAL: Final = Evidence(
     "email", Level.WEAK, 1.0, 2.0, "same mailbox, given names of two people (a shared one)"
 )
