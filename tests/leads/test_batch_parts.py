@@ -127,7 +127,7 @@ async def test_a_batch_past_the_part_size_is_committed_in_parts_and_answered_who
     api: httpx.AsyncClient, leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch, singles_came: None
 ) -> None:
     items = _batch(8)
-    items[6] = dict(items[1], first_name="Otro")  # a later part meets an earlier one's lead
+    items[6] = dict(items[1], company="Otra S.L.")  # a later part meets an earlier one's lead
     items.insert(4, {"email": "no es un email"})  # rejected: the others are still taken
     seen = _parts_seen(monkeypatch)
 

@@ -38,6 +38,11 @@ from cauce.leads.normalise import smart_case_name, split_full_name
         ("Ricardo Peralta hijo", "Ricardo", "Peralta hijo"),
         ("Francisco I. Madero", "Francisco I.", "Madero"),
         ("José J. García López", "José J.", "García López"),
+        # In any case, and after a comma (found by review).
+        ("JUAN PEREZ GARCIA II", "JUAN", "PEREZ GARCIA II"),
+        ("juan perez garcia iii", "juan", "perez garcia iii"),
+        ("Juan Pérez, Jr.", "Juan", "Pérez Jr."),
+        ("Pérez García, Juan Jr.", "Juan", "Pérez García Jr."),
     ],
 )
 def test_split_full_name_hispanic(full: str, first: str | None, last: str | None) -> None:

@@ -524,6 +524,8 @@ def test_response_models_read_attributes() -> None:
         ("0057 320 138 2641", "CO"),
         ("+34 612 34 56 78", None),
         ("612 34 56 78", None),
+        # Not a country's: the international freephone's region is "001" (found by review).
+        ("+800 1234 5678", None),
     ],
 )
 def test_a_lead_without_country_takes_its_foreign_phones(phone: str, country: str | None) -> None:
@@ -536,3 +538,13 @@ def test_a_lead_without_country_takes_its_foreign_phones(phone: str, country: st
     in_mexico = IntakeOptions(default_phone_region="MX").context()
     mexican = LeadIn.model_validate({"phone": "+52 55 1234 5678"}, context=in_mexico)
     assert mexican.country is None
+
+
+def test_a_country_taken_from_the_phone_does_not_split_the_full_name() -> None:
+    """The names are split by the country sent (none: the Spanish way), not by the one a
+    US phone gives afterwards (which would read `María José García` as given names and
+    lose the match with the same person sent without a phone: found by review)."""
+    lead = LeadIn.model_validate(
+        {"phone": "+1 305 555 0123", "full_name": "María José García López"}
+    )
+    assert (lead.country, lead.first_name, lead.last_name) == ("US", "María José", "García López")

@@ -186,10 +186,15 @@ def split_full_name(full_name: str, convention: NameConvention = "hispanic") -> 
         first_words = (
             drop_titles(first.replace(",", " ").split(), at_end=True) if first.strip(" ,") else []
         )
+        # A generation mark after the given names goes after the surnames.
+        mark = first_words.pop() if first_words and _is_generation(first_words[-1]) else None
         last, first = " ".join(last_words), " ".join(first_words)
         if last and first:
-            return SplitName(first, last)
-        text = last or first
+            return SplitName(first, f"{last} {mark}" if mark else last)
+        if last and mark and len(last_words) == 1:
+            return SplitName(None, f"{last} {mark}")  # `García, Jr.`
+        # `Juan Pérez, Jr.`: the whole name before the comma, the mark after it.
+        text = f"{last} {mark}" if last and mark else last or first or (mark or "")
     words = text.split(" ")
     titled = len(drop_titles(words)) < len(words) and _is_title(words[0], len(words) - 1)
     words = drop_titles(words)
@@ -215,7 +220,7 @@ def _is_generation(word: str) -> bool:
     if folded == "(h)":
         return True
     plain = folded.strip(".()")
-    return (plain in _GENERATION_WORDS and plain != "h") or (plain in _ROMAN and word.isupper())
+    return (plain in _GENERATION_WORDS and plain != "h") or plain in _ROMAN
 
 
 def _is_initial(unit: str) -> bool:

@@ -74,6 +74,7 @@ from cauce.leads.names import (
 )
 from cauce.leads.normalise import smart_case_name
 from cauce.leads.phones import phone_region, split_extension
+from cauce.leads.places import COUNTRY_CODES
 
 _CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 
@@ -321,9 +322,11 @@ class LeadIn(_LeadFields):
         self._settle_phone()
         if self.phone_extension is not None and self.phone is None:
             raise field_error(("phone_extension",), "phone_required", "needs a phone number")
+        # Names split by the country sent (the filled one below is a guess), then the
+        # country a foreign phone gives.
+        self._settle_names()
         if self.country is None and self.phone is not None:
             self.country = _abroad(self.phone, options_from(info).default_phone_region)
-        self._settle_names()
         if self.full_name is None:
             composed = compose_full_name(self.first_name, self.last_name)
             self.full_name = smart_case_name(composed) if composed else None
@@ -336,7 +339,9 @@ def _abroad(phone: str, default_region: str) -> str | None:
     routing see a Mexican lead as one. A number of the default region says nothing: it
     may be a national number read there."""
     region = phone_region(phone)
-    return region if region is not None and region != default_region.upper() else None
+    if region is None or region == default_region.upper() or region not in COUNTRY_CODES:
+        return None  # not a country's: +800 is "001", +247 Ascension's "AC"
+    return region
 
 
 _NOT_CLEARABLE = ("source", "status")

@@ -29,7 +29,7 @@ from typing import Final
 
 from rapidfuzz.distance import OSA
 
-from cauce.leads.matching._lexicon import NAME_PARTICLES
+from cauce.leads.matching._lexicon import COMMON_SURNAMES, NAME_PARTICLES
 from cauce.leads.matching.fields import (
     Evidence,
     Level,
@@ -168,46 +168,50 @@ _LOCAL_WORDS: Final = re.compile("[^a-z]+")
 
 
 def _names_either(email_key: str, a: Features, b: Features) -> bool:
-    """Whether the mailbox's name is either side's given name's (`ana.gil@`, `anagil@`:
-    a word of it, or how it begins): then it is that person's own, whoever filled the
-    form (an assistant for the boss), and decides. A family's (`familia.paredes@`) names
-    neither; a name inside another word (`ana` in `familiasantana`) does not count."""
-    local = email_key.partition("@")[0]
-    words = set(_LOCAL_WORDS.split(local))
-    tokens = (*a.first_tokens, *a.first_canonical, *b.first_tokens, *b.first_canonical)
-    return any(
-        len(token) >= 3
-        and token not in NAME_PARTICLES
-        and (token in words or local.startswith(token))
-        for token in tokens
-    )
+    """Whether the mailbox's name is one side's own: a word of it is a given name only
+    that side has, alone or before one of its surnames (`ana.gil@`, `anagil@`, `ana85@`
+    for Ana Gil). Then it is that person's, whoever filled the form (an assistant for
+    the boss), and decides. A family's (`familia.paredes@`) names neither side; a name
+    inside another word (`ana` in `familiasantana`, `anabel`) does not count, nor one
+    both sides have (a father and his son, `juan.gomez@`)."""
+    words = [w for w in _LOCAL_WORDS.split(email_key.partition("@")[0]) if w]
+    own_a = {*a.first_tokens, *a.first_canonical}
+    own_b = {*b.first_tokens, *b.first_canonical}
+    surnames = (*a.last_tokens, *b.last_tokens)
+    return _names_own(words, own_a - own_b, surnames) or _names_own(words, own_b - own_a, surnames)
 
 
-_TWO_PEOPLE_GIVEN: Final = frozenset(
-    {"male and female forms of a name", "the same given names in another order"}
-)
+def _names_own(words: list[str], given: set[str], surnames: tuple[str, ...]) -> bool:
+    # A word that is the given name, or the given name before a surname (`anagil`,
+    # `josegarcia`: one of the pair's, or a common one).
+    for token in given:
+        if len(token) < 3 or token in NAME_PARTICLES:
+            continue
+        for word in words:
+            if not word.startswith(token):
+                continue
+            rest = word[len(token) :]
+            if (
+                not rest
+                or rest in COMMON_SURNAMES
+                or any(rest.startswith(s) for s in surnames if len(s) >= 3)
+            ):
+                return True
+    return False
 
 
 def _two_persons(names: list[Evidence]) -> bool:
-    """Whether names surely belong to two people, not one typed two ways: Jr. and Sr.;
-    Juan and Juana, José María and María José; or given names that disagree beside
-    surnames that do too (Jorge Paredes Huamán, Valentina Paredes Quispe). A nickname
-    the lists lack (Bob, Robert) beside the same surnames is not."""
-    given = surnames = None
+    """Whether names may well be two people's, not one typed two ways: Jr. and Sr.;
+    given names that disagree (Juan and Juana, José María and María José, Jorge and
+    Valentina Paredes), whatever the surnames. On one personal mailbox such a pair is
+    held for a person: a nickname the lists lack (Bob, Robert) is held too, which a
+    person settles in one review; merging two siblings could not be undone."""
     for e in names:
         if e is _TWO_GENERATION_MARKS:
             return True
         if e.reason.endswith("(names swapped)"):
             return False  # which label is which depends on the order of the pair
-        if e.field == "first_name":
-            given = e
-        elif e.field == "last_names":
-            surnames = e
-    if given is None or given.level is not Level.DISAGREE:
-        return False
-    if given.reason in _TWO_PEOPLE_GIVEN:
-        return True
-    return surnames is not None and surnames.level in (Level.DISAGREE, Level.CONFLICT)
+    return any(e.field == "first_name" and e.level is Level.DISAGREE for e in names)
 
 
 def _contact(a: Features, b: Features, two_people: bool, two_persons: bool) -> list[Evidence]:
@@ -316,17 +320,21 @@ def _held_back(evidence: list[Evidence]) -> str | None:
     shares surnames, a firm and an address, not a birthday. Otherwise the pair is held
     for review.
     """
-    given = None
+    names: list[Evidence] = []
     firm = born = False
     for e in evidence:
-        if e.field == "first_name":
-            given = e
-        elif e.field == "generation":
+        if e.field == "generation":
             return e.reason
+        if e.reason.endswith("(names swapped)") or e.field == "first_name":
+            names.append(e)
         elif e.field in _CORROBORATING and e.level in _FIRMLY and e.weight > 0:
             firm = True
             born = born or e.field == "date_of_birth"
-    if given is not None and not born and (given.weight <= 0 or given.level not in _FIRMLY):
+    if any(e.reason.endswith("(names swapped)") for e in names):
+        # Typed into each other's boxes: each crossed piece must agree (which of them is
+        # labelled the given name depends on the order of the pair).
+        names = [e for e in names if e.reason.endswith("(names swapped)")]
+    if not born and any(e.weight <= 0 or e.level not in _FIRMLY for e in names):
         return "the given names do not agree"
     if not firm:
         return "only names and places agree"

@@ -96,17 +96,24 @@ def _given(ta: tuple[str, ...], tb: tuple[str, ...], field: str) -> Evidence | N
             # José María is a man, María José a woman.
             why = "the same given names in another order"
             return Evidence(field, Level.DISAGREE, 0.9, -3.5, why)
-        if long_[0] == "maria" and short[0] in _MENS_NAMES:
-            # Jesús and María Jesús, José and María José: a man and a woman.
+        if (long_[0] == "maria" and short[0] in _MENS_NAMES) or (
+            short[0] == "maria" and long_[0] in _MENS_NAMES
+        ):
+            # Jesús and María Jesús, José and María José; María and José María: a man and
+            # a woman.
             why = "a man's given name and a woman's compound of it"
             return Evidence(field, Level.DISAGREE, 0.9, -3.5, why)
         # Teresa for María Teresa, Luis for José Luis: the name someone goes by.
         why = "one given name is the other's second"
         return Evidence(field, Level.PARTIAL, 0.9, min(2.0, agree - 1.0), why)
-    if len(ta) == len(tb) > 1 and all(
-        x == y or (len(x) == 1 and y.startswith(x)) or (len(y) == 1 and x.startswith(y))
-        for x, y in zip(ta, tb, strict=True)
-    ):
+    if (
+        len(ta) == len(tb) > 1
+        and any(x == y and len(x) > 1 for x, y in zip(ta, tb, strict=True))
+        and all(
+            x == y or (len(x) == 1 and y.startswith(x)) or (len(y) == 1 and x.startswith(y))
+            for x, y in zip(ta, tb, strict=True)
+        )
+    ):  # one whole name the same, the others initials of each other's
         why = "one given name abbreviated"  # M. José for María José
         return Evidence(field, Level.PARTIAL, 0.9, min(2.0, agree - 1.0), why)
     sim = _near(ja, jb)

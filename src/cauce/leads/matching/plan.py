@@ -256,7 +256,10 @@ class BlockView:
         """File a lead under `keys`, dropping the keys it was filed under before: for a
         stored lead filed the first time, `was` (the keys its stored values give), when
         known, spares working out every stored lead's keys from the blocks (a pass over
-        all their members: ~6 % of a batch at 200,000 stored leads)."""
+        all their members: ~6 % of a batch at 200,000 stored leads). A lead stored under
+        keys older code gave (nothing re-keys stored leads when the keys change) stays
+        in those blocks for the rest of the batch: a candidate more for later items,
+        compared by its current fields."""
         old = self._keys_of.pop(lead_id, None)
         if old is None:
             if provisional(lead_id):

@@ -162,7 +162,10 @@ def _mailbox_name(address: str) -> str:
 # `ventas-mx`, `contacto_web`, `ventas1`, `ventas02` (not `info1985`: a person's).
 _ROLE_AND_MORE = re.compile(r"([a-z]+)(?:[._\-].+|\d{1,2})")
 # Webmail providers, where `correo.ana@`, `admin.jose@` are one person's.
-_WEBMAIL: Final = frozenset({"gmail", "googlemail", "hotmail", "outlook", "live", "yahoo"})
+_WEBMAIL: Final = frozenset(
+    {"gmail", "googlemail", "hotmail", "outlook", "live", "msn", "yahoo", "ymail", "icloud"}
+    | {"me", "aol", "proton", "protonmail", "gmx", "yandex", "zoho", "terra", "prodigy"}
+)
 
 
 @functools.lru_cache(maxsize=1 << 12)
