@@ -85,12 +85,14 @@ def _not_below(low: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-# Each word of `q` is one LIKE over every lead (`repository_lead.search_words`).
+# Each word of `q` is one LIKE over every lead (`repository_lead.search_words`, and
+# `other_script_words` for words in another script).
 MAX_SEARCH_WORDS = 8
 
 
 def _few_words(value: str | None) -> str | None:
-    if value is not None and len(repo_lead.search_words(value)) > MAX_SEARCH_WORDS:
+    count = len(repo_lead.search_words(value)) + len(repo_lead.other_script_words(value))
+    if value is not None and count > MAX_SEARCH_WORDS:
         raise PydanticCustomError(
             "too_many_words",
             "at most {most} different words (each is searched in every lead)",

@@ -160,17 +160,20 @@ async def search(
     if query.max_score is not None:
         conditions.append(Lead.score <= query.max_score)
     words = search_words(query.text)
-    if words:  # each word somewhere; accents, case and punctuation aside (search_text_of)
-        conditions.extend(Lead.search_text.like(f"%{word}%") for word in words)
-    elif query.text:
-        # No Latin letter or digit (`search_text` keeps no other): punctuation ("@"), or
-        # another script ("Женя"), as typed but for case and accents, alike on both
-        # databases (text_fold.py). A scan of the leads.
-        dialect = session.get_bind().dialect.name
+    # each word somewhere; accents, case and punctuation aside (search_text_of)
+    conditions.extend(Lead.search_text.like(f"%{word}%") for word in words)
+    # Words in another script ("Женя", which `search_text` does not keep), each on its
+    # own, or a query of punctuation alone ("@") whole: as typed but for case and
+    # accents, alike on both databases (text_fold.py). A scan of the leads.
+    others = other_script_words(query.text)
+    if not words and not others and query.text:
+        others = [query.text]
+    dialect = session.get_bind().dialect.name
+    for other in others:
         conditions.append(
             or_(
                 *(
-                    contains_folded(column, query.text, dialect)
+                    contains_folded(column, other, dialect)
                     for column in (Lead.email, Lead.first_name, Lead.last_name, Lead.company)
                 )
             )
@@ -190,6 +193,17 @@ def search_words(text: str | None) -> list[str]:
         if not any(word in longer for longer in kept):
             kept.append(word)
     return kept
+
+
+def other_script_words(text: str | None) -> list[str]:
+    """The words of a free-text query with a letter `search_words` drops (Cyrillic,
+    Greek...), each once: `Женя Иванова` finds Женя's first name and Иванова's last
+    name, `Женя ivanova` both scripts."""
+    found: list[str] = []
+    for word in (text or "").split():
+        if any(c.isalpha() and not fold(c) for c in word) and word not in found:
+            found.append(word)
+    return found
 
 
 async def erase_personal_data(session: AsyncSession, lead_id: int) -> None:
