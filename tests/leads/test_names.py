@@ -212,6 +212,9 @@ def test_split_full_name_loses_no_word(words: list[str], convention: str) -> Non
         ("o'neill", "O'Neill"),
         ("ÍÑIGO MUÑOZ", "Íñigo Muñoz"),
         ("McDonald", "McDonald"),
+        ("MCDONALD", "McDonald"),  # found by the Latin American data audit
+        ("mcallister", "McAllister"),
+        ("MACHADO", "Machado"),  # Mac- is no prefix to guess
         ("de la Rosa", "de la Rosa"),
         ("a", "A"),
     ],

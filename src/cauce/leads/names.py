@@ -339,8 +339,9 @@ def _accented(half: str, words: list[str]) -> str:
 
 def smart_case_name(name: str) -> str:
     """Capitalise a name typed all in capitals or all in lower case (`MARÍA DE LA FUENTE`
-    → `María de la Fuente`, `o'neill` → `O'Neill`); mixed case is the person's own
-    spelling and stays. Particles after the first word stay lower case.
+    → `María de la Fuente`, `o'neill` → `O'Neill`, `MCDONALD` → `McDonald`); mixed case
+    is the person's own spelling and stays. Particles after the first word stay lower
+    case.
     """
     if not (name.isupper() or name.islower()):
         return name
@@ -361,6 +362,8 @@ def _recase(name: str) -> str:
             continue
         if seen_word and part in _LOWER_WORDS:
             out.append(part)
+        elif part.startswith("mc") and len(part) > 2 and part[2].isalpha():
+            out.append("Mc" + part[2:].capitalize())  # McDonald (Mac- is Machado's too)
         else:
             out.append(part.capitalize())
         seen_word = True
