@@ -340,12 +340,13 @@ async def test_a_family_mailbox_gives_two_leads_and_two_crm_contacts(
     jorge = await post_lead(api, {"email": shared, "full_name": "Jorge Paredes Huamán"})
     valentina = await post_lead(api, {"email": shared, "full_name": "Valentina Paredes Quispe"})
     assert valentina["id"] != jorge["id"]
-    assert valentina["outcome"] in ("created", "held_for_review")
-    if valentina["outcome"] == "held_for_review":
-        review = await api.post(
-            f"/v1/leads/{valentina['id']}/review", json={"decision": "distinct"}
-        )
-        assert review.status_code == 200, review.text
+    # Held, not merged: a person decides she is another person.
+    assert valentina["outcome"] == "held_for_review"
+    assert valentina["duplicate"]["lead_id"] == jorge["id"]
+    await _drain(leads_app)
+    assert {str(p.get("cauce_id")) for p in crm.contacts.values()} == {jorge["id"]}
+    review = await api.post(f"/v1/leads/{valentina['id']}/review", json={"decision": "distinct"})
+    assert review.status_code == 200, review.text
     await _drain(leads_app)
     by_lead = {str(p.get("cauce_id")): p for p in crm.contacts.values()}
     assert set(by_lead) == {jorge["id"], valentina["id"]}
