@@ -43,6 +43,19 @@ from cauce.leads.normalise import smart_case_name, split_full_name
         ("juan perez garcia iii", "juan", "perez garcia iii"),
         ("Juan Pérez, Jr.", "Juan", "Pérez Jr."),
         ("Pérez García, Juan Jr.", "Juan", "Pérez García Jr."),
+        # Compound given names with a particle, and common second given names (found by
+        # an audit with Latin American names: the second given name became a surname).
+        ("María Antonieta de las Nieves", "María Antonieta", "de las Nieves"),
+        ("maria das graças", "maria das graças", None),
+        ("Maria das Graças Silva", "Maria das Graças", "Silva"),
+        ("Juan de Dios Martínez", "Juan de Dios", "Martínez"),
+        ("María del Mar Sánchez Ruiz", "María del Mar", "Sánchez Ruiz"),
+        ("Maria de Fátima Souza Lima", "Maria de Fátima", "Souza Lima"),
+        ("Ana Paula Oliveira", "Ana Paula", "Oliveira"),
+        ("Pedro Julio García", "Pedro Julio", "García"),
+        # Also surnames: after a single given name they are the surname.
+        ("María de las Nieves", "María", "de las Nieves"),
+        ("Julio César", "Julio", "César"),
     ],
 )
 def test_split_full_name_hispanic(full: str, first: str | None, last: str | None) -> None:

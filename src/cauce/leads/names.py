@@ -13,11 +13,12 @@ default):
   given names: `María José García de la Fuente` → `María José` / `García de la Fuente`.
   With three units the middle one is a surname unless it is a common second given name
   (`María José García` → `María José` / `García`; `Juan García López` → `Juan` /
-  `García López`). Two units are one given name and one surname, unless the second is
-  a common second given name that is not also a common surname: then they are one
-  compound given name and there is no surname (`María José`, `Juan Carlos`,
-  `María del Carmen`; but `Juan Andrés`, `José de la Cruz`, `Pedro Martín` are given
-  name and surname).
+  `García López`; `María Antonieta de las Nieves` → `María Antonieta` / `de las Nieves`;
+  `Juan de Dios Martínez` → `Juan de Dios` / `Martínez`). Two units are one given name
+  and one surname, unless the second is a common second given name that is not also a
+  common surname: then they are one compound given name and there is no surname
+  (`María José`, `Juan Carlos`, `María del Carmen`; but `Juan Andrés`, `José de la
+  Cruz`, `Pedro Martín` are given name and surname).
 - Western convention (every other country): the last unit is the surname, the rest are
   given names (`Mary Ann Smith` → `Mary Ann` / `Smith`).
 - One unit is a first name, unless it starts with a particle (then it is a surname).
@@ -57,6 +58,12 @@ _SECOND_GIVEN = frozenset(
     victoria cristina belen rosa lourdes dolores guadalupe luisa paula ines mercedes
     concepcion soledad esperanza jose-maria maria-jose del-carmen del-pilar del-rosario
     de-los-angeles de-jesus de-la-luz de-la-cruz de-lourdes de-las-mercedes
+    antonieta antonia magdalena alejandra gabriela aparecida paulo
+    paula ricardo sebastian gabriel alfonso guillermo gustavo ernesto augusto agustin
+    emilio julio cesar arturo hector raul sergio mario lucia sofia beatriz patricia
+    de-dios de-las-nieves del-mar del-socorro del-rocio del-consuelo de-guadalupe
+    de-fatima das-gracas da-conceicao do-carmo das-dores da-gloria da-penha do-socorro
+    de-ribamar
     """.split()  # noqa: SIM905
 )
 
@@ -70,7 +77,7 @@ _ALSO_SURNAMES = frozenset(
     """
     andres juan ramon rosa de-jesus de-la-cruz del-rosario martin lorenzo roman marcos
     vicente salvador nicolas pascual domingo tomas esteban cruz santiago mateo jaime
-    simon leon santos bautista gil
+    simon leon santos bautista gil de-las-nieves del-mar cesar
     """.split()  # noqa: SIM905
 )
 
