@@ -160,6 +160,66 @@ def test_normalise_email_rejects_with_reason(raw: str, fragment: str) -> None:
     assert fragment in info.value.reason
 
 
+@pytest.mark.parametrize(
+    ("raw", "suggestion"),
+    [
+        ("juan@gmail.con", "gmail.com"),
+        ("juan@Gmail.CMO", "gmail.com"),  # two letters swapped
+        ("juan@gmail.comm", "gmail.com"),
+        ("juan@gmail.c0m", "gmail.com"),
+        ("ana@hotmail.con", "hotmail.com"),  # not hotmail.co, a provider too
+        ("ana@yahoo.com.mxx", "yahoo.com.mx"),
+        ("ana@telefonica.nett", "telefonica.net"),
+        ("ana@empresa.ess", "empresa.es"),
+        ("ana@acme.con", "acme.com"),
+        ("Ana <ana@outlook.con>", "outlook.com"),
+        ("josé@empresa.con", "empresa.com"),  # the full validation's path says it too
+    ],
+)
+def test_an_address_under_no_top_level_domain_is_refused_with_a_guess(
+    raw: str, suggestion: str
+) -> None:
+    """An address whose top-level domain IANA does not list cannot be delivered
+    (`gmail.con`): it is refused, and the likeliest domain is suggested, a webmail
+    provider's first (an audit of Latin American data found typo domains stored)."""
+    with pytest.raises(NormalisationError) as info:
+        normalise_email(raw)
+    assert info.value.code == "email_invalid"
+    tld = raw.rstrip(">").rsplit(".", 1)[1]
+    assert f"ends in '.{tld.lower()}', which is not a top-level domain" in info.value.reason
+    assert info.value.reason.endswith(f"(did you mean {suggestion}?)")
+
+
+@pytest.mark.parametrize("raw", ["ana@acme.xyzzy", "ana@empresa.zzzz"])
+def test_an_unknown_top_level_domain_far_from_any_gets_no_guess(raw: str) -> None:
+    with pytest.raises(NormalisationError) as info:
+        normalise_email(raw)
+    assert "not a top-level domain" in info.value.reason
+    assert "did you mean" not in info.value.reason
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "ana@gmail.co",  # Colombia's: a real domain, whatever was meant
+        "ana@empresa.com.ar",
+        "ana@empresa.madrid",
+        "ana@empresa.eus",
+        "ana@empresa.cat",
+        "ana@españa.es",
+        "ana@пример.рф",  # a top-level domain IANA lists in its ASCII form (xn--p1ai)
+        "ana@EMPRESA.ES",
+    ],
+)
+def test_addresses_under_real_top_level_domains_are_kept(raw: str) -> None:
+    assert normalise_email(raw).address == raw.lower()
+
+
+def test_a_punycode_domain_is_checked_as_its_unicode_form() -> None:
+    assert normalise_email("ana@xn--espaa-rta.es").address == "ana@españa.es"
+    assert normalise_email("ana@xn--e1afmkfd.xn--p1ai").address == "ana@пример.рф"
+
+
 def test_email_flags_disposable_and_free_mail() -> None:
     """Disposable domains (and their subdomains) and free-mail providers are flagged."""
     disposable = normalise_email("x@mailinator.com")

@@ -32,6 +32,7 @@ from cauce.leads.normalise import (
     smart_case_name,
 )
 from cauce.leads.phones import DEFAULT_PHONE_REGION, normalise_extension, normalise_phone
+from cauce.leads.placeholders import is_stand_in_address, says_none
 
 CONTEXT_KEY = "cauce.leads"
 MAX_CUSTOM_FIELDS = 50
@@ -150,7 +151,7 @@ TokenText = Annotated[str, Strict(), AfterValidator(_text(255))]
 ExternalIdText = Annotated[str, Strict(), AfterValidator(_text(200))]
 
 
-def _via(normaliser: Callable[[str], str]) -> Callable[[str], str | None]:
+def _via(normaliser: Callable[[str], str | None]) -> Callable[[str], str | None]:
     @lru_cache(maxsize=REPEATS_CACHED)
     def validate(value: str) -> str | None:
         if not value.strip():
@@ -163,8 +164,14 @@ def _via(normaliser: Callable[[str], str]) -> Callable[[str], str | None]:
     return validate
 
 
-def _email(value: str) -> str:
-    return normalise_email(value).address
+def _email(value: str) -> str | None:
+    # A value that stands for none (`n/a`, `sin correo`, `test@test.com`) is no email.
+    if "@" not in value and says_none(value):
+        return None
+    email = normalise_email(value)
+    if is_stand_in_address(email.address, webmail=email.is_free_mail):
+        return None
+    return email.address
 
 
 EmailText = Annotated[str, Strict(), AfterValidator(_via(_email))]

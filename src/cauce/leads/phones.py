@@ -104,9 +104,22 @@ _MX_MOBILE_PREFIX = re.compile(r"^0\s*4\s*[45]((?:\D*\d){10})\D*$")
 _CL_OLD_MOBILE = re.compile(r"^0\s*(9(?:\D*\d){8})\D*$")
 _LEGACY_MOBILES = {"MX": _MX_MOBILE_PREFIX, "CL": _CL_OLD_MOBILE}
 _TWO_NUMBERS = re.compile(r"\d[\d\s().-]{6,}\s*(?:/|\by\b|\bo\b|;)\s*\+?\d[\d\s().-]{6,}")
+# A number a spreadsheet stored as a number: written back with a decimal part
+# (`612345678.0`, which is kept without it) or in scientific notation (`3.46123E+10`,
+# refused: the digits past the ones shown are lost).
+_SPREADSHEET_DECIMAL = re.compile(r"^(\+?\d{6,15})[.,]0+$")
+_SCIENTIFIC = re.compile(r"^\+?\d(?:[.,]\d+)?\s*[eE]\s*\+?\d{1,2}$")
 
 
 def _tidied(text: str, region: str) -> str:
+    if _SCIENTIFIC.match(text):
+        raise NormalisationError(
+            "phone_invalid",
+            "is in scientific notation, as a spreadsheet writes a number (its last digits "
+            "may be lost); format the column as text and export it again",
+        )
+    if decimal := _SPREADSHEET_DECIMAL.match(text):
+        text = decimal.group(1)
     if _TWO_NUMBERS.search(text):
         raise NormalisationError(
             "phone_invalid", "holds two phone numbers; send one (another in a custom field)"
@@ -184,12 +197,28 @@ def _parsed_e164(text: str, region: str) -> str:
             national = not text.lstrip().startswith(("+", "00")) and number_region == region
             if national and possible == phonenumbers.ValidationResult.TOO_LONG:
                 # Read as a national number: a longer one is most often another country's
-                # (Mexico's and Colombia's 10 digits read in Spain, whose have 9).
-                reason = f"{reason} ({_NATIONAL_HINT})"
+                # (Mexico's and Colombia's 10 digits read in Spain, whose have 9), and
+                # may be one with its country code but without the + (`1 305...`).
+                guess = _international_guess(number)
+                reason = f"{reason} ({_NATIONAL_HINT}{guess})"
             raise NormalisationError("phone_invalid", reason)
         number = fixed
     formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return f"{formatted}{EXTENSION_MARK}{extension}" if extension else formatted
+
+
+def _international_guess(national: phonenumbers.PhoneNumber) -> str:
+    """`; with + before it, it is a valid number of US (+1)` when the digits of a number
+    read as a national one (its extension aside) are one with a + before them; else
+    nothing. The digits are not echoed: the reason may be logged."""
+    try:
+        number = phonenumbers.parse(f"+{national.national_number}", None)
+    except phonenumbers.NumberParseException:
+        return ""
+    if not phonenumbers.is_valid_number(number):
+        return ""
+    region = phonenumbers.region_code_for_number(number)
+    return f"; with + before it, it is a valid number of {region} (+{number.country_code})"
 
 
 def phone_region(e164: str) -> str | None:

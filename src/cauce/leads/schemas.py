@@ -74,6 +74,7 @@ from cauce.leads.names import (
 )
 from cauce.leads.normalise import smart_case_name
 from cauce.leads.phones import phone_region, split_extension
+from cauce.leads.placeholders import is_none_phone
 from cauce.leads.places import COUNTRY_CODES
 
 _CONSENT_CLOCK_SKEW = timedelta(minutes=5)
@@ -196,7 +197,8 @@ class _LeadFields(RequestModel):
     @field_validator("phone")
     @classmethod
     def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None or not value.strip():
+        # A value that stands for none (`sin teléfono`, `N/A`, `0`) is no phone.
+        if value is None or not value.strip() or is_none_phone(value):
             return None
         region = info.data.get("country") or options_from(info).default_phone_region
         try:

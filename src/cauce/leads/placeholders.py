@@ -1,0 +1,97 @@
+"""Values that stand for "none": what people type into a required email or phone field
+they cannot or will not fill, and what spreadsheets and other systems export for an
+empty cell (`n/a`, `-`, `sin correo`, `no tiene`, `#N/A`, `null`, `0`), and the stand-in
+addresses typed to get past a form (`test@test.com`, `xxx@xxx.com`, `notiene@gmail.com`,
+anything at `example.com`, `tucorreo@ejemplo.com`).
+
+The schemas read such a value as a field not sent, so a lead with a real phone beside
+`email: "sin correo"` is kept on its phone instead of refused whole (as a blank value
+always was). Pure functions, compared without case, accents or punctuation.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Words that, alone or together, say there is no value: Spanish, Portuguese and English,
+# as forms, CRMs and spreadsheets write them. `n/a` is the words `n` and `a`.
+_NONE_WORDS = frozenset(
+    """
+    no n a na nd d s c sc sn ne nt nao tem possui tiene tengo posee aplica disponible
+    informado informa registra registrado proporciona proporcionado proporcionada sin
+    correo email mail e telefono tel telf fono celular cel movil whatsapp numero dato
+    datos ninguno ninguna nada desconocido desconocida null none nil nan undefined
+    unknown not available applicable provided x xx xxx sincorreo sinemail noemail nomail
+    notiene
+    """.split()  # noqa: SIM905
+)
+_WORDS = re.compile(r"[a-z0-9]+")
+_MAX_PLACEHOLDER = 40  # longer text is never only these words
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def says_none(text: str) -> bool:
+    """Whether a text without an address or a number in it says "none": only
+    punctuation (`-`, `?`, `#`), or only `_NONE_WORDS` and zeros (`N/A`, `No tiene`,
+    `#N/A`, `0`)."""
+    if len(text) > _MAX_PLACEHOLDER:
+        return False
+    return all(word in _NONE_WORDS or not word.strip("0") for word in _WORDS.findall(_fold(text)))
+
+
+# Mailbox names that are no one's, at a domain of the same kind or at webmail
+# (`test@test.com`, `correo@correo.es`, `notiene@gmail.com`), compared without `.`, `-`
+# and `_` (`no.tiene@`, `sin_correo@`).
+_NONE_MAILBOXES = frozenset(
+    """
+    test prueba pruebas correo email mail asdf qwerty nomail noemail notiene notengo
+    sincorreo sinemail ninguno ninguna none nada fake falso falsa notengocorreo
+    nousa noaplica na no sin nombre usuario tucorreo tuemail dominio ejemplo
+    """.split()  # noqa: SIM905
+)
+# RFC 2606's names for documentation.
+_EXAMPLE_DOMAINS = frozenset({"example.com", "example.net", "example.org"})
+_SEPARATORS = re.compile(r"[._\-]+")
+_LONGEST_NONE_MAILBOX = 2 * max(map(len, _NONE_MAILBOXES))  # room for separators
+_ONE_CHARACTER = re.compile(r"^(.)\1*$")
+
+
+def is_stand_in_address(address: str, *, webmail: bool) -> bool:
+    """Whether a normalised address (lower case) is a stand-in, no one's mailbox: any at
+    an example domain, one character repeated on both sides of the @ (`a@a.com`,
+    `xxx@xxx.com`), or a none-word mailbox (`notiene`, `test`, `correo`) at webmail or at
+    a domain named by such a word too (`test@test.com`). `webmail`: whether the domain is
+    a webmail provider's (`test@empresa.es` may be a company's test inbox, and is kept)."""
+    local, _, domain = address.rpartition("@")
+    if domain in _EXAMPLE_DOMAINS:
+        return True
+    name = domain.partition(".")[0]
+    if not local or not name:
+        return False
+    if local[0] == name[0] and _ONE_CHARACTER.match(local) and _ONE_CHARACTER.match(name):
+        return True
+    if len(local) > _LONGEST_NONE_MAILBOX:
+        return False  # no none-word, even with separators in it
+    mailbox = _SEPARATORS.sub("", local)
+    return mailbox in _NONE_MAILBOXES and (webmail or _SEPARATORS.sub("", name) in _NONE_MAILBOXES)
+
+
+_ZEROS_AND_SEPARATORS = "0 .-/()+"
+
+
+def is_none_phone(value: str) -> bool:
+    """Whether a phone field's value stands for no number: only zeros and separators
+    (`0`, `000 000 000`, `-`), or a text without digits that says "none" (`sin teléfono`,
+    `N/A`)."""
+    text = value.strip()
+    rest = text.strip(_ZEROS_AND_SEPARATORS)
+    if not rest:
+        return True
+    if any(c.isdigit() for c in rest):
+        return False
+    return says_none(text)

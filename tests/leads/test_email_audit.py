@@ -1,0 +1,353 @@
+"""Fixes of a black-box audit of the emails (and phones) a Spanish and Latin American
+business really receives, through the schema and through the API on both databases:
+
+1. A value that stands for none (`n/a`, `sin correo`, `#N/A`, `-`, `0`, `sin teléfono`)
+   and a stand-in address (`test@test.com`, `notiene@gmail.com`, `a@a.com`, anything at
+   `example.com`) are no email (phone): a lead with a real phone beside one is kept on
+   its phone. They refused the whole lead (30 of 48 rows of a CSV export).
+2. An address that cannot be anyone's is refused, with the domain meant: a top-level
+   domain IANA does not list (`gmail.con`), a webmail provider's misspelling (`gamil.com`,
+   `gmail.com.com`). They were stored, scored +15 as company email, and sent to the CRM.
+3. Debris pasted round an address (`juan@x.es;`, `"juan@x.es"`, `Email: juan@x.es`,
+   `Juan <juan@x.es>;`, `juan@x.es (oficina)`, a zero-width space or a soft hyphen) is
+   taken off; two addresses in one field are told as such; full-width letters are their
+   ASCII ones; a mailbox name past 64 characters is refused (RFC 5321).
+4. Phones from spreadsheets: `612345678.0` is the number, scientific notation is refused
+   saying why, and a number with its country code but no `+` is told which country's it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cauce.core.jobs.factory import JobWorker
+from cauce.leads.errors import NormalisationError
+from cauce.leads.normalise import normalise_email
+from cauce.leads.phones import normalise_phone
+from cauce.leads.placeholders import is_none_phone, is_stand_in_address, says_none
+from cauce.leads.schemas import LeadIn
+from cauce.leads.schemas_batch import validate_lead
+
+from .import_client import post_csv
+
+PHONE = "612345678"
+
+
+def _email() -> str:
+    return f"{uuid.uuid4().hex[:10]}@empresa.es"
+
+
+def _phone() -> str:
+    return f"6{uuid.uuid4().int % 10**8:08d}"
+
+
+def _refusal(raw: str) -> str:
+    with pytest.raises(NormalisationError) as info:
+        normalise_email(raw)
+    assert info.value.code == "email_invalid"
+    return info.value.reason
+
+
+# --- 1. values that stand for none -----------------------------------------------------
+
+NONE_TEXTS = [
+    *("-", "--", ".", "?", "#", "0", "no", "No", "n/a", "N/A", "NA", "n.a.", "#N/A", "N/D"),
+    *("no tiene", "No Tiene", "no aplica", "sin correo", "Sin e-mail", "sin email", "s/c"),
+    *("ninguno", "desconocido", "null", "NULL", "None", "NaN", "undefined", "x", "XXX"),
+    *("no disponible", "Não tem", "not available", "sin dato", "no informado"),
+]
+
+
+@pytest.mark.parametrize("text", NONE_TEXTS)
+def test_an_email_that_says_none_leaves_the_lead_on_its_phone(text: str) -> None:
+    lead = validate_lead({"email": text, "phone": PHONE})
+    assert isinstance(lead, LeadIn), lead
+    assert (lead.email, lead.phone) == (None, "+34612345678")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        *("test@test.com", "prueba@prueba.es", "correo@correo.com", "sin@correo.com"),
+        *("notiene@gmail.com", "no.tiene@hotmail.com", "sin_correo@yahoo.es", "NOMAIL@gmail.com"),
+        *("a@a.com", "xxx@xxx.com", "1@1.com", "x@x.es", "ana@example.com", "info@example.org"),
+        *("tucorreo@ejemplo.com", "nombre@dominio.com", "usuario@dominio.es"),
+    ],
+)
+def test_a_stand_in_address_is_no_email(address: str) -> None:
+    lead = validate_lead({"email": address, "phone": PHONE})
+    assert isinstance(lead, LeadIn), lead
+    assert lead.email is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        # Someone's: a company's test inbox, one-letter names at different letters, a
+        # none-word only on one side of a company domain, a name that starts like one.
+        *("test@empresa.es", "b@c.es", "a@b.com", "correo@empresa.es", "info@ejemplo.es"),
+        *("nadal@gmail.com", "noelia@gmail.com", "sinfonia@empresa.es", "persona1@ejemplo.es"),
+        *("xavi@x.es", "ana@a.es", "nombre@empresa.com"),
+    ],
+)
+def test_addresses_like_stand_ins_are_kept(address: str) -> None:
+    lead = validate_lead({"email": address})
+    assert isinstance(lead, LeadIn), lead
+    assert lead.email == address
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("sin teléfono", "Sin Telefono", "N/A", "-", "no tiene", "sin celular", "0"),
+        *("000 000 000", "00000", "(0)", "+0", "sin móvil", "#N/A", "sin número"),
+    ],
+)
+def test_a_phone_that_says_none_leaves_the_lead_on_its_email(text: str) -> None:
+    lead = validate_lead({"email": "ana@empresa.es", "phone": text})
+    assert isinstance(lead, LeadIn), lead
+    assert (lead.email, lead.phone) == ("ana@empresa.es", None)
+
+
+def test_both_saying_none_is_a_lead_without_contact() -> None:
+    errors = validate_lead({"email": "n/a", "phone": "sin teléfono"})
+    assert not isinstance(errors, LeadIn)
+    assert {(e["pointer"], e["type"]) for e in errors} == {
+        ("/email", "contact_required"),
+        ("/phone", "contact_required"),
+    }
+
+
+@pytest.mark.parametrize(
+    "text", ["juan", "no es un email", "juan.gmail.com", "sin correo pero 612345678", "n/a2"]
+)
+def test_other_text_without_an_address_is_still_refused(text: str) -> None:
+    errors = validate_lead({"email": text, "phone": PHONE})
+    assert not isinstance(errors, LeadIn)
+    assert [(e["pointer"], e["type"]) for e in errors] == [("/email", "email_invalid")]
+
+
+@pytest.mark.parametrize("text", ["612 345 678", "0 612 345 678", "1", "no 612345678", "O"])
+def test_numbers_and_other_text_are_no_none_phone(text: str) -> None:
+    assert not is_none_phone(text)
+
+
+@given(st.text(alphabet=st.characters(categories=("L", "N")), min_size=1, max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_a_word_outside_the_none_words_is_never_none(word: str) -> None:
+    """Only the listed words (and punctuation) say none: any other word beside them keeps
+    the value what it was."""
+    if says_none(word):
+        return  # the word is one of them
+    assert not says_none(f"n/a {word}")
+    assert not says_none(f"{word} sin correo")
+
+
+def test_stand_in_check_reads_the_normalised_address() -> None:
+    assert is_stand_in_address("notiene@gmail.com", webmail=True)
+    assert not is_stand_in_address("notiene@empresa.es", webmail=False)
+
+
+# --- 2. addresses that cannot be anyone's --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "meant"),
+    [
+        *(("ana@gmai.com", "gmail.com"), ("ana@gamil.com", "gmail.com")),
+        *(("ana@gnail.com", "gmail.com"), ("ana@gmaill.com", "gmail.com")),
+        *(("ana@gmial.com", "gmail.com"), ("ana@hotmal.com", "hotmail.com")),
+        *(("ana@homail.com", "hotmail.com"), ("ana@hotmial.com", "hotmail.com")),
+        *(("ana@outlok.es", "outlook.es"), ("ana@yahooo.com", "yahoo.com")),
+        *(("ana@yaoo.es", "yahoo.es"), ("ana@gmail.com.com", "gmail.com")),
+        *(("ana@hotmail.es.es", "hotmail.es"), ("ana@icloud.con", "icloud.com")),
+    ],
+)
+def test_a_webmail_providers_misspelling_is_refused_with_the_domain_meant(
+    raw: str, meant: str
+) -> None:
+    assert _refusal(raw).endswith(f"(did you mean {meant}?)")
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        # Providers of their own, one slip from a big one; and real country domains.
+        *("mail.com", "email.com", "ymail.com", "gmx.es", "gmail.co", "hotmail.co"),
+        *("yahoo.com.mx", "hotmail.com.mx", "outlook.com.ar", "hotmart.com", "gmailer.es"),
+    ],
+)
+def test_domains_near_a_provider_that_are_real_are_kept(domain: str) -> None:
+    assert normalise_email(f"ana@{domain}").domain == domain
+
+
+# --- 3. pasted debris, two addresses, full-width letters, long mailbox names ------------
+
+DEBRIS = [
+    *("{a};", "{a},", "{a}.", "{a}..", "{a}。", "{a}\t;", " ;{a}"),
+    *('"{a}"', "'{a}'", "“{a}”", "«{a}»", "({a})", "[{a}]", "<{a}>"),
+    *("Juan Pérez <{a}>;", '"Pérez, Juan" <{a}>,', "mailto:{a}?subject=Hola"),
+    *("Email: {a}", "E-mail: {a}", "Correo electrónico: {a}", "correo: {a}"),
+    *("{a} (oficina)", "\u200b{a}", "{a}\ufeff", "\u200e{a}\u200f"),
+]
+
+
+@pytest.mark.parametrize("form", DEBRIS)
+def test_debris_round_an_address_is_taken_off(form: str) -> None:
+    assert normalise_email(form.format(a="Juan.Perez@Empresa.es")).address == (
+        "juan.perez@empresa.es"
+    )
+
+
+def test_invisible_characters_inside_an_address_are_taken_off() -> None:
+    assert normalise_email("ju\u200ban@empresa.es").address == "juan@empresa.es"
+    assert normalise_email("ju\u00adan@empre\u00adsa.es").address == "juan@empresa.es"
+
+
+@given(st.emails())
+@settings(max_examples=200, deadline=None)
+def test_debris_never_changes_the_address_it_wraps(address: str) -> None:
+    try:
+        plain = normalise_email(address)
+    except NormalisationError:
+        return  # not an address Cauce takes (a special-use domain, say)
+    for form in ("{a};", '"{a}"', "Email: {a}", "{a} (casa)", "<{a}>,"):
+        assert normalise_email(form.format(a=address)) == plain
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *("a@x.com; b@y.com", "a@x.com, b@y.com", "a@x.com / b@y.com", "a@x.com y b@y.com"),
+        *("a@x.com b@y.com", "a@x.com|b@y.com", "Juan <a@x.com>, Ana <b@y.com>"),
+    ],
+)
+def test_two_addresses_in_one_field_are_told_as_such(raw: str) -> None:
+    assert (
+        _refusal(raw) == "holds more than one email address; send one (another in a custom field)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "address"),
+    [
+        ("\uff43\uff13@empresa.com", "c3@empresa.com"),
+        ("juan\uff20gmail\uff0ecom", "juan@gmail.com"),
+    ],
+)
+def test_full_width_letters_are_their_ascii_ones(raw: str, address: str) -> None:
+    assert normalise_email(raw).address == address
+
+
+def test_a_mailbox_name_past_64_characters_is_refused() -> None:
+    assert normalise_email("x" * 64 + "@empresa.es").address == "x" * 64 + "@empresa.es"
+    for raw in ("x" * 65 + "@empresa.es", "josé" + "x" * 61 + "@empresa.es"):
+        assert "the part before the @-sign is longer than 64 characters" in _refusal(raw)
+
+
+# --- 4. phones from spreadsheets -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["612345678.0", "612345678,00", "34612345678.0", "+34612345678.0"])
+def test_a_number_a_spreadsheet_wrote_with_decimals_is_the_number(raw: str) -> None:
+    assert normalise_phone(raw, "ES") == "+34612345678"
+
+
+@pytest.mark.parametrize("raw", ["3.4612345678E+10", "3,46123E+10", "6.12345678e8"])
+def test_a_number_in_scientific_notation_is_refused_saying_why(raw: str) -> None:
+    with pytest.raises(NormalisationError) as info:
+        normalise_phone(raw, "ES")
+    assert "scientific notation" in info.value.reason
+    assert "format the column as text" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "told"),
+    [
+        ("1-305-555-1234", "MX", "a valid number of US (+1)"),
+        ("52 55 1234 5678", "ES", "a valid number of MX (+52)"),
+        ("573001234567", "ES", "a valid number of CO (+57)"),
+        ("5255 1234 5678 ext 12", "ES", "a valid number of MX (+52)"),
+    ],
+)
+def test_a_foreign_number_without_its_plus_is_told_whose_it_is(
+    raw: str, region: str, told: str
+) -> None:
+    with pytest.raises(NormalisationError) as info:
+        normalise_phone(raw, region)
+    assert info.value.reason.endswith(f"with + before it, it is {told})")
+    assert "1234" not in info.value.reason  # the digits are not echoed
+
+
+def test_a_long_number_that_is_no_country_s_gets_no_guess() -> None:
+    with pytest.raises(NormalisationError) as info:
+        normalise_phone("12345678901234", "ES")
+    assert "with + before it" not in info.value.reason
+
+
+# --- through the API, on both databases ----------------------------------------------------
+
+
+async def test_the_api_keeps_a_lead_whose_email_says_none(api: httpx.AsyncClient) -> None:
+    phone = _phone()
+    created = await api.post("/v1/leads", json={"email": "sin correo", "phone": phone})
+    assert created.status_code == 201, created.text
+    lead = (await api.get(f"/v1/leads/{created.json()['id']}")).json()
+    assert (lead["email"], lead["phone"]) == (None, f"+34{phone}")
+
+
+async def test_the_api_refuses_a_misspelt_domain_naming_the_one_meant(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.post("/v1/leads", json={"email": "ana.ruiz@gmail.con", "phone": _phone()})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert (error["pointer"], error["type"]) == ("/email", "email_invalid")
+    assert error["detail"].endswith("(did you mean gmail.com?)")
+    batch = await api.post(
+        "/v1/leads/batch",
+        json={"items": [{"email": "Email: " + _email() + ";"}, {"email": "ana@gamil.com"}]},
+    )
+    assert batch.status_code == 200, batch.text
+    outcomes = [item["outcome"] for item in batch.json()["items"]]
+    assert outcomes == ["created", "rejected"]
+    assert batch.json()["items"][1]["errors"][0]["detail"].endswith("(did you mean gmail.com?)")
+
+
+async def test_a_csv_export_with_placeholders_is_imported_on_what_it_has(
+    api: httpx.AsyncClient, worker: JobWorker
+) -> None:
+    """The audit's CSV: placeholders beside real phones or emails were 30 of 48 rows
+    rejected. Now each row with one real contact is a lead; a typo domain is the one row
+    rejected, its report saying which domain was meant."""
+    phones = [_phone() for _ in range(4)]
+    email = _email()
+    rows = [
+        ("Ana", "n/a", phones[0]),
+        ("Luis", "sin correo", phones[1]),
+        ("Eva", "#N/A", phones[2]),
+        ("Marta", email, "sin teléfono"),
+        ("Pablo", "pablo@hotmial.com", phones[3]),
+        ("Nadie", "-", "-"),
+    ]
+    data = "Nombre;Correo;Teléfono\n" + "".join(";".join(row) + "\n" for row in rows)
+    response = await post_csv(api, data.encode())
+    assert response.status_code == 202, response.text
+    await worker.run_until_idle(60)
+    status = (await api.get(f"/v1/leads/import/{response.json()['id']}")).json()
+    assert (status["state"], status["rows_created"], status["rows_rejected"]) == ("succeeded", 4, 2)
+    report = (await api.get(status["error_report_url"])).content.decode("utf-8-sig")
+    lines = list(csv.reader(io.StringIO(report, newline=""), delimiter=";"))
+    assert [line[0] for line in lines[1:]] == ["6", "7", "7"]  # the header is line 1
+    assert "(did you mean hotmail.com?)" in lines[1][3]
+    marta = (await api.get("/v1/leads", params={"q": email})).json()["items"]
+    assert [(lead["first_name"], lead["phone"]) for lead in marta] == [("Marta", None)]
+    ana = (await api.get("/v1/leads", params={"q": phones[0]})).json()["items"]
+    assert [(lead["first_name"], lead["email"]) for lead in ana] == [("Ana", None)]
