@@ -14,6 +14,8 @@ business really receives, through the schema and through the API on both databas
    ASCII ones; a mailbox name past 64 characters is refused (RFC 5321).
 4. Phones from spreadsheets: `612345678.0` is the number, scientific notation is refused
    saying why, and a number with its country code but no `+` is told which country's it is.
+5. `x+tag@hotmail.com.mx` is the lead of `x@hotmail.com.mx` (Outlook.com ignores "+tag"
+   under every domain of its own); migration 0021 gives stored leads the folded key.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
+from cauce.core.db import create_database
+from cauce.core.db.migrate import upgrade
 from cauce.core.jobs.factory import JobWorker
 from cauce.leads.errors import NormalisationError
 from cauce.leads.normalise import normalise_email
@@ -34,6 +41,7 @@ from cauce.leads.phones import normalise_phone
 from cauce.leads.placeholders import is_none_phone, is_stand_in_address, says_none
 from cauce.leads.schemas import LeadIn
 from cauce.leads.schemas_batch import validate_lead
+from tests.conftest import make_settings
 
 from .import_client import post_csv
 
@@ -351,3 +359,54 @@ async def test_a_csv_export_with_placeholders_is_imported_on_what_it_has(
     assert [(lead["first_name"], lead["phone"]) for lead in marta] == [("Marta", None)]
     ana = (await api.get("/v1/leads", params={"q": phones[0]})).json()["items"]
     assert [(lead["first_name"], lead["email"]) for lead in ana] == [("Ana", None)]
+
+
+# --- 5. Outlook.com's "+tag" under a country's domain ----------------------------------
+
+
+@pytest.mark.parametrize("domain", ["hotmail.com.mx", "outlook.com.ar", "live.cl", "hotmail.co"])
+async def test_a_tagged_outlook_address_abroad_is_the_untagged_lead(
+    api: httpx.AsyncClient, domain: str
+) -> None:
+    """`x+tag@hotmail.com.mx` is `x@hotmail.com.mx`, as at hotmail.com (two leads before)."""
+    mailbox = f"ana.{uuid.uuid4().hex[:8]}"
+    first = await api.post("/v1/leads", json={"email": f"{mailbox}@{domain}"})
+    again = await api.post("/v1/leads", json={"email": f"{mailbox}+ofertas@{domain}"})
+    assert (first.status_code, again.status_code) == (201, 200), again.text
+    assert again.json()["id"] == first.json()["id"]
+
+
+async def test_migration_0021_adds_the_folded_key_of_stored_tagged_addresses(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    db = create_database(make_settings(tmp_path), url=empty_database_url)
+    insert = text(
+        "INSERT INTO leads (uid, email, status, source, score, score_model, version,"
+        " sync_status, synced_version, sync_attempts, email_disposable, email_free, utm,"
+        " custom_fields, score_reasons, match_keys, search_text, created_at, updated_at)"
+        " VALUES (:uid, :email, 'new', 'api', 0, 'points', 1, 'pending', 0, 0, false, true,"
+        " '{}', '{}', '[]', '[]', '', :now, :now)"
+    )
+    keys = [
+        "e:ana+ofertas@hotmail.com.mx",  # folded: ana@hotmail.com.mx
+        "e:luis+x+y@live.cl",  # folded: luis@live.cl
+        "e:eva+news@yahoo.com.mx",  # Yahoo keeps its tags: unchanged
+        "e:+solo@outlook.com.ar",  # nothing before the tag: unchanged
+        "p:+34612345678",
+    ]
+    read = text("SELECT key FROM lead_match_keys ORDER BY key")
+    try:
+        await upgrade(db, "0020")
+        async with db.engine.begin() as conn:
+            await conn.execute(insert, {"uid": "a", "email": "ana@x.es", "now": datetime.now(UTC)})
+            lead_id = (await conn.execute(text("SELECT id FROM leads"))).scalar_one()
+            await conn.execute(
+                text("INSERT INTO lead_match_keys (lead_id, key) VALUES (:id, :key)"),
+                [{"id": lead_id, "key": key} for key in keys],
+            )
+        await upgrade(db)
+        async with db.engine.connect() as conn:
+            stored = [row[0] for row in (await conn.execute(read)).all()]
+        assert stored == sorted([*keys, "e:ana@hotmail.com.mx", "e:luis@live.cl"])
+    finally:
+        await db.dispose()

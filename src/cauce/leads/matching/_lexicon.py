@@ -6,6 +6,7 @@ defensible. Everything here is already folded (lowercase ASCII, accents stripped
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 # Dropped from surnames before comparing: "García de la Fuente" ~ "Garcia Fuente".
@@ -187,4 +188,11 @@ PLUS_TAG_DOMAINS: Final = frozenset(
         "protonmail.com", "fastmail.com",
     }
 )  # fmt: skip
+# Outlook.com's brands under a country's domain (`hotmail.com.mx`, `outlook.com.ar`,
+# `live.cl`): one service, and it ignores "+tag" on each of them as on hotmail.com.
+PLUS_TAG_ABROAD: Final = re.compile(
+    r"(?:hotmail|outlook|live|msn)\.(?:com?\.)?"
+    r"(?:es|pt|ad|mx|gt|hn|sv|ni|cr|pa|cu|do|pr|co|ve|ec|pe|bo|cl|ar|uy|py|br"
+    r"|us|ca|uk|fr|it|de|be|nl|ch)"
+)
 DOTLESS_DOMAINS: Final = frozenset({"gmail.com", "googlemail.com"})

@@ -22,6 +22,7 @@ from cauce.leads.matching._lexicon import (
     LEGAL_FORMS,
     NAME_PARTICLES,
     NICKNAMES,
+    PLUS_TAG_ABROAD,
     PLUS_TAG_DOMAINS,
     ROLE_MAILBOXES,
 )
@@ -137,7 +138,7 @@ def email_key(email: str | None) -> str | None:
         return None
     if domain == "googlemail.com":
         domain = "gmail.com"
-    if domain in PLUS_TAG_DOMAINS:
+    if "+" in local and (domain in PLUS_TAG_DOMAINS or PLUS_TAG_ABROAD.fullmatch(domain)):
         local = local.split("+", 1)[0]
     if domain in DOTLESS_DOMAINS:
         local = local.replace(".", "")
