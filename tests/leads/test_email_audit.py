@@ -152,8 +152,8 @@ def test_numbers_and_other_text_are_no_none_phone(text: str) -> None:
 def test_a_word_outside_the_none_words_is_never_none(word: str) -> None:
     """Only the listed words (and punctuation) say none: any other word beside them keeps
     the value what it was."""
-    if says_none(word):
-        return  # the word is one of them
+    if says_none(f"no {word}"):
+        return  # the word is one of them, or one that goes with them
     assert not says_none(f"n/a {word}")
     assert not says_none(f"{word} sin correo")
 
@@ -410,3 +410,65 @@ async def test_migration_0021_adds_the_folded_key_of_stored_tagged_addresses(
         assert stored == sorted([*keys, "e:ana@hotmail.com.mx", "e:luis@live.cl"])
     finally:
         await db.dispose()
+
+
+# --- 6. other fields that say none; regions in the country box -------------------------
+
+
+@pytest.mark.parametrize("text", ["N/A", "-", "no tiene", "#N/A", "Sin empresa", "?", "null"])
+def test_a_company_title_or_place_that_says_none_is_no_value(text: str) -> None:
+    """`N/A` as company scored as a company given, and two leads with it agreed on a
+    field beyond names: evidence they were one person."""
+    fields = ("company", "job_title", "city", "region", "owner")
+    lead = validate_lead({"email": _email(), **dict.fromkeys(fields, text)})
+    assert isinstance(lead, LeadIn), lead
+    assert [getattr(lead, field) for field in fields] == [None] * len(fields)
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("company", "Nada S.L."),
+        ("company", "X Corp."),
+        ("city", "Noja"),
+        ("first_name", "Nada"),  # a given name
+        ("last_name", "Na"),  # a Korean surname
+        ("job_title", "Director de empresa"),
+    ],
+)
+def test_values_with_none_words_in_them_are_kept(field: str, text: str) -> None:
+    lead = validate_lead({"email": _email(), field: text})
+    assert isinstance(lead, LeadIn), lead
+    assert getattr(lead, field) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        *(("N/A", None), ("-", None), ("Sin país", None), ("desconocido", None)),
+        *(("NA", "NA"), ("no", "NO")),  # codes first: Namibia, Norway
+        *(("Galicia", "ES"), ("Asturias", "ES"), ("Illes Balears", "ES"), ("Oaxaca", "MX")),
+        *(("Querétaro", "MX"), ("Yucatán", "MX"), ("Buenos Aires", "AR"), ("Bogotá", "CO")),
+    ],
+)
+def test_the_country_box_reads_none_and_regions(text: str, code: str | None) -> None:
+    lead = validate_lead({"email": _email(), "country": text})
+    assert isinstance(lead, LeadIn), lead
+    assert lead.country == code
+
+
+def test_a_language_that_says_none_is_none_and_a_code_is_a_code() -> None:
+    for raw, tag in (("-", None), ("N/A", None), ("no", "no"), ("ES", "es")):
+        lead = validate_lead({"email": _email(), "language": raw})
+        assert isinstance(lead, LeadIn), lead
+        assert lead.language == tag
+
+
+@pytest.mark.parametrize("text", ["ΠΑΠΑΔΌΠΟΥΛΟΣ \u0391.\u0395.", "Женя", "株式会社", "١٢٣"])
+def test_text_in_another_script_never_says_none(text: str) -> None:
+    assert not says_none(text)
+
+
+@pytest.mark.parametrize("text", ["Empresa", "Cargo", "Cargo 0", "Correo", "Estado", "A"])
+def test_words_that_only_go_with_a_none_word_say_nothing_alone(text: str) -> None:
+    assert not says_none(text)

@@ -123,14 +123,20 @@ def in_utc(value: datetime) -> datetime:
 REPEATS_CACHED = 1 << 12
 
 
-def _text(max_length: int, *, name: bool = False) -> Callable[[str], str | None]:
+def _text(
+    max_length: int, *, name: bool = False, none_words: bool = False
+) -> Callable[[str], str | None]:
+    """A text field's validator; `none_words`: a value that stands for none (`N/A`, `-`,
+    `no tiene`) is an absent field too. Not for names: `Na` is a Korean surname, `Nada`
+    a given name."""
+
     @lru_cache(maxsize=REPEATS_CACHED)
     def validate(value: str) -> str | None:
         try:
             text = clean_text(value, max_length=max_length)
         except NormalisationError as exc:
             raise PydanticCustomError(exc.code, exc.reason) from exc
-        if not text:
+        if not text or (none_words and says_none(text)):
             return None  # a blank field is an absent field
         return smart_case_name(text) if name else text
 
@@ -143,9 +149,11 @@ FULL_NAME_MAX_LENGTH = 2 * NAME_MAX_LENGTH + 1
 
 NameText = Annotated[str, Strict(), AfterValidator(_text(NAME_MAX_LENGTH, name=True))]
 FullNameText = Annotated[str, Strict(), AfterValidator(_text(FULL_NAME_MAX_LENGTH, name=True))]
-CompanyText = Annotated[str, Strict(), AfterValidator(_text(200))]
-TitleText = Annotated[str, Strict(), AfterValidator(_text(150))]
-PlaceText = Annotated[str, Strict(), AfterValidator(_text(100))]
+# A company, job title or place of `N/A` or `-` would score as given and, on two leads,
+# agree as evidence they are one person: it is no value.
+CompanyText = Annotated[str, Strict(), AfterValidator(_text(200, none_words=True))]
+TitleText = Annotated[str, Strict(), AfterValidator(_text(150, none_words=True))]
+PlaceText = Annotated[str, Strict(), AfterValidator(_text(100, none_words=True))]
 TokenText = Annotated[str, Strict(), AfterValidator(_text(255))]
 # The source's own id: as long as its columns (`leads.external_id`, `lead_sources`).
 ExternalIdText = Annotated[str, Strict(), AfterValidator(_text(200))]
@@ -183,8 +191,23 @@ def e164(value: str, region: str) -> str:
     return normalise_phone(value, region)
 
 
-CountryCode = Annotated[str, Strict(), AfterValidator(_via(normalise_country))]
-LanguageTag = Annotated[str, Strict(), AfterValidator(_via(normalise_language))]
+def _or_none(codes: Callable[[str], str]) -> Callable[[str], str | None]:
+    """`codes`, with a value that stands for none (`N/A`, `-`, `desconocido`) read as
+    none unless it is a code itself (`NA` is Namibia, `no` Norwegian)."""
+
+    def code(value: str) -> str | None:
+        try:
+            return codes(value)
+        except NormalisationError:
+            if says_none(value):
+                return None
+            raise
+
+    return code
+
+
+CountryCode = Annotated[str, Strict(), AfterValidator(_via(_or_none(normalise_country)))]
+LanguageTag = Annotated[str, Strict(), AfterValidator(_via(_or_none(normalise_language)))]
 # A phone's extension sent on its own (`phone_extension`): its digits.
 ExtensionText = Annotated[str, Strict(), AfterValidator(_via(normalise_extension))]
 

@@ -14,19 +14,27 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Words that, alone or together, say there is no value: Spanish, Portuguese and English,
-# as forms, CRMs and spreadsheets write them. `n/a` is the words `n` and `a`.
+# Words that say there is no value (`no`, `sin`, `n/a`: `n` and `a`, `null`, `x`), and
+# the words that go with them (`no tiene`, `sin correo`, `no especificado`, `sin país`):
+# Spanish, Portuguese and English, as forms, CRMs and spreadsheets write them. A value of
+# these says none only with one of the first kind: `Empresa` or `Cargo` alone is kept.
 _NONE_WORDS = frozenset(
     """
-    no n a na nd d s c sc sn ne nt nao tem possui tiene tengo posee aplica disponible
-    informado informa registra registrado proporciona proporcionado proporcionada sin
-    correo email mail e telefono tel telf fono celular cel movil whatsapp numero dato
-    datos ninguno ninguna nada desconocido desconocida null none nil nan undefined
-    unknown not available applicable provided x xx xxx sincorreo sinemail noemail nomail
+    no n na nd d s c sc sn ne nt nao sin ninguno ninguna nada desconocido desconocida
+    null none nil nan undefined unknown not x xx xxx sincorreo sinemail noemail nomail
     notiene
     """.split()  # noqa: SIM905
 )
-_WORDS = re.compile(r"[a-z0-9]+")
+_WITH_NONE_WORDS = frozenset(
+    """
+    a tiene tengo posee tem possui aplica disponible informado informa registra
+    registrado proporciona proporcionado proporcionada available applicable provided
+    especificado especifica indica indicado dato datos correo email mail e telefono tel
+    telf fono celular cel movil whatsapp numero pais empresa compania cargo puesto
+    ciudad region provincia estado idioma
+    """.split()  # noqa: SIM905
+)
+_WORDS = re.compile(r"[^\W_]+")  # letters and digits of any script: Σωκράτης is a word
 _MAX_PLACEHOLDER = 40  # longer text is never only these words
 
 
@@ -37,11 +45,15 @@ def _fold(text: str) -> str:
 
 def says_none(text: str) -> bool:
     """Whether a text without an address or a number in it says "none": only
-    punctuation (`-`, `?`, `#`), or only `_NONE_WORDS` and zeros (`N/A`, `No tiene`,
-    `#N/A`, `0`)."""
+    punctuation or zeros (`-`, `?`, `#`, `0`), or `_NONE_WORDS` and the words that go
+    with them (`N/A`, `No tiene`, `#N/A`, `Sin país`)."""
     if len(text) > _MAX_PLACEHOLDER:
         return False
-    return all(word in _NONE_WORDS or not word.strip("0") for word in _WORDS.findall(_fold(text)))
+    words = _WORDS.findall(_fold(text))
+    if all(not word.strip("0") for word in words):
+        return True  # punctuation alone, or zeros
+    known = all(word in _NONE_WORDS or word in _WITH_NONE_WORDS for word in words)
+    return known and any(word in _NONE_WORDS for word in words)
 
 
 # Mailbox names that are no one's, at a domain of the same kind or at webmail
