@@ -67,7 +67,7 @@ def _refusal(raw: str) -> str:
 
 NONE_TEXTS = [
     *("-", "--", ".", "?", "#", "0", "no", "No", "n/a", "N/A", "NA", "n.a.", "#N/A", "N/D"),
-    *("no tiene", "No Tiene", "no aplica", "sin correo", "Sin e-mail", "sin email", "s/c"),
+    *("no tiene", "No Tiene", "no aplica", "sin correo", "Sin e-mail", "sin email", "N/D"),
     *("ninguno", "desconocido", "null", "NULL", "None", "NaN", "undefined", "x", "XXX"),
     *("no disponible", "Não tem", "not available", "sin dato", "no informado"),
 ]
@@ -102,6 +102,7 @@ def test_a_stand_in_address_is_no_email(address: str) -> None:
         # none-word only on one side of a company domain, a name that starts like one.
         *("test@empresa.es", "b@c.es", "a@b.com", "correo@empresa.es", "info@ejemplo.es"),
         *("nadal@gmail.com", "noelia@gmail.com", "sinfonia@empresa.es", "persona1@ejemplo.es"),
+        *("nada@hotmail.com", "sin@gmail.com", "na@gmail.com"),  # Nada; a surname (review)
         *("xavi@x.es", "ana@a.es", "nombre@empresa.com"),
     ],
 )
@@ -190,6 +191,8 @@ def test_a_webmail_providers_misspelling_is_refused_with_the_domain_meant(
         # Providers of their own, one slip from a big one; and real country domains.
         *("mail.com", "email.com", "ymail.com", "gmx.es", "gmail.co", "hotmail.co"),
         *("yahoo.com.mx", "hotmail.com.mx", "outlook.com.ar", "hotmart.com", "gmailer.es"),
+        # A slip at the first letter is most often another name (review).
+        *("cloud.com", "pcloud.com", "xcloud.es", "wahoo.com", "email.es", "kmail.com"),
     ],
 )
 def test_domains_near_a_provider_that_are_real_are_kept(domain: str) -> None:
@@ -257,7 +260,7 @@ def test_full_width_letters_are_their_ascii_ones(raw: str, address: str) -> None
 def test_a_mailbox_name_past_64_characters_is_refused() -> None:
     assert normalise_email("x" * 64 + "@empresa.es").address == "x" * 64 + "@empresa.es"
     for raw in ("x" * 65 + "@empresa.es", "josé" + "x" * 61 + "@empresa.es"):
-        assert "the part before the @-sign is longer than 64 characters" in _refusal(raw)
+        assert "the part before the @-sign is longer than 64 bytes" in _refusal(raw)
 
 
 # --- 4. phones from spreadsheets -----------------------------------------------------------
@@ -268,12 +271,20 @@ def test_a_number_a_spreadsheet_wrote_with_decimals_is_the_number(raw: str) -> N
     assert normalise_phone(raw, "ES") == "+34612345678"
 
 
-@pytest.mark.parametrize("raw", ["3.4612345678E+10", "3,46123E+10", "6.12345678e8"])
-def test_a_number_in_scientific_notation_is_refused_saying_why(raw: str) -> None:
+@pytest.mark.parametrize("raw", ["3,46123E+10", "6.12E+08", "6.1234567891E+08"])
+def test_a_number_in_scientific_notation_without_its_digits_is_refused_saying_why(
+    raw: str,
+) -> None:
     with pytest.raises(NormalisationError) as info:
         normalise_phone(raw, "ES")
-    assert "scientific notation" in info.value.reason
+    assert "scientific notation that the spreadsheet rounded" in info.value.reason
     assert "format the column as text" in info.value.reason
+
+
+@pytest.mark.parametrize("raw", ["6.12345678E+08", "6,12345678e8", "3.4612345678E+10"])
+def test_a_number_in_scientific_notation_with_all_its_digits_is_read(raw: str) -> None:
+    """As a CSV import reads it (review: the API refused what the import took)."""
+    assert normalise_phone(raw, "ES") == "+34612345678"
 
 
 @pytest.mark.parametrize(
@@ -434,6 +445,10 @@ def test_a_company_title_or_place_that_says_none_is_no_value(text: str) -> None:
         ("first_name", "Nada"),  # a given name
         ("last_name", "Na"),  # a Korean surname
         ("job_title", "Director de empresa"),
+        ("region", "NA"),  # Navarra's code
+        ("region", "NT"),  # Northern Territory
+        ("region", "SC"),
+        ("city", "No"),
     ],
 )
 def test_values_with_none_words_in_them_are_kept(field: str, text: str) -> None:
@@ -472,3 +487,66 @@ def test_text_in_another_script_never_says_none(text: str) -> None:
 @pytest.mark.parametrize("text", ["Empresa", "Cargo", "Cargo 0", "Correo", "Estado", "A"])
 def test_words_that_only_go_with_a_none_word_say_nothing_alone(text: str) -> None:
     assert not says_none(text)
+
+
+# --- 7. from a review ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "meant"),
+    [
+        ("juan@gmail.con;", "gmail.com"),
+        ('"ana@hotmial.com"', "hotmail.com"),
+        ("Email: ana@gamil.com", "gmail.com"),
+    ],
+)
+def test_debris_round_a_misspelt_address_keeps_the_guess(raw: str, meant: str) -> None:
+    assert _refusal(raw).endswith(f"(did you mean {meant}?)")
+
+
+def test_outlooks_copy_of_an_address_without_a_name_is_one_address() -> None:
+    assert normalise_email("ana@empresa.es <ana@empresa.es>;").address == "ana@empresa.es"
+
+
+@pytest.mark.parametrize("raw", ["mª.jose@empresa.es", "jose²@empresa.es", "ﬁnanzas@empresa.es"])
+def test_only_full_width_forms_are_folded(raw: str) -> None:
+    """Full NFKC gave `ma.jose@`, `jose2@`, `finanzas@`: other mailboxes than the one sent."""
+    assert normalise_email(raw).address == raw
+
+
+def test_a_correo_e_label_is_taken_off() -> None:
+    assert normalise_email("Correo-e: ana@empresa.es").address == "ana@empresa.es"
+
+
+def test_a_name_in_another_script_in_the_email_box_is_refused_not_dropped() -> None:
+    errors = validate_lead({"email": "Иван Петров", "phone": PHONE})
+    assert not isinstance(errors, LeadIn)
+    assert [e["type"] for e in errors] == ["email_invalid"]
+
+
+def test_contact_required_says_a_none_value_counts_as_none() -> None:
+    errors = validate_lead({"email": "test@test.com"})
+    assert not isinstance(errors, LeadIn)
+    assert errors[0]["detail"] == (
+        "at least one of email or phone is required (one that is empty or stands for none,"
+        " such as n/a or test@test.com, counts as none)"
+    )
+
+
+async def test_a_patch_refuses_a_stand_in_address_and_clears_on_none(
+    api: httpx.AsyncClient,
+) -> None:
+    """A PATCH of `test@test.com` cleared the email without a word (review); `n/a`
+    clears it as a blank does, and a lead left without contact is refused."""
+    created = await api.post("/v1/leads", json={"email": _email(), "phone": _phone()})
+    uid = created.json()["id"]
+    stand_in = await api.patch(f"/v1/leads/{uid}", json={"email": "test@test.com"})
+    assert stand_in.status_code == 422, stand_in.text
+    [error] = stand_in.json()["errors"]
+    assert (error["pointer"], error["type"]) == ("/email", "email_invalid")
+    assert "stand-in address" in error["detail"]
+    cleared = await api.patch(f"/v1/leads/{uid}", json={"email": "n/a"})
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["email"] is None
+    alone = await api.patch(f"/v1/leads/{uid}", json={"phone": "sin teléfono"})
+    assert alone.status_code == 422, alone.text

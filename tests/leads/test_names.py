@@ -56,6 +56,9 @@ from cauce.leads.normalise import smart_case_name, split_full_name
         # Also surnames: after a single given name they are the surname.
         ("María de las Nieves", "María", "de las Nieves"),
         ("Julio César", "Julio", "César"),
+        # Frequent surnames too (review): a surname after the given name.
+        ("Marta Sebastián López", "Marta", "Sebastián López"),
+        ("Luis Alfonso", "Luis", "Alfonso"),
     ],
 )
 def test_split_full_name_hispanic(full: str, first: str | None, last: str | None) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from cauce.leads.csv_headers import fold_header
+from cauce.leads.phones import spreadsheet_number
 from cauce.leads.schemas import LeadStatus
 
 # A cell's first characters that spreadsheets may evaluate (CSV injection, OWASP; the
@@ -128,30 +129,13 @@ def read_status(text: str) -> str:
 
 # A phone a spreadsheet saved as a number: a float (`612345681.0`, `612345681,0`) or in
 # scientific notation (`6.12345681E+08`, `6,12345681E+8`).
-_PHONE_FLOAT = re.compile(r"(\+?\d+)[.,]0+")
-_PHONE_SCIENTIFIC = re.compile(r"(\+?)(\d)[.,]?(\d*)[eE]\+?(\d{1,2})")
-
-
 def read_phone_cell(text: str) -> str:
-    """A phone (or extension) cell a spreadsheet saved as a number, as its digits:
-    `612345681.0` and `6.12345681E+08` are `612345681`. Any other text is returned as it
-    is (the schema reads it). Raises `ValueError` when the scientific form has fewer
-    digits than the number (`6.12E+08`): the spreadsheet rounded it, and the digits it
-    dropped are gone."""
-    if found := _PHONE_FLOAT.fullmatch(text):
-        return found.group(1)
-    if found := _PHONE_SCIENTIFIC.fullmatch(text):
-        sign, first, rest, power = found.groups()
-        exponent = int(power)
-        if len(rest) == exponent:
-            return sign + first + rest
-        if len(rest) < exponent:
-            raise ValueError(
-                "is a number in scientific notation that the spreadsheet rounded, so "
-                "digits of the phone are lost: format the column as text in the "
-                "spreadsheet, type the numbers again if need be, and save the file again"
-            )
-    return text
+    """A phone (or extension) cell a spreadsheet saved as a number, as its digits
+    (`phones.spreadsheet_number`, which the API uses too): `612345681.0` and
+    `6.12345681E+08` are `612345681`. Raises `NormalisationError` (a `ValueError`) when
+    the scientific form has fewer digits than the number (`6.12E+08`): the spreadsheet
+    rounded it, and the digits it dropped are gone."""
+    return spreadsheet_number(text)
 
 
 # `consent.given_at` as a CSV cell (`read_csv_datetime`): ISO 8601 with an offset goes to

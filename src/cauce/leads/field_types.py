@@ -123,12 +123,16 @@ def in_utc(value: datetime) -> datetime:
 REPEATS_CACHED = 1 << 12
 
 
+# Two letters alone may be a code in a text field: `NA` is Navarra's, `NO` a region's.
+_CODE = re.compile(r"[A-Za-z]{2}")
+
+
 def _text(
     max_length: int, *, name: bool = False, none_words: bool = False
 ) -> Callable[[str], str | None]:
     """A text field's validator; `none_words`: a value that stands for none (`N/A`, `-`,
-    `no tiene`) is an absent field too. Not for names: `Na` is a Korean surname, `Nada`
-    a given name."""
+    `no tiene`) is an absent field too, but not two letters alone (`_CODE`). Not for
+    names: `Na` is a Korean surname, `Nada` a given name."""
 
     @lru_cache(maxsize=REPEATS_CACHED)
     def validate(value: str) -> str | None:
@@ -136,7 +140,7 @@ def _text(
             text = clean_text(value, max_length=max_length)
         except NormalisationError as exc:
             raise PydanticCustomError(exc.code, exc.reason) from exc
-        if not text or (none_words and says_none(text)):
+        if not text or (none_words and says_none(text) and not _CODE.fullmatch(text)):
             return None  # a blank field is an absent field
         return smart_case_name(text) if name else text
 
@@ -182,7 +186,22 @@ def _email(value: str) -> str | None:
     return email.address
 
 
+def _email_change(value: str) -> str | None:
+    # A PATCH: a value that says none clears the email, as a blank one does; a stand-in
+    # address in place of a real one is refused rather than taken as "clear it".
+    if "@" not in value and says_none(value):
+        return None
+    email = normalise_email(value)
+    if is_stand_in_address(email.address, webmail=email.is_free_mail):
+        raise NormalisationError(
+            "email_invalid",
+            "is a stand-in address, no one's mailbox (send null to clear the email)",
+        )
+    return email.address
+
+
 EmailText = Annotated[str, Strict(), AfterValidator(_via(_email))]
+EmailChange = Annotated[str, Strict(), AfterValidator(_via(_email_change))]
 
 
 @lru_cache(maxsize=REPEATS_CACHED)

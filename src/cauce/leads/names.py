@@ -59,7 +59,7 @@ _SECOND_GIVEN = frozenset(
     concepcion soledad esperanza jose-maria maria-jose del-carmen del-pilar del-rosario
     de-los-angeles de-jesus de-la-luz de-la-cruz de-lourdes de-las-mercedes
     antonieta antonia magdalena alejandra gabriela aparecida paulo
-    paula ricardo sebastian gabriel alfonso guillermo gustavo ernesto augusto agustin
+    paula ricardo guillermo gustavo ernesto augusto
     emilio julio cesar arturo hector raul sergio mario lucia sofia beatriz patricia
     de-dios de-las-nieves del-mar del-socorro del-rocio del-consuelo de-guadalupe
     de-fatima das-gracas da-conceicao do-carmo das-dores da-gloria da-penha do-socorro
@@ -77,7 +77,8 @@ _ALSO_SURNAMES = frozenset(
     """
     andres juan ramon rosa de-jesus de-la-cruz del-rosario martin lorenzo roman marcos
     vicente salvador nicolas pascual domingo tomas esteban cruz santiago mateo jaime
-    simon leon santos bautista gil de-las-nieves del-mar cesar
+    simon leon santos bautista gil de-las-nieves del-mar cesar alfonso sebastian
+    gabriel agustin
     """.split()  # noqa: SIM905
 )
 

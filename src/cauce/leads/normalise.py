@@ -186,7 +186,9 @@ _DISPLAY_NAME = re.compile(r"^[^<>]*<([^<>]+)>$")
 # taken off when the text as sent is no address (`juan@x.es;`, `"juan@x.es"`,
 # `Email: juan@x.es`, `juan@x.es (oficina)`, an invisible character inside); nothing of
 # an address itself is changed.
-_LABEL = re.compile(r"^(?:e-?mail|correo(?:\s+electr[oó]nico)?|mail)\s*[:\uff1a]\s*", re.IGNORECASE)
+_LABEL = re.compile(
+    r"^(?:e-?mail|correo(?:\s+electr[oó]nico|-e)?|mail)\s*[:\uff1a]\s*", re.IGNORECASE
+)
 # Quotes (straight, typographic, low-high, guillemets) and brackets, opening: closing.
 _WRAPPERS = {
     '"': '"', "'": "'", "\u201c": "\u201d", "\u201d": "\u201d", "\u2018": "\u2019",
@@ -196,6 +198,8 @@ _TRAILING = re.compile("[\\s.,;:\u3002\u3001\uff0c\uff1b]+$")  # and CJK full st
 _LEADING = re.compile("^[\\s,;:\uff0c\uff1b]+")
 _COMMENT = re.compile(r"\s*\([^()@]*\)$")
 # Two addresses in one field: an @ on each side of a separator.
+# Full-width ASCII (U+FF01-U+FF5E) and the ideographic full stop, as their ASCII forms.
+_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3002: ord(".")}
 _TWO_ADDRESSES = re.compile(r"@[^@]*?(?:[\s;,/|]|\by\b)[^@]*@")
 
 
@@ -282,6 +286,9 @@ _EMAIL_MAX_OCTETS = 254  # email-validator's limit on the whole address, in UTF-
 # email-validator checks an address's syntax, not that its domain can exist; without DNS,
 # a top-level domain IANA does not list is the one sure sign it cannot (`gmail.con`).
 KNOWN_TLDS: frozenset[str] = frozenset(_iana_tlds)
+_TLDS_BY_LENGTH: dict[int, list[str]] = {}
+for _tld in sorted(KNOWN_TLDS):
+    _TLDS_BY_LENGTH.setdefault(len(_tld), []).append(_tld)
 # The top-level domains a typo most likely meant here, first the likeliest: `.con` is
 # `.com`, not `.co`.
 _LIKELY_TLDS = ("com", "es", "net", "org", "mx", "co", "ar", "cl", "pe", "br", "pt", "info")
@@ -297,8 +304,13 @@ def _unknown_tld(labels: list[str]) -> str | None:
         return None
     reason = f"its domain ends in '.{tld}', which is not a top-level domain"
     best: tuple[int, int, str] | None = None
-    for known in KNOWN_TLDS:
-        if abs(len(known) - len(tld)) > 1 or OSA.distance(known, tld, score_cutoff=1) > 1:
+    near = (
+        known
+        for size in (len(tld) - 1, len(tld), len(tld) + 1)
+        for known in _TLDS_BY_LENGTH.get(size, ())
+    )
+    for known in near:
+        if OSA.distance(known, tld, score_cutoff=1) > 1:
             continue
         domain = ".".join([*labels[:-1], known])
         rank = _LIKELY_TLDS.index(known) if known in _LIKELY_TLDS else len(_LIKELY_TLDS)
@@ -311,9 +323,9 @@ def _unknown_tld(labels: list[str]) -> str | None:
 
 # The webmail providers most people here use, whose misspellings (`gmai.com`, `hotmial.com`,
 # `outlok.es`) are no one's mailbox: parked or typo-squatting domains, some on the
-# disposable list. A domain one typing slip from one of them, under a suffix the
-# provider serves, is refused with the provider's domain; one that is itself on the
-# free-mail lists (`mail.com`, `ymail.com`, `email.com`) is a provider of its own.
+# disposable list. A domain one typing slip from one of them after the same first letter,
+# under a suffix the provider serves, is refused with the provider's domain; one that is
+# itself on the free-mail lists (`ymail.com`) is a provider of its own.
 _WEBMAIL_NAMES = ("gmail", "hotmail", "outlook", "yahoo", "icloud", "googlemail")
 
 
@@ -330,13 +342,16 @@ def _webmail_typo(labels: list[str]) -> str | None:
     if len(name) < 4:
         return None
     for provider in _WEBMAIL_NAMES:
-        if OSA.distance(name, provider, score_cutoff=1) <= 1:
+        # The first letter is kept: a slip there is most often another name (`cloud`,
+        # `pcloud`, `wahoo`, `email`, `kmail` are companies and providers of their own).
+        if name[0] == provider[0] and OSA.distance(name, provider, score_cutoff=1) <= 1:
             meant = ".".join([provider, *labels[1:]])
             if is_free_mail_domain(meant):
                 return meant
     return None
 
 
+@lru_cache(maxsize=1024)
 def _undeliverable(ascii_domain: str) -> str | None:
     """Why no address at this domain can be anyone's (an unknown top-level domain, a
     webmail provider's misspelling), with the domain meant when one is near; else None."""
@@ -425,19 +440,20 @@ def normalise_email(value: str) -> NormalisedEmail:
         raise NormalisationError("email_invalid", "is not a valid email address: it is too long")
     try:
         return _address(text)
-    except NormalisationError as refused:
-        if _TWO_ADDRESSES.search(text):
-            raise NormalisationError(
-                "email_invalid",
-                "holds more than one email address; send one (another in a custom field)",
-            ) from refused
+    except NormalisationError:
         tidied = _pasted_debris_removed(text)
-        if tidied == text or not tidied:
+        if tidied and tidied != text:
+            # What the tidied text gets is the answer: `gmail.con;` is told `gmail.com`.
+            try:
+                return _address(tidied)
+            except NormalisationError:
+                if not _TWO_ADDRESSES.search(tidied):
+                    raise
+        elif not _TWO_ADDRESSES.search(text):
             raise
-        try:
-            return _address(tidied)
-        except NormalisationError:
-            raise refused from None
+    raise NormalisationError(
+        "email_invalid", "holds more than one email address; send one (another in a custom field)"
+    )
 
 
 def _address(text: str) -> NormalisedEmail:
@@ -448,8 +464,9 @@ def _address(text: str) -> NormalisedEmail:
         text = text[7:].partition("?")[0].strip()  # `mailto:a@x.es?subject=...`
     if not text.isascii():
         # Full-width forms (juan@gmail.com in full-width letters, from an East Asian keyboard)
-        # are their ASCII letters; other non-ASCII text is left to email-validator.
-        folded = unicodedata.normalize("NFKC", text)
+        # are their ASCII letters; other non-ASCII text is left to email-validator (`mª`,
+        # `²`, `ﬁ` stay: each is another mailbox than its NFKC letters).
+        folded = text.translate(_FULL_WIDTH)
         if folded.isascii():
             text = folded
     if (plain := _plain_email(text)) is not None:
@@ -471,7 +488,7 @@ def _validated_email(text: str) -> NormalisedEmail:
         raise NormalisationError(
             "email_invalid",
             "is not a valid email address: the part before the @-sign is longer than "
-            f"{_MAX_LOCAL_PART_OCTETS} characters",
+            f"{_MAX_LOCAL_PART_OCTETS} bytes (an accented letter takes two)",
         )
     if (unknown := _undeliverable(ascii_domain)) is not None:
         raise NormalisationError("email_invalid", f"is not a valid email address: {unknown}")

@@ -105,21 +105,33 @@ _CL_OLD_MOBILE = re.compile(r"^0\s*(9(?:\D*\d){8})\D*$")
 _LEGACY_MOBILES = {"MX": _MX_MOBILE_PREFIX, "CL": _CL_OLD_MOBILE}
 _TWO_NUMBERS = re.compile(r"\d[\d\s().-]{6,}\s*(?:/|\by\b|\bo\b|;)\s*\+?\d[\d\s().-]{6,}")
 # A number a spreadsheet stored as a number: written back with a decimal part
-# (`612345678.0`, which is kept without it) or in scientific notation (`3.46123E+10`,
-# refused: the digits past the ones shown are lost).
-_SPREADSHEET_DECIMAL = re.compile(r"^(\+?\d{6,15})[.,]0+$")
-_SCIENTIFIC = re.compile(r"^\+?\d(?:[.,]\d+)?\s*[eE]\s*\+?\d{1,2}$")
+# (`612345678.0`) or in scientific notation (`6.12345678E+08`).
+_SPREADSHEET_DECIMAL = re.compile(r"(\+?\d+)[.,]0+")
+_SCIENTIFIC = re.compile(r"(\+?)(\d)[.,]?(\d*)\s*[eE]\s*\+?(\d{1,2})")
+
+
+def spreadsheet_number(text: str) -> str:
+    """A phone (or extension) a spreadsheet saved as a number, as its digits:
+    `612345681.0` and `6.12345681E+08` are `612345681`; any other text as it is. Raises
+    `NormalisationError` (`phone_invalid`) for scientific notation that has lost digits
+    (`6.12E+08`: the spreadsheet rounded it) or has decimals left (`6.1E+00`)."""
+    if found := _SPREADSHEET_DECIMAL.fullmatch(text):
+        return found.group(1)
+    if found := _SCIENTIFIC.fullmatch(text):
+        sign, first, rest, power = found.groups()
+        if len(rest) == int(power):
+            return sign + first + rest
+        raise NormalisationError(
+            "phone_invalid",
+            "is a number in scientific notation that the spreadsheet rounded, so digits "
+            "of the phone are lost: format the column as text in the spreadsheet, type "
+            "the numbers again if need be, and save the file again",
+        )
+    return text
 
 
 def _tidied(text: str, region: str) -> str:
-    if _SCIENTIFIC.match(text):
-        raise NormalisationError(
-            "phone_invalid",
-            "is in scientific notation, as a spreadsheet writes a number (its last digits "
-            "may be lost); format the column as text and export it again",
-        )
-    if decimal := _SPREADSHEET_DECIMAL.match(text):
-        text = decimal.group(1)
+    text = spreadsheet_number(text)
     if _TWO_NUMBERS.search(text):
         raise NormalisationError(
             "phone_invalid", "holds two phone numbers; send one (another in a custom field)"

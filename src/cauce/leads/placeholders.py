@@ -20,14 +20,14 @@ import unicodedata
 # these says none only with one of the first kind: `Empresa` or `Cargo` alone is kept.
 _NONE_WORDS = frozenset(
     """
-    no n na nd d s c sc sn ne nt nao sin ninguno ninguna nada desconocido desconocida
+    no n na nao sin ninguno ninguna nada desconocido desconocida
     null none nil nan undefined unknown not x xx xxx sincorreo sinemail noemail nomail
     notiene
     """.split()  # noqa: SIM905
 )
 _WITH_NONE_WORDS = frozenset(
     """
-    a tiene tengo posee tem possui aplica disponible informado informa registra
+    a d c tiene tengo posee tem possui aplica disponible informado informa registra
     registrado proporciona proporcionado proporcionada available applicable provided
     especificado especifica indica indicado dato datos correo email mail e telefono tel
     telf fono celular cel movil whatsapp numero pais empresa compania cargo puesto
@@ -69,6 +69,9 @@ _NONE_MAILBOXES = frozenset(
 # RFC 2606's names for documentation.
 _EXAMPLE_DOMAINS = frozenset({"example.com", "example.net", "example.org"})
 _SEPARATORS = re.compile(r"[._\-]+")
+# None-words that are someone's name too (`nada@hotmail.com` is Nada's; `sin@` a
+# surname): at webmail they are kept, and only a none-word domain makes them stand-ins.
+_NAMES_TOO = frozenset({"nada", "sin", "na", "no", "nombre", "usuario", "user"})
 _LONGEST_NONE_MAILBOX = 2 * max(map(len, _NONE_MAILBOXES))  # room for separators
 _ONE_CHARACTER = re.compile(r"^(.)\1*$")
 
@@ -90,7 +93,9 @@ def is_stand_in_address(address: str, *, webmail: bool) -> bool:
     if len(local) > _LONGEST_NONE_MAILBOX:
         return False  # no none-word, even with separators in it
     mailbox = _SEPARATORS.sub("", local)
-    return mailbox in _NONE_MAILBOXES and (webmail or _SEPARATORS.sub("", name) in _NONE_MAILBOXES)
+    if mailbox not in _NONE_MAILBOXES:
+        return False
+    return _SEPARATORS.sub("", name) in _NONE_MAILBOXES or (webmail and mailbox not in _NAMES_TOO)
 
 
 _ZEROS_AND_SEPARATORS = "0 .-/()+"

@@ -49,6 +49,7 @@ from cauce.leads.field_types import (
     CountryCode,
     CustomKey,
     CustomValue,
+    EmailChange,
     EmailText,
     ExtensionText,
     ExternalIdText,
@@ -313,7 +314,9 @@ class LeadIn(_LeadFields):
                 [
                     InitErrorDetails(
                         type=PydanticCustomError(
-                            "contact_required", "at least one of email or phone is required"
+                            "contact_required",
+                            "at least one of email or phone is required (one that is empty "
+                            "or stands for none, such as n/a or test@test.com, counts as none)",
                         ),
                         loc=(name,),
                         input=None,
@@ -369,6 +372,7 @@ class LeadPatch(_LeadFields):
     can only lose entries: the service refuses one the lead does not show.
     """
 
+    email: EmailChange | None = None
     other_emails: list[OtherContact] | None = Field(
         default=None,
         max_length=MAX_OTHER_CONTACTS_SENT,
