@@ -67,7 +67,8 @@ def _refusal(raw: str) -> str:
 
 NONE_TEXTS = [
     *("-", "--", ".", "?", "#", "0", "no", "No", "n/a", "N/A", "NA", "n.a.", "#N/A", "N/D"),
-    *("no tiene", "No Tiene", "no aplica", "sin correo", "Sin e-mail", "sin email", "N/D"),
+    *("no tiene", "No Tiene", "no aplica", "sin correo", "Sin e-mail", "sin email", "s/c"),
+    *("S/N", "S/D", "ND", "s/correo", "Email", "correo", "NS/NC", "No consta"),
     *("ninguno", "desconocido", "null", "NULL", "None", "NaN", "undefined", "x", "XXX"),
     *("no disponible", "Não tem", "not available", "sin dato", "no informado"),
 ]
@@ -117,6 +118,7 @@ def test_addresses_like_stand_ins_are_kept(address: str) -> None:
     [
         *("sin teléfono", "Sin Telefono", "N/A", "-", "no tiene", "sin celular", "0"),
         *("000 000 000", "00000", "(0)", "+0", "sin móvil", "#N/A", "sin número"),
+        *("S/N", "S/D", "ND", "Tel", "Celular", "s/tel"),
     ],
 )
 def test_a_phone_that_says_none_leaves_the_lead_on_its_email(text: str) -> None:
@@ -426,11 +428,18 @@ async def test_migration_0021_adds_the_folded_key_of_stored_tagged_addresses(
 # --- 6. other fields that say none; regions in the country box -------------------------
 
 
-@pytest.mark.parametrize("text", ["N/A", "-", "no tiene", "#N/A", "Sin empresa", "?", "null"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("N/A", "-", "no tiene", "#N/A", "Sin empresa", "?", "null", "No consta"),
+        *("Empresa no especificada", "Ciudad no indicada", "Sin información", "NS/NC"),
+        *("Sem empresa", "Não se aplica", "Company: N/A", "Not specified", "!!!"),
+    ],
+)
 def test_a_company_title_or_place_that_says_none_is_no_value(text: str) -> None:
     """`N/A` as company scored as a company given, and two leads with it agreed on a
     field beyond names: evidence they were one person."""
-    fields = ("company", "job_title", "city", "region", "owner")
+    fields = ("company", "job_title", "city", "region")
     lead = validate_lead({"email": _email(), **dict.fromkeys(fields, text)})
     assert isinstance(lead, LeadIn), lead
     assert [getattr(lead, field) for field in fields] == [None] * len(fields)
@@ -449,9 +458,14 @@ def test_a_company_title_or_place_that_says_none_is_no_value(text: str) -> None:
         ("region", "NT"),  # Northern Territory
         ("region", "SC"),
         ("city", "No"),
+        # Alone, a none word is most often a name (second review).
+        *(("city", "None"), ("city", "Nan"), ("city", "Nada"), ("company", "X")),
+        *(("company", "Nil"), ("company", "NADA"), ("company", "Sin"), ("company", "★")),
+        *(("owner", "Nil"), ("owner", "Nada"), ("owner", "x"), ("company", "🍎")),
     ],
 )
 def test_values_with_none_words_in_them_are_kept(field: str, text: str) -> None:
+    """An owner named Nil was read as none, and a PATCH re-routed the lead."""
     lead = validate_lead({"email": _email(), field: text})
     assert isinstance(lead, LeadIn), lead
     assert getattr(lead, field) == text
@@ -464,6 +478,7 @@ def test_values_with_none_words_in_them_are_kept(field: str, text: str) -> None:
         *(("NA", "NA"), ("no", "NO")),  # codes first: Namibia, Norway
         *(("Galicia", "ES"), ("Asturias", "ES"), ("Illes Balears", "ES"), ("Oaxaca", "MX")),
         *(("Querétaro", "MX"), ("Yucatán", "MX"), ("Buenos Aires", "AR"), ("Bogotá", "CO")),
+        *(("Murcia", "ES"), ("Guerrero", "MX")),
     ],
 )
 def test_the_country_box_reads_none_and_regions(text: str, code: str | None) -> None:
@@ -550,3 +565,23 @@ async def test_a_patch_refuses_a_stand_in_address_and_clears_on_none(
     assert cleared.json()["email"] is None
     alone = await api.patch(f"/v1/leads/{uid}", json={"phone": "sin teléfono"})
     assert alone.status_code == 422, alone.text
+
+
+def test_an_owner_of_marks_alone_is_none_and_na_in_a_company_is_none() -> None:
+    lead = validate_lead({"email": _email(), "owner": "-", "company": "NA", "job_title": "NA"})
+    assert isinstance(lead, LeadIn), lead
+    assert (lead.owner, lead.company, lead.job_title) == (None, None, None)
+
+
+@pytest.mark.parametrize("text", ["La Rioja", "Valencia", "Durango"])
+def test_regions_other_countries_share_are_not_read_as_a_country(text: str) -> None:
+    """La Rioja is an Argentine province too: a +54 lead became Spain's (second review)."""
+    errors = validate_lead({"email": _email(), "country": text})
+    assert not isinstance(errors, LeadIn)
+    assert [e["type"] for e in errors] == ["country_unknown"]
+
+
+def test_a_short_decimal_is_no_spreadsheet_phone() -> None:
+    with pytest.raises(NormalisationError) as info:
+        normalise_phone("4312.0000", "AR")
+    assert "too short" not in info.value.reason

@@ -32,7 +32,7 @@ from cauce.leads.normalise import (
     smart_case_name,
 )
 from cauce.leads.phones import DEFAULT_PHONE_REGION, normalise_extension, normalise_phone
-from cauce.leads.placeholders import is_stand_in_address, says_none
+from cauce.leads.placeholders import is_stand_in_address, marks_only, says_none
 
 CONTEXT_KEY = "cauce.leads"
 MAX_CUSTOM_FIELDS = 50
@@ -123,16 +123,24 @@ def in_utc(value: datetime) -> datetime:
 REPEATS_CACHED = 1 << 12
 
 
-# Two letters alone may be a code in a text field: `NA` is Navarra's, `NO` a region's.
+# Two letters alone may be a place's code: `NA` is Navarra's, `ND` North Dakota's.
 _CODE = re.compile(r"[A-Za-z]{2}")
 
 
+def _says_none(text: str) -> bool:
+    return says_none(text)
+
+
+def _says_none_but_code(text: str) -> bool:
+    return says_none(text) and not _CODE.fullmatch(text)
+
+
 def _text(
-    max_length: int, *, name: bool = False, none_words: bool = False
+    max_length: int, *, name: bool = False, none: Callable[[str], bool] | None = None
 ) -> Callable[[str], str | None]:
-    """A text field's validator; `none_words`: a value that stands for none (`N/A`, `-`,
-    `no tiene`) is an absent field too, but not two letters alone (`_CODE`). Not for
-    names: `Na` is a Korean surname, `Nada` a given name."""
+    """A text field's validator; with `none`, a value it says stands for none (`N/A`,
+    `-`, `no tiene`) is an absent field too. Never for names: `Na` is a Korean surname,
+    `Nada` a given name."""
 
     @lru_cache(maxsize=REPEATS_CACHED)
     def validate(value: str) -> str | None:
@@ -140,7 +148,7 @@ def _text(
             text = clean_text(value, max_length=max_length)
         except NormalisationError as exc:
             raise PydanticCustomError(exc.code, exc.reason) from exc
-        if not text or (none_words and says_none(text) and not _CODE.fullmatch(text)):
+        if not text or (none is not None and none(text)):
             return None  # a blank field is an absent field
         return smart_case_name(text) if name else text
 
@@ -155,9 +163,11 @@ NameText = Annotated[str, Strict(), AfterValidator(_text(NAME_MAX_LENGTH, name=T
 FullNameText = Annotated[str, Strict(), AfterValidator(_text(FULL_NAME_MAX_LENGTH, name=True))]
 # A company, job title or place of `N/A` or `-` would score as given and, on two leads,
 # agree as evidence they are one person: it is no value.
-CompanyText = Annotated[str, Strict(), AfterValidator(_text(200, none_words=True))]
-TitleText = Annotated[str, Strict(), AfterValidator(_text(150, none_words=True))]
-PlaceText = Annotated[str, Strict(), AfterValidator(_text(100, none_words=True))]
+CompanyText = Annotated[str, Strict(), AfterValidator(_text(200, none=_says_none))]
+TitleText = Annotated[str, Strict(), AfterValidator(_text(150, none=_says_none))]
+PlaceText = Annotated[str, Strict(), AfterValidator(_text(100, none=_says_none_but_code))]
+# An owner is a person's or a team's name (`Nil`, `Nada`): only marks alone say none.
+OwnerText = Annotated[str, Strict(), AfterValidator(_text(100, none=marks_only))]
 TokenText = Annotated[str, Strict(), AfterValidator(_text(255))]
 # The source's own id: as long as its columns (`leads.external_id`, `lead_sources`).
 ExternalIdText = Annotated[str, Strict(), AfterValidator(_text(200))]
@@ -178,7 +188,7 @@ def _via(normaliser: Callable[[str], str | None]) -> Callable[[str], str | None]
 
 def _email(value: str) -> str | None:
     # A value that stands for none (`n/a`, `sin correo`, `test@test.com`) is no email.
-    if "@" not in value and says_none(value):
+    if "@" not in value and says_none(value, contact=True):
         return None
     email = normalise_email(value)
     if is_stand_in_address(email.address, webmail=email.is_free_mail):
@@ -189,7 +199,7 @@ def _email(value: str) -> str | None:
 def _email_change(value: str) -> str | None:
     # A PATCH: a value that says none clears the email, as a blank one does; a stand-in
     # address in place of a real one is refused rather than taken as "clear it".
-    if "@" not in value and says_none(value):
+    if "@" not in value and says_none(value, contact=True):
         return None
     email = normalise_email(value)
     if is_stand_in_address(email.address, webmail=email.is_free_mail):

@@ -106,16 +106,18 @@ _LEGACY_MOBILES = {"MX": _MX_MOBILE_PREFIX, "CL": _CL_OLD_MOBILE}
 _TWO_NUMBERS = re.compile(r"\d[\d\s().-]{6,}\s*(?:/|\by\b|\bo\b|;)\s*\+?\d[\d\s().-]{6,}")
 # A number a spreadsheet stored as a number: written back with a decimal part
 # (`612345678.0`) or in scientific notation (`6.12345678E+08`).
-_SPREADSHEET_DECIMAL = re.compile(r"(\+?\d+)[.,]0+")
+_SPREADSHEET_DECIMAL = re.compile(r"(\+?(\d+))[.,]0+")
 _SCIENTIFIC = re.compile(r"(\+?)(\d)[.,]?(\d*)\s*[eE]\s*\+?(\d{1,2})")
 
 
-def spreadsheet_number(text: str) -> str:
+def spreadsheet_number(text: str, *, min_digits: int = 1) -> str:
     """A phone (or extension) a spreadsheet saved as a number, as its digits:
     `612345681.0` and `6.12345681E+08` are `612345681`; any other text as it is. Raises
     `NormalisationError` (`phone_invalid`) for scientific notation that has lost digits
-    (`6.12E+08`: the spreadsheet rounded it) or has decimals left (`6.1E+00`)."""
-    if found := _SPREADSHEET_DECIMAL.fullmatch(text):
+    (`6.12E+08`: the spreadsheet rounded it) or has decimals left (`6.1E+00`). A
+    decimal form with fewer than `min_digits` digits is left as it is (`4312.0000` is no
+    phone a spreadsheet wrote; an extension cell's `12.0` is)."""
+    if (found := _SPREADSHEET_DECIMAL.fullmatch(text)) and len(found.group(2)) >= min_digits:
         return found.group(1)
     if found := _SCIENTIFIC.fullmatch(text):
         sign, first, rest, power = found.groups()
@@ -131,7 +133,7 @@ def spreadsheet_number(text: str) -> str:
 
 
 def _tidied(text: str, region: str) -> str:
-    text = spreadsheet_number(text)
+    text = spreadsheet_number(text, min_digits=6)
     if _TWO_NUMBERS.search(text):
         raise NormalisationError(
             "phone_invalid", "holds two phone numbers; send one (another in a custom field)"

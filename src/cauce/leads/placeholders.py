@@ -16,24 +16,33 @@ import unicodedata
 
 # Words that say there is no value (`no`, `sin`, `n/a`: `n` and `a`, `null`, `x`), and
 # the words that go with them (`no tiene`, `sin correo`, `no especificado`, `sin país`):
-# Spanish, Portuguese and English, as forms, CRMs and spreadsheets write them. A value of
-# these says none only with one of the first kind: `Empresa` or `Cargo` alone is kept.
+# Spanish, Portuguese and English, as forms, CRMs and spreadsheets write them.
 _NONE_WORDS = frozenset(
     """
-    no n na nao sin ninguno ninguna nada desconocido desconocida
-    null none nil nan undefined unknown not x xx xxx sincorreo sinemail noemail nomail
-    notiene
+    no n na nao sin ninguno ninguna ningun nada desconocido desconocida null none nil
+    nan undefined unknown not x xx xxx sincorreo sinemail noemail nomail notiene sem
+    nenhum nenhuma ns nc
     """.split()  # noqa: SIM905
 )
 _WITH_NONE_WORDS = frozenset(
     """
-    a d c tiene tengo posee tem possui aplica disponible informado informa registra
-    registrado proporciona proporcionado proporcionada available applicable provided
-    especificado especifica indica indicado dato datos correo email mail e telefono tel
-    telf fono celular cel movil whatsapp numero pais empresa compania cargo puesto
-    ciudad region provincia estado idioma
+    a d c tiene tengo posee tem possui aplica se disponible informado informada informa
+    registra registrado registrada proporciona proporcionado proporcionada available
+    applicable provided specified given especificado especificada especifica especificar
+    indica indicado indicada consta informacion definir definido definida hay sabe dato
+    datos correo email mail e telefono tel telf fono celular cel movil whatsapp numero
+    pais empresa compania company cargo puesto ciudad city region provincia estado
+    country idioma
     """.split()  # noqa: SIM905
 )
+# In an email or phone box every word of these says none alone too (`Email`, `Tel`,
+# `Celular`), and so do the abbreviations `S/C` (sin correo), `S/N`, `S/D`, `ND`.
+_CONTACT_WORDS = (
+    _NONE_WORDS | _WITH_NONE_WORDS | frozenset(["s", "sc", "sn", "sd", "se", "nd", "ne", "nt"])
+)
+# Alone in a text field (a company, a city) a none word is most often a name: `Nil`,
+# `Nada`, `None` (a town near Turin), `Nan` (a Thai city), `X`. These few are not.
+_TEXT_ALONE = frozenset({"na", "nd", "null", "undefined", "desconocido", "desconocida"})
 _WORDS = re.compile(r"[^\W_]+")  # letters and digits of any script: Σωκράτης is a word
 _MAX_PLACEHOLDER = 40  # longer text is never only these words
 
@@ -43,17 +52,34 @@ def _fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def says_none(text: str) -> bool:
-    """Whether a text without an address or a number in it says "none": only
-    punctuation or zeros (`-`, `?`, `#`, `0`), or `_NONE_WORDS` and the words that go
-    with them (`N/A`, `No tiene`, `#N/A`, `Sin país`)."""
+def marks_only(text: str) -> bool:
+    """Punctuation (`-`, `?`, `#`, `...`) and spaces, and at least one punctuation mark:
+    not symbols or emoji (`★`, a logo's `🍎`)."""
+    return any(unicodedata.category(c)[0] == "P" for c in text) and all(
+        unicodedata.category(c)[0] == "P" or c.isspace() for c in text
+    )
+
+
+def says_none(text: str, *, contact: bool = False) -> bool:
+    """Whether a value says "none": punctuation alone or zeros (`-`, `?`, `0`), or
+    `_NONE_WORDS` and the words that go with them, with one none word at least (`N/A`,
+    `No tiene`, `#N/A`, `Sin país`, `Empresa no especificada`). Alone, a none word says
+    so only in `_TEXT_ALONE` (`NA`, `null`; `Nil` may be a company). `contact`: for an
+    email or phone box, where `_CONTACT_WORDS` say none in any number (`Email`, `S/C`)."""
     if len(text) > _MAX_PLACEHOLDER:
         return False
     words = _WORDS.findall(_fold(text))
+    if not words:
+        return marks_only(text)
     if all(not word.strip("0") for word in words):
-        return True  # punctuation alone, or zeros
-    known = all(word in _NONE_WORDS or word in _WITH_NONE_WORDS for word in words)
-    return known and any(word in _NONE_WORDS for word in words)
+        return True  # zeros
+    if contact:
+        return all(word in _CONTACT_WORDS for word in words)
+    if not all(word in _NONE_WORDS or word in _WITH_NONE_WORDS for word in words):
+        return False
+    if len(words) == 1:
+        return words[0] in _TEXT_ALONE
+    return any(word in _NONE_WORDS for word in words)
 
 
 # Mailbox names that are no one's, at a domain of the same kind or at webmail
@@ -111,4 +137,4 @@ def is_none_phone(value: str) -> bool:
         return True
     if any(c.isdigit() for c in rest):
         return False
-    return says_none(text)
+    return says_none(text, contact=True)

@@ -39,19 +39,22 @@ _COUNTRY_ALIASES = {
     "comunitat valenciana": "ES", "comunidad valenciana": "ES", "islas canarias": "ES",
     "canarias": "ES", "aragon": "ES", "asturias": "ES", "principado de asturias": "ES",
     "cantabria": "ES", "castilla y leon": "ES", "castilla la mancha": "ES",
-    "extremadura": "ES", "region de murcia": "ES", "navarra": "ES", "nafarroa": "ES",
-    "la rioja": "ES", "islas baleares": "ES", "illes balears": "ES", "baleares": "ES",
+    "extremadura": "ES", "region de murcia": "ES", "murcia": "ES", "navarra": "ES",
+    "nafarroa": "ES",
+    "islas baleares": "ES", "illes balears": "ES", "baleares": "ES",
     "ceuta": "ES", "melilla": "ES", "madrid": "ES",
     "cdmx": "MX", "ciudad de mexico": "MX", "mexico df": "MX", "mexico d f": "MX",
     "estado de mexico": "MX", "nuevo leon": "MX", "jalisco": "MX", "aguascalientes": "MX",
     "baja california": "MX", "baja california sur": "MX", "campeche": "MX",
     "chiapas": "MX", "chihuahua": "MX", "coahuila": "MX", "colima": "MX",
-    "guanajuato": "MX", "hidalgo": "MX", "michoacan": "MX", "morelos": "MX",
+    "guanajuato": "MX", "guerrero": "MX", "hidalgo": "MX", "michoacan": "MX",
+    "morelos": "MX",
     "nayarit": "MX", "oaxaca": "MX", "puebla": "MX", "queretaro": "MX",
     "quintana roo": "MX", "san luis potosi": "MX", "sinaloa": "MX", "sonora": "MX",
     "tabasco": "MX", "tamaulipas": "MX", "tlaxcala": "MX", "veracruz": "MX",
     "yucatan": "MX", "zacatecas": "MX",
-    # Capitals typed into the country box that no other country's place is named.
+    # Not La Rioja (also an Argentine province), Valencia (a Venezuelan city) or Durango
+    # (a Basque town). Capitals typed into the country box.
     "buenos aires": "AR", "bogota": "CO", "lima": "PE", "quito": "EC", "caracas": "VE",
     "montevideo": "UY", "asuncion": "PY",
     # ISO 3166-1 alpha-3 codes of the countries Cauce's users sell to most.

@@ -57,6 +57,7 @@ from cauce.leads.field_types import (
     IntakeOptions,
     LanguageTag,
     NameText,
+    OwnerText,
     PlaceText,
     TitleText,
     TokenText,
@@ -183,7 +184,7 @@ class _LeadFields(RequestModel):
     region: PlaceText | None = None
     city: PlaceText | None = None
     language: LanguageTag | None = None
-    owner: PlaceText | None = None
+    owner: OwnerText | None = None
     utm: Utm | None = None
     consent: Consent | None = None
     custom_fields: dict[CustomKey, CustomValue] | None = Field(
