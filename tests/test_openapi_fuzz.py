@@ -218,10 +218,16 @@ def documented_status(ctx: CheckContext, response: Response, case: AnyCase) -> b
 
 
 def invalid_data_refused(ctx: CheckContext, response: Response, case: AnyCase) -> bool | None:
-    """`negative_data_rejection`, but not for a multipart form (the CSV upload): a part
-    is text on the wire, so a value generated to break the part's schema (an object for
-    the JSON `options`) may arrive as a valid one (the text `{}`)."""
+    """`negative_data_rejection`, but not for a multipart form (the CSV upload) or a
+    query parameter generated as a list: a part is text on the wire, so a value generated
+    to break the part's schema (an object for the JSON `options`) may arrive as a valid
+    one (the text `{}`); and a list in a query is its items as repeated parameters, so a
+    list generated to break an integer's schema (`[3]`) arrives as a valid integer
+    (`min_score=3`; of several, the last is read, as by any framework that reads one).
+    A parameter of a scalar type documents no list, so the server cannot tell one."""
     if case.media_type == "multipart/form-data":
+        return None
+    if any(isinstance(value, list) for value in (case.query or {}).values()):
         return None
     return negative_data_rejection(ctx, response, case)
 

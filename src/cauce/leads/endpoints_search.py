@@ -18,6 +18,7 @@ from starlette.responses import StreamingResponse
 from cauce.core.web.instants import ISO_8601_ONLY
 from cauce.core.web.openapi import NUL_IN_URL, VALIDATION_FAILED, key_problems, problems
 from cauce.core.web.routing import CauceRoute
+from cauce.core.web.whole_numbers import WHOLE_NUMBER_TEXT
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads.csv_export import EXPORT_COLUMNS, contacts_cell, csv_export
 from cauce.leads.endpoints import Read, parse_id, runtime
@@ -117,8 +118,10 @@ class LeadSearch(BaseModel):
         default=None, description="ISO 8601 date or time; without an offset, UTC"
     )
     created_before: Annotated[Instant | None, _not_below("created_after")] = None
-    min_score: int | None = Field(default=None, ge=0, le=100)
-    max_score: Annotated[int | None, _not_below("min_score")] = Field(default=None, ge=0, le=100)
+    min_score: Annotated[int | None, WHOLE_NUMBER_TEXT] = Field(default=None, ge=0, le=100)
+    max_score: Annotated[int | None, WHOLE_NUMBER_TEXT, _not_below("min_score")] = Field(
+        default=None, ge=0, le=100
+    )
     q: Annotated[str | None, AfterValidator(_few_words)] = Field(
         default=None,
         max_length=200,
@@ -136,7 +139,7 @@ class LeadFilters(LeadSearch):
     """Query filters of `GET /v1/leads`: the search, and the page."""
 
     cursor: str | None = None
-    limit: int = Field(default=50, ge=1, le=200)
+    limit: Annotated[int, WHOLE_NUMBER_TEXT] = Field(default=50, ge=1, le=200)
 
 
 class LeadExport(LeadSearch):

@@ -247,3 +247,7 @@ async def test_problems_for_unknown_ids_and_bad_filters(
     problem(await api.get("/v1/jobs/0", headers=admin_headers), 422, "validation_failed")
     unknown = await api.get("/v1/jobs", params={"stauts": "failed"}, headers=admin_headers)
     problem(unknown, 422, "validation_failed")
+    for limit in ("2.0", "1e1", "0x10"):  # pydantic read `2.0` as 2
+        response = await api.get("/v1/jobs", params={"limit": limit}, headers=admin_headers)
+        problem(response, 422, "validation_failed")
+    assert (await api.get("/v1/jobs", params={"limit": " 2"}, headers=admin_headers)).is_success

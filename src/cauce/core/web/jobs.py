@@ -33,6 +33,7 @@ from cauce.core.web.openapi import (
     unsupported_media_type,
 )
 from cauce.core.web.routing import CauceRoute
+from cauce.core.web.whole_numbers import WHOLE_NUMBER_TEXT
 
 MAX_PAGE = 200
 _CURSOR_PREFIX = "j:"
@@ -132,7 +133,7 @@ class JobQuery(_Filters):
     cursor: str | None = Field(
         default=None, max_length=64, description="`next_cursor` of the last page"
     )
-    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    limit: Annotated[int, WHOLE_NUMBER_TEXT] = Field(default=50, ge=1, le=MAX_PAGE)
 
     @field_validator("cursor")
     @classmethod
