@@ -197,9 +197,9 @@ _WRAPPERS = {
 _TRAILING = re.compile("[\\s.,;:\u3002\u3001\uff0c\uff1b]+$")  # and CJK full stop, commas
 _LEADING = re.compile("^[\\s,;:\uff0c\uff1b]+")
 _COMMENT = re.compile(r"\s*\([^()@]*\)$")
-# Two addresses in one field: an @ on each side of a separator.
 # Full-width ASCII (U+FF01-U+FF5E) and the ideographic full stop, as their ASCII forms.
 _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3002: ord(".")}
+# Two addresses in one field: an @ on each side of a separator.
 _TWO_ADDRESSES = re.compile(r"@[^@]*?(?:[\s;,/|]|\by\b)[^@]*@")
 
 

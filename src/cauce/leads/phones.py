@@ -133,7 +133,8 @@ def spreadsheet_number(text: str, *, min_digits: int = 1) -> str:
 
 
 def _tidied(text: str, region: str) -> str:
-    text = spreadsheet_number(text, min_digits=6)
+    if "." in text or "," in text or "e" in text or "E" in text:
+        text = spreadsheet_number(text, min_digits=6)
     if _TWO_NUMBERS.search(text):
         raise NormalisationError(
             "phone_invalid", "holds two phone numbers; send one (another in a custom field)"

@@ -37,6 +37,7 @@ _WITH_NONE_WORDS = frozenset(
 )
 # In an email or phone box every word of these says none alone too (`Email`, `Tel`,
 # `Celular`), and so do the abbreviations `S/C` (sin correo), `S/N`, `S/D`, `ND`.
+_TEXT_WORDS = _NONE_WORDS | _WITH_NONE_WORDS
 _CONTACT_WORDS = (
     _NONE_WORDS | _WITH_NONE_WORDS | frozenset(["s", "sc", "sn", "sd", "se", "nd", "ne", "nt"])
 )
@@ -68,15 +69,27 @@ def says_none(text: str, *, contact: bool = False) -> bool:
     email or phone box, where `_CONTACT_WORDS` say none in any number (`Email`, `S/C`)."""
     if len(text) > _MAX_PLACEHOLDER:
         return False
-    words = _WORDS.findall(_fold(text))
+    known = _CONTACT_WORDS if contact else _TEXT_WORDS
+    lowered = text.lower()
+    first = _WORDS.search(lowered)
+    word = first.group() if first else ""
+    if word.isascii() and word.strip("0") and word not in known:
+        return False  # most values: a word of their own first (`Construcciones`)
+    words: list[str] = []
+    zeros = 0
+    for found in _WORDS.finditer(lowered if text.isascii() else _fold(text)):
+        word = found.group()
+        if not word.strip("0"):
+            zeros += 1
+        elif word not in known:
+            return False
+        words.append(word)
     if not words:
         return marks_only(text)
-    if all(not word.strip("0") for word in words):
-        return True  # zeros
+    if zeros:
+        return zeros == len(words)  # zeros alone say none; beside words, no
     if contact:
-        return all(word in _CONTACT_WORDS for word in words)
-    if not all(word in _NONE_WORDS or word in _WITH_NONE_WORDS for word in words):
-        return False
+        return True
     if len(words) == 1:
         return words[0] in _TEXT_ALONE
     return any(word in _NONE_WORDS for word in words)
