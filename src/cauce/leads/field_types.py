@@ -127,10 +127,6 @@ REPEATS_CACHED = 1 << 12
 _CODE = re.compile(r"[A-Za-z]{2}")
 
 
-def _says_none(text: str) -> bool:
-    return says_none(text)
-
-
 def _says_none_but_code(text: str) -> bool:
     return says_none(text) and not _CODE.fullmatch(text)
 
@@ -163,8 +159,8 @@ NameText = Annotated[str, Strict(), AfterValidator(_text(NAME_MAX_LENGTH, name=T
 FullNameText = Annotated[str, Strict(), AfterValidator(_text(FULL_NAME_MAX_LENGTH, name=True))]
 # A company, job title or place of `N/A` or `-` would score as given and, on two leads,
 # agree as evidence they are one person: it is no value.
-CompanyText = Annotated[str, Strict(), AfterValidator(_text(200, none=_says_none))]
-TitleText = Annotated[str, Strict(), AfterValidator(_text(150, none=_says_none))]
+CompanyText = Annotated[str, Strict(), AfterValidator(_text(200, none=says_none))]
+TitleText = Annotated[str, Strict(), AfterValidator(_text(150, none=says_none))]
 PlaceText = Annotated[str, Strict(), AfterValidator(_text(100, none=_says_none_but_code))]
 # An owner is a person's or a team's name (`Nil`, `Nada`): only marks alone say none.
 OwnerText = Annotated[str, Strict(), AfterValidator(_text(100, none=marks_only))]
@@ -186,31 +182,28 @@ def _via(normaliser: Callable[[str], str | None]) -> Callable[[str], str | None]
     return validate
 
 
-def _email(value: str) -> str | None:
-    # A value that stands for none (`n/a`, `sin correo`, `test@test.com`) is no email.
+def _email_or_none(value: str, *, stand_in_refused: bool = False) -> str | None:
+    """A value that stands for none (`n/a`, `sin correo`) is no email, and so is a
+    stand-in address (`test@test.com`), unless `stand_in_refused` (a PATCH: a stand-in in
+    place of a real address is refused rather than taken as "clear it")."""
     if "@" not in value and says_none(value, contact=True):
         return None
     email = normalise_email(value)
-    if is_stand_in_address(email.address, webmail=email.is_free_mail):
-        return None
-    return email.address
-
-
-def _email_change(value: str) -> str | None:
-    # A PATCH: a value that says none clears the email, as a blank one does; a stand-in
-    # address in place of a real one is refused rather than taken as "clear it".
-    if "@" not in value and says_none(value, contact=True):
-        return None
-    email = normalise_email(value)
-    if is_stand_in_address(email.address, webmail=email.is_free_mail):
+    if not is_stand_in_address(email.address, webmail=email.is_free_mail):
+        return email.address
+    if stand_in_refused:
         raise NormalisationError(
             "email_invalid",
             "is a stand-in address, no one's mailbox (send null to clear the email)",
         )
-    return email.address
+    return None
 
 
-EmailText = Annotated[str, Strict(), AfterValidator(_via(_email))]
+def _email_change(value: str) -> str | None:
+    return _email_or_none(value, stand_in_refused=True)
+
+
+EmailText = Annotated[str, Strict(), AfterValidator(_via(_email_or_none))]
 EmailChange = Annotated[str, Strict(), AfterValidator(_via(_email_change))]
 
 
