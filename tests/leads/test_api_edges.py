@@ -193,6 +193,30 @@ async def test_patch_reads_a_national_phone_in_the_leads_country(api: httpx.Asyn
     assert moved.json()["phone"] == "+34612345678"
 
 
+async def test_patch_of_a_foreign_phone_gives_a_lead_without_country_its_country(
+    api: httpx.AsyncClient,
+) -> None:
+    """As at intake, a lead without a country takes that of a number with another
+    country's code (scoring's market rule and routing read it); a country stored or sent
+    beside it stays, and a number of the default region says nothing."""
+    created = await api.post("/v1/leads", json={"email": _email()})
+    lead_id = created.json()["id"]
+    national = await api.patch(f"/v1/leads/{lead_id}", json={"phone": "612 345 678"})
+    assert (national.json()["phone"], national.json()["country"]) == ("+34612345678", None)
+    abroad = await api.patch(f"/v1/leads/{lead_id}", json={"phone": "+52 55 1234 5678"})
+    assert abroad.status_code == 200, abroad.text
+    assert abroad.json()["country"] == "MX"
+    history = (await api.get(f"/v1/leads/{lead_id}")).json()["history"]
+    assert {"phone", "country"} <= set(history[0]["changes"]["fields"])
+    kept = await api.patch(f"/v1/leads/{lead_id}", json={"phone": "+1 809 555 0123"})
+    assert kept.json()["country"] == "MX"  # stored: a change of number does not move it
+    other = await api.post("/v1/leads", json={"email": _email(), "country": "CO"})
+    sent = await api.patch(
+        f"/v1/leads/{other.json()['id']}", json={"phone": "+52 55 8765 4321", "country": None}
+    )
+    assert sent.json()["country"] is None  # cleared in the same patch: as sent
+
+
 async def test_patch_null_custom_fields_removes_them_all(api: httpx.AsyncClient) -> None:
     """RFC 7396: `custom_fields: null` removes every custom field; a key set to null
     removes that key."""

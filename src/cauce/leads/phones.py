@@ -15,6 +15,7 @@ import re
 import phonenumbers
 
 from cauce.leads.errors import NormalisationError
+from cauce.leads.places import COUNTRY_CODES
 
 DEFAULT_PHONE_REGION = "ES"
 
@@ -244,3 +245,14 @@ def phone_region(e164: str) -> str | None:
         return None
     region = phonenumbers.region_code_for_number(number)
     return region if region and region != phonenumbers.UNKNOWN_REGION else None
+
+
+def country_abroad(phone: str, default_region: str) -> str | None:
+    """The country of a number sent with another country's code than the default
+    region's (`+52...` with `ES`): a lead without a `country` takes it, so scoring and
+    routing see a Mexican lead as one. A number of the default region says nothing: it
+    may be a national number read there."""
+    region = phone_region(phone)
+    if region is None or region == default_region.upper() or region not in COUNTRY_CODES:
+        return None  # not a country's: +800 is "001", +247 Ascension's "AC"
+    return region

@@ -75,9 +75,8 @@ from cauce.leads.names import (
     split_full_name,
 )
 from cauce.leads.normalise import smart_case_name
-from cauce.leads.phones import phone_region, split_extension
+from cauce.leads.phones import country_abroad, split_extension
 from cauce.leads.placeholders import is_none_phone
-from cauce.leads.places import COUNTRY_CODES
 
 _CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 
@@ -332,22 +331,11 @@ class LeadIn(_LeadFields):
         # country a foreign phone gives.
         self._settle_names()
         if self.country is None and self.phone is not None:
-            self.country = _abroad(self.phone, options_from(info).default_phone_region)
+            self.country = country_abroad(self.phone, options_from(info).default_phone_region)
         if self.full_name is None:
             composed = compose_full_name(self.first_name, self.last_name)
             self.full_name = smart_case_name(composed) if composed else None
         return self
-
-
-def _abroad(phone: str, default_region: str) -> str | None:
-    """The country of a number sent with another country's code than the default
-    region's (`+52...` with `ES`): a lead without a `country` takes it, so scoring and
-    routing see a Mexican lead as one. A number of the default region says nothing: it
-    may be a national number read there."""
-    region = phone_region(phone)
-    if region is None or region == default_region.upper() or region not in COUNTRY_CODES:
-        return None  # not a country's: +800 is "001", +247 Ascension's "AC"
-    return region
 
 
 _NOT_CLEARABLE = ("source", "status")

@@ -28,6 +28,7 @@ from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.matching.plan import patched_contacts, record_of
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
+from cauce.leads.phones import country_abroad
 from cauce.leads.routing import choose_team, owner_at
 from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadPatch
 from cauce.leads.service import LeadsRuntime, consent_record
@@ -176,6 +177,16 @@ async def patch(
         # A new number without an extension: the old one's extension is not its own.
         lead.phone_extension = None
         changed.append("phone_extension")
+    # As at intake: a lead without a country takes that of a number with another
+    # country's code (+52: MX), so scoring's market rule and routing see it.
+    abroad = (
+        country_abroad(lead.phone, rt.settings.leads.default_region)
+        if "phone" in changed and lead.phone and lead.country is None and "country" not in values
+        else None
+    )
+    if abroad is not None:
+        lead.country = abroad
+        changed.append("country")
     if lead.phone_extension is not None and lead.phone is None:
         raise LeadInvalid(
             [
