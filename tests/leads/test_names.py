@@ -247,3 +247,15 @@ def test_smart_case_name_is_idempotent(text: str) -> None:
     """Fixing the case twice changes nothing."""
     once = smart_case_name(text)
     assert smart_case_name(once) == once
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("ŞAHİN", "Şahin"), ("İSTANBUL", "İstanbul"), ("ÖZGÜR İNCE", "Özgür İnce"), ("0A-İ", "0a-İ")],
+)
+def test_a_capital_dotted_i_leaves_no_stray_dot(raw: str, expected: str) -> None:
+    """Python lowers İ to i and a combining dot: inside a word that dot was printed as a
+    second dot over the i (`Şahi̇n`), and at a word's start a second pass composed it
+    back to İ, so a validated name changed when validated again."""
+    assert smart_case_name(raw) == expected
+    assert smart_case_name(expected) == expected

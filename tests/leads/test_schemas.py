@@ -386,6 +386,7 @@ VALID_PARTS = st.fixed_dictionaries(
 @example({"email": "a@b.es", "full_name": ",AA"})
 @example({"email": "a@b.es", "first_name": "a", "last_name": "y"})
 @example({"email": "a@b.es", "full_name": "x" * 150 + " " + "y" * 40})
+@example({"email": "a@b.es", "first_name": "0A-\u0130"})  # Turkish capital dotted I
 def test_validation_is_idempotent(payload: dict[str, str]) -> None:
     """Validating a validated lead's own data gives the same lead."""
     try:

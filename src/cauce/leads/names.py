@@ -375,7 +375,10 @@ def _recase(name: str) -> str:
         else:
             out.append(part.capitalize())
         seen_word = True
-    return "".join(out)
+    # The capital dotted I (Turkish İ) lowers to i and a combining dot: inside a word the
+    # dot is the i's own (`ŞAHİN` -> `Şahin`); at a word's start the capital and its dot
+    # compose back to İ (`İSTANBUL` -> `İstanbul`, the same text a second pass gives).
+    return unicodedata.normalize("NFC", "".join(out).replace("i\u0307", "i"))
 
 
 def compose_full_name(first_name: str | None, last_name: str | None) -> str | None:
