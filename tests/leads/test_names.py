@@ -53,6 +53,13 @@ from cauce.leads.normalise import smart_case_name, split_full_name
         ("Maria de Fátima Souza Lima", "Maria de Fátima", "Souza Lima"),
         ("Ana Paula Oliveira", "Ana Paula", "Oliveira"),
         ("Pedro Julio García", "Pedro Julio", "García"),
+        # Brazilian second given names (left from the Latin American audit).
+        ("Pedro Henrique Alves", "Pedro Henrique", "Alves"),
+        ("Francisco de Assis Pereira", "Francisco de Assis", "Pereira"),
+        ("João Vitor Souza", "João Vitor", "Souza"),
+        ("Marcos Vinícius Lima", "Marcos Vinícius", "Lima"),
+        ("Ana Luiza Costa Pereira", "Ana Luiza", "Costa Pereira"),
+        ("Maria Clara Santos", "Maria Clara", "Santos"),
         # Also surnames: after a single given name they are the surname.
         ("María de las Nieves", "María", "de las Nieves"),
         ("Julio César", "Julio", "César"),

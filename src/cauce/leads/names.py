@@ -63,7 +63,8 @@ _SECOND_GIVEN = frozenset(
     emilio julio cesar arturo hector raul sergio mario lucia sofia beatriz patricia
     de-dios de-las-nieves del-mar del-socorro del-rocio del-consuelo de-guadalupe
     de-fatima das-gracas da-conceicao do-carmo das-dores da-gloria da-penha do-socorro
-    de-ribamar
+    de-ribamar de-assis henrique vitor victor vinicius roberto clara luiza eduarda
+    helena cecilia
     """.split()  # noqa: SIM905
 )
 
