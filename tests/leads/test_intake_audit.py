@@ -211,11 +211,23 @@ async def test_a_utf8_bom_is_ignored_and_another_charset_is_named(api: httpx.Asy
         ("044 55 1234 5678", "MX", "+525512345678"),
         ("045 55 1234 5678", "MX", "+525512345678"),
         ("09 6588 3337", "CL", "+56965883337"),  # Chile's mobiles before 2012
+        # With an extension after them (they were refused: the old forms took digits
+        # only); words without digits after them are still dropped.
+        ("09 6588 3337 anexo 12", "CL", "+56965883337;ext=12"),
+        ("09 6588 3337 ext. 12", "CL", "+56965883337;ext=12"),
+        ("09 6588 3337 (móvil)", "CL", "+56965883337"),
+        ("044 55 1234 5678 ext 9", "MX", "+525512345678;ext=9"),
+        ("045 55 1234 5678 (cel)", "MX", "+525512345678"),
     ],
 )
 def test_more_ways_of_writing_a_number_are_read(sent: str, region: str, stored: str) -> None:
     assert normalise_phone(sent, region) == stored
     assert normalise_phone(stored, region) == stored
+
+
+def test_an_old_mobile_form_with_a_digit_too_many_is_refused() -> None:
+    with pytest.raises(NormalisationError):
+        normalise_phone("09 6588 3337 5", "CL")
 
 
 @pytest.mark.parametrize("sent", ["+34 911234567 / 612345678", "911 234 567 y 612 345 678"])

@@ -100,9 +100,10 @@ def normalise_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> s
 # 3337`, before 2012); two numbers in one field.
 _TRUNK_ZERO = re.compile(r"^(\+\s*\d{1,3})\s*\(\s*0\s*\)")
 _EXTENSION_WORD = re.compile(r"\s*,?\s*\b(?:interno|int)\b\.?\s*:?\s*(?=\d)", re.IGNORECASE)
-_MX_MOBILE_PREFIX = re.compile(r"^0\s*4\s*[45]((?:\D*\d){10})\D*$")
-# Chile's mobiles as dialled before 2012, a trunk 0 before the 9 (`09 6588 3337`).
-_CL_OLD_MOBILE = re.compile(r"^0\s*(9(?:\D*\d){8})\D*$")
+_MX_MOBILE_PREFIX = re.compile(r"^0\s*4\s*[45]((?:\D*\d){10})(?!\d)(.*)$")
+# Chile's mobiles as dialled before 2012, a trunk 0 before the 9 (`09 6588 3337`). Both
+# patterns give what follows the number (an extension, `anexo 12`) as a second group.
+_CL_OLD_MOBILE = re.compile(r"^0\s*(9(?:\D*\d){8})(?!\d)(.*)$")
 _LEGACY_MOBILES = {"MX": _MX_MOBILE_PREFIX, "CL": _CL_OLD_MOBILE}
 _TWO_NUMBERS = re.compile(r"\d[\d\s().-]{6,}\s*(?:/|\by\b|\bo\b|;)\s*\+?\d[\d\s().-]{6,}")
 # A number a spreadsheet stored as a number: written back with a decimal part
@@ -144,7 +145,10 @@ def _tidied(text: str, region: str) -> str:
     text = _EXTENSION_WORD.sub(" ext. ", text)
     old_form = _LEGACY_MOBILES.get(region)
     if old_form is not None and (legacy := old_form.match(text)):
-        text = legacy.group(1)
+        # What follows the number is kept when it has digits: an extension
+        # (`09 6588 3337 anexo 12`), or more digits that make the number invalid.
+        number, rest = legacy.groups()
+        text = number + rest if any(char.isdigit() for char in rest) else number
     return text
 
 
