@@ -203,6 +203,7 @@ async def idempotent(
         key = check_key(raw_key)
         scope = str(principal.api_key_id)
         print_ = fingerprint(request.method, request.url.path, body)
+        await IDEMPOTENCY.enter(session, scope, key)
         stored = await IDEMPOTENCY.lookup(session, scope, key, print_)
         if stored is not None:
             status, payload = _shown(shown, stored.status_code, stored.body)

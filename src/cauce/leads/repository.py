@@ -286,6 +286,13 @@ async def leads_by_id(session: AsyncSession, ids: Collection[int]) -> dict[int, 
     Without the lock two transactions merging into one lead both read version n and
     both write n + 1, each with its own fields: one update is lost, and one version
     would have two contents (which `KnownLeads` relies on never happening).
+
+    The lock is `FOR NO KEY UPDATE` (`key_share=True`: a lead's id never changes). It
+    excludes every other such lock but not the `FOR KEY SHARE` a foreign-key check takes
+    on the row it references. A lead updated twice in one transaction has its
+    `possible_duplicate_of` checked again; with `FOR UPDATE` that check waited for
+    whoever held the lead it is held against, who could be waiting for this lead (a
+    review beside a PATCH, or beside another review, deadlocked on PostgreSQL).
     """
     if not ids:
         return {}
@@ -293,7 +300,7 @@ async def leads_by_id(session: AsyncSession, ids: Collection[int]) -> dict[int, 
         select(Lead)
         .where(Lead.id.in_(sorted(ids)))
         .order_by(Lead.id)  # one lock order for every transaction
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     result = await session.scalars(statement)

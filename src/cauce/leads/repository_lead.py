@@ -34,8 +34,9 @@ async def by_uid(session: AsyncSession, uid: str, *, for_update: bool = False) -
     """A lead by its public id (erased ones included: they are tombstones)."""
     query = select(Lead).where(Lead.uid == uid)
     if for_update:
-        # Locked, and as committed now, even if this session read it before.
-        query = query.with_for_update().execution_options(populate_existing=True)
+        # Locked, and as committed now, even if this session read it before; `FOR NO KEY
+        # UPDATE`, as `repository.leads_by_id` locks and for the same reason.
+        query = query.with_for_update(key_share=True).execution_options(populate_existing=True)
     return await session.scalar(query)
 
 

@@ -59,6 +59,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -288,8 +289,32 @@ def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+# A transaction-scoped advisory lock a key (PostgreSQL), in a space of its own: the
+# request that takes it runs; another request under the key meanwhile is told to retry.
+_KEY_LOCK_SPACE = 0x49444D50  # "IDMP"
+_TRY_KEY_LOCK = text("SELECT pg_try_advisory_xact_lock(:space, hashtext(:scope || ' ' || :key))")
+
+
 class IdempotencyStore:
     """Look up and remember responses inside the caller's transaction."""
+
+    async def enter(self, session: AsyncSession, scope: str, key: str) -> None:
+        """Take the key for this transaction before `lookup`, or raise
+        `IdempotencyKeyInUse` (409, retry shortly: it replays) while another request
+        under it runs. On PostgreSQL two such requests run side by side: both found no
+        answer, both did the work, and the second failed on what the first had done
+        (a review's 410 `lead_merged` for its own merge) instead of replaying. SQLite runs
+        one writing transaction at a time, so there the second waits and replays."""
+        bind = session.bind
+        if bind is None or bind.dialect.name != "postgresql":
+            return
+        taken = await session.scalar(
+            _TRY_KEY_LOCK, {"space": _KEY_LOCK_SPACE, "scope": scope, "key": key}
+        )
+        if not taken:
+            raise IdempotencyKeyInUse(
+                f"a request with this {HEADER} is being processed; retry to get its answer"
+            )
 
     def __init__(self, ttl: timedelta = DEFAULT_TTL, lease: timedelta = DEFAULT_LEASE) -> None:
         self.ttl = ttl
