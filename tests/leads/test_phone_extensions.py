@@ -184,7 +184,9 @@ async def test_a_merge_moves_an_extension_only_with_its_number(api: httpx.AsyncC
     await _post(api, {"email": email, "phone": "+34911234567", "phone_extension": "13"}, 200)
     lead = await _get(api, created["id"])
     assert (lead["phone"], lead["phone_extension"]) == ("+34911234567", "12")
-    assert lead["other_phones"] == ["+34917654321"]
+    # Other numbers are kept with their extensions, as they are keyed (a bare
+    # switchboard number would be a key of everyone on it).
+    assert lead["other_phones"] == ["+34917654321;ext=9", "+34911234567;ext=13"]
     history = [h["changes"] for h in lead["history"] if h["action"] == "merged"]
     assert [(h["filled"], h["overwritten"], h["kept"]) for h in reversed(history)] == [
         (["phone_extension"], [], []),

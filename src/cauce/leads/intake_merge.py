@@ -50,6 +50,7 @@ def apply_merge(
     lead held for review stays held: an arrival is no person's decision."""
     existing = {name: getattr(lead, name) for name in MERGEABLE if name != "phone_extension"}
     incoming = {name: values[name] for name in existing}
+    extension_before = lead.phone_extension
     dedupe = rt.settings.leads.dedupe
     merged, changes = merge(existing, incoming, dedupe)
     changes = _within_custom_limit(existing["custom_fields"] or {}, merged, changes)
@@ -66,8 +67,15 @@ def apply_merge(
             changed.append(extension)
     # The arrival's email and phone, if the lead's own differ, join its other contacts
     # (match keys; reported in the history as `added`, not as merged fields).
-    before = {**existing, "other_emails": lead.other_emails, "other_phones": lead.other_phones}
-    for column, listed in other_contacts(before, {**before, **merged}, incoming).items():
+    before = {
+        **existing,
+        "phone_extension": extension_before,
+        "other_emails": lead.other_emails,
+        "other_phones": lead.other_phones,
+    }
+    after = {**before, **merged, "phone_extension": lead.phone_extension}
+    arrival = {**incoming, "phone_extension": values["phone_extension"]}
+    for column, listed in other_contacts(before, after, arrival).items():
         changes.append(FieldChange(column, "appended", getattr(lead, column), listed))
         setattr(lead, column, listed)
     if lead.email is not None and lead.email == values["email"]:

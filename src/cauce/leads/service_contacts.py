@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads.errors import FieldError, LeadInvalid
-from cauce.leads.matching.plan import OTHER_CONTACTS, contact_key
+from cauce.leads.matching.plan import OTHER_CONTACTS, contact_key, phone_contact
 from cauce.leads.models import Lead, LeadSource
 
 FIELDS = tuple(column for _, column in OTHER_CONTACTS)
@@ -38,10 +38,18 @@ async def keep_only(
             continue
         key = contact_key(field)
         own = key(getattr(lead, field))
+        if field == "phone":  # its number with its extension is its own too
+            shown_own = key(phone_contact(lead.phone, lead.phone_extension))
         listed = (getattr(lead, column) or "").split()
-        shown = {k for v in (*listed, *(getattr(s, field) for s in sources)) if (k := key(v))}
+        sent = [
+            s.email if field == "email" else phone_contact(s.phone, s.phone_extension)
+            for s in sources
+        ]
+        shown = {k for v in (*listed, *sent) if (k := key(v))}
         if own is not None:
             shown.discard(own)
+            if field == "phone":
+                shown.discard(shown_own)
         keep: set[str] = set()
         for index, value in enumerate(wanted[column] or ()):
             k = key(value)
@@ -68,7 +76,12 @@ async def keep_only(
         listed = (getattr(lead, column) or "").split()
         setattr(lead, column, " ".join(v for v in listed if key(v) not in gone) or None)
         changed.append(column)
-        ids = [s.id for s in sources if key(getattr(s, field)) in gone]
+        ids = [
+            s.id
+            for s in sources
+            if key(s.email if field == "email" else phone_contact(s.phone, s.phone_extension))
+            in gone
+        ]
         if ids:
             cleared = ("email",) if field == "email" else ("phone", "phone_extension")
             await session.execute(

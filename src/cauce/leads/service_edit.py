@@ -125,7 +125,7 @@ async def patch(
         await repo.lock_exact_keys(session, blocking_keys(record_of(contact)))
     lead = await live_lead(session, uid, for_update=True)
     keys_before = blocking_keys(repo.match_record(lead))
-    contacts_before = {name: getattr(lead, name) for name in ("email", "phone")}
+    contacts_before = {name: getattr(lead, name) for name in ("email", "phone", "phone_extension")}
     changed: list[str] = []
     for name, value in values.items():
         if name == "custom_fields":
@@ -214,7 +214,9 @@ async def patch(
         lead.email_disposable = bool(domain) and is_disposable_domain(domain)
         lead.email_free = bool(domain) and is_free_mail_domain(domain)
     # An email (phone) changed: the old one joins the other contacts, the new one leaves.
-    after = {name: getattr(lead, name) for name in ("email", "phone", *OTHER_COLUMNS)}
+    after = {
+        name: getattr(lead, name) for name in ("email", "phone", "phone_extension", *OTHER_COLUMNS)
+    }
     for column, listed in patched_contacts(contacts_before, after).items():
         setattr(lead, column, listed)
     # Then the other contacts the patch takes away (the old email just replaced among

@@ -161,7 +161,8 @@ def _absorb_other_contacts(target: Lead, held: Lead) -> list[FieldChange]:
     changes: list[FieldChange] = []
     for field, column in OTHER_CONTACTS:
         for value in (getattr(held, column) or "").split():
-            state = {name: getattr(target, name) for name in ("email", "phone", column)}
+            names = ("email", "phone", "phone_extension", column)
+            state = {name: getattr(target, name) for name in names}
             for changed, listed in other_contacts(state, state, {field: value}).items():
                 changes.append(FieldChange(changed, "appended", getattr(target, changed), listed))
                 setattr(target, changed, listed)

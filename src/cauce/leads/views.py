@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from cauce.leads.matching.plan import contact_key, phone_contact
 from cauce.leads.models import Lead
 from cauce.leads.names import compose_full_name
 from cauce.leads.repository_lead import ListedExtras
@@ -96,8 +97,20 @@ def created_view(result: IntakeResult) -> LeadCreated:
     )
 
 
-def _others(sent: Iterable[str | None], own: str | None) -> list[str]:
-    return [value for value in dict.fromkeys(sent) if value and value != own]
+def _other_contacts(lead: Lead, field: str, sent: Iterable[str | None]) -> list[str]:
+    """The lead's other emails (phones): those its arrivals sent, then those its column
+    lists (`other_emails`, `other_phones`: matching's keys), each once by match key, its
+    own left out (a phone's number without its extension too)."""
+    key = contact_key(field)
+    own = getattr(lead, field)
+    seen = {key(own), key(phone_contact(own, lead.phone_extension) if field == "phone" else own)}
+    listed = (getattr(lead, f"other_{field}s") or "").split()
+    out: list[str] = []
+    for value in (*sent, *listed):
+        if value and (k := key(value)) not in seen:
+            seen.add(k)
+            out.append(value)
+    return out
 
 
 def _utc(at: datetime) -> str:
@@ -133,9 +146,12 @@ def detail_view(found: LeadDetail) -> dict[str, Any]:
         if d.id != lead.possible_duplicate_of
     ]
     body["arrivals"] = len(found.sources)
-    # Contacts that arrivals brought and a merge did not make the lead's own.
-    body["other_emails"] = _others((s.email for s in found.sources), lead.email)
-    body["other_phones"] = _others((s.phone for s in found.sources), lead.phone)
+    # Contacts that arrivals brought and a merge did not make the lead's own, and those
+    # matching keeps for it (its columns: an email or phone a PATCH replaced is there).
+    body["other_emails"] = _other_contacts(lead, "email", (s.email for s in found.sources))
+    body["other_phones"] = _other_contacts(
+        lead, "phone", (phone_contact(s.phone, s.phone_extension) for s in found.sources)
+    )
     deleted_at = _crm_deleted_at(lead)
     body["sync"] = {
         "status": lead.sync_status,

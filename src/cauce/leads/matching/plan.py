@@ -106,9 +106,11 @@ def other_contacts(
         listed = (_text(after.get(column)) or "").split()
         key = contact_key(field)
         known = {key(value) for value in listed}
-        known.add(key(_text(after.get(field))))
+        # The lead's own, and its number without the extension: the switchboard of its
+        # own extension is no other phone of its (colleagues share it).
+        known.update((key(_contact(after, field)), key(_text(after.get(field)))))
         added = False
-        for value in (_text(before.get(field)), _text(incoming.get(field))):
+        for value in (_contact(before, field), _contact(incoming, field)):
             if not value or len(listed) >= MAX_OTHER_CONTACTS or (k := key(value)) in known:
                 continue
             if field == "email" and role_mailbox(value):
@@ -130,7 +132,7 @@ def patched_contacts(
     columns that change are returned (None: none left)."""
     out: dict[str, str | None] = {}
     for field, column in OTHER_CONTACTS:
-        old, new = _text(before.get(field)), _text(after.get(field))
+        old, new = _contact(before, field), _contact(after, field)
         key = contact_key(field)
         if key(old) == key(new):
             continue
@@ -404,6 +406,21 @@ class BatchMatcher:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def phone_contact(phone: str | None, extension: str | None) -> str | None:
+    """A phone with its extension as one contact (`+34910000000;ext=5`), as `record_of`
+    keys it: a number with an extension is that extension's, and joins (and shows among)
+    other phones so, never as the bare switchboard number."""
+    return f"{phone}{EXTENSION_MARK}{extension}" if phone and extension else phone
+
+
+def _contact(values: Mapping[str, object], field: str) -> str | None:
+    """A lead's (an arrival's) email, or its phone with its extension (`phone_contact`)."""
+    value = _text(values.get(field))
+    if field != "phone":
+        return value
+    return phone_contact(value, _text(values.get("phone_extension")))
 
 
 def _row(values: MatchValues) -> tuple[str | None, ...]:
