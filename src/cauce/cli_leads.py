@@ -1,4 +1,5 @@
-"""CLI commands of the leads context and the demo: `cauce demo`, `cauce leads train|model`.
+"""CLI commands of the leads context and the demo: `cauce demo`, `cauce leads
+train|model|recheck`.
 
 Mounted by `cauce.cli`; the helpers for settings and errors are passed in so this module
 does not import the CLI root (which imports it).
@@ -8,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from cauce.core.config import Settings
+
+if TYPE_CHECKING:
+    from cauce.leads.service import LeadsRuntime
 
 T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -28,7 +33,10 @@ def build_leads_app(
     settings_of: Callable[[], Settings], run: Runner, out: Console, fail: Failer
 ) -> typer.Typer:
     """`cauce leads ...`."""
-    leads_app = typer.Typer(help="Leads: scoring models.", no_args_is_help=True)
+    leads_app = typer.Typer(
+        help="Leads: scoring models, and stored leads read again under today's rules.",
+        no_args_is_help=True,
+    )
     model_app = typer.Typer(
         help="The learned scoring model's saved versions and which one scores new leads.",
         no_args_is_help=True,
@@ -161,7 +169,107 @@ def build_leads_app(
             soft_wrap=True,
         )
 
+    @leads_app.command("recheck")
+    def recheck(
+        apply: Annotated[
+            bool,
+            typer.Option(
+                "--apply",
+                help="Clear the values found (each lead as a PATCH would: re-scored, "
+                "re-keyed, a history line, synced again); without it nothing changes",
+            ),
+        ] = False,
+        show: Annotated[
+            int, typer.Option(min=0, max=100_000, help="How many findings to list")
+        ] = 20,
+    ) -> None:
+        """Read every stored lead again under today's intake rules: a company, job title,
+        city or region that says none (`N/A`, `-`) and a stand-in email (`test@test.com`)
+        beside a phone are cleared with --apply; a stand-in email that is the lead's only
+        contact, and an email today's rules refuse (`gmail.con`), are listed for a person
+        to fix. A dry run unless --apply."""
+        from cauce.leads import recheck as rechecking
+
+        settings = settings_of()
+        err = Console(stderr=True)
+
+        async def go() -> rechecking.RecheckReport:
+            async with _leads_runtime(settings) as rt:
+                total = await rechecking.count_live(rt.sessionmaker)
+                page = rechecking.PAGE_SIZE
+                with _progress(err, total, page) as advance:
+                    return await rechecking.recheck(
+                        rt, apply=apply, show=show, page_size=page, on_page=advance
+                    )
+
+        report: rechecking.RecheckReport = run(go())
+        out.print(rechecking.render(report), highlight=False, markup=False, soft_wrap=True)
+
     return leads_app
+
+
+@asynccontextmanager
+async def _leads_runtime(settings: Settings) -> AsyncIterator[LeadsRuntime]:
+    """What the PATCH service needs, as `cauce serve` builds it (`leads.wiring`): the
+    database (its schema checked), a queue that can defer the CRM delivery (the jobs run
+    in `cauce serve` or `cauce worker`, not here) and the active scorer."""
+    from cauce.cli_support import ensure_schema
+    from cauce.core.db import create_database
+    from cauce.core.jobs.builtin import register_core_tasks
+    from cauce.core.jobs.factory import build_job_queue
+    from cauce.core.jobs.metrics import JobMetrics
+    from cauce.core.jobs.registry import TaskRegistry
+    from cauce.leads.service import LeadsRuntime
+    from cauce.leads.tasks import LeadsTaskDeps, register_leads_tasks
+    from cauce.leads.wiring import scorer_for
+
+    db = create_database(settings)
+    try:
+        await ensure_schema(settings, db)
+        registry = TaskRegistry()
+        register_core_tasks(registry)
+        # Registered to be deferred only: no CRM client, this process runs no jobs.
+        register_leads_tasks(registry, LeadsTaskDeps(settings, db.sessionmaker, None))
+        queue = build_job_queue(db, registry, JobMetrics())
+        yield LeadsRuntime(settings, db.sessionmaker, queue, scorer=scorer_for(settings))
+    finally:
+        await db.dispose()
+
+
+# Without a terminal, a long run says how far it got every this many leads.
+_PLAIN_EVERY = 10_000
+
+
+@contextmanager
+def _progress(err: Console, total: int, page: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for a run of more than one page (plain lines every
+    `_PLAIN_EVERY` leads when stderr is no terminal); yields `advance(leads_read)`."""
+    if total <= page:
+        yield lambda _read: None
+        return
+    if not err.is_terminal:
+        done = 0
+
+        def count(read: int) -> None:
+            nonlocal done
+            before, done = done, done + read
+            if done // _PLAIN_EVERY > before // _PLAIN_EVERY:
+                err.print(f"checked {done} of {total} leads", highlight=False, markup=False)
+
+        yield count
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "checking leads",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("recheck", total=total)
+        yield lambda read: progress.advance(task, read)
 
 
 def demo_command(out: Console) -> Callable[..., None]:

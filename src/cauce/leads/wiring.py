@@ -90,7 +90,8 @@ def scrape_refreshes(runtime: LeadsRuntime) -> list[Callable[[], Awaitable[None]
     return [refresh]
 
 
-def _scorer(settings: Settings) -> Scorer:
+def scorer_for(settings: Settings) -> Scorer:
+    """The scorer intake uses: the active learned model, else the points model."""
     points = PointsModel(settings.leads.scoring_rules)
     if not (settings.data_dir / MODEL_STORE_PATH / "active").exists():
         return points  # no trained model: skip importing scikit-learn at all
@@ -177,7 +178,7 @@ async def open_leads(
         settings=settings,
         sessionmaker=sessionmaker,
         queue=queue,
-        scorer=_scorer(settings),
+        scorer=scorer_for(settings),
         metrics=LeadsMetrics(registry),
         known=KnownLeads(settings.leads.candidate_cache_size),
     )
