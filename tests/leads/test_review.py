@@ -117,7 +117,8 @@ async def test_distinct_releases_the_hold_and_delivers_it(
     detail = (await api.get(f"/v1/leads/{held}")).json()
     assert detail["duplicate_of"] is None
     event = detail["history"][0]
-    assert (event["action"], event["changes"]) == ("reviewed", {"decision": "distinct"})
+    assert (event["action"], event["changes"]["decision"]) == ("reviewed", "distinct")
+    assert event["changes"]["against"] == jose  # test_review_views.py checks the rest
     assert event["actor"].startswith("apikey:")
     assert (await api.get(f"/v1/leads/{jose}")).json()["duplicates"] == []
     assert [i["id"] for i in (await api.get("/v1/leads?held=true")).json()["items"]] == []

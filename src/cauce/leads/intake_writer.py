@@ -133,6 +133,7 @@ def _new_lead(values: dict[str, Any], held: bool, now: datetime, trace_parent: s
         score_model="",
         score_reasons=[],
         possible_duplicate_of=None,
+        hold_evidence=None,
         match_keys=[],
         version=1,
         # A possible duplicate waits for a person before it goes to the CRM.
@@ -195,8 +196,11 @@ class IntakeWriter:
         self.new[step.lead_id] = lead
         self.new_keys[step.lead_id] = item.keys
         self.arrivals[step.lead_id] = 1
+        created: dict[str, Any] = {}
         if step.match is not None:
             self.held[step.lead_id] = step.match.id
+            lead.__dict__["hold_evidence"] = evidence = hold_evidence(step.match)
+            created["held"] = {k: evidence[k] for k in ("match", "confidence")}
         score = self._score(lead, step.lead_id)
         leads_settings = self.rt.settings.leads
         decision = choose_team(
@@ -215,7 +219,7 @@ class IntakeWriter:
             if not lead.owner:  # an owner given by the caller is kept
                 self.routes.append((decision.team, lead))
         self.sources.append((step.lead_id, item.values))
-        self.events.append((step.lead_id, "created", {}, item.actor))
+        self.events.append((step.lead_id, "created", created, item.actor))
         return lead, score
 
     def merge(self, step: Step, item: Incoming, now: datetime) -> tuple[Lead, Score, list[str]]:
@@ -332,6 +336,17 @@ class IntakeWriter:
 
 def _columns(lead: Lead) -> dict[str, Any]:
     return {name: getattr(lead, name) for name in MATCH_COLUMNS}
+
+
+def hold_evidence(match: Match[int]) -> dict[str, Any]:
+    """Why an arrival is held for review, as its lead keeps it (`Lead.hold_evidence`):
+    the match kind, the confidence and the comparison's explanation lines (reasons of
+    fields, never their values)."""
+    return {
+        "match": _match_kind(match),
+        "confidence": round(match.decision.score, 4),
+        "reasons": match.decision.explain(),
+    }
 
 
 def duplicate_found(

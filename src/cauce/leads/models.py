@@ -79,6 +79,12 @@ class Lead(Base):
     possible_duplicate_of: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("leads.id", ondelete="SET NULL"), default=None
     )
+    # Why it was held, for the person who reviews it: the match kind, the confidence and
+    # the comparison's explanation lines (field reasons, never values). SQL NULL when not
+    # held, and for leads held before migration 0022.
+    hold_evidence: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), default=None
+    )
     match_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     # CRM delivery: `version` grows on every change; the CRM has seen `synced_version`.

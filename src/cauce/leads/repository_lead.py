@@ -8,6 +8,7 @@ in `repository`; the service decides, these modules read and write.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cauce.core.db.text_fold import contains_folded
 from cauce.leads.matching.record import fold
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource
+from cauce.leads.phones import DEFAULT_PHONE_REGION, normalise_phone
 
 
 async def arrivals(session: AsyncSession, lead_id: int) -> int:
@@ -104,12 +106,13 @@ async def history_of(session: AsyncSession, lead_id: int, limit: int = 100) -> l
 
 
 async def related_duplicates(session: AsyncSession, lead: Lead) -> list[Lead]:
-    """Leads held as possible duplicates of this one (live: an erased or merged lead has
-    nothing left to review), and the one it is held against; oldest first (by id: the
-    order they arrived in, on either database, however updates moved their rows)."""
+    """Leads held as possible duplicates of this one, and the one it is held against,
+    live ones only (an erased or merged lead has nothing left to review, and the list
+    of held leads shows no erased lead either); oldest first (by id: the order they
+    arrived in, on either database, however updates moved their rows)."""
     conditions = [and_(Lead.possible_duplicate_of == lead.id, Lead.erased_at.is_(None))]
     if lead.possible_duplicate_of is not None:
-        conditions.append(Lead.id == lead.possible_duplicate_of)
+        conditions.append(and_(Lead.id == lead.possible_duplicate_of, Lead.erased_at.is_(None)))
     result = await session.scalars(select(Lead).where(or_(*conditions)).order_by(Lead.id).limit(50))
     return list(result.all())
 
@@ -129,6 +132,8 @@ class LeadQuery:
     text: str | None = None
     held: bool | None = None  # held for review (True), or not (False)
     include_erased: bool = False
+    # The region a national phone number in `text` is read in (`leads.default_region`).
+    phone_region: str = DEFAULT_PHONE_REGION
 
 
 async def search(
@@ -160,14 +165,20 @@ async def search(
         conditions.append(Lead.score >= query.min_score)
     if query.max_score is not None:
         conditions.append(Lead.score <= query.max_score)
-    words = search_words(query.text)
+    phones, rest = phone_runs(query.text)
+    words = search_words(rest)
     # each word somewhere; accents, case and punctuation aside (search_text_of)
     conditions.extend(Lead.search_text.like(f"%{word}%") for word in words)
+    # each phone number somewhere, in one of the forms it may be stored in (digits only,
+    # as `search_text` keeps a phone): one condition, not one per group of digits
+    for run in phones:
+        forms = phone_forms(run, query.phone_region)
+        conditions.append(or_(*(Lead.search_text.like(f"%{form}%") for form in forms)))
     # Words in another script ("Женя", which `search_text` does not keep), each on its
     # own, or a query of punctuation alone ("@") whole: as typed but for case and
     # accents, alike on both databases (text_fold.py). A scan of the leads.
     others = other_script_words(query.text)
-    if not words and not others and query.text:
+    if not words and not others and not phones and query.text:
         others = [query.text]
     dialect = session.get_bind().dialect.name
     for other in others:
@@ -194,6 +205,71 @@ def search_words(text: str | None) -> list[str]:
         if not any(word in longer for longer in kept):
             kept.append(word)
     return kept
+
+
+# A word of a phone number: digits, with dots, dashes or brackets (`(91)`, `123-45-67`);
+# only the first word of a number may start with `+`.
+_PHONE_WORD = re.compile(r"\+?[0-9().\-]*[0-9][0-9().\-]*")
+# Fewer digits than this, without a `+` or `00` before them, are words, not a number:
+# `5 28` (a street number and a floor) is two words, as it always was.
+_PHONE_MIN_DIGITS = 6
+
+
+def phone_runs(text: str | None) -> tuple[list[str], str]:
+    """The phone numbers of a free-text query, and the rest of it (for `search_words`).
+
+    A number is a run of consecutive words of digits (`_PHONE_WORD`: spaces, dots, dashes
+    and brackets between groups), with a `+` or `00` before it or at least
+    `_PHONE_MIN_DIGITS` digits: `María 612 34 56 78` is the word `María` and the number
+    `612 34 56 78`, searched whole (`phone_forms`), never as four numbers found anywhere
+    (which found +34612038756 for it)."""
+    phones: list[str] = []
+    rest: list[str] = []
+    run: list[str] = []
+
+    def close() -> None:
+        digits = "".join(c for c in "".join(run) if c.isdigit())
+        if run and (run[0].startswith(("+", "00")) or len(digits) >= _PHONE_MIN_DIGITS):
+            phones.append(" ".join(run))
+        else:
+            rest.extend(run)
+        run.clear()
+
+    for word in (text or "").split():
+        if not _PHONE_WORD.fullmatch(word):
+            close()
+            rest.append(word)
+            continue
+        if word.startswith("+"):
+            close()
+        run.append(word)
+    close()
+    return phones, " ".join(rest)
+
+
+def phone_forms(number: str, region: str = DEFAULT_PHONE_REGION) -> list[str]:
+    """The digit strings a number of `phone_runs` is searched as (`search_text` keeps a
+    phone's E.164 digits, without its `+`): its digits as written, which find it inside
+    a stored number (`612 34 56 78`, `+34 612`); after a leading `00`, the digits as if
+    it were a `+` (`0034 612...`); and the number read in `region`, as intake reads it,
+    as E.164 (a national number with a trunk 0: `020 7946 0958` in GB is +442079460958).
+    A form holding another is left out: the other finds all it finds."""
+    digits = "".join(c for c in number if c.isdigit())
+    forms = {digits}
+    readings = [number]
+    compact = number.lstrip("(")
+    if compact.startswith("00"):
+        forms.add(digits[2:])
+        readings.append("+" + compact[2:])
+    for reading in readings:
+        try:
+            e164 = normalise_phone(reading, region)
+        except ValueError:
+            continue
+        forms.add(e164.partition(";")[0].lstrip("+"))
+    forms.discard("")
+    kept = sorted(forms, key=len)
+    return [form for i, form in enumerate(kept) if not any(k in form for k in kept[:i])]
 
 
 def other_script_words(text: str | None) -> list[str]:

@@ -64,6 +64,23 @@ class DuplicateInfo(_Out):
     )
 
 
+class HoldInfo(_Out):
+    """Why a lead is held for review (`duplicate_of` names the lead it is held against)."""
+
+    match: DuplicateMatch | None = Field(
+        default=None, description="What matched: email, phone or fuzzy (names and fields)."
+    )
+    confidence: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="How sure de-duplication was (0 to 1)."
+    )
+    reasons: list[str] = Field(
+        default_factory=list,
+        description="The comparison, strongest evidence first (`held: only names and places "
+        "agree`, `first_name: same given name (+5.2 bits)`); field reasons, never values. "
+        "Empty for a lead held before Cauce kept them.",
+    )
+
+
 class LeadOut(_Out):
     """A lead as `GET /v1/leads/{id}` shows it."""
 
@@ -107,6 +124,9 @@ class LeadOut(_Out):
     team: str | None = None
     duplicate_of: str | None = Field(
         default=None, description="The lead this one is held against as a possible duplicate."
+    )
+    hold: HoldInfo | None = Field(
+        default=None, description="Why the lead is held for review; null when it is not held."
     )
     created_at: datetime
     updated_at: datetime

@@ -315,6 +315,7 @@ async def release_hold(
     """A person decided a held lead is not a duplicate: deliver it (with a history line,
     `reviewed`, when `changes` says what they decided)."""
     lead.possible_duplicate_of = None
+    lead.hold_evidence = None
     lead.sync_status = "pending"
     lead.trace_parent = current_traceparent()
     lead.version += 1

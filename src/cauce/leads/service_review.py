@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
@@ -48,7 +49,15 @@ async def review(
     if decision.decision == "distinct":
         lead = await live_lead(session, uid, for_update=True)
         _require_held(lead)
-        await release_hold(session, rt, lead, actor=actor, changes={"decision": "distinct"})
+        # The line says which lead it was told apart from, and how sure the match was.
+        line: dict[str, Any] = {"decision": "distinct"}
+        if lead.possible_duplicate_of is not None:
+            line["against"] = await session.scalar(
+                select(Lead.uid).where(Lead.id == lead.possible_duplicate_of)
+            )
+        if lead.hold_evidence is not None:
+            line["confidence"] = lead.hold_evidence.get("confidence")
+        await release_hold(session, rt, lead, actor=actor, changes=line)
         return lead
     return await _merge_held(session, rt, uid, decision.into, actor)
 
@@ -131,6 +140,7 @@ async def _merge_held(
     if target.possible_duplicate_of == held.id:
         # It was held against the lead now in it: nothing is left to decide about it.
         target.possible_duplicate_of = None
+        target.hold_evidence = None
         target.sync_status = "pending"
     await repo_lead.move_sources(session, held.id, target.id)
     await repo_lead.hold_against(session, held.id, target.id)
@@ -141,10 +151,12 @@ async def _merge_held(
     if "added" in history:
         history["added"] = list(dict.fromkeys(history["added"]))
     history["merged_lead"] = held.uid
+    history["decision"] = "duplicate"  # a person's review, not an arrival's match
     session.add(LeadEvent(lead_id=target.id, action="merged", changes=history, actor=actor, at=now))
 
     make_tombstone(held, MERGED, now)
     held.possible_duplicate_of = target.id
+    held.hold_evidence = None
     await repo_lead.erase_personal_data(session, held.id)  # its keys, its history's changes
     await move_subject(session, held.uid, target.uid)  # stored answers showing its data
     review_line = {"decision": "duplicate", "into": target.uid}

@@ -70,6 +70,7 @@ def lead_view(
             "owner": lead.owner,
             "team": lead.team,
             "duplicate_of": duplicate_of,
+            "hold": (lead.hold_evidence or {}) if lead.sync_status == "held" else None,
             "created_at": lead.created_at,
             "updated_at": lead.updated_at,
         }

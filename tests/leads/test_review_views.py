@@ -1,0 +1,87 @@
+"""What a reviewer sees of a held lead, on both databases (found by an audit of the review
+workflow, helper-106):
+
+1. Why it is held: the match kind, the confidence and the comparison's reasons were in
+   the intake's answer alone (a web form's key never sees it); the lead keeps them now
+   (`hold`, migration 0022), in its detail and in the list of held leads, and its
+   `created` line says it was held.
+2. The history says against which lead a `distinct` was decided, and a review's merge is
+   told from an arrival's.
+3. A lead held against one since erased: its detail named the erased lead while the list
+   of held leads said none; both say none now.
+"""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import update
+
+from cauce.core.db import unit_of_work
+from cauce.leads.models import Lead
+from tests.leads.api_client import JOSE, post_lead
+from tests.leads.test_review import LOOKALIKE, _held_pair, _review, _rt
+
+
+async def test_a_held_lead_shows_why_it_is_held(api: httpx.AsyncClient) -> None:
+    jose = await post_lead(api, JOSE)
+    held = await post_lead(api, LOOKALIKE)
+    assert held["outcome"] == "held_for_review"
+    detail = (await api.get(f"/v1/leads/{held['id']}")).json()
+    assert detail["duplicate_of"] == jose["id"]
+    hold = detail["hold"]
+    assert (hold["match"], hold["confidence"]) == ("fuzzy", held["duplicate"]["confidence"])
+    assert any(line.startswith("first_name:") for line in hold["reasons"]), hold
+    assert all("José" not in line and "jfr@" not in line for line in hold["reasons"])
+    created = next(h for h in detail["history"] if h["action"] == "created")
+    assert created["changes"] == {"held": {"match": "fuzzy", "confidence": hold["confidence"]}}
+    listed = (await api.get("/v1/leads", params={"held": "true"})).json()["items"]
+    assert [item["hold"] for item in listed if item["id"] == held["id"]] == [hold]
+    assert (await api.get(f"/v1/leads/{jose['id']}")).json()["hold"] is None
+
+
+async def test_a_distinct_decision_names_the_lead_and_ends_the_hold(
+    api: httpx.AsyncClient,
+) -> None:
+    jose, held = await _held_pair(api)
+    confidence = (await api.get(f"/v1/leads/{held}")).json()["hold"]["confidence"]
+    assert (await _review(api, held, {"decision": "distinct"})).status_code == 200
+    detail = (await api.get(f"/v1/leads/{held}")).json()
+    assert detail["hold"] is None
+    line = detail["history"][0]
+    assert line["action"] == "reviewed"
+    assert line["changes"] == {"decision": "distinct", "against": jose, "confidence": confidence}
+
+
+async def test_a_reviews_merge_is_told_from_an_arrivals(api: httpx.AsyncClient) -> None:
+    jose, held = await _held_pair(api)
+    assert (await _review(api, held, {"decision": "duplicate"})).status_code == 200
+    merged = next(
+        h for h in (await api.get(f"/v1/leads/{jose}")).json()["history"] if h["action"] == "merged"
+    )
+    assert (merged["changes"]["decision"], merged["changes"]["merged_lead"]) == ("duplicate", held)
+
+
+async def test_a_lead_held_against_an_erased_one_says_so_alike_everywhere(
+    api: httpx.AsyncClient,
+) -> None:
+    jose, held = await _held_pair(api)
+    assert (await api.delete(f"/v1/leads/{jose}")).status_code == 204
+    detail = (await api.get(f"/v1/leads/{held}")).json()
+    listed = (await api.get("/v1/leads", params={"held": "true"})).json()["items"]
+    [item] = [item for item in listed if item["id"] == held]
+    assert detail["duplicate_of"] is None
+    assert item["duplicate_of"] is None
+    assert detail["hold"] == item["hold"]
+    assert detail["hold"]["match"] == "fuzzy"  # still held: a person decides
+    assert (await _review(api, held, {"decision": "distinct"})).status_code == 200
+
+
+async def test_a_lead_held_before_the_evidence_was_kept_shows_an_empty_hold(
+    api: httpx.AsyncClient, leads_app: FastAPI
+) -> None:
+    _, held = await _held_pair(api)
+    async with unit_of_work(_rt(leads_app).sessionmaker) as session:
+        await session.execute(update(Lead).where(Lead.uid == held).values(hold_evidence=None))
+    hold = (await api.get(f"/v1/leads/{held}")).json()["hold"]
+    assert hold == {"match": None, "confidence": None, "reasons": []}
