@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Annotated, Any, Final
 
 import orjson
@@ -544,10 +545,12 @@ async def patch_lead(request: Request, principal: WriteRead) -> Response:
     body = await _json_body(request, (JSON, MERGE_PATCH))
     async with unit_of_work(rt.sessionmaker) as session:
         region = None
-        if _phone_without_country(body):
-            # A national number is read in the lead's own country, as at intake.
+        if _needs_country(body):
+            # A national number is read in the lead's own country, and a full name split
+            # by its naming convention, as at intake.
             region = (await service_edit.live_lead(session, uid)).country
-        changes = _patch_of(body, _options(rt, region))
+        options = replace(_options(rt, region), stored_country=region)
+        changes = _patch_of(body, options)
         lead = await service_edit.patch(session, rt, uid, changes, _actor(principal))
         await session.flush()
         extras = await repo_lead.listed_extras(session, [lead])
@@ -555,12 +558,18 @@ async def patch_lead(request: Request, principal: WriteRead) -> Response:
     return _json(200, out)
 
 
-def _phone_without_country(body: bytes) -> bool:
+def _needs_country(body: bytes) -> bool:
+    """Whether a change reads something by the lead's country: a phone or a full name
+    sent without `country`."""
     try:
         sent = orjson.loads(body)
     except orjson.JSONDecodeError:
         return False  # `_patch_of` says why
-    return isinstance(sent, dict) and "phone" in sent and "country" not in sent
+    return (
+        isinstance(sent, dict)
+        and ("phone" in sent or "full_name" in sent)
+        and "country" not in sent
+    )
 
 
 def _patch_of(body: bytes, options: IntakeOptions) -> LeadPatch:

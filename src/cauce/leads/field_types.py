@@ -52,11 +52,14 @@ class IntakeOptions:
     with `country: MX` reads `55 1234 5678` as Mexican whatever this says). `now`, when
     given, refuses a consent timestamp in the future (5 minutes of skew allowed).
     `max_batch` is the most items a `POST /v1/leads/batch` takes (`leads.max_batch`).
+    `stored_country` is a changed lead's country: a PATCH without `country` splits a
+    `full_name` by its naming convention (as intake did with it).
     """
 
     default_phone_region: str = DEFAULT_PHONE_REGION
     now: datetime | None = None
     max_batch: int = MAX_BATCH_ITEMS
+    stored_country: str | None = None
 
     def context(self) -> dict[str, Any]:
         """The `context=` argument for `model_validate`."""

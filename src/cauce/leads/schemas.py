@@ -225,7 +225,7 @@ class _LeadFields(RequestModel):
             )
         self.phone, self.phone_extension = number, extension
 
-    def _settle_names(self) -> None:
+    def _settle_names(self, stored_country: str | None = None) -> None:
         """First and last name from a sent `full_name`: split when it came alone, checked
         against them (and completing a half not sent) when it came with either.
 
@@ -236,7 +236,9 @@ class _LeadFields(RequestModel):
         if not self.full_name:
             return
         if self.first_name is None and self.last_name is None:
-            first, last = split_full_name(self.full_name, naming_convention(self.country))
+            # A change without `country` splits by the lead's own (`stored_country`).
+            country = self.country if "country" in self.model_fields_set else stored_country
+            first, last = split_full_name(self.full_name, naming_convention(country))
         else:
             halves = halves_of_full_name(self.full_name, self.first_name, self.last_name)
             if halves is None:
@@ -376,12 +378,12 @@ class LeadPatch(_LeadFields):
     )
 
     @model_validator(mode="after")
-    def _complete(self) -> Self:
+    def _complete(self, info: ValidationInfo) -> Self:
         for name in _NOT_CLEARABLE:
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise field_error((name,), "not_clearable", "cannot be cleared")
         self._settle_phone()
-        self._settle_names()
+        self._settle_names(options_from(info).stored_country)
         return self
 
     def changes(self) -> dict[str, Any]:

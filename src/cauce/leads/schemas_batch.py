@@ -71,6 +71,24 @@ _NAMED_UNKNOWN = 5  # the unknown members a `too_many_fields` error names
 _NAME_ECHO = 40  # and how much of each
 
 
+# What a lead shows that Cauce sets, never the caller: sent in a lead or a change, each
+# is told so rather than "Extra inputs are not permitted".
+READ_ONLY_FIELDS = frozenset(
+    {
+        "id", "score", "score_model", "score_reasons", "team", "sources", "duplicate_of",
+        "hold", "created_at", "updated_at", "is_disposable_email", "is_free_email",
+        "arrivals", "duplicates", "history", "history_total", "sync", "version",
+    }
+)  # fmt: skip
+READ_ONLY_DETAIL = "is read-only: Cauce sets it (leave it out)"
+
+
+def _read_only(loc: list[int | str]) -> bool:
+    """A member of the lead itself (or of a batch's item) that Cauce sets."""
+    top = loc[2:] if len(loc) == 3 and loc[0] == "items" else loc
+    return len(top) == 1 and top[0] in READ_ONLY_FIELDS
+
+
 def field_errors(
     exc: ValidationError, prefix: str = "", most: int | None = None
 ) -> list[FieldError]:
@@ -87,6 +105,9 @@ def field_errors(
     for error in shown:
         loc = [p for p in error["loc"] if p != "[key]"]
         pointer = prefix + "".join(f"/{_escape(p)}" for p in loc)
+        if error["type"] == "extra_forbidden" and _read_only(loc):
+            out.append(FieldError(pointer=pointer, detail=READ_ONLY_DETAIL, type="read_only"))
+            continue
         out.append(FieldError(pointer=pointer, detail=error["msg"], type=error["type"]))
     if len(shown) < len(errors):
         left_out = len(errors) - len(shown)

@@ -111,6 +111,11 @@ def _json_value(value: Any) -> Any:
     return str(value) if hasattr(value, "value") else value
 
 
+# Fields whose values an `updated` history line gives, before and after: the lead's
+# state in the sales process, none of them the person's data (history outlives erasure).
+TRACKED_VALUES = ("status", "source", "owner", "team", "score")
+
+
 async def patch(
     session: AsyncSession, rt: LeadsRuntime, uid: str, changes: LeadPatch, actor: str | None
 ) -> Lead:
@@ -124,6 +129,7 @@ async def patch(
     if contact:
         await repo.lock_exact_keys(session, blocking_keys(record_of(contact)))
     lead = await live_lead(session, uid, for_update=True)
+    tracked_before = {name: getattr(lead, name) for name in TRACKED_VALUES}
     keys_before = blocking_keys(repo.match_record(lead))
     contacts_before = {name: getattr(lead, name) for name in ("email", "phone", "phone_extension")}
     changed: list[str] = []
@@ -164,8 +170,15 @@ async def patch(
                 lead.consent = new
                 changed.append(name)
         elif name == "utm":
-            new = _json_value(value) if value is not None else {}
-            if new != getattr(lead, name):
+            # RFC 7396, as custom_fields: the members sent change, a member sent null is
+            # removed, the others stay (`{"campaign": "x"}` kept source and medium away).
+            new = dict(lead.utm or {}) if value is not None else {}
+            for key in value.model_fields_set if value is not None else ():
+                if (item := getattr(value, key)) is None:
+                    new.pop(key, None)
+                else:
+                    new[key] = item
+            if new != (getattr(lead, name) or {}):
                 setattr(lead, name, new)
                 changed.append(name)
         elif name in PATCHABLE:
@@ -237,13 +250,20 @@ async def patch(
     lead.trace_parent = current_traceparent()  # its next delivery links to this request
     if lead.sync_status != "held":
         lead.sync_status = "pending"
-    apply_score(lead, rt.scorer.score(lead_facts(lead, await repo_lead.arrivals(session, lead.id))))
+    with session.no_autoflush:  # the row is written once, with its score
+        arrivals = await repo_lead.arrivals(session, lead.id)
+    apply_score(lead, rt.scorer.score(lead_facts(lead, arrivals)))
     if reroute:
         changed.extend(n for n in await _route_again(session, rt, lead) if n not in changed)
     await repo.replace_match_keys(session, lead.id, keys)
-    session.add(
-        LeadEvent(lead_id=lead.id, action="updated", changes={"fields": changed}, actor=actor)
-    )
+    line: dict[str, Any] = {"fields": changed}
+    if moved := {
+        name: {"from": was, "to": getattr(lead, name)}
+        for name, was in tracked_before.items()
+        if getattr(lead, name) != was
+    }:
+        line["values"] = moved
+    session.add(LeadEvent(lead_id=lead.id, action="updated", changes=line, actor=actor))
     if lead.sync_status == "pending":
         await request_delivery(session, rt.queue, rt.settings)
     return lead
