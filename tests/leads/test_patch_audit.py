@@ -98,3 +98,30 @@ async def test_an_updated_line_gives_the_sales_state_before_and_after(
     assert values["source"] == {"from": "api", "to": "web_form"}
     assert values["score"]["from"] == score
     assert "city" not in values  # a person's data stays out of history
+
+
+async def test_a_change_with_if_match_goes_ahead_only_on_that_version(
+    api: httpx.AsyncClient,
+) -> None:
+    """GET gives the lead's version as its ETag; a PATCH or DELETE with `If-Match` of an
+    older one is 412 `precondition_failed` and changes nothing (the audit: the last
+    writer won without knowing; `If-Match` was ignored)."""
+    lead = await post_lead(api, {"email": _email()})
+    url = f"/v1/leads/{lead['id']}"
+    read = await api.get(url)
+    tag = read.headers["etag"]
+    assert tag == f'"{read.json()["sync"]["version"]}"'
+    first = await api.patch(url, json={"city": "Soria"}, headers={"If-Match": tag})
+    assert first.status_code == 200, first.text
+    assert first.headers["etag"] != tag
+    stale = await api.patch(url, json={"city": "Teruel"}, headers={"If-Match": tag})
+    assert stale.status_code == 412, stale.text
+    assert stale.json()["code"] == "precondition_failed"
+    assert (await api.get(url)).json()["city"] == "Soria"
+    listed = f'W/"0", {first.headers["etag"]}'  # any of a list, weak or strong
+    assert (await api.patch(url, json={"city": "Cuenca"}, headers={"If-Match": listed})).is_success
+    assert (await api.patch(url, json={"city": "Ávila"}, headers={"If-Match": "*"})).is_success
+    gone = await api.delete(url, headers={"If-Match": tag})
+    assert gone.status_code == 412, gone.text
+    current = (await api.get(url)).headers["etag"]
+    assert (await api.delete(url, headers={"If-Match": current})).status_code == 204

@@ -323,6 +323,34 @@ def _lead_problems(
 LEAD_ID: Final = path_parameter("lead_id", "The lead's `id` (a UUID)")
 
 
+# Optimistic concurrency on one lead (RFC 9110): its answers carry its version as an
+# `ETag`, and a change or an erasure sent with `If-Match` goes ahead only on that version.
+IF_MATCH: Final[dict[str, Any]] = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'The lead\'s `ETag` as read (`"3"`; `*` for any version): the change '
+    "is made only if nobody changed the lead since, else 412 `precondition_failed`.",
+    "schema": {"type": "string"},
+}
+ETAG_HEADER: Final[dict[str, Any]] = {
+    "ETag": {
+        "description": "The lead's version, for `If-Match` on a later change.",
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _with_etag(answers: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """A lead's answers, its 200 carrying the lead's `ETag`."""
+    return {200: {"headers": ETAG_HEADER}, **answers}
+
+
+PRECONDITION_FAILED: Final = (
+    "`precondition_failed`: the lead changed since the `If-Match` version was read"
+)
+
+
 def _path_lead(request: Request) -> str:
     """The lead id of the path, as stored (`lead_uid`)."""
     return lead_uid(request.path_params["lead_id"])
@@ -508,7 +536,7 @@ def lead_uid(raw: str) -> str:
 @router.get(
     "/{lead_id}",
     response_model=LeadDetailOut,
-    responses=_lead_problems(("leads:read",)),
+    responses=_with_etag(_lead_problems(("leads:read",))),
     openapi_extra={"parameters": [LEAD_ID]},
     summary="One lead with its score explanation, duplicates, history",
 )
@@ -518,24 +546,28 @@ async def get_lead(request: Request, principal: Read) -> Response:
     rt = runtime(request)
     async with rt.sessionmaker() as session:
         found = await service_edit.detail(session, uid)
-        return _json(200, detail_view(found))
+        return _json(200, detail_view(found), {"ETag": service_edit.etag(found.lead)})
 
 
 @router.patch(
     "/{lead_id}",
     response_model=LeadOut,
-    responses=_lead_problems(
-        (WRITE, "leads:read"),
-        {
-            400: [NUL_IN_URL, MALFORMED_BODY],
-            409: "`lead_duplicate`: another lead has this email, phone or tax id (named "
-            "in `duplicate_of`)",
-            413: PAYLOAD_TOO_LARGE,
-            415: unsupported_media_type(f"`{JSON}` or `{MERGE_PATCH}`"),
-            422: f"{VALIDATION_FAILED} (of the change)",
-        },
+    responses=_with_etag(
+        _lead_problems(
+            (WRITE, "leads:read"),
+            {
+                400: [NUL_IN_URL, MALFORMED_BODY],
+                409: "`lead_duplicate`: another lead has this email, phone or tax id (named "
+                "in `duplicate_of`)",
+                412: PRECONDITION_FAILED,
+                413: PAYLOAD_TOO_LARGE,
+                415: unsupported_media_type(f"`{JSON}` or `{MERGE_PATCH}`"),
+                422: f"{VALIDATION_FAILED} (of the change)",
+            },
+        )
     ),
-    openapi_extra=_schema_body(LeadPatch, (JSON, MERGE_PATCH)) | {"parameters": [LEAD_ID]},
+    openapi_extra=_schema_body(LeadPatch, (JSON, MERGE_PATCH))
+    | {"parameters": [LEAD_ID, IF_MATCH]},
     summary="Change a lead (JSON merge patch)",
 )
 async def patch_lead(request: Request, principal: WriteRead) -> Response:
@@ -551,11 +583,19 @@ async def patch_lead(request: Request, principal: WriteRead) -> Response:
             region = (await service_edit.live_lead(session, uid)).country
         options = replace(_options(rt, region), stored_country=region)
         changes = _patch_of(body, options)
-        lead = await service_edit.patch(session, rt, uid, changes, _actor(principal))
+        lead = await service_edit.patch(
+            session, rt, uid, changes, _actor(principal), if_match=_if_match(request)
+        )
         await session.flush()
         extras = await repo_lead.listed_extras(session, [lead])
         out = listed_view(lead, extras).model_dump(mode="json")
-    return _json(200, out)
+        tag = service_edit.etag(lead)
+    return _json(200, out, {"ETag": tag})
+
+
+def _if_match(request: Request) -> str | None:
+    """The request's `If-Match`: a change goes ahead only on the version it names."""
+    return request.headers.get("if-match")
 
 
 def _needs_country(body: bytes) -> bool:
@@ -627,8 +667,8 @@ async def review_lead(request: Request, principal: WriteRead) -> Response:
 @router.delete(
     "/{lead_id}",
     status_code=204,
-    responses=_lead_problems(("leads:admin",)),
-    openapi_extra={"parameters": [LEAD_ID]},
+    responses=_lead_problems(("leads:admin",), {412: PRECONDITION_FAILED}),
+    openapi_extra={"parameters": [LEAD_ID, IF_MATCH]},
     summary="Erase a lead (GDPR)",
 )
 async def erase_lead(request: Request, principal: Admin) -> Response:
@@ -636,5 +676,5 @@ async def erase_lead(request: Request, principal: Admin) -> Response:
     uid = _path_lead(request)
     rt = runtime(request)
     async with unit_of_work(rt.sessionmaker) as session:
-        await service_edit.erase(session, rt, uid, _actor(principal))
+        await service_edit.erase(session, rt, uid, _actor(principal), if_match=_if_match(request))
     return Response(status_code=204)

@@ -73,6 +73,15 @@ class LeadMerged(LeadErased):
     title = "Lead merged into another"
 
 
+class LeadChanged(LeadsError):
+    """`If-Match` names another version of the lead than the stored one: someone changed
+    it since the caller read it (RFC 9110 §13.1.1)."""
+
+    status_code = 412
+    code = "precondition_failed"
+    title = "The lead changed since it was read"
+
+
 class LeadInvalid(LeadsError, ValidationFailed):
     """The lead breaks the schema; `errors` names every field (JSON pointer) and why.
 

@@ -15,6 +15,7 @@ from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads import service_contacts
 from cauce.leads.errors import (
+    LeadChanged,
     LeadDuplicate,
     LeadErased,
     LeadInvalid,
@@ -116,10 +117,36 @@ def _json_value(value: Any) -> Any:
 TRACKED_VALUES = ("status", "source", "owner", "team", "score")
 
 
+def etag(lead: Lead) -> str:
+    """The lead's entity tag (`ETag`, RFC 9110): its version, which every change grows."""
+    return f'"{lead.version}"'
+
+
+def check_version(lead: Lead, if_match: str | None) -> None:
+    """Refuse a change whose `If-Match` names no tag of the lead as stored now (`*`: any
+    version); no header, no check. The caller holds the lead's row lock."""
+    if if_match is None:
+        return
+    sent = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    if "*" in sent or etag(lead) in sent:
+        return
+    raise LeadChanged(
+        f"lead {lead.uid} changed since it was read: it is at {etag(lead)}, not at the "
+        "If-Match sent; read it again and send the change again"
+    )
+
+
 async def patch(
-    session: AsyncSession, rt: LeadsRuntime, uid: str, changes: LeadPatch, actor: str | None
+    session: AsyncSession,
+    rt: LeadsRuntime,
+    uid: str,
+    changes: LeadPatch,
+    actor: str | None,
+    *,
+    if_match: str | None = None,
 ) -> Lead:
-    """Apply a JSON merge patch; the lead is re-scored, re-keyed and synced again."""
+    """Apply a JSON merge patch; the lead is re-scored, re-keyed and synced again. With
+    `if_match` (the request's `If-Match`), only to the version it names."""
     values = changes.changes()
     others = {name: values.pop(name) for name in service_contacts.FIELDS if name in values}
     # The intake locks of a new email or phone (with its extension: one key) first, then
@@ -129,6 +156,7 @@ async def patch(
     if contact:
         await repo.lock_exact_keys(session, blocking_keys(record_of(contact)))
     lead = await live_lead(session, uid, for_update=True)
+    check_version(lead, if_match)
     tracked_before = {name: getattr(lead, name) for name in TRACKED_VALUES}
     keys_before = blocking_keys(repo.match_record(lead))
     contacts_before = {name: getattr(lead, name) for name in ("email", "phone", "phone_extension")}
@@ -311,9 +339,18 @@ def make_tombstone(lead: Lead, sync_status: str, now: datetime) -> None:
     lead.sync_status = sync_status
 
 
-async def erase(session: AsyncSession, rt: LeadsRuntime, uid: str, actor: str | None) -> Lead:
-    """GDPR erasure: personal data removed, a tombstone kept, the CRM told."""
+async def erase(
+    session: AsyncSession,
+    rt: LeadsRuntime,
+    uid: str,
+    actor: str | None,
+    *,
+    if_match: str | None = None,
+) -> Lead:
+    """GDPR erasure: personal data removed, a tombstone kept, the CRM told. With
+    `if_match`, only of the version it names."""
     lead = await live_lead(session, uid, for_update=True)
+    check_version(lead, if_match)
     now = utcnow()
     make_tombstone(lead, "erased", now)
     await repo_lead.erase_personal_data(session, lead.id)
