@@ -125,3 +125,19 @@ async def test_a_change_with_if_match_goes_ahead_only_on_that_version(
     assert gone.status_code == 412, gone.text
     current = (await api.get(url)).headers["etag"]
     assert (await api.delete(url, headers={"If-Match": current})).status_code == 204
+
+
+async def test_clearing_the_full_name_alone_is_refused_saying_how(
+    api: httpx.AsyncClient,
+) -> None:
+    """`full_name` is composed of the halves: `null` alone changed nothing, silently."""
+    lead = await post_lead(api, {"email": _email(), "full_name": "Ana López"})
+    for sent in (None, ""):
+        refused = await api.patch(f"/v1/leads/{lead['id']}", json={"full_name": sent})
+        assert refused.status_code == 422, refused.text
+        [error] = refused.json()["errors"]
+        assert (error["pointer"], error["type"]) == ("/full_name", "not_clearable")
+    cleared = await api.patch(
+        f"/v1/leads/{lead['id']}", json={"first_name": None, "last_name": None}
+    )
+    assert cleared.json()["full_name"] is None

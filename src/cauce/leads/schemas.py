@@ -382,6 +382,13 @@ class LeadPatch(_LeadFields):
         for name in _NOT_CLEARABLE:
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise field_error((name,), "not_clearable", "cannot be cleared")
+        if "full_name" in self.model_fields_set and self.full_name is None:
+            # Not stored but composed of the halves: clearing it alone would change nothing.
+            raise field_error(
+                ("full_name",),
+                "not_clearable",
+                "is made of first_name and last_name: clear those to clear it",
+            )
         self._settle_phone()
         self._settle_names(options_from(info).stored_country)
         return self
