@@ -115,8 +115,8 @@ def _anchored(node: Any, pointer: str = "", base: str | None = None) -> Any:
     """`node` with each `#/$defs/X` reference of an embedded schema pointing at that
     schema's own `$defs` (`#/paths/.../schema/$defs/X`).
 
-    A request body given as a model's whole JSON Schema (`_schema_body` in
-    `leads/endpoints.py`) keeps its `$defs` inside, but its `#/$defs/...` references
+    A request body given as a model's whole JSON Schema (`schema_body` in
+    `leads/json_bodies.py`) keeps its `$defs` inside, but its `#/$defs/...` references
     resolve from the document's root, where there are none. Schemathesis (like any client
     generator) then never sends a body to POST /v1/leads or PATCH /v1/leads/{lead_id}.
     That defect is `test_every_reference_resolves`'; this repair lets the fuzzing reach

@@ -34,6 +34,7 @@ from cauce.leads.candidates import (
 )
 from cauce.leads.endpoints import router
 from cauce.leads.endpoints_imports import imports_router
+from cauce.leads.endpoints_lead import lead_router
 from cauce.leads.endpoints_search import search_router
 from cauce.leads.endpoints_webhooks import webhooks_router
 from cauce.leads.imports_upkeep import register_import_task
@@ -50,9 +51,9 @@ log = structlog.get_logger("cauce.leads")
 
 
 def routers() -> list[APIRouter]:
-    """The leads context's HTTP routes (imports and search first: `/import/...` and
-    `/export.csv` before `/{id}`)."""
-    return [imports_router, search_router, router, webhooks_router]
+    """The leads context's HTTP routes (imports, search and intake first: `/import/...`,
+    `/export.csv` and `/batch` before `/{id}`, the routes on one lead)."""
+    return [imports_router, search_router, router, lead_router, webhooks_router]
 
 
 # Room for the multipart framing and the options field around the file itself.
