@@ -10,6 +10,15 @@ apostrophe back off (`csv_import`), so an export imports as it was (how its colu
 read back: `csv_columns`); a text that starts with apostrophes before such a character
 gets one more, so it too comes back as it was.
 
+Identifiers are text however they look: in the export's `EXPORT_TEXT_COLUMNS` a cell a
+spreadsheet would change by taking it for a number, a date or a time (`000123` losing its
+zeros, `1234567890123456789` rounded, `12/05` becoming a date, `5E3` the number 5000, an
+extension `007` becoming 7) starts with a tab (`as_text`), which makes Excel keep it as
+text and which an import trims off as it trims every cell (`csv_cells.cell_value`), so it
+too comes back as it was. A whole number a spreadsheet keeps as it is (`12`) is left so.
+An apostrophe would not do there: an import takes one off only before a formula
+character, and `'000123` would come back with it.
+
 Output is UTF-8 with a BOM by default: without it Excel reads UTF-8 as cp1252 and
 mangles accents.
 """
@@ -18,7 +27,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from enum import Enum
 from typing import Any
@@ -47,6 +56,9 @@ EXPORT_COLUMNS: tuple[str, ...] = (
 # How `other_emails` and `other_phones` list a lead's other contacts in a cell: a person
 # reads `+34612345678; +34699000111` where the stored list is space-separated.
 CONTACTS_SEPARATOR = "; "
+# The export's columns of identifiers, text however they look (`as_text`). A lead's `id`
+# (a UUID) hardly ever looks like a number, but nothing makes it unable to.
+EXPORT_TEXT_COLUMNS: frozenset[str] = frozenset({"id", "external_id", "phone_extension"})
 
 
 def contacts_cell(spaced: str | None) -> str:
@@ -62,6 +74,40 @@ def neutralise_cell(value: str) -> str:
     if value and (value[0] in FORMULA_PREFIXES or is_neutralised(value)):
         return "'" + value
     return value
+
+
+# What a spreadsheet opening a CSV reads as a number, a date, a time or a truth value
+# rather than text: digits with number and date punctuation (`000123`, `1.5`, `1,5`,
+# `12/05`, `10:30`, `5E3`, `50%`, `(5)`, `$5`), a month name beside digits (`MAR1`,
+# `1-ene`, `Sept 2`) and TRUE or FALSE. Broad on purpose: a cell it takes for one needlessly
+# only gains a tab.
+_NUMBER_LIKE = re.compile(r"[\s.,:/()%$€£+\-]*\d[\d\s.,:/()%$€£+\-eE]*")
+# (English, Spanish and Portuguese abbreviations: the spreadsheets of Spain and the Americas)
+_MONTHS = "jan|ene|feb|fev|mar|apr|abr|may|mai|jun|jul|aug|ago|sep|set|oct|out|nov|dec|dic|dez"
+_MONTH_DATE = re.compile(
+    rf"(?:\d{{1,4}}[\s./-]*)?(?:{_MONTHS})[a-zé]*\.?(?:[\s./-]*\d{{1,4}}){{0,2}}", re.IGNORECASE
+)
+_TRUTH = frozenset({"true", "false", "verdadero", "falso"})
+# A whole number a spreadsheet shows and saves back as it was: no leading zero, and at
+# most 11 digits (Excel's General format shows 12 or more in scientific notation, and a
+# CSV saved from it keeps that: `1.23457E+11`).
+_KEPT_NUMBER = re.compile(r"0|[1-9]\d{0,10}")
+
+
+def as_text(value: str) -> str:
+    """A cell of an identifier column (`EXPORT_TEXT_COLUMNS`): neutralised as any cell,
+    and else, when a spreadsheet would read it as a number, a date, a time or a truth
+    value and change it (a whole number it keeps as it is aside), after a tab that keeps
+    it text (see the module docstring)."""
+    neutralised = neutralise_cell(value)
+    if neutralised != value or not value or _KEPT_NUMBER.fullmatch(value):
+        return neutralised
+    looks = (
+        _NUMBER_LIKE.fullmatch(value)
+        or (any(c.isdigit() for c in value) and _MONTH_DATE.fullmatch(value))
+        or value.casefold() in _TRUTH
+    )
+    return "\t" + value if looks else value
 
 
 def cell_text(value: Any) -> str:
@@ -111,10 +157,13 @@ class _Writer:
         if bom:
             self._buffer.write(_BOM)
 
-    def row(self, cells: Iterable[Any]) -> None:
-        self._buffer.write(
-            self._delimiter.join(_quoted(neutralise_cell(cell_text(c))) for c in cells) + "\r\n"
+    def row(self, cells: Iterable[Any], text: Sequence[bool] = ()) -> None:
+        """One row; a cell whose `text` flag is set is an identifier's (`as_text`)."""
+        written = (
+            as_text(cell_text(c)) if i < len(text) and text[i] else neutralise_cell(cell_text(c))
+            for i, c in enumerate(cells)
         )
+        self._buffer.write(self._delimiter.join(_quoted(cell) for cell in written) + "\r\n")
 
     def take(self, *, force: bool = False) -> bytes | None:
         if not force and self._buffer.tell() < _FLUSH_BYTES:
@@ -132,18 +181,22 @@ def csv_export(
     delimiter: str = ",",
     bom: bool = True,
     header: bool = True,
+    text_columns: Collection[str] = (),
 ) -> Iterator[bytes]:
     """Stream records (dicts, ORM rows, pydantic models) as CSV byte chunks.
 
     A column may be dotted (`utm.source`) to reach a nested value; dicts and lists become
-    JSON text (`custom_fields`). Every cell, header included, is neutralised. A long export
-    read page by page calls this per page with `header=False, bom=False` after the first.
+    JSON text (`custom_fields`). Every cell, header included, is neutralised; a cell of
+    one of `text_columns` is kept text however it looks (`as_text`; the lead export
+    passes `EXPORT_TEXT_COLUMNS`). A long export read page by page calls this per page
+    with `header=False, bom=False` after the first.
     """
     writer = _Writer(delimiter, bom)
+    text = tuple(column in text_columns for column in columns)
     if header:
         writer.row(columns)
     for record in records:
-        writer.row(_lookup(record, column) for column in columns)
+        writer.row((_lookup(record, column) for column in columns), text)
         chunk = writer.take()
         if chunk:
             yield chunk

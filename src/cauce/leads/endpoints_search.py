@@ -1,34 +1,51 @@
 """The leads HTTP API's search side: `GET /v1/leads` (filters, cursor pages) and
 `GET /v1/leads/export.csv` (the same filters, streamed as CSV).
 
-Its router is included before `endpoints.router`, so `/export.csv` is never read as a
-lead id by `GET /v1/leads/{id}`.
+Its router is included before `endpoints_lead.lead_router`, so `/export.csv` is never read
+as a lead id by `GET /v1/leads/{id}`.
+
+A parameter given twice (`?status=new&status=won`) is refused (`_single_values`): read
+as FastAPI reads it, only the last value would count, silently. The cursor is opaque and
+bound to the filters of the search that gave it (`_cursor_for`, `_cursor_position`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
+import hashlib
+import unicodedata
+from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+import orjson
+import structlog
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 from starlette.responses import StreamingResponse
 
 from cauce.core.web.instants import ISO_8601_ONLY
 from cauce.core.web.openapi import NUL_IN_URL, VALIDATION_FAILED, key_problems, problems
+from cauce.core.web.problems import json_pointer
 from cauce.core.web.routing import CauceRoute
 from cauce.core.web.whole_numbers import WHOLE_NUMBER_TEXT
 from cauce.leads import repository_lead as repo_lead
-from cauce.leads.csv_export import EXPORT_COLUMNS, contacts_cell, csv_export
-from cauce.leads.endpoints import Read, parse_id, runtime
+from cauce.leads.csv_export import EXPORT_COLUMNS, EXPORT_TEXT_COLUMNS, contacts_cell, csv_export
+from cauce.leads.endpoints import Read, runtime
 from cauce.leads.errors import LeadInvalid
 from cauce.leads.field_types import in_utc
 from cauce.leads.models import Lead
 from cauce.leads.normalise import visible_text
+from cauce.leads.places import COUNTRY_CODES
 from cauce.leads.responses import LeadOut
 from cauce.leads.schemas import LeadSource, LeadStatus
 from cauce.leads.views import listed_view
+
+log = structlog.get_logger("cauce.leads.export")
 
 search_router = APIRouter(
     prefix="/v1/leads",
@@ -49,24 +66,101 @@ class LeadPage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     items: list[LeadOut]
-    next_cursor: str | None = None
+    next_cursor: str | None = Field(
+        default=None,
+        description="Opaque: send it as `cursor`, with the same filters, for the next page "
+        "(null on the last page)",
+    )
 
 
-def _cursor(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    cursor = parse_id(raw)
-    if cursor is None:
+async def _single_values(request: Request) -> None:
+    """Refuse a query parameter given more than once: FastAPI keeps only the last value
+    (`?status=new&status=won` searched `won` alone, `?limit=5&limit=200` gave 200), and
+    the filters are one value each (no OR). A 422 naming each such parameter."""
+    counts = Counter(name for name, _ in request.query_params.multi_items())
+    repeated = [(name, n) for name, n in counts.items() if n > 1]
+    if repeated:
         raise LeadInvalid(
             [
                 {
-                    "pointer": "#query/cursor",
-                    "detail": "not a cursor from a previous page",
-                    "type": "cursor",
+                    "pointer": json_pointer(("query", name)),
+                    "detail": f"is given {n} times: send it once (each filter takes one "
+                    "value, and only the last would have counted)",
+                    "type": "repeated",
                 }
+                for name, n in repeated
             ]
         )
-    return cursor
+
+
+# Runs after the key's check (a parameter of the route after `Read`), before the query is
+# read: a repeated parameter is refused whatever its values.
+SingleValues = Annotated[None, Depends(_single_values)]
+
+# A cursor: a version, the last row id of the page, a digest of the search's filters
+# (`_filters_digest`) and a check over those, in base64url. Not a secret (a client may
+# read any lead of the list anyway), only a guard: a cursor of another search, or one
+# edited by hand, is refused rather than silently skipping leads.
+_CURSOR_VERSION = 1
+_ID_BYTES, _FILTERS_BYTES, _CHECK_BYTES = 8, 6, 4
+_CURSOR_BYTES = 1 + _ID_BYTES + _FILTERS_BYTES + _CHECK_BYTES
+_MAX_ROW_ID = 2**63 - 1  # BIGINT
+
+
+def _filters_digest(query: repo_lead.LeadQuery) -> bytes:
+    """The digest of a search's filters, as normalised (`_query`): a cursor pages only
+    the search that gave it. The page size is not a filter: it may change between pages."""
+    fields = orjson.dumps(dataclasses.asdict(query), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(fields, digest_size=_FILTERS_BYTES, person=b"cauce-leads").digest()
+
+
+def _check(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=_CHECK_BYTES, person=b"cauce-cursor").digest()
+
+
+def _cursor_for(last_id: int, query: repo_lead.LeadQuery) -> str:
+    """The opaque cursor of the page after row `last_id` of the search `query`."""
+    payload = bytes([_CURSOR_VERSION]) + last_id.to_bytes(_ID_BYTES, "big") + _filters_digest(query)
+    return base64.urlsafe_b64encode(payload + _check(payload)).decode().rstrip("=")
+
+
+def _cursor_refused(kind: str, detail: str) -> LeadInvalid:
+    return LeadInvalid([{"pointer": "#query/cursor", "detail": detail, "type": kind}])
+
+
+def _cursor_position(raw: str | None, query: repo_lead.LeadQuery) -> int | None:
+    """The row id a cursor pages from; a 422 at `#query/cursor`: `cursor_invalid` for
+    anything `_cursor_for` did not write (an old numeric cursor, one edited by hand),
+    `cursor_mismatch` for a cursor of a search with other filters."""
+    if raw is None:
+        return None
+    data = b""
+    if len(raw) <= 2 * _CURSOR_BYTES:
+        try:
+            data = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            data = b""
+    if base64.urlsafe_b64encode(data).decode().rstrip("=") != raw:
+        data = b""  # only as `_cursor_for` writes it: no padding, no stray bits
+    payload, check = data[:-_CHECK_BYTES], data[-_CHECK_BYTES:]
+    last_id = int.from_bytes(payload[1 : 1 + _ID_BYTES], "big")
+    if (
+        len(data) != _CURSOR_BYTES
+        or payload[0] != _CURSOR_VERSION
+        or check != _check(payload)
+        or not 0 < last_id <= _MAX_ROW_ID
+    ):
+        raise _cursor_refused(
+            "cursor_invalid",
+            "is not a cursor this API gave: send a page's `next_cursor` as it came",
+        )
+    if payload[1 + _ID_BYTES :] != _filters_digest(query):
+        raise _cursor_refused(
+            "cursor_mismatch",
+            "comes from a search with other filters: a cursor pages only the search that "
+            "gave it (send the same filters, or start again without a cursor)",
+        )
+    return last_id
 
 
 # A date or a time without an offset is read as UTC (the times Cauce stores); a number
@@ -87,12 +181,16 @@ def _not_below(low: str) -> AfterValidator:
 
 
 # Each word of `q` is one LIKE over every lead (`repository_lead.search_words`, and
-# `other_script_words` for words in another script).
+# `other_script_words` for words in another script), and so is each phone number
+# (`phone_runs`: one condition, its forms in it).
 MAX_SEARCH_WORDS = 8
 
 
 def _few_words(value: str | None) -> str | None:
-    count = len(repo_lead.search_words(value)) + len(repo_lead.other_script_words(value))
+    phones, rest = repo_lead.phone_runs(value)
+    count = (
+        len(phones) + len(repo_lead.search_words(rest)) + len(repo_lead.other_script_words(value))
+    )
     if value is not None and count > MAX_SEARCH_WORDS:
         raise PydanticCustomError(
             "too_many_words",
@@ -100,6 +198,25 @@ def _few_words(value: str | None) -> str | None:
             {"most": MAX_SEARCH_WORDS},
         )
     return value
+
+
+def _nfc(value: str | None) -> str | None:
+    # Owners are stored composed (NFC, as every text field): a decomposed `Iñaki`
+    # (n + combining tilde, as some keyboards and macOS file names send it) is the same name.
+    return unicodedata.normalize("NFC", value) if value is not None else None
+
+
+def _known_country(value: str | None) -> str | None:
+    if value is None:
+        return None
+    code = value.upper()
+    if code not in COUNTRY_CODES:
+        raise PydanticCustomError(
+            "country_unknown",
+            "is not a country a lead can have: an ISO 3166-1 alpha-2 code such as ES, MX "
+            "or AR (in any case)",
+        )
+    return code
 
 
 class LeadSearch(BaseModel):
@@ -110,14 +227,25 @@ class LeadSearch(BaseModel):
     source: LeadSource | None = Field(
         default=None, description="Where the lead first came from (its `source`)"
     )
-    owner: str | None = Field(
+    owner: Annotated[str | None, AfterValidator(_nfc)] = Field(
         default=None, max_length=200, description="An owner's name, exactly (case too)"
     )
-    country: str | None = Field(default=None, min_length=2, max_length=2)
-    created_after: Instant | None = Field(
-        default=None, description="ISO 8601 date or time; without an offset, UTC"
+    country: Annotated[str | None, AfterValidator(_known_country)] = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="The lead's country: an ISO 3166-1 alpha-2 code (ES, MX...), any case",
     )
-    created_before: Annotated[Instant | None, _not_below("created_after")] = None
+    created_after: Instant | None = Field(
+        default=None,
+        description="Created at or after this instant (inclusive): ISO 8601 date or time; "
+        "without an offset, UTC. In a URL a `+` offset is sent as `%2B`",
+    )
+    created_before: Annotated[Instant | None, _not_below("created_after")] = Field(
+        default=None,
+        description="Created before this instant (exclusive): ISO 8601 date or time; "
+        "without an offset, UTC. In a URL a `+` offset is sent as `%2B`",
+    )
     min_score: Annotated[int | None, WHOLE_NUMBER_TEXT] = Field(default=None, ge=0, le=100)
     max_score: Annotated[int | None, WHOLE_NUMBER_TEXT, _not_below("min_score")] = Field(
         default=None, ge=0, le=100
@@ -126,7 +254,8 @@ class LeadSearch(BaseModel):
         default=None,
         max_length=200,
         description=f"Free text: up to {MAX_SEARCH_WORDS} words, each found somewhere in the "
-        "lead (accents, case and punctuation aside)",
+        "lead (accents, case and punctuation aside); digits in groups (`612 34 56 78`, "
+        "`+34 612-34-56-78`, `0034...`) are one phone number",
     )
     held: bool | None = Field(
         default=None,
@@ -138,7 +267,11 @@ class LeadSearch(BaseModel):
 class LeadFilters(LeadSearch):
     """Query filters of `GET /v1/leads`: the search, and the page."""
 
-    cursor: str | None = None
+    cursor: str | None = Field(
+        default=None,
+        description="`next_cursor` of the previous page, sent with the same filters: "
+        "opaque, and refused (422 `cursor_mismatch`) with other filters",
+    )
     limit: Annotated[int, WHOLE_NUMBER_TEXT] = Field(default=50, ge=1, le=200)
 
 
@@ -152,12 +285,12 @@ class LeadExport(LeadSearch):
     )
 
 
-def _query(filters: LeadSearch) -> repo_lead.LeadQuery:
+def _query(filters: LeadSearch, request: Request) -> repo_lead.LeadQuery:
     return repo_lead.LeadQuery(
         status=str(filters.status) if filters.status else None,
         source=str(filters.source) if filters.source else None,
         owner=filters.owner,
-        country=filters.country.upper() if filters.country else None,
+        country=filters.country,
         created_after=filters.created_after,
         created_before=filters.created_before,
         min_score=filters.min_score,
@@ -166,25 +299,32 @@ def _query(filters: LeadSearch) -> repo_lead.LeadQuery:
         # query of spaces alone is no query.
         text=visible_text(filters.q) or None if filters.q is not None else None,
         held=filters.held,
+        # A national phone number in `q` is read where intake reads one without a country.
+        phone_region=runtime(request).settings.leads.default_region.upper(),
     )
 
 
 @search_router.get("", response_model=LeadPage, summary="Search leads")
 async def list_leads(
-    request: Request, principal: Read, filters: Annotated[LeadFilters, Query()]
+    request: Request,
+    principal: Read,
+    _single: SingleValues,
+    filters: Annotated[LeadFilters, Query()],
 ) -> LeadPage:
-    """Leads matching every filter given, newest first, with cursor pagination."""
+    """Leads matching every filter given, newest first, with cursor pagination. A
+    parameter given twice is refused (422 `repeated`), as is a cursor of a search with
+    other filters (422 `cursor_mismatch`) or one this API did not give (`cursor_invalid`)."""
     rt = runtime(request)
+    query = _query(filters, request)
+    before = _cursor_position(filters.cursor, query)
     async with rt.sessionmaker() as session:
-        leads = await repo_lead.search(
-            session, _query(filters), before_id=_cursor(filters.cursor), limit=filters.limit + 1
-        )
+        leads = await repo_lead.search(session, query, before_id=before, limit=filters.limit + 1)
         more = len(leads) > filters.limit
         page = leads[: filters.limit]
         extras = await repo_lead.listed_extras(session, page)
     return LeadPage(
         items=[listed_view(lead, extras) for lead in page],
-        next_cursor=str(page[-1].id) if more and page else None,
+        next_cursor=_cursor_for(page[-1].id, query) if more and page else None,
     )
 
 
@@ -195,13 +335,20 @@ async def list_leads(
     responses={200: {"content": {"text/csv": {}}}},
 )
 async def export_leads(
-    request: Request, principal: Read, filters: Annotated[LeadExport, Query()]
+    request: Request,
+    principal: Read,
+    _single: SingleValues,
+    filters: Annotated[LeadExport, Query()],
 ) -> StreamingResponse:
-    """Every lead matching the filters, as CSV with spreadsheet formulas neutralised."""
+    """Every lead matching the filters, as CSV with spreadsheet formulas neutralised and
+    identifiers that look like numbers or dates kept as text. A parameter given twice is
+    refused (422 `repeated`)."""
     rt = runtime(request)
-    query = _query(filters)
+    query = _query(filters, request)
+    sent = 0
 
-    async def body() -> Any:
+    async def pages() -> AsyncIterator[bytes]:
+        nonlocal sent
         before: int | None = None
         first = True
         while True:
@@ -211,13 +358,32 @@ async def export_leads(
                 return
             rows = [_export_row(lead) for lead in leads]
             for chunk in csv_export(
-                rows, EXPORT_COLUMNS, delimiter=filters.delimiter, bom=first, header=first
+                rows,
+                EXPORT_COLUMNS,
+                delimiter=filters.delimiter,
+                bom=first,
+                header=first,
+                text_columns=EXPORT_TEXT_COLUMNS,
             ):
                 yield chunk
+            sent += len(leads)
             if not leads:
                 return
             first = False
             before = leads[-1].id
+
+    async def body() -> AsyncIterator[bytes]:
+        # The status line (200) went out with the first chunk: a failure after it, or a
+        # client that went away, leaves a cut file, which the access line cannot say.
+        try:
+            async for chunk in pages():
+                yield chunk
+        except Exception as exc:
+            log.error("leads.export.aborted", reason="error", error=type(exc).__name__, rows=sent)
+            raise
+        except BaseException:  # cancelled, or closed: the client went away
+            log.warning("leads.export.aborted", reason="client_gone", rows=sent)
+            raise
 
     return StreamingResponse(
         body(),

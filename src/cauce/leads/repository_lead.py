@@ -208,8 +208,8 @@ def search_words(text: str | None) -> list[str]:
 
 
 # A word of a phone number: digits, with dots, dashes or brackets (`(91)`, `123-45-67`);
-# only the first word of a number may start with `+`.
-_PHONE_WORD = re.compile(r"\+?[0-9().\-]*[0-9][0-9().\-]*")
+# only the first word of a number may start with `+` (or `(+`: `(+34) 612...`).
+_PHONE_WORD = re.compile(r"\(?\+?[0-9().\-]*[0-9][0-9().\-]*")
 # Fewer digits than this, without a `+` or `00` before them, are words, not a number:
 # `5 28` (a street number and a floor) is two words, as it always was.
 _PHONE_MIN_DIGITS = 6
@@ -229,7 +229,8 @@ def phone_runs(text: str | None) -> tuple[list[str], str]:
 
     def close() -> None:
         digits = "".join(c for c in "".join(run) if c.isdigit())
-        if run and (run[0].startswith(("+", "00")) or len(digits) >= _PHONE_MIN_DIGITS):
+        prefixed = bool(run) and run[0].lstrip("(").startswith(("+", "00"))
+        if run and (prefixed or len(digits) >= _PHONE_MIN_DIGITS):
             phones.append(" ".join(run))
         else:
             rest.extend(run)
@@ -240,7 +241,7 @@ def phone_runs(text: str | None) -> tuple[list[str], str]:
             close()
             rest.append(word)
             continue
-        if word.startswith("+"):
+        if word.lstrip("(").startswith("+"):
             close()
         run.append(word)
     close()
