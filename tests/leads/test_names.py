@@ -60,6 +60,10 @@ from cauce.leads.normalise import smart_case_name, split_full_name
         ("Marcos Vinícius Lima", "Marcos Vinícius", "Lima"),
         ("Ana Luiza Costa Pereira", "Ana Luiza", "Costa Pereira"),
         ("Maria Clara Santos", "Maria Clara", "Santos"),
+        # ... only before a surname: alone after a given name, they are its surname.
+        ("Carlos Roberto", "Carlos", "Roberto"),
+        ("Juan Vitor", "Juan", "Vitor"),
+        ("Ana de Assis", "Ana", "de Assis"),
         # Also surnames: after a single given name they are the surname.
         ("María de las Nieves", "María", "de las Nieves"),
         ("Julio César", "Julio", "César"),

@@ -88,3 +88,42 @@ async def test_an_arrival_on_another_extension_is_kept_with_it(api: httpx.AsyncC
     shown = (await api.get(f"/v1/leads/{lead['id']}")).json()
     assert shown["phone_extension"] == "7"
     assert shown["other_phones"] == ["+34910824000;ext=8"]
+
+
+async def test_a_patch_to_an_extension_of_a_listed_switchboard_leaves_it_no_key(
+    api: httpx.AsyncClient,
+) -> None:
+    """The bare switchboard an arrival brought is in the other phones; a PATCH giving the
+    lead an extension on it takes it out (it was hidden and still a key: a colleague could
+    not take the switchboard as their own number; found by review)."""
+    email, mobile = _email("ana"), _mobile()
+    ana = await post_lead(api, {"email": email, "phone": mobile, "first_name": "Ana"})
+    await post_lead(api, {"email": email, "phone": SWITCHBOARD, "first_name": "Ana"})
+    url = f"/v1/leads/{ana['id']}"
+    assert (await api.get(url)).json()["other_phones"] == ["+34910824000"]
+    moved = await api.patch(url, json={"phone": SWITCHBOARD, "phone_extension": "5"})
+    assert moved.status_code == 200, moved.text
+    assert (await api.get(url)).json()["other_phones"] == [mobile.replace(" ", "")]
+    colleague = await post_lead(api, {"email": _email("bruno"), "phone": _mobile()})
+    took = await api.patch(f"/v1/leads/{colleague['id']}", json={"phone": SWITCHBOARD})
+    assert took.status_code == 200, took.text
+
+
+async def test_a_batch_folds_an_extension_as_single_leads_do(api: httpx.AsyncClient) -> None:
+    """An arrival's extension of another number stays with it in a batch too: the batch
+    gave the lead that extension on its own number, keyed it so in memory, and a later
+    item with the lead's own number was created apart (one by one it merged)."""
+    number, other = _mobile(), _mobile()
+    items = [
+        {"email": _email("carla"), "phone": number, "first_name": "Carla"},
+        {"phone": other, "phone_extension": "7", "first_name": "Carla"},
+        {"email": _email("carla2"), "phone": number, "first_name": "Carla"},
+    ]
+    items[1]["email"] = items[0]["email"]
+    batch = await api.post("/v1/leads/batch", json={"items": items})
+    assert batch.status_code == 200, batch.text
+    outcomes = [item["outcome"] for item in batch.json()["items"]]
+    assert outcomes == ["created", "merged", "merged"]
+    lead = (await api.get(f"/v1/leads/{batch.json()['items'][0]['id']}")).json()
+    assert (lead["phone"], lead["phone_extension"]) == (number.replace(" ", ""), None)
+    assert f"{other.replace(' ', '')};ext=7" in lead["other_phones"]

@@ -9,14 +9,13 @@ them too; edits (`service_edit`) change the same fields.
 from __future__ import annotations
 
 from datetime import datetime
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from cauce.core.config_lead_facts import LEAD_TEXT_FIELDS
 from cauce.core.observability.trace_parent import current_traceparent
 from cauce.leads.field_types import MAX_CUSTOM_FIELDS
 from cauce.leads.matching import FieldChange, merge
-from cauce.leads.matching.plan import OTHER_CONTACTS, other_contacts
+from cauce.leads.matching.plan import OTHER_CONTACTS, merged_extension, other_contacts
 from cauce.leads.models import Lead
 
 if TYPE_CHECKING:
@@ -98,21 +97,10 @@ def _merged_extension(
     overwrite: tuple[str, ...],
 ) -> FieldChange | None:
     """Fold an arrival's phone extension into `lead`, whose phone the merge has settled
-    (`phone_before` it). An extension goes with its number: when the merge gave the lead
-    the arrival's number, its extension (or none) comes along; when both have one number,
-    the arrival's extension fills a missing one, and replaces another only if configured
-    (`overwrite_fields` naming `phone_extension` or `phone`); an arrival's extension of
-    another number stays with that arrival (`lead_sources`). What changed, if anything."""
+    (`phone_before` it), by `plan.merged_extension`. What changed, if anything."""
     old = lead.phone_extension
-    if lead.phone != phone_before:
-        new = extension
-    elif phone is None or phone != lead.phone or extension is None or extension == old:
-        return None
-    elif old is None or any(
-        fnmatchcase(name, pattern) for pattern in overwrite for name in ("phone_extension", "phone")
-    ):
-        new = extension
-    else:
+    new, kept_out = merged_extension(phone_before, old, lead.phone, phone, extension, overwrite)
+    if kept_out:
         return FieldChange("phone_extension", "kept", old, extension)
     if new == old:
         return None

@@ -48,10 +48,18 @@ _PARTICLES = frozenset(
 _CONNECTORS = frozenset({"y", "i", "e"})
 _LOWER_WORDS = _PARTICLES | _CONNECTORS
 
+# Second given names of Brazil (`Pedro Henrique Alves`, `Francisco de Assis Pereira`)
+# read so only before a surname: alone after a given name they are its surname
+# (`Carlos Roberto`, `Juan Vitor`, `Ana de Assis`).
+_BEFORE_SURNAME = frozenset(
+    "de-assis henrique vitor victor vinicius roberto clara luiza eduarda helena cecilia".split()  # noqa: SIM905
+)
+
 # Second given names common enough in Spanish and Portuguese that "A B C" is more likely
 # "A B" + surname than "A" + two surnames. Compared without accents or case.
-_SECOND_GIVEN = frozenset(
-    """
+_SECOND_GIVEN = (
+    frozenset(
+        """
     jose maria luis carlos antonio manuel miguel angel jesus juan francisco javier
     ignacio alberto andres eduardo enrique fernando pablo ramon rafael alejandro
     pedro david daniel felipe isabel carmen teresa pilar elena eugenia fernanda josefa
@@ -63,9 +71,10 @@ _SECOND_GIVEN = frozenset(
     emilio julio cesar arturo hector raul sergio mario lucia sofia beatriz patricia
     de-dios de-las-nieves del-mar del-socorro del-rocio del-consuelo de-guadalupe
     de-fatima das-gracas da-conceicao do-carmo das-dores da-gloria da-penha do-socorro
-    de-ribamar de-assis henrique vitor victor vinicius roberto clara luiza eduarda
-    helena cecilia
+    de-ribamar
     """.split()  # noqa: SIM905
+    )
+    | _BEFORE_SURNAME
 )
 
 # Given names that are also common surnames (in Spain, Latin America, Portugal or
@@ -145,7 +154,7 @@ def _is_compound_given(second: str) -> bool:
     """Whether a name of two units ending in this one is one compound given name
     (`María José`, `María del Carmen`): a common second given name, not a common surname."""
     key = _unit_key(second)
-    return key in _SECOND_GIVEN and key not in _ALSO_SURNAMES
+    return key in _SECOND_GIVEN and key not in _ALSO_SURNAMES and key not in _BEFORE_SURNAME
 
 
 # Forms of address before a name (`Sr. D. José García`, `Dña. María López`, `Dr. Ruiz`),

@@ -382,7 +382,10 @@ class LeadPatch(_LeadFields):
         for name in _NOT_CLEARABLE:
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise field_error((name,), "not_clearable", "cannot be cleared")
-        if "full_name" in self.model_fields_set and self.full_name is None:
+        halves_cleared = {"first_name", "last_name"} <= self.model_fields_set and (
+            self.first_name is None and self.last_name is None
+        )
+        if "full_name" in self.model_fields_set and self.full_name is None and not halves_cleared:
             # Not stored but composed of the halves: clearing it alone would change nothing.
             raise field_error(
                 ("full_name",),

@@ -127,7 +127,8 @@ def check_version(lead: Lead, if_match: str | None) -> None:
     version); no header, no check. The caller holds the lead's row lock."""
     if if_match is None:
         return
-    sent = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    # Strong comparison (RFC 9110 §13.1.1): a weak tag (`W/"3"`) matches no version.
+    sent = {tag.strip() for tag in if_match.split(",")}
     if "*" in sent or etag(lead) in sent:
         return
     raise LeadChanged(
@@ -353,6 +354,7 @@ async def erase(
     check_version(lead, if_match)
     now = utcnow()
     make_tombstone(lead, "erased", now)
+    lead.hold_evidence = None  # held no more: nothing is left to review
     await repo_lead.erase_personal_data(session, lead.id)
     await forget_subject(session, lead.uid)  # stored answers that show the lead
     session.add(LeadEvent(lead_id=lead.id, action="erased", changes={}, actor=actor, at=now))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import functools
 from collections.abc import Callable, Iterable, Mapping
+from fnmatch import fnmatchcase
 from typing import Final
 
 from cauce.leads.matching.blocking import EXACT_PREFIXES, keys_of, strongest
@@ -95,21 +96,23 @@ def record_of(values: Mapping[str, object]) -> MatchRecord:
 
 def other_contacts(
     before: Mapping[str, object], after: Mapping[str, object], incoming: Mapping[str, object]
-) -> dict[str, str]:
+) -> dict[str, str | None]:
     """The other contacts a lead gets from a merge (see `OTHER_CONTACTS`): `before` and
     `after` the lead's values around it, `incoming` the arrival's. An email or phone that
     is neither the merged lead's own nor listed already (compared by match key: a Gmail
     address with dots is the one without) joins the list, the lead's old one too if a
-    merge overwrote it. Only the columns that change are returned."""
-    out: dict[str, str] = {}
+    merge overwrote it; one listed that is now the lead's own leaves it. Only the columns
+    that change are returned (None: none left)."""
+    out: dict[str, str | None] = {}
     for field, column in OTHER_CONTACTS:
-        listed = (_text(after.get(column)) or "").split()
         key = contact_key(field)
-        known = {key(value) for value in listed}
         # The lead's own, and its number without the extension: the switchboard of its
         # own extension is no other phone of its (colleagues share it).
-        known.update((key(_contact(after, field)), key(_text(after.get(field)))))
-        added = False
+        own = {key(_contact(after, field)), key(_text(after.get(field)))} - {None}
+        was = (_text(after.get(column)) or "").split()
+        listed = [value for value in was if key(value) not in own]
+        known = {key(value) for value in listed} | own
+        added = len(listed) != len(was)
         for value in (_contact(before, field), _contact(incoming, field)):
             if not value or len(listed) >= MAX_OTHER_CONTACTS or (k := key(value)) in known:
                 continue
@@ -119,7 +122,7 @@ def other_contacts(
             known.add(k)
             added = True
         if added:
-            out[column] = " ".join(listed)
+            out[column] = " ".join(listed) or None
     return out
 
 
@@ -137,7 +140,9 @@ def patched_contacts(
         if key(old) == key(new):
             continue
         listed = (_text(after.get(column)) or "").split()
-        kept = [value for value in listed if key(value) != key(new)]
+        # The new one leaves them, and so does its number without its extension.
+        own = {key(new), key(_text(after.get(field)))}
+        kept = [value for value in listed if key(value) not in own]
         merged = other_contacts(before, {**after, column: " ".join(kept)}, {}) if new else {}
         value = merged.get(column, " ".join(kept)) or None
         if value != _text(after.get(column)):
@@ -391,9 +396,22 @@ class BatchMatcher:
     def merge_into(self, lead_id: int, incoming: MatchValues) -> None:
         """Fold `incoming` into a known lead; re-file it if its match fields changed."""
         known = dict(zip(MATCH_COLUMNS, self._values[lead_id], strict=True))
-        merged, changes = merge(known, incoming, self.settings)
+        # An extension goes with its number (`merged_extension`), as the stored merge
+        # folds it (`intake_merge.apply_merge`), not by the generic rules.
+        fields = {name: value for name, value in incoming.items() if name != "phone_extension"}
+        merged, changes = merge(known, fields, self.settings)
+        extension, _ = merged_extension(
+            known["phone"],
+            known["phone_extension"],
+            _text(merged.get("phone")),
+            incoming.get("phone"),
+            incoming.get("phone_extension"),
+            self.settings.overwrite_fields,
+        )
+        moved = extension != known["phone_extension"]
+        merged["phone_extension"] = extension
         others = other_contacts(known, merged, incoming)
-        if not others and not any(c.changed for c in changes):
+        if not others and not moved and not any(c.changed for c in changes):
             return
         merged.update(others)
         values = match_values(merged)
@@ -406,6 +424,32 @@ class BatchMatcher:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def merged_extension(
+    phone_before: str | None,
+    old: str | None,
+    phone_after: str | None,
+    phone: str | None,
+    extension: str | None,
+    overwrite: tuple[str, ...],
+) -> tuple[str | None, bool]:
+    """A lead's phone extension after an arrival (`phone`, `extension`) merged into it,
+    its phone having gone from `phone_before` to `phone_after`; and whether the arrival's
+    differing extension was kept out. An extension goes with its number: when the merge
+    gave the lead the arrival's number, its extension (or none) comes along; when both
+    have one number, the arrival's extension fills a missing one, and replaces another
+    only if configured (`overwrite_fields` naming `phone_extension` or `phone`); an
+    arrival's extension of another number stays with that arrival."""
+    if phone_after != phone_before:
+        return extension, False
+    if phone is None or phone != phone_after or extension is None or extension == old:
+        return old, False
+    if old is None or any(
+        fnmatchcase(name, pattern) for pattern in overwrite for name in ("phone_extension", "phone")
+    ):
+        return extension, False
+    return old, True
 
 
 def phone_contact(phone: str | None, extension: str | None) -> str | None:
