@@ -81,6 +81,11 @@ async def test_fields_cauce_sets_are_told_read_only(api: httpx.AsyncClient) -> N
     batch = await api.post("/v1/leads/batch", json={"items": [{"email": _email(), "team": "x"}]})
     [item] = batch.json()["items"]
     assert [(e["pointer"], e["type"]) for e in item["errors"]] == [("/items/0/team", "read_only")]
+    # A batch's own body, or a review's, is no lead: an extra member there is just extra.
+    envelope = await api.post("/v1/leads/batch", json={"items": [], "score": 1})
+    assert {e["pointer"]: e["type"] for e in envelope.json()["errors"]}["/score"] == (
+        "extra_forbidden"
+    )
 
 
 async def test_an_updated_line_gives_the_sales_state_before_and_after(

@@ -20,7 +20,11 @@ from starlette.responses import Response
 from cauce.core.errors import UnsupportedMediaType, malformed_json
 from cauce.core.web.openapi import inline_schema
 from cauce.leads.errors import LeadInvalid
+from cauce.leads.schemas import LeadIn, LeadPatch
 from cauce.leads.schemas_batch import MAX_ITEM_ERRORS, crowded, field_errors
+
+# The bodies that are a lead or a change of one (`invalid`'s read-only answers).
+LEAD_MODELS: Final = (LeadIn, LeadPatch)
 
 JSON: Final = "application/json"
 
@@ -54,15 +58,18 @@ def invalid(exc: ValidationError, body: bytes, model: type[BaseModel]) -> Except
     """A broken JSON body's 400, or the fields' 422: at most `MAX_ITEM_ERRORS` errors, or
     the one of an object with far more members than its model has fields (`crowded`)."""
     count = exc.error_count()
+    lead = model in LEAD_MODELS  # a lead's or a change's: read-only members told so
     if count <= MAX_ITEM_ERRORS:
-        return malformed_json(exc.errors()) or LeadInvalid(field_errors(exc))
+        return malformed_json(exc.errors()) or LeadInvalid(field_errors(exc, lead=lead))
     # Broken JSON is one error, so the body parses. Only this many errors can come from
     # a crowded object, and then turning each into a dict costs more than reading the
     # body again (60,000 unknown members in 1 MiB: 0.3 s, and 5 MB of answer).
     too_many = crowded(_parsed(body), model)
     if too_many is not None:
         return LeadInvalid([too_many])
-    return LeadInvalid(field_errors(exc, most=MAX_ITEM_ERRORS), f"{count} field(s) are invalid")
+    return LeadInvalid(
+        field_errors(exc, most=MAX_ITEM_ERRORS, lead=lead), f"{count} field(s) are invalid"
+    )
 
 
 def _parsed(body: bytes) -> Any:

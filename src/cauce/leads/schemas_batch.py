@@ -84,20 +84,20 @@ READ_ONLY_DETAIL = "is read-only: Cauce sets it (leave it out)"
 
 
 def _read_only(loc: list[int | str]) -> bool:
-    """A member of the lead itself (or of a batch's item) that Cauce sets."""
-    top = loc[2:] if len(loc) == 3 and loc[0] == "items" else loc
-    return len(top) == 1 and top[0] in READ_ONLY_FIELDS
+    """A member of the lead itself that Cauce sets."""
+    return len(loc) == 1 and loc[0] in READ_ONLY_FIELDS
 
 
 def field_errors(
-    exc: ValidationError, prefix: str = "", most: int | None = None
+    exc: ValidationError, prefix: str = "", most: int | None = None, *, lead: bool = False
 ) -> list[FieldError]:
     """Each pydantic error as `{pointer, detail, type}` (core's 422 `errors[]` shape).
 
     The pointer is RFC 6901 (`~` → `~0`, `/` → `~1`) under `prefix` (`/items/3`); an
     invalid dict key points at the key (`/custom_fields/Bad Key`). With `most`, the first
     `most` errors only, and a last `too_many_errors` entry at `prefix` saying how many
-    were left out.
+    were left out. `lead`: the errors are a lead's (or a change's), whose members that
+    Cauce sets are answered `read_only`.
     """
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     shown = errors if most is None else errors[:most]
@@ -105,7 +105,7 @@ def field_errors(
     for error in shown:
         loc = [p for p in error["loc"] if p != "[key]"]
         pointer = prefix + "".join(f"/{_escape(p)}" for p in loc)
-        if error["type"] == "extra_forbidden" and _read_only(loc):
+        if lead and error["type"] == "extra_forbidden" and _read_only(loc):
             out.append(FieldError(pointer=pointer, detail=READ_ONLY_DETAIL, type="read_only"))
             continue
         out.append(FieldError(pointer=pointer, detail=error["msg"], type=error["type"]))
@@ -211,7 +211,7 @@ def validate_lead(
     try:
         return LeadIn.model_validate(raw, context=options.context())
     except ValidationError as exc:
-        return field_errors(exc, pointer_prefix, most_errors)
+        return field_errors(exc, pointer_prefix, most_errors, lead=True)
 
 
 def validate_batch(
