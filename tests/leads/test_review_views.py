@@ -85,3 +85,31 @@ async def test_a_lead_held_before_the_evidence_was_kept_shows_an_empty_hold(
         await session.execute(update(Lead).where(Lead.uid == held).values(hold_evidence=None))
     hold = (await api.get(f"/v1/leads/{held}")).json()["hold"]
     assert hold == {"match": None, "confidence": None, "reasons": []}
+
+
+async def test_the_review_queue_can_be_worked_oldest_first(api: httpx.AsyncClient) -> None:
+    """`order=oldest` lists (and pages, and exports) in the order the leads arrived: a
+    review queue is worked first come first (it listed newest first only)."""
+    held = []
+    for n in range(3):
+        await post_lead(api, {**JOSE, "email": f"jose{n}@aceitunasdelsur{n}.es"})
+        lookalike = await post_lead(
+            api, {**LOOKALIKE, "email": f"jfr{n}@hotmail.com", "phone": None, "city": "Sevilla"}
+        )
+        if lookalike["outcome"] == "held_for_review":
+            held.append(lookalike["id"])
+    assert len(held) >= 2, held
+    first = await api.get("/v1/leads", params={"held": "true", "order": "oldest", "limit": 1})
+    page = first.json()
+    ids = [item["id"] for item in page["items"]]
+    while page["next_cursor"]:
+        params = {"held": "true", "order": "oldest", "limit": 1, "cursor": page["next_cursor"]}
+        page = (await api.get("/v1/leads", params=params)).json()
+        ids += [item["id"] for item in page["items"]]
+    assert [i for i in ids if i in held] == held
+    newest = (await api.get("/v1/leads", params={"held": "true"})).json()["items"]
+    assert [item["id"] for item in newest if item["id"] in held] == held[::-1]
+    # A cursor of one order is refused with the other (its filters differ).
+    cursor = first.json()["next_cursor"]
+    mixed = await api.get("/v1/leads", params={"held": "true", "cursor": cursor})
+    assert mixed.status_code == 422, mixed.text

@@ -262,6 +262,11 @@ class LeadSearch(BaseModel):
         description="true: only leads held for review (possible duplicates); "
         "false: only leads not held",
     )
+    order: Literal["newest", "oldest"] = Field(
+        default="newest",
+        description="newest first (the default), or oldest first: a review queue "
+        "(`held=true`) worked in the order the leads arrived",
+    )
 
 
 class LeadFilters(LeadSearch):
@@ -299,6 +304,7 @@ def _query(filters: LeadSearch, request: Request) -> repo_lead.LeadQuery:
         # query of spaces alone is no query.
         text=visible_text(filters.q) or None if filters.q is not None else None,
         held=filters.held,
+        oldest_first=filters.order == "oldest",
         # A national phone number in `q` is read where intake reads one without a country.
         phone_region=runtime(request).settings.leads.default_region.upper(),
     )

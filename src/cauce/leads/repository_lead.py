@@ -131,6 +131,7 @@ class LeadQuery:
     max_score: int | None = None
     text: str | None = None
     held: bool | None = None  # held for review (True), or not (False)
+    oldest_first: bool = False  # the order of the leads (and of the cursor's pages)
     include_erased: bool = False
     # The region a national phone number in `text` is read in (`leads.default_region`).
     phone_region: str = DEFAULT_PHONE_REGION
@@ -139,13 +140,15 @@ class LeadQuery:
 async def search(
     session: AsyncSession, query: LeadQuery, *, before_id: int | None, limit: int
 ) -> list[Lead]:
-    """Leads matching `query`, newest first, below the cursor `before_id`."""
-    statement = select(Lead).order_by(Lead.id.desc()).limit(limit)
+    """Leads matching `query`, newest first (by id: the order they arrived in) past the
+    cursor `before_id` (below it; above it, oldest first, with `query.oldest_first`)."""
+    oldest = query.oldest_first
+    statement = select(Lead).order_by(Lead.id if oldest else Lead.id.desc()).limit(limit)
     conditions: list[Any] = []
     if not query.include_erased:
         conditions.append(Lead.erased_at.is_(None))
     if before_id is not None:
-        conditions.append(Lead.id < before_id)
+        conditions.append(Lead.id > before_id if oldest else Lead.id < before_id)
     for column, value in (
         (Lead.status, query.status),
         (Lead.source, query.source),
