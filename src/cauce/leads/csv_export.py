@@ -51,7 +51,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "external_id", "language", "is_disposable_email", "is_free_email", "utm.source",
     "utm.medium", "utm.campaign", "utm.term", "utm.content", "consent.marketing",
     "consent.given_at", "consent.wording_version", "consent.source", "custom_fields",
-    "updated_at", "other_emails", "other_phones", "phone_extension",
+    "updated_at", "other_emails", "other_phones", "phone_extension", "team", "duplicate_of",
 )  # fmt: skip
 # How `other_emails` and `other_phones` list a lead's other contacts in a cell: a person
 # reads `+34612345678; +34699000111` where the stored list is space-separated.

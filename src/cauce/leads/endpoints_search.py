@@ -360,9 +360,10 @@ async def export_leads(
         while True:
             async with rt.sessionmaker() as session:
                 leads = await repo_lead.search(session, query, before_id=before, limit=500)
+                held = (await repo_lead.listed_extras(session, leads)).held_against
             if not leads and not first:
                 return
-            rows = [_export_row(lead) for lead in leads]
+            rows = [_export_row(lead, held.get(lead.id)) for lead in leads]
             for chunk in csv_export(
                 rows,
                 EXPORT_COLUMNS,
@@ -398,11 +399,13 @@ async def export_leads(
     )
 
 
-def _export_row(lead: Lead) -> dict[str, Any]:
+def _export_row(lead: Lead, duplicate_of: str | None) -> dict[str, Any]:
     # Plain columns by name; dotted ones (`utm.source`) are looked up inside `utm`.
+    # `duplicate_of`: the id of the live lead a held one is held against.
     row = {name: getattr(lead, name, None) for name in EXPORT_COLUMNS if "." not in name}
     row.update(
         id=lead.uid,
+        duplicate_of=duplicate_of,
         is_disposable_email=lead.email_disposable,
         is_free_email=lead.email_free,
         utm=lead.utm,
