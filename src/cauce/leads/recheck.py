@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cauce.core.db import unit_of_work
 from cauce.core.errors import CauceError
 from cauce.leads import service_edit
-from cauce.leads.errors import LeadErased, LeadNotFound
+from cauce.leads.errors import LeadChanged, LeadErased, LeadNotFound
 from cauce.leads.models import Lead
 from cauce.leads.schemas import LeadIn, LeadPatch
 from cauce.leads.service import LeadsRuntime
@@ -138,10 +138,6 @@ class RecheckReport:
         return sum(n for (_, action), n in self.found.items() if action is Action.CLEAR)
 
 
-class _Changed(Exception):
-    """The lead is not as the scan read it."""
-
-
 async def count_live(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     """The leads not erased (for a progress display)."""
     async with sessionmaker() as session:
@@ -166,13 +162,12 @@ async def _page(
 
 async def _clear(rt: LeadsRuntime, uid: str, version: int, fields: list[str], actor: str) -> None:
     """Clear `fields` of the lead through the PATCH service, in one transaction, if it
-    is still the version the scan read (`_Changed` otherwise)."""
+    is still the version the scan read (`LeadChanged` otherwise: the If-Match check)."""
     changes = LeadPatch.model_validate(dict.fromkeys(fields))
     async with unit_of_work(rt.sessionmaker) as session:
-        lead = await service_edit.live_lead(session, uid, for_update=True)
-        if lead.version != version:
-            raise _Changed
-        await service_edit.patch(session, rt, uid, changes, actor)
+        await service_edit.patch(
+            session, rt, uid, changes, actor, if_match=service_edit.etag_of(version)
+        )
 
 
 async def recheck(
@@ -203,7 +198,7 @@ async def recheck(
                 continue
             try:
                 await _clear(rt, str(row["uid"]), int(row["version"]), clears, actor)
-            except (_Changed, LeadNotFound, LeadErased):
+            except (LeadChanged, LeadNotFound, LeadErased):
                 report.skipped += 1
             except CauceError as exc:  # a patch refused: reported, the run goes on
                 report.refused += 1

@@ -119,7 +119,12 @@ TRACKED_VALUES = ("status", "source", "owner", "team", "score")
 
 def etag(lead: Lead) -> str:
     """The lead's entity tag (`ETag`, RFC 9110): its version, which every change grows."""
-    return f'"{lead.version}"'
+    return etag_of(lead.version)
+
+
+def etag_of(version: int) -> str:
+    """The entity tag of a lead's `version` (`"3"`)."""
+    return f'"{version}"'
 
 
 def check_version(lead: Lead, if_match: str | None) -> None:
