@@ -138,12 +138,44 @@ def search_text_of(lead: Lead) -> str:
     return search_text(" ".join(v for name in SEARCHED if (v := lead.__dict__.get(name))))
 
 
+# Latin letters Unicode gives no decomposition (so `fold` drops them: "Łukasz" was
+# "ukasz", "Søren" "s ren"), as a keyboard without them types them: `q=lukasz` finds
+# Łukasz, `q=soren` Søren, `q=orsted` Ørsted. Lower case only: `search_fold` casefolds
+# first. Search only; matching's `fold` and its stored keys stay as they are.
+_PLAIN_LETTERS = str.maketrans(
+    {
+        "ł": "l",
+        "ø": "o",
+        "æ": "ae",
+        "œ": "oe",
+        "đ": "d",
+        "ð": "d",
+        "þ": "th",
+        "\u0131": "i",  # dotless i
+        "ħ": "h",
+        "ŧ": "t",
+        "ŋ": "n",
+        "ĸ": "k",
+        "ŀ": "l",
+    }
+)
+
+
+def search_fold(text: str | None) -> str:
+    """`fold` for search: the letters of `_PLAIN_LETTERS` kept as their plain ones."""
+    if not text:
+        return ""
+    if text.isascii():
+        return fold(text)
+    return fold(text.casefold().translate(_PLAIN_LETTERS))
+
+
 def search_text(text: str) -> str:
-    """`search_text_of` for the searched fields' text (migration 0015 has a frozen copy)."""
-    folded = fold(text)
+    """`search_text_of` for the searched fields' text (migration 0023 has a frozen copy)."""
+    folded = search_fold(text)
     joined = []
     for token in text.split():
-        words = fold(token).split()
+        words = search_fold(token).split()
         if len(words) > 1:
             joined.append("".join(words))
     return " ".join([folded, *joined]) if joined else folded

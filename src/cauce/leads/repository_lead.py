@@ -17,8 +17,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.text_fold import contains_folded
-from cauce.leads.matching.record import fold
-from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource
+from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource, search_fold
 from cauce.leads.phones import DEFAULT_PHONE_REGION, normalise_phone
 
 
@@ -202,7 +201,7 @@ def search_words(text: str | None) -> list[str]:
     """The words of a free-text query, folded as `search_text` is, each once, leaving out
     a word inside another (`ana` finds every lead `a` would): each is one LIKE over the
     whole table, so "e a o i ..." is not a hundred of them."""
-    words = sorted(set(fold(text).split()), key=len, reverse=True)
+    words = sorted(set(search_fold(text).split()), key=len, reverse=True)
     kept: list[str] = []
     for word in words:
         if not any(word in longer for longer in kept):
@@ -282,7 +281,7 @@ def other_script_words(text: str | None) -> list[str]:
     name, `Женя ivanova` both scripts."""
     found: list[str] = []
     for word in (text or "").split():
-        if any(c.isalpha() and not fold(c) for c in word) and word not in found:
+        if any(c.isalpha() and not search_fold(c) for c in word) and word not in found:
             found.append(word)
     return found
 
