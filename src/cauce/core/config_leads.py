@@ -8,6 +8,9 @@ what its checks need to know about leads is in `cauce.core.config_lead_facts`.
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Annotated, Literal
 
@@ -90,16 +93,62 @@ class RoutingRule(Section):
         return self
 
     @property
+    def score_band(self) -> tuple[int, int]:
+        """The scores the rule takes: 0-100 (every score) without bounds."""
+        low = 0 if self.min_score is None else self.min_score
+        return low, 100 if self.max_score is None else self.max_score
+
+    @property
     def takes_every_lead(self) -> bool:
-        """True when the rule has no condition: no rule after it can match."""
-        return not (
-            self.countries
-            or self.regions
-            or self.sources
-            or self.custom
-            or self.min_score is not None
-            or self.max_score is not None
+        """True when the rule has no condition (a band of 0-100 is none): no rule after it
+        can match."""
+        return not (self.countries or self.regions or self.sources or self.custom) and (
+            self.score_band == (0, 100)
         )
+
+    def takes_every_lead_of(self, later: RoutingRule) -> bool:
+        """True when every lead `later` matches, this rule matches too: each of its
+        conditions is at least as broad (absent, a superset, a band containing the other's,
+        custom conditions among the other's). Checked before it, `later` never fires."""
+        (low, high), (later_low, later_high) = self.score_band, later.score_band
+        return (
+            _broader(self.countries, later.countries, str)
+            and _broader(self.regions, later.regions, region_key)
+            and _broader(self.sources, later.sources, str)
+            and low <= later_low
+            and high >= later_high
+            and all(
+                key in later.custom and _same(value, later.custom[key])
+                for key, value in self.custom.items()
+            )
+        )
+
+
+_NOT_LETTERS = re.compile(r"[\W_]+")
+
+
+def region_key(text: str) -> str:
+    """A region as routing compares it (`leads.routing.place_key`, which core may not
+    import; a test keeps the two in step): case, accents and punctuation aside."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return " ".join(word for word in _NOT_LETTERS.split(plain) if word) or text.casefold()
+
+
+def _broader(earlier: tuple[str, ...], later: tuple[str, ...], key: Callable[[str], str]) -> bool:
+    # No list: no condition, the broadest; a list is never broader than none.
+    return not earlier or (bool(later) and {key(v) for v in later} <= {key(v) for v in earlier})
+
+
+def _same(a: MatchValue, b: MatchValue) -> bool:
+    """Whether two configured values match the same leads for certain (both booleans, both
+    numbers, or both text: `leads.scoring.same_value`). Values of different kinds may
+    match different leads (`"45.0"` meets 45, not "45"): not the same."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) or isinstance(b, int | float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and a == b
+    return a.strip().casefold() == b.strip().casefold()
 
 
 def _owner_name(value: str) -> str:
@@ -328,23 +377,42 @@ class LeadsSettings(Section):
                         name,
                     )
                 )
-        takes_all = None
-        for index, rule in enumerate(self.routing_rules):
-            if takes_all is not None:
-                errors.append(
-                    setting_error(
-                        ("routing_rules", index),
-                        f"can never match: routing rule {takes_all} before it has no "
-                        "condition and takes every lead",
-                        None,
-                    )
-                )
-            elif rule.takes_every_lead:
-                takes_all = index
+        errors.extend(_unreachable_rules(self.routing_rules))
         errors.extend(_merge_setting_errors(self.dedupe))
         if errors:
             raise refuse(*errors)
         return self
+
+
+def _unreachable_rules(rules: tuple[RoutingRule, ...]) -> list[InitErrorDetails]:
+    """Routing rules that can never fire: an earlier rule takes every lead they would (the
+    first match wins), so their team never gets one from them. Only one earlier rule's
+    conditions are weighed, not several together."""
+    errors: list[InitErrorDetails] = []
+    for index, rule in enumerate(rules):
+        earlier = next(
+            (i for i, before in enumerate(rules[:index]) if before.takes_every_lead_of(rule)),
+            None,
+        )
+        if earlier is None:
+            continue
+        first = rules[earlier]
+        why = (
+            f"has no condition and takes every lead (to team {first.team})"
+            if first.takes_every_lead
+            else f"(team {first.team}) takes every lead it would (each of that rule's "
+            "conditions is absent or at least as broad)"
+        )
+        errors.append(
+            setting_error(
+                ("routing_rules", index),
+                f"can never match: routing rule {earlier} before it {why}, so team "
+                f"{rule.team} never gets a lead from it; remove it, move it before rule "
+                f"{earlier} or narrow rule {earlier}",
+                None,
+            )
+        )
+    return errors
 
 
 # The lead fields a merge fills (`leads.intake_merge.MERGEABLE`; a test keeps the two in

@@ -2,8 +2,11 @@
 
 Rules are checked in order and the first whose every condition holds names the team
 (`default_team` otherwise). Countries, regions and sources compare without case, accents
-or punctuation. The settings refuse rules and teams that could never work (a
-country name where leads hold ISO codes, `min_score` above `max_score`, a team without
+or punctuation. In Spain a rule's regions also take a lead's by the table of
+`cauce.leads.regions_es`: a community takes its provinces under any of their names
+(`Andalucía` takes `Sevilla`, `Comunidad de Madrid` takes `Madrid`). The settings refuse
+rules and teams that could never work (a country name where leads hold ISO codes,
+`min_score` above `max_score`, a rule an earlier one takes every lead of, a team without
 capacity...), so a lead routed to a team always gets an owner from it.
 
 Inside a team each member takes leads in proportion to their capacity, spread evenly
@@ -23,6 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from cauce.core.config_leads import RoutingRule, TeamMember
+from cauce.leads.regions_es import spanish_places
 from cauce.leads.scoring import same_value
 
 
@@ -47,26 +51,84 @@ def place_key(text: str) -> str:
     return " ".join(word for word in _NOT_LETTERS.split(plain) if word) or text.casefold()
 
 
-def _matches(rule: RoutingRule, lead: Mapping[str, Any], score: int) -> bool:
-    def among(value: Any, options: Sequence[str]) -> bool:
-        return not options or (
-            value is not None and place_key(str(value)) in {place_key(o) for o in options}
+_SPAIN = spanish_places(place_key)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A rule's conditions as a lead is checked against them: folded once, when the rule
+    is first used, instead of for every lead."""
+
+    countries: frozenset[str]
+    regions: frozenset[str]
+    # The Spanish places the rule's regions take (their provinces and islands too).
+    spanish: frozenset[str]
+    sources: frozenset[str]
+    min_score: int | None
+    max_score: int | None
+    custom: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, rule: RoutingRule) -> _Prepared:
+        return cls(
+            countries=frozenset(place_key(c) for c in rule.countries),
+            regions=frozenset(place_key(r) for r in rule.regions),
+            spanish=frozenset().union(*(_SPAIN.covered_by(place_key(r)) for r in rule.regions)),
+            sources=frozenset(place_key(s) for s in rule.sources),
+            min_score=rule.min_score,
+            max_score=rule.max_score,
+            custom=rule.custom,
         )
 
-    if not among(lead.get("country"), rule.countries):
-        return False
-    if not among(lead.get("region"), rule.regions):
-        return False
-    if not among(lead.get("source"), rule.sources):
-        return False
-    if rule.min_score is not None and score < rule.min_score:
-        return False
-    if rule.max_score is not None and score > rule.max_score:
-        return False
-    custom = lead.get("custom_fields") or {}
-    # Type-aware: `vip = true` matches a JSON true and the text "true"; `empleados = 45`
-    # matches 45, 45.0 and "45" (str() made them "True" and "45.0", which never matched).
-    return all(same_value(custom.get(key), value) for key, value in rule.custom.items())
+    def takes_region(self, region: str, country: str | None) -> bool:
+        key = place_key(region)
+        if key in self.regions:
+            return True
+        place = _SPAIN.place_of(key) if self.spanish else None
+        if place is None or place not in self.spanish:
+            return False
+        # The table is Spain's: a Mexican lead from Guadalajara is not in Castilla-La
+        # Mancha. Without a country, only the names no Latin American place shares.
+        return key not in _SPAIN.shared if country is None else place_key(country) == "es"
+
+    def matches(self, lead: Mapping[str, Any], score: int) -> bool:
+        country = lead.get("country")
+        country = str(country) if country else None
+        if self.countries and (country is None or place_key(country) not in self.countries):
+            return False
+        if self.regions:
+            region = lead.get("region")
+            if region is None or not self.takes_region(str(region), country):
+                return False
+        if self.sources:
+            source = lead.get("source")
+            if source is None or place_key(str(source)) not in self.sources:
+                return False
+        if self.min_score is not None and score < self.min_score:
+            return False
+        if self.max_score is not None and score > self.max_score:
+            return False
+        if not self.custom:
+            return True
+        custom = lead.get("custom_fields") or {}
+        # Type-aware: `vip = true` matches a JSON true and the text "true"; `empleados = 45`
+        # matches 45, 45.0 and "45" (str() made them "True" and "45.0", which never matched).
+        return all(same_value(custom.get(key), value) for key, value in self.custom.items())
+
+
+# Each rule prepared, by identity (settings are frozen; the entry keeps its rule alive,
+# so an id is not reused while it is here). Routing runs per lead at intake.
+_PREPARED: dict[int, tuple[RoutingRule, _Prepared]] = {}
+
+
+def _prepared(rule: RoutingRule) -> _Prepared:
+    """`rule` folded for matching, once per rule object."""
+    entry = _PREPARED.get(id(rule))
+    if entry is None or entry[0] is not rule:
+        if len(_PREPARED) >= 4096:  # settings built over and over (tests): start again
+            _PREPARED.clear()
+        entry = _PREPARED[id(rule)] = (rule, _Prepared.of(rule))
+    return entry[1]
 
 
 def choose_team(
@@ -77,7 +139,7 @@ def choose_team(
 ) -> RouteDecision | None:
     """The first rule whose conditions hold, else the default team, else None."""
     for index, rule in enumerate(rules):
-        if _matches(rule, lead, score):
+        if _prepared(rule).matches(lead, score):
             return RouteDecision(rule.team, index)
     return RouteDecision(default_team, None) if default_team else None
 
