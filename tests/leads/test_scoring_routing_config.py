@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -287,7 +288,10 @@ def test_routing_values_are_normalised(toml: Any) -> None:
         (True, True, True),
         ("TRUE", True, True),
         (False, "true", False),
-        ("yes", True, False),
+        ("yes", True, True),
+        ("Sí", True, True),
+        ("0", False, True),
+        ("maybe", True, False),
         (45, 45, True),
         (45, "45", True),
         (45.0, 45, True),
@@ -322,9 +326,23 @@ def test_same_value_is_symmetric(a: Any, b: Any) -> None:
     assert same_value(a, b) == same_value(b, a)
 
 
-@given(st.one_of(st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False)))
+# `1.125` as text is 1125: one to three digits, a dot and three more are read as a
+# thousands group, as leads write them (`scoring.read_number`), not as JSON writes a float.
+_THOUSANDS_LIKE = re.compile(r"-?[1-9]\d{0,2}\.\d{3}")
+
+
+@given(
+    st.one_of(
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False).filter(
+            lambda number: not _THOUSANDS_LIKE.fullmatch(json.dumps(number))
+        ),
+    )
+)
 def test_a_value_matches_itself_written_as_json(value: Any) -> None:
-    """A boolean or a number matches the text JSON or TOML writes for it (`true`, `45`)."""
+    """A boolean or a number matches the text JSON or TOML writes for it (`true`, `45`),
+    but for a float written as a thousand would be (`1.125`)."""
     assert same_value(value, value)
     assert same_value(value, json.dumps(value))
 

@@ -9,9 +9,11 @@ outcomes; it answers with the same `Score` shape.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -130,13 +132,97 @@ def _lookup(facts: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _number(value: Any) -> Decimal | None:
-    """A number, or text holding one (`"45"`, `" 4.5e1 "`); None for anything else,
-    booleans included (True is not 1 here)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+# Numbers as Spanish and Latin American leads write them in CSV cells and web forms.
+# Dots, commas and spaces group thousands (`1.000.000` in Spain and most of South America,
+# `1,000,000` in Mexico, Central America and an English-locale spreadsheet, `1 000 000`);
+# a dot or a comma not followed by three-digit groups is the decimal mark (`1,5`, `1.5`).
+# One separator before exactly three digits (`1.500`, `1,500`) could be either: it is read
+# as thousands, whichever the separator, since both ways write a thousand and a half so
+# and a count or an amount is not written with three decimals. `0,500` (no thousand
+# starts with 0) and `1234.567` (a group has three digits) are decimals.
+_LONGEST_NUMBER = 64  # characters: longer text is never read as a number (nor remembered)
+_SPACES = " \u00a0\u202f\u2009"  # a space, no-break, narrow no-break (spreadsheets), thin
+_CURRENCY = (
+    r"US\$|R\$|S/\.?|[€$£¥]|euros?|"
+    r"EUR|USD|GBP|MXN|ARS|COP|CLP|PEN|BRL|UYU|PYG|BOB|CRC|GTQ|DOP|VES|PAB|HNL|NIO|CUP"
+)
+_AMOUNT = re.compile(
+    rf"(?P<sign>[-+\u2212])?\s*(?:(?:{_CURRENCY})\s*)?(?P<sign2>[-+\u2212])?\s*"
+    rf"(?P<body>\d[\d.,{_SPACES}]*|[.,]\d+)\s*(?:{_CURRENCY}|%)?",
+    re.IGNORECASE,
+)
+_WHOLE = re.compile(r"\d+")
+_GROUPED = re.compile(
+    rf"([1-9]\d{{0,2}})((?:([.,{_SPACES}])\d{{3}})(?:\3\d{{3}})*)(?:([.,])(\d+))?"
+)
+_DECIMAL = re.compile(r"(\d*)[.,](\d*)")  # `5.` and `.5` too, as Decimal reads them
+_SCIENTIFIC = re.compile(r"[-+\u2212]?(?:\d+(?:[.,]\d*)?|[.,]\d+)[eE][-+]?\d{1,4}")
+# What `gte` reads besides a number: a lower bound. An open band (`1000+`, `más de 1000`)
+# is at least its number; a range (`250-500`, `250 a 500`, `entre 250 y 500`) at least its
+# lower end, so a rule fires only when every number of the band passes it.
+_OPEN_BAND = re.compile(
+    r"(?:>=?|≥|más de|mas de|more than|over|al menos|at least|desde|from)\s*(?P<after>.+)"
+    r"|(?P<before>.+?)\s*(?:\+|o más|o mas|ó más|y más|y mas|or more)",
+    re.IGNORECASE,
+)
+_RANGE = re.compile(
+    r"(?:(?:de|desde|entre|from|between)\s+)?(?P<low>.+?)\s*"
+    r"(?:[-\u2010-\u2015]|\s(?:a|al|hasta|y|to|and)\s)\s*(?P<high>.+)",
+    re.IGNORECASE,
+)
+
+
+@lru_cache(maxsize=4096)
+def read_number(text: str) -> Decimal | None:
+    """The number a text holds, as a person writes it (see above): `1.000` and `1,000` are
+    1000, `1,5` is 1.5, `1.234,56` and `1,234.56` are 1234.56, `1 000`, `1.500 €`,
+    `US$1,500`, `15%` and `2.5e2` are what they show; None for any other text. Texts
+    repeat across leads (a size band): each one is read once."""
+    if len(text) > _LONGEST_NUMBER:
         return None
-    # A float through its shortest text: 0.1 is then the 0.1 a person writes.
-    text = value.strip() if isinstance(value, str) else repr(value)
+    text = text.strip()
+    if _SCIENTIFIC.fullmatch(text):
+        return _finite(text.replace(",", ".").replace("\u2212", "-"))
+    amount = _AMOUNT.fullmatch(text)
+    if amount is None or (amount["sign"] and amount["sign2"]):
+        return None
+    sign = "-" if (amount["sign"] or amount["sign2"]) in ("-", "\u2212") else ""
+    body = amount["body"].rstrip(_SPACES)
+    if _WHOLE.fullmatch(body):
+        return _finite(sign + body)
+    if grouped := _GROUPED.fullmatch(body):
+        first, groups, separator, mark, decimals = grouped.groups()
+        if mark == separator:  # `1.000.5`: no grouping, no decimal
+            return None
+        whole = first + groups.replace(separator, "")
+        return _finite(f"{sign}{whole}.{decimals}" if mark else sign + whole)
+    if decimal := _DECIMAL.fullmatch(body):
+        whole, decimals = decimal.groups()
+        return _finite(f"{sign}{whole or 0}.{decimals or 0}")
+    return None
+
+
+@lru_cache(maxsize=4096)
+def read_lower_bound(text: str) -> Decimal | None:
+    """What `gte` compares: the number a text holds (`read_number`), or the lower bound of
+    the band it writes: `1000+`, `más de 1000`, `> 1000` are 1000; `250-500`, `250 a
+    500`, `entre 250 y 500` are 250 (the lower end, whichever is written first). None for
+    anything else, an upper bound included (`menos de 500`, `hasta 500`)."""
+    if len(text) > _LONGEST_NUMBER:
+        return None
+    text = text.strip()
+    if (number := read_number(text)) is not None:
+        return number
+    band = _OPEN_BAND.fullmatch(text)
+    if band and (number := read_number(band["after"] or band["before"])) is not None:
+        return number
+    if span := _RANGE.fullmatch(text):
+        low, high = read_number(span["low"]), read_number(span["high"])
+        return min(low, high) if low is not None and high is not None else None
+    return None
+
+
+def _finite(text: str) -> Decimal | None:
     try:
         number = Decimal(text)
     except (InvalidOperation, ValueError):
@@ -144,11 +230,33 @@ def _number(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
+def _number(value: Any, *, bound: bool = False) -> Decimal | None:
+    """A number, or text holding one (`read_number`; `read_lower_bound` with `bound`);
+    None for anything else, booleans included (True is not 1 here)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if len(value) > _LONGEST_NUMBER:
+            return None  # read_* would say so too, but the cache would keep the text
+        return read_lower_bound(value) if bound else read_number(value)
+    if isinstance(value, int | float):
+        # A float through its shortest text: 0.1 is then the 0.1 a person writes.
+        return _finite(repr(value))
+    return None
+
+
+# The yes and no a CSV cell or a web form says, read in any case: the words the CSV import
+# reads for consent (`csv_cells`). A JSON number is a number, not a yes (1 is not true).
+TRUE_WORDS = frozenset({"si", "sí", "s", "yes", "y", "true", "verdadero", "1", "x", "ok", "acepta"})
+FALSE_WORDS = frozenset({"no", "n", "false", "falso", "0", "no acepta"})
+_FLAG_WORDS = {**dict.fromkeys(TRUE_WORDS, True), **dict.fromkeys(FALSE_WORDS, False)}
+
+
 def _flag(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        return {"true": True, "false": False}.get(value.strip().casefold())
+        return _FLAG_WORDS.get(value.strip().casefold())
     return None
 
 
@@ -156,9 +264,11 @@ def same_value(value: Any, wanted: Any) -> bool:
     """Whether a lead's value equals a configured one, the same way wherever rules compare
     (scoring `equals`/`in`, routing `custom`):
 
-    - a boolean on either side: both booleans, text `true`/`false` (any case) counting;
+    - a boolean on either side: both booleans, the yes and no words of a CSV cell
+      (`TRUE_WORDS`, `FALSE_WORDS`: `true`, `sí`, `yes`, `1`, `x`...; any case) counting,
+      a JSON number not;
     - else a number on either side: equal numbers, text holding a number counting
-      (`45`, `45.0` and `"45"` are equal);
+      (`45`, `45.0` and `"45"` are equal, `"1.000"` and `1000` too: `read_number`);
     - else text, ignoring case and surrounding spaces.
 
     A lead without the value (None) matches nothing. Comparing `str(value)` instead made
@@ -177,19 +287,20 @@ def same_value(value: Any, wanted: Any) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Wanted:
-    """An `equals`/`in` rule's values, prepared once: when all are text, a lead's text is
+    """A rule's value, prepared once. For `equals`/`in`, when all are text, a lead's text is
     one set lookup (what `same_value` answers for two texts) instead of a comparison per
-    value, the built-in market rule having thirteen."""
+    value, the built-in market rule having thirteen; for `gte`, the number (`floor`)."""
 
     options: tuple[Any, ...]
     texts: frozenset[str] | None
+    floor: Decimal | None = None
 
     @classmethod
     def of(cls, rule: ScoringRule) -> _Wanted:
         options = rule.value if isinstance(rule.value, tuple) else (rule.value,)
         all_text = all(isinstance(option, str) for option in options)
         texts = frozenset(str(o).strip().casefold() for o in options) if all_text else None
-        return cls(options, texts)
+        return cls(options, texts, _number(rule.value) if rule.test == "gte" else None)
 
     def matches(self, value: Any) -> bool:
         if self.texts is not None and isinstance(value, str):
@@ -202,11 +313,14 @@ def _holds(rule: ScoringRule, wanted: _Wanted, value: Any) -> bool:
     if rule.test == "present":
         return value not in (None, "", [], {})
     if rule.test == "true":
-        return value is True
+        # What `same_value(value, True)` says: routing's `custom = { vip = true }` and
+        # this rule agree on which leads are VIP (a CSV cell's `sí` or `TRUE` included).
+        return _flag(value) is True
     if rule.test in ("equals", "in"):
         return wanted.matches(value)
-    # gte: a number (or text holding one) at least the rule's
-    number, floor = _number(value), _number(rule.value)
+    # gte: a number (or text holding one, or the lower bound of a band such as `250-500`
+    # or `1000+`: `read_lower_bound`) at least the rule's
+    number, floor = _number(value, bound=True), wanted.floor
     return number is not None and floor is not None and number >= floor
 
 
