@@ -198,7 +198,8 @@ async def test_patch_of_a_foreign_phone_gives_a_lead_without_country_its_country
 ) -> None:
     """As at intake, a lead without a country takes that of a number with another
     country's code (scoring's market rule and routing read it); a country stored or sent
-    beside it stays, and a number of the default region says nothing."""
+    beside it stays, and a national number says nothing (the default region's own typed
+    with +34 fills it too: test_country_inference)."""
     created = await api.post("/v1/leads", json={"email": _email()})
     lead_id = created.json()["id"]
     national = await api.patch(f"/v1/leads/{lead_id}", json={"phone": "612 345 678"})

@@ -17,6 +17,7 @@ from cauce.leads.errors import (
     LeadInvalid,
     LeadNotFound,
 )
+from cauce.leads.phones import number_country
 from cauce.leads.responses import BatchItemResult, BatchResult, LeadOut
 from cauce.leads.schemas import IntakeOptions, LeadIn, LeadPatch, LeadSource, LeadStatus
 from cauce.leads.schemas_batch import (
@@ -388,12 +389,17 @@ VALID_PARTS = st.fixed_dictionaries(
 @example({"email": "a@b.es", "full_name": "x" * 150 + " " + "y" * 40})
 @example({"email": "a@b.es", "first_name": "0A-\u0130"})  # Turkish capital dotted I
 def test_validation_is_idempotent(payload: dict[str, str]) -> None:
-    """Validating a validated lead's own data gives the same lead."""
+    """Validating a validated lead's own data gives the same lead, but for the country of
+    a lead whose national number (`612 345 678`) gave none: stored in E.164 (`+34...`),
+    the number names its country when validated again, as one typed so does."""
     try:
         lead = LeadIn.model_validate(payload)
     except ValidationError:
         return
     again = LeadIn.model_validate(lead.model_dump(exclude={"is_free_email", "is_disposable_email"}))
+    if lead.country is None and lead.phone is not None:
+        assert again.country == number_country(lead.phone)
+        again = again.model_copy(update={"country": None})
     assert again == lead
 
 
@@ -523,22 +529,27 @@ def test_response_models_read_attributes() -> None:
         ("+54 9 11 2345 6789", "AR"),
         ("+1 809 555 0123", "DO"),
         ("0057 320 138 2641", "CO"),
-        ("+34 612 34 56 78", None),
+        # The default region's own, typed with its prefix (an audit found these gave
+        # none: test_country_inference).
+        ("+34 612 34 56 78", "ES"),
+        # A national number says nothing: the region it is read in was assumed.
         ("612 34 56 78", None),
         # Not a country's: the international freephone's region is "001" (found by review).
         ("+800 1234 5678", None),
     ],
 )
-def test_a_lead_without_country_takes_its_foreign_phones(phone: str, country: str | None) -> None:
-    """A number sent with another country's code than the default region's gives a lead
-    without `country` that country (scoring and routing saw +52 leads as Spanish: found
-    by an audit with Latin American data); the default region's own numbers say nothing."""
+def test_a_lead_without_country_takes_its_phones(phone: str, country: str | None) -> None:
+    """A number typed with an international prefix gives a lead without `country` that
+    country (scoring and routing saw +52 leads as Spanish: found by an audit with Latin
+    American data), the default region's own too; a national number says nothing."""
     assert LeadIn.model_validate({"phone": phone}).country == country
     # A country sent stands, and the default region is the one options name.
     assert LeadIn.model_validate({"phone": "+52 55 1234 5678", "country": "PE"}).country == "PE"
     in_mexico = IntakeOptions(default_phone_region="MX").context()
     mexican = LeadIn.model_validate({"phone": "+52 55 1234 5678"}, context=in_mexico)
-    assert mexican.country is None
+    assert mexican.country == "MX"
+    national = LeadIn.model_validate({"phone": "55 1234 5678"}, context=in_mexico)
+    assert national.country is None
 
 
 def test_a_country_taken_from_the_phone_does_not_split_the_full_name() -> None:

@@ -1,5 +1,6 @@
 """Pure normalisers for phone numbers: a number to E.164 (with its extension, if it has
-one, in RFC 3966's form), an extension sent on its own, the region of a stored number.
+one, in RFC 3966's form), an extension sent on its own, the region of a stored number,
+and the country a number typed with an international prefix names (`typed_country`).
 
 As every normaliser of lead fields (`normalise` for free text and email), each function
 here is pure (no I/O, no DNS, no clock) and idempotent: `f(f(x)) == f(x)`. A value that
@@ -251,12 +252,61 @@ def phone_region(e164: str) -> str | None:
     return region if region and region != phonenumbers.UNKNOWN_REGION else None
 
 
-def country_abroad(phone: str, default_region: str) -> str | None:
-    """The country of a number sent with another country's code than the default
-    region's (`+52...` with `ES`): a lead without a `country` takes it, so scoring and
-    routing see a Mexican lead as one. A number of the default region says nothing: it
-    may be a national number read there."""
-    region = phone_region(phone)
-    if region is None or region == default_region.upper() or region not in COUNTRY_CODES:
-        return None  # not a country's: +800 is "001", +247 Ascension's "AC"
-    return region
+# How a number carries its own country code: after `+` (`+34...`, `(+34)`, a full-width
+# plus), or after the international prefix of the region it is read in (`0034...` in
+# Spain, `011 52...` in the United States).
+_TYPED_CODE = frozenset(
+    {
+        phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_PLUS_SIGN,
+        phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_IDD,
+    }
+)
+# Digits no region's international prefix starts with (all start with 0, 1 or 8: Cuba's
+# 119, Chile's carriers' 1x0, the 810 of Russia and its neighbours): a number typed
+# starting with one is national, and is not parsed again to say so.
+_NATIONAL_FIRST = frozenset("2345679")
+
+
+def international(value: str, default_region: str = DEFAULT_PHONE_REGION) -> bool:
+    """Whether `value`, a number as typed, carries its country code after an
+    international prefix: `+34 612...`, `0034 612...`, `+34 (0) 612...`, or the prefix
+    of the region it is read in (`011 52...` read in the US). A national number
+    (`612 345 678`, `55 1234 5678` read in Mexico, `044 55...`) does not, nor do digits
+    that start with the region's own code without a prefix (`34 612 345 678` read in
+    Spain): phonenumbers reads those as the region's only because the region is assumed.
+    A leading `+` says so at once; without one, False for what phonenumbers cannot
+    read (whether the number is valid is `normalise_phone`'s answer)."""
+    text = value.strip()
+    if not text or len(text) > _MAX_PHONE_INPUT or text[0] in _NATIONAL_FIRST:
+        return False
+    if text.startswith("+"):
+        return True
+    region = default_region.upper()
+    try:
+        number = phonenumbers.parse(_tidied(text, region), region, keep_raw_input=True)
+    except (NormalisationError, phonenumbers.NumberParseException):
+        return False
+    return number.country_code_source in _TYPED_CODE
+
+
+def number_country(phone: str) -> str | None:
+    """The country (ISO 3166-1 alpha-2) of a `normalise_phone` result, its extension
+    aside; None for a code of no country (`+800`: "001", `+247` Ascension's "AC")."""
+    region = phone_region(split_extension(phone)[0])
+    return region if region in COUNTRY_CODES else None
+
+
+def typed_country(value: str, default_region: str = DEFAULT_PHONE_REGION) -> str | None:
+    """The country of a number typed with an international prefix (`international`),
+    the default region's own included: `+34 612...` and `0034 612...` are `ES` read in
+    Spain too, `+52 55...` is `MX`. None for a national number, which says nothing of
+    the lead's country (the region it is read in was assumed: the lead's country if
+    sent, else the default), for a code of no country (`number_country`) and for what is
+    no valid number. A lead without a `country` takes it, so scoring and routing see a
+    Spanish lead as one."""
+    if not international(value, default_region):
+        return None
+    try:
+        return number_country(normalise_phone(value, default_region))
+    except NormalisationError:
+        return None

@@ -33,30 +33,6 @@ _COUNTRY_ALIASES = {
     "republica de colombia": "CO",
     "republica del peru": "PE", "republica bolivariana de venezuela": "VE",
     "estado plurinacional de bolivia": "BO", "brasil": "BR",
-    # Regions typed into the country box that name one country only.
-    "cataluna": "ES", "catalunya": "ES", "euskadi": "ES", "pais vasco": "ES",
-    "andalucia": "ES", "galiza": "ES", "galicia": "ES", "comunidad de madrid": "ES",
-    "comunitat valenciana": "ES", "comunidad valenciana": "ES", "islas canarias": "ES",
-    "canarias": "ES", "aragon": "ES", "asturias": "ES", "principado de asturias": "ES",
-    "cantabria": "ES", "castilla y leon": "ES", "castilla la mancha": "ES",
-    "extremadura": "ES", "region de murcia": "ES", "murcia": "ES", "navarra": "ES",
-    "nafarroa": "ES",
-    "islas baleares": "ES", "illes balears": "ES", "baleares": "ES",
-    "ceuta": "ES", "melilla": "ES", "madrid": "ES",
-    "cdmx": "MX", "ciudad de mexico": "MX", "mexico df": "MX", "mexico d f": "MX",
-    "estado de mexico": "MX", "nuevo leon": "MX", "jalisco": "MX", "aguascalientes": "MX",
-    "baja california": "MX", "baja california sur": "MX", "campeche": "MX",
-    "chiapas": "MX", "chihuahua": "MX", "coahuila": "MX", "colima": "MX",
-    "guanajuato": "MX", "guerrero": "MX", "hidalgo": "MX", "michoacan": "MX",
-    "morelos": "MX",
-    "nayarit": "MX", "oaxaca": "MX", "puebla": "MX", "queretaro": "MX",
-    "quintana roo": "MX", "san luis potosi": "MX", "sinaloa": "MX", "sonora": "MX",
-    "tabasco": "MX", "tamaulipas": "MX", "tlaxcala": "MX", "veracruz": "MX",
-    "yucatan": "MX", "zacatecas": "MX",
-    # Not La Rioja (also an Argentine province), Valencia (a Venezuelan city) or Durango
-    # (a Basque town). Capitals typed into the country box.
-    "buenos aires": "AR", "bogota": "CO", "lima": "PE", "quito": "EC", "caracas": "VE",
-    "montevideo": "UY", "asuncion": "PY",
     # ISO 3166-1 alpha-3 codes of the countries Cauce's users sell to most.
     "esp": "ES", "mex": "MX", "arg": "AR", "col": "CO", "chl": "CL", "per": "PE",
     "ven": "VE", "ecu": "EC", "ury": "UY", "pry": "PY", "bol": "BO", "cri": "CR",
@@ -64,6 +40,38 @@ _COUNTRY_ALIASES = {
     "cub": "CU", "pri": "PR", "prt": "PT", "bra": "BR", "and": "AD", "fra": "FR",
     "deu": "DE", "ita": "IT", "gbr": "GB", "irl": "IE", "nld": "NL", "bel": "BE",
     "che": "CH", "aut": "AT", "can": "CA",
+}  # fmt: skip
+
+# Regions that name one country only: Spain's autonomous communities, Mexico's states,
+# and Latin American capitals (most of them a region of their own: Bogotá's capital
+# district, Lima's region, Montevideo's department). Typed into the country box, one is
+# read as its country, and kept as the lead's region when none was sent; in the region,
+# one gives a lead without a country that country (`country_of_region`). Not La Rioja
+# (also an Argentine province), Valencia (a Venezuelan city), Durango (a
+# Basque town), nor Córdoba, Guadalajara, Granada, León, Mérida or Santa Cruz, names
+# places of several countries share; nor a country's own name (Georgia is a US state).
+_REGION_ALIASES = {
+    "cataluna": "ES", "catalunya": "ES", "catalonia": "ES", "euskadi": "ES",
+    "pais vasco": "ES", "andalucia": "ES", "andalusia": "ES", "galiza": "ES",
+    "galicia": "ES", "comunidad de madrid": "ES", "comunitat valenciana": "ES",
+    "comunidad valenciana": "ES", "valencian community": "ES", "islas canarias": "ES",
+    "canarias": "ES", "canary islands": "ES", "aragon": "ES", "asturias": "ES",
+    "principado de asturias": "ES", "cantabria": "ES", "castilla y leon": "ES",
+    "castilla la mancha": "ES", "extremadura": "ES", "region de murcia": "ES",
+    "murcia": "ES", "navarra": "ES", "nafarroa": "ES", "comunidad foral de navarra": "ES",
+    "islas baleares": "ES", "illes balears": "ES", "baleares": "ES",
+    "balearic islands": "ES", "ceuta": "ES", "melilla": "ES", "madrid": "ES",
+    "cdmx": "MX", "ciudad de mexico": "MX", "mexico city": "MX", "mexico df": "MX",
+    "mexico d f": "MX", "estado de mexico": "MX", "edomex": "MX", "nuevo leon": "MX",
+    "jalisco": "MX", "aguascalientes": "MX", "baja california": "MX",
+    "baja california sur": "MX", "campeche": "MX", "chiapas": "MX", "chihuahua": "MX",
+    "coahuila": "MX", "colima": "MX", "guanajuato": "MX", "guerrero": "MX",
+    "hidalgo": "MX", "michoacan": "MX", "morelos": "MX", "nayarit": "MX", "oaxaca": "MX",
+    "puebla": "MX", "queretaro": "MX", "quintana roo": "MX", "san luis potosi": "MX",
+    "sinaloa": "MX", "sonora": "MX", "tabasco": "MX", "tamaulipas": "MX",
+    "tlaxcala": "MX", "veracruz": "MX", "yucatan": "MX", "zacatecas": "MX",
+    "buenos aires": "AR", "bogota": "CO", "lima": "PE", "quito": "EC", "caracas": "VE",
+    "montevideo": "UY", "asuncion": "PY",
 }  # fmt: skip
 
 
@@ -82,6 +90,7 @@ def _country_index() -> dict[str, str]:
         for name in names:
             index.setdefault(_fold(name), code)
     index.update(_COUNTRY_ALIASES)
+    index.update(_REGION_ALIASES)
     return index
 
 
@@ -105,6 +114,14 @@ def normalise_country(value: str) -> str:
             "country_unknown", "is not a country (use an ISO 3166-1 code such as ES or MX)"
         )
     return code
+
+
+def country_of_region(value: str) -> str | None:
+    """The country a region names when it names one only (`_REGION_ALIASES`), in any
+    case, with or without accents: `Andalucía` and `CATALUNYA` are `ES`, `CDMX` and
+    `Nuevo León` `MX`. None for any other text: a region several countries' places share
+    (`Valencia`, `La Rioja`, `Córdoba`), one not listed, a country's name or code."""
+    return _REGION_ALIASES.get(_fold(value[:100]))
 
 
 def country_name(code: str) -> str | None:

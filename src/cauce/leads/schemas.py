@@ -27,9 +27,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     Strict,
     StrictBool,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     computed_field,
@@ -75,8 +78,9 @@ from cauce.leads.names import (
     split_full_name,
 )
 from cauce.leads.normalise import smart_case_name
-from cauce.leads.phones import country_abroad, split_extension
+from cauce.leads.phones import international, number_country, split_extension
 from cauce.leads.placeholders import is_none_phone
+from cauce.leads.places import country_of_region
 
 _CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 
@@ -164,9 +168,20 @@ class Consent(RequestModel):
         return self
 
 
+# A region typed into the country box, as the region field would take it.
+_PLACE = TypeAdapter(PlaceText)
+
+
 class _LeadFields(RequestModel):
     """The fields a lead can be given; `country` comes before `phone` on purpose: the
     phone validator reads national numbers in the lead's own country."""
+
+    # What the phone and the country box said as typed, which their normalised values
+    # no longer show (`_read_as_typed`): the country a phone typed with an international
+    # prefix names (`phones.international`), and a region name typed into the country
+    # box (`Andalucía`, read as `ES`), as the region field takes it.
+    _phone_country: str | None = PrivateAttr(default=None)
+    _region_in_country: str | None = PrivateAttr(default=None)
 
     external_id: ExternalIdText | None = None
     source: LeadSource | None = None
@@ -194,6 +209,32 @@ class _LeadFields(RequestModel):
     @classmethod
     def _custom_count(cls, value: Any) -> Any:
         return few_entries(value, MAX_CUSTOM_FIELDS)  # counted before its keys are checked
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_as_typed(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
+        """Validate the fields, then note what the phone and the country box said as
+        typed. A subclass's `mode="after"` validators run after this (pydantic applies a
+        base class's model validators first, each later one around them), so they find
+        the notes."""
+        fields = handler(data)
+        if isinstance(data, dict):  # not a model validated again
+            phone, country = data.get("phone"), data.get("country")
+            if fields.phone is not None and isinstance(phone, str):
+                # Read in the region the phone validator read it in.
+                region = fields.country or options_from(info).default_phone_region
+                if international(phone, region):
+                    fields._phone_country = number_country(fields.phone)
+            if (
+                fields.country is not None
+                and isinstance(country, str)
+                and country_of_region(country.strip()) == fields.country
+            ):
+                with contextlib.suppress(ValidationError):
+                    fields._region_in_country = _PLACE.validate_python(country)
+        return fields
 
     @field_validator("phone")
     @classmethod
@@ -282,7 +323,8 @@ class LeadIn(_LeadFields):
     name is split (see `cauce.leads.names`); first and last name without a full name
     compose it. Sent together, they must agree (`names.halves_of_full_name`): a half not
     sent is the rest of the full name, and a full name that disagrees is a 422 at
-    `/full_name` (`full_name_mismatch`).
+    `/full_name` (`full_name_mismatch`). A lead sent without a `country` takes the one
+    its region or its phone's international prefix names (`_settle_places`).
     """
 
     source: LeadSource = LeadSource.API
@@ -329,15 +371,32 @@ class LeadIn(_LeadFields):
         self._settle_phone()
         if self.phone_extension is not None and self.phone is None:
             raise field_error(("phone_extension",), "phone_required", "needs a phone number")
-        # Names split by the country sent (the filled one below is a guess), then the
-        # country a foreign phone gives.
+        # Names are split by the country sent: the one filled in after (from the region
+        # or the phone) is a guess.
         self._settle_names()
-        if self.country is None and self.phone is not None:
-            self.country = country_abroad(self.phone, options_from(info).default_phone_region)
+        self._settle_places()
         if self.full_name is None:
             composed = compose_full_name(self.first_name, self.last_name)
             self.full_name = smart_case_name(composed) if composed else None
         return self
+
+    def _settle_places(self) -> None:
+        """A region typed into the country box is the region, when none was sent (or one
+        that says none); then a lead without a country takes the one its region names
+        (`places.country_of_region`: `Andalucía` is `ES`), else the one its phone's
+        international prefix names (`phones.typed_country`: `+34 612...` and `0034...`
+        are `ES`, `+52 55...` is `MX`; a national number says nothing). The region wins
+        when the two disagree: it is a place the lead gives, as a country is, where the
+        phone tells where the number is from (an expat keeps theirs). A country sent is
+        never replaced."""
+        if self.region is None and self._region_in_country is not None:
+            self.region = self._region_in_country
+        if self.country is None:
+            from_region = country_of_region(self.region) if self.region else None
+            self.country = from_region or self._phone_country
+        # Taken: a lead validated again from its own values is equal to it (pydantic
+        # compares private attributes too).
+        self._phone_country = self._region_in_country = None
 
 
 _NOT_CLEARABLE = ("source", "status")
@@ -395,6 +454,19 @@ class LeadPatch(_LeadFields):
         self._settle_phone()
         self._settle_names(options_from(info).stored_country)
         return self
+
+    @property
+    def phone_country(self) -> str | None:
+        """The country the `phone` sent names by its international prefix
+        (`phones.international`; None for a national number): the service fills a lead
+        without a country with it, as intake does."""
+        return self._phone_country
+
+    @property
+    def region_in_country(self) -> str | None:
+        """A region name sent as the `country` (`Andalucía`, read as `ES`), as the region
+        field takes it: the service keeps it as the region of a lead that has none."""
+        return self._region_in_country
 
     def changes(self) -> dict[str, Any]:
         """The fields to change, with their normalised values (None clears), in the order

@@ -29,7 +29,7 @@ from cauce.leads.matching.blocking import EXACT_PREFIXES
 from cauce.leads.matching.plan import patched_contacts, record_of
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
-from cauce.leads.phones import country_abroad
+from cauce.leads.places import country_of_region
 from cauce.leads.routing import choose_team, owner_at
 from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadPatch
 from cauce.leads.service import LeadsRuntime, consent_record
@@ -224,16 +224,7 @@ async def patch(
         # A new number without an extension: the old one's extension is not its own.
         lead.phone_extension = None
         changed.append("phone_extension")
-    # As at intake: a lead without a country takes that of a number with another
-    # country's code (+52: MX), so scoring's market rule and routing see it.
-    abroad = (
-        country_abroad(lead.phone, rt.settings.leads.default_region)
-        if "phone" in changed and lead.phone and lead.country is None and "country" not in values
-        else None
-    )
-    if abroad is not None:
-        lead.country = abroad
-        changed.append("country")
+    _settle_places(lead, changes, values, changed)
     if lead.phone_extension is not None and lead.phone is None:
         raise LeadInvalid(
             [
@@ -301,6 +292,31 @@ async def patch(
     if lead.sync_status == "pending":
         await request_delivery(session, rt.queue, rt.settings)
     return lead
+
+
+def _settle_places(
+    lead: Lead, changes: LeadPatch, values: dict[str, Any], changed: list[str]
+) -> None:
+    """As at intake (`LeadIn._settle_places`), for what the patch sent: a region name sent
+    as the country (`Andalucía`) is the region of a lead that has none, unless the patch
+    sends a region (`null` too); a lead left without a country, the patch sending none,
+    takes the one its region names when the patch sends a region or a phone, else the
+    one the phone sent names by its international prefix (`+34 612...`: ES; a national
+    number says nothing), so scoring's market rule and routing see it. A country stored
+    or sent is never changed, nor a region stored."""
+    typed = changes.region_in_country
+    if typed is not None and "region" not in values and lead.region is None:
+        lead.region = typed
+        changed.append("region")
+    if lead.country is not None or "country" in values:
+        return
+    if not ({"region", "phone"} & values.keys()):
+        return
+    from_region = country_of_region(lead.region) if lead.region else None
+    found = from_region or (changes.phone_country if lead.phone else None)
+    if found is not None:
+        lead.country = found
+        changed.append("country")
 
 
 async def _route_again(session: AsyncSession, rt: LeadsRuntime, lead: Lead) -> list[str]:
