@@ -40,6 +40,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cauce.core.config_lead_facts import CUSTOM_KEY, LEAD_TEXT_FIELDS
+
 # Re-exported (`as`): the type of `Settings.leads` stays importable from here.
 from cauce.core.config_leads import LeadsSettings as LeadsSettings
 from cauce.core.errors import ConfigError
@@ -215,6 +217,79 @@ DEFAULT_CRM_FIELDS = {
     "uid": "cauce_id",
 }
 
+# What `CAUCE_CRM__FIELD_MAPPING` may name: a lead's fields that hold one value each, as
+# `leads.delivery.contact_properties` reads them (restated here: core may not import the
+# leads context; tests/leads/test_crm_consent_mapping.py keeps the two in step).
+CRM_LEAD_FIELDS = (
+    "uid",
+    *LEAD_TEXT_FIELDS,
+    "source",
+    "status",
+    "owner",
+    "team",
+    "score",
+    "score_model",
+    "email_free",
+    "email_disposable",
+    "created_at",
+    "updated_at",
+)
+# A consent's members, each its own key (the stored record's member it reads).
+# `consent_given_on` is the day of `given_at` (in UTC), for a CRM's date-only property.
+CRM_CONSENT_FIELDS = {
+    "consent_marketing": "marketing",
+    "consent_given_at": "given_at",
+    "consent_given_on": "given_at",
+    "consent_wording_version": "wording_version",
+    "consent_source": "source",
+}
+# The stored consent's members, also named `consent.<member>` (`consent_<member>`).
+CONSENT_MEMBERS = ("marketing", "given_at", "wording_version", "source")
+UTM_MEMBERS = ("source", "medium", "campaign", "term", "content")
+# Every key but `custom.<key>`: `consent.<member>` is `consent_<member>` (the scoring
+# rules' and the CSV mapping's words), and `utm.<member>` a campaign parameter.
+CRM_MAPPING_KEYS = (
+    *CRM_LEAD_FIELDS,
+    *CRM_CONSENT_FIELDS,
+    *(f"consent.{m}" for m in CONSENT_MEMBERS),
+    *(f"utm.{m}" for m in UTM_MEMBERS),
+)
+# A custom field: `custom.<key>` (or `custom_fields.<key>`).
+CRM_CUSTOM_PREFIXES = ("custom.", "custom_fields.")
+# Fields holding an object, which a CRM property cannot take whole: what to map instead.
+_WHOLE_OBJECTS = {
+    "consent": "map its members: " + ", ".join(CRM_CONSENT_FIELDS),
+    "utm": "map its members: " + ", ".join(f"utm.{m}" for m in UTM_MEMBERS),
+    "custom_fields": "map each custom field as custom.<key>",
+    "custom": "map each custom field as custom.<key>",
+}
+
+
+def _crm_mapping_problem(key: str) -> str | None:
+    """Why `key` cannot be a key of `CAUCE_CRM__FIELD_MAPPING`; None if it can."""
+    if key in CRM_MAPPING_KEYS:
+        return None
+    for prefix in CRM_CUSTOM_PREFIXES:
+        if key.startswith(prefix):
+            if CUSTOM_KEY.fullmatch(key.removeprefix(prefix)):
+                return None
+            return (
+                f"{key!r} is not a custom field name (a lower-case letter, then letters, "
+                "digits or _)"
+            )
+    if key in _WHOLE_OBJECTS:
+        return f"{key!r} is a whole object (a CRM property cannot take it): {_WHOLE_OBJECTS[key]}"
+    return f"{key!r} names no lead field"
+
+
+def _crm_mapping_keys() -> str:
+    nested = [
+        f"consent.<{'|'.join(CONSENT_MEMBERS)}>",
+        f"utm.<{'|'.join(UTM_MEMBERS)}>",
+        "custom.<key>",
+    ]
+    return ", ".join([*CRM_LEAD_FIELDS, *CRM_CONSENT_FIELDS, *nested])
+
 
 class CrmSettings(_Section):
     """Where accepted leads are delivered (`none`: kept in Cauce only)."""
@@ -227,7 +302,7 @@ class CrmSettings(_Section):
     )
     field_mapping: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_CRM_FIELDS),
-        description="Cauce field -> CRM property",
+        description="Cauce field -> CRM property (docs/configuration.md lists the fields)",
     )
     cauce_id_property: str = Field(
         default="cauce_id", description="Unique CRM property keying leads without email"
@@ -259,6 +334,21 @@ class CrmSettings(_Section):
     timezone: str = Field(
         default="UTC", description="The CRM account's IANA time zone (HubSpot's daily reset)"
     )
+
+    @field_validator("field_mapping")
+    @classmethod
+    def _known_fields(cls, mapping: dict[str, str]) -> dict[str, str]:
+        # A key naming no lead field sent nothing, silently, for every lead; one naming
+        # an object (`consent`) sent its Python text: refused, in one line.
+        problems = [p for key in mapping if (p := _crm_mapping_problem(key)) is not None]
+        problems.extend(
+            f"{key!r} maps to no CRM property (an empty name)"
+            for key, name in mapping.items()
+            if not name.strip()
+        )
+        if problems:
+            raise ValueError(f"{'; '.join(problems)}. Its keys: {_crm_mapping_keys()}")
+        return mapping
 
     @field_validator("timezone")
     @classmethod

@@ -20,6 +20,12 @@ set to what a success carried by the compare-and-set that marks the lead synced)
 property Cauce never gave a value is left out: what people typed in the CRM for a field
 Cauce does not have stays.
 
+Values go in each CRM's form (`wire_value`: HubSpot's booleans as "true"/"false", its
+dates as epoch milliseconds). A marketing consent withdrawn is a value, false, and is
+sent; a consent absent is unknown, never false: nothing is sent, or a clear as above.
+The keys a mapping may name are the settings' (`CRM_MAPPING_KEYS`, `custom.<key>`): a
+whole object (`consent`) is refused at start-up, never sent as its Python text.
+
 No transaction is held across a CRM call: each batch is read in one short transaction
 and its outcome written in another, so a crash loses at most the bookkeeping of one
 batch, which the next run redoes (upserts are idempotent).
@@ -38,6 +44,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import structlog
@@ -45,7 +52,12 @@ from opentelemetry.trace import Tracer
 from sqlalchemy import JSON, Table, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cauce.core.config import CrmSettings
+from cauce.core.config import (
+    CRM_CONSENT_FIELDS,
+    CRM_CUSTOM_PREFIXES,
+    CRM_LEAD_FIELDS,
+    CrmSettings,
+)
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import UtcDateTime, utcnow
 from cauce.core.observability.trace_parent import current_traceparent, links_to
@@ -89,18 +101,88 @@ def contact_key(lead: Lead, settings: CrmSettings, *, email_held: bool = False) 
     return CrmKey(settings.cauce_id_property, lead.uid)
 
 
-def contact_properties(lead: Lead, mapping: Mapping[str, str]) -> dict[str, Any]:
-    """The lead's fields renamed to the CRM's properties (empty values left out)."""
+def contact_properties(lead: Lead, mapping: Mapping[str, str], provider: str) -> dict[str, Any]:
+    """The lead's fields renamed to the CRM's properties, each in `provider`'s form
+    (`wire_value`); fields without a value are left out.
+
+    A marketing consent withdrawn is false, a value (sent as the CRM's false); a lead
+    without a consent has none (unknown, not a no), so nothing is sent, or a clear where
+    an earlier sync gave one (`to_contact`)."""
     properties: dict[str, Any] = {}
     for cauce_field, crm_property in mapping.items():
-        value = getattr(lead, cauce_field, None)
-        if value is None and cauce_field.startswith("custom."):
-            value = (lead.custom_fields or {}).get(cauce_field.removeprefix("custom."))
+        value = wire_value(field_value(lead, cauce_field), provider)
         if value is None or value == "":
             continue
-        scalar = isinstance(value, str | int | float | bool)
-        properties[crm_property] = value if scalar else str(value)
+        properties[crm_property] = value
     return properties
+
+
+def field_value(lead: Lead, key: str) -> Any:
+    """What the mapping key `key` reads of `lead` (`CAUCE_CRM__FIELD_MAPPING`'s keys, which
+    the settings check: `CRM_MAPPING_KEYS`, `custom.<key>`); None if it has nothing."""
+    if key.startswith("consent."):
+        key = "consent_" + key.removeprefix("consent.")
+    if key in CRM_CONSENT_FIELDS:
+        consent = lead.consent
+        value = consent.get(CRM_CONSENT_FIELDS[key]) if isinstance(consent, dict) else None
+        if key == "consent_marketing":
+            return value if isinstance(value, bool) else None
+        if key in ("consent_given_at", "consent_given_on"):
+            at = _instant(value)
+            return at.date() if at is not None and key == "consent_given_on" else at
+        return value
+    if key.startswith("utm."):
+        return (lead.utm or {}).get(key.removeprefix("utm."))
+    for prefix in CRM_CUSTOM_PREFIXES:
+        if key.startswith(prefix):
+            return (lead.custom_fields or {}).get(key.removeprefix(prefix))
+    return getattr(lead, key, None) if key in CRM_LEAD_FIELDS else None
+
+
+def _instant(value: Any) -> datetime | None:
+    """A stored consent's `given_at` (ISO 8601 text) as an aware datetime in UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def wire_value(value: Any, provider: str) -> str | int | float | bool | None:
+    """`value` in the form `provider`'s properties take.
+
+    * A boolean: HubSpot's `bool` property (a booleancheckbox) takes the text `"true"` or
+      `"false"`, as every HubSpot property value is text; Pipedrive has no boolean field
+      (a text field takes `"true"`/`"false"`); the webhook's JSON has `true`/`false`.
+    * An instant (`consent_given_at`, `created_at`): HubSpot's `datetime` property takes
+      epoch milliseconds (as text); the others ISO 8601 in UTC, to the millisecond
+      (`2025-03-10T09:30:15.123Z`).
+    * A day (`consent_given_on`): HubSpot's `date` property takes the epoch milliseconds
+      of its midnight UTC (any other time is refused); the others `YYYY-MM-DD`.
+    * An object or a list: None, never its Python text (the settings refuse such a key).
+    """
+    if isinstance(value, bool):
+        return value if provider == "webhook" else ("true" if value else "false")
+    if isinstance(value, datetime):
+        utc = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        if provider == "hubspot":
+            return str((utc - _EPOCH) // _MILLISECOND)
+        return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, date):
+        if provider == "hubspot":
+            midnight = datetime(value.year, value.month, value.day, tzinfo=UTC)
+            return str((midnight - _EPOCH) // _MILLISECOND)
+        return value.isoformat()
+    if isinstance(value, str | int | float):
+        return value
+    return None
 
 
 def to_contact(lead: Lead, settings: CrmSettings, *, email_held: bool = False) -> CrmContact:
@@ -110,7 +192,7 @@ def to_contact(lead: Lead, settings: CrmSettings, *, email_held: bool = False) -
     A mapped property an earlier sync gave a value (`crm_sent_properties`) whose field is
     empty now is in it as None: cleared. The email held elsewhere is not empty, only
     withheld: it is no clear."""
-    properties = contact_properties(lead, settings.field_mapping)
+    properties = contact_properties(lead, settings.field_mapping, settings.provider)
     withheld = _withheld(settings, email_held)
     for name in withheld:
         properties.pop(name, None)
