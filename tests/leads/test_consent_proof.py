@@ -79,7 +79,9 @@ async def test_patch_fills_the_proof_and_a_repeat_changes_nothing(
     patched = await api.patch(f"/v1/leads/{lead_id}", json={"consent": CONSENT})
     assert patched.status_code == 200, patched.text
     consent = await _consent(api, lead_id)
-    assert consent["source"] == "csv"
+    # Recorded through the API, not where the lead first came from (a back-office key's
+    # PATCH said its first source, a web form, had given it: helper-113's audit).
+    assert consent["source"] == "api"
     assert _recent(consent["given_at"], before)
     # The same consent again: no new time, no new history line.
     history = len((await api.get(f"/v1/leads/{lead_id}")).json()["history"])

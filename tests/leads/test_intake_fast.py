@@ -114,7 +114,7 @@ def _outcomes(results: Sequence[IntakeResult], state_uids: dict[str, int]) -> li
                 state_uids[r.lead.uid],
                 r.score.value,
                 [reason.rule for reason in r.score.reasons],
-                r.lead.owner,
+                r.owner,  # as the item answers it (a later item may change the lead)
                 r.lead.team,
                 None
                 if dup is None
@@ -304,6 +304,8 @@ def lead_fields(draw: st.DrawFn) -> dict[str, Any]:
         fields["custom_fields"] = {"producto": draw(st.sampled_from(["ERP", "CRM"]))}
     if draw(st.integers(0, 5)) == 0:
         fields["owner"] = "jefe"
+    if draw(st.integers(0, 3)) == 0:  # a status further on is merged (`merge_sales_state`)
+        fields["status"] = draw(st.sampled_from(["working", "won", "lost"]))
     return fields
 
 

@@ -272,7 +272,7 @@ def _item(index: int, result: IntakeResult) -> dict[str, Any]:
         "outcome": result.outcome,
         "id": result.lead.uid,
         "score": float(result.score.value),
-        "owner": result.lead.owner,
+        "owner": result.owner,
         "duplicate": None
         if dup is None
         else {

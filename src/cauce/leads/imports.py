@@ -184,7 +184,8 @@ async def _process_chunk(
         count_on_commit(session, rt.metrics, ["rejected"] * rejected)
         # The valid rows as one batch: each decided as it would be after the rows before
         # it, at a batch's cost rather than a lead's each.
-        for result in await intake_many(session, rt, valid, actor=actor):
+        # Not live: a row's consent without its time is not given now (`consent_record`).
+        for result in await intake_many(session, rt, valid, actor=actor, live=False):
             if result.outcome == "merged":
                 record.rows_merged += 1
             elif result.outcome == "held_for_review":

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from cauce.core.config_lead_facts import LEAD_TEXT_FIELDS
 from cauce.core.observability.trace_parent import current_traceparent
 from cauce.leads.field_types import MAX_CUSTOM_FIELDS
-from cauce.leads.matching import FieldChange, merge
+from cauce.leads.matching import FieldChange, email_key, merge
 from cauce.leads.matching.plan import OTHER_CONTACTS, merged_extension, other_contacts
 from cauce.leads.models import Lead
 
@@ -30,6 +30,16 @@ MERGEABLE = (*SCALAR_FIELDS, "custom_fields", "consent")
 OTHER_COLUMNS = frozenset(column for _, column in OTHER_CONTACTS)
 
 
+# How far a lead's sales status has come: an arrival's status is taken when it has come
+# further than the stored one's (a CRM export's `won` for a lead still `new` here), never
+# when it goes back or sideways (`won` against `lost` stays as stored, listed as `kept`).
+# `new` is also what a lead sent without a status says: nothing.
+STATUS_RANK = {"new": 0, "working": 1, "qualified": 2, "won": 3, "lost": 3, "junk": 3}
+# Fields whose values a history line may give (sales data, not the person's): as a
+# PATCH's line gives them (`service_edit.TRACKED_VALUES`).
+VALUED = ("status", "owner")
+
+
 def history_changes(changes: list[FieldChange]) -> dict[str, Any]:
     # Names only: values may be personal data and history outlives erasure requests.
     out: dict[str, Any] = {
@@ -39,11 +49,53 @@ def history_changes(changes: list[FieldChange]) -> dict[str, Any]:
     }
     if added := [c.field for c in changes if c.field in OTHER_COLUMNS]:
         out["added"] = added  # other contacts (`other_emails`, `other_phones`)
+    if moved := {
+        c.field: {"from": c.old, "to": c.new} for c in changes if c.field in VALUED and c.changed
+    }:
+        out["values"] = moved
     return out
 
 
+def merge_sales_state(
+    lead: Lead, status: str | None, owner: str | None, *, owner_coming: bool = False
+) -> list[FieldChange]:
+    """Fold an arrival's (or a merged lead's) status and owner into `lead`.
+
+    The status is taken when it has come further (`STATUS_RANK`); the owner with it (who
+    took the lead further owns it), or when the lead has none and none is coming
+    (`owner_coming`: a lead of this same batch its team's rotation gives one when the
+    batch is written, as it had one already when the items go one by one). A status or
+    an owner that differs and is not taken is `kept` (named in the history line, as a
+    field a merge did not overwrite). Team and score follow elsewhere: the team stays,
+    the lead is scored again after every merge."""
+    changes: list[FieldChange] = []
+    advanced = False
+    if status is not None and status != lead.status:
+        if STATUS_RANK.get(status, 0) > STATUS_RANK.get(lead.status, 0):
+            changes.append(FieldChange("status", "overwritten", lead.status, status))
+            lead.status = status
+            advanced = True
+        elif status != "new":  # `new` says nothing; anything else differs, and stays out
+            changes.append(FieldChange("status", "kept", lead.status, status))
+    if owner and owner != lead.owner:
+        if advanced or not (lead.owner or owner_coming):
+            if lead.owner:
+                changes.append(FieldChange("owner", "overwritten", lead.owner, owner))
+            else:
+                changes.append(FieldChange("owner", "filled", lead.owner, owner))
+            lead.owner = owner
+        else:
+            changes.append(FieldChange("owner", "kept", lead.owner, owner))
+    return changes
+
+
 def apply_merge(
-    lead: Lead, values: dict[str, Any], rt: LeadsRuntime, now: datetime
+    lead: Lead,
+    values: dict[str, Any],
+    rt: LeadsRuntime,
+    now: datetime,
+    *,
+    owner_coming: bool = False,
 ) -> tuple[list[FieldChange], list[FieldChange]]:
     """Fold an arrival into a lead: fill its gaps (never overwrite unless configured). A
     lead held for review stays held: an arrival is no person's decision."""
@@ -52,11 +104,17 @@ def apply_merge(
     extension_before = lead.phone_extension
     dedupe = rt.settings.leads.dedupe
     merged, changes = merge(existing, incoming, dedupe)
+    changes = _consent_for_this_mailbox(existing, merged, changes, values.get("email"))
     changes = _within_custom_limit(existing["custom_fields"] or {}, merged, changes)
     changed = [c for c in changes if c.action in ("filled", "overwritten")]
     for change in changed:
         top = change.field.split(".", 1)[0]
         setattr(lead, top, merged[top])
+    sales = merge_sales_state(
+        lead, values.get("status"), values.get("owner"), owner_coming=owner_coming
+    )
+    changes.extend(sales)
+    changed.extend(c for c in sales if c.changed)
     extension = _merged_extension(
         lead, existing["phone"], values["phone"], values["phone_extension"], dedupe.overwrite_fields
     )
@@ -87,6 +145,31 @@ def apply_merge(
     lead.trace_parent = current_traceparent()  # its next delivery links to this work
     lead.updated_at = now
     return changes, changed
+
+
+def _consent_for_this_mailbox(
+    had: dict[str, Any], merged: dict[str, Any], changes: list[FieldChange], email: str | None
+) -> list[FieldChange]:
+    """A marketing "yes" sent with another email than the lead's is not the lead's: it
+    stays that arrival's (in its `lead_sources` row), `kept` in the history, and the lead
+    keeps its consent. Matched by phone or by name, another person may have sent it (a
+    colleague on the switchboard, a relative), and even the same person agreed to be
+    written at that address, which the lead lists among its other emails. A "no" reaches
+    the lead whatever address it came with: a withdrawal is honoured wherever it comes."""
+    out: list[FieldChange] = []
+    for change in changes:
+        if (
+            change.field == "consent"
+            and change.changed
+            and isinstance(change.new, dict)
+            and change.new.get("marketing") is True
+            and email is not None
+            and email_key(email) != email_key(merged.get("email"))
+        ):
+            merged["consent"] = had["consent"]
+            change = FieldChange(change.field, "kept", change.old, change.new)
+        out.append(change)
+    return out
 
 
 def _merged_extension(

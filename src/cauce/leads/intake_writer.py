@@ -180,6 +180,12 @@ class IntakeWriter:
         self.held: dict[int, int] = {}  # provisional id -> the lead it may duplicate
         self.rekey: set[int] = set()  # leads whose fields a merge changed
         self.routes: list[tuple[str, Lead]] = []  # leads waiting for an owner, in order
+        # Of those, the ones a later item of the batch gave an owner (`merge_sales_state`):
+        # their turns are taken all the same, as they were taken one item at a time.
+        self.owned: set[int] = set()
+        self.routed: set[int] = set()  # `id` of each lead in `routes`
+        self.turns: dict[int, str | None] = {}  # `id` of a lead in `routes` -> its turn's owner
+        self.took_turn: list[tuple[Lead, dict[str, Any]]] = []  # owned leads, their lines
         self.sources: list[tuple[int, dict[str, Any]]] = []
         self.events: list[tuple[int, str, dict[str, Any], str | None]] = []
 
@@ -216,23 +222,36 @@ class IntakeWriter:
         )
         if decision is not None:
             lead.team = decision.team
-            if not lead.owner:  # an owner given by the caller is kept
+            # An owner given by the caller is kept. A held lead waits for a person's
+            # decision before it goes to anyone: routed if told distinct (`release_hold`),
+            # and no turn of the rotation is spent on a duplicate a review merges away.
+            if not lead.owner and step.match is None:
                 self.routes.append((decision.team, lead))
+                self.routed.add(id(lead))
         self.sources.append((step.lead_id, item.values))
         self.events.append((step.lead_id, "created", created, item.actor))
         return lead, score
 
     def merge(self, step: Step, item: Incoming, now: datetime) -> tuple[Lead, Score, list[str]]:
         lead = self.lead(step.lead_id)
-        changes, changed = apply_merge(lead, item.values, self.rt, now)
+        score_before = lead.score
+        coming = not lead.owner and id(lead) in self.routed
+        changes, changed = apply_merge(lead, item.values, self.rt, now, owner_coming=coming)
         lead.trace_parent = item.trace_parent  # its next delivery links to this arrival
         if changed or any(c.field in OTHER_COLUMNS for c in changes):
             self.rekey.add(step.lead_id)
         self.arrivals[step.lead_id] += 1
         self.sources.append((step.lead_id, item.values))
-        self.events.append((step.lead_id, "merged", history_changes(changes), item.actor))
+        line = history_changes(changes)
+        self.events.append((step.lead_id, "merged", line, item.actor))
+        if coming and lead.owner:  # its owner came before its turn did (`_took_turns`)
+            self.owned.add(id(lead))
+            self.took_turn.append((lead, line))
         # Scored as it stands after this arrival (a later merge in the batch re-scores it).
-        return lead, self._score(lead, step.lead_id), [c.field for c in changed]
+        score = self._score(lead, step.lead_id)
+        if lead.score != score_before:  # the line says how the score moved, as a PATCH's
+            line.setdefault("values", {})["score"] = {"from": score_before, "to": lead.score}
+        return lead, score, [c.field for c in changed]
 
     def _waiting(self) -> dict[str, list[Lead]]:
         # The new leads each team's rotation gives an owner, in item order.
@@ -241,10 +260,25 @@ class IntakeWriter:
             waiting.setdefault(team, []).append(lead)
         return waiting
 
-    def _give_owners(self, team: str, leads: list[Lead], first: int) -> None:
+    def owner_coming(self, lead: Lead) -> bool:
+        """Whether `lead` waits for its team's rotation to give it an owner (at `write`)."""
+        return id(lead) in self.routed and id(lead) not in self.owned
+
+    def turn_owner(self, lead: Lead) -> str | None:
+        """The owner `lead`'s turn of the rotation gave (after `write`): its own, unless a
+        later item of the batch gave it another (`owned`)."""
+        return self.turns.get(id(lead), lead.owner)
+
+    def _give_owners(self, team: str, leads: list[Lead], first: int) -> list[Lead]:
+        """Owners from the rotation at `first`, one turn a lead; the leads given one."""
         members = tuple(self.rt.settings.leads.teams.get(team, ()))
+        given: list[Lead] = []
         for offset, lead in enumerate(leads):
-            lead.owner = owner_at(members, first + offset)
+            self.turns[id(lead)] = owner = owner_at(members, first + offset)
+            if id(lead) not in self.owned:
+                lead.owner = owner
+                given.append(lead)
+        return given
 
     async def _route(self, session: AsyncSession) -> dict[str, int] | None:
         """Give the new leads their owners, each team's rotation advancing once for the
@@ -276,8 +310,8 @@ class IntakeWriter:
         for team, leads in sorted(self._waiting().items()):
             first = await repo.advance_route(session, team, len(leads))
             if first != read[team]:  # another intake took these turns meanwhile
-                self._give_owners(team, leads, first)
-                mended.extend((lead.id, lead.owner) for lead in leads)
+                given = self._give_owners(team, leads, first)
+                mended.extend((lead.id, lead.owner) for lead in given)
         await bulk.set_owners(session, mended)
 
     async def _insert_new(self, session: AsyncSession) -> dict[int, int]:
@@ -308,9 +342,23 @@ class IntakeWriter:
             out[lead.id] = Known(lead.version, lead.uid, values, matcher.prepared(lead_id, values))
         return out
 
+    def _took_turns(self) -> None:
+        # A lead whose owner a later item gave before the rotation gave its turn's: the
+        # item's line says it was overwritten from that turn's owner, as one by one.
+        # (On PostgreSQL `_advance` may mend the turns after the lines are written: a
+        # line then names the owner the turn was read to give.)
+        for lead, line in self.took_turn:
+            turn = self.turns.get(id(lead))
+            if turn is None or "owner" not in line.get("filled", ()):
+                continue
+            line["filled"] = [name for name in line["filled"] if name != "owner"]
+            line["overwritten"] = [*line["overwritten"], "owner"]
+            line["values"]["owner"]["from"] = turn
+
     async def write(self, session: AsyncSession, now: datetime) -> None:
         """Insert the new leads, their keys, every arrival and history line; update the rest."""
         read = await self._route(session)
+        self._took_turns()
         ids = await self._insert_new(session) if self.new else {}
 
         def real(lead_id: int) -> int:

@@ -128,6 +128,10 @@ class IntakeResult:
     outcome: Outcome
     score: Score
     duplicate: DuplicateFound | None = None
+    # The lead's status and owner as this item left them: a later item of its batch may
+    # change both (`merge_sales_state`), and each item answers as if sent on its own.
+    status: str = "new"
+    owner: str | None = None
 
 
 # A batch's CPU work (building arrivals, deciding, building rows) hands the event loop a
@@ -168,36 +172,45 @@ class Pace:
             self._since = time.perf_counter()
 
 
-def incoming_values(lead_in: LeadIn) -> dict[str, Any]:
-    """The stored form of a validated lead."""
+def incoming_values(lead_in: LeadIn, *, live: bool = True) -> dict[str, Any]:
+    """The stored form of a validated lead (`live`: sent now, not read from a file)."""
     values: dict[str, Any] = {name: getattr(lead_in, name) for name in SCALAR_FIELDS}
     values["source"] = str(lead_in.source)
     values["status"] = str(lead_in.status)
     values["owner"] = lead_in.owner
     values["utm"] = lead_in.utm.model_dump(exclude_none=True) if lead_in.utm else {}
-    values["consent"] = consent_record(lead_in.consent, values["source"])
+    values["consent"] = consent_record(lead_in.consent, values["source"], live=live)
     values["custom_fields"] = dict(lead_in.custom_fields)
     values["email_disposable"] = lead_in.is_disposable_email
     values["email_free"] = lead_in.is_free_email
     return values
 
 
-def consent_record(consent: Consent | None, source: str) -> dict[str, Any] | None:
+def consent_record(
+    consent: Consent | None, source: str, *, live: bool = True
+) -> dict[str, Any] | None:
     """The stored proof of `consent`: what the lead sent, with the lead's `source` and the
     time Cauce received it in place of a `source` or `given_at` left out (as the schema
-    promises: a marketing yes without a time or a place proves little)."""
+    promises: a marketing yes without a time or a place proves little).
+
+    Not `live` (a row of an imported file), a consent without its time keeps none: the
+    file says a person agreed once, not when, and stamping the import's time made a
+    year-old list's "yes" newer than the person's later "no" (a merge keeps the later
+    consent; one without a time is the older: `matching.merge`)."""
     if consent is None:
         return None
     filled: dict[str, Any] = {}
-    if consent.given_at is None:
+    if consent.given_at is None and live:
         filled["given_at"] = utcnow()
     if consent.source is None:
         filled["source"] = source
     return (consent.model_copy(update=filled) if filled else consent).model_dump(mode="json")
 
 
-def _incoming(lead_in: LeadIn, actor: str | None, trace_parent: str | None) -> Incoming:
-    values = incoming_values(lead_in)
+def _incoming(
+    lead_in: LeadIn, actor: str | None, trace_parent: str | None, live: bool = True
+) -> Incoming:
+    values = incoming_values(lead_in, live=live)
     features = prepared_row(tuple(values.get(name) for name in MATCH_COLUMNS))
     return Incoming(values, features, stored_keys(features), actor, trace_parent)
 
@@ -244,6 +257,8 @@ async def intake_many(
     items: Sequence[LeadIn],
     actor: str | Sequence[str | None] | None = None,
     trace_parent: Sequence[str | None] | None = None,
+    *,
+    live: bool = True,
 ) -> list[IntakeResult]:
     """Accept validated leads in order, each as `intake` would after the ones before it.
 
@@ -254,6 +269,7 @@ async def intake_many(
     after the other. `actor` is who sent them all, or one actor per item (requests
     committed as a group, `intake_groups.py`). `trace_parent` is each item's request's
     span (a group's), which its CRM delivery links to; by default the current span.
+    `live` is false for rows of an imported file (`consent_record`).
     Returns one result per item, in order.
     """
     if not items:
@@ -264,7 +280,7 @@ async def intake_many(
     incoming: list[Incoming] = []
     for lead_in, by, parent in zip(items, actors, parents, strict=True):
         await pace()  # before the first statement: nothing held yet (but a key's look-up)
-        incoming.append(_incoming(lead_in, by, parent))
+        incoming.append(_incoming(lead_in, by, parent, live))
     results = await _intake(session, rt, incoming, pace)
     count_on_commit(session, rt.metrics, (result.outcome for result in results))
     return results
@@ -361,17 +377,27 @@ async def _write(
     writer = IntakeWriter(rt, stored, await repo.arrivals_of(session, set(stored)))
     now = utcnow()
     done: list[tuple[Step, Lead, Score, list[str]]] = []
+    as_of: list[tuple[str, str | None, bool]] = []  # status, owner, owner still to come
     for step, item in zip(steps, items, strict=True):
         await pace()  # the rows are this intake's own: nobody else sees them meanwhile
         if step.outcome == "merged":
             done.append((step, *writer.merge(step, item, now)))
         else:
             done.append((step, *writer.create(step, item, now), []))
+        lead = done[-1][1]
+        as_of.append((lead.status, lead.owner, writer.owner_coming(lead)))
     await writer.write(session, now)
     hold_on_commit(session, rt.known, writer.written(matcher))
     if any(step.outcome != "held_for_review" for step in steps):
         await request_delivery(session, rt.queue, rt.settings)
     return [
-        IntakeResult(lead, step.outcome, score, duplicate_found(step, fields, writer, uids))
-        for step, lead, score, fields in done
+        IntakeResult(
+            lead,
+            step.outcome,
+            score,
+            duplicate_found(step, fields, writer, uids),
+            status,
+            writer.turn_owner(lead) if coming else owner,
+        )
+        for (step, lead, score, fields), (status, owner, coming) in zip(done, as_of, strict=True)
     ]

@@ -15,6 +15,7 @@ from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads import service_contacts
 from cauce.leads.errors import (
+    FieldError,
     LeadChanged,
     LeadDuplicate,
     LeadErased,
@@ -26,6 +27,7 @@ from cauce.leads.intake_merge import OTHER_COLUMNS, SCALAR_FIELDS
 from cauce.leads.intake_writer import apply_score, lead_facts
 from cauce.leads.matching import blocking_keys
 from cauce.leads.matching.blocking import EXACT_PREFIXES
+from cauce.leads.matching.merge import consent_time
 from cauce.leads.matching.plan import patched_contacts, record_of
 from cauce.leads.models import Lead, LeadEvent, LeadSource
 from cauce.leads.normalise import is_disposable_domain, is_free_mail_domain
@@ -114,7 +116,38 @@ def _json_value(value: Any) -> Any:
 
 # Fields whose values an `updated` history line gives, before and after: the lead's
 # state in the sales process, none of them the person's data (history outlives erasure).
-TRACKED_VALUES = ("status", "source", "owner", "team", "score")
+TRACKED_VALUES = ("status", "source", "owner", "team", "score", "consent")
+
+# A consent is the proof a person agreed (GDPR art. 7): a PATCH records a new one, a
+# withdrawal included, and the line of it gives both (`TRACKED_VALUES`), but never erases
+# the proof.
+_CONSENT_NOT_CLEARABLE: FieldError = {
+    "pointer": "/consent",
+    "detail": 'is the proof of a consent and cannot be cleared: send {"marketing": false} to '
+    "record a withdrawal",
+    "type": "consent_not_clearable",
+}
+
+
+def _refuse_older_consent(stored: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+    """A consent older than the stored one (by `given_at`) is refused, as a merge keeps
+    the later (`matching.merge`): a "yes" dated before the person's "no" would undo it."""
+    if stored is None or new is None:
+        return
+    stored_at, new_at = consent_time(stored), consent_time(new)
+    if stored_at is None or new_at is None or new_at >= stored_at:
+        return
+    raise LeadInvalid(
+        [
+            {
+                "pointer": "/consent/given_at",
+                "detail": f"is before the consent the lead holds (given at "
+                f"{stored_at.isoformat()}): an older consent cannot replace a newer one; "
+                "send when this one was given, if later, or no time (now)",
+                "type": "consent_outdated",
+            }
+        ]
+    )
 
 
 def etag(lead: Lead) -> str:
@@ -192,15 +225,15 @@ async def patch(
                 lead.custom_fields = merged
                 changed.append(name)
         elif name == "consent":
-            # Proof as at intake: a missing time or place is now and the lead's source;
-            # the same consent sent again (all it says already stored) changes nothing.
-            new = consent_record(value, lead.source) if value is not None else None
-            sent = _json_value(value) if value is not None else None
+            # Proof as at intake: a missing time is now, a missing place the API's; the
+            # same consent sent again (all it says already stored) changes nothing.
+            if value is None:
+                raise LeadInvalid([_CONSENT_NOT_CLEARABLE])
+            sent = _json_value(value)
             stored = lead.consent
-            if (sent is None and stored is not None) or (
-                sent is not None
-                and (stored is None or any(stored.get(k) != v for k, v in sent.items()))
-            ):
+            if stored is None or any(stored.get(k) != v for k, v in sent.items()):
+                new = consent_record(value, "api")
+                _refuse_older_consent(stored, new)
                 lead.consent = new
                 changed.append(name)
         elif name == "utm":
@@ -279,7 +312,7 @@ async def patch(
         arrivals = await repo_lead.arrivals(session, lead.id)
     apply_score(lead, rt.scorer.score(lead_facts(lead, arrivals)))
     if reroute:
-        changed.extend(n for n in await _route_again(session, rt, lead) if n not in changed)
+        changed.extend(n for n in await route_again(session, rt, lead) if n not in changed)
     await repo.replace_match_keys(session, lead.id, keys)
     line: dict[str, Any] = {"fields": changed}
     if moved := {
@@ -319,7 +352,7 @@ def _settle_places(
         changed.append("country")
 
 
-async def _route_again(session: AsyncSession, rt: LeadsRuntime, lead: Lead) -> list[str]:
+async def route_again(session: AsyncSession, rt: LeadsRuntime, lead: Lead) -> list[str]:
     """Give `lead` the team and owner routing gives it now, as at intake (the team's
     rotation moves on one); the names of the fields that changed."""
     leads = rt.settings.leads
@@ -393,16 +426,30 @@ async def release_hold(
     changes: dict[str, Any] | None = None,
 ) -> None:
     """A person decided a held lead is not a duplicate: deliver it (with a history line,
-    `reviewed`, when `changes` says what they decided)."""
+    `reviewed`, when `changes` says what they decided). Routed now if it has no owner (a
+    held lead is given none at intake: `IntakeWriter.create`)."""
     lead.possible_duplicate_of = None
     lead.hold_evidence = None
     lead.sync_status = "pending"
     lead.trace_parent = current_traceparent()
     lead.version += 1
     lead.updated_at = utcnow()
+    routed = await route_held(session, rt, lead)
     if changes is not None:
+        if routed:
+            changes = {**changes, "values": routed}
         session.add(LeadEvent(lead_id=lead.id, action="reviewed", changes=changes, actor=actor))
     await request_delivery(session, rt.queue, rt.settings)
+
+
+async def route_held(session: AsyncSession, rt: LeadsRuntime, lead: Lead) -> dict[str, Any]:
+    """Route a lead released from its hold if it has no owner (a held lead is given
+    none at intake); the team and owner it moved from and to, for its history line."""
+    if lead.owner is not None:
+        return {}
+    before = {"team": lead.team, "owner": lead.owner}
+    changed = await route_again(session, rt, lead)
+    return {name: {"from": before[name], "to": getattr(lead, name)} for name in changed}
 
 
 # History lines `GET /v1/leads/{id}` shows, newest first (`history_total` counts them all).

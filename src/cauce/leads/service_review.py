@@ -34,6 +34,7 @@ from cauce.leads.service_edit import (
     live_lead,
     make_tombstone,
     release_hold,
+    route_held,
     tombstone_error,
 )
 from cauce.leads.tasks import request_delivery
@@ -135,9 +136,14 @@ async def _merge_held(
     values: dict[str, Any] = {name: getattr(held, name) for name in MERGEABLE}
     values["email_disposable"] = held.email_disposable
     values["email_free"] = held.email_free
+    # Its status and owner too: a held lead a salesperson worked (`won`) keeps that in
+    # the lead it goes into, by the rule an arrival's go by (`merge_sales_state`).
+    values["status"] = held.status
+    values["owner"] = held.owner
     changes, _ = apply_merge(target, values, rt, now)  # a held target stays held
     changes.extend(_absorb_other_contacts(target, held))
-    if target.possible_duplicate_of == held.id:
+    released = target.possible_duplicate_of == held.id
+    if released:
         # It was held against the lead now in it: nothing is left to decide about it.
         target.possible_duplicate_of = None
         target.hold_evidence = None
@@ -145,11 +151,18 @@ async def _merge_held(
     await repo_lead.move_sources(session, held.id, target.id)
     await repo_lead.hold_against(session, held.id, target.id)
     arrivals = await repo_lead.arrivals(session, target.id)
+    score_before = target.score
     apply_score(target, rt.scorer.score(lead_facts(target, arrivals)))
+    # Released, and given no owner while held: routed now, by its score as merged.
+    routed = await route_held(session, rt, target) if released else {}
     await repo.replace_match_keys(session, target.id, blocking_keys(repo.match_record(target)))
     history = history_changes(changes)
     if "added" in history:
         history["added"] = list(dict.fromkeys(history["added"]))
+    if routed:
+        history["values"] = {**history.get("values", {}), **routed}
+    if target.score != score_before:
+        history.setdefault("values", {})["score"] = {"from": score_before, "to": target.score}
     history["merged_lead"] = held.uid
     history["decision"] = "duplicate"  # a person's review, not an arrival's match
     session.add(LeadEvent(lead_id=target.id, action="merged", changes=history, actor=actor, at=now))

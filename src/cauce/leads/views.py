@@ -90,10 +90,10 @@ def created_view(result: IntakeResult) -> LeadCreated:
     return LeadCreated(
         id=lead.uid,
         outcome=result.outcome,
-        status=lead.status,  # type: ignore[arg-type]
+        status=result.status,  # type: ignore[arg-type]
         score=result.score.value,
         score_reasons=_reasons([r.as_dict() for r in result.score.reasons]),
-        owner=lead.owner,
+        owner=result.owner,
         duplicate=_duplicate(result.duplicate),
     )
 

@@ -81,6 +81,12 @@ def _time(record: Mapping[str, object], member: str) -> datetime | None:
     return None
 
 
+def consent_time(consent: Mapping[str, object]) -> datetime | None:
+    """When a stored consent was given (its `given_at`, with a zone), None if unknown."""
+    at = _time(consent, "given_at")
+    return at if at is not None and at.tzinfo is not None else None
+
+
 def _later(old: Mapping[str, object], new: Mapping[str, object], member: str) -> bool:
     """Whether `new` is at least as recent as `old` (a record without a time is the
     older one; the incoming wins a tie: it arrived later)."""
