@@ -36,6 +36,7 @@ from cauce.core.db.base import utcnow
 from cauce.core.jobs.ports import (
     PermanentJobError,
 )
+from cauce.leads import erased_contacts
 from cauce.leads.csv_columns import ColumnPlan
 from cauce.leads.csv_import import (
     CsvLeadReader,
@@ -163,11 +164,13 @@ async def _process_chunk(
             record.mapping = dict(plan.columns())
         _record_format(record, reader)  # shown while running, not only at the end
         valid: list[LeadIn] = []
+        numbers: list[int] = []
         rejected = 0
         for row in chunk:
             outcome = validate_row(row, plan, options)
             if isinstance(outcome, LeadIn):
                 valid.append(outcome)
+                numbers.append(row.number)
             else:
                 rejected += 1
                 session.add_all(
@@ -179,6 +182,22 @@ async def _process_chunk(
                     )
                     for line in outcome
                 )
+        # A person erased (GDPR) is not brought back by a file (`erased_contacts`).
+        secret = erased_contacts.secret_of(rt.settings)
+        if erased := await erased_contacts.erased_rows(session, secret, valid):
+            for index, (field, at) in erased.items():
+                session.add(
+                    ImportErrorRow(
+                        import_id=record_id,
+                        row=numbers[index],
+                        field=field,
+                        reason=f"belongs to a person erased on {at.date().isoformat()} at "
+                        "their request: a file cannot bring them back (they may come back "
+                        "by themselves, through a form or the API)",
+                    )
+                )
+            rejected += len(erased)
+            valid = [lead for i, lead in enumerate(valid) if i not in erased]
         record.rows_rejected += rejected
         # Counted as the API's rejected leads are, once this chunk commits.
         count_on_commit(session, rt.metrics, ["rejected"] * rejected)

@@ -303,6 +303,16 @@ class LeadImportError(Base):
     reason: Mapped[str] = mapped_column(Text)
 
 
+class ErasedContact(Base):
+    """A keyed hash of an erased lead's email or phone (`erased_contacts`): an imported
+    file cannot bring the person back (migration 0024)."""
+
+    __tablename__ = "erased_contacts"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class RoutingCursor(Base):
     """Weighted round-robin position per team (shared by every API process)."""
 

@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cauce.core.db.base import utcnow
 from cauce.core.observability.trace_parent import current_traceparent
 from cauce.core.web.idempotency import forget_subject
+from cauce.leads import erased_contacts, service_contacts
 from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
-from cauce.leads import service_contacts
 from cauce.leads.errors import (
     FieldError,
     LeadChanged,
@@ -407,6 +407,8 @@ async def erase(
     lead = await live_lead(session, uid, for_update=True)
     check_version(lead, if_match)
     now = utcnow()
+    # Keyed hashes of its contacts, so an old list cannot bring the person back.
+    await erased_contacts.remember(session, erased_contacts.secret_of(rt.settings), lead, now)
     make_tombstone(lead, "erased", now)
     lead.hold_evidence = None  # held no more: nothing is left to review
     await repo_lead.erase_personal_data(session, lead.id)
