@@ -3,17 +3,19 @@
 - `cell_value`: the cell's text, trimmed, without the apostrophe an export put before a
   formula character (`FORMULA_PREFIXES`, `is_neutralised`; see `csv_export`).
 - `put_value`: stores a cell's value at its lead field: nested fields (`utm.source`),
-  name fields filled by several columns (joined) and consent yes/no words.
+  name fields filled by several columns (joined) and the consent as a boolean.
 - `CELL_READERS`: the fields whose cells are read before they are stored, or fail their
-  row saying why: a consent date as a spreadsheet writes it (`read_csv_datetime`), a
-  status word of a CRM or a person (`read_status`, `STATUS_WORDS`), a phone a
-  spreadsheet turned into a number (`read_phone_cell`).
+  row saying why: a consent's yes or no (`read_consent`: the general yes/no words and
+  consent-only ones, a placeholder being no consent), a consent date as a spreadsheet
+  writes it (`read_csv_datetime`), a status word of a CRM or a person (`read_status`,
+  `STATUS_WORDS`), a phone a spreadsheet turned into a number (`read_phone_cell`).
 - `json_object`: the members of a Cauce export's `custom_fields` cell.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,7 @@ import orjson
 
 from cauce.leads.csv_headers import fold_header
 from cauce.leads.phones import spreadsheet_number
+from cauce.leads.placeholders import says_none
 from cauce.leads.schemas import LeadStatus
 
 # A cell's first characters that spreadsheets may evaluate (CSV injection, OWASP; the
@@ -38,8 +41,76 @@ def is_neutralised(value: str) -> bool:
     return 0 < quotes < len(value) and value[quotes] in FORMULA_PREFIXES
 
 
+# The general yes and no of a cell, as `scoring.TRUE_WORDS` / `FALSE_WORDS` (a test
+# keeps them equal): what a spreadsheet's yes/no column says.
 _TRUE = frozenset({"si", "sí", "s", "yes", "y", "true", "verdadero", "1", "x", "ok", "acepta"})
 _FALSE = frozenset({"no", "n", "false", "falso", "0", "no acepta"})
+# Words that say yes or no to marketing consent only (a form's checkbox text, an opt-in
+# or unsubscribe list), not to any yes/no question: scoring and routing do not read them.
+# `Baja` (unsubscribed) is a no. `Alta` is not read: signed up, but also "high", and a
+# consent must be unambiguous (GDPR art. 4(11)); such a word fails its row saying which
+# words are read. Compared as `_consent_key` folds a cell.
+_CONSENT_ONLY_YES = frozenset({"acepto", "aceptado", "aceptada", "si acepto", "opt in", "optin"})
+_CONSENT_ONLY_NO = frozenset(
+    {
+        "no acepto", "no aceptado", "no aceptada", "opt out", "optout", "baja", "de baja",
+        "dado de baja", "dada de baja",
+    }
+)  # fmt: skip
+# Check marks (a form's ticked box) are a yes. A cross is not read: in a Spanish form an
+# X (read: `_TRUE`) ticks a box, and ✗ may mean either.
+_CHECK_MARKS = frozenset("✓✔☑✅")
+_VARIATION_SELECTOR = "\ufe0f"  # ✔️: the emoji form of the mark
+
+
+def _consent_key(text: str) -> str:
+    """A consent cell as the consent words are compared: without case or accents, an
+    opening `¿`/`¡` and trailing punctuation dropped, the words inside kept apart by one
+    space (`Sí, acepto.` → `si acepto`, `Opt-In` → `opt in`). A leading sign stays
+    (`-1` is no `1`)."""
+    decomposed = unicodedata.normalize("NFKD", text.strip().casefold())
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).lstrip("¿¡")
+    while plain and (plain[-1].isspace() or unicodedata.category(plain[-1])[0] == "P"):
+        plain = plain[:-1]
+    return " ".join(re.split(r"[\W_]+", plain)) if plain else ""
+
+
+_CONSENT_WORDS: dict[str, bool] = {
+    **{_consent_key(word): True for word in _TRUE | _CONSENT_ONLY_YES},
+    **{_consent_key(word): False for word in _FALSE | _CONSENT_ONLY_NO},
+}
+_CONSENT_HELP = (
+    "is not a consent Cauce reads: write Sí, Si, S, Yes, Acepto, Sí, acepto, Opt-in, "
+    "True, 1, X, OK or ✓ for a yes; No, N, No acepto, Opt-out, Baja, False or 0 for a no "
+    "(in any case, accents and trailing punctuation aside); or leave the cell blank, or "
+    "write -, n/a or N/A, when no consent was recorded"
+)
+
+
+# What a row's "yes" without a wording version is told besides the schema's words: the
+# file cannot prove which text the person accepted unless the import says it.
+WORDING_MISSING_HINT = (
+    ": set the import option `consent_wording_version` to the version of the consent "
+    "text the file's people accepted (or add a column with it, such as `Versión "
+    "consentimiento`)"
+)
+
+
+def read_consent(text: str) -> str:
+    """A consent cell as `"true"` or `"false"` (`put_value` stores it as the boolean),
+    or `""` for a value that stands for none (`-`, `n/a`: `placeholders.says_none`),
+    which records no consent, as a blank cell. Raises `ValueError` listing the words read
+    (the message never repeats the cell)."""
+    mark = text.strip().replace(_VARIATION_SELECTOR, "")
+    if mark in _CHECK_MARKS:
+        return "true"
+    found = _CONSENT_WORDS.get(_consent_key(text))
+    if found is not None:
+        return "true" if found else "false"
+    if says_none(text.strip()):
+        return ""
+    raise ValueError(_CONSENT_HELP)
+
 
 # Status words of a CRM or a spreadsheet, as `fold_header` folds them (no case, accents or
 # punctuation: `IN_PROGRESS`, `In progress` and `in-progress` are one word), and the
@@ -90,19 +161,12 @@ def cell_value(raw: str) -> str:
     return value
 
 
-def _parse_bool(text: str) -> bool | str:
-    folded = text.strip().casefold()
-    if folded in _TRUE:
-        return True
-    if folded in _FALSE:
-        return False
-    return text  # left as text: the schema rejects it, naming consent.marketing
-
-
 def put_value(data: dict[str, Any], target: str, value: str) -> None:
     """Store `value` at the lead field `target` of the raw lead `data`."""
     if target == "consent.marketing":
-        data.setdefault("consent", {})["marketing"] = _parse_bool(value)
+        # As `read_consent` gives it: "" (no consent recorded) stores nothing.
+        if value:
+            data.setdefault("consent", {})["marketing"] = value == "true"
         return
     head, dot, tail = target.partition(".")
     holder = data.setdefault(head, {}) if dot else data
@@ -151,7 +215,7 @@ _YEAR_FIRST = re.compile(
 _DAY_FIRST = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(?:,? (\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 _COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)?")
-_DATE_FORMATS = (
+DATE_FORMATS = (
     "2024-12-31, 2024-12-31 10:30, 31/12/2024, 31/12/2024 10:30 (day first) or 20241231, "
     "a time without an offset being UTC; or ISO 8601 with an offset"
 )
@@ -177,10 +241,10 @@ def read_csv_datetime(text: str) -> str:
         # the schema would read 45657 as 1970-01-01T12:40:57Z: a wrong date, silently.
         raise ValueError(
             "is a bare number, not a date (a Unix time or an Excel serial date cannot be "
-            f"told apart): write it as {_DATE_FORMATS}"
+            f"told apart): write it as {DATE_FORMATS}"
         )
     else:
-        raise ValueError(f"is not a date Cauce reads: write it as {_DATE_FORMATS}")
+        raise ValueError(f"is not a date Cauce reads: write it as {DATE_FORMATS}")
     year, month, day, hour, minute, second, fraction = parts
     try:
         value = datetime(
@@ -197,6 +261,7 @@ def read_csv_datetime(text: str) -> str:
 # row.
 CELL_READERS: dict[str, Callable[[str], str]] = {
     **dict.fromkeys(DATE_TARGETS, read_csv_datetime),
+    "consent.marketing": read_consent,
     "status": read_status,
     "phone": read_phone_cell,
     "phone_extension": read_phone_cell,

@@ -154,6 +154,8 @@ class CsvLeadReader(CsvTextParser):
         defaults = {}
         if options.consent_wording_version:
             defaults["consent.wording_version"] = options.consent_wording_version
+        if options.consent_given_at:
+            defaults["consent.given_at"] = options.consent_given_at
         return cls(
             mapping=options.mapping,
             unknown_columns=options.unknown_columns,

@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from cauce.leads.csv_cells import CELL_READERS, cell_value, json_object, put_value
+from cauce.leads.csv_cells import (
+    CELL_READERS,
+    WORDING_MISSING_HINT,
+    cell_value,
+    json_object,
+    put_value,
+)
 from cauce.leads.csv_columns import CUSTOM_FIELDS_JSON, ColumnPlan
 from cauce.leads.csv_headers import SECOND_SURNAMES, fold_header
 from cauce.leads.schemas import IntakeOptions, LeadIn
@@ -180,5 +186,8 @@ def validate_row(
     for error in outcome:
         parts = [p.replace("~1", "/").replace("~0", "~") for p in error["pointer"].split("/")[1:]]
         field = ".".join(parts)
-        lines.append(ReportLine(row.number, column_of(plan, field), field, error["detail"]))
+        detail = error["detail"]
+        if error["type"] == "consent_wording_missing":
+            detail += WORDING_MISSING_HINT  # the import's option can give it
+        lines.append(ReportLine(row.number, column_of(plan, field), field, detail))
     return lines

@@ -110,7 +110,12 @@ _MAX_ROW_ID = 2**63 - 1  # BIGINT
 def _filters_digest(query: repo_lead.LeadQuery) -> bytes:
     """The digest of a search's filters, as normalised (`_query`): a cursor pages only
     the search that gave it. The page size is not a filter: it may change between pages."""
-    fields = orjson.dumps(dataclasses.asdict(query), option=orjson.OPT_SORT_KEYS)
+    filters = dataclasses.asdict(query)
+    # A filter added since cursors were first given counts only when it is given, so a
+    # search without it keeps the digest (and the cursors) it had.
+    if filters["consent_marketing"] is None:
+        del filters["consent_marketing"]
+    fields = orjson.dumps(filters, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(fields, digest_size=_FILTERS_BYTES, person=b"cauce-leads").digest()
 
 
@@ -262,6 +267,12 @@ class LeadSearch(BaseModel):
         description="true: only leads held for review (possible duplicates); "
         "false: only leads not held",
     )
+    consent_marketing: Literal["true", "false", "none"] | None = Field(
+        default=None,
+        description="The lead's marketing consent: `true`, given; `false`, "
+        "refused or withdrawn; `none`, no consent recorded (none sent, or one without "
+        "`marketing`)",
+    )
     order: Literal["newest", "oldest"] = Field(
         default="newest",
         description="newest first (the default), or oldest first: a review queue "
@@ -304,6 +315,7 @@ def _query(filters: LeadSearch, request: Request) -> repo_lead.LeadQuery:
         # query of spaces alone is no query.
         text=visible_text(filters.q) or None if filters.q is not None else None,
         held=filters.held,
+        consent_marketing=filters.consent_marketing,
         oldest_first=filters.order == "oldest",
         # A national phone number in `q` is read where intake reads one without a country.
         phone_region=runtime(request).settings.leads.default_region.upper(),

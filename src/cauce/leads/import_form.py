@@ -42,7 +42,8 @@ UPLOAD_BODY: dict[str, Any] = {
                         "options": {
                             "type": "string",
                             "description": "JSON: mapping, unknown_columns, delimiter, "
-                            "encoding, default_phone_region, consent_wording_version",
+                            "encoding, default_phone_region, consent_wording_version, "
+                            "consent_given_at",
                             "contentSchema": inline_schema(ImportOptionsIn),
                         },
                     },

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -130,6 +130,9 @@ class LeadQuery:
     max_score: int | None = None
     text: str | None = None
     held: bool | None = None  # held for review (True), or not (False)
+    # The lead's marketing consent: given (`true`), refused (`false`), or none recorded
+    # (`none`: no consent, or one without `marketing`).
+    consent_marketing: Literal["true", "false", "none"] | None = None
     oldest_first: bool = False  # the order of the leads (and of the cursor's pages)
     include_erased: bool = False
     # The region a national phone number in `text` is read in (`leads.default_region`).
@@ -159,6 +162,8 @@ async def search(
     if query.held is not None:
         held = Lead.sync_status == "held"
         conditions.append(held if query.held else ~held)
+    if query.consent_marketing is not None:
+        conditions.append(consent_condition(query.consent_marketing))
     if query.created_after is not None:
         conditions.append(Lead.created_at >= query.created_after)
     if query.created_before is not None:
@@ -195,6 +200,19 @@ async def search(
     if conditions:
         statement = statement.where(*conditions)
     return list((await session.scalars(statement)).all())
+
+
+def consent_condition(value: Literal["true", "false", "none"]) -> Any:
+    """Leads whose consent's `marketing` is true, false, or missing (`none`).
+
+    `consent` is a JSON column: a lead without a consent holds a JSON `null` (or an SQL
+    NULL, as an update may write it), and a consent without `marketing` says nothing
+    either. The member read as a boolean (SQLite's `JSON_EXTRACT`, PostgreSQL's `->>`
+    cast) is NULL in all three, and a JSON `false` is false, not missing."""
+    marketing = Lead.consent["marketing"].as_boolean()
+    if value == "none":
+        return marketing.is_(None)
+    return marketing.is_(value == "true")
 
 
 def search_words(text: str | None) -> list[str]:

@@ -167,8 +167,23 @@ class HistoryLine(_Out):
     changes: dict[str, object] = Field(default_factory=dict)
 
 
+class ConsentEvent(_Out):
+    """One arrival's own consent, as it was stored when the arrival came (a merge keeps
+    the later consent as the lead's; each arrival's stays here, the proof of each)."""
+
+    received_at: datetime = Field(description="When Cauce received the arrival.")
+    source: LeadSource = Field(description="Where the arrival came from (as in `sources`).")
+    consent: Consent = Field(
+        description="The consent the arrival carried, as stored: `given_at` is the time it "
+        "sent or, for a lead sent live without one, the time Cauce received it (a CSV "
+        "row's consent without a date has none); `source` the one it sent or the "
+        "arrival's source."
+    )
+
+
 class LeadDetailOut(LeadOut):
-    """`GET /v1/leads/{id}`: the lead with its duplicates, arrivals, sync and history."""
+    """`GET /v1/leads/{id}`: the lead with its duplicates, arrivals, sync, history and
+    the consent each arrival sent."""
 
     duplicates: list[RelatedLead] = Field(
         default_factory=list,
@@ -188,6 +203,14 @@ class LeadDetailOut(LeadOut):
     )
     history_total: int = Field(
         0, description="Every change the lead has had: more than `history` shows when over 100."
+    )
+    consents: list[ConsentEvent] = Field(
+        default_factory=list,
+        description="The consent of each arrival that sent one, oldest first: the last 100. "
+        "Empty when none did (an erased lead's are cleared).",
+    )
+    consents_total: int = Field(
+        0, description="How many arrivals sent a consent: more than `consents` shows when over 100."
     )
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from cauce.leads.matching.plan import contact_key, phone_contact
-from cauce.leads.models import Lead
+from cauce.leads.models import Lead, LeadSource
 from cauce.leads.names import compose_full_name
 from cauce.leads.repository_lead import ListedExtras
 from cauce.leads.responses import DuplicateInfo, LeadCreated, LeadOut, ScoreReason
@@ -130,8 +130,30 @@ def _crm_deleted_at(lead: Lead) -> datetime | None:
     return deleted
 
 
+# The arrivals' consents a lead's detail shows (the last ones), as it shows its history.
+CONSENTS_SHOWN = 100
+_CONSENT_MEMBERS = ("marketing", "given_at", "wording_version", "source")
+
+
+def _consents(sources: Iterable[LeadSource]) -> tuple[list[dict[str, Any]], int]:
+    """Each arrival's own consent (`ConsentEvent`), oldest first: the last
+    `CONSENTS_SHOWN`, and how many there are. An arrival without one (or whose consent an
+    erasure cleared) is not listed."""
+    events = [
+        {
+            "received_at": _utc(s.received_at),
+            "source": s.source,
+            "consent": {name: s.consent.get(name) for name in _CONSENT_MEMBERS},
+        }
+        for s in sources
+        if isinstance(s.consent, dict) and "marketing" in s.consent
+    ]
+    return events[-CONSENTS_SHOWN:], len(events)
+
+
 def detail_view(found: LeadDetail) -> dict[str, Any]:
-    """`GET /v1/leads/{id}`: the lead, its sync state, duplicates and history."""
+    """`GET /v1/leads/{id}`: the lead, its sync state, duplicates, history and the
+    consents its arrivals sent."""
     lead = found.lead
     sources = list(dict.fromkeys(s.source for s in found.sources)) or [lead.source]
     held_against = next((d for d in found.duplicates if d.id == lead.possible_duplicate_of), None)
@@ -169,4 +191,6 @@ def detail_view(found: LeadDetail) -> dict[str, Any]:
         for e in found.history
     ]
     body["history_total"] = found.history_total
+    # The proof of each consent the lead was given (GDPR art. 7), from the arrivals read.
+    body["consents"], body["consents_total"] = _consents(found.sources)
     return body
