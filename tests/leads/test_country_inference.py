@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from cauce.core.jobs.factory import JobWorker
 from cauce.leads.phones import _NATIONAL_FIRST, international, number_country, typed_country
-from cauce.leads.places import country_of_region, normalise_country
+from cauce.leads.places import COUNTRY_CODES, country_of_region, normalise_country
 from cauce.leads.schemas import IntakeOptions, LeadIn
 from cauce.leads.schemas_batch import validate_batch
 from tests.conftest import SettingsFactory
@@ -437,3 +437,25 @@ def test_number_country_reads_a_stored_number() -> None:
     assert number_country("+34911234567;ext=12") == "ES"
     assert number_country("+525512345678") == "MX"
     assert number_country("+80012345678") is None
+
+
+def test_number_country_reads_a_code_of_one_region_without_parsing_as_parsing_does() -> None:
+    """`number_country`'s shortcut (a country code of one region names it) gives what a
+    parse of the number gives, for every region's example numbers; shared codes (+1, +7,
+    +44) are parsed, and codes of no country are none."""
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            e164 = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+            parsed = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+            expected = parsed if parsed in COUNTRY_CODES else None
+            assert number_country(e164) == expected, e164
+            assert number_country(f"{e164};ext=12") == expected, e164
+            checked += 1
+    assert checked > 400
+    assert number_country("+80012345678") is None  # international freephone: no country
+    assert number_country("+12125550123") == "US"
+    assert number_country("+18095550123") == "DO"

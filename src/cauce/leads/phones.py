@@ -291,8 +291,21 @@ def international(value: str, default_region: str = DEFAULT_PHONE_REGION) -> boo
 
 def number_country(phone: str) -> str | None:
     """The country (ISO 3166-1 alpha-2) of a `normalise_phone` result, its extension
-    aside; None for a code of no country (`+800`: "001", `+247` Ascension's "AC")."""
-    region = phone_region(split_extension(phone)[0])
+    aside; None for a code of no country (`+800`: "001", `+247` Ascension's "AC").
+
+    A country code of one region (+34, +52: most) names it without parsing the number
+    again (~30 us a lead at intake); a shared one (+1, +7, +44...) parses it."""
+    e164 = split_extension(phone)[0]
+    digits = e164[1:4]
+    # Country codes are prefix-free: the first of one, two or three digits that is one
+    # is the number's.
+    for length in (1, 2, 3):
+        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(digits[:length] or 0))
+        if regions:
+            if len(regions) == 1:
+                return regions[0] if regions[0] in COUNTRY_CODES else None
+            break
+    region = phone_region(e164)
     return region if region in COUNTRY_CODES else None
 
 
