@@ -115,3 +115,46 @@ async def test_a_patch_records_consents_and_never_erases_one(api: httpx.AsyncCli
     error = older.json()["errors"][0]
     assert (error["pointer"], error["type"]) == ("/consent/given_at", "consent_outdated")
     assert (await _lead(api, uid))["consent"] == stored
+
+
+async def test_an_unsubscribe_list_without_dates_withdraws_and_stays(
+    api: httpx.AsyncClient, worker: JobWorker
+) -> None:
+    """An imported "no" without a date counts from its import (a withdrawal is honoured
+    from when Cauce learns of it): it overrides the form's "yes" before it, and the old
+    list's undated "yes" imported again does not undo it (review, helper-120)."""
+    lead = await post_lead(api, {"email": "bea@bodegas.es", "consent": YES})
+    options = {"consent_wording_version": "rgpd-2023-01"}
+    baja = await import_csv(api, worker, b"Email;Consentimiento\nbea@bodegas.es;Baja\n", options)
+    assert baja["rows_merged"] == 1
+    consent = (await _lead(api, lead["id"]))["consent"]
+    assert consent["marketing"] is False
+    assert consent["given_at"] is not None
+    old = await import_csv(
+        api, worker, b"Email;Consentimiento\nbea@bodegas.es;S\xc3\xad\n", options
+    )
+    assert old["rows_merged"] == 1
+    assert (await _lead(api, lead["id"]))["consent"]["marketing"] is False
+
+
+async def test_a_yes_sent_without_an_email_stays_that_arrivals(api: httpx.AsyncClient) -> None:
+    phone = "+34 612 345 679"
+    ana = await post_lead(
+        api, {"email": "ana.gil@bodegas.es", "phone": phone, "consent": {"marketing": False}}
+    )
+    by_phone = await post_lead(api, {"phone": phone, "consent": YES})
+    assert (by_phone["outcome"], by_phone["id"]) == ("merged", ana["id"])
+    assert (await _lead(api, ana["id"]))["consent"]["marketing"] is False
+    # A lead without an email takes a yes sent without one.
+    luis = await post_lead(api, {"phone": "+34 699 000 111", "consent": {"marketing": False}})
+    again = await post_lead(api, {"phone": "+34 699 000 111", "consent": YES})
+    assert "consent" in again["duplicate"]["merged_fields"]
+    assert (await _lead(api, luis["id"]))["consent"]["marketing"] is True
+
+
+async def test_a_patch_records_a_withdrawal_whatever_its_date(api: httpx.AsyncClient) -> None:
+    lead = await post_lead(api, {"email": "bea@bodegas.es", "consent": YES})
+    dated = {"marketing": False, "given_at": "2019-01-01T00:00:00Z", "source": "carta"}
+    response = await api.patch(f"/v1/leads/{lead['id']}", json={"consent": dated})
+    assert response.status_code == 200, response.text
+    assert (await _lead(api, lead["id"]))["consent"]["marketing"] is False

@@ -219,6 +219,8 @@ def test_every_key_the_setting_takes_is_one_delivery_sends() -> None:
         score_model="points",
         email_free=False,
         email_disposable=False,
+        other_emails="ana@gmail.com",
+        other_phones="+34699000111",
         created_at=datetime(2025, 3, 10, 9, 30, tzinfo=UTC),
         updated_at=datetime(2025, 3, 11, 9, 30, tzinfo=UTC),
         utm={k: f"utm-{k}" for k in ("source", "medium", "campaign", "term", "content")},

@@ -3,7 +3,8 @@ databases (found by a data protection officer's audit, helper-113: the next impo
 old list re-created the erased person, marketing consent and all). The erasure keeps
 keyed hashes of their email, other emails and phone, never the values; an import's rows
 carrying one are refused with the reason; a person who comes back by themselves (a form,
-the API) is a new lead."""
+the API) is a new lead, whom a file may then update. A team's mailbox and a landline are
+no one person's, and are not kept."""
 
 from __future__ import annotations
 
@@ -54,6 +55,23 @@ async def test_an_old_list_does_not_bring_an_erased_person_back(
     found = (await api.get("/v1/leads", params={"q": "bea.ruiz"})).json()["items"]
     assert found == []
 
-    # She comes back by herself, through a form: a new lead.
+    # She comes back by herself, through a form: a new lead, and a file may update her.
     back = await post_lead(api, {"email": "bea.ruiz@bodegas.es", "source": "web_form"})
     assert back["outcome"] == "created"
+    again = await import_csv(api, worker, b"Email;Estado del lead\nbea.ruiz@bodegas.es;Ganado\n")
+    assert (again["rows_merged"], again["rows_rejected"]) == (1, 0)
+    assert (await api.get(f"/v1/leads/{back['id']}")).json()["status"] == "won"
+
+
+async def test_a_team_mailbox_or_a_landline_is_no_one_persons(
+    api: httpx.AsyncClient, worker: JobWorker
+) -> None:
+    """Erasing a lead on `ventas@` and the office's landline does not refuse colleagues
+    on them: only a person's own mailbox and mobile are kept."""
+    lead = await post_lead(
+        api, {"email": "ventas@acme.es", "phone": "+34 915 123 456", "first_name": "Luis"}
+    )
+    assert (await api.delete(f"/v1/leads/{lead['id']}")).status_code == 204
+    data = "Email;Teléfono;Nombre\nventas@acme.es;;Juan\n;915 123 456;Pedro\n"
+    status = await import_csv(api, worker, data.encode())
+    assert (status["rows_created"], status["rows_rejected"]) == (2, 0)

@@ -192,6 +192,21 @@ def test_latin_american_namesakes_are_not_spanish_places(
     assert matches(RoutingRule(team="t", regions=(configured,)), region, "ES")
 
 
+def test_a_bare_code_is_spains_only_in_a_rule_for_spain() -> None:
+    """`CA`, `GA`, `MD` in a rule without countries are states (California, Georgia,
+    Maryland), not Cádiz, Galicia or Madrid: a Spanish lead from those stays out of it
+    (review, helper-120); in a rule for Spain they are the provinces and communities."""
+    states = RoutingRule(team="us", regions=("CA", "NY", "MD", "GA", "CT"))
+    for region in ("Cádiz", "Madrid", "A Coruña", "Barcelona", "Lugo"):
+        assert not matches(states, region, "ES"), region
+    assert matches(states, "CA", "US")  # the code itself, by its name, as before
+    spain = RoutingRule(team="sur", countries=("ES",), regions=("CA", "GA"))
+    assert matches(spain, "Cádiz", "ES")
+    assert matches(spain, "Lugo", "ES")
+    # A code with its country's prefix says which country it is.
+    assert matches(RoutingRule(team="sur", regions=("ES-CA",)), "Cádiz", "ES")
+
+
 def test_a_city_is_not_its_community() -> None:
     """Mérida (a Mexican state capital, and Extremadura's) is a city, which the table does
     not hold: it meets a rule naming it, never one naming a community."""

@@ -231,6 +231,9 @@ CRM_LEAD_FIELDS = (
     "score_model",
     "email_free",
     "email_disposable",
+    # The emails and phones merges kept beside the lead's own, space-separated text.
+    "other_emails",
+    "other_phones",
     "created_at",
     "updated_at",
 )

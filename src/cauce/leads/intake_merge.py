@@ -150,12 +150,13 @@ def apply_merge(
 def _consent_for_this_mailbox(
     had: dict[str, Any], merged: dict[str, Any], changes: list[FieldChange], email: str | None
 ) -> list[FieldChange]:
-    """A marketing "yes" sent with another email than the lead's is not the lead's: it
-    stays that arrival's (in its `lead_sources` row), `kept` in the history, and the lead
-    keeps its consent. Matched by phone or by name, another person may have sent it (a
-    colleague on the switchboard, a relative), and even the same person agreed to be
-    written at that address, which the lead lists among its other emails. A "no" reaches
-    the lead whatever address it came with: a withdrawal is honoured wherever it comes."""
+    """A marketing "yes" sent with another email than the lead's, or with none, is not the
+    lead's: it stays that arrival's (in its `lead_sources` row), `kept` in the history,
+    and the lead keeps its consent. Matched by phone or by name, another person may have
+    sent it (a colleague on the switchboard, a relative), and even the same person agreed
+    to be written at that address, which the lead lists among its other emails. A lead
+    without an email takes one sent without one. A "no" reaches the lead whatever
+    address it came with: a withdrawal is honoured wherever it comes."""
     out: list[FieldChange] = []
     for change in changes:
         if (
@@ -163,7 +164,6 @@ def _consent_for_this_mailbox(
             and change.changed
             and isinstance(change.new, dict)
             and change.new.get("marketing") is True
-            and email is not None
             and email_key(email) != email_key(merged.get("email"))
         ):
             merged["consent"] = had["consent"]

@@ -54,6 +54,10 @@ def place_key(text: str) -> str:
 _SPAIN = spanish_places(place_key)
 
 
+def _bare_code(key: str) -> bool:
+    return len(key) == 2 and key.isascii() and key.isalpha()
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """A rule's conditions as a lead is checked against them: folded once, when the rule
@@ -70,10 +74,17 @@ class _Prepared:
 
     @classmethod
     def of(cls, rule: RoutingRule) -> _Prepared:
+        countries = frozenset(place_key(c) for c in rule.countries)
+        regions = frozenset(place_key(r) for r in rule.regions)
+        # A bare two-letter code is Spain's (`CA`, Cádiz; `GA`, Galicia) only in a rule
+        # for Spain alone: elsewhere it is likelier a state's (California, Georgia), and
+        # a rule for those took Spanish leads from Cádiz and Galicia.
+        spain_only = countries == {"es"}
+        named = (r for r in regions if spain_only or not _bare_code(r))
         return cls(
-            countries=frozenset(place_key(c) for c in rule.countries),
-            regions=frozenset(place_key(r) for r in rule.regions),
-            spanish=frozenset().union(*(_SPAIN.covered_by(place_key(r)) for r in rule.regions)),
+            countries=countries,
+            regions=regions,
+            spanish=frozenset().union(*(_SPAIN.covered_by(r) for r in named)),
             sources=frozenset(place_key(s) for s in rule.sources),
             min_score=rule.min_score,
             max_score=rule.max_score,

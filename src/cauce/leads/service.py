@@ -193,14 +193,16 @@ def consent_record(
     time Cauce received it in place of a `source` or `given_at` left out (as the schema
     promises: a marketing yes without a time or a place proves little).
 
-    Not `live` (a row of an imported file), a consent without its time keeps none: the
+    Not `live` (a row of an imported file), a "yes" without its time keeps none: the
     file says a person agreed once, not when, and stamping the import's time made a
     year-old list's "yes" newer than the person's later "no" (a merge keeps the later
-    consent; one without a time is the older: `matching.merge`)."""
+    consent; one without a time is the older: `matching.merge`). A "no" is stamped all
+    the same: a withdrawal counts from when Cauce learns of it, so an unsubscribe list
+    (`Baja`) overrides a "yes" it received before."""
     if consent is None:
         return None
     filled: dict[str, Any] = {}
-    if consent.given_at is None and live:
+    if consent.given_at is None and (live or consent.marketing is False):
         filled["given_at"] = utcnow()
     if consent.source is None:
         filled["source"] = source

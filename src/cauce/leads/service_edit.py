@@ -130,9 +130,10 @@ _CONSENT_NOT_CLEARABLE: FieldError = {
 
 
 def _refuse_older_consent(stored: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-    """A consent older than the stored one (by `given_at`) is refused, as a merge keeps
-    the later (`matching.merge`): a "yes" dated before the person's "no" would undo it."""
-    if stored is None or new is None:
+    """A "yes" older than the stored consent (by `given_at`) is refused, as a merge keeps
+    the later (`matching.merge`): dated before the person's "no", it would undo it. A "no"
+    is never refused: a withdrawal is recorded whatever its date."""
+    if stored is None or new is None or new.get("marketing") is False:
         return
     stored_at, new_at = consent_time(stored), consent_time(new)
     if stored_at is None or new_at is None or new_at >= stored_at:
