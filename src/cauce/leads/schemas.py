@@ -222,14 +222,20 @@ class _LeadFields(RequestModel):
         fields = handler(data)
         if isinstance(data, dict):  # not a model validated again
             phone, country = data.get("phone"), data.get("country")
-            if fields.phone is not None and isinstance(phone, str):
-                # Read in the region the phone validator read it in.
-                region = fields.country or options_from(info).default_phone_region
-                if international(phone, region):
-                    fields._phone_country = number_country(fields.phone)
+            # Only a lead without a country reads its phone's (a country sent wins; in a
+            # PATCH, one sent leaves the lead's alone): most leads skip the parse.
+            if (
+                fields.country is None
+                and fields.phone is not None
+                and isinstance(phone, str)
+                # read in the region the phone validator read it in
+                and international(phone, options_from(info).default_phone_region)
+            ):
+                fields._phone_country = number_country(fields.phone)
             if (
                 fields.country is not None
                 and isinstance(country, str)
+                and country.strip().upper() != fields.country  # the code itself: no region
                 and country_of_region(country.strip()) == fields.country
             ):
                 with contextlib.suppress(ValidationError):
