@@ -26,7 +26,7 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 
 from cauce.app import create_app
-from cauce.core.config import Settings
+from cauce.core.config import Settings, load_settings
 from cauce.core.db import create_database
 from cauce.core.db.migrate import upgrade
 
@@ -198,3 +198,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("CAUCE_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def toml(clean_env: None, tmp_path: Path) -> Callable[[str], Settings]:
+    """Load settings from a `cauce.toml` holding the given text, with no CAUCE_* variables
+    (`clean_env`)."""
+
+    def load(text: str) -> Settings:
+        (tmp_path / "cauce.toml").write_text(text, encoding="utf-8")
+        return load_settings()
+
+    return load

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from cauce.core.config import DEV_SECRET_KEY, Settings, load_settings
 from cauce.core.errors import ConfigError
+from tests.settings_cli import serve_refusal
 
 SECRET = "s" * 40
 
@@ -205,18 +203,4 @@ def test_settings_are_frozen() -> None:
 
 def test_cli_reports_bad_config_in_one_line(tmp_path: Path) -> None:
     """`cauce serve` with a bad variable exits non-zero with a one-line message, no traceback."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
-    env["CAUCE_HTTP__PORT"] = "eighty"
-    env["COLUMNS"] = "500"
-    proc = subprocess.run(
-        [sys.executable, "-m", "cauce", "serve"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "CAUCE_HTTP__PORT" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "CAUCE_HTTP__PORT" in serve_refusal(tmp_path, CAUCE_HTTP__PORT="eighty")

@@ -3,34 +3,15 @@ rule's implies (that rule takes each of its leads first), naming both rules."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cauce.core import config
-from cauce.core.config import load_settings
 from cauce.core.errors import ConfigError
+from tests.settings_cli import serve_refusal
 
 TEAMS = '[leads.teams]\na = [{ name = "Ana" }]\nb = [{ name = "Bea" }]\n'
-
-
-@pytest.fixture
-def toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """Load settings from a `cauce.toml` holding the given text, with no CAUCE_* variables."""
-    for name in list(os.environ):
-        if name.startswith("CAUCE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-    def load(text: str) -> config.Settings:
-        (tmp_path / "cauce.toml").write_text(text, encoding="utf-8")
-        return load_settings()
-
-    return load
 
 
 def rules(*bodies: str) -> str:
@@ -171,19 +152,7 @@ def test_serve_refuses_a_rule_that_never_fires_in_one_line(tmp_path: Path) -> No
         rules('team = "a"\ncountries = ["ES"]', 'team = "b"\ncountries = ["ES"]\nmin_score = 70'),
         encoding="utf-8",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
-    env["COLUMNS"] = "500"
-    proc = subprocess.run(
-        [sys.executable, "-m", "cauce", "serve"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    line = serve_refusal(tmp_path)
     assert "CAUCE_LEADS__ROUTING_RULES__1: can never match: routing rule 0 before it (team a)" in (
-        proc.stderr
+        line
     )

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +19,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from cauce.app import create_app
-from cauce.core import config, config_lead_facts, config_scoring
-from cauce.core.config import load_settings
+from cauce.core import config_lead_facts, config_scoring
 from cauce.core.config_leads import RoutingRule
 from cauce.core.config_scoring import ScoringRule
 from cauce.core.errors import ConfigError
@@ -36,23 +32,9 @@ from cauce.leads.schemas import Consent, LeadSource, Utm
 from cauce.leads.scoring import PointsModel, facts_of, same_value
 from tests.conftest import SettingsFactory
 from tests.leads.test_delivery import MemoryCrm
+from tests.settings_cli import serve_refusal
 
 TEAMS = '[leads.teams]\na = [{ name = "Ana" }]\n'
-
-
-@pytest.fixture
-def toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """Load settings from a `cauce.toml` holding the given text, with no CAUCE_* variables."""
-    for name in list(os.environ):
-        if name.startswith("CAUCE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-    def load(text: str) -> config.Settings:
-        (tmp_path / "cauce.toml").write_text(text, encoding="utf-8")
-        return load_settings()
-
-    return load
 
 
 def _refused(load: Any, text: str) -> str:
@@ -446,20 +428,7 @@ def test_serve_refuses_a_team_without_capacity_in_one_line(tmp_path: Path) -> No
         '[leads]\ndefault_team = "zero"\n[leads.teams]\n'
         'zero = [{ name = "Z1", capacity = 0 }, { name = "Z2", capacity = 0 }]\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
-    env["COLUMNS"] = "500"
-    proc = subprocess.run(
-        [sys.executable, "-m", "cauce", "serve"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "CAUCE_LEADS__TEAMS__ZERO" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "CAUCE_LEADS__TEAMS__ZERO" in serve_refusal(tmp_path)
 
 
 @pytest.fixture
