@@ -148,6 +148,10 @@ async def test_a_held_lead_is_routed_only_when_told_apart(
     assert (await _lead(api, held["id"]))["team"] == "spain"
     ana = await post_lead(api, {"email": "ana@bodegas.es"})
     assert ana["owner"] == "Pablo"  # the held lead took no turn
+    # Asking routing again (`"owner": null`) takes no turn while it is held either.
+    again = await api.patch(f"/v1/leads/{held['id']}", json={"owner": None})
+    assert again.status_code == 200, again.text
+    assert again.json()["owner"] is None
     assert (await _review(api, held["id"], {"decision": "distinct"})).status_code == 200
     lead = await _lead(api, held["id"])
     assert (lead["team"], lead["owner"]) == ("spain", "Rosa")

@@ -299,7 +299,8 @@ async def patch(
         await forget_subject(session, lead.uid)
     # `"owner": null` asks routing for an owner again, by the lead as this PATCH leaves it
     # (routing runs once, at creation; a lead keeps its owner through later changes).
-    reroute = "owner" in values and values["owner"] is None
+    # A held lead waits for its review to be routed (`release_hold`): it takes no turn.
+    reroute = "owner" in values and values["owner"] is None and lead.sync_status != "held"
     if not changed and not (reroute and lead.owner is None):
         return lead
     keys = blocking_keys(repo.match_record(lead))
