@@ -20,20 +20,10 @@ from cauce.app import Resources
 from cauce.leads import repository_lead as repo_lead
 from cauce.leads.models import Lead, LeadSource
 from tests.leads.api_client import post_lead
+from tests.leads.test_search_audit import _errors, _found
 
 YES = {"marketing": True, "wording_version": "rgpd-2024-03", "source": "https://form.es/a"}
 NO = {"marketing": False, "source": "https://form.es/baja"}
-
-
-def _errors(response: httpx.Response) -> list[tuple[str, str]]:
-    assert response.status_code == 422, response.text
-    return [(e["pointer"], e["type"]) for e in response.json()["errors"]]
-
-
-async def _found(api: httpx.AsyncClient, **params: Any) -> list[str]:
-    response = await api.get("/v1/leads", params=params)
-    assert response.status_code == 200, response.text
-    return [lead["id"] for lead in response.json()["items"]]
 
 
 async def _exported(api: httpx.AsyncClient, **params: Any) -> list[str]:

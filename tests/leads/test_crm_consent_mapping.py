@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from aiohttp import web
@@ -49,6 +48,7 @@ from tests.conftest import SettingsFactory, make_settings
 from tests.leads.adapters.conftest import ManualClock, WallClock, fast_policy
 from tests.leads.adapters.fake_pipedrive import FakePipedrive, serve
 from tests.leads.adapters.test_webhook import make_webhook, webhook_settings
+from tests.leads.api_client import client_with
 from tests.leads.test_delivery import MemoryCrm
 from tests.settings_cli import serve_refusal
 
@@ -400,13 +400,7 @@ async def _drain(app: FastAPI) -> None:
 async def test_hubspot_sandbox_gets_the_consent_and_its_withdrawal(
     app: FastAPI, sandbox: SandboxCrm
 ) -> None:
-    resources: Resources = app.state.resources
-    key = await resources.api_keys.create("t", ["leads:read", "leads:write"])
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://cauce.test",
-        headers={"Authorization": f"Bearer {key.token}"},
-    ) as api:
+    async with await client_with(app, ["leads:read", "leads:write"]) as api:
         consent = {
             "marketing": True,
             "given_at": "2025-03-10T09:30:15.123Z",
