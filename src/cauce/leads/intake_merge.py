@@ -15,6 +15,7 @@ from cauce.core.config_lead_facts import LEAD_TEXT_FIELDS
 from cauce.core.observability.trace_parent import current_traceparent
 from cauce.leads.field_types import MAX_CUSTOM_FIELDS
 from cauce.leads.matching import FieldChange, email_key, merge
+from cauce.leads.matching.merge import consent_stands_after
 from cauce.leads.matching.plan import OTHER_CONTACTS, merged_extension, other_contacts
 from cauce.leads.models import Lead
 
@@ -170,6 +171,31 @@ def _consent_for_this_mailbox(
             change = FieldChange(change.field, "kept", change.old, change.new)
         out.append(change)
     return out
+
+
+def withdrawal_for(lead: Lead, values: dict[str, Any]) -> dict[str, Any] | None:
+    """The marketing "no" that an arrival held for review against `lead` carries to it at
+    once, or None.
+
+    A possible duplicate waits for a person before its data joins the lead; a withdrawal
+    sent from one of the lead's own mailboxes cannot wait (GDPR art. 7(3): the mailbox's
+    owner said no, whoever the review finds the rest of the arrival to be). It reaches the
+    lead as a merge would take it: when the lead's consent is not a "no" already nor a
+    "yes" given after it. From another mailbox, or with none (a shared phone, a namesake),
+    it stays the held lead's until the review."""
+    consent = values.get("consent")
+    if not isinstance(consent, dict) or consent.get("marketing") is not False:
+        return None
+    key = email_key(values.get("email"))
+    mailboxes = (lead.email, *(lead.other_emails or "").split())
+    if key is None or key not in {email_key(mailbox) for mailbox in mailboxes}:
+        return None
+    had = lead.consent
+    if isinstance(had, dict) and (
+        had.get("marketing") is False or not consent_stands_after(had, consent)
+    ):
+        return None
+    return consent
 
 
 def _merged_extension(

@@ -24,6 +24,7 @@ from cauce.leads.intake_merge import (
     SCALAR_FIELDS,
     apply_merge,
     history_changes,
+    withdrawal_for,
 )
 from cauce.leads.matching import Match
 from cauce.leads.matching.known import Known
@@ -171,10 +172,21 @@ def _source_row(lead_id: int, values: dict[str, Any], now: datetime) -> dict[str
 class IntakeWriter:
     """The rows an intake writes, gathered in item order and written in bulk."""
 
-    def __init__(self, rt: LeadsRuntime, stored: dict[int, Lead], arrivals: dict[int, int]):
+    def __init__(
+        self,
+        rt: LeadsRuntime,
+        stored: dict[int, Lead],
+        arrivals: dict[int, int],
+        against: dict[int, Lead] | None = None,
+    ):
         self.rt = rt
         self.stored = stored  # stored leads merged into (ORM objects, flushed at the end)
         self.arrivals = arrivals
+        # Stored leads that arrivals carrying a marketing "no" are held against (locked):
+        # one such "no" may reach its lead at once (`withdrawal_for`); the lead then joins
+        # `stored`. `withdrawn` counts them.
+        self.against = against or {}
+        self.withdrawn = 0
         self.new: dict[int, Lead] = {}  # provisional id -> lead to insert, in item order
         self.new_keys: dict[int, frozenset[str]] = {}
         self.held: dict[int, int] = {}  # provisional id -> the lead it may duplicate
@@ -207,6 +219,7 @@ class IntakeWriter:
             self.held[step.lead_id] = step.match.id
             lead.__dict__["hold_evidence"] = evidence = hold_evidence(step.match)
             created["held"] = {k: evidence[k] for k in ("match", "confidence")}
+            self._withdraw(step.match.id, lead, item, now)
         score = self._score(lead, step.lead_id)
         leads_settings = self.rt.settings.leads
         decision = choose_team(
@@ -231,6 +244,34 @@ class IntakeWriter:
         self.sources.append((step.lead_id, item.values))
         self.events.append((step.lead_id, "created", created, item.actor))
         return lead, score
+
+    def _withdraw(self, target_id: int, held: Lead, item: Incoming, now: datetime) -> None:
+        """Carry a held arrival's marketing "no" to the lead it is held against, when it
+        came from one of that lead's mailboxes (`withdrawal_for`), with an `updated`
+        line naming the held lead."""
+        found = self.lead(target_id) if target_id in self.stored or provisional(target_id) else None
+        target = found or self.against.get(target_id)
+        if target is None:
+            return
+        consent = withdrawal_for(target, item.values)
+        if consent is None:
+            return
+        before, score_before = target.consent, target.score
+        target.consent = consent
+        if not provisional(target_id):
+            self.stored[target_id] = target  # flushed at the end, and cached as written
+            self.withdrawn += 1
+            target.version += 1
+            target.updated_at = now
+            target.trace_parent = item.trace_parent  # its next delivery links to this one
+            if target.sync_status != "held":
+                target.sync_status = "pending"
+        self._score(target, target_id)
+        moved: dict[str, Any] = {"consent": {"from": before, "to": consent}}
+        if target.score != score_before:
+            moved["score"] = {"from": score_before, "to": target.score}
+        line = {"fields": ["consent"], "values": moved, "withdrawn_by": held.uid}
+        self.events.append((target_id, "updated", line, item.actor))
 
     def merge(self, step: Step, item: Incoming, now: datetime) -> tuple[Lead, Score, list[str]]:
         lead = self.lead(step.lead_id)

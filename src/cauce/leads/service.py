@@ -317,7 +317,18 @@ async def _intake(
         gone = {i for i in locked if i not in stored or stored[i].erased_at is not None}
         if not gone:
             merged_into = {i: stored[i] for i in targets}
-            return await _write(session, rt, items, matcher, steps, uids, merged_into, pace)
+            # Held against by an arrival carrying a marketing "no": it may reach them.
+            against = {
+                s.match.id: stored[s.match.id]
+                for s, item in zip(steps, items, strict=True)
+                if s.outcome == "held_for_review"
+                and s.match is not None
+                and s.match.id in held_against
+                and _says_no(item)
+            }
+            return await _write(
+                session, rt, items, matcher, steps, uids, merged_into, against, pace
+            )
         # The candidates were read before the lock, as committed then: one of them was
         # erased (or merged by a review) since. Nothing is written yet, so decide again:
         # the next read leaves it out. Merging into it would put an arrival's personal
@@ -326,6 +337,11 @@ async def _intake(
             rt.known.forget(lead_id)
         log.info("leads.intake.target_gone", leads=len(gone))
     raise IntakeBusy("the leads this intake matched keep changing; try again in a moment")
+
+
+def _says_no(item: Incoming) -> bool:
+    consent = item.values.get("consent")
+    return isinstance(consent, dict) and consent.get("marketing") is False
 
 
 async def _plan(
@@ -373,10 +389,13 @@ async def _write(
     steps: list[Step],
     uids: dict[int, str],
     stored: dict[int, Lead],
+    against: dict[int, Lead],
     pace: Pace,
 ) -> list[IntakeResult]:
-    """Write the decisions: `stored` holds the leads merged into, locked."""
-    writer = IntakeWriter(rt, stored, await repo.arrivals_of(session, set(stored)))
+    """Write the decisions: `stored` holds the leads merged into, `against` those held
+    against by an arrival with a marketing "no" (`IntakeWriter._withdraw`), locked."""
+    arrivals = await repo.arrivals_of(session, set(stored) | set(against))
+    writer = IntakeWriter(rt, stored, arrivals, against)
     now = utcnow()
     done: list[tuple[Step, Lead, Score, list[str]]] = []
     as_of: list[tuple[str, str | None, bool]] = []  # status, owner, owner still to come
@@ -390,7 +409,7 @@ async def _write(
         as_of.append((lead.status, lead.owner, writer.owner_coming(lead)))
     await writer.write(session, now)
     hold_on_commit(session, rt.known, writer.written(matcher))
-    if any(step.outcome != "held_for_review" for step in steps):
+    if writer.withdrawn or any(step.outcome != "held_for_review" for step in steps):
         await request_delivery(session, rt.queue, rt.settings)
     return [
         IntakeResult(

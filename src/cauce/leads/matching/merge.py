@@ -87,6 +87,12 @@ def consent_time(consent: Mapping[str, object]) -> datetime | None:
     return at if at is not None and at.tzinfo is not None else None
 
 
+def consent_stands_after(old: Mapping[str, object], new: Mapping[str, object]) -> bool:
+    """Whether consent `new` replaces stored consent `old` (given at or after it), as a
+    merge decides it."""
+    return _later(old, new, "given_at")
+
+
 def _later(old: Mapping[str, object], new: Mapping[str, object], member: str) -> bool:
     """Whether `new` is at least as recent as `old` (a record without a time is the
     older one; the incoming wins a tie: it arrived later)."""
