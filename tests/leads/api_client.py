@@ -35,6 +35,14 @@ async def post_lead(api: httpx.AsyncClient, lead: dict[str, Any]) -> dict[str, A
     return body
 
 
+async def get_lead(api: httpx.AsyncClient, uid: str) -> dict[str, Any]:
+    """`GET /v1/leads/{uid}`; its answer, which must be 200."""
+    response = await api.get(f"/v1/leads/{uid}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 @asynccontextmanager
 async def serve_app(
     settings: Settings, scopes: tuple[str, ...] = ("leads:read", "leads:write", "leads:admin")

@@ -20,7 +20,7 @@ from cauce.leads.models import Lead
 from cauce.leads.scoring import facts_of
 from cauce.leads.synthetic import synthetic_leads, training_examples
 from tests.conftest import SettingsFactory
-from tests.leads.api_client import post_lead, serve_app
+from tests.leads.api_client import get_lead, post_lead, serve_app
 
 # As `leads_app` (conftest): a CRM at the port, no background worker.
 APP: dict[str, Any] = {
@@ -65,13 +65,6 @@ async def _ids(api: httpx.AsyncClient, **filters: Any) -> set[str]:
     ids = [item["id"] for item in response.json()["items"]]
     assert len(ids) == len(set(ids)), filters
     return set(ids)
-
-
-async def _detail(api: httpx.AsyncClient, uid: str) -> dict[str, Any]:
-    response = await api.get(f"/v1/leads/{uid}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def _utc(day: int) -> datetime:
@@ -126,7 +119,7 @@ async def five(routed: tuple[FastAPI, httpx.AsyncClient]) -> dict[str, str]:
         "e": ("referral", ["referral"], 70, "Rosa", "lost"),
     }
     for letter, facts in expected.items():  # the premises of the filter tests below
-        lead = await _detail(api, uid[letter])
+        lead = await get_lead(api, uid[letter])
         assert (lead["source"], lead["sources"], lead["score"], lead["owner"], lead["status"]) == (
             facts
         ), letter
@@ -256,8 +249,8 @@ async def test_a_fresh_app_scores_intake_with_the_activated_learned_model(
     async with serve_app(settings) as (_, fresh):
         strong = await post_lead(fresh, strong_in)
         weak = await post_lead(fresh, weak_in)
-        strong_detail = await _detail(fresh, strong["id"])
-        weak_detail = await _detail(fresh, weak["id"])
+        strong_detail = await get_lead(fresh, strong["id"])
+        weak_detail = await get_lead(fresh, weak["id"])
 
     assert strong_detail["score_model"] == weak_detail["score_model"] == "learned-v1"
     for answer, sent, free in ((strong, strong_in, False), (weak, weak_in, True)):
@@ -278,7 +271,7 @@ async def test_a_fresh_app_scores_intake_with_the_activated_learned_model(
     assert strong_detail["score_reasons"] == strong["score_reasons"]
     # The app started before the activation still scores with points.
     later = await post_lead(api, {**strong_in, "email": "later@olivaresdeljaen.es"})
-    assert (await _detail(api, later["id"]))["score_model"] == "points"
+    assert (await get_lead(api, later["id"]))["score_model"] == "points"
 
 
 # -- Idempotency-Key on the batch -------------------------------------------------------------
@@ -346,7 +339,7 @@ async def test_a_routing_rule_on_sources_takes_only_leads_from_that_source(
     async def placed(lead: dict[str, Any]) -> tuple[str, str | None, str | None]:
         answer = await post_lead(api, lead)
         placed_ids.append(answer["id"])
-        detail = await _detail(api, answer["id"])
+        detail = await get_lead(api, answer["id"])
         assert detail["owner"] == answer["owner"]
         return answer["outcome"], detail["team"], detail["owner"]
 

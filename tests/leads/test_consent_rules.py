@@ -15,23 +15,14 @@ databases (found by a data protection officer's audit, helper-113):
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from cauce.core.jobs.factory import JobWorker
-from tests.leads.api_client import post_lead
+from tests.leads.api_client import get_lead, post_lead
 from tests.leads.import_client import import_csv
 
 YES = {"marketing": True, "wording_version": "rgpd-2024-03", "source": "form-a"}
 NO = {"marketing": False, "source": "unsubscribe-link"}
-
-
-async def _lead(api: httpx.AsyncClient, uid: str) -> dict[str, Any]:
-    response = await api.get(f"/v1/leads/{uid}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def test_an_old_list_without_dates_does_not_undo_a_withdrawal(
@@ -45,7 +36,7 @@ async def test_an_old_list_without_dates_does_not_undo_a_withdrawal(
         api, worker, data.encode(), {"consent_wording_version": "rgpd-2023-01"}
     )
     assert (status["rows_merged"], status["rows_created"]) == (1, 1)
-    bea = await _lead(api, lead["id"])
+    bea = await get_lead(api, lead["id"])
     assert bea["consent"]["marketing"] is False
     line = bea["history"][0]
     assert line["action"] == "merged"
@@ -65,7 +56,7 @@ async def test_a_web_forms_yes_after_a_withdrawal_is_a_new_consent(
     lead = await post_lead(api, {"email": "bea@bodegas.es", "consent": NO})
     again = await post_lead(api, {"email": "bea@bodegas.es", "consent": YES})
     assert "consent" in again["duplicate"]["merged_fields"]
-    consent = (await _lead(api, lead["id"]))["consent"]
+    consent = (await get_lead(api, lead["id"]))["consent"]
     assert consent["marketing"] is True
     assert consent["given_at"] is not None
 
@@ -78,17 +69,17 @@ async def test_a_yes_with_another_email_stays_that_arrivals(api: httpx.AsyncClie
     pedro = await post_lead(api, {"email": "pedro@gmail.com", "phone": phone, "consent": YES})
     assert (pedro["outcome"], pedro["duplicate"]["match"]) == ("merged", "phone")
     assert "consent" not in pedro["duplicate"]["merged_fields"]
-    lead = await _lead(api, ana["id"])
+    lead = await get_lead(api, ana["id"])
     assert lead["consent"]["marketing"] is False
     assert "pedro@gmail.com" in lead["other_emails"]
     assert "consent" in lead["history"][0]["changes"]["kept"]
     # The same mailbox's yes is the lead's, and a no from any of its addresses too.
     own = await post_lead(api, {"email": "Ana.Gil@bodegas.es", "consent": YES})
     assert "consent" in own["duplicate"]["merged_fields"]
-    assert (await _lead(api, ana["id"]))["consent"]["marketing"] is True
+    assert (await get_lead(api, ana["id"]))["consent"]["marketing"] is True
     other_no = await post_lead(api, {"email": "ana@gmail.com", "phone": phone, "consent": NO})
     assert "consent" in other_no["duplicate"]["merged_fields"]
-    assert (await _lead(api, ana["id"]))["consent"]["marketing"] is False
+    assert (await get_lead(api, ana["id"]))["consent"]["marketing"] is False
 
 
 async def test_a_patch_records_consents_and_never_erases_one(api: httpx.AsyncClient) -> None:
@@ -96,9 +87,9 @@ async def test_a_patch_records_consents_and_never_erases_one(api: httpx.AsyncCli
     uid = lead["id"]
     withdrawn = await api.patch(f"/v1/leads/{uid}", json={"consent": {"marketing": False}})
     assert withdrawn.status_code == 200, withdrawn.text
-    stored = (await _lead(api, uid))["consent"]
+    stored = (await get_lead(api, uid))["consent"]
     assert (stored["marketing"], stored["source"]) == (False, "api")
-    line = (await _lead(api, uid))["history"][0]
+    line = (await get_lead(api, uid))["history"][0]
     assert line["changes"]["fields"] == ["consent"]
     moved = line["changes"]["values"]["consent"]
     assert (moved["from"]["marketing"], moved["to"]["marketing"]) == (True, False)
@@ -114,7 +105,7 @@ async def test_a_patch_records_consents_and_never_erases_one(api: httpx.AsyncCli
     assert older.status_code == 422, older.text
     error = older.json()["errors"][0]
     assert (error["pointer"], error["type"]) == ("/consent/given_at", "consent_outdated")
-    assert (await _lead(api, uid))["consent"] == stored
+    assert (await get_lead(api, uid))["consent"] == stored
 
 
 async def test_an_unsubscribe_list_without_dates_withdraws_and_stays(
@@ -127,14 +118,14 @@ async def test_an_unsubscribe_list_without_dates_withdraws_and_stays(
     options = {"consent_wording_version": "rgpd-2023-01"}
     baja = await import_csv(api, worker, b"Email;Consentimiento\nbea@bodegas.es;Baja\n", options)
     assert baja["rows_merged"] == 1
-    consent = (await _lead(api, lead["id"]))["consent"]
+    consent = (await get_lead(api, lead["id"]))["consent"]
     assert consent["marketing"] is False
     assert consent["given_at"] is not None
     old = await import_csv(
         api, worker, b"Email;Consentimiento\nbea@bodegas.es;S\xc3\xad\n", options
     )
     assert old["rows_merged"] == 1
-    assert (await _lead(api, lead["id"]))["consent"]["marketing"] is False
+    assert (await get_lead(api, lead["id"]))["consent"]["marketing"] is False
 
 
 async def test_a_yes_sent_without_an_email_stays_that_arrivals(api: httpx.AsyncClient) -> None:
@@ -144,12 +135,12 @@ async def test_a_yes_sent_without_an_email_stays_that_arrivals(api: httpx.AsyncC
     )
     by_phone = await post_lead(api, {"phone": phone, "consent": YES})
     assert (by_phone["outcome"], by_phone["id"]) == ("merged", ana["id"])
-    assert (await _lead(api, ana["id"]))["consent"]["marketing"] is False
+    assert (await get_lead(api, ana["id"]))["consent"]["marketing"] is False
     # A lead without an email takes a yes sent without one.
     luis = await post_lead(api, {"phone": "+34 699 000 111", "consent": {"marketing": False}})
     again = await post_lead(api, {"phone": "+34 699 000 111", "consent": YES})
     assert "consent" in again["duplicate"]["merged_fields"]
-    assert (await _lead(api, luis["id"]))["consent"]["marketing"] is True
+    assert (await get_lead(api, luis["id"]))["consent"]["marketing"] is True
 
 
 async def test_a_patch_records_a_withdrawal_whatever_its_date(api: httpx.AsyncClient) -> None:
@@ -157,4 +148,4 @@ async def test_a_patch_records_a_withdrawal_whatever_its_date(api: httpx.AsyncCl
     dated = {"marketing": False, "given_at": "2019-01-01T00:00:00Z", "source": "carta"}
     response = await api.patch(f"/v1/leads/{lead['id']}", json={"consent": dated})
     assert response.status_code == 200, response.text
-    assert (await _lead(api, lead["id"]))["consent"]["marketing"] is False
+    assert (await get_lead(api, lead["id"]))["consent"]["marketing"] is False

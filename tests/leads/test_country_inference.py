@@ -24,7 +24,7 @@ from cauce.leads.places import COUNTRY_CODES, country_of_region, normalise_count
 from cauce.leads.schemas import IntakeOptions, LeadIn
 from cauce.leads.schemas_batch import validate_batch
 from tests.conftest import SettingsFactory
-from tests.leads.api_client import leads_api, post_lead
+from tests.leads.api_client import get_lead, leads_api, post_lead
 from tests.leads.import_client import import_csv
 
 
@@ -268,13 +268,6 @@ async def routed(settings_factory: SettingsFactory) -> AsyncIterator[httpx.Async
         yield client
 
 
-async def _get(api: httpx.AsyncClient, uid: str) -> dict[str, Any]:
-    response = await api.get(f"/v1/leads/{uid}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 @pytest.mark.parametrize(
     ("sent", "country", "owner"),
     [
@@ -297,7 +290,7 @@ async def test_the_filled_country_scores_and_routes_the_lead(
     assert created["owner"] == owner
     in_market = country in ("ES", "MX")
     assert ("target_market" in {r["code"] for r in created["score_reasons"]}) is in_market
-    lead = await _get(routed, created["id"])
+    lead = await get_lead(routed, created["id"])
     assert lead["country"] == country
     assert lead["team"] == {"Marta": "spain", "Rosa": "mexico", "Carmen": "rest"}[owner]
 
@@ -306,7 +299,7 @@ async def test_a_region_in_the_country_box_is_kept_through_the_api(
     api: httpx.AsyncClient,
 ) -> None:
     created = await post_lead(api, {"email": _email(), "country": "Andalucía"})
-    lead = await _get(api, created["id"])
+    lead = await get_lead(api, created["id"])
     assert (lead["country"], lead["region"]) == ("ES", "Andalucía")
 
 
@@ -319,7 +312,7 @@ async def test_a_batch_follows_the_same_rules(api: httpx.AsyncClient) -> None:
     response = await api.post("/v1/leads/batch", json={"items": items})
     assert response.status_code == 200, response.text
     ids = [item["id"] for item in response.json()["items"]]
-    found = [await _get(api, uid) for uid in ids]
+    found = [await get_lead(api, uid) for uid in ids]
     assert [(lead["country"], lead["region"]) for lead in found] == [
         ("ES", None),
         ("MX", "Nuevo León"),
@@ -360,7 +353,7 @@ async def _patch(api: httpx.AsyncClient, uid: str, body: dict[str, Any]) -> dict
 
 
 async def _history_fields(api: httpx.AsyncClient, uid: str) -> set[str]:
-    return set((await _get(api, uid))["history"][0]["changes"]["fields"])
+    return set((await get_lead(api, uid))["history"][0]["changes"]["fields"])
 
 
 async def test_a_patch_of_a_phone_with_the_default_regions_prefix_fills_the_country(
@@ -399,7 +392,7 @@ async def test_a_patch_prefers_the_region_to_the_phones_prefix(api: httpx.AsyncC
     assert both["country"] == "MX"
     # A region that names no country alone leaves it to the phone.
     other = (await post_lead(api, {"email": _email(), "region": "Valencia"}))["id"]
-    assert (await _get(api, other))["country"] is None
+    assert (await get_lead(api, other))["country"] is None
     typed = await _patch(api, other, {"phone": "+58 412 123 4567"})
     assert typed["country"] == "VE"
 

@@ -7,7 +7,6 @@ to the CRM as consenting, until someone reviewed the held copy.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +15,7 @@ from fastapi import FastAPI
 
 from cauce.app import create_app
 from tests.conftest import SettingsFactory
-from tests.leads.api_client import post_lead
+from tests.leads.api_client import get_lead, post_lead
 from tests.leads.test_delivery import MemoryCrm
 
 YES = {
@@ -41,19 +40,12 @@ async def leads_app(settings_factory: SettingsFactory, crm: MemoryCrm) -> AsyncI
         yield app
 
 
-async def _lead(api: httpx.AsyncClient, uid: str) -> dict[str, Any]:
-    response = await api.get(f"/v1/leads/{uid}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def test_a_no_from_the_leads_mailbox_reaches_it_at_once(api: httpx.AsyncClient) -> None:
     ana = await post_lead(api, {"email": "ana.gil@bodegas.es", "first_name": "Ana", "consent": YES})
-    before = await _lead(api, ana["id"])
+    before = await get_lead(api, ana["id"])
     held = await post_lead(api, {"email": "Ana.Gil@bodegas.es", "consent": NO})
     assert (held["outcome"], held["duplicate"]["lead_id"]) == ("held_for_review", ana["id"])
-    after = await _lead(api, ana["id"])
+    after = await get_lead(api, ana["id"])
     assert after["consent"]["marketing"] is False
     assert after["consent"]["source"] == "unsubscribe-link"
     assert after["sync"]["status"] == "pending"
@@ -64,7 +56,7 @@ async def test_a_no_from_the_leads_mailbox_reaches_it_at_once(api: httpx.AsyncCl
     assert line["changes"]["values"]["consent"]["from"]["marketing"] is True
     assert line["changes"]["values"]["consent"]["to"]["marketing"] is False
     # The held lead keeps its own copy, and still waits for its review.
-    copy = await _lead(api, held["id"])
+    copy = await get_lead(api, held["id"])
     assert (copy["consent"]["marketing"], copy["sync"]["status"]) == (False, "held")
 
 
@@ -75,7 +67,7 @@ async def test_a_no_from_another_mailbox_waits_for_the_review(api: httpx.AsyncCl
     assert held["outcome"] == "held_for_review"
     without = await post_lead(api, {"phone": phone, "consent": NO})
     assert without["outcome"] == "held_for_review"
-    after = await _lead(api, ana["id"])
+    after = await get_lead(api, ana["id"])
     assert after["consent"]["marketing"] is True
     assert [line["action"] for line in after["history"]] == ["created"]
 
@@ -85,7 +77,7 @@ async def test_a_no_dated_before_the_yes_does_not_undo_it(api: httpx.AsyncClient
     old_no = {**NO, "given_at": "2026-01-15T09:00:00+00:00"}
     held = await post_lead(api, {"email": "ana.gil@bodegas.es", "consent": old_no})
     assert held["outcome"] == "held_for_review"
-    assert (await _lead(api, ana["id"]))["consent"]["marketing"] is True
+    assert (await get_lead(api, ana["id"]))["consent"]["marketing"] is True
 
 
 async def test_a_batch_reaches_a_lead_created_in_it_and_one_stored(
@@ -109,9 +101,9 @@ async def test_a_batch_reaches_a_lead_created_in_it_and_one_stored(
     body = response.json()
     outcomes = [item["outcome"] for item in body["items"]]
     assert outcomes == ["created", "held_for_review", "held_for_review", "created"]
-    marta = await _lead(api, body["items"][0]["id"])
+    marta = await get_lead(api, body["items"][0]["id"])
     assert marta["consent"]["marketing"] is False
     assert marta["history"][0]["changes"]["withdrawn_by"] == body["items"][2]["id"]
-    luis = await _lead(api, stored["id"])
+    luis = await get_lead(api, stored["id"])
     assert luis["consent"]["marketing"] is False
     assert luis["history"][0]["changes"]["withdrawn_by"] == body["items"][1]["id"]

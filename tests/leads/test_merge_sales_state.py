@@ -22,7 +22,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import SettingsFactory
-from tests.leads.api_client import JOSE, post_lead, serve_app
+from tests.leads.api_client import JOSE, get_lead, post_lead, serve_app
 from tests.leads.test_review import LOOKALIKE, THIRD, WITH_REGION, _review
 
 APP: dict[str, Any] = {
@@ -45,24 +45,17 @@ async def routed(
         yield served
 
 
-async def _lead(api: httpx.AsyncClient, uid: str) -> dict[str, Any]:
-    response = await api.get(f"/v1/leads/{uid}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def test_an_arrival_further_on_brings_its_status_and_owner(
     routed: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
     _, api = routed
     jose = await post_lead(api, JOSE)
-    assert (jose["owner"], (await _lead(api, jose["id"]))["status"]) == ("Marta", "new")
+    assert (jose["owner"], (await get_lead(api, jose["id"]))["status"]) == ("Marta", "new")
     # A CRM export's row: the same email, won by someone else.
     won = await post_lead(api, {"email": JOSE["email"], "status": "won", "owner": "Iñaki"})
     assert (won["outcome"], won["id"]) == ("merged", jose["id"])
     assert set(won["duplicate"]["merged_fields"]) >= {"status", "owner"}
-    lead = await _lead(api, jose["id"])
+    lead = await get_lead(api, jose["id"])
     assert (lead["status"], lead["owner"]) == ("won", "Iñaki")
     line = lead["history"][0]
     assert line["action"] == "merged"
@@ -85,7 +78,7 @@ async def test_an_arrival_going_back_or_sideways_keeps_the_stored_state(
         merged = await post_lead(api, body)
         assert merged["outcome"] == "merged"
         assert not {"status", "owner"} & set(merged["duplicate"]["merged_fields"])
-    lead = await _lead(api, jose["id"])
+    lead = await get_lead(api, jose["id"])
     assert (lead["status"], lead["owner"]) == ("lost", "Marta")
     lines = [h["changes"] for h in lead["history"] if h["action"] == "merged"]
     # newest first: `new` says nothing of a status; the others differ and stay out
@@ -103,7 +96,7 @@ async def test_an_owner_fills_a_lead_with_none(settings_factory: SettingsFactory
         assert jose["owner"] is None
         merged = await post_lead(api, {"email": JOSE["email"], "owner": "Iñaki"})
         assert "owner" in merged["duplicate"]["merged_fields"]
-        lead = await _lead(api, jose["id"])
+        lead = await get_lead(api, jose["id"])
         assert (lead["status"], lead["owner"]) == ("new", "Iñaki")
         assert lead["history"][0]["changes"]["values"]["owner"] == {"from": None, "to": "Iñaki"}
 
@@ -132,9 +125,9 @@ async def test_a_batch_merges_status_and_owner_as_items_one_by_one(
         ("merged", "Iñaki"),
         ("created", "Rosa"),
     ]
-    ana = await _lead(api, results[2]["id"])
+    ana = await get_lead(api, results[2]["id"])
     assert (ana["status"], ana["owner"]) == ("qualified", "Iñaki")
-    assert (await _lead(api, results[0]["id"]))["owner"] == "Marta"
+    assert (await get_lead(api, results[0]["id"]))["owner"] == "Marta"
 
 
 async def test_a_held_lead_is_routed_only_when_told_apart(
@@ -145,7 +138,7 @@ async def test_a_held_lead_is_routed_only_when_told_apart(
     held = await post_lead(api, LOOKALIKE)
     assert held["outcome"] == "held_for_review"
     assert held["owner"] is None
-    assert (await _lead(api, held["id"]))["team"] == "spain"
+    assert (await get_lead(api, held["id"]))["team"] == "spain"
     ana = await post_lead(api, {"email": "ana@bodegas.es"})
     assert ana["owner"] == "Pablo"  # the held lead took no turn
     # Asking routing again (`"owner": null`) takes no turn while it is held either.
@@ -153,12 +146,12 @@ async def test_a_held_lead_is_routed_only_when_told_apart(
     assert again.status_code == 200, again.text
     assert again.json()["owner"] is None
     assert (await _review(api, held["id"], {"decision": "distinct"})).status_code == 200
-    lead = await _lead(api, held["id"])
+    lead = await get_lead(api, held["id"])
     assert (lead["team"], lead["owner"]) == ("spain", "Rosa")
     line = lead["history"][0]
     assert line["action"] == "reviewed"
     assert line["changes"]["values"] == {"owner": {"from": None, "to": "Rosa"}}
-    assert (await _lead(api, jose["id"]))["owner"] == "Marta"
+    assert (await get_lead(api, jose["id"]))["owner"] == "Marta"
 
 
 async def test_a_reviewed_duplicate_brings_its_worked_status(
@@ -172,7 +165,7 @@ async def test_a_reviewed_duplicate_brings_its_worked_status(
     patched = await api.patch(f"/v1/leads/{held['id']}", json={"status": "won", "owner": "Iñaki"})
     assert patched.status_code == 200, patched.text
     assert (await _review(api, held["id"], {"decision": "duplicate"})).status_code == 200
-    lead = await _lead(api, jose["id"])
+    lead = await get_lead(api, jose["id"])
     assert (lead["status"], lead["owner"]) == ("won", "Iñaki")
     line = lead["history"][0]
     assert (line["action"], line["changes"]["decision"]) == ("merged", "duplicate")
@@ -194,7 +187,7 @@ async def test_a_held_lead_released_by_a_merge_into_it_is_routed(
     assert (held["owner"], third["owner"]) == (None, None)
     body = {"decision": "duplicate", "into": third["id"]}
     assert (await _review(api, held["id"], body)).status_code == 200
-    lead = await _lead(api, third["id"])
+    lead = await get_lead(api, third["id"])
     assert (lead["sync"]["status"], lead["owner"]) == ("pending", "Pablo")
     line = lead["history"][0]
     assert line["changes"]["values"]["owner"] == {"from": None, "to": "Pablo"}
