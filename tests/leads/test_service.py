@@ -400,6 +400,9 @@ async def _wait_until_blocked(session: Any, task: asyncio.Task[Any]) -> None:
         assert not task.done()
         if (await session.execute(blocked)).scalar_one():
             return
+        # pg_stat_activity is read once per transaction (stats_fetch_consistency =
+        # cache): end it, or a read before the intake started is all it ever shows.
+        await session.rollback()
         await asyncio.sleep(0.05)
     raise AssertionError("no session waited for a lock within 10 s")
 
