@@ -97,14 +97,24 @@ def apply_merge(
     now: datetime,
     *,
     owner_coming: bool = False,
+    email_taken: bool = False,
 ) -> tuple[list[FieldChange], list[FieldChange]]:
     """Fold an arrival into a lead: fill its gaps (never overwrite unless configured). A
-    lead held for review stays held: an arrival is no person's decision."""
+    lead held for review stays held: an arrival is no person's decision.
+
+    `email_taken`: the arrival's email is another live lead's own (the arrival matched
+    this lead by its phone or name, that one by the address). It joins this lead's other
+    emails instead of becoming its own: two leads with one email are one contact to a
+    CRM, which refused the second (HubSpot's CONFLICT), for good."""
     existing = {name: getattr(lead, name) for name in MERGEABLE if name != "phone_extension"}
     incoming = {name: values[name] for name in existing}
+    if email_taken:
+        incoming["email"] = None
     extension_before = lead.phone_extension
     dedupe = rt.settings.leads.dedupe
     merged, changes = merge(existing, incoming, dedupe)
+    if email_taken:
+        incoming["email"] = values["email"]  # listed among the other emails, below
     changes = _consent_for_this_mailbox(existing, merged, changes, values.get("email"))
     changes = _within_custom_limit(existing["custom_fields"] or {}, merged, changes)
     changed = [c for c in changes if c.action in ("filled", "overwritten")]

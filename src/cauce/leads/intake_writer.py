@@ -178,6 +178,7 @@ class IntakeWriter:
         stored: dict[int, Lead],
         arrivals: dict[int, int],
         against: dict[int, Lead] | None = None,
+        owners: dict[str, set[int]] | None = None,
     ):
         self.rt = rt
         self.stored = stored  # stored leads merged into (ORM objects, flushed at the end)
@@ -187,6 +188,9 @@ class IntakeWriter:
         # `stored`. `withdrawn` counts them.
         self.against = against or {}
         self.withdrawn = 0
+        # Email -> the leads whose own email it is: the stored ones read for the merges
+        # that may give a lead an email (`email_owners`), and the batch's as it goes.
+        self.owners = owners or {}
         self.new: dict[int, Lead] = {}  # provisional id -> lead to insert, in item order
         self.new_keys: dict[int, frozenset[str]] = {}
         self.held: dict[int, int] = {}  # provisional id -> the lead it may duplicate
@@ -214,6 +218,8 @@ class IntakeWriter:
         self.new[step.lead_id] = lead
         self.new_keys[step.lead_id] = item.keys
         self.arrivals[step.lead_id] = 1
+        if lead.email:
+            self.owners.setdefault(lead.email, set()).add(step.lead_id)
         created: dict[str, Any] = {}
         if step.match is not None:
             self.held[step.lead_id] = step.match.id
@@ -277,7 +283,13 @@ class IntakeWriter:
         lead = self.lead(step.lead_id)
         score_before = lead.score
         coming = not lead.owner and id(lead) in self.routed
-        changes, changed = apply_merge(lead, item.values, self.rt, now, owner_coming=coming)
+        email = item.values.get("email")
+        taken = bool(email and self.owners.get(email, set()) - {step.lead_id})
+        changes, changed = apply_merge(
+            lead, item.values, self.rt, now, owner_coming=coming, email_taken=taken
+        )
+        if email and lead.email == email:
+            self.owners.setdefault(email, set()).add(step.lead_id)
         lead.trace_parent = item.trace_parent  # its next delivery links to this arrival
         if changed or any(c.field in OTHER_COLUMNS for c in changes):
             self.rekey.add(step.lead_id)

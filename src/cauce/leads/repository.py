@@ -307,6 +307,23 @@ async def leads_by_id(session: AsyncSession, ids: Collection[int]) -> dict[int, 
     return {lead.id: lead for lead in result}
 
 
+async def email_owners(session: AsyncSession, emails: Collection[str]) -> dict[str, set[int]]:
+    """The live leads whose own email each of `emails` is (as stored: `email_key`).
+    One indexed look-up (`ix_leads_email_key`)."""
+    if not emails:
+        return {}
+    rows = await session.execute(
+        select(Lead.email_key, Lead.id).where(
+            Lead.email_key.in_(sorted(emails)), Lead.erased_at.is_(None)
+        )
+    )
+    owners: dict[str, set[int]] = {}
+    for email, lead_id in rows:
+        if email is not None:
+            owners.setdefault(email, set()).add(lead_id)
+    return owners
+
+
 async def arrivals_of(session: AsyncSession, ids: Collection[int]) -> dict[int, int]:
     """How many times each lead arrived (one source row per arrival)."""
     if not ids:

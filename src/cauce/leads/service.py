@@ -395,7 +395,16 @@ async def _write(
     """Write the decisions: `stored` holds the leads merged into, `against` those held
     against by an arrival with a marketing "no" (`IntakeWriter._withdraw`), locked."""
     arrivals = await repo.arrivals_of(session, set(stored) | set(against))
-    writer = IntakeWriter(rt, stored, arrivals, against)
+    # The emails merges may give a stored lead that has another (or none): whose they are.
+    giving = {
+        email
+        for step, item in zip(steps, items, strict=True)
+        if step.outcome == "merged"
+        and (email := item.values.get("email"))
+        and (provisional(step.lead_id) or stored[step.lead_id].email != email)
+    }
+    owners = await repo.email_owners(session, giving)
+    writer = IntakeWriter(rt, stored, arrivals, against, owners)
     now = utcnow()
     done: list[tuple[Step, Lead, Score, list[str]]] = []
     as_of: list[tuple[str, str | None, bool]] = []  # status, owner, owner still to come
