@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from cauce.app import Resources, job_worker_for
 from cauce.core.security.apikeys import ApiKeyService
+from cauce.leads.ports import CrmKey
 from tests.leads.test_delivery import MemoryCrm
 
 
@@ -236,4 +237,7 @@ async def test_colleagues_on_a_team_mailbox_are_two_contacts_in_the_crm(
     assert (ana_contact["firstname"], luis_contact["firstname"]) == ("Ana", "Luis")
     assert (await api.delete(f"/v1/leads/{ana['id']}")).status_code == 204
     await _drain(leads_app)
-    assert [str(p.get("cauce_id")) for p in crm.contacts.values()] == [luis["id"]]
+    # Ana's contact went with her; Luis is sent again, now with the mailbox.
+    assert {str(p.get("cauce_id")) for p in crm.contacts.values()} == {luis["id"]}
+    handed = crm.contacts[CrmKey("email", "info@muebles-garcia.es")]
+    assert (handed["cauce_id"], handed["firstname"]) == (luis["id"], "Luis")

@@ -49,7 +49,7 @@ from typing import Any, TypeVar, cast
 
 import structlog
 from opentelemetry.trace import Tracer
-from sqlalchemy import JSON, Table, bindparam, case, func, select, update
+from sqlalchemy import JSON, Table, bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import (
@@ -205,8 +205,13 @@ def to_contact(lead: Lead, settings: CrmSettings, *, email_held: bool = False) -
     return CrmContact(lead.id, lead.version, key, properties)
 
 
+def email_property(settings: CrmSettings) -> str:
+    """The CRM property a lead's email is in: the mapping's, else `email` (the key)."""
+    return settings.field_mapping.get("email", "email")
+
+
 def _withheld(settings: CrmSettings, email_held: bool) -> frozenset[str]:
-    return frozenset({settings.field_mapping.get("email", "email")} if email_held else ())
+    return frozenset({email_property(settings)} if email_held else ())
 
 
 def sent_properties(
@@ -214,8 +219,14 @@ def sent_properties(
 ) -> list[str]:
     """What `crm_sent_properties` becomes once `contact` (made of `lead`) is in the CRM:
     the properties it gives a value, and a withheld email the CRM may still hold from an
-    earlier sync (it is cleared there if the lead's email is emptied later)."""
+    earlier sync (it is cleared there if the lead's email is emptied later).
+
+    A contact keyed by the email carries it, mapped or not: the record names it then
+    (`email_property`), which tells that this lead's contact has the address
+    (`email_holders`). Unmapped, it is never sent as a clear (`to_contact`)."""
     given = {name for name, value in contact.properties.items() if value is not None}
+    if contact.key.property == "email":
+        given.add(email_property(settings))
     kept = _withheld(settings, email_held) & set(lead.crm_sent_properties or ())
     return sorted(given | kept)
 
@@ -237,24 +248,124 @@ async def resend_contact_of(session: AsyncSession, crm_id: str) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def email_holders(session: AsyncSession, leads: Sequence[Lead]) -> dict[str, int]:
+# A lead held for review was never delivered and waits for a person: it holds no email.
+_HELD = "held"
+
+
+def _holding_rank(
+    lead_id: int, sync_status: str, sent: Sequence[str] | None, email_name: str
+) -> tuple[bool, bool, int]:
+    """Where a live lead not held for review stands to hold its email (lowest first): a
+    lead whose contact has the address (its record names the email: a request carrying
+    it has left), then one about to be sent (pending), then the earliest."""
+    return (email_name not in (sent or ()), sync_status != "pending", lead_id)
+
+
+async def email_holders(
+    session: AsyncSession, leads: Sequence[Lead], *, email_name: str = "email"
+) -> dict[str, int]:
     """For `leads`' emails (by `email_key`: the address lower-cased, as a CRM keys a
-    contact), the lead whose CRM contact holds each: the earliest live lead with it.
+    contact), the lead whose CRM contact holds each.
 
     Two leads share an email only where matching kept them apart under it: a team's
     mailbox (`info@`, under the names of two people), or one a person reviewed as two
     people's (a family's). A CRM keeps an email on one contact: keyed by it, their
-    updates went to one contact, and erasing one lead deleted the other's. One indexed
-    look-up a delivery batch (`ix_leads_email_key`)."""
+    updates went to one contact, and erasing one lead deleted the other's.
+
+    The holder, among the live leads with the email that are not held for review (a held
+    lead was never delivered: holding the address, no contact would have it):
+
+    1. the lead whose contact has the address: its `crm_sent_properties` names the email
+       property (`email_name`), which a request keyed by or carrying the email adds
+       before it leaves (`_record_attempt`), and which a withheld lead's never gains.
+       So the holder stays the holder when another lead gets the address later (a lower
+       id given it by a merge, one released from its hold): taking it from that contact
+       is what HubSpot refuses (CONFLICT). Between two such leads (synced before this
+       rule), the earliest;
+    2. else the earliest pending lead (the next one sent), else the earliest.
+
+    When the holder stops holding (erased, its email changed or cleared), the others are
+    made pending (`hand_over_email`): the next delivery sends the address with one of them.
+    One indexed look-up a delivery batch (`ix_leads_email_key`)."""
     keys = {lead.email_key for lead in leads if lead.email_key}
     if not keys:
         return {}
     rows = await session.execute(
-        select(Lead.email_key, func.min(Lead.id))
-        .where(Lead.email_key.in_(keys), Lead.erased_at.is_(None))
-        .group_by(Lead.email_key)
+        select(Lead.email_key, Lead.id, Lead.sync_status, Lead.crm_sent_properties).where(
+            Lead.email_key.in_(sorted(keys)),
+            Lead.erased_at.is_(None),
+            Lead.sync_status != _HELD,
+        )
     )
-    return {key: holder for key, holder in rows.all() if key is not None}
+    best: dict[str, tuple[bool, bool, int]] = {}
+    for key, lead_id, status, sent in rows.all():
+        rank = _holding_rank(lead_id, status, sent, email_name)
+        if key is not None and (key not in best or rank < best[key]):
+            best[key] = rank
+    return {key: rank[-1] for key, rank in best.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class EmailHold:
+    """What decides whether a lead holds its email at the CRM (`email_holders`), taken
+    before a change that may take the email off it (`hand_over_email`)."""
+
+    lead_id: int
+    key: str | None
+    sync_status: str
+    sent: tuple[str, ...]
+
+    @classmethod
+    def of(cls, lead: Lead) -> EmailHold:
+        return cls(lead.id, lead.email_key, lead.sync_status, tuple(lead.crm_sent_properties or ()))
+
+
+async def hand_over_email(
+    session: AsyncSession, settings: CrmSettings, before: EmailHold, key_now: str | None
+) -> bool:
+    """A lead's email goes from `before.key` to `key_now` (None: erased, merged away or
+    cleared): if it held the address (`email_holders`), the other live leads with it
+    that are not held for review are made pending, their version grown (a batch out
+    with one of them, sent without the address, is superseded, not marked synced), so
+    the next delivery sends the address with the new holder. Whether anything was: the
+    caller then asks for a delivery, in its transaction. A held lead holds nothing.
+
+    Nothing is handed over when another lead's contact has the address and holds it
+    before this one; when none has it (no lead sent yet, or one left without it by the
+    rule before this one), the others are sent again all the same: harmless, and the
+    address reaches one of them.
+
+    Two indexed statements (`ix_leads_email_key`); `before`'s lead is left as its caller
+    writes it, unflushed."""
+    if before.key is None or before.key == key_now or before.sync_status == _HELD:
+        return False
+    sharing = (
+        Lead.email_key == before.key,
+        Lead.erased_at.is_(None),
+        Lead.sync_status != _HELD,
+        Lead.id != before.lead_id,
+    )
+    name = email_property(settings)
+    mine = _holding_rank(before.lead_id, before.sync_status, before.sent, name)
+    with session.no_autoflush:
+        rows = await session.execute(
+            select(Lead.id, Lead.sync_status, Lead.crm_sent_properties).where(*sharing)
+        )
+        ranks = [_holding_rank(*row, name) for row in rows.all()]
+        # rank[0] False: that lead's contact has the address.
+        if not ranks or any(rank < mine and not rank[0] for rank in ranks):
+            return False
+        await session.execute(
+            update(Lead)
+            .where(*sharing)
+            .values(
+                version=Lead.version + 1,
+                sync_status="pending",
+                trace_parent=current_traceparent(),
+            )
+            .execution_options(synchronize_session="fetch")
+        )
+    return True
 
 
 @dataclass
@@ -593,7 +704,9 @@ class _Delivery:
                     leads = await _pending_batch(session, self.batch_size, exclude, self.only)
                 if leads:
                     self.after = leads[-1].id
-                holders = await email_holders(session, leads)
+                holders = await email_holders(
+                    session, leads, email_name=email_property(self.settings)
+                )
                 built: list[CrmContact] = []
                 sent: dict[int, list[str]] = {}
                 by_id = {lead.id: lead for lead in leads}

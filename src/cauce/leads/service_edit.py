@@ -14,6 +14,7 @@ from cauce.core.web.idempotency import forget_subject
 from cauce.leads import erased_contacts, service_contacts
 from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
+from cauce.leads.delivery import EmailHold, hand_over_email
 from cauce.leads.errors import (
     FieldError,
     LeadChanged,
@@ -197,6 +198,7 @@ async def patch(
         await repo.lock_exact_keys(session, blocking_keys(record_of(contact)))
     lead = await live_lead(session, uid, for_update=True)
     check_version(lead, if_match)
+    hold_before = EmailHold.of(lead)
     tracked_before = {name: getattr(lead, name) for name in TRACKED_VALUES}
     keys_before = blocking_keys(repo.match_record(lead))
     contacts_before = {name: getattr(lead, name) for name in ("email", "phone", "phone_extension")}
@@ -305,6 +307,8 @@ async def patch(
         return lead
     keys = blocking_keys(repo.match_record(lead))
     await _refuse_duplicates(session, lead, keys - keys_before)
+    # Off the address its contact held for the leads sharing it: one of them takes it.
+    handed_over = await hand_over_email(session, rt.settings.crm, hold_before, lead.email_key)
     lead.version += 1
     lead.updated_at = utcnow()
     lead.trace_parent = current_traceparent()  # its next delivery links to this request
@@ -324,7 +328,7 @@ async def patch(
     }:
         line["values"] = moved
     session.add(LeadEvent(lead_id=lead.id, action="updated", changes=line, actor=actor))
-    if lead.sync_status == "pending":
+    if lead.sync_status == "pending" or handed_over:
         await request_delivery(session, rt.queue, rt.settings)
     return lead
 
@@ -405,9 +409,12 @@ async def erase(
     if_match: str | None = None,
 ) -> Lead:
     """GDPR erasure: personal data removed, a tombstone kept, the CRM told. With
-    `if_match`, only of the version it names."""
+    `if_match`, only of the version it names. Another lead on its email (a shared
+    mailbox) takes the address at the CRM if this one's contact held it
+    (`hand_over_email`), sent after the erasure's job is queued."""
     lead = await live_lead(session, uid, for_update=True)
     check_version(lead, if_match)
+    handed_over = await hand_over_email(session, rt.settings.crm, EmailHold.of(lead), None)
     now = utcnow()
     # Keyed hashes of its contacts, so an old list cannot bring the person back.
     await erased_contacts.remember(session, erased_contacts.secret_of(rt.settings), lead, now)
@@ -417,6 +424,8 @@ async def erase(
     await forget_subject(session, lead.uid)  # stored answers that show the lead
     session.add(LeadEvent(lead_id=lead.id, action="erased", changes={}, actor=actor, at=now))
     await request_erasure(session, rt.queue, rt.settings, lead.uid)
+    if handed_over:
+        await request_delivery(session, rt.queue, rt.settings)
     rt.known.forget(lead.id)  # no copy of its match fields stays in this process
     return lead
 

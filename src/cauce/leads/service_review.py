@@ -8,6 +8,11 @@ consent. Its arrivals (`lead_sources`) move to that lead; it stays as a tombston
 personal data cleared as an erasure clears it (nothing to erase at the CRM: a held lead
 was never delivered), `sync_status` "merged" and `possible_duplicate_of` naming the lead
 it went into, so `GET` answers 410 `lead_merged` with that lead's id.
+
+The CRM holder of a shared email (`delivery.email_holders`) is never a held lead: merging
+one away, or releasing it, takes the address off no contact. A merge that overwrites the
+target's own email (`leads.dedupe.overwrite_fields` naming it) takes it off the target:
+the other leads on that address are sent again (`delivery.hand_over_email`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from cauce.core.db.base import utcnow
 from cauce.core.web.idempotency import move_subject
 from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
+from cauce.leads.delivery import EmailHold, hand_over_email
 from cauce.leads.errors import FieldError, LeadConflict, LeadInvalid, LeadNotHeld
 from cauce.leads.intake_merge import MERGEABLE, apply_merge, history_changes
 from cauce.leads.intake_writer import apply_score, lead_facts
@@ -132,6 +138,7 @@ async def _merge_held(
     if into is None and held.possible_duplicate_of != target_id:
         raise LeadConflict(f"lead {uid} changed while it was reviewed: review it again")
     target = await _live_target(session, locked.get(target_id), into is not None)
+    target_hold = EmailHold.of(target)
     now = utcnow()
     values: dict[str, Any] = {name: getattr(held, name) for name in MERGEABLE}
     values["email_disposable"] = held.email_disposable
@@ -142,6 +149,8 @@ async def _merge_held(
     values["owner"] = held.owner
     changes, _ = apply_merge(target, values, rt, now)  # a held target stays held
     changes.extend(_absorb_other_contacts(target, held))
+    # Its own email overwritten (by configuration): the leads on the old one take it.
+    handed_over = await hand_over_email(session, rt.settings.crm, target_hold, target.email_key)
     released = target.possible_duplicate_of == held.id
     if released:
         # It was held against the lead now in it: nothing is left to decide about it.
@@ -175,7 +184,7 @@ async def _merge_held(
     review_line = {"decision": "duplicate", "into": target.uid}
     session.add(LeadEvent(lead_id=held.id, action="reviewed", changes=review_line, actor=actor))
     rt.known.forget(held.id)  # no copy of its match fields stays in this process
-    if target.sync_status == "pending":
+    if target.sync_status == "pending" or handed_over:
         await request_delivery(session, rt.queue, rt.settings)
     return target
 
