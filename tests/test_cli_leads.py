@@ -111,11 +111,12 @@ def test_leads_model_list_and_activate(tmp_path: Path, restore_logging: None) ->
     with store.artefact_path(2).open("ab") as handle:
         handle.write(b"\0")
     listed = cauce_here(tmp_path, "leads", "model", "list")
-    assert listed.exit_code == 0, listed.stderr
+    assert listed.exit_code == 1, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].startswith("  v1    ROC AUC learned")
     assert lines[1].startswith("* v2    refused: model v2 artefact does not match")
-    assert lines[-1] == "new leads are scored by learned-v2"
+    assert len(lines) == 2  # not "new leads are scored by learned-v2": it cannot load
+    assert "learned-v2 cannot load" in _errors(listed.stderr)[0]
 
     again = cauce_here(tmp_path, "leads", "model", "activate", "v2")
     assert again.exit_code == 1
@@ -128,6 +129,7 @@ def test_leads_model_list_and_activate(tmp_path: Path, restore_logging: None) ->
     older = cauce_here(tmp_path, "leads", "model", "activate", "1")
     assert older.exit_code == 0, older.stderr
     assert "learned-v1 now scores new leads" in older.stdout
+    assert "`cauce worker`" in older.stdout
     assert store.active_version() == 1
     points = cauce_here(tmp_path, "leads", "model", "activate", "points")
     assert points.exit_code == 0, points.stderr

@@ -26,7 +26,12 @@ T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 Failer = Callable[[str, int], typer.Exit]
 POINTS = "points"
-_VERSION = re.compile(r"v?([1-9][0-9]{0,8})")
+# A saved version as the report and the API name it (`learned-v3`), or short (`v3`, `3`).
+_VERSION = re.compile(r"(?:learned-v|v)?([1-9][0-9]{0,8})")
+RESTART = (
+    "running processes keep the model they started with: restart every `cauce serve` and "
+    "every `cauce worker` (workers score CSV imports) to load it"
+)
 
 
 def build_leads_app(
@@ -114,8 +119,17 @@ def build_leads_app(
 
         active, refused = guarded(pointer)
         lines = []
-        for version in guarded(store.versions):
+        saved = guarded(store.versions)
+        loadable = []
+        if active is not None and active not in saved:  # a file of it is gone
             try:
+                store.load(active)
+            except (ModelArtefactInvalid, ModelStoreUnavailable) as exc:
+                refused = f"{versioned_name(active)} cannot load ({exc.detail})"
+        for version in saved:
+            try:
+                store.load(version)  # the same checks as activation and start-up
+                loadable.append(version)
                 meta = store.metadata(version)
                 metrics = meta.get("metrics") or {}
                 figures = (
@@ -123,37 +137,49 @@ def build_leads_app(
                     f"points {float(metrics['auc_points']):.3f}, on "
                     f"{int(metrics['n_test'])} held-out leads; saved {meta.get('created_at')}"
                 )
-                store.load(version)  # the same checks as activation and start-up
             except (ModelArtefactInvalid, ModelStoreUnavailable) as exc:
                 figures = f"refused: {exc.detail}"
+                if version == active:
+                    refused = f"{versioned_name(version)} cannot load ({exc.detail})"
             except (KeyError, TypeError, ValueError) as exc:
                 figures = f"unreadable metrics ({exc!r})"
             lines.append(f"{'*' if version == active else ' '} v{version:<4} {figures}")
-        if refused:
-            lines.append(
-                f"no model can score new leads: {refused}; `cauce serve` refuses to start "
-                "until `cauce leads model activate` names a version or `points`"
-            )
-        else:
+        if not refused:
             scorer = versioned_name(active) if active is not None else "the points model"
             lines.append(f"new leads are scored by {scorer}")
-        out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+        if lines:
+            out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+        if refused:
+            others = [v for v in loadable if v != active]
+            another = f" or another saved version (`cauce leads model activate {others[-1]}`)"
+            raise fail(
+                f"no model can score new leads: {refused}; `cauce serve` and `cauce worker` "
+                "refuse to start until you run `cauce leads model activate points`"
+                f"{another if others else ''}",
+                1,
+            )
 
     @model_app.command("activate")
     def model_activate(
         version: Annotated[
-            str, typer.Argument(help="A saved version (3 or v3), or `points` for the points model")
+            str,
+            typer.Argument(
+                help="A saved version (3, v3 or learned-v3), or `points` for the points model"
+            ),
         ],
     ) -> None:
         """Choose what scores new leads: a saved version (its checks must pass) or the points
-        model. Running `cauce serve` processes keep their model until restarted."""
+        model. Running `cauce serve` and `cauce worker` processes keep their model until
+        restarted."""
         from cauce.leads.learned import ModelStore
         from cauce.leads.learned.model import versioned_name
 
         text = version.strip().casefold()
         match = _VERSION.fullmatch(text)
         if text != POINTS and match is None:
-            raise fail(f"{version!r} is neither a saved version (3, v3) nor `points`", 2)
+            raise fail(
+                f"{version!r} is neither a saved version (3, v3, learned-v3) nor `points`", 2
+            )
         store = ModelStore.for_data_dir(settings_of().data_dir)
         if match is None:
             guarded(store.deactivate)
@@ -163,7 +189,7 @@ def build_leads_app(
             guarded(lambda: store.activate(number))
             chosen = versioned_name(number)
         out.print(
-            f"{chosen} now scores new leads; restart `cauce serve` to load it",
+            f"{chosen} now scores new leads; {RESTART}",
             highlight=False,
             markup=False,
             soft_wrap=True,

@@ -223,7 +223,7 @@ def test_model_artefacts_are_stored_for_the_owner_only(tmp_path: Path) -> None:
     assert _mode(store.root) == 0o700
     assert _mode(store.root.parent) == 0o700
     modes = {p.name: _mode(p) for p in store.root.iterdir()}
-    assert modes == {"v1.skops": 0o600, "v1.json": 0o600, "active": 0o600}
+    assert modes == {"v1.skops": 0o600, "v1.json": 0o600, "active": 0o600, "claimed": 0o600}
 
 
 # --- 4. jobs filters ----------------------------------------------------------------------

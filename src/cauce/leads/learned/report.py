@@ -27,7 +27,7 @@ def _verdict(report: TrainingReport) -> str:
     why = report.why_not()
     if report.version is None:  # trained, not published
         if why is None:
-            return f"beats {report.replaces} with confidence: it would be activated"
+            return f"beats {report.compared_with} with confidence: it would be activated"
         return f"would not be activated: {why}"
     if report.activated:
         return f"activated: {report.model.name} now scores new leads, in place of {report.replaces}"
@@ -35,7 +35,7 @@ def _verdict(report: TrainingReport) -> str:
     if report.tracking_error is not None and why is None:
         return (
             "not activated: MLflow did not record the run, and an active model always has "
-            f"its run recorded; {stays} (it beat {report.replaces}: to use it untracked, "
+            f"its run recorded; {stays} (it beat {report.compared_with}: to use it untracked, "
             f"run `cauce leads model activate {report.version}`)"
         )
     return f"not activated: {why}; {stays}"
@@ -86,11 +86,13 @@ def _scale_notes(report: TrainingReport) -> list[str]:
 
 def render_report(report: TrainingReport) -> str:
     """The report as plain text for the CLI (one line per fact: never wrap it)."""
-    total = report.n_train + report.n_test
+    total = report.n_won + report.n_lost
+    aside = f"; {report.set_aside} set aside" if report.set_aside else ""
     lines = [
         f"Lead scoring: {report.model.name} trained on {report.n_train} leads, "
         f"evaluated on {report.n_test} held out ({report.held_out_won} won, "
-        f"{report.held_out_lost} lost; {report.n_won} won and {report.n_lost} lost of {total}).",
+        f"{report.held_out_lost} lost); {total} leads with outcomes ({report.n_won} won, "
+        f"{report.n_lost} lost{aside}).",
         "",
         _row(
             "ROC AUC, held out",
@@ -107,6 +109,17 @@ def render_report(report: TrainingReport) -> str:
                 f"({_gain(report.auc_learned - report.active.auc, report.active.interval)})",
             )
         )
+        if report.capped and report.held_out_below is not None:
+            lines.append(
+                _row(
+                    "Held out",
+                    f"kept at {report.held_out_below:.2f}, {report.active.name}'s own share "
+                    f"(--test-size {report.test_size:.2f} asked): it was trained on the other "
+                    "leads, so both models are compared on leads neither saw; the "
+                    f"{report.set_aside} leads between the two shares are neither trained on "
+                    "nor held out",
+                )
+            )
         if report.active.may_have_seen:
             lines.append(
                 _row(

@@ -4,7 +4,9 @@ Each version is `v<N>.skops` (the fitted pipeline, in skops's format, which rebu
 objects from an allowlist of types instead of running pickle's arbitrary code) and
 `v<N>.json` (metrics, feature names, sizes, creation time and the artefact's SHA-256).
 The file `active` names the version that scores new leads; without it the points model
-does. Loading checks the checksum (a corrupted or swapped file is refused) and that the
+does. The file `claimed` lists every version number ever given out, one a line: a number
+is never given twice, even after its files are deleted (leads and MLflow runs name models
+by it). Loading checks the checksum (a corrupted or swapped file is refused) and that the
 artefact holds only the types a lead-scoring pipeline needs (an altered file cannot
 smuggle other code in). A refused active model is never loaded: the operator activates
 another version or the points model (`cauce leads model activate`).
@@ -41,6 +43,7 @@ from cauce.leads.scoring import MODEL_STORE_PATH
 
 STORE_PATH = MODEL_STORE_PATH
 ACTIVE_FILE = "active"
+CLAIMED_FILE = "claimed"
 # Types skops does not trust by default but a calibrated pipeline legitimately contains.
 TRUSTED_TYPES = frozenset(
     {"sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"}
@@ -108,14 +111,35 @@ class ModelStore:
                     found.append(int(match.group(1)))
         return sorted(found)
 
+    def _claimed_before(self) -> int:
+        """The highest version number ever given out (0: none), whether or not its files
+        are still there."""
+        try:
+            text = (self.root / CLAIMED_FILE).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return 0
+        return max((int(m.group(1)) for w in text.split() if (m := _POINTER.match(w))), default=0)
+
+    def _record_claim(self, version: int) -> None:
+        """Add `version` to the numbers given out. Appending (one short write) needs no
+        lock: rival trainers' lines all land, and the highest one counts."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        with os.fdopen(os.open(self.root / CLAIMED_FILE, flags, 0o600), "ab") as handle:
+            handle.write(f"v{version}\n".encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+
     def _claim(self, data: bytes) -> int:
-        """Write the artefact under the next free version number, even with rival trainers."""
+        """Write the artefact under a version number never given out before (not even to
+        a version whose files were deleted since), even with rival trainers."""
         private_dir(self.root)
         taken = [int(m.group(1)) for p in self.root.iterdir() if (m := _ARTEFACT.match(p.name))]
-        version = max(taken, default=0) + 1
+        version = max(*taken, self._claimed_before(), 0) + 1
         while True:
-            # Exclusive creation: two trainers never write the same version. Readers only
-            # list versions whose metadata exists, and that is written after this file.
+            # Recorded first: no file ever holds a number the record lacks. Exclusive
+            # creation: two trainers never write the same version. Readers only list
+            # versions whose metadata exists, and that is written after this file.
+            self._record_claim(version)
             try:
                 with os.fdopen(create_private(self.artefact_path(version)), "wb") as handle:
                     handle.write(data)
@@ -141,7 +165,7 @@ class ModelStore:
             "classifier": CLASSIFIER,
             "metrics": report.metrics(),
             "beats_points": report.beats_points,
-            "compared_with": report.replaces,
+            "compared_with": report.compared_with,
             "beats_active": report.beats_active,
             "margin": report.margin,
             "n_train": report.n_train,

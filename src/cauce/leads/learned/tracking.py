@@ -164,7 +164,7 @@ def _log(
         "seed": report.seed,
         "test_size": report.test_size,
         "margin": report.margin,
-        "compared_with": report.replaces,
+        "compared_with": report.compared_with,
         "n_features": len(report.model.feature_names),
         "n_won": report.n_won,
         "n_lost": report.n_lost,

@@ -1,7 +1,7 @@
 """Training: fit on leads with known outcomes, compare with the active scorer on held-out leads.
 
-A new model is activated only when it ranks the held-out leads better than the scorer it
-would replace (the points model, or the learned model active at the time) with
+A new model is activated only when it ranks the held-out leads better than the points
+model, and than the learned model active at the time if there is one, each with
 confidence: its ROC AUC gain is at least the margin, and the lower end of a 95 % paired
 bootstrap interval of that gain is above zero. A split with fewer than
 `MIN_HELD_OUT_PER_OUTCOME` won or lost leads decides nothing: with a few dozen held-out
@@ -34,6 +34,9 @@ Example = tuple[Mapping[str, Any], bool]
 
 MIN_EXAMPLES = 50
 MIN_PER_OUTCOME = 10
+# The calibration cross-validates in folds that each need a won and a lost lead, and
+# scikit-learn wants at least two folds: fewer training leads of an outcome cannot be fit.
+MIN_TRAIN_PER_OUTCOME = 2
 # Below this many won (or lost) held-out leads an AUC moves by several hundredths from
 # one lead to the next, and no interval is narrow enough to act on.
 MIN_HELD_OUT_PER_OUTCOME = 20
@@ -130,13 +133,51 @@ class TrainingReport:
 
     @property
     def beats_active(self) -> bool:
-        """Better than the scorer it would replace (the active learned model, or points;
-        points too when the active model may have seen the held-out leads)."""
+        """Better than the points model and than the scorer it would replace (the active
+        learned model, unless it may have seen the held-out leads), each with confidence:
+        a model is activated only if it beats the points model."""
+        return not self._shortfalls()
+
+    def _shortfalls(self) -> list[str]:
+        """Each comparison the new model fails to win with confidence, in words."""
+        bars = [("the points model", self.auc_points, self.points_interval)]
+        if self.active is not None and not self.active.may_have_seen:
+            bars.append((self.active.name, self.active.auc, self.active.interval))
+        failed = []
+        for name, auc, (low, high) in bars:
+            difference = self.auc_learned - auc
+            if _confidently_better(difference, (low, high), self.margin):
+                continue
+            if difference <= 0 or difference < self.margin:
+                failed.append(
+                    f"its ROC AUC gain over {name} ({difference:+.3f}) is below the "
+                    f"margin ({self.margin:.3f})"
+                )
+            else:
+                failed.append(
+                    f"its gain over {name} is not certain: the 95 % interval "
+                    f"({low:+.3f} to {high:+.3f}) reaches 0"
+                )
+        return failed
+
+    @property
+    def set_aside(self) -> int:
+        """Leads with outcomes neither trained on nor held out: with a larger test share
+        than the active model's, those between the two (it was trained on them)."""
+        return self.n_won + self.n_lost - self.n_train - self.n_test
+
+    @property
+    def compared_with(self) -> str:
+        """Every scorer the new model had to beat to be activated."""
         if self.active is None or self.active.may_have_seen:
-            return self.beats_points
-        return _confidently_better(
-            self.auc_learned - self.active.auc, self.active.interval, self.margin
-        )
+            return "the points model"
+        return f"the points model and {self.active.name}"
+
+    @property
+    def capped(self) -> bool:
+        """Whether fewer leads were held out than `test_size` asked: only the active
+        model's own held-out share, the leads it never saw."""
+        return self.held_out_below is not None and self.held_out_below < self.test_size
 
     @property
     def enough_held_out(self) -> bool:
@@ -165,27 +206,21 @@ class TrainingReport:
         if not self.enough_held_out:
             # Half the leads held out is the most `cauce leads train --test-size` allows.
             larger_split = min(self.n_won, self.n_lost) * MAX_TEST_SIZE >= MIN_HELD_OUT_PER_OUTCOME
+            if not larger_split:
+                hint = ""
+            elif self.capped:
+                hint = (
+                    ", or activate the points model (`cauce leads model activate points`) "
+                    "and raise --test-size"
+                )
+            else:
+                hint = ", or raise --test-size"
             return (
                 f"only {self.held_out_won} won and {self.held_out_lost} lost leads were held "
                 f"out, and judging a model needs at least {MIN_HELD_OUT_PER_OUTCOME} of each "
-                f"(mark more leads won or lost{', or raise --test-size' if larger_split else ''})"
+                f"(mark more leads won or lost{hint})"
             )
-        if self.beats_active:
-            return None
-        if self.active is None or self.active.may_have_seen:
-            auc, (low, high) = self.auc_points, self.points_interval
-        else:
-            auc, (low, high) = self.active.auc, self.active.interval
-        difference = self.auc_learned - auc
-        if difference <= 0 or difference < self.margin:
-            return (
-                f"its ROC AUC gain over {self.replaces} ({difference:+.3f}) is below the "
-                f"margin ({self.margin:.3f})"
-            )
-        return (
-            f"its gain over {self.replaces} is not certain: the 95 % interval "
-            f"({low:+.3f} to {high:+.3f}) reaches 0"
-        )
+        return "; and ".join(self._shortfalls()) or None
 
     def metrics(self) -> dict[str, float]:
         """The figures tracked per run (metadata file and MLflow)."""
@@ -285,6 +320,34 @@ def check_outcomes(examples: Sequence[Example]) -> tuple[int, int]:
     return won, lost
 
 
+def _check_split(y_train: Sequence[int], y_test: Sequence[int], *, won: int, lost: int) -> None:
+    """Refuse a split the calibration's cross-validation or the comparison cannot use.
+
+    The calibration cross-validates with as many folds as the rarer outcome has training
+    leads (at most `CALIBRATION_FOLDS`): every fold must hold a won and a lost lead, and
+    scikit-learn needs at least two folds, so the training part needs at least
+    `MIN_TRAIN_PER_OUTCOME` of each. The held-out part needs both outcomes to be ranked.
+    """
+    train_won = sum(y_train)
+    train_lost = len(y_train) - train_won
+    test_won = sum(y_test)
+    test_lost = len(y_test) - test_won
+    if min(train_won, train_lost) < MIN_TRAIN_PER_OUTCOME:
+        where = f"the training leads have {train_won} won and {train_lost} lost"
+        need = f"at least {MIN_TRAIN_PER_OUTCOME} of each"
+    elif min(test_won, test_lost) < 1:
+        where = f"the held-out leads have {test_won} won and {test_lost} lost"
+        need = "at least one of each"
+    else:
+        return
+    raise NotEnoughOutcomes(
+        f"not enough outcomes to train: {where}, and training needs {need} "
+        f"(found {won} won and {lost} lost in all); mark more leads won or lost",
+        won=won,
+        lost=lost,
+    )
+
+
 def held_out_point(lead_id: str) -> float:
     """Where a lead falls in [0, 1), from its id alone: leads below a run's test size are
     held out, in every run and every process alike."""
@@ -330,16 +393,13 @@ def train(
         points_of = [held_out_point(lead_id) for lead_id in lead_ids]
         test_idx = [i for i, at in enumerate(points_of) if at < held_out_below]
         train_idx = [i for i, at in enumerate(points_of) if at >= test_size]
-        if len(set(labels[i] for i in train_idx)) < 2:
-            raise NotEnoughOutcomes("the training leads lack won or lost ones; add more outcomes")
     else:
         train_idx, test_idx = train_test_split(
             list(range(len(examples))), test_size=test_size, stratify=labels, random_state=seed
         )
     y_train = [labels[i] for i in train_idx]
     y_test = [labels[i] for i in test_idx]
-    if len(set(y_test)) < 2:
-        raise NotEnoughOutcomes("the held-out split lacks won or lost leads; add more outcomes")
+    _check_split(y_train, y_test, won=n_won, lost=n_lost)
     folds = min(CALIBRATION_FOLDS, sum(y_train), len(y_train) - sum(y_train))
     pipeline = build_pipeline(folds=folds)
     pipeline.fit([features_of(facts[i]) for i in train_idx], y_train)
