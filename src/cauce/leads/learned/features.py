@@ -60,6 +60,7 @@ SENIORITY_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "managing director",
             "general manager",
             "gerente general",
+            "gerenta general",
             "socio",
             "socia",
         ),
@@ -80,6 +81,7 @@ SENIORITY_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "vicepresidente",
             "vicepresidenta",
             "gerente",
+            "gerenta",
             "jefe",
             "jefa",
         ),
@@ -96,6 +98,7 @@ SENIORITY_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "encargado",
             "encargada",
             "lider",
+            "lideresa",
             "lead",
         ),
     ),
@@ -103,7 +106,62 @@ SENIORITY_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # "vice president" would otherwise match the executive "president".
 _VICE = re.compile(r" vice ?presiden(?:t|te|ta) ")
-_NOT_WORD = re.compile(r"[^a-z0-9]+")
+
+# Before the levels are read, the roles a title names that are not the person's own are
+# taken out (`_own_roles`):
+# - whom an assistant or secretary assists: "Secretaria del Director General", "Asistente
+#   personal del CEO", "Assistant to the CEO", "PA to the Managing Director", "CEO's
+#   Assistant" ("Assistant Director" is a director, "Asistente de Dirección" names no role);
+# - a former role: "Ex-CEO", "Former Sales Director", "Antigua Directora", "Past President"
+#   (one role: "Ex-CEO y Fundador" is still a founder; "Exdirector", one word, was never
+#   read as a role);
+# - a role in a residents' or parents' association, not a company: "Presidente de la
+#   comunidad de vecinos" (or de propietarios, the same body), "de la asociación de vecinos"
+#   (AAVV), "de la junta de vecinos", "del AMPA".
+# A title left without a role of its own is staff level: a title, no management role now.
+# These rules read punctuation as a word of its own (a hyphen joins words, as a space
+# does), so "Office Manager / PA" is not a manager's PA; the levels then read only the
+# words. A role taken out leaves a mark (`_CUT`) no phrase matches across, and a title
+# none of these rules touches reads exactly as it did before them.
+_CUT = "\x00"
+_TOKEN = re.compile(r"[a-z0-9]+|[^a-z0-9\s-]")
+_WORD = re.compile(r"[a-z0-9]+")
+_ROLE = "(?:vice ?presiden(?:t|te|ta)|{})".format(
+    "|".join(
+        re.escape(phrase)
+        for phrase in sorted(
+            {phrase for _, phrases in SENIORITY_LEVELS for phrase in phrases},
+            key=lambda phrase: (-len(phrase), phrase),
+        )
+    )
+)
+# Up to three words before an English role ("to the Regional Sales Director"), not "and".
+_MODIFIERS = r"(?: (?!(?:and|or|y|e|o|u) )[a-z0-9]+){0,3}?"
+_AND = r"(?: (?:and|y|e|&|/|\+))?"
+_ASSISTED = (
+    re.compile(
+        r"(?P<keep> (?:asistente|asistenta|secretaria|secretario|auxiliar|ayudante)"
+        r"(?: (?:personal|ejecutiva|ejecutivo|particular))?)"
+        rf" (?:del|al|de la|a la|de|a) {_ROLE}"
+        rf"(?:{_AND}(?: (?:del|al|de la|a la|de|a|el|la))? {_ROLE})*(?= )"
+    ),
+    re.compile(
+        r"(?P<keep> (?:assistant|secretary|pa|ea))"
+        rf" (?:to|for|of)(?: (?:the|our))?{_MODIFIERS} {_ROLE}"
+        rf"(?:{_AND}(?: (?:the|to|of))? {_ROLE})*(?= )"
+    ),
+    # "CEO Assistant", "CEO's Assistant" (not "PA" or "EA": "Country Manager PA", Panama).
+    re.compile(rf"(?P<keep>) {_ROLE}(?: [\u2019'] s| s)?(?= (?:assistant|secretary) )"),
+)
+_FORMER = re.compile(
+    rf"(?P<keep>) (?:(?:ex|former|past|retired)(?! officio )(?: \.)?{_MODIFIERS}"
+    rf"|antiguo|antigua) {_ROLE}(?= )"
+)
+_ASSOCIATION = re.compile(
+    rf"(?P<keep>) {_ROLE}(?: (?:de la|del|de|of the|of))?"
+    r"(?= (?:comunidad de (?:vecinos|propietarios)|asociacion de vecinos|junta de vecinos"
+    r"|ampa|aavv|aa \. vv) )"
+)
 
 MEDIUM_BUCKETS: Mapping[str, str] = {
     **dict.fromkeys(
@@ -141,18 +199,23 @@ _DESCRIPTIONS: Mapping[str, str] = {
 }
 
 
-def _words(text: str) -> str:
-    """Casefolded, accent-free words separated (and surrounded) by single spaces."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
+def _own_roles(job_title: str) -> str:
+    """A title's casefolded, accent-free words, separated (and surrounded) by single
+    spaces, without the roles that are not the person's own (`_CUT` where one was)."""
+    decomposed = unicodedata.normalize("NFKD", job_title.casefold().replace(_CUT, " "))
     ascii_only = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return f" {_NOT_WORD.sub(' ', ascii_only).strip()} "
+    tokens = f" {' '.join(_TOKEN.findall(ascii_only))} "
+    for rule in (_FORMER, *_ASSISTED, _ASSOCIATION):
+        tokens = rule.sub(lambda match: f"{match['keep']} {_CUT}", tokens)
+    kept = (token for token in tokens.split() if token == _CUT or _WORD.fullmatch(token))
+    return f" {' '.join(kept)} "
 
 
 def seniority(job_title: str | None) -> str | None:
     """The seniority level a job title names (None without a title)."""
     if not job_title or not job_title.strip():
         return None
-    words = _VICE.sub(" vp ", _words(job_title))
+    words = _VICE.sub(" vp ", _own_roles(job_title))
     for level, phrases in SENIORITY_LEVELS:
         if any(f" {phrase} " in words for phrase in phrases):
             return level
