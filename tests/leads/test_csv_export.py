@@ -126,12 +126,12 @@ def test_csv_export_yields_chunks_as_it_goes() -> None:
 
 def test_the_export_keeps_its_first_columns_and_ends_with_the_other_contacts() -> None:
     """The fifteen first columns an import knows the export by stay first; the other
-    contacts come after the earlier columns (then the phone extension, the team and the
-    lead a held one is held against, added later), listed with `; ` and neutralised like
-    every cell."""
+    contacts come after the earlier columns (then the phone extension, the team, the
+    lead a held one is held against and the model that gave the score, added later),
+    listed with `; ` and neutralised like every cell."""
     assert EXPORT_COLUMNS[: len(EXPORT_HEADER_PREFIX)] == EXPORT_HEADER_PREFIX
-    assert EXPORT_COLUMNS[-5:] == (
-        "other_emails", "other_phones", "phone_extension", "team", "duplicate_of"
+    assert EXPORT_COLUMNS[-6:] == (
+        "other_emails", "other_phones", "phone_extension", "team", "duplicate_of", "score_model"
     )  # fmt: skip
     assert (contacts_cell(None), contacts_cell("")) == ("", "")
     phones = contacts_cell("+34612345678 +34699000111")

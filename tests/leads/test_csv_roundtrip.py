@@ -28,7 +28,7 @@ from tests.leads.test_delivery import MemoryCrm
 # The export's columns that are Cauce's, not the lead's.
 COMPUTED = (
     "id", "score", "is_disposable_email", "is_free_email", "created_at", "updated_at",
-    "other_emails", "other_phones", "team", "duplicate_of",
+    "other_emails", "other_phones", "team", "duplicate_of", "score_model",
 )  # fmt: skip
 # What the lead API shows that an import cannot carry over: Cauce's id, the score,
 # routing, de-duplication and the times (the email flags are compared: they follow the
@@ -157,7 +157,7 @@ async def test_an_export_imports_into_another_cauce_as_it_was(
 
     table = _table(exported)
     assert list(table[0]) == list(EXPORT_COLUMNS)
-    assert list(EXPORT_COLUMNS[-5:-3]) == ["other_emails", "other_phones"]
+    assert list(EXPORT_COLUMNS[-6:-4]) == ["other_emails", "other_phones"]
     merged = next(row for row in table if row["email"] == "jose@aceitunasdelsur.es")
     assert merged["other_emails"] == "jfr2@hotmail.com; jose.fernandez.ruiz@gmail.com"
     assert merged["other_phones"] == "'+34612345678"  # neutralised like every cell

@@ -354,6 +354,7 @@ async def test_batch_items_are_what_the_response_model_renders(make_rt: MakeRunt
             outcome=created.outcome,
             id=created.id,
             score=created.score,
+            score_model=created.score_model,
             owner=created.owner,
             duplicate=created.duplicate,
         ).model_dump(mode="json")

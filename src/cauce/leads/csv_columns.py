@@ -76,17 +76,17 @@ EXPORT_HEADER_PREFIX: tuple[str, ...] = (
     "country", "region", "city", "source", "score", "owner", "created_at",
 )  # fmt: skip
 # The export's columns that are Cauce's, not the lead's: its id (a new lead gets its
-# own), the score, the email flags and the times (computed again at intake), the other
-# contacts (kept by merges; a lead given to intake has no such fields), the team
-# (routing's) and the lead a held one is held against (de-duplication's). In an
-# export they are ignored unless the mapping names them. `owner` is not among them: the
-# lead input takes one and intake keeps it, so an export restores who works each lead
-# (map it to null to let routing choose again).
+# own), the score and the model that gave it, the email flags and the times (computed
+# again at intake), the other contacts (kept by merges; a lead given to intake has no
+# such fields), the team (routing's) and the lead a held one is held against
+# (de-duplication's). In an export they are ignored unless the mapping names them.
+# `owner` is not among them: the lead input takes one and intake keeps it, so an export
+# restores who works each lead (map it to null to let routing choose again).
 EXPORT_COMPUTED: frozenset[str] = frozenset(
     fold_header(name)
     for name in (
         "id", "score", "is_disposable_email", "is_free_email", "created_at", "updated_at",
-        "other_emails", "other_phones", "team", "duplicate_of",
+        "other_emails", "other_phones", "team", "duplicate_of", "score_model",
     )
 )  # fmt: skip
 # The target of the export's `custom_fields` column: a JSON object whose members are the

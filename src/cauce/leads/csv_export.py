@@ -45,13 +45,17 @@ REPORT_COLUMNS = ("row", "column", "field", "reason")
 
 # The export's columns: every lead field a person would put in a spreadsheet. The first
 # fifteen come first and in this order, as they did before the others were added: an
-# import knows the export by them (`csv_columns.is_cauce_export`). New columns go last.
+# import knows the export by them (`csv_columns.is_cauce_export`). New columns go last:
+# `score_model` (the model that gave `score`, `points` or `learned-v<N>`: while a learned
+# model is active, leads stored before keep their points scores, another scale) too, not
+# beside `score`, where it would break those fifteen.
 EXPORT_COLUMNS: tuple[str, ...] = (
     *EXPORT_HEADER_PREFIX,
     "external_id", "language", "is_disposable_email", "is_free_email", "utm.source",
     "utm.medium", "utm.campaign", "utm.term", "utm.content", "consent.marketing",
     "consent.given_at", "consent.wording_version", "consent.source", "custom_fields",
     "updated_at", "other_emails", "other_phones", "phone_extension", "team", "duplicate_of",
+    "score_model",
 )  # fmt: skip
 # How `other_emails` and `other_phones` list a lead's other contacts in a cell: a person
 # reads `+34612345678; +34699000111` where the stored list is space-separated.

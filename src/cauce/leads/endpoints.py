@@ -272,6 +272,7 @@ def _item(index: int, result: IntakeResult) -> dict[str, Any]:
         "outcome": result.outcome,
         "id": result.lead.uid,
         "score": float(result.score.value),
+        "score_model": result.score.model,
         "owner": result.owner,
         "duplicate": None
         if dup is None

@@ -20,6 +20,15 @@ class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+# Which model gave `score`. While a learned model is active, leads stored before keep
+# their points scores: the two scales differ, so every answer with a score names it.
+SCORE_MODEL = (
+    "The model that gave `score`: `points` (the points model: the score is a sum of rule "
+    "points) or `learned-v<N>` (learned model version N: the score is its estimated chance "
+    "of winning x 100)."
+)
+
+
 class FieldErrorOut(_Out):
     """One rejected field: an RFC 6901 pointer into the request, why, and a stable type."""
 
@@ -111,14 +120,7 @@ class LeadOut(_Out):
     consent: Consent | None = None
     custom_fields: dict[str, CustomFieldValue] = Field(default_factory=dict)
     score: float | None = None
-    score_model: str | None = Field(
-        default=None,
-        description=(
-            "`points` (the points model: the score is a sum of rule points) or "
-            "`learned-v<N>` (learned model version N: the score is its estimated chance "
-            "of winning x 100)."
-        ),
-    )
+    score_model: str | None = Field(default=None, description=SCORE_MODEL)
     score_reasons: list[ScoreReason] = Field(default_factory=list)
     owner: str | None = None
     team: str | None = None
@@ -224,6 +226,7 @@ class LeadCreated(_Out):
     outcome: LeadOutcome
     status: LeadStatus
     score: float | None = None
+    score_model: str | None = Field(default=None, description=SCORE_MODEL)
     score_reasons: list[ScoreReason] = Field(default_factory=list)
     owner: str | None = None
     duplicate: DuplicateInfo | None = None
@@ -236,6 +239,9 @@ class BatchItemResult(_Out):
     outcome: LeadOutcome | Literal["rejected"]
     id: str | None = None
     score: float | None = None
+    score_model: str | None = Field(
+        default=None, description=f"{SCORE_MODEL} Null for a rejected item."
+    )
     owner: str | None = None
     duplicate: DuplicateInfo | None = None
     errors: list[FieldErrorOut] = Field(default_factory=list)

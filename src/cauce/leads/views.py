@@ -92,6 +92,7 @@ def created_view(result: IntakeResult) -> LeadCreated:
         outcome=result.outcome,
         status=result.status,  # type: ignore[arg-type]
         score=result.score.value,
+        score_model=result.score.model,
         score_reasons=_reasons([r.as_dict() for r in result.score.reasons]),
         owner=result.owner,
         duplicate=_duplicate(result.duplicate),
