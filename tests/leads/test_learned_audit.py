@@ -7,7 +7,6 @@ import asyncio
 import random
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -26,24 +25,13 @@ from cauce.leads.learned.training import held_out_point
 from cauce.leads.models import Lead
 from cauce.leads.scoring import PointsModel
 from cauce.leads.synthetic import synthetic_leads, training_examples
+from tests.leads.test_learned_activation import first, signal
 from tests.test_cli_jobs import restore_logging
 from tests.test_cli_leads import cauce_here
 
-__all__ = ["restore_logging"]  # a fixture, used by name
+__all__ = ["first", "restore_logging", "signal"]  # fixtures, used by name
 
 IDS = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"cauce-audit-lead-{n}")) for n in range(400)]
-
-
-@pytest.fixture(scope="module")
-def signal() -> list[tuple[dict[str, Any], bool]]:
-    """800 leads whose outcome follows known drivers the points model half ignores."""
-    return training_examples(synthetic_leads(800, seed=1))
-
-
-@pytest.fixture(scope="module")
-def first(signal: list[tuple[dict[str, Any], bool]]) -> TrainingReport:
-    """A model trained on them, which beats the points model with confidence."""
-    return train(signal, seed=1)
 
 
 def _one_in_training(won_is_rare: bool) -> list[bool]:
