@@ -282,7 +282,10 @@ async def test_csv_import_and_export_carry_extensions(
     export = await api.get("/v1/leads/export.csv")
     assert export.status_code == 200, export.text
     rows = list(csv.DictReader(io.StringIO(export.text.lstrip("\ufeff"))))
-    assert list(rows[0])[-3] == "phone_extension"  # then team and duplicate_of
+    columns = list(rows[0])
+    assert columns[columns.index("phone_extension") :] == [
+        "phone_extension", "team", "duplicate_of", "score_model"
+    ]  # fmt: skip
     by_email = {row["email"]: row for row in rows}
     assert by_email[emails[0]]["phone_extension"] == "12"
     assert by_email[emails[1]]["phone_extension"] == "34"
