@@ -183,6 +183,12 @@ def _consent_for_this_mailbox(
     return out
 
 
+def is_withdrawal(values: dict[str, Any]) -> bool:
+    """Whether an arrival's consent is a marketing "no"."""
+    consent = values.get("consent")
+    return isinstance(consent, dict) and consent.get("marketing") is False
+
+
 def withdrawal_for(lead: Lead, values: dict[str, Any]) -> dict[str, Any] | None:
     """The marketing "no" that an arrival held for review against `lead` carries to it at
     once, or None.
@@ -193,9 +199,9 @@ def withdrawal_for(lead: Lead, values: dict[str, Any]) -> dict[str, Any] | None:
     lead as a merge would take it: when the lead's consent is not a "no" already nor a
     "yes" given after it. From another mailbox, or with none (a shared phone, a namesake),
     it stays the held lead's until the review."""
-    consent = values.get("consent")
-    if not isinstance(consent, dict) or consent.get("marketing") is not False:
+    if not is_withdrawal(values):
         return None
+    consent: dict[str, Any] = values["consent"]
     key = email_key(values.get("email"))
     mailboxes = (lead.email, *(lead.other_emails or "").split())
     if key is None or key not in {email_key(mailbox) for mailbox in mailboxes}:

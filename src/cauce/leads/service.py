@@ -31,7 +31,7 @@ from cauce.core.observability.trace_parent import current_traceparent
 from cauce.leads import repository as repo
 from cauce.leads.candidates import hold_on_commit, read_candidates
 from cauce.leads.errors import IntakeBusy
-from cauce.leads.intake_merge import SCALAR_FIELDS
+from cauce.leads.intake_merge import SCALAR_FIELDS, is_withdrawal
 from cauce.leads.intake_writer import (
     DuplicateFound,
     Incoming,
@@ -324,7 +324,7 @@ async def _intake(
                 if s.outcome == "held_for_review"
                 and s.match is not None
                 and s.match.id in held_against
-                and _says_no(item)
+                and is_withdrawal(item.values)
             }
             return await _write(
                 session, rt, items, matcher, steps, uids, merged_into, against, pace
@@ -337,11 +337,6 @@ async def _intake(
             rt.known.forget(lead_id)
         log.info("leads.intake.target_gone", leads=len(gone))
     raise IntakeBusy("the leads this intake matched keep changing; try again in a moment")
-
-
-def _says_no(item: Incoming) -> bool:
-    consent = item.values.get("consent")
-    return isinstance(consent, dict) and consent.get("marketing") is False
 
 
 async def _plan(
