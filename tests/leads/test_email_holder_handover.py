@@ -276,3 +276,33 @@ async def test_an_erased_holders_address_reaches_the_other_contact_in_hubspot(
     async with hub.resources.db.sessionmaker() as session:
         crm_id = await session.scalar(select(Lead.crm_id).where(Lead.uid == valentina))
     assert sync["crm_id"] == crm_id
+
+
+async def test_an_intake_merge_overwriting_the_holders_email_hands_it_over(
+    settings_factory: SettingsFactory,
+) -> None:
+    """With `overwrite_fields` naming the email, Jorge sends his work address with his
+    phone: the merge gives his lead that address, and the family's goes to Valentina's
+    contact (before: only a PATCH, an erasure or a review merge handed it over; after an
+    intake merge she stayed synced without it for good)."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"},
+        jobs={"embedded_worker": False},
+        leads={"dedupe": {"overwrite_fields": ["email"]}},
+    )
+    crm = MemoryCrm()
+    app = create_app(settings, crm=crm)
+    async with LifespanManager(app):
+        api = await client_with(app, ["leads:read", "leads:write", "leads:admin"])
+        async with api:
+            jorge, valentina = await _family(api, app)
+            work = "jorge.paredes@minera-andina.pe"
+            merged = await post_lead(api, {**JORGE, "email": work})
+            assert merged["outcome"] == "merged", merged
+            assert merged["id"] == jorge, merged
+            assert (await get_lead(api, jorge))["email"] == work
+            await _drain(app)
+
+            assert _has_the_address(_last_sent(crm, valentina), FAMILY)
+            assert _has_the_address(_last_sent(crm, jorge), work)
+            await _synced(api, valentina)

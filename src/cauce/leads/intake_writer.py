@@ -19,6 +19,7 @@ from sqlalchemy.orm import class_mapper
 
 from cauce.leads import bulk
 from cauce.leads import repository as repo
+from cauce.leads.delivery import EmailHold, hand_over_email
 from cauce.leads.intake_merge import (
     OTHER_COLUMNS,
     SCALAR_FIELDS,
@@ -191,6 +192,9 @@ class IntakeWriter:
         # Email -> the leads whose own email it is: the stored ones read for the merges
         # that may give a lead an email (`email_owners`), and the batch's as it goes.
         self.owners = owners or {}
+        # Each stored lead merged into, as it was before its first merge: one whose email
+        # a merge replaced (`overwrite_fields`) may have held it at the CRM (`hand_over`).
+        self.holds: dict[int, EmailHold] = {}
         self.new: dict[int, Lead] = {}  # provisional id -> lead to insert, in item order
         self.new_keys: dict[int, frozenset[str]] = {}
         self.held: dict[int, int] = {}  # provisional id -> the lead it may duplicate
@@ -285,11 +289,17 @@ class IntakeWriter:
         coming = not lead.owner and id(lead) in self.routed
         email = item.values.get("email")
         taken = bool(email and self.owners.get(email, set()) - {step.lead_id})
+        if not provisional(step.lead_id) and step.lead_id not in self.holds:
+            self.holds[step.lead_id] = EmailHold.of(lead)
         changes, changed = apply_merge(
             lead, item.values, self.rt, now, owner_coming=coming, email_taken=taken
         )
         if email and lead.email == email:
             self.owners.setdefault(email, set()).add(step.lead_id)
+        if lead.sync_status == "held":
+            target = self.held.get(step.lead_id, lead.possible_duplicate_of)
+            if target is not None:
+                self._withdraw(target, lead, item, now)
         lead.trace_parent = item.trace_parent  # its next delivery links to this arrival
         if changed or any(c.field in OTHER_COLUMNS for c in changes):
             self.rekey.add(step.lead_id)
@@ -433,6 +443,17 @@ class IntakeWriter:
             await session.flush()
         if read is not None:
             await self._advance(session, read)
+
+    async def hand_over(self, session: AsyncSession) -> bool:
+        """After `write`: the other leads on an address a merge took off a stored lead
+        (its email replaced, `overwrite_fields`) are sent again if that lead held it
+        (`hand_over_email`), as after a PATCH. Whether any was: a delivery is asked for."""
+        handed = False
+        for lead_id, before in self.holds.items():
+            key_now = self.stored[lead_id].email_key
+            if key_now != before.key:
+                handed |= await hand_over_email(session, self.rt.settings.crm, before, key_now)
+        return handed
 
 
 def _columns(lead: Lead) -> dict[str, Any]:
