@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from cauce.app import create_app
 from tests.conftest import SettingsFactory
-from tests.leads.api_client import get_lead, post_lead
+from tests.leads.api_client import client_with, get_lead, post_lead
 from tests.leads.test_delivery import MemoryCrm
 
 YES = {
@@ -107,3 +107,72 @@ async def test_a_batch_reaches_a_lead_created_in_it_and_one_stored(
     luis = await get_lead(api, stored["id"])
     assert luis["consent"]["marketing"] is False
     assert luis["history"][0]["changes"]["withdrawn_by"] == body["items"][1]["id"]
+
+
+FAMILY = "familia.paredes@gmail.com"
+JORGE = {"email": FAMILY, "full_name": "Jorge Paredes Huamán", "consent": YES}
+VALENTINA = {"email": FAMILY, "full_name": "Valentina Paredes Quispe"}
+HER_PHONE = "+51 987 111 222"
+
+
+@pytest.fixture
+async def merging_api(
+    settings_factory: SettingsFactory, crm: MemoryCrm
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The default policy: an arrival matching a held lead merges into it (held still)."""
+    settings = settings_factory(
+        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
+    )
+    app = create_app(settings, crm=crm)
+    async with LifespanManager(app):
+        api = await client_with(app, ["leads:read", "leads:write", "leads:admin"])
+        async with api:
+            yield api
+
+
+async def _jorge_said_no(api: httpx.AsyncClient, jorge: str, held: str) -> None:
+    after = await get_lead(api, jorge)
+    assert after["consent"]["marketing"] is False
+    assert after["sync"]["status"] == "pending"
+    line = after["history"][0]
+    assert (line["action"], line["changes"]["withdrawn_by"]) == ("updated", held)
+    copy = await get_lead(api, held)
+    assert (copy["consent"]["marketing"], copy["sync"]["status"]) == (False, "held")
+
+
+async def test_a_no_merged_into_a_held_lead_reaches_the_lead_it_is_held_against(
+    merging_api: httpx.AsyncClient,
+) -> None:
+    """The family's mailbox: Jorge's lead says yes; Valentina's, on the same mailbox, is
+    held against his. A "no" from the mailbox under her name merges into her held lead,
+    and reaches his at once, as one held against his does (before: only at the review).
+    A "no" from another mailbox merged into her held lead does not."""
+    api = merging_api
+    jorge = (await post_lead(api, JORGE))["id"]
+    held = await post_lead(api, {**VALENTINA, "phone": HER_PHONE})
+    assert (held["outcome"], held["duplicate"]["lead_id"]) == ("held_for_review", jorge), held
+
+    other = await post_lead(api, {"email": "vale@minera.pe", "phone": HER_PHONE, "consent": NO})
+    assert (other["outcome"], other["id"]) == ("merged", held["id"]), other
+    assert (await get_lead(api, jorge))["consent"]["marketing"] is True
+
+    no = await post_lead(api, {**VALENTINA, "consent": NO})
+    assert (no["outcome"], no["id"]) == ("merged", held["id"]), no
+    await _jorge_said_no(api, jorge, held["id"])
+
+
+async def test_a_batch_carries_a_no_merged_into_a_lead_it_held(
+    merging_api: httpx.AsyncClient,
+) -> None:
+    """The held lead made by the batch's first item, the "no" merged into it by its
+    second: it reaches the stored lead the first is held against."""
+    api = merging_api
+    jorge = (await post_lead(api, JORGE))["id"]
+    response = await api.post(
+        "/v1/leads/batch", json={"items": [VALENTINA, {**VALENTINA, "consent": NO}]}
+    )
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert [item["outcome"] for item in items] == ["held_for_review", "merged"], items
+    assert items[1]["id"] == items[0]["id"]
+    await _jorge_said_no(api, jorge, items[0]["id"])

@@ -307,6 +307,21 @@ async def leads_by_id(session: AsyncSession, ids: Collection[int]) -> dict[int, 
     return {lead.id: lead for lead in result}
 
 
+async def held_against(session: AsyncSession, ids: Collection[int]) -> dict[int, int]:
+    """Of the leads `ids`, those held for review, each with the lead it is held against
+    (as committed now, unlocked). One look-up by primary key."""
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Lead.id, Lead.possible_duplicate_of).where(
+            Lead.id.in_(sorted(ids)),
+            Lead.sync_status == "held",
+            Lead.possible_duplicate_of.is_not(None),
+        )
+    )
+    return {lead_id: target for lead_id, target in rows.all() if target is not None}
+
+
 async def email_owners(session: AsyncSession, emails: Collection[str]) -> dict[str, set[int]]:
     """The live leads whose own email each of `emails` is (as stored: `email_key`).
     One indexed look-up (`ix_leads_email_key`)."""

@@ -312,12 +312,17 @@ async def _intake(
         # merge one away (or an erasure remove it) before the new lead is stored.
         held = (s.match.id for s in steps if s.outcome == "held_for_review" and s.match is not None)
         held_against = {lead_id for lead_id in held if not provisional(lead_id)}
-        locked = targets | held_against
+        behind = await _behind_held(session, steps, items)
+        locked = targets | held_against | set(behind.values())
         stored = await repo.leads_by_id(session, locked)
         gone = {i for i in locked if i not in stored or stored[i].erased_at is not None}
+        # A lead only a held one points at, gone: the "no" stays with the held lead.
+        gone -= set(behind.values()) - targets - held_against
+        behind = {h: t for h, t in behind.items() if t in stored and stored[t].erased_at is None}
         if not gone:
             merged_into = {i: stored[i] for i in targets}
-            # Held against by an arrival carrying a marketing "no": it may reach them.
+            # Held against by an arrival carrying a marketing "no", or by a held lead such
+            # an arrival merges into: it may reach them.
             against = {
                 s.match.id: stored[s.match.id]
                 for s, item in zip(steps, items, strict=True)
@@ -326,6 +331,15 @@ async def _intake(
                 and s.match.id in held_against
                 and is_withdrawal(item.values)
             }
+            against.update(
+                (target, stored[target])
+                for held_id, target in behind.items()
+                if provisional(held_id)
+                or (
+                    stored[held_id].sync_status == "held"
+                    and stored[held_id].possible_duplicate_of == target
+                )
+            )
             return await _write(
                 session, rt, items, matcher, steps, uids, merged_into, against, pace
             )
@@ -337,6 +351,28 @@ async def _intake(
             rt.known.forget(lead_id)
         log.info("leads.intake.target_gone", leads=len(gone))
     raise IntakeBusy("the leads this intake matched keep changing; try again in a moment")
+
+
+async def _behind_held(
+    session: AsyncSession, steps: list[Step], items: list[Incoming]
+) -> dict[int, int]:
+    """The held leads that arrivals carrying a marketing "no" merge into, each with the
+    stored lead it is held against (read before the lock, to be locked with the others
+    in one order; checked again once locked): the "no" may reach that lead
+    (`IntakeWriter._withdraw`). A held lead of this batch is held against its step's
+    match. Nothing read unless such an arrival merges into a stored lead."""
+    created = {s.lead_id: s.match.id for s in steps if s.outcome == "held_for_review" and s.match}
+    behind: dict[int, int] = {}
+    stored: set[int] = set()
+    for step, item in zip(steps, items, strict=True):
+        if step.outcome != "merged" or not is_withdrawal(item.values):
+            continue
+        if not provisional(step.lead_id):
+            stored.add(step.lead_id)
+        elif (target := created.get(step.lead_id)) is not None and not provisional(target):
+            behind[step.lead_id] = target
+    behind.update(await repo.held_against(session, stored))
+    return behind
 
 
 async def _plan(
@@ -412,8 +448,9 @@ async def _write(
         lead = done[-1][1]
         as_of.append((lead.status, lead.owner, writer.owner_coming(lead)))
     await writer.write(session, now)
+    handed_over = await writer.hand_over(session)
     hold_on_commit(session, rt.known, writer.written(matcher))
-    if writer.withdrawn or any(step.outcome != "held_for_review" for step in steps):
+    if writer.withdrawn or handed_over or any(step.outcome != "held_for_review" for step in steps):
         await request_delivery(session, rt.queue, rt.settings)
     return [
         IntakeResult(
