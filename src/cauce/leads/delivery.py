@@ -202,7 +202,7 @@ def to_contact(lead: Lead, settings: CrmSettings, *, email_held: bool = False) -
         if name in mapped and name not in properties and name not in withheld:
             properties[name] = None
     key = contact_key(lead, settings, email_held=email_held)
-    return CrmContact(lead.id, lead.version, key, properties)
+    return CrmContact(lead.id, lead.version, key, properties, lead.crm_id)
 
 
 def email_property(settings: CrmSettings) -> str:

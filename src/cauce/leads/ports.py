@@ -27,12 +27,15 @@ class CrmKey:
 
 @dataclass(frozen=True, slots=True)
 class CrmContact:
-    """One lead, as the CRM should hold it after the upsert."""
+    """One lead, as the CRM should hold it after the upsert. `crm_id`: the contact's id in
+    the CRM from the lead's last sync, if any (a CRM without an upsert updates it by id,
+    rather than search for it)."""
 
     lead_id: int
     version: int
     key: CrmKey
     properties: Mapping[str, Any]
+    crm_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

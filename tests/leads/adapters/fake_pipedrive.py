@@ -14,7 +14,10 @@ What it reproduces (see the facts listed in ``cauce.leads.adapters.pipedrive``):
 * a burst window (``x-ratelimit-limit/-remaining/-reset`` on every answer, 429 when
   over) and a daily request budget (``x-daily-requests-left``, 429 at 0), on an
   injectable clock; the 429 body's wording is a guess (the docs cut it off);
-* scripted 5xx answers (``fail_next``).
+* scripted 5xx answers (``fail_next``);
+* a search index that lags (``search_lag``, seconds on the clock): a person created less
+  than that ago is not found by a search yet, though ``GET /api/v2/persons/{id}`` has it
+  (Pipedrive's search is an index updated after the write).
 """
 
 from __future__ import annotations
@@ -55,11 +58,13 @@ class FakePipedrive:
     daily_budget: int | None = None
     persons: dict[int, dict[str, Any]] = field(default_factory=dict)
     fail_next: list[int] = field(default_factory=list)
+    search_lag: float = 0.0
     requests: list[tuple[str, str]] = field(default_factory=list)
     url: str = ""
     _hits: deque[float] = field(default_factory=deque)
     _used_today: int = 0
     _next_id: int = 1
+    _created_at: dict[int, float] = field(default_factory=dict)
 
     # -- limits --------------------------------------------------------------------------
 
@@ -138,6 +143,7 @@ class FakePipedrive:
         self._next_id += 1
         self._apply(person, body)
         self.persons[person["id"]] = person
+        self._created_at[person["id"]] = self.clock()
         return _json(200, {"success": True, "data": person})
 
     def _person(self, request: web.Request) -> dict[str, Any] | None:
@@ -178,7 +184,10 @@ class FakePipedrive:
         if len(term) < (1 if exact else 2):
             return _error(400, "Search term must be at least 2 characters long")
         items = []
+        indexed_before = self.clock() - self.search_lag
         for person in self.persons.values():
+            if self._created_at.get(person["id"], indexed_before) > indexed_before:
+                continue  # not in the search index yet
             values: list[str] = []
             if "email" in fields:
                 values += [e["value"] for e in person["emails"]]
@@ -206,6 +215,19 @@ class FakePipedrive:
             "custom_fields": [str(v) for v in person["custom_fields"].values() if v is not None],
             "notes": [],
         }
+
+    def add_person(self, name: str, email: str) -> int:
+        """A person made in Pipedrive by hand (indexed already); its id."""
+        person_id = self._next_id
+        self._next_id += 1
+        self.persons[person_id] = {
+            "id": person_id,
+            "name": name,
+            "emails": [{"value": email, "primary": True, "label": "work"}],
+            "phones": [],
+            "custom_fields": dict.fromkeys(self.custom_fields),
+        }
+        return person_id
 
     def with_email(self, email: str) -> list[dict[str, Any]]:
         """Every person holding ``email`` (case-insensitive)."""

@@ -31,13 +31,16 @@ replaced whole, so the person is read first and the others stay). A name of whic
 part Cauce sent is cleared becomes the placeholder a create would give (Pipedrive
 requires a name).
 
-No upsert and no idempotency key: each contact is searched, then created or updated,
-one request at a time (the burst window is small). Exactly-once holds while the search
-sees the person: a crash after a create and a re-run within the search index's lag
-(seconds) could create a second person, which no client of this API can rule out. A
-bounded in-process cache of key -> person id narrows the window to process restarts;
-the lasting fix is for the port to carry the CRM id recorded at the last sync.
-Creates are never retried inside the call (not idempotent); updates are.
+No upsert and no idempotency key: a lead synced before is read by the person id its
+last sync recorded (`CrmContact.crm_id`: ``GET /api/v2/persons/{id}``, no search), so
+every later sync, from any worker, updates that person, even before Pipedrive's search
+index has it (it lags the writes by seconds) and whoever else has its email. A lead
+never synced is searched, then created or updated, one request at a time (the burst
+window is small). Exactly-once then holds while the search sees the person: a crash
+after a create and before Cauce records the id, re-run within the index's lag, could
+create a second person, which no client of this API can rule out (a bounded in-process
+cache of key -> person narrows it to process restarts). Creates are never retried
+inside the call (not idempotent); updates are.
 """
 
 from __future__ import annotations
@@ -251,9 +254,12 @@ class PipedriveCrm:
             self._cache.popitem(last=False)
 
     async def _upsert_one(self, contact: CrmContact) -> UpsertOutcome:
-        found = await self._find(contact.key, use_cache=True)
+        found, current = await self._synced_person(contact)
+        if found is None:
+            found = await self._find(contact.key, use_cache=True)
         try:
-            current = await self._lists_to_clear(contact, found)
+            if current is None:
+                current = await self._lists_to_clear(contact, found)
             body = self._person_body(contact, found, current)
             if found is None:
                 # A create is not idempotent: one attempt (no idempotency key).
@@ -277,6 +283,36 @@ class PipedriveCrm:
             return UpsertOutcome(contact.lead_id, error="no person id returned", retryable=True)
         self._remember(contact.key, _person_from(data))
         return UpsertOutcome(contact.lead_id, crm_id=str(person_id))
+
+    async def _synced_person(
+        self, contact: CrmContact
+    ) -> tuple[_Person | None, Mapping[str, Any] | None]:
+        """The person the lead was synced to (`contact.crm_id`), read by its id, and the
+        answer: no search, so it is found before the search index has it (a person created
+        seconds ago, by another worker or before a restart) and whichever persons share
+        its email. (None, None) when the lead has no id yet, or the person is gone
+        (deleted or merged away in Pipedrive) or holds another lead's Cauce id: the search
+        decides then, as for a lead never synced."""
+        if not contact.crm_id or not contact.crm_id.isdigit():
+            return None, None
+        try:
+            response = await self._send(
+                Request.get(f"{self._base}{_PERSONS}/{contact.crm_id}", headers=self._headers)
+            )
+        except UpstreamClientError as exc:
+            if exc.status in (404, 410):
+                return None, None
+            raise CrmRejected(_error_text(exc.body, exc.status)) from exc
+        data = _data(response)
+        if not isinstance(data, dict) or data.get("id") is None or data.get("is_deleted"):
+            return None, None
+        custom = data.get("custom_fields")
+        theirs = custom.get(self._cauce_id) if isinstance(custom, dict) else None
+        if theirs is not None and theirs != contact.properties.get(self._cauce_id):
+            return None, None
+        person = _person_from(data)
+        self._remember(contact.key, person)
+        return person, data
 
     async def _lists_to_clear(
         self, contact: CrmContact, found: _Person | None
