@@ -337,6 +337,13 @@ class CrmSettings(_Section):
     timezone: str = Field(
         default="UTC", description="The CRM account's IANA time zone (HubSpot's daily reset)"
     )
+    hubspot_subscription_id: int | None = Field(
+        default=None,
+        gt=0,
+        le=2**63 - 1,
+        description="The HubSpot email subscription type whose status follows each lead's "
+        "marketing consent (communication preferences v4); unset: statuses are not touched",
+    )
 
     @field_validator("field_mapping")
     @classmethod
@@ -365,6 +372,22 @@ class CrmSettings(_Section):
                 "not an IANA time zone (e.g. Europe/Madrid, America/Mexico_City)"
             ) from exc
         return value
+
+    @model_validator(mode="after")
+    def _subscription_needs_consent(self) -> CrmSettings:
+        # The status follows the consent the contact carries: without its mapped yes/no
+        # there is nothing to follow, and every lead would silently keep HubSpot's status.
+        if self.hubspot_subscription_id is None:
+            return self
+        name = f"{ENV_PREFIX}CRM__HUBSPOT_SUBSCRIPTION_ID"
+        if self.provider != "hubspot":
+            raise ValueError(f"{name} is for CAUCE_CRM__PROVIDER=hubspot only")
+        if not {"consent_marketing", "consent.marketing"} & set(self.field_mapping):
+            raise ValueError(
+                f"{name} needs CAUCE_CRM__FIELD_MAPPING to map consent_marketing (and "
+                "consent_given_at, so a newer opt-out in HubSpot is kept) to CRM properties"
+            )
+        return self
 
 
 class MlflowSettings(_Section):

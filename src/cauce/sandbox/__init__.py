@@ -1,7 +1,8 @@
 """Local stand-ins for outside systems (a HubSpot-compatible CRM), with fault injection.
 
 The sandbox CRM speaks the parts of HubSpot's CRM v3 contacts API that Cauce uses (batch
-upsert, read and archive; single get, patch, delete and create; GDPR delete), with the
+upsert, read and archive; single get, patch, delete and create; GDPR delete) and the
+batch email subscription statuses of communication preferences v4, with the
 limits of a private app (a rolling 10-second window and a daily cap, with HubSpot's 429
 bodies and ``X-HubSpot-RateLimit-*`` headers), unique ``idProperty`` semantics, signed
 change webhooks, fault injection and an inspection API under ``/_sandbox/``.

@@ -147,6 +147,12 @@ class SandboxCrmConfig:
     """Return batch results in an order unrelated to the inputs, as HubSpot may."""
     tracked_keys: tuple[str, ...] = ("email", "cauce_id")
     """Properties whose repeated values the inspection endpoint reports as duplicates."""
+    subscription_types: dict[int, str] = field(
+        default_factory=lambda: {7_345_001: "Marketing Information", 7_345_002: "One to One"}
+    )
+    """The portal's email subscription types (communication preferences), id -> name."""
+    gdpr: bool = True
+    """Data privacy settings on: subscribing a contact needs a legal basis."""
 
     faults: FaultSettings = field(default_factory=FaultSettings)
     seed: int | None = None
@@ -178,6 +184,8 @@ class SandboxCrmConfig:
             raise ValueError("webhook_max_attempts must be >= 1")
         if not 0.0 <= self.webhook_duplicate_rate <= 1.0:
             raise ValueError("webhook_duplicate_rate must be within [0, 1]")
+        if any(i < 1 for i in self.subscription_types):
+            raise ValueError("subscription type ids must be positive")
         if "email" in self.unique_properties:
             raise ValueError("email is always unique; list only custom properties")
         self.faults.validate()

@@ -9,7 +9,12 @@ They need no token and use no rate-limit slot:
 * ``PATCH /_sandbox/contacts/{id}[?idProperty=email]``: change properties as a salesperson
   would in HubSpot's UI (``changeSource: CRM_UI``), e.g. a lifecycle stage, which fires the
   ``contact.propertyChange`` webhook;
-* ``POST /_sandbox/reset``: forget contacts, counters and the rate windows;
+* ``GET /_sandbox/subscriptions``: the subscription types and every email subscription
+  status held (communication preferences), with the addresses opted out of all email;
+* ``POST /_sandbox/subscriptions``: ``{"email", "status", "subscriptionId"}`` sets a status
+  as the contact would on HubSpot's preferences page, now (no ``subscriptionId`` with
+  ``UNSUBSCRIBED``: opted out of all email);
+* ``POST /_sandbox/reset``: forget contacts, statuses, counters and the rate windows;
 * ``GET /_sandbox/faults`` and ``POST /_sandbox/faults``: read or change the injected faults
   (any :class:`~cauce.sandbox.config.FaultSettings` field; ``{"outage": S}`` starts an
   outage of S seconds now and ``{"outage": 0}`` ends it).
@@ -87,7 +92,27 @@ def add_inspection_routes(app: web.Application, state: SandboxState) -> None:
             return _json({"error": str(exc)}, 400)
         return _json(state.faults.settings.as_dict())
 
+    async def subscriptions(request: web.Request) -> web.Response:
+        return _json(state.subscriptions.dump())
+
+    async def set_subscription(request: web.Request) -> web.Response:
+        data = await _body(request)
+        if isinstance(data, web.Response):
+            return data
+        email, status = data.get("email"), data.get("status")
+        subscription = data.get("subscriptionId")
+        if not isinstance(email, str) or status not in ("SUBSCRIBED", "UNSUBSCRIBED"):
+            return _json({"error": "give an email and a status (SUBSCRIBED or UNSUBSCRIBED)"}, 400)
+        if subscription is None and status != "UNSUBSCRIBED":
+            return _json({"error": "only UNSUBSCRIBED applies to all email"}, 400)
+        if subscription is not None and subscription not in state.subscriptions.definitions:
+            return _json({"error": f"unknown subscription type {subscription!r}"}, 400)
+        state.subscriptions.set_by_person(email, status, subscription)
+        return _json(state.subscriptions.dump())
+
     app.router.add_get("/_sandbox/stats", stats)
+    app.router.add_get("/_sandbox/subscriptions", subscriptions)
+    app.router.add_post("/_sandbox/subscriptions", set_subscription)
     app.router.add_get("/_sandbox/contacts", contacts)
     app.router.add_patch("/_sandbox/contacts/{contact_id}", ui_patch)
     app.router.add_post("/_sandbox/reset", reset)

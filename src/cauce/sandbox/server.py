@@ -6,8 +6,8 @@ demo need), it is fast enough on these 2 cores for many times the 2,000 records/
 benchmarks drive (one request carries 100 records), and it exposes the connection's
 transport, which is how a request is answered with a reset instead of a response.
 
-Order of checks for every ``/crm/`` request, chosen to match what a client of the real
-service can observe:
+Order of checks for every ``/crm/`` and ``/communication-preferences/`` request, chosen
+to match what a client of the real service can observe:
 
 1. bearer token (401 without rate-limit headers: the caller is not identified);
 2. outage (503: the service is down, nothing is counted);
@@ -34,12 +34,14 @@ from cauce.sandbox.faults import Fault, FaultInjector
 from cauce.sandbox.inspection import add_inspection_routes
 from cauce.sandbox.limits import RequestLimiter
 from cauce.sandbox.store import ContactStore
+from cauce.sandbox.subscriptions_api import SubscriptionsApi
 from cauce.sandbox.webhooks import WebhookDispatcher
 
 __all__ = ["SandboxState", "build_app"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _BASE = "/crm/v3/objects/contacts"
+_STATUSES = "/communication-preferences/v4/statuses"
 _HTML_ERRORS = {
     502: "<html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>",
     504: "<html><head><title>504 Gateway Time-out</title></head><body>Timeout</body></html>",
@@ -103,6 +105,12 @@ class SandboxState:
             portal_id=config.portal_id,
             shuffle=self.faults.shuffle if config.shuffle_results else None,
         )
+        self.subscriptions = SubscriptionsApi(
+            config.subscription_types,
+            max_batch_inputs=config.max_batch_inputs,
+            gdpr=config.gdpr,
+            wall_clock=config.wall_clock,
+        )
         self.stats = RequestStats()
         self.webhooks = dispatcher_factory(self)
         if self.webhooks is not None:
@@ -112,6 +120,7 @@ class SandboxState:
     def reset(self) -> None:
         """Forget contacts, counters and the limiter's history (faults stay as they are)."""
         self.store.clear()
+        self.subscriptions.clear()
         self.limiter.reset()
         self.stats = RequestStats()
 
@@ -126,6 +135,7 @@ class SandboxState:
             "updated_total": self.store.updated_total,
             "duplicates": duplicates,
             "duplicate_count": sum(len(v) for v in duplicates.values()),
+            "subscription_statuses": len(self.subscriptions.statuses),
             "requests": self.stats.as_dict(),
             "rate_limit": {
                 "max": window.window_max,
@@ -281,5 +291,16 @@ def build_app(state: SandboxState) -> web.Application:
     ]  # fmt: skip
     for method, suffix, endpoint, call in routes:
         app.router.add_route(method, _BASE + suffix, route(endpoint, call))
+    subscriptions = state.subscriptions
+    # Communication preferences v4: behind the same token, limits and faults.
+    status_routes: list[tuple[str, str, Callable[[web.Request, Any], Reply]]] = [
+        ("/batch/write", "statuses/batch/write", lambda r, p: subscriptions.batch_write(p)),
+        ("/batch/read", "statuses/batch/read",
+         lambda r, p: subscriptions.batch_read(p, channel=r.query.get("channel"))),
+        ("/batch/unsubscribe-all/read", "statuses/batch/unsubscribe-all/read",
+         lambda r, p: subscriptions.batch_read_opted_out(p, channel=r.query.get("channel"))),
+    ]  # fmt: skip
+    for suffix, endpoint, call in status_routes:
+        app.router.add_route("POST", _STATUSES + suffix, route(endpoint, call))
     add_inspection_routes(app, state)
     return app

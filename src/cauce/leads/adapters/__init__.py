@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cauce.core.config import Settings
+from cauce.core.config import CrmSettings, Settings
 from cauce.core.errors import ConfigError
 from cauce.core.http import ClientOptions, HttpClients
 from cauce.core.security.ssrf import SsrfGuard
@@ -26,7 +26,7 @@ from cauce.leads.adapters._common import (
     period_reset,
     utc_now,
 )
-from cauce.leads.adapters.hubspot import HUBSPOT_API, HubSpotCrm
+from cauce.leads.adapters.hubspot import HUBSPOT_API, HubSpotCrm, SubscriptionSetup
 from cauce.leads.adapters.pipedrive import PIPEDRIVE_API, PipedriveCrm
 from cauce.leads.adapters.webhook import WebhookCrm
 from cauce.leads.ports import CrmClient
@@ -41,6 +41,7 @@ __all__ = [
     "crm_client_options",
     "next_midnight",
     "period_reset",
+    "subscription_setup",
 ]
 
 
@@ -58,6 +59,28 @@ def _timezone(settings: Settings) -> str:
     # report; until the setting exists the reset is UTC midnight.
     value: Any = getattr(settings.crm, "timezone", None)
     return value if isinstance(value, str) and value else "UTC"
+
+
+def _mapped(crm: CrmSettings, member: str) -> str | None:
+    # A consent member is mapped as `consent_<member>` or `consent.<member>`.
+    mapping = crm.field_mapping
+    return mapping.get(f"consent_{member}") or mapping.get(f"consent.{member}")
+
+
+def subscription_setup(crm: CrmSettings) -> SubscriptionSetup | None:
+    """Where each contact carries its consent, for ``CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID``
+    (None: unset). The settings make sure ``consent_marketing`` is mapped."""
+    marketing = _mapped(crm, "marketing")
+    if crm.hubspot_subscription_id is None or marketing is None:
+        return None
+    return SubscriptionSetup(
+        subscription_id=crm.hubspot_subscription_id,
+        marketing_property=marketing,
+        email_property=crm.field_mapping.get("email", "email"),
+        given_at_property=_mapped(crm, "given_at"),
+        wording_property=_mapped(crm, "wording_version"),
+        source_property=_mapped(crm, "source"),
+    )
 
 
 def build_crm(
@@ -89,6 +112,7 @@ def build_crm(
             daily_reset=daily_reset,
             read_properties=crm.field_mapping.values(),
             max_batch=crm.batch_size,
+            subscription=subscription_setup(crm),
         )
     if crm.provider == "pipedrive":
         if not token:
