@@ -421,6 +421,7 @@ EXAMPLES: dict[str, Requests] = {
         {**_json({"email": "otra.clave@empresa.es"}), "headers": {"Idempotency-Key": "k-1"}},
     ],
     "GET /v1/leads/export.csv": lambda s: [{}, {"query": {"delimiter": ";", "status": "new"}}],
+    "GET /v1/leads/scoring/model": lambda s: [{}],
     "POST /v1/leads/batch": lambda s: [
         _json({"items": [{"email": "lote@empresa.es"}, {"email": "roto"}, OTHER]}),
     ],

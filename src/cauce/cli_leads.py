@@ -85,8 +85,11 @@ def build_leads_app(
                 await db.dispose()
 
         report = run(go())
+        text = render_report(
+            report, settings_file=_settings_file(), data_dir=str(settings.data_dir.resolve())
+        )
         # soft_wrap: Rich would cut lines at 80 columns when stdout is not a terminal.
-        out.print(render_report(report), highlight=False, markup=False, soft_wrap=True)
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
         if report.tracking_error is not None:
             raise fail(
                 f"MLflow did not record the run: version {report.version} is saved, not "
@@ -232,6 +235,20 @@ def build_leads_app(
         out.print(rechecking.render(report), highlight=False, markup=False, soft_wrap=True)
 
     return leads_app
+
+
+def _settings_file() -> str:
+    """The settings file the CLI read, for the training report: the points rules, and the
+    routing rules of its routing impact, come from it (or from CAUCE_ variables), and it
+    is `./cauce.toml` of the directory the command runs in unless CAUCE_CONFIG names one."""
+    # core.config's own reading of CAUCE_CONFIG (the only module that reads the
+    # environment): the file `load_settings` read, or the optional default it looked for.
+    from cauce.core.config import _config_file
+
+    path = Path(_config_file())
+    if path.is_file():
+        return str(path.resolve())
+    return f"none ({path.resolve()} does not exist): built-in defaults, and CAUCE_ variables if set"
 
 
 @asynccontextmanager

@@ -9,10 +9,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db import on_commit
+from cauce.leads.scoring import scorer_model
 
 
 class LeadsMetrics:
-    """Leads accepted by outcome, leads synced, webhooks refused, intake group sizes."""
+    """Leads accepted by outcome, leads synced, webhooks refused, intake group sizes, the
+    scoring model loaded."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.intake = Counter(
@@ -48,12 +50,28 @@ class LeadsMetrics:
             registry=registry,
             multiprocess_mode="mostrecent",
         )
+        # Set once, when the process loads its scorer (`wiring.open_leads`): a process keeps
+        # that model until restarted, whatever `cauce leads model activate` did since.
+        # `liveall`: with processes sharing a metrics directory, one series per process
+        # (its `pid` label), so each one that has not been restarted shows.
+        self.scoring_model = Gauge(
+            "cauce_leads_scoring_model_info",
+            "The model this process scores new leads with (value 1): `points` or "
+            "`learned-v<N>`, as leads' `score_model` says; it changes only on a restart",
+            ["model"],
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
         self.intake_group = Histogram(
             "cauce_leads_intake_group_leads",
             "Leads of POST /v1/leads committed together in one transaction (group commit)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
             registry=registry,
         )
+
+    def scorer_loaded(self, scorer: object) -> None:
+        """Say which model `scorer` is (`scoring.scorer_model`) on the info gauge."""
+        self.scoring_model.labels(scorer_model(scorer)[0]).set(1)
 
 
 def count_on_commit(session: AsyncSession, metrics: LeadsMetrics, outcomes: Iterable[str]) -> None:

@@ -9,13 +9,16 @@ outcomes; it answers with the same `Score` shape.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -98,6 +101,70 @@ DEFAULT_RULES: tuple[ScoringRule, ...] = (
 # Where `cauce leads train` keeps model versions, under the data directory. Here, not in
 # learned/, so that finding no active model never imports scikit-learn.
 MODEL_STORE_PATH = Path("models") / "lead-scoring"
+# The store's file naming the active version (`v3`); without it the points model scores.
+ACTIVE_POINTER = "active"
+_POINTER = re.compile(r"v([1-9][0-9]*)")
+POINTS_MODEL = "points"
+UNKNOWN_MODEL = "unknown"
+
+
+def read_active_version(store_root: Path) -> int | None:
+    """The version the model store at `store_root` names active (None: no pointer, the
+    points model), read without loading it, nor scikit-learn. `ValueError` when the
+    pointer names no version (start-up refuses it); `OSError` when it cannot be read."""
+    try:
+        raw = (store_root / ACTIVE_POINTER).read_bytes()
+    except FileNotFoundError:
+        return None
+    text = raw.decode("utf-8", errors="replace").strip()
+    match = _POINTER.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"the active model pointer {store_root / ACTIVE_POINTER} does not name a version "
+            f"(v<N>): {text[:40]!r}"
+        )
+    return int(match.group(1))
+
+
+def active_model_name(data_dir: Path) -> str:
+    """The model the store in `data_dir` names active, as `score_model` shows it
+    (`points`, `learned-v3`): the one a process started now would score with. Raises as
+    `read_active_version` does."""
+    version = read_active_version(data_dir / MODEL_STORE_PATH)
+    # `learned-v<N>`: `learned.model.versioned_name`, which this module cannot import
+    # without scikit-learn.
+    return POINTS_MODEL if version is None else f"learned-v{version}"
+
+
+@runtime_checkable
+class LoadedScorer(Protocol):
+    """A scorer that says which model it is and when this process loaded it."""
+
+    @property
+    def name(self) -> str:
+        """`points` or `learned-v<N>`, as a lead's `score_model` says."""
+        ...
+
+    @property
+    def loaded_at(self) -> datetime:
+        """When this process built or loaded it (UTC)."""
+        ...
+
+
+def scorer_model(scorer: object) -> tuple[str, datetime | None]:
+    """The model a scorer is (`points`, `learned-v3`) and when it was loaded; a scorer
+    that does not say (a test's stand-in) is `unknown`."""
+    if isinstance(scorer, LoadedScorer):
+        return scorer.name, scorer.loaded_at
+    return UNKNOWN_MODEL, None
+
+
+def rules_fingerprint(rules: Sequence[ScoringRule]) -> str:
+    """A short SHA-256 of the points rules (their order included): two processes, or a
+    training report and a process, with the same fingerprint score with the same rules."""
+    shape = [rule.model_dump(mode="json") for rule in rules]
+    text = json.dumps(shape, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,11 +406,13 @@ def facts_of(lead: Mapping[str, Any], *, arrivals: int = 1) -> dict[str, Any]:
 class PointsModel:
     """The configurable points model."""
 
-    name = "points"
+    name = POINTS_MODEL
 
     def __init__(self, rules: Sequence[ScoringRule] | None = None) -> None:
         self.rules = tuple(rules) if rules is not None else DEFAULT_RULES
+        self.builtin = rules is None
         self._checks = tuple((rule, _Wanted.of(rule)) for rule in self.rules)
+        self.loaded_at = datetime.now(UTC)
         if not self.rules:
             # Allowed (a team may route by country alone), but every lead then scores 0
             # and `min_score` routing never tells leads apart: say so once, at start-up.
@@ -362,3 +431,8 @@ class PointsModel:
         )
         total = sum(reason.points for reason in reasons)
         return Score(max(MIN_SCORE, min(MAX_SCORE, total)), self.name, reasons)
+
+    @property
+    def fingerprint(self) -> str:
+        """Its rules' `rules_fingerprint`."""
+        return rules_fingerprint(self.rules)

@@ -35,6 +35,7 @@ from cauce.leads.candidates import (
 from cauce.leads.endpoints import router
 from cauce.leads.endpoints_imports import imports_router
 from cauce.leads.endpoints_lead import lead_router
+from cauce.leads.endpoints_scoring import scoring_router
 from cauce.leads.endpoints_search import search_router
 from cauce.leads.endpoints_webhooks import webhooks_router
 from cauce.leads.imports_upkeep import register_import_task
@@ -53,7 +54,7 @@ log = structlog.get_logger("cauce.leads")
 def routers() -> list[APIRouter]:
     """The leads context's HTTP routes (imports, search and intake first: `/import/...`,
     `/export.csv` and `/batch` before `/{id}`, the routes on one lead)."""
-    return [imports_router, search_router, router, lead_router, webhooks_router]
+    return [imports_router, search_router, scoring_router, router, lead_router, webhooks_router]
 
 
 # Room for the multipart framing and the options field around the file itself.
@@ -183,6 +184,7 @@ async def open_leads(
         metrics=LeadsMetrics(registry),
         known=KnownLeads(settings.leads.candidate_cache_size),
     )
+    runtime.metrics.scorer_loaded(runtime.scorer)
     client = crm if crm is not None else build_crm(settings, http_clients)
     tracer = tracer_provider.get_tracer("cauce.leads") if tracer_provider else None
     register_leads_tasks(

@@ -53,6 +53,11 @@ SENIORITY_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "president",
             "presidente",
             "presidenta",
+            "chairman",
+            "chairwoman",
+            "chairperson",
+            "chair of the board",
+            "board chair",
             "consejero delegado",
             "consejera delegada",
             "director general",
@@ -74,6 +79,10 @@ SENIORITY_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "directiva",
             "subdirector",
             "subdirectora",
+            # One below a gerente general, as a subdirector general is below a director
+            # general (a plain subgerente is a manager, below).
+            "subgerente general",
+            "subgerenta general",
             "head",
             "vp",
             "svp",
@@ -97,6 +106,9 @@ SENIORITY_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "supervisora",
             "encargado",
             "encargada",
+            # A deputy manager, one below the gerente (director level above).
+            "subgerente",
+            "subgerenta",
             "lider",
             "lideresa",
             "lead",
@@ -104,17 +116,26 @@ SENIORITY_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 
-# "vice president" would otherwise match the executive "president".
-_VICE = re.compile(r" vice ?presiden(?:t|te|ta) ")
+# "vice president" would otherwise match the executive "president", and "vice chairman"
+# (or deputy chairman) the executive "chairman": both read as a VP does.
+_VICE_ROLE = r"vice ?presiden(?:t|te|ta)|(?:vice|deputy) ?chair(?:man|woman|person)?"
+_VICE = re.compile(rf" (?:{_VICE_ROLE}) ")
+# "Sub-gerente", "Sub Director": one word, as "Subgerente" and "Subdirector" are (else
+# "Sub-directora General" read as a directora general and "Sub Gerente" as a gerente).
+_SUB = re.compile(r" sub (?=(?:gerente|gerenta|director|directora) )")
 
 # Before the levels are read, the roles a title names that are not the person's own are
 # taken out (`_own_roles`):
 # - whom an assistant or secretary assists: "Secretaria del Director General", "Asistente
 #   personal del CEO", "Assistant to the CEO", "PA to the Managing Director", "CEO's
 #   Assistant" ("Assistant Director" is a director, "Asistente de Dirección" names no role);
+# - whom an adjunto assists ("Adjunto al CEO", "Adjunta a la Dirección General": a staff
+#   role at someone's side; "Director Adjunto", a deputy director, is a director);
 # - a former role: "Ex-CEO", "Former Sales Director", "Antigua Directora", "Past President"
 #   (one role: "Ex-CEO y Fundador" is still a founder; "Exdirector", one word, was never
-#   read as a role);
+#   read as a role); and a retired one, the word after it: "Director General (jubilado)",
+#   "Directora de Ventas jubilada", "CEO (retired)", "Gerente retirado" ("retirado" only
+#   just after the role or in brackets: "Jefe de Retirada de Residuos" runs a service);
 # - a role in a residents' or parents' association, not a company: "Presidente de la
 #   comunidad de vecinos" (or de propietarios, the same body), "de la asociación de vecinos"
 #   (AAVV), "de la junta de vecinos", "del AMPA".
@@ -126,21 +147,23 @@ _VICE = re.compile(r" vice ?presiden(?:t|te|ta) ")
 _CUT = "\x00"
 _TOKEN = re.compile(r"[a-z0-9]+|[^a-z0-9\s-]")
 _WORD = re.compile(r"[a-z0-9]+")
-_ROLE = "(?:vice ?presiden(?:t|te|ta)|{})".format(
+_ROLE = "(?:{}|{})".format(
+    _VICE_ROLE,
     "|".join(
         re.escape(phrase)
         for phrase in sorted(
             {phrase for _, phrases in SENIORITY_LEVELS for phrase in phrases},
             key=lambda phrase: (-len(phrase), phrase),
         )
-    )
+    ),
 )
 # Up to three words before an English role ("to the Regional Sales Director"), not "and".
 _MODIFIERS = r"(?: (?!(?:and|or|y|e|o|u) )[a-z0-9]+){0,3}?"
 _AND = r"(?: (?:and|y|e|&|/|\+))?"
 _ASSISTED = (
     re.compile(
-        r"(?P<keep> (?:asistente|asistenta|secretaria|secretario|auxiliar|ayudante)"
+        r"(?P<keep> (?:asistente|asistenta|secretaria|secretario|auxiliar|ayudante|adjunto"
+        r"|adjunta)"
         r"(?: (?:personal|ejecutiva|ejecutivo|particular))?)"
         rf" (?:del|al|de la|a la|de|a) {_ROLE}"
         rf"(?:{_AND}(?: (?:del|al|de la|a la|de|a|el|la))? {_ROLE})*(?= )"
@@ -156,6 +179,18 @@ _ASSISTED = (
 _FORMER = re.compile(
     rf"(?P<keep>) (?:(?:ex|former|past|retired)(?! officio )(?: \.)?{_MODIFIERS}"
     rf"|antiguo|antigua) {_ROLE}(?= )"
+)
+# Up to four words between a role and the retirement that follows it ("Director de Ventas
+# jubilado"), none a conjunction ("CEO de Acme y Director jubilado" still runs Acme), the
+# last not an article ("Director del Hogar del Jubilado" runs a retirees' centre).
+_QUALIFIED = (
+    r"(?: (?!(?:and|or|y|e|o|u) )[a-z0-9]+){0,4}"
+    r"(?<! de)(?<! del)(?<! el)(?<! la)(?<! al)(?<! the)(?<! of)"
+)
+_RETIRED = re.compile(
+    rf"(?P<keep>) {_ROLE}(?=(?:{_QUALIFIED}(?: [(,])? (?:jubilado|jubilada|retired)"
+    r"|(?: [(,])? (?:retirado|retirada)"
+    rf"|{_QUALIFIED} \( (?:retirado|retirada)) )"
 )
 _ASSOCIATION = re.compile(
     rf"(?P<keep>) {_ROLE}(?: (?:de la|del|de|of the|of))?"
@@ -204,8 +239,8 @@ def _own_roles(job_title: str) -> str:
     spaces, without the roles that are not the person's own (`_CUT` where one was)."""
     decomposed = unicodedata.normalize("NFKD", job_title.casefold().replace(_CUT, " "))
     ascii_only = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    tokens = f" {' '.join(_TOKEN.findall(ascii_only))} "
-    for rule in (_FORMER, *_ASSISTED, _ASSOCIATION):
+    tokens = _SUB.sub(" sub", f" {' '.join(_TOKEN.findall(ascii_only))} ")
+    for rule in (_FORMER, _RETIRED, *_ASSISTED, _ASSOCIATION):
         tokens = rule.sub(lambda match: f"{match['keep']} {_CUT}", tokens)
     kept = (token for token in tokens.split() if token == _CUT or _WORD.fullmatch(token))
     return f" {' '.join(kept)} "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,8 @@ class LearnedModel:
     def __init__(self, pipeline: Any, *, version: int | None = None) -> None:
         self.pipeline = pipeline
         self.version = version
+        # When this process loaded it (`GET /v1/leads/scoring/model` says so).
+        self.loaded_at = datetime.now(UTC)
         try:
             vectorizer = pipeline.named_steps["features"]
             calibrated = pipeline.named_steps["classifier"].calibrated_classifiers_

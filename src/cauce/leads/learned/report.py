@@ -84,8 +84,14 @@ def _scale_notes(report: TrainingReport) -> list[str]:
     return lines
 
 
-def render_report(report: TrainingReport) -> str:
-    """The report as plain text for the CLI (one line per fact: never wrap it)."""
+def render_report(
+    report: TrainingReport, *, settings_file: str | None = None, data_dir: str | None = None
+) -> str:
+    """The report as plain text for the CLI (one line per fact: never wrap it).
+
+    `settings_file` says where the settings came from (the points rules, the routing rules
+    of the routing impact: `cauce leads train` reads the `cauce.toml` of the directory it
+    runs in), `data_dir` where the model was saved."""
     total = report.n_won + report.n_lost
     aside = f"; {report.set_aside} set aside" if report.set_aside else ""
     lines = [
@@ -94,6 +100,14 @@ def render_report(report: TrainingReport) -> str:
         f"{report.held_out_lost} lost); {total} leads with outcomes ({report.n_won} won, "
         f"{report.n_lost} lost{aside}).",
         "",
+    ]
+    if settings_file is not None:
+        lines.append(_row("Settings file", settings_file))
+    if data_dir is not None:
+        lines.append(_row("Data directory", data_dir))
+    if report.points_rules is not None:
+        lines.append(_row("Points rules", report.points_rules.describe()))
+    lines += [
         _row(
             "ROC AUC, held out",
             f"learned {report.auc_learned:.3f}   points {report.auc_points:.3f}   "

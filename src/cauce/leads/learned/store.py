@@ -39,10 +39,10 @@ from cauce.core.db.engine import create_private, private_dir
 from cauce.leads.learned.errors import ModelArtefactInvalid, ModelStoreUnavailable
 from cauce.leads.learned.model import LearnedModel
 from cauce.leads.learned.training import TrainingReport
-from cauce.leads.scoring import MODEL_STORE_PATH
+from cauce.leads.scoring import ACTIVE_POINTER, MODEL_STORE_PATH, read_active_version
 
 STORE_PATH = MODEL_STORE_PATH
-ACTIVE_FILE = "active"
+ACTIVE_FILE = ACTIVE_POINTER
 CLAIMED_FILE = "claimed"
 # Types skops does not trust by default but a calibrated pipeline legitimately contains.
 TRUSTED_TYPES = frozenset(
@@ -176,6 +176,8 @@ class ModelStore:
             "test_size": report.test_size,
             # The leads it never saw, for the next run's comparison (`training.train`).
             "held_out_below": report.held_out_below,
+            # The points rules its figures were measured against (`PointsRules`).
+            "points_rules": report.points_rules.as_dict() if report.points_rules else None,
             "feature_names": list(model.feature_names),
             "top_features": [fw.as_dict() for fw in report.top_features],
             "versions": {"scikit-learn": sklearn.__version__, "skops": skops.__version__},
@@ -234,17 +236,10 @@ class ModelStore:
         """The version that scores new leads (None: the points model does)."""
         with self._io():
             try:
-                raw = (self.root / ACTIVE_FILE).read_bytes()
-            except FileNotFoundError:
-                return None
-        text = raw.decode("utf-8", errors="replace").strip()
-        match = _POINTER.match(text)
-        if match is None:
-            raise ModelArtefactInvalid(
-                f"the active model pointer {self.root / ACTIVE_FILE} does not name a version "
-                f"(v<N>): {text[:40]!r}"
-            )
-        return int(match.group(1))
+                # The reading a running process compares its own model with (`scoring`).
+                return read_active_version(self.root)
+            except ValueError as exc:
+                raise ModelArtefactInvalid(str(exc)) from None
 
     def activate(self, version: int) -> None:
         """Make version N the one that scores new leads (it must load cleanly first)."""

@@ -72,6 +72,32 @@ class RoutingImpact:
 
 
 @dataclass(frozen=True, slots=True)
+class PointsRules:
+    """The points model's rules a run compared with: they come from the settings
+    (`leads.scoring_rules`, in `cauce.toml` or the environment) or are the built-in ones,
+    so which ones is part of what the figures mean."""
+
+    fingerprint: str
+    """`scoring.rules_fingerprint`: the same rules give the same one."""
+    count: int
+    builtin: bool
+
+    @classmethod
+    def of(cls, points: PointsModel) -> PointsRules:
+        """The rules `points` scores with."""
+        return cls(points.fingerprint, len(points.rules), points.builtin)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape (metadata files)."""
+        return {"sha256": self.fingerprint, "count": self.count, "builtin": self.builtin}
+
+    def describe(self) -> str:
+        """In words, for the report."""
+        origin = "built-in" if self.builtin else "from the settings (leads.scoring_rules)"
+        return f"{origin}, {self.count} rules, sha256 {self.fingerprint}"
+
+
+@dataclass(frozen=True, slots=True)
 class ActiveComparison:
     """The learned model active at training time, measured on the same held-out leads.
 
@@ -123,6 +149,8 @@ class TrainingReport:
     """The scorer active at publishing, when another than the one compared with."""
     held_out_below: float | None = None
     """Held out: the leads whose `held_out_point` is below this (None: a random split)."""
+    points_rules: PointsRules | None = None
+    """The points model's rules the new model was compared with."""
 
     @property
     def beats_points(self) -> bool:
@@ -438,4 +466,5 @@ def train(
         held_out_lost=len(y_test) - sum(y_test),
         active=comparison,
         held_out_below=held_out_below,
+        points_rules=PointsRules.of(points_model),
     )
