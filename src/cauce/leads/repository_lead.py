@@ -104,16 +104,29 @@ async def history_of(session: AsyncSession, lead_id: int, limit: int = 100) -> l
     return list(result.all())
 
 
-async def related_duplicates(session: AsyncSession, lead: Lead) -> list[Lead]:
+async def related_duplicates(session: AsyncSession, lead: Lead, limit: int = 50) -> list[Lead]:
     """Leads held as possible duplicates of this one, and the one it is held against,
     live ones only (an erased or merged lead has nothing left to review, and the list
     of held leads shows no erased lead either); oldest first (by id: the order they
-    arrived in, on either database, however updates moved their rows)."""
+    arrived in, on either database, however updates moved their rows). The one it is
+    held against is older than it, so first, and never left out by the limit."""
     conditions = [and_(Lead.possible_duplicate_of == lead.id, Lead.erased_at.is_(None))]
     if lead.possible_duplicate_of is not None:
         conditions.append(and_(Lead.id == lead.possible_duplicate_of, Lead.erased_at.is_(None)))
-    result = await session.scalars(select(Lead).where(or_(*conditions)).order_by(Lead.id).limit(50))
+    result = await session.scalars(
+        select(Lead).where(or_(*conditions)).order_by(Lead.id).limit(limit)
+    )
     return list(result.all())
+
+
+async def held_against_count(session: AsyncSession, lead_id: int) -> int:
+    """How many live leads are held as possible duplicates of this one."""
+    count = (
+        select(func.count())
+        .select_from(Lead)
+        .where(Lead.possible_duplicate_of == lead_id, Lead.erased_at.is_(None))
+    )
+    return int(await session.scalar(count) or 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,8 +189,13 @@ class LeadDetailOut(LeadOut):
 
     duplicates: list[RelatedLead] = Field(
         default_factory=list,
-        description="The leads held as possible duplicates of this one, and the one it is "
-        "held against, oldest first.",
+        description="The leads held as possible duplicates of this one, oldest first (at "
+        "most 50, with the one it is held against).",
+    )
+    duplicates_total: int = Field(
+        0,
+        description="How many leads are held as possible duplicates of this one: more than "
+        "`duplicates` shows when over 50 (`GET /v1/leads?held=true` lists every held lead).",
     )
     arrivals: int = Field(description="How many times the lead arrived (merges included).")
     other_emails: list[str] = Field(

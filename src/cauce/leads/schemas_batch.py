@@ -77,7 +77,8 @@ READ_ONLY_FIELDS = frozenset(
     {
         "id", "score", "score_model", "score_reasons", "team", "sources", "duplicate_of",
         "hold", "created_at", "updated_at", "is_disposable_email", "is_free_email",
-        "arrivals", "duplicates", "history", "history_total", "sync", "version",
+        "arrivals", "duplicates", "duplicates_total", "history", "history_total", "sync",
+        "version",
     }
 )  # fmt: skip
 READ_ONLY_DETAIL = "is read-only: Cauce sets it (leave it out)"

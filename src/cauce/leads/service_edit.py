@@ -468,6 +468,9 @@ async def route_held(session: AsyncSession, rt: LeadsRuntime, lead: Lead) -> dic
 # History lines `GET /v1/leads/{id}` shows, newest first (`history_total` counts them all).
 HISTORY_SHOWN = 100
 
+# Related leads it shows, oldest first (`duplicates_total` counts those held against it).
+DUPLICATES_SHOWN = 50
+
 
 @dataclass(frozen=True, slots=True)
 class LeadDetail:
@@ -478,19 +481,25 @@ class LeadDetail:
     duplicates: list[Lead]
     history: list[LeadEvent]
     history_total: int = 0
+    duplicates_total: int = 0
 
 
 async def detail(session: AsyncSession, uid: str) -> LeadDetail:
     """Everything `GET /v1/leads/{id}` shows."""
     lead = await live_lead(session, uid)
     history = await repo_lead.history_of(session, lead.id, HISTORY_SHOWN)
+    duplicates = await repo_lead.related_duplicates(session, lead, DUPLICATES_SHOWN)
+    held = sum(1 for d in duplicates if d.possible_duplicate_of == lead.id)
     return LeadDetail(
         lead,
         await repo_lead.sources_of(session, lead.id),
-        await repo_lead.related_duplicates(session, lead),
+        duplicates,
         history,
         # Counted only when the page is full: most leads have a few lines.
         await repo_lead.history_count(session, lead.id)
         if len(history) == HISTORY_SHOWN
         else len(history),
+        await repo_lead.held_against_count(session, lead.id)
+        if len(duplicates) == DUPLICATES_SHOWN
+        else held,
     )

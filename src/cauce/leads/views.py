@@ -192,6 +192,7 @@ def detail_view(found: LeadDetail) -> dict[str, Any]:
         for e in found.history
     ]
     body["history_total"] = found.history_total
+    body["duplicates_total"] = found.duplicates_total
     # The proof of each consent the lead was given (GDPR art. 7), from the arrivals read.
     body["consents"], body["consents_total"] = _consents(found.sources)
     return body
