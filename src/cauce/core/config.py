@@ -342,7 +342,8 @@ class CrmSettings(_Section):
         gt=0,
         le=2**63 - 1,
         description="The HubSpot email subscription type whose status follows each lead's "
-        "marketing consent (communication preferences v4); unset: statuses are not touched",
+        "marketing consent, as Cauce stores it (communication preferences v4); no consent "
+        "field needs mapping; unset: statuses are not touched",
     )
 
     @field_validator("field_mapping")
@@ -374,19 +375,12 @@ class CrmSettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _subscription_needs_consent(self) -> CrmSettings:
-        # The status follows the consent the contact carries: without its mapped yes/no
-        # there is nothing to follow, and every lead would silently keep HubSpot's status.
-        if self.hubspot_subscription_id is None:
-            return self
-        name = f"{ENV_PREFIX}CRM__HUBSPOT_SUBSCRIPTION_ID"
-        if self.provider != "hubspot":
+    def _subscription_needs_hubspot(self) -> CrmSettings:
+        # The status follows the lead's own consent, carried on each contact whether or
+        # not a consent field is mapped; only HubSpot has the subscription type it names.
+        if self.hubspot_subscription_id is not None and self.provider != "hubspot":
+            name = f"{ENV_PREFIX}CRM__HUBSPOT_SUBSCRIPTION_ID"
             raise ValueError(f"{name} is for CAUCE_CRM__PROVIDER=hubspot only")
-        if not {"consent_marketing", "consent.marketing"} & set(self.field_mapping):
-            raise ValueError(
-                f"{name} needs CAUCE_CRM__FIELD_MAPPING to map consent_marketing (and "
-                "consent_given_at, so a newer opt-out in HubSpot is kept) to CRM properties"
-            )
         return self
 
 

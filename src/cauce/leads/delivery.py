@@ -191,7 +191,8 @@ def to_contact(lead: Lead, settings: CrmSettings, *, email_held: bool = False) -
 
     A mapped property an earlier sync gave a value (`crm_sent_properties`) whose field is
     empty now is in it as None: cleared. The email held elsewhere is not empty, only
-    withheld: it is no clear."""
+    withheld: it is no clear. The contact carries the lead's consent as stored, mapped
+    or not (a CRM may set a subscription status from it)."""
     properties = contact_properties(lead, settings.field_mapping, settings.provider)
     withheld = _withheld(settings, email_held)
     for name in withheld:
@@ -202,7 +203,8 @@ def to_contact(lead: Lead, settings: CrmSettings, *, email_held: bool = False) -
         if name in mapped and name not in properties and name not in withheld:
             properties[name] = None
     key = contact_key(lead, settings, email_held=email_held)
-    return CrmContact(lead.id, lead.version, key, properties, lead.crm_id)
+    consent = dict(lead.consent) if isinstance(lead.consent, dict) else None
+    return CrmContact(lead.id, lead.version, key, properties, lead.crm_id, consent)
 
 
 def email_property(settings: CrmSettings) -> str:

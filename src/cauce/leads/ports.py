@@ -29,13 +29,16 @@ class CrmKey:
 class CrmContact:
     """One lead, as the CRM should hold it after the upsert. `crm_id`: the contact's id in
     the CRM from the lead's last sync, if any (a CRM without an upsert updates it by id,
-    rather than search for it)."""
+    rather than search for it). `consent`: the lead's marketing consent as stored
+    (`marketing`, `given_at` as ISO 8601 text, `wording_version`, `source`), for a CRM
+    that keeps a subscription status apart from the properties; None: the lead has none."""
 
     lead_id: int
     version: int
     key: CrmKey
     properties: Mapping[str, Any]
     crm_id: str | None = None
+    consent: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,11 @@ from cauce.core.db import Database, create_database, unit_of_work
 from cauce.core.errors import ConfigError
 from cauce.core.http import Request, Response, Transport
 from cauce.leads.adapters import build_crm
-from cauce.leads.adapters.hubspot import HubSpotCrm, SubscriptionSetup
+from cauce.leads.adapters.hubspot import HubSpotCrm
+from cauce.leads.adapters.hubspot_subscriptions import SubscriptionSetup, status_intents
 from cauce.leads.delivery import deliver
 from cauce.leads.models import Lead
-from cauce.leads.ports import CrmContact, CrmKey, CrmThrottled, CrmUnavailable
+from cauce.leads.ports import CrmContact, CrmKey, CrmThrottled, CrmUnavailable, UpsertOutcome
 from cauce.sandbox import SandboxCrm
 from tests.conftest import SettingsFactory
 from tests.leads.adapters.conftest import (
@@ -40,13 +41,7 @@ CONSENT_PROPERTIES = (
     "cauce_consent_wording",
     "cauce_consent_source",
 )
-SETUP = SubscriptionSetup(
-    subscription_id=MARKETING,
-    marketing_property="cauce_marketing_consent",
-    given_at_property="cauce_consent_given_at",
-    wording_property="cauce_consent_wording",
-    source_property="cauce_consent_source",
-)
+SETUP = SubscriptionSetup(subscription_id=MARKETING)
 MAPPING = {
     "email": "email",
     "first_name": "firstname",
@@ -73,9 +68,14 @@ class SandboxWall:
         return self.now.timestamp()
 
 
-def millis(moment: datetime) -> str:
-    """HubSpot's datetime property value (what delivery sends `consent_given_at` as)."""
-    return str(int(moment.timestamp() * 1000))
+def stored_consent(marketing: bool, given_at: datetime) -> dict[str, Any]:
+    """A lead's consent as Cauce stores it (`Consent.model_dump(mode="json")`)."""
+    return {
+        "marketing": marketing,
+        "given_at": given_at.isoformat().replace("+00:00", "Z"),
+        "wording_version": "v3",
+        "source": "web-form",
+    }
 
 
 def lead(
@@ -84,20 +84,15 @@ def lead(
     marketing: bool | None,
     given_at: datetime = HUBSPOT_NOW - timedelta(days=1),
 ) -> CrmContact:
-    """A contact as delivery builds it with MAPPING: the consent in HubSpot's wire form."""
+    """A contact as delivery builds it with no consent field mapped: the lead's consent
+    rides on the contact (`consent`), not in its properties."""
     uid = f"00000000-0000-4000-8000-{lead_id:012d}"
     props: dict[str, Any] = {"cauce_id": uid}
-    if marketing is not None:
-        props.update(
-            cauce_marketing_consent="true" if marketing else "false",
-            cauce_consent_given_at=millis(given_at),
-            cauce_consent_wording="v3",
-            cauce_consent_source="web-form",
-        )
     if email:
         props["email"] = email
     key = CrmKey("email", email) if email else CrmKey("cauce_id", uid)
-    return CrmContact(lead_id, 1, key, props)
+    consent = None if marketing is None else stored_consent(marketing, given_at)
+    return CrmContact(lead_id, 1, key, props, consent=consent)
 
 
 def status(crm: SandboxCrm, email: str) -> str | None:
@@ -119,10 +114,10 @@ def sandbox_wall() -> SandboxWall:
 
 @pytest.fixture
 def consent_hubspot(make_hubspot: MakeHubSpot, sandbox_wall: SandboxWall) -> MakeHubSpot:
-    """A sandbox whose portal has the consent properties, and an adapter with SETUP."""
+    """A sandbox (its portal without consent properties: none is needed) and an adapter
+    with SETUP."""
 
     async def make(**kwargs: Any) -> tuple[HubSpotCrm, SandboxCrm]:
-        kwargs.setdefault("extra_properties", CUSTOM_PROPERTIES + CONSENT_PROPERTIES)
         kwargs.setdefault("wall_clock", sandbox_wall)
         adapter = {"subscription": SETUP, **kwargs.pop("adapter", {})}
         return await make_hubspot(adapter=adapter, **kwargs)
@@ -162,6 +157,27 @@ async def test_no_consent_and_no_email_send_nothing(consent_hubspot: MakeHubSpot
     assert all(o.ok for o in outcomes)
     assert calls(crm, WRITE) + calls(crm, READ) + calls(crm, OPT_OUT_READ) == 0
     assert crm.state.subscriptions.statuses == {}
+
+
+def test_only_the_carried_consent_asks_a_status() -> None:
+    """Consent properties alone (a mapping's, or typed in) ask nothing, nor a consent
+    whose `marketing` is no yes/no; a withheld email (keyed by the Cauce id, the email
+    property absent) asks nothing either."""
+    uid = "00000000-0000-4000-8000-000000000009"
+    props = {"cauce_id": uid, "email": "ana@empresa.es", "cauce_marketing_consent": "false"}
+    contacts = [
+        CrmContact(1, 1, CrmKey("email", "ana@empresa.es"), props),
+        CrmContact(2, 1, CrmKey("email", "eva@empresa.es"), {}, consent={"marketing": "false"}),
+        CrmContact(
+            3,
+            1,
+            CrmKey("cauce_id", uid),
+            {"cauce_id": uid},
+            consent=stored_consent(False, HUBSPOT_NOW),
+        ),
+    ]
+    done = [UpsertOutcome(c.lead_id, crm_id=str(c.lead_id)) for c in contacts]
+    assert status_intents(SETUP, contacts, done) == []
 
 
 async def test_the_setting_off_makes_no_status_request(make_hubspot: MakeHubSpot) -> None:
@@ -284,7 +300,7 @@ async def test_a_429_on_the_status_call_pauses_and_retries(
 
 async def test_an_unknown_subscription_type_fails_the_lead(consent_hubspot: MakeHubSpot) -> None:
     """HubSpot's per-input error for a subscription id it lacks is the lead's error."""
-    wrong = SubscriptionSetup(subscription_id=999, marketing_property="cauce_marketing_consent")
+    wrong = SubscriptionSetup(subscription_id=999)
     hubspot, crm = await consent_hubspot(adapter={"subscription": wrong})
     [outcome] = await hubspot.upsert([lead(1, "ana@empresa.es", False)])
     assert not outcome.ok
@@ -306,29 +322,38 @@ def test_a_bad_subscription_id_stops_start_up(monkeypatch: pytest.MonkeyPatch, v
 
 
 @pytest.mark.usefixtures("clean_env")
-def test_the_subscription_needs_hubspot_and_a_mapped_consent(
+def test_the_subscription_needs_hubspot_but_no_mapped_consent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Set for another CRM, or without consent_marketing mapped, it refuses to start."""
+    """Set for another CRM it refuses to start; for HubSpot it starts with the default
+    mapping (no consent field: the status follows the lead's own consent)."""
     monkeypatch.setenv("CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID", str(MARKETING))
     monkeypatch.setenv("CAUCE_CRM__PROVIDER", "pipedrive")
     with pytest.raises(ConfigError, match="for CAUCE_CRM__PROVIDER=hubspot only"):
         load_settings()
     monkeypatch.setenv("CAUCE_CRM__PROVIDER", "hubspot")
-    with pytest.raises(ConfigError, match="map consent_marketing"):
-        load_settings()
-    monkeypatch.setenv("CAUCE_CRM__FIELD_MAPPING", '{"email": "email", "consent.marketing": "m"}')
-    assert load_settings().crm.hubspot_subscription_id == MARKETING
+    crm = load_settings().crm
+    assert crm.hubspot_subscription_id == MARKETING
+    assert not any(key.startswith("consent") for key in crm.field_mapping)
 
 
 # -- end to end: deliver() ------------------------------------------------------------------
 
 
+#: The default mapping's kind: no consent field at all (the case refused before).
+NO_CONSENT_MAPPING = {"email": "email", "first_name": "firstname", "uid": "cauce_id"}
+
+
 @pytest.fixture
 async def e2e(
-    start_sandbox: StartSandbox, settings_factory: SettingsFactory, sandbox_wall: SandboxWall
+    request: pytest.FixtureRequest,
+    start_sandbox: StartSandbox,
+    settings_factory: SettingsFactory,
+    sandbox_wall: SandboxWall,
 ) -> AsyncIterator[tuple[SandboxCrm, Settings, Database]]:
-    """A sandbox, settings with the subscription on, and this test's database."""
+    """A sandbox, settings with the subscription on (the field mapping: the test's
+    `mapping` parameter, else MAPPING), and this test's database."""
+    mapping = getattr(request, "param", MAPPING)
     crm = await start_sandbox(
         extra_properties=CUSTOM_PROPERTIES + CONSENT_PROPERTIES, wall_clock=sandbox_wall
     )
@@ -337,13 +362,82 @@ async def e2e(
             "provider": "hubspot",
             "token": crm.token,
             "base_url": crm.url,
-            "field_mapping": MAPPING,
+            "field_mapping": mapping,
             "hubspot_subscription_id": MARKETING,
         }
     )
     database = create_database(settings)
     yield crm, settings, database
     await database.dispose()
+
+
+def new_lead(email: str, consent: dict[str, Any]) -> Lead:
+    """A lead row as intake stores it (enough of it for delivery)."""
+    return Lead(uid=str(uuid.uuid4()), email=email, email_key=email, consent=consent, source="api")
+
+
+@pytest.mark.parametrize("e2e", [NO_CONSENT_MAPPING], indirect=True)
+async def test_the_status_follows_the_consent_with_no_consent_field_mapped(
+    e2e: tuple[SandboxCrm, Settings, Database], make_clients: MakeClients, wall: WallClock
+) -> None:
+    """No consent property mapped (once refused at start-up): the lead's stored consent
+    still sets the status, its explanation naming the consent's time, source and
+    wording; the contact gets no consent property."""
+    crm, settings, db = e2e
+    client = build_crm(settings, make_clients(), clock=wall)
+    assert client is not None
+    given = HUBSPOT_NOW - timedelta(days=2)
+    async with unit_of_work(db.sessionmaker) as session:
+        session.add(new_lead("ana@empresa.es", stored_consent(True, given)))
+    await deliver(db.sessionmaker, client, settings.crm)
+    record = crm.state.subscriptions.statuses[("ana@empresa.es", MARKETING)]
+    assert record.status == "SUBSCRIBED"
+    explanation = record.legal_basis_explanation or ""
+    assert given.isoformat(timespec="seconds") in explanation
+    assert "web-form" in explanation
+    assert "v3" in explanation
+    [contact] = crm.state.store.live.values()
+    assert not set(CONSENT_PROPERTIES) & set(contact.properties)
+
+    async with unit_of_work(db.sessionmaker) as session:
+        await session.execute(
+            update(Lead).values(
+                consent=stored_consent(False, HUBSPOT_NOW),
+                version=Lead.version + 1,
+                sync_status="pending",
+            )
+        )
+    await deliver(db.sessionmaker, client, settings.crm)
+    assert status(crm, "ana@empresa.es") == "UNSUBSCRIBED"
+
+
+@pytest.mark.parametrize("e2e", [NO_CONSENT_MAPPING], indirect=True)
+async def test_a_lead_whose_email_another_contact_holds_sets_no_status(
+    e2e: tuple[SandboxCrm, Settings, Database], make_clients: MakeClients, wall: WallClock
+) -> None:
+    """Two leads on one team mailbox: the second is sent keyed by its Cauce id, without
+    the email, so its withdrawal does not touch the address the first lead's yes set."""
+    crm, settings, db = e2e
+    client = build_crm(settings, make_clients(), clock=wall)
+    assert client is not None
+    yes = stored_consent(True, HUBSPOT_NOW - timedelta(days=2))
+    async with unit_of_work(db.sessionmaker) as session:
+        session.add(new_lead("info@empresa.es", yes))
+    await deliver(db.sessionmaker, client, settings.crm)
+    assert status(crm, "info@empresa.es") == "SUBSCRIBED"
+    writes = calls(crm, WRITE)
+
+    async with unit_of_work(db.sessionmaker) as session:
+        session.add(new_lead("info@empresa.es", stored_consent(False, HUBSPOT_NOW)))
+    report = await deliver(db.sessionmaker, client, settings.crm)
+    assert not report.retry_later
+    async with db.sessionmaker() as session:
+        second = (await session.scalars(select(Lead).order_by(Lead.id.desc()))).first()
+    assert second is not None
+    assert second.sync_status == "synced"
+    assert crm.state.store.find("cauce_id", second.uid) is not None
+    assert status(crm, "info@empresa.es") == "SUBSCRIBED"
+    assert calls(crm, WRITE) == writes
 
 
 async def test_delivery_retries_a_withdrawal_until_hubspot_has_it(
@@ -360,20 +454,13 @@ async def test_delivery_retries_a_withdrawal_until_hubspot_has_it(
 
     client = build_crm(settings, make_clients(wrap_transport=wrap), clock=wall)
     assert client is not None
-    consent = {
-        "marketing": True,
-        "given_at": (HUBSPOT_NOW - timedelta(days=1)).isoformat(),
-        "wording_version": "v3",
-        "source": "web-form",
-    }
+    consent = stored_consent(True, HUBSPOT_NOW - timedelta(days=1))
     async with unit_of_work(db.sessionmaker) as session:
-        session.add(
-            Lead(uid=str(uuid.uuid4()), email="ana@empresa.es", consent=consent, source="api")
-        )
+        session.add(new_lead("ana@empresa.es", consent))
     await deliver(db.sessionmaker, client, settings.crm)
     assert status(crm, "ana@empresa.es") == "SUBSCRIBED"
 
-    withdrawn = consent | {"marketing": False, "given_at": HUBSPOT_NOW.isoformat()}
+    withdrawn = stored_consent(False, HUBSPOT_NOW)
     async with unit_of_work(db.sessionmaker) as session:
         await session.execute(
             update(Lead).values(consent=withdrawn, version=Lead.version + 1, sync_status="pending")

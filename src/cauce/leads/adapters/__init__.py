@@ -26,7 +26,8 @@ from cauce.leads.adapters._common import (
     period_reset,
     utc_now,
 )
-from cauce.leads.adapters.hubspot import HUBSPOT_API, HubSpotCrm, SubscriptionSetup
+from cauce.leads.adapters.hubspot import HUBSPOT_API, HubSpotCrm
+from cauce.leads.adapters.hubspot_subscriptions import SubscriptionSetup
 from cauce.leads.adapters.pipedrive import PIPEDRIVE_API, PipedriveCrm
 from cauce.leads.adapters.webhook import WebhookCrm
 from cauce.leads.ports import CrmClient
@@ -61,25 +62,15 @@ def _timezone(settings: Settings) -> str:
     return value if isinstance(value, str) and value else "UTC"
 
 
-def _mapped(crm: CrmSettings, member: str) -> str | None:
-    # A consent member is mapped as `consent_<member>` or `consent.<member>`.
-    mapping = crm.field_mapping
-    return mapping.get(f"consent_{member}") or mapping.get(f"consent.{member}")
-
-
 def subscription_setup(crm: CrmSettings) -> SubscriptionSetup | None:
-    """Where each contact carries its consent, for ``CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID``
-    (None: unset). The settings make sure ``consent_marketing`` is mapped."""
-    marketing = _mapped(crm, "marketing")
-    if crm.hubspot_subscription_id is None or marketing is None:
+    """The email subscription type that follows each lead's marketing consent, for
+    ``CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID`` (None: unset). The consent is the lead's own,
+    carried on each contact: no consent field needs mapping."""
+    if crm.hubspot_subscription_id is None:
         return None
     return SubscriptionSetup(
         subscription_id=crm.hubspot_subscription_id,
-        marketing_property=marketing,
         email_property=crm.field_mapping.get("email", "email"),
-        given_at_property=_mapped(crm, "given_at"),
-        wording_property=_mapped(crm, "wording_version"),
-        source_property=_mapped(crm, "source"),
     )
 
 

@@ -22,15 +22,11 @@
 * **Delete**: ``POST /crm/v3/objects/contacts/gdpr-delete`` by ``idProperty`` (a
   permanent deletion, as erasure requires); 404 means there was nothing to delete.
 * **Read**: ``POST /crm/v3/objects/contacts/batch/read`` with ``idProperty``.
-* **Subscription status** (optional, ``subscription``): after the upserts, the contacts
-  whose mapped marketing consent is a yes or a no get that email subscription type's
-  status set with ``POST /communication-preferences/v4/statuses/batch/write`` (one
-  request per 100 addresses). v4 can resubscribe an address that opted out, so a yes is
-  written only when it is the newest fact: the yes addresses' statuses and opt-outs of
-  all email are read first (``statuses/batch/read``, ``batch/unsubscribe-all/read``) and
-  an opt-out at or after the consent's ``given_at`` stands. A no is always written. When
-  a status request fails (429, 5xx, an outage), the contacts it was for get a retryable
-  outcome: their delivery is tried again, upsert and status, so a withdrawal is not lost.
+* **Subscription status** (optional, ``subscription``): after the upserts, the lead's
+  marketing consent (``CrmContact.consent``) sets an email subscription type's status,
+  a yes only when it is newer than any opt-out HubSpot holds
+  (:mod:`.hubspot_subscriptions`). A status request that fails (429, 5xx, an outage)
+  gives the contacts it was for a retryable outcome, so a withdrawal is not lost.
 
 In-call retries (decision): batch upsert, batch read and GDPR delete are idempotent in
 effect (keyed by a unique property), so each request carries an idempotency key (a hash
@@ -72,26 +68,18 @@ from cauce.leads.adapters._common import (
 from cauce.leads.adapters.hubspot_batch import (
     HUBSPOT_API,
     MAX_INPUTS,
-    SUBSCRIBED,
     HubSpotError,
-    StatusFacts,
-    StatusIntent,
-    SubscriptionSetup,
     attribute,
     clashes_with_own_cauce_id,
     describe,
     group_by_property,
-    map_status_results,
     map_upsert_results,
-    may_subscribe,
     normalise,
     parse_error,
-    read_facts,
     rejection_kind,
-    status_inputs,
-    status_intents,
     upsert_inputs,
 )
+from cauce.leads.adapters.hubspot_subscriptions import SubscriptionSetup, SubscriptionStatuses
 from cauce.leads.ports import (
     OBJECT_ID,
     CrmContact,
@@ -111,11 +99,6 @@ _CONTACTS: Final = "/crm/v3/objects/contacts"
 _UPSERT: Final = f"{_CONTACTS}/batch/upsert"
 _READ: Final = f"{_CONTACTS}/batch/read"
 _GDPR_DELETE: Final = f"{_CONTACTS}/gdpr-delete"
-_STATUSES: Final = "/communication-preferences/v4/statuses"
-_STATUS_WRITE: Final = f"{_STATUSES}/batch/write"
-_STATUS_READ: Final = f"{_STATUSES}/batch/read"
-_OPT_OUT_READ: Final = f"{_STATUSES}/batch/unsubscribe-all/read"
-_EMAIL_CHANNEL: Final = {"channel": "EMAIL"}
 _DAILY: Final = "DAILY"
 _SECONDLY: Final = "SECONDLY"
 _DEFAULT_WINDOW_SECONDS: Final = 10.0
@@ -129,7 +112,7 @@ class HubSpotCrm:
     ``clock`` gives wall time for throttle deadlines; ``daily_reset`` (default: midnight
     in ``timezone``, the account's time zone) says when a DAILY limit ends;
     ``read_properties`` are the properties :meth:`read` asks for; ``subscription`` (None:
-    off) names the email subscription type that follows each contact's marketing consent.
+    off) names the email subscription type that follows each lead's marketing consent.
     """
 
     name = "hubspot"
@@ -160,7 +143,11 @@ class HubSpotCrm:
         self._read_properties = tuple(dict.fromkeys(read_properties))
         self._retry_in_call = retry_in_call
         self.max_batch = max_batch
-        self._subscription = subscription
+        self._statuses = (
+            None
+            if subscription is None
+            else SubscriptionStatuses(subscription, self._post_call, max_batch)
+        )
         self._pause = RatePause("HubSpot", client, clock)
 
     @property
@@ -176,9 +163,9 @@ class HubSpotCrm:
         With a ``subscription``, the contacts upserted then get their consent's status.
         """
         outcomes = await self._upsert_all(contacts)
-        if self._subscription is None:
+        if self._statuses is None:
             return outcomes
-        return await self._set_statuses(self._subscription, contacts, outcomes)
+        return await self._statuses.apply(contacts, outcomes)
 
     async def _upsert_all(self, contacts: Sequence[CrmContact]) -> list[UpsertOutcome]:
         self._pause.check()
@@ -327,97 +314,6 @@ class HubSpotCrm:
             )
         return outcomes
 
-    # -- subscription statuses -----------------------------------------------------------
-
-    async def _set_statuses(
-        self,
-        setup: SubscriptionSetup,
-        contacts: Sequence[CrmContact],
-        outcomes: list[UpsertOutcome],
-    ) -> list[UpsertOutcome]:
-        """Set the status each upserted contact's consent asks for (module docstring).
-
-        A whole-request failure (throttled, unavailable) leaves the contacts still waiting
-        for their status with a retryable outcome; a refusal (401/403, a 4xx naming the
-        request) is raised: no delivery can carry consent until a person acts.
-        """
-        intents = status_intents(setup, contacts, outcomes)
-        waiting = {intent.position for intent in intents}
-        results: dict[int, tuple[str, bool] | None] = {}
-        try:
-            facts = await self._status_facts(
-                setup, [i.email for i in intents if i.state == SUBSCRIBED]
-            )
-            writes: list[StatusIntent] = []
-            for intent in intents:
-                fact = facts.get(intent.email)
-                if intent.state != SUBSCRIBED or (fact is not None and may_subscribe(intent, fact)):
-                    writes.append(intent)
-                    continue
-                if fact is None:  # HubSpot named it in an error: nothing is known
-                    results[intent.position] = ("HubSpot did not read this status", True)
-                else:  # subscribed already, or an opt-out newer than the consent stands
-                    results[intent.position] = None
-                    if fact.opted_out_at is not None:
-                        log.info("crm.hubspot.subscription.opt_out_kept")
-                waiting.discard(intent.position)
-            for start in range(0, len(writes), self.max_batch):
-                chunk = writes[start : start + self.max_batch]
-                results.update(await self._write_statuses(setup, chunk))
-                waiting.difference_update(i.position for i in chunk)
-        except (CrmThrottled, CrmUnavailable) as exc:
-            for position in waiting:
-                results[position] = (f"marketing subscription not set: {exc}", True)
-        done = list(outcomes)
-        for position, problem in results.items():
-            if problem is not None:
-                error, retryable = problem
-                done[position] = replace(done[position], error=error, retryable=retryable)
-        return done
-
-    async def _status_facts(
-        self, setup: SubscriptionSetup, emails: list[str]
-    ) -> dict[str, StatusFacts]:
-        """HubSpot's status and latest opt-out per address (absent: an error named it)."""
-        facts: dict[str, StatusFacts] = {}
-        unknown: set[str] = set()
-        for start in range(0, len(emails), self.max_batch):
-            chunk = emails[start : start + self.max_batch]
-            statuses = await self._status_call(_STATUS_READ, {"inputs": chunk}, _EMAIL_CHANNEL)
-            wide = await self._status_call(_OPT_OUT_READ, {"inputs": chunk}, _EMAIL_CHANNEL)
-            for email in chunk:
-                facts.setdefault(email, StatusFacts())
-            unknown |= read_facts(setup.subscription_id, statuses, wide, facts)
-        return {email: fact for email, fact in facts.items() if email not in unknown}
-
-    async def _write_statuses(
-        self, setup: SubscriptionSetup, chunk: list[StatusIntent]
-    ) -> dict[int, tuple[str, bool] | None]:
-        body = await self._status_call(_STATUS_WRITE, {"inputs": status_inputs(setup, chunk)})
-        return map_status_results(chunk, body)
-
-    async def _status_call(
-        self, path: str, payload: Mapping[str, Any], params: Mapping[str, str] | None = None
-    ) -> Any:
-        """One communication preferences request; the port's errors, a 4xx as a refusal."""
-        try:
-            response = await self._send(self._post(path, payload, params))
-        except CrmRejected as exc:
-            raise CrmRejected(
-                f"{exc}; subscription statuses need the app's "
-                "communication_preferences.statuses.batch scopes (Marketing Hub Enterprise)"
-            ) from exc
-        except UpstreamClientError as exc:
-            error = parse_error(exc.body)
-            raise CrmRejected(
-                f"HubSpot refused the subscription status request (HTTP {exc.status} "
-                f"{error.category}); check CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID"
-            ) from exc
-        try:
-            return response.json()
-        except ValueError:
-            raise CrmUnavailable("HubSpot answered a status request unreadably") from None
-
     # -- read internals ------------------------------------------------------------------
 
     async def _read_chunk(self, prop: str, values: list[str]) -> dict[str, CrmRecord]:
@@ -467,6 +363,12 @@ class HubSpotCrm:
             params=params,
             idempotency_key=body_key(payload) if self._retry_in_call else None,
         )
+
+    async def _post_call(
+        self, path: str, payload: Mapping[str, Any], params: Mapping[str, str] | None
+    ) -> Response:
+        """One POST, sent: what the subscription statuses' requests go through."""
+        return await self._send(self._post(path, payload, params))
 
     async def _send(self, request: Request) -> Response:
         """Send; raise the port's errors, except other 4xx which the caller reads."""

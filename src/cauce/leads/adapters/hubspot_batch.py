@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
@@ -34,27 +33,18 @@ from cauce.leads.ports import CrmContact, UpsertOutcome
 
 __all__ = [
     "HUBSPOT_API",
+    "MAX_ERROR_TEXT",
     "MAX_INPUTS",
-    "SUBSCRIBED",
-    "UNSUBSCRIBED",
     "HubSpotError",
-    "StatusFacts",
-    "StatusIntent",
-    "SubscriptionSetup",
     "attribute",
     "clashes_with_own_cauce_id",
     "describe",
     "group_by_property",
-    "map_status_results",
     "map_upsert_results",
-    "may_subscribe",
     "normalise",
     "parse_error",
-    "read_facts",
     "rejection_kind",
     "retryable_category",
-    "status_inputs",
-    "status_intents",
     "upsert_inputs",
 ]
 
@@ -283,215 +273,3 @@ def clashes_with_own_cauce_id(
         return False
     tokens = {t for t in _TOKEN_SPLIT.split(error.message.lower()) if t}
     return cauce_id.lower() in tokens and contact.key.value.strip().lower() not in tokens
-
-
-# -- email subscription statuses (communication preferences v4) ----------------------------
-
-SUBSCRIBED: Final = "SUBSCRIBED"
-UNSUBSCRIBED: Final = "UNSUBSCRIBED"
-_EXPLANATION_CHARS: Final = 250
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionSetup:
-    """Which subscription type follows the lead's marketing consent, and where the consent
-    is in a contact: the CRM properties the field mapping sends its members to."""
-
-    subscription_id: int
-    marketing_property: str
-    email_property: str = "email"
-    given_at_property: str | None = None
-    wording_property: str | None = None
-    source_property: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StatusIntent:
-    """The status one contact's consent asks for."""
-
-    position: int
-    email: str  # as HubSpot compares it: trimmed, lower-cased
-    state: str  # SUBSCRIBED or UNSUBSCRIBED
-    given_at: datetime | None
-    explanation: str
-
-
-def _consent_time(value: object) -> datetime | None:
-    # The wire form of `consent_given_at` for HubSpot: epoch milliseconds, as text.
-    if isinstance(value, str) and value.isdigit():
-        return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-    return None
-
-
-def _text(properties: Mapping[str, Any], name: str | None) -> str | None:
-    value = properties.get(name) if name else None
-    return value if isinstance(value, str) and value else None
-
-
-def status_intents(
-    setup: SubscriptionSetup,
-    contacts: Sequence[CrmContact],
-    outcomes: Sequence[UpsertOutcome],
-) -> list[StatusIntent]:
-    """What each contact now in HubSpot asks of its subscription status.
-
-    A consent's ``marketing`` true asks SUBSCRIBED and false UNSUBSCRIBED; no consent (the
-    property absent, or cleared) asks nothing: unknown is not a no. A contact without an
-    email (or whose email another lead's contact holds, so it is withheld) cannot have a
-    status. Two contacts with one address: a no wins.
-    """
-    chosen: dict[str, StatusIntent] = {}
-    for position, (contact, outcome) in enumerate(zip(contacts, outcomes, strict=True)):
-        if not outcome.ok:
-            continue
-        props = contact.properties
-        marketing = props.get(setup.marketing_property)
-        if marketing not in ("true", "false"):
-            continue
-        email = _text(props, setup.email_property)
-        if email is None and contact.key.property == "email":
-            email = contact.key.value
-        if email is None or not email.strip():
-            continue
-        state = SUBSCRIBED if marketing == "true" else UNSUBSCRIBED
-        given_at = _consent_time(props.get(setup.given_at_property or ""))
-        wording = _text(props, setup.wording_property) or "unknown"
-        source = _text(props, setup.source_property) or "unknown"
-        when = given_at.isoformat(timespec="seconds") if given_at else "an unknown time"
-        verb = "given" if state == SUBSCRIBED else "withdrawn"
-        explanation = (
-            f"Marketing consent {verb} at {when} (source: {source}, wording version: "
-            f"{wording}), recorded by Cauce"
-        )[:_EXPLANATION_CHARS]
-        key = normalise("email", email)
-        intent = StatusIntent(position, key, state, given_at, explanation)
-        if key not in chosen or state == UNSUBSCRIBED:
-            chosen[key] = intent
-    return list(chosen.values())
-
-
-def status_inputs(
-    setup: SubscriptionSetup, intents: Sequence[StatusIntent]
-) -> list[dict[str, Any]]:
-    """The ``inputs`` of one ``statuses/batch/write``."""
-    return [
-        {
-            "subscriberIdString": intent.email,
-            "channel": "EMAIL",
-            "statusState": intent.state,
-            "subscriptionId": setup.subscription_id,
-            "legalBasis": "CONSENT_WITH_NOTICE",
-            "legalBasisExplanation": intent.explanation,
-        }
-        for intent in intents
-    ]
-
-
-def _instant(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-@dataclass(slots=True)
-class StatusFacts:
-    """What HubSpot holds for one address: its status for the subscription type, and when
-    it last opted out (of the type or of all email), if it did."""
-
-    status: str = "NOT_SPECIFIED"
-    opted_out_at: datetime | None = None
-
-
-def _later(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None or b is None:
-        return a or b
-    return max(a, b)
-
-
-def read_facts(
-    subscription_id: int, statuses: object, wide: object, facts: dict[str, StatusFacts]
-) -> set[str]:
-    """Add to ``facts`` what a ``batch/read`` and a ``batch/unsubscribe-all/read`` answer
-    say; return the addresses an ``errors`` entry names (nothing known of them)."""
-    for body, key in ((statuses, "statuses"), (wide, "wideStatuses")):
-        if not isinstance(body, dict):
-            continue
-        for result in body.get("results") or []:
-            if not isinstance(result, dict) or not isinstance(
-                result.get("subscriberIdString"), str
-            ):
-                continue
-            fact = facts.setdefault(normalise("email", result["subscriberIdString"]), StatusFacts())
-            for status in result.get(key) or []:
-                if not isinstance(status, dict):
-                    continue
-                if key == "statuses" and status.get("subscriptionId") != subscription_id:
-                    continue
-                if key == "statuses":
-                    fact.status = str(status.get("status") or fact.status)
-                if status.get("status") == UNSUBSCRIBED:
-                    # No timestamp: the opt-out counts as newer than any consent.
-                    at = _instant(status.get("timestamp")) or datetime.max.replace(tzinfo=UTC)
-                    fact.opted_out_at = _later(fact.opted_out_at, at)
-    return _named_addresses(statuses) | _named_addresses(wide)
-
-
-def _named_addresses(body: object) -> set[str]:
-    named: set[str] = set()
-    if not isinstance(body, dict):
-        return named
-    for error in body.get("errors") or []:
-        context = error.get("context") if isinstance(error, dict) else None
-        if not isinstance(context, dict):
-            continue
-        for values in context.values():
-            if isinstance(values, list):
-                named.update(normalise("email", v) for v in values if isinstance(v, str))
-    return named
-
-
-def may_subscribe(intent: StatusIntent, fact: StatusFacts) -> bool:
-    """Whether a yes may be written: only when it is the newest fact known.
-
-    v4 resubscribes an address that opted out, so a consent older than HubSpot's opt-out
-    (re-sent because the lead was edited, say) must not undo it; without ``given_at`` any
-    opt-out stands. An address already subscribed needs no write.
-    """
-    if fact.status == SUBSCRIBED and fact.opted_out_at is None:
-        return False
-    if fact.opted_out_at is None:
-        return True
-    return intent.given_at is not None and intent.given_at > fact.opted_out_at
-
-
-def map_status_results(
-    intents: Sequence[StatusIntent], body: object
-) -> dict[int, tuple[str, bool] | None]:
-    """Per intent's position: None when HubSpot set the status, else (error, retryable)."""
-    found: dict[int, tuple[str, bool] | None] = {}
-    by_email = {i.email: i.position for i in intents}
-    if isinstance(body, dict):
-        for result in body.get("results") or []:
-            email = result.get("subscriberIdString") if isinstance(result, dict) else None
-            if isinstance(email, str) and normalise("email", email) in by_email:
-                found[by_email[normalise("email", email)]] = None
-        for error in body.get("errors") or []:
-            if not isinstance(error, dict):
-                continue
-            parsed = HubSpotError(
-                category=str(error.get("category") or ""), message=str(error.get("message") or "")
-            )
-            text = "marketing subscription not set: " + describe(parsed)
-            for email in _named_addresses({"errors": [error]}):
-                if email in by_email:
-                    found[by_email[email]] = (
-                        text[:MAX_ERROR_TEXT],
-                        retryable_category(parsed.category),
-                    )
-    for intent in intents:
-        found.setdefault(intent.position, ("HubSpot did not report this subscription status", True))
-    return found
