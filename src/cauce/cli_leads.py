@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from cauce.core.config import Settings
+from cauce.core.config import Settings, config_file
 
 if TYPE_CHECKING:
     from cauce.leads.service import LeadsRuntime
@@ -241,11 +241,7 @@ def _settings_file() -> str:
     """The settings file the CLI read, for the training report: the points rules, and the
     routing rules of its routing impact, come from it (or from CAUCE_ variables), and it
     is `./cauce.toml` of the directory the command runs in unless CAUCE_CONFIG names one."""
-    # core.config's own reading of CAUCE_CONFIG (the only module that reads the
-    # environment): the file `load_settings` read, or the optional default it looked for.
-    from cauce.core.config import _config_file
-
-    path = Path(_config_file())
+    path = Path(config_file())
     if path.is_file():
         return str(path.resolve())
     return f"none ({path.resolve()} does not exist): built-in defaults, and CAUCE_ variables if set"

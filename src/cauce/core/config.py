@@ -585,16 +585,18 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {format_validation_error(exc)}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid configuration: {_config_file()}: {exc}") from None
+        raise ConfigError(f"invalid configuration: {config_file()}: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(
-            f"invalid configuration: {_config_file()}: not UTF-8 text (save it as UTF-8)"
+            f"invalid configuration: {config_file()}: not UTF-8 text (save it as UTF-8)"
         ) from None
     except SettingsError as exc:
         raise ConfigError(f"invalid configuration: {_unparsable(exc)}") from None
 
 
-def _config_file() -> str:
+def config_file() -> str:
+    """The settings file `load_settings` reads: `CAUCE_CONFIG`, or `cauce.toml` in the
+    working directory (optional: it may not exist)."""
     return os.environ.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE)
 
 
