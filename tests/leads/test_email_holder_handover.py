@@ -19,6 +19,8 @@ erasure against the sandbox HubSpot too (`hub`), whose emails and Cauce ids are 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -205,12 +207,20 @@ async def test_a_lower_id_given_the_address_later_leaves_it_on_its_contact(
     assert "email" not in sent.properties
 
 
-async def test_a_review_merge_overwriting_the_holders_email_hands_it_over(
-    settings_factory: SettingsFactory,
-) -> None:
-    """With `overwrite_fields` naming the email, a lead held against Jorge (a namesake in
-    his city, at his work address) merged into him by a review gives him that address:
-    the family's goes to Valentina's contact."""
+@dataclass
+class Overwriting:
+    """An app whose merges overwrite the email (`overwrite_fields`), with Jorge's and
+    Valentina's leads on the family's mailbox, delivered; his contact has it."""
+
+    app: FastAPI
+    api: httpx.AsyncClient
+    crm: MemoryCrm
+    jorge: str
+    valentina: str
+
+
+@pytest.fixture
+async def overwriting(settings_factory: SettingsFactory) -> AsyncIterator[Overwriting]:
     settings = settings_factory(
         crm={"provider": "hubspot", "token": "t"},
         jobs={"embedded_worker": False},
@@ -222,21 +232,48 @@ async def test_a_review_merge_overwriting_the_holders_email_hands_it_over(
         api = await client_with(app, ["leads:read", "leads:write", "leads:admin"])
         async with api:
             jorge, valentina = await _family(api, app)
-            work = "jorge.paredes@minera-andina.pe"
-            namesake = {**JORGE, "email": work, "phone": None, "city": "Lima", "country": "PE"}
-            held = await post_lead(api, namesake)
-            assert held["outcome"] == "held_for_review", held
-            assert held["duplicate"]["lead_id"] == jorge, held
-            review = await api.post(
-                f"/v1/leads/{held['id']}/review", json={"decision": "duplicate"}
-            )
-            assert review.status_code == 200, review.text
-            assert (await get_lead(api, jorge))["email"] == work
-            await _drain(app)
+            yield Overwriting(app, api, crm, jorge, valentina)
 
-            assert _has_the_address(_last_sent(crm, valentina), FAMILY)
-            assert _has_the_address(_last_sent(crm, jorge), work)
-            await _synced(api, valentina)
+
+async def _handed_over(o: Overwriting, work: str) -> None:
+    """Jorge's lead has his work address now: the family's reaches Valentina's contact."""
+    assert (await get_lead(o.api, o.jorge))["email"] == work
+    await _drain(o.app)
+    assert _has_the_address(_last_sent(o.crm, o.valentina), FAMILY)
+    assert _has_the_address(_last_sent(o.crm, o.jorge), work)
+    await _synced(o.api, o.valentina)
+
+
+WORK = "jorge.paredes@minera-andina.pe"
+
+
+async def test_a_review_merge_overwriting_the_holders_email_hands_it_over(
+    overwriting: Overwriting,
+) -> None:
+    """With `overwrite_fields` naming the email, a lead held against Jorge (a namesake in
+    his city, at his work address) merged into him by a review gives him that address:
+    the family's goes to Valentina's contact."""
+    o = overwriting
+    namesake = {**JORGE, "email": WORK, "phone": None, "city": "Lima", "country": "PE"}
+    held = await post_lead(o.api, namesake)
+    assert held["outcome"] == "held_for_review", held
+    assert held["duplicate"]["lead_id"] == o.jorge, held
+    review = await o.api.post(f"/v1/leads/{held['id']}/review", json={"decision": "duplicate"})
+    assert review.status_code == 200, review.text
+    await _handed_over(o, WORK)
+
+
+async def test_an_intake_merge_overwriting_the_holders_email_hands_it_over(
+    overwriting: Overwriting,
+) -> None:
+    """With `overwrite_fields` naming the email, Jorge sends his work address with his
+    phone: the merge gives his lead that address, and the family's goes to Valentina's
+    contact (before: only a PATCH, an erasure or a review merge handed it over; after an
+    intake merge she stayed synced without it for good)."""
+    o = overwriting
+    merged = await post_lead(o.api, {**JORGE, "email": WORK})
+    assert (merged["outcome"], merged["id"]) == ("merged", o.jorge), merged
+    await _handed_over(o, WORK)
 
 
 async def _contact_of(hub: Hub, uid: str) -> dict[str, Any]:
@@ -276,33 +313,3 @@ async def test_an_erased_holders_address_reaches_the_other_contact_in_hubspot(
     async with hub.resources.db.sessionmaker() as session:
         crm_id = await session.scalar(select(Lead.crm_id).where(Lead.uid == valentina))
     assert sync["crm_id"] == crm_id
-
-
-async def test_an_intake_merge_overwriting_the_holders_email_hands_it_over(
-    settings_factory: SettingsFactory,
-) -> None:
-    """With `overwrite_fields` naming the email, Jorge sends his work address with his
-    phone: the merge gives his lead that address, and the family's goes to Valentina's
-    contact (before: only a PATCH, an erasure or a review merge handed it over; after an
-    intake merge she stayed synced without it for good)."""
-    settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"},
-        jobs={"embedded_worker": False},
-        leads={"dedupe": {"overwrite_fields": ["email"]}},
-    )
-    crm = MemoryCrm()
-    app = create_app(settings, crm=crm)
-    async with LifespanManager(app):
-        api = await client_with(app, ["leads:read", "leads:write", "leads:admin"])
-        async with api:
-            jorge, valentina = await _family(api, app)
-            work = "jorge.paredes@minera-andina.pe"
-            merged = await post_lead(api, {**JORGE, "email": work})
-            assert merged["outcome"] == "merged", merged
-            assert merged["id"] == jorge, merged
-            assert (await get_lead(api, jorge))["email"] == work
-            await _drain(app)
-
-            assert _has_the_address(_last_sent(crm, valentina), FAMILY)
-            assert _has_the_address(_last_sent(crm, jorge), work)
-            await _synced(api, valentina)
