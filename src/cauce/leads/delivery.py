@@ -70,6 +70,7 @@ from cauce.leads.ports import (
     CrmThrottled,
     CrmUnavailable,
     UpsertOutcome,
+    utc_instant,
 )
 
 log = structlog.get_logger("cauce.leads.delivery")
@@ -128,7 +129,7 @@ def field_value(lead: Lead, key: str) -> Any:
         if key == "consent_marketing":
             return value if isinstance(value, bool) else None
         if key in ("consent_given_at", "consent_given_on"):
-            at = _instant(value)
+            at = utc_instant(value)
             return at.date() if at is not None and key == "consent_given_on" else at
         return value
     if key.startswith("utm."):
@@ -137,18 +138,6 @@ def field_value(lead: Lead, key: str) -> Any:
         if key.startswith(prefix):
             return (lead.custom_fields or {}).get(key.removeprefix(prefix))
     return getattr(lead, key, None) if key in CRM_LEAD_FIELDS else None
-
-
-def _instant(value: Any) -> datetime | None:
-    """A stored consent's `given_at` (ISO 8601 text) as an aware datetime in UTC."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 # `CrmKey.property` naming the CRM's own id of a record (the lead's `crm_id`): HubSpot's
@@ -39,6 +39,19 @@ class CrmContact:
     properties: Mapping[str, Any]
     crm_id: str | None = None
     consent: Mapping[str, Any] | None = None
+
+
+def utc_instant(value: object) -> datetime | None:
+    """An ISO 8601 instant (a carried consent's `given_at`, a CRM's timestamp) or a
+    datetime as an aware datetime in UTC (a naive one is read as UTC); None if neither."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

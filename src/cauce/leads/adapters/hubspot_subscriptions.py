@@ -52,7 +52,14 @@ from cauce.leads.adapters.hubspot_batch import (
     parse_error,
     retryable_category,
 )
-from cauce.leads.ports import CrmContact, CrmRejected, CrmThrottled, CrmUnavailable, UpsertOutcome
+from cauce.leads.ports import (
+    CrmContact,
+    CrmRejected,
+    CrmThrottled,
+    CrmUnavailable,
+    UpsertOutcome,
+    utc_instant,
+)
 
 __all__ = [
     "SUBSCRIBED",
@@ -208,19 +215,6 @@ class SubscriptionStatuses:
 # -- the bodies: pure functions -------------------------------------------------------------
 
 
-def _instant(value: object) -> datetime | None:
-    """An ISO 8601 instant (a stored consent's ``given_at``, a status ``timestamp``) as an
-    aware datetime in UTC (a naive one is read as UTC); None if it is not one."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _text(values: Mapping[str, Any], name: str) -> str | None:
     value = values.get(name)
     return value if isinstance(value, str) and value else None
@@ -259,7 +253,7 @@ def status_intents(
         if email is None:
             continue
         state = SUBSCRIBED if marketing else UNSUBSCRIBED
-        given_at = _instant(consent.get("given_at"))
+        given_at = utc_instant(consent.get("given_at"))
         wording = _text(consent, "wording_version") or "unknown"
         source = _text(consent, "source") or "unknown"
         when = given_at.isoformat(timespec="seconds") if given_at else "an unknown time"
@@ -321,7 +315,7 @@ def read_facts(
                     fact.status = str(status.get("status") or fact.status)
                 if status.get("status") == UNSUBSCRIBED:
                     # No timestamp: the opt-out counts as newer than any consent.
-                    at = _instant(status.get("timestamp")) or datetime.max.replace(tzinfo=UTC)
+                    at = utc_instant(status.get("timestamp")) or datetime.max.replace(tzinfo=UTC)
                     fact.opted_out_at = _later(fact.opted_out_at, at)
     return _named_addresses(statuses) | _named_addresses(wide)
 
