@@ -15,6 +15,13 @@ from cauce.core.config import Settings
 from tests.conftest import SettingsFactory
 from tests.leads.test_delivery import MemoryCrm
 
+# `leads_app`'s settings (tests/leads/conftest.py): HubSpot configured (at the port, never
+# reached) and no background worker; for another app on the same database and data_dir.
+LEADS_APP: dict[str, Any] = {
+    "crm": {"provider": "hubspot", "token": "t"},
+    "jobs": {"embedded_worker": False},
+}
+
 # docs/leads.md's José (its "De-duplication" examples): the lead several tests match
 # their arrivals against.
 JOSE: dict[str, Any] = {

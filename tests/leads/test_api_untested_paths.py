@@ -20,13 +20,7 @@ from cauce.leads.models import Lead
 from cauce.leads.scoring import facts_of
 from cauce.leads.synthetic import synthetic_leads, training_examples
 from tests.conftest import SettingsFactory
-from tests.leads.api_client import get_lead, post_lead, serve_app
-
-# As `leads_app` (conftest): a CRM at the port, no background worker.
-APP: dict[str, Any] = {
-    "crm": {"provider": "hubspot", "token": "t"},
-    "jobs": {"embedded_worker": False},
-}
+from tests.leads.api_client import LEADS_APP, get_lead, post_lead, serve_app
 
 # Points that tell the leads apart by what they send: company 30, job title 40.
 SCORING_RULES = [
@@ -53,7 +47,7 @@ async def routed(
     settings_factory: SettingsFactory,
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app with the scoring rules and routing above."""
-    settings = settings_factory(**APP, leads={"scoring_rules": SCORING_RULES, **ROUTING})
+    settings = settings_factory(**LEADS_APP, leads={"scoring_rules": SCORING_RULES, **ROUTING})
     async with serve_app(settings) as served:
         yield served
 
@@ -230,7 +224,7 @@ async def test_a_fresh_app_scores_intake_with_the_activated_learned_model(
     (`score_model` learned-v1, the model's own score and feature reasons), so a company
     email and an executive title outscore free mail; the app already running keeps the
     points model until restarted, as the docs say."""
-    settings = settings_factory(**APP)  # `api`'s settings: the same database and data_dir
+    settings = settings_factory(**LEADS_APP)  # `api`'s settings: the same database and data_dir
     store = ModelStore.for_data_dir(settings.data_dir)
     assert publish(trained, store).activated
     model = store.load_active()

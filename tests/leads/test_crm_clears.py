@@ -536,6 +536,16 @@ async def clients() -> AsyncIterator[HttpClients]:
     await built.close()
 
 
+def pipedrive_settings(tmp_path: Path) -> CrmSettings:
+    """Delivery to Pipedrive with `PIPEDRIVE_MAPPING`, leads keyed by `PD_CAUCE_ID`."""
+    crm = {
+        "provider": "pipedrive",
+        "field_mapping": PIPEDRIVE_MAPPING,
+        "cauce_id_property": PD_CAUCE_ID,
+    }
+    return make_settings(tmp_path, crm=crm).crm
+
+
 def _pipedrive(clients: HttpClients, url: str = "http://127.0.0.1:9") -> PipedriveCrm:
     return PipedriveCrm(
         clients.get("pipedrive"), token="pd-token", base_url=url, cauce_id_property=PD_CAUCE_ID
@@ -599,14 +609,7 @@ async def test_pipedrive_end_to_end_clears_what_cauce_set_and_keeps_the_rest(
     runner = await serve(fake)
     try:
         crm = _pipedrive(clients, fake.url)
-        settings = make_settings(
-            tmp_path,
-            crm={
-                "provider": "pipedrive",
-                "field_mapping": PIPEDRIVE_MAPPING,
-                "cauce_id_property": PD_CAUCE_ID,
-            },
-        ).crm
+        settings = pipedrive_settings(tmp_path)
         lead_id = await _store(
             db, email="ana@bodegas.es", phone="+34612345678", first_name="Ana", city="Sevilla"
         )

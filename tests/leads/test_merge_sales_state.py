@@ -22,13 +22,9 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import SettingsFactory
-from tests.leads.api_client import JOSE, get_lead, post_lead, serve_app
+from tests.leads.api_client import JOSE, LEADS_APP, get_lead, post_lead, serve_app
 from tests.leads.test_review import LOOKALIKE, THIRD, WITH_REGION, _review
 
-APP: dict[str, Any] = {
-    "crm": {"provider": "hubspot", "token": "t"},
-    "jobs": {"embedded_worker": False},
-}
 ROTATION = ["Marta", "Pablo", "Rosa"]
 ROUTING: dict[str, Any] = {
     "teams": {"spain": [{"name": name} for name in ROTATION]},
@@ -41,7 +37,7 @@ async def routed(
     settings_factory: SettingsFactory,
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app with one team of three taking turns."""
-    async with serve_app(settings_factory(**APP, leads=ROUTING)) as served:
+    async with serve_app(settings_factory(**LEADS_APP, leads=ROUTING)) as served:
         yield served
 
 
@@ -91,7 +87,7 @@ async def test_an_arrival_going_back_or_sideways_keeps_the_stored_state(
 
 
 async def test_an_owner_fills_a_lead_with_none(settings_factory: SettingsFactory) -> None:
-    async with serve_app(settings_factory(**APP)) as (_, api):  # no teams: no owners
+    async with serve_app(settings_factory(**LEADS_APP)) as (_, api):  # no teams: no owners
         jose = await post_lead(api, JOSE)
         assert jose["owner"] is None
         merged = await post_lead(api, {"email": JOSE["email"], "owner": "Iñaki"})

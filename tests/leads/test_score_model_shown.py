@@ -22,13 +22,7 @@ from cauce.leads.csv_export import EXPORT_COLUMNS
 from cauce.leads.learned import ModelStore, TrainingReport, publish, train
 from cauce.leads.synthetic import synthetic_leads, training_examples
 from tests.conftest import SettingsFactory
-from tests.leads.api_client import client_with, get_lead, serve_app
-
-# `leads_app`'s settings (tests/leads/conftest.py), for an app on the same database.
-APP: dict[str, Any] = {
-    "crm": {"provider": "hubspot", "token": "t"},
-    "jobs": {"embedded_worker": False},
-}
+from tests.leads.api_client import LEADS_APP, client_with, get_lead, serve_app
 
 ANA = {
     "email": "ana.garcia@bodegasduero.es",
@@ -127,7 +121,7 @@ async def test_answers_and_export_tell_learned_scores_from_points_scores(
     before = (await api.post("/v1/leads", json=ANA)).json()
     assert before["score_model"] == "points"
 
-    settings = settings_factory(**APP)  # `api`'s settings: the same database and data_dir
+    settings = settings_factory(**LEADS_APP)  # `api`'s settings: the same database and data_dir
     store = ModelStore.for_data_dir(settings.data_dir)
     assert publish(trained, store).activated
     async with serve_app(settings) as (_, fresh):

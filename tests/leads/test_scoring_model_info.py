@@ -23,17 +23,11 @@ from cauce.leads.learned import ModelStore, TrainingReport, publish, train
 from cauce.leads.scoring import PointsModel
 from cauce.leads.synthetic import synthetic_leads, training_examples
 from tests.conftest import SettingsFactory
-from tests.leads.api_client import client_with, serve_app
+from tests.leads.api_client import LEADS_APP, client_with, serve_app
 from tests.test_cli_leads import _insert_outcomes, cauce_here
 
 PATH = "/v1/leads/scoring/model"
 INFO = "cauce_leads_scoring_model_info"
-# `leads_app`'s settings (tests/leads/conftest.py), for an app on the same database and
-# data directory.
-APP: dict[str, Any] = {
-    "crm": {"provider": "hubspot", "token": "t"},
-    "jobs": {"embedded_worker": False},
-}
 MARTA = {
     "email": "marta@olivaresjaen.es",
     "first_name": "Marta",
@@ -82,7 +76,7 @@ async def test_a_process_without_a_learned_model_says_points(
     """With no model ever activated, a process says it scores with the points model,
     loaded when it started, as the store says: not stale; its gauge says `points` alone."""
     before = datetime.now(UTC)
-    async with serve_app(settings_factory(**APP)) as (_, api):
+    async with serve_app(settings_factory(**LEADS_APP)) as (_, api):
         after = datetime.now(UTC)
         body = await _model(api)
         assert (body["model"], body["active_model"], body["stale"]) == ("points", "points", False)
@@ -97,7 +91,7 @@ async def test_a_process_started_after_activation_says_the_learned_model(
 ) -> None:
     """A process started after a learned model's activation scores with it, says so in
     the answer and the gauge, and is not stale."""
-    settings = settings_factory(**APP)
+    settings = settings_factory(**LEADS_APP)
     assert publish(trained, ModelStore.for_data_dir(settings.data_dir)).activated
     async with serve_app(settings) as (_, api):
         body = await _model(api)
@@ -113,7 +107,7 @@ async def test_activating_another_model_makes_a_running_process_stale(
     """Activating another version (or the points model) while a process runs leaves it
     scoring with the model it loaded: it answers `stale` with the store's new model,
     until a process started after says it has it."""
-    settings = settings_factory(**APP)
+    settings = settings_factory(**LEADS_APP)
     store = ModelStore.for_data_dir(settings.data_dir)
     assert publish(trained, store).activated
     async with serve_app(settings) as (_, api):
@@ -151,7 +145,7 @@ async def test_an_unreadable_active_pointer_is_a_problem_naming_no_path(
     """When the store's active pointer names no version (a process started now would
     refuse to start), the answer is a 503 problem saying so and what this process scores
     with, without the server's paths; the process keeps scoring."""
-    settings = settings_factory(**APP)
+    settings = settings_factory(**LEADS_APP)
     store = ModelStore.for_data_dir(settings.data_dir)
     assert publish(trained, store).activated
     async with serve_app(settings) as (_, api):

@@ -17,7 +17,6 @@ from pathlib import Path
 from cauce.core.db import Database
 from cauce.core.http import HttpClients
 from cauce.leads.delivery import deliver
-from tests.conftest import make_settings
 from tests.leads.adapters.conftest import MakeClients, ManualClock
 from tests.leads.adapters.fake_pipedrive import FakePipedrive, serve
 from tests.leads.adapters.test_pipedrive import MakePipedrive, fresh, lead, make_pipedrive
@@ -25,12 +24,12 @@ from tests.leads.test_crm_clears import (
     PD_CAUCE_ID,
     PD_CITY,
     PD_NOTES,
-    PIPEDRIVE_MAPPING,
     _edit,
     _pipedrive,
     _store,
     clients,
     db,
+    pipedrive_settings,
 )
 
 __all__ = ["clients", "db", "make_pipedrive"]  # fixtures, shared
@@ -116,14 +115,7 @@ async def test_two_workers_syncing_a_lead_in_turn_keep_one_person(
     )
     runner = await serve(fake)
     try:
-        settings = make_settings(
-            tmp_path,
-            crm={
-                "provider": "pipedrive",
-                "field_mapping": PIPEDRIVE_MAPPING,
-                "cauce_id_property": PD_CAUCE_ID,
-            },
-        ).crm
+        settings = pipedrive_settings(tmp_path)
         lead_id = await _store(db, email="ana@bodegas.es", first_name="Ana", city="Sevilla")
         assert (await deliver(db.sessionmaker, _pipedrive(clients, fake.url), settings)).synced
         await _edit(db, lead_id, city="Cádiz")
