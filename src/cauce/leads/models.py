@@ -75,9 +75,10 @@ class Lead(Base):
     score_model: Mapped[str] = mapped_column(String(64), default="points")
     score_reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
-    # De-duplication: a lead held for review points at the lead it may duplicate.
+    # De-duplication: a lead held for review points at the lead it may duplicate. Indexed
+    # (migration 0025): a lead's view lists the leads held against it.
     possible_duplicate_of: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("leads.id", ondelete="SET NULL"), default=None
+        BigId, ForeignKey("leads.id", ondelete="SET NULL"), default=None, index=True
     )
     # Why it was held, for the person who reviews it: the match kind, the confidence and
     # the comparison's explanation lines (field reasons, never values). SQL NULL when not
