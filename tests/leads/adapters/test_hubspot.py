@@ -208,18 +208,18 @@ async def test_the_last_daily_request_starts_the_pause_before_any_429(
 async def test_a_pause_begun_mid_call_stops_its_next_request(
     make_hubspot: MakeHubSpot, wall: WallClock
 ) -> None:
-    """A mixed batch takes two requests (by email, by Cauce id). When the first answer
-    says no daily request is left, the second is not sent: the first group is kept,
-    the rest is left for after the reset, and the next call is throttled."""
+    """A mixed batch takes two requests (by Cauce id first, then by email). When the
+    first answer says no daily request is left, the second is not sent: the first group
+    is kept, the rest is left for after the reset, and the next call is throttled."""
     reset = wall.now + timedelta(hours=2)
     hubspot, crm = await make_hubspot(daily_limit=1, adapter={"daily_reset": lambda now: reset})
     outcomes = await hubspot.upsert([contact(1, "uno@empresa.es"), contact(2)])
     assert upserts(crm) == 1
-    assert outcomes[0].ok
-    assert not outcomes[1].ok
-    assert outcomes[1].retryable
+    assert outcomes[1].ok
+    assert not outcomes[0].ok
+    assert outcomes[0].retryable
     with pytest.raises(CrmThrottled):
-        await hubspot.upsert([contact(2)])
+        await hubspot.upsert([contact(1, "uno@empresa.es")])
     assert crm.state.stats.rate_limited["DAILY"] == 0
 
 

@@ -2,10 +2,13 @@
 
 * **Upsert**: ``POST /crm/v3/objects/contacts/batch/upsert`` with at most 100 inputs and
   one ``idProperty`` per input; a batch is split by key property (email-keyed and
-  Cauce-id-keyed contacts go in separate requests, so a partial answer is possible for
-  the latter: HubSpot does not support partial upserts keyed on email). Results are
-  matched back by key (:mod:`.hubspot_batch`). A property to clear (None at the port)
-  is sent as ``""``: HubSpot ignores ``null``.
+  Cauce-id-keyed contacts go in separate requests, the latter first, so a partial answer
+  is possible for them: HubSpot does not support partial upserts keyed on email). A lead
+  synced before (``crm_id``) is sent by its Cauce id, its email as a property, so a new
+  or changed email updates its own contact instead of clashing with it (409); a refusal
+  that says the other key finds the contact switches it, once (``UpsertKeys``). Results
+  are matched back by key (:mod:`.hubspot_batch`). A property to clear (None at the
+  port) is sent as ``""``: HubSpot ignores ``null``.
 * **A whole batch refused for one record** (400/409 on an email-keyed batch): the record
   is named from the message when possible, else the batch is bisected, so one bad lead
   costs a few requests instead of blocking the account's delivery. A refusal that names
@@ -42,7 +45,6 @@ be met up to ``max_attempts`` times before the pause starts. Pass
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -69,10 +71,10 @@ from cauce.leads.adapters.hubspot_batch import (
     HUBSPOT_API,
     MAX_INPUTS,
     HubSpotError,
+    UpsertKeys,
     attribute,
-    clashes_with_own_cauce_id,
     describe,
-    group_by_property,
+    item_errors,
     map_upsert_results,
     normalise,
     parse_error,
@@ -169,13 +171,14 @@ class HubSpotCrm:
 
     async def _upsert_all(self, contacts: Sequence[CrmContact]) -> list[UpsertOutcome]:
         self._pause.check()
-        groups, repeated = group_by_property(contacts)
+        keys = UpsertKeys(contacts, self._cauce_id)
+        groups, repeated = keys.groups()
         outcomes: list[UpsertOutcome | None] = [None] * len(contacts)
         try:
-            for positions in groups.values():
+            for positions in groups:
                 for start in range(0, len(positions), self.max_batch):
                     await self._upsert_chunk(
-                        contacts, positions[start : start + self.max_batch], outcomes
+                        keys, positions[start : start + self.max_batch], outcomes
                     )
         except (CrmThrottled, CrmUnavailable) as exc:
             done = settle_partial(contacts, outcomes, exc)
@@ -228,12 +231,9 @@ class HubSpotCrm:
     # -- upsert internals ----------------------------------------------------------------
 
     async def _upsert_chunk(
-        self,
-        contacts: Sequence[CrmContact],
-        positions: list[int],
-        outcomes: list[UpsertOutcome | None],
+        self, keys: UpsertKeys, positions: list[int], outcomes: list[UpsertOutcome | None]
     ) -> None:
-        chunk = [contacts[p] for p in positions]
+        chunk = [keys.sent[p] for p in positions]
         prop = chunk[0].key.property
         try:
             response = await self._send(self._post(_UPSERT, {"inputs": upsert_inputs(chunk)}))
@@ -244,30 +244,37 @@ class HubSpotCrm:
                     f"HubSpot refused the batch (HTTP {exc.status} {error.category}); "
                     "check the portal's properties and CAUCE_CRM__FIELD_MAPPING"
                 ) from exc
-            await self._isolate(contacts, positions, outcomes, error)
+            await self._isolate(keys, positions, outcomes, error)
             return
         try:
             body = response.json()
         except ValueError:
             body = None
-        for offset, outcome in enumerate(map_upsert_results(prop, chunk, body)):
-            if outcome is not None:
+        done = map_upsert_results(prop, chunk, body)
+        switched = [
+            positions[offset]
+            for offset, error in item_errors(prop, chunk, body).items()
+            if (failed := done[offset]) is not None
+            and not failed.ok
+            and keys.switch(positions[offset], error)
+        ]
+        for offset, outcome in enumerate(done):
+            if outcome is not None and positions[offset] not in switched:
                 outcomes[positions[offset]] = outcome
+        if switched:
+            log.info("crm.hubspot.rekey", size=len(switched), category="CONFLICT")
+            await self._upsert_chunk(keys, switched, outcomes)
 
     async def _isolate(
         self,
-        contacts: Sequence[CrmContact],
+        keys: UpsertKeys,
         positions: list[int],
         outcomes: list[UpsertOutcome | None],
         error: HubSpotError,
     ) -> None:
-        """Find the record(s) a whole-batch 400/409 is about; resend the others.
-
-        A lead first synced without email and keyed by its Cauce id, then given an
-        email, clashes with its own contact (the Cauce id is taken): it is sent again
-        keyed by the Cauce id, which adds the email to that contact.
-        """
-        chunk = [contacts[p] for p in positions]
+        """Find the record(s) a whole-batch 400/409 is about; resend the others, then
+        those whose other key finds their contact (``UpsertKeys.switch``)."""
+        chunk = [keys.sent[p] for p in positions]
         refused: set[int]
         later: set[int]
         if len(positions) == 1:
@@ -277,14 +284,10 @@ class HubSpotCrm:
         if not refused and not later:
             log.info("crm.hubspot.bisect", size=len(positions), category=error.category)
             half = len(positions) // 2
-            await self._upsert_chunk(contacts, positions[:half], outcomes)
-            await self._upsert_chunk(contacts, positions[half:], outcomes)
+            await self._upsert_chunk(keys, positions[:half], outcomes)
+            await self._upsert_chunk(keys, positions[half:], outcomes)
             return
-        rekey = [
-            positions[offset]
-            for offset in refused
-            if clashes_with_own_cauce_id(error, chunk[offset], self._cauce_id)
-        ]
+        rekey = [positions[offset] for offset in refused if keys.switch(positions[offset], error)]
         for offset in refused:
             if positions[offset] not in rekey:
                 outcomes[positions[offset]] = UpsertOutcome(
@@ -296,13 +299,10 @@ class HubSpotCrm:
             )
         rest = [p for offset, p in enumerate(positions) if offset not in refused | later]
         if rest:
-            await self._upsert_chunk(contacts, rest, outcomes)
+            await self._upsert_chunk(keys, rest, outcomes)
         if rekey:
-            swapped = list(contacts)
-            for position in rekey:
-                uid = str(swapped[position].properties[self._cauce_id])
-                swapped[position] = replace(swapped[position], key=CrmKey(self._cauce_id, uid))
-            await self._upsert_chunk(swapped, rekey, outcomes)
+            log.info("crm.hubspot.rekey", size=len(rekey), category=error.category)
+            await self._upsert_chunk(keys, rekey, outcomes)
 
     @staticmethod
     def _fill_repeated(

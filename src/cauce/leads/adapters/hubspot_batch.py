@@ -17,29 +17,36 @@ HubSpot's docs or in bodies recorded from live portals, see ``cauce.sandbox.bodi
 * a property is cleared by the empty string: HubSpot reads ``""`` as no value ("Clear a
   property value" in HubSpot's CRM guide), while ``null`` is answered 200 and changes
   nothing (HubSpot/hubspot-api-nodejs#324). A clear at the port (a property given None)
-  is therefore sent as ``""``.
+  is therefore sent as ``""``;
+* an upsert whose key finds no contact creates one, so a key that misses the lead's own
+  contact (a new email) clashes with that contact's unique values (409 CONFLICT): which
+  key each contact is sent by is :class:`UpsertKeys`'s choice.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 import orjson
 
-from cauce.leads.ports import CrmContact, UpsertOutcome
+from cauce.leads.ports import CrmContact, CrmKey, UpsertOutcome
 
 __all__ = [
     "HUBSPOT_API",
     "MAX_ERROR_TEXT",
     "MAX_INPUTS",
     "HubSpotError",
+    "UpsertKeys",
     "attribute",
     "clashes_with_own_cauce_id",
     "describe",
+    "email_taken",
     "group_by_property",
+    "item_errors",
+    "keyed_by_cauce_id",
     "map_upsert_results",
     "normalise",
     "parse_error",
@@ -61,6 +68,8 @@ _SCHEMA_ERRORS: Final = frozenset({"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"})
 _PROPERTY_PROBLEMS: Final = "Property values were not valid: "
 _DUPLICATE_IDS = re.compile(r"Duplicate IDs found in batch input: \[(.*?)\]")
 _TOKEN_SPLIT = re.compile(r"[\s\[\]{}\"'`,;:()]+")
+# HubSpot's conflict on an email another contact has (recorded from live portals).
+_EMAIL_CONFLICT = re.compile(r"Contact already exists\. Existing ID: \d+")
 
 
 def normalise(prop: str, value: str) -> str:
@@ -132,11 +141,16 @@ def rejection_kind(error: HubSpotError, status: int = 400) -> Literal["config", 
     return "records"
 
 
-def group_by_property(contacts: Sequence[CrmContact]) -> tuple[dict[str, list[int]], list[int]]:
+def group_by_property(
+    contacts: Sequence[CrmContact], sent: Sequence[CrmContact] | None = None
+) -> tuple[dict[str, list[int]], list[int]]:
     """Positions of the contacts per key property, and positions repeating a key.
 
     HubSpot refuses a batch naming the same contact twice ("Duplicate IDs"), and two
     emails that differ only in case are the same contact to it: the second goes later.
+    ``sent`` (default ``contacts``): the same contacts keyed as they will be sent, which
+    the groups follow; repeats are found on ``contacts``' keys, so two leads with one
+    email stay apart even when one of them is sent by its Cauce id.
     """
     groups: dict[str, list[int]] = {}
     seen: set[tuple[str, str]] = set()
@@ -148,7 +162,7 @@ def group_by_property(contacts: Sequence[CrmContact]) -> tuple[dict[str, list[in
             repeated.append(position)
             continue
         seen.add(key)
-        groups.setdefault(prop, []).append(position)
+        groups.setdefault((sent or contacts)[position].key.property, []).append(position)
     return groups, repeated
 
 
@@ -192,6 +206,22 @@ def map_upsert_results(
             position = _position(result.get("objectWriteTraceId"), len(chunk))
         if position is not None:
             outcomes[position] = UpsertOutcome(chunk[position].lead_id, crm_id=str(result["id"]))
+    for position, parsed in item_errors(prop, chunk, body).items():
+        if outcomes[position] is None:
+            outcomes[position] = UpsertOutcome(
+                chunk[position].lead_id,
+                error=describe(parsed),
+                retryable=retryable_category(parsed.category),
+            )
+    return outcomes
+
+
+def item_errors(prop: str, chunk: Sequence[CrmContact], body: object) -> dict[int, HubSpotError]:
+    """The per-input errors of a 207 answer by input position (the first for each)."""
+    found: dict[int, HubSpotError] = {}
+    if not isinstance(body, dict):
+        return found
+    positions = {normalise(prop, c.key.value): p for p, c in enumerate(chunk)}
     for error in body.get("errors") or []:
         if not isinstance(error, dict):
             continue
@@ -200,24 +230,19 @@ def map_upsert_results(
         )
         context = error.get("context") if isinstance(error.get("context"), dict) else {}
         assert isinstance(context, dict)
-        found = {
+        named = {
             p
             for trace in context.get("objectWriteTraceId") or []
             if (p := _position(trace, len(chunk))) is not None
         }
-        found.update(
+        named.update(
             positions[normalise(prop, i)]
             for i in context.get("ids") or []
             if isinstance(i, str) and normalise(prop, i) in positions
         )
-        for position in found:
-            if outcomes[position] is None:
-                outcomes[position] = UpsertOutcome(
-                    chunk[position].lead_id,
-                    error=describe(parsed),
-                    retryable=retryable_category(parsed.category),
-                )
-    return outcomes
+        for position in named:
+            found.setdefault(position, parsed)
+    return found
 
 
 def attribute(
@@ -273,3 +298,90 @@ def clashes_with_own_cauce_id(
         return False
     tokens = {t for t in _TOKEN_SPLIT.split(error.message.lower()) if t}
     return cauce_id.lower() in tokens and contact.key.value.strip().lower() not in tokens
+
+
+def keyed_by_cauce_id(contact: CrmContact, cauce_id_property: str) -> CrmContact | None:
+    """The contact keyed by its Cauce id (None without one). An email key sets HubSpot's
+    ``email`` by itself, so the email is kept as that property: the contact found by the
+    Cauce id gets it (a first email, a changed one)."""
+    uid = contact.properties.get(cauce_id_property)
+    if uid is None or uid == "":
+        return None
+    properties = dict(contact.properties)
+    if contact.key.property == "email" and not properties.get("email"):
+        properties["email"] = contact.key.value
+    return replace(contact, key=CrmKey(cauce_id_property, str(uid)), properties=properties)
+
+
+def email_taken(error: HubSpotError, contact: CrmContact, cauce_id_property: str) -> bool:
+    """Whether a contact sent by its Cauce id was refused because another contact has its
+    email: no contact had the Cauce id (the lead's own was deleted or merged in HubSpot,
+    or predates the property), so HubSpot tried to create one and found the email taken
+    ("Contact already exists. Existing ID: N")."""
+    if contact.key.property != cauce_id_property or error.category != "CONFLICT":
+        return False
+    email = contact.properties.get("email")
+    if not isinstance(email, str) or not email.strip():
+        return False
+    tokens = {t for t in _TOKEN_SPLIT.split(error.message.lower()) if t}
+    return _EMAIL_CONFLICT.search(error.message) is not None or normalise("email", email) in tokens
+
+
+@dataclass(slots=True)
+class UpsertKeys:
+    """The key each contact of one upsert call is sent by.
+
+    A lead synced before (``crm_id``) has a contact holding its Cauce id, so it is sent
+    by that id, its email as a property: its own contact is updated, a new or changed
+    email included. Keyed by the email, it would miss that contact (no contact has the
+    new email), and HubSpot would refuse the whole batch for the Cauce id taken (409). A
+    lead never synced keeps the port's key: an email adopts the contact a salesperson
+    made with it.
+
+    A refusal may say the other key finds the contact (:meth:`switch`): the email key's
+    own Cauce id taken (synced, but Cauce never heard back), or the Cauce id key's email
+    on another contact (the lead's own gone from HubSpot: that one is adopted). Each
+    contact switches at most once per call, so none goes back and forth.
+    """
+
+    given: Sequence[CrmContact]
+    cauce_id_property: str
+    sent: list[CrmContact] = field(default_factory=list)
+    switched: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.sent = [
+            (keyed_by_cauce_id(c, self.cauce_id_property) or c)
+            if c.crm_id is not None and c.key.property == "email"
+            else c
+            for c in self.given
+        ]
+
+    def groups(self) -> tuple[list[list[int]], list[int]]:
+        """Positions per key property as sent, the Cauce id's first, and repeats (later).
+
+        Updates by Cauce id go first: one that moves an email off its contact is done
+        before an email key could find that contact and take it for another lead.
+        """
+        groups, repeated = group_by_property(self.given, self.sent)
+        order = sorted(groups, key=lambda prop: prop != self.cauce_id_property)
+        return [groups[prop] for prop in order], repeated
+
+    def switch(self, position: int, error: HubSpotError) -> bool:
+        """Send the contact at ``position`` by its other key from now on, if ``error``
+        says that key finds its contact and it has not switched in this call."""
+        if position in self.switched:
+            return False
+        sent = self.sent[position]
+        other: CrmContact | None = None
+        if clashes_with_own_cauce_id(error, sent, self.cauce_id_property):
+            other = keyed_by_cauce_id(sent, self.cauce_id_property)
+        elif sent.key != self.given[position].key and email_taken(
+            error, sent, self.cauce_id_property
+        ):
+            other = self.given[position]
+        if other is None:
+            return False
+        self.sent[position] = other
+        self.switched.add(position)
+        return True
