@@ -142,6 +142,55 @@ def _prepared(rule: RoutingRule) -> _Prepared:
     return entry[1]
 
 
+def _takes_by_place(earlier: RoutingRule, later: RoutingRule) -> str | None:
+    """Which of `earlier`'s regions take every lead `later` matches through Spain's places
+    (`Andalucía` every lead of a rule for `Sevilla`), or None: only when `later` is for
+    Spain alone (a lead of another country compares by name) and `earlier` is at least as
+    broad in every other condition (`RoutingRule.takes_every_lead_of`)."""
+    if not earlier.regions or not later.regions:
+        return None  # no regions, or none to cover: the settings compare those
+    mine, theirs = _prepared(earlier), _prepared(later)
+    if theirs.countries != {"es"} or (mine.countries and "es" not in mine.countries):
+        return None
+    rest = {"regions": (), "countries": ()}
+    if not earlier.model_copy(update=rest).takes_every_lead_of(later.model_copy(update=rest)):
+        return None
+    for region in later.regions:
+        key = place_key(region)
+        if key in mine.regions:
+            continue  # the same name
+        places = _SPAIN.covered_by(key)
+        if not places or not places <= mine.spanish:
+            return None  # not a Spanish place, or one outside `earlier`'s
+    covering = [r for r in earlier.regions if _SPAIN.covered_by(place_key(r)) & theirs.spanish]
+    return ", ".join(covering or earlier.regions)
+
+
+def unreachable_by_place(rules: Sequence[RoutingRule]) -> list[str]:
+    """Routing rules that can never fire because an earlier rule's region contains theirs
+    in Spain (`Sevilla` after `Andalucía`, the later for Spanish leads alone): one line
+    each, naming the setting as the settings' own check does. That check compares regions
+    by name only (core cannot read the table of places); this one runs at start-up
+    (`wiring.check_settings`)."""
+    problems: list[str] = []
+    for index, rule in enumerate(rules):
+        for first, before in enumerate(rules[:index]):
+            if before.takes_every_lead_of(rule):
+                break  # refused by the settings already
+            region = _takes_by_place(before, rule)
+            if region is None:
+                continue
+            problems.append(
+                f"CAUCE_LEADS__ROUTING_RULES__{index}: can never match: routing rule {first} "
+                f"before it (team {before.team}) takes every lead it would ({region} "
+                f"contains {', '.join(rule.regions)} in Spain, and this rule is for Spain "
+                f"alone), so team {rule.team} never gets a lead from it; remove it, move it "
+                f"before rule {first} or narrow rule {first}"
+            )
+            break
+    return problems
+
+
 def choose_team(
     rules: Sequence[RoutingRule],
     lead: Mapping[str, Any],

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import Settings
 from cauce.core.db import utcnow
+from cauce.core.errors import ConfigError
 from cauce.core.http.registry import HttpClients
 from cauce.core.jobs.ports import JobQueue
 from cauce.core.jobs.registry import TaskRegistry
@@ -43,6 +44,7 @@ from cauce.leads.intake_groups import IntakeGroups
 from cauce.leads.matching.known import KnownLeads
 from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.ports import CrmClient
+from cauce.leads.routing import unreachable_by_place
 from cauce.leads.scoring import MODEL_STORE_PATH, PointsModel
 from cauce.leads.service import LeadsRuntime, Scorer
 from cauce.leads.sync_backlog import refresh_sync_gauges
@@ -90,6 +92,14 @@ def scrape_refreshes(runtime: LeadsRuntime) -> list[Callable[[], Awaitable[None]
         await refresh_sync_gauges(runtime.sessionmaker, runtime.metrics)
 
     return [refresh]
+
+
+def check_settings(settings: Settings) -> None:
+    """What the settings cannot check without the leads context (start-up refuses it in
+    one line, `ConfigError`): a routing rule an earlier one takes every lead of through
+    Spain's places (`routing.unreachable_by_place`)."""
+    if problems := unreachable_by_place(settings.leads.routing_rules):
+        raise ConfigError(f"invalid configuration: {'; '.join(problems)}")
 
 
 def scorer_for(settings: Settings) -> Scorer:
@@ -176,6 +186,7 @@ async def open_leads(
     """Build the leads runtime and register its tasks; closes the CRM client on exit.
 
     `crm` replaces the configured CRM (tests, the demo)."""
+    check_settings(settings)
     runtime = LeadsRuntime(
         settings=settings,
         sessionmaker=sessionmaker,
