@@ -5,18 +5,23 @@ command uses (settings, errors as exit codes). Each command group has a module o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import functools
+import socket
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from sqlalchemy.exc import DBAPIError
+from rich.text import Text
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from cauce.cli_apikey import build_apikey_app
 from cauce.cli_db import build_db_app
 from cauce.cli_jobs import build_jobs_app
 from cauce.cli_jobs import parse_since as parse_since
 from cauce.cli_leads import build_leads_app, demo_command
+from cauce.cli_support import ensure_schema
 from cauce.core.config import Settings, load_settings
 from cauce.core.errors import CauceError, ConfigError
 from cauce.sandbox.cli import sandbox_app
@@ -36,7 +41,10 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message as text, never markup: it quotes values (a key name, a setting, a path)
+    # that may hold brackets, which rich would swallow or fail on (a MarkupError traceback).
+    line = Text.assemble(("error:", "bold red"), " ", message)
+    err.print(line, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -46,26 +54,56 @@ def _settings(**overrides: Any) -> Settings:
         settings = load_settings(**overrides)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    if problem := _database_url_problem(settings):
+        raise _fail(f"invalid configuration: CAUCE_DATABASE_URL: {problem}")
     _setup_logging(settings)
     return settings
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _database_url_problem(settings: Settings) -> str | None:
+    """Why the database URL cannot be parsed (a port that is no number), or None. Said
+    without the URL, which may hold a password."""
+    from sqlalchemy.engine import make_url
+
     try:
-        return asyncio.run(coro)
+        make_url(settings.effective_database_url)
+    except ArgumentError:
+        return "not a database URL (postgresql+psycopg://user:password@host:5432/database)"
+    except ValueError:  # the one int() of the parse: the port
+        return "its port is not a number (percent-encode a password's special characters)"
+    return None
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Cauce's errors, the database's and the file system's as one line and an exit code:
+    2 for configuration (the settings, the schema), 1 for a failure."""
+    from alembic.util import CommandError
+
+    try:
+        yield
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     except CauceError as exc:
         raise _fail(exc.detail, code=1) from None
     except DBAPIError as exc:
         raise _fail(f"cannot use the database: {exc.orig or exc}", code=1) from None
+    except CommandError as exc:  # Alembic: a revision it does not know
+        raise _fail(f"cannot migrate the database: {exc}") from None
     except OSError as exc:
         if exc.filename is not None:
             # A file or directory (the data dir, the model store...), not the database
             # connection: name it rather than blame the database.
             where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
-            raise _fail(f"cannot use {where}: {exc.strerror or exc}", code=1) from None
+            # makedirs over a file says "File exists": the path is there, but no directory.
+            why = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror
+            raise _fail(f"cannot use {where}: {why or exc}", code=1) from None
         raise _fail(f"cannot use the database: {exc}", code=1) from None
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    with _errors():
+        return asyncio.run(coro)
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -97,7 +135,9 @@ def server_options(settings: Settings, host: str | None, port: int | None) -> di
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind [CAUCE_HTTP__HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [CAUCE_HTTP__PORT]")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port to listen on [CAUCE_HTTP__PORT]")
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -122,10 +162,13 @@ def serve(
             "SQLite takes one writer at a time: run one `cauce serve` process "
             "(several need PostgreSQL, CAUCE_DATABASE_URL)"
         )
+    options = server_options(settings, host, port)
+    # The address first: uvicorn binds only after the app has started (its worker too),
+    # and then exits with status 3 and a log line when the port is taken.
+    _check_address(options["host"], options["port"])
     # Check the schema and the active scoring model before uvicorn starts, so a refusal
     # is one clear line, not a lifespan traceback.
     _run(_preflight(settings))
-    options = server_options(settings, host, port)
     if processes > 1:
         _serve_processes(processes, options)
         return
@@ -135,8 +178,31 @@ def serve(
         server.run()
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    except SystemExit:  # uvicorn's start-up failed (it has logged why)
+        if server.started:
+            raise
+        raise _fail("the server did not start; see the log above", code=1) from None
     if not server.started:
         raise _fail("the server did not start; see the log above", code=1)
+
+
+def _check_address(host: str, port: int) -> None:
+    """Refuse, in one line, an address `cauce serve` cannot listen on (taken, not this
+    machine's, a name that does not resolve), binding each of its addresses as asyncio's
+    server will (IPv6 sockets IPv6 only, so `localhost`'s two do not collide)."""
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in dict.fromkeys(addresses):
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+    except (OSError, OverflowError, UnicodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise _fail(f"cannot listen on {host}:{port}: {why}", code=1) from None
 
 
 def _serve_processes(processes: int, options: dict[str, Any]) -> None:
@@ -153,14 +219,27 @@ def _serve_processes(processes: int, options: dict[str, Any]) -> None:
 
 async def _preflight(settings: Settings) -> None:
     from cauce.core.db import create_database
-    from cauce.core.db.migrate import prepare_schema
 
     db = create_database(settings)
     try:
-        await prepare_schema(db, settings)
+        await ensure_schema(settings, db)
     finally:
         await db.dispose()
     await asyncio.to_thread(_check_scoring_model, settings)
+
+
+async def _refuse_newer_schema(settings: Settings) -> None:
+    """`ConfigError` for a schema a later version migrated (the worker's own check would
+    call it "pending migrations" and send the operator to `cauce db upgrade`)."""
+    from cauce.cli_support import newer_schema
+    from cauce.core.db import create_database
+
+    db = create_database(settings)
+    try:
+        if problem := await newer_schema(db):
+            raise ConfigError(problem)
+    finally:
+        await db.dispose()
 
 
 def _check_scoring_model(settings: Settings) -> None:
@@ -200,7 +279,20 @@ def worker(
     if settings.is_sqlite:
         raise _fail(SQLITE_REFUSAL)
     served = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    _run(_refuse_newer_schema(settings))
     _run(run_worker(settings, concurrency=concurrency, queues=served, metrics_port=metrics_port))
+
+
+def _guarded(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with Cauce's errors as one line and an exit code (`_errors`), for the
+    commands that run their own event loop (`cauce demo`)."""
+
+    @functools.wraps(command)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        with _errors():
+            command(*args, **kwargs)
+
+    return guarded
 
 
 app.add_typer(build_db_app(_settings, _run, out), name="db")
@@ -208,7 +300,7 @@ app.add_typer(build_apikey_app(_settings, _run, out, err), name="apikey")
 app.add_typer(build_jobs_app(_settings, _run, out, err, _fail), name="jobs")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(build_leads_app(_settings, _run, out, _fail), name="leads")
-app.command("demo")(demo_command(out))
+app.command("demo")(_guarded(demo_command(out)))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cauce.cli_support import Runner, SettingsOf, ensure_schema
 from cauce.core.config import Settings
@@ -49,11 +50,15 @@ def build_apikey_app(
                 await db.dispose()
 
         created = run(go())
-        err.print(
-            f"Created key [bold]{created.key_id}[/] ({created.name}) with scopes "
-            f"{', '.join(created.scopes)}. Store it now: it cannot be shown again.",
-            highlight=False,
+        # The name as text, never markup: `--name "[/]"` failed here after the key was
+        # stored (a MarkupError traceback, the key never shown).
+        message = Text.assemble(
+            "Created key ",
+            (created.key_id, "bold"),
+            f" ({created.name}) with scopes {', '.join(created.scopes)}. "
+            "Store it now: it cannot be shown again.",
         )
+        err.print(message, highlight=False)
         # The key alone on stdout, so scripts can capture it: KEY=$(cauce apikey create ...)
         sys.stdout.write(created.token + "\n")
 
@@ -73,7 +78,8 @@ def build_apikey_app(
         keys = run(go())
         table = Table("key id", "name", "scopes", "created", "last used", "revoked")
         for k in keys:
-            table.add_row(
+            # Text, not markup: a name with brackets would vanish, or fail the whole list.
+            cells = (
                 k.key_id,
                 k.name,
                 ",".join(k.scopes),
@@ -81,6 +87,7 @@ def build_apikey_app(
                 k.last_used_at.strftime("%Y-%m-%d %H:%M") if k.last_used_at else "-",
                 k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "-",
             )
+            table.add_row(*(Text(cell) for cell in cells))
         out.print(table)
 
     @apikey_app.command("revoke")
@@ -99,6 +106,6 @@ def build_apikey_app(
                 await db.dispose()
 
         run(go())
-        out.print(f"revoked {key_id}")
+        out.print(Text(f"revoked {key_id}"), highlight=False)
 
     return apikey_app

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cauce.cli_support import Runner, SettingsOf
+from cauce.cli_support import Runner, SettingsOf, newer_schema
+from cauce.core.errors import ConfigError
 
 
 def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Typer:
@@ -32,13 +33,17 @@ def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Ty
         async def go() -> set[str]:
             db = create_database(settings)
             try:
+                if problem := await newer_schema(db):
+                    raise ConfigError(problem)
                 await upgrade(db, revision)
                 return await current_revisions(db)
             finally:
                 await db.dispose()
 
         revisions = run(go())
-        out.print(f"database at revision {', '.join(sorted(revisions)) or '(empty)'}")
+        out.print(
+            f"database at revision {', '.join(sorted(revisions)) or '(empty)'}", highlight=False
+        )
 
     @db_app.command("current")
     def db_current() -> None:
@@ -48,15 +53,19 @@ def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Ty
 
         settings = settings_of()
 
-        async def go() -> tuple[set[str], bool]:
+        async def go() -> tuple[set[str], bool, str | None]:
             db = create_database(settings)
             try:
-                return await current_revisions(db), await pending_migrations(db)
+                newer = await newer_schema(db)
+                return await current_revisions(db), await pending_migrations(db), newer
             finally:
                 await db.dispose()
 
-        revisions, pending = run(go())
-        out.print(f"revision: {', '.join(sorted(revisions)) or '(empty)'}")
+        revisions, pending, newer = run(go())
+        out.print(f"revision: {', '.join(sorted(revisions)) or '(empty)'}", highlight=False)
+        if newer is not None:  # "pending" then, but no upgrade of this version helps
+            out.print(f"pending migrations: none this version knows; {newer}", highlight=False)
+            return
         out.print("pending migrations: " + ("yes (run `cauce db upgrade`)" if pending else "no"))
 
     @db_app.command("check")
@@ -105,7 +114,7 @@ def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Ty
 
         problem = run(go())
         if problem is not None:
-            out.print(problem)
+            out.print(problem, markup=False, highlight=False)
             raise typer.Exit(1)
         out.print("schema is current")
 

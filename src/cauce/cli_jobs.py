@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 _DURATION = re.compile(r"^(\d{1,9})\s*([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Job ids are 64-bit: a larger one is no job (PostgreSQL said "bigint out of range",
+# SQLite raised an OverflowError traceback), refused as the usage error it is.
+MAX_ID = 2**63 - 1
 _SINCE_HELP = "Deferred since: a duration ago (30m, 2h, 7d) or a date/time (UTC unless offset)"
 
 
@@ -119,7 +122,7 @@ def build_jobs_app(
         error_class: ErrorOption = None,
         limit: Annotated[int, typer.Option(min=1, max=1000, help="Rows to show")] = 50,
         before: Annotated[
-            int | None, typer.Option(min=1, help="Only ids below this (paging)")
+            int | None, typer.Option(min=1, max=MAX_ID, help="Only ids below this (paging)")
         ] = None,
     ) -> None:
         """List jobs, newest first."""
@@ -151,7 +154,9 @@ def build_jobs_app(
             out.print(f"more jobs match: add --before {views[limit - 1].id} for the next page")
 
     @jobs_app.command("show")
-    def jobs_show(job_id: Annotated[int, typer.Argument(min=1, help="The job's id")]) -> None:
+    def jobs_show(
+        job_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The job's id")],
+    ) -> None:
         """Show a job, its payload and every attempt."""
         settings = settings_of()
 
@@ -202,7 +207,9 @@ def build_jobs_app(
 
     @jobs_app.command("retry")
     def jobs_retry(
-        job_id: Annotated[int | None, typer.Argument(min=1, help="One job; or use filters")] = None,
+        job_id: Annotated[
+            int | None, typer.Argument(min=1, max=MAX_ID, help="One job; or use filters")
+        ] = None,
         status: Annotated[
             JobStatus, typer.Option(help="Bulk: replay failed (default) or cancelled jobs")
         ] = JobStatus.FAILED,
@@ -240,7 +247,9 @@ def build_jobs_app(
             out.print(f"job {result.id} is {result.status.value} again, with a fresh budget")
 
     @jobs_app.command("cancel")
-    def jobs_cancel(job_id: Annotated[int, typer.Argument(min=1, help="The job's id")]) -> None:
+    def jobs_cancel(
+        job_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The job's id")],
+    ) -> None:
         """Cancel a job that has not started yet."""
         settings = settings_of()
 

@@ -22,15 +22,18 @@ from typing import Any
 
 import orjson
 import uvicorn
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, select
 
 from cauce.app import create_app
 from cauce.core.config import Settings
 from cauce.core.db import create_database
 from cauce.core.db.migrate import upgrade
+from cauce.core.errors import ConfigError
 from cauce.core.http import Request
 from cauce.core.http.registry import HttpClients
 from cauce.core.observability.logging import configure_logging
@@ -65,6 +68,40 @@ class Tally:
     crm_errors: int = 0
     crm_outage: int = 0  # requests the CRM refused during its outage
     circuit_opened: bool = False
+
+
+class DemoSettings(Settings):
+    """The demo's settings: its own values over the defaults, never the environment or a
+    `cauce.toml`. A CAUCE_DATABASE_URL exported in the shell sent the demo's thousands of
+    made-up leads into that database (a production one, say), and waited there 110 s for
+    a worker that PostgreSQL does not run in-process."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def demo_directory(data_dir: Path | None) -> Path:
+    """Where the demo keeps its data: `data_dir`, refused (`ConfigError`) when it is no
+    directory or holds an earlier run's database (whose leads would merge with this run's
+    and fail the check that every new lead reached the CRM); a new temporary one without."""
+    if data_dir is None:
+        return Path(tempfile.mkdtemp(prefix="cauce-demo-"))
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"--data-dir {data_dir}: not a directory")
+    if (data_dir / "cauce.db").exists():
+        raise ConfigError(
+            f"--data-dir {data_dir} holds an earlier run's database: give the demo a new "
+            "directory (or none, for a temporary one)"
+        )
+    return data_dir
 
 
 def _free_port() -> int:
@@ -237,7 +274,7 @@ async def run_demo(
     *, count: int = 3000, seed: int = 7, data_dir: Path | None = None, console: Console
 ) -> bool:
     """Run the demo; True when every accepted lead is in the CRM exactly once."""
-    workdir = data_dir or Path(tempfile.mkdtemp(prefix="cauce-demo-"))
+    workdir = demo_directory(data_dir)
     sandbox = await start_sandbox_crm(
         SandboxCrmConfig(
             rate_limit=190,
@@ -247,6 +284,18 @@ async def run_demo(
             seed=seed,
         )
     )
+    try:
+        return await _run_against(sandbox, workdir, count, seed, console)
+    except asyncio.CancelledError:  # Ctrl-C: say where the leads sent so far are
+        console.print(Text(f"interrupted; data so far: {workdir}"), highlight=False)
+        raise
+    finally:
+        await sandbox.stop()
+
+
+async def _run_against(
+    sandbox: SandboxCrm, workdir: Path, count: int, seed: int, console: Console
+) -> bool:
     port = _free_port()
     values: dict[str, Any] = dict(
         env="development",
@@ -268,7 +317,7 @@ async def run_demo(
             }
         },
     )
-    settings = Settings(**values)
+    settings = DemoSettings(**values)
     configure_logging(settings)  # warnings only, on stderr: the live table owns stdout
     db = create_database(settings)
     await upgrade(db)
@@ -332,8 +381,11 @@ async def run_demo(
             f"{time.monotonic() - started:.1f} s"
         )
         console.print(
-            f"data: {workdir}; to look at these leads: "
-            f"CAUCE_DATA_DIR={workdir} ./run serve, then http://127.0.0.1:8000/docs"
+            Text(
+                f"data: {workdir}; to look at these leads: "
+                f"CAUCE_DATA_DIR={workdir} ./run serve, then http://127.0.0.1:8000/docs"
+            ),
+            highlight=False,
         )
     finally:
         outage.cancel()
@@ -342,5 +394,4 @@ async def run_demo(
         await clients.close()
         server.should_exit = True
         await serving
-        await sandbox.stop()
     return ok
