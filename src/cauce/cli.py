@@ -219,6 +219,9 @@ def _serve_processes(processes: int, options: dict[str, Any]) -> None:
 
 async def _preflight(settings: Settings) -> None:
     from cauce.core.db import create_database
+    from cauce.leads.wiring import check_settings
+
+    check_settings(settings)  # what only the leads context can check (routing by places)
 
     db = create_database(settings)
     try:
