@@ -125,6 +125,15 @@ async def test_revoked_key_is_401(app: FastAPI, client: httpx.AsyncClient) -> No
     assert (await client.get("/v1/me", headers=bearer(created.token))).status_code == 401
 
 
+async def test_revoking_an_unknown_key_names_it_as_given_never_a_secret(app: FastAPI) -> None:
+    """An id is named as typed (`KEY_ID` was named `KEY`); of a whole token only its id."""
+    with pytest.raises(NotFound, match=r"^no API key with id KEY_ID$"):
+        await keys(app).revoke("KEY_ID")
+    with pytest.raises(NotFound, match=r"^no API key with id nosuch$") as refused:
+        await keys(app).revoke("cauce_nosuch_s3cr3tpart")
+    assert "s3cr3t" not in str(refused.value)
+
+
 async def test_revocation_reaches_other_processes_within_ttl(settings: Settings) -> None:
     """A second service (another process) drops a revoked key once its cache entry expires."""
     from cauce.core.db import create_database

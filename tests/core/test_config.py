@@ -124,6 +124,29 @@ def test_database_url_scheme_checked() -> None:
     assert not load_settings(database_url="postgresql+psycopg://u:p@h/db").is_sqlite
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite://",
+        "sqlite+aiosqlite:///",
+        "sqlite+aiosqlite:///:memory:",
+        "sqlite+aiosqlite:///file:cauce?mode=memory&cache=shared&uri=true",
+    ],
+)
+def test_an_in_memory_sqlite_database_is_refused(url: str) -> None:
+    """It would be gone when the process ends: `cauce apikey create` printed a key no
+    process could ever verify (helper-129's CLI audit)."""
+    with pytest.raises(ConfigError, match="CAUCE_DATABASE_URL names no database file"):
+        load_settings(database_url=url)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite+aiosqlite:////var/lib/cauce.db", "sqlite+aiosqlite:///c.db"]
+)
+def test_a_sqlite_file_is_accepted(url: str) -> None:
+    assert load_settings(database_url=url).is_sqlite
+
+
 def test_toml_file_is_read_and_env_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """cauce.toml supplies values; environment variables override it."""
     (tmp_path / "cauce.toml").write_text(

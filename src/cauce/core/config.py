@@ -435,6 +435,13 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}DATABASE_URL must start with sqlite+aiosqlite:// or "
                 "postgresql+psycopg://"
             )
+        if url is not None and url.startswith("sqlite") and _sqlite_file(url) is None:
+            raise ValueError(
+                f"{ENV_PREFIX}DATABASE_URL names no database file: an in-memory SQLite "
+                "database is gone when the process ends (an API key created with it could "
+                "never be used); give a path (sqlite+aiosqlite:////var/lib/cauce/cauce.db), "
+                f"or leave it unset for {ENV_PREFIX}DATA_DIR/cauce.db"
+            )
         if self.env != "development":
             secret = self.secret_key.get_secret_value()
             if secret == DEV_SECRET_KEY:
@@ -592,6 +599,15 @@ def load_settings(**overrides: Any) -> Settings:
         ) from None
     except SettingsError as exc:
         raise ConfigError(f"invalid configuration: {_unparsable(exc)}") from None
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names, or None for an in-memory database (no path,
+    `:memory:`, or a `mode=memory` URI)."""
+    path = url.split("://", 1)[1].removeprefix("/").split("?", 1)[0]
+    if path in ("", ":memory:") or "mode=memory" in url:
+        return None
+    return path
 
 
 def config_file() -> str:

@@ -142,8 +142,11 @@ class ApiKeyService:
         ]
 
     async def revoke(self, key_id: str) -> None:
-        """Revoke a key by its id (the part after `cauce_`); raises `NotFound`."""
+        """Revoke a key by its id (the part after `cauce_`) or its whole token; raises
+        `NotFound`, naming the id as given (a token's id only, never its secret)."""
+        given = key_id
         key_id = key_id.removeprefix(KEY_PREFIX).split("_", 1)[0]
+        shown = key_id if given.startswith(KEY_PREFIX) else given
         async with unit_of_work(self._sessionmaker) as session:
             result = await session.execute(
                 update(ApiKey)
@@ -153,7 +156,7 @@ class ApiKeyService:
             if getattr(result, "rowcount", 0) == 0:
                 exists = await session.scalar(select(ApiKey.id).where(ApiKey.key_id == key_id))
                 if exists is None:
-                    raise NotFound(f"no API key with id {key_id}")
+                    raise NotFound(f"no API key with id {shown}")
         self._revocations += 1
         self._cache.clear()
 
