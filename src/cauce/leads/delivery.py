@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -312,7 +312,11 @@ class EmailHold:
 
 
 async def hand_over_email(
-    session: AsyncSession, settings: CrmSettings, before: EmailHold, key_now: str | None
+    session: AsyncSession,
+    settings: CrmSettings,
+    before: EmailHold,
+    key_now: str | None,
+    among: Collection[int] | None = None,
 ) -> bool:
     """A lead's email goes from `before.key` to `key_now` (None: erased, merged away or
     cleared): if it held the address (`email_holders`), the other live leads with it
@@ -326,15 +330,21 @@ async def hand_over_email(
     rule before this one), the others are sent again all the same: harmless, and the
     address reaches one of them.
 
+    `among`: only those leads (the caller holds their locks: an intake locks every lead
+    it changes in one order, `service._sharing_addresses`).
+
     Two indexed statements (`ix_leads_email_key`); `before`'s lead is left as its caller
     writes it, unflushed."""
     if before.key is None or before.key == key_now or before.sync_status == _HELD:
+        return False
+    if among is not None and not among:
         return False
     sharing = (
         Lead.email_key == before.key,
         Lead.erased_at.is_(None),
         Lead.sync_status != _HELD,
         Lead.id != before.lead_id,
+        *(() if among is None else (Lead.id.in_(sorted(among)),)),
     )
     name = email_property(settings)
     mine = _holding_rank(before.lead_id, before.sync_status, before.sent, name)

@@ -8,7 +8,9 @@ them too; edits (`service_edit`) change the same fields.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from cauce.core.config_lead_facts import LEAD_TEXT_FIELDS
@@ -181,6 +183,11 @@ def _consent_for_this_mailbox(
             change = FieldChange(change.field, "kept", change.old, change.new)
         out.append(change)
     return out
+
+
+def overwrites_email(overwrite_fields: Sequence[str]) -> bool:
+    """Whether a merge replaces a lead's email with an arrival's (`overwrite_fields`)."""
+    return any(fnmatchcase("email", pattern) for pattern in overwrite_fields)
 
 
 def is_withdrawal(values: dict[str, Any]) -> bool:

@@ -180,6 +180,7 @@ class IntakeWriter:
         arrivals: dict[int, int],
         against: dict[int, Lead] | None = None,
         owners: dict[str, set[int]] | None = None,
+        sharing: set[int] | None = None,
     ):
         self.rt = rt
         self.stored = stored  # stored leads merged into (ORM objects, flushed at the end)
@@ -195,6 +196,10 @@ class IntakeWriter:
         # Each stored lead merged into, as it was before its first merge: one whose email
         # a merge replaced (`overwrite_fields`) may have held it at the CRM (`hand_over`).
         self.holds: dict[int, EmailHold] = {}
+        # The other leads on those addresses, locked with the rest (`hand_over`), and
+        # whether any was handed an address.
+        self.sharing = sharing or set()
+        self.handed_over = False
         self.new: dict[int, Lead] = {}  # provisional id -> lead to insert, in item order
         self.new_keys: dict[int, frozenset[str]] = {}
         self.held: dict[int, int] = {}  # provisional id -> the lead it may duplicate
@@ -441,19 +446,21 @@ class IntakeWriter:
         await bulk.insert_events(session, events)
         if self.stored:
             await session.flush()
+        await self._hand_over(session)  # lead rows first, the rotations last (repository.py)
         if read is not None:
             await self._advance(session, read)
 
-    async def hand_over(self, session: AsyncSession) -> bool:
-        """After `write`: the other leads on an address a merge took off a stored lead
-        (its email replaced, `overwrite_fields`) are sent again if that lead held it
-        (`hand_over_email`), as after a PATCH. Whether any was: a delivery is asked for."""
-        handed = False
+    async def _hand_over(self, session: AsyncSession) -> None:
+        """The other leads on an address a merge took off a stored lead (its email replaced,
+        `overwrite_fields`) are sent again if that lead held it (`hand_over_email`), as
+        after a PATCH; only those locked with the rest (`sharing`). `handed_over`: a
+        delivery is asked for."""
         for lead_id, before in self.holds.items():
             key_now = self.stored[lead_id].email_key
             if key_now != before.key:
-                handed |= await hand_over_email(session, self.rt.settings.crm, before, key_now)
-        return handed
+                self.handed_over |= await hand_over_email(
+                    session, self.rt.settings.crm, before, key_now, among=self.sharing
+                )
 
 
 def _columns(lead: Lead) -> dict[str, Any]:

@@ -6,7 +6,7 @@ The queries of stored leads' views, search, erasure and review are in `repositor
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -305,6 +305,30 @@ async def leads_by_id(session: AsyncSession, ids: Collection[int]) -> dict[int, 
     )
     result = await session.scalars(statement)
     return {lead.id: lead for lead in result}
+
+
+async def sharing_addresses(session: AsyncSession, coming: Mapping[int, str]) -> set[int]:
+    """The other live leads, not held for review, on the address of each lead of `coming`
+    (lead id -> the email an arrival brings it) that the arrival's differs from (as
+    committed now, unlocked): those a merge replacing it may hand the address to. One
+    look-up by primary key and one by `ix_leads_email_key`."""
+    rows = await session.execute(
+        select(Lead.id, Lead.email_key).where(
+            Lead.id.in_(sorted(coming)), Lead.email_key.is_not(None)
+        )
+    )
+    keys = {key for lead_id, key in rows.all() if key is not None and key != coming[lead_id]}
+    if not keys:
+        return set()
+    others = await session.scalars(
+        select(Lead.id).where(
+            Lead.email_key.in_(sorted(keys)),
+            Lead.erased_at.is_(None),
+            Lead.sync_status != "held",
+            Lead.id.not_in(sorted(coming)),
+        )
+    )
+    return set(others.all())
 
 
 async def held_against(session: AsyncSession, ids: Collection[int]) -> dict[int, int]:

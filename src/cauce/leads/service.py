@@ -31,7 +31,7 @@ from cauce.core.observability.trace_parent import current_traceparent
 from cauce.leads import repository as repo
 from cauce.leads.candidates import hold_on_commit, read_candidates
 from cauce.leads.errors import IntakeBusy
-from cauce.leads.intake_merge import SCALAR_FIELDS, is_withdrawal
+from cauce.leads.intake_merge import SCALAR_FIELDS, is_withdrawal, overwrites_email
 from cauce.leads.intake_writer import (
     DuplicateFound,
     Incoming,
@@ -313,11 +313,13 @@ async def _intake(
         held = (s.match.id for s in steps if s.outcome == "held_for_review" and s.match is not None)
         held_against = {lead_id for lead_id in held if not provisional(lead_id)}
         behind = await _behind_held(session, steps, items)
-        locked = targets | held_against | set(behind.values())
+        sharing = await _sharing_addresses(session, rt, steps, items, targets)
+        locked = targets | held_against | set(behind.values()) | sharing
         stored = await repo.leads_by_id(session, locked)
         gone = {i for i in locked if i not in stored or stored[i].erased_at is not None}
-        # A lead only a held one points at, gone: the "no" stays with the held lead.
-        gone -= set(behind.values()) - targets - held_against
+        # A lead only a held one points at, gone: the "no" stays with the held lead. One
+        # only sharing an address, gone: nothing to hand over to it.
+        gone -= (set(behind.values()) | sharing) - targets - held_against
         behind = {h: t for h, t in behind.items() if t in stored and stored[t].erased_at is None}
         if not gone:
             merged_into = {i: stored[i] for i in targets}
@@ -341,7 +343,7 @@ async def _intake(
                 )
             )
             return await _write(
-                session, rt, items, matcher, steps, uids, merged_into, against, pace
+                session, rt, items, matcher, steps, uids, merged_into, against, sharing, pace
             )
         # The candidates were read before the lock, as committed then: one of them was
         # erased (or merged by a review) since. Nothing is written yet, so decide again:
@@ -351,6 +353,28 @@ async def _intake(
             rt.known.forget(lead_id)
         log.info("leads.intake.target_gone", leads=len(gone))
     raise IntakeBusy("the leads this intake matched keep changing; try again in a moment")
+
+
+async def _sharing_addresses(
+    session: AsyncSession,
+    rt: LeadsRuntime,
+    steps: list[Step],
+    items: list[Incoming],
+    targets: set[int],
+) -> set[int]:
+    """The other leads on the addresses merges may take off stored leads (`overwrite_fields`
+    naming `email`), read before the lock to be locked with the rest, in id order: the
+    hand-over (`IntakeWriter.hand_over`) may make them pending, and a lead updated
+    unlocked, after the rotations were locked, deadlocked two intakes on PostgreSQL.
+    Nothing read unless the settings overwrite emails and an arrival brings another."""
+    if not targets or not overwrites_email(rt.settings.leads.dedupe.overwrite_fields):
+        return set()
+    coming = {
+        step.lead_id: email
+        for step, item in zip(steps, items, strict=True)
+        if step.lead_id in targets and (email := item.values.get("email"))
+    }
+    return await repo.sharing_addresses(session, coming) if coming else set()
 
 
 async def _behind_held(
@@ -421,10 +445,12 @@ async def _write(
     uids: dict[int, str],
     stored: dict[int, Lead],
     against: dict[int, Lead],
+    sharing: set[int],
     pace: Pace,
 ) -> list[IntakeResult]:
     """Write the decisions: `stored` holds the leads merged into, `against` those held
-    against by an arrival with a marketing "no" (`IntakeWriter._withdraw`), locked."""
+    against by an arrival with a marketing "no" (`IntakeWriter._withdraw`), `sharing`
+    the ids of the others on the addresses merges may replace, all locked."""
     arrivals = await repo.arrivals_of(session, set(stored) | set(against))
     # The emails merges may give a stored lead that has another (or none): whose they are.
     giving = {
@@ -435,7 +461,7 @@ async def _write(
         and (provisional(step.lead_id) or stored[step.lead_id].email != email)
     }
     owners = await repo.email_owners(session, giving)
-    writer = IntakeWriter(rt, stored, arrivals, against, owners)
+    writer = IntakeWriter(rt, stored, arrivals, against, owners, sharing)
     now = utcnow()
     done: list[tuple[Step, Lead, Score, list[str]]] = []
     as_of: list[tuple[str, str | None, bool]] = []  # status, owner, owner still to come
@@ -448,7 +474,7 @@ async def _write(
         lead = done[-1][1]
         as_of.append((lead.status, lead.owner, writer.owner_coming(lead)))
     await writer.write(session, now)
-    handed_over = await writer.hand_over(session)
+    handed_over = writer.handed_over
     hold_on_commit(session, rt.known, writer.written(matcher))
     if writer.withdrawn or handed_over or any(step.outcome != "held_for_review" for step in steps):
         await request_delivery(session, rt.queue, rt.settings)
