@@ -63,3 +63,25 @@ async def test_a_few_held_leads_are_all_shown_and_counted(
     assert [d["lead_id"] for d in lead["duplicates"]] == others
     assert all(d["held_for_review"] for d in lead["duplicates"])
     assert lead["duplicates_total"] == 3
+
+
+async def test_the_lead_it_is_held_against_is_shown_even_newer_than_fifty(
+    leads_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """A held lead a review pointed at a newer lead, with 51 held against it: its
+    `duplicate_of` still names that lead (before: the 50 older ones filled the list and
+    it was left out, so `duplicate_of` was null)."""
+    info = await post_lead(api, {"email": "info@aceitunasdelsur.es", "first_name": "Info"})
+    batch = await api.post(
+        "/v1/leads/batch",
+        json={"items": [{"email": f"persona{i}@correo.es"} for i in range(52)]},
+    )
+    assert batch.status_code == 200, batch.text
+    uids = [item["id"] for item in batch.json()["items"]]
+    await _hold_against(leads_app, info["id"], uids[:51])
+    await _hold_against(leads_app, uids[51], [info["id"]])  # the newest, after a review
+
+    lead = await get_lead(api, info["id"])
+    assert lead["duplicate_of"] == uids[51]
+    assert [d["lead_id"] for d in lead["duplicates"]] == uids[:50]
+    assert lead["duplicates_total"] == 51

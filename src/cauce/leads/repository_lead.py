@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.text_fold import contains_folded
@@ -108,15 +108,21 @@ async def related_duplicates(session: AsyncSession, lead: Lead, limit: int = 50)
     """Leads held as possible duplicates of this one, and the one it is held against,
     live ones only (an erased or merged lead has nothing left to review, and the list
     of held leads shows no erased lead either); oldest first (by id: the order they
-    arrived in, on either database, however updates moved their rows). The one it is
-    held against is older than it, so first, and never left out by the limit."""
-    conditions = [and_(Lead.possible_duplicate_of == lead.id, Lead.erased_at.is_(None))]
-    if lead.possible_duplicate_of is not None:
-        conditions.append(and_(Lead.id == lead.possible_duplicate_of, Lead.erased_at.is_(None)))
-    result = await session.scalars(
-        select(Lead).where(or_(*conditions)).order_by(Lead.id).limit(limit)
+    arrived in, on either database, however updates moved their rows). `limit` bounds
+    those held against it; the one it is held against is read apart, never left out (a
+    review may have pointed it at a newer lead)."""
+    held = await session.scalars(
+        select(Lead)
+        .where(Lead.possible_duplicate_of == lead.id, Lead.erased_at.is_(None))
+        .order_by(Lead.id)
+        .limit(limit)
     )
-    return list(result.all())
+    related = list(held.all())
+    if lead.possible_duplicate_of is not None:
+        target = await session.get(Lead, lead.possible_duplicate_of)
+        if target is not None and target.erased_at is None:
+            related = sorted([*related, target], key=lambda d: d.id)
+    return related
 
 
 async def held_against_count(session: AsyncSession, lead_id: int) -> int:

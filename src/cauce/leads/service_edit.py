@@ -499,7 +499,5 @@ async def detail(session: AsyncSession, uid: str) -> LeadDetail:
         await repo_lead.history_count(session, lead.id)
         if len(history) == HISTORY_SHOWN
         else len(history),
-        await repo_lead.held_against_count(session, lead.id)
-        if len(duplicates) == DUPLICATES_SHOWN
-        else held,
+        await repo_lead.held_against_count(session, lead.id) if held == DUPLICATES_SHOWN else held,
     )
