@@ -125,3 +125,33 @@ async def test_two_workers_syncing_a_lead_in_turn_keep_one_person(
         assert person["custom_fields"][PD_CITY] == "Cádiz"
     finally:
         await runner.cleanup()
+
+
+async def test_a_warm_worker_updates_a_synced_lead_in_one_request(
+    make_pipedrive: MakePipedrive,
+) -> None:
+    """The person this process wrote last is in its cache: an update is one PATCH, as
+    before the id was carried (helper-132's review: it was a GET and a PATCH)."""
+    adapter, fake = await make_pipedrive()
+    (created,) = await adapter.upsert([lead(1, "ana@empresa.es", firstname="Ana")])
+    before = len(fake.requests)
+    for name in ("Ana María", "Ana Isabel"):
+        contact = replace(lead(1, "ana@empresa.es", firstname=name), crm_id=created.crm_id)
+        (updated,) = await adapter.upsert([contact])
+        assert updated.crm_id == created.crm_id
+    assert fake.requests[before:] == [("PATCH", f"/api/v2/persons/{created.crm_id}")] * 2
+
+
+async def test_an_id_whose_person_has_no_cauce_id_is_not_trusted(
+    make_pipedrive: MakePipedrive, make_clients: MakeClients
+) -> None:
+    """An id that names a person without this lead's Cauce id (another CRM's id after a
+    switch of provider, a person someone else made): that person is left alone, and the
+    lead is found by its search, or created."""
+    adapter, fake = await make_pipedrive()
+    stranger = fake.add_person("Otra Persona", "otra@empresa.es")
+    contact = replace(lead(1, "ana@empresa.es", firstname="Ana"), crm_id=str(stranger))
+    (created,) = await fresh(adapter, fake, make_clients).upsert([contact])
+    assert created.crm_id != str(stranger)
+    assert fake.persons[stranger]["name"] == "Otra Persona"
+    assert [e["value"] for e in fake.persons[stranger]["emails"]] == ["otra@empresa.es"]

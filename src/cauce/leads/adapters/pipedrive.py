@@ -290,11 +290,16 @@ class PipedriveCrm:
         """The person the lead was synced to (`contact.crm_id`), read by its id, and the
         answer: no search, so it is found before the search index has it (a person created
         seconds ago, by another worker or before a restart) and whichever persons share
-        its email. (None, None) when the lead has no id yet, or the person is gone
-        (deleted or merged away in Pipedrive) or holds another lead's Cauce id: the search
-        decides then, as for a lead never synced."""
+        its email; from the cache, with no request, when this process read it already.
+        (None, None) when the lead has no id yet, or the person is gone (deleted or merged
+        away in Pipedrive) or does not hold this lead's Cauce id (another lead's, or none:
+        an id from another CRM after a switch): the search decides then, as for a lead
+        never synced."""
         if not contact.crm_id or not contact.crm_id.isdigit():
             return None, None
+        cached = self._cache.get(self._cache_key(contact.key))
+        if cached is not None and str(cached.id) == contact.crm_id:
+            return cached, None  # read by this process already: no request (a PATCH's 404 says)
         try:
             response = await self._send(
                 Request.get(f"{self._base}{_PERSONS}/{contact.crm_id}", headers=self._headers)
@@ -308,8 +313,8 @@ class PipedriveCrm:
             return None, None
         custom = data.get("custom_fields")
         theirs = custom.get(self._cauce_id) if isinstance(custom, dict) else None
-        if theirs is not None and theirs != contact.properties.get(self._cauce_id):
-            return None, None
+        if theirs is None or theirs != contact.properties.get(self._cauce_id):
+            return None, None  # not this lead's person (every sync writes the Cauce id)
         person = _person_from(data)
         self._remember(contact.key, person)
         return person, data
