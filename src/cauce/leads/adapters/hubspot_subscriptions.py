@@ -151,8 +151,12 @@ class SubscriptionStatuses:
                 if intent.state != SUBSCRIBED or (fact is not None and may_subscribe(intent, fact)):
                     writes.append(intent)
                     continue
-                if fact is None:  # HubSpot named it in an error: nothing is known
-                    results[intent.position] = ("HubSpot did not read this status", True)
+                if fact is None:
+                    # HubSpot named the address in an error: nothing is known of its
+                    # opt-outs, so no "yes" is written (the safe side). Not retried: an
+                    # address HubSpot refuses would be read again at every delivery.
+                    results[intent.position] = None
+                    log.warning("crm.hubspot.subscription.unread")
                 else:  # subscribed already, or an opt-out newer than the consent stands
                     results[intent.position] = None
                     if fact.opted_out_at is not None:
