@@ -569,9 +569,8 @@ async def _explain(url: str, s: Sample, region: str, names: set[str]) -> None:
     """The plan of each named search's SQL, as `repository_lead.search` issues it."""
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-    from cauce.leads.endpoints_search import LeadSearch
-    from cauce.leads.normalise import visible_text
-    from cauce.leads.repository_lead import LeadQuery, search
+    from cauce.leads.endpoints_search import LeadSearch, query_for
+    from cauce.leads.repository_lead import search
 
     engine = create_async_engine(url)
     captured: list[tuple[str, Any]] = []
@@ -585,21 +584,7 @@ async def _explain(url: str, s: Sample, region: str, names: set[str]) -> None:
         if "GET /v1/leads " + name not in names:
             continue
         filters = LeadSearch.model_validate({k: v for k, v in params.items() if k != "cursor"})
-        query = LeadQuery(
-            status=str(filters.status) if filters.status else None,
-            source=str(filters.source) if filters.source else None,
-            owner=filters.owner,
-            country=filters.country,
-            created_after=filters.created_after,
-            created_before=filters.created_before,
-            min_score=filters.min_score,
-            max_score=filters.max_score,
-            text=visible_text(filters.q) or None if filters.q is not None else None,
-            held=filters.held,
-            consent_marketing=filters.consent_marketing,
-            oldest_first=filters.order == "oldest",
-            phone_region=region.upper(),
-        )
+        query = query_for(filters, region)
         before = s.top // 2 if "cursor" in params else None
         captured.clear()
         async with AsyncSession(engine) as session:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from cauce.core.config import Settings
+from cauce.core.db import Database, create_database
 from cauce.core.http import HttpClients, Request, Response, Transport
 from cauce.core.resilience import (
     BreakerPolicy,
@@ -20,6 +22,7 @@ from cauce.core.resilience import (
 from cauce.leads.adapters import HubSpotCrm
 from cauce.leads.ports import CrmContact, CrmKey
 from cauce.sandbox import FaultSettings, SandboxCrm, SandboxCrmConfig, start_sandbox_crm
+from tests.conftest import SettingsFactory
 
 #: A Monday morning in March, before Spain's DST change (Madrid is UTC+1).
 WALL_START = datetime(2025, 3, 10, 9, 30, tzinfo=UTC)
@@ -197,3 +200,20 @@ class FlakyTransport:
     async def close(self) -> None:
         """Close the wrapped transport."""
         await self.inner.close()
+
+
+@pytest.fixture
+def crm_settings(settings_factory: SettingsFactory, sandbox: SandboxCrm) -> Settings:
+    """Settings pointing the HubSpot provider at the module's `sandbox` (each module that
+    delivers through the sandbox defines that fixture, with its faults)."""
+    return settings_factory(
+        crm={"provider": "hubspot", "token": sandbox.token, "base_url": sandbox.url}
+    )
+
+
+@pytest.fixture
+async def db(crm_settings: Settings) -> AsyncIterator[Database]:
+    """This test's database, on `crm_settings`."""
+    database = create_database(crm_settings)
+    yield database
+    await database.dispose()

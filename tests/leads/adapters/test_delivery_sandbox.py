@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select, update
 
 from cauce.core.config import Settings
-from cauce.core.db import Database, create_database, unit_of_work
+from cauce.core.db import Database, unit_of_work
 from cauce.leads.adapters import build_crm
 from cauce.leads.delivery import deliver
 from cauce.leads.models import Lead
 from cauce.leads.ports import CrmClient, CrmUnavailable
 from cauce.sandbox import SandboxCrm
-from tests.conftest import SettingsFactory
 from tests.leads.adapters.conftest import MakeClients, StartSandbox, WallClock
 
 LEADS_WITH_EMAIL = 180
@@ -26,22 +24,6 @@ LEADS_WITHOUT_EMAIL = 45
 async def sandbox(start_sandbox: StartSandbox) -> SandboxCrm:
     """A sandbox that fails 15 % of writes after applying them (the client cannot tell)."""
     return await start_sandbox(faults_error_after_write_rate=0.15, seed=3)
-
-
-@pytest.fixture
-def crm_settings(settings_factory: SettingsFactory, sandbox: SandboxCrm) -> Settings:
-    """Settings pointing the HubSpot provider at the sandbox."""
-    return settings_factory(
-        crm={"provider": "hubspot", "token": sandbox.token, "base_url": sandbox.url}
-    )
-
-
-@pytest.fixture
-async def db(crm_settings: Settings) -> AsyncIterator[Database]:
-    """This test's database."""
-    database = create_database(crm_settings)
-    yield database
-    await database.dispose()
 
 
 async def _add_leads(db: Database) -> None:

@@ -11,7 +11,6 @@ mixed load, where HubSpot asks for under 5 % of error responses).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 import pytest
@@ -20,14 +19,13 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from cauce.core.config import Settings
-from cauce.core.db import Database, create_database, unit_of_work
+from cauce.core.db import Database, unit_of_work
 from cauce.leads.adapters import build_crm
 from cauce.leads.adapters.hubspot_batch import HubSpotError, UpsertKeys
 from cauce.leads.delivery import deliver
 from cauce.leads.models import Lead
 from cauce.leads.ports import CrmContact
 from cauce.sandbox import SandboxCrm
-from tests.conftest import SettingsFactory
 from tests.leads.adapters.conftest import (
     MakeClients,
     MakeHubSpot,
@@ -328,22 +326,6 @@ async def test_a_synced_lead_and_a_new_one_with_its_old_email_keep_their_contact
 async def sandbox(start_sandbox: StartSandbox) -> SandboxCrm:
     """A sandbox HubSpot without faults."""
     return await start_sandbox()
-
-
-@pytest.fixture
-def crm_settings(settings_factory: SettingsFactory, sandbox: SandboxCrm) -> Settings:
-    """Settings pointing the HubSpot provider at the sandbox."""
-    return settings_factory(
-        crm={"provider": "hubspot", "token": sandbox.token, "base_url": sandbox.url}
-    )
-
-
-@pytest.fixture
-async def db(crm_settings: Settings) -> AsyncIterator[Database]:
-    """This test's database."""
-    database = create_database(crm_settings)
-    yield database
-    await database.dispose()
 
 
 async def test_delivery_sends_phone_only_leads_given_an_email_in_one_request(
