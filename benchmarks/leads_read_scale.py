@@ -539,9 +539,9 @@ def measure(
         from cauce.leads.synthetic import LeadFactory
 
         factory, rng = LeadFactory(int(time.time())), random.Random()
-        times: list[float] = []
+        intake: list[float] = []
         sent = 0
-        while len(times) < opts.intake:
+        while len(intake) < opts.intake:
             lead = factory.lead().fields
             while lead["country"] == "US":  # its synthetic numbers are not valid there
                 lead = factory.lead().fields
@@ -554,8 +554,8 @@ def measure(
             assert r.status_code in (200, 201), r.text
             sent += 1
             if sent > 5:  # after five warm-ups
-                times.append(took)
-        figures.append(_figure("POST /v1/leads (one new lead)", times))
+                intake.append(took)
+        figures.append(_figure("POST /v1/leads (one new lead)", intake))
         print(f"      {figures[-1].name:<55} {figures[-1].p50:8.1f} ms", flush=True)
     return figures
 
