@@ -194,9 +194,9 @@ class IntakeWriter:
         # that may give a lead an email (`email_owners`), and the batch's as it goes.
         self.owners = owners or {}
         # Each stored lead merged into, as it was before its first merge: one whose email
-        # a merge replaced (`overwrite_fields`) may have held it at the CRM (`hand_over`).
+        # a merge replaced (`overwrite_fields`) may have held it at the CRM (`_hand_over`).
         self.holds: dict[int, EmailHold] = {}
-        # The other leads on those addresses, locked with the rest (`hand_over`), and
+        # The other leads on those addresses, locked with the rest (`_hand_over`), and
         # whether any was handed an address.
         self.sharing = sharing or set()
         self.handed_over = False

@@ -364,7 +364,7 @@ async def _sharing_addresses(
 ) -> set[int]:
     """The other leads on the addresses merges may take off stored leads (`overwrite_fields`
     naming `email`), read before the lock to be locked with the rest, in id order: the
-    hand-over (`IntakeWriter.hand_over`) may make them pending, and a lead updated
+    hand-over (`IntakeWriter._hand_over`) may make them pending, and a lead updated
     unlocked, after the rotations were locked, deadlocked two intakes on PostgreSQL.
     Nothing read unless the settings overwrite emails and an arrival brings another."""
     if not targets or not overwrites_email(rt.settings.leads.dedupe.overwrite_fields):
@@ -474,9 +474,9 @@ async def _write(
         lead = done[-1][1]
         as_of.append((lead.status, lead.owner, writer.owner_coming(lead)))
     await writer.write(session, now)
-    handed_over = writer.handed_over
     hold_on_commit(session, rt.known, writer.written(matcher))
-    if writer.withdrawn or handed_over or any(step.outcome != "held_for_review" for step in steps):
+    delivering = writer.withdrawn or writer.handed_over
+    if delivering or any(step.outcome != "held_for_review" for step in steps):
         await request_delivery(session, rt.queue, rt.settings)
     return [
         IntakeResult(
