@@ -24,17 +24,11 @@ from cauce.leads.scoring import PointsModel
 from cauce.leads.synthetic import synthetic_leads, training_examples
 from tests.conftest import SettingsFactory
 from tests.leads.api_client import LEADS_APP, client_with, serve_app
+from tests.leads.test_score_model_shown import MARTA
 from tests.test_cli_leads import _insert_outcomes, cauce_here
 
 PATH = "/v1/leads/scoring/model"
 INFO = "cauce_leads_scoring_model_info"
-MARTA = {
-    "email": "marta@olivaresjaen.es",
-    "first_name": "Marta",
-    "company": "Olivares del Jaén S.A.",
-    "job_title": "CEO",
-    "country": "ES",
-}
 
 
 @pytest.fixture(scope="module")
