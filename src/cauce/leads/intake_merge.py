@@ -118,6 +118,7 @@ def apply_merge(
     if email_taken:
         incoming["email"] = values["email"]  # listed among the other emails, below
     changes = _consent_for_this_mailbox(existing, merged, changes, values.get("email"))
+    changes = _consent_left_with_its_mailbox(existing, merged, changes, values)
     changes = _within_custom_limit(existing["custom_fields"] or {}, merged, changes)
     changed = [c for c in changes if c.action in ("filled", "overwritten")]
     for change in changed:
@@ -182,6 +183,43 @@ def _consent_for_this_mailbox(
             merged["consent"] = had["consent"]
             change = FieldChange(change.field, "kept", change.old, change.new)
         out.append(change)
+    return out
+
+
+def consent_left_behind(consent: object, old_email: str | None, new_email: str | None) -> bool:
+    """Whether a lead's stored `consent` stays behind when its email goes from
+    `old_email` to `new_email`: a marketing "yes" is the agreement of the mailbox it was
+    given with (HubSpot keeps subscriptions by address too), so a lead whose email is
+    replaced or cleared (a `PATCH`, a merge with `overwrite_fields` naming `email`) does
+    not carry it to the new address: before, the new address was synced and subscribed as
+    consenting. The proof stays in the history and the arrivals' own consents. A "no"
+    stays: a withdrawal is honoured wherever it came from. A lead gaining its first email
+    keeps its consent (given without an address: `_consent_for_this_mailbox`)."""
+    old_key = email_key(old_email)
+    return (
+        isinstance(consent, dict)
+        and consent.get("marketing") is True
+        and old_key is not None
+        and old_key != email_key(new_email)
+    )
+
+
+def _consent_left_with_its_mailbox(
+    had: dict[str, Any], merged: dict[str, Any], changes: list[FieldChange], values: dict[str, Any]
+) -> list[FieldChange]:
+    """A merge that replaces the lead's email (`overwrite_fields`) leaves a "yes" of the old
+    address behind (`consent_left_behind`): the lead takes the arrival's consent when it
+    came from the new address (whatever its date: the old one's no longer counts), else
+    it has none."""
+    if merged.get("consent") is not had.get("consent") or not consent_left_behind(
+        had.get("consent"), had.get("email"), merged.get("email")
+    ):
+        return changes
+    sent = values.get("consent")
+    same = email_key(values.get("email")) == email_key(merged.get("email"))
+    merged["consent"] = sent if same and sent is not None else None
+    out = [c for c in changes if c.field != "consent"]
+    out.append(FieldChange("consent", "overwritten", had["consent"], merged["consent"]))
     return out
 
 

@@ -24,7 +24,7 @@ from cauce.leads.errors import (
     LeadMerged,
     LeadNotFound,
 )
-from cauce.leads.intake_merge import OTHER_COLUMNS, SCALAR_FIELDS
+from cauce.leads.intake_merge import OTHER_COLUMNS, SCALAR_FIELDS, consent_left_behind
 from cauce.leads.intake_writer import apply_score, lead_facts
 from cauce.leads.matching import blocking_keys
 from cauce.leads.matching.blocking import EXACT_PREFIXES
@@ -282,6 +282,13 @@ async def patch(
                 for pointer in ("/email", "/phone")
             ]
         )
+    if (
+        "email" in changed
+        and "consent" not in values  # a consent sent with the new email is its own
+        and consent_left_behind(lead.consent, contacts_before["email"], lead.email)
+    ):
+        lead.consent = None  # a "yes" stays with the address it was given with
+        changed.append("consent")
     if "email" in changed:
         lead.email_key = lead.email
         domain = lead.email.rsplit("@", 1)[-1] if lead.email else ""
