@@ -208,6 +208,13 @@ def _parsed_e164(text: str, region: str) -> str:
         fixed = _mexican_legacy_mobile(number)
         if fixed is None:
             number_region = phonenumbers.region_code_for_country_code(number.country_code or 0)
+            if (
+                not text.lstrip().startswith(("+", "00"))
+                and phonenumbers.country_code_for_region(region) == number.country_code
+            ):
+                # Read as the region's own (a national number): the Dominican Republic's
+                # and Grenada's share +1 with the US, whose region the code names.
+                number_region = region
             possible = phonenumbers.is_possible_number_with_reason(number)
             reason = _POSSIBLE_REASONS.get(possible)
             if reason is None or number_region == phonenumbers.UNKNOWN_REGION:

@@ -124,6 +124,23 @@ def country_of_region(value: str) -> str | None:
     return _REGION_ALIASES.get(_fold(value[:100]))
 
 
+# Country names that also name regions of other countries: in Spanish, Grenada is
+# "Granada", also a Spanish province and a Nicaraguan department; Georgia is a US state.
+# Typed into the country box they name the country, unless the lead's phone or region
+# says it is in one of these (`shared_country_name`).
+_SHARED_COUNTRY_NAMES = {
+    "granada": frozenset({"ES", "NI"}),
+    "georgia": frozenset({"US"}),
+}
+
+
+def shared_country_name(value: str) -> frozenset[str]:
+    """The countries with a region named as the country `value` names (`Granada`: Spain
+    and Nicaragua, besides Grenada), in any case, with or without accents; empty for any
+    other text."""
+    return _SHARED_COUNTRY_NAMES.get(_fold(value[:100]), frozenset())
+
+
 def country_name(code: str) -> str | None:
     """The country's Spanish name (for exports and the console), None if unknown."""
     names = COUNTRY_NAMES.get(code.upper())

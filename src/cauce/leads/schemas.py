@@ -80,7 +80,7 @@ from cauce.leads.names import (
 from cauce.leads.normalise import smart_case_name
 from cauce.leads.phones import international, number_country, split_extension
 from cauce.leads.placeholders import is_none_phone
-from cauce.leads.places import country_of_region
+from cauce.leads.places import country_of_region, normalise_country, shared_country_name
 
 _CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 
@@ -172,6 +172,39 @@ class Consent(RequestModel):
 _PLACE = TypeAdapter(PlaceText)
 
 
+def _read_shared_name(data: dict[str, Any], default_region: str) -> dict[str, Any]:
+    """`data` with a country box that names a country whose name regions of others share
+    (`places.shared_country_name`: `Granada` is Grenada, and Spain's province, and
+    Nicaragua's department) read as the country its region or its phone says, when one of
+    those: a region naming one country (`Andalucía`), a phone's international prefix
+    (`+34 958...`), or a national number valid there and not in the named country (`958
+    12 34 56`; read in Grenada it was refused, `is too short`). The typed name is then the
+    lead's region when none was sent. Else (no phone, or one of the named country) the
+    country stands. Other data is returned as it is."""
+    country = data.get("country")
+    if not isinstance(country, str) or not (shared := shared_country_name(country)):
+        return data
+    region, phone = data.get("region"), data.get("phone")
+    found = country_of_region(region) if isinstance(region, str) else None
+    if found is None and isinstance(phone, str) and phone.strip():
+        named = normalise_country(country)
+        if international(phone, default_region):
+            with contextlib.suppress(NormalisationError):
+                found = number_country(e164(phone, default_region))
+        else:
+            for candidate in (named, *sorted(shared)):
+                with contextlib.suppress(NormalisationError):
+                    e164(phone, candidate)
+                    found = candidate
+                    break
+    if found is None or found not in shared:
+        return data
+    read = {**data, "country": found}
+    if region is None or (isinstance(region, str) and not region.strip()):
+        read["region"] = country
+    return read
+
+
 class _LeadFields(RequestModel):
     """The fields a lead can be given; `country` comes before `phone` on purpose: the
     phone validator reads national numbers in the lead's own country."""
@@ -219,6 +252,8 @@ class _LeadFields(RequestModel):
         typed. A subclass's `mode="after"` validators run after this (pydantic applies a
         base class's model validators first, each later one around them), so they find
         the notes."""
+        if isinstance(data, dict):
+            data = _read_shared_name(data, options_from(info).default_phone_region)
         fields = handler(data)
         if isinstance(data, dict):  # not a model validated again
             phone, country = data.get("phone"), data.get("country")
