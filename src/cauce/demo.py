@@ -346,7 +346,11 @@ async def _run_against(
     ok = False
     outage = asyncio.create_task(_outage_when_deliveries_start(sandbox))
     try:
-        with Live(_table(tally, 0.0), console=console, refresh_per_second=4) as live:
+        # Transient: the summary below replaces the running table (kept, a log piped to a
+        # file got the last frame glued to the summary's title, and the table twice).
+        with Live(
+            _table(tally, 0.0), console=console, refresh_per_second=4, transient=True
+        ) as live:
             sending = asyncio.create_task(_send(clients, base, key.token, payloads, tally))
             while True:
                 await asyncio.sleep(0.5)
