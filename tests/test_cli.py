@@ -72,7 +72,7 @@ def test_apikey_lifecycle(tmp_path: Path) -> None:
 def test_apikey_create_refuses_unknown_scope(tmp_path: Path) -> None:
     """A typo in a scope is an error with a clear message and no key."""
     result = cauce(tmp_path, "apikey", "create", "--name", "x", "--scopes", "leads:raed")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "unknown scope" in result.stderr
     assert result.stdout == ""
 

@@ -13,7 +13,7 @@ import pytest
 
 from cauce.core.errors import ConfigError
 from cauce.demo import DemoSettings, demo_directory
-from tests.test_cli import cauce, free_port
+from tests.test_cli import HEAD, cauce, free_port
 
 
 def refused(result: subprocess.CompletedProcess[str], code: int) -> str:
@@ -90,7 +90,8 @@ def test_a_database_a_later_version_migrated(tmp_path: Path) -> None:
         conn.execute("UPDATE alembic_version SET version_num = '0999'")
     expected = (
         "error: the database is at revision 0999, which this version of Cauce does not "
-        "know: a later version migrated it (run that version, or roll the schema back)"
+        f"know (it knows up to {HEAD}): a later version migrated it (run that version, or "
+        "roll the schema back)"
     )
     for command in (["db", "upgrade"], ["apikey", "list"], ["jobs", "list"]):
         assert refused(cauce(tmp_path, *command), 2) == expected, command

@@ -1,30 +1,34 @@
 """The `cauce` command line: the root app, `serve` and `worker`, and the helpers every
 command uses (settings, errors as exit codes). Each command group has a module of its own
-(`cli_db`, `cli_apikey`, `cli_jobs`, `cli_leads`, `sandbox.cli`), mounted here."""
+(`cli_db`, `cli_apikey`, `cli_jobs`, `cli_leads`, `sandbox.cli`), mounted here.
+
+`cauce --help` imports this module and every command group's: what a command needs
+beyond typer and rich (the settings, SQLAlchemy, the app, the leads context) is imported
+inside it, so that help, and a refused usage, answer at once."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import socket
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from typer.core import TyperGroup
 
 from cauce.cli_apikey import build_apikey_app
 from cauce.cli_db import build_db_app
 from cauce.cli_jobs import build_jobs_app
 from cauce.cli_jobs import parse_since as parse_since
 from cauce.cli_leads import build_leads_app, demo_command
-from cauce.cli_support import ensure_schema
-from cauce.core.config import Settings, load_settings
 from cauce.core.errors import CauceError, ConfigError
-from cauce.sandbox.cli import sandbox_app
+
+if TYPE_CHECKING:
+    from cauce.core.config import Settings
 
 T = TypeVar("T")
 
@@ -50,6 +54,8 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _settings(**overrides: Any) -> Settings:
     """Load settings and configure logging (to stderr: stdout is for results)."""
+    from cauce.core.config import load_settings
+
     try:
         settings = load_settings(**overrides)
     except ConfigError as exc:
@@ -64,6 +70,7 @@ def _database_url_problem(settings: Settings) -> str | None:
     """Why the database URL cannot be parsed (a port that is no number), or None. Said
     without the URL, which may hold a password."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
         make_url(settings.effective_database_url)
@@ -79,6 +86,7 @@ def _errors() -> Iterator[None]:
     """Cauce's errors, the database's and the file system's as one line and an exit code:
     2 for configuration (the settings, the schema), 1 for a failure."""
     from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
 
     try:
         yield
@@ -218,6 +226,7 @@ def _serve_processes(processes: int, options: dict[str, Any]) -> None:
 
 
 async def _preflight(settings: Settings) -> None:
+    from cauce.cli_support import ensure_schema
     from cauce.core.db import create_database
     from cauce.leads.wiring import check_settings
 
@@ -229,20 +238,6 @@ async def _preflight(settings: Settings) -> None:
     finally:
         await db.dispose()
     await asyncio.to_thread(_check_scoring_model, settings)
-
-
-async def _refuse_newer_schema(settings: Settings) -> None:
-    """`ConfigError` for a schema a later version migrated (the worker's own check would
-    call it "pending migrations" and send the operator to `cauce db upgrade`)."""
-    from cauce.cli_support import newer_schema
-    from cauce.core.db import create_database
-
-    db = create_database(settings)
-    try:
-        if problem := await newer_schema(db):
-            raise ConfigError(problem)
-    finally:
-        await db.dispose()
 
 
 def _check_scoring_model(settings: Settings) -> None:
@@ -274,7 +269,9 @@ def worker(
     """Run jobs (PostgreSQL; start as many processes, on as many machines, as needed).
 
     SIGTERM or Ctrl-C stops claiming, lets running jobs finish for
-    CAUCE_JOBS__GRACEFUL_SHUTDOWN_SECONDS, and puts the rest back in the queue.
+    CAUCE_JOBS__GRACEFUL_SHUTDOWN_SECONDS, and puts the rest back in the queue. A queue no
+    task runs on is refused, as is a database this version cannot run on (pending
+    migrations, or one a later version migrated).
     """
     settings = _settings()
     from cauce.worker import SQLITE_REFUSAL, run_worker
@@ -282,7 +279,6 @@ def worker(
     if settings.is_sqlite:
         raise _fail(SQLITE_REFUSAL)
     served = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    _run(_refuse_newer_schema(settings))
     _run(run_worker(settings, concurrency=concurrency, queues=served, metrics_port=metrics_port))
 
 
@@ -298,10 +294,47 @@ def _guarded(command: Callable[..., None]) -> Callable[..., None]:
     return guarded
 
 
+class _LazyGroup(TyperGroup):
+    """A command group whose commands are built when first asked for: listing the root's
+    commands (`cauce --help`) needs only its help line, not its module's imports."""
+
+    load: Callable[[], typer.Typer]
+    _loaded: MutableMapping[str, Any] | None = None
+
+    @property  # typer's attribute, filled on first use
+    def commands(self) -> MutableMapping[str, Any]:
+        """The group's (click) commands by name, built on first use."""
+        loaded = self._loaded
+        if loaded is None:
+            loaded = self._loaded = typer.main.get_group(self.load()).commands
+        return loaded
+
+    @commands.setter
+    def commands(self, value: MutableMapping[str, Any]) -> None:
+        self._loaded = value or None  # typer's empty mapping: the commands are the loaded
+
+
+def _lazy_typer(load: Callable[[], typer.Typer], help_line: str) -> typer.Typer:
+    """A typer mounting `load()`'s commands, imported only when one of them is run or
+    its group's help is asked for; `help_line` is the group's help."""
+    group = type("LazyGroup", (_LazyGroup,), {"load": staticmethod(load)})
+    return typer.Typer(cls=group, help=help_line, no_args_is_help=True)
+
+
+def _sandbox_app() -> typer.Typer:
+    # The sandbox package imports its aiohttp server (about 0.3 s).
+    from cauce.sandbox.cli import sandbox_app
+
+    return sandbox_app
+
+
+# The sandbox group's help, as `cauce.sandbox.cli` gives it (a test keeps them in step).
+SANDBOX_HELP = "Local stand-ins for outside systems, with fault injection."
+
 app.add_typer(build_db_app(_settings, _run, out), name="db")
-app.add_typer(build_apikey_app(_settings, _run, out, err), name="apikey")
+app.add_typer(build_apikey_app(_settings, _run, out, err, _fail), name="apikey")
 app.add_typer(build_jobs_app(_settings, _run, out, err, _fail), name="jobs")
-app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(_lazy_typer(_sandbox_app, SANDBOX_HELP), name="sandbox")
 app.add_typer(build_leads_app(_settings, _run, out, _fail), name="leads")
 app.command("demo")(_guarded(demo_command(out)))
 

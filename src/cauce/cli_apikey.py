@@ -6,15 +6,17 @@ Mounted by `cauce.cli`, which passes in its helpers (`cli_support`).
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cauce.cli_support import Runner, SettingsOf, ensure_schema
-from cauce.core.config import Settings
+from cauce.cli_support import Failer, Runner, SettingsOf, ensure_schema
+
+if TYPE_CHECKING:
+    from cauce.core.config import Settings
 
 
 def _key_service(settings: Settings) -> Any:
@@ -26,9 +28,9 @@ def _key_service(settings: Settings) -> Any:
 
 
 def build_apikey_app(
-    settings_of: SettingsOf, run: Runner, out: Console, err: Console
+    settings_of: SettingsOf, run: Runner, out: Console, err: Console, refuse: Failer
 ) -> typer.Typer:
-    """`cauce apikey ...`."""
+    """`cauce apikey ...` (`refuse(message, 2)` ends a command with a usage error)."""
     apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
     @apikey_app.command("create")
@@ -39,6 +41,17 @@ def build_apikey_app(
         ],
     ) -> None:
         """Create a key and print it once: it is stored only as a hash."""
+        from cauce.core.errors import BadRequest
+        from cauce.core.security.scopes import known_scopes, unknown_scopes
+
+        # Bad input is a usage error (exit 2), as everywhere else, said before the
+        # database is touched; the service checks the rest (the name) the same way.
+        if bad := unknown_scopes(s.strip() for s in scopes.split(",") if s.strip()):
+            raise refuse(
+                f"--scopes: unknown scope(s): {', '.join(bad)}; the scopes are "
+                f"{', '.join(sorted(known_scopes()))}",
+                2,
+            )
         settings = settings_of()
 
         async def go() -> Any:
@@ -46,10 +59,14 @@ def build_apikey_app(
             try:
                 await ensure_schema(settings, db)
                 return await service.create(name, scopes.split(","))
+            except BadRequest as exc:
+                return exc
             finally:
                 await db.dispose()
 
         created = run(go())
+        if isinstance(created, BadRequest):
+            raise refuse(created.detail, 2)
         # The name as text, never markup: `--name "[/]"` failed here after the key was
         # stored (a MarkupError traceback, the key never shown).
         message = Text.assemble(

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cauce.cli_support import Runner, SettingsOf, newer_schema
+from cauce.cli_support import Runner, SettingsOf
 from cauce.core.errors import ConfigError
 
 
@@ -26,7 +26,7 @@ def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Ty
     ) -> None:
         """Apply pending migrations to the configured database."""
         from cauce.core.db import create_database
-        from cauce.core.db.migrate import current_revisions, upgrade
+        from cauce.core.db.migrate import current_revisions, newer_schema, upgrade
 
         settings = settings_of()
 
@@ -49,7 +49,7 @@ def build_db_app(settings_of: SettingsOf, run: Runner, out: Console) -> typer.Ty
     def db_current() -> None:
         """Show the database's revision and whether migrations are pending."""
         from cauce.core.db import create_database
-        from cauce.core.db.migrate import current_revisions, pending_migrations
+        from cauce.core.db.migrate import current_revisions, newer_schema, pending_migrations
 
         settings = settings_of()
 

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from cauce.core.config import Settings, config_file
-
 if TYPE_CHECKING:
+    from cauce.core.config import Settings
     from cauce.leads.service import LeadsRuntime
 
 T = TypeVar("T")
@@ -241,6 +240,8 @@ def _settings_file() -> str:
     """The settings file the CLI read, for the training report: the points rules, and the
     routing rules of its routing impact, come from it (or from CAUCE_ variables), and it
     is `./cauce.toml` of the directory the command runs in unless CAUCE_CONFIG names one."""
+    from cauce.core.config import config_file
+
     path = Path(config_file())
     if path.is_file():
         return str(path.resolve())

@@ -42,6 +42,23 @@ class WorkerRefused(ConfigError):
     """This configuration cannot run separate workers."""
 
 
+def unknown_queues(
+    tasks: TaskRegistry, queues: Sequence[str] | None, settings: Settings
+) -> str | None:
+    """Why a worker asked to serve `queues` (else `jobs.queues`) would serve a queue no
+    task runs on, naming the option (or variable) and the queues there are; or None.
+    Such a worker started, claimed nothing, and looked healthy."""
+    served = list(queues or settings.jobs.queues)
+    known = sorted({spec.queue for spec in tasks.tasks.values()})
+    unknown = [queue for queue in dict.fromkeys(served) if queue not in known]
+    if not unknown:
+        return None
+    source = "--queues" if queues else "CAUCE_JOBS__QUEUES"
+    names = ", ".join(repr(queue) for queue in unknown)
+    queue = "queues" if len(unknown) > 1 else "queue"
+    return f"{source}: no task runs on {queue} {names}; the queues are {', '.join(known)}"
+
+
 async def _refresh_gauges(queue: JobQueue, metrics: JobMetrics) -> None:
     while True:
         try:
@@ -84,6 +101,8 @@ async def run_worker(
             tracer_provider=tracer_provider,
             tasks=tasks,
         ) as resources:
+            if problem := unknown_queues(resources.tasks, queues, settings):
+                raise WorkerRefused(problem)
             worker = resources.job_worker = job_worker_for(
                 resources, concurrency=concurrency, queues=queues
             )

@@ -427,6 +427,18 @@ class Settings(BaseSettings):
         description="Resilience policy per upstream: CAUCE_UPSTREAMS__<NAME>__RETRY__MAX_ATTEMPTS",
     )
 
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_named(cls, value: object) -> object:
+        # `CAUCE_DATA_DIR=` (set, but empty) became Path(""), the working directory: the
+        # database, keys and models landed wherever the command happened to run.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(
+                "is empty: name a directory (e.g. /var/lib/cauce), or unset it for the "
+                "default ./.cauce"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         url = self.database_url

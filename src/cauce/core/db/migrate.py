@@ -52,13 +52,30 @@ async def pending_migrations(db: Database) -> bool:
     return await current_revisions(db) != _heads()
 
 
+def _known() -> set[str]:
+    return {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+
+
 async def newer_than_code(db: Database) -> bool:
     """True when the database is at a revision this code does not know (a later version
     migrated it): no `upgrade` of this code helps, the code is the one behind."""
-    known = {
-        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
-    }
-    return bool(await current_revisions(db) - known)
+    return bool(await current_revisions(db) - _known())
+
+
+async def newer_schema(db: Database) -> str | None:
+    """Why the database's schema is ahead of this code (a later version of Cauce migrated
+    it, as after a rollback), in one line naming the revision found and the latest this
+    code knows; or None. No `cauce db upgrade` helps then."""
+    current = await current_revisions(db)
+    if not current - _known():
+        return None
+    return (
+        f"the database is at revision {', '.join(sorted(current))}, which this version of "
+        f"Cauce does not know (it knows up to {', '.join(sorted(_heads()))}): a later "
+        "version migrated it (run that version, or roll the schema back)"
+    )
 
 
 # The transaction lock `upgrade` takes on PostgreSQL (one bigint: "CAUCEMIG").
@@ -91,7 +108,11 @@ def should_auto_migrate(settings: Settings) -> bool:
 
 
 async def prepare_schema(db: Database, settings: Settings) -> None:
-    """Bring the schema up to date, or refuse to start on a database left behind."""
+    """Bring the schema up to date, or refuse (`ConfigError`, one line) to start on a
+    database left behind, or on one a later version of Cauce migrated (`newer_schema`:
+    Alembic would fail looking for its revision, or call it "pending migrations")."""
+    if problem := await newer_schema(db):
+        raise ConfigError(problem)
     if not await pending_migrations(db):
         return
     if not should_auto_migrate(settings):
