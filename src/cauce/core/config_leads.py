@@ -152,9 +152,13 @@ def _same(a: MatchValue, b: MatchValue) -> bool:
 
 
 def _owner_name(value: str) -> str:
-    # The lead's `owner` the member becomes: as the API stores an owner (trimmed, 100
-    # characters at most); one of spaces alone would be no owner at all.
-    name = " ".join(value.split())
+    # The lead's `owner` the member becomes: as the API stores an owner (NFC, invisible
+    # and control characters out, spaces collapsed, 100 characters at most); one of
+    # spaces alone would be no owner at all. A `cauce.toml` saved in NFD (`Iñaki` as `n`
+    # and a combining tilde) gave leads an owner `GET /v1/leads?owner=Iñaki` never found.
+    text = unicodedata.normalize("NFC", value)
+    text = "".join(c for c in text if unicodedata.category(c) not in ("Cf", "Cc") or c.isspace())
+    name = " ".join(text.split())
     if not name:
         raise ValueError("is blank: a member's name becomes the lead's owner")
     return name
@@ -355,8 +359,9 @@ class LeadsSettings(Section):
                     )
                 )
         for team, members in self.teams.items():
-            names = [member.name for member in members]
-            if twice := sorted({name for name in names if names.count(name) > 1}):
+            # One person however the case is typed (`Marta`, `marta`): one share.
+            names = [member.name.casefold() for member in members]
+            if twice := sorted({m.name for m in members if names.count(m.name.casefold()) > 1}):
                 errors.append(
                     setting_error(
                         ("teams", team),
