@@ -92,3 +92,23 @@ def test_cauce_serve_refuses_it_in_one_line(tmp_path: Path) -> None:
     line = serve_refusal(tmp_path)
     assert "CAUCE_LEADS__ROUTING_RULES__1: can never match: routing rule 0" in line
     assert "Andalucía" in line
+
+
+def test_a_bare_code_for_spain_after_the_same_letters_elsewhere_is_accepted() -> None:
+    """`CA` in a rule for Spain alone is Cádiz; in an earlier rule without countries it is
+    the letters (California): a Spanish lead from Cádiz reaches the later rule, so the
+    settings take it (before: refused as "can never match", helper-136)."""
+    rules = _rules(
+        {"team": "us", "regions": ["CA", "NY"]},
+        {"team": "cadiz", "countries": ["ES"], "regions": ["CA"]},
+    )
+    decision = choose_team(rules, {"country": "ES", "region": "Cádiz"}, 0, None)
+    assert decision is not None
+    assert decision.team == "cadiz"
+    assert not rules[0].takes_every_lead_of(rules[1])
+    # Both for Spain alone, the earlier does take every lead of the later.
+    spanish = _rules(
+        {"team": "sur", "countries": ["ES"], "regions": ["CA", "SE"]},
+        {"team": "cadiz", "countries": ["ES"], "regions": ["CA"]},
+    )
+    assert spanish[0].takes_every_lead_of(spanish[1])

@@ -180,6 +180,11 @@ def test_a_rule_takes_its_places_by_their_names(
         ("Comunitat Valenciana", "Valencia", None),
         ("Castilla y León", "León", None),
         ("Navarra", "NA", None),
+        # Found by helper-136: Cuenca of Ecuador met a rule for Castilla-La Mancha.
+        ("Castilla-La Mancha", "Cuenca", None),
+        ("Castilla y León", "Salamanca", None),
+        ("Castilla y León", "Zamora", None),
+        ("Castilla-La Mancha", "Cuenca", "EC"),
     ],
 )
 def test_latin_american_namesakes_are_not_spanish_places(

@@ -111,8 +111,17 @@ class RoutingRule(Section):
         conditions is at least as broad (absent, a superset, a band containing the other's,
         custom conditions among the other's). Checked before it, `later` never fires."""
         (low, high), (later_low, later_high) = self.score_band, later.score_band
+        # A bare code in a rule for Spain alone is a Spanish place (`CA`: Cádiz, and the
+        # leads naming it so); elsewhere the letters only (California's `CA`): the same
+        # code in an earlier rule for other countries takes none of those (helper-136).
+        codes_differ = (
+            _spain_alone(later)
+            and not _spain_alone(self)
+            and any(_BARE_CODE.fullmatch(region.strip()) for region in later.regions)
+        )
         return (
             _broader(self.countries, later.countries, str)
+            and not codes_differ
             and _broader(self.regions, later.regions, region_key)
             and _broader(self.sources, later.sources, str)
             and low <= later_low
@@ -125,6 +134,11 @@ class RoutingRule(Section):
 
 
 _NOT_LETTERS = re.compile(r"[\W_]+")
+_BARE_CODE = re.compile(r"[A-Za-z]{2}")
+
+
+def _spain_alone(rule: RoutingRule) -> bool:
+    return {country.upper() for country in rule.countries} == {"ES"}
 
 
 def region_key(text: str) -> str:

@@ -12,7 +12,7 @@ province under either name. Islands are below their province: `Tenerife` is in S
 Cruz de Tenerife, a rule for `Tenerife` does not take `La Palma`.
 
 Some names are Latin America's too (Guadalajara, Jalisco; Córdoba, Argentina; Valencia,
-Venezuela...). Routing reads the table for a lead whose country is Spain; for a lead
+Venezuela; Cuenca, Ecuador...). Routing reads the table for a lead whose country is Spain; for a lead
 without a country only the names that are Spain's alone (`SHARED` are not).
 """
 
@@ -249,6 +249,13 @@ SHARED: tuple[str, ...] = (
     "Rioja",
     "Granada",
     "León",
+    # Names whose namesake is as large: Cuenca, Ecuador's third city (larger than Spain's
+    # province); Salamanca and Zamora, Mexican cities the size of Spain's provinces. Not
+    # Barcelona (Venezuela), Valladolid (Yucatán), Jaén (Peru) nor Toledo (Ohio): a lead
+    # naming one without a country is far likelier Spain's.
+    "Cuenca",
+    "Salamanca",
+    "Zamora",
 )
 
 
