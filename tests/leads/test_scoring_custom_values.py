@@ -254,3 +254,36 @@ async def test_api_scores_and_routes_text_custom_fields(
             assert detail["team"] == team, custom
             codes = {reason["code"] for reason in detail["score_reasons"]}
             assert ("big" in codes, "vip" in codes) == (score in (30, 50), score in (20, 50))
+
+
+# --- text, accents aside -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("region", ["Andalucía", "Andalucia", "ANDALUCÍA", " andalucia "])
+def test_a_text_rule_meets_the_value_typed_without_its_accent(region: str) -> None:
+    """Spanish is often typed without accents: a rule for `Andalucía` scored `Andalucia`
+    nothing, while routing's `regions` took it (helper-136's audit)."""
+    rule = ScoringRule(
+        name="sur",
+        field="region",
+        test="in",
+        value=["Andalucía", "Murcia"],
+        points=10,
+        reason="sur",
+    )
+    assert PointsModel([rule]).score(facts_of({"region": region})).reasons
+    equals = rule.model_copy(update={"test": "equals", "value": "Andalucía"})
+    assert PointsModel([equals]).score(facts_of({"region": region})).reasons
+    routed = RoutingRule(team="food", custom={"sector": "Alimentación"})
+    decision = choose_team((routed,), {"custom_fields": {"sector": "ALIMENTACION"}}, 0, None)
+    assert decision is not None
+    assert decision.team == "food"
+
+
+def test_other_letters_still_differ() -> None:
+    """Only the accents go: `ñ` is `n` with a tilde, so `Peña` meets `Pena`; other text
+    still differs."""
+    assert same_value("Peña", "pena")
+    assert same_value("Sí", "si")
+    assert not same_value("Andalucía", "Andalucía Oriental")
+    assert not same_value("Murcia", "Mur cia")

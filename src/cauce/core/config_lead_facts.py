@@ -17,6 +17,21 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+
+def text_key(text: str) -> str:
+    """A text value as rules compare it (scoring `equals`/`in`, routing `custom`, and the
+    settings' own checks): case, accents and surrounding spaces aside. `Andalucia` meets
+    a rule for `Andalucía`, as routing's `regions` do: typed without its accent, as
+    Spanish often is, it scored nothing."""
+    text = text.strip()
+    if text.isascii():
+        return text.casefold()
+    plain = unicodedata.normalize("NFKD", text)
+    return unicodedata.normalize(
+        "NFC", "".join(c for c in plain if not unicodedata.combining(c))
+    ).casefold()
+
+
 # A lead's text fields, one value each: what scoring rules test with `present`, `equals`
 # or `in`, and what a merge fills (`leads.intake_merge.SCALAR_FIELDS` is this list).
 LEAD_TEXT_FIELDS = (

@@ -28,6 +28,7 @@ from cauce.core.config_lead_facts import (
     Section,
     refuse,
     setting_error,
+    text_key,
 )
 from cauce.core.config_scoring import ScoringRule
 
@@ -78,7 +79,7 @@ class RoutingRule(Section):
     custom: dict[CustomKeySetting, MatchValue] = Field(
         default_factory=dict,
         description="Custom field -> value: booleans as booleans, numbers by value, "
-        "text ignoring case (`leads.scoring.same_value`)",
+        "text ignoring case and accents (`leads.scoring.same_value`)",
     )
 
     @model_validator(mode="after")
@@ -162,7 +163,7 @@ def _same(a: MatchValue, b: MatchValue) -> bool:
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, int | float) or isinstance(b, int | float):
         return isinstance(a, int | float) and isinstance(b, int | float) and a == b
-    return a.strip().casefold() == b.strip().casefold()
+    return text_key(a) == text_key(b)
 
 
 def _owner_name(value: str) -> str:

@@ -12,8 +12,9 @@ province under either name. Islands are below their province: `Tenerife` is in S
 Cruz de Tenerife, a rule for `Tenerife` does not take `La Palma`.
 
 Some names are Latin America's too (Guadalajara, Jalisco; Córdoba, Argentina; Valencia,
-Venezuela; Cuenca, Ecuador...). Routing reads the table for a lead whose country is Spain; for a lead
-without a country only the names that are Spain's alone (`SHARED` are not).
+Venezuela; Cuenca, Ecuador...). Routing reads the table for a lead whose country is
+Spain; for a lead without a country only the names that are Spain's alone (`SHARED` are
+not).
 """
 
 from __future__ import annotations

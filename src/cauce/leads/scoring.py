@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
+from cauce.core.config_lead_facts import text_key
 from cauce.core.config_scoring import ScoringRule
 
 log = structlog.get_logger("cauce.leads")
@@ -336,7 +337,7 @@ def same_value(value: Any, wanted: Any) -> bool:
       a JSON number not;
     - else a number on either side: equal numbers, text holding a number counting
       (`45`, `45.0` and `"45"` are equal, `"1.000"` and `1000` too: `read_number`);
-    - else text, ignoring case and surrounding spaces.
+    - else text, ignoring case, accents and surrounding spaces (`text_key`).
 
     A lead without the value (None) matches nothing. Comparing `str(value)` instead made
     a JSON `true` the text `True`, and `45` the text `45.0` once a setting made it a float.
@@ -349,7 +350,7 @@ def same_value(value: Any, wanted: Any) -> bool:
     if isinstance(value, int | float) or isinstance(wanted, int | float):
         number = _number(value)
         return number is not None and number == _number(wanted)
-    return str(value).strip().casefold() == str(wanted).strip().casefold()
+    return text_key(str(value)) == text_key(str(wanted))
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,12 +367,12 @@ class _Wanted:
     def of(cls, rule: ScoringRule) -> _Wanted:
         options = rule.value if isinstance(rule.value, tuple) else (rule.value,)
         all_text = all(isinstance(option, str) for option in options)
-        texts = frozenset(str(o).strip().casefold() for o in options) if all_text else None
+        texts = frozenset(text_key(str(o)) for o in options) if all_text else None
         return cls(options, texts, _number(rule.value) if rule.test == "gte" else None)
 
     def matches(self, value: Any) -> bool:
         if self.texts is not None and isinstance(value, str):
-            return value.strip().casefold() in self.texts
+            return text_key(value) in self.texts
         return any(same_value(value, option) for option in self.options)
 
 
