@@ -267,7 +267,7 @@ def test_a_text_rule_meets_the_value_typed_without_its_accent(region: str) -> No
         name="sur",
         field="region",
         test="in",
-        value=["Andalucía", "Murcia"],
+        value=("Andalucía", "Murcia"),
         points=10,
         reason="sur",
     )
