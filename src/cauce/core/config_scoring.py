@@ -8,6 +8,7 @@ context, which core may not import (see `cauce.core.config_lead_facts`).
 
 from __future__ import annotations
 
+import re
 from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
@@ -59,6 +60,12 @@ def scoring_tests_on(field: str) -> frozenset[ScoringTest] | None:
         if field.startswith(prefix):
             return _ANY if CUSTOM_KEY.fullmatch(field.removeprefix(prefix)) else None
     return SCORING_FIELDS.get(field)
+
+
+# How leads store a phone (`leads.phones.normalise_phone`) and a language
+# (`leads.places.normalise_language`): a rule's value in another form never matches.
+_E164 = re.compile(r"\+[1-9][0-9]{5,14}")
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?")
 
 
 def _scoring_field_list() -> str:
@@ -166,6 +173,18 @@ class ScoringRule(Section):
             return (
                 f"{option!r} is not a count of arrivals: compare arrivals with a whole number "
                 "of 1 or more (value = 2, without quotes)"
+            )
+        if self.field == "phone" and not (isinstance(option, str) and _E164.fullmatch(option)):
+            return (
+                f"{option!r} is not a phone as leads store it: E.164, with + and the country "
+                "code, no spaces (+34612345678)"
+            )
+        if self.field == "language" and not (
+            isinstance(option, str) and _LANGUAGE_TAG.fullmatch(option)
+        ):
+            return (
+                f"{option!r} is not a language as leads store it: an ISO 639-1 code, with its "
+                "region if any (es, en, pt-BR: names such as Español never match)"
             )
         if self.field == "source" and not (
             isinstance(option, str) and option.lower() in LEAD_SOURCES
