@@ -339,7 +339,7 @@ async def test_an_export_cut_short_is_logged_as_aborted(
     """A failure after the first page (its 200 and rows already sent) is logged as an
     aborted export with the rows sent, not only as an access line with 200."""
     await post_lead(api, {"email": "q@empresa.es"})
-    search = repo_lead.search
+    search = repo_lead.search_rows
     calls = 0
 
     async def failing(*args: Any, **kwargs: Any) -> Any:
@@ -349,7 +349,7 @@ async def test_an_export_cut_short_is_logged_as_aborted(
             raise RuntimeError("the database went away")
         return await search(*args, **kwargs)
 
-    monkeypatch.setattr(repo_lead, "search", failing)
+    monkeypatch.setattr(repo_lead, "search_rows", failing)
     with capture_logs() as logs, pytest.raises(RuntimeError):
         await api.get("/v1/leads/export.csv")
     aborted = [e for e in logs if e["event"] == "leads.export.aborted"]

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from enum import Enum
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -108,7 +109,8 @@ def as_text(value: str) -> str:
         return neutralised
     looks = (
         _NUMBER_LIKE.fullmatch(value)
-        or (any(c.isdigit() for c in value) and _MONTH_DATE.fullmatch(value))
+        # (the pattern first: it fails at once on most ids, where the digits are many)
+        or (_MONTH_DATE.fullmatch(value) and any(c.isdigit() for c in value))
         or value.casefold() in _TRUTH
     )
     return "\t" + value if looks else value
@@ -129,6 +131,37 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
+def _json_cell(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
+
+
+def _int_cell(value: int) -> str:
+    # `neutralise_cell(str(value))`: only a minus sign is a formula character here
+    return "'" + str(value) if value < 0 else str(value)
+
+
+def _float_cell(value: float) -> str:
+    return neutralise_cell(str(value))  # `-0.0`, `-inf` and `nan` too
+
+
+def _any_cell(value: Any) -> str:
+    return neutralise_cell(cell_text(value))
+
+
+# `neutralise_cell(cell_text(value))` by the value's exact type, for the types a lead's
+# cells hold, without the calls that cannot change them: a truth value, a time (its year
+# first) and JSON (`{`, `[`) never start with a formula character; a number may (`-3`).
+_CELL_OF_TYPE: dict[type, Callable[[Any], str]] = {
+    bool: lambda value: "true" if value else "false",
+    int: _int_cell,
+    float: _float_cell,
+    datetime: datetime.isoformat,
+    date: date.isoformat,
+    dict: _json_cell,
+    list: _json_cell,
+}
+
+
 def _lookup(record: Mapping[str, Any] | object, column: str) -> Any:
     value: Any = record
     for part in column.split("."):
@@ -143,7 +176,11 @@ def _lookup(record: Mapping[str, Any] | object, column: str) -> Any:
 # click on the locale's list separator: `;` in Spain and most of Latin America. There an
 # unquoted `a;=1+1;b` in a comma file becomes three cells, the middle one a formula that
 # `neutralise_cell`, which sees the cell's start only, never saw.
-_QUOTE_WHEN = re.compile(r'[",;\t\r\n]')
+_QUOTED_CHARACTERS = '",;\t\r\n'
+_QUOTE_WHEN = re.compile(f"[{re.escape(_QUOTED_CHARACTERS)}]")
+# A text cell's first characters after which `neutralise_cell` may change it: the formula
+# characters, and the apostrophe of a text that reads as neutralised already.
+_SUSPECT_START = FORMULA_PREFIXES | {"'"}
 
 
 def _quoted(cell: str) -> str:
@@ -153,28 +190,60 @@ def _quoted(cell: str) -> str:
 
 
 class _Writer:
-    """CSV rows (`_quoted` cells) into a buffer that is handed out in chunks."""
+    """CSV rows (`_quoted` cells) into a buffer that is handed out in chunks.
+
+    A row is one pass over its cells (plain text, most of them, needs no call at all) and,
+    to see whether any cell needs quoting, one search over the joined line rather than
+    one a cell: an export writes tens of millions of cells."""
 
     def __init__(self, delimiter: str, bom: bool) -> None:
-        self._buffer = io.StringIO()
+        self._parts: list[str] = [_BOM] if bom else []
+        self._size = len(self._parts)
         self._delimiter = delimiter
-        if bom:
-            self._buffer.write(_BOM)
+        # The joined line has no cell to quote when it holds none of `_QUOTED_CHARACTERS`
+        # but the delimiters themselves (a cell holding the delimiter adds one).
+        others = "".join(c for c in _QUOTED_CHARACTERS if c not in delimiter)
+        self._special = re.compile(f"[{re.escape(others)}]").search
+        self._counted = delimiter in _QUOTED_CHARACTERS and len(delimiter) == 1
+        self._plain = self._counted or not any(c in _QUOTED_CHARACTERS for c in delimiter)
 
-    def row(self, cells: Iterable[Any], text: Sequence[bool] = ()) -> None:
-        """One row; a cell whose `text` flag is set is an identifier's (`as_text`)."""
-        written = (
-            as_text(cell_text(c)) if i < len(text) and text[i] else neutralise_cell(cell_text(c))
-            for i, c in enumerate(cells)
-        )
-        self._buffer.write(self._delimiter.join(_quoted(cell) for cell in written) + "\r\n")
+    def row(self, cells: Iterable[Any], text: Sequence[int] = ()) -> None:
+        """One row; the cells at the indexes `text` are identifiers' (`as_text`)."""
+        values = cells if isinstance(cells, list | tuple) else list(cells)
+        of_type = _CELL_OF_TYPE.get
+        written = [
+            (neutralise_cell(v) if v and v[0] in _SUSPECT_START else v)
+            if v.__class__ is str
+            else ""
+            if v is None
+            else of_type(v.__class__, _any_cell)(v)
+            for v in values
+        ]
+        for i in text:
+            if i < len(written) and values[i] is not None:  # (None is "" either way)
+                written[i] = as_text(cell_text(values[i]))
+        delimiter = self._delimiter
+        line = delimiter.join(written)
+        if (
+            not self._plain
+            or self._special(line) is not None
+            or (self._counted and line.count(delimiter) != len(written) - 1)
+        ):
+            quote = _QUOTE_WHEN.search  # `_quoted`, without a call a cell
+            line = delimiter.join(
+                ['"' + cell.replace('"', '""') + '"' if quote(cell) else cell for cell in written]
+            )
+        self._parts.append(line + "\r\n")
+        self._size += len(line) + 2
 
     def take(self, *, force: bool = False) -> bytes | None:
-        if not force and self._buffer.tell() < _FLUSH_BYTES:
+        """What is buffered, encoded, once it reaches `_FLUSH_BYTES` characters (or
+        whatever there is, with `force`)."""
+        if not force and self._size < _FLUSH_BYTES:
             return None
-        data = self._buffer.getvalue().encode("utf-8", "surrogatepass")
-        self._buffer.seek(0)
-        self._buffer.truncate()
+        data = "".join(self._parts).encode("utf-8", "surrogatepass")
+        self._parts.clear()
+        self._size = 0
         return data
 
 
@@ -196,11 +265,96 @@ def csv_export(
     with `header=False, bom=False` after the first.
     """
     writer = _Writer(delimiter, bom)
-    text = tuple(column in text_columns for column in columns)
+    text = tuple(i for i, column in enumerate(columns) if column in text_columns)
     if header:
         writer.row(columns)
     for record in records:
         writer.row((_lookup(record, column) for column in columns), text)
+        chunk = writer.take()
+        if chunk:
+            yield chunk
+    last = writer.take(force=True)
+    if last:
+        yield last
+
+
+# The lead attribute an export column is read from, where the names differ: `id` is the
+# public id. A dotted column (`utm.source`) reads a key of the attribute before the dot;
+# `duplicate_of` is the public id of the live lead the lead is held against.
+_ATTRIBUTE_OF = {"id": "uid", "is_disposable_email": "email_disposable",
+                 "is_free_email": "email_free"}  # fmt: skip
+
+
+def _export_reads() -> tuple[str, ...]:
+    reads = ["id", "possible_duplicate_of"]
+    for column in EXPORT_COLUMNS:
+        name = _ATTRIBUTE_OF.get(column, column.partition(".")[0])
+        if column != "duplicate_of" and name not in reads:
+            reads.append(name)
+    return tuple(reads)
+
+
+# What `lead_export` reads of each lead (`Lead` attributes), in this order: its row id,
+# the row id of the lead it is held against, then what `EXPORT_COLUMNS` show.
+EXPORT_READS: tuple[str, ...] = _export_reads()
+
+
+def _key_of(value: Any, key: str) -> Any:
+    # `_lookup`'s step into a value that is not a dict (a JSON column holds any JSON)
+    if value is None:
+        return None
+    return value.get(key) if isinstance(value, Mapping) else getattr(value, key, None)
+
+
+def lead_export(
+    rows: Iterable[Sequence[Any]],
+    live_uids: Mapping[int, str],
+    *,
+    delimiter: str = ",",
+    bom: bool = True,
+    header: bool = True,
+) -> Iterator[bytes]:
+    """The lead export's CSV byte chunks (`GET /v1/leads/export.csv`): what `csv_export`
+    writes of the leads with `EXPORT_COLUMNS` and `EXPORT_TEXT_COLUMNS`, read from rows of
+    `EXPORT_READS` rather than from ORM objects (an export reads every lead). A held
+    lead's `duplicate_of` is its lead's public id in `live_uids` (none when that lead is
+    not there: erased). A long export calls this per page with `header=False, bom=False`
+    after the first."""
+    index = {name: i for i, name in enumerate(EXPORT_READS)}
+    # A row's values in this order: the columns it holds as they are, the keys of its
+    # JSON values (`utm.source`), its other contacts and the lead it is held against;
+    # `arrange` puts them in the order of the columns.
+    contacts = ("other_emails", "other_phones")
+    keyed = [column for column in EXPORT_COLUMNS if "." in column]
+    given = [c for c in EXPORT_COLUMNS if c not in (*keyed, *contacts, "duplicate_of")]
+    pick = itemgetter(*(index[_ATTRIBUTE_OF.get(column, column)] for column in given))
+    keys = [(index[name], key) for name, _, key in (c.partition(".") for c in keyed)]
+    place = {c: i for i, c in enumerate([*given, *keyed, *contacts, "duplicate_of"])}
+    arrange = itemgetter(*(place[column] for column in EXPORT_COLUMNS))
+    emails, phones = index["other_emails"], index["other_phones"]
+    held_at = index["possible_duplicate_of"]
+    text = tuple(i for i, column in enumerate(EXPORT_COLUMNS) if column in EXPORT_TEXT_COLUMNS)
+    live_uid = live_uids.get
+    writer = _Writer(delimiter, bom)
+    if header:
+        writer.row(EXPORT_COLUMNS)
+    for row in rows:
+        values = [
+            value.get(key) if (value := row[i]).__class__ is dict else _key_of(value, key)
+            for i, key in keys
+        ]
+        writer.row(
+            arrange(
+                (
+                    *pick(row),
+                    *values,
+                    contacts_cell(row[emails]),
+                    contacts_cell(row[phones]),
+                    None if row[held_at] is None else live_uid(row[held_at]),
+                )
+            ),
+            text,
+        )
         chunk = writer.take()
         if chunk:
             yield chunk

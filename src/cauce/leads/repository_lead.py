@@ -8,12 +8,15 @@ in `repository`; the service decides, these modules read and write.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import JSON, Select, Text, delete, func, or_, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.text_fold import contains_folded
@@ -163,6 +166,16 @@ async def search(
 ) -> list[Lead]:
     """Leads matching `query`, newest first (by id: the order they arrived in) past the
     cursor `before_id` (below it; above it, oldest first, with `query.oldest_first`)."""
+    dialect = session.get_bind().dialect.name
+    statement = search_statement(query, dialect, before_id=before_id, limit=limit)
+    return list((await session.scalars(statement)).all())
+
+
+def search_statement(
+    query: LeadQuery, dialect: str, *, before_id: int | None, limit: int
+) -> Select[Lead]:
+    """The statement `search` runs (on a `dialect` database): the list's and the export's
+    filters, order and pages, from one place."""
     oldest = query.oldest_first
     statement = select(Lead).order_by(Lead.id if oldest else Lead.id.desc()).limit(limit)
     conditions: list[Any] = []
@@ -206,7 +219,6 @@ async def search(
     others = other_script_words(query.text)
     if not words and not others and not phones and query.text:
         others = [query.text]
-    dialect = session.get_bind().dialect.name
     for other in others:
         conditions.append(
             or_(
@@ -218,7 +230,60 @@ async def search(
         )
     if conditions:
         statement = statement.where(*conditions)
-    return list((await session.scalars(statement)).all())
+    return statement
+
+
+async def search_rows(
+    session: AsyncSession,
+    query: LeadQuery,
+    columns: Sequence[str],
+    *,
+    before_id: int | None,
+    limit: int,
+) -> Sequence[Sequence[Any]]:
+    """`search`'s leads, as rows of the lead attributes `columns` rather than ORM objects
+    (the CSV export reads every lead: loading each whole was most of its time). The
+    statement is `search`'s (`search_statement`), its columns swapped: the export's
+    filters, order and pages can never drift from the list's.
+
+    A JSON column is read as its text and decoded here as SQLAlchemy decodes it, each
+    text of the page once: most leads share theirs (no UTM, no custom fields), and
+    decoding every one was a third of the reading. The values decoded are shared between
+    the rows that hold the same text: read them, do not change them."""
+    dialect = session.get_bind().dialect
+    statement = search_statement(query, dialect.name, before_id=before_id, limit=limit)
+    attributes = [getattr(Lead, name) for name in columns]
+    texts = [i for i, attribute in enumerate(attributes) if isinstance(attribute.type, JSON)]
+    for i in texts:
+        attributes[i] = sql_cast(attributes[i], Text)
+    rows = (await session.execute(statement.with_only_columns(*attributes))).all()
+    if not texts:
+        return rows
+    loads = getattr(dialect, "_json_deserializer", None) or json.loads
+    decoded: dict[str, Any] = {}
+    read: list[list[Any]] = []
+    for row in rows:
+        values = list(row)
+        for i in texts:
+            text = values[i]
+            if text is not None:
+                value = decoded.get(text, decoded)  # (`decoded` itself: not seen yet)
+                if value is decoded:
+                    value = decoded[text] = loads(text)
+                values[i] = value
+        read.append(values)
+    return read
+
+
+async def live_uids(session: AsyncSession, ids: Collection[int]) -> dict[int, str]:
+    """The public ids of the leads `ids` that are not erased (`listed_extras`' lookup of
+    the leads a page's held ones are held against)."""
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Lead.id, Lead.uid).where(Lead.id.in_(ids), Lead.erased_at.is_(None))
+    )
+    return {lead_id: uid for lead_id, uid in rows.all()}
 
 
 def consent_condition(value: Literal["true", "false", "none"]) -> Any:
