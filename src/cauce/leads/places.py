@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 from cauce.leads.country_names import COUNTRY_NAMES
 from cauce.leads.errors import NormalisationError
@@ -134,11 +135,20 @@ _SHARED_COUNTRY_NAMES = {
 }
 
 
+_NO_COUNTRIES: frozenset[str] = frozenset()
+
+
 def shared_country_name(value: str) -> frozenset[str]:
     """The countries with a region named as the country `value` names (`Granada`: Spain
     and Nicaragua, besides Grenada), in any case, with or without accents; empty for any
-    other text."""
-    return _SHARED_COUNTRY_NAMES.get(_fold(value[:100]), frozenset())
+    other text (asked of every lead's country box: the names it knows are long, and most
+    boxes hold a code)."""
+    return _NO_COUNTRIES if len(value) < 6 else _shared_name(value[:100])
+
+
+@lru_cache(maxsize=4096)
+def _shared_name(value: str) -> frozenset[str]:
+    return _SHARED_COUNTRY_NAMES.get(_fold(value), _NO_COUNTRIES)
 
 
 def country_name(code: str) -> str | None:

@@ -252,7 +252,11 @@ class _LeadFields(RequestModel):
         typed. A subclass's `mode="after"` validators run after this (pydantic applies a
         base class's model validators first, each later one around them), so they find
         the notes."""
-        if isinstance(data, dict):
+        if (
+            isinstance(data, dict)
+            and isinstance(typed := data.get("country"), str)
+            and shared_country_name(typed)
+        ):
             data = _read_shared_name(data, options_from(info).default_phone_region)
         fields = handler(data)
         if isinstance(data, dict):  # not a model validated again
