@@ -96,7 +96,22 @@ def test_a_national_number_of_a_shared_code_is_refused_naming_its_region(
 
 def test_a_patch_follows_the_same_rule() -> None:
     patch = LeadPatch.model_validate({"country": "Granada", "phone": "958 12 34 56"})
-    assert (patch.country, patch.region, patch.phone) == ("ES", "Granada", "+34958123456")
+    assert (patch.country, patch.phone) == ("ES", "+34958123456")
+    # The name is a region typed into the country box: the lead's if it has none.
+    assert (patch.region, patch.region_in_country) == (None, "Granada")
+
+
+async def test_a_patch_keeps_the_leads_own_region(api: httpx.AsyncClient) -> None:
+    body = {"country": "Granada", "phone": "958 12 34 56"}
+    placed = await post_lead(api, {"email": _email(), "region": "Andalucía"})
+    patched = await api.patch(f"/v1/leads/{placed['id']}", json=body)
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["country"], patched.json()["region"]) == ("ES", "Andalucía")
+    bare = await post_lead(api, {"email": _email()})
+    body["phone"] = "958 65 43 21"  # another lead's number is refused (409)
+    patched = await api.patch(f"/v1/leads/{bare['id']}", json=body)
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["country"], patched.json()["region"]) == ("ES", "Granada")
 
 
 async def test_through_the_api_and_a_batch(api: httpx.AsyncClient) -> None:

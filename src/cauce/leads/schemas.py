@@ -178,9 +178,10 @@ def _read_shared_name(data: dict[str, Any], default_region: str) -> dict[str, An
     Nicaragua's department) read as the country its region or its phone says, when one of
     those: a region naming one country (`Andalucía`), a phone's international prefix
     (`+34 958...`), or a national number valid there and not in the named country (`958
-    12 34 56`; read in Grenada it was refused, `is too short`). The typed name is then the
-    lead's region when none was sent. Else (no phone, or one of the named country) the
-    country stands. Other data is returned as it is."""
+    12 34 56`; read in Grenada it was refused, `is too short`). The typed name is then a
+    region typed into the country box (`_region_in_country`: the lead's region when it has
+    none). Else (no phone, or one of the named country) the country stands. Other data is
+    returned as it is."""
     country = data.get("country")
     if not isinstance(country, str) or not (shared := shared_country_name(country)):
         return data
@@ -199,10 +200,7 @@ def _read_shared_name(data: dict[str, Any], default_region: str) -> dict[str, An
                     break
     if found is None or found not in shared:
         return data
-    read = {**data, "country": found}
-    if region is None or (isinstance(region, str) and not region.strip()):
-        read["region"] = country
-    return read
+    return {**data, "country": found}
 
 
 class _LeadFields(RequestModel):
@@ -252,13 +250,19 @@ class _LeadFields(RequestModel):
         typed. A subclass's `mode="after"` validators run after this (pydantic applies a
         base class's model validators first, each later one around them), so they find
         the notes."""
+        place: str | None = None  # a shared name read as another country's region
         if (
             isinstance(data, dict)
             and isinstance(typed := data.get("country"), str)
             and shared_country_name(typed)
+            and (read := _read_shared_name(data, options_from(info).default_phone_region))
+            is not data
         ):
-            data = _read_shared_name(data, options_from(info).default_phone_region)
+            data, place = read, typed
         fields = handler(data)
+        if place is not None:
+            with contextlib.suppress(ValidationError):
+                fields._region_in_country = _PLACE.validate_python(place)
         if isinstance(data, dict):  # not a model validated again
             phone, country = data.get("phone"), data.get("country")
             # Only a lead without a country reads its phone's (a country sent wins; in a
