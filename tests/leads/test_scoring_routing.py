@@ -129,12 +129,26 @@ def test_team_without_capacity_has_no_owner() -> None:
     assert owner_at((TeamMember(name="A", capacity=0),), 3) is None
 
 
-@given(st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=6))
-def test_rotation_gives_each_member_their_capacity(capacities: list[int]) -> None:
-    """Over one cycle each member owns exactly as many leads as their capacity."""
+@given(
+    st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=6),
+    st.integers(min_value=0, max_value=10_000),
+)
+def test_rotation_gives_each_member_their_capacity(capacities: list[int], start: int) -> None:
+    """Over as many leads as the capacities add up to, from any turn, each member owns
+    exactly as many as their capacity."""
     members = tuple(TeamMember(name=f"m{i}", capacity=c) for i, c in enumerate(capacities))
-    counts = Counter(rotation(members))
-    assert counts == Counter({f"m{i}": c for i, c in enumerate(capacities) if c > 0})
+    turns = [owner_at(members, start + i) for i in range(sum(capacities))]
+    assert Counter(turns) == Counter({f"m{i}": c for i, c in enumerate(capacities) if c > 0})
+
+
+def test_the_cycle_is_in_its_lowest_terms() -> None:
+    """Capacities with a common factor turn as their lowest terms do: 100 members of
+    capacity 1,000 are a cycle of 100 turns, not of 100,000 (~1 s to build on a team's
+    first lead in each process)."""
+    even = tuple(TeamMember(name=f"m{i}", capacity=1000) for i in range(100))
+    assert rotation(even) == tuple(f"m{i}" for i in range(100))
+    scaled = (TeamMember(name="A", capacity=600), TeamMember(name="B", capacity=200))
+    assert rotation(scaled) == ("A", "A", "B", "A")
 
 
 @pytest.mark.parametrize("value", ["", None, [], {}])
