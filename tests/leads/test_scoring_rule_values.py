@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from cauce.core.config_leads import LeadsSettings
 from cauce.core.config_scoring import ScoringRule
 from cauce.leads.phones import normalise_phone
 from cauce.leads.places import normalise_language
@@ -51,3 +52,18 @@ def test_the_stored_forms_are_accepted(field: str, value: str, stored: str) -> N
     rule = _rule(field, value)
     assert rule.value == value
     assert value.casefold() == stored.casefold()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"routing_rules": [{"team": "t", "min_score": True}]},
+        {"routing_rules": [{"team": "t", "max_score": False}]},
+        {"scoring_rules": [{"name": "r", "field": "company", "points": True, "reason": "r"}]},
+    ],
+)
+def test_a_yes_or_no_for_a_number_is_refused(settings: dict[str, object]) -> None:
+    """`min_score = true` was read as 1 and `points = true` as 1 point (helper-136)."""
+    teams = {"t": [{"name": "Ana"}]}
+    with pytest.raises(ValidationError, match="is true or false: give a whole number"):
+        LeadsSettings.model_validate({"teams": teams, **settings})

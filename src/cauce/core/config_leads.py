@@ -30,7 +30,7 @@ from cauce.core.config_lead_facts import (
     setting_error,
     text_key,
 )
-from cauce.core.config_scoring import ScoringRule
+from cauce.core.config_scoring import ScoringRule, WholeNumber
 
 
 def _country_code(value: str) -> str:
@@ -62,7 +62,7 @@ def _custom_key(key: str) -> str:
 CountrySetting = Annotated[str, AfterValidator(_country_code)]
 SourceSetting = Annotated[str, AfterValidator(_lead_source)]
 CustomKeySetting = Annotated[str, AfterValidator(_custom_key)]
-RuleScore = Annotated[int, Field(ge=0, le=100)]
+RuleScore = Annotated[WholeNumber, Field(ge=0, le=100)]
 
 
 class RoutingRule(Section):

@@ -9,9 +9,9 @@ context, which core may not import (see `cauce.core.config_lead_facts`).
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from cauce.core.config_lead_facts import (
     COUNTRY_CODES,
@@ -62,6 +62,17 @@ def scoring_tests_on(field: str) -> frozenset[ScoringTest] | None:
     return SCORING_FIELDS.get(field)
 
 
+def _not_a_flag(value: object) -> object:
+    # `true` is 1 to pydantic: `min_score = true` routed as 1, `points = true` gave 1.
+    if isinstance(value, bool):
+        raise ValueError("is true or false: give a whole number (no quotes)")
+    return value
+
+
+# A whole number a setting gives, never a yes or no read as 1 or 0.
+WholeNumber = Annotated[int, BeforeValidator(_not_a_flag)]
+
+
 # How leads store a phone (`leads.phones.normalise_phone`) and a language
 # (`leads.places.normalise_language`): a rule's value in another form never matches.
 _E164 = re.compile(r"\+[1-9][0-9]{5,14}")
@@ -86,7 +97,7 @@ class ScoringRule(Section):
     field: str = Field(min_length=1, max_length=64, description="e.g. email, source, custom.plan")
     test: ScoringTest = "present"
     value: MatchValue | tuple[MatchValue, ...] | None = None
-    points: int = Field(ge=-100, le=100)
+    points: WholeNumber = Field(ge=-100, le=100)
     reason: str = Field(min_length=1, max_length=200)
 
     @field_validator("name", "reason")
