@@ -63,3 +63,17 @@ def test_one_person_listed_twice_in_another_form_is_refused(first: str, second: 
     teams = {"t": [{"name": first}, {"name": second}]}
     with pytest.raises(ValidationError, match="more than once"):
         LeadsSettings.model_validate({"teams": teams, "default_team": "t"})
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"default_team": ""},
+        {"default_team": "  "},
+        {"teams": {"": [{"name": "Ana"}]}},
+    ],
+)
+def test_a_blank_team_is_refused(settings: dict[str, object]) -> None:
+    """`default_team = ""` silently meant no default team (helper-136)."""
+    with pytest.raises(ValidationError, match="is blank: name the team"):
+        LeadsSettings.model_validate(settings)

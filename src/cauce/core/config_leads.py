@@ -179,6 +179,16 @@ def _owner_name(value: str) -> str:
     return name
 
 
+def _team_name(value: str) -> str:
+    # A blank team was no team: `default_team = ""` silently sent nobody anywhere.
+    if not value.strip():
+        raise ValueError("is blank: name the team (unset default_team for none)")
+    return value
+
+
+TeamName = Annotated[str, AfterValidator(_team_name)]
+
+
 class TeamMember(Section):
     """A salesperson and how many leads they take per round (weighted round-robin)."""
 
@@ -250,8 +260,8 @@ class LeadsSettings(Section):
         default=None, description="None: the built-in points model"
     )
     routing_rules: tuple[RoutingRule, ...] = ()
-    teams: dict[str, tuple[TeamMember, ...]] = Field(default_factory=dict)
-    default_team: str | None = Field(
+    teams: dict[TeamName, tuple[TeamMember, ...]] = Field(default_factory=dict)
+    default_team: TeamName | None = Field(
         default=None, max_length=100, description="Team of the leads no routing rule matches"
     )
     max_batch: int = Field(  # default: `leads.field_types.MAX_BATCH_ITEMS`
