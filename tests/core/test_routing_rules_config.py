@@ -36,7 +36,7 @@ def test_the_audits_rule_that_never_fires_is_refused(toml: Any) -> None:
         toml,
         rules('team = "a"\ncountries = ["ES"]', 'team = "b"\ncountries = ["ES"]\nmin_score = 70'),
     )
-    assert message.startswith("invalid configuration: CAUCE_LEADS__ROUTING_RULES__1: ")
+    assert message.startswith("invalid configuration: cauce.toml: leads.routing_rules[1]: ")
     assert "can never match: routing rule 0 before it (team a) takes every lead it would" in message
     assert "team b" in message
     assert "(got" not in message
@@ -71,7 +71,9 @@ def test_a_rule_an_earlier_rule_implies_is_refused(toml: Any, earlier: str, late
     """A later rule is refused when each of an earlier rule's conditions is at least as
     broad as its own: absent, or a superset, or a band containing its band."""
     message = refused(toml, rules(f'team = "a"\n{earlier}', f'team = "b"\n{later}'))
-    assert "CAUCE_LEADS__ROUTING_RULES__1: can never match: routing rule 0 before it" in message
+    assert (
+        "cauce.toml: leads.routing_rules[1]: can never match: routing rule 0 before it" in message
+    )
 
 
 def test_a_rule_for_the_same_team_is_refused_too(toml: Any) -> None:
@@ -80,8 +82,9 @@ def test_a_rule_for_the_same_team_is_refused_too(toml: Any) -> None:
         toml,
         rules('team = "a"\ncountries = ["ES"]', 'team = "a"\ncountries = ["ES"]\nmax_score = 9'),
     )
-    assert "CAUCE_LEADS__ROUTING_RULES__1: can never match: routing rule 0 before it (team a)" in (
-        message
+    assert (
+        "cauce.toml: leads.routing_rules[1]: can never match: routing rule 0 before it (team a)"
+        in message
     )
 
 
@@ -120,7 +123,7 @@ def test_a_band_of_the_whole_range_is_no_condition(toml: Any, band: str) -> None
     after it is refused as after a rule without conditions; as the last rule it is fine."""
     message = refused(toml, rules(f'team = "a"\n{band}', 'team = "b"\ncountries = ["MX"]'))
     assert (
-        "CAUCE_LEADS__ROUTING_RULES__1: can never match: routing rule 0 before it has no "
+        "cauce.toml: leads.routing_rules[1]: can never match: routing rule 0 before it has no "
         "condition and takes every lead" in message
     )
     assert "team a" in message
@@ -141,9 +144,13 @@ def test_every_rule_that_never_fires_is_named(toml: Any) -> None:
             'team = "b"\ncountries = ["ES"]\nsources = ["csv"]',
         ),
     )
-    assert "CAUCE_LEADS__ROUTING_RULES__1: can never match: routing rule 0 before it" in message
-    assert "CAUCE_LEADS__ROUTING_RULES__2" not in message
-    assert "CAUCE_LEADS__ROUTING_RULES__3: can never match: routing rule 0 before it" in message
+    assert (
+        "cauce.toml: leads.routing_rules[1]: can never match: routing rule 0 before it" in message
+    )
+    assert "leads.routing_rules[2]" not in message
+    assert (
+        "cauce.toml: leads.routing_rules[3]: can never match: routing rule 0 before it" in message
+    )
 
 
 def test_serve_refuses_a_rule_that_never_fires_in_one_line(tmp_path: Path) -> None:
@@ -153,6 +160,7 @@ def test_serve_refuses_a_rule_that_never_fires_in_one_line(tmp_path: Path) -> No
         encoding="utf-8",
     )
     line = serve_refusal(tmp_path)
-    assert "CAUCE_LEADS__ROUTING_RULES__1: can never match: routing rule 0 before it (team a)" in (
-        line
+    assert (
+        "cauce.toml: leads.routing_rules[1]: can never match: routing rule 0 before it (team a)"
+        in line
     )

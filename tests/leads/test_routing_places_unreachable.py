@@ -44,8 +44,9 @@ def test_a_province_after_its_community_for_spain_alone_is_unreachable(
     earlier: dict[str, Any], later: dict[str, Any]
 ) -> None:
     rules = _rules({"team": "sur", **earlier}, {"team": "sevilla", **later})
-    (problem,) = unreachable_by_place(rules)
-    assert problem.startswith("CAUCE_LEADS__ROUTING_RULES__1: can never match: routing rule 0")
+    ((index, problem),) = unreachable_by_place(rules)
+    assert index == 1
+    assert problem.startswith("can never match: routing rule 0")
     assert "team sevilla never gets a lead from it" in problem
     # What the check says is what routing does: every such lead goes to the first team.
     region = later["regions"][0]
@@ -90,7 +91,7 @@ def test_cauce_serve_refuses_it_in_one_line(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     line = serve_refusal(tmp_path)
-    assert "CAUCE_LEADS__ROUTING_RULES__1: can never match: routing rule 0" in line
+    assert "cauce.toml: leads.routing_rules[1]: can never match: routing rule 0" in line
     assert "Andalucía" in line
 
 

@@ -76,13 +76,16 @@ def test_routed_team_without_capacity_is_refused(toml: Any, members: str, named_
         f'sources = ["event"]\n[leads.teams]\na = [{{ name = "Ana" }}]\nzero = {members}\n'
     )
     message = _refused(toml, text)
-    assert f"CAUCE_LEADS__TEAMS__ZERO: no member with a capacity above 0, yet {named_by}" in message
+    assert (
+        f"cauce.toml: leads.teams.zero: no member with a capacity above 0, yet {named_by}"
+        in message
+    )
 
 
 def test_default_team_without_capacity_is_refused(toml: Any) -> None:
     """The default team needs someone with capacity too."""
     message = _refused(toml, '[leads]\ndefault_team = "a"\n[leads.teams]\na = []\n')
-    assert "CAUCE_LEADS__TEAMS__A:" in message
+    assert "cauce.toml: leads.teams.a:" in message
     assert "default_team sends leads to it" in message
 
 
@@ -100,7 +103,7 @@ def test_member_listed_twice_is_refused(toml: Any) -> None:
     message = _refused(
         toml, '[leads.teams]\na = [{ name = "Ana" }, { name = "Ana", capacity = 3 }]\n'
     )
-    assert "CAUCE_LEADS__TEAMS__A: names Ana more than once" in message
+    assert "cauce.toml: leads.teams.a: names Ana more than once" in message
 
 
 def test_unknown_team_is_refused(toml: Any) -> None:
@@ -109,14 +112,16 @@ def test_unknown_team_is_refused(toml: Any) -> None:
     audit)."""
     message = _refused(toml, _routing('[[leads.routing_rules]]\nteam = "nope"\nsources = ["api"]'))
     assert (
-        "CAUCE_LEADS__ROUTING_RULES__1__TEAM: names a team not in leads.teams (teams: a) "
+        "cauce.toml: leads.routing_rules[1].team: names a team not in leads.teams (teams: a) "
         "(got 'nope')" in message
     )
 
 
 def test_unknown_default_team_is_refused(toml: Any) -> None:
     message = _refused(toml, '[leads]\ndefault_team = "nope"\n')
-    assert "CAUCE_LEADS__DEFAULT_TEAM: names a team not in leads.teams (teams: none)" in message
+    assert (
+        "cauce.toml: leads.default_team: names a team not in leads.teams (teams: none)" in message
+    )
 
 
 def test_a_value_failing_every_type_is_one_error_at_its_setting(toml: Any) -> None:
@@ -126,8 +131,8 @@ def test_a_value_failing_every_type_is_one_error_at_its_setting(toml: Any) -> No
     message = _refused(
         toml, _routing('[[leads.routing_rules]]\nteam = "a"\ncustom = { sector = "" }')
     )
-    assert message.count("CAUCE_") == 1, message
-    assert "CAUCE_LEADS__ROUTING_RULES__1__CUSTOM__SECTOR: is empty" in message
+    assert message.count("cauce.toml: ") == 1, message
+    assert "cauce.toml: leads.routing_rules[1].custom.sector: is empty" in message
 
 
 # --- scoring rules ------------------------------------------------------------------
@@ -136,7 +141,7 @@ def test_a_value_failing_every_type_is_one_error_at_its_setting(toml: Any) -> No
 def test_unknown_scoring_field_is_refused_listing_the_fields(toml: Any) -> None:
     """A misspelt field is refused with the fields rules can test."""
     message = _refused(toml, _scoring('field = "emial"'))
-    assert "CAUCE_LEADS__SCORING_RULES__0__FIELD: leads have no such field" in message
+    assert "cauce.toml: leads.scoring_rules[0].field: leads have no such field" in message
     assert "(got 'emial')" in message
     for name in ("email", "email_free", "arrivals", "utm.<source|medium", "custom.<key>"):
         assert name in message
@@ -145,28 +150,28 @@ def test_unknown_scoring_field_is_refused_listing_the_fields(toml: Any) -> None:
 @pytest.mark.parametrize(
     ("body", "setting", "problem"),
     [
-        ('field = "custom.empleados"\ntest = "gte"', "VALUE", "test 'gte' needs a number"),
-        ('field = "custom.empleados"\ntest = "gte"\nvalue = "250"', "VALUE", "needs a number"),
-        ('field = "source"\ntest = "equals"', "VALUE", "test 'equals' needs a value"),
-        ('field = "country"\ntest = "in"\nvalue = "ES,MX"', "VALUE", "takes a list of values"),
-        ('field = "country"\ntest = "in"\nvalue = []', "VALUE", "at least one value"),
-        ('field = "company"\ntest = "equals"\nvalue = ["A", "B"]', "VALUE", 'use test = "in"'),
-        ('field = "source"\nvalue = "web_form"', "VALUE", "'present' takes no value"),
-        ('field = "email_free"\ntest = "true"\nvalue = true', "VALUE", "'true' takes no value"),
-        ('field = "email_free"', "TEST", "always holds on email_free"),
-        ('field = "arrivals"', "TEST", "always holds on arrivals"),
-        ('field = "email"\ntest = "true"', "TEST", "can never hold on email"),
-        ('field = "company"\ntest = "gte"\nvalue = 3', "TEST", "can never hold on company"),
-        ('field = "email_free"\ntest = "equals"\nvalue = "yes"', "VALUE", "true or false"),
-        ('field = "country"\ntest = "in"\nvalue = ["ES", "México"]', "VALUE", "'México' is not"),
-        ('field = "source"\ntest = "equals"\nvalue = "webform"', "VALUE", "not a lead source"),
-        ('field = "arrivals"\ntest = "equals"\nvalue = "dos"', "VALUE", "not a count of arrivals"),
-        ('field = "arrivals"\ntest = "in"\nvalue = [2, "3"]', "VALUE", "'3' is not a count"),
-        ('field = "arrivals"\ntest = "equals"\nvalue = 0', "VALUE", "of 1 or more"),
-        ('field = "arrivals"\ntest = "gte"\nvalue = 1', "VALUE", "always holds"),
-        ('field = "arrivals"\ntest = "gte"\nvalue = -3', "VALUE", "always holds"),
-        ('field = "custom.Plan"', "FIELD", "leads have no such field"),
-        ('field = "email.domain"', "FIELD", "leads have no such field"),
+        ('field = "custom.empleados"\ntest = "gte"', "value", "test 'gte' needs a number"),
+        ('field = "custom.empleados"\ntest = "gte"\nvalue = "250"', "value", "needs a number"),
+        ('field = "source"\ntest = "equals"', "value", "test 'equals' needs a value"),
+        ('field = "country"\ntest = "in"\nvalue = "ES,MX"', "value", "takes a list of values"),
+        ('field = "country"\ntest = "in"\nvalue = []', "value", "at least one value"),
+        ('field = "company"\ntest = "equals"\nvalue = ["A", "B"]', "value", 'use test = "in"'),
+        ('field = "source"\nvalue = "web_form"', "value", "'present' takes no value"),
+        ('field = "email_free"\ntest = "true"\nvalue = true', "value", "'true' takes no value"),
+        ('field = "email_free"', "test", "always holds on email_free"),
+        ('field = "arrivals"', "test", "always holds on arrivals"),
+        ('field = "email"\ntest = "true"', "test", "can never hold on email"),
+        ('field = "company"\ntest = "gte"\nvalue = 3', "test", "can never hold on company"),
+        ('field = "email_free"\ntest = "equals"\nvalue = "yes"', "value", "true or false"),
+        ('field = "country"\ntest = "in"\nvalue = ["ES", "México"]', "value", "'México' is not"),
+        ('field = "source"\ntest = "equals"\nvalue = "webform"', "value", "not a lead source"),
+        ('field = "arrivals"\ntest = "equals"\nvalue = "dos"', "value", "not a count of arrivals"),
+        ('field = "arrivals"\ntest = "in"\nvalue = [2, "3"]', "value", "'3' is not a count"),
+        ('field = "arrivals"\ntest = "equals"\nvalue = 0', "value", "of 1 or more"),
+        ('field = "arrivals"\ntest = "gte"\nvalue = 1', "value", "always holds"),
+        ('field = "arrivals"\ntest = "gte"\nvalue = -3', "value", "always holds"),
+        ('field = "custom.Plan"', "field", "leads have no such field"),
+        ('field = "email.domain"', "field", "leads have no such field"),
     ],
 )
 def test_scoring_rule_that_cannot_work_is_refused(
@@ -175,7 +180,7 @@ def test_scoring_rule_that_cannot_work_is_refused(
     """A test without the value it needs, with the wrong kind of value, or on a field where
     it can never (or always) hold, is refused naming the setting."""
     message = _refused(toml, _scoring(body))
-    assert f"CAUCE_LEADS__SCORING_RULES__0__{setting}: " in message
+    assert f"cauce.toml: leads.scoring_rules[0].{setting}: " in message
     assert problem in message
 
 
@@ -212,17 +217,17 @@ def test_empty_scoring_rules_are_accepted_with_a_warning(toml: Any) -> None:
 @pytest.mark.parametrize(
     ("body", "setting", "problem"),
     [
-        ('countries = ["España"]', "COUNTRIES__0", "not an ISO 3166-1 alpha-2 country code"),
-        ('countries = ["MX", "Mexico"]', "COUNTRIES__1", "(got 'Mexico')"),
-        ('countries = ["UK"]', "COUNTRIES__0", "write ES, MX, GB"),
-        ('countries = ["ESP"]', "COUNTRIES__0", "3-letter codes never match"),
-        ('sources = ["webform"]', "SOURCES__0", "leads come from web_form, api,"),
-        ("min_score = 80\nmax_score = 20", "MIN_SCORE", "above max_score (20)"),
-        ("min_score = 500", "MIN_SCORE", "less than or equal to 100"),
-        ("max_score = -1", "MAX_SCORE", "greater than or equal to 0"),
-        ('custom = { VIP = "true" }', "CUSTOM__VIP", "not a custom field name"),
-        ('custom = { vip = "" }', "CUSTOM__VIP", "is empty"),
-        ('regions = [" "]', "REGIONS__0", "is empty"),
+        ('countries = ["España"]', "countries[0]", "not an ISO 3166-1 alpha-2 country code"),
+        ('countries = ["MX", "Mexico"]', "countries[1]", "(got 'Mexico')"),
+        ('countries = ["UK"]', "countries[0]", "write ES, MX, GB"),
+        ('countries = ["ESP"]', "countries[0]", "3-letter codes never match"),
+        ('sources = ["webform"]', "sources[0]", "leads come from web_form, api,"),
+        ("min_score = 80\nmax_score = 20", "min_score", "above max_score (20)"),
+        ("min_score = 500", "min_score", "less than or equal to 100"),
+        ("max_score = -1", "max_score", "greater than or equal to 0"),
+        ('custom = { VIP = "true" }', "custom.VIP", "not a custom field name"),
+        ('custom = { vip = "" }', "custom.vip", "is empty"),
+        ('regions = [" "]', "regions[0]", "is empty"),
     ],
 )
 def test_routing_rule_that_cannot_match_is_refused(
@@ -231,7 +236,7 @@ def test_routing_rule_that_cannot_match_is_refused(
     """Country names, unknown sources, impossible score bounds and custom fields no lead can
     have are refused naming the setting."""
     message = _refused(toml, _routing(body))
-    assert f"CAUCE_LEADS__ROUTING_RULES__0__{setting}" in message
+    assert f"cauce.toml: leads.routing_rules[0].{setting}" in message
     assert problem in message
 
 
@@ -242,7 +247,9 @@ def test_rule_after_a_rule_taking_every_lead_is_refused(toml: Any) -> None:
         '[leads]\n[[leads.routing_rules]]\nteam = "a"\n'
         '[[leads.routing_rules]]\nteam = "a"\ncountries = ["MX"]\n' + TEAMS,
     )
-    assert "CAUCE_LEADS__ROUTING_RULES__1: can never match: routing rule 0 before it" in message
+    assert (
+        "cauce.toml: leads.routing_rules[1]: can never match: routing rule 0 before it" in message
+    )
 
 
 def test_routing_values_are_normalised(toml: Any) -> None:
@@ -428,7 +435,7 @@ def test_serve_refuses_a_team_without_capacity_in_one_line(tmp_path: Path) -> No
         '[leads]\ndefault_team = "zero"\n[leads.teams]\n'
         'zero = [{ name = "Z1", capacity = 0 }, { name = "Z2", capacity = 0 }]\n'
     )
-    assert "CAUCE_LEADS__TEAMS__ZERO" in serve_refusal(tmp_path)
+    assert "cauce.toml: leads.teams.zero" in serve_refusal(tmp_path)
 
 
 @pytest.fixture
@@ -487,11 +494,11 @@ def test_merge_fields_are_the_fields_a_merge_fills() -> None:
 @pytest.mark.parametrize(
     ("dedupe", "setting", "problem"),
     [
-        ('overwrite_fields = ["job_tittle"]', "OVERWRITE_FIELDS__0", "names no field"),
-        ('overwrite_fields = ["city", "utm_*"]', "OVERWRITE_FIELDS__1", "names no field"),
-        ('accumulate_fields = ["city"]', "ACCUMULATE_FIELDS__0", "only sources"),
-        ('overwrite_fields = ["consent"]', "OVERWRITE_FIELDS__0", "names no field"),
-        ('overwrite_fields = ["custom_fields"]', "OVERWRITE_FIELDS__0", "names no field"),
+        ('overwrite_fields = ["job_tittle"]', "overwrite_fields[0]", "names no field"),
+        ('overwrite_fields = ["city", "utm_*"]', "overwrite_fields[1]", "names no field"),
+        ('accumulate_fields = ["city"]', "accumulate_fields[0]", "only sources"),
+        ('overwrite_fields = ["consent"]', "overwrite_fields[0]", "names no field"),
+        ('overwrite_fields = ["custom_fields"]', "overwrite_fields[0]", "names no field"),
     ],
 )
 def test_merge_settings_naming_no_field_are_refused(
@@ -500,7 +507,7 @@ def test_merge_settings_naming_no_field_are_refused(
     """A misspelt field to overwrite overwrote nothing, silently; a field accumulated
     became a list, which its column cannot store."""
     message = _refused(toml, f"[leads.dedupe]\n{dedupe}\n")
-    assert f"CAUCE_LEADS__DEDUPE__{setting}: {problem}" in message
+    assert f"cauce.toml: leads.dedupe.{setting}: {problem}" in message
 
 
 def test_merge_settings_naming_fields_are_accepted(toml: Any) -> None:

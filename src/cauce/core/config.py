@@ -497,6 +497,70 @@ def _variable_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(loc: tuple[int | str, ...]) -> str:
+    """`loc` as the settings file spells it: `leads.routing_rules[1].team`."""
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        else:
+            name = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
+            key += f".{name}" if key else name
+    return key
+
+
+def _holds(values: object, loc: tuple[int | str, ...]) -> bool:
+    """True if `values` (the settings file's, or the keyword arguments) give the value at
+    `loc`, a value holding it, or the table it is missing from (a scoring rule without
+    the `value` its test needs)."""
+    node = values
+    for depth, part in enumerate(loc):
+        if isinstance(node, dict):
+            if part not in node:
+                return 0 < depth == len(loc) - 1  # a table given, without this key
+            node = node[part]
+        elif isinstance(node, list):
+            if not isinstance(part, int) or not 0 <= part < len(node):
+                return False
+            node = node[part]
+        else:
+            return True  # past a value given (a string where a table was wanted): it is wrong
+    return True
+
+
+def _in_environment(loc: tuple[int | str, ...]) -> bool:
+    """True if a variable gives the value at `loc` (`CAUCE_HTTP__PORT`), one holding it
+    (`CAUCE_LEADS__ROUTING_RULES='[...]'`), or one inside it (a section's error)."""
+    names = {name.upper() for name in os.environ if name.upper().startswith(ENV_PREFIX)}
+    if any(_variable_name(loc[:n]) in names for n in range(1, len(loc) + 1)):
+        return True
+    inside = _variable_name(loc) + "__"
+    return any(name.startswith(inside) for name in names)
+
+
+def _file_values() -> dict[str, Any]:
+    """The settings file's values, or none (no file, or one `load_settings` refuses)."""
+    try:
+        with Path(config_file()).open("rb") as file:
+            return tomllib.load(file)
+    except (OSError, ValueError):  # tomllib.TOMLDecodeError, UnicodeDecodeError
+        return {}
+
+
+def setting_name(loc: tuple[int | str, ...], overrides: dict[str, Any] | None = None) -> str:
+    """Where the value at `loc` (`("http", "port")`) was given, in the words of that
+    source: the settings file and its key (`cauce.toml: http.port`) when the value is the
+    file's (keyword arguments, `overrides`, and variables win over it), else the
+    environment variable (`CAUCE_HTTP__PORT`)."""
+    given = _holds(overrides or {}, loc) or _in_environment(loc)
+    if not given and _holds(_file_values(), loc):
+        return f"{config_file()}: {_toml_key(loc)}"
+    return _variable_name(loc)
+
+
 # The names pydantic gives the branches of a union in an error's location (`bool`,
 # `function-after[_match_text(), str]`, `tuple[...]`): not settings.
 _SCALAR_BRANCHES = frozenset({"str", "bool", "int", "float", "none", "bytes"})
@@ -529,11 +593,13 @@ def _one_per_setting(errors: list[Any]) -> list[tuple[tuple[int | str, ...], Any
     return kept
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, naming the environment variable and what is wrong."""
+def format_validation_error(exc: ValidationError, overrides: dict[str, Any] | None = None) -> str:
+    """One line per problem, naming where the value was given (the environment variable,
+    or the settings file and its key) and what is wrong. `overrides`: the keyword
+    arguments the settings were built with, which the file's values yield to."""
     lines = []
     for loc, err in _one_per_setting(list(exc.errors(include_url=False))):
-        name = _variable_name(loc) if loc else "configuration"
+        name = setting_name(loc, overrides) if loc else "configuration"
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "unknown setting"
@@ -602,7 +668,8 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {format_validation_error(exc)}") from None
+        problems = format_validation_error(exc, overrides)
+        raise ConfigError(f"invalid configuration: {problems}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid configuration: {config_file()}: {exc}") from None
     except UnicodeDecodeError:

@@ -167,13 +167,13 @@ def _takes_by_place(earlier: RoutingRule, later: RoutingRule) -> str | None:
     return ", ".join(covering or earlier.regions)
 
 
-def unreachable_by_place(rules: Sequence[RoutingRule]) -> list[str]:
+def unreachable_by_place(rules: Sequence[RoutingRule]) -> list[tuple[int, str]]:
     """Routing rules that can never fire because an earlier rule's region contains theirs
-    in Spain (`Sevilla` after `Andalucía`, the later for Spanish leads alone): one line
-    each, naming the setting as the settings' own check does. That check compares regions
-    by name only (core cannot read the table of places); this one runs at start-up
-    (`wiring.check_settings`)."""
-    problems: list[str] = []
+    in Spain (`Sevilla` after `Andalucía`, the later for Spanish leads alone): the rule's
+    index and why, each. The settings' own check compares regions by name only (core
+    cannot read the table of places); this one runs at start-up (`wiring.check_settings`,
+    which names the setting where it was written, as the settings' check does)."""
+    problems: list[tuple[int, str]] = []
     for index, rule in enumerate(rules):
         for first, before in enumerate(rules[:index]):
             if before.takes_every_lead_of(rule):
@@ -182,11 +182,14 @@ def unreachable_by_place(rules: Sequence[RoutingRule]) -> list[str]:
             if region is None:
                 continue
             problems.append(
-                f"CAUCE_LEADS__ROUTING_RULES__{index}: can never match: routing rule {first} "
-                f"before it (team {before.team}) takes every lead it would ({region} "
-                f"contains {', '.join(rule.regions)} in Spain, and this rule is for Spain "
-                f"alone), so team {rule.team} never gets a lead from it; remove it, move it "
-                f"before rule {first} or narrow rule {first}"
+                (
+                    index,
+                    f"can never match: routing rule {first} before it (team {before.team}) "
+                    f"takes every lead it would ({region} contains {', '.join(rule.regions)} "
+                    f"in Spain, and this rule is for Spain alone), so team {rule.team} never "
+                    f"gets a lead from it; remove it, move it before rule {first} or narrow "
+                    f"rule {first}",
+                )
             )
             break
     return problems

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cauce.core.config import Settings
+from cauce.core.config import Settings, setting_name
 from cauce.core.db import utcnow
 from cauce.core.errors import ConfigError
 from cauce.core.http.registry import HttpClients
@@ -97,8 +97,13 @@ def scrape_refreshes(runtime: LeadsRuntime) -> list[Callable[[], Awaitable[None]
 def check_settings(settings: Settings) -> None:
     """What the settings cannot check without the leads context (start-up refuses it in
     one line, `ConfigError`): a routing rule an earlier one takes every lead of through
-    Spain's places (`routing.unreachable_by_place`)."""
-    if problems := unreachable_by_place(settings.leads.routing_rules):
+    Spain's places (`routing.unreachable_by_place`), named where it was written (the
+    settings file's key or the environment variable, `setting_name`)."""
+    problems = [
+        f"{setting_name(('leads', 'routing_rules', index))}: {why}"
+        for index, why in unreachable_by_place(settings.leads.routing_rules)
+    ]
+    if problems:
         raise ConfigError(f"invalid configuration: {'; '.join(problems)}")
 
 
