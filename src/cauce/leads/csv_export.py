@@ -236,6 +236,17 @@ class _Writer:
         self._parts.append(line + "\r\n")
         self._size += len(line) + 2
 
+    def stream(self, rows: Iterable[Iterable[Any]], text: Sequence[int] = ()) -> Iterator[bytes]:
+        """Write `rows` (`row`), handing out what is buffered as it fills, then the rest."""
+        for cells in rows:
+            self.row(cells, text)
+            chunk = self.take()
+            if chunk:
+                yield chunk
+        last = self.take(force=True)
+        if last:
+            yield last
+
     def take(self, *, force: bool = False) -> bytes | None:
         """What is buffered, encoded, once it reaches `_FLUSH_BYTES` characters (or
         whatever there is, with `force`)."""
@@ -268,14 +279,9 @@ def csv_export(
     text = tuple(i for i, column in enumerate(columns) if column in text_columns)
     if header:
         writer.row(columns)
-    for record in records:
-        writer.row((_lookup(record, column) for column in columns), text)
-        chunk = writer.take()
-        if chunk:
-            yield chunk
-    last = writer.take(force=True)
-    if last:
-        yield last
+    yield from writer.stream(
+        ((_lookup(record, column) for column in columns) for record in records), text
+    )
 
 
 # The lead attribute an export column is read from, where the names differ: `id` is the
@@ -338,29 +344,23 @@ def lead_export(
     writer = _Writer(delimiter, bom)
     if header:
         writer.row(EXPORT_COLUMNS)
-    for row in rows:
+
+    def cells(row: Sequence[Any]) -> Any:  # (`arrange`'s tuple)
         values = [
             value.get(key) if (value := row[i]).__class__ is dict else _key_of(value, key)
             for i, key in keys
         ]
-        writer.row(
-            arrange(
-                (
-                    *pick(row),
-                    *values,
-                    contacts_cell(row[emails]),
-                    contacts_cell(row[phones]),
-                    None if row[held_at] is None else live_uid(row[held_at]),
-                )
-            ),
-            text,
+        return arrange(
+            (
+                *pick(row),
+                *values,
+                contacts_cell(row[emails]),
+                contacts_cell(row[phones]),
+                None if row[held_at] is None else live_uid(row[held_at]),
+            )
         )
-        chunk = writer.take()
-        if chunk:
-            yield chunk
-    last = writer.take(force=True)
-    if last:
-        yield last
+
+    yield from writer.stream(map(cells, rows), text)
 
 
 class ErrorReportWriter:
