@@ -127,3 +127,26 @@ async def test_through_the_api_and_a_batch(api: httpx.AsyncClient) -> None:
     results = response.json()["items"]
     countries = [(await get_lead(api, r["id"]))["country"] for r in results]
     assert countries == ["ES", "GD"]
+
+
+async def test_a_patch_reads_the_name_by_the_leads_own_region_and_phone(
+    api: httpx.AsyncClient,
+) -> None:
+    """A PATCH sending `Granada` alone is read by the lead's stored region or phone, as
+    intake reads it (before: `GD` for a lead in Andalucía with a Spanish number; found by
+    review, helper-138)."""
+    by_region = await post_lead(api, {"email": _email(), "region": "Andalucía"})
+    by_phone = await post_lead(api, {"email": _email(), "phone": "+34 958 11 22 33"})
+    neither = await post_lead(api, {"email": _email()})
+    found = []
+    for lead in (by_region, by_phone, neither):
+        patched = await api.patch(f"/v1/leads/{lead['id']}", json={"country": "Granada"})
+        assert patched.status_code == 200, patched.text
+        found.append((patched.json()["country"], patched.json()["region"]))
+    assert found == [("ES", "Andalucía"), ("ES", "Granada"), ("GD", None)]
+    # What the PATCH sends wins over what is stored: a Nicaraguan number, Nicaragua.
+    patched = await api.patch(
+        f"/v1/leads/{by_phone['id']}", json={"country": "Granada", "phone": "+505 2552 1234"}
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["country"] == "NI"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -52,6 +52,7 @@ from cauce.leads.endpoints import (
 from cauce.leads.errors import LeadNotFound
 from cauce.leads.field_types import IntakeOptions
 from cauce.leads.json_bodies import JSON, invalid, json_body, json_response, schema_body
+from cauce.leads.places import shared_country_name
 from cauce.leads.responses import LeadDetailOut, LeadOut
 from cauce.leads.schemas import LeadPatch
 from cauce.leads.schemas_requests import LeadReviewIn
@@ -184,11 +185,16 @@ async def patch_lead(request: Request, principal: WriteRead) -> Response:
     body = await json_body(request, (JSON, MERGE_PATCH))
     async with unit_of_work(rt.sessionmaker) as session:
         region = None
-        if _needs_country(body):
+        places: tuple[str | None, str | None] | None = None
+        needs = _needs_country(body)
+        if needs is not None:
             # A national number is read in the lead's own country, and a full name split
-            # by its naming convention, as at intake.
-            region = (await service_edit.live_lead(session, uid)).country
-        options = replace(intake_options(rt, region), stored_country=region)
+            # by its naming convention, as at intake; a shared country name (`Granada`)
+            # by the lead's region and phone, as at intake.
+            stored = await service_edit.live_lead(session, uid)
+            region = stored.country if needs == "country" else None
+            places = (stored.region, stored.phone) if needs == "places" else None
+        options = replace(intake_options(rt, region), stored_country=region, stored_places=places)
         changes = _patch_of(body, options)
         lead = await service_edit.patch(
             session, rt, uid, changes, actor(principal), if_match=_if_match(request)
@@ -205,18 +211,22 @@ def _if_match(request: Request) -> str | None:
     return request.headers.get("if-match")
 
 
-def _needs_country(body: bytes) -> bool:
-    """Whether a change reads something by the lead's country: a phone or a full name
-    sent without `country`."""
+def _needs_country(body: bytes) -> Literal["country", "places"] | None:
+    """What of the stored lead a change reads: its `country`, for a phone or a full name
+    sent without one; its `places` (region and phone), for a country box naming a country
+    whose name others' regions share (`places.shared_country_name`: `Granada`)."""
     try:
         sent = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return False  # `_patch_of` says why
-    return (
-        isinstance(sent, dict)
-        and ("phone" in sent or "full_name" in sent)
-        and "country" not in sent
-    )
+        return None  # `_patch_of` says why
+    if not isinstance(sent, dict):
+        return None
+    country = sent.get("country")
+    if isinstance(country, str) and shared_country_name(country):
+        return "places"
+    if ("phone" in sent or "full_name" in sent) and "country" not in sent:
+        return "country"
+    return None
 
 
 def _patch_of(body: bytes, options: IntakeOptions) -> LeadPatch:

@@ -53,13 +53,15 @@ class IntakeOptions:
     given, refuses a consent timestamp in the future (5 minutes of skew allowed).
     `max_batch` is the most items a `POST /v1/leads/batch` takes (`leads.max_batch`).
     `stored_country` is a changed lead's country: a PATCH without `country` splits a
-    `full_name` by its naming convention (as intake did with it).
+    `full_name` by its naming convention (as intake did with it). `stored_places`, its
+    region and phone: a PATCH's `Granada` is read by them when it sends neither.
     """
 
     default_phone_region: str = DEFAULT_PHONE_REGION
     now: datetime | None = None
     max_batch: int = MAX_BATCH_ITEMS
     stored_country: str | None = None
+    stored_places: tuple[str | None, str | None] | None = None
 
     def context(self) -> dict[str, Any]:
         """The `context=` argument for `model_validate`."""

@@ -172,7 +172,11 @@ class Consent(RequestModel):
 _PLACE = TypeAdapter(PlaceText)
 
 
-def _read_shared_name(data: dict[str, Any], default_region: str) -> dict[str, Any]:
+def _read_shared_name(
+    data: dict[str, Any],
+    default_region: str,
+    stored: tuple[str | None, str | None] | None = None,
+) -> dict[str, Any]:
     """`data` with a country box that names a country whose name regions of others share
     (`places.shared_country_name`: `Granada` is Grenada, and Spain's province, and
     Nicaragua's department) read as the country its region or its phone says, when one of
@@ -186,6 +190,9 @@ def _read_shared_name(data: dict[str, Any], default_region: str) -> dict[str, An
     if not isinstance(country, str) or not (shared := shared_country_name(country)):
         return data
     region, phone = data.get("region"), data.get("phone")
+    if stored is not None:  # a PATCH: the lead's own, for what it does not send
+        region = region if "region" in data else stored[0]
+        phone = phone if "phone" in data else stored[1]
     found = country_of_region(region) if isinstance(region, str) else None
     if found is None and isinstance(phone, str) and phone.strip():
         named = normalise_country(country)
@@ -201,6 +208,11 @@ def _read_shared_name(data: dict[str, Any], default_region: str) -> dict[str, An
     if found is None or found not in shared:
         return data
     return {**data, "country": found}
+
+
+def _shared_name_options(info: ValidationInfo) -> tuple[str, tuple[str | None, str | None] | None]:
+    options = options_from(info)
+    return options.default_phone_region, options.stored_places
 
 
 class _LeadFields(RequestModel):
@@ -255,8 +267,7 @@ class _LeadFields(RequestModel):
             isinstance(data, dict)
             and isinstance(typed := data.get("country"), str)
             and shared_country_name(typed)
-            and (read := _read_shared_name(data, options_from(info).default_phone_region))
-            is not data
+            and (read := _read_shared_name(data, *_shared_name_options(info))) is not data
         ):
             data, place = read, typed
         fields = handler(data)
