@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from prometheus_client import start_http_server
 
 from cauce.app import job_worker_for, open_resources
-from cauce.core.config import Settings
+from cauce.core.config import Settings, setting_name
 from cauce.core.errors import ConfigError
 from cauce.core.jobs.metrics import JobMetrics
 from cauce.core.jobs.ports import JobQueue
@@ -53,7 +53,7 @@ def unknown_queues(
     unknown = [queue for queue in dict.fromkeys(served) if queue not in known]
     if not unknown:
         return None
-    source = "--queues" if queues else "CAUCE_JOBS__QUEUES"
+    source = "--queues" if queues else setting_name(("jobs", "queues"))
     names = ", ".join(repr(queue) for queue in unknown)
     queue = "queues" if len(unknown) > 1 else "queue"
     return f"{source}: no task runs on {queue} {names}; the queues are {', '.join(known)}"

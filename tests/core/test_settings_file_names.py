@@ -6,6 +6,7 @@ always a variable, one nobody had set for a value written in cauce.toml)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,3 +120,18 @@ def test_the_leads_start_up_check_names_the_rule_where_it_was_written(
         "invalid configuration: CAUCE_LEADS__ROUTING_RULES__1: can never match: "
         "routing rule 0 before it (team sur)"
     )
+
+
+def test_a_map_key_is_named_as_the_file_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad key of a table (a blank team's name) is named by the file's key, without the
+    `[key]` pydantic adds to its location (before: `CAUCE_LEADS__TEAMS__ __[KEY]`; review,
+    helper-138)."""
+    for name in [n for n in os.environ if n.startswith("CAUCE_")]:
+        monkeypatch.delenv(name)
+    (tmp_path / "cauce.toml").write_text('[leads.teams]\n" " = [{ name = "Ana" }]\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert 'cauce.toml: leads.teams." ": is blank' in str(refused.value)

@@ -554,7 +554,9 @@ def setting_name(loc: tuple[int | str, ...], overrides: dict[str, Any] | None = 
     """Where the value at `loc` (`("http", "port")`) was given, in the words of that
     source: the settings file and its key (`cauce.toml: http.port`) when the value is the
     file's (keyword arguments, `overrides`, and variables win over it), else the
-    environment variable (`CAUCE_HTTP__PORT`)."""
+    environment variable (`CAUCE_HTTP__PORT`). The parts pydantic adds that are no
+    setting's (a union's branch, a map key's `[key]`) are left out."""
+    loc = tuple(part for part in loc if not _union_branch(part))
     given = _holds(overrides or {}, loc) or _in_environment(loc)
     if not given and _holds(_file_values(), loc):
         return f"{config_file()}: {_toml_key(loc)}"
