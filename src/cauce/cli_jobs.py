@@ -6,7 +6,6 @@ Mounted by `cauce.cli`, which passes in its helpers (`cli_support`).
 
 from __future__ import annotations
 
-import enum
 import json
 import re
 import sys
@@ -22,6 +21,7 @@ from rich.text import Text
 
 from cauce.cli_support import Failer, Runner, SettingsOf, ensure_schema
 from cauce.core.errors import NotFound
+from cauce.core.jobs.ports import JobStatus
 
 if TYPE_CHECKING:
     from cauce.core.config import Settings
@@ -34,17 +34,6 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # SQLite raised an OverflowError traceback), refused as the usage error it is.
 MAX_ID = 2**63 - 1
 _SINCE_HELP = "Deferred since: a duration ago (30m, 2h, 7d) or a date/time (UTC unless offset)"
-
-
-class StatusChoice(enum.StrEnum):
-    """`--status`'s choices: `JobStatus`'s values (tests keep the two in step), restated
-    so that `cauce --help` need not import the job engine (SQLAlchemy) to list them."""
-
-    TODO = "todo"
-    DOING = "doing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -92,16 +81,16 @@ def _when(value: datetime | None) -> str:
 
 
 def _filters(
-    status: StatusChoice | None,
+    status: JobStatus | None,
     task: str | None,
     queue: str | None,
     since: str | None,
     error_class: str | None,
 ) -> JobFilter:
-    from cauce.core.jobs.ports import JobFilter, JobStatus
+    from cauce.core.jobs.ports import JobFilter
 
     return JobFilter(
-        status=JobStatus(status.value) if status is not None else None,
+        status=status,
         task=task,
         queue=queue,
         created_after=parse_since(since, datetime.now(UTC)) if since else None,
@@ -109,7 +98,7 @@ def _filters(
     )
 
 
-StatusOption = Annotated[StatusChoice | None, typer.Option(help="todo, doing, succeeded...")]
+StatusOption = Annotated[JobStatus | None, typer.Option(help="todo, doing, succeeded...")]
 TaskOption = Annotated[str | None, typer.Option(help="Task name, e.g. jobs.probe")]
 QueueOption = Annotated[str | None, typer.Option(help="Queue name")]
 SinceOption = Annotated[str | None, typer.Option(help=_SINCE_HELP)]
@@ -225,8 +214,8 @@ def build_jobs_app(
             int | None, typer.Argument(min=1, max=MAX_ID, help="One job; or use filters")
         ] = None,
         status: Annotated[
-            StatusChoice, typer.Option(help="Bulk: replay failed (default) or cancelled jobs")
-        ] = StatusChoice.FAILED,
+            JobStatus, typer.Option(help="Bulk: replay failed (default) or cancelled jobs")
+        ] = JobStatus.FAILED,
         task: TaskOption = None,
         queue: QueueOption = None,
         since: SinceOption = None,
@@ -244,7 +233,7 @@ def build_jobs_app(
             raise refuse(
                 "give a job id, or filters (--task, --queue, --since, --error-class) or --all", 2
             )
-        if job_id is None and status not in (StatusChoice.FAILED, StatusChoice.CANCELLED):
+        if job_id is None and status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise refuse("only failed or cancelled jobs can be replayed", 2)
         settings = settings_of()
 

@@ -12,9 +12,10 @@ import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
+if TYPE_CHECKING:  # annotations only: `cauce --help` lists JobStatus without SQLAlchemy
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 JsonDict = dict[str, Any]
 
