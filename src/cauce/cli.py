@@ -54,14 +54,16 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _settings(**overrides: Any) -> Settings:
     """Load settings and configure logging (to stderr: stdout is for results)."""
-    from cauce.core.config import load_settings
+    from cauce.core.config import load_settings, setting_name
 
     try:
         settings = load_settings(**overrides)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if problem := _database_url_problem(settings):
-        raise _fail(f"invalid configuration: CAUCE_DATABASE_URL: {problem}")
+        # Named where it was set: `cauce.toml: database_url`, or the variable.
+        name = setting_name(("database_url",), overrides)
+        raise _fail(f"invalid configuration: {name}: {problem}")
     _setup_logging(settings)
     return settings
 

@@ -51,6 +51,17 @@ def parse_since(text: str, now: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def served_queues() -> list[str]:
+    """The queues every context's tasks run on, the only ones `cauce worker --queues`
+    accepts (`worker.unknown_queues`, from the tasks a worker registers, which need its
+    resources built). Each queue's name is its context's own constant."""
+    from cauce.core.jobs.registry import DEFAULT_QUEUE
+    from cauce.leads.delivery import CRM_QUEUE
+    from cauce.leads.imports import IMPORT_QUEUE
+
+    return sorted({DEFAULT_QUEUE, CRM_QUEUE, IMPORT_QUEUE})
+
+
 @asynccontextmanager
 async def _job_queue(settings: Settings) -> AsyncIterator[tuple[Database, JobQueue]]:
     """The database and its job queue, with core's tasks (contexts' handlers are not
@@ -274,6 +285,13 @@ def build_jobs_app(
         from cauce.core.db import unit_of_work
         from cauce.core.jobs.builtin import PROBE_TASK
 
+        known = served_queues()
+        if queue is not None and queue not in known:
+            # As `cauce worker --queues` (`worker.unknown_queues`): no worker can be asked
+            # for such a queue, so the probe measured nothing and the user waited.
+            raise refuse(
+                f"--queue: no task runs on queue {queue!r}; the queues are {', '.join(known)}", 2
+            )
         settings = settings_of()
         payload: dict[str, Any] = {"sleep_seconds": sleep, "fail": fail}
 

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,6 +30,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -374,14 +376,16 @@ class CrmSettings(_Section):
             ) from exc
         return value
 
-    @model_validator(mode="after")
-    def _subscription_needs_hubspot(self) -> CrmSettings:
+    @field_validator("hubspot_subscription_id")
+    @classmethod
+    def _subscription_needs_hubspot(cls, value: int | None, info: ValidationInfo) -> int | None:
         # The status follows the lead's own consent, carried on each contact whether or
         # not a consent field is mapped; only HubSpot has the subscription type it names.
-        if self.hubspot_subscription_id is not None and self.provider != "hubspot":
-            name = f"{ENV_PREFIX}CRM__HUBSPOT_SUBSCRIPTION_ID"
-            raise ValueError(f"{name} is for CAUCE_CRM__PROVIDER=hubspot only")
-        return self
+        # A field's error: named where it was set (the file's key or the variable).
+        provider = info.data.get("provider")
+        if value is not None and provider is not None and provider != "hubspot":
+            raise ValueError(f"is for {_named('crm', 'provider')}=hubspot only")
+        return value
 
 
 class MlflowSettings(_Section):
@@ -444,12 +448,12 @@ class Settings(BaseSettings):
         url = self.database_url
         if url is not None and not url.startswith(("sqlite+aiosqlite://", "postgresql+psycopg://")):
             raise ValueError(
-                f"{ENV_PREFIX}DATABASE_URL must start with sqlite+aiosqlite:// or "
+                f"{_named('database_url')} must start with sqlite+aiosqlite:// or "
                 "postgresql+psycopg://"
             )
         if url is not None and url.startswith("sqlite") and _sqlite_file(url) is None:
             raise ValueError(
-                f"{ENV_PREFIX}DATABASE_URL names no database file: an in-memory SQLite "
+                f"{_named('database_url')} names no database file: an in-memory SQLite "
                 "database is gone when the process ends (an API key created with it could "
                 "never be used); give a path (sqlite+aiosqlite:////var/lib/cauce/cauce.db), "
                 f"or leave it unset for {ENV_PREFIX}DATA_DIR/cauce.db"
@@ -459,11 +463,11 @@ class Settings(BaseSettings):
             if secret == DEV_SECRET_KEY:
                 raise ValueError(
                     f"secret_key is the built-in development value; outside development set "
-                    f"{ENV_PREFIX}SECRET_KEY to a random string (e.g. `openssl rand -hex 32`)"
+                    f"{_named('secret_key')} to a random string (e.g. `openssl rand -hex 32`)"
                 )
             if len(secret) < 32:
                 raise ValueError(
-                    f"{ENV_PREFIX}SECRET_KEY must be at least 32 characters outside "
+                    f"{_named('secret_key')} must be at least 32 characters outside "
                     "development (e.g. `openssl rand -hex 32`)"
                 )
         return self
@@ -561,6 +565,16 @@ def setting_name(loc: tuple[int | str, ...], overrides: dict[str, Any] | None = 
     if not given and _holds(_file_values(), loc):
         return f"{config_file()}: {_toml_key(loc)}"
     return _variable_name(loc)
+
+
+# The keyword arguments `load_settings` is building the settings with, for the checks
+# that name a setting in their message (`_named`): they win over the file's values.
+_building_with: ContextVar[dict[str, Any] | None] = ContextVar("_building_with", default=None)
+
+
+def _named(*loc: int | str) -> str:
+    """`setting_name` for a check inside the settings (a validator's message)."""
+    return setting_name(loc, _building_with.get())
 
 
 # The names pydantic gives the branches of a union in an error's location (`bool`,
@@ -667,6 +681,7 @@ def load_settings(**overrides: Any) -> Settings:
         # would otherwise start Cauce on its defaults, routing and scoring rules lost.
         what = "is a directory" if Path(explicit).is_dir() else "does not exist"
         raise ConfigError(f"invalid configuration: {ENV_PREFIX}CONFIG: {explicit} {what}")
+    building = _building_with.set(overrides)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -680,6 +695,8 @@ def load_settings(**overrides: Any) -> Settings:
         ) from None
     except SettingsError as exc:
         raise ConfigError(f"invalid configuration: {_unparsable(exc)}") from None
+    finally:
+        _building_with.reset(building)
 
 
 def _sqlite_file(url: str) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cauce.core.config import CrmSettings, Settings
+from cauce.core.config import CrmSettings, Settings, setting_name
 from cauce.core.errors import ConfigError
 from cauce.core.http import ClientOptions, HttpClients
 from cauce.core.security.ssrf import SsrfGuard
@@ -71,7 +71,13 @@ def subscription_setup(crm: CrmSettings) -> SubscriptionSetup | None:
     return SubscriptionSetup(
         subscription_id=crm.hubspot_subscription_id,
         email_property=crm.field_mapping.get("email", "email"),
+        setting=setting_name(("crm", "hubspot_subscription_id")),
     )
+
+
+def _token() -> str:
+    """`crm.token` named where it was set (`cauce.toml: crm.token`, else the variable)."""
+    return setting_name(("crm", "token"))
 
 
 def build_crm(
@@ -92,7 +98,7 @@ def build_crm(
     client = http_clients.get(crm.provider)
     if crm.provider == "hubspot":
         if not token:
-            raise ConfigError("CAUCE_CRM__TOKEN is required for HubSpot (a private app token)")
+            raise ConfigError(f"{_token()} is required for HubSpot (a private app token)")
         return HubSpotCrm(
             client,
             token=token,
@@ -107,7 +113,7 @@ def build_crm(
         )
     if crm.provider == "pipedrive":
         if not token:
-            raise ConfigError("CAUCE_CRM__TOKEN is required for Pipedrive (an API token)")
+            raise ConfigError(f"{_token()} is required for Pipedrive (an API token)")
         return PipedriveCrm(
             client,
             token=token,
@@ -118,7 +124,8 @@ def build_crm(
             max_batch=crm.batch_size,
         )
     if not crm.base_url:
-        raise ConfigError("CAUCE_CRM__BASE_URL (the webhook URL) is required for webhooks")
+        name = setting_name(("crm", "base_url"))
+        raise ConfigError(f"{name} (the webhook URL) is required for webhooks")
     try:
         return WebhookCrm(
             client,
@@ -130,4 +137,4 @@ def build_crm(
             max_batch=crm.batch_size,
         )
     except ValueError as exc:
-        raise ConfigError(f"CAUCE_CRM__TOKEN must be a Standard Webhooks secret: {exc}") from exc
+        raise ConfigError(f"{_token()} must be a Standard Webhooks secret: {exc}") from exc

@@ -94,10 +94,13 @@ PostCall = Callable[[str, Mapping[str, Any], Mapping[str, str] | None], Awaitabl
 @dataclass(frozen=True, slots=True)
 class SubscriptionSetup:
     """Which subscription type follows the lead's marketing consent, and the CRM property
-    a contact's email is in (the field mapping's, else ``email``)."""
+    a contact's email is in (the field mapping's, else ``email``). ``setting`` names the
+    id where it was set (``cauce.toml: crm.hubspot_subscription_id``, or the variable),
+    for the error HubSpot's refusal becomes."""
 
     subscription_id: int
     email_property: str = "email"
+    setting: str = "CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +211,7 @@ class SubscriptionStatuses:
             error = parse_error(exc.body)
             raise CrmRejected(
                 f"HubSpot refused the subscription status request (HTTP {exc.status} "
-                f"{error.category}); check CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID"
+                f"{error.category}); check {self.setup.setting}"
             ) from exc
         try:
             return response.json()

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from cauce.core.config import MlflowSettings
+from cauce.core.config import MlflowSettings, setting_name
 from cauce.core.errors import ConfigError
 from cauce.leads.learned.errors import TrackingFailed
 from cauce.leads.learned.store import CLASSIFIER, ModelStore
@@ -84,6 +84,12 @@ def _cause(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def _tracking_uri() -> str:
+    """The setting named where it was set (`cauce.toml: mlflow.tracking_uri`, else the
+    variable)."""
+    return setting_name(("mlflow", "tracking_uri"))
+
+
 def mlflow_client(settings: MlflowSettings) -> MlflowClient | None:
     """A client for the configured tracking URI, which answered (None when tracking is off).
 
@@ -97,8 +103,8 @@ def mlflow_client(settings: MlflowSettings) -> MlflowClient | None:
         from mlflow.exceptions import MlflowException
     except ImportError as exc:
         raise ConfigError(
-            "CAUCE_MLFLOW__TRACKING_URI is set but MLflow is not installed: install the "
-            "`mlflow` extra (pip install 'cauce[mlflow]') or unset the variable"
+            f"{_tracking_uri()} is set but MLflow is not installed: install the "
+            "`mlflow` extra (pip install 'cauce[mlflow]') or unset it"
         ) from exc
     try:
         client = MlflowClient(tracking_uri=settings.tracking_uri)
@@ -110,7 +116,7 @@ def mlflow_client(settings: MlflowSettings) -> MlflowClient | None:
             client.get_experiment_by_name(settings.experiment)
     except (MlflowException, OSError) as exc:
         raise TrackingFailed(
-            f"MLflow at {_shown(settings.tracking_uri)} (CAUCE_MLFLOW__TRACKING_URI) does not "
+            f"MLflow at {_shown(settings.tracking_uri)} ({_tracking_uri()}) does not "
             f"answer: {_cause(exc)}. Nothing was trained or saved: start the tracking server, "
             "correct the URI, or unset it to train without tracking"
         ) from exc
