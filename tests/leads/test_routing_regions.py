@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from cauce.core import config_leads
 from cauce.core.config_leads import RoutingRule
 from cauce.leads import regions_es
-from cauce.leads.routing import choose_team, place_key
+from cauce.leads.regions_es import place_key
+from cauce.leads.routing import choose_team
 from tests.conftest import SettingsFactory
 from tests.leads.api_client import leads_api
 

@@ -143,7 +143,7 @@ def _spain_alone(rule: RoutingRule) -> bool:
 
 
 def region_key(text: str) -> str:
-    """A region as routing compares it (`leads.routing.place_key`, which core may not
+    """A region as routing compares it (`leads.regions_es.place_key`, which core may not
     import; a test keeps the two in step): case, accents and punctuation aside."""
     decomposed = unicodedata.normalize("NFKD", text)
     plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()

@@ -15,12 +15,31 @@ Some names are Latin America's too (Guadalajara, Jalisco; Córdoba, Argentina; V
 Venezuela; Cuenca, Ecuador...). Routing reads the table for a lead whose country is
 Spain; for a lead without a country only the names that are Spain's alone (`SHARED` are
 not).
+
+Scoring's `equals`/`in` on `region` read it the same way (`SPAIN.rule_places`,
+`SPAIN.takes`), so a scoring rule for `Andalucía` scores the leads a routing rule for
+`Andalucía` (without `countries`) takes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+
+_NOT_LETTERS = re.compile(r"[\W_]+")
+
+
+@lru_cache(maxsize=4096)
+def place_key(text: str) -> str:
+    """`text` as routing compares it: case, accents and punctuation aside, in any
+    script (`Andalucía` and `ANDALUCIA`, `Castilla-La Mancha` and `Castilla La Mancha`
+    agree; `Москва` keeps its letters). Text of punctuation only stays itself."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return " ".join(word for word in _NOT_LETTERS.split(plain) if word) or text.casefold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +289,8 @@ class SpanishPlaces:
     covers: dict[str, frozenset[str]]
     # Folded names a lead without a country does not name a Spanish place with.
     shared: frozenset[str]
+    # How the names are folded (`place_key`); a lead's country is folded so too.
+    fold: Callable[[str], str]
 
     def place_of(self, key: str) -> str | None:
         """The place a folded name names, or None."""
@@ -279,6 +300,29 @@ class SpanishPlaces:
         """The places a rule naming this folded name takes (empty: not a Spanish place)."""
         place = self.places.get(key)
         return self.covers[place] if place is not None else frozenset()
+
+    def rule_places(self, keys: Iterable[str], *, spain_only: bool) -> frozenset[str]:
+        """The places a rule naming these folded regions takes (their provinces and islands
+        too): what `takes` checks a lead against, computed once per rule. A bare
+        two-letter code is Spain's (`CA`, Cádiz; `GA`, Galicia) only in a rule for Spain
+        alone (`spain_only`): elsewhere it is likelier a state's (California, Georgia),
+        and a rule for those took Spanish leads from Cádiz and Galicia."""
+        named = (key for key in keys if spain_only or not _bare_code(key))
+        return frozenset().union(*(self.covered_by(key) for key in named))
+
+    def takes(self, places: frozenset[str], key: str, country: str | None) -> bool:
+        """Whether a lead whose folded region is `key`, of `country`, is in one of a rule's
+        `places` (`rule_places`). The table is Spain's: a Mexican lead from Guadalajara is
+        not in Castilla-La Mancha. Without a country, only the names no Latin American
+        place shares (not `SHARED`, nor a two-letter code) are read as Spain's."""
+        place = self.places.get(key) if places else None
+        if place is None or place not in places:
+            return False
+        return key not in self.shared if country is None else self.fold(country) == "es"
+
+
+def _bare_code(key: str) -> bool:
+    return len(key) == 2 and key.isascii() and key.isalpha()
 
 
 def spanish_places(fold: Callable[[str], str]) -> SpanishPlaces:
@@ -310,4 +354,8 @@ def spanish_places(fold: Callable[[str], str]) -> SpanishPlaces:
             covers[community.code] = frozenset({community.code, *inside})
             name(community.names, community.code)
     shared = {fold(text) for text in SHARED} | {key for key in places if len(key) == 2}
-    return SpanishPlaces(places, covers, frozenset(shared))
+    return SpanishPlaces(places, covers, frozenset(shared), fold)
+
+
+# The table as routing and scoring read it: by `place_key`.
+SPAIN = spanish_places(place_key)

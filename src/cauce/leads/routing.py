@@ -19,15 +19,14 @@ request does not skip anyone.
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from cauce.core.config_leads import RoutingRule, TeamMember
-from cauce.leads.regions_es import spanish_places
+from cauce.leads.regions_es import SPAIN as _SPAIN
+from cauce.leads.regions_es import place_key
 from cauce.leads.scoring import same_value
 
 
@@ -37,26 +36,6 @@ class RouteDecision:
 
     team: str
     rule_index: int | None
-
-
-_NOT_LETTERS = re.compile(r"[\W_]+")
-
-
-@lru_cache(maxsize=4096)
-def place_key(text: str) -> str:
-    """`text` as routing compares it: case, accents and punctuation aside, in any
-    script (`Andalucía` and `ANDALUCIA`, `Castilla-La Mancha` and `Castilla La Mancha`
-    agree; `Москва` keeps its letters). Text of punctuation only stays itself."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-    return " ".join(word for word in _NOT_LETTERS.split(plain) if word) or text.casefold()
-
-
-_SPAIN = spanish_places(place_key)
-
-
-def _bare_code(key: str) -> bool:
-    return len(key) == 2 and key.isascii() and key.isalpha()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +56,11 @@ class _Prepared:
     def of(cls, rule: RoutingRule) -> _Prepared:
         countries = frozenset(place_key(c) for c in rule.countries)
         regions = frozenset(place_key(r) for r in rule.regions)
-        # A bare two-letter code is Spain's (`CA`, Cádiz; `GA`, Galicia) only in a rule
-        # for Spain alone: elsewhere it is likelier a state's (California, Georgia), and
-        # a rule for those took Spanish leads from Cádiz and Galicia.
-        spain_only = countries == {"es"}
-        named = (r for r in regions if spain_only or not _bare_code(r))
         return cls(
             countries=countries,
             regions=regions,
-            spanish=frozenset().union(*(_SPAIN.covered_by(r) for r in named)),
+            # A bare code (`CA`, `GA`) only in a rule for Spain alone: `rule_places`.
+            spanish=_SPAIN.rule_places(regions, spain_only=countries == {"es"}),
             sources=frozenset(place_key(s) for s in rule.sources),
             min_score=rule.min_score,
             max_score=rule.max_score,
@@ -94,14 +69,9 @@ class _Prepared:
 
     def takes_region(self, region: str, country: str | None) -> bool:
         key = place_key(region)
-        if key in self.regions:
-            return True
-        place = _SPAIN.place_of(key) if self.spanish else None
-        if place is None or place not in self.spanish:
-            return False
-        # The table is Spain's: a Mexican lead from Guadalajara is not in Castilla-La
-        # Mancha. Without a country, only the names no Latin American place shares.
-        return key not in _SPAIN.shared if country is None else place_key(country) == "es"
+        # The table is Spain's (`SpanishPlaces.takes`): a Mexican lead from Guadalajara is
+        # not in Castilla-La Mancha; scoring's rules on `region` read it the same way.
+        return key in self.regions or _SPAIN.takes(self.spanish, key, country)
 
     def matches(self, lead: Mapping[str, Any], score: int) -> bool:
         country = lead.get("country")

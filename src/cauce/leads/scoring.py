@@ -24,6 +24,7 @@ import structlog
 
 from cauce.core.config_lead_facts import text_key
 from cauce.core.config_scoring import ScoringRule
+from cauce.leads.regions_es import SPAIN, place_key
 
 log = structlog.get_logger("cauce.leads")
 
@@ -353,30 +354,74 @@ def same_value(value: Any, wanted: Any) -> bool:
     return text_key(str(value)) == text_key(str(wanted))
 
 
+# A region rule remembers this many (region, country) answers, none of a longer region.
+_REGIONS_SEEN = 4096
+_LONGEST_REGION = 100
+
+
 @dataclass(frozen=True, slots=True)
 class _Wanted:
     """A rule's value, prepared once. For `equals`/`in`, when all are text, a lead's text is
     one set lookup (what `same_value` answers for two texts) instead of a comparison per
-    value, the built-in market rule having thirteen; for `gte`, the number (`floor`)."""
+    value, the built-in market rule having thirteen; for `gte`, the number (`floor`). On
+    `region`, the Spanish places its values take (`spanish`), as routing's `regions`."""
 
     options: tuple[Any, ...]
     texts: frozenset[str] | None
     floor: Decimal | None = None
+    spanish: frozenset[str] = frozenset()
+    # Region rules: the answer by (region, country), which repeat across leads.
+    seen: dict[tuple[str, str | None], bool] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, rule: ScoringRule) -> _Wanted:
         options = rule.value if isinstance(rule.value, tuple) else (rule.value,)
         all_text = all(isinstance(option, str) for option in options)
         texts = frozenset(text_key(str(o)) for o in options) if all_text else None
-        return cls(options, texts, _number(rule.value) if rule.test == "gte" else None)
+        spanish: frozenset[str] = frozenset()
+        if rule.field == "region" and rule.test in ("equals", "in"):
+            # What a routing rule with these `regions` and no `countries` takes in Spain
+            # (a scoring rule names no country: a bare `CA` or `GA` stays a name).
+            keys = (place_key(o) for o in options if isinstance(o, str))
+            spanish = SPAIN.rule_places(keys, spain_only=False)
+        floor = _number(rule.value) if rule.test == "gte" else None
+        return cls(options, texts, floor, spanish)
 
-    def matches(self, value: Any) -> bool:
+    def matches(self, value: Any, facts: Mapping[str, Any]) -> bool:
+        if self.spanish and isinstance(value, str):
+            country = facts.get("country")
+            return self._region(value, str(country) if country else None)
+        # `_by_name`, inline: one call less per lead for every `equals`/`in` rule.
         if self.texts is not None and isinstance(value, str):
             return text_key(value) in self.texts
         return any(same_value(value, option) for option in self.options)
 
+    def _by_name(self, value: Any) -> bool:
+        if self.texts is not None and isinstance(value, str):
+            return text_key(value) in self.texts
+        return any(same_value(value, option) for option in self.options)
 
-def _holds(rule: ScoringRule, wanted: _Wanted, value: Any) -> bool:
+    def _region(self, region: str, country: str | None) -> bool:
+        """The rule's text by name (`text_key`), or a Spanish place it names taking the
+        lead's (`Sevilla` for `Andalucía`) as routing's `regions` read them
+        (`SpanishPlaces.takes`: a lead of Spain, or one without a country naming a
+        place Latin America does not share). Remembered: intake scores every lead."""
+        found = self.seen.get((region, country))
+        if found is None:
+            if len(region) > _LONGEST_REGION:
+                return self._region_of(region, country)  # not remembered
+            if len(self.seen) >= _REGIONS_SEEN:
+                self.seen.clear()
+            found = self.seen[region, country] = self._region_of(region, country)
+        return found
+
+    def _region_of(self, region: str, country: str | None) -> bool:
+        return self._by_name(region) or SPAIN.takes(self.spanish, place_key(region), country)
+
+
+def _holds(rule: ScoringRule, wanted: _Wanted, value: Any, facts: Mapping[str, Any]) -> bool:
     # The settings refuse a test or value that could never hold (`ScoringRule`).
     if rule.test == "present":
         return value not in (None, "", [], {})
@@ -385,7 +430,7 @@ def _holds(rule: ScoringRule, wanted: _Wanted, value: Any) -> bool:
         # this rule agree on which leads are VIP (a CSV cell's `sí` or `TRUE` included).
         return _flag(value) is True
     if rule.test in ("equals", "in"):
-        return wanted.matches(value)
+        return wanted.matches(value, facts)
     # gte: a number (or text holding one, or the lower bound of a band such as `250-500`
     # or `1000+`: `read_lower_bound`) at least the rule's
     number, floor = _number(value, bound=True), wanted.floor
@@ -428,7 +473,7 @@ class PointsModel:
         reasons = tuple(
             Reason(rule.name, rule.points, rule.reason)
             for rule, wanted in self._checks
-            if _holds(rule, wanted, _lookup(facts, rule.field))
+            if _holds(rule, wanted, _lookup(facts, rule.field), facts)
         )
         total = sum(reason.points for reason in reasons)
         return Score(max(MIN_SCORE, min(MAX_SCORE, total)), self.name, reasons)
