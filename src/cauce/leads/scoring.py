@@ -161,10 +161,17 @@ def scorer_model(scorer: object) -> tuple[str, datetime | None]:
     return UNKNOWN_MODEL, None
 
 
+# How this code reads the rules, in the fingerprint: one more each time the same rules
+# come to score some lead differently (2: a `region` rule takes Spain's provinces and
+# compares names punctuation aside, as routing does).
+RULES_READING = 2
+
+
 def rules_fingerprint(rules: Sequence[ScoringRule]) -> str:
-    """A short SHA-256 of the points rules (their order included): two processes, or a
-    training report and a process, with the same fingerprint score with the same rules."""
-    shape = [rule.model_dump(mode="json") for rule in rules]
+    """A short SHA-256 of the points rules (their order included) and of how this code
+    reads them (`RULES_READING`): two processes, or a training report and a process, with
+    the same fingerprint score with the same rules the same way."""
+    shape: list[Any] = [RULES_READING, *(rule.model_dump(mode="json") for rule in rules)]
     text = json.dumps(shape, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -369,6 +376,9 @@ class _Wanted:
     options: tuple[Any, ...]
     texts: frozenset[str] | None
     floor: Decimal | None = None
+    # On `region`: the values as routing folds them (`place_key`, punctuation aside too)
+    # and the Spanish places they take; None for a rule on another field.
+    places: frozenset[str] | None = None
     spanish: frozenset[str] = frozenset()
     # Region rules: the answer by (region, country), which repeat across leads.
     seen: dict[tuple[str, str | None], bool] = field(
@@ -380,32 +390,29 @@ class _Wanted:
         options = rule.value if isinstance(rule.value, tuple) else (rule.value,)
         all_text = all(isinstance(option, str) for option in options)
         texts = frozenset(text_key(str(o)) for o in options) if all_text else None
+        places: frozenset[str] | None = None
         spanish: frozenset[str] = frozenset()
-        if rule.field == "region" and rule.test in ("equals", "in"):
-            # What a routing rule with these `regions` and no `countries` takes in Spain
-            # (a scoring rule names no country: a bare `CA` or `GA` stays a name).
-            keys = (place_key(o) for o in options if isinstance(o, str))
-            spanish = SPAIN.rule_places(keys, spain_only=False)
+        if rule.field == "region" and rule.test in ("equals", "in") and texts is not None:
+            # What a routing rule with these `regions` and no `countries` takes: the
+            # names as it folds them, and in Spain the places they cover (a scoring rule
+            # names no country: a bare `CA` or `GA` stays a name).
+            places = frozenset(place_key(str(option)) for option in options)
+            spanish = SPAIN.rule_places(places, spain_only=False)
         floor = _number(rule.value) if rule.test == "gte" else None
-        return cls(options, texts, floor, spanish)
+        return cls(options, texts, floor, places, spanish)
 
     def matches(self, value: Any, facts: Mapping[str, Any]) -> bool:
-        if self.spanish and isinstance(value, str):
+        if self.places is not None and isinstance(value, str):
             country = facts.get("country")
             return self._region(value, str(country) if country else None)
-        # `_by_name`, inline: one call less per lead for every `equals`/`in` rule.
-        if self.texts is not None and isinstance(value, str):
-            return text_key(value) in self.texts
-        return any(same_value(value, option) for option in self.options)
-
-    def _by_name(self, value: Any) -> bool:
         if self.texts is not None and isinstance(value, str):
             return text_key(value) in self.texts
         return any(same_value(value, option) for option in self.options)
 
     def _region(self, region: str, country: str | None) -> bool:
-        """The rule's text by name (`text_key`), or a Spanish place it names taking the
-        lead's (`Sevilla` for `Andalucía`) as routing's `regions` read them
+        """The rule's region by name as routing compares names (`place_key`: case,
+        accents and punctuation aside), or a Spanish place it names taking the lead's
+        (`Sevilla` for `Andalucía`) as routing's `regions` read them
         (`SpanishPlaces.takes`: a lead of Spain, or one without a country naming a
         place Latin America does not share). Remembered: intake scores every lead."""
         found = self.seen.get((region, country))
@@ -418,7 +425,9 @@ class _Wanted:
         return found
 
     def _region_of(self, region: str, country: str | None) -> bool:
-        return self._by_name(region) or SPAIN.takes(self.spanish, place_key(region), country)
+        key = place_key(region)
+        assert self.places is not None  # a region rule's (`matches`)
+        return key in self.places or SPAIN.takes(self.spanish, key, country)
 
 
 def _holds(rule: ScoringRule, wanted: _Wanted, value: Any, facts: Mapping[str, Any]) -> bool:
