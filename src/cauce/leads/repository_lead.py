@@ -18,6 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import JSON, Select, Text, delete, func, or_, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from cauce.core.db.text_fold import contains_folded
 from cauce.leads.models import Lead, LeadEvent, LeadMatchKey, LeadSource, search_fold
@@ -196,14 +197,14 @@ def search_statement(
         conditions.append(held if query.held else ~held)
     if query.consent_marketing is not None:
         conditions.append(consent_condition(query.consent_marketing))
-    if query.created_after is not None:
-        conditions.append(Lead.created_at >= query.created_after)
-    if query.created_before is not None:
-        conditions.append(Lead.created_at < query.created_before)
-    if query.min_score is not None:
-        conditions.append(Lead.score >= query.min_score)
-    if query.max_score is not None:
-        conditions.append(Lead.score <= query.max_score)
+    ranges = [_created_range(Lead, query), _score_range(Lead, query)]
+    deferred = _deferred_range(query, dialect, before_id)
+    if deferred is not None:
+        # the page's leads among the ids of one range (the other range checked on each)
+        which, ids = deferred
+        conditions.append(Lead.id.in_(ids))
+        del ranges[which]
+    conditions.extend(condition for kept in ranges for condition in kept)
     phones, rest = phone_runs(query.text)
     words = search_words(rest)
     # each word somewhere; accents, case and punctuation aside (search_text_of)
@@ -231,6 +232,60 @@ def search_statement(
     if conditions:
         statement = statement.where(*conditions)
     return statement
+
+
+def _created_range(leads: Any, query: LeadQuery) -> list[Any]:
+    """The conditions of the query's creation range, on `leads` (the table or an alias)."""
+    conditions = []
+    if query.created_after is not None:
+        conditions.append(leads.created_at >= query.created_after)
+    if query.created_before is not None:
+        conditions.append(leads.created_at < query.created_before)
+    return conditions
+
+
+def _score_range(leads: Any, query: LeadQuery) -> list[Any]:
+    """The conditions of the query's score range, on `leads` (the table or an alias)."""
+    conditions = []
+    if query.min_score is not None:
+        conditions.append(leads.score >= query.min_score)
+    if query.max_score is not None:
+        conditions.append(leads.score <= query.max_score)
+    return conditions
+
+
+def _deferred_range(
+    query: LeadQuery, dialect: str, before_id: int | None
+) -> tuple[int, Select[Any]] | None:
+    """The ids of the leads in a range bounded on both sides (creation, else score), read
+    from that range's index alone, when the search's page should be read through them:
+    which range (0: creation, 1: score) and the statement of its ids.
+
+    SQLite takes a range bounded on both sides for a narrow one (it keeps no histogram)
+    and reads it through its index: every lead in it whole, then sorted by id for the
+    page, 500-800 ms for a score range holding 40 % of 500,000 leads, ~100 ms for a month.
+    Its ids alone come from the index (which holds the rowid), and the leads are then read
+    newest (or oldest) first by id among them, until the page is full: a month 13 months
+    ago in ~5 ms, that score range in ~70-90 (every id of the range is still read).
+
+    Only for a first page without an equality filter that has an index of its own
+    (status, source, owner, country, held). With one, SQLite walks that index in id order
+    and stops at the page (a broad range through its ids: 0.5 -> 90-130 ms); past a
+    cursor, it walks the leads by id from the cursor, which the ids of a broad score range
+    would make slower (0.6 -> 70-230 ms), and a cursor of the search's own pages lies in
+    its range."""
+    if dialect != "sqlite" or before_id is not None:
+        return None
+    if query.status or query.source or query.owner or query.country or query.held is not None:
+        return None
+    ranged = aliased(Lead, name="ranged")
+    if query.created_after is not None and query.created_before is not None:
+        which, conditions = 0, _created_range(ranged, query)
+    elif query.min_score is not None and query.max_score is not None:
+        which, conditions = 1, _score_range(ranged, query)
+    else:
+        return None
+    return which, select(ranged.id).where(*conditions)
 
 
 async def search_rows(
