@@ -96,6 +96,28 @@ def test_the_subscription_id_for_another_crm_names_the_files_keys(
     )
 
 
+def test_a_section_given_whole_as_json_names_only_what_its_json_holds(
+    toml: Callable[[str], Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`CAUCE_CRM='{"provider": ...}'` gives the section's provider, not the subscription id
+    the file gives beside it: that one was named `CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID`, set
+    by nobody (helper-143's review). One the JSON holds is the variable's."""
+    monkeypatch.setenv("CAUCE_CRM", '{"provider": "pipedrive", "token": "t"}')
+    with pytest.raises(ConfigError) as refusal:
+        toml("[crm]\nhubspot_subscription_id = 5\n")
+    assert str(refusal.value).startswith(
+        "invalid configuration: cauce.toml: crm.hubspot_subscription_id: is for "
+    )
+    monkeypatch.setenv(
+        "CAUCE_CRM", '{"provider": "pipedrive", "token": "t", "hubspot_subscription_id": 6}'
+    )
+    with pytest.raises(ConfigError) as refusal:
+        toml("[crm]\nhubspot_subscription_id = 5\n")
+    assert str(refusal.value).startswith(
+        "invalid configuration: CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID: is for "
+    )
+
+
 async def _crm_refusal(settings: Settings) -> str:
     clients = HttpClients()
     try:

@@ -538,11 +538,26 @@ def _holds(values: object, loc: tuple[int | str, ...]) -> bool:
 def _in_environment(loc: tuple[int | str, ...]) -> bool:
     """True if a variable gives the value at `loc` (`CAUCE_HTTP__PORT`), one holding it
     (`CAUCE_LEADS__ROUTING_RULES='[...]'`), or one inside it (a section's error)."""
-    names = {name.upper() for name in os.environ if name.upper().startswith(ENV_PREFIX)}
-    if any(_variable_name(loc[:n]) in names for n in range(1, len(loc) + 1)):
-        return True
+    values = {name.upper(): value for name, value in os.environ.items()}
+    names = {name for name in values if name.startswith(ENV_PREFIX)}
+    for n in range(1, len(loc) + 1):
+        name = _variable_name(loc[:n])
+        if name in names:
+            # A section or list given whole as JSON (`CAUCE_CRM='{"provider": ...}'`)
+            # gives the value only if its JSON holds it: the rest may be the file's.
+            return n == len(loc) or _json_holds(values[name], loc[n:])
     inside = _variable_name(loc) + "__"
     return any(name.startswith(inside) for name in names)
+
+
+def _json_holds(text: str, rest: tuple[int | str, ...]) -> bool:
+    """True if a variable's JSON `text` gives the value at `rest` (`_holds`); a value
+    that is not JSON is the variable's own (pydantic names what is wrong with it)."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return True
+    return _holds(parsed, rest)
 
 
 def _file_values() -> dict[str, Any]:
