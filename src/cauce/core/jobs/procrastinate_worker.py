@@ -15,7 +15,8 @@ procrastinate does not recover the jobs of a killed worker by itself, so the wor
 runs a sweeper (procrastinate_recovery.py): every `sweep_seconds` it moves the `doing`
 jobs of workers whose heartbeat is older than `stalled_seconds` back to `todo` and marks
 their attempts `lost`. Recovery after a crash therefore takes at most about stalled +
-sweep seconds.
+sweep seconds; after the database went away and came back, the jobs this process was
+running go back within one sweep.
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import procrastinate
+import psycopg
 import structlog
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from procrastinate import worker as pworker
 from procrastinate.app import WorkerOptions
+from procrastinate.exceptions import ConnectorException
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
 from cauce.core.db.idle_check import IdleCheckedPool
+from cauce.core.db.unavailable import database_unavailable, first_line
 from cauce.core.db.uow import unit_of_work
 from cauce.core.jobs.attempts import close_running_attempt, mark_lost
 from cauce.core.jobs.ports import AttemptOutcome
@@ -54,11 +58,14 @@ from cauce.core.jobs.procrastinate_engine import ProcrastinateJobQueue
 from cauce.core.jobs.procrastinate_recovery import queue_idle, sweep_stalled
 from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.jobs.runner import AttemptRunner, ClaimedJob
+from cauce.core.observability.logging import LogThrottle
 
 log = structlog.get_logger("cauce.jobs")
 # Pause before starting procrastinate's worker again after it stopped by itself (it does
 # when one of its side tasks fails, e.g. the database went away).
 RESTART_SECONDS = 1.0
+# While the database is not answering, one warning per loop this often, not a traceback.
+UNAVAILABLE_LOG_SECONDS = 5.0
 # How often `run_until_idle` looks at the queue.
 IDLE_CHECK_SECONDS = 0.05
 # How often `stop` repeats its stop request while waiting for the worker to finish.
@@ -119,6 +126,16 @@ def _consume_outcome(task: asyncio.Task[None]) -> None:
     """Retrieve an abandoned task's outcome, so asyncio does not report it as lost."""
     if not task.cancelled():
         task.exception()
+
+
+def _unavailable(exc: BaseException) -> BaseException | None:
+    """The error behind `exc` that says the database is not answering (procrastinate
+    wraps psycopg's in a `ConnectorException`), or None: a bug, logged with its traceback."""
+    if database_unavailable(exc):
+        return exc
+    if isinstance(exc, ConnectorException) and isinstance(exc.__cause__, psycopg.OperationalError):
+        return exc.__cause__
+    return None
 
 
 def _periodic_id(cron: str, payload: dict[str, Any], taken: set[str]) -> str:
@@ -185,6 +202,12 @@ class ProcrastinateWorker:
         self._sweeper: asyncio.Task[None] | None = None
         self._pworker: pworker.Worker | None = None
         self._stopping = asyncio.Event()
+        # Our procrastinate workers that ended without unregistering (the database went
+        # away): their `doing` jobs would wait `stalled_seconds` for the heartbeat to age.
+        # None of them runs any more, so the sweeper unregisters them as soon as it can,
+        # which hands their jobs to its next sweep.
+        self._ended: set[int] = set()
+        self._unavailable_log = LogThrottle(UNAVAILABLE_LOG_SECONDS)
 
     def _register(self) -> None:
         tasks: dict[str, Any] = {}
@@ -343,9 +366,12 @@ class ProcrastinateWorker:
                 if self._stopping.is_set():
                     return
                 log.warning("jobs.worker_stopped_by_itself")
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 - logged (_log_error); restarted
                 # Restart rather than leave the process up without a worker.
-                log.exception("jobs.worker_error")
+                self._log_error("jobs.worker_error", exc)
+            if self._pworker.worker_id is not None:
+                # Its jobs ended (procrastinate waits for them), its unregistering failed.
+                self._ended.add(self._pworker.worker_id)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RESTART_SECONDS):
                     await self._stopping.wait()
@@ -375,12 +401,33 @@ class ProcrastinateWorker:
                     recovered = await self.sweep()
                 if recovered:
                     log.warning("jobs.recovered_stalled", count=recovered)
-            except Exception:
-                log.exception("jobs.sweep_error")  # and try again next round
+            except Exception as exc:  # noqa: BLE001 - logged (_log_error)
+                self._log_error("jobs.sweep_error", exc)  # and try again next round
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._sweep_every):
                     await self._stopping.wait()
 
     async def sweep(self) -> int:
-        """Release the jobs of workers without a recent heartbeat; returns how many."""
+        """Release the jobs of workers without a recent heartbeat, and of this process's
+        ended ones (`_ended`); returns how many."""
+        for worker_id in sorted(self._ended):
+            await self.app.job_manager.unregister_worker(worker_id)  # its jobs: no worker
+            self._ended.discard(worker_id)
         return await sweep_stalled(self.app, self._queue.sessionmaker, self._stalled)
+
+    def _log_error(self, event: str, exc: Exception) -> None:
+        """A database that is not answering is one compact warning every few seconds;
+        anything else, `event` with its traceback."""
+        cause = _unavailable(exc)
+        if cause is None:
+            log.exception(event)  # called while `exc` is being handled
+            return
+        suppressed = self._unavailable_log.admit(event)
+        if suppressed is not None:
+            log.warning(
+                "jobs.database_unavailable",
+                during=event,
+                error_class=type(cause).__name__,
+                reason=first_line(cause),
+                suppressed=suppressed,
+            )
