@@ -19,7 +19,8 @@ from croniter import croniter
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from cauce.core.db.base import utcnow
-from cauce.core.db.unavailable import database_unavailable, first_line
+from cauce.core.db.unavailable import database_unavailable
+from cauce.core.jobs.loop_errors import UNAVAILABLE_LOG_SECONDS, log_round_error
 from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.jobs.runner import AttemptRunner, ClaimedJob
 from cauce.core.observability.logging import LogThrottle
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("cauce.jobs")
 
-# While the database is not answering, the dispatcher fails every poll: one warning per
-# error class this often, counting the ones left out.
-UNAVAILABLE_LOG_SECONDS = 5.0
 # The dispatcher's own bookkeeping (polling, claiming, moving jobs) is left out of traces:
 # traced, a poll every half second would fill the trace store with one-query traces. A
 # job's attempt is traced by the runner, in the trace of the code that deferred it.
@@ -126,21 +124,10 @@ class EmbeddedWorker:
                     await self._queue.wakeup.wait()
 
     def _log_error(self, event: str, exc: Exception, **fields: object) -> None:
-        """A database that is not answering is one compact warning every few seconds
-        (the loops fail every round until it is back); anything else, `event` with its
-        traceback."""
-        if not database_unavailable(exc):
-            log.exception(event, **fields)
-            return
-        suppressed = self._unavailable_log.admit(type(exc).__name__)
-        if suppressed is not None:
-            log.warning(
-                "jobs.database_unavailable",
-                during=event,
-                error_class=type(exc).__name__,
-                reason=first_line(exc),
-                suppressed=suppressed,
-            )
+        """`loop_errors.log_round_error`: a database not answering is one compact warning
+        every few seconds; anything else, `event` with its traceback."""
+        cause = exc if database_unavailable(exc) else None
+        log_round_error(self._unavailable_log, event, cause, type(exc).__name__, **fields)
 
     async def _fill(self) -> int:
         claimed = 0

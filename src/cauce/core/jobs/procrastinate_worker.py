@@ -43,9 +43,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
 from cauce.core.db.idle_check import IdleCheckedPool
-from cauce.core.db.unavailable import database_unavailable, first_line
+from cauce.core.db.unavailable import database_unavailable
 from cauce.core.db.uow import unit_of_work
 from cauce.core.jobs.attempts import close_running_attempt, mark_lost
+from cauce.core.jobs.loop_errors import UNAVAILABLE_LOG_SECONDS, log_round_error
 from cauce.core.jobs.ports import AttemptOutcome
 from cauce.core.jobs.procrastinate_decisions import (
     DecisionStrategy,
@@ -64,8 +65,6 @@ log = structlog.get_logger("cauce.jobs")
 # Pause before starting procrastinate's worker again after it stopped by itself (it does
 # when one of its side tasks fails, e.g. the database went away).
 RESTART_SECONDS = 1.0
-# While the database is not answering, one warning per loop this often, not a traceback.
-UNAVAILABLE_LOG_SECONDS = 5.0
 # How often `run_until_idle` looks at the queue.
 IDLE_CHECK_SECONDS = 0.05
 # How often `stop` repeats its stop request while waiting for the worker to finish.
@@ -416,18 +415,6 @@ class ProcrastinateWorker:
         return await sweep_stalled(self.app, self._queue.sessionmaker, self._stalled)
 
     def _log_error(self, event: str, exc: Exception) -> None:
-        """A database that is not answering is one compact warning every few seconds;
-        anything else, `event` with its traceback."""
-        cause = _unavailable(exc)
-        if cause is None:
-            log.exception(event)  # called while `exc` is being handled
-            return
-        suppressed = self._unavailable_log.admit(event)
-        if suppressed is not None:
-            log.warning(
-                "jobs.database_unavailable",
-                during=event,
-                error_class=type(cause).__name__,
-                reason=first_line(cause),
-                suppressed=suppressed,
-            )
+        """`loop_errors.log_round_error`: a database not answering is one compact warning
+        every few seconds; anything else, `event` with its traceback."""
+        log_round_error(self._unavailable_log, event, _unavailable(exc), event)
