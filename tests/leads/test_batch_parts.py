@@ -461,3 +461,55 @@ async def test_a_part_ended_as_a_deadlocks_victim_runs_again(
     assert seen == [3, 3, 3, 2]  # the second part twice
     assert [item["outcome"] for item in response.json()["items"]] == ["created"] * 8
     assert await _lead_count(leads_app) == 8
+
+
+async def _lease_left(app: FastAPI) -> timedelta | None:
+    resources: Resources = app.state.resources
+    async with resources.db.sessionmaker() as session:
+        until = await session.scalar(select(IdempotencyRecord.leased_until))
+    return None if until is None else until - utcnow()
+
+
+async def test_a_claim_the_database_could_not_release_is_released_once_it_is_back(
+    api: httpx.AsyncClient, leads_app: FastAPI, monkeypatch: pytest.MonkeyPatch, singles_came: None
+) -> None:
+    """A batch stopped by the database going away could not end its claim either: the
+    release is tried again, so the client's retry once the database is back goes on,
+    instead of meeting 409 for the rest of the lease (10 s)."""
+    items = _batch(8)
+    headers = {"Idempotency-Key": "lote-caido"}
+    down = True
+    tried = 0
+    release = IDEMPOTENCY.release
+
+    async def flaky_release(session: Any, claim: Any) -> None:
+        nonlocal tried
+        tried += 1
+        if down:
+            raise ConnectionRefusedError("the test's database is away")
+        await release(session, claim)
+
+    _fail_part(monkeypatch, 2)
+    monkeypatch.setattr(IDEMPOTENCY, "release", flaky_release)
+    stopped = await api.post(BATCH, json={"items": items}, headers=headers)
+    assert stopped.status_code == 503, stopped.text
+    deadline = time.monotonic() + 3
+    while tried < 3 and time.monotonic() < deadline:  # the first and two tries again
+        await asyncio.sleep(0.05)
+    assert tried >= 3
+    left = await _lease_left(leads_app)
+    assert left is not None and left > timedelta(seconds=5)  # still claimed
+    down = False
+    while time.monotonic() < deadline + 2:
+        left = await _lease_left(leads_app)
+        if left is None or left <= timedelta(0):
+            break
+        await asyncio.sleep(0.05)
+    monkeypatch.undo()
+    seen = _parts_seen(monkeypatch)
+
+    retried = await api.post(BATCH, json={"items": items}, headers=headers)
+
+    assert retried.status_code == 200, retried.text
+    assert seen == [3, 2]  # went on from the part stored
+    assert [item["outcome"] for item in retried.json()["items"]] == ["created"] * 8

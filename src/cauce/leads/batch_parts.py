@@ -230,11 +230,46 @@ def _resumed(stored: Any) -> dict[int, dict[str, Any]]:
     return {int(entry["index"]): entry for entry in stored.get("items", [])}
 
 
+# After a release that failed, how often it is tried again (until the lease would end
+# by itself): a database back after a blip lets the client's retry go on at once, where
+# it met 409 `idempotency_key_in_use` for the rest of the lease (up to 10 s).
+RELEASE_AGAIN_EVERY = 0.25
+# The releases being tried again (a task nothing holds could be collected mid-way).
+_RELEASING: set[asyncio.Task[None]] = set()
+
+
 async def _release(rt: LeadsRuntime, store: IdempotencyStore, claim: KeyClaim) -> None:
     """End the claim's lease now, so a retry goes on at once; if even that fails (the
-    database is what failed), the lease ends by itself."""
+    database is what failed), try again in the background until it is done or the lease
+    has ended by itself (`_release_later`)."""
     try:
-        async with unit_of_work(rt.sessionmaker, short=True) as session:
-            await store.release(session, claim)
+        await _release_now(rt, store, claim)
     except Exception as exc:  # noqa: BLE001 - the batch's own error is what is raised
         log.warning("leads.batch.claim_kept", error=type(exc).__name__)
+        task = asyncio.get_running_loop().create_task(_release_later(rt, store, claim))
+        _RELEASING.add(task)
+        task.add_done_callback(_RELEASING.discard)
+
+
+async def _release_now(rt: LeadsRuntime, store: IdempotencyStore, claim: KeyClaim) -> None:
+    async with unit_of_work(rt.sessionmaker, short=True) as session:
+        await store.release(session, claim)
+
+
+async def _release_later(rt: LeadsRuntime, store: IdempotencyStore, claim: KeyClaim) -> None:
+    """Release `claim` every `RELEASE_AGAIN_EVERY` until it works or its lease is over.
+    Only this request's claim is released (`IdempotencyStore.release` matches its owner
+    token), so a retry that took the key over meanwhile keeps it."""
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + store.lease.total_seconds()
+    tries = 0
+    while loop.time() + RELEASE_AGAIN_EVERY < ends:
+        await asyncio.sleep(RELEASE_AGAIN_EVERY)
+        tries += 1
+        try:
+            async with asyncio.timeout(max(ends - loop.time(), 0.0)):
+                await _release_now(rt, store, claim)
+        except Exception:  # noqa: BLE001, S112 - the database is still away: try again
+            continue
+        log.info("leads.batch.claim_released", tries=tries)
+        return
