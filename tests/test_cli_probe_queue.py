@@ -53,3 +53,25 @@ async def test_the_probes_queues_are_those_a_worker_serves(tmp_path: Path) -> No
         assert unknown_queues(resources.tasks, served_queues(), settings) is None
     assert served_queues() == queues
     assert ", ".join(queues) == KNOWN
+
+
+def test_probe_warns_when_these_settings_workers_do_not_serve_its_queue(tmp_path: Path) -> None:
+    """`jobs.queues` set to crm alone: a probe to imports (or to the default queue) would
+    wait for a worker started with `--queues imports`, which the settings cannot see. It is
+    deferred, with a warning naming where `jobs.queues` was set; one to crm says nothing."""
+    (tmp_path / "cauce.toml").write_text('[jobs]\nqueues = ["crm"]\n', encoding="utf-8")
+    imports = cauce(tmp_path, "jobs", "probe", "--queue", "imports")
+    assert imports.returncode == 0, imports.stderr
+    assert imports.stdout.strip().isdigit()
+    assert (
+        "warning: cauce.toml: jobs.queues is crm: workers started with these settings do not "
+        "serve queue 'imports'; the probe runs only if one started with "
+        "`cauce worker --queues imports` does"
+    ) in " ".join(imports.stderr.split())
+    default = cauce(tmp_path, "jobs", "probe", CAUCE_JOBS__QUEUES='["crm","imports"]')
+    assert default.returncode == 0, default.stderr
+    assert "warning: CAUCE_JOBS__QUEUES is crm, imports:" in " ".join(default.stderr.split())
+    assert "queue 'default'" in default.stderr
+    crm = cauce(tmp_path, "jobs", "probe", "--queue", "crm")
+    assert crm.returncode == 0, crm.stderr
+    assert "warning" not in crm.stderr

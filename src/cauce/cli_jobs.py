@@ -62,6 +62,24 @@ def served_queues() -> list[str]:
     return sorted({DEFAULT_QUEUE, CRM_QUEUE, IMPORT_QUEUE})
 
 
+def _not_served(settings: Settings, queue: str | None) -> str | None:
+    """A warning when the workers of these settings (`jobs.queues`) do not serve the
+    probe's queue: it would wait for a worker started with `--queues` naming it. Not a
+    refusal: such workers are a deployment's own choice, which the settings cannot see."""
+    from cauce.core.config import setting_name
+    from cauce.core.jobs.registry import DEFAULT_QUEUE
+
+    served = settings.jobs.queues
+    wanted = queue or DEFAULT_QUEUE
+    if not served or wanted in served:
+        return None
+    return (
+        f"warning: {setting_name(('jobs', 'queues'))} is {', '.join(served)}: workers started "
+        f"with these settings do not serve queue {wanted!r}; the probe runs only if one "
+        f"started with `cauce worker --queues {wanted}` does"
+    )
+
+
 @asynccontextmanager
 async def _job_queue(settings: Settings) -> AsyncIterator[tuple[Database, JobQueue]]:
     """The database and its job queue, with core's tasks (contexts' handlers are not
@@ -293,6 +311,9 @@ def build_jobs_app(
                 f"--queue: no task runs on queue {queue!r}; the queues are {', '.join(known)}", 2
             )
         settings = settings_of()
+        unserved = _not_served(settings, queue)
+        if unserved is not None:
+            err.print(unserved, highlight=False)
         payload: dict[str, Any] = {"sleep_seconds": sleep, "fail": fail}
 
         async def go() -> int:
