@@ -90,7 +90,7 @@ def test_a_structured_variable_is_named_though_the_file_has_the_setting_too(
     with pytest.raises(ConfigError) as refusal:
         toml(f'[[leads.routing_rules]]\nteam = "sur"\n{TEAMS}')
     assert str(refusal.value).startswith(
-        "invalid configuration: CAUCE_LEADS__ROUTING_RULES__0__TEAM: names a team not in "
+        "invalid configuration: CAUCE_LEADS__ROUTING_RULES: [0].team: names a team not in "
         "leads.teams (teams: sevilla, sur) (got 'nope')"
     )
 
@@ -117,7 +117,7 @@ def test_the_leads_start_up_check_names_the_rule_where_it_was_written(
     with pytest.raises(ConfigError) as refusal:
         check_settings(toml(TEAMS))
     assert str(refusal.value).startswith(
-        "invalid configuration: CAUCE_LEADS__ROUTING_RULES__1: can never match: "
+        "invalid configuration: CAUCE_LEADS__ROUTING_RULES: [1]: can never match: "
         "routing rule 0 before it (team sur)"
     )
 

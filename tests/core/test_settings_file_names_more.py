@@ -83,16 +83,18 @@ def test_the_subscription_id_for_another_crm_names_the_files_keys(
     with pytest.raises(ConfigError) as refusal:
         toml('[crm]\nprovider = "pipedrive"\nhubspot_subscription_id = 5\n')
     assert str(refusal.value) == (
-        "invalid configuration: cauce.toml: crm.hubspot_subscription_id: is for "
-        "cauce.toml: crm.provider=hubspot only (got 5)"
+        "invalid configuration: cauce.toml: crm.hubspot_subscription_id: is a HubSpot "
+        "subscription type, but cauce.toml: crm.provider is 'pipedrive' (set it to "
+        "'hubspot', or leave the id out) (got 5)"
     )
     monkeypatch.setenv("CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID", "6")
     monkeypatch.setenv("CAUCE_CRM__PROVIDER", "webhook")
     with pytest.raises(ConfigError) as refusal:
         toml('[crm]\nprovider = "pipedrive"\nhubspot_subscription_id = 5\n')
     assert str(refusal.value) == (
-        "invalid configuration: CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID: is for "
-        "CAUCE_CRM__PROVIDER=hubspot only (got '6')"
+        "invalid configuration: CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID: is a HubSpot "
+        "subscription type, but CAUCE_CRM__PROVIDER is 'webhook' (set it to 'hubspot', or "
+        "leave the id out) (got '6')"
     )
 
 
@@ -101,12 +103,15 @@ def test_a_section_given_whole_as_json_names_only_what_its_json_holds(
 ) -> None:
     """`CAUCE_CRM='{"provider": ...}'` gives the section's provider, not the subscription id
     the file gives beside it: that one was named `CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID`, set
-    by nobody (helper-143's review). One the JSON holds is the variable's."""
+    by nobody (helper-143's review). One the JSON holds is the variable's, named with its
+    key inside the JSON (`CAUCE_CRM: provider`, not `CAUCE_CRM__PROVIDER`, set by nobody)."""
     monkeypatch.setenv("CAUCE_CRM", '{"provider": "pipedrive", "token": "t"}')
     with pytest.raises(ConfigError) as refusal:
         toml("[crm]\nhubspot_subscription_id = 5\n")
-    assert str(refusal.value).startswith(
-        "invalid configuration: cauce.toml: crm.hubspot_subscription_id: is for "
+    assert str(refusal.value) == (
+        "invalid configuration: cauce.toml: crm.hubspot_subscription_id: is a HubSpot "
+        "subscription type, but CAUCE_CRM: provider is 'pipedrive' (set it to 'hubspot', or "
+        "leave the id out) (got 5)"
     )
     monkeypatch.setenv(
         "CAUCE_CRM", '{"provider": "pipedrive", "token": "t", "hubspot_subscription_id": 6}'
@@ -114,7 +119,7 @@ def test_a_section_given_whole_as_json_names_only_what_its_json_holds(
     with pytest.raises(ConfigError) as refusal:
         toml("[crm]\nhubspot_subscription_id = 5\n")
     assert str(refusal.value).startswith(
-        "invalid configuration: CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID: is for "
+        "invalid configuration: CAUCE_CRM: hubspot_subscription_id: is a HubSpot "
     )
 
 

@@ -384,7 +384,10 @@ class CrmSettings(_Section):
         # A field's error: named where it was set (the file's key or the variable).
         provider = info.data.get("provider")
         if value is not None and provider is not None and provider != "hubspot":
-            raise ValueError(f"is for {_named('crm', 'provider')}=hubspot only")
+            raise ValueError(
+                f"is a HubSpot subscription type, but {_named('crm', 'provider')} is "
+                f"{provider!r} (set it to 'hubspot', or leave the id out)"
+            )
         return value
 
 
@@ -535,9 +538,10 @@ def _holds(values: object, loc: tuple[int | str, ...]) -> bool:
     return True
 
 
-def _in_environment(loc: tuple[int | str, ...]) -> bool:
-    """True if a variable gives the value at `loc` (`CAUCE_HTTP__PORT`), one holding it
-    (`CAUCE_LEADS__ROUTING_RULES='[...]'`), or one inside it (a section's error)."""
+def _in_environment(loc: tuple[int | str, ...]) -> str | None:
+    """The variable that gives the value at `loc` (`CAUCE_HTTP__PORT`), one holding it
+    (`CAUCE_LEADS__ROUTING_RULES='[...]'`: named with the key inside it,
+    `CAUCE_LEADS__ROUTING_RULES: [1].team`), or one inside it (a section's error); or None."""
     values = {name.upper(): value for name, value in os.environ.items()}
     names = {name for name in values if name.startswith(ENV_PREFIX)}
     for n in range(1, len(loc) + 1):
@@ -545,9 +549,11 @@ def _in_environment(loc: tuple[int | str, ...]) -> bool:
         if name in names:
             # A section or list given whole as JSON (`CAUCE_CRM='{"provider": ...}'`)
             # gives the value only if its JSON holds it: the rest may be the file's.
-            return n == len(loc) or _json_holds(values[name], loc[n:])
+            if n == len(loc):
+                return name
+            return f"{name}: {_toml_key(loc[n:])}" if _json_holds(values[name], loc[n:]) else None
     inside = _variable_name(loc) + "__"
-    return any(name.startswith(inside) for name in names)
+    return _variable_name(loc) if any(name.startswith(inside) for name in names) else None
 
 
 def _json_holds(text: str, rest: tuple[int | str, ...]) -> bool:
@@ -576,7 +582,10 @@ def setting_name(loc: tuple[int | str, ...], overrides: dict[str, Any] | None = 
     environment variable (`CAUCE_HTTP__PORT`). The parts pydantic adds that are no
     setting's (a union's branch, a map key's `[key]`) are left out."""
     loc = tuple(part for part in loc if not _union_branch(part))
-    given = _holds(overrides or {}, loc) or _in_environment(loc)
+    variable = _in_environment(loc)
+    if variable is not None:
+        return variable
+    given = _holds(overrides or {}, loc)
     if not given and _holds(_file_values(), loc):
         return f"{config_file()}: {_toml_key(loc)}"
     return _variable_name(loc)

@@ -329,7 +329,7 @@ def test_the_subscription_needs_hubspot_but_no_mapped_consent(
     mapping (no consent field: the status follows the lead's own consent)."""
     monkeypatch.setenv("CAUCE_CRM__HUBSPOT_SUBSCRIPTION_ID", str(MARKETING))
     monkeypatch.setenv("CAUCE_CRM__PROVIDER", "pipedrive")
-    with pytest.raises(ConfigError, match="for CAUCE_CRM__PROVIDER=hubspot only"):
+    with pytest.raises(ConfigError, match="but CAUCE_CRM__PROVIDER is 'pipedrive'"):
         load_settings()
     monkeypatch.setenv("CAUCE_CRM__PROVIDER", "hubspot")
     crm = load_settings().crm
