@@ -32,18 +32,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import procrastinate
-import psycopg
 import structlog
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from procrastinate import worker as pworker
 from procrastinate.app import WorkerOptions
-from procrastinate.exceptions import ConnectorException
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
 from cauce.core.db.idle_check import IdleCheckedPool
-from cauce.core.db.unavailable import database_unavailable
 from cauce.core.db.uow import unit_of_work
 from cauce.core.jobs.attempts import close_running_attempt, mark_lost
 from cauce.core.jobs.loop_errors import UNAVAILABLE_LOG_SECONDS, log_round_error
@@ -56,6 +53,7 @@ from cauce.core.jobs.procrastinate_decisions import (
     not_a_decision,
 )
 from cauce.core.jobs.procrastinate_engine import ProcrastinateJobQueue
+from cauce.core.jobs.procrastinate_logs import unavailable_cause, watch
 from cauce.core.jobs.procrastinate_recovery import queue_idle, sweep_stalled
 from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.jobs.runner import AttemptRunner, ClaimedJob
@@ -127,16 +125,6 @@ def _consume_outcome(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-def _unavailable(exc: BaseException) -> BaseException | None:
-    """The error behind `exc` that says the database is not answering (procrastinate
-    wraps psycopg's in a `ConnectorException`), or None: a bug, logged with its traceback."""
-    if database_unavailable(exc):
-        return exc
-    if isinstance(exc, ConnectorException) and isinstance(exc.__cause__, psycopg.OperationalError):
-        return exc.__cause__
-    return None
-
-
 def _periodic_id(cron: str, payload: dict[str, Any], taken: set[str]) -> str:
     """A stable id per schedule, so a redeploy does not fire a period twice."""
     base = hashlib.sha256(f"{cron}|{json.dumps(payload, sort_keys=True)}".encode()).hexdigest()
@@ -196,6 +184,7 @@ class ProcrastinateWorker:
         )
         self._strategy = DecisionStrategy()
         logging.getLogger("procrastinate.worker").addFilter(not_a_decision)  # idempotent
+        watch()  # procrastinate's and its pool's lines while the database is away
         self._register()
         self._main: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -360,6 +349,7 @@ class ProcrastinateWorker:
         while not self._stopping.is_set():
             # Built here rather than by App.run_worker_async, to keep a handle for stop().
             self._pworker = pworker.Worker(app=self.app, **options)
+            watch(self._pworker.logger)  # its own child logger (procrastinate_logs.WATCHED)
             try:
                 await self._pworker.run()  # type: ignore[no-untyped-call]
                 if self._stopping.is_set():
@@ -417,4 +407,4 @@ class ProcrastinateWorker:
     def _log_error(self, event: str, exc: Exception) -> None:
         """`loop_errors.log_round_error`: a database not answering is one compact warning
         every few seconds; anything else, `event` with its traceback."""
-        log_round_error(self._unavailable_log, event, _unavailable(exc), event)
+        log_round_error(self._unavailable_log, event, unavailable_cause(exc), event)
