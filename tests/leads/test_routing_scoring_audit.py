@@ -77,3 +77,19 @@ def test_a_blank_team_is_refused(settings: dict[str, object]) -> None:
     """`default_team = ""` silently meant no default team (helper-136)."""
     with pytest.raises(ValidationError, match="is blank: name the team"):
         LeadsSettings.model_validate(settings)
+
+
+async def test_the_teams_rotations_are_built_at_start_up(settings_factory: SettingsFactory) -> None:
+    """A long cycle (~0.3 s for 95,050 turns) is built when the app starts, not on the
+    team's first lead, which held the event loop (and every request) meanwhile."""
+    teams = {
+        "largo": [{"name": f"Comercial {i}", "capacity": 901 + i} for i in range(100)],
+        "corto": [{"name": "Ana"}, {"name": "Luis", "capacity": 2}],
+    }
+    rotation.cache_clear()
+    async with leads_api(settings_factory, teams=teams, default_team="corto") as (app, _):
+        built = rotation.cache_info()
+        assert built.currsize == 2
+        for members in app.state.resources.settings.leads.teams.values():
+            rotation(members)
+        assert rotation.cache_info().hits == built.hits + 2  # nothing built again

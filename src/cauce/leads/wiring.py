@@ -44,7 +44,7 @@ from cauce.leads.intake_groups import IntakeGroups
 from cauce.leads.matching.known import KnownLeads
 from cauce.leads.metrics import LeadsMetrics
 from cauce.leads.ports import CrmClient
-from cauce.leads.routing import unreachable_by_place
+from cauce.leads.routing import rotation, unreachable_by_place
 from cauce.leads.scoring import MODEL_STORE_PATH, PointsModel
 from cauce.leads.service import LeadsRuntime, Scorer
 from cauce.leads.sync_backlog import refresh_sync_gauges
@@ -210,6 +210,8 @@ async def open_leads(
     register_import_task(tasks, lambda: runtime)
     if settings.leads.intake_group_max > 1:
         runtime.groups = IntakeGroups(runtime, IdempotencyStore(), tracer=tracer)
+    for members in settings.leads.teams.values():
+        rotation(members)  # built now, not on the team's first lead (up to ~0.3 s)
     warming = asyncio.create_task(
         _warm(sessionmaker, runtime.known), name="leads-candidates-warm-up"
     )
