@@ -32,15 +32,17 @@ def register_tasks(registry: TaskRegistry, resources: Resources) -> None:
 
 
 def _register_db_analyze(registry: TaskRegistry, resources: Resources) -> None:
-    """`core.db_analyze` (`core.db.analyze`), on `db.analyze_cron` on SQLite only."""
+    """`core.db_analyze` (`core.db.analyze`), on `db.analyze_cron`, and when an erasure
+    asks for it on PostgreSQL (`core.jobs.db_analyze.request_analyze`)."""
     db = resources.db
 
-    async def run(_ctx: JobContext, _payload: JsonDict) -> None:
-        if db.dialect == "sqlite":  # PostgreSQL's autovacuum analyzes on its own
-            await analyze(db.sessionmaker)
+    async def run(_ctx: JobContext, payload: JsonDict) -> None:
+        tables = payload.get("tables", [])
+        named = [str(t) for t in tables] if isinstance(tables, list) else []
+        await analyze(db.sessionmaker, named)
 
     # One attempt: a failed run is simply done again by the next period.
     registry.add(TaskSpec(ANALYZE_TASK, run, policy=RetryPolicy(max_attempts=1)))
     cron = resources.settings.db.analyze_cron
-    if cron is not None and db.dialect == "sqlite":
+    if cron is not None:
         registry.schedule(cron, ANALYZE_TASK)

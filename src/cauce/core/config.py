@@ -96,9 +96,10 @@ class DbSettings(_Section):
     )
     analyze_cron: CronOrOff = Field(
         default="41 * * * *",
-        description="SQLite: when `core.db_analyze` refreshes the query planner's "
-        "statistics (ANALYZE), as a cron expression; `off`: never. PostgreSQL's "
-        "autovacuum does it there, and the job is not scheduled",
+        description="When `core.db_analyze` refreshes the query planner's statistics "
+        "(ANALYZE), as a cron expression; `off`: never. On PostgreSQL, of the tables changed "
+        "since their last analyze (autovacuum waits for 10 % of a table's rows, and the "
+        "statistics hold column values: an erased person's stayed there)",
     )
 
 
