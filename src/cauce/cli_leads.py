@@ -1,5 +1,5 @@
 """CLI commands of the leads context and the demo: `cauce demo`, `cauce leads
-train|model|recheck`.
+train|model|recheck|erasures`.
 
 Mounted by `cauce.cli`; the helpers for settings and errors are passed in so this module
 does not import the CLI root (which imports it).
@@ -11,6 +11,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -38,7 +39,8 @@ def build_leads_app(
 ) -> typer.Typer:
     """`cauce leads ...`."""
     leads_app = typer.Typer(
-        help="Leads: scoring models, and stored leads read again under today's rules.",
+        help="Leads: scoring models, stored leads read again under today's rules, and the "
+        "erasures the CRM still owes.",
         no_args_is_help=True,
     )
     model_app = typer.Typer(
@@ -233,7 +235,97 @@ def build_leads_app(
         report: rechecking.RecheckReport = run(go())
         out.print(rechecking.render(report), highlight=False, markup=False, soft_wrap=True)
 
+    @leads_app.command("erasures")
+    def erasures(
+        retry: Annotated[
+            bool,
+            typer.Option(
+                "--retry",
+                help="Queue the CRM erasure again of every one that failed, and of every "
+                "pending one with no job queued; `cauce serve` or `cauce worker` runs them",
+            ),
+        ] = False,
+    ) -> None:
+        """List the erased leads whose erasure the CRM still owes: pending (its crm.erase
+        job queued or retrying) or failed (the CRM refused it: a revoked token, a missing
+        scope), with the reason (status code and the CRM's error category). Only the
+        lead's id, dates and the reason: nothing of the person. Once the cause is fixed,
+        --retry queues them again; failed jobs are purged, these records are not."""
+        settings = settings_of()
+        if retry and settings.crm.provider == "none":
+            raise fail(
+                "no CRM is configured (CAUCE_CRM__PROVIDER): set the CRM the erasures are "
+                "owed to, then run `cauce leads erasures --retry` again",
+                1,
+            )
+        lines = run(_erasures(settings, retry=retry))
+        out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+
     return leads_app
+
+
+def _when(at: datetime | None) -> str:
+    return "-" if at is None else f"{at:%Y-%m-%dT%H:%M:%SZ}"
+
+
+async def _erasures(settings: Settings, *, retry: bool) -> list[str]:
+    """`cauce leads erasures`'s lines: the erasures owed (queued again first, with
+    `retry`)."""
+    from cauce.core.db import unit_of_work
+    from cauce.leads.sync_backlog import owed_erasures
+    from cauce.leads.tasks import erasures_waiting, retry_erasures
+
+    lines: list[str] = []
+    async with _leads_runtime(settings) as rt:
+        waiting = await erasures_waiting(rt.queue)
+        if retry:
+            async with unit_of_work(rt.sessionmaker) as session:
+                queued = await retry_erasures(session, rt.queue, settings, waiting)
+            if not queued:
+                return [
+                    "nothing to queue again: no CRM erasure failed, and every pending one "
+                    "has its job queued"
+                ]
+            plural = "" if len(queued) == 1 else "s"
+            lines.append(
+                f"queued {len(queued)} CRM erasure{plural} again: `cauce serve` or "
+                "`cauce worker` runs them (`cauce leads erasures` shows what is left)"
+            )
+            lines.extend(f"  lead {uid}" for uid in queued)
+            return lines
+        async with rt.sessionmaker() as session:
+            owed = await owed_erasures(session)
+    if not owed:
+        return ["no CRM erasure is owed"]
+    failed = sum(1 for erasure in owed if erasure.state == "failed")
+    plural = "" if len(owed) == 1 else "s"
+    lines.append(
+        f"{len(owed)} CRM erasure{plural} owed: {len(owed) - failed} pending, {failed} failed"
+    )
+    stuck = 0
+    for erasure in owed:
+        if erasure.state == "failed":
+            why = erasure.reason or "refused by the CRM"
+        elif erasure.uid not in waiting:
+            stuck += 1
+            why = "no job queued: --retry queues it"
+        else:
+            why = "job queued"
+            if erasure.reason:
+                why += f"; last failure: {erasure.reason}"
+        lines.append(
+            f"{erasure.uid}  {erasure.state:<7}  erased {_when(erasure.erased_at)}  "
+            f"{erasure.state} since {_when(erasure.changed_at)}  {why}"
+        )
+    if failed or stuck:
+        lines.append(
+            "the CRM may still hold these people's contacts: fix the cause (a failed one's "
+            "reason: CAUCE_CRM__TOKEN, the app's scopes), then run "
+            "`cauce leads erasures --retry`"
+        )
+    if settings.crm.provider == "none":
+        lines.append("no CRM is configured (CAUCE_CRM__PROVIDER): nothing runs them")
+    return lines
 
 
 def _settings_file() -> str:

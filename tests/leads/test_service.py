@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text, update
 
 from cauce.core.config import Settings
 from cauce.core.db import Database, create_database, unit_of_work
+from cauce.core.db.analyze import ANALYZE_TASK
 from cauce.leads import bulk, service_edit
 from cauce.leads import repository as repo
 from cauce.leads import repository_lead as repo_lead
@@ -25,9 +26,16 @@ from tests.conftest import SettingsFactory
 
 
 class NoQueue:
-    """Stands in for the job queue when no CRM is configured (nothing is deferred)."""
+    """Stands in for the job queue when no CRM is configured: only an erasure's refresh
+    of PostgreSQL's statistics is deferred (`request_analyze`), recorded here."""
 
     engine = "none"
+
+    def __init__(self) -> None:
+        self.deferred: list[str] = []
+
+    async def defer(self, _session: object, task: str, _payload: object, **_: object) -> None:
+        self.deferred.append(task)
 
 
 @pytest.fixture
@@ -255,6 +263,9 @@ async def test_erasure_keeps_a_tombstone_without_personal_data(
         assert all(u == {} for u in utms)
         with pytest.raises(LeadErased):
             await service_edit.detail(session, created.lead.uid)
+    # PostgreSQL's statistics hold column values: the erasure has its tables analyzed.
+    expected = [ANALYZE_TASK] if db.dialect == "postgresql" else []
+    assert rt.queue.deferred == expected
     again = await _accept(rt, email="borrar@empresa.es")
     assert again.outcome == "created"
 

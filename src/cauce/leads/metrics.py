@@ -13,8 +13,8 @@ from cauce.leads.scoring import scorer_model
 
 
 class LeadsMetrics:
-    """Leads accepted by outcome, leads synced, webhooks refused, intake group sizes, the
-    scoring model loaded."""
+    """Leads accepted by outcome, leads synced, webhooks refused, the CRM backlog and the
+    erasures it owes, intake group sizes, the scoring model loaded."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.intake = Counter(
@@ -47,6 +47,24 @@ class LeadsMetrics:
             "cauce_leads_sync_oldest_pending_seconds",
             "Age of the oldest change not yet in the CRM (since the pending lead's last "
             "update); 0 when none waits",
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        # Read with the backlog: erased leads whose contact the CRM may still hold (their
+        # tombstones', `sync_backlog.OWED`), which no purge of failed jobs forgets.
+        self.erasures_owed = Gauge(
+            "cauce_crm_erasures_owed",
+            "Erased leads whose erasure the CRM still owes (pending: its crm.erase job is "
+            "queued or retrying; failed: the CRM refused it for good, to fix and retry with "
+            "`cauce leads erasures --retry`)",
+            ["state"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.erasures_oldest_pending = Gauge(
+            "cauce_crm_erasures_oldest_pending_seconds",
+            "Age of the oldest erasure still pending at the CRM (since the lead was erased); "
+            "0 when none is",
             registry=registry,
             multiprocess_mode="mostrecent",
         )

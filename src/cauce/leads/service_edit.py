@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cauce.core.db.base import utcnow
+from cauce.core.jobs.db_analyze import request_analyze
 from cauce.core.observability.trace_parent import current_traceparent
 from cauce.core.web.idempotency import forget_subject
 from cauce.leads import erased_contacts, service_contacts
@@ -36,7 +37,12 @@ from cauce.leads.places import country_of_region
 from cauce.leads.routing import choose_team, owner_at
 from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadPatch
 from cauce.leads.service import LeadsRuntime, consent_record
+from cauce.leads.sync_backlog import ERASED, ERASING
 from cauce.leads.tasks import request_delivery, request_erasure
+
+# The tables an erasure clears values in (`make_tombstone`, `erase_personal_data`,
+# `forget_subject`), analyzed after it on PostgreSQL (`request_analyze`).
+ERASED_TABLES = ("leads", "lead_sources", "lead_match_keys", "lead_history", "idempotency_keys")
 
 # What a PATCH may change of the exact keys' fields (an extension is part of its phone's).
 _CONTACT_FIELDS = ("email", "phone", "phone_extension")
@@ -414,23 +420,31 @@ async def erase(
     actor: str | None,
     *,
     if_match: str | None = None,
+    crm_gone: bool = False,
 ) -> Lead:
     """GDPR erasure: personal data removed, a tombstone kept, the CRM told. With
     `if_match`, only of the version it names. Another lead on its email (a shared
     mailbox) takes the address at the CRM if this one's contact held it
-    (`hand_over_email`), sent after the erasure's job is queued."""
+    (`hand_over_email`), sent after the erasure's job is queued.
+
+    With a CRM configured the tombstone says the erasure is owed to it (`erasing`) until
+    its job is done (`sync_backlog.ERASING`); `crm_gone`: the CRM deleted the contact
+    itself (a GDPR deletion there), so nothing is owed (`erased`)."""
     lead = await live_lead(session, uid, for_update=True)
     check_version(lead, if_match)
     handed_over = await hand_over_email(session, rt.settings.crm, EmailHold.of(lead), None)
     now = utcnow()
     # Keyed hashes of its contacts, so an old list cannot bring the person back.
     await erased_contacts.remember(session, erased_contacts.secret_of(rt.settings), lead, now)
-    make_tombstone(lead, "erased", now)
+    owed = rt.settings.crm.provider != "none" and not crm_gone
+    make_tombstone(lead, ERASING if owed else ERASED, now)
     lead.hold_evidence = None  # held no more: nothing is left to review
     await repo_lead.erase_personal_data(session, lead.id)
     await forget_subject(session, lead.uid)  # stored answers that show the lead
     session.add(LeadEvent(lead_id=lead.id, action="erased", changes={}, actor=actor, at=now))
-    await request_erasure(session, rt.queue, rt.settings, lead.uid)
+    # PostgreSQL's planner statistics hold column values: the erased ones leave them now.
+    await request_analyze(session, rt.queue, ERASED_TABLES)
+    await request_erasure(session, rt.queue, rt.settings, lead.uid, crm_gone=crm_gone)
     if handed_over:
         await request_delivery(session, rt.queue, rt.settings)
     rt.known.forget(lead.id)  # no copy of its match fields stays in this process

@@ -1,25 +1,41 @@
 """Job handlers of the leads context: CRM delivery, re-delivery, erasure, CSV imports.
 
 Handlers are idempotent: a job may run again after a crash (DESIGN.md §1).
+
+An erasure's `crm.erase` job keeps its tombstone's `sync_status` (`sync_backlog`:
+ERASING, ERASED, ERASE_FAILED) up to date: the failed job is purged after
+`jobs.retention_failed_days`, the tombstone stays, and `cauce leads erasures --retry`
+queues it again (`retry_erasures`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
+import orjson
 import structlog
 from opentelemetry.trace import Tracer
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cauce.core.config import Settings
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
+from cauce.core.http.errors import UpstreamStatusError
 from cauce.core.jobs.policy import RetryPolicy
-from cauce.core.jobs.ports import JobContext, JobQueue, JsonDict, PermanentJobError, RetryLater
+from cauce.core.jobs.ports import (
+    JobContext,
+    JobFilter,
+    JobQueue,
+    JobStatus,
+    JsonDict,
+    PermanentJobError,
+    RetryLater,
+)
 from cauce.core.jobs.registry import TaskRegistry
 from cauce.leads.delivery import (
     CRM_QUEUE,
@@ -44,6 +60,7 @@ from cauce.leads.ports import (
     CrmThrottled,
     CrmUnavailable,
 )
+from cauce.leads.sync_backlog import ERASE_FAILED, ERASED, ERASING, OWED
 from cauce.leads.webhooks import INBOUND_TASK, crm_erasure, process_inbox
 
 log = structlog.get_logger("cauce.leads.tasks")
@@ -53,6 +70,9 @@ log = structlog.get_logger("cauce.leads.tasks")
 DELIVERY_POLICY = RetryPolicy(
     max_attempts=10, base_seconds=2.0, cap_seconds=300.0, fail_on=(CrmRejected,)
 )
+# An erasure's: the same. Its handler reads it too, to tell its job's last attempt (the
+# tombstone then says the erasure failed, `ERASE_FAILED`).
+ERASE_POLICY = DELIVERY_POLICY
 # A CRM call that failed after its in-call retries, with the circuit still closed (an
 # unlucky run of 5xx): look again soon. A real outage opens the circuit, whose own open
 # period then sets the next try (CrmUnavailable.retry_at), so this never hammers a CRM.
@@ -104,16 +124,28 @@ async def request_delivery(session: AsyncSession, queue: JobQueue, settings: Set
 
 
 async def request_erasure(
-    session: AsyncSession, queue: JobQueue, settings: Settings, uid: str
+    session: AsyncSession,
+    queue: JobQueue,
+    settings: Settings,
+    uid: str,
+    *,
+    crm_gone: bool = False,
 ) -> None:
-    """Carry an erasure to the CRM (by Cauce's id property: no personal data in the job)."""
+    """Carry an erasure to the CRM (by Cauce's id property: no personal data in the job).
+
+    `crm_gone`: the CRM deleted the contact itself (a GDPR deletion there): the job only
+    checks nothing is left, and its failure owes the CRM nothing (the tombstone stays
+    ERASED)."""
     if settings.crm.provider == "none":
         return
     account = settings.crm.account
+    payload: JsonDict = {"account": account, "uid": uid}
+    if crm_gone:
+        payload["crm_gone"] = True
     await queue.defer(
         session,
         ERASE_TASK,
-        {"account": account, "uid": uid},
+        payload,
         queue=CRM_QUEUE,
         lock=delivery_lock(account),
     )
@@ -123,12 +155,136 @@ async def erase_again(
     session: AsyncSession, queue: JobQueue, settings: Settings, lead_ids: list[int]
 ) -> None:
     """Carry the erasure of these leads to the CRM again, in `session`'s transaction: a
-    delivery sent them there after they were erased (`deliver`'s `on_erased`)."""
+    delivery sent them there after they were erased (`deliver`'s `on_erased`). Their
+    tombstones say so (ERASING) until the job is done."""
     for lead_id in lead_ids:
         uid = await session.scalar(select(Lead.uid).where(Lead.id == lead_id))
         if uid is not None:
             log.warning("crm.delivery.erased_lead_sent", lead=uid)
+            await session.execute(
+                update(Lead)
+                .where(
+                    Lead.id == lead_id,
+                    Lead.erased_at.is_not(None),
+                    Lead.sync_status.in_((ERASED, ERASE_FAILED)),
+                )
+                .values(sync_status=ERASING, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
             await request_erasure(session, queue, settings, uid)
+
+
+# A CRM's error category as HubSpot words it (`MISSING_SCOPES`, `VALIDATION_ERROR`): kept
+# on a tombstone only in this shape, as its error text may quote the contact.
+_CATEGORY = re.compile(r"[A-Z][A-Z0-9_]{1,63}")
+_HTTP_STATUS = re.compile(r"\bHTTP ([1-5][0-9]{2})\b")
+NO_CRM = "no CRM is configured (CAUCE_CRM__PROVIDER)"
+
+
+def _upstream_error(exc: BaseException) -> UpstreamStatusError | None:
+    """The HTTP error an adapter's error was raised from, if any."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if isinstance(seen, UpstreamStatusError):
+            return seen
+        if seen is None:
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _category(body: bytes) -> list[str]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(parsed, dict):
+        return []
+    for name in ("category", "errorType"):
+        value = parsed.get(name)
+        if isinstance(value, str) and _CATEGORY.fullmatch(value):
+            return [value]
+    return []
+
+
+def erasure_failure(exc: BaseException, crm: str, attempts: int) -> str:
+    """Why an erasure failed for good, as its tombstone keeps it (`last_sync_error`): the
+    CRM, and for a refusal the HTTP status and the CRM's error category
+    (`hubspot refused: HTTP 403 MISSING_SCOPES`), else the error's type and the attempts
+    made. Never an error's text: a CRM's may quote the contact (`make_tombstone`)."""
+    if isinstance(exc, CrmRejected):
+        upstream = _upstream_error(exc)
+        if upstream is not None:
+            words = [f"HTTP {upstream.status}", *_category(upstream.body)]
+        elif (status := _HTTP_STATUS.search(str(exc))) is not None:
+            words = [f"HTTP {status.group(1)}"]
+        else:
+            cause = exc.__cause__ or exc.__context__
+            words = [type(cause).__name__] if cause is not None else []
+        return " ".join([f"{crm} refused:" if words else f"{crm} refused", *words])
+    return f"{crm}: {type(exc).__name__}, {attempts} attempt{'' if attempts == 1 else 's'}"
+
+
+def _last_attempt(ctx: JobContext, exc: BaseException) -> bool:
+    """Whether the job fails for good with `exc` (as the runner decides it)."""
+    return not ERASE_POLICY.is_retryable(exc) or ctx.attempt >= ERASE_POLICY.max_attempts
+
+
+async def _erasure_state(
+    session: AsyncSession, uid: str, status: str, error: str | None, among: Collection[str]
+) -> None:
+    """Move the tombstone `uid` to `status` if it is in one of `among`."""
+    await session.execute(
+        update(Lead)
+        .where(Lead.uid == uid, Lead.erased_at.is_not(None), Lead.sync_status.in_(sorted(among)))
+        .values(sync_status=status, last_sync_error=error, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def erasures_waiting(queue: JobQueue, page: int = 500) -> set[str]:
+    """The leads (uids) with a `crm.erase` job waiting or running."""
+    uids: set[str] = set()
+    for status in (JobStatus.TODO, JobStatus.DOING):
+        after: int | None = None
+        while True:
+            jobs = await queue.list(
+                JobFilter(status=status, task=ERASE_TASK), after_id=after, limit=page
+            )
+            uids.update(str(job.payload.get("uid")) for job in jobs)
+            if len(jobs) < page:
+                break
+            after = jobs[-1].id
+    return uids
+
+
+async def retry_erasures(
+    session: AsyncSession, queue: JobQueue, settings: Settings, waiting: Collection[str]
+) -> list[str]:
+    """Queue again, in `session`'s transaction, the erasure of every tombstone whose CRM
+    erasure failed, and of every one still pending with no job waiting or running for it
+    (`waiting`, from `erasures_waiting`: cancelled, or postponed past its task's limit);
+    the leads' uids. They are pending (ERASING) until their job is done. A lead with a job
+    waiting or running is left to it."""
+    rows = await session.execute(
+        select(Lead.uid, Lead.sync_status)
+        .where(Lead.sync_status.in_(OWED), Lead.erased_at.is_not(None))
+        .order_by(Lead.erased_at, Lead.id)
+    )
+    queued = []
+    for uid, status in rows.all():
+        if uid in waiting:  # its job decides (a failed one replayed with `cauce jobs retry`)
+            continue
+        if status == ERASE_FAILED:
+            await session.execute(
+                update(Lead)
+                .where(Lead.uid == uid, Lead.sync_status == ERASE_FAILED)
+                .values(sync_status=ERASING, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+        await request_erasure(session, queue, settings, uid)
+        queued.append(uid)
+    return queued
 
 
 def _later(exc: CrmThrottled | CrmUnavailable) -> RetryLater:
@@ -202,8 +358,7 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
                 f"the CRM refused leads {report.failed_for_good}; fix them (PATCH) or replay"
             )
 
-    async def erase_handler(ctx: JobContext, payload: JsonDict) -> None:
-        uid = str(payload["uid"])
+    async def erase_at_crm(uid: str) -> tuple[bool, str | None]:
         async with unit_of_work(deps.sessionmaker) as session:
             crm_id = await session.scalar(select(Lead.crm_id).where(Lead.uid == uid))
         client = crm()
@@ -218,12 +373,39 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
             )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
-        if gone:
-            async with unit_of_work(deps.sessionmaker) as session:
-                # Such a lead's contact is gone with the erased one's data: it is sent
-                # again, as a new contact, with only its own.
-                if await resend_contact_of(session, str(crm_id)):
-                    await request_delivery(session, ctx.queue_port, deps.settings)
+        return gone, crm_id
+
+    async def erase_handler(ctx: JobContext, payload: JsonDict) -> None:
+        uid = str(payload["uid"])
+        try:
+            gone, crm_id = await erase_at_crm(uid)
+        except RetryLater:
+            raise  # pending still (ERASING)
+        except Exception as exc:
+            # Its last attempt: the tombstone says the erasure is owed, and why, after the
+            # failed job is purged. Not when the CRM deleted the contact itself.
+            if _last_attempt(ctx, exc) and not payload.get("crm_gone"):
+                reason = (
+                    NO_CRM
+                    if deps.crm is None
+                    else erasure_failure(exc, crm_settings.provider, ctx.attempt)
+                )
+                try:
+                    async with unit_of_work(deps.sessionmaker) as session:
+                        await _erasure_state(
+                            session, uid, ERASE_FAILED, reason, (ERASING, ERASED, ERASE_FAILED)
+                        )
+                except Exception as noted:  # noqa: BLE001 - logged; the CRM's error is raised
+                    log.warning("crm.erase.note_failed", error_class=type(noted).__name__)
+                log.warning("crm.erase.failed", lead=uid, reason=reason)
+            raise
+        async with unit_of_work(deps.sessionmaker) as session:
+            # Nothing of it in the CRM now (a 404 says the same).
+            await _erasure_state(session, uid, ERASED, None, OWED)
+            # Such a lead's contact is gone with the erased one's data: it is sent again,
+            # as a new contact, with only its own.
+            if gone and await resend_contact_of(session, str(crm_id)):
+                await request_delivery(session, ctx.queue_port, deps.settings)
 
     async def inbound_handler(ctx: JobContext, payload: JsonDict) -> None:
         # A GDPR deletion in the CRM erases the lead here too, as the API does.
@@ -237,4 +419,4 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
     registry.task(DELIVER_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(deliver_handler)
     registry.task(INBOUND_TASK, queue=CRM_QUEUE)(inbound_handler)
     registry.task(REDELIVER_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(redeliver_handler)
-    registry.task(ERASE_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(erase_handler)
+    registry.task(ERASE_TASK, queue=CRM_QUEUE, retry=ERASE_POLICY)(erase_handler)

@@ -207,7 +207,8 @@ def crm_erasure(
     """The erasure a `contact.privacyDeletion` asks for: `DELETE /v1/leads/{id}`'s own
     (`service_edit.erase`: personal data removed, a tombstone kept, the CRM told), by the
     actor `crm`. Its CRM delete job finds the contact gone (HubSpot deleted it first: a
-    404, which the adapter reads as nothing to delete) and ends."""
+    404, which the adapter reads as nothing to delete) and ends. The tombstone says
+    `erased` from the start: the CRM owes nothing, whatever that job meets."""
     # Imported here: service_edit imports tasks, which imports this module.
     from cauce.leads import service_edit
     from cauce.leads.service import LeadsRuntime
@@ -220,7 +221,7 @@ def crm_erasure(
         runtime.known = known
 
     async def erase(session: AsyncSession, uid: str) -> None:
-        await service_edit.erase(session, runtime, uid, CRM_ACTOR)
+        await service_edit.erase(session, runtime, uid, CRM_ACTOR, crm_gone=True)
 
     return erase
 
