@@ -30,6 +30,21 @@ No transaction is held across a CRM call: each batch is read in one short transa
 and its outcome written in another, so a crash loses at most the bookkeeping of one
 batch, which the next run redoes (upserts are idempotent).
 
+A CRM without an upsert (`CrmClient.no_upsert`: Pipedrive) creates with a plain POST,
+which a lost answer leaves in doubt and the CRM's lagging search cannot settle at once.
+For it, right before the CRM sends a create (`CrmWithoutUpsert.before_create`), the lead
+is marked "create in flight" in a transaction of its own, committed before the request
+leaves; the answer's write-back turns that into nothing, or into "in doubt since T" when
+the outcome says the create may have been applied (`UpsertOutcome.in_doubt_at`). A run
+that finds a mark in flight (its worker died, or its call was cut, before the answer was
+written) takes it as in doubt from that moment: the job's own retry cannot be counted on
+to come late enough (a restarted embedded worker releases its jobs at once). The doubt
+goes with the lead's next contact (`CrmContact.create_in_doubt_at`), the CRM asks to wait
+until its allowance has passed (`UpsertOutcome.retry_at`), and a run left with only such
+leads raises `CrmWaiting` with that time: the job is put off until then, as for an outage.
+The marks live in `crm_sent_properties` (`create_doubt`) and go with the success that
+records the contact id.
+
 Cancelling a lane cuts its CRM call, never its database work: the read of a batch and
 the write-back of an answer run to their end (`_to_the_end`). A database call cut
 half-way goes on in aiosqlite's thread while SQLAlchemy throws the connection away
@@ -41,6 +56,7 @@ and an answer the CRM gave was lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +85,8 @@ from cauce.leads.ports import (
     CrmRejected,
     CrmThrottled,
     CrmUnavailable,
+    CrmWaiting,
+    CrmWithoutUpsert,
     UpsertOutcome,
     utc_instant,
 )
@@ -382,6 +400,8 @@ class DeliveryReport:
     # Leads (ids) erased while their batch was out, which the CRM took (`on_erased` was
     # told, in the transaction that found them).
     erased_again: list[int] = field(default_factory=list)
+    # Leads (ids) not to be sent before a time (a create in doubt: `UpsertOutcome.retry_at`).
+    waiting: dict[int, datetime] = field(default_factory=dict)
 
 
 def _unique_keys(contacts: Sequence[CrmContact]) -> list[CrmContact]:
@@ -436,6 +456,93 @@ async def _record_attempt(
         await conn.execute(_RECORD_ATTEMPT, grown)
 
 
+# A create in doubt (module docstring), kept in `crm_sent_properties` beside the names of
+# the properties given a value: entries that name no CRM property ("#", a space).
+_CREATE_IN_FLIGHT = "#create in flight"
+_CREATE_IN_DOUBT = "#create in doubt since "
+
+
+@dataclass(frozen=True, slots=True)
+class CreateDoubt:
+    """What a lead's `crm_sent_properties` holds: the properties given a value
+    (`names`), when a create of it may have been applied without Cauce knowing
+    (`since`), and whether one is (or was, if its worker died) in flight."""
+
+    names: tuple[str, ...] = ()
+    since: datetime | None = None
+    in_flight: bool = False
+
+    def recorded(self) -> list[str]:
+        """The `crm_sent_properties` that says this."""
+        entries = sorted(self.names)
+        if self.since is not None:
+            entries.append(_CREATE_IN_DOUBT + self.since.isoformat())
+        if self.in_flight:
+            entries.append(_CREATE_IN_FLIGHT)
+        return entries
+
+
+def create_doubt(recorded: Sequence[str] | None) -> CreateDoubt:
+    """A lead's `crm_sent_properties` read as a `CreateDoubt`."""
+    names: list[str] = []
+    since: datetime | None = None
+    in_flight = False
+    for entry in recorded or ():
+        if entry == _CREATE_IN_FLIGHT:
+            in_flight = True
+        elif entry.startswith(_CREATE_IN_DOUBT):
+            at = utc_instant(entry.removeprefix(_CREATE_IN_DOUBT))
+            if at is not None and (since is None or at > since):
+                since = at
+        else:
+            names.append(entry)
+    return CreateDoubt(tuple(names), since, in_flight)
+
+
+def _latest(*instants: datetime | None) -> datetime | None:
+    known = [at for at in instants if at is not None]
+    return max(known) if known else None
+
+
+# The marks of a create in doubt, written whatever the lead's version (only delivery,
+# one run per CRM account, writes `crm_sent_properties`; an edit changes none of it).
+_RECORD_DOUBT = (
+    update(_LEADS)
+    .where(_LEADS.c.id == bindparam("lead_id"), _LEADS.c.erased_at.is_(None))
+    .values(crm_sent_properties=bindparam("sent_properties", type_=JSON()))
+)
+
+
+async def _mark_creates(
+    session: AsyncSession,
+    contacts: Sequence[CrmContact],
+    leads: Mapping[int, Lead],
+    sent: Mapping[int, Sequence[str]],
+    now: datetime,
+) -> tuple[list[CrmContact], dict[int, CreateDoubt]]:
+    """For a CRM without an upsert, in the transaction that reads a batch: each contact
+    with its create in doubt (a mark left in flight is in doubt from `now`: the run that
+    made it never wrote its answer back), and each lead's record grown as
+    `_record_attempt` grows it. Returns the contacts to send and each lead's record as
+    written (what a create's flight, then the write-back, start from)."""
+    sendable: list[CrmContact] = []
+    doubts: dict[int, CreateDoubt] = {}
+    marked = []
+    for contact in contacts:
+        lead = leads[contact.lead_id]
+        was = create_doubt(lead.crm_sent_properties)
+        names = tuple(sorted(set(was.names) | set(sent[contact.lead_id])))
+        since = _latest(was.since, now if was.in_flight else None)
+        doubts[contact.lead_id] = doubt = CreateDoubt(names, since)
+        if doubt.recorded() != (lead.crm_sent_properties or []):
+            marked.append({"lead_id": lead.id, "sent_properties": doubt.recorded()})
+        sendable.append(dataclasses.replace(contact, create_in_doubt_at=since))
+    if marked:
+        conn = await session.connection()
+        await conn.execute(_RECORD_DOUBT, marked)
+    return sendable, doubts
+
+
 async def _pending_batch(
     session: AsyncSession,
     limit: int,
@@ -485,13 +592,16 @@ async def _record_batch(
     contacts: Sequence[CrmContact],
     outcomes: Sequence[UpsertOutcome],
     sent: Mapping[int, Sequence[str]] | None = None,
+    doubts: Mapping[int, CreateDoubt] | None = None,
 ) -> list[tuple[CrmContact, str]]:
-    """Write a batch's outcomes; each contact's verdict: 'synced', 'superseded', 'failed'
-    or 'retry'.
+    """Write a batch's outcomes; each contact's verdict: 'synced', 'superseded', 'failed',
+    'retry' or 'wait' (not to be sent before its `retry_at`).
 
     `sent` is each lead's `crm_sent_properties` after its success (`sent_properties`;
     default: the properties its contact gives a value). It is written by the version's
     compare-and-set, with `synced_version`: an older state's never overwrites a newer's.
+    `doubts`: the records of a CRM without an upsert's leads (`_mark_creates`): a failure's
+    write takes a create's flight off, keeping a doubt (the outcome's or the lead's).
     """
     now = utcnow()
     conn = await session.connection()
@@ -535,6 +645,10 @@ async def _record_batch(
             "sync_attempts": Lead.sync_attempts + 1,
             "last_sync_error": error,
         }
+        doubt = doubts.get(contact.lead_id) if doubts is not None else None
+        if doubt is not None:
+            since = _latest(doubt.since, outcome.in_doubt_at)
+            values["crm_sent_properties"] = CreateDoubt(doubt.names, since).recorded()
         if not outcome.retryable:
             values["sync_status"] = case(
                 (Lead.version == contact.version, "failed"), else_="pending"
@@ -546,7 +660,10 @@ async def _record_batch(
             .where(Lead.id == contact.lead_id, Lead.erased_at.is_(None))
             .values(**values)
         )
-        verdicts[contact.lead_id] = "retry" if outcome.retryable else "failed"
+        if not outcome.retryable:
+            verdicts[contact.lead_id] = "failed"
+        else:
+            verdicts[contact.lead_id] = "retry" if outcome.retry_at is None else "wait"
     return [(c, verdicts.get(c.lead_id, "superseded")) for c in contacts]
 
 
@@ -574,13 +691,24 @@ def request_error(exc: CrmThrottled | CrmUnavailable | CrmRejected) -> str:
 
 
 async def _record_request_error(
-    session: AsyncSession, contacts: Sequence[CrmContact], error: str
+    session: AsyncSession,
+    contacts: Sequence[CrmContact],
+    error: str,
+    doubts: Mapping[int, CreateDoubt] | None = None,
 ) -> None:
     conn = await session.connection()
     await conn.execute(
         _MARK_TRIED,
         [{"lead_id": c.lead_id, "sent_version": c.version, "error": error} for c in contacts],
     )
+    # Leads whose creates' flights are over (`_Delivery._record_failure`); doubts stay.
+    landed = [
+        {"lead_id": c.lead_id, "sent_properties": doubts[c.lead_id].recorded()}
+        for c in contacts
+        if doubts is not None and c.lead_id in doubts
+    ]
+    if landed:
+        await conn.execute(_RECORD_DOUBT, landed)
 
 
 # Called in the transaction that finds leads erased while their batch was out (their
@@ -598,6 +726,7 @@ async def deliver(
     on_batch: Callable[[DeliveryReport], None] | None = None,
     on_erased: OnErased | None = None,
     tracer: Tracer | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> DeliveryReport:
     """Deliver pending leads (or exactly the leads `only` names) until none remain.
 
@@ -614,8 +743,15 @@ async def deliver(
     With a `tracer`, each CRM request runs in a span (`crm.deliver.batch`) that links to
     the spans that made its leads pending (`Lead.trace_parent`: their requests' or
     jobs'), so each lead's trace goes on to the CRM call whichever trace the job is in.
+
+    Leads that must wait (a create in doubt, `DeliveryReport.waiting`) are left pending.
+    If nothing else calls for another run soon (no lead to retry, none failed, not out of
+    time), `CrmWaiting` is raised with the earliest time one may go, which the job waits
+    for; else they are in `retry_later` too. `clock` tells the time marks are made at.
     """
-    run = _Delivery(sessionmaker, crm, settings, only, monotonic, on_batch, on_erased, tracer)
+    run = _Delivery(
+        sessionmaker, crm, settings, only, monotonic, on_batch, on_erased, tracer, clock
+    )
     lanes = [
         asyncio.create_task(run.lane(), name=f"crm-delivery-lane-{n}")
         for n in range(max(1, settings.delivery_lanes))
@@ -633,7 +769,17 @@ async def deliver(
     for task in lanes:
         if task in done and not task.cancelled() and (exc := task.exception()) is not None:
             raise exc
-    return run.report
+    report = run.report
+    if report.waiting:
+        if not (report.retry_later or report.failed_for_good or report.out_of_time):
+            until = min(report.waiting.values())
+            raise CrmWaiting(
+                f"{len(report.waiting)} lead(s) wait for a create in doubt to show in "
+                f"{crm.name}'s search, until {until.isoformat(timespec='seconds')}",
+                retry_at=until,
+            )
+        report.retry_later.extend(report.waiting)
+    return report
 
 
 async def _to_the_end(work: Coroutine[Any, Any, _T]) -> _T:
@@ -666,6 +812,7 @@ class _Delivery:
         on_batch: Callable[[DeliveryReport], None] | None,
         on_erased: OnErased | None = None,
         tracer: Tracer | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.crm = crm
@@ -675,6 +822,13 @@ class _Delivery:
         self.on_batch = on_batch
         self.on_erased = on_erased
         self.tracer = tracer
+        self.clock = clock
+        # A CRM without an upsert: its creates are marked in flight (`_mark_creates`).
+        self.marks_creates = bool(getattr(crm, "no_upsert", False))
+        # Each in-flight lead's record without the flight (`_mark_creates`), and the
+        # leads whose create was marked in flight (`_create_leaves`).
+        self.doubts: dict[int, CreateDoubt] = {}
+        self.flying: set[int] = set()
         self.report = DeliveryReport()
         self.deadline = monotonic() + settings.delivery_budget_seconds
         self.batch_size = min(settings.batch_size, crm.max_batch)
@@ -717,7 +871,13 @@ class _Delivery:
                     built.append(contact)
                     sent[lead.id] = sent_properties(lead, contact, self.settings, email_held=held)
                 contacts = [c for c in _unique_keys(built) if c.key not in self.keys_in_flight]
-                await _record_attempt(session, contacts, by_id, sent)
+                if self.marks_creates:
+                    contacts, doubts = await _mark_creates(
+                        session, contacts, by_id, sent, self.clock()
+                    )
+                    self.doubts.update(doubts)
+                else:
+                    await _record_attempt(session, contacts, by_id, sent)
             self.in_flight.update(c.lead_id for c in contacts)
             self.keys_in_flight.update(c.key for c in contacts)
             self.sent.update((c.lead_id, sent[c.lead_id]) for c in contacts)
@@ -730,25 +890,58 @@ class _Delivery:
         self, contacts: Sequence[CrmContact], outcomes: Sequence[UpsertOutcome]
     ) -> list[tuple[CrmContact, str]]:
         sent = {c.lead_id: self.sent[c.lead_id] for c in contacts if c.lead_id in self.sent}
+        doubts = {c.lead_id: self.doubts[c.lead_id] for c in contacts if c.lead_id in self.doubts}
         async with unit_of_work(self.sessionmaker) as session:
-            verdicts = await _record_batch(session, contacts, outcomes, sent)
+            verdicts = await _record_batch(session, contacts, outcomes, sent, doubts)
             erased = [c.lead_id for c, verdict in verdicts if verdict == "erased"]
             if erased and self.on_erased is not None:
                 await self.on_erased(session, erased)
             return verdicts
 
-    async def _record_failure(self, contacts: Sequence[CrmContact], error: str) -> None:
+    async def _record_failure(
+        self, contacts: Sequence[CrmContact], exc: CrmThrottled | CrmUnavailable | CrmRejected
+    ) -> None:
         # Best effort: the CRM's error is what the job acts on, not a failure to note it.
+        # A throttle or an outage raised whole: none of the call's creates was applied (a
+        # CRM without an upsert returns what it did as outcomes, a create in doubt too),
+        # so their flights are over. A rejection may drop creates done before it
+        # (`settle_partial`): their flights stay, and are in doubt next time.
+        landed = () if isinstance(exc, CrmRejected) else self.flying
+        doubts = {c.lead_id: self.doubts[c.lead_id] for c in contacts if c.lead_id in landed}
+        error = request_error(exc)
         try:
             async with unit_of_work(self.sessionmaker) as session:
-                await _record_request_error(session, contacts, error)
+                await _record_request_error(session, contacts, error, doubts)
         except Exception as exc:  # noqa: BLE001 - logged; the CRM's error is raised
             log.warning("crm.delivery.note_failed", error_class=type(exc).__name__)
+
+    async def _create_leaves(self, contact: CrmContact) -> None:
+        """A CRM without an upsert is about to send a create of `contact`: its lead is
+        marked in flight, committed before the request leaves (even if the lane is
+        cancelled meanwhile: then the create does not leave, and the mark only costs the
+        lead a wait)."""
+        lead_id = contact.lead_id
+        doubt = self.doubts.get(lead_id, CreateDoubt())
+        flight = CreateDoubt(doubt.names, doubt.since, in_flight=True).recorded()
+        self.flying.add(lead_id)
+
+        async def mark() -> None:
+            async with unit_of_work(self.sessionmaker) as session:
+                conn = await session.connection()
+                await conn.execute(_RECORD_DOUBT, [{"lead_id": lead_id, "sent_properties": flight}])
+
+        await _to_the_end(mark())
+
+    async def _call(self, contacts: Sequence[CrmContact]) -> list[UpsertOutcome]:
+        if self.marks_creates:
+            crm = cast(CrmWithoutUpsert, self.crm)
+            return await crm.upsert(contacts, before_create=self._create_leaves)
+        return await self.crm.upsert(contacts)
 
     async def _upsert(self, contacts: Sequence[CrmContact]) -> list[UpsertOutcome]:
         """The CRM call, in a span linked to each lead's own (`Lead.trace_parent`)."""
         if self.tracer is None:
-            return await self.crm.upsert(contacts)
+            return await self._call(contacts)
         traced = [self.traced.get(c.lead_id, ("", None)) for c in contacts]
         with self.tracer.start_as_current_span(
             "crm.deliver.batch",
@@ -760,7 +953,7 @@ class _Delivery:
                 "cauce.lead.ids": [uid for uid, _ in traced if uid],
             },
         ):
-            return await self.crm.upsert(contacts)
+            return await self._call(contacts)
 
     async def lane(self) -> None:
         report = self.report
@@ -776,7 +969,7 @@ class _Delivery:
                     # A cancellation may cut this.
                     outcomes = await self._upsert(contacts)
                 except (CrmThrottled, CrmUnavailable, CrmRejected) as exc:
-                    await _to_the_end(self._record_failure(contacts, request_error(exc)))
+                    await _to_the_end(self._record_failure(contacts, exc))
                     raise
                 report.batches += 1
                 verdicts = await _to_the_end(self._record(contacts, outcomes))
@@ -786,6 +979,9 @@ class _Delivery:
                 for contact in contacts:
                     self.sent.pop(contact.lead_id, None)
                     self.traced.pop(contact.lead_id, None)
+                    self.doubts.pop(contact.lead_id, None)
+                    self.flying.discard(contact.lead_id)
+            retry_at = {o.lead_id: o.retry_at for o in outcomes if o.retry_at is not None}
             for sent, verdict in verdicts:
                 if verdict == "synced":
                     report.synced += 1
@@ -795,6 +991,9 @@ class _Delivery:
                     report.erased_again.append(sent.lead_id)
                 elif verdict == "failed":
                     report.failed_for_good.append(sent.lead_id)
+                    self.skip.add(sent.lead_id)
+                elif verdict == "wait":
+                    report.waiting[sent.lead_id] = retry_at[sent.lead_id]
                     self.skip.add(sent.lead_id)
                 else:
                     report.retry_later.append(sent.lead_id)

@@ -7,10 +7,10 @@ crash updates the contact it created instead of creating a second one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 # `CrmKey.property` naming the CRM's own id of a record (the lead's `crm_id`): HubSpot's
 # object id, Pipedrive's person id. A CRM without ids of its own finds nothing by it.
@@ -31,7 +31,10 @@ class CrmContact:
     the CRM from the lead's last sync, if any (a CRM without an upsert updates it by id,
     rather than search for it). `consent`: the lead's marketing consent as stored
     (`marketing`, `given_at` as ISO 8601 text, `wording_version`, `source`), for a CRM
-    that keeps a subscription status apart from the properties; None: the lead has none."""
+    that keeps a subscription status apart from the properties; None: the lead has none.
+    `create_in_doubt_at`: a create of this lead may have reached the CRM then without Cauce
+    learning its outcome (`UpsertOutcome.in_doubt_at`; a CRM without an upsert must not
+    search for it and create it again before its search can show that contact)."""
 
     lead_id: int
     version: int
@@ -39,6 +42,7 @@ class CrmContact:
     properties: Mapping[str, Any]
     crm_id: str | None = None
     consent: Mapping[str, Any] | None = None
+    create_in_doubt_at: datetime | None = None
 
 
 def utc_instant(value: object) -> datetime | None:
@@ -60,12 +64,20 @@ class UpsertOutcome:
 
     `crm_id` is set on success. On failure `retryable` tells a passing problem (the next
     delivery tries again) from a permanent one (the lead is marked `failed`).
+
+    `in_doubt_at`: a create of the contact may have been applied by the CRM (its answer was
+    lost: a timeout, a connection cut after the request left, a 5xx) or was in doubt
+    already (`CrmContact.create_in_doubt_at`); delivery keeps it on the lead until the
+    lead's contact id is recorded. `retry_at`: a retryable failure whose contact must not
+    be sent again before then (delivery puts its job off until that time).
     """
 
     lead_id: int
     crm_id: str | None = None
     error: str | None = None
     retryable: bool = False
+    in_doubt_at: datetime | None = None
+    retry_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -102,12 +114,18 @@ class CrmUnavailable(Exception):
         self.retry_at = retry_at
 
 
+class CrmWaiting(CrmUnavailable):
+    """Nothing is wrong with the CRM, but what is left to deliver must wait until
+    `retry_at` (a create in doubt, `UpsertOutcome.retry_at`). A `CrmUnavailable`, so
+    whatever waits out an outage (the delivery job, `tasks._later`) waits for this too."""
+
+
 class CrmRejected(Exception):
     """The CRM refused the whole request for a reason no retry fixes (401, 403, 400)."""
 
 
 class CrmClient(Protocol):
-    """A CRM Cauce delivers leads to."""
+    """A CRM Cauce delivers leads to (one without an upsert: `CrmWithoutUpsert`)."""
 
     name: str
     max_batch: int
@@ -130,4 +148,29 @@ class CrmClient(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+#: Awaited by a `CrmWithoutUpsert` right before it sends a create of the contact.
+BeforeCreate = Callable[[CrmContact], Awaitable[None]]
+
+
+class CrmWithoutUpsert(CrmClient, Protocol):
+    """A CRM whose creates are plain POSTs, with no upsert and no idempotency key
+    (Pipedrive): a create whose answer is lost may have been applied, and the CRM's
+    search may not show it for a while.
+
+    It awaits `before_create` right before each create leaves (delivery durably marks the
+    lead's create in flight then: a worker that dies or a call cut mid-create leaves it
+    in doubt), reports every create that may have been applied as an outcome with
+    `in_doubt_at` (never only by raising), and does not search for or create a contact
+    whose `create_in_doubt_at` is recent (its outcome's `retry_at` says until when).
+    """
+
+    no_upsert: Literal[True]
+
+    async def upsert(
+        self, contacts: Sequence[CrmContact], *, before_create: BeforeCreate | None = None
+    ) -> list[UpsertOutcome]:
+        """As `CrmClient.upsert`, awaiting `before_create` before each create."""
         ...

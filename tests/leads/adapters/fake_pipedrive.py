@@ -14,7 +14,10 @@ What it reproduces (see the facts listed in ``cauce.leads.adapters.pipedrive``):
 * a burst window (``x-ratelimit-limit/-remaining/-reset`` on every answer, 429 when
   over) and a daily request budget (``x-daily-requests-left``, 429 at 0), on an
   injectable clock; the 429 body's wording is a guess (the docs cut it off);
-* scripted 5xx answers (``fail_next``);
+* scripted 5xx answers (``fail_next``), before anything is written;
+* creates whose answer is lost after Pipedrive wrote the person (``lose_create_answers``):
+  a 5xx instead of the answer, or the connection closed with no answer at all (``"drop"``),
+  as after a gateway's error or a connection cut once the request was in;
 * a search index that lags (``search_lag``, seconds on the clock): a person created less
   than that ago is not found by a search yet, though ``GET /api/v2/persons/{id}`` has it
   (Pipedrive's search is an index updated after the write).
@@ -58,6 +61,7 @@ class FakePipedrive:
     daily_budget: int | None = None
     persons: dict[int, dict[str, Any]] = field(default_factory=dict)
     fail_next: list[int] = field(default_factory=list)
+    lose_create_answers: list[int | str] = field(default_factory=list)
     search_lag: float = 0.0
     requests: list[tuple[str, str]] = field(default_factory=list)
     url: str = ""
@@ -144,6 +148,12 @@ class FakePipedrive:
         self._apply(person, body)
         self.persons[person["id"]] = person
         self._created_at[person["id"]] = self.clock()
+        if self.lose_create_answers:
+            lost = self.lose_create_answers.pop(0)
+            if isinstance(lost, int):
+                return _error(lost, "Service unavailable")  # written, then a 5xx
+            assert request.transport is not None
+            request.transport.close()  # written, then no answer at all
         return _json(200, {"success": True, "data": person})
 
     def _person(self, request: web.Request) -> dict[str, Any] | None:

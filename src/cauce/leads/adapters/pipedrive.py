@@ -36,11 +36,30 @@ last sync recorded (`CrmContact.crm_id`: ``GET /api/v2/persons/{id}``, no search
 every later sync, from any worker, updates that person, even before Pipedrive's search
 index has it (it lags the writes by seconds) and whoever else has its email. A lead
 never synced is searched, then created or updated, one request at a time (the burst
-window is small). Exactly-once then holds while the search sees the person: a crash
-after a create and before Cauce records the id, re-run within the index's lag, could
-create a second person, which no client of this API can rule out (a bounded in-process
-cache of key -> person narrows it to process restarts). Creates are never retried
-inside the call (not idempotent); updates are.
+window is small). Creates are never retried inside the call (not idempotent); updates
+are.
+
+A create whose outcome is unknown (the POST may have been applied: a 5xx or 408, a
+timeout, a connection reset or closed once the request may have left, a 2xx whose body
+says nothing) is *in doubt*: its outcome says so (`UpsertOutcome.in_doubt_at`, now), the
+rest of the batch is not sent (Pipedrive is likely failing), and delivery keeps the doubt
+on the lead. Before each create leaves, ``before_create`` lets delivery mark it in
+flight, durably: a worker that dies, or a call cut, before its answer is recorded leaves
+that mark, which the next delivery takes as a doubt from then (`leads.delivery`). A
+contact in doubt (`CrmContact.create_in_doubt_at`) is neither searched for nor created
+until ``create_settle_seconds`` (`CREATE_SETTLE_SECONDS`, a minute: the index lags by
+seconds) after that moment: its outcome asks to wait until then (`retry_at`), and no
+request is made. Then it is searched for by its Cauce id (the create set it; an older
+person may have been given the same email meanwhile), then by its key, and the person
+found is updated; nobody found: the create did not land, and it is made.
+
+Not in doubt, a plain failure as before: a 4xx or 429 (Pipedrive refused), a request
+never sent (an open circuit, a full bulkhead, the local rate limiter, a refused URL, a
+TLS failure, shutdown, a connection that could not be opened: aiohttp's
+``ClientConnectorError`` under the transport's `UpstreamConnectionError`, which alone
+tells a connect refused from a reset after sending). What is left: a second person only
+if Pipedrive applies a create, or indexes it, more than the allowance after Cauce saw the
+create fail, or a worker presumed dead sends its POST after another waited it out.
 """
 
 from __future__ import annotations
@@ -48,18 +67,24 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Final
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal
 
 import orjson
+from aiohttp import ClientConnectorError
 
 from cauce.core.http import (
+    ClientClosedError,
     HttpClient,
     Request,
     Response,
     UpstreamClientError,
+    UpstreamConnectionError,
     UpstreamRateLimitedError,
+    UpstreamTlsError,
 )
+from cauce.core.resilience import RejectedError, UpstreamThrottledError
+from cauce.core.security.ssrf import UnsafeUrlError
 from cauce.leads.adapters._common import (
     DailyReset,
     RatePause,
@@ -72,6 +97,7 @@ from cauce.leads.adapters._common import (
 )
 from cauce.leads.ports import (
     OBJECT_ID,
+    BeforeCreate,
     CrmContact,
     CrmKey,
     CrmRecord,
@@ -81,7 +107,11 @@ from cauce.leads.ports import (
     UpsertOutcome,
 )
 
-__all__ = ["PIPEDRIVE_API", "PipedriveCrm"]
+__all__ = ["CREATE_SETTLE_SECONDS", "PIPEDRIVE_API", "PipedriveCrm"]
+
+#: How long after a create in doubt its lead is neither searched for nor created (the
+#: search index lags the writes by seconds).
+CREATE_SETTLE_SECONDS: Final = 60.0
 
 PIPEDRIVE_API: Final = "https://api.pipedrive.com"
 _PERSONS: Final = "/api/v2/persons"
@@ -101,6 +131,39 @@ class _Person:
     id: int
     emails: tuple[str, ...] = ()
     phones: tuple[str, ...] = ()
+
+
+class _CreateInDoubt(Exception):
+    """A create that may have been applied: its contact's outcome, and the error."""
+
+    def __init__(self, outcome: UpsertOutcome, error: Exception) -> None:
+        super().__init__(str(error))
+        self.outcome = outcome
+        self.error = error
+
+
+# Errors that say a request was refused, or never left: nothing of it was applied.
+_NOT_APPLIED: Final = (
+    UpstreamClientError,  # a 4xx: Pipedrive refused it
+    UpstreamThrottledError,  # a 429
+    RejectedError,  # an open circuit, a full bulkhead, the local rate limiter
+    ClientClosedError,  # shutdown
+    UnsafeUrlError,
+    UpstreamTlsError,  # the handshake failed
+)
+
+
+def _may_have_created(error: BaseException) -> bool:
+    """Whether a create that failed with `error` (the HTTP layer's or a guard's) may
+    have been applied by Pipedrive: all but a refusal or a request that never left."""
+    if isinstance(error, _NOT_APPLIED):
+        return False
+    # The transport says "connection error" for a refused connect as for a reset after
+    # the request left; aiohttp's own error under it tells the first (nothing sent).
+    return not (
+        isinstance(error, UpstreamConnectionError)
+        and isinstance(error.__cause__, ClientConnectorError)
+    )
 
 
 def _error_text(content: bytes, status: int) -> str:
@@ -154,10 +217,12 @@ def _without_primary(entries: object) -> list[dict[str, Any]]:
 class PipedriveCrm:
     """`CrmClient` for Pipedrive persons (see the module docstring).
 
-    ``cauce_id_property`` is the key of the person custom field holding Cauce's id.
+    ``cauce_id_property`` is the key of the person custom field holding Cauce's id;
+    ``create_settle_seconds`` how long a create in doubt is waited out.
     """
 
     name = "pipedrive"
+    no_upsert: Literal[True] = True  # a `CrmWithoutUpsert`
 
     def __init__(
         self,
@@ -170,6 +235,7 @@ class PipedriveCrm:
         daily_reset: DailyReset | None = None,
         max_batch: int = 100,
         cache_size: int = 10_000,
+        create_settle_seconds: float = CREATE_SETTLE_SECONDS,
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
@@ -180,17 +246,30 @@ class PipedriveCrm:
         self._pause = RatePause("Pipedrive", client, clock)
         self._cache: OrderedDict[tuple[str, str], _Person] = OrderedDict()
         self._cache_size = cache_size
+        self._settle = timedelta(seconds=create_settle_seconds)
         self.max_batch = max_batch
 
     # -- the port ------------------------------------------------------------------------
 
-    async def upsert(self, contacts: Sequence[CrmContact]) -> list[UpsertOutcome]:
-        """Search each contact, then create or update it; one outcome per contact."""
+    async def upsert(
+        self, contacts: Sequence[CrmContact], *, before_create: BeforeCreate | None = None
+    ) -> list[UpsertOutcome]:
+        """Search each contact, then create or update it; one outcome per contact.
+        `before_create` is awaited right before each create is sent."""
         self._pause.check()
         outcomes: list[UpsertOutcome | None] = [None] * len(contacts)
         try:
             for position, contact in enumerate(contacts):
-                outcomes[position] = await self._upsert_one(contact)
+                outcomes[position] = await self._upsert_one(contact, before_create)
+        except _CreateInDoubt as doubt:
+            # Pipedrive is likely failing: the rest is not sent, and the doubt is told as
+            # an outcome (a raise would lose it; even a rejection comes again next call).
+            outcomes[outcomes.index(None)] = doubt.outcome
+            reason = f"not sent: {doubt.error}"
+            return [
+                o if o is not None else UpsertOutcome(c.lead_id, error=reason, retryable=True)
+                for c, o in zip(contacts, outcomes, strict=True)
+            ]
         except (CrmThrottled, CrmUnavailable) as exc:
             return settle_partial(contacts, outcomes, exc)
         return [outcome for outcome in outcomes if outcome is not None]
@@ -253,28 +332,33 @@ class PipedriveCrm:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    async def _upsert_one(self, contact: CrmContact) -> UpsertOutcome:
+    async def _upsert_one(
+        self, contact: CrmContact, before_create: BeforeCreate | None = None
+    ) -> UpsertOutcome:
         found, current = await self._synced_person(contact)
-        if found is None:
+        if found is None and contact.create_in_doubt_at is not None:
+            settled = contact.create_in_doubt_at + self._settle
+            if self._clock() < settled:
+                return self._waiting(contact, contact.create_in_doubt_at, settled)
+            found = await self._find_made(contact)
+        elif found is None:
             found = await self._find(contact.key, use_cache=True)
+        if found is None:
+            return await self._create(contact, before_create)
         try:
             if current is None:
                 current = await self._lists_to_clear(contact, found)
             body = self._person_body(contact, found, current)
-            if found is None:
-                # A create is not idempotent: one attempt (no idempotency key).
-                request = Request.post(f"{self._base}{_PERSONS}", json=body, headers=self._headers)
-            else:
-                request = Request.patch(
-                    f"{self._base}{_PERSONS}/{found.id}",
-                    json=body,
-                    headers=self._headers,
-                    idempotency_key=body_key({"id": found.id, **body}),
-                )
+            request = Request.patch(
+                f"{self._base}{_PERSONS}/{found.id}",
+                json=body,
+                headers=self._headers,
+                idempotency_key=body_key({"id": found.id, **body}),
+            )
             response = await self._send(request)
         except UpstreamClientError as exc:
             self._cache.pop(self._cache_key(contact.key), None)
-            if exc.status == 404 and found is not None:  # deleted since the search
+            if exc.status == 404:  # deleted since the search
                 return UpsertOutcome(contact.lead_id, error="person vanished", retryable=True)
             return UpsertOutcome(contact.lead_id, error=_error_text(exc.body, exc.status))
         data = _data(response)
@@ -283,6 +367,66 @@ class PipedriveCrm:
             return UpsertOutcome(contact.lead_id, error="no person id returned", retryable=True)
         self._remember(contact.key, _person_from(data))
         return UpsertOutcome(contact.lead_id, crm_id=str(person_id))
+
+    async def _create(
+        self, contact: CrmContact, before_create: BeforeCreate | None
+    ) -> UpsertOutcome:
+        """Create the person: one attempt (not idempotent). Raises `_CreateInDoubt` when
+        it may have been applied and its answer is lost."""
+        body = self._person_body(contact, None)
+        request = Request.post(f"{self._base}{_PERSONS}", json=body, headers=self._headers)
+        if before_create is not None:
+            await before_create(contact)
+        try:
+            response = await self._send(request)
+            data = _data(response)
+        except UpstreamClientError as exc:
+            self._cache.pop(self._cache_key(contact.key), None)
+            return UpsertOutcome(contact.lead_id, error=_error_text(exc.body, exc.status))
+        except (CrmUnavailable, CrmRejected) as exc:
+            if not _may_have_created(exc.__cause__ or exc):
+                raise
+            raise _CreateInDoubt(self._in_doubt(contact, str(exc)), exc) from exc
+        person_id = data.get("id") if isinstance(data, dict) else None
+        if person_id is None:  # a success that names no person: created, or not?
+            return self._in_doubt(contact, "Pipedrive answered without a person id")
+        self._remember(contact.key, _person_from(data))
+        return UpsertOutcome(contact.lead_id, crm_id=str(person_id))
+
+    def _in_doubt(self, contact: CrmContact, why: str) -> UpsertOutcome:
+        """The outcome of a create that may have been applied, from now on."""
+        now = self._clock()
+        settled = now + self._settle
+        error = (
+            f"a create may have reached Pipedrive ({why}): not sent again before "
+            f"{settled.isoformat(timespec='seconds')}, then found by its Cauce id or created"
+        )
+        return UpsertOutcome(
+            contact.lead_id, error=error, retryable=True, in_doubt_at=now, retry_at=settled
+        )
+
+    def _waiting(self, contact: CrmContact, since: datetime, settled: datetime) -> UpsertOutcome:
+        """The outcome of a contact in doubt within the allowance: nothing sent."""
+        error = (
+            f"a create of {since.isoformat(timespec='seconds')} may be in Pipedrive and not in "
+            f"its search yet: not sent again before {settled.isoformat(timespec='seconds')}"
+        )
+        return UpsertOutcome(
+            contact.lead_id, error=error, retryable=True, in_doubt_at=since, retry_at=settled
+        )
+
+    async def _find_made(self, contact: CrmContact) -> _Person | None:
+        """The person a create in doubt may have made: by the Cauce id it set (even if an
+        older person got the lead's email meanwhile), then by the contact's key."""
+        uid = contact.properties.get(self._cauce_id)
+        keys = [CrmKey(self._cauce_id, str(uid))] if uid else []
+        if contact.key not in keys:
+            keys.append(contact.key)
+        for key in keys:
+            person = await self._find(key, use_cache=True)
+            if person is not None:
+                return person
+        return None
 
     async def _synced_person(
         self, contact: CrmContact
