@@ -482,9 +482,13 @@ async def test_a_claim_the_database_could_not_release_is_released_once_it_is_bac
     tried = 0
     release = IDEMPOTENCY.release
 
+    tried_thrice = asyncio.Event()
+
     async def flaky_release(session: Any, claim: Any) -> None:
         nonlocal tried
         tried += 1
+        if tried >= 3:
+            tried_thrice.set()
         if down:
             raise ConnectionRefusedError("the test's database is away")
         await release(session, claim)
@@ -494,11 +498,10 @@ async def test_a_claim_the_database_could_not_release_is_released_once_it_is_bac
     stopped = await api.post(BATCH, json={"items": items}, headers=headers)
     assert stopped.status_code == 503, stopped.text
     deadline = time.monotonic() + 3
-    while tried < 3 and time.monotonic() < deadline:  # the first and two tries again
-        await asyncio.sleep(0.05)
-    assert tried >= 3
+    await asyncio.wait_for(tried_thrice.wait(), 3)  # the first and two tries again
     left = await _lease_left(leads_app)
-    assert left is not None and left > timedelta(seconds=5)  # still claimed
+    assert left is not None
+    assert left > timedelta(seconds=5)
     down = False
     while time.monotonic() < deadline + 2:
         left = await _lease_left(leads_app)
