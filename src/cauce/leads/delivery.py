@@ -40,10 +40,11 @@ that finds a mark in flight (its worker died, or its call was cut, before the an
 written) takes it as in doubt from that moment: the job's own retry cannot be counted on
 to come late enough (a restarted embedded worker releases its jobs at once). The doubt
 goes with the lead's next contact (`CrmContact.create_in_doubt_at`), the CRM asks to wait
-until its allowance has passed (`UpsertOutcome.retry_at`), and a run left with only such
-leads raises `CrmWaiting` with that time: the job is put off until then, as for an outage.
-The marks live in `crm_sent_properties` (`create_doubt`) and go with the success that
-records the contact id.
+until its allowance has passed (`UpsertOutcome.retry_at`): the run leaves such leads
+pending and reports them (`DeliveryReport.waiting`), and the job asks for a delivery of
+just those leads then (`tasks`), so that leads accepted meanwhile are not kept waiting.
+The marks live in their own columns (`Lead.crm_create_sent_at`, `crm_create_doubt_at`:
+`create_doubt`) and go with the success that records the contact id.
 
 Cancelling a lane cuts its CRM call, never its database work: the read of a batch and
 the write-back of an answer run to their end (`_to_the_end`). A database call cut
@@ -85,7 +86,6 @@ from cauce.leads.ports import (
     CrmRejected,
     CrmThrottled,
     CrmUnavailable,
-    CrmWaiting,
     CrmWithoutUpsert,
     UpsertOutcome,
     utc_instant,
@@ -250,6 +250,8 @@ async def resend_contact_of(session: AsyncSession, crm_id: str) -> int:
             crm_id=None,
             synced_version=0,
             crm_sent_properties=None,
+            crm_create_sent_at=None,
+            crm_create_doubt_at=None,
             sync_status="pending",
             trace_parent=current_traceparent(),
         )
@@ -456,47 +458,28 @@ async def _record_attempt(
         await conn.execute(_RECORD_ATTEMPT, grown)
 
 
-# A create in doubt (module docstring), kept in `crm_sent_properties` beside the names of
-# the properties given a value: entries that name no CRM property ("#", a space).
-_CREATE_IN_FLIGHT = "#create in flight"
-_CREATE_IN_DOUBT = "#create in doubt since "
-
-
 @dataclass(frozen=True, slots=True)
 class CreateDoubt:
-    """What a lead's `crm_sent_properties` holds: the properties given a value
-    (`names`), when a create of it may have been applied without Cauce knowing
-    (`since`), and whether one is (or was, if its worker died) in flight."""
+    """A lead's create marks (module docstring): since when a create of it may have been
+    applied without Cauce knowing (`since`, `Lead.crm_create_doubt_at`), and since when
+    one is (or was, if its worker died) in flight (`sent_at`, `Lead.crm_create_sent_at`)."""
 
-    names: tuple[str, ...] = ()
     since: datetime | None = None
-    in_flight: bool = False
+    sent_at: datetime | None = None
 
-    def recorded(self) -> list[str]:
-        """The `crm_sent_properties` that says this."""
-        entries = sorted(self.names)
-        if self.since is not None:
-            entries.append(_CREATE_IN_DOUBT + self.since.isoformat())
-        if self.in_flight:
-            entries.append(_CREATE_IN_FLIGHT)
-        return entries
+    @property
+    def in_flight(self) -> bool:
+        """Whether a create is marked in flight."""
+        return self.sent_at is not None
+
+    def recorded(self, lead_id: int) -> dict[str, Any]:
+        """`_RECORD_DOUBT`'s parameters that say this of `lead_id`."""
+        return {"lead_id": lead_id, "doubt_at": self.since, "sent_at": self.sent_at}
 
 
-def create_doubt(recorded: Sequence[str] | None) -> CreateDoubt:
-    """A lead's `crm_sent_properties` read as a `CreateDoubt`."""
-    names: list[str] = []
-    since: datetime | None = None
-    in_flight = False
-    for entry in recorded or ():
-        if entry == _CREATE_IN_FLIGHT:
-            in_flight = True
-        elif entry.startswith(_CREATE_IN_DOUBT):
-            at = utc_instant(entry.removeprefix(_CREATE_IN_DOUBT))
-            if at is not None and (since is None or at > since):
-                since = at
-        else:
-            names.append(entry)
-    return CreateDoubt(tuple(names), since, in_flight)
+def create_doubt(lead: Lead) -> CreateDoubt:
+    """A lead's create marks."""
+    return CreateDoubt(lead.crm_create_doubt_at, lead.crm_create_sent_at)
 
 
 def _latest(*instants: datetime | None) -> datetime | None:
@@ -504,12 +487,19 @@ def _latest(*instants: datetime | None) -> datetime | None:
     return max(known) if known else None
 
 
-# The marks of a create in doubt, written whatever the lead's version (only delivery,
-# one run per CRM account, writes `crm_sent_properties`; an edit changes none of it).
+# The marks of a create, written whatever the lead's version (only delivery, one run per
+# CRM account, writes them; an edit changes none of it).
 _RECORD_DOUBT = (
     update(_LEADS)
     .where(_LEADS.c.id == bindparam("lead_id"), _LEADS.c.erased_at.is_(None))
-    .values(crm_sent_properties=bindparam("sent_properties", type_=JSON()))
+    .values(
+        crm_create_doubt_at=bindparam("doubt_at", type_=UtcDateTime()),
+        crm_create_sent_at=bindparam("sent_at", type_=UtcDateTime()),
+    )
+)
+# The same, with the record of the properties given a value grown (`_RECORD_ATTEMPT`).
+_RECORD_ATTEMPT_AND_DOUBT = _RECORD_DOUBT.values(
+    crm_sent_properties=bindparam("sent_properties", type_=JSON())
 )
 
 
@@ -523,23 +513,24 @@ async def _mark_creates(
     """For a CRM without an upsert, in the transaction that reads a batch: each contact
     with its create in doubt (a mark left in flight is in doubt from `now`: the run that
     made it never wrote its answer back), and each lead's record grown as
-    `_record_attempt` grows it. Returns the contacts to send and each lead's record as
+    `_record_attempt` grows it. Returns the contacts to send and each lead's marks as
     written (what a create's flight, then the write-back, start from)."""
     sendable: list[CrmContact] = []
     doubts: dict[int, CreateDoubt] = {}
     marked = []
     for contact in contacts:
         lead = leads[contact.lead_id]
-        was = create_doubt(lead.crm_sent_properties)
-        names = tuple(sorted(set(was.names) | set(sent[contact.lead_id])))
+        was = create_doubt(lead)
+        recorded = lead.crm_sent_properties
+        names = sorted(set(recorded or ()) | set(sent[contact.lead_id]))
         since = _latest(was.since, now if was.in_flight else None)
-        doubts[contact.lead_id] = doubt = CreateDoubt(names, since)
-        if doubt.recorded() != (lead.crm_sent_properties or []):
-            marked.append({"lead_id": lead.id, "sent_properties": doubt.recorded()})
+        doubts[contact.lead_id] = doubt = CreateDoubt(since)
+        if doubt != was or recorded is None or names != sorted(recorded):
+            marked.append({**doubt.recorded(lead.id), "sent_properties": names})
         sendable.append(dataclasses.replace(contact, create_in_doubt_at=since))
     if marked:
         conn = await session.connection()
-        await conn.execute(_RECORD_DOUBT, marked)
+        await conn.execute(_RECORD_ATTEMPT_AND_DOUBT, marked)
     return sendable, doubts
 
 
@@ -578,6 +569,9 @@ _MARK_SENT = (
         crm_id=bindparam("sent_crm_id"),
         synced_at=bindparam("sent_at", type_=UtcDateTime()),
         crm_sent_properties=bindparam("sent_properties", type_=JSON()),
+        # The contact id recorded: no create of it is in flight or in doubt.
+        crm_create_sent_at=None,
+        crm_create_doubt_at=None,
         sync_attempts=_LEADS.c.sync_attempts + 1,
         last_sync_error=None,
         sync_status=case(
@@ -600,7 +594,7 @@ async def _record_batch(
     `sent` is each lead's `crm_sent_properties` after its success (`sent_properties`;
     default: the properties its contact gives a value). It is written by the version's
     compare-and-set, with `synced_version`: an older state's never overwrites a newer's.
-    `doubts`: the records of a CRM without an upsert's leads (`_mark_creates`): a failure's
+    `doubts`: the marks of a CRM without an upsert's leads (`_mark_creates`): a failure's
     write takes a create's flight off, keeping a doubt (the outcome's or the lead's).
     """
     now = utcnow()
@@ -647,8 +641,8 @@ async def _record_batch(
         }
         doubt = doubts.get(contact.lead_id) if doubts is not None else None
         if doubt is not None:
-            since = _latest(doubt.since, outcome.in_doubt_at)
-            values["crm_sent_properties"] = CreateDoubt(doubt.names, since).recorded()
+            values["crm_create_doubt_at"] = _latest(doubt.since, outcome.in_doubt_at)
+            values["crm_create_sent_at"] = None
         if not outcome.retryable:
             values["sync_status"] = case(
                 (Lead.version == contact.version, "failed"), else_="pending"
@@ -703,7 +697,7 @@ async def _record_request_error(
     )
     # Leads whose creates' flights are over (`_Delivery._record_failure`); doubts stay.
     landed = [
-        {"lead_id": c.lead_id, "sent_properties": doubts[c.lead_id].recorded()}
+        doubts[c.lead_id].recorded(c.lead_id)
         for c in contacts
         if doubts is not None and c.lead_id in doubts
     ]
@@ -744,10 +738,9 @@ async def deliver(
     the spans that made its leads pending (`Lead.trace_parent`: their requests' or
     jobs'), so each lead's trace goes on to the CRM call whichever trace the job is in.
 
-    Leads that must wait (a create in doubt, `DeliveryReport.waiting`) are left pending.
-    If nothing else calls for another run soon (no lead to retry, none failed, not out of
-    time), `CrmWaiting` is raised with the earliest time one may go, which the job waits
-    for; else they are in `retry_later` too. `clock` tells the time marks are made at.
+    Leads that must wait (a create in doubt) are left pending, in `DeliveryReport.waiting`
+    with the time each may go (the job asks for a delivery of just them then: `tasks`).
+    `clock` tells the time marks are made at.
     """
     run = _Delivery(
         sessionmaker, crm, settings, only, monotonic, on_batch, on_erased, tracer, clock
@@ -769,17 +762,7 @@ async def deliver(
     for task in lanes:
         if task in done and not task.cancelled() and (exc := task.exception()) is not None:
             raise exc
-    report = run.report
-    if report.waiting:
-        if not (report.retry_later or report.failed_for_good or report.out_of_time):
-            until = min(report.waiting.values())
-            raise CrmWaiting(
-                f"{len(report.waiting)} lead(s) wait for a create in doubt to show in "
-                f"{crm.name}'s search, until {until.isoformat(timespec='seconds')}",
-                retry_at=until,
-            )
-        report.retry_later.extend(report.waiting)
-    return report
+    return run.report
 
 
 async def _to_the_end(work: Coroutine[Any, Any, _T]) -> _T:
@@ -825,8 +808,8 @@ class _Delivery:
         self.clock = clock
         # A CRM without an upsert: its creates are marked in flight (`_mark_creates`).
         self.marks_creates = bool(getattr(crm, "no_upsert", False))
-        # Each in-flight lead's record without the flight (`_mark_creates`), and the
-        # leads whose create was marked in flight (`_create_leaves`).
+        # Each in-flight lead's create marks without the flight (`_mark_creates`), and
+        # the leads whose create was marked in flight (`_create_leaves`).
         self.doubts: dict[int, CreateDoubt] = {}
         self.flying: set[int] = set()
         self.report = DeliveryReport()
@@ -922,13 +905,13 @@ class _Delivery:
         lead a wait)."""
         lead_id = contact.lead_id
         doubt = self.doubts.get(lead_id, CreateDoubt())
-        flight = CreateDoubt(doubt.names, doubt.since, in_flight=True).recorded()
+        flight = CreateDoubt(doubt.since, sent_at=self.clock()).recorded(lead_id)
         self.flying.add(lead_id)
 
         async def mark() -> None:
             async with unit_of_work(self.sessionmaker) as session:
                 conn = await session.connection()
-                await conn.execute(_RECORD_DOUBT, [{"lead_id": lead_id, "sent_properties": flight}])
+                await conn.execute(_RECORD_DOUBT, [flight])
 
         await _to_the_end(mark())
 

@@ -146,6 +146,8 @@ def _new_lead(values: dict[str, Any], held: bool, now: datetime, trace_parent: s
         sync_attempts=0,
         last_sync_error=None,
         crm_sent_properties=None,
+        crm_create_sent_at=None,
+        crm_create_doubt_at=None,
         crm_event_at=None,
         crm_deleted_at=None,
         trace_parent=trace_parent,

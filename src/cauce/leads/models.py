@@ -102,6 +102,13 @@ class Lead(Base):
     crm_sent_properties: Mapped[list[str] | None] = mapped_column(
         JSON(none_as_null=True), default=None
     )
+    # A CRM without an upsert (Pipedrive, `leads.delivery`): when a create of this lead
+    # was marked in flight (right before it left; cleared once its answer is recorded),
+    # and since when one may have been applied without Cauce learning its outcome (in
+    # doubt: not searched for nor created again for a while). Both cleared by the success
+    # that records the contact id. Migration 0027.
+    crm_create_sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    crm_create_doubt_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
     # The W3C traceparent of the work that last made the lead pending (its intake, merge,
     # PATCH or review): the delivery span that sends it links to it, so a lead's trace

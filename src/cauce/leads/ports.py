@@ -69,7 +69,8 @@ class UpsertOutcome:
     lost: a timeout, a connection cut after the request left, a 5xx) or was in doubt
     already (`CrmContact.create_in_doubt_at`); delivery keeps it on the lead until the
     lead's contact id is recorded. `retry_at`: a retryable failure whose contact must not
-    be sent again before then (delivery puts its job off until that time).
+    be sent again before then (delivery leaves it pending, and a delivery of just such
+    leads is asked for then).
     """
 
     lead_id: int
@@ -112,12 +113,6 @@ class CrmUnavailable(Exception):
     def __init__(self, detail: str, retry_at: datetime | None = None) -> None:
         super().__init__(detail)
         self.retry_at = retry_at
-
-
-class CrmWaiting(CrmUnavailable):
-    """Nothing is wrong with the CRM, but what is left to deliver must wait until
-    `retry_at` (a create in doubt, `UpsertOutcome.retry_at`). A `CrmUnavailable`, so
-    whatever waits out an outage (the delivery job, `tasks._later`) waits for this too."""
 
 
 class CrmRejected(Exception):

@@ -10,11 +10,12 @@ queues it again (`retry_erasures`).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import structlog
@@ -294,6 +295,70 @@ def _later(exc: CrmThrottled | CrmUnavailable) -> RetryLater:
     return RetryLater(at, f"CRM unavailable: {exc}")
 
 
+def waiting_dedupe_key(account: str, lead_ids: Collection[int]) -> str:
+    """One delivery of the same leads waiting for a create in doubt waits at a time (each
+    delivery run meanwhile finds them waiting again)."""
+    digest = hashlib.sha256(",".join(map(str, sorted(lead_ids))).encode()).hexdigest()
+    return f"crm-deliver-waiting:{account}:{digest[:32]}"
+
+
+async def deliver_when_allowed(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    queue: JobQueue,
+    account: str,
+    waiting: Mapping[int, datetime],
+) -> None:
+    """Ask for a delivery of just the leads waiting for a create in doubt
+    (`DeliveryReport.waiting`) at the earliest time one may go, under the account's
+    delivery lock; the delivery job itself ends, so leads accepted meanwhile are sent at
+    once. In a transaction of its own: the job that asks may yet be put off (RetryLater
+    rolls its own back)."""
+    ids = sorted(waiting)
+    async with unit_of_work(sessionmaker) as session:
+        await queue.defer(
+            session,
+            REDELIVER_TASK,
+            {"lead_ids": ids, "waiting": True},
+            queue=CRM_QUEUE,
+            run_at=min(waiting.values()),
+            lock=delivery_lock(account),
+            dedupe_key=waiting_dedupe_key(account, ids),
+        )
+
+
+async def redeliver_refused(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    queue: JobQueue,
+    account: str,
+    lead_ids: Collection[int],
+) -> None:
+    """A redelivery of the leads the CRM refused for good, which fails for them
+    (replayable once they are fixed), in a transaction of its own."""
+    async with unit_of_work(sessionmaker) as session:
+        await queue.defer(
+            session,
+            REDELIVER_TASK,
+            {"lead_ids": sorted(lead_ids)},
+            queue=CRM_QUEUE,
+            lock=delivery_lock(account),
+        )
+
+
+async def _still_pending(
+    sessionmaker: async_sessionmaker[AsyncSession], lead_ids: Collection[int]
+) -> list[int]:
+    """Those of `lead_ids` still to be delivered (another delivery may have sent them)."""
+    async with unit_of_work(sessionmaker) as session:
+        rows = await session.scalars(
+            select(Lead.id).where(
+                Lead.id.in_(sorted(lead_ids)),
+                Lead.sync_status == "pending",
+                Lead.erased_at.is_(None),
+            )
+        )
+        return sorted(rows.all())
+
+
 def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
     """Register the leads handlers on `registry`."""
     crm_settings = deps.settings.crm
@@ -323,13 +388,15 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
             )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
+        if report.waiting:
+            await deliver_when_allowed(
+                deps.sessionmaker, ctx.queue_port, crm_settings.account, report.waiting
+            )
         if report.failed_for_good:
-            await ctx.queue_port.defer(
-                ctx.session,
-                REDELIVER_TASK,
-                {"lead_ids": report.failed_for_good},
-                queue=CRM_QUEUE,
-                lock=delivery_lock(crm_settings.account),
+            # In a transaction of its own: `RetryLater` below rolls the job's back, and the
+            # refused leads were left with no job to replay.
+            await redeliver_refused(
+                deps.sessionmaker, ctx.queue_port, crm_settings.account, report.failed_for_good
             )
         if report.out_of_time:
             await request_delivery(ctx.session, ctx.queue_port, deps.settings)
@@ -340,6 +407,10 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
 
     async def redeliver_handler(ctx: JobContext, payload: JsonDict) -> None:
         ids = [int(i) for i in payload.get("lead_ids", [])]
+        # Leads that waited for a create in doubt (`deliver_when_allowed`), not failed ones.
+        waited = bool(payload.get("waiting"))
+        if waited and not (ids := await _still_pending(deps.sessionmaker, ids)):
+            return
         try:
             client = crm()
             report = await deliver(
@@ -353,10 +424,28 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
             )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
-        if report.failed_for_good:
+        if waited:
+            await _after_the_wait(ctx, report)
+        elif report.failed_for_good:
             raise PermanentJobError(
                 f"the CRM refused leads {report.failed_for_good}; fix them (PATCH) or replay"
             )
+
+    async def _after_the_wait(ctx: JobContext, report: DeliveryReport) -> None:
+        """The leads a delivery after a create in doubt did not sync go on as a delivery
+        job's do: those still waiting are asked for again at their time, those refused
+        for good in a redelivery that fails (replayable), the others (a passing failure,
+        out of time) in a delivery."""
+        if report.waiting:
+            await deliver_when_allowed(
+                deps.sessionmaker, ctx.queue_port, crm_settings.account, report.waiting
+            )
+        if report.failed_for_good:
+            await redeliver_refused(
+                deps.sessionmaker, ctx.queue_port, crm_settings.account, report.failed_for_good
+            )
+        if report.retry_later or report.out_of_time:
+            await request_delivery(ctx.session, ctx.queue_port, deps.settings)
 
     async def erase_at_crm(uid: str) -> tuple[bool, str | None]:
         async with unit_of_work(deps.sessionmaker) as session:

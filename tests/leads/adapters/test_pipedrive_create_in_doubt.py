@@ -9,8 +9,10 @@ seconds, found nobody, and a second person was created for the lead (Cauce promi
 lead is never delivered twice). A worker dying between the create and recording its
 person id did the same. Now such a create is recorded as in doubt (or, for a worker that
 dies, as in flight) on the lead before its answer is needed, the lead is not sent again
-until `SETTLE` after that moment (the delivery job is put off until then), and it is then
-found by its Cauce id, or its email, and that person is adopted.
+until `SETTLE` after that moment (a delivery of just that lead is asked for then, while
+leads accepted meanwhile go at once), and it is then found by its Cauce id, or its
+email, and that person is adopted. The marks have columns of their own
+(`Lead.crm_create_sent_at`, `crm_create_doubt_at`), not entries of `crm_sent_properties`.
 
 Reproduced before the change by ``/tmp/helper-148/repro_duplicate.py`` (two persons).
 """
@@ -21,14 +23,18 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
+from sqlalchemy import text
 
 from cauce.core.config import CrmSettings
-from cauce.core.db import Database
+from cauce.core.db import Database, create_database
+from cauce.core.db.migrate import upgrade
 from cauce.core.http import (
     ClientClosedError,
     HttpClients,
@@ -44,6 +50,8 @@ from cauce.core.http import (
     UpstreamTimeoutError,
     UpstreamTlsError,
 )
+from cauce.core.jobs.ports import DeferResult, JobContext, JsonDict
+from cauce.core.jobs.registry import TaskRegistry
 from cauce.core.resilience import (
     AttemptTimeout,
     BulkheadFullError,
@@ -54,17 +62,26 @@ from cauce.core.resilience import (
 from cauce.core.security.ssrf import UnsafeUrlError
 from cauce.leads.adapters import PipedriveCrm
 from cauce.leads.adapters.pipedrive import CREATE_SETTLE_SECONDS, _may_have_created
-from cauce.leads.delivery import DeliveryReport, create_doubt, deliver
+from cauce.leads.delivery import (
+    CRM_QUEUE,
+    DELIVER_TASK,
+    REDELIVER_TASK,
+    CreateDoubt,
+    DeliveryReport,
+    create_doubt,
+    deliver,
+    delivery_lock,
+)
 from cauce.leads.models import Lead
 from cauce.leads.ports import (
     BeforeCreate,
     CrmContact,
     CrmThrottled,
     CrmUnavailable,
-    CrmWaiting,
     UpsertOutcome,
 )
-from cauce.leads.tasks import _later
+from cauce.leads.tasks import LeadsTaskDeps, register_leads_tasks, waiting_dedupe_key
+from tests.conftest import SettingsFactory, make_settings
 from tests.leads.adapters.conftest import MakeClients, ManualClock, WallClock, fast_policy
 from tests.leads.adapters.fake_pipedrive import FakePipedrive, serve
 from tests.leads.adapters.test_pipedrive import CAUCE_ID, MakePipedrive, lead, make_pipedrive
@@ -72,6 +89,7 @@ from tests.leads.test_crm_clears import (
     PD_CAUCE_ID,
     PD_CITY,
     PD_NOTES,
+    PIPEDRIVE_MAPPING,
     _crm_settings,
     _store,
     clients,
@@ -245,7 +263,6 @@ async def test_a_create_whose_connection_was_refused_is_not_in_doubt(
         )
         with pytest.raises(CrmUnavailable) as caught:
             await adapter.upsert([lead(1, "ana@empresa.es")])
-        assert not isinstance(caught.value, CrmWaiting)
         assert isinstance(caught.value.__cause__, UpstreamConnectionError)
         assert not _may_have_created(caught.value.__cause__)
         assert fake.persons == {}
@@ -322,15 +339,18 @@ async def _run(
         return exc
 
 
-async def _sync_state(db: Database, lead_id: int) -> tuple[str | None, str, list[str] | None]:
+async def _sync_state(db: Database, lead_id: int) -> tuple[str | None, str, CreateDoubt]:
+    """The lead's contact id, sync status and create marks (the properties' record holds
+    only properties)."""
     async with db.sessionmaker() as session:
         lead_row = await session.get(Lead, lead_id)
         assert lead_row is not None
-        return lead_row.crm_id, lead_row.sync_status, lead_row.crm_sent_properties
+        sent = lead_row.crm_sent_properties or []
+        assert not [name for name in sent if name.startswith("#")], sent
+        return lead_row.crm_id, lead_row.sync_status, create_doubt(lead_row)
 
 
-def _no_doubt(sent: list[str] | None) -> bool:
-    doubt = create_doubt(sent)
+def _no_doubt(doubt: CreateDoubt) -> bool:
     return doubt.since is None and not doubt.in_flight
 
 
@@ -350,9 +370,9 @@ async def test_two_deliveries_after_a_lost_create_leave_one_person(
     lost: int | str,
 ) -> None:
     """The create's answer is lost; the next delivery, a second later in another worker,
-    sends nothing and puts the job off until the allowance has passed (before: it found
-    nobody in the lagging index and made a second person). Then the person is adopted,
-    its id recorded and the doubt cleared."""
+    sends nothing and leaves the lead waiting until the allowance has passed (before: it
+    found nobody in the lagging index and made a second person). Then the person is
+    adopted, its id recorded and the doubt cleared."""
     fake.lose_create_answers = [lost]
     lead_id = await _store(db, email="ana@bodegas.es", first_name="Ana", city="Sevilla")
     lost_at = wall.now
@@ -363,12 +383,12 @@ async def test_two_deliveries_after_a_lost_create_leave_one_person(
     assert len(fake.persons) == 1, "a second person for one lead"
     assert _posts(fake) == 1
     for put_off in (first, second):
-        assert isinstance(put_off, CrmWaiting)
-        assert put_off.retry_at == lost_at + SETTLE
-        assert _later(put_off).at == lost_at + SETTLE  # the job runs again then
-    crm_id, status, sent = await _sync_state(db, lead_id)
+        assert isinstance(put_off, DeliveryReport)
+        assert put_off.waiting == {lead_id: lost_at + SETTLE}  # delivered again then
+        assert (put_off.synced, put_off.retry_later) == (0, [])
+    crm_id, status, doubt = await _sync_state(db, lead_id)
     assert (crm_id, status) == (None, "pending")
-    assert create_doubt(sent).since == lost_at
+    assert doubt == CreateDoubt(since=lost_at)
 
     _later_by(wall, sandbox_clock, 60)
     third = await _run(db, _worker(clients, fake, wall), tmp_path, wall)
@@ -376,9 +396,9 @@ async def test_two_deliveries_after_a_lost_create_leave_one_person(
     assert third.synced == 1
     (person,) = fake.persons.values()
     assert person["custom_fields"][PD_CITY] == "Sevilla"
-    crm_id, status, sent = await _sync_state(db, lead_id)
+    crm_id, status, doubt = await _sync_state(db, lead_id)
     assert (crm_id, status) == (str(person["id"]), "synced")
-    assert _no_doubt(sent)
+    assert _no_doubt(doubt)
     assert _posts(fake) == 1
 
 
@@ -424,21 +444,21 @@ async def test_a_worker_dying_between_the_create_and_its_record_leaves_one_perso
     )
     with pytest.raises(WorkerDied):
         await deliver(db.sessionmaker, dying, _one_lane(tmp_path), clock=wall)
-    assert create_doubt((await _sync_state(db, lead_id))[2]).in_flight
+    assert (await _sync_state(db, lead_id))[2].in_flight
     _later_by(wall, sandbox_clock, 1)
     found_at = wall.now
     second = await _run(db, _worker(clients, fake, wall), tmp_path, wall)
     assert len(fake.persons) == 1, "a second person for one lead"
-    assert isinstance(second, CrmWaiting)
-    assert second.retry_at == found_at + SETTLE
+    assert isinstance(second, DeliveryReport)
+    assert second.waiting == {lead_id: found_at + SETTLE}
     _later_by(wall, sandbox_clock, 60)
     third = await _run(db, _worker(clients, fake, wall), tmp_path, wall)
     assert isinstance(third, DeliveryReport)
     assert third.synced == 1
     (person,) = fake.persons.values()
-    crm_id, status, sent = await _sync_state(db, lead_id)
+    crm_id, status, doubt = await _sync_state(db, lead_id)
     assert (crm_id, status) == (str(person["id"]), "synced")
-    assert _no_doubt(sent)
+    assert _no_doubt(doubt)
 
 
 class StallsOnTheSecondSearch:
@@ -492,14 +512,14 @@ async def test_a_call_cut_mid_batch_leaves_in_doubt_only_the_create_that_left(
     with contextlib.suppress(asyncio.CancelledError):
         await run
     assert len(fake.persons) == 1  # Ana's, its answer never recorded
-    assert create_doubt((await _sync_state(db, ana))[2]).in_flight
+    assert (await _sync_state(db, ana))[2].in_flight
     assert _no_doubt((await _sync_state(db, luis))[2])
 
     _later_by(wall, sandbox_clock, 1)
     found_at = wall.now
     second = await _run(db, _worker(clients, fake, wall), tmp_path, wall)
-    assert isinstance(second, CrmWaiting)
-    assert second.retry_at == found_at + SETTLE
+    assert isinstance(second, DeliveryReport)
+    assert second.waiting == {ana: found_at + SETTLE}
     assert len(fake.persons) == 2, "Luis is created at once, Ana is not created again"
     assert (await _sync_state(db, luis))[1] == "synced"
 
@@ -570,7 +590,6 @@ async def test_a_create_never_sent_costs_no_wait(
     except (CrmThrottled, CrmUnavailable) as exc:
         failed = exc
     assert isinstance(failed, CrmThrottled | CrmUnavailable)
-    assert not isinstance(failed, CrmWaiting)
     assert _no_doubt((await _sync_state(db, lead_id))[2])
     _later_by(wall, sandbox_clock, 3)  # past a burst window
     report = await _run(db, _worker(clients, fake, wall), tmp_path, wall)
@@ -599,7 +618,7 @@ async def test_a_crm_with_an_upsert_marks_nothing_and_never_waits(
     worker dying after it costs no wait (their upsert is idempotent)."""
     lead_id = await _store(db, email="ana@bodegas.es", first_name="Ana")
     crm = MemoryCrmDying()
-    seen: list[list[str] | None] = []
+    seen: list[CreateDoubt] = []
 
     async def look() -> None:
         seen.append((await _sync_state(db, lead_id))[2])
@@ -611,5 +630,201 @@ async def test_a_crm_with_an_upsert_marks_nothing_and_never_waits(
     report = await deliver(db.sessionmaker, crm, settings)
     assert report.synced == 1
     assert seen
-    assert all(_no_doubt(sent) for sent in seen)
+    assert all(_no_doubt(doubt) for doubt in seen)
     assert [c.create_in_doubt_at for batch in crm.batches for c in batch] == [None, None]
+
+
+# --- through the jobs -----------------------------------------------------------------------
+
+
+@dataclass
+class Deferred:
+    """One job a handler deferred."""
+
+    task: str
+    payload: JsonDict
+    options: dict[str, Any]
+
+
+@dataclass
+class RecordingQueue:
+    """The jobs deferred, recorded (the handlers under test are called directly)."""
+
+    jobs: list[Deferred] = field(default_factory=list)
+    engine: str = "recording"
+
+    async def defer(
+        self, session: Any, task: str, payload: JsonDict, **options: Any
+    ) -> DeferResult:
+        """Record the job."""
+        self.jobs.append(Deferred(task, payload, options))
+        return DeferResult(len(self.jobs))
+
+
+class Jobs:
+    """The leads handlers with a Pipedrive adapter, run as one attempt each."""
+
+    def __init__(self, db: Database, settings_factory: SettingsFactory, crm: PipedriveCrm) -> None:
+        crm_settings = {
+            "provider": "pipedrive",
+            "field_mapping": PIPEDRIVE_MAPPING,
+            "cauce_id_property": PD_CAUCE_ID,
+        }
+        self.db = db
+        self.settings = settings_factory(crm=crm_settings)
+        self.registry = TaskRegistry()
+        register_leads_tasks(self.registry, LeadsTaskDeps(self.settings, db.sessionmaker, crm))
+        self.queue = RecordingQueue()
+
+    async def run(self, task: str, payload: JsonDict) -> None:
+        """One attempt: its session commits if the handler returns, else rolls back."""
+        session = self.db.sessionmaker()
+        ctx = JobContext(1, task, CRM_QUEUE, 1, "w", lambda: session, self.queue)  # type: ignore[arg-type]
+        try:
+            await self.registry.get(task).handler(ctx, payload)
+            await session.commit()
+        finally:
+            await session.close()
+
+    def waiting_jobs(self) -> list[Deferred]:
+        """The deliveries of leads waiting for a create in doubt asked for so far."""
+        return [j for j in self.queue.jobs if j.task == REDELIVER_TASK and j.payload.get("waiting")]
+
+
+@pytest.mark.parametrize("lost", LOST)
+async def test_a_lead_accepted_while_another_waits_is_delivered_at_once(
+    db: Database,
+    settings_factory: SettingsFactory,
+    clients: HttpClients,
+    fake: FakePipedrive,
+    wall: WallClock,
+    sandbox_clock: ManualClock,
+    lost: int | str,
+) -> None:
+    """A lead waits out a create in doubt; a lead accepted meanwhile is delivered by its
+    delivery job at once (before: the account's delivery job was put off until the
+    allowance had passed, and every lead accepted meanwhile waited with it). The waiting
+    lead goes by a delivery of just it, asked for at the allowance's end, under the
+    account's lock: one person for it."""
+    fake.lose_create_answers = [lost]
+    jobs = Jobs(db, settings_factory, _worker(clients, fake, wall))
+    ana = await _store(db, email="ana@bodegas.es", first_name="Ana")
+    lost_at = wall.now
+    await jobs.run(DELIVER_TASK, {"account": jobs.settings.crm.account})
+    assert (await _sync_state(db, ana))[2] == CreateDoubt(since=lost_at)
+    (asked,) = jobs.waiting_jobs()
+    account = jobs.settings.crm.account
+    assert asked.payload == {"lead_ids": [ana], "waiting": True}
+    assert asked.options == {
+        "queue": CRM_QUEUE,
+        "run_at": lost_at + SETTLE,
+        "lock": delivery_lock(account),
+        "dedupe_key": waiting_dedupe_key(account, [ana]),
+    }
+
+    _later_by(wall, sandbox_clock, 10)
+    luis = await _store(db, email="luis@bodegas.es", first_name="Luis")
+    await jobs.run(DELIVER_TASK, {"account": account})  # returns: not put off
+    assert (await _sync_state(db, luis))[1] == "synced"
+    assert (await _sync_state(db, ana))[1] == "pending"
+    assert len(fake.persons) == 2  # Ana's (its answer lost) and Luis's
+    # Ana still waits: the same delivery is asked for again (one job: its dedupe key).
+    assert [j.options for j in jobs.waiting_jobs()] == [asked.options] * 2
+
+    _later_by(wall, sandbox_clock, 5)  # too early still: it asks again for its time
+    await jobs.run(REDELIVER_TASK, asked.payload)
+    assert jobs.waiting_jobs()[-1].options["run_at"] == lost_at + SETTLE
+    assert (await _sync_state(db, ana))[1] == "pending"
+
+    _later_by(wall, sandbox_clock, 46)
+    await jobs.run(REDELIVER_TASK, asked.payload)
+    crm_id, status, doubt = await _sync_state(db, ana)
+    assert status == "synced"
+    assert _no_doubt(doubt)
+    persons = [p for p in fake.persons.values() if p["name"].startswith("Ana")]
+    assert [str(p["id"]) for p in persons] == [crm_id], "exactly one person for Ana"
+    assert len(fake.persons) == 2
+    assert _posts(fake) == 2
+    assert len(jobs.waiting_jobs()) == 3  # nothing asked after the delivery
+
+    # Run again (a duplicate, or replayed): the lead is delivered already, nothing is sent.
+    sent = len(fake.requests)
+    await jobs.run(REDELIVER_TASK, asked.payload)
+    assert len(fake.requests) == sent
+
+
+async def test_a_waiting_lead_refused_after_its_wait_fails_as_a_refused_lead_does(
+    db: Database,
+    settings_factory: SettingsFactory,
+    clients: HttpClients,
+    fake: FakePipedrive,
+    wall: WallClock,
+    sandbox_clock: ManualClock,
+) -> None:
+    """After the wait the create is refused (a 4xx): the waiting lead's job does not fail
+    itself; the lead is failed and a redelivery for it is left to fail, as a delivery
+    job's refused leads are (replayable)."""
+    fake.lose_create_answers = [503]
+    jobs = Jobs(db, settings_factory, _worker(clients, fake, wall))
+    ana = await _store(db, email="ana@bodegas.es", first_name="Ana", city="Sevilla")
+    await jobs.run(DELIVER_TASK, {"account": jobs.settings.crm.account})
+    (asked,) = jobs.waiting_jobs()
+    fake.persons.clear()  # the lost create did not land, and the city's field is gone
+    fake.custom_fields = frozenset({PD_CAUCE_ID})
+    _later_by(wall, sandbox_clock, 61)
+    await jobs.run(REDELIVER_TASK, asked.payload)
+    assert (await _sync_state(db, ana))[1] == "failed"
+    assert [(j.task, j.payload) for j in jobs.queue.jobs[1:]] == [
+        (REDELIVER_TASK, {"lead_ids": [ana]})
+    ]
+
+
+# --- migration 0027 -------------------------------------------------------------------------
+
+
+async def test_migration_0027_takes_the_old_marks_out_of_the_properties(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """Leads stored with the marks' old entries in `crm_sent_properties` keep only their
+    properties, in order; the other leads are left as they were."""
+    db = create_database(make_settings(tmp_path), url=empty_database_url)
+    try:
+        await upgrade(db, "0026")
+        insert = text(
+            "INSERT INTO leads (uid, status, source, score, score_model, version, sync_status,"
+            " synced_version, sync_attempts, email_disposable, email_free, utm, custom_fields,"
+            " score_reasons, match_keys, crm_sent_properties, created_at, updated_at)"
+            " VALUES (:uid, 'new', 'api', 0, 'points', 1, 'pending', 0, 0, false, false, '{}',"
+            " '{}', '[]', '[]', :sent, :now, :now)"
+        )
+        stored = {
+            "a": '["city", "email", "#create in doubt since 2026-12-06T10:00:00+00:00",'
+            ' "#create in flight"]',
+            "b": '["#create in flight"]',
+            "c": '["zip", "city"]',
+            "d": None,
+        }
+        now = datetime.now(UTC)
+        async with db.engine.begin() as conn:
+            for uid, sent in stored.items():
+                await conn.execute(insert, {"uid": uid, "sent": sent, "now": now})
+        await upgrade(db, "0027")
+        async with db.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT uid, crm_sent_properties, crm_create_sent_at, crm_create_doubt_at"
+                    " FROM leads ORDER BY uid"
+                )
+            )
+            found = {
+                uid: (orjson.loads(sent) if isinstance(sent, str) else sent, flight, doubt)
+                for uid, sent, flight, doubt in rows.all()
+            }
+        assert found == {
+            "a": (["city", "email"], None, None),
+            "b": ([], None, None),
+            "c": (["zip", "city"], None, None),
+            "d": (None, None, None),
+        }
+    finally:
+        await db.dispose()
