@@ -38,11 +38,7 @@ from cauce.leads.routing import choose_team, owner_at
 from cauce.leads.schemas import MAX_CUSTOM_FIELDS, LeadPatch
 from cauce.leads.service import LeadsRuntime, consent_record
 from cauce.leads.sync_backlog import ERASED, ERASING
-from cauce.leads.tasks import request_delivery, request_erasure
-
-# The tables an erasure clears values in (`make_tombstone`, `erase_personal_data`,
-# `forget_subject`), analyzed after it on PostgreSQL (`request_analyze`).
-ERASED_TABLES = ("leads", "lead_sources", "lead_match_keys", "lead_history", "idempotency_keys")
+from cauce.leads.tasks import ERASED_TABLES, request_delivery, request_erasure
 
 # What a PATCH may change of the exact keys' fields (an extension is part of its phone's).
 _CONTACT_FIELDS = ("email", "phone", "phone_extension")
@@ -421,6 +417,7 @@ async def erase(
     *,
     if_match: str | None = None,
     crm_gone: bool = False,
+    analyze: bool = True,
 ) -> Lead:
     """GDPR erasure: personal data removed, a tombstone kept, the CRM told. With
     `if_match`, only of the version it names. Another lead on its email (a shared
@@ -429,7 +426,8 @@ async def erase(
 
     With a CRM configured the tombstone says the erasure is owed to it (`erasing`) until
     its job is done (`sync_backlog.ERASING`); `crm_gone`: the CRM deleted the contact
-    itself (a GDPR deletion there), so nothing is owed (`erased`)."""
+    itself (a GDPR deletion there), so nothing is owed (`erased`). `analyze`: ask for the
+    erased tables' statistics to be refreshed (`request_analyze`), else the caller does."""
     lead = await live_lead(session, uid, for_update=True)
     check_version(lead, if_match)
     handed_over = await hand_over_email(session, rt.settings.crm, EmailHold.of(lead), None)
@@ -443,7 +441,10 @@ async def erase(
     await forget_subject(session, lead.uid)  # stored answers that show the lead
     session.add(LeadEvent(lead_id=lead.id, action="erased", changes={}, actor=actor, at=now))
     # PostgreSQL's planner statistics hold column values: the erased ones leave them now.
-    await request_analyze(session, rt.queue, ERASED_TABLES)
+    # Asked after the lead's lock (its dedupe row waits for this transaction); a caller
+    # erasing many leads in one transaction asks once, after the last (`analyze`).
+    if analyze:
+        await request_analyze(session, rt.queue, ERASED_TABLES)
     await request_erasure(session, rt.queue, rt.settings, lead.uid, crm_gone=crm_gone)
     if handed_over:
         await request_delivery(session, rt.queue, rt.settings)

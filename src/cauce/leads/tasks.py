@@ -27,6 +27,7 @@ from cauce.core.config import Settings
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
 from cauce.core.http.errors import UpstreamStatusError
+from cauce.core.jobs.db_analyze import request_analyze
 from cauce.core.jobs.policy import RetryPolicy
 from cauce.core.jobs.ports import (
     JobContext,
@@ -38,6 +39,7 @@ from cauce.core.jobs.ports import (
     RetryLater,
 )
 from cauce.core.jobs.registry import TaskRegistry
+from cauce.leads.adapters.pipedrive import CREATE_SETTLE_SECONDS
 from cauce.leads.delivery import (
     CRM_QUEUE,
     DELIVER_TASK,
@@ -122,6 +124,12 @@ async def request_delivery(session: AsyncSession, queue: JobQueue, settings: Set
         lock=delivery_lock(account),
         dedupe_key=delivery_dedupe_key(account),
     )
+
+
+# The tables an erasure clears values in (`service_edit.make_tombstone`,
+# `erase_personal_data`, `forget_subject`), analyzed after it on PostgreSQL
+# (`request_analyze`: their statistics hold column values).
+ERASED_TABLES = ("leads", "lead_sources", "lead_match_keys", "lead_history", "idempotency_keys")
 
 
 async def request_erasure(
@@ -426,7 +434,14 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
             raise _later(exc) from exc
         if waited:
             await _after_the_wait(ctx, report)
-        elif report.failed_for_good:
+            return
+        if report.waiting:
+            # A create in doubt in a replay of refused leads: asked for again at its time
+            # (in a transaction of its own: the failure below rolls the job's back).
+            await deliver_when_allowed(
+                deps.sessionmaker, ctx.queue_port, crm_settings.account, report.waiting
+            )
+        if report.failed_for_good:
             raise PermanentJobError(
                 f"the CRM refused leads {report.failed_for_good}; fix them (PATCH) or replay"
             )
@@ -449,7 +464,14 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
 
     async def erase_at_crm(uid: str) -> tuple[bool, str | None]:
         async with unit_of_work(deps.sessionmaker) as session:
-            crm_id = await session.scalar(select(Lead.crm_id).where(Lead.uid == uid))
+            row = (
+                await session.execute(
+                    select(Lead.crm_id, Lead.crm_create_sent_at, Lead.crm_create_doubt_at).where(
+                        Lead.uid == uid
+                    )
+                )
+            ).first()
+        crm_id, sent_at, doubt_at = row if row is not None else (None, None, None)
         client = crm()
         try:
             found = await client.delete(CrmKey(crm_settings.cauce_id_property, uid))
@@ -462,6 +484,15 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
             )
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
+        # A create of it may have been applied without Cauce learning it (in doubt, or
+        # sent and its answer not recorded: the lead was erased meanwhile), and a CRM
+        # without an upsert finds a new contact only once its search has it: nothing
+        # found is no proof yet. Asked again once such a create would show.
+        marked = [at for at in (sent_at, doubt_at) if at is not None]
+        if not found and not gone and marked:
+            shows = max(marked) + timedelta(seconds=CREATE_SETTLE_SECONDS)
+            if utcnow() < shows:
+                raise RetryLater(shows, "a create of the lead may not show in the CRM yet")
         return gone, crm_id
 
     async def erase_handler(ctx: JobContext, payload: JsonDict) -> None:
@@ -499,11 +530,21 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
     async def inbound_handler(ctx: JobContext, payload: JsonDict) -> None:
         # A GDPR deletion in the CRM erases the lead here too, as the API does.
         erase = crm_erasure(deps.settings, deps.sessionmaker, ctx.queue_port, deps.known)
+        erased: list[str] = []
+
+        async def erasing(session: AsyncSession, uid: str) -> None:
+            await erase(session, uid)
+            erased.append(uid)
+
         # Chunks in their own transactions: a long backlog commits as it goes.
         while True:
             async with unit_of_work(deps.sessionmaker) as session:
-                if await process_inbox(session, erase=erase) == 0:
+                if await process_inbox(session, erase=erasing) == 0:
                     return
+                if erased:
+                    # Once a chunk, after its last lead's lock (`service_edit.erase`).
+                    await request_analyze(session, ctx.queue_port, ERASED_TABLES)
+                    erased.clear()
 
     registry.task(DELIVER_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(deliver_handler)
     registry.task(INBOUND_TASK, queue=CRM_QUEUE)(inbound_handler)

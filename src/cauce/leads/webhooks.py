@@ -221,7 +221,9 @@ def crm_erasure(
         runtime.known = known
 
     async def erase(session: AsyncSession, uid: str) -> None:
-        await service_edit.erase(session, runtime, uid, CRM_ACTOR, crm_gone=True)
+        # Many in one transaction (`process_inbox`): the statistics are asked for once,
+        # after the last (the inbound job does), so no erasure waits on another's request.
+        await service_edit.erase(session, runtime, uid, CRM_ACTOR, crm_gone=True, analyze=False)
 
     return erase
 
