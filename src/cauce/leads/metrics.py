@@ -63,7 +63,8 @@ class LeadsMetrics:
         )
         self.erasures_oldest_pending = Gauge(
             "cauce_crm_erasures_oldest_pending_seconds",
-            "Age of the oldest erasure still pending at the CRM (since the lead was erased); "
+            "Age of the oldest erasure still pending at the CRM (since it became pending: the "
+            "erasure, or a retry); "
             "0 when none is",
             registry=registry,
             multiprocess_mode="mostrecent",

@@ -43,8 +43,11 @@ _BACKLOG = (
     .group_by(Lead.sync_status)
 )
 # Through the same index: tombstones owed to the CRM are few (each one a person's request).
+# How long pending: since the tombstone became so (`updated_at`: the erasure, or a later
+# `erase_again` or `--retry`), not since the erasure (one owed again hours after it looked
+# hours old at once, and `CauceCrmErasureStale` fired).
 _OWED = (
-    select(Lead.sync_status, func.count(), func.min(Lead.erased_at))
+    select(Lead.sync_status, func.count(), func.min(Lead.updated_at))
     .where(Lead.sync_status.in_(OWED), Lead.erased_at.is_not(None))
     .group_by(Lead.sync_status)
 )
@@ -65,10 +68,10 @@ async def refresh_sync_gauges(
             counts[status] = int(count)
             if status == "pending":
                 oldest = first
-        for state, number, erased in (await session.execute(_OWED)).all():
+        for state, number, since in (await session.execute(_OWED)).all():
             owed[OWED[state]] = int(number)
             if state == ERASING:
-                oldest_erasure = erased
+                oldest_erasure = since
     for status, count in counts.items():
         metrics.sync_backlog.labels(status).set(count)
     metrics.sync_oldest_pending.set(_age(oldest))

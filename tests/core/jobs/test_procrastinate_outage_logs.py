@@ -112,3 +112,25 @@ def test_any_other_record_passes_as_it_is() -> None:
     assert unavailable_cause(bug) is None
     assert unavailable_cause(None) is None
     assert isinstance(unavailable_cause(_connection_lost()), psycopg.OperationalError)
+
+
+def test_a_statement_the_server_refused_is_no_outage() -> None:
+    """A deadlock, a lock timeout or a cancelled query is an OperationalError too, from a
+    server that answers: procrastinate's record of it keeps its traceback and level."""
+    for error in (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
+        try:
+            try:
+                raise error("the server refused this statement")
+            except psycopg.OperationalError as exc:
+                raise ConnectorException("\n    Database error.\n    ") from exc
+        except ConnectorException as wrapped:
+            refused = wrapped
+        assert unavailable_cause(refused) is None
+        record = _record("procrastinate.worker", logging.ERROR, "listener", exc=refused)
+        assert OutageLogs(interval=5.0, clock=_Clock()).filter(record)
+        assert record.levelno == logging.ERROR
+        assert record.exc_info is not None
+    shutdown = psycopg.errors.AdminShutdown("terminating connection")
+    ended = ConnectorException("x")
+    ended.__cause__ = shutdown
+    assert unavailable_cause(ended) is shutdown  # pg_terminate_backend, a shutdown

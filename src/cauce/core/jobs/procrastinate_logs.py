@@ -37,9 +37,27 @@ def unavailable_cause(exc: BaseException | None) -> BaseException | None:
         return None
     if database_unavailable(exc):
         return exc
-    if isinstance(exc, ConnectorException) and isinstance(exc.__cause__, psycopg.OperationalError):
-        return exc.__cause__
+    cause = exc.__cause__
+    if (
+        isinstance(exc, ConnectorException)
+        and isinstance(cause, psycopg.OperationalError)
+        and _connection_lost(cause)
+    ):
+        return cause
     return None
+
+
+# SQLSTATEs of a server that went away or is not taking connections (an administrator's
+# or a crash's shutdown, starting up); class 08 is a connection exception.
+_SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _connection_lost(exc: psycopg.OperationalError) -> bool:
+    """psycopg's error of a connection that failed or broke (no SQLSTATE: the server never
+    answered), not of a statement the server refused (a deadlock, a lock or statement
+    timeout, a cancelled query are OperationalErrors too, and keep their traceback)."""
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _SERVER_GONE
 
 
 class OutageLogs(logging.Filter):
