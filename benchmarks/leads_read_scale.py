@@ -29,6 +29,9 @@ brought down to REV (alembic downgrade) and back at head, printing both.
 `--base`; a size already reached is not seeded again). `--explain` prints, for the
 searches slower than `--slow-ms`, the plan of the SQL the app issues (captured from
 `repository_lead.search` run in-process: EXPLAIN QUERY PLAN, or EXPLAIN ANALYZE).
+`--searches created,month` measures only the searches and exports whose names hold one of
+those words (no lead views, no intake): old and new code back to back, with
+`PYTHONPATH=<a tree>/src` choosing the server's code.
 
     source /tmp/svc.env   # optional: also PostgreSQL (CAUCE_TEST_POSTGRES_URL)
     .venv/bin/python benchmarks/leads_read_scale.py [--sizes 100000,500000] [--base 25000]
@@ -406,12 +409,24 @@ def _day(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def searches(s: Sample) -> list[tuple[str, dict[str, str]]]:
-    """The searches measured: (name, query parameters)."""
-    recent = {"created_after": _day(s.newest - timedelta(days=30))}
+def _old_month(s: Sample) -> dict[str, str]:
+    """A month 13 months before the newest lead."""
     old_from = s.newest - timedelta(days=400)
-    old = {"created_after": _day(old_from), "created_before": _day(old_from + timedelta(days=30))}
+    return {"created_after": _day(old_from), "created_before": _day(old_from + timedelta(days=30))}
+
+
+def searches(s: Sample) -> list[tuple[str, dict[str, str]]]:
+    """The searches measured: (name, query parameters). A `cursor` of `MIDDLE` is one at
+    the middle id; `PAGE2`, the first page's `next_cursor`; `LAST`, the cursor of the
+    search's last page (followed page by page)."""
+    recent = {"created_after": _day(s.newest - timedelta(days=30))}
+    old = _old_month(s)
     quarter = {"created_after": _day(s.newest - timedelta(days=90))}
+    year = {
+        "created_after": _day(s.newest - timedelta(days=365)),
+        "created_before": _day(s.newest + timedelta(days=1)),
+    }
+    es_won = {"country": "ES", "status": "won"}
     return [
         ("all, first page", {}),
         ("all, page at the middle", {"cursor": "MIDDLE"}),
@@ -423,7 +438,12 @@ def searches(s: Sample) -> list[tuple[str, dict[str, str]]]:
         ("country=ES", {"country": "ES"}),
         ("country=PE", {"country": "PE"}),
         ("created last 30 days", recent),
+        ("created last 30 days, order=oldest", recent | {"order": "oldest"}),
+        ("created a year up to now", year),
         ("created a month, 13 months ago", old),
+        ("created a month, 13 months ago, order=oldest", old | {"order": "oldest"}),
+        ("created a month, 13 months ago, page 2", old | {"cursor": "PAGE2"}),
+        ("created before 13 months ago", {"created_before": old["created_after"]}),
         ("min_score=80", {"min_score": "80"}),
         ("score 40-60", {"min_score": "40", "max_score": "60"}),
         ("held=true", {"held": "true"}),
@@ -431,7 +451,10 @@ def searches(s: Sample) -> list[tuple[str, dict[str, str]]]:
         ("consent_marketing=false", {"consent_marketing": "false"}),
         ("consent_marketing=none", {"consent_marketing": "none"}),
         ("country=MX+status=qualified+90 days", {"country": "MX", "status": "qualified"} | quarter),
-        ("country=ES+status=won+month 13 ago", {"country": "ES", "status": "won"} | old),
+        ("country=ES+status=won+month 13 ago", es_won | old),
+        ("country=ES+status=won+month 13 ago, page 2", es_won | old | {"cursor": "PAGE2"}),
+        ("country=ES+status=won+month 13 ago, last page", es_won | old | {"cursor": "LAST"}),
+        ("owner=Iñaki Etxeberria+month 13 ago", {"owner": "Iñaki Etxeberria"} | old),
         ("owner+status=working", {"owner": "Marta Ruiz", "status": "working"}),
         ("q=García", {"q": "García"}),
         ("q=garcía fernández", {"q": "garcía fernández"}),
@@ -448,6 +471,25 @@ def _middle_cursor(top: int, region: str) -> str:
     from cauce.leads.repository_lead import LeadQuery
 
     return _cursor_for(top // 2, LeadQuery(phone_region=region.upper()))
+
+
+def _cursor_of(
+    client: httpx.Client, params: dict[str, str], s: Sample, region: str
+) -> dict[str, str]:
+    """`params` with its `cursor` marker (`searches`) made a cursor."""
+    marker = params.get("cursor")
+    if marker == "MIDDLE":
+        return params | {"cursor": _middle_cursor(s.top, region)}
+    if marker not in ("PAGE2", "LAST"):
+        return params
+    first = {k: v for k, v in params.items() if k != "cursor"}
+    cursor = client.get("/v1/leads", params=first).json()["next_cursor"]
+    while marker == "LAST":
+        after = client.get("/v1/leads", params=first | {"cursor": cursor}).json()["next_cursor"]
+        if after is None:
+            break
+        cursor = after
+    return first | {"cursor": cursor}
 
 
 def _timed(client: httpx.Client, path: str, params: dict[str, str], repeat: int) -> list[float]:
@@ -498,13 +540,17 @@ def measure(
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
         for name, params in searches(s):
-            if params.get("cursor") == "MIDDLE":
-                params = {"cursor": _middle_cursor(s.top, opts.region)}
+            if opts.searches and not any(part in name for part in opts.searches):
+                continue
+            params = _cursor_of(client, params, s, opts.region)
             times = _timed(client, "/v1/leads", params, opts.repeat)
             rows = len(client.get("/v1/leads", params=params).json()["items"])
             figures.append(_figure("GET /v1/leads " + name, times, rows))
             print(f"      {figures[-1].name:<55} {figures[-1].p50:8.1f} ms", flush=True)
-        for name, uid in (("hot (150 arrivals, 60 held)", s.hot), ("plain", s.plain)):
+        views = (
+            [] if opts.searches else [("hot (150 arrivals, 60 held)", s.hot), ("plain", s.plain)]
+        )
+        for name, uid in views:
             times = _timed(client, f"/v1/leads/{uid}", {}, opts.repeat)
             figures.append(_figure(f"GET /v1/leads/{{id}} {name}", times))
             print(f"      {figures[-1].name:<55} {figures[-1].p50:8.1f} ms", flush=True)
@@ -512,7 +558,10 @@ def measure(
             ("whole", {}),
             ("country=PE&status=won", {"country": "PE", "status": "won"}),
             ("held=true&order=oldest", {"held": "true", "order": "oldest"}),
+            ("created a month, 13 months ago", _old_month(s)),
         ):
+            if opts.searches and not any(part in name for part in opts.searches):
+                continue
             if not exports:
                 figures.append(Figure(f"GET /v1/leads/export.csv {name}", 0, 0, 0, "-"))
                 continue
@@ -536,6 +585,8 @@ def measure(
                 )
             )
             print(f"      {figures[-1].name:<55} {took:8.0f} ms {figures[-1].extra}", flush=True)
+        if opts.searches:
+            return figures
         from cauce.leads.synthetic import LeadFactory
 
         factory, rng = LeadFactory(int(time.time())), random.Random()
@@ -585,7 +636,15 @@ async def _explain(url: str, s: Sample, region: str, names: set[str]) -> None:
             continue
         filters = LeadSearch.model_validate({k: v for k, v in params.items() if k != "cursor"})
         query = query_for(filters, region)
-        before = s.top // 2 if "cursor" in params else None
+        before = None
+        async with AsyncSession(engine) as session:
+            if params.get("cursor") == "MIDDLE":
+                before = s.top // 2
+            elif params.get("cursor") in ("PAGE2", "LAST"):  # as the endpoint's pages go
+                while len(page := await search(session, query, before_id=before, limit=51)) > 50:
+                    before = page[49].id
+                    if params["cursor"] == "PAGE2":
+                        break
         captured.clear()
         async with AsyncSession(engine) as session:
             await search(session, query, before_id=before, limit=51)
@@ -785,8 +844,14 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="plans of the slow searches")
     parser.add_argument("--slow-ms", type=float, default=100.0)
     parser.add_argument("--only", choices=("SQLite", "PostgreSQL"), help="one database only")
+    parser.add_argument(
+        "--searches",
+        help="only the searches and exports whose names hold one of these (comma-separated); "
+        "no lead views or intake",
+    )
     opts = parser.parse_args()
     opts.sizes = sorted(int(s) for s in opts.sizes.split(","))
+    opts.searches = opts.searches.split(",") if opts.searches else []
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     for label in ("SQLite", "PostgreSQL"):
         if opts.only not in (None, label):
