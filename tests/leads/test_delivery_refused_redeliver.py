@@ -6,40 +6,15 @@ were left `failed` with no job to replay (found by helper-150's review)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import httpx
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
-
-from cauce.app import Resources, create_app, job_worker_for
+from cauce.app import Resources, job_worker_for
 from cauce.core.jobs.ports import JobFilter
 from cauce.leads.delivery import DELIVER_TASK, REDELIVER_TASK
 from tests.conftest import SettingsFactory
 from tests.leads.test_delivery import MemoryCrm
+from tests.leads.test_erasure_residue_audit import _served
 
 REFUSED = "rechazado@empresa-uno.es"
 BUSY = "ocupado@empresa-dos.es"
-
-
-@asynccontextmanager
-async def _served(
-    settings_factory: SettingsFactory, crm: MemoryCrm
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    settings = settings_factory(
-        crm={"provider": "hubspot", "token": "t"}, jobs={"embedded_worker": False}
-    )
-    app = create_app(settings, crm=crm)
-    async with LifespanManager(app):
-        resources: Resources = app.state.resources
-        key = await resources.api_keys.create("t", ["leads:read", "leads:write"])
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://cauce.test",
-            headers={"Authorization": f"Bearer {key.token}"},
-        ) as client:
-            yield app, client
 
 
 async def test_refused_leads_get_their_redelivery_though_the_run_is_put_off(
