@@ -346,6 +346,7 @@ def create_app(
         max_body_bytes=settings.http.max_body_bytes,
         body_limits=leads_body_limits(settings),
         access_log_enabled=settings.http.access_log,
+        access_log_client=settings.http.access_log_client,
     )
     registry.register(PoolCollector(_pool_reader(app)))
 

@@ -54,6 +54,8 @@ DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the known-u
 DEFAULT_CONFIG_FILE = "cauce.toml"
 
 Environment = Literal["development", "test", "production"]
+# What an access line keeps of the client's address (`http.access_log_client`).
+AccessLogClient = Literal["full", "network", "off"]
 
 
 def _cron_off(cron: object) -> object:
@@ -111,6 +113,12 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="413 beyond this")
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
     access_log: bool = True
+    access_log_client: AccessLogClient = Field(
+        default="network",
+        description="What an access line keeps of the client's address, personal data: "
+        "`network` its network (IPv4 /24, IPv6 /48, e.g. 203.0.113.0/24), `full` the "
+        "address, `off` nothing",
+    )
     workers: int = Field(
         default=1, ge=1, le=64, description="`cauce serve` processes (PostgreSQL only)"
     )

@@ -110,7 +110,7 @@ _ROUTE_ATTRIBUTE = "http.route"
 # The client's address, old conventions and stable: an IP address is personal data, and a
 # trace backend is often another company's. A span keeps the client's network (IPv4 /24,
 # IPv6 /48: enough to tell a region or a provider, or one misbehaving network from
-# another), not the host. The access log keeps the whole address (docs/deployment.md).
+# another), not the host, as the access log does by default (`http.access_log_client`).
 _CLIENT_ADDRESS_ATTRIBUTES = (
     "net.peer.ip",
     "net.sock.peer.addr",

@@ -8,20 +8,24 @@ must stay cheap; see benchmarks/auth_overhead.py.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, get_args
 
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cauce.core.config import AccessLogClient
 from cauce.core.db.unavailable import database_unavailable
 from cauce.core.observability.logging import LogThrottle
 from cauce.core.observability.metrics import HttpMetrics
+from cauce.core.observability.tracing import REDACTED
+from cauce.core.observability.tracing import client_network as trace_network
 from cauce.core.web.problems import PROBLEM_CODE_STATE, echo, problem_response
 
 access_log = structlog.get_logger("cauce.access")
@@ -48,6 +52,13 @@ _REASON_LIMIT = 200
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 # /v1 answers carry leads, exports and keys' data: no browser or proxy cache keeps them.
 _NO_STORE = (b"cache-control", b"no-store")
+# The access line's `client` when the peer is no IP address (a name a proxy passed on, a
+# test client's) and only its network may be written: a host name can name a person.
+CLIENT_NOT_AN_ADDRESS = "[redacted]"
+_CLIENT_MODES = frozenset(get_args(AccessLogClient))
+# `[2001:db8::1]:51000`, `203.0.113.7:51000`: an address written with its port.
+_BRACKETED = re.compile(r"^\[([^\]]+)\](?::\d+)?$")
+_V4_WITH_PORT = re.compile(r"^([0-9.]+):\d+$")
 
 
 class RequestContextMiddleware:
@@ -61,18 +72,27 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         body_limits: Mapping[str, int] | None = None,
         access_log_enabled: bool = True,
+        access_log_client: AccessLogClient = "network",
         unavailable_log_interval: float = UNAVAILABLE_LOG_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`body_limits` replaces `max_body_bytes` for the paths it names (an upload
         endpoint that streams its body and enforces its own, larger, limit).
         `unavailable_log_interval` spaces the `http.database_unavailable` warnings of one
-        error class (`clock` tells the time)."""
+        error class (`clock` tells the time). `access_log_client` is what the access
+        line keeps of the client's address (`http.access_log_client`): its `network`,
+        the `full` address, or nothing (`off`)."""
+        if access_log_client not in _CLIENT_MODES:
+            raise ValueError(
+                f"access_log_client must be one of {sorted(_CLIENT_MODES)}, "
+                f"not {access_log_client!r}"
+            )
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.body_limits = dict(body_limits or {})
         self.access_log_enabled = access_log_enabled
+        self.access_log_client = access_log_client
         self.unavailable_log = LogThrottle(unavailable_log_interval, clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -193,10 +213,15 @@ class RequestContextMiddleware:
                     "route": template,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
-                    # The peer (the proxy's address behind one, unless the server is told
-                    # to trust its forwarded headers): who sent a burst of 401s.
-                    "client": _client(scope),
                 }
+                if self.access_log_client != "off":
+                    # The peer (the proxy's address behind one, unless the server is told
+                    # to trust its forwarded headers): who sent a burst of 401s. An IP
+                    # address is personal data: by default only its network.
+                    client = _client(scope)
+                    if client is not None and self.access_log_client == "network":
+                        client = client_network(client)
+                    fields["client"] = client
                 code = state.get(PROBLEM_CODE_STATE)
                 if code is not None and 400 <= status != CLIENT_CLOSED_REQUEST:
                     fields["code"] = code  # why it failed: the problem's stable code
@@ -342,8 +367,30 @@ def _is_v1(scope: Scope) -> bool:
 
 
 def _client(scope: Scope) -> str | None:
+    """The peer's host as the server gives it (never its port); None when there is none
+    (a unix socket's peer, for uvicorn)."""
     client = scope.get("client")
-    return str(client[0]) if client else None
+    if not client:
+        return None
+    host = client[0]
+    return None if host is None or host == "" else str(host)
+
+
+@functools.lru_cache(maxsize=1024)
+def client_network(host: str) -> str:
+    """The network of the client's address, with its prefix and no port: IPv4 /24
+    (`203.0.113.0/24`), IPv6 /48 (`2001:db8:abcd::/48`). An IPv4-mapped or a 6to4
+    address is its IPv4 one's /24 (a 6to4 /48 holds the whole IPv4 address). Anything
+    that is no IP address is `CLIENT_NOT_AN_ADDRESS`. The same cut as a trace's
+    (`tracing.client_network`), with the prefix written."""
+    text = host.strip()
+    match = _BRACKETED.match(text) or _V4_WITH_PORT.match(text)
+    if match is not None:
+        text = match.group(1)
+    network = trace_network(text)  # a zone (`fe80::1%eth0`) goes with the host bits
+    if network == REDACTED:
+        return CLIENT_NOT_AN_ADDRESS
+    return f"{network}/{24 if '.' in network else 48}"
 
 
 def _has_nul(scope: Scope) -> bool:
