@@ -885,12 +885,12 @@ class _Delivery:
         self, contacts: Sequence[CrmContact], exc: CrmThrottled | CrmUnavailable | CrmRejected
     ) -> None:
         # Best effort: the CRM's error is what the job acts on, not a failure to note it.
-        # A throttle or an outage raised whole: none of the call's creates was applied (a
-        # CRM without an upsert returns what it did as outcomes, a create in doubt too),
-        # so their flights are over. A rejection may drop creates done before it
-        # (`settle_partial`): their flights stay, and are in doubt next time.
-        landed = () if isinstance(exc, CrmRejected) else self.flying
-        doubts = {c.lead_id: self.doubts[c.lead_id] for c in contacts if c.lead_id in landed}
+        # Whatever a CRM without an upsert raises (a throttle, an outage, a rejection: a
+        # 401/403 on the POST), none of the call's creates was applied: it returns what it
+        # did as outcomes, a create in doubt and the work done before a rejection too
+        # (`CrmWithoutUpsert`). So their flights are over, and cost no wait. (A crash
+        # before this is written leaves them, and the next run waits them out.)
+        doubts = {c.lead_id: self.doubts[c.lead_id] for c in contacts if c.lead_id in self.flying}
         error = request_error(exc)
         try:
             async with unit_of_work(self.sessionmaker) as session:

@@ -160,6 +160,9 @@ class CrmWithoutUpsert(CrmClient, Protocol):
     in doubt), reports every create that may have been applied as an outcome with
     `in_doubt_at` (never only by raising), and does not search for or create a contact
     whose `create_in_doubt_at` is recent (its outcome's `retry_at` says until when).
+    Whatever `upsert` raises, none of the call's creates was applied or may have been:
+    work done before an error is returned as outcomes (the contacts not reached as
+    retryable "not sent"), so delivery ends the flights of a raised call with no wait.
     """
 
     no_upsert: Literal[True]

@@ -57,7 +57,11 @@ Not in doubt, a plain failure as before: a 4xx or 429 (Pipedrive refused), a req
 never sent (an open circuit, a full bulkhead, the local rate limiter, a refused URL, a
 TLS failure, shutdown, a connection that could not be opened: aiohttp's
 ``ClientConnectorError`` under the transport's `UpstreamConnectionError`, which alone
-tells a connect refused from a reset after sending). What is left: a second person only
+tells a connect refused from a reset after sending). Raised as the call's error (a
+401/403 or a TLS failure: `CrmRejected`; a 429; a connect refused), it ends the create's
+flight with no doubt and no wait: whatever `upsert` raises, none of the call's creates
+was applied, since every create made or in doubt is returned as an outcome (a rejection
+returns the work done before it, unlike `settle_partial`). What is left: a second person only
 if Pipedrive applies a create, or indexes it, more than the allowance after Cauce saw the
 create fail, or a worker presumed dead sends its POST after another waited it out.
 """
@@ -166,6 +170,17 @@ def _may_have_created(error: BaseException) -> bool:
     )
 
 
+def _rest_not_sent(
+    contacts: Sequence[CrmContact], outcomes: Sequence[UpsertOutcome | None], error: Exception
+) -> list[UpsertOutcome]:
+    """The outcomes so far, and for each contact not reached a retryable "not sent"."""
+    reason = f"not sent: {error}"
+    return [
+        o if o is not None else UpsertOutcome(c.lead_id, error=reason, retryable=True)
+        for c, o in zip(contacts, outcomes, strict=True)
+    ]
+
+
 def _error_text(content: bytes, status: int) -> str:
     try:
         body = orjson.loads(content)
@@ -265,11 +280,14 @@ class PipedriveCrm:
             # Pipedrive is likely failing: the rest is not sent, and the doubt is told as
             # an outcome (a raise would lose it; even a rejection comes again next call).
             outcomes[outcomes.index(None)] = doubt.outcome
-            reason = f"not sent: {doubt.error}"
-            return [
-                o if o is not None else UpsertOutcome(c.lead_id, error=reason, retryable=True)
-                for c, o in zip(contacts, outcomes, strict=True)
-            ]
+            return _rest_not_sent(contacts, outcomes, doubt.error)
+        except CrmRejected as exc:
+            # Unlike `settle_partial`, the work done is returned, not dropped: a create
+            # made and then lost would wait out the allowance as a doubt (delivery ends
+            # the flights of whatever is raised), and the rejection comes again next call.
+            if all(outcome is None for outcome in outcomes):
+                raise
+            return _rest_not_sent(contacts, outcomes, exc)
         except (CrmThrottled, CrmUnavailable) as exc:
             return settle_partial(contacts, outcomes, exc)
         return [outcome for outcome in outcomes if outcome is not None]
