@@ -537,7 +537,7 @@ def test_retry_queues_a_pending_erasure_whose_job_is_gone(
     settings_factory: SettingsFactory, restore_logging: None
 ) -> None:
     """An erasure still `erasing` with no job waiting or running for it (an operator
-    cancelled it, it was postponed past its task's limit) is queued again too."""
+    cancelled it, its failure was not noted on it) is queued again too."""
     settings = _settings(settings_factory)
     crm = Crm()
 

@@ -25,9 +25,11 @@ STATUSES = ("pending", "failed", "held")
 
 # `sync_status` of a tombstone (`erased_at` set) as to the CRM (a merged one's is
 # `service_edit.MERGED`: a held lead was never delivered). An erasure is owed to the CRM
-# while its `crm.erase` job is queued or retrying (ERASING), and when the CRM refused it
-# for good (ERASE_FAILED: `last_sync_error` says why, by status code and error category
-# only); ERASED once the CRM has no such contact (its deletion, or a 404), when no CRM is
+# while its `crm.erase` job is queued, retrying or postponed (ERASING), and when the CRM
+# refused it for good or the job gave up, out of attempts or postponements (ERASE_FAILED:
+# `last_sync_error` says why, by status code and error category or the kind of error,
+# and the attempts and postponements spent: `tasks.erasure_failure`, `erasure_gave_up`);
+# ERASED once the CRM has no such contact (its deletion, or a 404), when no CRM is
 # configured, or when the CRM deleted the contact itself (a GDPR deletion there). Tombstones
 # from before these states say ERASED whatever happened. All fit `sync_status`'s 16 chars.
 ERASING = "erasing"

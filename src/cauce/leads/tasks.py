@@ -39,6 +39,7 @@ from cauce.core.jobs.ports import (
     RetryLater,
 )
 from cauce.core.jobs.registry import TaskRegistry
+from cauce.core.jobs.runner import budget_state
 from cauce.leads.adapters.pipedrive import CREATE_SETTLE_SECONDS
 from cauce.leads.delivery import (
     CRM_QUEUE,
@@ -74,7 +75,8 @@ DELIVERY_POLICY = RetryPolicy(
     max_attempts=10, base_seconds=2.0, cap_seconds=300.0, fail_on=(CrmRejected,)
 )
 # An erasure's: the same. Its handler reads it too, to tell its job's last attempt (the
-# tombstone then says the erasure failed, `ERASE_FAILED`).
+# tombstone then says the erasure failed, `ERASE_FAILED`), a postponement refused past
+# `max_postponements` included.
 ERASE_POLICY = DELIVERY_POLICY
 # A CRM call that failed after its in-call retries, with the circuit still closed (an
 # unlucky run of 5xx): look again soon. A real outage opens the circuit, whose own open
@@ -234,9 +236,49 @@ def erasure_failure(exc: BaseException, crm: str, attempts: int) -> str:
     return f"{crm}: {type(exc).__name__}, {attempts} attempt{'' if attempts == 1 else 's'}"
 
 
+# Why an erasure's job asks to run later when the CRM found nothing (`erase_at_crm`).
+CREATE_MAY_NOT_SHOW = "a create of the lead may not show in the CRM yet"
+
+
+def _times(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def erasure_gave_up(exc: RetryLater, crm: str, postponed: int, attempts: int) -> str:
+    """Why an erasure failed for good after waiting more often than its task allows (the
+    runner took its last `RetryLater` as a failure, on its last attempt), as its tombstone
+    keeps it: what the CRM kept answering, by kind only (`erasure_failure`), and the
+    postponements and attempts the job spent."""
+    cause = exc.__cause__
+    if isinstance(cause, CrmThrottled):
+        what = f"{crm} kept rate-limiting (HTTP 429)"
+    elif isinstance(cause, CrmUnavailable):
+        what = f"{crm} kept being unavailable (5xx, timeout or open circuit)"
+    elif exc.reason == CREATE_MAY_NOT_SHOW:
+        what = f"{crm}: {CREATE_MAY_NOT_SHOW}"
+    else:
+        what = f"{crm}: {type(cause or exc).__name__}"
+    spent = f"{_times(postponed, 'postponement')}, {_times(attempts, 'attempt')}"
+    return f"{what}: gave up after {spent}"
+
+
 def _last_attempt(ctx: JobContext, exc: BaseException) -> bool:
     """Whether the job fails for good with `exc` (as the runner decides it)."""
     return not ERASE_POLICY.is_retryable(exc) or ctx.attempt >= ERASE_POLICY.max_attempts
+
+
+async def _postponements_refused(
+    sessionmaker: async_sessionmaker[AsyncSession], ctx: JobContext, exc: RetryLater
+) -> int | None:
+    """The postponements the job made, if it fails for good with `exc`: the runner takes a
+    `RetryLater` past `max_postponements` as a failure (`AttemptRunner`), retried while
+    attempts are left. None while the job runs again. Read from the attempts log as the
+    runner does, only on a last attempt."""
+    if not _last_attempt(ctx, exc):
+        return None  # postponed, or retried as a failure
+    async with sessionmaker() as session:
+        postponed = (await budget_state(session, ctx.job_id))[1]
+    return postponed if postponed >= ERASE_POLICY.max_postponements else None
 
 
 async def _erasure_state(
@@ -272,7 +314,7 @@ async def retry_erasures(
 ) -> list[str]:
     """Queue again, in `session`'s transaction, the erasure of every tombstone whose CRM
     erasure failed, and of every one still pending with no job waiting or running for it
-    (`waiting`, from `erasures_waiting`: cancelled, or postponed past its task's limit);
+    (`waiting`, from `erasures_waiting`: cancelled, or its failure not noted on it);
     the leads' uids. They are pending (ERASING) until their job is done. A lead with a job
     waiting or running is left to it."""
     rows = await session.execute(
@@ -492,32 +534,48 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
         if not found and not gone and marked:
             shows = max(marked) + timedelta(seconds=CREATE_SETTLE_SECONDS)
             if utcnow() < shows:
-                raise RetryLater(shows, "a create of the lead may not show in the CRM yet")
+                raise RetryLater(shows, CREATE_MAY_NOT_SHOW)
         return gone, crm_id
+
+    async def erase_failed(uid: str, reason: str) -> None:
+        """The job's last attempt failed: the tombstone says the erasure is owed, and why,
+        after the failed job is purged."""
+        try:
+            async with unit_of_work(deps.sessionmaker) as session:
+                await _erasure_state(
+                    session, uid, ERASE_FAILED, reason, (ERASING, ERASED, ERASE_FAILED)
+                )
+        except Exception as noted:  # noqa: BLE001 - logged; the job's own error is raised
+            log.warning("crm.erase.note_failed", error_class=type(noted).__name__)
+        log.warning("crm.erase.failed", lead=uid, reason=reason)
 
     async def erase_handler(ctx: JobContext, payload: JsonDict) -> None:
         uid = str(payload["uid"])
         try:
             gone, crm_id = await erase_at_crm(uid)
-        except RetryLater:
-            raise  # pending still (ERASING)
+        except RetryLater as exc:
+            # Pending still (ERASING), unless the runner refuses to postpone it again on
+            # its last attempt: failed then, as below. Not when the CRM deleted the
+            # contact itself.
+            if not payload.get("crm_gone"):
+                postponed: int | None = None
+                try:
+                    postponed = await _postponements_refused(deps.sessionmaker, ctx, exc)
+                except Exception as noted:  # noqa: BLE001 - logged; the RetryLater is raised
+                    log.warning("crm.erase.note_failed", error_class=type(noted).__name__)
+                if postponed is not None:
+                    reason = erasure_gave_up(exc, crm_settings.provider, postponed, ctx.attempt)
+                    await erase_failed(uid, reason)
+            raise
         except Exception as exc:
-            # Its last attempt: the tombstone says the erasure is owed, and why, after the
-            # failed job is purged. Not when the CRM deleted the contact itself.
+            # Its last attempt. Not when the CRM deleted the contact itself.
             if _last_attempt(ctx, exc) and not payload.get("crm_gone"):
                 reason = (
                     NO_CRM
                     if deps.crm is None
                     else erasure_failure(exc, crm_settings.provider, ctx.attempt)
                 )
-                try:
-                    async with unit_of_work(deps.sessionmaker) as session:
-                        await _erasure_state(
-                            session, uid, ERASE_FAILED, reason, (ERASING, ERASED, ERASE_FAILED)
-                        )
-                except Exception as noted:  # noqa: BLE001 - logged; the CRM's error is raised
-                    log.warning("crm.erase.note_failed", error_class=type(noted).__name__)
-                log.warning("crm.erase.failed", lead=uid, reason=reason)
+                await erase_failed(uid, reason)
             raise
         async with unit_of_work(deps.sessionmaker) as session:
             # Nothing of it in the CRM now (a 404 says the same).
