@@ -43,6 +43,8 @@ DUPLICATE_IDS_MESSAGE = "Duplicate IDs found in batch input: [{ids}]. IDs must b
 NON_UNIQUE_MESSAGE = (
     "Unable to perform update/upsert by non-unique 0-1 property {name} in portal ID {portal}"
 )
+# Guessed wording: no source shows HubSpot's refusal of a contact merged into itself.
+MERGE_SELF_MESSAGE = "Cannot merge object {id} into itself"
 
 
 def correlation_id() -> str:

@@ -13,6 +13,14 @@ rejected whole and when it answers 207) can be read in one place. The batch rule
   not ``email``: then the valid inputs are written and the answer is 207 Multi-Status
   with one ``errors`` entry per failed input (HubSpot does not support partial upserts
   keyed on email).
+
+Merges (``POST /crm/v3/objects/contacts/merge``, :meth:`ContactsApi.merge`; what the
+merged record holds is :meth:`ContactStore.merge`'s): HubSpot documents that fetching by
+an old id answers the merged record with its new id, so a GET and a batch read by record
+id follow a merge. What a write by an old id does (PATCH, DELETE, batch archive, GDPR
+delete) is not documented: by default the sandbox answers as for an id it does not have
+(404, or 204 for the deletes that always answer it), so a client has to fetch first;
+``follow_merged_writes`` makes writes follow the merge too.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any
 import orjson
 
 from cauce.sandbox import bodies
-from cauce.sandbox.store import ConflictError, Contact, ContactStore
+from cauce.sandbox.store import MERGED_IDS, ConflictError, Contact, ContactStore
 
 __all__ = ["ContactsApi", "Reply"]
 
@@ -73,11 +81,13 @@ class ContactsApi:
         max_batch_inputs: int,
         portal_id: int,
         shuffle: Callable[[list[dict[str, Any]]], None] | None = None,
+        follow_merged_writes: bool = False,
     ) -> None:
         self.store = store
         self._max = max_batch_inputs
         self._portal = portal_id
         self._shuffle = shuffle
+        self.follow_merged_writes = follow_merged_writes
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -219,16 +229,20 @@ class ContactsApi:
         names = payload.get("properties") or DEFAULT_READ_PROPERTIES
         results: list[dict[str, Any]] = []
         missing: list[str] = []
+        answered: set[str] = set()
         for item in inputs:
             key = str(item.get("id", ""))
             contact: Contact | None
             if archived:
                 contact = self.store.get(key, archived=True) if prop == "hs_object_id" else None
+            elif prop == "hs_object_id":
+                contact = self.store.resolve(key)  # a fetch follows a merge
             else:
                 contact = self.store.find(prop, key)
             if contact is None:
                 missing.append(key)
-            else:
+            elif contact.id not in answered:  # two old ids of one merged record: once
+                answered.add(contact.id)
                 results.append(contact.to_api(list(names)))
         errors = []
         if missing:
@@ -247,7 +261,7 @@ class ContactsApi:
             return reply
         with self.store.atomic():
             for item in inputs:
-                self.store.archive(str(item.get("id", "")))
+                self.store.archive(self._written_id(str(item.get("id", ""))))
         return Reply(204)
 
     def gdpr_delete(self, payload: Any) -> Reply:
@@ -261,6 +275,8 @@ class ContactsApi:
         contact = self.store.find(prop, key)
         if contact is None and prop == "hs_object_id":
             contact = self.store.get(key, archived=True)
+            if contact is None and self.follow_merged_writes:
+                contact = self.store.resolve(key)
         if contact is None:
             return self._not_found(key)
         with self.store.atomic():
@@ -276,12 +292,25 @@ class ContactsApi:
         )
         return Reply(404, body)
 
-    def _lookup(self, key: str, id_property: str | None, archived: bool) -> Contact | Reply:
+    def _written_id(self, key: str) -> str:
+        """The record a write by record id acts on: ``key``, or with
+        ``follow_merged_writes`` the record a merge made of it."""
+        if self.follow_merged_writes and key not in self.store.live:
+            merged = self.store.resolve(key)
+            if merged is not None:
+                return merged.id
+        return key
+
+    def _lookup(
+        self, key: str, id_property: str | None, archived: bool, *, write: bool = False
+    ) -> Contact | Reply:
         prop = id_property or "hs_object_id"
         if prop != "hs_object_id" and not self.store.is_unique(prop):
             return self._non_unique(prop)
         if archived and prop == "hs_object_id":
             found = self.store.get(key, archived=True) or self.store.get(key)
+        elif prop == "hs_object_id" and (not write or self.follow_merged_writes):
+            found = self.store.resolve(key)
         else:
             found = self.store.find(prop, key)
         return found if found is not None else self._not_found(key)
@@ -302,7 +331,7 @@ class ContactsApi:
         props = payload.get("properties") if isinstance(payload, dict) else None
         if not isinstance(props, dict):
             return _validation("Invalid input JSON: 'properties' must be an object")
-        found = self._lookup(key, id_property, False)
+        found = self._lookup(key, id_property, False, write=True)
         if isinstance(found, Reply):
             return found
         values, problems = self.store.check(props)
@@ -319,7 +348,7 @@ class ContactsApi:
     def archive_one(self, key: str) -> Reply:
         """``DELETE /crm/v3/objects/contacts/{id}``: 204 even if it did not exist."""
         with self.store.atomic():
-            self.store.archive(key)
+            self.store.archive(self._written_id(key))
         return Reply(204)
 
     def create_one(self, payload: Any) -> Reply:
@@ -337,6 +366,27 @@ class ContactsApi:
         except ConflictError as exc:
             return self._conflict(exc)
         return Reply(201, contact.to_api())
+
+    def merge(self, payload: Any, *, new_record: bool = True) -> Reply:
+        """``POST /crm/v3/objects/contacts/merge``: ``objectIdToMerge`` into
+        ``primaryObjectId``; 200 with the merged record (``new_record``: under a new id, as
+        HubSpot does now; False: the primary's, as before). Also what a merge in HubSpot's
+        UI does. The refusals' wording is guessed (no source shows it)."""
+        if not isinstance(payload, dict):
+            return _validation("Invalid input JSON: expected an object")
+        ids = [payload.get("primaryObjectId"), payload.get("objectIdToMerge")]
+        if not all(isinstance(i, str | int) and str(i).strip() for i in ids):
+            return _validation("Invalid input JSON: 'primaryObjectId' and 'objectIdToMerge' "
+                               "are required")  # fmt: skip
+        primary_id, secondary_id = (str(i).strip() for i in ids)
+        if primary_id == secondary_id:
+            return _validation(bodies.MERGE_SELF_MESSAGE.format(id=primary_id))
+        primary, secondary = self.store.live.get(primary_id), self.store.live.get(secondary_id)
+        if primary is None or secondary is None:
+            return self._not_found(primary_id if primary is None else secondary_id)
+        with self.store.atomic():
+            merged = self.store.merge(primary, secondary, new_record=new_record)
+        return Reply(200, merged.to_api([*DEFAULT_READ_PROPERTIES, MERGED_IDS]))
 
     def list_page(self, *, limit: int, after: str | None, names: list[str] | None) -> Reply:
         """``GET /crm/v3/objects/contacts``: pages in record-id order."""

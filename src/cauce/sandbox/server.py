@@ -279,6 +279,7 @@ def build_app(state: SandboxState) -> web.Application:
          lambda r, p: api.batch_read(p, archived=_flag(r, "archived"))),
         ("POST", "/batch/archive", "batch/archive", lambda r, p: api.batch_archive(p)),
         ("POST", "/gdpr-delete", "gdpr-delete", lambda r, p: api.gdpr_delete(p)),
+        ("POST", "/merge", "merge", lambda r, p: api.merge(p)),
         ("POST", "", "create", lambda r, p: api.create_one(p)),
         ("GET", "", "list",
          lambda r, p: api.list_page(limit=_limit(r), after=r.query.get("after"), names=_names(r))),

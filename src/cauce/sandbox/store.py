@@ -8,6 +8,25 @@ does something else (a plain create, or a key that changes) gets HubSpot's 409.
 Writes happen inside :meth:`ContactStore.atomic` blocks that nest like savepoints: a batch
 rejected as a whole leaves no trace, and change events (for webhooks) are published only
 when the outermost block commits.
+
+Merges (:meth:`ContactStore.merge`) follow what HubSpot documents, and no more:
+
+* the result is a new record with a new id, and both old ids point to it: fetching by
+  either answers the merged record with its new id (developer changelog "Updated merge
+  functionality for contacts and companies"). Before that change the primary kept its id
+  (``new_record=False``);
+* the primary's current values win, the secondary's fill what the primary lacks (same
+  changelog; knowledge base "Merge records");
+* the primary's email stays the email, the secondary's becomes an additional email
+  (``hs_additional_emails``), and no new contact can be created with it (knowledge base
+  "Merge contacts"); both old ids are listed in ``hs_merged_object_ids`` ("Merged contact
+  IDs").
+
+Guessed, as no source says: the lists are ``;``-separated; the merged record keeps the
+primary's ``createdate``; a custom unique value the merged record does not keep is freed;
+an email key finds a contact by an additional email only with
+``find_by_additional_email`` (off: an upsert by it meets the 409 a create meets); the
+merge publishes no webhook event (the sandbox's webhooks know no merge subscription).
 """
 
 from __future__ import annotations
@@ -21,9 +40,27 @@ from typing import Any
 from cauce.sandbox.bodies import iso_millis, property_error
 from cauce.sandbox.config import LIFECYCLE_STAGES, READ_ONLY_PROPERTIES
 
-__all__ = ["ChangeEvent", "ConflictError", "Contact", "ContactStore"]
+__all__ = [
+    "ADDITIONAL_EMAILS",
+    "MERGED_IDS",
+    "ChangeEvent",
+    "ConflictError",
+    "Contact",
+    "ContactStore",
+]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: HubSpot's "Merged contact IDs" and the secondary emails a merge leaves on a contact.
+MERGED_IDS = "hs_merged_object_ids"
+ADDITIONAL_EMAILS = "hs_additional_emails"
+# Set by HubSpot, never by a client (guessed read-only: no source shows a write of them).
+_CALCULATED = frozenset({MERGED_IDS, ADDITIONAL_EMAILS})
+_SYSTEM = frozenset({"hs_object_id", "createdate", "lastmodifieddate", *_CALCULATED})
+
+
+def split_list(value: str | None) -> list[str]:
+    """A ``;``-separated multi-value property as a list (empty parts dropped)."""
+    return [part for part in (value or "").split(";") if part]
 
 
 @dataclass(slots=True)
@@ -105,6 +142,8 @@ class ContactStore:
         self._wall = wall_clock
         self.publish = publish
         self._first_id = first_id
+        # Whether an email key also finds a contact by an additional email (undocumented).
+        self.find_by_additional_email = False
         self.clear()
 
     def clear(self) -> None:
@@ -112,10 +151,15 @@ class ContactStore:
         self.live: dict[str, Contact] = {}
         self.archived: dict[str, Contact] = {}
         self._index: dict[str, dict[str, str]] = {name: {} for name in self.unique}
+        # Additional emails (normalized) -> the live contact holding them.
+        self._additional: dict[str, str] = {}
+        # Old ids of merged contacts -> the id of the record they were merged into.
+        self.merged_into: dict[str, str] = {}
         self._next_id = self._first_id
         self._frames: list[_Frame] = []
         self.created_total = 0
         self.updated_total = 0
+        self.merges_total = 0
 
     # -- keys and lookups ---------------------------------------------------------------
 
@@ -133,7 +177,17 @@ class ContactStore:
         if prop in ("hs_object_id", "id"):
             return self.live.get(value)
         contact_id = self._index[prop].get(self.normalize(prop, value))
+        if contact_id is None and prop == "email" and self.find_by_additional_email:
+            contact_id = self._additional.get(self.normalize(prop, value))
         return self.live.get(contact_id) if contact_id is not None else None
+
+    def resolve(self, contact_id: str) -> Contact | None:
+        """The live contact with this id, or the one a merge made of it (HubSpot: "both of
+        the previous IDs will point to the resulting merged record")."""
+        found = self.live.get(contact_id)
+        if found is None and contact_id in self.merged_into:
+            found = self.live.get(self.merged_into[contact_id])
+        return found
 
     def get(self, contact_id: str, *, archived: bool = False) -> Contact | None:
         """A contact by record id, from the live or the archived set."""
@@ -152,7 +206,7 @@ class ContactStore:
         problems: list[dict[str, Any]] = []
         for name, raw in props.items():
             value = _as_text(raw)
-            if name in READ_ONLY_PROPERTIES:
+            if name in READ_ONLY_PROPERTIES or name in _CALCULATED:
                 msg = f'"{name}" is a read only property; its value cannot be set.'
                 problems.append(property_error(name, msg, "READ_ONLY_VALUE"))
             elif self._strict and name not in self._known:
@@ -211,6 +265,9 @@ class ContactStore:
             if not value:
                 continue
             holder = self._index[prop].get(self.normalize(prop, value))
+            if holder is None and prop == "email":
+                # A merged secondary's email stays taken (knowledge base "Merge contacts").
+                holder = self._additional.get(self.normalize(prop, value))
             if holder is not None and holder != own_id:
                 raise ConflictError(prop, value, holder)
 
@@ -219,12 +276,17 @@ class ContactStore:
             value = contact.properties.get(prop)
             if value:
                 self._index[prop][self.normalize(prop, value)] = contact.id
+        for email in split_list(contact.properties.get(ADDITIONAL_EMAILS)):
+            self._additional[self.normalize("email", email)] = contact.id
 
     def _index_remove(self, contact: Contact) -> None:
         for prop in self.unique:
             value = contact.properties.get(prop)
             if value and self._index[prop].get(self.normalize(prop, value)) == contact.id:
                 del self._index[prop][self.normalize(prop, value)]
+        for email in split_list(contact.properties.get(ADDITIONAL_EMAILS)):
+            if self._additional.get(self.normalize("email", email)) == contact.id:
+                del self._additional[self.normalize("email", email)]
 
     def create(self, values: dict[str, str], source: str = "API") -> Contact:
         """Create a contact from checked ``values`` (raises :class:`ConflictError`)."""
@@ -265,6 +327,15 @@ class ContactStore:
                 contact.properties.pop(name, None)
             else:
                 contact.properties[name] = value
+        if values.get("email") and ADDITIONAL_EMAILS in contact.properties:
+            # One of its additional emails made its email is additional no more (guessed).
+            main = self.normalize("email", values["email"])
+            rest = split_list(contact.properties[ADDITIONAL_EMAILS])
+            kept = [e for e in rest if self.normalize("email", e) != main]
+            if kept:
+                contact.properties[ADDITIONAL_EMAILS] = ";".join(kept)
+            else:
+                del contact.properties[ADDITIONAL_EMAILS]
         contact.properties["lastmodifieddate"] = iso_millis(now)
         contact.updated_at = now
         self._index_add(contact)
@@ -322,6 +393,82 @@ class ContactStore:
 
         self._frame().undo.append(undo)
         self._event("contact.privacyDeletion", contact, source)
+
+    def merge(self, primary: Contact, secondary: Contact, *, new_record: bool = True) -> Contact:
+        """Merge two live contacts (see the module docstring); the resulting record.
+
+        ``new_record``: the result gets a new id, as HubSpot does now; False: the primary
+        keeps its id, as it did before. No change event is published.
+        """
+        if primary.id == secondary.id:
+            raise ValueError("a contact cannot be merged into itself")
+        first, second = primary.properties, secondary.properties
+        values: dict[str, str] = {}
+        for name in [*first, *(n for n in second if n not in first)]:
+            if name not in _SYSTEM and (value := first.get(name) or second.get(name)):
+                values[name] = value
+        emails = [
+            *split_list(first.get(ADDITIONAL_EMAILS)),
+            *([second["email"]] if second.get("email") else []),
+            *split_list(second.get(ADDITIONAL_EMAILS)),
+        ]
+        main = self.normalize("email", values.get("email", ""))
+        additional = list(dict.fromkeys(e for e in emails if self.normalize("email", e) != main))
+        gone = [primary, secondary] if new_record else [secondary]
+        merged_ids = [
+            *split_list(first.get(MERGED_IDS)),
+            *split_list(second.get(MERGED_IDS)),
+            *(contact.id for contact in gone),
+        ]
+        now = self._wall()
+        result_id = primary.id
+        if new_record:
+            result_id = str(self._next_id)
+            self._next_id += 1
+        props = {
+            **values,
+            "hs_object_id": result_id,
+            "createdate": first.get("createdate") or iso_millis(primary.created_at),
+            "lastmodifieddate": iso_millis(now),
+            MERGED_IDS: ";".join(dict.fromkeys(merged_ids)),
+        }
+        if additional:
+            props[ADDITIONAL_EMAILS] = ";".join(additional)
+        before_primary = (dict(first), primary.updated_at)
+        before_merged = dict(self.merged_into)
+        self._index_remove(primary)
+        self._index_remove(secondary)
+        for contact in gone:
+            del self.live[contact.id]
+        if new_record:
+            result = Contact(result_id, props, primary.created_at, now)
+            self.live[result_id] = result
+        else:
+            result = primary
+            result.properties, result.updated_at = props, now
+        self._index_add(result)
+        old_ids = {contact.id for contact in gone}
+        for old, into in list(self.merged_into.items()):
+            if into in old_ids:
+                self.merged_into[old] = result_id
+        for old in old_ids:
+            self.merged_into[old] = result_id
+        self.merges_total += 1
+
+        def undo() -> None:
+            self._index_remove(result)
+            if new_record:
+                del self.live[result_id]
+            primary.properties, primary.updated_at = before_primary
+            for contact in gone:
+                self.live[contact.id] = contact
+            self._index_add(primary)
+            self._index_add(secondary)
+            self.merged_into = before_merged
+            self.merges_total -= 1
+
+        self._frame().undo.append(undo)
+        return result
 
     # -- inspection ----------------------------------------------------------------------
 

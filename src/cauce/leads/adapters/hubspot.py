@@ -23,8 +23,15 @@
 * **Outages**: 5xx, timeouts, connection failures, an open circuit: `CrmUnavailable`
   with the upstream's ``Retry-After`` or the circuit's remaining open time.
 * **Delete**: ``POST /crm/v3/objects/contacts/gdpr-delete`` by ``idProperty`` (a
-  permanent deletion, as erasure requires); 404 means there was nothing to delete.
-* **Read**: ``POST /crm/v3/objects/contacts/batch/read`` with ``idProperty``.
+  permanent deletion, as erasure requires); 404 means there was nothing to delete. By
+  record id, the id is fetched first (``GET``): a merged contact's old id answers the
+  merged record, under its new id, and that record is the one deleted (HubSpot documents
+  the fetch, not what a delete by an old id does).
+* **Read**: ``POST /crm/v3/objects/contacts/batch/read`` with ``idProperty``; by record
+  id, an old id of a merged contact reads the merged record (``hs_merged_object_ids``).
+* **Merges** made in HubSpot: a lead whose contact was merged into one another lead's
+  Cauce id keeps fails for good (``MERGED``) instead of adopting it by its email
+  (:func:`~cauce.leads.adapters.hubspot_batch.merged_away`).
 * **Subscription status** (optional, ``subscription``): after the upserts, the lead's
   marketing consent (``CrmContact.consent``) sets an email subscription type's status,
   a yes only when it is newer than any opt-out HubSpot holds
@@ -70,12 +77,16 @@ from cauce.leads.adapters._common import (
 from cauce.leads.adapters.hubspot_batch import (
     HUBSPOT_API,
     MAX_INPUTS,
+    MERGED_IDS,
     HubSpotError,
     UpsertKeys,
     attribute,
     describe,
+    existing_id,
     item_errors,
     map_upsert_results,
+    merged_away,
+    merged_ids,
     normalise,
     parse_error,
     rejection_kind,
@@ -197,11 +208,17 @@ class HubSpotCrm:
         ]
 
     async def delete(self, key: CrmKey) -> bool:
-        """GDPR-delete the contact with this key; False if HubSpot has no such contact."""
+        """GDPR-delete the contact with this key; False if HubSpot has no such contact.
+
+        By record id, a contact merged since is found under the merged record's id, which
+        is deleted: the erased lead's data is in it (and so is the other records')."""
         self._pause.check()
         payload: dict[str, Any] = {"objectId": key.value}
         if key.property not in ("hs_object_id", OBJECT_ID):
             payload["idProperty"] = key.property
+        elif (current := await self._current_id(key.value)) not in (None, key.value):
+            log.info("crm.hubspot.erase_merged", crm_id=key.value, merged_into=current)
+            payload["objectId"] = current
         try:
             await self._send(self._post(_GDPR_DELETE, payload))
         except UpstreamClientError as exc:
@@ -228,6 +245,27 @@ class HubSpotCrm:
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client belongs to the composition root."""
 
+    async def _current_id(self, crm_id: str) -> str | None:
+        """The id the record ``crm_id`` is under now (a merge gives it a new one); None if
+        HubSpot has no live record by it (deleted, archived, or never there)."""
+        request = Request.get(
+            f"{self._base}{_CONTACTS}/{crm_id}",
+            params={"properties": MERGED_IDS},
+            headers=self._headers,
+        )
+        try:
+            response = await self._send(request)
+        except UpstreamClientError as exc:
+            if exc.status in (400, 404):  # 400: not a record id HubSpot could have
+                return None
+            raise CrmRejected(f"HubSpot refused a read of the contact (HTTP {exc.status})") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            raise CrmUnavailable("HubSpot answered a read with an unreadable body") from None
+        found = body.get("id") if isinstance(body, dict) else None
+        return str(found) if found is not None else None
+
     # -- upsert internals ----------------------------------------------------------------
 
     async def _upsert_chunk(
@@ -251,15 +289,19 @@ class HubSpotCrm:
         except ValueError:
             body = None
         done = map_upsert_results(prop, chunk, body)
-        switched = [
-            positions[offset]
+        failed = {
+            positions[offset]: error
             for offset, error in item_errors(prop, chunk, body).items()
-            if (failed := done[offset]) is not None
-            and not failed.ok
-            and keys.switch(positions[offset], error)
+            if (outcome := done[offset]) is not None and not outcome.ok
+        }
+        settled = await self._merged_away(keys, failed, outcomes)
+        switched = [
+            position
+            for position, error in failed.items()
+            if position not in settled and keys.switch(position, error)
         ]
         for offset, outcome in enumerate(done):
-            if outcome is not None and positions[offset] not in switched:
+            if outcome is not None and positions[offset] not in {*switched, *settled}:
                 outcomes[positions[offset]] = outcome
         if switched:
             log.info("crm.hubspot.rekey", size=len(switched), category="CONFLICT")
@@ -287,9 +329,16 @@ class HubSpotCrm:
             await self._upsert_chunk(keys, positions[:half], outcomes)
             await self._upsert_chunk(keys, positions[half:], outcomes)
             return
-        rekey = [positions[offset] for offset in refused if keys.switch(positions[offset], error)]
+        settled = await self._merged_away(
+            keys, {positions[offset]: error for offset in refused}, outcomes
+        )
+        rekey = [
+            positions[offset]
+            for offset in refused
+            if positions[offset] not in settled and keys.switch(positions[offset], error)
+        ]
         for offset in refused:
-            if positions[offset] not in rekey:
+            if positions[offset] not in {*rekey, *settled}:
                 outcomes[positions[offset]] = UpsertOutcome(
                     chunk[offset].lead_id, error=describe(error)
                 )
@@ -304,6 +353,53 @@ class HubSpotCrm:
             log.info("crm.hubspot.rekey", size=len(rekey), category=error.category)
             await self._upsert_chunk(keys, rekey, outcomes)
 
+    async def _merged_away(
+        self,
+        keys: UpsertKeys,
+        failed: Mapping[int, HubSpotError],
+        outcomes: list[UpsertOutcome | None],
+    ) -> set[int]:
+        """Settle (as failed for good) the contacts whose refusal would have them adopt, by
+        their email, the contact their own was merged into while that one keeps another
+        lead's Cauce id; their positions.
+
+        Asked only of a lead synced before whose refusal does not name its own contact:
+        the contact the refusal names (else the lead's ``crm_id``) is read, one batch read
+        for all; it is the merged one if its ``hs_merged_object_ids`` has the ``crm_id``
+        (a read by an old id answers the merged record too). One gone instead (deleted)
+        is adopted as before. A read that fails leaves them to be adopted: the call goes
+        on, as it did before this check.
+        """
+        asked: dict[int, str] = {}
+        read: set[str] = set()
+        for position, error in failed.items():
+            crm_id = keys.given[position].crm_id
+            named = existing_id(error)
+            if crm_id and keys.adopts(position, error) and named != crm_id:
+                asked[position] = crm_id
+                read.add(named or crm_id)
+        if not asked:
+            return set()
+        try:
+            records = await self._read_chunk("hs_object_id", sorted(read), (self._cauce_id,))
+        except CrmRejected:
+            log.warning("crm.hubspot.merge_check_refused", size=len(asked))
+            return set()
+        settled: set[int] = set()
+        for position, crm_id in asked.items():
+            record = records.get(crm_id)
+            if record is None or record.crm_id == crm_id:
+                continue
+            holder = record.properties.get(self._cauce_id)
+            if holder and holder != keys.sent[position].key.value:
+                outcomes[position] = UpsertOutcome(
+                    keys.given[position].lead_id, error=merged_away(crm_id, record.crm_id)
+                )
+                settled.add(position)
+        if settled:
+            log.info("crm.hubspot.merged_away", size=len(settled))
+        return settled
+
     @staticmethod
     def _fill_repeated(
         contacts: Sequence[CrmContact], outcomes: list[UpsertOutcome], repeated: list[int]
@@ -316,12 +412,22 @@ class HubSpotCrm:
 
     # -- read internals ------------------------------------------------------------------
 
-    async def _read_chunk(self, prop: str, values: list[str]) -> dict[str, CrmRecord]:
+    async def _read_chunk(
+        self, prop: str, values: list[str], properties: Sequence[str] | None = None
+    ) -> dict[str, CrmRecord]:
+        """Records by ``prop``'s value (``properties``: asked instead of the read ones).
+
+        By record id, an old id of a merged contact answers the merged record under its
+        new id: it is found again by the ids the record says were merged into it."""
+        by_id = prop in ("hs_object_id", OBJECT_ID)
+        names = [*(self._read_properties if properties is None else properties), prop]
+        if by_id:
+            names.append(MERGED_IDS)
         payload: dict[str, Any] = {
             "inputs": [{"id": value} for value in values],
-            "properties": list(dict.fromkeys([*self._read_properties, prop])),
+            "properties": list(dict.fromkeys(names)),
         }
-        if prop not in ("hs_object_id", "id"):
+        if not by_id:
             payload["idProperty"] = prop
         try:
             response = await self._send(self._post(_READ, payload))
@@ -343,9 +449,15 @@ class HubSpotCrm:
                 if isinstance(properties, dict)
                 else {}
             )
-            value = str(result["id"]) if prop in ("hs_object_id", "id") else props.get(prop)
+            record = CrmRecord(str(result["id"]), props)
+            if by_id:
+                for old_id in merged_ids(props.get(MERGED_IDS)):
+                    found.setdefault(old_id, record)
+                found[record.crm_id] = record
+                continue
+            value = props.get(prop)
             if isinstance(value, str):
-                found[normalise(prop, value)] = CrmRecord(str(result["id"]), props)
+                found[normalise(prop, value)] = record
         return found
 
     # -- HTTP and rate limits ------------------------------------------------------------

@@ -20,7 +20,15 @@ HubSpot's docs or in bodies recorded from live portals, see ``cauce.sandbox.bodi
   is therefore sent as ``""``;
 * an upsert whose key finds no contact creates one, so a key that misses the lead's own
   contact (a new email) clashes with that contact's unique values (409 CONFLICT): which
-  key each contact is sent by is :class:`UpsertKeys`'s choice.
+  key each contact is sent by is :class:`UpsertKeys`'s choice;
+* a merge (in HubSpot's UI or ``POST /crm/v3/objects/contacts/merge``) makes one record,
+  now under a new id, which fetching by either old id answers; it keeps the primary's
+  values and email (the secondary's email becomes an additional one, which no new contact
+  may take) and lists the old ids in ``hs_merged_object_ids`` (HubSpot's changelog
+  "Updated merge functionality for contacts and companies", knowledge base "Merge
+  records"). So the secondary's lead finds no contact by its Cauce id and may not create
+  one with its email: the contact with that email is the merged one, which another lead's
+  Cauce id keeps, and is not adopted (:func:`merged_away`).
 """
 
 from __future__ import annotations
@@ -38,16 +46,20 @@ __all__ = [
     "HUBSPOT_API",
     "MAX_ERROR_TEXT",
     "MAX_INPUTS",
+    "MERGED_IDS",
     "HubSpotError",
     "UpsertKeys",
     "attribute",
     "clashes_with_own_cauce_id",
     "describe",
     "email_taken",
+    "existing_id",
     "group_by_property",
     "item_errors",
     "keyed_by_cauce_id",
     "map_upsert_results",
+    "merged_away",
+    "merged_ids",
     "normalise",
     "parse_error",
     "rejection_kind",
@@ -70,6 +82,31 @@ _DUPLICATE_IDS = re.compile(r"Duplicate IDs found in batch input: \[(.*?)\]")
 _TOKEN_SPLIT = re.compile(r"[\s\[\]{}\"'`,;:()]+")
 # HubSpot's conflict on an email another contact has (recorded from live portals).
 _EMAIL_CONFLICT = re.compile(r"Contact already exists\. Existing ID: \d+")
+_EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+#: HubSpot's "Merged contact IDs": the ids merged into a record, ``;``-separated.
+MERGED_IDS: Final = "hs_merged_object_ids"
+
+
+def existing_id(error: HubSpotError) -> str | None:
+    """The contact a conflict names ("... Existing ID: N"), if it names one."""
+    found = _EXISTING_ID.search(error.message)
+    return found.group(1) if found is not None else None
+
+
+def merged_ids(value: object) -> list[str]:
+    """The ids a ``hs_merged_object_ids`` value lists (``;``-separated; ``,`` accepted)."""
+    if not isinstance(value, str):
+        return []
+    return [part.strip() for part in re.split(r"[;,]", value) if part.strip()]
+
+
+def merged_away(crm_id: str, into: str) -> str:
+    """The error of a lead whose contact was merged into one another lead's Cauce id keeps."""
+    return (
+        f"MERGED: its HubSpot contact {crm_id} was merged into contact {into}, which keeps "
+        "another lead's Cauce id; merge the two leads in Cauce (not sent, to leave that "
+        "lead's contact as it is)"
+    )
 
 
 def normalise(prop: str, value: str) -> str:
@@ -376,12 +413,20 @@ class UpsertKeys:
         other: CrmContact | None = None
         if clashes_with_own_cauce_id(error, sent, self.cauce_id_property):
             other = keyed_by_cauce_id(sent, self.cauce_id_property)
-        elif sent.key != self.given[position].key and email_taken(
-            error, sent, self.cauce_id_property
-        ):
+        elif self.adopts(position, error):
             other = self.given[position]
         if other is None:
             return False
         self.sent[position] = other
         self.switched.add(position)
         return True
+
+    def adopts(self, position: int, error: HubSpotError) -> bool:
+        """Whether :meth:`switch` would send the contact at ``position`` by its email, to
+        adopt the contact that has the address (its Cauce id found none)."""
+        sent = self.sent[position]
+        return (
+            position not in self.switched
+            and sent.key != self.given[position].key
+            and email_taken(error, sent, self.cauce_id_property)
+        )
