@@ -24,6 +24,7 @@ from cauce.core.config import Settings
 from cauce.core.db.checkpoint import WRITER_CHECKPOINT_PAGES, WalCheckpointer
 from cauce.core.db.idle_check import check_when_idle
 from cauce.core.db.planner_stats import refresh_on_change
+from cauce.core.db.psycopg_connect import ClosingAsyncConnection
 from cauce.core.db.sqlite_driver import one_trip_dbapi
 from cauce.core.db.text_fold import register_sqlite
 
@@ -171,6 +172,10 @@ def create_database(settings: Settings, *, url: str | None = None) -> Database:
             max_overflow=settings.db.max_overflow,
             pool_timeout=settings.db.pool_timeout_seconds,
         )
+        if parsed.get_driver_name() == "psycopg":
+            # A cancelled connect (a request cut, a deadline) closes its socket at once:
+            # PostgreSQL's shutdown waits for a half-made one (psycopg_connect.py).
+            kwargs["connect_args"] = {"async_creator_fn": ClosingAsyncConnection.connect}
         engine = create_async_engine(url, **kwargs)
         # Instead of pool_pre_ping's round trip per checkout (idle_check.py).
         check_when_idle(engine)

@@ -24,6 +24,8 @@ import psycopg_pool
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cauce.core.db.psycopg_connect import ClosingAsyncConnection
+
 IDLE_CHECK_SECONDS = 10.0
 _SINCE = "cauce.idle_since"
 
@@ -53,7 +55,10 @@ class IdleCheckedPool(psycopg_pool.AsyncConnectionPool):
     """psycopg's pool, checking a connection it hands out only after an idle spell.
 
     A drop-in `pool_factory` for procrastinate's `PsycopgConnector` (which asks for
-    `check_connection` on every checkout): any `check` passed in is replaced."""
+    `check_connection` on every checkout): any `check` passed in is replaced. Its
+    connections, and procrastinate's listener (`pool.connection_class.connect`), are made
+    with `ClosingAsyncConnection` unless a `connection_class` is passed: a cancelled
+    connect closes its socket at once (psycopg_connect.py)."""
 
     def __init__(self, *args: Any, idle_seconds: float = IDLE_CHECK_SECONDS, **kwargs: Any):
         self._idle_seconds = idle_seconds
@@ -63,6 +68,7 @@ class IdleCheckedPool(psycopg_pool.AsyncConnectionPool):
         self._then_reset = kwargs.pop("reset", None)
         kwargs["check"] = self._check_if_idle
         kwargs["reset"] = self._stamp
+        kwargs.setdefault("connection_class", ClosingAsyncConnection)
         super().__init__(*args, **kwargs)
 
     async def _check_if_idle(self, conn: psycopg.AsyncConnection[Any]) -> None:

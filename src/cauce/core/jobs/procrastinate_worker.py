@@ -178,7 +178,9 @@ class ProcrastinateWorker:
                 min_size=1,
                 max_size=size,
                 kwargs={"application_name": self.host_id[-APP_NAME_CHARS:]},
-                # No liveness round trip per claim and finish (idle_check.py).
+                # No liveness round trip per claim and finish (idle_check.py); the pool's
+                # and the listener's cancelled connects close their sockets at once
+                # (psycopg_connect.py): PostgreSQL's shutdown waits for a half-made one.
                 pool_factory=IdleCheckedPool,
             )
         )
