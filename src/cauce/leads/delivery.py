@@ -240,12 +240,19 @@ def sent_properties(
     return sorted(given | kept)
 
 
-async def resend_contact_of(session: AsyncSession, crm_id: str) -> int:
-    """The live leads synced to the CRM contact `crm_id`, which was deleted there, made to
-    be sent again (as a new contact: nothing of the old one is cleared); how many."""
+async def resend_contact_of(session: AsyncSession, *crm_ids: str) -> int:
+    """The live leads synced to the CRM contact `crm_ids` name, which was deleted there
+    (several ids: a record and the contacts merged into it), made to be sent again (as a
+    new contact: nothing of the old one is cleared); how many."""
+    if not crm_ids:
+        return 0
     result = await session.execute(
         update(Lead)
-        .where(Lead.crm_id == crm_id, Lead.erased_at.is_(None), Lead.sync_status != "held")
+        .where(
+            Lead.crm_id.in_(sorted(set(crm_ids))),
+            Lead.erased_at.is_(None),
+            Lead.sync_status != "held",
+        )
         .values(
             crm_id=None,
             synced_version=0,

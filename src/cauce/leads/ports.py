@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 # `CrmKey.property` naming the CRM's own id of a record (the lead's `crm_id`): HubSpot's
 # object id, Pipedrive's person id. A CRM without ids of its own finds nothing by it.
@@ -94,6 +94,18 @@ class CrmRecord:
     properties: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class CrmDeletion:
+    """What a deletion did (`CrmWithMerges.delete_contact`). `found`: as `CrmClient.delete`
+    answers. `crm_ids`: when found, the CRM's ids that were the deleted record's: its own
+    and those of the contacts a user merged into it (HubSpot's ``hs_merged_object_ids``),
+    so the live leads synced to any of them are known to have lost their contact; empty
+    when the CRM did not say."""
+
+    found: bool
+    crm_ids: frozenset[str] = frozenset()
+
+
 class CrmThrottled(Exception):
     """The CRM refused for rate limiting; nothing should be sent before `until`.
 
@@ -143,6 +155,17 @@ class CrmClient(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class CrmWithMerges(Protocol):
+    """A CRM whose users may merge contacts into one record (HubSpot): deleting a contact
+    deletes the record it was merged into, and whatever other contacts went into it."""
+
+    async def delete_contact(self, key: CrmKey) -> CrmDeletion:
+        """As `CrmClient.delete`, saying which record was deleted and what was merged
+        into it (it may cost a read more than `delete`)."""
         ...
 
 

@@ -59,10 +59,12 @@ from cauce.leads.models import Lead
 from cauce.leads.ports import (
     OBJECT_ID,
     CrmClient,
+    CrmDeletion,
     CrmKey,
     CrmRejected,
     CrmThrottled,
     CrmUnavailable,
+    CrmWithMerges,
 )
 from cauce.leads.sync_backlog import ERASE_FAILED, ERASED, ERASING, OWED
 from cauce.leads.webhooks import INBOUND_TASK, crm_erasure, process_inbox
@@ -409,6 +411,17 @@ async def _still_pending(
         return sorted(rows.all())
 
 
+async def delete_at_crm(client: CrmClient, key: CrmKey) -> CrmDeletion:
+    """Delete the contact `key` finds, and say which CRM ids went with it: from a CRM
+    whose users merge contacts (`CrmWithMerges`), the deleted record's and those merged
+    into it; from another, the id it was deleted by, if it was one."""
+    if isinstance(client, CrmWithMerges):
+        return await client.delete_contact(key)
+    found = await client.delete(key)
+    by_id = found and key.property == OBJECT_ID
+    return CrmDeletion(found, frozenset({key.value}) if by_id else frozenset())
+
+
 def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
     """Register the leads handlers on `registry`."""
     crm_settings = deps.settings.crm
@@ -504,7 +517,8 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
         if report.retry_later or report.out_of_time:
             await request_delivery(ctx.session, ctx.queue_port, deps.settings)
 
-    async def erase_at_crm(uid: str) -> tuple[bool, str | None]:
+    async def erase_at_crm(uid: str) -> CrmDeletion:
+        """Delete the erased lead's contact in the CRM; what went (`CrmDeletion`)."""
         async with unit_of_work(deps.sessionmaker) as session:
             row = (
                 await session.execute(
@@ -516,14 +530,14 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
         crm_id, sent_at, doubt_at = row if row is not None else (None, None, None)
         client = crm()
         try:
-            found = await client.delete(CrmKey(crm_settings.cauce_id_property, uid))
+            deleted = await delete_at_crm(client, CrmKey(crm_settings.cauce_id_property, uid))
             # Not found by its Cauce id: the contact it was synced to may have been taken
             # over by another lead with its email, arriving after the erasure and upserted
-            # (keyed by email) before this job ran, its Cauce id with it. That contact goes
-            # too, by the CRM's own id.
-            gone = (
-                not found and crm_id is not None and await client.delete(CrmKey(OBJECT_ID, crm_id))
-            )
+            # (keyed by email) before this job ran, its Cauce id with it, or merged by a
+            # user into a record with another lead's. That contact goes too, by the CRM's
+            # own id.
+            if not deleted.found and crm_id is not None:
+                deleted = await delete_at_crm(client, CrmKey(OBJECT_ID, crm_id))
         except (CrmThrottled, CrmUnavailable) as exc:
             raise _later(exc) from exc
         # A create of it may have been applied without Cauce learning it (in doubt, or
@@ -531,11 +545,11 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
         # without an upsert finds a new contact only once its search has it: nothing
         # found is no proof yet. Asked again once such a create would show.
         marked = [at for at in (sent_at, doubt_at) if at is not None]
-        if not found and not gone and marked:
+        if not deleted.found and marked:
             shows = max(marked) + timedelta(seconds=CREATE_SETTLE_SECONDS)
             if utcnow() < shows:
                 raise RetryLater(shows, CREATE_MAY_NOT_SHOW)
-        return gone, crm_id
+        return deleted
 
     async def erase_failed(uid: str, reason: str) -> None:
         """The job's last attempt failed: the tombstone says the erasure is owed, and why,
@@ -552,7 +566,7 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
     async def erase_handler(ctx: JobContext, payload: JsonDict) -> None:
         uid = str(payload["uid"])
         try:
-            gone, crm_id = await erase_at_crm(uid)
+            deleted = await erase_at_crm(uid)
         except RetryLater as exc:
             # Pending still (ERASING), unless the runner refuses to postpone it again on
             # its last attempt: failed then, as below. Not when the CRM deleted the
@@ -580,10 +594,21 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
         async with unit_of_work(deps.sessionmaker) as session:
             # Nothing of it in the CRM now (a 404 says the same).
             await _erasure_state(session, uid, ERASED, None, OWED)
-            # Such a lead's contact is gone with the erased one's data: it is sent again,
-            # as a new contact, with only its own.
-            if gone and await resend_contact_of(session, str(crm_id)):
+            # The live leads synced to the deleted record (one that took over the erased
+            # lead's contact, or whose contact a user merged with it) lost their contact
+            # with the erased one's data: they are sent again, as new contacts, with only
+            # their own.
+            resent = await resend_contact_of(session, *deleted.crm_ids)
+            if resent:
                 await request_delivery(session, ctx.queue_port, deps.settings)
+            if len(deleted.crm_ids) > 1:
+                # A record a user merged: the other leads' contacts went with it.
+                (log.warning if resent else log.info)(
+                    "crm.erase.merged_contact",
+                    lead=uid,
+                    crm_ids=sorted(deleted.crm_ids),
+                    resent=resent,
+                )
 
     async def inbound_handler(ctx: JobContext, payload: JsonDict) -> None:
         # A GDPR deletion in the CRM erases the lead here too, as the API does.

@@ -26,7 +26,10 @@
   permanent deletion, as erasure requires); 404 means there was nothing to delete. By
   record id, the id is fetched first (``GET``): a merged contact's old id answers the
   merged record, under its new id, and that record is the one deleted (HubSpot documents
-  the fetch, not what a delete by an old id does).
+  the fetch, not what a delete by an old id does). ``delete_contact`` (`CrmWithMerges`)
+  says which record went, its id and ``hs_merged_object_ids``, for an erasure to send
+  again the other leads whose contacts a user merged into it: by the Cauce id it first
+  fetches the record by it (one GET more per erasure).
 * **Read**: ``POST /crm/v3/objects/contacts/batch/read`` with ``idProperty``; by record
   id, an old id of a merged contact reads the merged record (``hs_merged_object_ids``).
 * **Merges** made in HubSpot: a lead whose contact was merged into one another lead's
@@ -54,6 +57,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
+from urllib.parse import quote
 
 import structlog
 
@@ -96,6 +100,7 @@ from cauce.leads.adapters.hubspot_subscriptions import SubscriptionSetup, Subscr
 from cauce.leads.ports import (
     OBJECT_ID,
     CrmContact,
+    CrmDeletion,
     CrmKey,
     CrmRecord,
     CrmRejected,
@@ -212,20 +217,37 @@ class HubSpotCrm:
 
         By record id, a contact merged since is found under the merged record's id, which
         is deleted: the erased lead's data is in it (and so is the other records')."""
+        return (await self._delete(key, learn=False)).found
+
+    async def delete_contact(self, key: CrmKey) -> CrmDeletion:
+        """As `delete`, saying which record went: its id and the ids merged into it
+        (``hs_merged_object_ids``), whose leads lost their contact with it. By record id
+        it costs nothing more (the id is fetched anyway); by another property (the Cauce
+        id) the record is fetched by it first: one GET more, and the deletion as before."""
+        return await self._delete(key, learn=True)
+
+    async def _delete(self, key: CrmKey, *, learn: bool) -> CrmDeletion:
         self._pause.check()
         payload: dict[str, Any] = {"objectId": key.value}
-        if key.property not in ("hs_object_id", OBJECT_ID):
+        by_id = key.property in ("hs_object_id", OBJECT_ID)
+        current: tuple[str, frozenset[str]] | None = None
+        if not by_id:
             payload["idProperty"] = key.property
-        elif (current := await self._current_id(key.value)) not in (None, key.value):
-            log.info("crm.hubspot.erase_merged", crm_id=key.value, merged_into=current)
-            payload["objectId"] = current
+            if learn:
+                current = await self._current(key.value, key.property)
+        elif (current := await self._current(key.value)) is not None and current[0] != key.value:
+            log.info("crm.hubspot.erase_merged", crm_id=key.value, merged_into=current[0])
+            payload["objectId"] = current[0]
         try:
             await self._send(self._post(_GDPR_DELETE, payload))
         except UpstreamClientError as exc:
             if exc.status == 404:
-                return False
+                return CrmDeletion(found=False)
             raise CrmRejected(f"HubSpot refused the deletion (HTTP {exc.status})") from exc
-        return True
+        went = {key.value} if by_id else set()
+        if current is not None:
+            went |= {current[0], *current[1]}
+        return CrmDeletion(found=True, crm_ids=frozenset(went))
 
     async def read(self, keys: Sequence[CrmKey]) -> list[CrmRecord | None]:
         """Read contacts back by key, ``read_properties`` plus the key property."""
@@ -245,18 +267,26 @@ class HubSpotCrm:
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client belongs to the composition root."""
 
-    async def _current_id(self, crm_id: str) -> str | None:
-        """The id the record ``crm_id`` is under now (a merge gives it a new one); None if
-        HubSpot has no live record by it (deleted, archived, or never there)."""
+    async def _current(
+        self, value: str, id_property: str | None = None
+    ) -> tuple[str, frozenset[str]] | None:
+        """The record ``value`` finds (by record id, else by ``id_property``): the id it is
+        under now (a merge gives it a new one) and the ids merged into it; None if HubSpot
+        has no live record by it (deleted, archived, or never there)."""
+        params = {"properties": MERGED_IDS}
+        if id_property is not None:
+            params["idProperty"] = id_property
         request = Request.get(
-            f"{self._base}{_CONTACTS}/{crm_id}",
-            params={"properties": MERGED_IDS},
+            f"{self._base}{_CONTACTS}/{quote(value, safe='')}",
+            params=params,
             headers=self._headers,
         )
         try:
             response = await self._send(request)
         except UpstreamClientError as exc:
-            if exc.status in (400, 404):  # 400: not a record id HubSpot could have
+            # 400: not a record id HubSpot could have (by a property: one that is not
+            # unique, which the deletion then reports)
+            if exc.status in (400, 404):
                 return None
             raise CrmRejected(f"HubSpot refused a read of the contact (HTTP {exc.status})") from exc
         try:
@@ -264,7 +294,11 @@ class HubSpotCrm:
         except ValueError:
             raise CrmUnavailable("HubSpot answered a read with an unreadable body") from None
         found = body.get("id") if isinstance(body, dict) else None
-        return str(found) if found is not None else None
+        if found is None:
+            return None
+        properties = body.get("properties")
+        merged = merged_ids(properties.get(MERGED_IDS)) if isinstance(properties, dict) else []
+        return str(found), frozenset(merged)
 
     # -- upsert internals ----------------------------------------------------------------
 
