@@ -93,8 +93,10 @@ SLOW_PG_CTL_SECONDS = 3.0
 # not even the SIGKILL for "recalcitrant children"), and each waits this long for its
 # client to speak. A Cauce process that dropped a connection attempt in the middle (its
 # SSLRequest answered, the answer never read, the socket left open) so held `pg_ctl stop
-# -m immediate` past its 30 s: `server does not shut down`, exit 1. Bounded here, so that
-# a stop so held takes at most this long (the pg_ctl transcript names the client).
+# -m immediate` past its 30 s: `server does not shut down`, exit 1. Cauce's connections
+# now close a cancelled connect's socket at once (`cauce.core.db.psycopg_connect`, its own
+# test); the bound stays for any other client, so that a stop so held takes at most this
+# long (the pg_ctl transcript names the client).
 AUTHENTICATION_TIMEOUT = "5s"
 
 
