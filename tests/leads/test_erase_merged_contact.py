@@ -18,7 +18,7 @@ both databases.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,7 +30,12 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from cauce.app import Resources, create_app, job_worker_for
+from cauce.core.db import unit_of_work
+from cauce.leads.adapters import HubSpotCrm
+from cauce.leads.delivery import resend_contact_of
 from cauce.leads.models import Lead
+from cauce.leads.ports import OBJECT_ID, CrmContact, CrmKey, UpsertOutcome
+from cauce.leads.tasks import delete_at_crm
 from cauce.sandbox import SandboxCrm, SandboxCrmConfig, start_sandbox_crm
 from tests.conftest import SettingsFactory
 
@@ -191,3 +196,47 @@ async def test_an_unmerged_contacts_erasure_resends_no_one_and_costs_one_read(
         lead = await _lead(app, home)
         assert (lead.sync_status, lead.crm_id) == ("synced", home_id)
         assert not [e for e in logs if e["event"] == "crm.erase.merged_contact"]
+
+
+async def test_a_resend_survives_a_delivery_out_at_the_crm_meanwhile(
+    settings_factory: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other lead's delivery was out at HubSpot (sent to the merged record) while
+    another worker's erasure deleted that record and sent the lead again: the delivery
+    records its answer after, and the lead stays to be sent, not synced to a contact
+    that is gone (helper-159's review: the resend was lost before its version grew)."""
+    async with _hub(settings_factory) as (app, api, hub):
+        work, home = await _create(api, WORK), await _create(api, HOME)
+        await _drain(app)
+        work_id, home_id = (await _lead(app, work)).crm_id, (await _lead(app, home)).crm_id
+        assert work_id is not None
+        assert home_id is not None
+        reply = hub.state.api.merge({"primaryObjectId": work_id, "objectIdToMerge": home_id})
+        assert reply.body is not None
+        merged = str(reply.body["id"])
+        await _patch(api, work, {"last_name": "Quiroga Saenz"})  # to be sent again
+        resources: Resources = app.state.resources
+        real = HubSpotCrm.upsert
+        erased: list[tuple[frozenset[str], int]] = []
+
+        async def upsert_then_erase(
+            self: HubSpotCrm, contacts: Sequence[CrmContact]
+        ) -> list[UpsertOutcome]:
+            outcomes = await real(self, contacts)
+            if not erased:  # meanwhile, another worker runs the erasure of `home`
+                deleted = await delete_at_crm(self, CrmKey(OBJECT_ID, home_id))
+                async with unit_of_work(resources.db.sessionmaker) as session:
+                    resent = await resend_contact_of(session, *deleted.crm_ids)
+                erased.append((deleted.crm_ids, resent))
+            return outcomes
+
+        monkeypatch.setattr(HubSpotCrm, "upsert", upsert_then_erase)
+        await _drain(app)
+
+        # Both leads sent again (`home` is not erased in Cauce here).
+        assert erased == [(frozenset({merged, work_id, home_id}), 2)]
+        assert merged not in hub.state.store.live
+        lead = await _lead(app, work)
+        assert lead.sync_status == "synced"
+        assert lead.crm_id in hub.state.store.live  # a new contact, sent again
+        assert hub.state.store.live[str(lead.crm_id)].properties["lastname"] == "Quiroga Saenz"

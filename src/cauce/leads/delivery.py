@@ -243,7 +243,9 @@ def sent_properties(
 async def resend_contact_of(session: AsyncSession, *crm_ids: str) -> int:
     """The live leads synced to the CRM contact `crm_ids` name, which was deleted there
     (several ids: a record and the contacts merged into it), made to be sent again (as a
-    new contact: nothing of the old one is cleared); how many."""
+    new contact: nothing of the old one is cleared); how many. Their version grows: a
+    delivery that sent one of them to the deleted contact before this, and records its
+    answer after, leaves it pending, not synced to a contact that is gone."""
     if not crm_ids:
         return 0
     result = await session.execute(
@@ -254,6 +256,7 @@ async def resend_contact_of(session: AsyncSession, *crm_ids: str) -> int:
             Lead.sync_status != "held",
         )
         .values(
+            version=Lead.version + 1,
             crm_id=None,
             synced_version=0,
             crm_sent_properties=None,

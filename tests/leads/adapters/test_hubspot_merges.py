@@ -26,12 +26,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from cauce.leads.adapters import HubSpotCrm
-from cauce.leads.ports import OBJECT_ID, CrmContact, CrmKey
+from cauce.leads.ports import (
+    OBJECT_ID,
+    CrmContact,
+    CrmKey,
+    CrmRecord,
+    CrmRejected,
+    CrmThrottled,
+    CrmUnavailable,
+)
 from cauce.sandbox import SandboxCrm
 from tests.leads.adapters.conftest import MakeHubSpot, contact
 
@@ -295,3 +304,35 @@ async def test_the_merge_endpoint_over_http(
     )
     assert again.status_code == 404, again.text
     assert again.json()["category"] == "OBJECT_NOT_FOUND"
+
+
+@pytest.mark.parametrize("error", ["unavailable", "throttled", "rejected"])
+async def test_a_failed_merge_check_keeps_the_upserts_applied(
+    make_hubspot: MakeHubSpot, monkeypatch: pytest.MonkeyPatch, error: str
+) -> None:
+    """The merge check's read meets an outage, a 429 or a refusal: the upserts HubSpot
+    applied in the call are still reported done (helper-159's review: a 503 there raised
+    the whole call after the work lead's update was applied), and the secondary's lead is
+    left to the adoption it had before the check."""
+    hubspot, crm, (work, personal), (work_id, personal_id) = await two_leads(make_hubspot)
+    merged = merge(crm, work_id, personal_id)
+    failure = {
+        "unavailable": CrmUnavailable("HubSpot answered 503"),
+        "throttled": CrmThrottled(datetime.now(UTC) + timedelta(seconds=10), "TEN_SECONDLY"),
+        "rejected": CrmRejected("HubSpot refused a read (HTTP 403)"),
+    }[error]
+
+    async def failing_read(*args: object, **kwargs: object) -> dict[str, CrmRecord]:
+        raise failure
+
+    monkeypatch.setattr(hubspot, "_read_chunk", failing_read)
+    changed = replace(work, properties={**work.properties, "lastname": "López Ruiz"})
+
+    done, secondary = await hubspot.upsert([changed, personal])
+
+    assert done.ok
+    assert done.crm_id == merged
+    assert live(crm, merged)["lastname"] == "López Ruiz"
+    assert not secondary.ok
+    assert secondary.error is not None
+    assert not secondary.error.startswith("MERGED")  # not checked: left as before

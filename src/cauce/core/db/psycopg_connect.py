@@ -21,6 +21,7 @@ connect is over, successful or not: a suspended generator finishes, releasing it
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from contextvars import ContextVar
 from typing import Any, Self
@@ -52,11 +53,15 @@ class ClosingAsyncConnection(psycopg.AsyncConnection[Row]):
         finally:
             _STARTED.reset(token)
             for gen in started:
-                gen.close()  # a suspended attempt's PGconn goes, and its socket with it
+                # A suspended attempt's PGconn goes, and its socket with it; the connect's
+                # own outcome stands whatever a close raises.
+                with contextlib.suppress(Exception):
+                    gen.close()
 
     @classmethod
-    def _connect_gen(cls, conninfo: str = "") -> PQGenConn[Self]:
-        gen = super()._connect_gen(conninfo)
+    def _connect_gen(cls, conninfo: str = "", **kwargs: Any) -> PQGenConn[Self]:
+        # psycopg's private hook: 3.2 passes `timeout=` too, 3.3 only the conninfo.
+        gen = super()._connect_gen(conninfo, **kwargs)
         started = _STARTED.get()
         if started is not None:
             started.append(gen)

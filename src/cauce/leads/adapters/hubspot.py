@@ -416,8 +416,11 @@ class HubSpotCrm:
             return set()
         try:
             records = await self._read_chunk("hs_object_id", sorted(read), (self._cauce_id,))
-        except CrmRejected:
-            log.warning("crm.hubspot.merge_check_refused", size=len(asked))
+        except (CrmRejected, CrmThrottled, CrmUnavailable) as exc:
+            # The upserts HubSpot applied stand whatever this read meets.
+            log.warning(
+                "crm.hubspot.merge_check_failed", size=len(asked), error_class=type(exc).__name__
+            )
             return set()
         settled: set[int] = set()
         for position, crm_id in asked.items():
