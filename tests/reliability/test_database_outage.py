@@ -262,9 +262,16 @@ class OwnPostgres:
         if pid is None:
             raise PgCtlFailed("no running postmaster to stop: the server went away by itself")
         self._note(f"stopping postmaster {pid}")
+        began = time.monotonic()
         self._pg_ctl("-m", "immediate", "stop")
+        took = time.monotonic() - began
         if self.postmaster_pid() is not None:
             raise PgCtlFailed("the server still runs after `pg_ctl stop -m immediate`")
+        if took > SLOW_PG_CTL_SECONDS:
+            # An immediate stop takes ~0.1 s; one held is waiting for a client's startup
+            # packet (`AUTHENTICATION_TIMEOUT`): a connect Cauce dropped half-made
+            # (`cauce.core.db.psycopg_connect`). The transcript names the client.
+            raise PgCtlFailed(f"`pg_ctl stop -m immediate` took {took:.1f} s: held by a client")
 
     def start(self) -> None:
         """Start the stopped server with its options."""
