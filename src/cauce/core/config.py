@@ -342,6 +342,20 @@ class CrmSettings(_Section):
         "(https://host/v1/webhooks/hubspot): the signature covers it. Default: the URL of "
         "the request as Cauce receives it, which differs behind a proxy that terminates TLS",
     )
+    webhook_inbox_retention_days: float = Field(
+        default=7.0,
+        ge=2,
+        le=36500,
+        description="Processed webhook events are deleted this long after they were "
+        "processed; at least 2 days, as a redelivered event is known by its kept row "
+        "(HubSpot retries a failed delivery up to 10 times over about 24 hours)",
+    )
+    webhook_inbox_purge_cron: CronOrOff = Field(
+        default="29 * * * *",
+        description="When `crm.inbox_purge` deletes processed webhook events past their "
+        "retention (never unprocessed ones), as a cron expression (5 fields, or 6 with "
+        "seconds last); `off` (or empty): never",
+    )
     allow_hosts: tuple[str, ...] = Field(
         default=(), description="Hosts or CIDRs let through the SSRF guard (a local sandbox)"
     )

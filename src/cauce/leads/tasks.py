@@ -68,6 +68,7 @@ from cauce.leads.ports import (
 )
 from cauce.leads.sync_backlog import ERASE_FAILED, ERASED, ERASING, OWED
 from cauce.leads.webhooks import INBOUND_TASK, crm_erasure, process_inbox
+from cauce.leads.webhooks_purge import register_inbox_purge
 
 log = structlog.get_logger("cauce.leads.tasks")
 
@@ -633,3 +634,10 @@ def register_leads_tasks(registry: TaskRegistry, deps: LeadsTaskDeps) -> None:
     registry.task(INBOUND_TASK, queue=CRM_QUEUE)(inbound_handler)
     registry.task(REDELIVER_TASK, queue=CRM_QUEUE, retry=DELIVERY_POLICY)(redeliver_handler)
     registry.task(ERASE_TASK, queue=CRM_QUEUE, retry=ERASE_POLICY)(erase_handler)
+    # The inbox's processed events, past their retention (`webhooks_purge`).
+    register_inbox_purge(
+        registry,
+        deps.sessionmaker,
+        timedelta(days=crm_settings.webhook_inbox_retention_days),
+        crm_settings.webhook_inbox_purge_cron,
+    )
