@@ -14,7 +14,7 @@ from cauce.leads.scoring import scorer_model
 
 class LeadsMetrics:
     """Leads accepted by outcome, leads synced, webhooks refused, the CRM backlog and the
-    erasures it owes, intake group sizes, the scoring model loaded."""
+    erasures it owes, intake group sizes, the scoring model loaded, the candidate cache."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.intake = Counter(
@@ -87,10 +87,45 @@ class LeadsMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
             registry=registry,
         )
+        # The process's candidate cache (`matching.known.KnownLeads`), copied from it by
+        # `candidate_cache_seen` (before a scrape, and every few seconds: `wiring`), never
+        # on intake's path. `liveall`: with processes sharing a metrics directory, one
+        # series per process (its `pid` label); each process keeps a cache of its own.
+        self.candidate_cache_entries = Gauge(
+            "cauce_leads_candidate_cache_entries",
+            "Stored leads whose prepared match fields this process keeps "
+            "(at most cauce_leads_candidate_cache_capacity; ~1.8 KiB each)",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.candidate_cache_capacity = Gauge(
+            "cauce_leads_candidate_cache_capacity",
+            "Most stored leads this process's candidate cache keeps "
+            "(CAUCE_LEADS__CANDIDATE_CACHE_SIZE)",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.candidate_cache_evictions = Counter(
+            "cauce_leads_candidate_cache_evictions",
+            "Leads dropped from a full candidate cache to make room (the least recently "
+            "used): steady while leads come in once more leads are stored than it holds, "
+            "and intake reads them from the database again when they are candidates",
+            registry=registry,
+        )
+        self._evictions_counted = 0
 
     def scorer_loaded(self, scorer: object) -> None:
         """Say which model `scorer` is (`scoring.scorer_model`) on the info gauge."""
         self.scoring_model.labels(scorer_model(scorer)[0]).set(1)
+
+    def candidate_cache_seen(self, entries: int, capacity: int, evicted: int) -> None:
+        """Copy the candidate cache's counts (`KnownLeads`: its length, `size`, and
+        `evicted`, which only grows) onto its gauges and counter."""
+        self.candidate_cache_entries.set(entries)
+        self.candidate_cache_capacity.set(capacity)
+        if evicted > self._evictions_counted:
+            self.candidate_cache_evictions.inc(evicted - self._evictions_counted)
+            self._evictions_counted = evicted
 
 
 def count_on_commit(session: AsyncSession, metrics: LeadsMetrics, outcomes: Iterable[str]) -> None:

@@ -83,15 +83,39 @@ def document_limits(schema: dict[str, Any], settings: Settings) -> None:
 
 
 def scrape_refreshes(runtime: LeadsRuntime) -> list[Callable[[], Awaitable[None]]]:
-    """What `/metrics` refreshes first for the leads context: the CRM backlog's gauges,
-    when a CRM is configured (`sync_backlog`)."""
+    """What `/metrics` refreshes first for the leads context: the candidate cache's
+    gauges (the scraped process's; `_candidate_cache_seen`), and the CRM backlog's, when
+    a CRM is configured (`sync_backlog`)."""
+
+    async def cache() -> None:
+        _candidate_cache_seen(runtime)
+
     if runtime.settings.crm.provider == "none":
-        return []
+        return [cache]
 
     async def refresh() -> None:
         await refresh_sync_gauges(runtime.sessionmaker, runtime.metrics)
 
-    return [refresh]
+    return [cache, refresh]
+
+
+# How often a process copies its candidate cache's counts onto its metrics besides before
+# a scrape it answers: the other processes of `cauce serve --workers N` (a scrape reaches
+# one of them) and `cauce worker` (its metrics server refreshes nothing).
+CANDIDATE_CACHE_GAUGES_SECONDS = 15.0
+
+
+def _candidate_cache_seen(runtime: LeadsRuntime) -> None:
+    known = runtime.known
+    runtime.metrics.candidate_cache_seen(len(known), known.size, known.evicted)
+
+
+async def _publish_candidate_cache(runtime: LeadsRuntime) -> None:
+    """Copy the candidate cache's counts onto the metrics every
+    `CANDIDATE_CACHE_GAUGES_SECONDS` (a few integers: nothing on intake's path)."""
+    while True:
+        _candidate_cache_seen(runtime)
+        await asyncio.sleep(CANDIDATE_CACHE_GAUGES_SECONDS)
 
 
 def check_settings(settings: Settings) -> None:
@@ -219,12 +243,15 @@ async def open_leads(
     sweeping = asyncio.create_task(
         _sweep_erased(sessionmaker, runtime.known, warming), name="leads-erased-sweep"
     )
+    publishing = asyncio.create_task(
+        _publish_candidate_cache(runtime), name="leads-candidate-cache-gauges"
+    )
     try:
         yield runtime
     finally:
-        for task in (sweeping, warming):
+        for task in (publishing, sweeping, warming):
             task.cancel()
-        await asyncio.gather(sweeping, warming, return_exceptions=True)
+        await asyncio.gather(publishing, sweeping, warming, return_exceptions=True)
         groups, runtime.groups = runtime.groups, None  # a late request runs on its own
         if groups is not None:
             await groups.aclose()

@@ -53,6 +53,7 @@ class KnownLeads:
         self.size = size
         self._by_id: OrderedDict[int, Known] = OrderedDict()
         self._forgotten: OrderedDict[int, None] = OrderedDict()  # erased: never held again
+        self.evicted = 0  # leads dropped for room, ever (`cauce_leads_candidate_cache_*`)
 
     def __contains__(self, lead_id: object) -> bool:
         return lead_id in self._by_id
@@ -78,6 +79,7 @@ class KnownLeads:
         self._by_id.move_to_end(lead_id)
         while len(self._by_id) > self.size:
             self._by_id.popitem(last=False)
+            self.evicted += 1
 
     def entries(self) -> list[tuple[int, Known]]:
         """Every lead held, by id, the least recently used first (a copy)."""
