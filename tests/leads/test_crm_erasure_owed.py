@@ -150,9 +150,11 @@ REFUSALS = {
 
 
 @asynccontextmanager
-async def _served(settings: Settings, crm: Crm) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The app on `settings` (its CRM `crm`, jobs run by hand) and a client with every
-    leads scope and jobs:admin."""
+async def _served(
+    settings: Settings, crm: Crm | None = None
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app on `settings` (its CRM `crm`, else the one its settings name; jobs run by
+    hand) and a client with every leads scope and jobs:admin."""
     app = create_app(settings, crm=crm)
     async with LifespanManager(app):
         resources: Resources = app.state.resources
@@ -335,22 +337,14 @@ async def test_the_sandbox_hubspots_refusal_is_kept_by_status_and_category(
             base_url=sandbox.url,
             allow_hosts=("127.0.0.1",),
         )
-        app = create_app(settings)
-        async with LifespanManager(app):
-            resources: Resources = app.state.resources
-            key = await resources.api_keys.create("owed", SCOPES)
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://cauce.test",
-                headers={"Authorization": f"Bearer {key.token}"},
-            ) as api:
-                uid = await _synced_lead(app, api)
-                await _erase(api, uid)
-                await _drain(app)
-                assert await _state(app, uid) == (
-                    "erase_failed",
-                    "hubspot refused: HTTP 400 VALIDATION_ERROR",
-                )
+        async with _served(settings) as (app, api):
+            uid = await _synced_lead(app, api)
+            await _erase(api, uid)
+            await _drain(app)
+            assert await _state(app, uid) == (
+                "erase_failed",
+                "hubspot refused: HTTP 400 VALIDATION_ERROR",
+            )
     finally:
         await sandbox.stop()
 

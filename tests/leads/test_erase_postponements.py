@@ -19,11 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cauce.app import Resources, create_app
+from cauce.app import Resources
 from cauce.core.db import unit_of_work
 from cauce.core.db.base import utcnow
 from cauce.core.jobs.policy import RetryPolicy
@@ -34,7 +33,6 @@ from cauce.leads.ports import CrmKey, CrmRejected, CrmThrottled, CrmUnavailable
 from cauce.sandbox import SandboxCrmConfig, start_sandbox_crm
 from tests.conftest import SettingsFactory
 from tests.leads.test_crm_erasure_owed import (
-    SCOPES,
     Crm,
     _drain,
     _erase,
@@ -219,32 +217,24 @@ async def test_the_sandbox_hubspot_out_of_postponements_fails_the_erasure(
             base_url=sandbox.url,
             allow_hosts=("127.0.0.1",),
         )
-        app = create_app(settings)
-        async with LifespanManager(app):
-            resources: Resources = app.state.resources
-            key = await resources.api_keys.create("postponed", SCOPES)
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://cauce.test",
-                headers={"Authorization": f"Bearer {key.token}"},
-            ) as api:
-                uid = await _synced_lead(app, api)
-                if fault == "outage":
-                    async with httpx.AsyncClient() as client:
-                        reply = await client.post(
-                            f"{sandbox.url}/_sandbox/faults", json={"outage": 3600}
-                        )
-                        reply.raise_for_status()
-                else:
-                    async with httpx.AsyncClient(
-                        headers={"Authorization": f"Bearer {sandbox.token}"}
-                    ) as client:
-                        contacts = f"{sandbox.url}/crm/v3/objects/contacts"
-                        answers = [(await client.get(contacts)).status_code for _ in range(25)]
-                        assert answers[-1] == 429
-                await _erase(api, uid)
-                await _drain(app)
-                assert [job.status for job in await _jobs(app)] == [JobStatus.FAILED]
-                assert await _state(app, uid) == ("erase_failed", SANDBOX_GAVE_UP[fault])
+        async with _served(settings) as (app, api):
+            uid = await _synced_lead(app, api)
+            if fault == "outage":
+                async with httpx.AsyncClient() as client:
+                    reply = await client.post(
+                        f"{sandbox.url}/_sandbox/faults", json={"outage": 3600}
+                    )
+                    reply.raise_for_status()
+            else:
+                async with httpx.AsyncClient(
+                    headers={"Authorization": f"Bearer {sandbox.token}"}
+                ) as client:
+                    contacts = f"{sandbox.url}/crm/v3/objects/contacts"
+                    answers = [(await client.get(contacts)).status_code for _ in range(25)]
+                    assert answers[-1] == 429
+            await _erase(api, uid)
+            await _drain(app)
+            assert [job.status for job in await _jobs(app)] == [JobStatus.FAILED]
+            assert await _state(app, uid) == ("erase_failed", SANDBOX_GAVE_UP[fault])
     finally:
         await sandbox.stop()
